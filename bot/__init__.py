@@ -1,0 +1,1 @@
+"""veilig-doorverwijzen: refer families from Kind en Gezin to the OCMW under a signed protocol."""

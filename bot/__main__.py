@@ -1,0 +1,74 @@
+"""Command line: `python -m bot serve` runs the bot on the embedded defaults."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from bot.app import SERVICES_KEY, create_app
+from bot.checks import run_checks
+from bot.clock import SystemClock
+from bot.config import ConfigError, Settings
+from bot.logging_setup import configure_logging
+from bot.protocols import ProtocolFileError
+from bot.zip_passwords import LocalZipPasswordProvider
+
+logger = logging.getLogger("bot")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command and run it; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m bot", description="veilig-doorverwijzen Teams bot")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the bot (default)")
+    commands.add_parser("check", help="verify protocols, secrets and mail transport; sends nothing")
+    arguments = parser.parse_args(argv)
+    try:
+        settings = Settings.from_mapping(os.environ)
+    except ConfigError as error:
+        sys.stderr.write(f"configuration error: {error}\n")
+        return 2
+    configure_logging(settings.log_level)
+    if arguments.command in (None, "serve"):
+        return _serve(settings)
+    if arguments.command == "check":
+        results = asyncio.run(run_checks(settings, SystemClock()))
+        sys.stdout.write("".join(result.line() + "\n" for result in results))
+        return 0 if all(result.ok for result in results) else 1
+    parser.error(f"unknown command {arguments.command}")
+    return 2
+
+
+def _serve(settings: Settings) -> int:
+    try:
+        app = create_app(settings)
+    except ProtocolFileError as error:
+        logger.error("protocol file error: %s", error)
+        return 2
+    services = app[SERVICES_KEY]
+    if not settings.identity.auth_enabled:
+        logger.warning(
+            "Bot Framework authentication is OFF because MicrosoftAppId is empty: anyone who can reach "
+            "this port can talk to the bot. Fine on 127.0.0.1 with the Agents Playground, never in production."
+        )
+    if isinstance(services.passwords, LocalZipPasswordProvider):
+        logger.info("ZIP password (local provider) is kept in: %s", services.passwords.source)
+    elif settings.key_vault is not None:
+        logger.info("ZIP passwords come from Key Vault %s", settings.key_vault.url)
+    logger.info("mail transport: %s, outbox folder: %s", settings.mail_transport, settings.outbox_dir)
+    logger.info(
+        "protocols loaded: %s", ", ".join(p.id for p in services.registry.all())
+    )
+    logger.info("listening on http://%s:%d/api/messages", settings.host, settings.port)
+    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Wires the bot together: `create_app(settings)` is the only place objects are built."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from bot.clock import Clock, SystemClock
+from bot.config import Settings
+from bot.database import open_database
+from bot.delivery import DeliveryWorker, RetryPolicy
+from bot.dialogue import ReferralDialogue
+from bot.draft_cipher import DraftCipher
+from bot.drafts import DraftStore
+from bot.mail_transport import MailTransport
+from bot.notifications import Notifier
+from bot.outbox import Outbox
+from bot.protocols import ProtocolRegistry, load_registry
+from bot.referrals import ReferralStore
+from bot.register import ProcessingRegister
+from bot.sending import ReferralSender
+from bot.teams.adapter import create_adapter
+from bot.teams.handler import ReferralActivityHandler
+from bot.teams.notifier import TeamsNotifier
+from bot.teams.route import MAX_BODY_BYTES, messages_route
+from bot.wiring import Closer, build_mail_transport, build_password_provider
+from bot.zip_passwords import ZipPasswordProvider
+
+logger = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the running app holds, reachable from tests and commands through `app[SERVICES_KEY]`."""
+
+    settings: Settings
+    registry: ProtocolRegistry
+    drafts: DraftStore
+    referrals: ReferralStore
+    register: ProcessingRegister
+    outbox: Outbox
+    dialogue: ReferralDialogue
+    worker: DeliveryWorker
+    passwords: ZipPasswordProvider
+    transport: MailTransport
+    closers: list[Closer] = field(default_factory=list)
+
+
+SERVICES_KEY = web.AppKey("services", Services)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    transport: MailTransport | None = None,
+    passwords: ZipPasswordProvider | None = None,
+    notifier: Notifier | None = None,
+    run_worker: bool = True,
+) -> web.Application:
+    """Build the aiohttp application; fails fast on a bad protocol file or data folder.
+
+    `transport`, `passwords` and `notifier` replace what the settings would build (tests);
+    `run_worker=False` leaves the outbox to the test, which calls `worker.deliver_due()`.
+    """
+    clock = clock or SystemClock()
+    registry = load_registry(settings.protocols_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    connection = open_database(settings.database_path)
+    closers: list[Closer] = []
+    drafts = DraftStore(connection, DraftCipher.from_key_file(settings.data_dir / "draft.key"), settings.draft_ttl)
+    referrals = ReferralStore(connection)
+    register = ProcessingRegister(connection)
+    outbox = Outbox(connection)
+    passwords = passwords or build_password_provider(settings, clock, closers)
+    transport = transport or build_mail_transport(settings, closers)
+    adapter = create_adapter(settings.identity)
+    notifier = notifier or TeamsNotifier(adapter, settings.identity.app_id)
+    worker = DeliveryWorker(
+        outbox=outbox,
+        transport=transport,
+        referrals=referrals,
+        register=register,
+        registry=registry,
+        notifier=notifier,
+        clock=clock,
+        timezone=settings.timezone,
+        policy=RetryPolicy(settings.delivery.initial, settings.delivery.maximum, settings.delivery.horizon),
+    )
+    sender = ReferralSender(
+        connection=connection,
+        passwords=passwords,
+        outbox=outbox,
+        drafts=drafts,
+        referrals=referrals,
+        register=register,
+        clock=clock,
+        timezone=settings.timezone,
+        mail_from=settings.mail_from,
+    )
+    dialogue = ReferralDialogue(
+        registry=registry,
+        drafts=drafts,
+        register=register,
+        sender=sender,
+        clock=clock,
+        timezone=settings.timezone,
+        on_queued=worker.wake,
+    )
+    handler = ReferralActivityHandler(dialogue)
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[SERVICES_KEY] = Services(
+        settings=settings,
+        registry=registry,
+        drafts=drafts,
+        referrals=referrals,
+        register=register,
+        outbox=outbox,
+        dialogue=dialogue,
+        worker=worker,
+        passwords=passwords,
+        transport=transport,
+        closers=closers,
+    )
+    app.add_routes([messages_route(adapter, handler), web.get("/healthz", _healthz)])
+
+    async def background(_: web.Application) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, lambda: _sweep(drafts, clock)))]
+        if run_worker:
+            tasks.append(asyncio.create_task(worker.run()))
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for close in closers:
+            await close()
+        connection.close()
+
+    app.cleanup_ctx.append(background)
+    return app
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _sweep(drafts: DraftStore, clock: Clock) -> None:
+    """Wipe idle drafts, so unfinished client data never outlives its 30 minutes by much."""
+    wiped = drafts.sweep(clock.now())
+    if wiped:
+        logger.info("expired drafts wiped: %d", wiped)
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        try:
+            await job()
+        except Exception:
+            logger.exception("periodic job failed")
+        await asyncio.sleep(seconds)

@@ -1,0 +1,251 @@
+"""Settings read once from the environment into a frozen, validated object.
+
+Nothing else in the bot reads `os.environ`: `create_app(settings)` gets everything from here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+
+from bot.smtp_transport import SmtpSettings, is_loopback_host
+
+MailTransportName = Literal["outbox", "smtp", "graph"]
+SmtpTls = Literal["starttls", "implicit", "none"]
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names the variable and says how to fix it."""
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    """Bot Framework app registration; authentication is off when `app_id` is empty."""
+
+    app_id: str = ""
+    app_password: str = field(default="", repr=False)
+    app_tenant_id: str = ""
+    app_type: str = "SingleTenant"
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when incoming requests must carry a valid Bot Framework token."""
+        return bool(self.app_id)
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """`MAIL_TRANSPORT=graph`: Microsoft Graph sendMail as the `MAIL_FROM` mailbox."""
+
+    base_url: str = "https://graph.microsoft.com"
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class KeyVaultConfig:
+    """ZIP passwords from Azure Key Vault (`KEY_VAULT_URL` set)."""
+
+    url: str
+    managed_identity_client_id: str | None = None
+    cache: dt.timedelta = dt.timedelta(minutes=10)
+    #: Only for a local Key Vault stand-in on 127.0.0.1: Azure's SDK refuses a challenge whose
+    #: resource does not match the vault host. Never set in production.
+    dangerously_skip_challenge_check: bool = False
+
+
+@dataclass(frozen=True)
+class DeliveryPolicyConfig:
+    """How the outbox retries: first wait, longest wait, and when it gives up."""
+
+    initial: dt.timedelta = dt.timedelta(seconds=30)
+    maximum: dt.timedelta = dt.timedelta(hours=1)
+    horizon: dt.timedelta = dt.timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the bot needs to run, resolved and checked at start."""
+
+    host: str = "127.0.0.1"
+    port: int = 3978
+    data_dir: Path = Path(".data")
+    protocols_dir: Path = _PROJECT_ROOT / "infra" / "protocols"
+    mail_transport: MailTransportName = "outbox"
+    mail_from: str = "doorverwijzing@opgroeien.be"
+    local_zip_password: str | None = field(default=None, repr=False)
+    key_vault: KeyVaultConfig | None = None
+    smtp: SmtpSettings | None = None
+    graph: GraphConfig | None = None
+    delivery: DeliveryPolicyConfig = field(default_factory=DeliveryPolicyConfig)
+    identity: BotIdentity = field(default_factory=BotIdentity)
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Brussels"))
+    draft_ttl: dt.timedelta = dt.timedelta(minutes=30)
+    log_level: str = "INFO"
+
+    @property
+    def database_path(self) -> Path:
+        """The one SQLite file that holds the bot's state."""
+        return self.data_dir / "bot.sqlite3"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where the `outbox` mail transport writes its `.eml` files."""
+        return self.data_dir / "outbox"
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from an environment-like mapping, raising ConfigError on bad values."""
+        reader = _EnvReader(env)
+        transport = reader.mail_transport("MAIL_TRANSPORT")
+        settings = cls(
+            host=reader.text("HOST", cls.host),
+            port=reader.integer("PORT", cls.port, minimum=0, maximum=65535),
+            data_dir=Path(reader.text("BOT_DATA_DIR", str(cls.data_dir))),
+            protocols_dir=Path(reader.text("PROTOCOLS_DIR", str(cls.protocols_dir))),
+            mail_transport=transport,
+            mail_from=reader.mailbox("MAIL_FROM", cls.mail_from),
+            local_zip_password=reader.optional("LOCAL_ZIP_PASSWORD"),
+            key_vault=_key_vault(reader),
+            smtp=_smtp(reader) if transport == "smtp" else None,
+            graph=_graph(reader) if transport == "graph" else None,
+            delivery=DeliveryPolicyConfig(
+                initial=dt.timedelta(seconds=reader.integer("OUTBOX_RETRY_INITIAL_SECONDS", 30, minimum=1,
+                                                            maximum=3600)),
+                maximum=dt.timedelta(seconds=reader.integer("OUTBOX_RETRY_MAX_SECONDS", 3600, minimum=1,
+                                                            maximum=86400)),
+                horizon=dt.timedelta(hours=reader.integer("OUTBOX_HORIZON_HOURS", 24, minimum=1, maximum=24 * 14)),
+            ),
+            identity=BotIdentity(
+                app_id=reader.text("MicrosoftAppId", ""),
+                app_password=reader.text("MicrosoftAppPassword", ""),
+                app_tenant_id=reader.text("MicrosoftAppTenantId", ""),
+                app_type=reader.choice(
+                    "MicrosoftAppType", "SingleTenant", ("SingleTenant", "MultiTenant", "UserAssignedMSI")
+                ),
+            ),
+            timezone=reader.timezone("BOT_TIMEZONE", "Europe/Brussels"),
+            draft_ttl=dt.timedelta(minutes=reader.integer("DRAFT_TTL_MINUTES", 30, minimum=1, maximum=24 * 60)),
+            log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        )
+        return settings
+
+
+def _key_vault(reader: _EnvReader) -> KeyVaultConfig | None:
+    url = reader.optional("KEY_VAULT_URL")
+    if url is None:
+        return None
+    if not url.startswith("https://"):
+        raise ConfigError(f"KEY_VAULT_URL={url!r} must be an https:// vault URL, e.g. https://my-vault.vault.azure.net")
+    return KeyVaultConfig(
+        url=url,
+        managed_identity_client_id=reader.optional("AZURE_CLIENT_ID"),
+        cache=dt.timedelta(minutes=reader.integer("KEY_VAULT_CACHE_MINUTES", 10, minimum=0, maximum=24 * 60)),
+        dangerously_skip_challenge_check=reader.flag("DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK", False),
+    )
+
+
+def _smtp(reader: _EnvReader) -> SmtpSettings:
+    host = reader.optional("SMTP_HOST")
+    if host is None:
+        raise ConfigError("MAIL_TRANSPORT=smtp needs SMTP_HOST (the relay's host name)")
+    tls = cast(SmtpTls, reader.choice("SMTP_TLS", "starttls", get_args(SmtpTls)))
+    plaintext_allowed = reader.flag("SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK", False) and is_loopback_host(host)
+    if tls == "none" and not plaintext_allowed:
+        raise ConfigError(
+            "SMTP_TLS=none sends mail unencrypted: it is only accepted with SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK=1 "
+            "and SMTP_HOST on this machine (localhost, 127.0.0.1, ::1). Use starttls or implicit."
+        )
+    ca_file = reader.optional("SMTP_CA_FILE")
+    if ca_file is not None and not Path(ca_file).is_file():
+        raise ConfigError(f"SMTP_CA_FILE={ca_file!r} does not exist; give the path of a PEM file")
+    username = reader.optional("SMTP_USERNAME")
+    password = reader.optional("SMTP_PASSWORD")
+    if (username is None) != (password is None):
+        raise ConfigError("set both SMTP_USERNAME and SMTP_PASSWORD, or neither")
+    default_port = 465 if tls == "implicit" else 587 if tls == "starttls" else 25
+    return SmtpSettings(
+        host=host,
+        port=reader.integer("SMTP_PORT", default_port, minimum=1, maximum=65535),
+        tls=tls,
+        ca_file=None if ca_file is None else Path(ca_file),
+        username=username,
+        password=password,
+        timeout_seconds=float(reader.integer("SMTP_TIMEOUT_SECONDS", 30, minimum=1, maximum=600)),
+    )
+
+
+def _graph(reader: _EnvReader) -> GraphConfig:
+    base_url = reader.text("GRAPH_BASE_URL", GraphConfig.base_url).rstrip("/")
+    if not base_url.startswith("https://"):
+        raise ConfigError(f"GRAPH_BASE_URL={base_url!r} must start with https://")
+    return GraphConfig(base_url=base_url)
+
+
+class _EnvReader:
+    """Typed access to environment values with errors that say how to fix them."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        value = self._env.get(name)
+        return default if value is None or not value.strip() else value.strip()
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError as error:
+            raise ConfigError(f"{name}={raw!r} is not a whole number; use e.g. {default}") from error
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{name}={value} is out of range; use a number from {minimum} to {maximum}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._env.get(name)
+        if raw is None:
+            return default
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value not in allowed:
+            raise ConfigError(f"{name}={value!r} is not allowed; use one of {', '.join(allowed)}")
+        return value
+
+    def mail_transport(self, name: str) -> MailTransportName:
+        return cast(MailTransportName, self.choice(name, "outbox", get_args(MailTransportName)))
+
+    def mailbox(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        try:
+            return validate_email(value, check_deliverability=False).normalized
+        except EmailNotValidError as error:
+            raise ConfigError(f"{name}={value!r} is not an e-mail address: {error}") from error
+
+    def timezone(self, name: str, default: str) -> ZoneInfo:
+        value = self.text(name, default)
+        try:
+            return ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ConfigError(f"{name}={value!r} is not a time zone; use e.g. Europe/Brussels") from error

@@ -1,0 +1,116 @@
+"""The one SQLite database of the embedded mode: opened once, schema created on first start.
+
+`secure_delete` overwrites deleted content with zeros, so a wiped draft does not linger in free
+pages of the file; WAL with `synchronous=FULL` makes every commit durable before we answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS drafts (
+    id TEXT PRIMARY KEY,
+    owner_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    protocol_id TEXT,
+    consent_json TEXT,
+    sealed_details BLOB,
+    reference TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drafts_updated_at ON drafts (updated_at);
+CREATE TABLE IF NOT EXISTS referrals (
+    reference TEXT PRIMARY KEY,
+    protocol_id TEXT NOT NULL,
+    referrer_id TEXT NOT NULL,
+    referrer_name TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    conversation_ref TEXT NOT NULL,
+    card_activity_id TEXT,
+    lang TEXT NOT NULL,
+    state TEXT NOT NULL,
+    key_version TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    queued_at TEXT NOT NULL,
+    sent_at TEXT,
+    failure_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id TEXT PRIMARY KEY,
+    reference TEXT NOT NULL,
+    payload BLOB,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    queued_at TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    last_error TEXT,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS register (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    event TEXT NOT NULL,
+    actor_id TEXT NOT NULL,
+    actor_name TEXT NOT NULL,
+    protocol_id TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    legal_basis TEXT NOT NULL,
+    data_categories TEXT NOT NULL,
+    recipient_category TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    previous_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+"""
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (and if needed create) the database with the pragmas the bot relies on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.row_factory = sqlite3.Row
+    connection.execute("PRAGMA secure_delete = ON")
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.executescript(_SCHEMA)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    path.chmod(0o600)
+    return connection
+
+
+@contextlib.contextmanager
+def transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """All statements inside commit together or not at all; nests (SAVEPOINTs)."""
+    name = f"sp_{secrets.token_hex(6)}"
+    connection.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        connection.execute(f"ROLLBACK TO {name}")
+        connection.execute(f"RELEASE {name}")
+        raise
+    connection.execute(f"RELEASE {name}")
+
+
+def to_text(moment: dt.datetime) -> str:
+    """A timezone-aware time as sortable UTC text."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime")
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def from_text(text: str) -> dt.datetime:
+    """The inverse of `to_text`."""
+    return dt.datetime.fromisoformat(text)

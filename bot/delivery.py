@@ -1,0 +1,186 @@
+"""The background worker that empties the outbox: deliver, retry with backoff, or give up loudly.
+
+It never loses a queued mail: rows are claimed (committed) before sending, transient failures are
+rescheduled with exponential backoff and jitter up to a horizon, and only a permanent failure or
+the horizon makes it give up, after which the referrer is told the referral was NOT delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import email
+import email.policy
+import logging
+import random
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import cards
+from bot.clock import Clock
+from bot.mail_transport import MailDeliveryError, MailTransport
+from bot.notifications import NotificationError, Notifier
+from bot.outbox import Outbox, OutboxItem
+from bot.protocols import ProtocolRegistry
+from bot.referrals import ReferralStore, SentReferral
+from bot.register import ProcessingRegister, RegisterEvent
+
+logger = logging.getLogger(__name__)
+
+MAX_IDLE_WAIT = dt.timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, bounded per wait and in total."""
+
+    initial: dt.timedelta = dt.timedelta(seconds=30)
+    maximum: dt.timedelta = dt.timedelta(hours=1)
+    horizon: dt.timedelta = dt.timedelta(hours=24)
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> dt.timedelta:
+        """Wait before attempt `attempt + 1`: half to all of the doubled step, never below Retry-After."""
+        factor: int = 2 ** max(0, attempt - 1)
+        step = min(self.maximum, self.initial * factor)
+        wait = step * rng.uniform(0.5, 1.0)
+        if retry_after is not None:
+            wait = max(wait, dt.timedelta(seconds=min(retry_after, self.maximum.total_seconds())))
+        return wait
+
+
+class DeliveryWorker:
+    """Delivers due outbox rows; `wake()` after queueing makes it look at once."""
+
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        transport: MailTransport,
+        referrals: ReferralStore,
+        register: ProcessingRegister,
+        registry: ProtocolRegistry,
+        notifier: Notifier,
+        clock: Clock,
+        timezone: ZoneInfo,
+        policy: RetryPolicy,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._transport = transport
+        self._referrals = referrals
+        self._register = register
+        self._registry = registry
+        self._notifier = notifier
+        self._clock = clock
+        self._tz = timezone
+        self._policy = policy
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look at the outbox now (something was queued, or the clock moved in a test)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver forever; rows a crash left half-sent are queued again first."""
+        recovered = self._outbox.recover()
+        if recovered:
+            logger.warning("outbox: %d mail(s) interrupted by a restart are queued again", recovered)
+        while True:
+            try:
+                await self.deliver_due()
+            except Exception:
+                logger.exception("outbox pass failed")
+            await self._sleep_until_due()
+
+    async def deliver_due(self) -> int:
+        """One pass over what is due now; returns how many rows were tried."""
+        tried = 0
+        while True:
+            items = self._outbox.claim_due(self._clock.now())
+            if not items:
+                return tried
+            for item in items:
+                await self._deliver(item)
+                tried += 1
+
+    async def _sleep_until_due(self) -> None:
+        due = self._outbox.next_due_at()
+        wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, max(dt.timedelta(0), due - self._clock.now()))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait.total_seconds())
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        message = email.message_from_bytes(item.payload, policy=email.policy.SMTP)
+        try:
+            await self._transport.send(message)
+        except MailDeliveryError as error:
+            await self._handle_failure(item, error)
+            return
+        now = self._clock.now()
+        self._outbox.mark_delivered(item.message_id, now)
+        referral = self._referrals.by_message_id(item.message_id)
+        if referral is None:
+            return
+        self._referrals.mark_sent(referral.reference, now)
+        self._append(referral, RegisterEvent.DELIVERED, f"attempt {item.attempts}")
+        logger.info("referral delivered", extra={"reference": referral.reference})
+        await self._tell_referrer(referral, delivered_at=now)
+
+    async def _handle_failure(self, item: OutboxItem, error: MailDeliveryError) -> None:
+        now = self._clock.now()
+        give_up_at = item.queued_at + self._policy.horizon
+        if error.transient and now < give_up_at:
+            next_at = min(now + self._policy.delay(item.attempts, error.retry_after, self._rng), give_up_at)
+            self._outbox.reschedule(item.message_id, next_at, error.reason)
+            logger.warning(
+                "mail not delivered yet (%s), retrying at %s (attempt %d)",
+                error.reason,
+                next_at.isoformat(timespec="seconds"),
+                item.attempts,
+                extra={"reference": item.reference},
+            )
+            return
+        reason = error.reason if not error.transient else f"gave up after {item.attempts} attempts: {error.reason}"
+        self._outbox.mark_failed(item.message_id, now, reason)
+        referral = self._referrals.by_message_id(item.message_id)
+        logger.error("referral NOT delivered: %s", reason, extra={"reference": item.reference})
+        if referral is None:
+            return
+        self._referrals.mark_failed(referral.reference, reason)
+        self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)
+        await self._tell_referrer(referral, delivered_at=None)
+
+    def _append(self, referral: SentReferral, event: RegisterEvent, detail: str) -> None:
+        self._register.append(
+            at=self._clock.now(),
+            event=event,
+            actor_id=referral.referrer_id,
+            actor_name=referral.referrer_name,
+            protocol_id=referral.protocol_id,
+            reference=referral.reference,
+            detail=detail,
+        )
+
+    async def _tell_referrer(self, referral: SentReferral, *, delivered_at: dt.datetime | None) -> None:
+        """Update the referrer's card in place and post a short message; a Teams outage is only logged."""
+        lang = cards.language_for(referral.lang)
+        protocol = self._registry.get(referral.protocol_id)
+        recipient = protocol.recipient.organisation if protocol else referral.protocol_id
+        mailbox = protocol.recipient_mailbox if protocol else ""
+        if delivered_at is not None:
+            local = delivered_at.astimezone(self._tz)
+            card = cards.sent_card(lang, reference=referral.reference, recipient=recipient, mailbox=mailbox,
+                                   sent_at=local)
+            text = cards.text(lang, "delivered", reference=referral.reference, recipient=recipient)
+        else:
+            card = cards.problem_card(lang, "not_delivered", reference=referral.reference, recipient=recipient)
+            text = cards.text(lang, "delivery_failed", reference=referral.reference, recipient=recipient)
+        try:
+            if referral.card_activity_id:
+                await self._notifier.update_card(referral.conversation_ref, referral.card_activity_id, card)
+            await self._notifier.send_text(referral.conversation_ref, text)
+        except NotificationError:
+            logger.exception("referrer could not be told", extra={"reference": referral.reference})

@@ -1,0 +1,177 @@
+"""Server-side validation of the data card: article 3's fields and nothing else.
+
+Returns either clean, normalised `ClientDetails` or one `FieldError` per bad field, so the card
+can come back with the typed values preserved and each error next to its field.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from bot.protocols import DataSharingProtocol
+from bot.referral import ClientDetails, FieldError
+
+#: The only inputs the data card has; anything else in an action is ignored, never stored.
+DETAIL_FIELDS: tuple[str, ...] = (
+    "firstName",
+    "lastName",
+    "street",
+    "houseNumber",
+    "postalCode",
+    "municipality",
+    "phone",
+    "email",
+)
+MAX_LENGTHS: Mapping[str, int] = {
+    "firstName": 100,
+    "lastName": 100,
+    "street": 150,
+    "houseNumber": 20,
+    "postalCode": 4,
+    "municipality": 100,
+    "phone": 30,
+    "email": 254,
+}
+_REQUIRED = ("firstName", "lastName", "street", "houseNumber", "postalCode", "municipality")
+# Letters (any script), combining marks, spaces, apostrophes, hyphens and dots: "D'Hondt", "Van der Berg-Öz".
+_NAME_PATTERN = re.compile(r"^[^\W\d_](?:[^\W\d_]|[\s'’.\-])*$")
+# Starts with a number; then letters, digits and the usual separators: "12", "12B", "12 bus 3", "12/3".
+_HOUSE_NUMBER_PATTERN = re.compile(r"^[0-9]{1,5}[0-9A-Za-z ./,-]*$")
+_POSTAL_CODE_PATTERN = re.compile(r"^[1-9][0-9]{3}$")
+_DEFAULT_REGION = "BE"
+
+
+@dataclass(frozen=True, repr=False)
+class DetailsValidation:
+    """The outcome: `details` when everything is valid, else the errors by field id."""
+
+    typed: Mapping[str, str]
+    details: ClientDetails | None
+    errors: Mapping[str, FieldError]
+
+    def __repr__(self) -> str:
+        return f"DetailsValidation(valid={self.details is not None}, errors={sorted(self.errors)})"
+
+
+def typed_values(data: Mapping[str, object]) -> dict[str, str]:
+    """The eight known inputs as strings, trimmed; unknown keys and non-strings are dropped."""
+    values: dict[str, str] = {}
+    for field in DETAIL_FIELDS:
+        raw = data.get(field)
+        values[field] = raw.strip() if isinstance(raw, str) else ""
+    return values
+
+
+def validate_details(data: Mapping[str, object], protocol: DataSharingProtocol) -> DetailsValidation:
+    """Check every field against the rules and the protocol's municipality."""
+    typed = typed_values(data)
+    errors: dict[str, FieldError] = {}
+    for field, value in typed.items():
+        problem = _generic_problem(field, value)
+        if problem is not None:
+            errors[field] = problem
+    for field in ("firstName", "lastName"):
+        if field not in errors and not _NAME_PATTERN.match(typed[field]):
+            errors[field] = FieldError("name_characters")
+    if "houseNumber" not in errors and not _HOUSE_NUMBER_PATTERN.match(typed["houseNumber"]):
+        errors["houseNumber"] = FieldError("house_number_format")
+    if "postalCode" not in errors:
+        if not _POSTAL_CODE_PATTERN.match(typed["postalCode"]):
+            errors["postalCode"] = FieldError("postal_code_format")
+        elif not protocol.covers_postal_code(typed["postalCode"]):
+            errors["postalCode"] = FieldError(
+                "postal_code_outside_area",
+                (("municipality", protocol.recipient_municipality), ("ocmw", protocol.recipient.organisation)),
+            )
+    phone = _checked_phone(typed["phone"], errors) if "phone" not in errors else None
+    email = _checked_email(typed["email"], errors) if "email" not in errors else None
+    if not typed["phone"] and not typed["email"]:
+        errors["phone"] = errors["email"] = FieldError("contact_missing")
+    if errors:
+        return DetailsValidation(typed=typed, details=None, errors=errors)
+    details = ClientDetails(
+        first_name=_collapse_spaces(typed["firstName"]),
+        last_name=_collapse_spaces(typed["lastName"]),
+        street=_collapse_spaces(typed["street"]),
+        house_number=_collapse_spaces(typed["houseNumber"]),
+        postal_code=typed["postalCode"],
+        municipality=_collapse_spaces(typed["municipality"]),
+        phone=phone,
+        email=email,
+    )
+    return DetailsValidation(typed=typed, details=details, errors={})
+
+
+def details_as_typed(details: ClientDetails) -> dict[str, str]:
+    """Card input values for a stored draft, so "edit" shows what was entered."""
+    phone = ""
+    if details.phone:
+        phone = phonenumbers.format_number(
+            phonenumbers.parse(details.phone, None), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+        )
+    return {
+        "firstName": details.first_name,
+        "lastName": details.last_name,
+        "street": details.street,
+        "houseNumber": details.house_number,
+        "postalCode": details.postal_code,
+        "municipality": details.municipality,
+        "phone": phone,
+        "email": details.email or "",
+    }
+
+
+def _generic_problem(field: str, value: str) -> FieldError | None:
+    if not value:
+        return FieldError("required") if field in _REQUIRED else None
+    if len(value) > MAX_LENGTHS[field]:
+        return FieldError("too_long", (("max", str(MAX_LENGTHS[field])),))
+    if any(unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"} for char in value):
+        return FieldError("control_characters")
+    return None
+
+
+def _checked_phone(value: str, errors: dict[str, FieldError]) -> str | None:
+    if not value:
+        return None
+    try:
+        number = phonenumbers.parse(value, _DEFAULT_REGION)
+    except phonenumbers.NumberParseException as error:
+        too_short = error.error_type in {
+            phonenumbers.NumberParseException.TOO_SHORT_NSN,
+            phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD,
+        }
+        errors["phone"] = FieldError("phone_too_short" if too_short else "phone_invalid")
+        return None
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason == phonenumbers.ValidationResult.TOO_SHORT:
+        errors["phone"] = FieldError("phone_too_short")
+        return None
+    if reason in (phonenumbers.ValidationResult.TOO_LONG, phonenumbers.ValidationResult.INVALID_LENGTH):
+        too_long = reason == phonenumbers.ValidationResult.TOO_LONG
+        errors["phone"] = FieldError("phone_too_long" if too_long else "phone_invalid")
+        return None
+    if not phonenumbers.is_valid_number(number):
+        errors["phone"] = FieldError("phone_invalid")
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _checked_email(value: str, errors: dict[str, FieldError]) -> str | None:
+    if not value:
+        return None
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError:
+        errors["email"] = FieldError("email_invalid")
+        return None
+
+
+def _collapse_spaces(value: str) -> str:
+    return " ".join(value.split())

@@ -1,0 +1,384 @@
+"""The referral dialogue as a declared state table, and the service that walks it.
+
+    welcome --referral.start--> CONSENT --referral.consent--> DETAILS --referral.details--> REVIEW
+    REVIEW --referral.edit--> DETAILS;  REVIEW --referral.send--> SENDING --> SENT (or back to REVIEW)
+    CONSENT | DETAILS | REVIEW --referral.cancel--> CANCELLED;  idle 30 min --> EXPIRED
+
+Plain Python: it takes an `Actor` and the action's data and returns the card to show. Teams
+types stay in `bot.teams`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import cards
+from bot.clock import Clock
+from bot.details_validation import details_as_typed, typed_values, validate_details
+from bot.drafts import Draft, DraftState, DraftStore
+from bot.protocols import DataSharingProtocol, ProtocolRegistry
+from bot.referral import ConsentRecord, FieldError, Referrer
+from bot.register import ProcessingRegister, RegisterEvent
+from bot.sending import Origin, ReferralSender, SendFailure
+
+logger = logging.getLogger(__name__)
+
+Card = dict[str, Any]
+CONSENT_TOGGLES: tuple[str, ...] = (
+    "informedData",
+    "informedRecipient",
+    "informedPurpose",
+    "informedFollowUp",
+    "consentGiven",
+)
+TERMINAL_STATES = frozenset({DraftState.SENT, DraftState.CANCELLED, DraftState.EXPIRED})
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A verb allowed in `sources`, leading to one of `targets`."""
+
+    sources: frozenset[DraftState]
+    targets: frozenset[DraftState]
+
+
+_OPEN = frozenset({DraftState.CONSENT, DraftState.DETAILS, DraftState.REVIEW})
+TRANSITIONS: Mapping[str, Transition] = {
+    "referral.consent": Transition(frozenset({DraftState.CONSENT}), frozenset({DraftState.DETAILS})),
+    "referral.details": Transition(frozenset({DraftState.DETAILS}), frozenset({DraftState.REVIEW})),
+    "referral.edit": Transition(frozenset({DraftState.REVIEW}), frozenset({DraftState.DETAILS})),
+    "referral.send": Transition(
+        frozenset({DraftState.REVIEW}), frozenset({DraftState.SENDING, DraftState.SENT, DraftState.REVIEW})
+    ),
+    "referral.cancel": Transition(_OPEN, frozenset({DraftState.CANCELLED})),
+}
+START_VERB = "referral.start"
+
+
+def check_transitions(table: Mapping[str, Transition]) -> None:
+    """Refuse a table in which a terminal state has a way out or an open state has none to an end."""
+    for verb, transition in table.items():
+        if transition.sources & TERMINAL_STATES:
+            raise ValueError(f"{verb}: a terminal state cannot be left")
+    reachable_end: set[DraftState] = set(TERMINAL_STATES)
+    changed = True
+    while changed:
+        changed = False
+        for transition in table.values():
+            if transition.targets & reachable_end:
+                for source in transition.sources - reachable_end:
+                    reachable_end.add(source)
+                    changed = True
+    stuck = _OPEN - reachable_end
+    if stuck:
+        raise ValueError(f"states without a way to an end: {sorted(stuck)}")
+
+
+check_transitions(TRANSITIONS)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, where, and in which language: all the dialogue needs from Teams.
+
+    `conversation_ref` (opaque) and `card_activity_id` let the bot report back later, e.g.
+    update the card when the queued mail has been delivered.
+    """
+
+    user_id: str
+    display_name: str
+    conversation_id: str
+    lang: cards.Language
+    conversation_ref: str = ""
+    card_activity_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to send back for a chat message: a card, or a plain text."""
+
+    card: Card | None = None
+    text: str | None = None
+
+
+_MENTION = re.compile(r"<at>.*?</at>", re.IGNORECASE | re.DOTALL)
+_START_WORDS = frozenset({"nieuw", "new", "nieuwe doorverwijzing", "new referral", "start"})
+_HELP_WORDS = frozenset({"hulp", "help", "hallo", "hello", "hi", "dag", "goeiedag", "goedendag", "menu"})
+
+
+def command_of(text: str) -> str:
+    """The command typed, without @mentions, case, surrounding spaces or a final '!', '.' or '?'."""
+    return " ".join(_MENTION.sub(" ", text).split()).lower().rstrip("!.?")
+
+
+class ReferralDialogue:
+    """Runs one step of a referral for one actor and answers with the next card."""
+
+    def __init__(
+        self,
+        *,
+        registry: ProtocolRegistry,
+        drafts: DraftStore,
+        register: ProcessingRegister,
+        sender: ReferralSender,
+        clock: Clock,
+        timezone: ZoneInfo,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._on_queued = on_queued
+        self._registry = registry
+        self._drafts = drafts
+        self._register = register
+        self._sender = sender
+        self._clock = clock
+        self._tz = timezone
+        self._handlers: Mapping[str, Callable[[Actor, Draft, Mapping[str, Any]], Awaitable[Card]]] = {
+            "referral.consent": self._consent,
+            "referral.details": self._details,
+            "referral.edit": self._edit,
+            "referral.send": self._send,
+            "referral.cancel": self._cancel,
+        }
+        if set(self._handlers) != set(TRANSITIONS):
+            raise ValueError("every verb in TRANSITIONS needs exactly one handler")
+
+    # -- entry points ---------------------------------------------------------------------------
+
+    def on_text(self, actor: Actor, text: str) -> Reply:
+        """Answer a typed message: start, help, or a pointer to both."""
+        command = command_of(text)
+        if command in _START_WORDS:
+            return Reply(card=self.start(actor))
+        if command in _HELP_WORDS:
+            return Reply(card=cards.welcome_card(actor.lang))
+        return Reply(text=cards.text(actor.lang, "unknown_command"))
+
+    def welcome(self, actor: Actor) -> Card:
+        """The card shown when the bot is installed or greeted."""
+        return cards.welcome_card(actor.lang)
+
+    def start(self, actor: Actor) -> Card:
+        """Open a new draft and show the consent card, if any protocol is in force today."""
+        protocols = self._registry.in_force_on(self._today())
+        if not protocols:
+            return cards.problem_card(actor.lang, "no_protocol_in_force")
+        now = self._clock.now()
+        draft = self._drafts.create(actor.user_id, actor.conversation_id, now, self._today())
+        logger.info("referral started", extra={"reference": draft.reference, "draft_id": draft.id})
+        return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=())
+
+    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
+        """Run the card action `verb` with its `data` and return the card that replaces it."""
+        if verb == START_VERB:
+            return self.start(actor)
+        transition = TRANSITIONS.get(verb)
+        if transition is None:
+            logger.info("unknown card action", extra={"verb": verb[:64]})
+            return cards.problem_card(actor.lang, "unknown_action")
+        draft_id = data.get("draftId")
+        if not isinstance(draft_id, str) or not draft_id or len(draft_id) > 64:
+            return cards.problem_card(actor.lang, "malformed_action")
+        draft = self._drafts.get(draft_id)
+        if draft is None:
+            return cards.problem_card(actor.lang, "draft_unknown")
+        if draft.owner_id != actor.user_id or draft.conversation_id != actor.conversation_id:
+            logger.warning("card action on another user's draft refused", extra={"draft_id": draft.id})
+            return cards.problem_card(actor.lang, "draft_foreign")
+        now = self._clock.now()
+        if draft.state not in TERMINAL_STATES and self._drafts.is_expired(draft, now):
+            self._drafts.close(draft, DraftState.EXPIRED, now)
+            draft = Draft(**{**draft.__dict__, "state": DraftState.EXPIRED})
+        if draft.state not in transition.sources:
+            return self._not_possible_card(actor, draft)
+        return await self._handlers[verb](actor, draft, data)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    async def _consent(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
+        protocols = self._registry.in_force_on(self._today())
+        if not protocols:
+            return cards.problem_card(actor.lang, "no_protocol_in_force")
+        chosen = data.get("ocmw")
+        protocol = next((p for p in protocols if p.id == chosen), None)
+        ticked = {name: _is_ticked(data.get(name)) for name in CONSENT_TOGGLES}
+        missing = [name for name in CONSENT_TOGGLES if not ticked[name]]
+        if protocol is None:
+            missing.insert(0, "ocmw")
+        if missing or protocol is None:
+            return self._consent_card(
+                actor, draft.id, protocols, selected=None if protocol is None else protocol.id,
+                ticked=ticked, missing=missing,
+            )
+        now = self._clock.now()
+        consent = ConsentRecord(True, True, True, True, True, confirmed_at=now)
+        updated = self._drafts.advance(draft, DraftState.DETAILS, now, protocol_id=protocol.id, consent=consent)
+        if updated is None:
+            return self._current_card(actor, draft.id)
+        self._record(updated, actor, RegisterEvent.CONSENT_CONFIRMED, protocol.id,
+                     detail="informed: data, recipient, purpose, follow-up; consent given")
+        return self._details_card(actor, updated, protocol, values={}, errors={})
+
+    async def _details(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
+        protocol = self._protocol_in_force(actor, draft)
+        if isinstance(protocol, dict):
+            return protocol
+        result = validate_details(data, protocol)
+        if result.details is None:
+            logger.info("data card refused", extra={"draft_id": draft.id, "fields": sorted(result.errors)})
+            return self._details_card(actor, draft, protocol, values=result.typed, errors=result.errors)
+        updated = self._drafts.advance(draft, DraftState.REVIEW, self._clock.now(), details=result.details)
+        if updated is None:
+            return self._current_card(actor, draft.id)
+        return cards.review_card(
+            actor.lang,
+            draft_id=draft.id,
+            recipient=protocol.recipient.organisation,
+            mailbox=protocol.recipient_mailbox,
+            client=result.details,
+        )
+
+    async def _edit(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
+        protocol = self._protocol_in_force(actor, draft)
+        if isinstance(protocol, dict):
+            return protocol
+        updated = self._drafts.advance(draft, DraftState.DETAILS, self._clock.now())
+        if updated is None:
+            return self._current_card(actor, draft.id)
+        values = {} if draft.details is None else details_as_typed(draft.details)
+        return self._details_card(actor, updated, protocol, values=values, errors={})
+
+    async def _send(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
+        protocol = self._protocol_in_force(actor, draft)
+        if isinstance(protocol, dict):
+            return protocol
+        if draft.details is None or draft.consent is None or not draft.consent.complete:
+            return self._not_possible_card(actor, draft)
+        if not protocol.covers_postal_code(draft.details.postal_code):
+            return self._details_card(
+                actor, draft, protocol, values=details_as_typed(draft.details),
+                errors=validate_details(details_as_typed(draft.details), protocol).errors,
+            )
+        now = self._clock.now()
+        claimed = self._drafts.advance(draft, DraftState.SENDING, now)
+        if claimed is None:  # a second click while the first is being handled
+            return self._current_card(actor, draft.id)
+        referrer = Referrer(user_id=actor.user_id, display_name=actor.display_name)
+        origin = Origin(
+            conversation_id=actor.conversation_id,
+            conversation_ref=actor.conversation_ref,
+            card_activity_id=actor.card_activity_id,
+            lang=actor.lang,
+        )
+        try:
+            queued = await self._sender.queue(claimed, protocol, referrer, origin)
+        except SendFailure as failure:
+            self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
+            logger.warning("referral not queued", extra={"reference": claimed.reference, "reason": failure.reason})
+            return cards.problem_card(actor.lang, "send_failed", reference=claimed.reference, draft_id=claimed.id)
+        self._on_queued()
+        logger.info("referral queued", extra={"reference": queued.reference, "protocol_id": protocol.id})
+        return cards.queued_card(
+            actor.lang,
+            reference=queued.reference,
+            recipient=protocol.recipient.organisation,
+            mailbox=protocol.recipient_mailbox,
+            queued_at=queued.queued_at.astimezone(self._tz),
+        )
+
+    async def _cancel(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
+        if not self._drafts.close(draft, DraftState.CANCELLED, self._clock.now()):
+            return self._current_card(actor, draft.id)
+        if draft.protocol_id is not None:
+            self._record(draft, actor, RegisterEvent.CANCELLED, draft.protocol_id)
+        logger.info("referral cancelled", extra={"reference": draft.reference})
+        return cards.cancelled_card(actor.lang, reference=draft.reference)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _today(self) -> dt.date:
+        return self._clock.now().astimezone(self._tz).date()
+
+    def _protocol_in_force(self, actor: Actor, draft: Draft) -> DataSharingProtocol | Card:
+        protocol = None if draft.protocol_id is None else self._registry.get(draft.protocol_id)
+        if protocol is None:
+            return cards.problem_card(actor.lang, "step_not_possible")
+        if not protocol.in_force_on(self._today()):
+            return cards.problem_card(actor.lang, "protocol_not_in_force", ocmw=protocol.recipient.organisation)
+        return protocol
+
+    def _record(self, draft: Draft, actor: Actor, event: RegisterEvent, protocol_id: str, detail: str = "") -> None:
+        self._register.append(
+            at=self._clock.now(),
+            event=event,
+            actor_id=actor.user_id,
+            actor_name=actor.display_name,
+            protocol_id=protocol_id,
+            reference=draft.reference,
+            detail=detail,
+        )
+
+    def _consent_card(
+        self,
+        actor: Actor,
+        draft_id: str,
+        protocols: list[DataSharingProtocol],
+        *,
+        selected: str | None,
+        ticked: Mapping[str, bool],
+        missing: list[str] | tuple[str, ...],
+    ) -> Card:
+        return cards.consent_card(
+            actor.lang,
+            draft_id=draft_id,
+            protocols=[(p.id, p.recipient.organisation) for p in protocols],
+            selected=selected,
+            ticked=ticked,
+            missing=missing,
+        )
+
+    def _details_card(
+        self,
+        actor: Actor,
+        draft: Draft,
+        protocol: DataSharingProtocol,
+        *,
+        values: Mapping[str, str],
+        errors: Mapping[str, FieldError],
+    ) -> Card:
+        return cards.details_card(
+            actor.lang,
+            draft_id=draft.id,
+            recipient=protocol.recipient.organisation,
+            municipality=protocol.recipient_municipality,
+            values=values,
+            errors=errors,
+        )
+
+    def _current_card(self, actor: Actor, draft_id: str) -> Card:
+        """After a lost race: say what state the draft is in now."""
+        draft = self._drafts.get(draft_id)
+        if draft is None:
+            return cards.problem_card(actor.lang, "draft_unknown")
+        return self._not_possible_card(actor, draft)
+
+    def _not_possible_card(self, actor: Actor, draft: Draft) -> Card:
+        if draft.state == DraftState.SENT:
+            return cards.problem_card(actor.lang, "draft_sent", reference=draft.reference)
+        if draft.state == DraftState.CANCELLED:
+            return cards.problem_card(actor.lang, "draft_cancelled")
+        if draft.state == DraftState.EXPIRED:
+            return cards.problem_card(actor.lang, "draft_expired")
+        return cards.problem_card(actor.lang, "step_not_possible")
+
+
+def _is_ticked(value: object) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+__all__ = ["Actor", "ReferralDialogue", "Reply", "command_of", "typed_values"]

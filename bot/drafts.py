@@ -1,0 +1,175 @@
+"""Unfinished referrals: who started them, which step they are at, and the sealed data.
+
+Client data is kept only sealed (`DraftCipher`) and only until the referral is sent, cancelled
+or expires; after that a tombstone without data remains, so a replayed card action gets a clear
+answer ("already sent as VD-..."), and tombstones are purged after a week.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from bot.database import from_text, to_text
+from bot.draft_cipher import DraftCipher
+from bot.reference import new_reference
+from bot.referral import ClientDetails, ConsentRecord
+
+TOMBSTONE_KEEP = dt.timedelta(days=7)
+_REFERENCE_ATTEMPTS = 8
+
+
+class DraftState(StrEnum):
+    """Where a referral is in the dialogue; see `bot.dialogue.TRANSITIONS`."""
+
+    CONSENT = "consent"
+    DETAILS = "details"
+    REVIEW = "review"
+    SENDING = "sending"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, repr=False)
+class Draft:
+    """One referral in progress (or its tombstone)."""
+
+    id: str
+    owner_id: str
+    conversation_id: str
+    state: DraftState
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    protocol_id: str | None = None
+    consent: ConsentRecord | None = None
+    details: ClientDetails | None = None
+    reference: str = ""
+
+    def __repr__(self) -> str:
+        return f"Draft(id={self.id!r}, state={self.state.value!r})"
+
+
+class DraftStore:
+    """Drafts in SQLite; every state change is a compare-and-set, so a double click sends once."""
+
+    def __init__(self, connection: sqlite3.Connection, cipher: DraftCipher, ttl: dt.timedelta) -> None:
+        self._db = connection
+        self._cipher = cipher
+        self.ttl = ttl
+
+    def create(self, owner_id: str, conversation_id: str, now: dt.datetime, today: dt.date) -> Draft:
+        """A new draft at the consent step, with its reference (dated `today`) fixed from the start."""
+        for _ in range(_REFERENCE_ATTEMPTS):
+            draft = Draft(
+                id=secrets.token_urlsafe(18),
+                owner_id=owner_id,
+                conversation_id=conversation_id,
+                state=DraftState.CONSENT,
+                created_at=now,
+                updated_at=now,
+                reference=new_reference(today),
+            )
+            try:
+                self._db.execute(
+                    "INSERT INTO drafts (id, owner_id, conversation_id, state, reference, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (draft.id, owner_id, conversation_id, draft.state.value, draft.reference, to_text(now),
+                     to_text(now)),
+                )
+            except sqlite3.IntegrityError:
+                continue  # the same reference twice in a day: draw again
+            return draft
+        raise RuntimeError("could not draw a unique reference")
+
+    def get(self, draft_id: str) -> Draft | None:
+        """The draft with this id, its data unsealed, or None."""
+        row = self._db.execute("SELECT * FROM drafts WHERE id = ?", (draft_id,)).fetchone()
+        return None if row is None else self._from_row(row)
+
+    def is_expired(self, draft: Draft, now: dt.datetime) -> bool:
+        """True when the draft was left untouched for longer than the time-to-live."""
+        return now - draft.updated_at > self.ttl
+
+    def advance(self, draft: Draft, new_state: DraftState, now: dt.datetime, **changes: Any) -> Draft | None:
+        """Move `draft` to `new_state` with `changes` if nobody changed it since it was read.
+
+        Returns the updated draft, or None when another request got there first.
+        """
+        updated = dataclasses.replace(draft, state=new_state, updated_at=now, **changes)
+        sealed = None
+        if updated.details is not None:
+            sealed = self._cipher.seal(draft.id, json.dumps(dataclasses.asdict(updated.details)).encode("utf-8"))
+        consent = None if updated.consent is None else _consent_to_json(updated.consent)
+        cursor = self._db.execute(
+            "UPDATE drafts SET state = ?, protocol_id = ?, consent_json = ?, sealed_details = ?,"
+            " reference = ?, updated_at = ? WHERE id = ? AND state = ? AND updated_at = ?",
+            (
+                new_state.value,
+                updated.protocol_id,
+                consent,
+                sealed,
+                updated.reference,
+                to_text(now),
+                draft.id,
+                draft.state.value,
+                to_text(draft.updated_at),
+            ),
+        )
+        return updated if cursor.rowcount == 1 else None
+
+    def close(self, draft: Draft, final_state: DraftState, now: dt.datetime) -> bool:
+        """Wipe the client data and leave a tombstone in `final_state` (sent or cancelled)."""
+        cursor = self._db.execute(
+            "UPDATE drafts SET state = ?, sealed_details = NULL, consent_json = NULL,"
+            " updated_at = ? WHERE id = ? AND state = ?",
+            (final_state.value, to_text(now), draft.id, draft.state.value),
+        )
+        return cursor.rowcount == 1
+
+    def sweep(self, now: dt.datetime) -> int:
+        """Wipe drafts idle past the time-to-live; drop tombstones older than a week."""
+        open_states = (DraftState.CONSENT, DraftState.DETAILS, DraftState.REVIEW, DraftState.SENDING)
+        cursor = self._db.execute(
+            "UPDATE drafts SET state = ?, sealed_details = NULL, consent_json = NULL, updated_at = ?"
+            " WHERE state IN (?, ?, ?, ?) AND updated_at < ?",
+            (DraftState.EXPIRED.value, to_text(now), *(state.value for state in open_states), to_text(now - self.ttl)),
+        )
+        self._db.execute("DELETE FROM drafts WHERE updated_at < ?", (to_text(now - TOMBSTONE_KEEP),))
+        return cursor.rowcount
+
+    def _from_row(self, row: sqlite3.Row) -> Draft:
+        details = None
+        if row["sealed_details"] is not None:
+            details = ClientDetails(**json.loads(self._cipher.open(row["id"], row["sealed_details"])))
+        consent = None if row["consent_json"] is None else _consent_from_json(row["consent_json"])
+        return Draft(
+            id=row["id"],
+            owner_id=row["owner_id"],
+            conversation_id=row["conversation_id"],
+            state=DraftState(row["state"]),
+            created_at=from_text(row["created_at"]),
+            updated_at=from_text(row["updated_at"]),
+            protocol_id=row["protocol_id"],
+            consent=consent,
+            details=details,
+            reference=row["reference"],
+        )
+
+
+def _consent_to_json(consent: ConsentRecord) -> str:
+    values = dataclasses.asdict(consent)
+    values["confirmed_at"] = to_text(consent.confirmed_at)
+    return json.dumps(values)
+
+
+def _consent_from_json(text: str) -> ConsentRecord:
+    values = json.loads(text)
+    values["confirmed_at"] = from_text(values["confirmed_at"])
+    return ConsentRecord(**values)

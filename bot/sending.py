@@ -1,0 +1,153 @@
+"""Turns a reviewed draft into an encrypted package and a queued mail, in one commit.
+
+The one place where client data is packaged: it goes only into the AES-256 ZIP. The same
+transaction queues the mail, records the referral (no client data) and wipes the draft, so
+after "send" the bot holds the client's data only inside the encrypted ZIP until it is mailed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sqlite3
+from dataclasses import dataclass
+from email.policy import SMTP
+from zoneinfo import ZoneInfo
+
+from bot.clock import Clock
+from bot.database import transaction
+from bot.drafts import Draft, DraftState, DraftStore
+from bot.mail_message import build_referral_mail
+from bot.outbox import Outbox
+from bot.package import PackagePasswordError, build_package
+from bot.protocols import DataSharingProtocol
+from bot.referral import ReferralPackageContents, Referrer
+from bot.referrals import ReferralState, ReferralStore, SentReferral
+from bot.register import ProcessingRegister, RegisterEvent
+from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
+
+logger = logging.getLogger(__name__)
+
+PASSWORD_WAIT_SECONDS = 4.0  # the invoke must be answered within ~5 s
+
+
+class SendFailure(Exception):
+    """Nothing was queued; `reason` is safe to log, `transient` says whether to try again soon."""
+
+    def __init__(self, reason: str, *, transient: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the referral was made, so the bot can report back there later."""
+
+    conversation_id: str
+    conversation_ref: str
+    card_activity_id: str | None
+    lang: str
+
+
+@dataclass(frozen=True)
+class QueuedReferral:
+    """What the referrer is told right after pressing send."""
+
+    reference: str
+    queued_at: dt.datetime
+    key_version: str
+
+
+class ReferralSender:
+    """Packages a draft in the SENDING state and queues its mail."""
+
+    def __init__(
+        self,
+        *,
+        connection: sqlite3.Connection,
+        passwords: ZipPasswordProvider,
+        outbox: Outbox,
+        drafts: DraftStore,
+        referrals: ReferralStore,
+        register: ProcessingRegister,
+        clock: Clock,
+        timezone: ZoneInfo,
+        mail_from: str,
+    ) -> None:
+        self._db = connection
+        self._passwords = passwords
+        self._outbox = outbox
+        self._drafts = drafts
+        self._referrals = referrals
+        self._register = register
+        self._clock = clock
+        self._tz = timezone
+        self._mail_from = mail_from
+
+    async def queue(
+        self, draft: Draft, protocol: DataSharingProtocol, referrer: Referrer, origin: Origin
+    ) -> QueuedReferral:
+        """Encrypt, queue, record and wipe the draft; raise SendFailure when nothing was queued."""
+        if draft.details is None or draft.consent is None:
+            raise SendFailure("draft has no complete data", transient=False)
+        try:
+            password = await asyncio.wait_for(self._passwords.password_for(protocol), PASSWORD_WAIT_SECONDS)
+        except TimeoutError as error:
+            raise SendFailure("zip password not available in time", transient=True) from error
+        except ZipPasswordError as error:
+            raise SendFailure(f"zip password unavailable: {error}", transient=error.transient) from error
+        now = self._clock.now()
+        contents = ReferralPackageContents(
+            reference=draft.reference,
+            protocol=protocol,
+            client=draft.details,
+            consent=draft.consent,
+            referrer=referrer,
+            key_version=password.version,
+            created_at=now,
+        )
+        try:
+            package = build_package(contents, password.value)
+        except PackagePasswordError as error:
+            raise SendFailure("zip password refused by the packager", transient=False) from error
+        message = build_referral_mail(contents, package, sender=self._mail_from, local_tz=self._tz)
+        message_id = str(message["Message-ID"])
+        with transaction(self._db):
+            if not self._drafts.close(draft, DraftState.SENT, now):
+                raise SendFailure("draft changed while sending", transient=False)
+            self._outbox.enqueue(
+                message_id=message_id, reference=draft.reference, payload=message.as_bytes(policy=SMTP), now=now
+            )
+            self._referrals.add(
+                SentReferral(
+                    reference=draft.reference,
+                    protocol_id=protocol.id,
+                    referrer_id=referrer.user_id,
+                    referrer_name=referrer.display_name,
+                    conversation_id=origin.conversation_id,
+                    conversation_ref=origin.conversation_ref,
+                    card_activity_id=origin.card_activity_id,
+                    lang=origin.lang,
+                    state=ReferralState.QUEUED,
+                    key_version=password.version,
+                    message_id=message_id,
+                    created_at=draft.created_at,
+                    queued_at=now,
+                )
+            )
+            for event, detail in (
+                (RegisterEvent.PACKAGE_BUILT, f"AES-256 ZIP, key version {password.version}"),
+                (RegisterEvent.QUEUED, f"to {protocol.recipient_mailbox}"),
+            ):
+                self._register.append(
+                    at=now,
+                    event=event,
+                    actor_id=referrer.user_id,
+                    actor_name=referrer.display_name,
+                    protocol_id=protocol.id,
+                    reference=draft.reference,
+                    detail=detail,
+                )
+        return QueuedReferral(reference=draft.reference, queued_at=now, key_version=password.version)

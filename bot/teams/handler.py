@@ -1,0 +1,111 @@
+"""Activity handler: messages, installs and Adaptive Card actions in, cards out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from botbuilder.core import ActivityHandler, CardFactory, InvokeResponse, MessageFactory, TurnContext
+from botbuilder.schema import Activity, ChannelAccount
+
+import cards
+from bot.dialogue import Actor, ReferralDialogue
+from bot.teams.notifier import serialize_reference
+
+logger = logging.getLogger(__name__)
+
+ADAPTIVE_CARD_ACTION = "adaptiveCard/action"
+CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+
+
+def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
+    """Who is acting: the Entra object id when Teams gives one, else the channel's user id."""
+    sender: ChannelAccount | None = activity.from_property
+    user_id = ""
+    name = ""
+    if sender is not None:
+        user_id = str(sender.aad_object_id or sender.id or "")
+        name = str(sender.name or "")
+    conversation_id = str(activity.conversation.id) if activity.conversation and activity.conversation.id else ""
+    return Actor(
+        user_id=user_id[:128],
+        display_name=name[:128],
+        conversation_id=conversation_id[:512],
+        lang=cards.language_for(activity.locale if isinstance(activity.locale, str) else None),
+        conversation_ref=serialize_reference(activity) if with_reference else "",
+        card_activity_id=activity.reply_to_id if isinstance(activity.reply_to_id, str) else None,
+    )
+
+
+def card_action_of(value: object) -> tuple[str, Mapping[str, Any]] | None:
+    """(verb, data) of an `Action.Execute` invoke value, or None when it is malformed."""
+    if not isinstance(value, Mapping):
+        return None
+    action = value.get("action")
+    if not isinstance(action, Mapping) or action.get("type") != "Action.Execute":
+        return None
+    verb = action.get("verb")
+    data = action.get("data", {})
+    if not isinstance(verb, str) or not isinstance(data, Mapping):
+        return None
+    return verb, data
+
+
+def card_invoke_response(card: dict[str, Any]) -> InvokeResponse:
+    """The invoke answer that makes Teams replace the clicked card with `card`."""
+    return InvokeResponse(
+        status=HTTPStatus.OK,
+        body={"statusCode": HTTPStatus.OK, "type": CARD_CONTENT_TYPE, "value": card},
+    )
+
+
+class ReferralActivityHandler(ActivityHandler):  # type: ignore[misc]
+    """Routes Teams activities to the referral dialogue."""
+
+    def __init__(self, dialogue: ReferralDialogue) -> None:
+        super().__init__()
+        self._dialogue = dialogue
+
+    async def on_message_activity(self, turn_context: TurnContext) -> None:
+        """A typed message: start, help, or a short pointer."""
+        activity = turn_context.activity
+        actor = actor_of(activity)
+        if not actor.user_id or not actor.conversation_id:
+            return
+        text = activity.text if isinstance(activity.text, str) else ""
+        reply = self._dialogue.on_text(actor, text[:2000])
+        if reply.card is not None:
+            await turn_context.send_activity(MessageFactory.attachment(CardFactory.adaptive_card(reply.card)))
+        elif reply.text is not None:
+            await turn_context.send_activity(MessageFactory.text(reply.text))
+
+    async def on_members_added_activity(
+        self, members_added: list[ChannelAccount], turn_context: TurnContext
+    ) -> None:
+        """The welcome card, once, when the bot itself is added to a chat."""
+        recipient = turn_context.activity.recipient
+        bot_id = recipient.id if recipient is not None else None
+        if any(member is not None and member.id == bot_id for member in members_added or []):
+            card = self._dialogue.welcome(actor_of(turn_context.activity))
+            await turn_context.send_activity(MessageFactory.attachment(CardFactory.adaptive_card(card)))
+
+    async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
+        """Card actions; answered here in full so the SDK's error paths are never reached."""
+        activity = turn_context.activity
+        if activity.name != ADAPTIVE_CARD_ACTION:
+            return InvokeResponse(status=HTTPStatus.NOT_IMPLEMENTED)
+        actor = actor_of(activity, with_reference=True)
+        parsed = card_action_of(activity.value)
+        if parsed is None:
+            return card_invoke_response(cards.problem_card(actor.lang, "malformed_action"))
+        if not actor.user_id or not actor.conversation_id:
+            return card_invoke_response(cards.problem_card(actor.lang, "malformed_action"))
+        verb, data = parsed
+        try:
+            card = await self._dialogue.on_action(actor, verb, data)
+        except Exception:
+            logger.exception("card action failed", extra={"verb": verb[:64]})
+            card = cards.problem_card(actor.lang, "internal_error")
+        return card_invoke_response(card)

@@ -1,0 +1,256 @@
+"""The card functions: each fills one template from `templates/` with texts from one catalogue.
+
+Only `review_card` shows client data. Every user-typed value shown in a TextBlock or FactSet goes
+through `escape_markdown`; values put back into inputs are left as typed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Collection, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final
+
+import phonenumbers
+
+from bot.referral import ClientDetails, FieldError
+from cards._errors import CardError
+from cards._markdown import escape_markdown
+from cards._template import render_template
+from cards._texts import Language, catalogue, text
+
+Card = dict[str, Any]
+
+VERB_START: Final = "referral.start"
+VERB_CONSENT: Final = "referral.consent"
+VERB_DETAILS: Final = "referral.details"
+VERB_EDIT: Final = "referral.edit"
+VERB_SEND: Final = "referral.send"
+VERB_CANCEL: Final = "referral.cancel"
+VERBS: Final = frozenset({VERB_START, VERB_CONSENT, VERB_DETAILS, VERB_EDIT, VERB_SEND, VERB_CANCEL})
+
+#: The toggles of the consent card, in card order.
+CONSENT_TOGGLES: Final = ("informedData", "informedRecipient", "informedPurpose", "informedFollowUp", "consentGiven")
+#: What `consent_card(missing=...)` accepts: the choice of OCMW and every toggle.
+CONSENT_INPUTS: Final = ("ocmw", *CONSENT_TOGGLES)
+#: The only inputs of the details card, in card order, with their `maxLength`.
+FIELD_MAX_LENGTHS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "firstName": 100,
+        "lastName": 100,
+        "street": 150,
+        "houseNumber": 20,
+        "postalCode": 4,
+        "municipality": 100,
+        "phone": 30,
+        "email": 254,
+    }
+)
+DETAIL_FIELDS: Final = tuple(FIELD_MAX_LENGTHS)
+#: Every `FieldError.code` the details card has a sentence for.
+FIELD_ERROR_CODES: Final = (
+    "required",
+    "too_long",
+    "control_characters",
+    "name_characters",
+    "house_number_format",
+    "postal_code_format",
+    "postal_code_outside_area",
+    "municipality_mismatch",
+    "phone_invalid",
+    "phone_too_short",
+    "phone_too_long",
+    "email_invalid",
+    "contact_missing",
+)
+#: Every problem `problem_card` knows, with the parameters its texts need.
+PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "draft_unknown": (),
+        "draft_expired": (),
+        "draft_sent": ("reference",),
+        "draft_cancelled": (),
+        "draft_foreign": (),
+        "step_not_possible": (),
+        "no_protocol_in_force": (),
+        "protocol_not_in_force": ("ocmw",),
+        "not_allowed": (),
+        "unknown_action": (),
+        "malformed_action": (),
+        "send_failed": ("reference",),
+        "not_delivered": ("reference", "recipient"),
+        "internal_error": (),
+    }
+)
+_TIME_FORMAT = "%d/%m/%Y %H:%M"
+
+
+def welcome_card(lang: Language) -> Card:
+    """What the bot does and under which conditions, with the "new referral" button."""
+    return _render("welcome", lang, {})
+
+
+def consent_card(
+    lang: Language,
+    *,
+    draft_id: str,
+    protocols: Sequence[tuple[str, str]],
+    selected: str | None,
+    ticked: Mapping[str, bool],
+    missing: Collection[str],
+) -> Card:
+    """Step 1: choose the OCMW, tick the four information points and the parents' consent.
+
+    `protocols` are (protocol id, recipient organisation) of the protocols in force; `missing`
+    holds ids from `CONSENT_INPUTS` that get a red line under them.
+    """
+    if not protocols:
+        raise CardError("consent_card needs at least one protocol in force")
+    unknown = set(missing) - set(CONSENT_INPUTS)
+    if unknown:
+        raise CardError(f"consent_card: unknown missing inputs {sorted(unknown)}")
+    ids = [protocol_id for protocol_id, _ in protocols]
+    if selected in ids:
+        chosen = selected
+    elif len(protocols) == 1:
+        chosen = ids[0]
+    else:
+        chosen = ""
+    if len(protocols) == 1:
+        recipient_text = text(lang, "consent.recipient.text_one", ocmw=protocols[0][1])
+    else:
+        recipient_text = text(lang, "consent.recipient.text_choose")
+    values: dict[str, Any] = {
+        "draftId": draft_id,
+        "ocmwChoices": [{"title": organisation, "value": protocol_id} for protocol_id, organisation in protocols],
+        "ocmwValue": chosen,
+        "recipientText": recipient_text,
+        "summary": text(lang, "consent.missing.summary") if missing else "",
+    }
+    for input_id in CONSENT_INPUTS:
+        values[f"missing.{input_id}"] = text(lang, f"consent.missing.{input_id}") if input_id in missing else ""
+    for toggle in CONSENT_TOGGLES:
+        values[f"value.{toggle}"] = "true" if ticked.get(toggle) else "false"
+    return _render("consent", lang, values)
+
+
+def details_card(
+    lang: Language,
+    *,
+    draft_id: str,
+    recipient: str,
+    municipality: str,
+    values: Mapping[str, str],
+    errors: Mapping[str, FieldError],
+) -> Card:
+    """Step 2: the eight inputs, with what was typed kept and each error right under its input.
+
+    `values` and `errors` are keyed by the ids in `DETAIL_FIELDS`; other keys in `values` are ignored.
+    """
+    unknown = set(errors) - set(DETAIL_FIELDS)
+    if unknown:
+        raise CardError(f"details_card: errors for unknown fields {sorted(unknown)}")
+    filled: dict[str, Any] = {
+        "draftId": draft_id,
+        "areaText": text(lang, "details.area", municipality=municipality, recipient=recipient),
+        "municipalityPlaceholder": text(lang, "field.municipality.placeholder", municipality=municipality),
+        "summary": _errors_summary(lang, errors),
+    }
+    for field in DETAIL_FIELDS:
+        value = values.get(field, "")
+        filled[f"value.{field}"] = value if isinstance(value, str) else ""
+        error = errors.get(field)
+        filled[f"error.{field}"] = "" if error is None else field_error_text(lang, field, error)
+    return _render("details", lang, filled)
+
+
+def field_error_text(lang: Language, field: str, error: FieldError) -> str:
+    """The sentence for `error` on the input `field`: what is wrong and how to fix it."""
+    if error.code not in FIELD_ERROR_CODES:
+        raise CardError(f"no text for field error code {error.code!r}")
+    params = {"field": text(lang, f"field.{field}.name"), **dict(error.params)}
+    return text(lang, f"error.{error.code}", **params)
+
+
+def review_card(lang: Language, *, draft_id: str, recipient: str, mailbox: str, client: ClientDetails) -> Card:
+    """Step 3: the data as it will be sent, where it goes, and send / edit / cancel."""
+    none = text(lang, "review.none")
+    address = (
+        f"{escape_markdown(client.street)} {escape_markdown(client.house_number)}, "
+        f"{escape_markdown(client.postal_code)} {escape_markdown(client.municipality)}"
+    )
+    values: dict[str, Any] = {
+        "draftId": draft_id,
+        "client.firstName": escape_markdown(client.first_name),
+        "client.lastName": escape_markdown(client.last_name),
+        "client.address": address,
+        "client.phone": escape_markdown(_readable_phone(client.phone)) if client.phone else none,
+        "client.email": escape_markdown(client.email) if client.email else none,
+        "destinationText": text(lang, "review.destination", mailbox=mailbox, recipient=recipient),
+    }
+    return _render("review", lang, values)
+
+
+def sent_card(lang: Language, *, reference: str, recipient: str, mailbox: str, sent_at: dt.datetime) -> Card:
+    """The referral was sent: reference, recipient, mailbox and (local) time; no client data."""
+    return _render("sent", lang, _outcome_values(reference, recipient, mailbox, sent_at))
+
+
+def queued_card(lang: Language, *, reference: str, recipient: str, mailbox: str, queued_at: dt.datetime) -> Card:
+    """The referral is queued for sending; a message follows on delivery. No client data."""
+    return _render("queued", lang, _outcome_values(reference, recipient, mailbox, queued_at))
+
+
+def cancelled_card(lang: Language, *, reference: str | None = None) -> Card:
+    """The referral was cancelled: nothing sent, data deleted; the reference when given."""
+    return _render("cancelled", lang, {"reference": reference or ""})
+
+
+def problem_card(lang: Language, problem: str, **params: str) -> Card:
+    """A refusal or error from `PROBLEMS`: what happened, why, and what to do; "start again".
+
+    For "send_failed", passing `draft_id` adds a "try sending again" button (verb referral.send).
+    """
+    if problem not in PROBLEMS:
+        raise CardError(f"unknown problem {problem!r}")
+    retry_draft_id = params.pop("draft_id", "")
+    if retry_draft_id and problem != "send_failed":
+        raise CardError("draft_id (a retry button) is only for the send_failed problem")
+    values = {
+        "title": text(lang, f"problem.{problem}.title", **params),
+        "text": text(lang, f"problem.{problem}.text", **params),
+        "retryDraftId": retry_draft_id,
+    }
+    return _render("problem", lang, values)
+
+
+def _render(template: str, lang: Language, values: Mapping[str, Any]) -> Card:
+    return render_template(template, {**_text_values(lang), **values})
+
+
+@functools.cache
+def _text_values(lang: Language) -> Mapping[str, str]:
+    """The catalogue as template values: `${t.<key>}`."""
+    return MappingProxyType({f"t.{key}": value for key, value in catalogue(lang).items()})
+
+
+def _outcome_values(reference: str, recipient: str, mailbox: str, at: dt.datetime) -> dict[str, str]:
+    return {"reference": reference, "recipient": recipient, "mailbox": mailbox, "time": at.strftime(_TIME_FORMAT)}
+
+
+def _errors_summary(lang: Language, errors: Mapping[str, FieldError]) -> str:
+    names = [text(lang, f"field.{field}.name") for field in DETAIL_FIELDS if field in errors]
+    if not names:
+        return ""
+    fields = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {text(lang, 'list.and')} {names[-1]}"
+    return text(lang, "details.errors.summary", fields=fields)
+
+
+def _readable_phone(phone: str) -> str:
+    """An E.164 number as people read it: +32 470 12 34 56."""
+    try:
+        number = phonenumbers.parse(phone, "BE")
+    except phonenumbers.NumberParseException:
+        return phone
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

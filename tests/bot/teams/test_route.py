@@ -1,0 +1,89 @@
+"""`POST /api/messages` never answers 500: malformed requests get 4xx, bad actions a card."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import BotDriver
+from tests.support.card_reading import actions
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "just a string",
+        [],
+        {},
+        {"action": None},
+        {"action": "Action.Execute"},
+        {"action": {"type": "Action.Submit", "verb": "referral.start", "data": {}}},
+        {"action": {"type": "Action.Execute", "verb": 42, "data": {}}},
+        {"action": {"type": "Action.Execute", "verb": "referral.send", "data": []}},
+        {"action": {"type": "Action.Execute", "verb": "referral.send", "data": {"draftId": 12}}},
+        {"action": {"type": "Action.Execute", "verb": "referral.send", "data": {"draftId": "x" * 5000}}},
+        {"action": {"type": "Action.Execute", "verb": "referral.details", "data": {"draftId": {"a": 1}}}},
+    ],
+)
+async def test_malformed_card_actions_get_a_card_not_a_500(
+    bot: BotDriver, referrer: TeamsUser, value: Any
+) -> None:
+    activity = referrer.card_action(bot.service_url, "referral.start", {})
+    activity["value"] = value
+    response = await bot.post(activity)
+    assert response.status == 200
+    body = await response.json()
+    assert body["type"] == "application/vnd.microsoft.card.adaptive"
+    assert "referral.start" in actions(body["value"])
+
+
+async def test_an_action_with_data_of_the_wrong_types_keeps_the_dialogue_alive(
+    bot: BotDriver, referrer: TeamsUser
+) -> None:
+    card = await bot.act(referrer, "referral.start", {})
+    draft_id = next(iter(actions(card).values()))["draftId"]
+    odd = await bot.act(
+        referrer, "referral.consent", {"draftId": draft_id, "ocmw": ["x"], "consentGiven": {"nested": True}}
+    )
+    assert "referral.consent" in actions(odd)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"not json", "application/json", 400),
+        (b"[1, 2, 3]", "application/json", 400),
+        (b'{"type": "message"}', "application/json", 400),
+        (b'{"text": "no type"}', "application/json", 400),
+        (b"{}", "text/plain", 415),
+        (json.dumps({"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}).encode(),
+         "application/json", 400),
+        (b"{" + b'"x": "' + b"a" * (300 * 1024) + b'"}', "application/json", 413),
+    ],
+)
+async def test_malformed_requests_get_a_4xx(bot: BotDriver, body: bytes, content_type: str, status: int) -> None:
+    response = await bot.session.post(
+        f"{bot.bot_url}/api/messages", data=body, headers={"Content-Type": content_type}
+    )
+    assert response.status == status
+
+
+async def test_garbage_authorization_header_is_401_not_500(bot: BotDriver, referrer: TeamsUser) -> None:
+    response = await bot.post(referrer.message(bot.service_url, "hulp"), headers={"Authorization": "Bearer garbage"})
+    assert response.status == 401
+
+
+async def test_other_invokes_are_501_not_500(bot: BotDriver, referrer: TeamsUser) -> None:
+    activity = referrer.card_action(bot.service_url, "x", {})
+    activity["name"] = "composeExtension/query"
+    response = await bot.post(activity)
+    assert response.status == 501
+
+
+async def test_healthz(bot: BotDriver) -> None:
+    response = await bot.session.get(f"{bot.bot_url}/healthz")
+    assert response.status == 200

@@ -1,0 +1,295 @@
+"""The whole referral dialogue over real HTTP, the package opened by the real 7-Zip."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings
+from bot.reference import is_reference
+from tests.conftest import ZIP_PASSWORD
+from tests.support import sevenzip
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import BotDriver
+from tests.support.card_reading import actions, attention_texts, draft_id_of, input_ids, input_values, texts
+from tests.support.clock import ManualClock
+from tests.support.referral_flow import (
+    CLIENT_FORM,
+    CONSENT_ALL,
+    MAILBOX,
+    PROTOCOL_ID,
+    open_consent,
+    reach_review,
+)
+
+
+def outbox_files(settings: Settings) -> list[Path]:
+    return sorted(settings.outbox_dir.glob("*.eml")) if settings.outbox_dir.exists() else []
+
+
+async def test_install_shows_the_welcome_card_with_a_start_button(bot: BotDriver, referrer: TeamsUser) -> None:
+    response = await bot.post(referrer.bot_installed(bot.service_url))
+    assert response.status in (200, 201)
+    cards = bot.connector.sent_cards()
+    assert len(cards) == 1
+    assert "referral.start" in actions(cards[0])
+
+
+@pytest.mark.parametrize("command", ["hulp", "help", "Hallo!", "<at>Veilig doorverwijzen</at> hulp"])
+async def test_help_commands_show_the_welcome_card(bot: BotDriver, referrer: TeamsUser, command: str) -> None:
+    posted = await bot.say(referrer, command)
+    assert "referral.start" in actions(posted[0]["attachments"][0]["content"])
+
+
+async def test_an_unknown_message_gets_a_pointer_not_a_card(bot: BotDriver, referrer: TeamsUser) -> None:
+    posted = await bot.say(referrer, "wat is het weer")
+    assert posted[0]["text"] and "nieuw" in posted[0]["text"]
+    assert not posted[0].get("attachments")
+
+
+async def test_start_button_answers_with_the_consent_card(bot: BotDriver, referrer: TeamsUser) -> None:
+    card = await bot.act(referrer, "referral.start", {})
+    assert set(input_ids(card)) == {"ocmw", *CONSENT_ALL}
+
+
+async def test_whole_referral_sends_one_aes_zip_that_7zip_opens(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, tmp_path: Path
+) -> None:
+    draft_id, review = await reach_review(bot, referrer)
+    assert MAILBOX in texts(review) and "Meerdonk" in texts(review)
+
+    queued = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+
+    reference = _reference_in(queued)
+    assert "OCMW Sint-Gillis-Waas" in texts(queued) and MAILBOX in texts(queued)
+    assert "referral.send" not in actions(queued)
+    assert outbox_files(settings) == [], "queued, not yet delivered"
+    assert await bot.deliver() == 1
+    [eml] = outbox_files(settings)
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert message["To"] == MAILBOX
+    assert reference in message["Subject"] and reference in message["Message-ID"]
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_filename() == f"{reference}.zip"
+    package = attachment.get_content()
+
+    result = sevenzip.extract(package, ZIP_PASSWORD, tmp_path / "open")
+    assert result.returncode == 0, result.stdout + result.stderr
+    inside = json.loads((tmp_path / "open" / "doorverwijzing.json").read_text("utf-8"))
+    assert inside["reference"] == reference and inside["protocolId"] == PROTOCOL_ID
+    assert inside["client"]["firstName"] == "Zoëlle"
+    assert inside["client"]["phone"] == "+32470987654"
+    assert inside["client"]["address"]["houseNumber"] == "127 bus 34"
+    assert inside["consent"]["consentGiven"] is True
+
+    wrong = sevenzip.extract(package, "WRONGPASSWORD-123456", tmp_path / "wrong")
+    assert wrong.returncode != 0
+    assert "AES-256" in sevenzip.technical_listing(package, ZIP_PASSWORD)
+
+
+async def test_register_records_the_transfer_without_client_data(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings
+) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    reference = _reference_in(await bot.act(referrer, "referral.send", {"draftId": draft_id}))
+    await bot.deliver()
+    import sqlite3
+
+    with sqlite3.connect(settings.database_path) as db:
+        rows = db.execute("SELECT event, actor_id, protocol_id, data_categories FROM register WHERE reference = ?",
+                          (reference,)).fetchall()
+    assert [row[0] for row in rows] == ["consent_confirmed", "package_built", "queued", "delivered"]
+    assert {row[1] for row in rows} == {"aad-referrer-1"} and {row[2] for row in rows} == {PROTOCOL_ID}
+    assert "contact:phone" in rows[0][3]
+
+
+async def test_english_locale_gets_english_cards(bot: BotDriver) -> None:
+    user = TeamsUser(aad_object_id="aad-en", name="Eve", conversation_id="a:en", locale="en-GB")
+    posted = await bot.say(user, "new")
+    english = texts(posted[0]["attachments"][0]["content"])
+    dutch = texts((await bot.say(TeamsUser("aad-nl", "Nel", "a:nl"), "nieuw"))[0]["attachments"][0]["content"])
+    assert english != dutch
+    assert "Continue" in english and "Verder" in dutch
+
+
+@pytest.mark.parametrize("missing", ["ocmw", *CONSENT_ALL])
+async def test_each_missing_consent_point_returns_the_card_marked(
+    bot: BotDriver, referrer: TeamsUser, missing: str
+) -> None:
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    data = {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL}
+    data[missing] = "false" if missing != "ocmw" else ""
+
+    card = await bot.act(referrer, "referral.consent", data)
+
+    assert "referral.consent" in actions(card), "the same card comes back"
+    assert len(attention_texts(card)) == 2, "one summary line and one line under the missing point"
+    ticked = {name: value for name, value in input_values(card).items() if name in CONSENT_ALL}
+    assert ticked == {name: ("false" if name == missing else "true") for name in CONSENT_ALL}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("phone", "0470 12"),
+        ("phone", "hallo"),
+        ("email", "zoelle@@example"),
+        ("firstName", ""),
+        ("firstName", "Zoë\u0007"),
+        ("firstName", "Z" * 101),
+        ("lastName", "1234"),
+        ("houseNumber", "bus"),
+        ("postalCode", "91"),
+        ("postalCode", "2000"),
+        ("street", ""),
+    ],
+)
+async def test_invalid_data_returns_the_card_with_the_error_and_the_typed_values(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, field: str, value: str
+) -> None:
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    await bot.act(referrer, "referral.consent", {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL})
+    form = {**CLIENT_FORM, field: value}
+
+    card = await bot.act(referrer, "referral.details", {"draftId": draft_id, **form})
+
+    assert "referral.details" in actions(card)
+    errors = attention_texts(card)
+    assert len(errors) == 2, errors  # summary + the one field
+    values = input_values(card)
+    assert values[field] == value.strip()
+    other = "street" if field != "street" else "firstName"
+    assert values[other] == CLIENT_FORM[other]
+    assert outbox_files(settings) == []
+
+
+async def test_out_of_area_postal_code_says_to_refer_to_the_own_ocmw(bot: BotDriver, referrer: TeamsUser) -> None:
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    await bot.act(referrer, "referral.consent", {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL})
+    card = await bot.act(referrer, "referral.details", {"draftId": draft_id, **CLIENT_FORM, "postalCode": "9100"})
+    [_, error] = attention_texts(card)
+    assert "Sint-Gillis-Waas" in error
+
+
+async def test_no_phone_and_no_email_is_refused(bot: BotDriver, referrer: TeamsUser) -> None:
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    await bot.act(referrer, "referral.consent", {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL})
+    card = await bot.act(referrer, "referral.details", {"draftId": draft_id, **CLIENT_FORM, "phone": "", "email": ""})
+    assert len(attention_texts(card)) == 3  # summary, phone, e-mail
+
+
+async def test_extra_fields_are_ignored_and_never_stored(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, tmp_path: Path
+) -> None:
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    await bot.act(referrer, "referral.consent", {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL})
+    form = {**CLIENT_FORM, "diagnosis": "DIAGNOSE-GEHEIM", "notes": "NOTITIE-GEHEIM"}
+    await bot.act(referrer, "referral.details", {"draftId": draft_id, **form})
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    await bot.deliver()
+    [eml] = outbox_files(settings)
+    package = next(email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).iter_attachments())
+    sevenzip.extract(package.get_content(), ZIP_PASSWORD, tmp_path / "x")
+    for entry in (tmp_path / "x").iterdir():
+        assert "GEHEIM" not in entry.read_text("utf-8")
+
+
+async def test_edit_goes_back_to_the_filled_data_card(bot: BotDriver, referrer: TeamsUser) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    card = await bot.act(referrer, "referral.edit", {"draftId": draft_id})
+    values = input_values(card)
+    assert values["firstName"] == "Zoëlle" and values["email"] == "zoelle.vdbx@example.be"
+    assert values["phone"].replace(" ", "") == "+32470987654"
+    changed = await bot.act(referrer, "referral.details", {"draftId": draft_id, **values, "phone": "09 210 10 10"})
+    assert "referral.send" in actions(changed) and "+32 9 210 10 10" in texts(changed)
+
+
+async def test_cancel_discards_the_draft_and_sends_nothing(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings
+) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    card = await bot.act(referrer, "referral.cancel", {"draftId": draft_id})
+    assert "Zoëlle" not in texts(card)
+    assert "referral.start" in actions(card)
+    assert outbox_files(settings) == []
+    again = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert "referral.send" not in actions(again) and outbox_files(settings) == []
+
+
+async def test_a_replayed_send_is_not_sent_twice(bot: BotDriver, referrer: TeamsUser, settings: Settings) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    reference = _reference_in(await bot.act(referrer, "referral.send", {"draftId": draft_id}))
+    replay = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert reference in texts(replay)
+    await bot.deliver()
+    assert len(outbox_files(settings)) == 1
+
+
+async def test_a_colleague_cannot_act_on_someone_elses_draft(
+    bot: BotDriver, referrer: TeamsUser, colleague: TeamsUser, settings: Settings
+) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    card = await bot.act(colleague, "referral.send", {"draftId": draft_id})
+    assert "referral.send" not in actions(card)
+    edit = await bot.act(colleague, "referral.edit", {"draftId": draft_id})
+    assert "Zoëlle" not in texts(edit)
+    assert outbox_files(settings) == []
+
+
+async def test_the_same_user_in_another_chat_cannot_act_on_the_draft(bot: BotDriver, referrer: TeamsUser) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    elsewhere = TeamsUser(referrer.aad_object_id, referrer.name, "19:some-group-chat")
+    card = await bot.act(elsewhere, "referral.edit", {"draftId": draft_id})
+    assert "Zoëlle" not in texts(card)
+
+
+async def test_an_idle_draft_expires_after_30_minutes(
+    bot: BotDriver, referrer: TeamsUser, clock: ManualClock, settings: Settings
+) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    clock.advance(dt.timedelta(minutes=31))
+    card = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert "referral.send" not in actions(card) and "referral.start" in actions(card)
+    assert outbox_files(settings) == []
+
+
+async def test_unknown_draft_and_unknown_verb_get_a_clear_card(bot: BotDriver, referrer: TeamsUser) -> None:
+    unknown = await bot.act(referrer, "referral.send", {"draftId": "does-not-exist"})
+    assert "referral.start" in actions(unknown)
+    verb = await bot.act(referrer, "referral.launch-missiles", {"draftId": "x"})
+    assert "referral.start" in actions(verb)
+
+
+async def test_no_referral_before_the_protocol_is_in_force(
+    bot: BotDriver, referrer: TeamsUser, clock: ManualClock
+) -> None:
+    clock.current = dt.datetime(2026, 2, 28, 12, 0, tzinfo=dt.UTC)
+    posted = await bot.say(referrer, "nieuw")
+    card = posted[0]["attachments"][0]["content"]
+    assert "referral.consent" not in actions(card)
+    assert "OCMW" in texts(card)
+
+
+async def test_a_protocol_that_ends_between_steps_stops_the_send(
+    bot: BotDriver, referrer: TeamsUser, clock: ManualClock, settings: Settings, tmp_path: Path
+) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    clock.current = dt.datetime(2026, 2, 1, 9, 0, tzinfo=dt.UTC)  # before 1 March: not in force
+    card = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert "referral.send" not in actions(card)
+    assert outbox_files(settings) == []
+
+
+def _reference_in(card: dict[str, object]) -> str:
+    import re
+
+    found = set(re.findall(r"VD-[0-9]{8}-[A-Z0-9]{6}", texts(card)))
+    assert len(found) == 1, found
+    reference = found.pop()
+    assert is_reference(reference)
+    return reference

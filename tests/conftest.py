@@ -1,0 +1,44 @@
+"""Fixtures shared by the suite: settings in a temporary folder, a manual clock, a running bot."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import create_app
+from bot.config import Settings
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import BotDriver, running_bot
+from tests.support.clock import ManualClock
+
+ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """28 November 2026, 10:00 in Brussels: the protocol has been in force since 1 March."""
+    return ManualClock(dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD})
+
+
+@pytest.fixture
+async def bot(settings: Settings, clock: ManualClock) -> AsyncIterator[BotDriver]:
+    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as driver:
+        yield driver
+
+
+@pytest.fixture
+def referrer() -> TeamsUser:
+    return TeamsUser(aad_object_id="aad-referrer-1", name="An Verpleeg", conversation_id="a:personal-referrer")
+
+
+@pytest.fixture
+def colleague() -> TeamsUser:
+    return TeamsUser(aad_object_id="aad-colleague-2", name="Bert Collega", conversation_id="a:personal-colleague")

@@ -1,0 +1,55 @@
+"""Teams-shaped activities for driving the bot over HTTP."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+TENANT_ID = "72f988bf-0000-4000-8000-000000000001"
+BOT_ID = "28:bot-app-id"
+
+
+@dataclass
+class TeamsUser:
+    """A user in a conversation, as Teams describes them."""
+
+    aad_object_id: str
+    name: str
+    conversation_id: str
+    locale: str = "nl-BE"
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def _base(self, service_url: str, activity_type: str) -> dict[str, Any]:
+        return {
+            "type": activity_type,
+            "id": f"incoming-{next(self._ids)}",
+            "timestamp": "2026-11-28T10:00:00.000Z",
+            "serviceUrl": service_url,
+            "channelId": "msteams",
+            "from": {"id": f"29:{self.aad_object_id}", "name": self.name, "aadObjectId": self.aad_object_id},
+            "conversation": {"id": self.conversation_id, "conversationType": "personal", "tenantId": TENANT_ID},
+            "recipient": {"id": BOT_ID, "name": "Veilig doorverwijzen"},
+            "locale": self.locale,
+            "channelData": {"tenant": {"id": TENANT_ID}},
+        }
+
+    def message(self, service_url: str, text: str) -> dict[str, Any]:
+        activity = self._base(service_url, "message")
+        activity["text"] = text
+        return activity
+
+    def card_action(
+        self, service_url: str, verb: str, data: dict[str, Any], reply_to: str = "card-1"
+    ) -> dict[str, Any]:
+        activity = self._base(service_url, "invoke")
+        activity["name"] = "adaptiveCard/action"
+        activity["replyToId"] = reply_to
+        activity["value"] = {"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": "manual"}
+        return activity
+
+    def bot_installed(self, service_url: str) -> dict[str, Any]:
+        activity = self._base(service_url, "conversationUpdate")
+        activity["membersAdded"] = [{"id": BOT_ID}]
+        activity["channelData"]["eventType"] = "teamMemberAdded"
+        return activity

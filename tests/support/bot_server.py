@@ -1,0 +1,77 @@
+"""Runs the real aiohttp app and the connector stand-in on real loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bot.app import SERVICES_KEY, Services
+from tests.support.activities import TeamsUser
+from tests.support.connector import ConnectorStandIn
+
+
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 on a free port; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server  # the bound socket tells the real port
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class BotDriver:
+    """Talks to the bot the way Teams does, and reads what the bot sent back."""
+
+    bot_url: str
+    service_url: str
+    connector: ConnectorStandIn
+    session: aiohttp.ClientSession
+    services: Services
+
+    async def deliver(self) -> int:
+        """Let the outbox worker deliver what is due now (the fixture's worker does not run alone)."""
+        return await self.services.worker.deliver_due()
+
+    async def post(self, activity: dict[str, Any], headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        response = await self.session.post(f"{self.bot_url}/api/messages", json=activity, headers=headers)
+        await response.read()
+        return response
+
+    async def say(self, user: TeamsUser, text: str) -> list[dict[str, Any]]:
+        """Send a message; returns the activities the bot posted in answer."""
+        before = len(self.connector.calls)
+        response = await self.post(user.message(self.service_url, text))
+        assert response.status in (200, 201), response.status
+        return [call.body for call in self.connector.calls[before:] if call.method == "POST"]
+
+    async def act(self, user: TeamsUser, verb: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Click a card button; returns the card that replaces it."""
+        response = await self.post(user.card_action(self.service_url, verb, data))
+        assert response.status == 200, response.status
+        body = await response.json()
+        assert body["type"] == "application/vnd.microsoft.card.adaptive", body
+        card: dict[str, Any] = body["value"]
+        return card
+
+
+@asynccontextmanager
+async def running_bot(app: web.Application) -> AsyncIterator[BotDriver]:
+    """The bot and a connector stand-in, both listening, and a driver for them."""
+    connector = ConnectorStandIn()
+    async with serve(connector.app()) as service_url, serve(app) as bot_url, aiohttp.ClientSession() as session:
+        yield BotDriver(
+            bot_url=bot_url, service_url=service_url, connector=connector, session=session, services=app[SERVICES_KEY]
+        )

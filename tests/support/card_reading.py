@@ -1,0 +1,61 @@
+"""Reading Adaptive Cards the way a user sees them: buttons, inputs, texts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def actions(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every Action.Execute by verb, with its data."""
+    return {
+        element["verb"]: element.get("data", {})
+        for element in _walk(card)
+        if element.get("type") == "Action.Execute"
+    }
+
+
+def draft_id_of(card: dict[str, Any]) -> str:
+    """The draft id the card's actions carry."""
+    ids = {data["draftId"] for data in actions(card).values() if "draftId" in data}
+    assert len(ids) == 1, ids
+    return ids.pop()
+
+
+def input_ids(card: dict[str, Any]) -> list[str]:
+    """The ids of every input on the card, in order."""
+    return [element["id"] for element in _walk(card) if str(element.get("type", "")).startswith("Input.")]
+
+
+def input_values(card: dict[str, Any]) -> dict[str, Any]:
+    """Preset values of the card's inputs."""
+    return {
+        element["id"]: element.get("value")
+        for element in _walk(card)
+        if str(element.get("type", "")).startswith("Input.")
+    }
+
+
+def texts(card: dict[str, Any]) -> str:
+    """Everything a user can read on the card, as one string."""
+    return json.dumps(card, ensure_ascii=False)
+
+
+def attention_texts(card: dict[str, Any]) -> list[str]:
+    """The red (attention) text blocks: the card's error messages."""
+    return [
+        str(element.get("text", ""))
+        for element in _walk(card)
+        if element.get("type") == "TextBlock" and element.get("color") == "attention"
+    ]
