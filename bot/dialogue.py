@@ -279,7 +279,7 @@ class ReferralDialogue:
             queued = await self._sender.queue(claimed, protocol, referrer, origin)
         except SendFailure as failure:
             self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
-            logger.warning("referral not queued", extra={"reference": claimed.reference, "reason": failure.reason})
+            logger.warning("referral not queued: %s", failure.reason, extra={"reference": claimed.reference})
             return cards.problem_card(actor.lang, "send_failed", reference=claimed.reference, draft_id=claimed.id)
         self._on_queued()
         logger.info("referral queued", extra={"reference": queued.reference, "protocol_id": protocol.id})

@@ -40,3 +40,48 @@ def test_values_from_the_environment() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         Settings.from_mapping(env)
+
+
+def test_smtp_settings() -> None:
+    settings = Settings.from_mapping({"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "relay.example.be",
+                                      "SMTP_USERNAME": "u", "SMTP_PASSWORD": "geheim-wachtwoord"})
+    assert settings.smtp is not None and settings.smtp.port == 587 and settings.smtp.tls == "starttls"
+    assert "geheim-wachtwoord" not in repr(settings)
+    implicit = Settings.from_mapping(
+        {"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "relay.example.be", "SMTP_TLS": "implicit"}
+    )
+    assert implicit.smtp is not None and implicit.smtp.port == 465
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"MAIL_TRANSPORT": "smtp"}, "SMTP_HOST"),
+        ({"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "relay.example.be", "SMTP_TLS": "none",
+          "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK": "1"}, "SMTP_TLS=none"),
+        ({"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_TLS": "none"}, "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK"),
+        ({"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_TLS": "none",
+          "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK": "maybe"}, "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK"),
+        ({"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "h", "SMTP_USERNAME": "u"}, "SMTP_PASSWORD"),
+        ({"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "h", "SMTP_CA_FILE": "/nonexistent.pem"}, "SMTP_CA_FILE"),
+        ({"KEY_VAULT_URL": "http://vault"}, "KEY_VAULT_URL"),
+        ({"MAIL_TRANSPORT": "graph", "GRAPH_BASE_URL": "http://graph"}, "GRAPH_BASE_URL"),
+    ],
+)
+def test_unsafe_or_incomplete_delivery_settings_are_refused(env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        Settings.from_mapping(env)
+
+
+def test_plaintext_smtp_only_on_loopback_with_the_named_switch() -> None:
+    settings = Settings.from_mapping({"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_TLS": "none",
+                                      "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK": "1"})
+    assert settings.smtp is not None and settings.smtp.port == 25
+
+
+def test_key_vault_settings() -> None:
+    settings = Settings.from_mapping({"KEY_VAULT_URL": "https://kv.vault.azure.net", "AZURE_CLIENT_ID": "cid",
+                                      "KEY_VAULT_CACHE_MINUTES": "5"})
+    assert settings.key_vault is not None and settings.key_vault.cache.total_seconds() == 300
+    assert settings.key_vault.managed_identity_client_id == "cid"
+    assert not settings.key_vault.dangerously_skip_challenge_check

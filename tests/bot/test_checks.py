@@ -1,0 +1,80 @@
+"""`python -m bot check`: one line per check, exit status, nothing sent, bounded in time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.checks import run_checks
+from bot.config import Settings
+from bot.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client
+from tests.support.clock import ManualClock
+from tests.support.keyvault_standin import StaticTokenCredential, keyvault_standin
+from tests.support.smtp_server import free_port, smtp_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_embedded_defaults_pass(settings: Settings, clock: ManualClock) -> None:
+    results = await run_checks(settings, clock)
+    assert all(result.ok for result in results), [result.line() for result in results]
+    names = [result.name for result in results]
+    assert names[:2] == ["protocol files", "data folder"]
+    assert any(name.startswith("zip password") for name in names) and "mail transport outbox" in names
+
+
+async def test_smtp_down_and_up(tmp_path: Path, clock: ManualClock) -> None:
+    with smtp_server(tls="starttls") as smtp:
+        env = {"BOT_DATA_DIR": str(tmp_path), "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
+               "SMTP_PORT": str(smtp.port), "SMTP_CA_FILE": str(smtp.ca_path), "LOCAL_ZIP_PASSWORD": "A" * 20}
+        up = await run_checks(Settings.from_mapping(env), clock)
+        assert all(result.ok for result in up), [result.line() for result in up]
+        assert smtp.messages == [], "a check sends nothing"
+        smtp.stop()
+        down = await run_checks(Settings.from_mapping(env), clock)
+    [failed] = [result for result in down if not result.ok]
+    assert failed.name == "mail transport smtp" and failed.line().startswith("FAIL")
+
+
+async def test_vault_secret_is_checked_by_name_and_version(settings: Settings, clock: ManualClock) -> None:
+    async with keyvault_standin() as vault:
+        vault.set_secret("zip-password-ocmw-sint-gillis-waas", "short")
+        client = create_secret_client(vault.url, StaticTokenCredential(vault.token),
+                                      connection_verify=str(vault.ca_path), verify_challenge_resource=False)
+        provider = KeyVaultZipPasswordProvider(client, clock=clock, attempts=1)
+        results = await run_checks(settings, clock, passwords=provider)
+        await provider.close()
+    [failed] = [result for result in results if not result.ok]
+    assert "zip-password-ocmw-sint-gillis-waas" in failed.detail and "short" not in failed.detail
+
+
+async def test_an_unreachable_vault_fails_within_the_bound(settings: Settings, clock: ManualClock) -> None:
+    client = create_secret_client(f"https://127.0.0.1:{free_port()}", StaticTokenCredential(),
+                                  verify_challenge_resource=False, retry_total=0)
+    provider = KeyVaultZipPasswordProvider(client, clock=clock, attempts=1, timeout_seconds=1)
+    results = await run_checks(settings, clock, passwords=provider, seconds_per_check=3)
+    await provider.close()
+    assert [result.ok for result in results if result.name.startswith("zip password")] == [False]
+
+
+async def test_a_broken_protocol_file_fails(tmp_path: Path, clock: ManualClock) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "x.toml").write_text('id = "x"\n')
+    results = await run_checks(Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "d"),
+                                                      "PROTOCOLS_DIR": str(tmp_path / "p")}), clock)
+    assert not results[0].ok and "x.toml" in results[0].detail
+
+
+def test_the_command_prints_one_line_per_check_and_exits_by_result(tmp_path: Path) -> None:
+    env = {**os.environ, "BOT_DATA_DIR": str(tmp_path / "d")}
+    ok = subprocess.run([sys.executable, "-m", "bot", "check"], env=env, cwd=ROOT, capture_output=True, text=True,
+                        timeout=60, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert all(line.startswith("OK") for line in ok.stdout.splitlines()) and len(ok.stdout.splitlines()) >= 5
+    env["MAIL_TRANSPORT"] = "smtp"
+    env.update({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(free_port()), "SMTP_TIMEOUT_SECONDS": "2"})
+    bad = subprocess.run([sys.executable, "-m", "bot", "check"], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert bad.returncode == 1 and "FAIL mail transport smtp" in bad.stdout
