@@ -12,11 +12,15 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from bot.app import SERVICES_KEY, create_app
+from bot.breach_cli import add_breach_command, run_breach_command
 from bot.checks import run_checks
 from bot.clock import SystemClock
 from bot.config import ConfigError, Settings
+from bot.database import open_database
 from bot.logging_setup import configure_logging
-from bot.protocols import ProtocolFileError
+from bot.ocmw_links import OcmwLinks
+from bot.protocols import ProtocolFileError, load_registry
+from bot.register_cli import add_register_commands, run_register_command
 from bot.zip_passwords import LocalZipPasswordProvider
 
 logger = logging.getLogger("bot")
@@ -28,21 +32,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the bot (default)")
     commands.add_parser("check", help="verify protocols, secrets and mail transport; sends nothing")
+    link = commands.add_parser("link-ocmw", help="print a one-time code that links an OCMW Teams channel")
+    link.add_argument("protocol_id", help="the id in the protocol file, e.g. OR-KG-NOW-OCMW-SGW-2026")
+    add_breach_command(commands)
+    add_register_commands(commands)
     arguments = parser.parse_args(argv)
     try:
         settings = Settings.from_mapping(os.environ)
     except ConfigError as error:
         sys.stderr.write(f"configuration error: {error}\n")
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     if arguments.command in (None, "serve"):
         return _serve(settings)
+    if arguments.command == "register":
+        return run_register_command(arguments, settings)
+    if arguments.command == "breach-report":
+        return run_breach_command(arguments, settings, SystemClock())
+    if arguments.command == "link-ocmw":
+        return _link_ocmw(settings, arguments.protocol_id)
     if arguments.command == "check":
         results = asyncio.run(run_checks(settings, SystemClock()))
         sys.stdout.write("".join(result.line() + "\n" for result in results))
         return 0 if all(result.ok for result in results) else 1
     parser.error(f"unknown command {arguments.command}")
     return 2
+
+
+def _link_ocmw(settings: Settings, protocol_id: str) -> int:
+    """Print how to link, then the code alone on the last line (scripts take `tail -n 1`)."""
+    try:
+        registry = load_registry(settings.protocols_dir)
+    except ProtocolFileError as error:
+        sys.stderr.write(f"protocol file error: {error}\n")
+        return 2
+    protocol = registry.get(protocol_id)
+    if protocol is None:
+        known = ", ".join(p.id for p in registry.all())
+        sys.stderr.write(f"unknown protocol id {protocol_id!r}; known: {known}\n")
+        return 2
+    connection = open_database(settings.database_path)
+    try:
+        code = OcmwLinks(connection).new_code(protocol.id, SystemClock().now())
+    finally:
+        connection.close()
+    sys.stdout.write(
+        f"Koppelcode voor {protocol.recipient.organisation} (protocol {protocol.id}), eenmalig, 24 uur geldig.\n"
+        "Een maatschappelijk werker typt in het Teams-kanaal van het OCMW (met de bot vermeld):\n"
+        f"  @Veilig doorverwijzen koppel {code}\n"
+        f"{code}\n"
+    )
+    return 0
 
 
 def _serve(settings: Settings) -> int:

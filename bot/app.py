@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from bot.background import BackgroundTasks
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
+from bot.corrections import CorrectionService
 from bot.database import open_database
 from bot.delivery import DeliveryWorker, RetryPolicy
 from bot.dialogue import ReferralDialogue
@@ -19,11 +21,16 @@ from bot.draft_cipher import DraftCipher
 from bot.drafts import DraftStore
 from bot.mail_transport import MailTransport
 from bot.notifications import Notifier
+from bot.ocmw import OcmwService
+from bot.ocmw_links import OcmwLinks
 from bot.outbox import Outbox
 from bot.protocols import ProtocolRegistry, load_registry
 from bot.referrals import ReferralStore
 from bot.register import ProcessingRegister
+from bot.reminders import ReminderService
+from bot.router import Router
 from bot.sending import ReferralSender
+from bot.status import StatusService
 from bot.teams.adapter import create_adapter
 from bot.teams.handler import ReferralActivityHandler
 from bot.teams.notifier import TeamsNotifier
@@ -50,6 +57,9 @@ class Services:
     worker: DeliveryWorker
     passwords: ZipPasswordProvider
     transport: MailTransport
+    links: OcmwLinks
+    reminders: ReminderService
+    background: BackgroundTasks
     closers: list[Closer] = field(default_factory=list)
 
 
@@ -84,6 +94,8 @@ def create_app(
     transport = transport or build_mail_transport(settings, closers)
     adapter = create_adapter(settings.identity)
     notifier = notifier or TeamsNotifier(adapter, settings.identity.app_id)
+    background = BackgroundTasks()
+    links = OcmwLinks(connection)
     worker = DeliveryWorker(
         outbox=outbox,
         transport=transport,
@@ -94,6 +106,7 @@ def create_app(
         clock=clock,
         timezone=settings.timezone,
         policy=RetryPolicy(settings.delivery.initial, settings.delivery.maximum, settings.delivery.horizon),
+        after_delivery=lambda referral: ocmw.referral_delivered(referral),
     )
     sender = ReferralSender(
         connection=connection,
@@ -115,7 +128,45 @@ def create_app(
         timezone=settings.timezone,
         on_queued=worker.wake,
     )
-    handler = ReferralActivityHandler(dialogue)
+    corrections = CorrectionService(
+        connection=connection,
+        referrals=referrals,
+        registry=registry,
+        register=register,
+        sender=sender,
+        notifier=notifier,
+        background=background,
+        clock=clock,
+        timezone=settings.timezone,
+        on_queued=worker.wake,
+    )
+    ocmw = OcmwService(
+        links=links,
+        referrals=referrals,
+        registry=registry,
+        register=register,
+        corrections=corrections,
+        notifier=notifier,
+        background=background,
+        clock=clock,
+        timezone=settings.timezone,
+    )
+    reminders = ReminderService(
+        referrals=referrals,
+        links=links,
+        registry=registry,
+        notifier=notifier,
+        clock=clock,
+        timezone=settings.timezone,
+        working_days=settings.reminder_working_days,
+    )
+    router = Router(
+        dialogue=dialogue,
+        ocmw=ocmw,
+        corrections=corrections,
+        status=StatusService(referrals=referrals, registry=registry, timezone=settings.timezone),
+    )
+    handler = ReferralActivityHandler(router)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SERVICES_KEY] = Services(
@@ -129,25 +180,33 @@ def create_app(
         worker=worker,
         passwords=passwords,
         transport=transport,
+        links=links,
+        reminders=reminders,
+        background=background,
         closers=closers,
     )
     app.add_routes([messages_route(adapter, handler), web.get("/healthz", _healthz)])
 
-    async def background(_: web.Application) -> AsyncIterator[None]:
+    async def run_background(_: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, lambda: _sweep(drafts, clock)))]
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))
+            tasks.append(asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, _remind)))
         yield
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await background.drain()
         for close in closers:
             await close()
         connection.close()
 
-    app.cleanup_ctx.append(background)
+    async def _remind() -> None:
+        await reminders.run_due()
+
+    app.cleanup_ctx.append(run_background)
     return app
 
 

@@ -18,6 +18,7 @@ from bot.smtp_transport import SmtpSettings, is_loopback_host
 
 MailTransportName = Literal["outbox", "smtp", "graph"]
 SmtpTls = Literal["starttls", "implicit", "none"]
+LogFormat = Literal["text", "json"]
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -89,7 +90,9 @@ class Settings:
     identity: BotIdentity = field(default_factory=BotIdentity)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Brussels"))
     draft_ttl: dt.timedelta = dt.timedelta(minutes=30)
+    reminder_working_days: int = 2
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
 
     @property
     def database_path(self) -> Path:
@@ -134,7 +137,9 @@ class Settings:
             ),
             timezone=reader.timezone("BOT_TIMEZONE", "Europe/Brussels"),
             draft_ttl=dt.timedelta(minutes=reader.integer("DRAFT_TTL_MINUTES", 30, minimum=1, maximum=24 * 60)),
+            reminder_working_days=reader.integer("REMINDER_WORKING_DAYS", 2, minimum=1, maximum=20),
             log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            log_format=cast(LogFormat, reader.choice("LOG_FORMAT", "text", get_args(LogFormat))),
         )
         return settings
 

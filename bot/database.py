@@ -43,7 +43,47 @@ CREATE TABLE IF NOT EXISTS referrals (
     created_at TEXT NOT NULL,
     queued_at TEXT NOT NULL,
     sent_at TEXT,
-    failure_reason TEXT
+    failure_reason TEXT,
+    parent_reference TEXT,
+    corrected_item TEXT,
+    ocmw_card_activity_id TEXT,
+    acknowledged_by_id TEXT,
+    acknowledged_by TEXT,
+    acknowledged_at TEXT,
+    outcome_by_id TEXT,
+    outcome_by TEXT,
+    outcome_at TEXT,
+    deleted_by TEXT,
+    deleted_at TEXT,
+    reported_items TEXT NOT NULL DEFAULT '',
+    reminded_ocmw_at TEXT,
+    reminded_referrer_at TEXT
+);
+CREATE INDEX IF NOT EXISTS referrals_referrer ON referrals (referrer_id, queued_at);
+CREATE INDEX IF NOT EXISTS referrals_protocol_state ON referrals (protocol_id, state);
+CREATE TABLE IF NOT EXISTS pairing_codes (
+    code_hash TEXT PRIMARY KEY,
+    protocol_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at TEXT
+);
+CREATE TABLE IF NOT EXISTS ocmw_links (
+    protocol_id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    conversation_ref TEXT NOT NULL,
+    linked_by_id TEXT NOT NULL,
+    linked_by TEXT NOT NULL,
+    linked_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS corrections (
+    id TEXT PRIMARY KEY,
+    reference TEXT NOT NULL,
+    item TEXT NOT NULL,
+    requested_by_id TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    new_reference TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
     message_id TEXT PRIMARY KEY,
@@ -58,7 +98,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS register (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
     event TEXT NOT NULL,
     actor_id TEXT NOT NULL,

@@ -14,6 +14,7 @@ import email
 import email.policy
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -23,7 +24,7 @@ from bot.mail_transport import MailDeliveryError, MailTransport
 from bot.notifications import NotificationError, Notifier
 from bot.outbox import Outbox, OutboxItem
 from bot.protocols import ProtocolRegistry
-from bot.referrals import ReferralStore, SentReferral
+from bot.referrals import ReferralState, ReferralStore, SentReferral
 from bot.register import ProcessingRegister, RegisterEvent
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,10 @@ class DeliveryWorker:
         clock: Clock,
         timezone: ZoneInfo,
         policy: RetryPolicy,
+        after_delivery: Callable[[SentReferral], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        self._after_delivery = after_delivery
         self._outbox = outbox
         self._transport = transport
         self._referrals = referrals
@@ -75,7 +78,7 @@ class DeliveryWorker:
         self._clock = clock
         self._tz = timezone
         self._policy = policy
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._rng = rng or random.Random()  # noqa: S311  # nosec B311 - retry jitter only
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -124,10 +127,15 @@ class DeliveryWorker:
         referral = self._referrals.by_message_id(item.message_id)
         if referral is None:
             return
-        self._referrals.mark_sent(referral.reference, now)
+        referral = self._referrals.transition(referral.reference, ReferralState.SENT, sent_at=now)
         self._append(referral, RegisterEvent.DELIVERED, f"attempt {item.attempts}")
         logger.info("referral delivered", extra={"reference": referral.reference})
         await self._tell_referrer(referral, delivered_at=now)
+        if self._after_delivery is not None:
+            try:
+                await self._after_delivery(referral)
+            except Exception:
+                logger.exception("after-delivery step failed", extra={"reference": referral.reference})
 
     async def _handle_failure(self, item: OutboxItem, error: MailDeliveryError) -> None:
         now = self._clock.now()
@@ -149,7 +157,7 @@ class DeliveryWorker:
         logger.error("referral NOT delivered: %s", reason, extra={"reference": item.reference})
         if referral is None:
             return
-        self._referrals.mark_failed(referral.reference, reason)
+        referral = self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)
         self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)
         await self._tell_referrer(referral, delivered_at=None)
 

@@ -94,7 +94,7 @@ def validate_details(data: Mapping[str, object], protocol: DataSharingProtocol) 
     if not typed["phone"] and not typed["email"]:
         errors["phone"] = errors["email"] = FieldError("contact_missing")
     if errors:
-        return DetailsValidation(typed=typed, details=None, errors=errors)
+        return DetailsValidation(typed=echoable(typed), details=None, errors=errors)
     details = ClientDetails(
         first_name=_collapse_spaces(typed["firstName"]),
         last_name=_collapse_spaces(typed["lastName"]),
@@ -106,6 +106,11 @@ def validate_details(data: Mapping[str, object], protocol: DataSharingProtocol) 
         email=email,
     )
     return DetailsValidation(typed=typed, details=details, errors={})
+
+
+def echoable(typed: Mapping[str, str]) -> dict[str, str]:
+    """Typed values cut to their maximum length, so a forged huge value never makes a card over 40 KB."""
+    return {field: value[: MAX_LENGTHS[field]] for field, value in typed.items()}
 
 
 def details_as_typed(details: ClientDetails) -> dict[str, str]:
@@ -175,3 +180,53 @@ def _checked_email(value: str, errors: dict[str, FieldError]) -> str | None:
 
 def _collapse_spaces(value: str) -> str:
     return " ".join(value.split())
+
+
+#: Which inputs make up each item the OCMW can report wrong (article 7).
+ITEM_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "name": ("firstName", "lastName"),
+    "address": ("street", "houseNumber", "postalCode", "municipality"),
+    "phone": ("phone",),
+    "email": ("email",),
+}
+
+
+@dataclass(frozen=True, repr=False)
+class ItemValidation:
+    """A corrected item: its normalised values by field id, or the errors by field id."""
+
+    typed: Mapping[str, str]
+    values: Mapping[str, str] | None
+    errors: Mapping[str, FieldError]
+
+    def __repr__(self) -> str:
+        return f"ItemValidation(valid={self.values is not None}, errors={sorted(self.errors)})"
+
+
+def validate_item(item: str, data: Mapping[str, object], protocol: DataSharingProtocol) -> ItemValidation:
+    """Validate only the fields of `item`, each required, with the same rules as the data card."""
+    fields = ITEM_FIELDS[item]
+    typed = {field: value for field, value in typed_values(data).items() if field in fields}
+    # Fill the other fields with a known-valid placeholder so the shared rules can run unchanged.
+    filler = {"firstName": "A", "lastName": "B", "street": "C", "houseNumber": "1", "municipality": "D",
+              "postalCode": next(iter(sorted(protocol.postal_codes))), "phone": "", "email": ""}
+    if "phone" not in fields and "email" not in fields:
+        filler["email"] = "placeholder@example.org"
+    result = validate_details({**filler, **typed}, protocol)
+    errors = {field: error for field, error in result.errors.items() if field in fields}
+    for field in fields:
+        if not typed[field] and field not in errors:
+            errors[field] = FieldError("required")
+    if errors or result.details is None:
+        return ItemValidation(typed=echoable(typed), values=None, errors=errors)
+    normalised = {
+        "firstName": result.details.first_name,
+        "lastName": result.details.last_name,
+        "street": result.details.street,
+        "houseNumber": result.details.house_number,
+        "postalCode": result.details.postal_code,
+        "municipality": result.details.municipality,
+        "phone": result.details.phone or "",
+        "email": result.details.email or "",
+    }
+    return ItemValidation(typed=typed, values={field: normalised[field] for field in fields}, errors={})

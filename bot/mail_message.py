@@ -6,13 +6,15 @@ the date only; every client value stays inside the encrypted attachment.
 
 from __future__ import annotations
 
+import datetime as dt
 import email.policy
 import email.utils
 import re
 import zoneinfo
 from email.message import EmailMessage
+from typing import Protocol
 
-from bot.referral import ReferralPackageContents
+from bot.protocols import DataSharingProtocol
 
 _REFERENCE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,63}$")
 _DOMAIN_PATTERN = re.compile(r"^[A-Za-z0-9.-]+$")
@@ -29,42 +31,66 @@ def message_id_for(reference: str, sender: str) -> str:
     return f"<{reference}@{domain.lower()}>"
 
 
+class MailFacts(Protocol):
+    """What the mail says about a package: never the client data itself."""
+
+    @property
+    def reference(self) -> str: ...
+    @property
+    def protocol(self) -> DataSharingProtocol: ...
+    @property
+    def key_version(self) -> str: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+
 def build_referral_mail(
-    contents: ReferralPackageContents,
+    contents: MailFacts,
     package: bytes,
     *,
     sender: str,
     local_tz: zoneinfo.ZoneInfo,
+    corrects: str | None = None,
 ) -> EmailMessage:
-    """Return the mail to the protocol's mailbox with `package` attached as `<reference>.zip`."""
+    """Return the mail to the protocol's mailbox with `package` attached as `<reference>.zip`.
+
+    `corrects` names the earlier reference when the package carries a correction (article 7).
+    """
     if contents.created_at.utcoffset() is None:
         raise ValueError("created_at must be timezone-aware")
     created = contents.created_at.astimezone(local_tz)
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = sender
     message["To"] = contents.protocol.recipient_mailbox
-    message["Subject"] = _subject(contents, created.strftime("%d/%m/%Y"))
+    message["Subject"] = _subject(contents, created.strftime("%d/%m/%Y"), corrects)
     message["Date"] = created
     message["Message-ID"] = message_id_for(contents.reference, sender)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office loops
-    message.set_content(_body(contents, created.strftime("%d/%m/%Y %H:%M")))
+    message.set_content(_body(contents, created.strftime("%d/%m/%Y %H:%M"), corrects))
     message.add_attachment(package, maintype="application", subtype="zip", filename=f"{contents.reference}.zip")
     return message
 
 
-def _subject(contents: ReferralPackageContents, date: str) -> str:
+def _subject(contents: MailFacts, date: str, corrects: str | None) -> str:
     """Reference, team and date only: a subject is visible in every mailbox list and log."""
-    return f"Doorverwijzing {contents.reference} – {contents.protocol.sender.team} – {date}"
+    kind = "Doorverwijzing" if corrects is None else f"Correctie voor {corrects}:"
+    return f"{kind} {contents.reference} – {contents.protocol.sender.team} – {date}"
 
 
-def _body(contents: ReferralPackageContents, created: str) -> str:
+def _body(contents: MailFacts, created: str, corrects: str | None) -> str:
     """What the OCMW worker must know and do (CONTENT.md, "The mail to the OCMW")."""
     protocol, reference = contents.protocol, contents.reference
+    intro = f"{protocol.sender.team} ({protocol.sender.organisation}) verwijst een gezin naar u door."
+    if corrects is not None:
+        intro = (
+            f"U meldde dat een gegeven van doorverwijzing {corrects} niet klopte. {protocol.sender.team} stuurt "
+            "hierbij het juiste gegeven (protocol artikel 7). De bijlage bevat alleen het gecorrigeerde gegeven."
+        )
     # One line per paragraph or bullet: mail clients wrap plain text to the reader's window.
     lines = [
         f"Beste collega van {protocol.recipient.organisation},",
         "",
-        f"{protocol.sender.team} ({protocol.sender.organisation}) verwijst een gezin naar u door.",
+        intro,
         "",
         f"Referentie:     {reference}",
         f"Datum:          {created}",

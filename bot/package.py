@@ -10,6 +10,7 @@ import datetime as dt
 import io
 import json
 import re
+from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -40,22 +41,29 @@ class PackagePasswordError(ValueError):
 
 def build_package(contents: ReferralPackageContents, password: bytes) -> bytes:
     """Return the encrypted ZIP holding the text, JSON and vCard renderings of `contents`."""
-    _check_password(password)
     _check_aware(contents)
-    entries = {
-        TEXT_ENTRY: _render_text(contents),
-        JSON_ENTRY: _render_json(contents),
-        VCARD_ENTRY: _render_vcard(contents.client),
-    }
+    return encrypted_zip(
+        {
+            TEXT_ENTRY: _render_text(contents),
+            JSON_ENTRY: _render_json(contents),
+            VCARD_ENTRY: _render_vcard(contents.client),
+        },
+        password,
+    )
+
+
+def encrypted_zip(entries: Mapping[str, bytes], password: bytes) -> bytes:
+    """An AES-256 (AE-2) ZIP of `entries`, in the given order, with fixed metadata and no comments."""
+    _check_password(password)
     buffer = io.BytesIO()
     with pyzipper.AESZipFile(buffer, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES) as archive:
         archive.setpassword(password)
         archive.setencryption(pyzipper.WZ_AES, nbits=256)
-        for name in PACKAGE_ENTRY_NAMES:
+        for name, data in entries.items():
             info = AESZipInfo(filename=name, date_time=_FIXED_DATE_TIME)
             info.compress_type = pyzipper.ZIP_DEFLATED  # AESZipInfo would otherwise store uncompressed
             info.external_attr = _ENTRY_MODE
-            archive.writestr(info, entries[name])
+            archive.writestr(info, data)
     return buffer.getvalue()
 
 

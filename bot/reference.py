@@ -9,7 +9,8 @@ import secrets
 
 #: No 0/O, 1/I/L: a reference is read aloud between a nurse and an OCMW worker.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
-REFERENCE_PATTERN = re.compile(r"^VD-[0-9]{8}-[" + REFERENCE_ALPHABET + r"]{6}$")
+#: A correction adds a version suffix: VD-20261128-K7M2QX-2.
+REFERENCE_PATTERN = re.compile(r"^VD-[0-9]{8}-[" + REFERENCE_ALPHABET + r"]{6}(?:-[0-9]{1,2})?$")
 
 
 def new_reference(day: dt.date, rng: random.Random | None = None) -> str:

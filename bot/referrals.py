@@ -1,11 +1,24 @@
-"""Referrals that left the dialogue: the lasting record, which holds no client data at all."""
+"""Referrals after "send": one explicit state machine, and a record that holds no client data.
+
+    queued --> sent --> received --> help_wanted
+       |                   |-------> no_help_wanted --> data_deleted
+       v                   '-------> unreachable ----> data_deleted
+     failed
+    sent | received | help_wanted | no_help_wanted | unreachable --> consent_withdrawn --> data_deleted
+
+A transition not in `TRANSITIONS` is refused (`IllegalTransition`), so a late or replayed click
+cannot, say, record an outcome for a referral nobody acknowledged.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from bot.database import from_text, to_text
 
@@ -16,11 +29,68 @@ class ReferralState(StrEnum):
     QUEUED = "queued"  # in the outbox, not yet accepted by the mail system
     SENT = "sent"  # accepted by the mail system (or written to the outbox folder)
     FAILED = "failed"  # given up: the referrer was told it was NOT delivered
+    RECEIVED = "received"  # the OCMW acknowledged receipt
+    HELP_WANTED = "help_wanted"  # contact made, the family wants help: the OCMW opens a file
+    NO_HELP_WANTED = "no_help_wanted"  # contact made, no help wanted: the data must go
+    UNREACHABLE = "unreachable"  # no contact possible: the data must go
+    DATA_DELETED = "data_deleted"  # the OCMW confirmed it deleted the mail and attachment
+    CONSENT_WITHDRAWN = "consent_withdrawn"  # the parents withdrew consent: the OCMW must delete
+
+
+OUTCOMES: Mapping[str, ReferralState] = {
+    "contact_help_wanted": ReferralState.HELP_WANTED,
+    "contact_no_help_wanted": ReferralState.NO_HELP_WANTED,
+    "unreachable": ReferralState.UNREACHABLE,
+}
+_WITHDRAW = ReferralState.CONSENT_WITHDRAWN
+TRANSITIONS: Mapping[ReferralState, frozenset[ReferralState]] = {
+    ReferralState.QUEUED: frozenset({ReferralState.SENT, ReferralState.FAILED}),
+    ReferralState.SENT: frozenset({ReferralState.RECEIVED, _WITHDRAW}),
+    ReferralState.RECEIVED: frozenset({*OUTCOMES.values(), _WITHDRAW}),
+    ReferralState.NO_HELP_WANTED: frozenset({ReferralState.DATA_DELETED, _WITHDRAW}),
+    ReferralState.UNREACHABLE: frozenset({ReferralState.DATA_DELETED, _WITHDRAW}),
+    ReferralState.HELP_WANTED: frozenset({_WITHDRAW}),
+    ReferralState.CONSENT_WITHDRAWN: frozenset({ReferralState.DATA_DELETED}),
+    ReferralState.FAILED: frozenset(),
+    ReferralState.DATA_DELETED: frozenset(),
+}
+#: States in which the OCMW still holds the data and may report it wrong (article 7).
+HOLDS_DATA = frozenset({ReferralState.SENT, ReferralState.RECEIVED, ReferralState.HELP_WANTED,
+                        ReferralState.NO_HELP_WANTED, ReferralState.UNREACHABLE})
+#: States the OCMW still has to act on.
+OPEN_FOR_OCMW = frozenset({ReferralState.SENT, ReferralState.RECEIVED, ReferralState.NO_HELP_WANTED,
+                           ReferralState.UNREACHABLE, ReferralState.CONSENT_WITHDRAWN})
+
+
+def check_transitions(table: Mapping[ReferralState, frozenset[ReferralState]]) -> None:
+    """Every state has a row, and every state can be reached from `queued`."""
+    if set(table) != set(ReferralState):
+        raise ValueError(f"states without a row: {sorted(set(ReferralState) - set(table))}")
+    reached = {ReferralState.QUEUED}
+    frontier = [ReferralState.QUEUED]
+    while frontier:
+        for target in table[frontier.pop()]:
+            if target not in reached:
+                reached.add(target)
+                frontier.append(target)
+    if reached != set(ReferralState):
+        raise ValueError(f"unreachable states: {sorted(set(ReferralState) - reached)}")
+
+
+check_transitions(TRANSITIONS)
+
+
+class IllegalTransition(Exception):
+    """The referral is not in a state where this step is allowed."""
+
+    def __init__(self, reference: str, current: ReferralState, wanted: ReferralState) -> None:
+        super().__init__(f"{reference}: {current.value} -> {wanted.value} is not allowed")
+        self.current = current
 
 
 @dataclass(frozen=True)
 class SentReferral:
-    """What the bot remembers of a referral, and where to tell the referrer about it."""
+    """What the bot remembers of a referral, and where to report back about it."""
 
     reference: str
     protocol_id: str
@@ -28,7 +98,7 @@ class SentReferral:
     referrer_name: str
     conversation_id: str
     conversation_ref: str  # serialized Teams conversation reference, for proactive messages
-    card_activity_id: str | None  # the card to update in place when the state changes
+    card_activity_id: str | None  # the referrer's card to update in place when the state changes
     lang: str
     state: ReferralState
     key_version: str
@@ -37,38 +107,42 @@ class SentReferral:
     queued_at: dt.datetime
     sent_at: dt.datetime | None = None
     failure_reason: str | None = None
+    parent_reference: str | None = None  # set on a correction: the referral it corrects
+    corrected_item: str | None = None
+    ocmw_card_activity_id: str | None = None
+    acknowledged_by_id: str | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: dt.datetime | None = None
+    outcome_by_id: str | None = None
+    outcome_by: str | None = None
+    outcome_at: dt.datetime | None = None
+    deleted_by: str | None = None
+    deleted_at: dt.datetime | None = None
+    reported_items: tuple[str, ...] = ()
+    reminded_ocmw_at: dt.datetime | None = None
+    reminded_referrer_at: dt.datetime | None = None
+
+
+_TIME_FIELDS = frozenset(
+    {"created_at", "queued_at", "sent_at", "acknowledged_at", "outcome_at", "deleted_at", "reminded_ocmw_at",
+     "reminded_referrer_at"}
+)
+_COLUMNS = tuple(field.name for field in dataclasses.fields(SentReferral))
 
 
 class ReferralStore:
-    """Referrals in SQLite, by reference."""
+    """Referrals in SQLite, by reference; state changes only along `TRANSITIONS`."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
 
     def add(self, referral: SentReferral) -> None:
         """Record a referral (the reference is unique)."""
-        self._db.execute(
-            "INSERT INTO referrals (reference, protocol_id, referrer_id, referrer_name, conversation_id,"
-            " conversation_ref, card_activity_id, lang, state, key_version, message_id, created_at, queued_at,"
-            " sent_at, failure_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                referral.reference,
-                referral.protocol_id,
-                referral.referrer_id,
-                referral.referrer_name,
-                referral.conversation_id,
-                referral.conversation_ref,
-                referral.card_activity_id,
-                referral.lang,
-                referral.state.value,
-                referral.key_version,
-                referral.message_id,
-                to_text(referral.created_at),
-                to_text(referral.queued_at),
-                None if referral.sent_at is None else to_text(referral.sent_at),
-                referral.failure_reason,
-            ),
-        )
+        values = _to_row(referral)
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        # Column names come from the dataclass, never from input; values are bound parameters.
+        self._db.execute(f"INSERT INTO referrals ({', '.join(_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608  # nosec B608
+                         [values[name] for name in _COLUMNS])
 
     def get(self, reference: str) -> SentReferral | None:
         """The referral with this reference, or None."""
@@ -80,36 +154,84 @@ class ReferralStore:
         row = self._db.execute("SELECT * FROM referrals WHERE message_id = ?", (message_id,)).fetchone()
         return None if row is None else _from_row(row)
 
-    def mark_sent(self, reference: str, at: dt.datetime) -> None:
-        """The mail system accepted the referral."""
-        self._db.execute(
-            "UPDATE referrals SET state = ?, sent_at = ? WHERE reference = ? AND state = ?",
-            (ReferralState.SENT.value, to_text(at), reference, ReferralState.QUEUED.value),
-        )
+    def transition(self, reference: str, to: ReferralState, **changes: Any) -> SentReferral:
+        """Move to `to` with `changes` (column values), refusing a step the state machine forbids."""
+        current = self.get(reference)
+        if current is None:
+            raise KeyError(reference)
+        if to not in TRANSITIONS[current.state]:
+            raise IllegalTransition(reference, current.state, to)
+        updated = dataclasses.replace(current, state=to, **changes)
+        self._write(current, updated)
+        return updated
 
-    def mark_failed(self, reference: str, reason: str) -> None:
-        """Given up on; `reason` is safe to show to support (no client data)."""
-        self._db.execute(
-            "UPDATE referrals SET state = ?, failure_reason = ? WHERE reference = ? AND state = ?",
-            (ReferralState.FAILED.value, reason, reference, ReferralState.QUEUED.value),
+    def update(self, reference: str, **changes: Any) -> SentReferral:
+        """Change facts that are not a state change (card ids, reminders, reported items)."""
+        if "state" in changes:
+            raise ValueError("use transition() to change the state")
+        current = self.get(reference)
+        if current is None:
+            raise KeyError(reference)
+        updated = dataclasses.replace(current, **changes)
+        self._write(current, updated)
+        return updated
+
+    def for_referrer(self, referrer_id: str, limit: int = 50) -> list[SentReferral]:
+        """A referrer's referrals, newest first."""
+        rows = self._db.execute(
+            "SELECT * FROM referrals WHERE referrer_id = ? ORDER BY queued_at DESC LIMIT ?", (referrer_id, limit)
         )
+        return [_from_row(row) for row in rows]
+
+    def open_for_protocol(self, protocol_id: str) -> list[SentReferral]:
+        """What the OCMW of a protocol still has to act on, oldest first."""
+        states = sorted(state.value for state in OPEN_FOR_OCMW)
+        rows = self._db.execute(
+            f"SELECT * FROM referrals WHERE protocol_id = ? AND state IN ({', '.join('?' for _ in states)})"  # noqa: S608  # nosec B608
+            " ORDER BY queued_at",
+            (protocol_id, *states),
+        )
+        return [_from_row(row) for row in rows]
+
+    def in_state(self, state: ReferralState) -> list[SentReferral]:
+        """All referrals in one state (for reminders)."""
+        rows = self._db.execute("SELECT * FROM referrals WHERE state = ? ORDER BY queued_at", (state.value,))
+        return [_from_row(row) for row in rows]
+
+    def _write(self, current: SentReferral, updated: SentReferral) -> None:
+        values = _to_row(updated)
+        assignments = ", ".join(f"{name} = ?" for name in _COLUMNS if name != "reference")
+        cursor = self._db.execute(
+            f"UPDATE referrals SET {assignments} WHERE reference = ? AND state = ?",  # noqa: S608  # nosec B608
+            [values[name] for name in _COLUMNS if name != "reference"] + [current.reference, current.state.value],
+        )
+        if cursor.rowcount != 1:
+            raise IllegalTransition(current.reference, current.state, updated.state)
+
+
+def _to_row(referral: SentReferral) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in _COLUMNS:
+        value = getattr(referral, name)
+        if name in _TIME_FIELDS and value is not None:
+            value = to_text(value)
+        elif name == "state":
+            value = value.value
+        elif name == "reported_items":
+            value = ",".join(value)
+        values[name] = value
+    return values
 
 
 def _from_row(row: sqlite3.Row) -> SentReferral:
-    return SentReferral(
-        reference=row["reference"],
-        protocol_id=row["protocol_id"],
-        referrer_id=row["referrer_id"],
-        referrer_name=row["referrer_name"],
-        conversation_id=row["conversation_id"],
-        conversation_ref=row["conversation_ref"],
-        card_activity_id=row["card_activity_id"],
-        lang=row["lang"],
-        state=ReferralState(row["state"]),
-        key_version=row["key_version"],
-        message_id=row["message_id"],
-        created_at=from_text(row["created_at"]),
-        queued_at=from_text(row["queued_at"]),
-        sent_at=None if row["sent_at"] is None else from_text(row["sent_at"]),
-        failure_reason=row["failure_reason"],
-    )
+    values: dict[str, Any] = {}
+    for name in _COLUMNS:
+        value = row[name]
+        if name in _TIME_FIELDS and value is not None:
+            value = from_text(value)
+        elif name == "state":
+            value = ReferralState(value)
+        elif name == "reported_items":
+            value = tuple(item for item in value.split(",") if item)
+        values[name] = value
+    return SentReferral(**values)

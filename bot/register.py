@@ -1,7 +1,12 @@
 """The processing register (verwerkingsregister): proof of every transfer, never its content.
 
 Each entry says who did what, when, under which protocol and legal basis, and which categories of
-data were involved. Entries are chained by SHA-256 so an altered, removed or reordered entry shows.
+data were involved. Entries are chained by SHA-256 so an altered, removed or reordered entry shows:
+`verify()` recomputes the chain, `export()` hands the DPO a period of it.
+
+What the chain cannot show on its own: entries cut off the end (the last ones deleted), or a
+register rewritten in full by someone who recomputes every hash. Against those, keep an anchor
+outside the database: the `hash` of the last entry of each export the DPO files away.
 """
 
 from __future__ import annotations
@@ -12,11 +17,38 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from bot.database import to_text, transaction
 from bot.referral import DATA_CATEGORIES, LEGAL_BASIS, RECIPIENT_CATEGORY
 
 GENESIS_HASH = "0" * 64
+
+#: The fields each hash covers, in the register table's column names.
+HASHED_FIELDS: tuple[str, ...] = (
+    "at",
+    "event",
+    "actor_id",
+    "actor_name",
+    "protocol_id",
+    "reference",
+    "legal_basis",
+    "data_categories",
+    "recipient_category",
+    "detail",
+)
+
+#: The columns of `export()`, in order (CSV header and JSON keys), for the DPO:
+#: - seq: the entry's number; numbers are consecutive, a gap means a removed entry
+#: - at: when it happened, ISO-8601 in UTC (e.g. 2026-11-28T09:00:00.000000+00:00)
+#: - event: what happened, one of the `RegisterEvent` values (e.g. consent_confirmed, delivered)
+#: - actor_id, actor_name: the Entra object id and display name of the staff member (or the bot)
+#: - protocol_id: the data-sharing protocol the transfer falls under
+#: - reference: the referral's reference (VD-YYYYMMDD-XXXXXX), shared with the OCMW
+#: - legal_basis, data_categories, recipient_category: as the protocol states them
+#: - detail: facts such as the key version or the recipient mailbox, never client data
+#: - hash: SHA-256 of the previous entry's hash and this entry's fields (see `entry_hash`)
+EXPORT_COLUMNS: tuple[str, ...] = ("seq", *HASHED_FIELDS, "hash")
 
 
 class RegisterEvent(StrEnum):
@@ -29,6 +61,36 @@ class RegisterEvent(StrEnum):
     DELIVERED = "delivered"
     DELIVERY_FAILED = "delivery_failed"
     CANCELLED = "cancelled"
+    LINK_CREATED = "link_created"
+    ACKNOWLEDGED = "acknowledged"
+    OUTCOME_RECORDED = "outcome_recorded"
+    DELETION_CONFIRMED = "deletion_confirmed"
+    CORRECTION_REQUESTED = "correction_requested"
+    REFUSED = "refused"
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+    BREACH_REPORTED = "breach_reported"
+
+
+class ProblemKind(StrEnum):
+    """How an entry betrays tampering."""
+
+    ALTERED = "altered"  # its content no longer matches its own hash
+    REMOVED = "removed"  # entries before it are missing (a gap in seq)
+    REORDERED = "reordered"  # it is chained to another entry than the one before it
+    BROKEN_LINK = "broken_link"  # it is chained to an entry that no longer exists as recorded
+
+
+@dataclass(frozen=True)
+class RegisterProblem:
+    """One finding of `verify()`: where, what kind, and in words."""
+
+    seq: int
+    kind: ProblemKind
+    detail: str
+
+    def line(self) -> str:
+        """The finding as one line for the DPO, e.g. `seq 12: altered: ...`."""
+        return f"seq {self.seq}: {self.kind.value}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -97,6 +159,79 @@ class ProcessingRegister:
         """The event names recorded for one reference, in order."""
         rows = self._db.execute("SELECT event FROM register WHERE reference = ? ORDER BY seq", (reference,))
         return [str(row["event"]) for row in rows]
+
+    def count(self) -> int:
+        """How many entries the register holds."""
+        row = self._db.execute("SELECT COUNT(*) FROM register").fetchone()
+        return int(row[0])
+
+    def verify(self) -> list[RegisterProblem]:
+        """Recompute the chain from the first entry; an empty list means the register is intact.
+
+        Each entry is checked on its own (does its content still give its hash?) and against the
+        entry before it (consecutive seq, previous_hash equal to that entry's hash), so a problem
+        is reported where it is, not as a cascade over everything after it.
+        """
+        rows = self._db.execute("SELECT * FROM register ORDER BY seq").fetchall()
+        seq_of_hash = {str(row["hash"]): int(row["seq"]) for row in rows}
+        problems: list[RegisterProblem] = []
+        expected_seq, expected_previous = 1, GENESIS_HASH
+        for row in rows:
+            seq = int(row["seq"])
+            problems.extend(_content_problems(row))
+            previous = row["previous_hash"]
+            if seq != expected_seq:
+                missing = str(expected_seq) if seq == expected_seq + 1 else f"{expected_seq} to {seq - 1}"
+                problems.append(RegisterProblem(seq, ProblemKind.REMOVED, f"entries before it are missing: {missing}"))
+            elif previous != expected_previous:
+                follows = seq_of_hash.get(str(previous))
+                if follows is not None and follows != seq:
+                    problems.append(RegisterProblem(
+                        seq, ProblemKind.REORDERED, f"it is chained after entry {follows}, not after entry {seq - 1}"
+                    ))
+                else:
+                    before = "the start of the register" if seq == 1 else f"entry {seq - 1}"
+                    problems.append(RegisterProblem(
+                        seq, ProblemKind.BROKEN_LINK,
+                        f"its previous_hash does not match {before}: that entry was altered, replaced or removed",
+                    ))
+            expected_seq, expected_previous = seq + 1, row["hash"]
+        return problems
+
+    def export(self, start: dt.date, end: dt.date, timezone: ZoneInfo) -> list[dict[str, str]]:
+        """The entries of the local days `start` to `end` (both included), columns `EXPORT_COLUMNS`.
+
+        Days are local days in `timezone` (Europe/Brussels for the DPO): 28 November runs from
+        27 November 23:00 to 28 November 23:00 UTC, and an entry at 23:30 Brussels time on the
+        28th belongs to the 28th although its UTC time says 22:30.
+        """
+        if end < start:
+            raise ValueError("the end date is before the start date")
+        since = to_text(dt.datetime.combine(start, dt.time.min, tzinfo=timezone))
+        until = to_text(dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=timezone))
+        rows = self._db.execute(
+            "SELECT * FROM register WHERE at >= ? AND at < ? ORDER BY seq", (since, until)
+        ).fetchall()
+        return [{column: str(row[column]) for column in EXPORT_COLUMNS} for row in rows]
+
+
+def _content_problems(row: sqlite3.Row) -> list[RegisterProblem]:
+    """Whether the entry's fields still give the hash it was written with."""
+    seq = int(row["seq"])
+    not_text = [name for name in (*HASHED_FIELDS, "previous_hash", "hash") if not isinstance(row[name], str)]
+    if not_text:
+        return [RegisterProblem(seq, ProblemKind.ALTERED, f"not text any more: {', '.join(not_text)}")]
+    malformed = [name for name in ("previous_hash", "hash") if not _is_sha256_hex(row[name])]
+    if malformed:
+        return [RegisterProblem(seq, ProblemKind.ALTERED, f"not a SHA-256 hash: {', '.join(malformed)}")]
+    fields = {name: str(row[name]) for name in HASHED_FIELDS}
+    if entry_hash(str(row["previous_hash"]), fields) != row["hash"]:
+        return [RegisterProblem(seq, ProblemKind.ALTERED, "its content no longer matches its hash")]
+    return []
+
+
+def _is_sha256_hex(value: str) -> bool:
+    return len(value) == 64 and all(character in "0123456789abcdef" for character in value)
 
 
 def entry_hash(previous_hash: str, fields: dict[str, str]) -> str:

@@ -11,11 +11,14 @@ import asyncio
 import datetime as dt
 import logging
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
+from email.message import EmailMessage
 from email.policy import SMTP
 from zoneinfo import ZoneInfo
 
 from bot.clock import Clock
+from bot.correction_package import CorrectionPackageContents, build_correction_package
 from bot.database import transaction
 from bot.drafts import Draft, DraftState, DraftStore
 from bot.mail_message import build_referral_mail
@@ -25,7 +28,7 @@ from bot.protocols import DataSharingProtocol
 from bot.referral import ReferralPackageContents, Referrer
 from bot.referrals import ReferralState, ReferralStore, SentReferral
 from bot.register import ProcessingRegister, RegisterEvent
-from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
+from bot.zip_passwords import ZipPassword, ZipPasswordError, ZipPasswordProvider
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +95,7 @@ class ReferralSender:
         """Encrypt, queue, record and wipe the draft; raise SendFailure when nothing was queued."""
         if draft.details is None or draft.consent is None:
             raise SendFailure("draft has no complete data", transient=False)
-        try:
-            password = await asyncio.wait_for(self._passwords.password_for(protocol), PASSWORD_WAIT_SECONDS)
-        except TimeoutError as error:
-            raise SendFailure("zip password not available in time", transient=True) from error
-        except ZipPasswordError as error:
-            raise SendFailure(f"zip password unavailable: {error}", transient=error.transient) from error
+        password = await self._password(protocol)
         now = self._clock.now()
         contents = ReferralPackageContents(
             reference=draft.reference,
@@ -113,41 +111,109 @@ class ReferralSender:
         except PackagePasswordError as error:
             raise SendFailure("zip password refused by the packager", transient=False) from error
         message = build_referral_mail(contents, package, sender=self._mail_from, local_tz=self._tz)
-        message_id = str(message["Message-ID"])
+        record = SentReferral(
+            reference=draft.reference,
+            protocol_id=protocol.id,
+            referrer_id=referrer.user_id,
+            referrer_name=referrer.display_name,
+            conversation_id=origin.conversation_id,
+            conversation_ref=origin.conversation_ref,
+            card_activity_id=origin.card_activity_id,
+            lang=origin.lang,
+            state=ReferralState.QUEUED,
+            key_version=password.version,
+            message_id=str(message["Message-ID"]),
+            created_at=draft.created_at,
+            queued_at=now,
+        )
         with transaction(self._db):
             if not self._drafts.close(draft, DraftState.SENT, now):
                 raise SendFailure("draft changed while sending", transient=False)
-            self._outbox.enqueue(
-                message_id=message_id, reference=draft.reference, payload=message.as_bytes(policy=SMTP), now=now
-            )
-            self._referrals.add(
-                SentReferral(
-                    reference=draft.reference,
-                    protocol_id=protocol.id,
-                    referrer_id=referrer.user_id,
-                    referrer_name=referrer.display_name,
-                    conversation_id=origin.conversation_id,
-                    conversation_ref=origin.conversation_ref,
-                    card_activity_id=origin.card_activity_id,
-                    lang=origin.lang,
-                    state=ReferralState.QUEUED,
-                    key_version=password.version,
-                    message_id=message_id,
-                    created_at=draft.created_at,
-                    queued_at=now,
-                )
-            )
-            for event, detail in (
-                (RegisterEvent.PACKAGE_BUILT, f"AES-256 ZIP, key version {password.version}"),
-                (RegisterEvent.QUEUED, f"to {protocol.recipient_mailbox}"),
-            ):
-                self._register.append(
-                    at=now,
-                    event=event,
-                    actor_id=referrer.user_id,
-                    actor_name=referrer.display_name,
-                    protocol_id=protocol.id,
-                    reference=draft.reference,
-                    detail=detail,
-                )
+            self._commit(record, message, protocol, referrer, now)
         return QueuedReferral(reference=draft.reference, queued_at=now, key_version=password.version)
+
+    async def queue_correction(
+        self,
+        original: SentReferral,
+        new_reference: str,
+        item: str,
+        values: Mapping[str, str],
+        protocol: DataSharingProtocol,
+        referrer: Referrer,
+        origin: Origin,
+    ) -> QueuedReferral:
+        """Encrypt and queue only the corrected item, as a new version of `original`."""
+        password = await self._password(protocol)
+        now = self._clock.now()
+        contents = CorrectionPackageContents(
+            reference=new_reference,
+            corrects=original.reference,
+            protocol=protocol,
+            item=item,
+            values=values,
+            referrer=referrer,
+            key_version=password.version,
+            created_at=now,
+        )
+        try:
+            package = build_correction_package(contents, password.value)
+        except PackagePasswordError as error:
+            raise SendFailure("zip password refused by the packager", transient=False) from error
+        message = build_referral_mail(
+            contents, package, sender=self._mail_from, local_tz=self._tz, corrects=original.reference
+        )
+        record = SentReferral(
+            reference=new_reference,
+            protocol_id=protocol.id,
+            referrer_id=referrer.user_id,
+            referrer_name=referrer.display_name,
+            conversation_id=origin.conversation_id,
+            conversation_ref=origin.conversation_ref,
+            card_activity_id=origin.card_activity_id,
+            lang=origin.lang,
+            state=ReferralState.QUEUED,
+            key_version=password.version,
+            message_id=str(message["Message-ID"]),
+            created_at=now,
+            queued_at=now,
+            parent_reference=original.reference,
+            corrected_item=item,
+        )
+        with transaction(self._db):
+            self._commit(record, message, protocol, referrer, now)
+        return QueuedReferral(reference=new_reference, queued_at=now, key_version=password.version)
+
+    async def _password(self, protocol: DataSharingProtocol) -> ZipPassword:
+        try:
+            return await asyncio.wait_for(self._passwords.password_for(protocol), PASSWORD_WAIT_SECONDS)
+        except TimeoutError as error:
+            raise SendFailure("zip password not available in time", transient=True) from error
+        except ZipPasswordError as error:
+            raise SendFailure(f"zip password unavailable: {error}", transient=error.transient) from error
+
+    def _commit(
+        self,
+        record: SentReferral,
+        message: EmailMessage,
+        protocol: DataSharingProtocol,
+        referrer: Referrer,
+        now: dt.datetime,
+    ) -> None:
+        """Queue the mail, record the referral and write the register, inside the caller's transaction."""
+        self._outbox.enqueue(
+            message_id=record.message_id, reference=record.reference, payload=message.as_bytes(policy=SMTP), now=now
+        )
+        self._referrals.add(record)
+        for event, detail in (
+            (RegisterEvent.PACKAGE_BUILT, f"AES-256 ZIP, key version {record.key_version}"),
+            (RegisterEvent.QUEUED, f"to {protocol.recipient_mailbox}"),
+        ):
+            self._register.append(
+                at=now,
+                event=event,
+                actor_id=referrer.user_id,
+                actor_name=referrer.display_name,
+                protocol_id=protocol.id,
+                reference=record.reference,
+                detail=detail if record.corrected_item is None else f"{detail}; correction: {record.corrected_item}",
+            )

@@ -1,10 +1,31 @@
 """Adaptive Cards (schema 1.5, Action.Execute) and chat texts of the referral bot, in Dutch and English.
 
+The referral dialogue's cards are in `_render`; the cards after "send" (the OCMW's card per package,
+status lists, corrections, linking the OCMW's channel) in `_follow_up`, fed with the views of `_views`.
+
 Cards are JSON templates in `templates/`, filled structurally by `_template`; texts come from
 `texts/nl.json` (default) and `texts/en.json`. Every function returns a complete AdaptiveCard dict.
 """
 
 from cards._errors import CardError
+from cards._follow_up import (
+    FOLLOW_UP_VERBS,
+    ITEM_FIELDS,
+    STATUS_MAX_ROWS,
+    VERB_ACKNOWLEDGE,
+    VERB_CORRECTION_LATER,
+    VERB_CORRECTION_SUBMIT,
+    VERB_DELETED,
+    VERB_LINK_CANCEL,
+    VERB_LINK_CONFIRM,
+    VERB_OUTCOME,
+    VERB_QUALITY,
+    correction_queued_card,
+    correction_request_card,
+    link_confirm_card,
+    ocmw_referral_card,
+    referral_status_card,
+)
 from cards._markdown import escape_markdown
 from cards._render import (
     CONSENT_INPUTS,
@@ -13,6 +34,7 @@ from cards._render import (
     FIELD_ERROR_CODES,
     FIELD_MAX_LENGTHS,
     PROBLEMS,
+    PROBLEMS_WITHOUT_RESTART,
     VERB_CANCEL,
     VERB_CONSENT,
     VERB_DETAILS,
@@ -25,6 +47,7 @@ from cards._render import (
     consent_card,
     details_card,
     field_error_text,
+    notice_card,
     problem_card,
     queued_card,
     review_card,
@@ -33,6 +56,20 @@ from cards._render import (
 )
 from cards._template import TemplateError
 from cards._texts import LANGUAGES, Language, language_for, text
+from cards._views import (
+    NOTICES,
+    OCMW_STATES,
+    OUTCOMES,
+    REFERRAL_ITEMS,
+    STATUS_STATES,
+    Notice,
+    OcmwReferralView,
+    OcmwState,
+    Outcome,
+    ReferralItem,
+    StatusRow,
+    StatusState,
+)
 
 __all__ = [
     "CONSENT_INPUTS",
@@ -40,27 +77,57 @@ __all__ = [
     "DETAIL_FIELDS",
     "FIELD_ERROR_CODES",
     "FIELD_MAX_LENGTHS",
+    "FOLLOW_UP_VERBS",
+    "ITEM_FIELDS",
     "LANGUAGES",
+    "NOTICES",
+    "OCMW_STATES",
+    "OUTCOMES",
     "PROBLEMS",
+    "PROBLEMS_WITHOUT_RESTART",
+    "REFERRAL_ITEMS",
+    "STATUS_MAX_ROWS",
+    "STATUS_STATES",
     "VERBS",
+    "VERB_ACKNOWLEDGE",
     "VERB_CANCEL",
     "VERB_CONSENT",
+    "VERB_CORRECTION_LATER",
+    "VERB_CORRECTION_SUBMIT",
+    "VERB_DELETED",
     "VERB_DETAILS",
     "VERB_EDIT",
+    "VERB_LINK_CANCEL",
+    "VERB_LINK_CONFIRM",
+    "VERB_OUTCOME",
+    "VERB_QUALITY",
     "VERB_SEND",
     "VERB_START",
     "Card",
     "CardError",
     "Language",
+    "Notice",
+    "OcmwReferralView",
+    "OcmwState",
+    "Outcome",
+    "ReferralItem",
+    "StatusRow",
+    "StatusState",
     "TemplateError",
     "cancelled_card",
     "consent_card",
+    "correction_queued_card",
+    "correction_request_card",
     "details_card",
     "escape_markdown",
     "field_error_text",
     "language_for",
+    "link_confirm_card",
+    "notice_card",
+    "ocmw_referral_card",
     "problem_card",
     "queued_card",
+    "referral_status_card",
     "review_card",
     "sent_card",
     "text",

@@ -1,4 +1,5 @@
-"""The card functions: each fills one template from `templates/` with texts from one catalogue.
+"""The card functions of the referral dialogue: each fills one template from `templates/` with texts
+from one catalogue. The cards that follow a sent referral are in `_follow_up`.
 
 Only `review_card` shows client data. Every user-typed value shown in a TextBlock or FactSet goes
 through `escape_markdown`; values put back into inputs are left as typed.
@@ -17,7 +18,7 @@ import phonenumbers
 from bot.referral import ClientDetails, FieldError
 from cards._errors import CardError
 from cards._markdown import escape_markdown
-from cards._template import render_template
+from cards._template import WHEN, fill, load_template, render_template
 from cards._texts import Language, catalogue, text
 
 Card = dict[str, Any]
@@ -81,6 +82,24 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "send_failed": ("reference",),
         "not_delivered": ("reference", "recipient"),
         "internal_error": (),
+        "not_ocmw_conversation": (),
+        "referral_unknown": ("reference",),
+        "outcome_invalid": (),
+        "correction_unknown": (),
+        "correction_done": ("reference",),
+        "action_not_possible_now": ("reference",),
+    }
+)
+#: Problems answered outside the referral dialogue (the OCMW's card, a correction): their card has
+#: no "start again" button, which would begin a new referral.
+PROBLEMS_WITHOUT_RESTART: Final = frozenset(
+    {
+        "not_ocmw_conversation",
+        "referral_unknown",
+        "outcome_invalid",
+        "correction_unknown",
+        "correction_done",
+        "action_not_possible_now",
     }
 )
 _TIME_FORMAT = "%d/%m/%Y %H:%M"
@@ -88,7 +107,7 @@ _TIME_FORMAT = "%d/%m/%Y %H:%M"
 
 def welcome_card(lang: Language) -> Card:
     """What the bot does and under which conditions, with the "new referral" button."""
-    return _render("welcome", lang, {})
+    return render("welcome", lang, {})
 
 
 def consent_card(
@@ -132,7 +151,7 @@ def consent_card(
         values[f"missing.{input_id}"] = text(lang, f"consent.missing.{input_id}") if input_id in missing else ""
     for toggle in CONSENT_TOGGLES:
         values[f"value.{toggle}"] = "true" if ticked.get(toggle) else "false"
-    return _render("consent", lang, values)
+    return render("consent", lang, values)
 
 
 def details_card(
@@ -148,21 +167,53 @@ def details_card(
 
     `values` and `errors` are keyed by the ids in `DETAIL_FIELDS`; other keys in `values` are ignored.
     """
-    unknown = set(errors) - set(DETAIL_FIELDS)
-    if unknown:
-        raise CardError(f"details_card: errors for unknown fields {sorted(unknown)}")
     filled: dict[str, Any] = {
         "draftId": draft_id,
         "areaText": text(lang, "details.area", municipality=municipality, recipient=recipient),
-        "municipalityPlaceholder": text(lang, "field.municipality.placeholder", municipality=municipality),
-        "summary": _errors_summary(lang, errors),
+        "summary": errors_summary(lang, errors),
+        **_field_values(lang, DETAIL_FIELDS, municipality, values, errors),
     }
-    for field in DETAIL_FIELDS:
+    return render("details", lang, filled)
+
+
+def field_elements(
+    lang: Language,
+    fields: Sequence[str],
+    municipality: str,
+    values: Mapping[str, str],
+    errors: Mapping[str, FieldError],
+) -> list[Any]:
+    """The details card's inputs for `fields` only, each with its error right under it, as filled
+    body elements: the same ids, labels, limits, placeholders and error texts as `details_card`."""
+    error_flags = {f"${{error.{field}}}" for field in fields}
+    wanted = [
+        element
+        for element in load_template("details")["body"]
+        if element.get("id") in fields or element.get(WHEN) in error_flags
+    ]
+    return list(fill(wanted, {**_text_values(lang), **_field_values(lang, fields, municipality, values, errors)}))
+
+
+def _field_values(
+    lang: Language,
+    fields: Sequence[str],
+    municipality: str,
+    values: Mapping[str, str],
+    errors: Mapping[str, FieldError],
+) -> dict[str, Any]:
+    """The template values of the inputs `fields`: what was typed and the error text under each."""
+    unknown = set(errors) - set(fields)
+    if unknown:
+        raise CardError(f"errors for fields not on this card: {sorted(unknown)}")
+    filled: dict[str, Any] = {
+        "municipalityPlaceholder": text(lang, "field.municipality.placeholder", municipality=municipality),
+    }
+    for field in fields:
         value = values.get(field, "")
         filled[f"value.{field}"] = value if isinstance(value, str) else ""
         error = errors.get(field)
         filled[f"error.{field}"] = "" if error is None else field_error_text(lang, field, error)
-    return _render("details", lang, filled)
+    return filled
 
 
 def field_error_text(lang: Language, field: str, error: FieldError) -> str:
@@ -189,26 +240,33 @@ def review_card(lang: Language, *, draft_id: str, recipient: str, mailbox: str, 
         "client.email": escape_markdown(client.email) if client.email else none,
         "destinationText": text(lang, "review.destination", mailbox=mailbox, recipient=recipient),
     }
-    return _render("review", lang, values)
+    return render("review", lang, values)
 
 
 def sent_card(lang: Language, *, reference: str, recipient: str, mailbox: str, sent_at: dt.datetime) -> Card:
+    """Delivered: reference, recipient, time; and the button to record that consent was withdrawn."""
     """The referral was sent: reference, recipient, mailbox and (local) time; no client data."""
-    return _render("sent", lang, _outcome_values(reference, recipient, mailbox, sent_at))
+    return render("sent", lang, _outcome_values(reference, recipient, mailbox, sent_at))
 
 
 def queued_card(lang: Language, *, reference: str, recipient: str, mailbox: str, queued_at: dt.datetime) -> Card:
     """The referral is queued for sending; a message follows on delivery. No client data."""
-    return _render("queued", lang, _outcome_values(reference, recipient, mailbox, queued_at))
+    return render("queued", lang, _outcome_values(reference, recipient, mailbox, queued_at))
 
 
 def cancelled_card(lang: Language, *, reference: str | None = None) -> Card:
     """The referral was cancelled: nothing sent, data deleted; the reference when given."""
-    return _render("cancelled", lang, {"reference": reference or ""})
+    return render("cancelled", lang, {"reference": reference or ""})
+
+
+def notice_card(lang: Language, message: str) -> Card:
+    """A card that only says `message` (a text from the catalogue), e.g. after a link or a withdrawal."""
+    return render("notice", lang, {"message": message})
 
 
 def problem_card(lang: Language, problem: str, **params: str) -> Card:
-    """A refusal or error from `PROBLEMS`: what happened, why, and what to do; "start again".
+    """A refusal or error from `PROBLEMS`: what happened, why, and what to do; "start again" unless
+    the problem is in `PROBLEMS_WITHOUT_RESTART` (those cards have no button).
 
     For "send_failed", passing `draft_id` adds a "try sending again" button (verb referral.send).
     """
@@ -221,11 +279,25 @@ def problem_card(lang: Language, problem: str, **params: str) -> Card:
         "title": text(lang, f"problem.{problem}.title", **params),
         "text": text(lang, f"problem.{problem}.text", **params),
         "retryDraftId": retry_draft_id,
+        "restart": problem not in PROBLEMS_WITHOUT_RESTART,
     }
-    return _render("problem", lang, values)
+    return render("problem", lang, values)
 
 
-def _render(template: str, lang: Language, values: Mapping[str, Any]) -> Card:
+def format_time(at: dt.datetime) -> str:
+    """A (local) time as every card shows it: 02/03/2026 14:05."""
+    return at.strftime(_TIME_FORMAT)
+
+
+def join_names(lang: Language, names: Sequence[str]) -> str:
+    """Names as a list people read: "a", "a en b", "a, b en c"."""
+    if len(names) <= 1:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} {text(lang, 'list.and')} {names[-1]}"
+
+
+def render(template: str, lang: Language, values: Mapping[str, Any]) -> Card:
+    """The template `template` filled with `values` and every text of `lang` as `${t.<key>}`."""
     return render_template(template, {**_text_values(lang), **values})
 
 
@@ -236,15 +308,14 @@ def _text_values(lang: Language) -> Mapping[str, str]:
 
 
 def _outcome_values(reference: str, recipient: str, mailbox: str, at: dt.datetime) -> dict[str, str]:
-    return {"reference": reference, "recipient": recipient, "mailbox": mailbox, "time": at.strftime(_TIME_FORMAT)}
+    return {"reference": reference, "recipient": recipient, "mailbox": mailbox, "time": format_time(at)}
 
 
-def _errors_summary(lang: Language, errors: Mapping[str, FieldError]) -> str:
+def errors_summary(lang: Language, errors: Mapping[str, FieldError]) -> str:
     names = [text(lang, f"field.{field}.name") for field in DETAIL_FIELDS if field in errors]
     if not names:
         return ""
-    fields = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {text(lang, 'list.and')} {names[-1]}"
-    return text(lang, "details.errors.summary", fields=fields)
+    return text(lang, "details.errors.summary", fields=join_names(lang, names))
 
 
 def _readable_phone(phone: str) -> str:

@@ -12,6 +12,9 @@ never edited as text, so a typed value can never change the card's structure.
   that is left out, so a typo fails on every path.
 
 Values are inserted once and never read as template text: a value containing ``${x}`` stays as typed.
+
+Parts (`templates/parts/*.json`) are fragments filled by the same rules, for elements a card repeats
+(one per row of a list); the filled part is then inserted as a value.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from cards._errors import CardError
 
 WHEN = "$when"
 _TEMPLATE_DIR = Path(__file__).parent / "templates"
+_PART_DIR = _TEMPLATE_DIR / "parts"
 _NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
 _PLACEHOLDER = re.compile(r"\$\{(" + _NAME + r")\}")
 _TEMPLATE_NAME = re.compile(r"^[a-z][a-z_]*$")
@@ -42,17 +46,21 @@ def template_names() -> list[str]:
     return sorted(path.stem for path in _TEMPLATE_DIR.glob("*.json"))
 
 
+def part_names() -> list[str]:
+    """The names of every part file in `templates/parts/`, without `.json`, sorted."""
+    return sorted(path.stem for path in _PART_DIR.glob("*.json"))
+
+
 @functools.cache
 def load_template(name: str) -> Any:
     """The parsed template `templates/<name>.json` (shared: deep-copy before changing it)."""
-    if not _TEMPLATE_NAME.match(name):
-        raise TemplateError(f"bad template name {name!r}")
-    path = _TEMPLATE_DIR / f"{name}.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise TemplateError(f"no template {name!r} ({path})") from error
-    return json.loads(text)
+    return _load(_TEMPLATE_DIR, name)
+
+
+@functools.cache
+def load_part(name: str) -> Any:
+    """The parsed part `templates/parts/<name>.json` (shared: deep-copy before changing it)."""
+    return _load(_PART_DIR, name)
 
 
 def render_template(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,6 +69,11 @@ def render_template(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(filled, dict):
         raise TemplateError(f"template {name!r} is not a JSON object")
     return filled
+
+
+def render_part(name: str, values: Mapping[str, Any]) -> Any:
+    """Fill the part `name` with `values` and return the new JSON tree."""
+    return fill(copy.deepcopy(load_part(name)), values)
 
 
 def fill(node: Any, values: Mapping[str, Any]) -> Any:
@@ -82,6 +95,17 @@ def placeholders(node: Any) -> set[str]:
         for item in node.values():
             found |= placeholders(item)
     return found
+
+
+def _load(directory: Path, name: str) -> Any:
+    if not _TEMPLATE_NAME.match(name):
+        raise TemplateError(f"bad template name {name!r}")
+    path = directory / f"{name}.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise TemplateError(f"no template {name!r} ({path})") from error
+    return json.loads(text)
 
 
 def _fill(node: Any, values: Mapping[str, Any]) -> Any:

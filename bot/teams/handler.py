@@ -11,7 +11,8 @@ from botbuilder.core import ActivityHandler, CardFactory, InvokeResponse, Messag
 from botbuilder.schema import Activity, ChannelAccount
 
 import cards
-from bot.dialogue import Actor, ReferralDialogue
+from bot.dialogue import Actor
+from bot.router import Router
 from bot.teams.notifier import serialize_reference
 
 logger = logging.getLogger(__name__)
@@ -26,8 +27,8 @@ def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
     user_id = ""
     name = ""
     if sender is not None:
-        user_id = str(sender.aad_object_id or sender.id or "")
-        name = str(sender.name or "")
+        user_id = _clean(sender.aad_object_id or sender.id)
+        name = _clean(sender.name)
     conversation_id = str(activity.conversation.id) if activity.conversation and activity.conversation.id else ""
     return Actor(
         user_id=user_id[:128],
@@ -37,6 +38,13 @@ def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
         conversation_ref=serialize_reference(activity) if with_reference else "",
         card_activity_id=activity.reply_to_id if isinstance(activity.reply_to_id, str) else None,
     )
+
+
+def _clean(value: object) -> str:
+    """A Teams-supplied string without control characters or unpaired surrogates (names reach the register)."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(char for char in value if char.isprintable() and not 0xD800 <= ord(char) <= 0xDFFF).strip()
 
 
 def card_action_of(value: object) -> tuple[str, Mapping[str, Any]] | None:
@@ -64,18 +72,18 @@ def card_invoke_response(card: dict[str, Any]) -> InvokeResponse:
 class ReferralActivityHandler(ActivityHandler):  # type: ignore[misc]
     """Routes Teams activities to the referral dialogue."""
 
-    def __init__(self, dialogue: ReferralDialogue) -> None:
+    def __init__(self, router: Router) -> None:
         super().__init__()
-        self._dialogue = dialogue
+        self._router = router
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         """A typed message: start, help, or a short pointer."""
         activity = turn_context.activity
-        actor = actor_of(activity)
+        actor = actor_of(activity, with_reference=True)
         if not actor.user_id or not actor.conversation_id:
             return
         text = activity.text if isinstance(activity.text, str) else ""
-        reply = self._dialogue.on_text(actor, text[:2000])
+        reply = self._router.on_text(actor, text[:2000])
         if reply.card is not None:
             await turn_context.send_activity(MessageFactory.attachment(CardFactory.adaptive_card(reply.card)))
         elif reply.text is not None:
@@ -88,7 +96,7 @@ class ReferralActivityHandler(ActivityHandler):  # type: ignore[misc]
         recipient = turn_context.activity.recipient
         bot_id = recipient.id if recipient is not None else None
         if any(member is not None and member.id == bot_id for member in members_added or []):
-            card = self._dialogue.welcome(actor_of(turn_context.activity))
+            card = self._router.welcome(actor_of(turn_context.activity))
             await turn_context.send_activity(MessageFactory.attachment(CardFactory.adaptive_card(card)))
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
@@ -104,7 +112,7 @@ class ReferralActivityHandler(ActivityHandler):  # type: ignore[misc]
             return card_invoke_response(cards.problem_card(actor.lang, "malformed_action"))
         verb, data = parsed
         try:
-            card = await self._dialogue.on_action(actor, verb, data)
+            card = await self._router.on_action(actor, verb, data)
         except Exception:
             logger.exception("card action failed", extra={"verb": verb[:64]})
             card = cards.problem_card(actor.lang, "internal_error")

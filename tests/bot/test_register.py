@@ -1,12 +1,24 @@
-"""The processing register: each entry chained to the previous, legal basis and categories filled."""
+"""The processing register: each entry chained to the previous, tampering found where it is, DPO export."""
 
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from bot.database import open_database
-from bot.register import GENESIS_HASH, ProcessingRegister, RegisterEvent, entry_hash
+from bot.register import (
+    EXPORT_COLUMNS,
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    ProblemKind,
+    ProcessingRegister,
+    RegisterEvent,
+    entry_hash,
+)
 
 NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
 
@@ -26,3 +38,188 @@ def test_entries_are_chained(tmp_path: Path) -> None:
     assert entry_hash(first, fields) == second
     assert "10/1" in rows[0]["legal_basis"] and "P" in rows[0]["legal_basis"]
     assert register.events_for("VD-20261128-AAAAAA") == ["consent_confirmed", "delivered"]
+
+
+# --- verify(): the chain recomputed --------------------------------------------------------------
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+EVENTS = [RegisterEvent.REFERRAL_STARTED, RegisterEvent.CONSENT_CONFIRMED, RegisterEvent.PACKAGE_BUILT,
+          RegisterEvent.QUEUED, RegisterEvent.DELIVERED, RegisterEvent.CANCELLED]
+
+
+def _filled(tmp_path: Path, count: int = 6) -> tuple[sqlite3.Connection, ProcessingRegister]:
+    db = open_database(tmp_path / "db")
+    register = ProcessingRegister(db)
+    for index in range(count):
+        register.append(at=NOW + dt.timedelta(minutes=index), event=EVENTS[index % len(EVENTS)],
+                        actor_id=f"aad-{index}", actor_name="An Verpleeg", protocol_id="OR-KG-NOW-OCMW-SGW-2026",
+                        reference="VD-20261128-K7M2QX", detail=f"step {index}")
+    return db, register
+
+
+def test_an_untouched_register_verifies(tmp_path: Path) -> None:
+    _, register = _filled(tmp_path)
+    assert register.verify() == []
+    assert register.count() == 6
+
+
+def test_an_empty_register_verifies(tmp_path: Path) -> None:
+    register = ProcessingRegister(open_database(tmp_path / "db"))
+    assert register.verify() == []
+    assert register.count() == 0
+
+
+@pytest.mark.parametrize("column", ["at", "event", "actor_id", "actor_name", "protocol_id", "reference",
+                                    "legal_basis", "data_categories", "recipient_category", "detail"])
+def test_an_altered_field_is_found_at_its_entry(tmp_path: Path, column: str) -> None:
+    db, register = _filled(tmp_path)
+    db.execute(f"UPDATE register SET {column} = {column} || 'x' WHERE seq = 3")  # noqa: S608 - test's own names
+    problems = register.verify()
+    assert [(p.seq, p.kind) for p in problems] == [(3, ProblemKind.ALTERED)]
+    assert problems[0].line().startswith("seq 3: altered:")
+
+
+def test_an_altered_entry_with_a_recomputed_hash_breaks_the_next_link(tmp_path: Path) -> None:
+    db, register = _filled(tmp_path)
+    row = db.execute("SELECT * FROM register WHERE seq = 2").fetchone()
+    fields = {name: row[name] for name in HASHED_FIELDS} | {"actor_name": "Iemand Anders"}
+    db.execute("UPDATE register SET actor_name = ?, hash = ? WHERE seq = 2",
+               ("Iemand Anders", entry_hash(row["previous_hash"], fields)))
+    problems = register.verify()
+    assert [(p.seq, p.kind) for p in problems] == [(3, ProblemKind.BROKEN_LINK)]
+    assert "entry 2" in problems[0].detail
+
+
+def test_a_value_of_another_type_is_an_alteration(tmp_path: Path) -> None:
+    db, register = _filled(tmp_path)
+    db.execute("UPDATE register SET actor_id = 42 WHERE seq = 4")
+    db.execute("UPDATE register SET previous_hash = 'é' WHERE seq = 5")
+    assert [(p.seq, p.kind) for p in register.verify()] == [
+        (4, ProblemKind.ALTERED), (5, ProblemKind.ALTERED), (5, ProblemKind.BROKEN_LINK)
+    ]
+
+
+@pytest.mark.parametrize("seq", [1, 3, 5])
+def test_a_deleted_entry_is_found_at_the_next(tmp_path: Path, seq: int) -> None:
+    db, register = _filled(tmp_path)
+    db.execute("DELETE FROM register WHERE seq = ?", (seq,))
+    problems = register.verify()
+    assert [(p.seq, p.kind) for p in problems] == [(seq + 1, ProblemKind.REMOVED)]
+    assert f"missing: {seq}" in problems[0].line()
+
+
+def test_deleted_entries_are_named_as_a_range(tmp_path: Path) -> None:
+    db, register = _filled(tmp_path)
+    db.execute("DELETE FROM register WHERE seq IN (2, 3, 4)")
+    [problem] = register.verify()
+    assert (problem.seq, problem.kind) == (5, ProblemKind.REMOVED)
+    assert "2 to 4" in problem.detail
+
+
+def test_a_deleted_entry_renumbered_away_breaks_the_link(tmp_path: Path) -> None:
+    """Closing the seq gap after a delete does not help: the chain still says something is missing."""
+    db, register = _filled(tmp_path)
+    db.execute("DELETE FROM register WHERE seq = 3")
+    db.execute("UPDATE register SET seq = seq - 1 WHERE seq > 3")
+    assert [(p.seq, p.kind) for p in register.verify()] == [(3, ProblemKind.BROKEN_LINK)]
+
+
+def test_two_swapped_entries_are_found(tmp_path: Path) -> None:
+    db, register = _filled(tmp_path)
+    _swap_contents(db, 2, 3)
+    problems = register.verify()
+    assert [(p.seq, p.kind) for p in problems] == [
+        (2, ProblemKind.REORDERED), (3, ProblemKind.REORDERED), (4, ProblemKind.REORDERED)
+    ]
+    assert "chained after entry 3, not after entry 1" in problems[0].detail
+    assert "chained after entry 1, not after entry 2" in problems[1].detail
+
+
+def test_swapping_the_last_two_is_found(tmp_path: Path) -> None:
+    db, register = _filled(tmp_path)
+    _swap_contents(db, 5, 6)
+    assert [(p.seq, p.kind) for p in register.verify()] == [(5, ProblemKind.REORDERED), (6, ProblemKind.REORDERED)]
+
+
+def test_an_entry_inserted_in_a_gap_is_found(tmp_path: Path) -> None:
+    db, register = _filled(tmp_path)
+    db.execute("UPDATE register SET seq = seq + 10 WHERE seq > 3")
+    db.execute("INSERT INTO register SELECT 4, at, event, actor_id, 'Vervalst', protocol_id, reference, legal_basis,"
+               " data_categories, recipient_category, detail, previous_hash, hash FROM register WHERE seq = 3")
+    kinds = [(p.seq, p.kind) for p in register.verify()]
+    assert (4, ProblemKind.ALTERED) in kinds
+    assert (14, ProblemKind.REMOVED) in kinds
+
+
+def _swap_contents(db: sqlite3.Connection, first: int, second: int) -> None:
+    columns = [*HASHED_FIELDS, "previous_hash", "hash"]
+    rows = {seq: db.execute("SELECT * FROM register WHERE seq = ?", (seq,)).fetchone() for seq in (first, second)}
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    for target, source in ((first, second), (second, first)):
+        db.execute(f"UPDATE register SET {assignments} WHERE seq = ?",  # noqa: S608 - test's own names
+                   [rows[source][name] for name in columns] + [target])
+
+
+# --- export(): a period in Brussels days ---------------------------------------------------------
+
+
+def test_export_has_the_documented_columns_and_values(tmp_path: Path) -> None:
+    db, register = _filled(tmp_path, count=2)
+    rows = register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 28), BRUSSELS)
+    assert [list(row) for row in rows] == [list(EXPORT_COLUMNS)] * 2
+    assert EXPORT_COLUMNS == ("seq", "at", "event", "actor_id", "actor_name", "protocol_id", "reference",
+                              "legal_basis", "data_categories", "recipient_category", "detail", "hash")
+    first = rows[0]
+    assert first["seq"] == "1"
+    assert dt.datetime.fromisoformat(first["at"]) == NOW
+    assert first["at"].endswith("+00:00")
+    assert first["event"] == "referral_started"
+    assert first["reference"] == "VD-20261128-K7M2QX"
+    assert "10/1" in first["legal_basis"] and "OR-KG-NOW-OCMW-SGW-2026" in first["legal_basis"]
+    assert first["data_categories"] == "identification:name,contact:address,contact:phone,contact:email"
+    stored = db.execute("SELECT hash FROM register WHERE seq = 1").fetchone()["hash"]
+    assert first["hash"] == stored
+    assert entry_hash(stored, {name: rows[1][name] for name in HASHED_FIELDS}) == rows[1]["hash"]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        # 27 Nov 23:30 UTC is 28 Nov 00:30 in Brussels; 28 Nov 22:59 UTC is 23:59 there; 23:00 UTC is the 29th.
+        (dt.date(2026, 11, 28), dt.date(2026, 11, 28), ["b", "c", "d"]),
+        (dt.date(2026, 11, 27), dt.date(2026, 11, 27), ["a"]),
+        (dt.date(2026, 11, 29), dt.date(2026, 11, 30), ["e"]),
+        (dt.date(2026, 11, 27), dt.date(2026, 11, 29), ["a", "b", "c", "d", "e"]),
+        (dt.date(2026, 12, 1), dt.date(2026, 12, 31), []),
+    ],
+)
+def test_export_selects_local_days_inclusive(tmp_path: Path, start: dt.date, end: dt.date,
+                                             expected: list[str]) -> None:
+    register = ProcessingRegister(open_database(tmp_path / "db"))
+    moments = {
+        "a": dt.datetime(2026, 11, 27, 22, 59, 59, tzinfo=dt.UTC),
+        "b": dt.datetime(2026, 11, 27, 23, 0, tzinfo=dt.UTC),
+        "c": dt.datetime(2026, 11, 28, 12, 0, tzinfo=BRUSSELS),
+        "d": dt.datetime(2026, 11, 28, 22, 59, 59, 999999, tzinfo=dt.UTC),
+        "e": dt.datetime(2026, 11, 28, 23, 0, tzinfo=dt.UTC),
+    }
+    for detail, moment in moments.items():
+        register.append(at=moment, event=RegisterEvent.DELIVERED, actor_id="bot", actor_name="bot",
+                        protocol_id="P", detail=detail)
+    assert [row["detail"] for row in register.export(start, end, BRUSSELS)] == expected
+
+
+def test_export_follows_summer_time(tmp_path: Path) -> None:
+    """On 1 July Brussels is UTC+2: the local day starts at 22:00 UTC the day before."""
+    register = ProcessingRegister(open_database(tmp_path / "db"))
+    for detail, moment in {"june": dt.datetime(2026, 6, 30, 21, 59, tzinfo=dt.UTC),
+                           "july": dt.datetime(2026, 6, 30, 22, 0, tzinfo=dt.UTC)}.items():
+        register.append(at=moment, event=RegisterEvent.DELIVERED, actor_id="bot", actor_name="bot",
+                        protocol_id="P", detail=detail)
+    assert [row["detail"] for row in register.export(dt.date(2026, 7, 1), dt.date(2026, 7, 1), BRUSSELS)] == ["july"]
+
+
+def test_export_refuses_an_end_before_the_start(tmp_path: Path) -> None:
+    register = ProcessingRegister(open_database(tmp_path / "db"))
+    with pytest.raises(ValueError, match="before"):
+        register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 27), BRUSSELS)

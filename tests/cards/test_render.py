@@ -78,7 +78,7 @@ CARDS: dict[str, tuple[CardFactory, set[str]]] = {
     ),
     "sent": (
         lambda lang: cards.sent_card(lang, reference=REFERENCE, recipient=RECIPIENT, mailbox=MAILBOX, sent_at=WHEN),
-        {cards.VERB_START},
+        {cards.VERB_START, "consent.withdraw"},
     ),
     "queued": (
         lambda lang: cards.queued_card(lang, reference=REFERENCE, recipient=RECIPIENT, mailbox=MAILBOX, queued_at=WHEN),
@@ -101,7 +101,15 @@ def _problem_factory(problem: str) -> CardFactory:
     return factory
 
 
-CARDS.update({f"problem_{problem}": (_problem_factory(problem), {cards.VERB_START}) for problem in cards.PROBLEMS})
+CARDS.update(
+    {
+        f"problem_{problem}": (
+            _problem_factory(problem),
+            set() if problem in cards.PROBLEMS_WITHOUT_RESTART else {cards.VERB_START},
+        )
+        for problem in cards.PROBLEMS
+    }
+)
 NO_CLIENT_DATA = [name for name in CARDS if name.split("_")[0] in {"sent", "queued", "cancelled", "problem"}]
 
 
@@ -169,6 +177,8 @@ def test_only_action_execute_with_documented_verbs_and_data(lang: cards.Language
         assert action["title"]
         if action["verb"] == cards.VERB_START:
             assert action["data"] == {}
+        elif action["verb"] == "consent.withdraw":
+            assert action["data"] == {"reference": REFERENCE}
         else:
             assert action["data"] == {"draftId": DRAFT_ID}
         if action["verb"] in {cards.VERB_CANCEL, cards.VERB_SEND, cards.VERB_EDIT}:
@@ -520,7 +530,8 @@ def test_problem_card_has_title_and_reason(lang: cards.Language, problem: str) -
     assert reason["text"] == cards.text(lang, f"problem.{problem}.text", **params)
     for value in params.values():
         assert value in serialized(card)
-    assert [a["title"] for a in actions(card)] == [cards.text(lang, "action.start_again")]
+    restart = [] if problem in cards.PROBLEMS_WITHOUT_RESTART else [cards.text(lang, "action.start_again")]
+    assert [a["title"] for a in actions(card)] == restart
 
 
 def test_problem_card_refuses_unknown_problems_and_missing_params() -> None:

@@ -104,7 +104,14 @@ def test_placeholders_lists_every_name() -> None:
 
 def test_rendering_never_changes_the_loaded_template() -> None:
     before = copy.deepcopy(load_template("problem"))
-    values = {"title": "T", "text": "X", "retryDraftId": "", "t.action.retry_send": "R", "t.action.start_again": "S"}
+    values = {
+        "title": "T",
+        "text": "X",
+        "retryDraftId": "",
+        "restart": True,
+        "t.action.retry_send": "R",
+        "t.action.start_again": "S",
+    }
     card = render_template("problem", values)
     card["body"].clear()
     assert load_template("problem") == before

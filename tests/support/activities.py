@@ -18,26 +18,40 @@ class TeamsUser:
     name: str
     conversation_id: str
     locale: str = "nl-BE"
+    channel: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def _base(self, service_url: str, activity_type: str) -> dict[str, Any]:
-        return {
+        activity: dict[str, Any] = {
             "type": activity_type,
             "id": f"incoming-{next(self._ids)}",
             "timestamp": "2026-11-28T10:00:00.000Z",
             "serviceUrl": service_url,
             "channelId": "msteams",
             "from": {"id": f"29:{self.aad_object_id}", "name": self.name, "aadObjectId": self.aad_object_id},
-            "conversation": {"id": self.conversation_id, "conversationType": "personal", "tenantId": TENANT_ID},
+            "conversation": {
+                "id": self.conversation_id,
+                "conversationType": "channel" if self.channel else "personal",
+                "tenantId": TENANT_ID,
+            },
             "recipient": {"id": BOT_ID, "name": "Veilig doorverwijzen"},
             "locale": self.locale,
             "channelData": {"tenant": {"id": TENANT_ID}},
         }
+        if self.channel:
+            channel_id = self.conversation_id.split(";", 1)[0]
+            activity["channelData"].update({"team": {"id": channel_id}, "channel": {"id": channel_id}})
+        return activity
 
     def message(self, service_url: str, text: str) -> dict[str, Any]:
         activity = self._base(service_url, "message")
         activity["text"] = text
         return activity
+
+    def in_thread(self, message_id: str) -> TeamsUser:
+        """The same user acting on a message in a channel thread (the card the bot posted there)."""
+        channel = self.conversation_id.split(";", 1)[0]
+        return TeamsUser(self.aad_object_id, self.name, f"{channel};messageid={message_id}", self.locale, self.channel)
 
     def card_action(
         self, service_url: str, verb: str, data: dict[str, Any], reply_to: str = "card-1"

@@ -43,7 +43,13 @@ class BotDriver:
 
     async def deliver(self) -> int:
         """Let the outbox worker deliver what is due now (the fixture's worker does not run alone)."""
-        return await self.services.worker.deliver_due()
+        delivered = await self.services.worker.deliver_due()
+        await self.services.background.drain()
+        return delivered
+
+    async def settle(self) -> None:
+        """Wait for the card edits and messages a turn started in the background."""
+        await self.services.background.drain()
 
     async def post(self, activity: dict[str, Any], headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
         response = await self.session.post(f"{self.bot_url}/api/messages", json=activity, headers=headers)
@@ -68,10 +74,25 @@ class BotDriver:
 
 
 @asynccontextmanager
-async def running_bot(app: web.Application) -> AsyncIterator[BotDriver]:
-    """The bot and a connector stand-in, both listening, and a driver for them."""
+async def running_connector() -> AsyncIterator[tuple[ConnectorStandIn, str]]:
+    """A connector stand-in on its own port; yields it and its URL (the activities' serviceUrl)."""
     connector = ConnectorStandIn()
-    async with serve(connector.app()) as service_url, serve(app) as bot_url, aiohttp.ClientSession() as session:
+    async with serve(connector.app()) as service_url:
+        yield connector, service_url
+
+
+@asynccontextmanager
+async def driving(app: web.Application, connector: ConnectorStandIn, service_url: str) -> AsyncIterator[BotDriver]:
+    """Serve `app` and drive it against an already running connector (so it can outlive a restart)."""
+    async with serve(app) as bot_url, aiohttp.ClientSession() as session:
         yield BotDriver(
             bot_url=bot_url, service_url=service_url, connector=connector, session=session, services=app[SERVICES_KEY]
         )
+        await app[SERVICES_KEY].background.drain()
+
+
+@asynccontextmanager
+async def running_bot(app: web.Application) -> AsyncIterator[BotDriver]:
+    """The bot and a connector stand-in, both listening, and a driver for them."""
+    async with running_connector() as (connector, service_url), driving(app, connector, service_url) as driver:
+        yield driver

@@ -1,0 +1,152 @@
+"""Article 7: the OCMW reports an item wrong, the referrer corrects exactly that item.
+
+The correction goes out as a new version of the same referral (`VD-...-2`) carrying only the
+corrected item, encrypted like the first package and notified like it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo
+
+import cards
+from bot.background import BackgroundTasks
+from bot.clock import Clock
+from bot.database import to_text, transaction
+from bot.details_validation import ITEM_FIELDS, validate_item
+from bot.dialogue import Actor, Card
+from bot.notifications import Notifier
+from bot.protocols import ProtocolRegistry
+from bot.referral import FieldError, Referrer
+from bot.referrals import ReferralStore, SentReferral
+from bot.register import ProcessingRegister, RegisterEvent
+from bot.sending import Origin, ReferralSender, SendFailure
+
+logger = logging.getLogger(__name__)
+
+Item = Literal["name", "address", "phone", "email"]
+
+
+class CorrectionService:
+    """Correction requests from the OCMW and the referrer's corrected item."""
+
+    def __init__(
+        self,
+        *,
+        connection: sqlite3.Connection,
+        referrals: ReferralStore,
+        registry: ProtocolRegistry,
+        register: ProcessingRegister,
+        sender: ReferralSender,
+        notifier: Notifier,
+        background: BackgroundTasks,
+        clock: Clock,
+        timezone: ZoneInfo,
+        on_queued: Callable[[], None],
+    ) -> None:
+        self._tz = timezone
+        self._db = connection
+        self._referrals = referrals
+        self._registry = registry
+        self._register = register
+        self._sender = sender
+        self._notifier = notifier
+        self._background = background
+        self._clock = clock
+        self._on_queued = on_queued
+
+    def request(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
+        """Record the OCMW's report and send the referrer a card to correct that item."""
+        root = referral.parent_reference or referral.reference
+        correction_id = secrets.token_urlsafe(12)
+        now = self._clock.now()
+        with transaction(self._db):
+            self._db.execute(
+                "INSERT INTO corrections (id, reference, item, requested_by_id, requested_by, requested_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (correction_id, root, item, actor.user_id, actor.display_name, to_text(now)),
+            )
+            items = tuple(dict.fromkeys((*referral.reported_items, item)))
+            updated = self._referrals.update(referral.reference, reported_items=items)
+            self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
+                                  actor_name=actor.display_name, protocol_id=referral.protocol_id,
+                                  reference=root, detail=f"item: {item}")
+        original = self._referrals.get(root) or referral
+        card = self._request_card(cards.language_for(original.lang), correction_id, original, item, {}, {})
+        self._background.run(self._send_card(original.conversation_ref, card), "send correction request")
+        logger.info("correction requested", extra={"reference": root})
+        return updated
+
+    async def _send_card(self, conversation_ref: str, card: Card) -> None:
+        await self._notifier.send_card(conversation_ref, card)
+
+    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
+        """correction.submit and correction.later from the referrer's correction card."""
+        correction_id = data.get("correctionId")
+        if not isinstance(correction_id, str) or len(correction_id) > 64:
+            return cards.problem_card(actor.lang, "correction_unknown")
+        row = self._db.execute("SELECT * FROM corrections WHERE id = ?", (correction_id,)).fetchone()
+        original = None if row is None else self._referrals.get(str(row["reference"]))
+        if row is None or original is None:
+            return cards.problem_card(actor.lang, "correction_unknown")
+        if original.referrer_id != actor.user_id:
+            logger.warning("correction by another user refused", extra={"reference": original.reference})
+            return cards.problem_card(actor.lang, "not_allowed")
+        if row["new_reference"] is not None:
+            return cards.problem_card(actor.lang, "correction_done", reference=str(row["new_reference"]))
+        item = str(row["item"])
+        if verb == "correction.later":
+            return self._request_card(actor.lang, correction_id, original, item, {}, {})
+        protocol = self._registry.get(original.protocol_id)
+        if protocol is None or not protocol.in_force_on(self._clock.now().astimezone(self._tz).date()):
+            return cards.problem_card(actor.lang, "protocol_not_in_force",
+                                      ocmw=protocol.recipient.organisation if protocol else original.protocol_id)
+        result = validate_item(item, data, protocol)
+        if result.values is None:
+            return self._request_card(actor.lang, correction_id, original, item, result.typed, result.errors)
+        new_reference = self._next_reference(original.reference)
+        referrer = Referrer(user_id=actor.user_id, display_name=actor.display_name)
+        origin = Origin(conversation_id=actor.conversation_id, conversation_ref=actor.conversation_ref,
+                        card_activity_id=actor.card_activity_id, lang=actor.lang)
+        try:
+            queued = await self._sender.queue_correction(original, new_reference, item, result.values, protocol,
+                                                         referrer, origin)
+        except SendFailure as failure:
+            logger.warning("correction not queued: %s", failure.reason, extra={"reference": original.reference})
+            return cards.problem_card(actor.lang, "send_failed", reference=original.reference)
+        self._db.execute("UPDATE corrections SET new_reference = ? WHERE id = ?", (new_reference, correction_id))
+        self._on_queued()
+        return cards.correction_queued_card(actor.lang, reference=queued.reference, corrected_item=item,
+                                            recipient=protocol.recipient.organisation,
+                                            queued_at=queued.queued_at)
+
+    def _next_reference(self, root: str) -> str:
+        row = self._db.execute(
+            "SELECT COUNT(*) AS n FROM referrals WHERE parent_reference = ?", (root,)
+        ).fetchone()
+        return f"{root}-{int(row['n']) + 2}"
+
+    def _request_card(
+        self,
+        lang: cards.Language,
+        correction_id: str,
+        original: SentReferral,
+        item: str,
+        values: Mapping[str, str],
+        errors: Mapping[str, FieldError],
+    ) -> Card:
+        protocol = self._registry.get(original.protocol_id)
+        return cards.correction_request_card(
+            lang,
+            correction_id=correction_id,
+            reference=original.reference,
+            item=cast(Item, item),
+            recipient=protocol.recipient.organisation if protocol else original.protocol_id,
+            municipality=protocol.recipient_municipality if protocol else "",
+            values={field: value for field, value in values.items() if field in ITEM_FIELDS[item]},
+            errors=errors,
+        )

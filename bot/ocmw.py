@@ -1,0 +1,342 @@
+"""The OCMW side: linking its Teams conversation, the card per referral, receipt, outcome, deletion.
+
+Only members of the conversation linked to a protocol may act on that protocol's referrals: the
+check compares the conversation a click comes from with the linked one, so a forwarded card or a
+crafted invoke from anywhere else is refused and logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo
+
+import cards
+from bot.background import BackgroundTasks
+from bot.clock import Clock
+from bot.corrections import CorrectionService
+from bot.dialogue import Actor, Card, Reply
+from bot.notifications import NotificationError, Notifier
+from bot.ocmw_links import OcmwLink, OcmwLinks, base_conversation_id, display_code
+from bot.protocols import ProtocolRegistry
+from bot.reference import is_reference
+from bot.referrals import HOLDS_DATA, OUTCOMES, IllegalTransition, ReferralState, ReferralStore, SentReferral
+from bot.register import ProcessingRegister, RegisterEvent
+
+logger = logging.getLogger(__name__)
+
+QUALITY_ITEMS = ("name", "address", "phone", "email")
+OcmwState = Literal["sent", "received", "help_wanted", "no_help_wanted", "unreachable", "data_deleted",
+                    "consent_withdrawn"]
+
+
+class OcmwService:
+    """Everything the OCMW conversation can do, and the cards the bot posts there."""
+
+    def __init__(
+        self,
+        *,
+        links: OcmwLinks,
+        referrals: ReferralStore,
+        registry: ProtocolRegistry,
+        register: ProcessingRegister,
+        corrections: CorrectionService,
+        notifier: Notifier,
+        background: BackgroundTasks,
+        clock: Clock,
+        timezone: ZoneInfo,
+    ) -> None:
+        self._links = links
+        self._referrals = referrals
+        self._registry = registry
+        self._register = register
+        self._corrections = corrections
+        self._notifier = notifier
+        self._background = background
+        self._clock = clock
+        self._tz = timezone
+
+    # -- linking --------------------------------------------------------------------------------
+
+    def link_command(self, actor: Actor, code: str) -> Reply:
+        """`koppel <code>`: link this conversation, or ask before replacing another one."""
+        now = self._clock.now()
+        protocol_id = self._links.protocol_for_code(code, now)
+        protocol = None if protocol_id is None else self._registry.get(protocol_id)
+        if protocol is None:
+            logger.warning("pairing code refused")
+            return Reply(text=cards.text(actor.lang, "link_invalid"))
+        existing = self._links.for_protocol(protocol.id)
+        if existing is not None and existing.conversation_id == base_conversation_id(actor.conversation_id):
+            return Reply(text=cards.text(actor.lang, "link_already_here", ocmw=protocol.recipient.organisation))
+        if existing is not None:
+            return Reply(card=cards.link_confirm_card(actor.lang, ocmw=protocol.recipient.organisation,
+                                                      code=display_code(code)))
+        return Reply(text=self._link(actor, code, protocol.id))
+
+    def _link(self, actor: Actor, code: str, protocol_id: str) -> str:
+        protocol = self._registry.get(protocol_id)
+        now = self._clock.now()
+        link = OcmwLink(
+            protocol_id=protocol_id,
+            conversation_id=base_conversation_id(actor.conversation_id),
+            conversation_ref=_channel_reference(actor.conversation_ref),
+            linked_by_id=actor.user_id,
+            linked_by=actor.display_name,
+            linked_at=now,
+        )
+        if protocol is None or not self._links.link(code, link, now):
+            return cards.text(actor.lang, "link_invalid")
+        self._register.append(at=now, event=RegisterEvent.LINK_CREATED, actor_id=actor.user_id,
+                              actor_name=actor.display_name, protocol_id=protocol_id,
+                              detail=f"conversation {link.conversation_id[:80]}")
+        logger.info("OCMW conversation linked", extra={"protocol_id": protocol_id})
+        for referral in self._referrals.in_state(ReferralState.SENT):
+            if referral.protocol_id == protocol_id and referral.ocmw_card_activity_id is None:
+                self._background.run(self.referral_delivered(referral), "post pending referral card")
+        return cards.text(actor.lang, "link_done", ocmw=protocol.recipient.organisation)
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    async def referral_delivered(self, referral: SentReferral) -> None:
+        """Post the referral's card in the OCMW conversation (called by the outbox worker)."""
+        link = self._links.for_protocol(referral.protocol_id)
+        if link is None:
+            logger.warning("no OCMW conversation linked yet; the card follows when it is",
+                           extra={"reference": referral.reference, "protocol_id": referral.protocol_id})
+            return
+        card = cards.ocmw_referral_card("nl", self._view(referral))
+        try:
+            activity_id = await self._notifier.send_card(link.conversation_ref, card)
+        except NotificationError:
+            logger.exception("OCMW card not posted", extra={"reference": referral.reference})
+            return
+        if activity_id:
+            self._referrals.update(referral.reference, ocmw_card_activity_id=activity_id)
+
+    # -- card actions ---------------------------------------------------------------------------
+
+    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
+        """ack.receive, referral.outcome, referral.deleted, referral.quality, link.confirm, link.cancel."""
+        if verb == "link.confirm":
+            code = data.get("code")
+            protocol_id = self._links.protocol_for_code(code, self._clock.now()) if isinstance(code, str) else None
+            if not isinstance(code, str) or protocol_id is None:
+                return cards.notice_card(actor.lang, cards.text(actor.lang, "link_invalid"))
+            return cards.notice_card(actor.lang, self._link(actor, code, protocol_id))
+        if verb == "link.cancel":
+            return cards.notice_card(actor.lang, cards.text(actor.lang, "link_cancelled"))
+        found = self._referral_for_ocmw(actor, verb, data)
+        if not isinstance(found, SentReferral):
+            return found
+        handlers = {
+            "ack.receive": self._acknowledge,
+            "referral.outcome": self._outcome,
+            "referral.deleted": self._deleted,
+            "referral.quality": self._quality,
+        }
+        return await handlers[verb](actor, found, data)
+
+    async def _acknowledge(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
+        if referral.state != ReferralState.SENT:
+            if referral.acknowledged_at is not None:
+                return self._card(actor, referral, notice="already_acknowledged")
+            return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+        now = self._clock.now()
+        try:
+            updated = self._referrals.transition(
+                referral.reference, ReferralState.RECEIVED,
+                acknowledged_by_id=actor.user_id, acknowledged_by=actor.display_name, acknowledged_at=now,
+            )
+        except IllegalTransition:
+            return self._card(actor, self._fresh(referral), notice="already_acknowledged")
+        self._record(actor, updated, RegisterEvent.ACKNOWLEDGED)
+        self._after_change(updated, cards.text(
+            cards.language_for(updated.lang), "ack_to_referrer", reference=updated.reference,
+            recipient=self._recipient(updated), name=actor.display_name, time=self._local(now),
+        ))
+        return self._card(actor, updated)
+
+    async def _outcome(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
+        outcome = data.get("outcome")
+        target = OUTCOMES.get(outcome) if isinstance(outcome, str) else None
+        if target is None:
+            return cards.problem_card(actor.lang, "outcome_invalid")
+        if referral.outcome_at is not None:
+            return self._card(actor, referral, notice="outcome_already_recorded")
+        try:
+            updated = self._referrals.transition(
+                referral.reference, target,
+                outcome_by_id=actor.user_id, outcome_by=actor.display_name, outcome_at=self._clock.now(),
+            )
+        except IllegalTransition:
+            return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+        self._record(actor, updated, RegisterEvent.OUTCOME_RECORDED, detail=str(outcome))
+        self._after_change(updated, cards.text(
+            cards.language_for(updated.lang), f"outcome_to_referrer_{outcome}", reference=updated.reference,
+            recipient=self._recipient(updated),
+        ))
+        return self._card(actor, updated)
+
+    async def withdraw_consent(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
+        """The referrer records that the parents withdrew consent; the OCMW is asked to delete."""
+        reference = data.get("reference")
+        referral = self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
+        if referral is None:
+            return cards.problem_card(actor.lang, "referral_unknown", reference=str(reference)[:40])
+        if referral.referrer_id != actor.user_id:
+            logger.warning("consent withdrawal by someone other than the referrer refused",
+                           extra={"reference": referral.reference})
+            return cards.problem_card(actor.lang, "not_allowed")
+        if referral.state == ReferralState.CONSENT_WITHDRAWN:
+            return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
+                                                            reference=referral.reference))
+        try:
+            updated = self._referrals.transition(referral.reference, ReferralState.CONSENT_WITHDRAWN)
+        except IllegalTransition:
+            return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+        self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN)
+        logger.info("consent withdrawn", extra={"reference": updated.reference})
+        self._background.run(self._update_for_everyone(updated), "update OCMW card")
+        self._background.run(self._tell_ocmw(updated), "tell OCMW about withdrawal")
+        return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
+                                                        reference=updated.reference))
+
+    async def _tell_ocmw(self, referral: SentReferral) -> None:
+        link = self._links.for_protocol(referral.protocol_id)
+        if link is not None:
+            await self._notifier.send_text(link.conversation_ref,
+                                           cards.text("nl", "withdrawal_to_ocmw", reference=referral.reference))
+
+    async def _deleted(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
+        if referral.state == ReferralState.DATA_DELETED:
+            return self._card(actor, referral, notice="deletion_recorded")
+        try:
+            updated = self._referrals.transition(
+                referral.reference, ReferralState.DATA_DELETED,
+                deleted_by=actor.display_name, deleted_at=self._clock.now(),
+            )
+        except IllegalTransition:
+            return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+        self._record(actor, updated, RegisterEvent.DELETION_CONFIRMED)
+        self._after_change(updated, cards.text(
+            cards.language_for(updated.lang), "deleted_to_referrer", reference=updated.reference,
+            recipient=self._recipient(updated),
+        ))
+        return self._card(actor, updated)
+
+    async def _quality(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
+        item = data.get("item")
+        if item not in QUALITY_ITEMS:
+            return self._card(actor, referral, notice="quality_item_missing")
+        if referral.state not in HOLDS_DATA:
+            return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+        updated = self._corrections.request(referral, str(item), actor)
+        self._background.run(self._update_for_everyone(updated), "update OCMW card")
+        return self._card(actor, updated, notice="quality_reported")
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def linked_protocols(self, conversation_id: str) -> list[OcmwLink]:
+        """The protocols whose OCMW conversation this is."""
+        return self._links.for_conversation(conversation_id)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _referral_for_ocmw(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> SentReferral | Card:
+        reference = data.get("reference")
+        if not isinstance(reference, str) or not is_reference(reference):
+            return cards.problem_card(actor.lang, "malformed_action")
+        referral = self._referrals.get(reference)
+        if referral is None:
+            return cards.problem_card(actor.lang, "referral_unknown", reference=reference)
+        link = self._links.for_protocol(referral.protocol_id)
+        if link is None or link.conversation_id != base_conversation_id(actor.conversation_id):
+            logger.warning("OCMW action from outside the linked conversation refused",
+                           extra={"reference": reference, "verb": verb})
+            self._register.append(at=self._clock.now(), event=RegisterEvent.REFUSED, actor_id=actor.user_id,
+                                  actor_name=actor.display_name, protocol_id=referral.protocol_id,
+                                  reference=reference, detail=f"{verb} from outside the OCMW conversation")
+            return cards.problem_card(actor.lang, "not_ocmw_conversation")
+        return referral
+
+    def _card(self, actor: Actor, referral: SentReferral, notice: str | None = None) -> Card:
+        return cards.ocmw_referral_card(actor.lang, self._view(referral, notice))
+
+    def _view(self, referral: SentReferral, notice: str | None = None) -> cards.OcmwReferralView:
+        protocol = self._registry.get(referral.protocol_id)
+        return cards.OcmwReferralView(
+            reference=referral.reference,
+            sent_at=(referral.sent_at or referral.queued_at).astimezone(self._tz),
+            sender_team=protocol.sender.team if protocol else "",
+            recipient=protocol.recipient.organisation if protocol else referral.protocol_id,
+            mailbox=protocol.recipient_mailbox if protocol else "",
+            key_version=referral.key_version,
+            state=_ocmw_state(referral.state),
+            acknowledged_by=referral.acknowledged_by,
+            acknowledged_at=_local_or_none(referral.acknowledged_at, self._tz),
+            outcome_by=referral.outcome_by,
+            outcome_at=_local_or_none(referral.outcome_at, self._tz),
+            deleted_by=referral.deleted_by,
+            deleted_at=_local_or_none(referral.deleted_at, self._tz),
+            correction_of=referral.parent_reference,
+            corrected_item=cast(Any, referral.corrected_item),
+            reported_items=referral.reported_items,
+            notice=notice,
+        )
+
+    def _after_change(self, referral: SentReferral, referrer_text: str) -> None:
+        """Edit the OCMW card for everyone and tell the referrer, after the invoke has been answered."""
+        self._background.run(self._update_for_everyone(referral), "update OCMW card")
+        self._background.run(self._tell_referrer(referral, referrer_text), "tell referrer")
+
+    async def _update_for_everyone(self, referral: SentReferral) -> None:
+        link = self._links.for_protocol(referral.protocol_id)
+        if link is None or referral.ocmw_card_activity_id is None:
+            return
+        await self._notifier.update_card(link.conversation_ref, referral.ocmw_card_activity_id,
+                                         cards.ocmw_referral_card("nl", self._view(referral)))
+
+    async def _tell_referrer(self, referral: SentReferral, text: str) -> None:
+        await self._notifier.send_text(referral.conversation_ref, text)
+
+    def _record(self, actor: Actor, referral: SentReferral, event: RegisterEvent, detail: str = "") -> None:
+        self._register.append(at=self._clock.now(), event=event, actor_id=actor.user_id,
+                              actor_name=actor.display_name, protocol_id=referral.protocol_id,
+                              reference=referral.reference, detail=detail)
+
+    def _fresh(self, referral: SentReferral) -> SentReferral:
+        return self._referrals.get(referral.reference) or referral
+
+    def _recipient(self, referral: SentReferral) -> str:
+        protocol = self._registry.get(referral.protocol_id)
+        return protocol.recipient.organisation if protocol else referral.protocol_id
+
+    def _local(self, moment: dt.datetime) -> str:
+        return moment.astimezone(self._tz).strftime("%d/%m/%Y %H:%M")
+
+
+def _ocmw_state(state: ReferralState) -> OcmwState:
+    if state in (ReferralState.QUEUED, ReferralState.FAILED):
+        return "sent"
+    return cast(OcmwState, state.value)
+
+
+def _local_or_none(moment: dt.datetime | None, tz: ZoneInfo) -> dt.datetime | None:
+    return None if moment is None else moment.astimezone(tz)
+
+
+def _channel_reference(conversation_ref: str) -> str:
+    """The stored reference points at the channel itself, so each card starts its own thread."""
+    try:
+        reference = json.loads(conversation_ref)
+    except ValueError:
+        return conversation_ref
+    conversation = reference.get("conversation") if isinstance(reference, dict) else None
+    if isinstance(conversation, dict) and isinstance(conversation.get("id"), str):
+        conversation["id"] = base_conversation_id(conversation["id"])
+    reference.pop("activityId", None)
+    return json.dumps(reference)

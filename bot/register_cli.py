@@ -1,0 +1,139 @@
+"""`python -m bot register verify|export`: the DPO's view of the processing register.
+
+Both commands open the database read-only, so they can run beside a serving bot and never
+create or change anything; an export holds staff names and ids, so a file it writes is 0600.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import io
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from bot.config import Settings
+from bot.register import EXPORT_COLUMNS, ProcessingRegister
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+
+#: A cell starting with one of these is a formula to Excel and LibreOffice (CSV injection);
+#: staff display names come from Teams, so such a cell gets a leading apostrophe in CSV.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def add_register_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `register verify` and `register export` to the bot's command line."""
+    register = subparsers.add_parser("register", help="verify or export the processing register (DPO)")
+    actions = register.add_subparsers(dest="register_command", required=True, metavar="{verify,export}")
+    actions.add_parser(
+        "verify",
+        help="recompute the hash chain; exit 0 when intact, 1 with one line per problem",
+    )
+    export = actions.add_parser(
+        "export",
+        help="write the entries of a period as CSV or JSON",
+        description="Columns: " + ", ".join(EXPORT_COLUMNS) + ". Days are local days in BOT_TIMEZONE "
+        "(Europe/Brussels), both included; `at` is ISO-8601 UTC. In CSV, a cell that would start a "
+        "spreadsheet formula (= + - @) gets a leading apostrophe; JSON is exact.",
+    )
+    export.add_argument("--from", dest="start", required=True, type=_date, metavar="YYYY-MM-DD")
+    export.add_argument("--to", dest="end", required=True, type=_date, metavar="YYYY-MM-DD")
+    export.add_argument("--format", dest="format", choices=("csv", "json"), default="csv")
+    export.add_argument("--output", type=Path, default=None, metavar="FILE", help="default: standard output")
+
+
+def run_register_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run `register verify` or `register export`; returns the exit status."""
+    if not settings.database_path.is_file():
+        sys.stderr.write(f"no register here: {settings.database_path} does not exist (check BOT_DATA_DIR)\n")
+        return EXIT_USAGE
+    with _read_only(settings.database_path) as connection:
+        register = ProcessingRegister(connection)
+        if args.register_command == "verify":
+            return _verify(register)
+        if args.register_command == "export":
+            return _export(register, args, settings)
+    sys.stderr.write(f"unknown register command {args.register_command!r}; use verify or export\n")
+    return EXIT_USAGE
+
+
+def _verify(register: ProcessingRegister) -> int:
+    problems = register.verify()
+    if not problems:
+        sys.stdout.write(f"register intact: {register.count()} entries\n")
+        return EXIT_OK
+    sys.stdout.write("".join(problem.line() + "\n" for problem in problems))
+    return EXIT_PROBLEMS
+
+
+def _export(register: ProcessingRegister, args: argparse.Namespace, settings: Settings) -> int:
+    start: dt.date = args.start
+    end: dt.date = args.end
+    if end < start:
+        sys.stderr.write(f"--to {end.isoformat()} is before --from {start.isoformat()}\n")
+        return EXIT_USAGE
+    rows = register.export(start, end, settings.timezone)
+    text = export_csv(rows) if args.format == "csv" else export_json(rows)
+    output: Path | None = args.output
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        _write_private(output, text, bom=args.format == "csv")
+        sys.stderr.write(f"{len(rows)} entries written to {output}\n")
+    return EXIT_OK
+
+
+def export_csv(rows: list[dict[str, str]]) -> str:
+    """RFC 4180 CSV with a header row of `EXPORT_COLUMNS`; formula-like cells defused."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({column: _defuse(value) for column, value in row.items()})
+    return buffer.getvalue()
+
+
+def export_json(rows: list[dict[str, str]]) -> str:
+    """A JSON array of objects keyed by `EXPORT_COLUMNS`, exactly as stored."""
+    return json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
+
+
+def _defuse(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def _write_private(path: Path, text: str, *, bom: bool) -> None:
+    """Write `text` as UTF-8 into a file only its owner can read (BOM for CSV: Excel needs it)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an existing file keeps its mode otherwise
+    with open(descriptor, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as file:
+        file.write(text)
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection inside one read transaction: every query sees the same snapshot,
+    even while the bot keeps appending."""
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    try:
+        connection.execute("BEGIN")
+        yield connection
+    finally:
+        connection.close()
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD, e.g. 2026-11-28") from error

@@ -1,0 +1,54 @@
+"""`status`: what became of my referrals (referrer), or what is still open (OCMW conversation)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import cards
+from bot.dialogue import Actor, Card
+from bot.ocmw_links import OcmwLink
+from bot.protocols import ProtocolRegistry
+from bot.referrals import ReferralStore, SentReferral
+
+_OUTCOME_NAMES = {"help_wanted": "contact_help_wanted", "no_help_wanted": "contact_no_help_wanted",
+                  "unreachable": "unreachable"}
+
+
+class StatusService:
+    """Builds the status cards; references, states and times only, never client data."""
+
+    def __init__(self, *, referrals: ReferralStore, registry: ProtocolRegistry, timezone: ZoneInfo) -> None:
+        self._referrals = referrals
+        self._registry = registry
+        self._tz = timezone
+
+    def for_referrer(self, actor: Actor) -> Card:
+        """The referrer's own referrals, newest first."""
+        rows = [self._row(referral) for referral in self._referrals.for_referrer(actor.user_id)]
+        return cards.referral_status_card(actor.lang, audience="referrer", rows=rows)
+
+    def for_ocmw(self, actor: Actor, links: list[OcmwLink]) -> Card:
+        """The open referrals of every protocol linked to this conversation, oldest first."""
+        rows = [
+            self._row(referral) for link in links for referral in self._referrals.open_for_protocol(link.protocol_id)
+        ]
+        return cards.referral_status_card(actor.lang, audience="ocmw", rows=rows)
+
+    def _row(self, referral: SentReferral) -> cards.StatusRow:
+        protocol = self._registry.get(referral.protocol_id)
+        return cards.StatusRow(
+            reference=referral.reference,
+            recipient=protocol.recipient.organisation if protocol else referral.protocol_id,
+            state=referral.state.value,
+            queued_at=self._local(referral.queued_at),
+            sent_at=self._local_or_none(referral.sent_at),
+            acknowledged_at=self._local_or_none(referral.acknowledged_at),
+            outcome=_OUTCOME_NAMES.get(referral.state.value),
+        )
+
+    def _local(self, moment: dt.datetime) -> dt.datetime:
+        return moment.astimezone(self._tz)
+
+    def _local_or_none(self, moment: dt.datetime | None) -> dt.datetime | None:
+        return None if moment is None else moment.astimezone(self._tz)

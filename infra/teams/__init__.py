@@ -1,0 +1,1 @@
+"""The Teams app package: manifest template, localization files, icons and their builder."""

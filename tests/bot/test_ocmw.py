@@ -1,0 +1,352 @@
+"""The OCMW side over real HTTP: link, notification, receipt, outcome, deletion, corrections, status.
+
+Two conversations (the referrer's personal chat, the OCMW channel) and three people (referrer,
+OCMW workers, an outsider), replies caught by the connector stand-in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import create_app
+from bot.config import Settings
+from tests.conftest import ZIP_PASSWORD
+from tests.support import sevenzip
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import BotDriver, driving, running_connector
+from tests.support.card_reading import actions, input_ids, texts
+from tests.support.clock import ManualClock
+from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, reach_review
+
+CHANNEL = "19:ocmw-welzijnshuis@thread.tacv2"
+
+
+@pytest.fixture
+def ocmw_worker() -> TeamsUser:
+    return TeamsUser("aad-ocmw-1", "Olga Maatschappelijk", f"{CHANNEL};messageid=1700000000001", channel=True)
+
+
+@pytest.fixture
+def second_worker() -> TeamsUser:
+    return TeamsUser("aad-ocmw-2", "Omar Collega", CHANNEL, channel=True)
+
+
+@pytest.fixture
+def outsider() -> TeamsUser:
+    return TeamsUser("aad-outsider", "Otto Buiten", "19:other-team@thread.tacv2", channel=True)
+
+
+async def link(bot: BotDriver, worker: TeamsUser) -> None:
+    code = bot.services.links.new_code(PROTOCOL_ID, bot.services.worker._clock.now())
+    [reply] = await bot.say(worker, f"<at>Veilig doorverwijzen</at> koppel {code}")
+    assert "Gekoppeld" in reply["text"]
+
+
+async def referred_and_delivered(bot: BotDriver, referrer: TeamsUser) -> tuple[str, str]:
+    """A referral sent and delivered; returns its reference and the OCMW card's activity id."""
+    draft_id, _ = await reach_review(bot, referrer)
+    queued = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    [reference] = [word for word in texts(queued).replace('"', " ").split() if word.startswith("VD-")][:1]
+    before = len(bot.connector.calls)
+    await bot.deliver()
+    posts = [
+        c for c in bot.connector.calls[before:]
+        if c.method == "POST" and c.path.startswith(f"/v3/conversations/{CHANNEL}/")
+    ]
+    assert posts, "a card was posted in the OCMW channel"
+    card_id = bot.services.referrals.get(reference).ocmw_card_activity_id  # type: ignore[union-attr]
+    assert card_id
+    return reference, card_id
+
+
+def channel_cards(bot: BotDriver) -> list[dict[str, Any]]:
+    return [
+        call.body["attachments"][0]["content"]
+        for call in bot.connector.calls
+        if call.path.startswith(f"/v3/conversations/{CHANNEL}") and call.body.get("attachments")
+    ]
+
+
+def texts_to(bot: BotDriver, conversation: str) -> list[str]:
+    return [
+        str(call.body["text"])
+        for call in bot.connector.calls
+        if call.method == "POST"
+        and call.path.startswith(f"/v3/conversations/{conversation}/")
+        and call.body.get("text")
+    ]
+
+
+async def test_linking_with_a_code_and_refusing_bad_codes(
+    bot: BotDriver, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    [wrong] = await bot.say(ocmw_worker, "<at>Bot</at> koppel AAAA-BBBB")
+    assert "koppel" in wrong["text"].lower() or "code" in wrong["text"].lower()
+    assert bot.services.links.for_protocol(PROTOCOL_ID) is None
+
+    code = bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    [done] = await bot.say(ocmw_worker, f"<at>Veilig doorverwijzen</at> koppel {code.lower()}")
+    assert "Gekoppeld" in done["text"]
+    linked = bot.services.links.for_protocol(PROTOCOL_ID)
+    assert linked is not None and linked.conversation_id == CHANNEL
+    assert ";messageid=" not in json.loads(linked.conversation_ref)["conversation"]["id"]
+    assert "link_created" in [e for e in _events(bot)]
+
+    [used] = await bot.say(ocmw_worker, f"koppel {code}")
+    assert "Gekoppeld" not in used["text"]
+
+    expired = bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    clock.advance(dt.timedelta(hours=25))
+    [late] = await bot.say(TeamsUser("aad-x", "X", "19:new@thread.tacv2", channel=True), f"koppel {expired}")
+    assert "Gekoppeld" not in late["text"]
+
+
+async def test_relinking_elsewhere_asks_first(bot: BotDriver, ocmw_worker: TeamsUser, clock: ManualClock) -> None:
+    await link(bot, ocmw_worker)
+    other = TeamsUser("aad-ocmw-3", "Nieuw Kanaal", "19:new-channel@thread.tacv2", channel=True)
+    code = bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    [asked] = await bot.say(other, f"koppel {code}")
+    confirm = asked["attachments"][0]["content"]
+    assert actions(confirm)["link.confirm"] == {"code": code}
+    assert bot.services.links.for_protocol(PROTOCOL_ID).conversation_id == CHANNEL  # type: ignore[union-attr]
+    await bot.act(other, "link.confirm", {"code": code})
+    assert bot.services.links.for_protocol(PROTOCOL_ID).conversation_id == "19:new-channel@thread.tacv2"  # type: ignore[union-attr]
+
+
+async def test_the_ocmw_card_has_what_it_needs_and_no_client_data(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    [card] = channel_cards(bot)
+    content = texts(card)
+    for expected in (reference, "Kind en Gezin team Noord-Oost Waasland", "welzijnshuis@sint-gillis-waas.be",
+                     "7-Zip", "local-"):
+        assert expected in content
+    assert actions(card)["ack.receive"] == {"reference": reference}
+    assert not [value for value in CLIENT_VALUES if value in content]
+
+
+async def test_acknowledge_edits_the_card_for_everyone_and_tells_the_referrer(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, second_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    clicker = ocmw_worker.in_thread(card_id)
+
+    answer = await bot.act(clicker, "ack.receive", {"reference": reference})
+    await bot.settle()
+
+    assert "Olga Maatschappelijk" in texts(answer) and "ack.receive" not in actions(answer)
+    assert set(actions(answer)) >= {"referral.outcome", "referral.quality"}
+    [edit] = [c for c in bot.connector.calls if c.method == "PUT" and c.path.endswith(f"/activities/{card_id}")]
+    assert "Olga Maatschappelijk" in texts(edit.body)
+    assert any(reference in text for text in texts_to(bot, referrer.conversation_id))
+    assert bot.services.referrals.get(reference).state == "received"  # type: ignore[union-attr]
+
+    puts_before = len([c for c in bot.connector.calls if c.method == "PUT"])
+    again = await bot.act(second_worker.in_thread(card_id), "ack.receive", {"reference": reference})
+    await bot.settle()
+    assert "Olga Maatschappelijk" in texts(again)
+    assert len([c for c in bot.connector.calls if c.method == "PUT"]) == puts_before
+    assert _events(bot, reference).count("acknowledged") == 1
+
+
+async def test_an_outsider_cannot_acknowledge(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, outsider: TeamsUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    card = await bot.act(outsider, "ack.receive", {"reference": reference})
+    assert "ack.receive" not in actions(card) and "referral.outcome" not in actions(card)
+    assert bot.services.referrals.get(reference).state == "sent"  # type: ignore[union-attr]
+    assert "outside the linked conversation" in caplog.text
+    again = await bot.act(referrer, "ack.receive", {"reference": reference})
+    assert "referral.outcome" not in actions(again)
+
+
+@pytest.mark.parametrize("outcome", ["contact_no_help_wanted", "unreachable"])
+async def test_no_help_or_unreachable_asks_to_delete_and_records_it(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, outcome: str
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    early = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
+    assert "referral.deleted" not in actions(early), "no outcome before receipt"
+    await bot.act(worker, "ack.receive", {"reference": reference})
+
+    card = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
+
+    assert actions(card)["referral.deleted"] == {"reference": reference}
+    assert "artikel 3" in texts(card)
+    deleted = await bot.act(worker, "referral.deleted", {"reference": reference})
+    await bot.settle()
+    assert "referral.deleted" not in actions(deleted)
+    assert bot.services.referrals.get(reference).state == "data_deleted"  # type: ignore[union-attr]
+    assert _events(bot, reference)[-2:] == ["outcome_recorded", "deletion_confirmed"]
+    assert len([t for t in texts_to(bot, referrer.conversation_id) if reference in t]) >= 3
+
+
+async def test_help_wanted_keeps_the_data_for_the_file(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    card = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
+    assert "referral.deleted" not in actions(card) and "10 jaar" in texts(card)
+    invalid = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "something"})
+    assert "referral.outcome" not in actions(invalid)
+
+
+async def test_a_correction_round_trip(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, settings: Settings, tmp_path: Path
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    missing = await bot.act(worker, "referral.quality", {"reference": reference})
+    assert "referral.quality" in actions(missing)
+
+    reported = await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.settle()
+
+    assert "referral.quality" in actions(reported)
+    [request] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                 if c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/") and c.body.get("attachments")
+                 and "correction.submit" in actions(c.body["attachments"][0]["content"])]
+    assert input_ids(request) == ["phone"]
+    correction_id = actions(request)["correction.submit"]["correctionId"]
+    refused = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 12"})
+    assert "correction.submit" in actions(refused)
+    foreign = await bot.act(
+        ocmw_worker, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"}
+    )
+    assert "correction.submit" not in actions(foreign)
+
+    queued = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+    assert f"{reference}-2" in texts(queued) and "470112233" not in texts(queued)
+    await bot.deliver()
+
+    emls = sorted(settings.outbox_dir.glob("*.eml"))
+    [correction_eml] = [path for path in emls if path.name.startswith(f"{reference}-2@")]
+    message = email.message_from_bytes(correction_eml.read_bytes(), policy=email.policy.default)
+    assert f"{reference}-2" in message["Subject"] and reference in message["Subject"]
+    [attachment] = list(message.iter_attachments())
+    assert sevenzip.extract(attachment.get_content(), ZIP_PASSWORD, tmp_path / "c").returncode == 0
+    document = json.loads((tmp_path / "c" / "correctie.json").read_text("utf-8"))
+    assert document["corrects"] == reference and document["values"] == {"phone": "+32470112233"}
+    assert "Zoëlle" not in (tmp_path / "c" / "correctie.txt").read_text("utf-8")
+    correction_cards = [card for card in channel_cards(bot) if f"{reference}-2" in texts(card)]
+    assert correction_cards and actions(correction_cards[0])["ack.receive"] == {"reference": f"{reference}-2"}
+    done = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+    assert f"{reference}-2" in texts(done) and "correction.submit" not in actions(done)
+
+
+async def test_status_lists_without_client_data(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    await bot.act(ocmw_worker.in_thread(card_id), "ack.receive", {"reference": reference})
+    await bot.settle()
+    [mine] = await bot.say(referrer, "mijn doorverwijzingen")
+    card = mine["attachments"][0]["content"]
+    assert reference in texts(card) and "ontvangen" in texts(card)
+    assert not [value for value in CLIENT_VALUES if value in texts(card)]
+    [theirs] = await bot.say(TeamsUser("aad-ocmw-1", "Olga", CHANNEL, channel=True), "<at>Bot</at> status")
+    assert reference in texts(theirs["attachments"][0]["content"])
+    [nobody] = await bot.say(TeamsUser("aad-new", "Nieuw", "a:personal-new"), "status")
+    assert reference not in texts(nobody["attachments"][0]["content"])
+
+
+async def test_reminders_after_working_days_once_each(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    clock.current = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)  # a Friday
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    clock.current = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)  # Tuesday, before Friday + 2 working days
+    assert await bot.services.reminders.run_due() == 0
+    clock.current = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
+    assert await bot.services.reminders.run_due() == 1
+    assert any(reference in text for text in texts_to(bot, CHANNEL))
+    assert await bot.services.reminders.run_due() == 0, "once"
+    clock.current = dt.datetime(2026, 12, 3, 9, 30, tzinfo=dt.UTC)  # Friday + 4 working days
+    assert await bot.services.reminders.run_due() == 1
+    assert any(reference in text for text in texts_to(bot, referrer.conversation_id) if "werkdagen" in text)
+
+
+async def test_acknowledged_referrals_get_no_reminder(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    await bot.act(ocmw_worker.in_thread(card_id), "ack.receive", {"reference": reference})
+    clock.advance(dt.timedelta(days=14))
+    assert await bot.services.reminders.run_due() == 0
+
+
+async def test_a_restart_between_steps_loses_nothing(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    async with running_connector() as (connector, url):
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as first:
+            await link(first, ocmw_worker)
+            draft_id, _ = await reach_review(first, referrer)
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as second:
+            queued = await second.act(referrer, "referral.send", {"draftId": draft_id})
+            reference = next(w for w in texts(queued).replace('"', " ").split() if w.startswith("VD-"))
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as third:
+            await third.deliver()
+            card_id = third.services.referrals.get(reference).ocmw_card_activity_id  # type: ignore[union-attr]
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as fourth:
+            answer = await fourth.act(ocmw_worker.in_thread(str(card_id)), "ack.receive", {"reference": reference})
+            assert "referral.outcome" in actions(answer)
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as fifth:
+            await fifth.act(ocmw_worker.in_thread(str(card_id)), "referral.outcome",
+                            {"reference": reference, "outcome": "contact_help_wanted"})
+            assert fifth.services.referrals.get(reference).state == "help_wanted"  # type: ignore[union-attr]
+
+
+def _events(bot: BotDriver, reference: str | None = None) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(bot.services.settings.database_path) as db:
+        if reference is None:
+            return [row[0] for row in db.execute("SELECT event FROM register ORDER BY seq")]
+        return [row[0] for row in db.execute("SELECT event FROM register WHERE reference = ? ORDER BY seq",
+                                             (reference,))]
+
+
+async def test_consent_withdrawn_asks_the_ocmw_to_delete_and_records_both(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    [sent_card] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                   if c.method == "PUT" and c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
+    assert actions(sent_card)["consent.withdraw"] == {"reference": reference}
+    refused = await bot.act(colleague, "consent.withdraw", {"reference": reference})
+    assert bot.services.referrals.get(reference).state == "sent", texts(refused)  # type: ignore[union-attr]
+
+    answer = await bot.act(referrer, "consent.withdraw", {"reference": reference})
+    await bot.settle()
+
+    assert reference in texts(answer)
+    assert bot.services.referrals.get(reference).state == "consent_withdrawn"  # type: ignore[union-attr]
+    assert any(reference in text for text in texts_to(bot, CHANNEL))
+    [edit] = [c for c in bot.connector.calls if c.method == "PUT" and c.path.endswith(f"/activities/{card_id}")]
+    assert actions(edit.body["attachments"][0]["content"])["referral.deleted"] == {"reference": reference}
+    await bot.act(ocmw_worker.in_thread(card_id), "referral.deleted", {"reference": reference})
+    assert _events(bot, reference)[-2:] == ["consent_withdrawn", "deletion_confirmed"]

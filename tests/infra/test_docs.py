@@ -1,0 +1,86 @@
+"""The guides and the deployment guide: pictures that exist, facts that match the protocol files."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import cards
+from infra.card_gallery import samples
+from tests.infra.helpers import ROOT
+
+DOCS = ROOT / "docs"
+GUIDES = [DOCS / "handleiding-kind-en-gezin.md", DOCS / "handleiding-ocmw.md"]
+DEPLOYMENT = ROOT / "infra" / "README.md"
+PROTOCOL_FILES = sorted((ROOT / "infra" / "protocols").glob("*.toml"))
+PROTOCOLS = [tomllib.loads(path.read_text(encoding="utf-8")) for path in PROTOCOL_FILES]
+IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
+
+
+def text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=[g.name for g in GUIDES])
+def test_every_picture_in_a_guide_exists_and_has_a_description(guide: Path) -> None:
+    pictures = IMAGE.findall(text(guide))
+    assert pictures
+    for description, target in pictures:
+        assert (guide.parent / target).is_file(), target
+        assert len(description) > 10, f"{target} needs alt text that says what it shows"
+
+
+def test_the_guides_show_every_dutch_guide_screenshot() -> None:
+    shown = {Path(target).name for guide in GUIDES for _, target in IMAGE.findall(text(guide))}
+    wanted = {sample.file_name("nl") for sample in samples() if sample.in_docs}
+    assert wanted <= shown, "a screenshot made for the guides is not used in them"
+
+
+def test_the_kind_en_gezin_guide_covers_the_four_points_consent_and_follow_up() -> None:
+    guide = text(GUIDES[0])
+    for heading in (
+        cards.text("nl", "consent.data.heading"),
+        cards.text("nl", "consent.recipient.heading"),
+        cards.text("nl", "consent.purpose.heading"),
+        cards.text("nl", "consent.follow_up.heading"),
+    ):
+        assert heading in guide
+    for words in ("toestemming", "intrekken", "`nieuw`", "`status`", "`hulp`", "artikel 7", "referentie"):
+        assert words in guide, words
+    for label in ("action.send", "action.edit", "action.cancel", "action.withdraw_consent",
+                  "action.correction_submit", "action.later"):
+        assert cards.text("nl", label) in guide, label
+
+
+def test_the_ocmw_guide_covers_7zip_the_password_outcomes_deletion_and_breaches() -> None:
+    guide = text(GUIDES[1])
+    for words in ("7-Zip", "Windows Verkenner", "sleutelversie", "<referentie>.zip", "artikel 7", "artikel 9",
+                  "koppel <code>"):
+        assert words in guide, words
+    for label in ("action.acknowledge", "action.data_wrong", "action.data_deleted", "ocmw.quality.label"):
+        assert cards.text("nl", label) in guide, label
+    for outcome in cards.OUTCOMES:
+        assert cards.text("nl", f"outcome.{outcome}") in guide, outcome
+
+
+def test_the_guides_name_the_dpos_and_mailboxes_of_the_protocols() -> None:
+    ocmw_guide = text(GUIDES[1])
+    for protocol in PROTOCOLS:
+        assert protocol["sender"]["dpo"] in ocmw_guide
+        assert protocol["recipient"]["dpo"] in ocmw_guide
+        assert protocol["recipient"]["mailbox"] in ocmw_guide
+        assert protocol["sender"]["dpo"] in text(GUIDES[0])
+
+
+def test_the_deployment_guide_covers_identity_mail_secrets_teams_and_linking() -> None:
+    guide = text(DEPLOYMENT)
+    for words in ("single-tenant", "Mail.Send", "New-ApplicationAccessPolicy", "zip_password_secret",
+                  "python -m bot check", "python -m bot link-ocmw", "koppel", "make package", "groups of four",
+                  "key version", "KEY_VAULT_CACHE_MINUTES"):
+        assert words in guide, words
+    for protocol in PROTOCOLS:
+        assert protocol["zip_password_secret"] in guide
+        assert protocol["id"] in guide
