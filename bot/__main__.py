@@ -21,6 +21,7 @@ from bot.logging_setup import configure_logging
 from bot.ocmw_links import OcmwLinks
 from bot.protocols import ProtocolFileError, load_registry
 from bot.register_cli import add_register_commands, run_register_command
+from bot.wiring import DraftKeyError, draft_key_from_key_vault
 from bot.zip_passwords import LocalZipPasswordProvider
 
 logger = logging.getLogger("bot")
@@ -87,10 +88,16 @@ def _link_ocmw(settings: Settings, protocol_id: str) -> int:
 
 def _serve(settings: Settings) -> int:
     try:
-        app = create_app(settings)
+        draft_key = asyncio.run(draft_key_from_key_vault(settings)) if settings.key_vault is not None else None
+        app = create_app(settings, draft_key=draft_key)
     except ProtocolFileError as error:
         logger.error("protocol file error: %s", error)
         return 2
+    except DraftKeyError as error:
+        logger.error("%s", error)
+        return 2
+    for weakening in settings.security_weakenings:
+        logger.warning("SECURITY WEAKENED (refused with BOT_ENV=production): %s", weakening)
     services = app[SERVICES_KEY]
     if not settings.identity.auth_enabled:
         logger.warning(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from bot.access import RateLimit, RateLimiter
 from bot.background import BackgroundTasks
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
@@ -73,6 +75,7 @@ def create_app(
     transport: MailTransport | None = None,
     passwords: ZipPasswordProvider | None = None,
     notifier: Notifier | None = None,
+    draft_key: bytes | None = None,
     run_worker: bool = True,
 ) -> web.Application:
     """Build the aiohttp application; fails fast on a bad protocol file or data folder.
@@ -86,7 +89,10 @@ def create_app(
     settings.data_dir.chmod(0o700)
     connection = open_database(settings.database_path)
     closers: list[Closer] = []
-    drafts = DraftStore(connection, DraftCipher.from_key_file(settings.data_dir / "draft.key"), settings.draft_ttl)
+    cipher = DraftCipher(draft_key) if draft_key is not None else DraftCipher.from_key_file(
+        settings.data_dir / "draft.key"
+    )
+    drafts = DraftStore(connection, cipher, settings.draft_ttl)
     referrals = ReferralStore(connection)
     register = ProcessingRegister(connection)
     outbox = Outbox(connection)
@@ -165,6 +171,12 @@ def create_app(
         ocmw=ocmw,
         corrections=corrections,
         status=StatusService(referrals=referrals, registry=registry, timezone=settings.timezone),
+        referrers=settings.referrers,
+        limiter=RateLimiter({
+            "starts": RateLimit(settings.starts_per_hour, dt.timedelta(hours=1)),
+            "actions": RateLimit(settings.actions_per_minute, dt.timedelta(minutes=1)),
+        }),
+        clock=clock,
     )
     handler = ReferralActivityHandler(router)
 

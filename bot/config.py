@@ -6,6 +6,7 @@ Nothing else in the bot reads `os.environ`: `create_app(settings)` gets everythi
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
+from bot.access import ReferrerPolicy
 from bot.smtp_transport import SmtpSettings, is_loopback_host
 
 MailTransportName = Literal["outbox", "smtp", "graph"]
 SmtpTls = Literal["starttls", "implicit", "none"]
 LogFormat = Literal["text", "json"]
+BotEnv = Literal["development", "production"]
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -58,6 +62,7 @@ class KeyVaultConfig:
     url: str
     managed_identity_client_id: str | None = None
     cache: dt.timedelta = dt.timedelta(minutes=10)
+    draft_key_secret: str = "draft-data-key"  # noqa: S105  # nosec B105
     #: Only for a local Key Vault stand-in on 127.0.0.1: Azure's SDK refuses a challenge whose
     #: resource does not match the vault host. Never set in production.
     dangerously_skip_challenge_check: bool = False
@@ -93,6 +98,24 @@ class Settings:
     reminder_working_days: int = 2
     log_level: str = "INFO"
     log_format: LogFormat = "text"
+    environment: BotEnv = "development"
+    referrers: ReferrerPolicy = field(default_factory=ReferrerPolicy)
+    starts_per_hour: int = 20
+    actions_per_minute: int = 60
+
+    @property
+    def security_weakenings(self) -> list[str]:
+        """Every setting in force that weakens security, named; refused in production."""
+        weakenings = []
+        if not self.identity.auth_enabled:
+            weakenings.append("Bot Framework authentication OFF (MicrosoftAppId empty)")
+        if self.smtp is not None and self.smtp.tls == "none":
+            weakenings.append("plaintext SMTP on loopback (SMTP_TLS=none)")
+        if self.referrers.any_tenant:
+            weakenings.append("any tenant may refer (REFERRER_TENANT_IDS empty)")
+        if self.key_vault is not None and self.key_vault.dangerously_skip_challenge_check:
+            weakenings.append("DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK")
+        return weakenings
 
     @property
     def database_path(self) -> Path:
@@ -140,7 +163,21 @@ class Settings:
             reminder_working_days=reader.integer("REMINDER_WORKING_DAYS", 2, minimum=1, maximum=20),
             log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format=cast(LogFormat, reader.choice("LOG_FORMAT", "text", get_args(LogFormat))),
+            environment=cast(BotEnv, reader.choice("BOT_ENV", "development", get_args(BotEnv))),
+            referrers=ReferrerPolicy(
+                tenant_ids=reader.id_set("REFERRER_TENANT_IDS"),
+                object_ids=reader.id_set("REFERRER_OBJECT_IDS"),
+                team_or_channel_ids=frozenset(reader.text("REFERRER_TEAM_OR_CHANNEL_IDS", "").split(",")) - {""},
+            ),
+            starts_per_hour=reader.integer("RATE_LIMIT_STARTS_PER_HOUR", 20, minimum=1, maximum=10_000),
+            actions_per_minute=reader.integer("RATE_LIMIT_ACTIONS_PER_MINUTE", 60, minimum=1, maximum=10_000),
         )
+        if settings.environment == "production" and settings.security_weakenings:
+            raise ConfigError(
+                "BOT_ENV=production refuses settings that weaken security: "
+                + "; ".join(settings.security_weakenings)
+                + ". Fix them, or run without BOT_ENV=production for development."
+            )
         return settings
 
 
@@ -154,6 +191,7 @@ def _key_vault(reader: _EnvReader) -> KeyVaultConfig | None:
         url=url,
         managed_identity_client_id=reader.optional("AZURE_CLIENT_ID"),
         cache=dt.timedelta(minutes=reader.integer("KEY_VAULT_CACHE_MINUTES", 10, minimum=0, maximum=24 * 60)),
+        draft_key_secret=reader.text("DRAFT_KEY_SECRET", "draft-data-key"),
         dangerously_skip_challenge_check=reader.flag("DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK", False),
     )
 
@@ -220,6 +258,14 @@ class _EnvReader:
         if not minimum <= value <= maximum:
             raise ConfigError(f"{name}={value} is out of range; use a number from {minimum} to {maximum}")
         return value
+
+    def id_set(self, name: str) -> frozenset[str]:
+        """A comma-separated list of GUIDs, lower-cased."""
+        values = frozenset(part.strip().lower() for part in self._env.get(name, "").split(",") if part.strip())
+        for value in values:
+            if not _GUID.match(value):
+                raise ConfigError(f"{name}: {value!r} is not a GUID (Entra tenant or object id)")
+        return values
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self._env.get(name)

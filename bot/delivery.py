@@ -78,7 +78,7 @@ class DeliveryWorker:
         self._clock = clock
         self._tz = timezone
         self._policy = policy
-        self._rng = rng or random.Random()  # noqa: S311  # nosec B311 - retry jitter only
+        self._rng = rng or random.Random()  # noqa: S311  # nosec B311
         self._wake = asyncio.Event()
 
     def wake(self) -> None:

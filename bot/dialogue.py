@@ -97,6 +97,8 @@ class Actor:
     lang: cards.Language
     conversation_ref: str = ""
     card_activity_id: str | None = None
+    tenant_id: str = ""
+    places: tuple[str, ...] = ()  # the Teams team and channel ids, when the action comes from a channel
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,11 @@ class Reply:
 _MENTION = re.compile(r"<at>.*?</at>", re.IGNORECASE | re.DOTALL)
 _START_WORDS = frozenset({"nieuw", "new", "nieuwe doorverwijzing", "new referral", "start"})
 _HELP_WORDS = frozenset({"hulp", "help", "hallo", "hello", "hi", "dag", "goeiedag", "goedendag", "menu"})
+
+
+def is_start_command(command: str) -> bool:
+    """True for `nieuw`, `new` and their variants (after `command_of`)."""
+    return command in _START_WORDS
 
 
 def command_of(text: str) -> str:

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import cards
+from bot.access import RateLimiter, ReferrerPolicy
+from bot.clock import Clock
 from bot.corrections import CorrectionService
-from bot.dialogue import Actor, Card, ReferralDialogue, Reply, command_of
+from bot.dialogue import Actor, Card, ReferralDialogue, Reply, command_of, is_start_command
 from bot.ocmw import OcmwService
 from bot.status import StatusService
 
+logger = logging.getLogger(__name__)
+
 _LINK_PREFIXES = ("koppel ", "link ")
+#: Verbs only a referrer (a Kind en Gezin team member) may use.
+_REFERRER_VERBS = frozenset({"referral.start", "referral.consent", "referral.details", "referral.edit",
+                             "referral.send", "referral.cancel", "correction.submit", "correction.later",
+                             "consent.withdraw"})
 _STATUS_WORDS = frozenset({"status", "mijn doorverwijzingen", "my referrals"})
 
 
@@ -24,7 +34,13 @@ class Router:
         ocmw: OcmwService,
         corrections: CorrectionService,
         status: StatusService,
+        referrers: ReferrerPolicy,
+        limiter: RateLimiter,
+        clock: Clock,
     ) -> None:
+        self._referrers = referrers
+        self._limiter = limiter
+        self._clock = clock
         self._dialogue = dialogue
         self._ocmw = ocmw
         self._status = status
@@ -49,6 +65,10 @@ class Router:
         if command in _STATUS_WORDS:
             links = self._ocmw.linked_protocols(actor.conversation_id)
             return Reply(card=self._status.for_ocmw(actor, links) if links else self._status.for_referrer(actor))
+        if is_start_command(command):
+            refusal = self._refusal(actor, "referral.start")
+            if refusal is not None:
+                return Reply(card=refusal)
         return self._dialogue.on_text(actor, text)
 
     def welcome(self, actor: Actor) -> Card:
@@ -57,7 +77,26 @@ class Router:
 
     async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
         """A card action: OCMW and correction verbs here, the referral dialogue's own verbs there."""
+        refusal = self._refusal(actor, verb)
+        if refusal is not None:
+            return refusal
         handler = self._verbs.get(verb)
         if handler is not None:
             return await handler(actor, verb, data)
         return await self._dialogue.on_action(actor, verb, data)
+
+    def _refusal(self, actor: Actor, verb: str) -> Card | None:
+        """The card that refuses this actor this verb, or None when it may go ahead."""
+        now = self._clock.now()
+        if not self._limiter.allow(actor.user_id, "actions", now) or (
+            verb == "referral.start" and not self._limiter.allow(actor.user_id, "starts", now)
+        ):
+            logger.warning("rate limit reached", extra={"verb": verb[:64]})
+            return cards.problem_card(actor.lang, "rate_limited")
+        if verb in _REFERRER_VERBS and not self._referrers.allows(
+            tenant_id=actor.tenant_id, object_id=actor.user_id, team_or_channel_ids=actor.places
+        ):
+            logger.warning("referral refused: not an allowed referrer",
+                           extra={"verb": verb[:64], "tenant_id": actor.tenant_id[:64]})
+            return cards.problem_card(actor.lang, "not_allowed")
+        return None

@@ -8,6 +8,7 @@ after "send" the bot holds the client's data only inside the encrypted ZIP until
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import sqlite3
@@ -111,21 +112,7 @@ class ReferralSender:
         except PackagePasswordError as error:
             raise SendFailure("zip password refused by the packager", transient=False) from error
         message = build_referral_mail(contents, package, sender=self._mail_from, local_tz=self._tz)
-        record = SentReferral(
-            reference=draft.reference,
-            protocol_id=protocol.id,
-            referrer_id=referrer.user_id,
-            referrer_name=referrer.display_name,
-            conversation_id=origin.conversation_id,
-            conversation_ref=origin.conversation_ref,
-            card_activity_id=origin.card_activity_id,
-            lang=origin.lang,
-            state=ReferralState.QUEUED,
-            key_version=password.version,
-            message_id=str(message["Message-ID"]),
-            created_at=draft.created_at,
-            queued_at=now,
-        )
+        record = _queued_record(draft.reference, protocol, referrer, origin, password, message, draft.created_at, now)
         with transaction(self._db):
             if not self._drafts.close(draft, DraftState.SENT, now):
                 raise SendFailure("draft changed while sending", transient=False)
@@ -162,20 +149,8 @@ class ReferralSender:
         message = build_referral_mail(
             contents, package, sender=self._mail_from, local_tz=self._tz, corrects=original.reference
         )
-        record = SentReferral(
-            reference=new_reference,
-            protocol_id=protocol.id,
-            referrer_id=referrer.user_id,
-            referrer_name=referrer.display_name,
-            conversation_id=origin.conversation_id,
-            conversation_ref=origin.conversation_ref,
-            card_activity_id=origin.card_activity_id,
-            lang=origin.lang,
-            state=ReferralState.QUEUED,
-            key_version=password.version,
-            message_id=str(message["Message-ID"]),
-            created_at=now,
-            queued_at=now,
+        record = dataclasses.replace(
+            _queued_record(new_reference, protocol, referrer, origin, password, message, now, now),
             parent_reference=original.reference,
             corrected_item=item,
         )
@@ -217,3 +192,31 @@ class ReferralSender:
                 reference=record.reference,
                 detail=detail if record.corrected_item is None else f"{detail}; correction: {record.corrected_item}",
             )
+
+
+def _queued_record(
+    reference: str,
+    protocol: DataSharingProtocol,
+    referrer: Referrer,
+    origin: Origin,
+    password: ZipPassword,
+    message: EmailMessage,
+    created_at: dt.datetime,
+    now: dt.datetime,
+) -> SentReferral:
+    """The lasting record of a queued package: who, where to report back, which key; no client data."""
+    return SentReferral(
+        reference=reference,
+        protocol_id=protocol.id,
+        referrer_id=referrer.user_id,
+        referrer_name=referrer.display_name,
+        conversation_id=origin.conversation_id,
+        conversation_ref=origin.conversation_ref,
+        card_activity_id=origin.card_activity_id,
+        lang=origin.lang,
+        state=ReferralState.QUEUED,
+        key_version=password.version,
+        message_id=str(message["Message-ID"]),
+        created_at=created_at,
+        queued_at=now,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from bot.clock import Clock
@@ -56,3 +57,45 @@ def build_mail_transport(settings: Settings, closers: list[Closer]) -> MailTrans
         closers.append(credential.close)
         return transport
     return OutboxFolderTransport(settings.outbox_dir)
+
+
+async def draft_key_from_key_vault(settings: Settings) -> bytes:
+    """The 256-bit key that seals drafts at rest, from the Key Vault secret `DRAFT_KEY_SECRET` (64 hex).
+
+    Read once at start: drafts live 30 minutes, so a rotation takes effect at the next restart and
+    only drafts in progress at that moment are lost (their users get the "expired" card).
+    """
+    from azure.core.exceptions import AzureError
+
+    from bot.keyvault_passwords import create_secret_client, default_credential
+
+    if settings.key_vault is None:
+        raise ValueError("no Key Vault configured")
+    credential = default_credential(settings.key_vault.managed_identity_client_id)
+    client = create_secret_client(
+        settings.key_vault.url,
+        credential,
+        verify_challenge_resource=not settings.key_vault.dangerously_skip_challenge_check,
+    )
+    name = settings.key_vault.draft_key_secret
+    try:
+        async with asyncio.timeout(30):
+            secret = await client.get_secret(name)
+    except (AzureError, TimeoutError) as error:
+        problem = type(error).__name__
+        raise DraftKeyError(f"Key Vault secret '{name}' (draft key) could not be read: {problem}") from error
+    finally:
+        await client.close()
+        await credential.close()
+    try:
+        key = bytes.fromhex((secret.value or "").strip())
+    except ValueError as error:
+        raise DraftKeyError(f"Key Vault secret '{name}' must hold 64 hexadecimal characters") from error
+    if len(key) != 32:
+        raise DraftKeyError(f"Key Vault secret '{name}' must hold 64 hexadecimal characters (a 256-bit key)")
+    return key
+
+
+class DraftKeyError(Exception):
+    """The draft key is missing or malformed; the message names the secret, never its value."""
+

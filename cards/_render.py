@@ -81,6 +81,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "malformed_action": (),
         "send_failed": ("reference",),
         "not_delivered": ("reference", "recipient"),
+        "rate_limited": (),
         "internal_error": (),
         "not_ocmw_conversation": (),
         "referral_unknown": ("reference",),

@@ -25,7 +25,15 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD})
+    return Settings.from_mapping(
+        {
+            "BOT_DATA_DIR": str(tmp_path / "data"),
+            "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
+            # The fuzz tests fire thousands of actions; tests/bot/test_access.py tests the limits themselves.
+            "RATE_LIMIT_STARTS_PER_HOUR": "10000",
+            "RATE_LIMIT_ACTIONS_PER_MINUTE": "10000",
+        }
+    )
 
 
 @pytest.fixture

@@ -37,7 +37,17 @@ def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
         lang=cards.language_for(activity.locale if isinstance(activity.locale, str) else None),
         conversation_ref=serialize_reference(activity) if with_reference else "",
         card_activity_id=activity.reply_to_id if isinstance(activity.reply_to_id, str) else None,
+        tenant_id=_channel_data_id(activity, "tenant"),
+        places=tuple(place for place in (_channel_data_id(activity, "team"), _channel_data_id(activity, "channel"))
+                     if place),
     )
+
+
+def _channel_data_id(activity: Activity, key: str) -> str:
+    """`channelData.<key>.id` as Teams sends it (the SDK loses `conversation.tenantId`, PLATFORM.md)."""
+    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    holder = channel_data.get(key)
+    return _clean(holder.get("id")) if isinstance(holder, dict) else ""
 
 
 def _clean(value: object) -> str:

@@ -52,7 +52,7 @@ class TeamsNotifier:
         self._app_id = app_id
         self._sleep = sleep
         self._base_delay = base_delay
-        self._rng = random.Random()  # noqa: S311  # nosec B311 - retry jitter only
+        self._rng = random.Random()  # noqa: S311  # nosec B311
 
     async def send_card(self, conversation_ref: str, card: Card) -> str | None:
         """Post a card as a new message in the conversation."""

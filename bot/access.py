@@ -1,0 +1,65 @@
+"""Who may refer, and how often: the tenant allow-list and a per-user rate limit.
+
+Only Kind en Gezin staff refer: users of the configured tenant(s), optionally narrowed to listed
+Entra object ids or Teams team/channel ids. The OCMW side is governed by the linked conversation
+instead (`bot.ocmw`). Limits live in memory per process: a restart forgives, which is fine for a
+brake on runaway clients, not a quota.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ReferrerPolicy:
+    """Empty `tenant_ids` means any tenant (development only; refused in production)."""
+
+    tenant_ids: frozenset[str] = frozenset()
+    object_ids: frozenset[str] = frozenset()
+    team_or_channel_ids: frozenset[str] = frozenset()
+
+    @property
+    def any_tenant(self) -> bool:
+        """True when no tenant list is configured."""
+        return not self.tenant_ids
+
+    def allows(self, *, tenant_id: str, object_id: str, team_or_channel_ids: Iterable[str]) -> bool:
+        """True when this user, in this place, may make referrals."""
+        if self.tenant_ids and tenant_id.lower() not in self.tenant_ids:
+            return False
+        if self.object_ids and object_id.lower() not in self.object_ids:
+            return False
+        return not self.team_or_channel_ids or bool(self.team_or_channel_ids & set(team_or_channel_ids))
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `count` events per `window`."""
+
+    count: int
+    window: dt.timedelta
+
+
+@dataclass
+class RateLimiter:
+    """Sliding-window counters per (user, kind)."""
+
+    limits: dict[str, RateLimit]
+    _events: dict[tuple[str, str], collections.deque[dt.datetime]] = field(default_factory=dict)
+
+    def allow(self, user_id: str, kind: str, now: dt.datetime) -> bool:
+        """Count one `kind` event for `user_id`; False when it is over the limit (and then not counted)."""
+        limit = self.limits.get(kind)
+        if limit is None:
+            return True
+        events = self._events.setdefault((user_id, kind), collections.deque())
+        while events and now - events[0] >= limit.window:
+            events.popleft()
+        if len(events) >= limit.count:
+            return False
+        events.append(now)
+        return True
