@@ -48,7 +48,7 @@ checkov: .venv-checkov/.installed
 	.venv-checkov/bin/checkov -f Dockerfile --framework dockerfile --quiet --compact --skip-download
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check bot cards tests infra
+	$(BIN)/ruff check bot cards tests infra benchmarks
 	$(BIN)/mypy
 	$(BIN)/bandit -q -r bot cards
 

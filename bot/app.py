@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -38,7 +39,7 @@ from bot.teams.handler import ReferralActivityHandler
 from bot.teams.notifier import TeamsNotifier
 from bot.teams.route import MAX_BODY_BYTES, messages_route
 from bot.wiring import Closer, build_mail_transport, build_password_provider
-from bot.zip_passwords import ZipPasswordProvider
+from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,10 @@ def create_app(
         background=background,
         closers=closers,
     )
-    app.add_routes([messages_route(adapter, handler), web.get("/healthz", _healthz)])
+    async def readyz(_: web.Request) -> web.Response:
+        return await _readyz(connection, registry, passwords, clock, settings)
+
+    app.add_routes([messages_route(adapter, handler), web.get("/healthz", _healthz), web.get("/readyz", readyz)])
 
     async def run_background(_: web.Application) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, lambda: _sweep(drafts, clock)))]
@@ -223,7 +227,36 @@ def create_app(
 
 
 async def _healthz(_: web.Request) -> web.Response:
+    """The process is alive (App Service / container health check)."""
     return web.json_response({"status": "ok"})
+
+
+async def _readyz(
+    connection: sqlite3.Connection,
+    registry: ProtocolRegistry,
+    passwords: ZipPasswordProvider,
+    clock: Clock,
+    settings: Settings,
+) -> web.Response:
+    """Ready for referrals: storage answers, a protocol is in force, its ZIP password can be had."""
+    checks: dict[str, str] = {}
+    try:
+        connection.execute("SELECT 1").fetchone()
+        checks["storage"] = "ok"
+    except sqlite3.Error as error:
+        checks["storage"] = f"failed: {type(error).__name__}"
+    in_force = registry.in_force_on(clock.now().astimezone(settings.timezone).date())
+    checks["protocols"] = f"ok: {len(in_force)} in force" if in_force else "failed: none in force today"
+    if in_force:
+        try:
+            async with asyncio.timeout(5):
+                await passwords.password_for(in_force[0])
+            checks["secret_provider"] = "ok"  # noqa: S105  # nosec B105
+        except (ZipPasswordError, TimeoutError) as error:
+            checks["secret_provider"] = f"failed: {type(error).__name__}"
+    ready = all(value.startswith("ok") for value in checks.values())
+    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks},
+                             status=200 if ready else 503)
 
 
 async def _sweep(drafts: DraftStore, clock: Clock) -> None:

@@ -87,3 +87,19 @@ async def test_other_invokes_are_501_not_500(bot: BotDriver, referrer: TeamsUser
 async def test_healthz(bot: BotDriver) -> None:
     response = await bot.session.get(f"{bot.bot_url}/healthz")
     assert response.status == 200
+
+
+async def test_readyz_reports_storage_protocols_and_secret_provider(bot: BotDriver) -> None:
+    response = await bot.session.get(f"{bot.bot_url}/readyz")
+    body = await response.json()
+    assert response.status == 200 and body["checks"] == {
+        "storage": "ok", "protocols": "ok: 1 in force", "secret_provider": "ok"
+    }
+
+
+async def test_readyz_is_503_when_no_protocol_is_in_force(bot: BotDriver) -> None:
+    import datetime as dt
+
+    bot.services.worker._clock.current = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)  # type: ignore[attr-defined]
+    response = await bot.session.get(f"{bot.bot_url}/readyz")
+    assert response.status == 503 and (await response.json())["checks"]["protocols"].startswith("failed")
