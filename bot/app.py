@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+import cards
 from bot.access import RateLimit, RateLimiter
 from bot.background import BackgroundTasks
 from bot.clock import Clock, SystemClock
@@ -23,7 +24,7 @@ from bot.dialogue import ReferralDialogue
 from bot.draft_cipher import DraftCipher
 from bot.drafts import DraftStore
 from bot.mail_transport import MailTransport
-from bot.notifications import Notifier
+from bot.notifications import NotificationError, Notifier
 from bot.ocmw import OcmwService
 from bot.ocmw_links import OcmwLinks
 from bot.outbox import Outbox
@@ -61,6 +62,7 @@ class Services:
     passwords: ZipPasswordProvider
     transport: MailTransport
     links: OcmwLinks
+    notifier: Notifier
     reminders: ReminderService
     background: BackgroundTasks
     closers: list[Closer] = field(default_factory=list)
@@ -194,6 +196,7 @@ def create_app(
         passwords=passwords,
         transport=transport,
         links=links,
+        notifier=notifier,
         reminders=reminders,
         background=background,
         closers=closers,
@@ -204,7 +207,7 @@ def create_app(
     app.add_routes([messages_route(adapter, handler), web.get("/healthz", _healthz), web.get("/readyz", readyz)])
 
     async def run_background(_: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, lambda: _sweep(drafts, clock)))]
+        tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, lambda: sweep_drafts(drafts, notifier, clock)))]
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, _remind)))
@@ -259,11 +262,17 @@ async def _readyz(
                              status=200 if ready else 503)
 
 
-async def _sweep(drafts: DraftStore, clock: Clock) -> None:
-    """Wipe idle drafts, so unfinished client data never outlives its 30 minutes by much."""
-    wiped = drafts.sweep(clock.now())
-    if wiped:
-        logger.info("expired drafts wiped: %d", wiped)
+async def sweep_drafts(drafts: DraftStore, notifier: Notifier, clock: Clock) -> None:
+    """Wipe idle drafts, and replace their cards in the chat, so no client data outlives 30 minutes."""
+    shown = drafts.sweep(clock.now())
+    for card in shown:
+        try:
+            await notifier.update_card(card.conversation_ref, card.activity_id,
+                                       cards.problem_card(cards.language_for(card.lang), "draft_expired"))
+        except NotificationError:
+            logger.exception("expired draft's card not replaced")
+    if shown:
+        logger.info("expired drafts wiped and their cards replaced: %d", len(shown))
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:

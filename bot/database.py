@@ -25,7 +25,10 @@ CREATE TABLE IF NOT EXISTS drafts (
     sealed_details BLOB,
     reference TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    conversation_ref TEXT,
+    card_activity_id TEXT,
+    lang TEXT
 );
 CREATE INDEX IF NOT EXISTS drafts_updated_at ON drafts (updated_at);
 CREATE TABLE IF NOT EXISTS referrals (

@@ -198,6 +198,8 @@ class ReferralDialogue:
             logger.warning("card action on another user's draft refused", extra={"draft_id": draft.id})
             return cards.problem_card(actor.lang, "draft_foreign")
         now = self._clock.now()
+        if actor.card_activity_id and actor.conversation_ref and draft.state not in TERMINAL_STATES:
+            self._drafts.remember_card(draft.id, actor.conversation_ref, actor.card_activity_id, actor.lang)
         if draft.state not in TERMINAL_STATES and self._drafts.is_expired(draft, now):
             self._drafts.close(draft, DraftState.EXPIRED, now)
             draft = Draft(**{**draft.__dict__, "state": DraftState.EXPIRED})

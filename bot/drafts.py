@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bot.database import from_text, to_text
+from bot.database import from_text, to_text, transaction
 from bot.draft_cipher import DraftCipher
 from bot.reference import new_reference
 from bot.referral import ClientDetails, ConsentRecord
@@ -54,6 +54,15 @@ class Draft:
 
     def __repr__(self) -> str:
         return f"Draft(id={self.id!r}, state={self.state.value!r})"
+
+
+@dataclass(frozen=True)
+class ShownCard:
+    """A card message in a chat: where it is, and the language it speaks."""
+
+    conversation_ref: str
+    activity_id: str
+    lang: str
 
 
 class DraftStore:
@@ -133,16 +142,35 @@ class DraftStore:
         )
         return cursor.rowcount == 1
 
-    def sweep(self, now: dt.datetime) -> int:
-        """Wipe drafts idle past the time-to-live; drop tombstones older than a week."""
-        open_states = (DraftState.CONSENT, DraftState.DETAILS, DraftState.REVIEW, DraftState.SENDING)
-        cursor = self._db.execute(
-            "UPDATE drafts SET state = ?, sealed_details = NULL, consent_json = NULL, updated_at = ?"
-            " WHERE state IN (?, ?, ?, ?) AND updated_at < ?",
-            (DraftState.EXPIRED.value, to_text(now), *(state.value for state in open_states), to_text(now - self.ttl)),
+    def remember_card(self, draft_id: str, conversation_ref: str, card_activity_id: str, lang: str) -> None:
+        """Where the draft's card is shown, so an expired draft's card can be blanked in the chat."""
+        self._db.execute(
+            "UPDATE drafts SET conversation_ref = ?, card_activity_id = ?, lang = ? WHERE id = ?",
+            (conversation_ref, card_activity_id, lang, draft_id),
         )
-        self._db.execute("DELETE FROM drafts WHERE updated_at < ?", (to_text(now - TOMBSTONE_KEEP),))
-        return cursor.rowcount
+
+    def sweep(self, now: dt.datetime) -> list[ShownCard]:
+        """Wipe drafts idle past the time-to-live; drop tombstones older than a week.
+
+        Returns the cards of the wiped drafts: the chat may still show a review card with the
+        client's data, which the caller replaces.
+        """
+        open_states = [state.value for state in (DraftState.CONSENT, DraftState.DETAILS, DraftState.REVIEW,
+                                                 DraftState.SENDING)]
+        cutoff = to_text(now - self.ttl)
+        with transaction(self._db):
+            rows = self._db.execute(
+                "SELECT conversation_ref, card_activity_id, lang FROM drafts WHERE state IN (?, ?, ?, ?)"
+                " AND updated_at < ? AND card_activity_id IS NOT NULL",
+                (*open_states, cutoff),
+            ).fetchall()
+            self._db.execute(
+                "UPDATE drafts SET state = ?, sealed_details = NULL, consent_json = NULL, updated_at = ?,"
+                " conversation_ref = NULL, card_activity_id = NULL WHERE state IN (?, ?, ?, ?) AND updated_at < ?",
+                (DraftState.EXPIRED.value, to_text(now), *open_states, cutoff),
+            )
+            self._db.execute("DELETE FROM drafts WHERE updated_at < ?", (to_text(now - TOMBSTONE_KEEP),))
+        return [ShownCard(row["conversation_ref"], row["card_activity_id"], row["lang"] or "nl") for row in rows]
 
     def _from_row(self, row: sqlite3.Row) -> Draft:
         details = None

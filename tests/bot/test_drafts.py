@@ -50,8 +50,10 @@ def test_closing_wipes_the_data_and_keeps_the_reference(store: DraftStore, tmp_p
 def test_sweep_expires_idle_drafts_and_forgets_old_tombstones(store: DraftStore) -> None:
     idle = store.advance(store.create("u", "c", NOW, NOW.date()), DraftState.REVIEW, NOW, details=DETAILS)
     assert idle is not None
-    assert store.sweep(NOW + dt.timedelta(minutes=29)) == 0
-    assert store.sweep(NOW + dt.timedelta(minutes=31)) == 1
+    store.remember_card(idle.id, '{"conversation": {"id": "a:1"}}', "card-7", "en")
+    assert store.sweep(NOW + dt.timedelta(minutes=29)) == []
+    [shown] = store.sweep(NOW + dt.timedelta(minutes=31))
+    assert (shown.activity_id, shown.lang) == ("card-7", "en")
     expired = store.get(idle.id)
     assert expired is not None and expired.state == DraftState.EXPIRED and expired.details is None
     store.sweep(NOW + dt.timedelta(days=8))

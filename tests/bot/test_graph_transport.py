@@ -70,7 +70,6 @@ def test_is_a_mail_transport(credential: StaticTokenCredential) -> None:
     assert isinstance(transport, GraphMailTransport)
 
 
-@pytest.mark.skipif(not sevenzip.available(), reason="7zz (Debian package 7zip) is not installed")
 async def test_202_and_graph_received_the_mail(
     transport: GraphMailTransport,
     graph: GraphStandIn,

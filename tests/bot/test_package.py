@@ -24,8 +24,6 @@ from bot.protocols import DataSharingProtocol, load_protocol_file
 from bot.referral import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
 from tests.support import sevenzip
 
-pytestmark = pytest.mark.skipif(not sevenzip.available(), reason="7zz (Debian package 7zip) is not installed")
-
 PROTOCOL_FILE = Path(__file__).resolve().parents[2] / "infra" / "protocols" / "sint-gillis-waas.toml"
 PASSWORD = "K7M2-QX4P-9HTR-WN3B-ZD8E-LF6A"
 CREATED_AT = dt.datetime(2026, 11, 28, 9, 15, 42, tzinfo=dt.UTC)  # 10:15 in Brussels

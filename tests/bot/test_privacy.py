@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import logging
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import sweep_drafts
 from bot.config import Settings
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver
 from tests.support.card_reading import texts
+from tests.support.clock import ManualClock
 from tests.support.referral_flow import CLIENT_VALUES, reach_review
 
 
@@ -86,3 +89,20 @@ async def test_the_data_folder_is_private(bot: BotDriver, referrer: TeamsUser, s
     assert settings.data_dir.stat().st_mode & 0o077 == 0
     for path in [settings.database_path, settings.data_dir / "draft.key", *settings.outbox_dir.glob("*.eml")]:
         assert Path(path).stat().st_mode & 0o077 == 0, path
+
+
+async def test_an_abandoned_review_card_is_replaced_in_the_chat_when_the_draft_expires(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, clock: ManualClock
+) -> None:
+    _, review = await reach_review(bot, referrer)
+    assert "Zoëlle" in texts(review)
+    clock.advance(dt.timedelta(minutes=31))
+
+    await sweep_drafts(bot.services.drafts, bot.services.notifier, clock)
+
+    [update] = [call for call in bot.connector.calls if call.method == "PUT"]
+    assert update.path == f"/v3/conversations/{referrer.conversation_id}/activities/card-1"
+    assert _leaks(str(update.body).encode()) == []
+    assert "verlopen" in texts(update.body["attachments"][0]["content"])
+    for name, content in _data_folder_bytes(settings).items():
+        assert _leaks(content) == [], name

@@ -50,7 +50,6 @@ def test_is_a_mail_transport() -> None:
     assert isinstance(transport, SmtpTransport)
 
 
-@pytest.mark.skipif(not sevenzip.available(), reason="7zz (Debian package 7zip) is not installed")
 async def test_starttls_delivers_once_with_the_package_intact(sample: SampleReferral, tmp_path: Path) -> None:
     with smtp_server(tls="starttls") as server:
         await SmtpTransport(server.settings()).send(sample.message)

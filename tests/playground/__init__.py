@@ -1,0 +1,1 @@
+"""The bot driven through the Microsoft 365 Agents Playground in headless Chromium."""
