@@ -28,7 +28,12 @@ node_modules/.installed: package.json package-lock.json
 run-bot: $(VENV)/.installed
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m bot serve
 
-run: run-bot
+# The bot and the M365 Agents Playground (a local Teams-like client, npm) side by side: open the address it
+# prints. Without Node.js, or when the npm packages cannot be installed, the bot starts alone.
+run: $(VENV)/.installed
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory node_modules/.installed \
+	  || echo "Could not install the npm packages (offline?): the Agents Playground cannot start."; fi
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m infra.run_with_playground
 
 # Debian packages the tests drive for real (root on CI; sudo elsewhere).
 tools:

@@ -177,6 +177,8 @@ class ReferralDialogue:
             return cards.problem_card(actor.lang, "no_protocol_in_force")
         now = self._clock.now()
         draft = self._drafts.create(actor.user_id, actor.conversation_id, now, self._today())
+        self._record(draft, actor, RegisterEvent.REFERRAL_STARTED, protocols[0].id if len(protocols) == 1 else "-",
+                     detail=f"protocols in force: {', '.join(p.id for p in protocols)}")
         logger.info("referral started", extra={"reference": draft.reference, "draft_id": draft.id})
         return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=())
 

@@ -29,6 +29,8 @@ from bot.register import ProcessingRegister, RegisterEvent
 logger = logging.getLogger(__name__)
 
 QUALITY_ITEMS = ("name", "address", "phone", "email")
+#: The OCMW channel's cards are shared by everyone in it: one language, the OCMW's own.
+OCMW_CHANNEL_LANGUAGE: cards.Language = "nl"
 OcmwState = Literal["sent", "received", "help_wanted", "no_help_wanted", "unreachable", "data_deleted",
                     "consent_withdrawn"]
 
@@ -108,7 +110,7 @@ class OcmwService:
             logger.warning("no OCMW conversation linked yet; the card follows when it is",
                            extra={"reference": referral.reference, "protocol_id": referral.protocol_id})
             return
-        card = cards.ocmw_referral_card("nl", self._view(referral))
+        card = cards.ocmw_referral_card(OCMW_CHANNEL_LANGUAGE, self._view(referral))
         try:
             activity_id = await self._notifier.send_card(link.conversation_ref, card)
         except NotificationError:
@@ -264,7 +266,8 @@ class OcmwService:
         return referral
 
     def _card(self, actor: Actor, referral: SentReferral, notice: str | None = None) -> Card:
-        return cards.ocmw_referral_card(actor.lang, self._view(referral, notice))
+        """The channel's shared card: in the channel's language (Dutch), like the edit everyone sees."""
+        return cards.ocmw_referral_card(OCMW_CHANNEL_LANGUAGE, self._view(referral, notice))
 
     def _view(self, referral: SentReferral, notice: str | None = None) -> cards.OcmwReferralView:
         protocol = self._registry.get(referral.protocol_id)
@@ -298,7 +301,7 @@ class OcmwService:
         if link is None or referral.ocmw_card_activity_id is None:
             return
         await self._notifier.update_card(link.conversation_ref, referral.ocmw_card_activity_id,
-                                         cards.ocmw_referral_card("nl", self._view(referral)))
+                                         cards.ocmw_referral_card(OCMW_CHANNEL_LANGUAGE, self._view(referral)))
 
     async def _tell_referrer(self, referral: SentReferral, text: str) -> None:
         await self._notifier.send_text(referral.conversation_ref, text)

@@ -127,10 +127,9 @@ def bot_base_url(host: str, port: int) -> str:
 
 @dataclass
 class OutputReader:
-    """Reads a child's stdout in a thread: keeps the lines, optionally echoes them, and finds a pattern."""
+    """Reads a child's stdout in a thread: keeps the last lines and finds a pattern in them."""
 
     stream: IO[str]
-    echo_prefix: str | None = None
     lines: list[str] = field(default_factory=list)
     _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
 
@@ -144,9 +143,6 @@ class OutputReader:
                 self.lines.append(line.rstrip("\n"))
                 del self.lines[:-200]
                 self._queue.put(line)
-                if self.echo_prefix is not None:
-                    sys.stdout.write(f"{self.echo_prefix}{line}")
-                    sys.stdout.flush()
         self._queue.put(None)
 
     def wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str] | None:
@@ -214,7 +210,6 @@ def start_playground(
     port: int,
     workdir: Path,
     env: Mapping[str, str],
-    echo_prefix: str | None = None,
     timeout: float = 60.0,
 ) -> Playground:
     """Start the Playground against the bot's `endpoint` and wait for the port it listens on.
@@ -247,7 +242,7 @@ def start_playground(
         start_new_session=True,
     )
     assert process.stdout is not None  # noqa: S101 - stdout=PIPE above
-    output = OutputReader(process.stdout, echo_prefix)
+    output = OutputReader(process.stdout)  # only "Listening on <port>"; the rest goes to its log file
     found = output.wait_for(_LISTENING, timeout)
     if found is None:
         stop_process(process)
@@ -292,7 +287,6 @@ def running_stack(
     bot_env: Mapping[str, str],
     playground_env: Mapping[str, str],
     workdir: Path | None = None,
-    echo_prefix: str | None = None,
 ) -> Iterator[Stack]:
     """Start the bot, wait until it is healthy, start the Playground; stop both on leaving."""
     with contextlib.ExitStack() as cleanup:
@@ -303,7 +297,7 @@ def running_stack(
         base_url = bot_base_url(host, port)
         wait_until_healthy(bot, base_url)
         playground = start_playground(f"{base_url}/api/messages", port=playground_port, workdir=workdir,
-                                      env=playground_env, echo_prefix=echo_prefix)
+                                      env=playground_env)
         cleanup.callback(playground.output.close)
         cleanup.callback(stop_process, playground.process)
         yield Stack(bot=bot, bot_url=base_url, playground=playground)
@@ -323,15 +317,19 @@ def _protocol_ids() -> list[str]:
 def _banner(stack: Stack) -> str:
     data_dir = os.environ.get("BOT_DATA_DIR") or ".data"
     protocol = (_protocol_ids() or ["<protocol-id>"])[0]
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(Path.cwd())
     return "\n".join([
         "",
         f"  Agents Playground: open {stack.url} in your browser",
         f"  bot:               {stack.bot_url}/api/messages (data in {data_dir}/)",
         "",
-        "  Personal Chat: type `nieuw` and follow the cards (the Playground sends locale en-US, so they",
-        f"                are in English); the mail lands as an .eml file in {data_dir}/outbox/.",
-        f"  OCMW channel:  get a code with `.venv/bin/python -m bot link-ocmw {protocol}`, then post",
-        f"                 `@{BOT_NAME} koppel <code>` in {TEAM_NAME} > {CHANNEL_NAME} (type @ and pick the bot).",
+        "  Personal Chat: type `nieuw` and follow the cards (in English: the Playground says it is en-US).",
+        f"                 The mail lands as an .eml file in {data_dir}/outbox/; its ZIP opens with 7-Zip and",
+        "                 the password the bot's log above points to.",
+        f"  {CHANNEL_NAME}: the OCMW's channel. Get a code with `{python} -m bot link-ocmw {protocol}`,",
+        f"                 then post `@{BOT_NAME} koppel <code>` there (type @ and pick the bot).",
         "",
         "  Ctrl-C stops both.",
         "",
@@ -353,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing is not None:
         sys.stdout.write(f"Not starting the Agents Playground: {missing}.\nStarting the bot alone.\n")
         sys.stdout.flush()
+        os.chdir(ROOT)  # as `start_bot` does: `-m bot` and a relative BOT_DATA_DIR resolve from the project
         os.execve(sys.executable, [sys.executable, "-m", "bot", "serve"],  # noqa: S606 - our own interpreter
                   {**os.environ, "HOST": arguments.host, "PORT": str(arguments.port)})
 
@@ -369,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         with running_stack(host=arguments.host, port=arguments.port, playground_port=arguments.playground_port,
-                           bot_env=os.environ, playground_env=os.environ, echo_prefix="playground: ") as stack:
+                           bot_env=os.environ, playground_env=os.environ) as stack:
             sys.stdout.write(_banner(stack) + "\n")
             sys.stdout.flush()
             while True:
@@ -378,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stopping = True
                         sys.stdout.write(f"The {name} stopped (exit status {process.returncode}); "
                                          "stopping the rest.\n")
-                        return process.returncode or 1
+                        return process.returncode if process.returncode > 0 else 1
                 time.sleep(0.2)
     except KeyboardInterrupt:
         sys.stdout.write("Stopped the bot and the Agents Playground.\n")
@@ -386,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StackError as error:
         sys.stderr.write(f"make run: {error}\n")
         return 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

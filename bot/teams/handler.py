@@ -12,8 +12,10 @@ from botbuilder.schema import Activity, ChannelAccount
 
 import cards
 from bot.dialogue import Actor
+from bot.notifications import NotificationError
 from bot.router import Router
 from bot.teams.notifier import serialize_reference
+from bot.teams.retry import with_teams_retry
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +97,9 @@ class ReferralActivityHandler(ActivityHandler):  # type: ignore[misc]
         text = activity.text if isinstance(activity.text, str) else ""
         reply = self._router.on_text(actor, text[:2000])
         if reply.card is not None:
-            await turn_context.send_activity(MessageFactory.attachment(CardFactory.adaptive_card(reply.card)))
+            await _send(turn_context, MessageFactory.attachment(CardFactory.adaptive_card(reply.card)))
         elif reply.text is not None:
-            await turn_context.send_activity(MessageFactory.text(reply.text))
+            await _send(turn_context, MessageFactory.text(reply.text))
 
     async def on_members_added_activity(
         self, members_added: list[ChannelAccount], turn_context: TurnContext
@@ -107,7 +109,7 @@ class ReferralActivityHandler(ActivityHandler):  # type: ignore[misc]
         bot_id = recipient.id if recipient is not None else None
         if any(member is not None and member.id == bot_id for member in members_added or []):
             card = self._router.welcome(actor_of(turn_context.activity))
-            await turn_context.send_activity(MessageFactory.attachment(CardFactory.adaptive_card(card)))
+            await _send(turn_context, MessageFactory.attachment(CardFactory.adaptive_card(card)))
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
         """Card actions; answered here in full so the SDK's error paths are never reached."""
@@ -127,3 +129,12 @@ class ReferralActivityHandler(ActivityHandler):  # type: ignore[misc]
             logger.exception("card action failed", extra={"verb": verb[:64]})
             card = cards.problem_card(actor.lang, "internal_error")
         return card_invoke_response(card)
+
+
+async def _send(turn_context: TurnContext, activity: Activity) -> None:
+    """A reply in the current turn, with Teams' retry rules (429 and friends)."""
+    try:
+        await with_teams_retry(lambda: turn_context.send_activity(activity))
+    except NotificationError:
+        logger.exception("reply not delivered to Teams")
+

@@ -9,22 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from botbuilder.core import CardFactory, MessageFactory, TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter
-from botbuilder.schema import Activity, ConversationReference, ErrorResponseException
-from requests.exceptions import RequestException
+from botbuilder.schema import Activity, ConversationReference
 
 from bot.notifications import Card, NotificationError
+from bot.teams.retry import with_teams_retry
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_STATUSES = frozenset({412, 429, 502, 503, 504})
-MAX_ATTEMPTS = 5
-MAX_RETRY_AFTER_SECONDS = 60.0
 
 
 def serialize_reference(activity: Activity) -> str:
@@ -52,7 +48,6 @@ class TeamsNotifier:
         self._app_id = app_id
         self._sleep = sleep
         self._base_delay = base_delay
-        self._rng = random.Random()  # noqa: S311  # nosec B311
 
     async def send_card(self, conversation_ref: str, card: Card) -> str | None:
         """Post a card as a new message in the conversation."""
@@ -88,25 +83,8 @@ class TeamsNotifier:
             reference = ConversationReference().deserialize(json.loads(conversation_ref))
         except (ValueError, TypeError) as error:
             raise NotificationError("stored conversation reference is unreadable") from error
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                await self._adapter.continue_conversation(reference, callback, self._app_id)
-                return
-            except ErrorResponseException as error:
-                status = getattr(error.response, "status_code", None)
-                if status not in RETRYABLE_STATUSES or attempt == MAX_ATTEMPTS:
-                    raise NotificationError(f"Teams answered {status}") from error
-                await self._sleep(self._delay(attempt, error.response.headers.get("Retry-After")))
-            except RequestException as error:
-                if attempt == MAX_ATTEMPTS:
-                    raise NotificationError("Teams connector unreachable") from error
-                await self._sleep(self._delay(attempt, None))
-
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after is not None:
-            try:
-                return min(MAX_RETRY_AFTER_SECONDS, max(0.0, float(retry_after)))
-            except ValueError:
-                pass
-        step: float = self._base_delay * 2 ** (attempt - 1)
-        return step * self._rng.uniform(0.5, 1.0)
+        await with_teams_retry(
+            lambda: self._adapter.continue_conversation(reference, callback, self._app_id),
+            sleep=self._sleep,
+            base_delay=self._base_delay,
+        )

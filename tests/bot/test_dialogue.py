@@ -103,7 +103,8 @@ async def test_register_records_the_transfer_without_client_data(
     with sqlite3.connect(settings.database_path) as db:
         rows = db.execute("SELECT event, actor_id, protocol_id, data_categories FROM register WHERE reference = ?",
                           (reference,)).fetchall()
-    assert [row[0] for row in rows] == ["consent_confirmed", "package_built", "queued", "delivered"]
+    assert [row[0] for row in rows] == ["referral_started", "consent_confirmed", "package_built", "queued",
+                                        "delivered"]
     assert {row[1] for row in rows} == {"aad-referrer-1"} and {row[2] for row in rows} == {PROTOCOL_ID}
     assert "contact:phone" in rows[0][3]
 

@@ -103,3 +103,12 @@ async def test_readyz_is_503_when_no_protocol_is_in_force(bot: BotDriver) -> Non
     bot.services.worker._clock.current = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)  # type: ignore[attr-defined]
     response = await bot.session.get(f"{bot.bot_url}/readyz")
     assert response.status == 503 and (await response.json())["checks"]["protocols"].startswith("failed")
+
+
+async def test_a_throttled_reply_is_retried(bot: BotDriver, referrer: TeamsUser) -> None:
+    bot.connector.fail_next(429, count=2, retry_after="0")
+    response = await bot.post(referrer.message(bot.service_url, "hulp"))
+    assert response.status in (200, 201)
+    posts = [call for call in bot.connector.calls if call.method == "POST"]
+    assert len(posts) == 3, "two throttled attempts, then the reply"
+    assert "referral.start" in actions(posts[-1].body["attachments"][0]["content"])
