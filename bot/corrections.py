@@ -17,11 +17,11 @@ import cards
 from bot.background import BackgroundTasks
 from bot.clock import Clock
 from bot.database import to_text, transaction
-from bot.details_validation import ITEM_FIELDS, validate_item
+from bot.details_validation import validate_item
 from bot.dialogue import Actor, Card
 from bot.notifications import Notifier
 from bot.protocols import ProtocolRegistry
-from bot.referral import FieldError, Referrer
+from bot.referral import ITEM_FIELDS, FieldError, Referrer
 from bot.referrals import ReferralStore, SentReferral
 from bot.register import ProcessingRegister, RegisterEvent
 from bot.sending import Origin, ReferralSender, SendFailure

@@ -15,29 +15,9 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from bot.protocols import DataSharingProtocol
-from bot.referral import ClientDetails, FieldError
+from bot.referral import DETAIL_FIELDS, FIELD_MAX_LENGTHS, ITEM_FIELDS, ClientDetails, FieldError
 
-#: The only inputs the data card has; anything else in an action is ignored, never stored.
-DETAIL_FIELDS: tuple[str, ...] = (
-    "firstName",
-    "lastName",
-    "street",
-    "houseNumber",
-    "postalCode",
-    "municipality",
-    "phone",
-    "email",
-)
-MAX_LENGTHS: Mapping[str, int] = {
-    "firstName": 100,
-    "lastName": 100,
-    "street": 150,
-    "houseNumber": 20,
-    "postalCode": 4,
-    "municipality": 100,
-    "phone": 30,
-    "email": 254,
-}
+MAX_LENGTHS = FIELD_MAX_LENGTHS
 _REQUIRED = ("firstName", "lastName", "street", "houseNumber", "postalCode", "municipality")
 # Letters (any script), combining marks, spaces, apostrophes, hyphens and dots: "D'Hondt", "Van der Berg-Öz".
 _NAME_PATTERN = re.compile(r"^[^\W\d_](?:[^\W\d_]|[\s'’.\-])*$")
@@ -180,15 +160,6 @@ def _checked_email(value: str, errors: dict[str, FieldError]) -> str | None:
 
 def _collapse_spaces(value: str) -> str:
     return " ".join(value.split())
-
-
-#: Which inputs make up each item the OCMW can report wrong (article 7).
-ITEM_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "name": ("firstName", "lastName"),
-    "address": ("street", "houseNumber", "postalCode", "municipality"),
-    "phone": ("phone",),
-    "email": ("email",),
-}
 
 
 @dataclass(frozen=True, repr=False)

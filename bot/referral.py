@@ -7,7 +7,9 @@ e-mail. There is deliberately no free-text field.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from bot.protocols import DataSharingProtocol
 
@@ -18,6 +20,31 @@ LEGAL_BASIS = (
     "protocol art. 8 par. 1 e-govdecreet 18 juli 2008"
 )
 RECIPIENT_CATEGORY = "maatschappelijk werker OCMW, gebonden door het beroepsgeheim"
+
+#: The only inputs there are for article 3's data, in card order, with their maximum lengths.
+#: Anything else in a card action is ignored and never stored.
+FIELD_MAX_LENGTHS: Mapping[str, int] = MappingProxyType(
+    {
+        "firstName": 100,
+        "lastName": 100,
+        "street": 150,
+        "houseNumber": 20,
+        "postalCode": 4,
+        "municipality": 100,
+        "phone": 30,
+        "email": 254,
+    }
+)
+DETAIL_FIELDS: tuple[str, ...] = tuple(FIELD_MAX_LENGTHS)
+#: Which inputs make up each item the OCMW can report wrong (protocol article 7).
+ITEM_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "name": ("firstName", "lastName"),
+        "address": ("street", "houseNumber", "postalCode", "municipality"),
+        "phone": ("phone",),
+        "email": ("email",),
+    }
+)
 
 
 @dataclass(frozen=True, repr=False)

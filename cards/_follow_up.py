@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
+from bot import referral
 from bot.referral import FieldError
 from cards._errors import CardError
 from cards._markdown import escape_markdown
@@ -50,13 +51,8 @@ FOLLOW_UP_VERBS: Final = frozenset(
     }
 )
 #: The inputs of the details card that make up each item a correction carries, in card order.
-ITEM_FIELDS: Final[Mapping[ReferralItem, tuple[str, ...]]] = MappingProxyType(
-    {
-        "name": ("firstName", "lastName"),
-        "address": ("street", "houseNumber", "postalCode", "municipality"),
-        "phone": ("phone",),
-        "email": ("email",),
-    }
+ITEM_FIELDS: Final[Mapping[ReferralItem, tuple[str, ...]]] = cast(
+    Mapping[ReferralItem, tuple[str, ...]], referral.ITEM_FIELDS
 )
 #: At most this many rows on a status card; the rest is counted.
 STATUS_MAX_ROWS: Final = 30

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import phonenumbers
 
+from bot import referral
 from bot.referral import ClientDetails, FieldError
 from cards._errors import CardError
 from cards._markdown import escape_markdown
@@ -35,20 +36,9 @@ VERBS: Final = frozenset({VERB_START, VERB_CONSENT, VERB_DETAILS, VERB_EDIT, VER
 CONSENT_TOGGLES: Final = ("informedData", "informedRecipient", "informedPurpose", "informedFollowUp", "consentGiven")
 #: What `consent_card(missing=...)` accepts: the choice of OCMW and every toggle.
 CONSENT_INPUTS: Final = ("ocmw", *CONSENT_TOGGLES)
-#: The only inputs of the details card, in card order, with their `maxLength`.
-FIELD_MAX_LENGTHS: Final[Mapping[str, int]] = MappingProxyType(
-    {
-        "firstName": 100,
-        "lastName": 100,
-        "street": 150,
-        "houseNumber": 20,
-        "postalCode": 4,
-        "municipality": 100,
-        "phone": 30,
-        "email": 254,
-    }
-)
-DETAIL_FIELDS: Final = tuple(FIELD_MAX_LENGTHS)
+#: The only inputs of the details card, in card order, with their `maxLength` (one source: the domain).
+FIELD_MAX_LENGTHS: Final[Mapping[str, int]] = referral.FIELD_MAX_LENGTHS
+DETAIL_FIELDS: Final = referral.DETAIL_FIELDS
 #: Every `FieldError.code` the details card has a sentence for.
 FIELD_ERROR_CODES: Final = (
     "required",
