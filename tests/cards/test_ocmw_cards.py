@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +15,8 @@ import cards
 from bot.referral import FieldError
 from cards._template import TemplateError, load_part, part_names, placeholders
 from cards._texts import catalogue, text_params
+from tests.support.card_reading import all_actions as actions
+from tests.support.card_reading import walk
 
 REFERENCE = "KG-2026-0042"
 CORRECTION = "KG-2026-0057"
@@ -67,18 +69,6 @@ def ocmw_card(lang: cards.Language = "nl", state: cards.OcmwState = "sent", **ov
     return cards.ocmw_referral_card(lang, view(state, **overrides))
 
 
-def walk(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from walk(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from walk(item)
-
-
-def actions(card: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node for node in walk(card) if str(node.get("type", "")).startswith("Action.")]
 
 
 def inputs(card: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import cards
 from bot.referral import ClientDetails, FieldError
+from tests.support.card_reading import all_actions as actions
+from tests.support.card_reading import walk
 
 DRAFT_ID = "draft-7f3a"
 RECIPIENT = "OCMW Sint-Gillis-Waas"
@@ -113,19 +115,6 @@ CARDS.update(
 NO_CLIENT_DATA = [name for name in CARDS if name.split("_")[0] in {"sent", "queued", "cancelled", "problem"}]
 
 
-def walk(node: Any) -> Iterator[dict[str, Any]]:
-    """Every JSON object in the card, depth first."""
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from walk(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from walk(item)
-
-
-def actions(card: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node for node in walk(card) if str(node.get("type", "")).startswith("Action.")]
 
 
 def serialized(card: dict[str, Any]) -> str:

@@ -7,21 +7,22 @@ from collections.abc import Iterator
 from typing import Any
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
+def walk(node: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in the card, depth first."""
     if isinstance(node, dict):
         yield node
         for value in node.values():
-            yield from _walk(value)
+            yield from walk(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _walk(value)
+            yield from walk(value)
 
 
 def actions(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every Action.Execute by verb, with its data."""
     return {
         element["verb"]: element.get("data", {})
-        for element in _walk(card)
+        for element in walk(card)
         if element.get("type") == "Action.Execute"
     }
 
@@ -35,14 +36,14 @@ def draft_id_of(card: dict[str, Any]) -> str:
 
 def input_ids(card: dict[str, Any]) -> list[str]:
     """The ids of every input on the card, in order."""
-    return [element["id"] for element in _walk(card) if str(element.get("type", "")).startswith("Input.")]
+    return [element["id"] for element in walk(card) if str(element.get("type", "")).startswith("Input.")]
 
 
 def input_values(card: dict[str, Any]) -> dict[str, Any]:
     """Preset values of the card's inputs."""
     return {
         element["id"]: element.get("value")
-        for element in _walk(card)
+        for element in walk(card)
         if str(element.get("type", "")).startswith("Input.")
     }
 
@@ -56,6 +57,11 @@ def attention_texts(card: dict[str, Any]) -> list[str]:
     """The red (attention) text blocks: the card's error messages."""
     return [
         str(element.get("text", ""))
-        for element in _walk(card)
+        for element in walk(card)
         if element.get("type") == "TextBlock" and element.get("color") == "attention"
     ]
+
+
+def all_actions(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every action element (any Action.* type), in card order."""
+    return [node for node in walk(card) if str(node.get("type", "")).startswith("Action.")]
