@@ -158,7 +158,7 @@ class OcmwService:
         self._record(actor, updated, RegisterEvent.ACKNOWLEDGED)
         self._after_change(updated, cards.text(
             cards.language_for(updated.lang), "ack_to_referrer", reference=updated.reference,
-            recipient=self._recipient(updated), name=actor.display_name, time=self._local(now),
+            recipient=self._recipient(updated), name=cards.escape_markdown(actor.display_name), time=self._local(now),
         ))
         return self._card(actor, updated)
 
@@ -187,6 +187,8 @@ class OcmwService:
         """The referrer records that the parents withdrew consent; the OCMW is asked to delete."""
         reference = data.get("reference")
         referral = self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
+        if referral is not None and referral.parent_reference is not None:
+            referral = self._referrals.get(referral.parent_reference)  # consent is about the family, not a version
         if referral is None:
             return cards.problem_card(actor.lang, "referral_unknown", reference=str(reference)[:40])
         if referral.referrer_id != actor.user_id:
