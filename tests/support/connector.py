@@ -16,6 +16,7 @@ class RecordedCall:
     method: str
     path: str
     body: dict[str, Any]
+    peer_port: int = 0  # the bot's side of the TCP connection: equal ports mean a reused connection
 
 
 @dataclass
@@ -39,7 +40,8 @@ class ConnectorStandIn:
         body: dict[str, Any] = {}
         if request.can_read_body:
             body = await request.json()
-        self.calls.append(RecordedCall(request.method, request.path, body))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.calls.append(RecordedCall(request.method, request.path, body, int(peer[1]) if peer else 0))
         if self._failures:
             status, retry_after = self._failures.pop(0)
             headers = {"Retry-After": retry_after} if retry_after is not None else {}

@@ -112,3 +112,10 @@ async def test_a_throttled_reply_is_retried(bot: BotDriver, referrer: TeamsUser)
     posts = [call for call in bot.connector.calls if call.method == "POST"]
     assert len(posts) == 3, "two throttled attempts, then the reply"
     assert "referral.start" in actions(posts[-1].body["attachments"][0]["content"])
+
+
+async def test_replies_reuse_one_connection_to_the_connector(bot: BotDriver, referrer: TeamsUser) -> None:
+    for _ in range(3):
+        await bot.say(referrer, "hulp")
+    ports = {call.peer_port for call in bot.connector.calls}
+    assert len(bot.connector.calls) == 3 and len(ports) == 1, ports
