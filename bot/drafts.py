@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from enum import StrEnum
 from typing import Any
 
 from bot.database import from_text, to_text, transaction
-from bot.draft_cipher import DraftCipher
+from bot.draft_cipher import DraftCipher, DraftCipherError
 from bot.reference import new_reference
 from bot.referral import ClientDetails, ConsentRecord
+
+logger = logging.getLogger(__name__)
 
 TOMBSTONE_KEEP = dt.timedelta(days=7)
 _REFERENCE_ATTEMPTS = 8
@@ -174,14 +177,21 @@ class DraftStore:
 
     def _from_row(self, row: sqlite3.Row) -> Draft:
         details = None
+        state = DraftState(row["state"])
         if row["sealed_details"] is not None:
-            details = ClientDetails(**json.loads(self._cipher.open(row["id"], row["sealed_details"])))
+            try:
+                details = ClientDetails(**json.loads(self._cipher.open(row["id"], row["sealed_details"])))
+            except DraftCipherError:
+                # The draft key changed (rotated in Key Vault, or a new data folder key): the data
+                # cannot be read any more, so the draft is as good as expired.
+                logger.warning("draft data sealed with another key; treated as expired", extra={"draft_id": row["id"]})
+                state = DraftState.EXPIRED
         consent = None if row["consent_json"] is None else _consent_from_json(row["consent_json"])
         return Draft(
             id=row["id"],
             owner_id=row["owner_id"],
             conversation_id=row["conversation_id"],
-            state=DraftState(row["state"]),
+            state=state,
             created_at=from_text(row["created_at"]),
             updated_at=from_text(row["updated_at"]),
             protocol_id=row["protocol_id"],

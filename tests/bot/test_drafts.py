@@ -78,3 +78,13 @@ def test_references_are_unique_per_draft(store: DraftStore) -> None:
     references = {store.create("u", "c", NOW, NOW.date()).reference for _ in range(200)}
     assert len(references) == 200
     assert all(reference.startswith("VD-20261128-") for reference in references)
+
+
+def test_a_draft_sealed_with_another_key_reads_as_expired(tmp_path: Path) -> None:
+    connection = open_database(tmp_path / "db.sqlite3")
+    old = DraftStore(connection, DraftCipher.from_key_file(tmp_path / "old.key"), dt.timedelta(minutes=30))
+    draft = old.advance(old.create("u", "c", NOW, NOW.date()), DraftState.REVIEW, NOW, details=DETAILS)
+    assert draft is not None
+    rotated = DraftStore(connection, DraftCipher.from_key_file(tmp_path / "new.key"), dt.timedelta(minutes=30))
+    again = rotated.get(draft.id)
+    assert again is not None and again.state == DraftState.EXPIRED and again.details is None
