@@ -69,6 +69,10 @@ def validate_details(data: Mapping[str, object], protocol: DataSharingProtocol) 
                 "postal_code_outside_area",
                 (("municipality", protocol.recipient_municipality), ("ocmw", protocol.recipient.organisation)),
             )
+    if not errors.keys() & {"municipality", "postalCode"} and not protocol.covers_place(typed["municipality"]):
+        errors["municipality"] = FieldError(
+            "municipality_mismatch", (("municipality", protocol.recipient_municipality),)
+        )
     phone = _checked_phone(typed["phone"], errors) if "phone" not in errors else None
     email = _checked_email(typed["email"], errors) if "email" not in errors else None
     if not typed["phone"] and not typed["email"]:
@@ -179,7 +183,8 @@ def validate_item(item: str, data: Mapping[str, object], protocol: DataSharingPr
     fields = ITEM_FIELDS[item]
     typed = {field: value for field, value in typed_values(data).items() if field in fields}
     # Fill the other fields with a known-valid placeholder so the shared rules can run unchanged.
-    filler = {"firstName": "A", "lastName": "B", "street": "C", "houseNumber": "1", "municipality": "D",
+    filler = {"firstName": "A", "lastName": "B", "street": "C", "houseNumber": "1",
+              "municipality": protocol.recipient_municipality,
               "postalCode": next(iter(sorted(protocol.postal_codes))), "phone": "", "email": ""}
     if "phone" not in fields and "email" not in fields:
         filler["email"] = "placeholder@example.org"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import tomllib
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ class DataSharingProtocol:
     recipient_municipality: str
     recipient_mailbox: str
     postal_codes: frozenset[str]
+    places: frozenset[str]  # the municipality's own name and its parts (deelgemeenten), normalised
     in_force_from: dt.date
     ends_on: dt.date | None
     zip_password_secret: str
@@ -65,6 +67,10 @@ class DataSharingProtocol:
     def covers_postal_code(self, postal_code: str) -> bool:
         """True when a client living at `postal_code` belongs to this OCMW."""
         return postal_code.strip() in self.postal_codes
+
+    def covers_place(self, place: str) -> bool:
+        """True when `place` is the municipality or one of its parts (any case, accents, dashes)."""
+        return not self.places or normalise_place(place) in self.places
 
 
 class ProtocolRegistry:
@@ -91,6 +97,13 @@ class ProtocolRegistry:
     def in_force_on(self, day: dt.date) -> list[DataSharingProtocol]:
         """The protocols under which a referral may be made on `day`."""
         return [protocol for protocol in self.all() if protocol.in_force_on(day)]
+
+
+def normalise_place(place: str) -> str:
+    """"Sint-Gillis-Waas", "sint gillis waas" and "SINT-GILLIS-WAAS" compare equal; accents are ignored."""
+    decomposed = unicodedata.normalize("NFKD", place)
+    letters = "".join(char for char in decomposed if not unicodedata.combining(char))
+    return " ".join(letters.replace("-", " ").replace("'", " ").lower().split())
 
 
 def load_registry(directory: Path) -> ProtocolRegistry:
@@ -137,6 +150,7 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> DataSharingProtocol:
         recipient_municipality=reader.text("recipient.municipality"),
         recipient_mailbox=reader.mailbox("recipient.mailbox"),
         postal_codes=frozenset(postal_codes),
+        places=frozenset(normalise_place(place) for place in reader.optional_text_list("recipient.places")),
         in_force_from=in_force_from,
         ends_on=ends_on,
         zip_password_secret=secret_name,
@@ -172,6 +186,9 @@ class _FieldReader:
         if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
             raise ProtocolFileError(self._path, dotted, "must be a non-empty list of strings")
         return [item.strip() for item in value]
+
+    def optional_text_list(self, dotted: str) -> list[str]:
+        return [] if self._value(dotted) is None else self.text_list(dotted)
 
     def date(self, dotted: str) -> dt.date:
         value = self._value(dotted)

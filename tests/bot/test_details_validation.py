@@ -93,3 +93,13 @@ def test_edit_values_validate_back_to_the_same_details() -> None:
 def test_repr_never_shows_the_values() -> None:
     result = validate_details(VALID, PROTOCOL)
     assert "Zoë" not in repr(result) and "Zoë" not in repr(result.details)
+
+
+@pytest.mark.parametrize("place", ["Sint-Gillis-Waas", "sint gillis waas", "De Klinge", "MEERDONK", "Sint-Pauwels"])
+def test_the_municipality_and_its_parts_are_accepted(place: str) -> None:
+    assert validate_details({**VALID, "municipality": place}, PROTOCOL).details is not None
+
+
+def test_a_municipality_outside_the_ocmw_is_refused_even_with_a_local_postal_code() -> None:
+    error = validate_details({**VALID, "municipality": "Sint-Niklaas"}, PROTOCOL).errors["municipality"]
+    assert error.code == "municipality_mismatch" and dict(error.params) == {"municipality": "Sint-Gillis-Waas"}

@@ -41,6 +41,7 @@ def protocol(secret_name: str = SECRET) -> DataSharingProtocol:
         recipient_municipality="Gent",
         recipient_mailbox="sociale.dienst@ocmw.gent.example",
         postal_codes=frozenset({"9000"}),
+        places=frozenset({"gent"}),
         in_force_from=dt.date(2026, 3, 1),
         ends_on=None,
         zip_password_secret=secret_name,
