@@ -1,13 +1,15 @@
 """Nothing waits forgotten: reminders for referrals the OCMW has not acknowledged.
 
-After `working_days` working days without acknowledgement the OCMW conversation is reminded;
-after twice that, the referrer is told. Both moments are stored, so a restart neither skips nor
-repeats a reminder.
+After `working_days` working days (weekends and Belgian public holidays skipped) without
+acknowledgement the OCMW conversation is reminded; after twice that, the referrer is told. Both
+moments are stored, so a restart neither skips nor repeats a reminder.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Container
 from zoneinfo import ZoneInfo
 
 import cards
@@ -16,7 +18,7 @@ from bot.notifications import NotificationError, Notifier
 from bot.ocmw_links import OcmwLinks
 from bot.protocols import ProtocolRegistry
 from bot.referrals import ReferralState, ReferralStore
-from bot.working_days import add_working_days
+from bot.working_days import add_working_days, belgian_public_holidays
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,9 @@ class ReminderService:
         clock: Clock,
         timezone: ZoneInfo,
         working_days: int,
+        closed: Container[dt.date] | None = None,
     ) -> None:
+        self._closed = belgian_public_holidays() if closed is None else closed
         self._referrals = referrals
         self._links = links
         self._registry = registry
@@ -54,12 +58,14 @@ class ReminderService:
             link = self._links.for_protocol(referral.protocol_id)
             protocol = self._registry.get(referral.protocol_id)
             recipient = protocol.recipient.organisation if protocol else referral.protocol_id
-            if referral.reminded_ocmw_at is None and link is not None and add_working_days(start, self._days) <= now:
+            first_due = add_working_days(start, self._days, self._closed)
+            second_due = add_working_days(start, 2 * self._days, self._closed)
+            if referral.reminded_ocmw_at is None and link is not None and first_due <= now:
                 text = cards.text("nl", "reminder_ocmw", reference=referral.reference, days=str(self._days))
                 if await self._send(link.conversation_ref, text, referral.reference):
                     self._referrals.update(referral.reference, reminded_ocmw_at=now)
                     sent += 1
-            if referral.reminded_referrer_at is None and add_working_days(start, 2 * self._days) <= now:
+            if referral.reminded_referrer_at is None and second_due <= now:
                 text = cards.text(cards.language_for(referral.lang), "reminder_referrer", reference=referral.reference,
                                   recipient=recipient, days=str(2 * self._days))
                 if await self._send(referral.conversation_ref, text, referral.reference):

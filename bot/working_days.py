@@ -1,21 +1,35 @@
-"""Working days for reminders: Monday to Friday (public holidays are not skipped)."""
+"""Working days for reminders: Monday to Friday, without Belgian public holidays.
+
+The holiday calendar comes from the `holidays` package (Belgium); a test can pass its own.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Container
+
+import holidays
 
 
-def add_working_days(start: dt.datetime, days: int) -> dt.datetime:
-    """`start` moved `days` working days forward, keeping the time of day; weekends are skipped.
+def belgian_public_holidays() -> Container[dt.date]:
+    """Belgium's legal public holidays, any year (computed on demand by the `holidays` package)."""
+    return holidays.country_holidays("BE")
 
-    Work done on a Saturday counts from Monday: Saturday + 1 working day is Tuesday, same time.
+
+def add_working_days(start: dt.datetime, days: int, closed: Container[dt.date] = frozenset()) -> dt.datetime:
+    """`start` moved `days` working days forward, keeping the time of day; weekends and `closed` days skipped.
+
+    Work done on a day off counts from the next working day: Saturday + 1 working day is Tuesday.
     """
+    def working(moment: dt.datetime) -> bool:
+        return moment.weekday() < 5 and moment.date() not in closed
+
     moment = start
-    while moment.weekday() >= 5:
+    while not working(moment):
         moment += dt.timedelta(days=1)
     remaining = days
     while remaining > 0:
         moment += dt.timedelta(days=1)
-        if moment.weekday() < 5:
+        if working(moment):
             remaining -= 1
     return moment
