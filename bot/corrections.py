@@ -104,7 +104,7 @@ class CorrectionService:
         protocol = self._registry.get(original.protocol_id)
         if protocol is None or not protocol.in_force_on(self._clock.now().astimezone(self._tz).date()):
             return cards.problem_card(actor.lang, "protocol_not_in_force",
-                                      ocmw=protocol.recipient.organisation if protocol else original.protocol_id)
+                                      ocmw=self._registry.recipient_name(original.protocol_id))
         result = validate_item(item, data, protocol)
         if result.values is None:
             return self._request_card(actor.lang, correction_id, original, item, result.typed, result.errors)
@@ -145,7 +145,7 @@ class CorrectionService:
             correction_id=correction_id,
             reference=original.reference,
             item=cast(Item, item),
-            recipient=protocol.recipient.organisation if protocol else original.protocol_id,
+            recipient=self._registry.recipient_name(original.protocol_id),
             municipality=protocol.recipient_municipality if protocol else "",
             values={field: value for field, value in values.items() if field in ITEM_FIELDS[item]},
             errors=errors,

@@ -176,7 +176,7 @@ class DeliveryWorker:
         """Update the referrer's card in place and post a short message; a Teams outage is only logged."""
         lang = cards.language_for(referral.lang)
         protocol = self._registry.get(referral.protocol_id)
-        recipient = protocol.recipient.organisation if protocol else referral.protocol_id
+        recipient = self._registry.recipient_name(referral.protocol_id)
         mailbox = protocol.recipient_mailbox if protocol else ""
         if delivered_at is not None:
             local = delivered_at.astimezone(self._tz)

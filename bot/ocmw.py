@@ -158,7 +158,8 @@ class OcmwService:
         self._record(actor, updated, RegisterEvent.ACKNOWLEDGED)
         self._after_change(updated, cards.text(
             cards.language_for(updated.lang), "ack_to_referrer", reference=updated.reference,
-            recipient=self._recipient(updated), name=cards.escape_markdown(actor.display_name), time=self._local(now),
+            recipient=self._registry.recipient_name(updated.protocol_id),
+            name=cards.escape_markdown(actor.display_name), time=self._local(now),
         ))
         return self._card(actor, updated)
 
@@ -179,7 +180,7 @@ class OcmwService:
         self._record(actor, updated, RegisterEvent.OUTCOME_RECORDED, detail=str(outcome))
         self._after_change(updated, cards.text(
             cards.language_for(updated.lang), f"outcome_to_referrer_{outcome}", reference=updated.reference,
-            recipient=self._recipient(updated),
+            recipient=self._registry.recipient_name(updated.protocol_id),
         ))
         return self._card(actor, updated)
 
@@ -228,7 +229,7 @@ class OcmwService:
         self._record(actor, updated, RegisterEvent.DELETION_CONFIRMED)
         self._after_change(updated, cards.text(
             cards.language_for(updated.lang), "deleted_to_referrer", reference=updated.reference,
-            recipient=self._recipient(updated),
+            recipient=self._registry.recipient_name(updated.protocol_id),
         ))
         return self._card(actor, updated)
 
@@ -277,7 +278,7 @@ class OcmwService:
             reference=referral.reference,
             sent_at=(referral.sent_at or referral.queued_at).astimezone(self._tz),
             sender_team=protocol.sender.team if protocol else "",
-            recipient=protocol.recipient.organisation if protocol else referral.protocol_id,
+            recipient=self._registry.recipient_name(referral.protocol_id),
             mailbox=protocol.recipient_mailbox if protocol else "",
             key_version=referral.key_version,
             state=_ocmw_state(referral.state),
@@ -316,9 +317,6 @@ class OcmwService:
     def _fresh(self, referral: SentReferral) -> SentReferral:
         return self._referrals.get(referral.reference) or referral
 
-    def _recipient(self, referral: SentReferral) -> str:
-        protocol = self._registry.get(referral.protocol_id)
-        return protocol.recipient.organisation if protocol else referral.protocol_id
 
     def _local(self, moment: dt.datetime) -> str:
         return moment.astimezone(self._tz).strftime("%d/%m/%Y %H:%M")

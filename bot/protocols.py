@@ -94,6 +94,11 @@ class ProtocolRegistry:
         """Every loaded protocol, in id order."""
         return [self._by_id[key] for key in sorted(self._by_id)]
 
+    def recipient_name(self, protocol_id: str) -> str:
+        """The OCMW's name for messages; the protocol id if that protocol is no longer loaded."""
+        protocol = self._by_id.get(protocol_id)
+        return protocol.recipient.organisation if protocol else protocol_id
+
     def in_force_on(self, day: dt.date) -> list[DataSharingProtocol]:
         """The protocols under which a referral may be made on `day`."""
         return [protocol for protocol in self.all() if protocol.in_force_on(day)]

@@ -56,8 +56,7 @@ class ReminderService:
                 continue
             start = referral.sent_at.astimezone(self._tz)
             link = self._links.for_protocol(referral.protocol_id)
-            protocol = self._registry.get(referral.protocol_id)
-            recipient = protocol.recipient.organisation if protocol else referral.protocol_id
+            recipient = self._registry.recipient_name(referral.protocol_id)
             first_due = add_working_days(start, self._days, self._closed)
             second_due = add_working_days(start, 2 * self._days, self._closed)
             if referral.reminded_ocmw_at is None and link is not None and first_due <= now:

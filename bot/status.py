@@ -36,10 +36,9 @@ class StatusService:
         return cards.referral_status_card(actor.lang, audience="ocmw", rows=rows)
 
     def _row(self, referral: SentReferral) -> cards.StatusRow:
-        protocol = self._registry.get(referral.protocol_id)
         return cards.StatusRow(
             reference=referral.reference,
-            recipient=protocol.recipient.organisation if protocol else referral.protocol_id,
+            recipient=self._registry.recipient_name(referral.protocol_id),
             state=referral.state.value,
             queued_at=self._local(referral.queued_at),
             sent_at=self._local_or_none(referral.sent_at),

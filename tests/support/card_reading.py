@@ -65,3 +65,21 @@ def attention_texts(card: dict[str, Any]) -> list[str]:
 def all_actions(card: dict[str, Any]) -> list[dict[str, Any]]:
     """Every action element (any Action.* type), in card order."""
     return [node for node in walk(card) if str(node.get("type", "")).startswith("Action.")]
+
+
+#: Teams refuses a bot message over 40 KB.
+CARD_LIMIT_BYTES = 40 * 1024
+
+
+def assert_complete_card(card: dict[str, Any]) -> str:
+    """A whole Adaptive Card 1.5, under 40 KB, with every template placeholder filled; returns its JSON."""
+    assert card["type"] == "AdaptiveCard"
+    assert card["version"] == "1.5"
+    assert card["$schema"] == "http://adaptivecards.io/schemas/adaptive-card.json"
+    assert card["body"]
+    text = json.dumps(card, ensure_ascii=False)
+    assert len(text.encode("utf-8")) < CARD_LIMIT_BYTES
+    assert "${" not in text
+    assert "$when" not in text
+    assert "isRequired" not in text
+    return text
