@@ -14,7 +14,7 @@ from aiohttp import web
 
 import cards
 from bot.access import RateLimit, RateLimiter
-from bot.background import BackgroundTasks
+from bot.chat_messages import MessageContent
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.corrections import CorrectionService
@@ -22,9 +22,10 @@ from bot.database import open_database
 from bot.delivery import DeliveryWorker, RetryPolicy
 from bot.dialogue import ReferralDialogue
 from bot.draft_cipher import DraftCipher
-from bot.drafts import DraftStore
+from bot.drafts import DraftStore, ShownCard
 from bot.mail_transport import MailTransport
-from bot.notifications import NotificationError, Notifier
+from bot.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
+from bot.message_outbox import MessageOutbox
 from bot.ocmw import OcmwService
 from bot.ocmw_links import OcmwLinks
 from bot.outbox import Outbox
@@ -35,10 +36,9 @@ from bot.reminders import ReminderService
 from bot.router import Router
 from bot.sending import ReferralSender
 from bot.status import StatusService
-from bot.teams.adapter import create_adapter
-from bot.teams.handler import ReferralActivityHandler
-from bot.teams.notifier import TeamsNotifier
-from bot.teams.route import MAX_BODY_BYTES, messages_route
+from bot.teams.channel import build_teams_channel
+from bot.teams.connector import ConnectorTokenSource
+from bot.teams.route import MAX_BODY_BYTES
 from bot.wiring import Closer, build_mail_transport, build_password_provider
 from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 
@@ -62,9 +62,9 @@ class Services:
     passwords: ZipPasswordProvider
     transport: MailTransport
     links: OcmwLinks
-    notifier: Notifier
+    messages: MessageOutbox
+    message_worker: MessageDeliveryWorker
     reminders: ReminderService
-    background: BackgroundTasks
     closers: list[Closer] = field(default_factory=list)
 
 
@@ -77,14 +77,14 @@ def create_app(
     clock: Clock | None = None,
     transport: MailTransport | None = None,
     passwords: ZipPasswordProvider | None = None,
-    notifier: Notifier | None = None,
+    connector_token: ConnectorTokenSource | None = None,
     draft_key: bytes | None = None,
     run_worker: bool = True,
 ) -> web.Application:
     """Build the aiohttp application; fails fast on a bad protocol file or data folder.
 
-    `transport`, `passwords` and `notifier` replace what the settings would build (tests);
-    `run_worker=False` leaves the outbox to the test, which calls `worker.deliver_due()`.
+    `transport`, `passwords` and `connector_token` replace what the settings would build (tests);
+    `run_worker=False` leaves both outboxes to the test, which calls their workers' `deliver_due()`.
     """
     clock = clock or SystemClock()
     registry = load_registry(settings.protocols_dir)
@@ -99,23 +99,22 @@ def create_app(
     referrals = ReferralStore(connection)
     register = ProcessingRegister(connection)
     outbox = Outbox(connection)
+    messages = MessageOutbox(connection)
     passwords = passwords or build_password_provider(settings, clock, closers)
     transport = transport or build_mail_transport(settings, closers)
-    adapter = create_adapter(settings.identity)
-    notifier = notifier or TeamsNotifier(adapter, settings.identity.app_id)
-    background = BackgroundTasks()
     links = OcmwLinks(connection)
     worker = DeliveryWorker(
+        connection=connection,
         outbox=outbox,
         transport=transport,
         referrals=referrals,
         register=register,
         registry=registry,
-        notifier=notifier,
+        messages=messages,
         clock=clock,
         timezone=settings.timezone,
         policy=RetryPolicy(settings.delivery.initial, settings.delivery.maximum, settings.delivery.horizon),
-        after_delivery=lambda referral: ocmw.referral_delivered(referral),
+        after_delivery=lambda referral, now: ocmw.queue_referral_card(referral, now),
     )
     sender = ReferralSender(
         connection=connection,
@@ -143,28 +142,28 @@ def create_app(
         registry=registry,
         register=register,
         sender=sender,
-        notifier=notifier,
-        background=background,
+        messages=messages,
         clock=clock,
         timezone=settings.timezone,
         on_queued=worker.wake,
     )
     ocmw = OcmwService(
+        connection=connection,
         links=links,
         referrals=referrals,
         registry=registry,
         register=register,
         corrections=corrections,
-        notifier=notifier,
-        background=background,
+        messages=messages,
         clock=clock,
         timezone=settings.timezone,
     )
     reminders = ReminderService(
+        connection=connection,
         referrals=referrals,
         links=links,
         registry=registry,
-        notifier=notifier,
+        messages=messages,
         clock=clock,
         timezone=settings.timezone,
         working_days=settings.reminder_working_days,
@@ -173,7 +172,7 @@ def create_app(
         dialogue=dialogue,
         ocmw=ocmw,
         corrections=corrections,
-        status=StatusService(referrals=referrals, registry=registry, timezone=settings.timezone),
+        status=StatusService(referrals=referrals, registry=registry, messages=messages, timezone=settings.timezone),
         referrers=settings.referrers,
         limiter=RateLimiter({
             "starts": RateLimit(settings.starts_per_hour, dt.timedelta(hours=1)),
@@ -181,7 +180,18 @@ def create_app(
         }),
         clock=clock,
     )
-    handler = ReferralActivityHandler(router)
+    channel = build_teams_channel(settings.identity, router, openid_metadata_url=settings.openid_metadata_url,
+                                  connector_token=connector_token)
+    message_worker = MessageDeliveryWorker(
+        outbox=messages,
+        sender=channel.sender,
+        clock=clock,
+        policy=MessageDeliveryPolicy(
+            RetryPolicy(settings.message_retry.initial, settings.message_retry.maximum, settings.delivery.horizon)
+        ),
+    )
+    messages.on_queued = message_worker.wake
+    closers.append(channel.close)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SERVICES_KEY] = Services(
@@ -196,20 +206,22 @@ def create_app(
         passwords=passwords,
         transport=transport,
         links=links,
-        notifier=notifier,
+        messages=messages,
+        message_worker=message_worker,
         reminders=reminders,
-        background=background,
         closers=closers,
     )
     async def readyz(_: web.Request) -> web.Response:
         return await _readyz(connection, registry, passwords, clock, settings)
 
-    app.add_routes([messages_route(adapter, handler), web.get("/healthz", _healthz), web.get("/readyz", readyz)])
+    app.add_routes([channel.route, web.get("/healthz", _healthz), web.get("/readyz", readyz)])
 
     async def run_background(_: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, lambda: sweep_drafts(drafts, notifier, clock)))]
+        tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS,
+                                            lambda: sweep_drafts(drafts, messages, clock)))]
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))
+            tasks.append(asyncio.create_task(message_worker.run()))
             tasks.append(asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, _remind)))
         yield
         for task in tasks:
@@ -217,7 +229,6 @@ def create_app(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await background.drain()
         for close in closers:
             await close()
         connection.close()
@@ -262,15 +273,19 @@ async def _readyz(
                              status=200 if ready else 503)
 
 
-async def sweep_drafts(drafts: DraftStore, notifier: Notifier, clock: Clock) -> None:
-    """Wipe idle drafts, and replace their cards in the chat, so no client data outlives 30 minutes."""
-    shown = drafts.sweep(clock.now())
-    for card in shown:
-        try:
-            await notifier.update_card(card.conversation_ref, card.activity_id,
-                                       cards.problem_card(cards.language_for(card.lang), "draft_expired"))
-        except NotificationError:
-            logger.exception("expired draft's card not replaced")
+async def sweep_drafts(drafts: DraftStore, messages: MessageOutbox, clock: Clock) -> None:
+    """Wipe idle drafts and, in the same commit, queue the replacement of their cards in the chat.
+
+    The chat may still show a review card with the family's data; it is replaced, so no client data
+    outlives the draft's 30 minutes on screen either.
+    """
+    now = clock.now()
+
+    def replace(card: ShownCard) -> None:
+        expired = cards.problem_card(cards.language_for(card.lang), "draft_expired")
+        messages.update(card.conversation_ref, MessageContent(card=expired), now=now, activity_id=card.activity_id)
+
+    shown = drafts.sweep(now, replace)
     if shown:
         logger.info("expired drafts wiped and their cards replaced: %d", len(shown))
 

@@ -7,6 +7,7 @@ check is bounded in time, so an unreachable vault or relay cannot hang the comma
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
@@ -14,11 +15,14 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.database import open_database
 from bot.mail_transport import MailDeliveryError, MailTransport
+from bot.message_outbox import MessageOutbox
 from bot.protocols import DataSharingProtocol, ProtocolFileError, ProtocolRegistry, load_registry
 from bot.wiring import Closer, build_mail_transport, build_password_provider
 from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 
 CHECK_TIMEOUT_SECONDS = 20.0
+#: A Teams message still queued after this long is worth an operator's look.
+STUCK_AFTER = dt.timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ async def run_checks(
     try:
         registry = _check_protocols(settings, clock, results)
         results.append(_check_data_folder(settings))
+        results.append(_check_teams_messages(settings, clock))
         passwords = passwords or build_password_provider(settings, clock, closers)
         for protocol in registry.all() if registry else []:
             check = _password(passwords, protocol)
@@ -91,6 +96,23 @@ def _check_data_folder(settings: Settings) -> CheckResult:
     except OSError as error:
         return CheckResult("data folder", False, f"{settings.data_dir}: {error.strerror}")
     return CheckResult("data folder", True, f"{settings.data_dir} (database opens)")
+
+
+def _check_teams_messages(settings: Settings, clock: Clock) -> CheckResult:
+    """Teams messages the bot gave up on this week, or that wait longer than they should."""
+    try:
+        connection = open_database(settings.database_path)
+    except OSError as error:
+        return CheckResult("teams messages", False, f"database: {error.strerror}")
+    try:
+        stuck = MessageOutbox(connection).stuck(clock.now(), STUCK_AFTER)
+    finally:
+        connection.close()
+    detail = f"{stuck.given_up} given up in the last 7 days, {stuck.waiting} waiting longer than " \
+             f"{int(STUCK_AFTER.total_seconds() // 60)} min"
+    if stuck.oldest_waiting_since is not None:
+        detail += f" (oldest queued {stuck.oldest_waiting_since.isoformat(timespec='seconds')})"
+    return CheckResult("teams messages", stuck.given_up == 0 and stuck.waiting == 0, detail)
 
 
 async def _password(passwords: ZipPasswordProvider, protocol: DataSharingProtocol) -> str:

@@ -78,6 +78,14 @@ class DeliveryPolicyConfig:
 
 
 @dataclass(frozen=True)
+class MessageRetryConfig:
+    """How the Teams message outbox retries (its horizon is the mail outbox's)."""
+
+    initial: dt.timedelta = dt.timedelta(seconds=2)
+    maximum: dt.timedelta = dt.timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the bot needs to run, resolved and checked at start."""
 
@@ -92,6 +100,7 @@ class Settings:
     smtp: SmtpSettings | None = None
     graph: GraphConfig | None = None
     delivery: DeliveryPolicyConfig = field(default_factory=DeliveryPolicyConfig)
+    message_retry: MessageRetryConfig = field(default_factory=MessageRetryConfig)
     identity: BotIdentity = field(default_factory=BotIdentity)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Brussels"))
     draft_ttl: dt.timedelta = dt.timedelta(minutes=30)
@@ -102,6 +111,9 @@ class Settings:
     referrers: ReferrerPolicy = field(default_factory=ReferrerPolicy)
     starts_per_hour: int = 20
     actions_per_minute: int = 60
+    #: Where the Bot Framework publishes its token signing keys; not an environment setting (a
+    #: test stand-in replaces it in code, never a deployment).
+    openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
 
     @property
     def security_weakenings(self) -> list[str]:
@@ -149,6 +161,12 @@ class Settings:
                 maximum=dt.timedelta(seconds=reader.integer("OUTBOX_RETRY_MAX_SECONDS", 3600, minimum=1,
                                                             maximum=86400)),
                 horizon=dt.timedelta(hours=reader.integer("OUTBOX_HORIZON_HOURS", 24, minimum=1, maximum=24 * 14)),
+            ),
+            message_retry=MessageRetryConfig(
+                initial=dt.timedelta(seconds=reader.integer("TEAMS_RETRY_INITIAL_SECONDS", 2, minimum=1,
+                                                            maximum=3600)),
+                maximum=dt.timedelta(seconds=reader.integer("TEAMS_RETRY_MAX_SECONDS", 600, minimum=1,
+                                                            maximum=86400)),
             ),
             identity=BotIdentity(
                 app_id=reader.text("MicrosoftAppId", ""),

@@ -14,12 +14,12 @@ from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import cards
-from bot.background import BackgroundTasks
+from bot.chat_messages import MessageContent
 from bot.clock import Clock
 from bot.database import to_text, transaction
 from bot.details_validation import validate_item
 from bot.dialogue import Actor, Card
-from bot.notifications import Notifier
+from bot.message_outbox import MessageOutbox
 from bot.protocols import ProtocolRegistry
 from bot.referral import ITEM_FIELDS, FieldError, Referrer
 from bot.referrals import ReferralStore, SentReferral
@@ -42,8 +42,7 @@ class CorrectionService:
         registry: ProtocolRegistry,
         register: ProcessingRegister,
         sender: ReferralSender,
-        notifier: Notifier,
-        background: BackgroundTasks,
+        messages: MessageOutbox,
         clock: Clock,
         timezone: ZoneInfo,
         on_queued: Callable[[], None],
@@ -54,13 +53,12 @@ class CorrectionService:
         self._registry = registry
         self._register = register
         self._sender = sender
-        self._notifier = notifier
-        self._background = background
+        self._messages = messages
         self._clock = clock
         self._on_queued = on_queued
 
     def request(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
-        """Record the OCMW's report and send the referrer a card to correct that item."""
+        """Record the OCMW's report and queue the referrer's card to correct that item, in one commit."""
         root = referral.parent_reference or referral.reference
         correction_id = secrets.token_urlsafe(12)
         now = self._clock.now()
@@ -75,14 +73,11 @@ class CorrectionService:
             self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
                                   actor_name=actor.display_name, protocol_id=referral.protocol_id,
                                   reference=root, detail=f"item: {item}")
-        original = self._referrals.get(root) or referral
-        card = self._request_card(cards.language_for(original.lang), correction_id, original, item, {}, {})
-        self._background.run(self._send_card(original.conversation_ref, card), "send correction request")
+            original = self._referrals.get(root) or referral
+            card = self._request_card(cards.language_for(original.lang), correction_id, original, item, {}, {})
+            self._messages.post(original.conversation_ref, MessageContent(card=card), now=now, reference=root)
         logger.info("correction requested", extra={"reference": root})
         return updated
-
-    async def _send_card(self, conversation_ref: str, card: Card) -> None:
-        await self._notifier.send_card(conversation_ref, card)
 
     async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
         """correction.submit and correction.later from the referrer's correction card."""

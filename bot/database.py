@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS drafts (
     id TEXT PRIMARY KEY,
@@ -100,6 +101,31 @@ CREATE TABLE IF NOT EXISTS outbox (
     finished_at TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS message_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_key TEXT NOT NULL,
+    conversation_ref TEXT NOT NULL,
+    action TEXT NOT NULL,
+    content TEXT NOT NULL,
+    activity_id TEXT,
+    slot TEXT,
+    reference TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    queued_at TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    lease_until TEXT,
+    last_error TEXT,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS message_outbox_due ON message_outbox (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS message_outbox_conversation ON message_outbox (conversation_key, state, id);
+CREATE INDEX IF NOT EXISTS message_outbox_reference ON message_outbox (reference, state);
+CREATE TABLE IF NOT EXISTS card_slots (
+    slot TEXT PRIMARY KEY,
+    activity_id TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS register (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -127,10 +153,54 @@ def open_database(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute("PRAGMA synchronous = FULL")
     connection.execute("PRAGMA foreign_keys = ON")
+    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
     connection.executescript(_SCHEMA)
+    if 0 < version < 2:
+        _upgrade_to_2(connection)
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     path.chmod(0o600)
     return connection
+
+
+#: Tables and columns that hold stored Teams conversation references.
+REFERENCE_COLUMNS = (("drafts", "id", "conversation_ref"), ("referrals", "reference", "conversation_ref"),
+                     ("ocmw_links", "protocol_id", "conversation_ref"))
+
+
+def _upgrade_to_2(connection: sqlite3.Connection) -> None:
+    """From the botbuilder-era schema: references readable by the Agents SDK, OCMW card ids as slots.
+
+    botbuilder stored the tenant as `conversation.tenantID`, which the Agents SDK drops without a
+    word (proactive messages would then go out without a tenant). The OCMW card of a referral is
+    now edited through the message outbox's slot `ocmw:<reference>`.
+    """
+    with transaction(connection):
+        for table, key, column in REFERENCE_COLUMNS:
+            rows = connection.execute(
+                f"SELECT {key} AS k, {column} AS ref FROM {table} WHERE {column} LIKE '%tenantID%'"  # noqa: S608  # nosec B608
+            ).fetchall()
+            for row in rows:
+                connection.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",  # noqa: S608  # nosec B608
+                                   (upgrade_reference(row["ref"]), row["k"]))
+        connection.execute(
+            "INSERT OR IGNORE INTO card_slots (slot, activity_id, updated_at)"
+            " SELECT 'ocmw:' || reference, ocmw_card_activity_id, COALESCE(sent_at, queued_at) FROM referrals"
+            " WHERE ocmw_card_activity_id IS NOT NULL"
+        )
+
+
+def upgrade_reference(stored: str) -> str:
+    """A botbuilder-era reference with `conversation.tenantId` instead of `tenantID`; others unchanged."""
+    try:
+        data = json.loads(stored)
+    except ValueError:
+        return stored
+    conversation = data.get("conversation") if isinstance(data, dict) else None
+    if not isinstance(conversation, dict) or "tenantID" not in conversation:
+        return stored
+    tenant = conversation.pop("tenantID")
+    conversation.setdefault("tenantId", tenant)
+    return json.dumps(data, ensure_ascii=False)
 
 
 @contextlib.contextmanager

@@ -3,34 +3,36 @@
 It never loses a queued mail: rows are claimed (committed) before sending, transient failures are
 rescheduled with exponential backoff and jitter up to a horizon, and only a permanent failure or
 the horizon makes it give up, after which the referrer is told the referral was NOT delivered.
+What follows an accepted mail (the referral's state, its register entry, the referrer's card and
+message, the OCMW's card) commits in one transaction with the outbox row, so a crash leaves
+either all of it or none (and then the mail is retried).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import email
 import email.policy
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import cards
+from bot.chat_messages import MessageContent
 from bot.clock import Clock
+from bot.database import transaction
 from bot.mail_transport import MailDeliveryError, MailTransport
-from bot.notifications import NotificationError, Notifier
+from bot.message_outbox import MessageOutbox
 from bot.outbox import Outbox, OutboxItem
 from bot.protocols import ProtocolRegistry
 from bot.referrals import ReferralState, ReferralStore, SentReferral
 from bot.register import ProcessingRegister, RegisterEvent
+from bot.worker_loop import WorkerLoop
 
 logger = logging.getLogger(__name__)
-
-MAX_IDLE_WAIT = dt.timedelta(seconds=60)
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -56,46 +58,44 @@ class DeliveryWorker:
     def __init__(
         self,
         *,
+        connection: sqlite3.Connection,
         outbox: Outbox,
         transport: MailTransport,
         referrals: ReferralStore,
         register: ProcessingRegister,
         registry: ProtocolRegistry,
-        notifier: Notifier,
+        messages: MessageOutbox,
         clock: Clock,
         timezone: ZoneInfo,
         policy: RetryPolicy,
-        after_delivery: Callable[[SentReferral], Awaitable[None]] | None = None,
+        after_delivery: Callable[[SentReferral, dt.datetime], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        """`after_delivery` runs inside the delivery's transaction (it queues the OCMW's card)."""
+        self._db = connection
         self._after_delivery = after_delivery
         self._outbox = outbox
         self._transport = transport
         self._referrals = referrals
         self._register = register
         self._registry = registry
-        self._notifier = notifier
+        self._messages = messages
         self._clock = clock
         self._tz = timezone
         self._policy = policy
         self._rng = rng or random.Random()  # noqa: S311  # nosec B311
-        self._wake = asyncio.Event()
+        self._loop = WorkerLoop(name="mail outbox", clock=clock, next_due=outbox.next_due_at)
 
     def wake(self) -> None:
-        """Look at the outbox now (something was queued, or the clock moved in a test)."""
-        self._wake.set()
+        """Look at the outbox now (something was queued)."""
+        self._loop.wake()
 
     async def run(self) -> None:
         """Deliver forever; rows a crash left half-sent are queued again first."""
         recovered = self._outbox.recover()
         if recovered:
             logger.warning("outbox: %d mail(s) interrupted by a restart are queued again", recovered)
-        while True:
-            try:
-                await self.deliver_due()
-            except Exception:
-                logger.exception("outbox pass failed")
-            await self._sleep_until_due()
+        await self._loop.run_forever(self.deliver_due)
 
     async def deliver_due(self) -> int:
         """One pass over what is due now; returns how many rows were tried."""
@@ -108,13 +108,6 @@ class DeliveryWorker:
                 await self._deliver(item)
                 tried += 1
 
-    async def _sleep_until_due(self) -> None:
-        due = self._outbox.next_due_at()
-        wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, max(dt.timedelta(0), due - self._clock.now()))
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), wait.total_seconds())
-
     async def _deliver(self, item: OutboxItem) -> None:
         message = email.message_from_bytes(item.payload, policy=email.policy.SMTP)
         try:
@@ -123,19 +116,17 @@ class DeliveryWorker:
             await self._handle_failure(item, error)
             return
         now = self._clock.now()
-        self._outbox.mark_delivered(item.message_id, now)
-        referral = self._referrals.by_message_id(item.message_id)
-        if referral is None:
-            return
-        referral = self._referrals.transition(referral.reference, ReferralState.SENT, sent_at=now)
-        self._append(referral, RegisterEvent.DELIVERED, f"attempt {item.attempts}")
+        with transaction(self._db):
+            self._outbox.mark_delivered(item.message_id, now)
+            referral = self._referrals.by_message_id(item.message_id)
+            if referral is None:
+                return
+            referral = self._referrals.transition(referral.reference, ReferralState.SENT, sent_at=now)
+            self._append(referral, RegisterEvent.DELIVERED, f"attempt {item.attempts}")
+            self._tell_referrer(referral, delivered_at=now)
+            if self._after_delivery is not None:
+                self._after_delivery(referral, now)
         logger.info("referral delivered", extra={"reference": referral.reference})
-        await self._tell_referrer(referral, delivered_at=now)
-        if self._after_delivery is not None:
-            try:
-                await self._after_delivery(referral)
-            except Exception:
-                logger.exception("after-delivery step failed", extra={"reference": referral.reference})
 
     async def _handle_failure(self, item: OutboxItem, error: MailDeliveryError) -> None:
         now = self._clock.now()
@@ -152,14 +143,15 @@ class DeliveryWorker:
             )
             return
         reason = error.reason if not error.transient else f"gave up after {item.attempts} attempts: {error.reason}"
-        self._outbox.mark_failed(item.message_id, now, reason)
-        referral = self._referrals.by_message_id(item.message_id)
         logger.error("referral NOT delivered: %s", reason, extra={"reference": item.reference})
-        if referral is None:
-            return
-        referral = self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)
-        self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)
-        await self._tell_referrer(referral, delivered_at=None)
+        with transaction(self._db):
+            self._outbox.mark_failed(item.message_id, now, reason)
+            referral = self._referrals.by_message_id(item.message_id)
+            if referral is None:
+                return
+            referral = self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)
+            self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)
+            self._tell_referrer(referral, delivered_at=None)
 
     def _append(self, referral: SentReferral, event: RegisterEvent, detail: str) -> None:
         self._register.append(
@@ -172,8 +164,8 @@ class DeliveryWorker:
             detail=detail,
         )
 
-    async def _tell_referrer(self, referral: SentReferral, *, delivered_at: dt.datetime | None) -> None:
-        """Update the referrer's card in place and post a short message; a Teams outage is only logged."""
+    def _tell_referrer(self, referral: SentReferral, *, delivered_at: dt.datetime | None) -> None:
+        """Queue the referrer's card, updated in place, and a short message (inside the caller's transaction)."""
         lang = cards.language_for(referral.lang)
         protocol = self._registry.get(referral.protocol_id)
         recipient = self._registry.recipient_name(referral.protocol_id)
@@ -186,9 +178,9 @@ class DeliveryWorker:
         else:
             card = cards.problem_card(lang, "not_delivered", reference=referral.reference, recipient=recipient)
             text = cards.text(lang, "delivery_failed", reference=referral.reference, recipient=recipient)
-        try:
-            if referral.card_activity_id:
-                await self._notifier.update_card(referral.conversation_ref, referral.card_activity_id, card)
-            await self._notifier.send_text(referral.conversation_ref, text)
-        except NotificationError:
-            logger.exception("referrer could not be told", extra={"reference": referral.reference})
+        now = self._clock.now()
+        if referral.card_activity_id:
+            self._messages.update(referral.conversation_ref, MessageContent(card=card), now=now,
+                                  activity_id=referral.card_activity_id, reference=referral.reference)
+        self._messages.post(referral.conversation_ref, MessageContent(text=text), now=now,
+                            reference=referral.reference)

@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -152,11 +153,12 @@ class DraftStore:
             (conversation_ref, card_activity_id, lang, draft_id),
         )
 
-    def sweep(self, now: dt.datetime) -> list[ShownCard]:
+    def sweep(self, now: dt.datetime, replace_card: Callable[[ShownCard], None]) -> list[ShownCard]:
         """Wipe drafts idle past the time-to-live; drop tombstones older than a week.
 
-        Returns the cards of the wiped drafts: the chat may still show a review card with the
-        client's data, which the caller replaces.
+        The chat may still show a wiped draft's review card with the client's data: `replace_card`
+        is called for each such card inside the same transaction (it queues the replacement), so
+        the wipe and the promise to blank the card commit together. Returns those cards.
         """
         open_states = [state.value for state in (DraftState.CONSENT, DraftState.DETAILS, DraftState.REVIEW,
                                                  DraftState.SENDING)]
@@ -173,7 +175,10 @@ class DraftStore:
                 (DraftState.EXPIRED.value, to_text(now), *open_states, cutoff),
             )
             self._db.execute("DELETE FROM drafts WHERE updated_at < ?", (to_text(now - TOMBSTONE_KEEP),))
-        return [ShownCard(row["conversation_ref"], row["card_activity_id"], row["lang"] or "nl") for row in rows]
+            shown = [ShownCard(row["conversation_ref"], row["card_activity_id"], row["lang"] or "nl") for row in rows]
+            for card in shown:
+                replace_card(card)
+        return shown
 
     def _from_row(self, row: sqlite3.Row) -> Draft:
         details = None

@@ -155,3 +155,14 @@ def configure_logging(level: str, *, json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name, floor in QUIET_LIBRARY_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(floor, logging.getLevelName(level)))
+
+
+#: The Agents SDK logs every connector call at INFO (ids and URLs, per message), and the activity
+#: model logs a refused request's field values in full (which could be anything a caller typed):
+#: the bot's route already logs a refusal by its reason only.
+QUIET_LIBRARY_LOGGERS: dict[str, int] = {
+    "microsoft_agents": logging.WARNING,
+    "microsoft_agents.activity": logging.CRITICAL,
+}

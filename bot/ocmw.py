@@ -10,16 +10,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import cards
-from bot.background import BackgroundTasks
+from bot.chat_messages import MessageContent
 from bot.clock import Clock
 from bot.corrections import CorrectionService
+from bot.database import transaction
 from bot.dialogue import Actor, Card, Reply
-from bot.notifications import NotificationError, Notifier
+from bot.message_outbox import MessageOutbox
 from bot.ocmw_links import OcmwLink, OcmwLinks, base_conversation_id, display_code
 from bot.protocols import ProtocolRegistry
 from bot.reference import is_reference
@@ -41,23 +43,23 @@ class OcmwService:
     def __init__(
         self,
         *,
+        connection: sqlite3.Connection,
         links: OcmwLinks,
         referrals: ReferralStore,
         registry: ProtocolRegistry,
         register: ProcessingRegister,
         corrections: CorrectionService,
-        notifier: Notifier,
-        background: BackgroundTasks,
+        messages: MessageOutbox,
         clock: Clock,
         timezone: ZoneInfo,
     ) -> None:
+        self._db = connection
         self._links = links
         self._referrals = referrals
         self._registry = registry
         self._register = register
         self._corrections = corrections
-        self._notifier = notifier
-        self._background = background
+        self._messages = messages
         self._clock = clock
         self._tz = timezone
 
@@ -90,34 +92,36 @@ class OcmwService:
             linked_by=actor.display_name,
             linked_at=now,
         )
-        if protocol is None or not self._links.link(code, link, now):
+        if protocol is None:
             return cards.text(actor.lang, "link_invalid")
-        self._register.append(at=now, event=RegisterEvent.LINK_CREATED, actor_id=actor.user_id,
-                              actor_name=actor.display_name, protocol_id=protocol_id,
-                              detail=f"conversation {link.conversation_id[:80]}")
+        with transaction(self._db):
+            if not self._links.link(code, link, now):
+                return cards.text(actor.lang, "link_invalid")
+            self._register.append(at=now, event=RegisterEvent.LINK_CREATED, actor_id=actor.user_id,
+                                  actor_name=actor.display_name, protocol_id=protocol_id,
+                                  detail=f"conversation {link.conversation_id[:80]}")
+            for referral in self._referrals.in_state(ReferralState.SENT):
+                if referral.protocol_id == protocol_id and not self._messages.has_slot(_card_slot(referral)):
+                    self.queue_referral_card(referral, now)
         logger.info("OCMW conversation linked", extra={"protocol_id": protocol_id})
-        for referral in self._referrals.in_state(ReferralState.SENT):
-            if referral.protocol_id == protocol_id and referral.ocmw_card_activity_id is None:
-                self._background.run(self.referral_delivered(referral), "post pending referral card")
         return cards.text(actor.lang, "link_done", ocmw=protocol.recipient.organisation)
 
     # -- delivery -------------------------------------------------------------------------------
 
-    async def referral_delivered(self, referral: SentReferral) -> None:
-        """Post the referral's card in the OCMW conversation (called by the outbox worker)."""
+    def queue_referral_card(self, referral: SentReferral, now: dt.datetime) -> None:
+        """Queue the referral's card for the OCMW conversation, inside the caller's transaction.
+
+        Called when the mail was accepted (in the delivery's own transaction) and, for referrals
+        delivered before, when the conversation is linked.
+        """
         link = self._links.for_protocol(referral.protocol_id)
         if link is None:
             logger.warning("no OCMW conversation linked yet; the card follows when it is",
                            extra={"reference": referral.reference, "protocol_id": referral.protocol_id})
             return
         card = cards.ocmw_referral_card(OCMW_CHANNEL_LANGUAGE, self._view(referral))
-        try:
-            activity_id = await self._notifier.send_card(link.conversation_ref, card)
-        except NotificationError:
-            logger.exception("OCMW card not posted", extra={"reference": referral.reference})
-            return
-        if activity_id:
-            self._referrals.update(referral.reference, ocmw_card_activity_id=activity_id)
+        self._messages.post(link.conversation_ref, MessageContent(card=card), now=now, reference=referral.reference,
+                            slot=_card_slot(referral))
 
     # -- card actions ---------------------------------------------------------------------------
 
@@ -149,18 +153,19 @@ class OcmwService:
             return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
         now = self._clock.now()
         try:
-            updated = self._referrals.transition(
-                referral.reference, ReferralState.RECEIVED,
-                acknowledged_by_id=actor.user_id, acknowledged_by=actor.display_name, acknowledged_at=now,
-            )
+            with transaction(self._db):
+                updated = self._referrals.transition(
+                    referral.reference, ReferralState.RECEIVED,
+                    acknowledged_by_id=actor.user_id, acknowledged_by=actor.display_name, acknowledged_at=now,
+                )
+                self._record(actor, updated, RegisterEvent.ACKNOWLEDGED)
+                self._after_change(updated, cards.text(
+                    cards.language_for(updated.lang), "ack_to_referrer", reference=updated.reference,
+                    recipient=self._registry.recipient_name(updated.protocol_id),
+                    name=cards.escape_markdown(actor.display_name), time=self._local(now),
+                ))
         except IllegalTransition:
             return self._card(actor, self._fresh(referral), notice="already_acknowledged")
-        self._record(actor, updated, RegisterEvent.ACKNOWLEDGED)
-        self._after_change(updated, cards.text(
-            cards.language_for(updated.lang), "ack_to_referrer", reference=updated.reference,
-            recipient=self._registry.recipient_name(updated.protocol_id),
-            name=cards.escape_markdown(actor.display_name), time=self._local(now),
-        ))
         return self._card(actor, updated)
 
     async def _outcome(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
@@ -171,17 +176,18 @@ class OcmwService:
         if referral.outcome_at is not None:
             return self._card(actor, referral, notice="outcome_already_recorded")
         try:
-            updated = self._referrals.transition(
-                referral.reference, target,
-                outcome_by_id=actor.user_id, outcome_by=actor.display_name, outcome_at=self._clock.now(),
-            )
+            with transaction(self._db):
+                updated = self._referrals.transition(
+                    referral.reference, target,
+                    outcome_by_id=actor.user_id, outcome_by=actor.display_name, outcome_at=self._clock.now(),
+                )
+                self._record(actor, updated, RegisterEvent.OUTCOME_RECORDED, detail=str(outcome))
+                self._after_change(updated, cards.text(
+                    cards.language_for(updated.lang), f"outcome_to_referrer_{outcome}", reference=updated.reference,
+                    recipient=self._registry.recipient_name(updated.protocol_id),
+                ))
         except IllegalTransition:
             return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
-        self._record(actor, updated, RegisterEvent.OUTCOME_RECORDED, detail=str(outcome))
-        self._after_change(updated, cards.text(
-            cards.language_for(updated.lang), f"outcome_to_referrer_{outcome}", reference=updated.reference,
-            recipient=self._registry.recipient_name(updated.protocol_id),
-        ))
         return self._card(actor, updated)
 
     async def withdraw_consent(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
@@ -200,37 +206,40 @@ class OcmwService:
             return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                             reference=referral.reference))
         try:
-            updated = self._referrals.transition(referral.reference, ReferralState.CONSENT_WITHDRAWN)
+            with transaction(self._db):
+                updated = self._referrals.transition(referral.reference, ReferralState.CONSENT_WITHDRAWN)
+                self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN)
+                self._update_for_everyone(updated)
+                self._tell_ocmw(updated)
         except IllegalTransition:
             return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
-        self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN)
         logger.info("consent withdrawn", extra={"reference": updated.reference})
-        self._background.run(self._update_for_everyone(updated), "update OCMW card")
-        self._background.run(self._tell_ocmw(updated), "tell OCMW about withdrawal")
         return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                         reference=updated.reference))
 
-    async def _tell_ocmw(self, referral: SentReferral) -> None:
+    def _tell_ocmw(self, referral: SentReferral) -> None:
         link = self._links.for_protocol(referral.protocol_id)
         if link is not None:
-            await self._notifier.send_text(link.conversation_ref,
-                                           cards.text("nl", "withdrawal_to_ocmw", reference=referral.reference))
+            text = cards.text(OCMW_CHANNEL_LANGUAGE, "withdrawal_to_ocmw", reference=referral.reference)
+            self._messages.post(link.conversation_ref, MessageContent(text=text), now=self._clock.now(),
+                                reference=referral.reference)
 
     async def _deleted(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
         if referral.state == ReferralState.DATA_DELETED:
             return self._card(actor, referral, notice="deletion_recorded")
         try:
-            updated = self._referrals.transition(
-                referral.reference, ReferralState.DATA_DELETED,
-                deleted_by=actor.display_name, deleted_at=self._clock.now(),
-            )
+            with transaction(self._db):
+                updated = self._referrals.transition(
+                    referral.reference, ReferralState.DATA_DELETED,
+                    deleted_by=actor.display_name, deleted_at=self._clock.now(),
+                )
+                self._record(actor, updated, RegisterEvent.DELETION_CONFIRMED)
+                self._after_change(updated, cards.text(
+                    cards.language_for(updated.lang), "deleted_to_referrer", reference=updated.reference,
+                    recipient=self._registry.recipient_name(updated.protocol_id),
+                ))
         except IllegalTransition:
             return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
-        self._record(actor, updated, RegisterEvent.DELETION_CONFIRMED)
-        self._after_change(updated, cards.text(
-            cards.language_for(updated.lang), "deleted_to_referrer", reference=updated.reference,
-            recipient=self._registry.recipient_name(updated.protocol_id),
-        ))
         return self._card(actor, updated)
 
     async def _quality(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
@@ -239,8 +248,9 @@ class OcmwService:
             return self._card(actor, referral, notice="quality_item_missing")
         if referral.state not in HOLDS_DATA:
             return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
-        updated = self._corrections.request(referral, str(item), actor)
-        self._background.run(self._update_for_everyone(updated), "update OCMW card")
+        with transaction(self._db):
+            updated = self._corrections.request(referral, str(item), actor)
+            self._update_for_everyone(updated)
         return self._card(actor, updated, notice="quality_reported")
 
     # -- status ---------------------------------------------------------------------------------
@@ -295,19 +305,18 @@ class OcmwService:
         )
 
     def _after_change(self, referral: SentReferral, referrer_text: str) -> None:
-        """Edit the OCMW card for everyone and tell the referrer, after the invoke has been answered."""
-        self._background.run(self._update_for_everyone(referral), "update OCMW card")
-        self._background.run(self._tell_referrer(referral, referrer_text), "tell referrer")
+        """Queue the OCMW card's edit for everyone and the referrer's notice, in the caller's transaction."""
+        self._update_for_everyone(referral)
+        self._messages.post(referral.conversation_ref, MessageContent(text=referrer_text), now=self._clock.now(),
+                            reference=referral.reference)
 
-    async def _update_for_everyone(self, referral: SentReferral) -> None:
+    def _update_for_everyone(self, referral: SentReferral) -> None:
         link = self._links.for_protocol(referral.protocol_id)
-        if link is None or referral.ocmw_card_activity_id is None:
+        if link is None:
             return
-        await self._notifier.update_card(link.conversation_ref, referral.ocmw_card_activity_id,
-                                         cards.ocmw_referral_card(OCMW_CHANNEL_LANGUAGE, self._view(referral)))
-
-    async def _tell_referrer(self, referral: SentReferral, text: str) -> None:
-        await self._notifier.send_text(referral.conversation_ref, text)
+        card = cards.ocmw_referral_card(OCMW_CHANNEL_LANGUAGE, self._view(referral))
+        self._messages.update(link.conversation_ref, MessageContent(card=card), now=self._clock.now(),
+                              slot=_card_slot(referral), reference=referral.reference)
 
     def _record(self, actor: Actor, referral: SentReferral, event: RegisterEvent, detail: str = "") -> None:
         self._register.append(at=self._clock.now(), event=event, actor_id=actor.user_id,
@@ -320,6 +329,11 @@ class OcmwService:
 
     def _local(self, moment: dt.datetime) -> str:
         return moment.astimezone(self._tz).strftime("%d/%m/%Y %H:%M")
+
+
+def _card_slot(referral: SentReferral) -> str:
+    """Where the id of the referral's card in the OCMW conversation is kept."""
+    return f"ocmw:{referral.reference}"
 
 
 def _ocmw_state(state: ReferralState) -> OcmwState:

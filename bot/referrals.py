@@ -109,7 +109,6 @@ class SentReferral:
     failure_reason: str | None = None
     parent_reference: str | None = None  # set on a correction: the referral it corrects
     corrected_item: str | None = None
-    ocmw_card_activity_id: str | None = None
     acknowledged_by_id: str | None = None
     acknowledged_by: str | None = None
     acknowledged_at: dt.datetime | None = None

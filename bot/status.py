@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import cards
 from bot.dialogue import Actor, Card
+from bot.message_outbox import MessageOutbox
 from bot.ocmw_links import OcmwLink
 from bot.protocols import ProtocolRegistry
 from bot.referrals import ReferralStore, SentReferral
@@ -18,24 +19,29 @@ _OUTCOME_NAMES = {"help_wanted": "contact_help_wanted", "no_help_wanted": "conta
 class StatusService:
     """Builds the status cards; references, states and times only, never client data."""
 
-    def __init__(self, *, referrals: ReferralStore, registry: ProtocolRegistry, timezone: ZoneInfo) -> None:
+    def __init__(
+        self, *, referrals: ReferralStore, registry: ProtocolRegistry, messages: MessageOutbox, timezone: ZoneInfo
+    ) -> None:
         self._referrals = referrals
+        self._messages = messages
         self._registry = registry
         self._tz = timezone
 
     def for_referrer(self, actor: Actor) -> Card:
         """The referrer's own referrals, newest first."""
-        rows = [self._row(referral) for referral in self._referrals.for_referrer(actor.user_id)]
+        referrals = self._referrals.for_referrer(actor.user_id)
+        lost = self._messages.given_up_for([referral.reference for referral in referrals])
+        rows = [self._row(referral, lost) for referral in referrals]
         return cards.referral_status_card(actor.lang, audience="referrer", rows=rows)
 
     def for_ocmw(self, actor: Actor, links: list[OcmwLink]) -> Card:
         """The open referrals of every protocol linked to this conversation, oldest first."""
-        rows = [
-            self._row(referral) for link in links for referral in self._referrals.open_for_protocol(link.protocol_id)
-        ]
+        referrals = [referral for link in links for referral in self._referrals.open_for_protocol(link.protocol_id)]
+        lost = self._messages.given_up_for([referral.reference for referral in referrals])
+        rows = [self._row(referral, lost) for referral in referrals]
         return cards.referral_status_card(actor.lang, audience="ocmw", rows=rows)
 
-    def _row(self, referral: SentReferral) -> cards.StatusRow:
+    def _row(self, referral: SentReferral, lost: set[str]) -> cards.StatusRow:
         return cards.StatusRow(
             reference=referral.reference,
             recipient=self._registry.recipient_name(referral.protocol_id),
@@ -44,6 +50,7 @@ class StatusService:
             sent_at=self._local_or_none(referral.sent_at),
             acknowledged_at=self._local_or_none(referral.acknowledged_at),
             outcome=_OUTCOME_NAMES.get(referral.state.value),
+            teams_message_lost=referral.reference in lost,
         )
 
     def _local(self, moment: dt.datetime) -> dt.datetime:

@@ -269,5 +269,6 @@ def _status_row(lang: Language, row: StatusRow, *, show_recipient: bool) -> Any:
             "stateLabel": label,
             "stateColor": "attention" if failed else "default",
             "stateWeight": "Bolder" if failed else "Default",
+            "lostText": text(lang, "status.teams_message_lost") if row.teams_message_lost else "",
         },
     )

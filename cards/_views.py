@@ -82,3 +82,4 @@ class StatusRow:
     sent_at: dt.datetime | None
     acknowledged_at: dt.datetime | None
     outcome: str | None
+    teams_message_lost: bool = False  # a Teams message about it was given up on

@@ -74,7 +74,7 @@ STATUS_ROWS = [
     cards.StatusRow("VD-20261128-K7M2QX", RECIPIENT, "received", WHEN, WHEN, LATER, None),
     cards.StatusRow("VD-20261127-P4HT9W", RECIPIENT, "help_wanted", WHEN, WHEN, LATER, "contact_help_wanted"),
     cards.StatusRow("VD-20261126-ZD8ELF", RECIPIENT, "data_deleted", WHEN, WHEN, LATER, "contact_no_help_wanted"),
-    cards.StatusRow("VD-20261125-N6VHJ3", RECIPIENT, "sent", WHEN, WHEN, None, None),
+    cards.StatusRow("VD-20261125-N6VHJ3", RECIPIENT, "sent", WHEN, WHEN, None, None, teams_message_lost=True),
     cards.StatusRow("VD-20261124-QX4P9H", RECIPIENT, "queued", WHEN, None, None, None),
     cards.StatusRow("VD-20261123-B8WN3R", RECIPIENT, "failed", WHEN, None, None, None),
 ]

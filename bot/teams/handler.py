@@ -1,26 +1,35 @@
-"""Activity handler: messages, installs and Adaptive Card actions in, cards out."""
+"""Activity handler: messages, installs and Adaptive Card actions in, cards out.
+
+It decodes the SDK's activity into an `Actor` and the action's data, lets the plain-Python
+`Router` decide, and encodes the answer: a reply in the chat, or the invoke's body.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
-from botbuilder.core import ActivityHandler, CardFactory, InvokeResponse, MessageFactory, TurnContext
-from botbuilder.schema import Activity, ChannelAccount
+import aiohttp
+from microsoft_agents.activity import Activity, ChannelAccount, InvokeResponse, TurnContextProtocol
+from microsoft_agents.hosting.core import ActivityHandler
 
 import cards
+from bot.chat_messages import RETRYABLE_STATUSES, MessageContent, parse_retry_after
 from bot.dialogue import Actor
-from bot.notifications import NotificationError
 from bot.router import Router
-from bot.teams.notifier import serialize_reference
-from bot.teams.retry import with_teams_retry
+from bot.teams.references import reference_of
+from bot.teams.sender import message_activity
 
 logger = logging.getLogger(__name__)
 
 ADAPTIVE_CARD_ACTION = "adaptiveCard/action"
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+#: A reply is part of the turn Teams waits for: retry briefly, then give up (the user can type again).
+REPLY_ATTEMPTS = 3
+REPLY_MAX_WAIT_SECONDS = 2.0
 
 
 def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
@@ -37,7 +46,7 @@ def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
         display_name=name[:128],
         conversation_id=conversation_id[:512],
         lang=cards.language_for(activity.locale if isinstance(activity.locale, str) else None),
-        conversation_ref=serialize_reference(activity) if with_reference else "",
+        conversation_ref=reference_of(activity) if with_reference else "",
         card_activity_id=activity.reply_to_id if isinstance(activity.reply_to_id, str) else None,
         tenant_id=_channel_data_id(activity, "tenant"),
         places=tuple(place for place in (_channel_data_id(activity, "team"), _channel_data_id(activity, "channel"))
@@ -45,8 +54,17 @@ def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
     )
 
 
+def _actor_or_none(activity: Activity) -> Actor | None:
+    """The actor with a conversation reference, or None when the activity cannot give one."""
+    try:
+        return actor_of(activity, with_reference=True)
+    except ValueError:  # pydantic refused the reference built from this activity
+        logger.info("activity without a usable conversation reference ignored")
+        return None
+
+
 def _channel_data_id(activity: Activity, key: str) -> str:
-    """`channelData.<key>.id` as Teams sends it (the SDK loses `conversation.tenantId`, PLATFORM.md)."""
+    """`channelData.<key>.id` as Teams sends it (every Teams activity carries the tenant there)."""
     channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
     holder = channel_data.get(key)
     return _clean(holder.get("id")) if isinstance(holder, dict) else ""
@@ -81,47 +99,46 @@ def card_invoke_response(card: dict[str, Any]) -> InvokeResponse:
     )
 
 
-class ReferralActivityHandler(ActivityHandler):  # type: ignore[misc]
+class ReferralActivityHandler(ActivityHandler):
     """Routes Teams activities to the referral dialogue."""
 
     def __init__(self, router: Router) -> None:
         super().__init__()
         self._router = router
 
-    async def on_message_activity(self, turn_context: TurnContext) -> None:
+    async def on_message_activity(self, turn_context: TurnContextProtocol[Any]) -> None:
         """A typed message: start, help, or a short pointer."""
         activity = turn_context.activity
-        actor = actor_of(activity, with_reference=True)
-        if not actor.user_id or not actor.conversation_id:
+        actor = _actor_or_none(activity)
+        if actor is None or not actor.user_id or not actor.conversation_id:
             return
         text = activity.text if isinstance(activity.text, str) else ""
         reply = self._router.on_text(actor, text[:2000])
         if reply.card is not None:
-            await _send(turn_context, MessageFactory.attachment(CardFactory.adaptive_card(reply.card)))
+            await _reply(turn_context, MessageContent(card=reply.card))
         elif reply.text is not None:
-            await _send(turn_context, MessageFactory.text(reply.text))
+            await _reply(turn_context, MessageContent(text=reply.text))
 
     async def on_members_added_activity(
-        self, members_added: list[ChannelAccount], turn_context: TurnContext
+        self, members_added: list[ChannelAccount], turn_context: TurnContextProtocol[Any]
     ) -> None:
         """The welcome card, once, when the bot itself is added to a chat."""
         recipient = turn_context.activity.recipient
         bot_id = recipient.id if recipient is not None else None
         if any(member is not None and member.id == bot_id for member in members_added or []):
             card = self._router.welcome(actor_of(turn_context.activity))
-            await _send(turn_context, MessageFactory.attachment(CardFactory.adaptive_card(card)))
+            await _reply(turn_context, MessageContent(card=card))
 
-    async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
+    async def on_invoke_activity(self, turn_context: TurnContextProtocol[Any]) -> InvokeResponse:
         """Card actions; answered here in full so the SDK's error paths are never reached."""
         activity = turn_context.activity
         if activity.name != ADAPTIVE_CARD_ACTION:
             return InvokeResponse(status=HTTPStatus.NOT_IMPLEMENTED)
-        actor = actor_of(activity, with_reference=True)
+        actor = _actor_or_none(activity)
         parsed = card_action_of(activity.value)
-        if parsed is None:
-            return card_invoke_response(cards.problem_card(actor.lang, "malformed_action"))
-        if not actor.user_id or not actor.conversation_id:
-            return card_invoke_response(cards.problem_card(actor.lang, "malformed_action"))
+        if actor is None or parsed is None or not actor.user_id or not actor.conversation_id:
+            lang = cards.language_for(activity.locale if isinstance(activity.locale, str) else None)
+            return card_invoke_response(cards.problem_card(lang, "malformed_action"))
         verb, data = parsed
         try:
             card = await self._router.on_action(actor, verb, data)
@@ -131,10 +148,24 @@ class ReferralActivityHandler(ActivityHandler):  # type: ignore[misc]
         return card_invoke_response(card)
 
 
-async def _send(turn_context: TurnContext, activity: Activity) -> None:
-    """A reply in the current turn, with Teams' retry rules (429 and friends)."""
-    try:
-        await with_teams_retry(lambda: turn_context.send_activity(activity))
-    except NotificationError:
-        logger.exception("reply not delivered to Teams")
+async def _reply(turn_context: TurnContextProtocol[Any], content: MessageContent) -> None:
+    """A reply in the current turn, retried briefly on what Teams says is transient."""
+    await _with_brief_retry(lambda: turn_context.send_activity(message_activity(content)))
 
+
+async def _with_brief_retry(send: Callable[[], Awaitable[object]]) -> None:
+    for attempt in range(1, REPLY_ATTEMPTS + 1):
+        try:
+            await send()
+            return
+        except aiohttp.ClientResponseError as error:
+            if error.status not in RETRYABLE_STATUSES or attempt == REPLY_ATTEMPTS:
+                logger.error("reply not delivered to Teams: HTTP %s", error.status)
+                return
+            wait = parse_retry_after(error.headers.get("Retry-After") if error.headers else None)
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            if attempt == REPLY_ATTEMPTS:
+                logger.error("reply not delivered to Teams: %s", type(error).__name__)
+                return
+            wait = None
+        await asyncio.sleep(min(REPLY_MAX_WAIT_SECONDS, wait if wait is not None else 0.25 * 2 ** attempt))

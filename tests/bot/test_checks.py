@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -78,3 +79,24 @@ def test_the_command_prints_one_line_per_check_and_exits_by_result(tmp_path: Pat
     bad = subprocess.run([sys.executable, "-m", "bot", "check"], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=60, check=False)
     assert bad.returncode == 1 and "FAIL mail transport smtp" in bad.stdout
+
+
+async def test_teams_messages_given_up_or_waiting_too_long_fail_the_check(
+    settings: Settings, clock: ManualClock
+) -> None:
+    from bot.chat_messages import MessageContent
+    from bot.database import open_database
+    from bot.message_outbox import MessageOutbox
+
+    settings.data_dir.mkdir(parents=True)
+    connection = open_database(settings.database_path)
+    messages = MessageOutbox(connection)
+    reference = '{"conversation": {"id": "a:1"}, "serviceUrl": "http://127.0.0.1:9"}'
+    lost = messages.post(reference, MessageContent(text="x"), now=clock.now() - dt.timedelta(hours=25))
+    messages.mark_failed(lost, clock.now(), "gave up after 30 attempts: HTTP 503")
+    messages.post(reference, MessageContent(text="y"), now=clock.now() - dt.timedelta(minutes=40))
+    connection.close()
+    results = await run_checks(settings, clock)
+    [teams] = [result for result in results if result.name == "teams messages"]
+    assert not teams.ok
+    assert teams.detail.startswith("1 given up in the last 7 days, 1 waiting longer than 15 min"), teams.detail

@@ -120,12 +120,15 @@ async def test_a_restart_requeues_what_a_crash_left_half_sent(bot: BotDriver, re
 
 
 async def test_teams_throttling_is_retried_when_telling_the_referrer(
-    bot: BotDriver, referrer: TeamsUser, caplog: pytest.LogCaptureFixture
+    bot: BotDriver, referrer: TeamsUser, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     await _send(bot, referrer)
-    bot.connector.fail_next(429, count=1, retry_after="0")
+    bot.connector.fail_next(429, count=1, retry_after="1")
     caplog.set_level(logging.INFO)
     await bot.deliver()
+    assert [call.method for call in bot.connector.calls[-1:]] == ["PUT"], "throttled; the message waits its turn"
+    clock.advance(dt.timedelta(seconds=3))
+    await bot.settle()
     assert [call.method for call in bot.connector.calls[-3:]] == ["PUT", "PUT", "POST"]
 
 

@@ -51,12 +51,14 @@ def test_sweep_expires_idle_drafts_and_forgets_old_tombstones(store: DraftStore)
     idle = store.advance(store.create("u", "c", NOW, NOW.date()), DraftState.REVIEW, NOW, details=DETAILS)
     assert idle is not None
     store.remember_card(idle.id, '{"conversation": {"id": "a:1"}}', "card-7", "en")
-    assert store.sweep(NOW + dt.timedelta(minutes=29)) == []
-    [shown] = store.sweep(NOW + dt.timedelta(minutes=31))
+    replaced: list[str] = []
+    assert store.sweep(NOW + dt.timedelta(minutes=29), lambda card: replaced.append(card.activity_id)) == []
+    [shown] = store.sweep(NOW + dt.timedelta(minutes=31), lambda card: replaced.append(card.activity_id))
     assert (shown.activity_id, shown.lang) == ("card-7", "en")
+    assert replaced == ["card-7"], "the card's replacement is asked for inside the sweep"
     expired = store.get(idle.id)
     assert expired is not None and expired.state == DraftState.EXPIRED and expired.details is None
-    store.sweep(NOW + dt.timedelta(days=8))
+    store.sweep(NOW + dt.timedelta(days=8), lambda card: replaced.append(card.activity_id))
     assert store.get(idle.id) is None
 
 

@@ -61,7 +61,7 @@ async def referred_and_delivered(bot: BotDriver, referrer: TeamsUser) -> tuple[s
         if c.method == "POST" and c.path.startswith(f"/v3/conversations/{CHANNEL}/")
     ]
     assert posts, "a card was posted in the OCMW channel"
-    card_id = bot.services.referrals.get(reference).ocmw_card_activity_id  # type: ignore[union-attr]
+    card_id = bot.services.messages.slot_activity_id(f"ocmw:{reference}")
     assert card_id
     return reference, card_id
 
@@ -280,10 +280,12 @@ async def test_reminders_after_working_days_once_each(
     assert await bot.services.reminders.run_due() == 0
     clock.current = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
     assert await bot.services.reminders.run_due() == 1
+    await bot.settle()
     assert any(reference in text for text in texts_to(bot, CHANNEL))
     assert await bot.services.reminders.run_due() == 0, "once"
     clock.current = dt.datetime(2026, 12, 3, 9, 30, tzinfo=dt.UTC)  # Friday + 4 working days
     assert await bot.services.reminders.run_due() == 1
+    await bot.settle()
     assert any(reference in text for text in texts_to(bot, referrer.conversation_id) if "werkdagen" in text)
 
 
@@ -309,7 +311,7 @@ async def test_a_restart_between_steps_loses_nothing(
             reference = next(w for w in texts(queued).replace('"', " ").split() if w.startswith("VD-"))
         async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as third:
             await third.deliver()
-            card_id = third.services.referrals.get(reference).ocmw_card_activity_id  # type: ignore[union-attr]
+            card_id = third.services.messages.slot_activity_id(f"ocmw:{reference}")
         async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as fourth:
             answer = await fourth.act(ocmw_worker.in_thread(str(card_id)), "ack.receive", {"reference": reference})
             assert "referral.outcome" in actions(answer)

@@ -13,16 +13,15 @@ import email
 import email.policy
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 
 from tests.support.activities import TeamsUser
+from tests.support.bot_process import bot_process, wait_until_ready
 from tests.support.bot_server import serve
 from tests.support.connector import ConnectorStandIn
 from tests.support.referral_flow import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID
@@ -30,35 +29,6 @@ from tests.support.smtp_server import free_port, smtp_server
 
 REFERRALS = 3
 ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
-
-
-@contextmanager
-def bot_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m bot serve` as its own process, output to `log`."""
-    with log.open("ab") as output:
-        process = subprocess.Popen(  # the real entry point, as `make run` starts it
-            [sys.executable, "-m", "bot", "serve"], env=env, stdout=output, stderr=output,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=10)
-
-
-async def wait_until_ready(url: str, session: aiohttp.ClientSession) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            async with session.get(f"{url}/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("bot did not start")
 
 
 @asynccontextmanager

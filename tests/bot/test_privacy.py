@@ -98,7 +98,8 @@ async def test_an_abandoned_review_card_is_replaced_in_the_chat_when_the_draft_e
     assert "Zoëlle" in texts(review)
     clock.advance(dt.timedelta(minutes=31))
 
-    await sweep_drafts(bot.services.drafts, bot.services.notifier, clock)
+    await sweep_drafts(bot.services.drafts, bot.services.messages, clock)
+    await bot.settle()
 
     [update] = [call for call in bot.connector.calls if call.method == "PUT"]
     assert update.path == f"/v3/conversations/{referrer.conversation_id}/activities/card-1"

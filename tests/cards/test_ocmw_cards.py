@@ -937,3 +937,12 @@ def test_chat_texts_in_dutch() -> None:
     assert "5 werkdagen" in reminder and "Bel" in reminder and REFERENCE in reminder
     assert "beheerder" in cards.text("nl", "link_invalid")
     assert "koppel" in cards.text("nl", "not_linked_yet")
+
+
+@pytest.mark.parametrize("lang", cards.LANGUAGES)
+def test_a_teams_message_given_up_on_shows_in_the_status_row(lang: cards.Language) -> None:
+    card = cards.referral_status_card(lang, audience="referrer", rows=[row("sent", teams_message_lost=True),
+                                                                        row("sent", n=2)])
+    lost = cards.text(lang, "status.teams_message_lost")
+    first, second = status_rows(card)
+    assert lost in json.dumps(first, ensure_ascii=False) and lost not in json.dumps(second, ensure_ascii=False)

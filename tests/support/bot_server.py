@@ -32,6 +32,50 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
 
 
 @dataclass
+class RestartableSite:
+    """A server that can stop listening (connections refused) and listen again on the same port."""
+
+    runner: web.AppRunner
+    port: int
+    site: web.TCPSite | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        """Close the listening socket and every open connection: the next request is refused."""
+        if self.site is not None:
+            await self.site.stop()
+            self.site = None
+        server = self.runner.server
+        if server is not None:
+            for connection in server.connections:
+                connection.force_close()
+
+    async def start(self) -> None:
+        """Listen again on the same port."""
+        self.site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
+        await self.site.start()
+
+
+@asynccontextmanager
+async def serve_restartable(app: web.Application) -> AsyncIterator[RestartableSite]:
+    """Like `serve`, but the test can take the server down and up again."""
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, reuse_address=True)
+    await site.start()
+    server = site._server
+    assert server is not None
+    restartable = RestartableSite(runner, server.sockets[0].getsockname()[1], site)  # type: ignore[union-attr]
+    try:
+        yield restartable
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
 class BotDriver:
     """Talks to the bot the way Teams does, and reads what the bot sent back."""
 
@@ -42,14 +86,14 @@ class BotDriver:
     services: Services
 
     async def deliver(self) -> int:
-        """Let the outbox worker deliver what is due now (the fixture's worker does not run alone)."""
+        """Let the mail outbox deliver what is due now, then send the Teams messages that follow."""
         delivered = await self.services.worker.deliver_due()
-        await self.services.background.drain()
+        await self.settle()
         return delivered
 
-    async def settle(self) -> None:
-        """Wait for the card edits and messages a turn started in the background."""
-        await self.services.background.drain()
+    async def settle(self) -> int:
+        """Send the Teams messages (card edits, notices) that are due now; returns how many sends were tried."""
+        return await self.services.message_worker.deliver_due()
 
     async def post(self, activity: dict[str, Any], headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
         response = await self.session.post(f"{self.bot_url}/api/messages", json=activity, headers=headers)
@@ -60,7 +104,8 @@ class BotDriver:
         """Send a message; returns the activities the bot posted in answer."""
         before = len(self.connector.calls)
         response = await self.post(user.message(self.service_url, text))
-        assert response.status in (200, 201), response.status
+        assert response.status == 202, response.status
+        await self.settle()
         return [call.body for call in self.connector.calls[before:] if call.method == "POST"]
 
     async def act(self, user: TeamsUser, verb: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +133,6 @@ async def driving(app: web.Application, connector: ConnectorStandIn, service_url
         yield BotDriver(
             bot_url=bot_url, service_url=service_url, connector=connector, session=session, services=app[SERVICES_KEY]
         )
-        await app[SERVICES_KEY].background.drain()
 
 
 @asynccontextmanager

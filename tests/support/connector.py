@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,8 @@ class RecordedCall:
     path: str
     body: dict[str, Any]
     peer_port: int = 0  # the bot's side of the TCP connection: equal ports mean a reused connection
+    authorization: str | None = None
+    answered_id: str | None = None  # the activity id the stand-in gave in its answer
 
 
 @dataclass
@@ -24,12 +27,22 @@ class ConnectorStandIn:
     """Answers like the connector does and keeps every call for the test to inspect."""
 
     calls: list[RecordedCall] = field(default_factory=list)
+    #: Requests answered 2xx: what Teams accepted (and shows).
+    accepted: list[RecordedCall] = field(default_factory=list)
+    #: While set, every request is held without an answer (a connector that hangs).
+    hanging: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _failures: list[tuple[int, str | None]] = field(default_factory=list)
+    _failures: list[tuple[int, str | None, str]] = field(default_factory=list)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def fail_next(self, status: int, *, count: int = 1, retry_after: str | None = None) -> None:
-        """Answer the next `count` requests with `status` (and Retry-After), as a throttled Teams would."""
-        self._failures.extend([(status, retry_after)] * count)
+    def fail_next(self, status: int, *, count: int = 1, retry_after: str | None = None, path: str = "") -> None:
+        """Answer the next `count` requests (whose path contains `path`) with `status` (and Retry-After)."""
+        self._failures.extend([(status, retry_after, path)] * count)
+
+    def release(self) -> None:
+        """End the hang: held requests are dropped (their callers see the connection end)."""
+        self.hanging = False
+        self._released.set()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -41,16 +54,25 @@ class ConnectorStandIn:
         if request.can_read_body:
             body = await request.json()
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.calls.append(RecordedCall(request.method, request.path, body, int(peer[1]) if peer else 0))
-        if self._failures:
-            status, retry_after = self._failures.pop(0)
+        call = RecordedCall(request.method, request.path, body, int(peer[1]) if peer else 0,
+                            request.headers.get("Authorization"))
+        self.calls.append(call)
+        if self.hanging:
+            await self._released.wait()
+            raise ConnectionResetError("the connector hung up")
+        failure = next((f for f in self._failures if f[2] in request.path), None)
+        if failure is not None:
+            self._failures.remove(failure)
+            status, retry_after, _ = failure
             headers = {"Retry-After": retry_after} if retry_after is not None else {}
             return web.json_response({"error": {"code": "Throttled", "message": "slow down"}}, status=status,
                                      headers=headers)
+        self.accepted.append(call)
         if request.method == "GET" and "/members/" in request.path:
             member = request.path.rsplit("/", 1)[-1]
             return web.json_response({"id": member, "name": "Member", "aadObjectId": member})
-        return web.json_response({"id": f"activity-{next(self._ids)}"})
+        call.answered_id = f"activity-{next(self._ids)}"
+        return web.json_response({"id": call.answered_id})
 
     def sent_activities(self) -> list[dict[str, Any]]:
         """Bodies of every message the bot posted or updated."""

@@ -1,0 +1,185 @@
+"""Connector clients for the app's whole life: one HTTP session per Teams service URL, a token that is reused.
+
+The Agents SDK builds two aiohttp sessions per turn and closes them after it (PLATFORM.md); here
+one `TeamsConnectorClient` per service URL is kept (its connection pool with it) and handed to the
+SDK as the turn's client, and to the message outbox's sender. The bearer token comes from a
+`ConnectorTokenSource`: MSAL for the bot's app registration, nothing when authentication is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+import aiohttp
+import jwt
+from microsoft_agents.activity import TurnContextProtocol
+from microsoft_agents.authentication.msal import MsalAuth
+from microsoft_agents.hosting.core import AgentAuthConfiguration, ClaimsIdentity
+from microsoft_agents.hosting.core.authorization import AuthTypes
+from microsoft_agents.hosting.core.connector.client import UserTokenClient
+from microsoft_agents.hosting.core.connector.teams import TeamsConnectorClient
+
+from bot.config import BotIdentity
+
+logger = logging.getLogger(__name__)
+
+BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
+TOKEN_SERVICE_URL = "https://api.botframework.com"  # noqa: S105  # nosec B105 - a URL
+#: A connector call that takes longer than this is retried by the outbox, not waited for.
+CONNECTOR_TIMEOUT = aiohttp.ClientTimeout(total=20, connect=5)
+_TOKEN_MARGIN_SECONDS = 300
+
+
+class ConnectorTokenSource(Protocol):
+    """The bearer token for calls to the Bot Framework connector."""
+
+    async def token(self) -> str:
+        """A valid token, or "" when calls go without one (authentication off)."""
+        ...
+
+
+class NoConnectorToken:
+    """Authentication off (local runs, the Agents Playground): calls carry no token."""
+
+    async def token(self) -> str:
+        """Always empty."""
+        return ""
+
+
+class MsalConnectorToken:
+    """The bot's app registration (client secret or managed identity) through MSAL, kept until near expiry.
+
+    MSAL is synchronous (the SDK runs it in a thread); asking it once an hour instead of per call
+    keeps a thread hop off every message.
+    """
+
+    def __init__(self, identity: BotIdentity) -> None:
+        auth_type = AuthTypes.user_managed_identity if identity.app_type == "UserAssignedMSI" \
+            else AuthTypes.client_secret
+        self._msal = MsalAuth(AgentAuthConfiguration(
+            auth_type=auth_type, client_id=identity.app_id, tenant_id=identity.app_tenant_id or None,
+            client_secret=identity.app_password or None,
+        ))
+        self._token = ""  # nosec B105 - no token yet
+        self._valid_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def token(self) -> str:
+        """A token for the connector, refreshed five minutes before it expires."""
+        if self._token and time.time() < self._valid_until:
+            return self._token
+        async with self._lock:
+            if not self._token or time.time() >= self._valid_until:
+                token = await self._msal.get_access_token(TOKEN_SERVICE_URL, [BOT_FRAMEWORK_SCOPE])
+                self._token, self._valid_until = token, _expiry(token) - _TOKEN_MARGIN_SECONDS
+        return self._token
+
+
+def _expiry(token: str) -> float:
+    """When the token expires (its `exp`), or ten minutes from now when it does not say."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return float(claims["exp"])
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        return time.time() + 600 + _TOKEN_MARGIN_SECONDS
+
+
+class _SharedConnectorClient(TeamsConnectorClient):
+    """A connector client the SDK may "close" after each turn; only `ConnectorClients` really closes it."""
+
+    async def close(self) -> None:
+        return None
+
+    async def close_for_good(self) -> None:
+        await self.client.close()
+
+
+class _SharedUserTokenClient(UserTokenClient):
+    """The SDK wants a user-token client per turn; this bot signs nobody in, so one suffices."""
+
+    async def close(self) -> None:
+        return None
+
+    async def close_for_good(self) -> None:
+        await self.client.close()
+
+
+class ConnectorClients:
+    """One connector client per service URL; each request gets the current token as it is sent.
+
+    The token is added by a client middleware, so building a client (the SDK does so for every
+    turn, even an invoke that sends nothing) never waits for, or fails on, the identity platform.
+    """
+
+    def __init__(self, token_source: ConnectorTokenSource, app_id: str) -> None:
+        self._token_source = token_source
+        self._app_id = app_id
+        self._clients: dict[str, _SharedConnectorClient] = {}
+        self._user_tokens: _SharedUserTokenClient | None = None
+
+    async def client_for(self, service_url: str) -> TeamsConnectorClient:
+        """The client for `service_url` (created on first use, inside the event loop)."""
+        endpoint = service_url if service_url.endswith("/") else f"{service_url}/"
+        client = self._clients.get(endpoint)
+        if client is None:
+            client = _SharedConnectorClient(endpoint, "", session=self._session(endpoint))
+            self._clients[endpoint] = client
+        return client
+
+    def user_token_client(self) -> UserTokenClient:
+        """The one user-token client (created on first use, inside the event loop)."""
+        if self._user_tokens is None:
+            endpoint = f"{TOKEN_SERVICE_URL}/"
+            self._user_tokens = _SharedUserTokenClient(endpoint, "", app_id=self._app_id or None,
+                                                        session=self._session(endpoint))
+        return self._user_tokens
+
+    def _session(self, endpoint: str) -> aiohttp.ClientSession:
+        token_source = self._token_source
+
+        async def bearer_token(
+            request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+        ) -> aiohttp.ClientResponse:
+            token = await token_source.token()
+            if token:
+                request.headers["Authorization"] = f"Bearer {token}"
+            return await handler(request)
+
+        return aiohttp.ClientSession(base_url=endpoint, timeout=CONNECTOR_TIMEOUT, middlewares=(bearer_token,))
+
+    async def close(self) -> None:
+        """Close every session (app shutdown)."""
+        for client in self._clients.values():
+            await client.close_for_good()
+        self._clients.clear()
+        if self._user_tokens is not None:
+            await self._user_tokens.close_for_good()
+            self._user_tokens = None
+
+
+class ReusingClientFactory:
+    """The SDK's channel-service client factory, answering with the shared clients."""
+
+    def __init__(self, clients: ConnectorClients) -> None:
+        self._clients = clients
+
+    async def create_connector_client(
+        self,
+        context: TurnContextProtocol[Any] | None,
+        claims_identity: ClaimsIdentity,
+        service_url: str,
+        audience: str,
+        scopes: list[str] | None = None,
+        use_anonymous: bool = False,
+    ) -> TeamsConnectorClient:
+        """The shared client for the activity's service URL."""
+        return await self._clients.client_for(service_url)
+
+    async def create_user_token_client(
+        self, context: Any, claims_identity: ClaimsIdentity, use_anonymous: bool = False
+    ) -> UserTokenClient:
+        """The shared user-token client."""
+        return self._clients.user_token_client()

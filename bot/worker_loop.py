@@ -1,0 +1,51 @@
+"""The loop both outbox workers share: a pass over what is due, then sleep until the next is due or a wake-up.
+
+A worker passes (a) what to do once (`run_pass`) and (b) when its next item is due (`next_due`);
+queueing code calls `wake()` so new work does not wait for the sleep to end. A failing pass is
+logged and the loop goes on: a worker must never die quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot.clock import Clock
+
+logger = logging.getLogger(__name__)
+
+#: Look at the queue at least this often, even when nothing says there is work.
+MAX_IDLE_WAIT = dt.timedelta(seconds=60)
+
+
+class WorkerLoop:
+    """Runs `run_pass` whenever woken or when `next_due` says work is due."""
+
+    def __init__(self, *, name: str, clock: Clock, next_due: Callable[[], dt.datetime | None]) -> None:
+        self._name = name
+        self._clock = clock
+        self._next_due = next_due
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look now (something was queued)."""
+        self._wake.set()
+
+    async def run_forever(self, run_pass: Callable[[], Awaitable[object]]) -> None:
+        """Pass, sleep, pass, ...; until cancelled."""
+        while True:
+            try:
+                await run_pass()
+            except Exception:
+                logger.exception("%s pass failed", self._name)
+            await self._sleep_until_due()
+
+    async def _sleep_until_due(self) -> None:
+        due = self._next_due()
+        wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, max(dt.timedelta(0), due - self._clock.now()))
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait.total_seconds())

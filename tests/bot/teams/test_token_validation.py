@@ -1,0 +1,97 @@
+"""The token validator's key cache: rotation, refresh limits, and keeping old keys when a refresh fails."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.teams.token_validation import (
+    KEYS_MAX_AGE_SECONDS,
+    REFRESH_COOLDOWN_SECONDS,
+    IdentityProviderUnavailableError,
+    NotAuthenticatedError,
+    TokenValidator,
+)
+from tests.support.openid_standin import APP_ID, OpenIdStandIn, new_key, openid_standin
+
+SERVICE_URL = "https://smba.trafficmanager.net/emea/"
+
+
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def keys() -> AsyncIterator[OpenIdStandIn]:
+    async with openid_standin() as standin:
+        yield standin
+
+
+@pytest.fixture
+async def validator(keys: OpenIdStandIn) -> AsyncIterator[tuple[TokenValidator, Ticks]]:
+    ticks = Ticks()
+    checker = TokenValidator(app_id=APP_ID, metadata_url=keys.metadata_url, monotonic=ticks)
+    yield checker, ticks
+    await checker.close()
+
+
+async def _check(checker: TokenValidator, token: str) -> dict[str, object]:
+    return await checker.validate(f"Bearer {token}", channel_id="msteams", service_url=SERVICE_URL)
+
+
+async def test_claims_of_a_valid_token(keys: OpenIdStandIn, validator: tuple[TokenValidator, Ticks]) -> None:
+    checker, _ = validator
+    claims = await _check(checker, keys.token(SERVICE_URL))
+    assert claims["aud"] == APP_ID and claims["serviceurl"] == SERVICE_URL
+
+
+async def test_a_rotated_key_is_learnt_but_unknown_kids_cannot_force_a_fetch_each(
+    keys: OpenIdStandIn, validator: tuple[TokenValidator, Ticks]
+) -> None:
+    checker, ticks = validator
+    await _check(checker, keys.token(SERVICE_URL))
+    stranger = new_key("not-published")
+    ticks.now += REFRESH_COOLDOWN_SECONDS + 1
+    for _ in range(5):
+        with pytest.raises(NotAuthenticatedError):
+            await _check(checker, keys.token(SERVICE_URL, key=stranger))
+    assert keys.fetches.count("keys") == 2, "the first unknown kid refreshes once; the rest wait for the cooldown"
+    rotated = keys.rotate("key-2")
+    ticks.now += REFRESH_COOLDOWN_SECONDS + 1
+    await _check(checker, keys.token(SERVICE_URL, key=rotated))
+    assert keys.fetches.count("keys") == 3
+
+
+async def test_keys_are_refreshed_after_a_day_and_kept_when_the_refresh_fails(
+    keys: OpenIdStandIn, validator: tuple[TokenValidator, Ticks]
+) -> None:
+    checker, ticks = validator
+    await _check(checker, keys.token(SERVICE_URL))
+    ticks.now += KEYS_MAX_AGE_SECONDS + 1
+    keys.failing = True
+    await _check(checker, keys.token(SERVICE_URL))  # stale keys beat no keys
+    assert keys.fetches.count("metadata") == 2
+
+
+async def test_no_keys_at_all_is_unavailable_not_unauthenticated(
+    keys: OpenIdStandIn, validator: tuple[TokenValidator, Ticks]
+) -> None:
+    checker, _ = validator
+    keys.failing = True
+    with pytest.raises(IdentityProviderUnavailableError):
+        await _check(checker, keys.token(SERVICE_URL))
+
+
+async def test_a_service_url_differing_only_in_case_or_final_slash_is_the_same(
+    keys: OpenIdStandIn, validator: tuple[TokenValidator, Ticks]
+) -> None:
+    checker, _ = validator
+    await checker.validate(f"Bearer {keys.token(SERVICE_URL.upper().rstrip('/'))}", channel_id="msteams",
+                           service_url=SERVICE_URL)

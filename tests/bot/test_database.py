@@ -1,0 +1,116 @@
+"""Opening a database the botbuilder-era bot wrote: its rows keep working with the Agents SDK.
+
+`tests/fixtures/botbuilder_era.sql` is such a database (dumped after an OCMW link, an acknowledged
+and an unacknowledged referral, a draft at consent and one at review). botbuilder stored the
+tenant as `conversation.tenantID`, which the Agents SDK drops without a word: unmigrated, every
+proactive message would leave without its tenant. The OCMW cards' ids become message slots.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import create_app
+from bot.config import Settings
+from bot.database import REFERENCE_COLUMNS, SCHEMA_VERSION, open_database, upgrade_reference
+from tests.support.activities import TENANT_ID, TeamsUser
+from tests.support.bot_server import BotDriver, driving, running_connector
+from tests.support.clock import ManualClock
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "botbuilder_era.sql"
+CHANNEL = "19:ocmw-welzijnshuis@thread.tacv2"
+ACKNOWLEDGED = "VD-20261128-RED3MB"
+UNACKNOWLEDGED = "VD-20261128-DA6ZJS"
+
+
+def _restore(path: Path, service_url: str) -> None:
+    """The fixture as a database file, its conversation references pointing at `service_url`."""
+    script = re.sub(r"http://127\.0\.0\.1:\d+", service_url, FIXTURE.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:
+        db.executescript(script)
+
+
+def _stored_references(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [row[0] for table, _, column in REFERENCE_COLUMNS
+                for row in db.execute(f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL")]  # noqa: S608
+
+
+@pytest.fixture
+async def migrated(settings: Settings, clock: ManualClock) -> AsyncIterator[BotDriver]:
+    async with running_connector() as (connector, url):
+        _restore(settings.database_path, url)
+        assert any("tenantID" in ref for ref in _stored_references(settings.database_path))
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as bot:
+            yield bot
+
+
+def test_the_fixture_is_what_botbuilder_wrote() -> None:
+    text = FIXTURE.read_text()
+    assert "PRAGMA user_version=1;" in text and text.count('"tenantID"') == 7 and '"tenantId"' not in text
+
+
+async def test_references_are_rewritten_and_card_ids_become_slots(migrated: BotDriver, settings: Settings) -> None:
+    references = _stored_references(settings.database_path)
+    assert references and not [ref for ref in references if "tenantID" in ref]
+    assert all(json.loads(ref)["conversation"]["tenantId"] == TENANT_ID for ref in references)
+    with sqlite3.connect(settings.database_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert migrated.services.messages.slot_activity_id(f"ocmw:{ACKNOWLEDGED}")
+    assert migrated.services.messages.slot_activity_id(f"ocmw:{UNACKNOWLEDGED}")
+
+
+async def test_proactive_messages_from_migrated_rows_carry_the_tenant(
+    migrated: BotDriver, clock: ManualClock
+) -> None:
+    clock.current = dt.datetime(2026, 12, 10, 9, 0, tzinfo=dt.UTC)  # reminders due for the unacknowledged one
+    assert await migrated.services.reminders.run_due() == 2
+    await migrated.settle()
+    reminders = [call for call in migrated.connector.accepted if call.method == "POST"]
+    assert {call.path.split("/")[3] for call in reminders} == {CHANNEL, "a:personal-referrer"}
+    assert all(call.body["conversation"]["tenantId"] == TENANT_ID for call in reminders)
+
+
+async def test_the_ocmw_card_of_a_migrated_referral_is_edited_where_botbuilder_posted_it(
+    migrated: BotDriver,
+) -> None:
+    card_id = migrated.services.messages.slot_activity_id(f"ocmw:{UNACKNOWLEDGED}")
+    worker = TeamsUser("aad-ocmw-1", "Olga Maatschappelijk", f"{CHANNEL};messageid=1700000000001", channel=True)
+    await migrated.act(worker.in_thread(str(card_id)), "ack.receive", {"reference": UNACKNOWLEDGED})
+    await migrated.settle()
+    [edit] = [call for call in migrated.connector.accepted if call.method == "PUT"]
+    assert edit.path == f"/v3/conversations/{CHANNEL}/activities/{card_id}"
+    assert edit.body["conversation"]["tenantId"] == TENANT_ID
+
+
+async def test_an_expired_draft_of_that_era_gets_its_card_replaced(migrated: BotDriver, clock: ManualClock) -> None:
+    from bot.app import sweep_drafts
+
+    clock.advance(dt.timedelta(hours=1))
+    await sweep_drafts(migrated.services.drafts, migrated.services.messages, clock)
+    await migrated.settle()
+    [replaced] = [call for call in migrated.connector.accepted if call.method == "PUT"]
+    assert replaced.path == "/v3/conversations/a:personal-referrer/activities/card-1"
+    assert replaced.body["conversation"]["tenantId"] == TENANT_ID
+
+
+def test_upgrade_leaves_current_and_unreadable_references_alone() -> None:
+    current = json.dumps({"conversation": {"id": "c", "tenantId": "t"}})
+    assert upgrade_reference(current) == current
+    assert upgrade_reference("not json") == "not json"
+    both = json.loads(upgrade_reference(json.dumps({"conversation": {"id": "c", "tenantID": "old", "tenantId": "t"}})))
+    assert both["conversation"] == {"id": "c", "tenantId": "t"}
+
+
+def test_a_new_database_starts_at_the_current_version(tmp_path: Path) -> None:
+    connection = open_database(tmp_path / "bot.sqlite3")
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    connection.close()

@@ -1,0 +1,334 @@
+"""Every message the bot sends on its own arrives, once: the Teams message outbox against a faulty connector.
+
+The bot over real HTTP, the connector stand-in on a port it can stop listening on. For the OCMW's
+card, the consent-withdrawal notice, a reminder and a card edit, the connector throttles (429 with
+Retry-After 1), fails (503) or refuses connections; the message must arrive exactly once when Teams
+is back, in order within its conversation. A message Teams never takes is given up after the
+horizon, and then shows in the referrer's status, in `python -m bot check`'s count and in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.app import create_app
+from bot.config import Settings
+from tests.support.activities import TeamsUser
+from tests.support.bot_process import bot_command, bot_process, wait_until_ready
+from tests.support.bot_server import BotDriver, RestartableSite, driving, serve_restartable
+from tests.support.card_reading import texts
+from tests.support.clock import ManualClock
+from tests.support.connector import ConnectorStandIn, RecordedCall
+from tests.support.referral_flow import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID, reach_review
+from tests.support.smtp_server import free_port
+
+CHANNEL = "19:ocmw-welzijnshuis@thread.tacv2"
+
+
+@dataclasses.dataclass
+class Setup:
+    bot: BotDriver
+    site: RestartableSite
+    connector: ConnectorStandIn
+    clock: ManualClock
+    referrer: TeamsUser
+    worker: TeamsUser
+
+
+@pytest.fixture
+async def setup(settings: Settings, clock: ManualClock, referrer: TeamsUser) -> AsyncIterator[Setup]:
+    connector = ConnectorStandIn()
+    worker = TeamsUser("aad-ocmw-1", "Olga Maatschappelijk", f"{CHANNEL};messageid=1700000000001", channel=True)
+    async with serve_restartable(connector.app()) as site, \
+            driving(create_app(settings, clock=clock, run_worker=False), connector, site.url) as bot:
+        yield Setup(bot, site, connector, clock, referrer, worker)
+
+
+async def _link(s: Setup) -> None:
+    code = s.bot.services.links.new_code(PROTOCOL_ID, s.clock.now())
+    [reply] = await s.bot.say(s.worker, f"<at>Veilig doorverwijzen</at> koppel {code}")
+    assert "Gekoppeld" in reply["text"]
+
+
+async def _referral(s: Setup) -> str:
+    draft_id, _ = await reach_review(s.bot, s.referrer)
+    queued = await s.bot.act(s.referrer, "referral.send", {"draftId": draft_id})
+    return next(w for w in texts(queued).replace('"', " ").split() if w.startswith("VD-"))
+
+
+async def _delivered(s: Setup) -> str:
+    reference = await _referral(s)
+    await s.bot.deliver()
+    assert s.bot.services.messages.slot_activity_id(f"ocmw:{reference}"), "the OCMW card was posted"
+    return reference
+
+
+def _is_ocmw_card_post(call: RecordedCall) -> bool:
+    return call.method == "POST" and call.path.startswith(f"/v3/conversations/{CHANNEL}/") \
+        and bool(call.body.get("attachments"))
+
+
+def _is_ocmw_card_edit(call: RecordedCall) -> bool:
+    return call.method == "PUT" and call.path.startswith(f"/v3/conversations/{CHANNEL}/")
+
+
+def _is_withdrawal_notice(call: RecordedCall) -> bool:
+    return call.path.startswith(f"/v3/conversations/{CHANNEL}/") and "ingetrokken" in str(call.body.get("text"))
+
+
+def _is_reminder(call: RecordedCall) -> bool:
+    return call.path.startswith(f"/v3/conversations/{CHANNEL}/") and "werkdagen" in str(call.body.get("text"))
+
+
+TARGETS: dict[str, Callable[[RecordedCall], bool]] = {
+    "ocmw-card": _is_ocmw_card_post,
+    "withdrawal-notice": _is_withdrawal_notice,
+    "reminder": _is_reminder,
+    "card-edit": _is_ocmw_card_edit,
+}
+
+
+async def _inject(s: Setup, fault: str) -> None:
+    if fault == "429":
+        s.connector.fail_next(429, count=2, retry_after="1", path=CHANNEL)
+    elif fault == "503":
+        s.connector.fail_next(503, count=2, path=CHANNEL)
+    else:
+        await s.site.stop()
+
+
+async def _until_quiet(s: Setup) -> None:
+    """Let time pass in steps, sending what is due, until nothing is left to send."""
+    for _ in range(20):
+        s.clock.advance(dt.timedelta(seconds=5))
+        await s.bot.settle()
+    assert s.bot.services.messages.counts().get("queued", 0) == 0
+
+
+@pytest.mark.parametrize("fault", ["429", "503", "refused"])
+@pytest.mark.parametrize("message", sorted(TARGETS))
+async def test_a_message_arrives_exactly_once_despite_the_fault(setup: Setup, message: str, fault: str) -> None:
+    is_target = TARGETS[message]
+    await _link(setup)
+    await _cause_with_teams_failing(setup, message, fault)
+    assert not [call for call in setup.connector.accepted if is_target(call)], "not accepted while Teams fails"
+    if fault == "refused":
+        await setup.site.start()
+    await _until_quiet(setup)
+
+    arrived = [call for call in setup.connector.accepted if is_target(call)]
+    assert len(arrived) == 1, [call.path for call in setup.connector.calls]
+    sent_twice = [key for key, count in Counter(_identity(call) for call in setup.connector.accepted).items()
+                  if count > 1]
+    assert sent_twice == []
+
+
+async def _cause_with_teams_failing(s: Setup, message: str, fault: str) -> None:
+    """Run the steps before the message with Teams healthy, then break Teams and cause the message."""
+    if message == "ocmw-card":
+        await _referral(s)
+        await _inject(s, fault)
+        await s.bot.deliver()
+        return
+    reference = await _delivered(s)
+    s.connector.accepted.clear()
+    s.connector.calls.clear()
+    await _inject(s, fault)
+    if message == "withdrawal-notice":
+        await s.bot.act(s.referrer, "consent.withdraw", {"reference": reference})
+    elif message == "reminder":
+        s.clock.advance(dt.timedelta(days=4))  # two working days after Saturday's delivery: Wednesday
+        assert await s.bot.services.reminders.run_due() == 1
+    else:
+        card_id = s.bot.services.messages.slot_activity_id(f"ocmw:{reference}")
+        await s.bot.act(s.worker.in_thread(str(card_id)), "ack.receive", {"reference": reference})
+    await s.bot.settle()
+
+
+def _identity(call: RecordedCall) -> str:
+    return f"{call.method} {call.path} {json.dumps(call.body, sort_keys=True)}"
+
+
+async def test_messages_to_one_conversation_keep_their_order(setup: Setup) -> None:
+    """The referrer's card edit is throttled: the "delivered" message after it waits its turn."""
+    await _link(setup)
+    await _referral(setup)
+    setup.connector.accepted.clear()
+    setup.connector.fail_next(429, count=1, retry_after="1", path=setup.referrer.conversation_id)
+    await setup.bot.deliver()
+    to_referrer = [c for c in setup.connector.accepted if setup.referrer.conversation_id in c.path]
+    assert to_referrer == [], "nothing overtakes the throttled edit"
+    await _until_quiet(setup)
+    to_referrer = [c.method for c in setup.connector.accepted if setup.referrer.conversation_id in c.path]
+    assert to_referrer == ["PUT", "POST"]
+
+
+async def test_a_vanished_card_is_posted_afresh_and_later_edits_follow_it(setup: Setup) -> None:
+    await _link(setup)
+    reference = await _delivered(setup)
+    first_id = setup.bot.services.messages.slot_activity_id(f"ocmw:{reference}")
+    setup.connector.fail_next(404, path=f"{CHANNEL}/activities/{first_id}")
+    await setup.bot.act(setup.worker.in_thread(str(first_id)), "ack.receive", {"reference": reference})
+    await setup.bot.settle()
+    second_id = setup.bot.services.messages.slot_activity_id(f"ocmw:{reference}")
+    assert second_id and second_id != first_id
+    reposted = [c for c in setup.connector.accepted if _is_ocmw_card_post(c)]
+    assert "Ontvangst bevestigd" in texts(reposted[-1].body), "the fresh card shows the new state"
+    await setup.bot.act(setup.worker.in_thread(str(second_id)), "referral.outcome",
+                        {"reference": reference, "outcome": "contact_help_wanted"})
+    await setup.bot.settle()
+    [edit] = [c for c in setup.connector.accepted if c.method == "PUT" and CHANNEL in c.path]
+    assert edit.path.endswith(f"/activities/{second_id}")
+
+
+async def test_a_message_teams_never_takes_is_given_up_visibly(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _link(setup)
+    reference = await _referral(setup)
+    setup.connector.fail_next(503, count=10_000, path=CHANNEL)
+    await setup.bot.deliver()
+    caplog.set_level(logging.ERROR)
+    for _ in range(30):
+        setup.clock.advance(dt.timedelta(hours=1))
+        await setup.bot.settle()
+    assert setup.bot.services.messages.counts().get("failed") == 1
+    stuck = setup.bot.services.messages.stuck(setup.clock.now(), dt.timedelta(minutes=15))
+    assert stuck.given_up == 1 and stuck.waiting == 0
+    assert "Teams message NOT delivered" in caplog.text and reference in str(
+        [record.__dict__.get("reference") for record in caplog.records])
+    [status] = await setup.bot.say(setup.referrer, "status")
+    assert "kwam niet aan" in texts(status["attachments"][0]["content"])
+
+
+async def test_a_refused_message_is_not_retried(setup: Setup) -> None:
+    """403 (the bot was removed from the channel): retrying cannot help; give up at once, visibly."""
+    await _link(setup)
+    await _referral(setup)
+    setup.connector.fail_next(403, path=CHANNEL)
+    await setup.bot.deliver()
+    assert setup.bot.services.messages.counts().get("failed") == 1
+    assert len([c for c in setup.connector.calls if _is_ocmw_card_post(c)]) == 1
+
+
+async def test_a_restart_sends_what_was_queued_and_not_yet_accepted(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser, tmp_path: Path
+) -> None:
+    connector = ConnectorStandIn()
+    worker = TeamsUser("aad-ocmw-1", "Olga", CHANNEL, channel=True)
+    async with serve_restartable(connector.app()) as site:
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, site.url) as first:
+            s = Setup(first, site, connector, clock, referrer, worker)
+            await _link(s)
+            reference = await _referral(s)
+            await site.stop()
+            connector.accepted.clear()
+            await first.deliver()  # the mail went out; Teams is unreachable for everything after it
+        await site.start()
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, site.url) as second:
+            clock.advance(dt.timedelta(seconds=10))
+            await second.settle()
+            assert [c for c in connector.accepted if _is_ocmw_card_post(c)], "the card arrived after the restart"
+            assert second.services.messages.slot_activity_id(f"ocmw:{reference}")
+            assert len([c for c in connector.accepted if referrer.conversation_id in c.path]) == 2
+
+
+async def test_sigkill_between_the_state_change_and_the_send_then_restart_sends_each_message_once(
+    tmp_path: Path,
+) -> None:
+    """The real bot process: its messages are in flight to a connector that hangs; kill -9; restart.
+
+    After the mail is accepted the bot owes the referrer a card edit and a message and the OCMW its
+    card; after the OCMW's acknowledgement, an edit of that card and a notice to the referrer. All
+    are held by a hanging connector when the process dies; after the restart each arrives once,
+    and the card edit reaches the card the restarted bot posted.
+    """
+    connector = ConnectorStandIn()
+    port = free_port()
+    env = {**os.environ, "BOT_DATA_DIR": str(tmp_path / "data"), "PORT": str(port),
+           "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD", "TEAMS_RETRY_INITIAL_SECONDS": "1",
+           "TEAMS_RETRY_MAX_SECONDS": "1", "LOG_LEVEL": "INFO"}
+    bot_url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "bot.log"
+    referrer = TeamsUser("aad-referrer-1", "An Verpleeg", "a:personal-referrer")
+    worker = TeamsUser("aad-ocmw-1", "Olga", f"{CHANNEL};messageid=1700000000001", channel=True)
+    async with serve_restartable(connector.app()) as site, aiohttp.ClientSession() as session:
+        async def post(activity: dict[str, object]) -> dict[str, object]:
+            async with session.post(f"{bot_url}/api/messages", json=activity) as response:
+                assert response.status in (200, 202)
+                return await response.json() if response.status == 200 else {}
+
+        with bot_process(env, log) as first:
+            await wait_until_ready(bot_url, session)
+            code = bot_command(env, "link-ocmw", PROTOCOL_ID).strip().splitlines()[-1]
+            await post(worker.message(site.url, f"<at>Veilig doorverwijzen</at> koppel {code}"))
+            connector.hanging = True
+            reference = await refer_over_http(post, referrer, site.url)
+            await _wait_for(lambda: sum(1 for c in connector.calls if c.method in ("POST", "PUT")) >= 3, log)
+            await post(worker.card_action(site.url, "ack.receive", {"reference": reference}))
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        connector.release()
+        held = len(connector.calls)
+        with bot_process(env, log):
+            await wait_until_ready(bot_url, session)
+            await _wait_for(lambda: len(connector.accepted) >= 6, log)
+            await asyncio.sleep(2.5)  # time for any duplicate to show up
+    assert held >= 3, "messages were in flight when the process died"
+    answered = Counter(f"{c.method} {c.path.split('/activities')[0].split(';')[0]} {_kind(c)}"
+                       for c in connector.accepted)
+    assert answered == Counter({
+        f"POST /v3/conversations/{CHANNEL} link-reply": 1,
+        f"PUT /v3/conversations/{referrer.conversation_id} card": 1,
+        f"POST /v3/conversations/{referrer.conversation_id} delivered-text": 1,
+        f"POST /v3/conversations/{CHANNEL} card": 1,
+        f"PUT /v3/conversations/{CHANNEL} card": 1,
+        f"POST /v3/conversations/{referrer.conversation_id} ack-text": 1,
+    }), log.read_text()
+    [edit] = [c for c in connector.accepted if c.method == "PUT" and CHANNEL in c.path]
+    [posted] = [c for c in connector.accepted if c.method == "POST" and CHANNEL in c.path and c.body.get("attachments")]
+    assert edit.path.endswith(f"/activities/{posted.answered_id}"), "the edit reaches the card posted after the restart"
+    assert "Ontvangst bevestigd" in texts(edit.body)
+    assert "queued again" in log.read_text()
+
+
+def _kind(call: RecordedCall) -> str:
+    if call.body.get("attachments"):
+        return "card"
+    text = str(call.body.get("text"))
+    return "link-reply" if "Gekoppeld" in text else "ack-text" if "bevestigd" in text else "delivered-text"
+
+
+async def refer_over_http(
+    post: Callable[[dict[str, object]], Awaitable[dict[str, object]]], user: TeamsUser, service_url: str
+) -> str:
+    """The four card actions of a referral; returns its reference."""
+    start = await post(user.card_action(service_url, "referral.start", {}))
+    value = start["value"]
+    assert isinstance(value, dict)
+    draft_id = next(a["data"]["draftId"] for a in value["actions"] if a["verb"] == "referral.consent")
+    await post(user.card_action(service_url, "referral.consent", {"draftId": draft_id, "ocmw": PROTOCOL_ID,
+                                                                  **CONSENT_ALL}))
+    await post(user.card_action(service_url, "referral.details", {"draftId": draft_id, **CLIENT_FORM}))
+    queued = await post(user.card_action(service_url, "referral.send", {"draftId": draft_id}))
+    return next(w for w in texts(queued).replace('"', " ").split() if w.startswith("VD-"))
+
+
+async def _wait_for(condition: Callable[[], bool], log: Path, seconds: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(log.read_text()[-4000:])
+        await asyncio.sleep(0.05)
