@@ -119,3 +119,19 @@ async def test_replies_reuse_one_connection_to_the_connector(bot: BotDriver, ref
         await bot.say(referrer, "hulp")
     ports = {call.peer_port for call in bot.connector.calls}
     assert len(bot.connector.calls) == 3 and len(ports) == 1, ports
+
+
+async def test_a_failing_turn_never_shows_the_exception_to_the_user(
+    bot: BotDriver, referrer: TeamsUser, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK's default turn-error handler posts "Exception caught : ..." into the chat."""
+    from bot.router import Router
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("internal detail with a family name Zoëlle")
+
+    monkeypatch.setattr(Router, "on_text", broken)
+    response = await bot.post(referrer.message(bot.service_url, "hulp"))
+    assert response.status == 202
+    assert bot.connector.calls == [], "nothing is posted to the user"
+    assert "turn failed" in caplog.text
