@@ -24,7 +24,7 @@ from bot.protocols import ProtocolRegistry
 from bot.referral import ITEM_FIELDS, FieldError, Referrer
 from bot.referrals import ReferralStore, SentReferral
 from bot.register import ProcessingRegister, RegisterEvent
-from bot.sending import Origin, ReferralSender, SendFailure
+from bot.sending import AlreadySent, Origin, ReferralSender, SendFailure
 
 logger = logging.getLogger(__name__)
 
@@ -103,27 +103,33 @@ class CorrectionService:
         result = validate_item(item, data, protocol)
         if result.values is None:
             return self._request_card(actor.lang, correction_id, original, item, result.typed, result.errors)
-        new_reference = self._next_reference(original.reference)
         referrer = Referrer(user_id=actor.user_id, display_name=actor.display_name)
         origin = Origin(conversation_id=actor.conversation_id, conversation_ref=actor.conversation_ref,
                         card_activity_id=actor.card_activity_id, lang=actor.lang)
+
+        def claim(new_reference: str) -> str | None:
+            """Mark the request sent as `new_reference`; or the version it was sent as before."""
+            cursor = self._db.execute(
+                "UPDATE corrections SET new_reference = ? WHERE id = ? AND new_reference IS NULL",
+                (new_reference, correction_id),
+            )
+            if cursor.rowcount == 1:
+                return None
+            row = self._db.execute("SELECT new_reference FROM corrections WHERE id = ?", (correction_id,)).fetchone()
+            return str(row["new_reference"])
+
         try:
-            queued = await self._sender.queue_correction(original, new_reference, item, result.values, protocol,
-                                                         referrer, origin)
+            queued = await self._sender.queue_correction(original, item, result.values, protocol, referrer, origin,
+                                                         claim)
+        except AlreadySent as sent:
+            return cards.problem_card(actor.lang, "correction_done", reference=sent.reference)
         except SendFailure as failure:
             logger.warning("correction not queued: %s", failure.reason, extra={"reference": original.reference})
             return cards.problem_card(actor.lang, "send_failed", reference=original.reference)
-        self._db.execute("UPDATE corrections SET new_reference = ? WHERE id = ?", (new_reference, correction_id))
         self._on_queued()
         return cards.correction_queued_card(actor.lang, reference=queued.reference, corrected_item=item,
                                             recipient=protocol.recipient.organisation,
                                             queued_at=queued.queued_at)
-
-    def _next_reference(self, root: str) -> str:
-        row = self._db.execute(
-            "SELECT COUNT(*) AS n FROM referrals WHERE parent_reference = ?", (root,)
-        ).fetchone()
-        return f"{root}-{int(row['n']) + 2}"
 
     def _request_card(
         self,

@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -34,6 +34,14 @@ from bot.zip_passwords import ZipPassword, ZipPasswordError, ZipPasswordProvider
 logger = logging.getLogger(__name__)
 
 PASSWORD_WAIT_SECONDS = 4.0  # the invoke must be answered within ~5 s
+
+
+class AlreadySent(Exception):
+    """The correction was sent before (a second click, or a colleague's); `reference` is its version."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(reference)
+        self.reference = reference
 
 
 class SendFailure(Exception):
@@ -122,41 +130,56 @@ class ReferralSender:
     async def queue_correction(
         self,
         original: SentReferral,
-        new_reference: str,
         item: str,
         values: Mapping[str, str],
         protocol: DataSharingProtocol,
         referrer: Referrer,
         origin: Origin,
+        claim: Callable[[str], str | None],
     ) -> QueuedReferral:
-        """Encrypt and queue only the corrected item, as a new version of `original`."""
+        """Encrypt and queue only the corrected item, as the next version of `original`.
+
+        One transaction allocates the version (`VD-...-2`, `-3`, ...), lets `claim(version)` mark the
+        correction request as sent with it (or say, by returning that version, that it already was:
+        `AlreadySent`), and queues the package. Nothing awaits inside it, so concurrent clicks on one
+        request send one correction and concurrent different requests get distinct versions.
+        """
         password = await self._password(protocol)
         now = self._clock.now()
-        contents = CorrectionPackageContents(
-            reference=new_reference,
-            corrects=original.reference,
-            protocol=protocol,
-            item=item,
-            values=values,
-            referrer=referrer,
-            key_version=password.version,
-            created_at=now,
-        )
-        try:
-            package = build_correction_package(contents, password.value)
-        except PackagePasswordError as error:
-            raise SendFailure("zip password refused by the packager", transient=False) from error
-        message = build_referral_mail(
-            contents, package, sender=self._mail_from, local_tz=self._tz, corrects=original.reference
-        )
-        record = dataclasses.replace(
-            _queued_record(new_reference, protocol, referrer, origin, password, message, now, now),
-            parent_reference=original.reference,
-            corrected_item=item,
-        )
         with transaction(self._db):
+            new_reference = self._next_version(original.reference)
+            sent_as = claim(new_reference)
+            if sent_as is not None:
+                raise AlreadySent(sent_as)
+            contents = CorrectionPackageContents(
+                reference=new_reference,
+                corrects=original.reference,
+                protocol=protocol,
+                item=item,
+                values=values,
+                referrer=referrer,
+                key_version=password.version,
+                created_at=now,
+            )
+            try:
+                package = build_correction_package(contents, password.value)
+            except PackagePasswordError as error:
+                raise SendFailure("zip password refused by the packager", transient=False) from error
+            message = build_referral_mail(
+                contents, package, sender=self._mail_from, local_tz=self._tz, corrects=original.reference
+            )
+            record = dataclasses.replace(
+                _queued_record(new_reference, protocol, referrer, origin, password, message, now, now),
+                parent_reference=original.reference,
+                corrected_item=item,
+            )
             self._commit(record, message, protocol, referrer, now)
         return QueuedReferral(reference=new_reference, queued_at=now, key_version=password.version)
+
+    def _next_version(self, root: str) -> str:
+        """The next free version of `root`: `root-2` for the first correction."""
+        row = self._db.execute("SELECT COUNT(*) AS n FROM referrals WHERE parent_reference = ?", (root,)).fetchone()
+        return f"{root}-{int(row['n']) + 2}"
 
     async def _password(self, protocol: DataSharingProtocol) -> ZipPassword:
         try:

@@ -13,6 +13,7 @@ from bot.config import Settings
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.clock import ManualClock
+from tests.support.ocmw_flow import CHANNEL
 
 ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
 
@@ -50,3 +51,18 @@ def referrer() -> TeamsUser:
 @pytest.fixture
 def colleague() -> TeamsUser:
     return TeamsUser(aad_object_id="aad-colleague-2", name="Bert Collega", conversation_id="a:personal-colleague")
+
+
+@pytest.fixture
+def ocmw_worker() -> TeamsUser:
+    return TeamsUser("aad-ocmw-1", "Olga Maatschappelijk", f"{CHANNEL};messageid=1700000000001", channel=True)
+
+
+@pytest.fixture
+def second_worker() -> TeamsUser:
+    return TeamsUser("aad-ocmw-2", "Omar Collega", CHANNEL, channel=True)
+
+
+@pytest.fixture
+def outsider() -> TeamsUser:
+    return TeamsUser("aad-outsider", "Otto Buiten", "19:other-team@thread.tacv2", channel=True)
