@@ -18,7 +18,7 @@ from bot.chat_messages import MessageContent
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.corrections import CorrectionService
-from bot.database import open_database
+from bot.database import open_database, transaction
 from bot.delivery import DeliveryWorker, RetryPolicy
 from bot.dialogue import ReferralDialogue
 from bot.draft_cipher import DraftCipher
@@ -216,9 +216,14 @@ def create_app(
 
     app.add_routes([channel.route, web.get("/healthz", _healthz), web.get("/readyz", readyz)])
 
+    async def sweep() -> None:
+        release_interrupted_sends(connection, drafts, messages, clock)
+        await sweep_drafts(drafts, messages, clock)
+
     async def run_background(_: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS,
-                                            lambda: sweep_drafts(drafts, messages, clock)))]
+        if run_worker:  # the serving process owns the data folder: a send still marked is a dead one
+            release_interrupted_sends(connection, drafts, messages, clock, idle_for=dt.timedelta(0))
+        tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, sweep))]
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(message_worker.run()))
@@ -271,6 +276,31 @@ async def _readyz(
     ready = all(value.startswith("ok") for value in checks.values())
     return web.json_response({"status": "ready" if ready else "not ready", "checks": checks},
                              status=200 if ready else 503)
+
+
+#: A send takes seconds (the password wait is bounded to 4 s); one still "sending" after this was interrupted.
+INTERRUPTED_SEND_AFTER = dt.timedelta(minutes=2)
+
+
+def release_interrupted_sends(
+    connection: sqlite3.Connection, drafts: DraftStore, messages: MessageOutbox, clock: Clock,
+    idle_for: dt.timedelta = INTERRUPTED_SEND_AFTER,
+) -> int:
+    """Drafts a crash left "sending" go back to review and their users are told, in one commit.
+
+    At start (this process holds the data folder: nothing else can be sending) with `idle_for` 0,
+    and from the periodic sweep for anything older than `INTERRUPTED_SEND_AFTER`.
+    """
+    now = clock.now()
+    with transaction(connection):
+        released = drafts.release_interrupted_sends(now, idle_for)
+        for draft in released:
+            if draft.conversation_ref:
+                note = cards.text(cards.language_for(draft.lang), "send_interrupted", reference=draft.reference)
+                messages.post(draft.conversation_ref, MessageContent(text=note), now=now, reference=draft.reference)
+    if released:
+        logger.warning("interrupted sends released back to review: %d", len(released))
+    return len(released)
 
 
 async def sweep_drafts(drafts: DraftStore, messages: MessageOutbox, clock: Clock) -> None:

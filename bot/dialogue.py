@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -291,6 +292,14 @@ class ReferralDialogue:
         except SendFailure as failure:
             self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
             logger.warning("referral not queued: %s", failure.reason, extra={"reference": claimed.reference})
+            return cards.problem_card(actor.lang, "send_failed", reference=claimed.reference, draft_id=claimed.id)
+        except Exception as error:
+            # Anything else (a full disk, a protocol value a mail header refuses, a bug): nothing was
+            # committed, so the draft goes back to review and the user can send again. The message of
+            # such an error may quote what it choked on, which may be client data: frames only.
+            self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
+            logger.error("referral not queued: unexpected %s\n%s", type(error).__name__,
+                         "".join(traceback.format_tb(error.__traceback__)), extra={"reference": claimed.reference})
             return cards.problem_card(actor.lang, "send_failed", reference=claimed.reference, draft_id=claimed.id)
         self._on_queued()
         logger.info("referral queued", extra={"reference": queued.reference, "protocol_id": protocol.id})

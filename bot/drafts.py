@@ -69,6 +69,15 @@ class ShownCard:
     lang: str
 
 
+@dataclass(frozen=True)
+class InterruptedSend:
+    """A draft whose send a crash interrupted: its reference, and the chat to tell (None if unknown)."""
+
+    reference: str
+    conversation_ref: str | None
+    lang: str
+
+
 class DraftStore:
     """Drafts in SQLite; every state change is a compare-and-set, so a double click sends once."""
 
@@ -145,6 +154,25 @@ class DraftStore:
             (final_state.value, to_text(now), draft.id, draft.state.value),
         )
         return cursor.rowcount == 1
+
+    def release_interrupted_sends(self, now: dt.datetime, idle_for: dt.timedelta) -> list[InterruptedSend]:
+        """Drafts left `sending` for longer than `idle_for` (the process died mid-send) go back to review.
+
+        Nothing of theirs was committed (the package, the referral and the wipe commit together), so
+        the data is still there and pressing "Verstuur" again sends them. Call inside a transaction
+        with whatever tells the users. Returns the drafts released, with where their card is.
+        """
+        cutoff = to_text(now - idle_for)
+        rows = self._db.execute(
+            "SELECT id, reference, conversation_ref, card_activity_id, lang FROM drafts WHERE state = ?"
+            " AND updated_at <= ?",
+            (DraftState.SENDING.value, cutoff),
+        ).fetchall()
+        self._db.execute(
+            "UPDATE drafts SET state = ?, updated_at = ? WHERE state = ? AND updated_at <= ?",
+            (DraftState.REVIEW.value, to_text(now), DraftState.SENDING.value, cutoff),
+        )
+        return [InterruptedSend(str(row["reference"]), row["conversation_ref"], row["lang"] or "nl") for row in rows]
 
     def remember_card(self, draft_id: str, conversation_ref: str, card_activity_id: str, lang: str) -> None:
         """Where the draft's card is shown, so an expired draft's card can be blanked in the chat."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import create_app
 from bot.config import Settings
 from bot.reference import is_reference
 from tests.conftest import ZIP_PASSWORD
@@ -294,3 +296,63 @@ def _reference_in(card: dict[str, object]) -> str:
     reference = found.pop()
     assert is_reference(reference)
     return reference
+
+
+@pytest.mark.parametrize("fault", ["a mail header refuses a protocol value", "the disk is full"])
+async def test_an_unexpected_error_while_sending_keeps_the_draft_for_another_try(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, fault: str,
+) -> None:
+    """Not only the expected send failure: whatever goes wrong before the commit, nothing is stranded."""
+    import sqlite3
+
+    from bot import sending
+    from bot.outbox import Outbox
+
+    draft_id, _ = await reach_review(bot, referrer)
+
+    quoted = "Header values may not contain linefeed or carriage return characters: " + CLIENT_FORM["firstName"]
+
+    def header_refused(*_: object, **__: object) -> None:
+        raise ValueError(quoted)
+
+    def disk_full(*_: object, **__: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as patch:
+        if fault == "the disk is full":
+            patch.setattr(Outbox, "enqueue", disk_full)
+        else:
+            patch.setattr(sending, "build_referral_mail", header_refused)
+        failed = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert actions(failed).get("referral.send") == {"draftId": draft_id}, "the card offers to send again"
+    assert "Zoëlle" not in caplog.text and "Vandenbroeckx" not in caplog.text
+    assert bot.services.outbox.counts() == {}
+    sent = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert "VD-" in texts(sent) and "referral.send" not in actions(sent)
+    await bot.deliver()
+    assert len(list(settings.outbox_dir.glob("*.eml"))) == 1
+
+
+async def test_a_send_a_crash_interrupted_goes_back_to_review_and_its_user_is_told(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """The process died between "sending" and the commit: at the next start the draft is sendable again."""
+    import sqlite3
+
+    from tests.support.bot_server import driving, running_connector
+
+    async with running_connector() as (connector, url):
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as first:
+            draft_id, _ = await reach_review(first, referrer)
+            with sqlite3.connect(settings.database_path) as db:  # what the crash left
+                db.execute("UPDATE drafts SET state = 'sending' WHERE id = ?", (draft_id,))
+        async with driving(create_app(settings, clock=clock, run_worker=True), connector, url) as second:
+            for _ in range(50):
+                if any("NIET verstuurd" in str(call.body.get("text")) for call in connector.accepted):
+                    break
+                await asyncio.sleep(0.02)
+            [told] = [call for call in connector.accepted if "NIET verstuurd" in str(call.body.get("text"))]
+            assert told.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")
+            sent = await second.act(referrer, "referral.send", {"draftId": draft_id})
+            assert "VD-" in texts(sent) and "referral.send" not in actions(sent)
