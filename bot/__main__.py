@@ -16,6 +16,7 @@ from bot.breach_cli import add_breach_command, run_breach_command
 from bot.checks import run_checks
 from bot.clock import SystemClock
 from bot.config import ConfigError, Settings
+from bot.data_folder_lock import DataFolderInUseError, DataFolderLock
 from bot.database import open_database
 from bot.logging_setup import configure_logging
 from bot.ocmw_links import OcmwLinks
@@ -87,6 +88,18 @@ def _link_ocmw(settings: Settings, protocol_id: str) -> int:
 
 
 def _serve(settings: Settings) -> int:
+    try:
+        lock = DataFolderLock.acquire(settings.data_dir)
+    except DataFolderInUseError as error:
+        logger.error("%s", error)
+        return 2
+    try:
+        return _serve_holding(settings)
+    finally:
+        lock.release()
+
+
+def _serve_holding(settings: Settings) -> int:
     try:
         draft_key = asyncio.run(draft_key_from_key_vault(settings)) if settings.key_vault is not None else None
         app = create_app(settings, draft_key=draft_key)

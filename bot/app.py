@@ -113,7 +113,8 @@ def create_app(
         messages=messages,
         clock=clock,
         timezone=settings.timezone,
-        policy=RetryPolicy(settings.delivery.initial, settings.delivery.maximum, settings.delivery.horizon),
+        policy=RetryPolicy(settings.delivery.initial, settings.delivery.maximum, settings.delivery.horizon,
+                           settings.delivery.lease),
         after_delivery=lambda referral, now: ocmw.queue_referral_card(referral, now),
     )
     sender = ReferralSender(
@@ -187,7 +188,8 @@ def create_app(
         sender=channel.sender,
         clock=clock,
         policy=MessageDeliveryPolicy(
-            RetryPolicy(settings.message_retry.initial, settings.message_retry.maximum, settings.delivery.horizon)
+            RetryPolicy(settings.message_retry.initial, settings.message_retry.maximum, settings.delivery.horizon),
+            lease=settings.delivery.lease,
         ),
     )
     messages.on_queued = message_worker.wake

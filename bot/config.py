@@ -75,6 +75,8 @@ class DeliveryPolicyConfig:
     initial: dt.timedelta = dt.timedelta(seconds=30)
     maximum: dt.timedelta = dt.timedelta(hours=1)
     horizon: dt.timedelta = dt.timedelta(hours=24)
+    #: How long a worker holds a mail or Teams message it is sending (both outboxes).
+    lease: dt.timedelta = dt.timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ class Settings:
                 maximum=dt.timedelta(seconds=reader.integer("OUTBOX_RETRY_MAX_SECONDS", 3600, minimum=1,
                                                             maximum=86400)),
                 horizon=dt.timedelta(hours=reader.integer("OUTBOX_HORIZON_HOURS", 24, minimum=1, maximum=24 * 14)),
+                lease=dt.timedelta(seconds=reader.integer("OUTBOX_LEASE_SECONDS", 120, minimum=2, maximum=3600)),
             ),
             message_retry=MessageRetryConfig(
                 initial=dt.timedelta(seconds=reader.integer("TEAMS_RETRY_INITIAL_SECONDS", 2, minimum=1,
@@ -190,6 +193,12 @@ class Settings:
             starts_per_hour=reader.integer("RATE_LIMIT_STARTS_PER_HOUR", 20, minimum=1, maximum=10_000),
             actions_per_minute=reader.integer("RATE_LIMIT_ACTIONS_PER_MINUTE", 60, minimum=1, maximum=10_000),
         )
+        if settings.smtp is not None and settings.delivery.lease.total_seconds() < 2 * settings.smtp.timeout_seconds:
+            raise ConfigError(
+                f"OUTBOX_LEASE_SECONDS={int(settings.delivery.lease.total_seconds())} is shorter than twice "
+                f"SMTP_TIMEOUT_SECONDS={int(settings.smtp.timeout_seconds)}: a slow relay would have its mail sent "
+                "twice. Raise OUTBOX_LEASE_SECONDS or lower SMTP_TIMEOUT_SECONDS."
+            )
         if settings.environment == "production" and settings.security_weakenings:
             raise ConfigError(
                 "BOT_ENV=production refuses settings that weaken security: "

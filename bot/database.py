@@ -98,7 +98,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     queued_at TEXT NOT NULL,
     next_attempt_at TEXT NOT NULL,
     last_error TEXT,
-    finished_at TEXT
+    finished_at TEXT,
+    lease_until TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS message_outbox (
@@ -168,13 +169,14 @@ REFERENCE_COLUMNS = (("drafts", "id", "conversation_ref"), ("referrals", "refere
 
 
 def _upgrade_to_2(connection: sqlite3.Connection) -> None:
-    """From the botbuilder-era schema: references readable by the Agents SDK, OCMW card ids as slots.
+    """From the botbuilder-era schema: references readable by the Agents SDK, OCMW card ids as slots, leases.
 
     botbuilder stored the tenant as `conversation.tenantID`, which the Agents SDK drops without a
     word (proactive messages would then go out without a tenant). The OCMW card of a referral is
     now edited through the message outbox's slot `ocmw:<reference>`.
     """
     with transaction(connection):
+        connection.execute("ALTER TABLE outbox ADD COLUMN lease_until TEXT")
         for table, key, column in REFERENCE_COLUMNS:
             rows = connection.execute(
                 f"SELECT {key} AS k, {column} AS ref FROM {table} WHERE {column} LIKE '%tenantID%'"  # noqa: S608  # nosec B608

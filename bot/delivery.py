@@ -10,6 +10,7 @@ either all of it or none (and then the mail is retried).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -34,6 +35,9 @@ from bot.worker_loop import WorkerLoop
 
 logger = logging.getLogger(__name__)
 
+#: A send may take this share of its lease; past it, it counts as a transient failure.
+SEND_SHARE_OF_LEASE = 0.9
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with jitter, bounded per wait and in total."""
@@ -41,6 +45,8 @@ class RetryPolicy:
     initial: dt.timedelta = dt.timedelta(seconds=30)
     maximum: dt.timedelta = dt.timedelta(hours=1)
     horizon: dt.timedelta = dt.timedelta(hours=24)
+    #: How long a worker holds a row it is sending; a send is cut off before its lease runs out.
+    lease: dt.timedelta = dt.timedelta(minutes=2)
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> dt.timedelta:
         """Wait before attempt `attempt + 1`: half to all of the doubled step, never below Retry-After."""
@@ -91,17 +97,14 @@ class DeliveryWorker:
         self._loop.wake()
 
     async def run(self) -> None:
-        """Deliver forever; rows a crash left half-sent are queued again first."""
-        recovered = self._outbox.recover()
-        if recovered:
-            logger.warning("outbox: %d mail(s) interrupted by a restart are queued again", recovered)
+        """Deliver forever (a row a dead worker held is due again when its lease runs out)."""
         await self._loop.run_forever(self.deliver_due)
 
     async def deliver_due(self) -> int:
         """One pass over what is due now; returns how many rows were tried."""
         tried = 0
         while True:
-            items = self._outbox.claim_due(self._clock.now())
+            items = self._outbox.claim_due(self._clock.now(), self._policy.lease)
             if not items:
                 return tried
             for item in items:
@@ -111,7 +114,11 @@ class DeliveryWorker:
     async def _deliver(self, item: OutboxItem) -> None:
         message = email.message_from_bytes(item.payload, policy=email.policy.SMTP)
         try:
-            await self._transport.send(message)
+            async with asyncio.timeout(self._policy.lease.total_seconds() * SEND_SHARE_OF_LEASE):
+                await self._transport.send(message)
+        except TimeoutError:
+            await self._handle_failure(item, MailDeliveryError("no answer within the lease", transient=True))
+            return
         except MailDeliveryError as error:
             await self._handle_failure(item, error)
             return

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bot.chat_messages import ChatSender, ChatSendError
 from bot.clock import Clock
-from bot.delivery import RetryPolicy
+from bot.delivery import SEND_SHARE_OF_LEASE, RetryPolicy
 from bot.message_outbox import MessageAction, MessageOutbox, QueuedMessage
 from bot.worker_loop import WorkerLoop
 
@@ -56,10 +56,7 @@ class MessageDeliveryWorker:
         self._loop.wake()
 
     async def run(self) -> None:
-        """Send forever; messages a crash left half-sent are due again first."""
-        recovered = self._outbox.recover()
-        if recovered:
-            logger.warning("message outbox: %d Teams message(s) interrupted by a restart are queued again", recovered)
+        """Send forever (a message a dead worker held is due again when its lease runs out)."""
         await self._loop.run_forever(self.deliver_due)
 
     async def deliver_due(self) -> int:
@@ -77,22 +74,29 @@ class MessageDeliveryWorker:
         if message.action == MessageAction.UPDATE and target is None and message.slot is not None:
             target = self._outbox.slot_activity_id(message.slot)
         try:
-            if message.action == MessageAction.UPDATE and target is None:
-                # The card was never posted (given up on, or posted before slots existed): post it now.
-                activity_id = await self._sender.post(message.conversation_ref, message.content)
-            elif message.action == MessageAction.UPDATE and target is not None:
-                await self._sender.update(message.conversation_ref, target, message.content)
-                activity_id = target
-            else:
-                activity_id = await self._sender.post(message.conversation_ref, message.content)
+            async with asyncio.timeout(self._policy.lease.total_seconds() * SEND_SHARE_OF_LEASE):
+                activity_id = await self._deliver(message, target)
         except ChatSendError as error:
             self._not_sent(message, error)
+            return
+        except TimeoutError:
+            self._not_sent(message, ChatSendError("no answer within the lease"))
             return
         except Exception:
             logger.exception("Teams message send failed unexpectedly", extra=_log_fields(message))
             self._not_sent(message, ChatSendError("unexpected error"))
             return
         self._outbox.mark_sent(message.id, self._clock.now(), slot=message.slot, activity_id=activity_id)
+
+    async def _deliver(self, message: QueuedMessage, target: str | None) -> str | None:
+        """Post or edit; returns the id of the message now showing it.
+
+        An edit of a card that was never posted (given up on before) posts it.
+        """
+        if message.action == MessageAction.UPDATE and target is not None:
+            await self._sender.update(message.conversation_ref, target, message.content)
+            return target
+        return await self._sender.post(message.conversation_ref, message.content)
 
     def _not_sent(self, message: QueuedMessage, error: ChatSendError) -> None:
         now = self._clock.now()

@@ -14,6 +14,7 @@ posted afresh when the card is gone. A row is leased while it is sent; a lease t
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from enum import StrEnum
 
 from bot.chat_messages import MessageContent, conversation_key
 from bot.database import from_text, to_text, transaction
+
+logger = logging.getLogger(__name__)
 
 
 class MessageState(StrEnum):
@@ -125,10 +128,13 @@ class MessageOutbox:
         Teams shows them in order; a message given up on no longer holds the others back.
         """
         with transaction(self._db):
-            self._db.execute(
+            expired = self._db.execute(
                 "UPDATE message_outbox SET state = ?, lease_until = NULL WHERE state = ? AND lease_until < ?",
                 (MessageState.QUEUED.value, MessageState.SENDING.value, to_text(now)),
-            )
+            ).rowcount
+            if expired:
+                logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again",
+                               expired)
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM message_outbox AS m WHERE state = ? AND next_attempt_at <= ?"  # noqa: S608  # nosec B608
                 " AND NOT EXISTS (SELECT 1 FROM message_outbox AS e WHERE e.conversation_key = m.conversation_key"
@@ -142,14 +148,6 @@ class MessageOutbox:
                     (MessageState.SENDING.value, to_text(now + lease), row["id"]),
                 )
         return [_message(row) for row in rows]
-
-    def recover(self) -> int:
-        """At start: messages a crash left leased are due again (one process owns this database)."""
-        cursor = self._db.execute(
-            "UPDATE message_outbox SET state = ?, lease_until = NULL WHERE state = ?",
-            (MessageState.QUEUED.value, MessageState.SENDING.value),
-        )
-        return cursor.rowcount
 
     def slot_activity_id(self, slot: str) -> str | None:
         """The id of the card kept under `slot`, once Teams has given one."""

@@ -2,19 +2,23 @@
 
 A row holds only the finished RFC 5322 message (headers and body without client data, the
 client data inside the AES-256 ZIP). The payload is dropped once delivered or given up on.
-Mark-then-send: a row is marked `sending` (committed) before the transport is called; after a
-crash such rows go back to `queued` and are sent again with the same Message-ID, so a duplicate
-is recognisable by the recipient's mail system.
+Mark-then-send: a row is leased (`sending` until `lease_until`, committed) before the transport is
+called. A lease that runs out (its worker died) makes the row due again, and it is sent again with
+the same Message-ID, so a duplicate is recognisable by the recipient's mail system; a row whose
+lease still runs is never touched by anyone else.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sqlite3
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.database import from_text, to_text, transaction
+
+logger = logging.getLogger(__name__)
 
 
 class OutboxState(StrEnum):
@@ -51,16 +55,15 @@ class Outbox:
             (message_id, reference, payload, OutboxState.QUEUED.value, to_text(now), to_text(now)),
         )
 
-    def recover(self) -> int:
-        """After a restart: rows left `sending` by a crash are queued again."""
-        cursor = self._db.execute(
-            "UPDATE outbox SET state = ? WHERE state = ?", (OutboxState.QUEUED.value, OutboxState.SENDING.value)
-        )
-        return cursor.rowcount
-
-    def claim_due(self, now: dt.datetime, limit: int = 10) -> list[OutboxItem]:
-        """Mark up to `limit` due rows `sending` (committed) and return them."""
+    def claim_due(self, now: dt.datetime, lease: dt.timedelta, limit: int = 10) -> list[OutboxItem]:
+        """Lease up to `limit` due rows (committed) and return them; expired leases are due again first."""
         with transaction(self._db):
+            expired = self._db.execute(
+                "UPDATE outbox SET state = ?, lease_until = NULL WHERE state = ? AND lease_until < ?",
+                (OutboxState.QUEUED.value, OutboxState.SENDING.value, to_text(now)),
+            ).rowcount
+            if expired:
+                logger.warning("outbox: %d mail(s) whose worker stopped mid-send are due again", expired)
             rows = self._db.execute(
                 "SELECT message_id, reference, payload, attempts, queued_at FROM outbox"
                 " WHERE state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
@@ -68,8 +71,8 @@ class Outbox:
             ).fetchall()
             for row in rows:
                 self._db.execute(
-                    "UPDATE outbox SET state = ?, attempts = attempts + 1 WHERE message_id = ?",
-                    (OutboxState.SENDING.value, row["message_id"]),
+                    "UPDATE outbox SET state = ?, attempts = attempts + 1, lease_until = ? WHERE message_id = ?",
+                    (OutboxState.SENDING.value, to_text(now + lease), row["message_id"]),
                 )
         return [
             OutboxItem(
@@ -85,28 +88,32 @@ class Outbox:
     def mark_delivered(self, message_id: str, now: dt.datetime) -> None:
         """Delivered: drop the payload, keep the fact."""
         self._db.execute(
-            "UPDATE outbox SET state = ?, payload = NULL, finished_at = ?, last_error = NULL WHERE message_id = ?",
+            "UPDATE outbox SET state = ?, payload = NULL, finished_at = ?, last_error = NULL, lease_until = NULL"
+            " WHERE message_id = ?",
             (OutboxState.DELIVERED.value, to_text(now), message_id),
         )
 
     def reschedule(self, message_id: str, next_attempt_at: dt.datetime, error: str) -> None:
         """A transient failure: try again at `next_attempt_at`."""
         self._db.execute(
-            "UPDATE outbox SET state = ?, next_attempt_at = ?, last_error = ? WHERE message_id = ?",
+            "UPDATE outbox SET state = ?, next_attempt_at = ?, last_error = ?, lease_until = NULL WHERE message_id = ?",
             (OutboxState.QUEUED.value, to_text(next_attempt_at), error, message_id),
         )
 
     def mark_failed(self, message_id: str, now: dt.datetime, error: str) -> None:
         """Given up: drop the payload; the referrer is told to refer again."""
         self._db.execute(
-            "UPDATE outbox SET state = ?, payload = NULL, finished_at = ?, last_error = ? WHERE message_id = ?",
+            "UPDATE outbox SET state = ?, payload = NULL, finished_at = ?, last_error = ?, lease_until = NULL"
+            " WHERE message_id = ?",
             (OutboxState.FAILED.value, to_text(now), error, message_id),
         )
 
     def next_due_at(self) -> dt.datetime | None:
-        """When the earliest queued row is due, or None when nothing is queued."""
+        """When the earliest queued row is due (or a lease runs out), None when nothing waits."""
         row = self._db.execute(
-            "SELECT MIN(next_attempt_at) AS due FROM outbox WHERE state = ?", (OutboxState.QUEUED.value,)
+            "SELECT MIN(CASE WHEN state = ? THEN next_attempt_at ELSE lease_until END) AS due FROM outbox"
+            " WHERE state IN (?, ?)",
+            (OutboxState.QUEUED.value, OutboxState.QUEUED.value, OutboxState.SENDING.value),
         ).fetchone()
         return None if row is None or row["due"] is None else from_text(row["due"])
 

@@ -109,12 +109,20 @@ async def test_after_the_horizon_the_referrer_is_told_it_was_not_delivered(
     assert payload is None
 
 
-async def test_a_restart_requeues_what_a_crash_left_half_sent(bot: BotDriver, referrer: TeamsUser) -> None:
+async def test_a_row_a_dead_worker_held_is_due_again_when_its_lease_runs_out_and_not_before(
+    bot: BotDriver, referrer: TeamsUser, clock: ManualClock, settings: Settings
+) -> None:
+    """Another worker (process) must never take over a row whose lease still runs."""
+    from bot.database import open_database
+    from bot.outbox import Outbox
+
     await _send(bot, referrer)
-    now = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
-    assert len(bot.services.outbox.claim_due(now)) == 1  # marked sending; then the process "dies"
-    assert bot.services.outbox.claim_due(now) == []
-    assert bot.services.outbox.recover() == 1
+    lease = dt.timedelta(minutes=2)
+    other = Outbox(open_database(settings.database_path))  # a second worker on the same database
+    assert len(other.claim_due(clock.now(), lease)) == 1  # leased; then that worker "dies"
+    clock.advance(lease - dt.timedelta(seconds=1))
+    assert await bot.deliver() == 0, "the lease still runs: nobody else touches the row"
+    clock.advance(dt.timedelta(seconds=2))
     assert await bot.deliver() == 1
     assert bot.services.outbox.counts() == {"delivered": 1}
 

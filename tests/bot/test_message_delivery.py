@@ -259,7 +259,8 @@ async def test_sigkill_between_the_state_change_and_the_send_then_restart_sends_
     port = free_port()
     env = {**os.environ, "BOT_DATA_DIR": str(tmp_path / "data"), "PORT": str(port),
            "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD", "TEAMS_RETRY_INITIAL_SECONDS": "1",
-           "TEAMS_RETRY_MAX_SECONDS": "1", "LOG_LEVEL": "INFO"}
+           "TEAMS_RETRY_MAX_SECONDS": "1", "LOG_LEVEL": "INFO",
+           "OUTBOX_LEASE_SECONDS": "2"}
     bot_url = f"http://127.0.0.1:{port}"
     log = tmp_path / "bot.log"
     referrer = TeamsUser("aad-referrer-1", "An Verpleeg", "a:personal-referrer")
@@ -301,7 +302,7 @@ async def test_sigkill_between_the_state_change_and_the_send_then_restart_sends_
     [posted] = [c for c in connector.accepted if c.method == "POST" and CHANNEL in c.path and c.body.get("attachments")]
     assert edit.path.endswith(f"/activities/{posted.answered_id}"), "the edit reaches the card posted after the restart"
     assert "Ontvangst bevestigd" in texts(edit.body)
-    assert "queued again" in log.read_text()
+    assert "stopped mid-send are due again" in log.read_text()
 
 
 def _kind(call: RecordedCall) -> str:

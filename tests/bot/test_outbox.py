@@ -72,6 +72,7 @@ async def test_sigkill_with_queued_mail_and_smtp_down_sends_each_referral_exactl
             "SMTP_TIMEOUT_SECONDS": "5",
             "OUTBOX_RETRY_INITIAL_SECONDS": "1",
             "OUTBOX_RETRY_MAX_SECONDS": "1",
+            "OUTBOX_LEASE_SECONDS": "10",  # a mail the killed process held is due again after this
         }
         bot_url = f"http://127.0.0.1:{bot_port}"
         log = tmp_path / "bot.log"
@@ -89,7 +90,7 @@ async def test_sigkill_with_queued_mail_and_smtp_down_sends_each_referral_exactl
             smtp.start()
             with bot_process(env, log):
                 await wait_until_ready(bot_url, session)
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 40
                 while len(smtp.messages) < REFERRALS and time.monotonic() < deadline:  # noqa: ASYNC110 - another process
                     await asyncio.sleep(0.2)
                 await asyncio.sleep(2.5)  # time for any duplicate to show up
