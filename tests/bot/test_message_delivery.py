@@ -273,7 +273,7 @@ async def test_sigkill_between_the_state_change_and_the_send_then_restart_sends_
 
         with bot_process(env, log) as first:
             await wait_until_ready(bot_url, session)
-            code = bot_command(env, "link-ocmw", PROTOCOL_ID).strip().splitlines()[-1]
+            code = (await asyncio.to_thread(bot_command, env, "link-ocmw", PROTOCOL_ID)).strip().splitlines()[-1]
             await post(worker.message(site.url, f"<at>Veilig doorverwijzen</at> koppel {code}"))
             connector.hanging = True
             reference = await refer_over_http(post, referrer, site.url)
