@@ -25,7 +25,7 @@ from bot.drafts import Draft, DraftState, DraftStore
 from bot.protocols import DataSharingProtocol, ProtocolRegistry
 from bot.referral import ConsentRecord, FieldError, Referrer
 from bot.register import ProcessingRegister, RegisterEvent
-from bot.sending import Origin, ReferralSender, SendFailure
+from bot.sending import Origin, PasswordUnavailable, ReferralSender, SendFailure
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +291,8 @@ class ReferralDialogue:
         except SendFailure as failure:
             self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
             logger.warning("referral not queued: %s", failure.reason, extra={"reference": claimed.reference})
-            return cards.problem_card(actor.lang, "send_failed", reference=claimed.reference, draft_id=claimed.id)
+            problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
+            return cards.problem_card(actor.lang, problem, reference=claimed.reference, draft_id=claimed.id)
         self._on_queued()
         logger.info("referral queued", extra={"reference": queued.reference, "protocol_id": protocol.id})
         return cards.queued_card(
