@@ -29,7 +29,7 @@ from bot.message_outbox import MessageOutbox
 from bot.ocmw import OcmwService
 from bot.ocmw_links import OcmwLinks
 from bot.outbox import Outbox
-from bot.protocols import ProtocolRegistry, load_registry
+from bot.protocols import DataSharingProtocol, ProtocolRegistry, load_registry
 from bot.referrals import ReferralStore
 from bot.register import ProcessingRegister
 from bot.reminders import ReminderService
@@ -45,6 +45,8 @@ from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_SECONDS = 60.0
+#: How long `/readyz` waits for a ZIP password that is not in the cache yet: a probe must not hang on the vault.
+READY_PASSWORD_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,9 @@ def create_app(
 
     app.add_routes([channel.route, web.get("/healthz", _healthz), web.get("/readyz", readyz)])
 
+    def protocols_in_force() -> list[DataSharingProtocol]:
+        return registry.in_force_on(clock.now().astimezone(settings.timezone).date())
+
     async def sweep() -> None:
         release_interrupted_sends(connection, drafts, messages, clock)
         await sweep_drafts(drafts, messages, clock)
@@ -225,7 +230,9 @@ def create_app(
     async def run_background(_: web.Application) -> AsyncIterator[None]:
         if run_worker:  # the serving process owns the data folder: a send still marked is a dead one
             release_interrupted_sends(connection, drafts, messages, clock, idle_for=dt.timedelta(0))
-        tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, sweep))]
+        # The ZIP passwords first: fetched now and refreshed before they expire, without holding up the start.
+        tasks = [asyncio.create_task(passwords.keep_warm(protocols_in_force)),
+                 asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, sweep))]
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(message_worker.run()))
@@ -259,7 +266,11 @@ async def _readyz(
     clock: Clock,
     settings: Settings,
 ) -> web.Response:
-    """Ready for referrals: storage answers, a protocol is in force, its ZIP password can be had."""
+    """Ready for referrals: storage answers, a protocol is in force, their ZIP passwords can be had.
+
+    The passwords are kept warm, so this normally answers from the cache; when one is not there
+    yet, it waits for the running fetch only briefly (which goes on regardless).
+    """
     checks: dict[str, str] = {}
     try:
         connection.execute("SELECT 1").fetchone()
@@ -270,8 +281,8 @@ async def _readyz(
     checks["protocols"] = f"ok: {len(in_force)} in force" if in_force else "failed: none in force today"
     if in_force:
         try:
-            async with asyncio.timeout(5):
-                await passwords.password_for(in_force[0])
+            async with asyncio.timeout(READY_PASSWORD_WAIT_SECONDS):
+                await asyncio.gather(*(passwords.password_for(protocol) for protocol in in_force))
             checks["secret_provider"] = "ok"  # noqa: S105  # nosec B105
         except (ZipPasswordError, TimeoutError) as error:
             checks["secret_provider"] = f"failed: {type(error).__name__}"

@@ -24,7 +24,7 @@ from bot.protocols import ProtocolRegistry
 from bot.referral import ITEM_FIELDS, FieldError, Referrer
 from bot.referrals import ReferralStore, SentReferral
 from bot.register import ProcessingRegister, RegisterEvent
-from bot.sending import AlreadySent, Origin, ReferralSender, SendFailure
+from bot.sending import AlreadySent, Origin, PasswordUnavailable, ReferralSender, SendFailure
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ class CorrectionService:
             return cards.problem_card(actor.lang, "correction_done", reference=sent.reference)
         except SendFailure as failure:
             logger.warning("correction not queued: %s", failure.reason, extra={"reference": original.reference})
-            return cards.problem_card(actor.lang, "send_failed", reference=original.reference)
+            problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
+            return cards.problem_card(actor.lang, problem, reference=original.reference)
         self._on_queued()
         return cards.correction_queued_card(actor.lang, reference=queued.reference, corrected_item=item,
                                             recipient=protocol.recipient.organisation,

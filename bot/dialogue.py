@@ -26,7 +26,7 @@ from bot.drafts import Draft, DraftState, DraftStore
 from bot.protocols import DataSharingProtocol, ProtocolRegistry
 from bot.referral import ConsentRecord, FieldError, Referrer
 from bot.register import ProcessingRegister, RegisterEvent
-from bot.sending import Origin, ReferralSender, SendFailure
+from bot.sending import Origin, PasswordUnavailable, ReferralSender, SendFailure
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +292,8 @@ class ReferralDialogue:
         except SendFailure as failure:
             self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
             logger.warning("referral not queued: %s", failure.reason, extra={"reference": claimed.reference})
-            return cards.problem_card(actor.lang, "send_failed", reference=claimed.reference, draft_id=claimed.id)
+            problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
+            return cards.problem_card(actor.lang, problem, reference=claimed.reference, draft_id=claimed.id)
         except Exception as error:
             # Anything else (a full disk, a protocol value a mail header refuses, a bug): nothing was
             # committed, so the draft goes back to review and the user can send again. The message of

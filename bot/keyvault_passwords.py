@@ -1,8 +1,11 @@
-"""ZIP passwords from Azure Key Vault: one secret per protocol, cached briefly, retried when the vault hiccups.
+"""ZIP passwords from Azure Key Vault: one secret per protocol, kept warm, retried when the vault hiccups.
 
 A referral must not hang on a slow vault, and a vault that refuses us (missing secret, no access)
-must say so at once instead of being retried. The secret's value never leaves this module except
-inside `ZipPassword`; errors and logs name the secret only.
+must say so at once instead of being retried. A slow or throttling vault must not starve the
+referrals either: each password is fetched when the app starts and again before its cache time
+runs out, in the background, and a fetch is never cancelled by a caller that stopped waiting for
+it, so its answer still fills the cache. The secret's value never leaves this module except inside
+`ZipPassword`; errors and logs name the secret only.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import functools
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_TTL = dt.timedelta(minutes=10)
 MAX_RETRY_AFTER_SECONDS = 30.0
+#: A cached password is fetched again in the background once it is this far into its cache time.
+REFRESH_AT = 0.8
+#: The longest pause between two looks at what needs refreshing (shorter for short cache times).
+MAX_REFRESH_CHECK_SECONDS = 30.0
 _RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -95,7 +103,12 @@ class KeyVaultZipPasswordProvider:
     """Reads the latest version of the secret named in the protocol file; implements ZipPasswordProvider.
 
     Cached per secret name for `cache_ttl` so a rotation is picked up without a restart, yet a burst
-    of referrals costs one vault call. `attempts` counts every try, the first one included.
+    of referrals costs one vault call. `keep_warm` fetches the passwords before anyone needs them
+    and refreshes them at `REFRESH_AT` of `cache_ttl`, so a referral normally never waits for the
+    vault. There is at most one fetch per secret at a time, shared by every caller and never
+    cancelled by one that stops waiting (`asyncio.shield`); only `close` ends it. `attempts` counts
+    every try, the first one included; `refresh_check_seconds` is the pause of `keep_warm` between
+    two looks (default: a twentieth of `cache_ttl`, at most 30 s).
     """
 
     def __init__(
@@ -107,6 +120,7 @@ class KeyVaultZipPasswordProvider:
         attempts: int = 4,
         backoff_seconds: float = 0.5,
         timeout_seconds: float = 10.0,
+        refresh_check_seconds: float | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         credential: AsyncTokenCredential | None = None,
@@ -119,29 +133,64 @@ class KeyVaultZipPasswordProvider:
         self._attempts = attempts
         self._backoff_seconds = backoff_seconds
         self._timeout_seconds = timeout_seconds
+        self._refresh_check_seconds = (
+            refresh_check_seconds
+            if refresh_check_seconds is not None
+            else min(MAX_REFRESH_CHECK_SECONDS, cache_ttl.total_seconds() / 20)
+        )
         self._sleep = sleep
         self._jitter = jitter
         self._credential = credential  # the client does not close its credential, so we do
         self._cache: dict[str, _Cached] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._fetches: dict[str, asyncio.Task[ZipPassword]] = {}
 
     async def password_for(self, protocol: DataSharingProtocol) -> ZipPassword:
-        """The current password for the protocol's secret, from the cache while it is fresh."""
+        """The current password for the protocol's secret, from the cache while it is fresh.
+
+        Otherwise this waits for the one fetch of that secret (starting it if none runs). A caller
+        with a time budget may stop waiting: the fetch goes on and fills the cache for the next one.
+        """
         name = protocol.zip_password_secret
         cached = self._fresh(name)
         if cached is not None:
             return cached
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            cached = self._fresh(name)  # another caller may have fetched it while we waited
-            if cached is not None:
-                return cached
-            password = await self._fetch_with_retries(name)
-            self._cache[name] = _Cached(password, self._clock.now())
-            return password
+        return await asyncio.shield(self._fetch(name))
+
+    async def keep_warm(self, protocols: Callable[[], Iterable[DataSharingProtocol]]) -> None:
+        """Fetch the passwords of `protocols()` now, then refresh each before it expires; runs until cancelled.
+
+        `protocols` is asked again at every look, so a protocol that comes into force is warmed too.
+        Failures are logged, never raised: the app must start and keep running with a vault that is
+        down, and a password that could not be refreshed stays in use until its cache time ends.
+        """
+        if self._cache_ttl <= dt.timedelta(0):
+            logger.info("Key Vault passwords are not cached (cache time 0), so none is kept warm")
+            return
+        while True:
+            try:
+                await self.refresh_due(protocols())
+            except Exception:
+                logger.exception("keeping the Key Vault passwords warm failed")
+            await asyncio.sleep(self._refresh_check_seconds)
+
+    async def refresh_due(self, protocols: Iterable[DataSharingProtocol]) -> None:
+        """Fetch each password of `protocols` that is missing or past `REFRESH_AT` of its cache time.
+
+        Returns when those fetches have ended; a failed one was logged by the fetch and keeps the
+        old value in the cache.
+        """
+        due = sorted({p.zip_password_secret for p in protocols if self._refresh_due(p.zip_password_secret)})
+        results = await asyncio.gather(*(asyncio.shield(self._fetch(name)) for name in due), return_exceptions=True)
+        for name, result in zip(due, results, strict=True):
+            if isinstance(result, Exception) and not isinstance(result, ZipPasswordError):
+                logger.error("Key Vault secret refresh failed unexpectedly", exc_info=result, extra={"secret": name})
 
     async def close(self) -> None:
-        """Close the client's connections and, when we were given it, the credential."""
+        """End the running fetches, then close the client's connections and, when we were given it, the credential."""
+        fetches = list(self._fetches.values())
+        for fetch in fetches:
+            fetch.cancel()
+        await asyncio.gather(*fetches, return_exceptions=True)
         try:
             await self._client.close()
         finally:
@@ -154,6 +203,53 @@ class KeyVaultZipPasswordProvider:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    def _fetch(self, name: str) -> asyncio.Task[ZipPassword]:
+        """The running fetch of `name`, or a new one: one vault read (with its retries) for all callers."""
+        fetch = self._fetches.get(name)
+        if fetch is None:
+            fetch = asyncio.create_task(self._fetch_into_cache(name), name=f"key-vault-read {name}")
+            self._fetches[name] = fetch
+            fetch.add_done_callback(functools.partial(self._forget_fetch, name))
+        return fetch
+
+    def _forget_fetch(self, name: str, fetch: asyncio.Task[ZipPassword]) -> None:
+        if self._fetches.get(name) is fetch:
+            del self._fetches[name]
+        if not fetch.cancelled():
+            fetch.exception()  # retrieved: a failure was logged by the fetch itself, even when no one waited
+
+    async def _fetch_into_cache(self, name: str) -> ZipPassword:
+        """Read the secret and cache it; on failure log what the app now lives with and raise."""
+        previous = self._cache.get(name)
+        try:
+            password = await self._fetch_with_retries(name)
+        except ZipPasswordError as error:
+            now = self._clock.now()
+            if previous is not None and now - previous.fetched_at < self._cache_ttl:
+                logger.warning(
+                    "%s; the cached password (version %s) stays in use until %s",
+                    error,
+                    previous.password.version,
+                    (previous.fetched_at + self._cache_ttl).isoformat(timespec="seconds"),
+                    extra={"secret": name},
+                )
+            else:
+                logger.warning(
+                    "%s; there is no password for it, so referrals that need it cannot be sent until it is read",
+                    error,
+                    extra={"secret": name},
+                )
+            raise
+        self._cache[name] = _Cached(password, self._clock.now())
+        if previous is not None and previous.password.version != password.version:
+            logger.info("Key Vault secret has a new version (%s); using it from now on", password.version,
+                        extra={"secret": name})
+        return password
+
+    def _refresh_due(self, name: str) -> bool:
+        cached = self._cache.get(name)
+        return cached is None or self._clock.now() - cached.fetched_at >= self._cache_ttl * REFRESH_AT
+
     def _fresh(self, name: str) -> ZipPassword | None:
         cached = self._cache.get(name)
         if cached is None or self._clock.now() - cached.fetched_at >= self._cache_ttl:
@@ -165,13 +261,7 @@ class KeyVaultZipPasswordProvider:
             try:
                 return await self._fetch_once(name)
             except _Retry as failure:
-                if attempt == self._attempts:
-                    logger.warning(
-                        "Key Vault secret unavailable after %d attempts: %s",
-                        attempt,
-                        failure.reason,
-                        extra={"secret": name},
-                    )
+                if attempt == self._attempts:  # logged by _fetch_into_cache, with what it means for the app
                     raise ZipPasswordError(
                         f"Key Vault secret '{name}' could not be read after {attempt} attempts ({failure.reason})",
                         transient=True,

@@ -33,7 +33,7 @@ from bot.zip_passwords import ZipPassword, ZipPasswordError, ZipPasswordProvider
 
 logger = logging.getLogger(__name__)
 
-PASSWORD_WAIT_SECONDS = 4.0  # the invoke must be answered within ~5 s
+PASSWORD_WAIT_SECONDS = 4.0  # the invoke must be answered within ~5 s; the fetch itself goes on after this
 
 
 class AlreadySent(Exception):
@@ -51,6 +51,17 @@ class SendFailure(Exception):
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
+
+
+class PasswordUnavailable(SendFailure):
+    """No ZIP password in time (vault slow, throttled or unreachable): the user can try again in a moment.
+
+    A read that outlasted the wait goes on and fills the provider's cache; a failed one is tried
+    again in the background.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, transient=True)
 
 
 @dataclass(frozen=True)
@@ -182,12 +193,15 @@ class ReferralSender:
         return f"{root}-{int(row['n']) + 2}"
 
     async def _password(self, protocol: DataSharingProtocol) -> ZipPassword:
+        """The password within the user's time budget; giving up does not cancel the provider's fetch."""
         try:
             return await asyncio.wait_for(self._passwords.password_for(protocol), PASSWORD_WAIT_SECONDS)
         except TimeoutError as error:
-            raise SendFailure("zip password not available in time", transient=True) from error
+            raise PasswordUnavailable("zip password not available in time") from error
         except ZipPasswordError as error:
-            raise SendFailure(f"zip password unavailable: {error}", transient=error.transient) from error
+            if error.transient:
+                raise PasswordUnavailable(f"zip password unavailable: {error}") from error
+            raise SendFailure(f"zip password unavailable: {error}", transient=False) from error
 
     def _commit(
         self,

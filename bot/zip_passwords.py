@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -46,7 +47,20 @@ class ZipPasswordProvider(Protocol):
     """Gives the current ZIP password for a protocol."""
 
     async def password_for(self, protocol: DataSharingProtocol) -> ZipPassword:
-        """The password the OCMW of `protocol` uses to open packages."""
+        """The password the OCMW of `protocol` uses to open packages.
+
+        A caller may stop waiting (it has a user to answer); a provider that fetches the password
+        from elsewhere must then let the fetch finish, so the next caller finds it.
+        """
+        ...
+
+    async def keep_warm(self, protocols: Callable[[], Iterable[DataSharingProtocol]]) -> None:
+        """Have the passwords of `protocols()` ready before they are asked for; runs until cancelled.
+
+        The app runs this in the background from start to stop; it must never raise for a
+        password that cannot be had (that is logged), and may return at once when there is
+        nothing to fetch.
+        """
         ...
 
 
@@ -88,3 +102,6 @@ class LocalZipPasswordProvider:
     async def password_for(self, protocol: DataSharingProtocol) -> ZipPassword:
         """The same local password for every protocol."""
         return ZipPassword(value=self._value, version=self._version)
+
+    async def keep_warm(self, protocols: Callable[[], Iterable[DataSharingProtocol]]) -> None:
+        """Nothing to fetch: the password was read when the provider was built."""

@@ -70,6 +70,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "unknown_action": (),
         "malformed_action": (),
         "send_failed": ("reference",),
+        "password_unavailable": ("reference",),
         "not_delivered": ("reference", "recipient"),
         "rate_limited": (),
         "internal_error": (),
@@ -93,6 +94,8 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
         "action_not_possible_now",
     }
 )
+#: Problems of a send that did not happen: their card can offer to send the same draft again.
+PROBLEMS_WITH_RETRY: Final = frozenset({"send_failed", "password_unavailable"})
 _TIME_FORMAT = "%d/%m/%Y %H:%M"
 
 
@@ -259,13 +262,14 @@ def problem_card(lang: Language, problem: str, **params: str) -> Card:
     """A refusal or error from `PROBLEMS`: what happened, why, and what to do; "start again" unless
     the problem is in `PROBLEMS_WITHOUT_RESTART` (those cards have no button).
 
-    For "send_failed", passing `draft_id` adds a "try sending again" button (verb referral.send).
+    For the problems in `PROBLEMS_WITH_RETRY`, passing `draft_id` adds a "try sending again" button
+    (verb referral.send).
     """
     if problem not in PROBLEMS:
         raise CardError(f"unknown problem {problem!r}")
     retry_draft_id = params.pop("draft_id", "")
-    if retry_draft_id and problem != "send_failed":
-        raise CardError("draft_id (a retry button) is only for the send_failed problem")
+    if retry_draft_id and problem not in PROBLEMS_WITH_RETRY:
+        raise CardError(f"draft_id (a retry button) is only for {', '.join(sorted(PROBLEMS_WITH_RETRY))}")
     values = {
         "title": text(lang, f"problem.{problem}.title", **params),
         "text": text(lang, f"problem.{problem}.text", **params),

@@ -289,6 +289,11 @@ def samples() -> list[CardSample]:
             "problem_card",
             lambda lang: cards.problem_card(lang, "send_failed", reference=REFERENCE, draft_id=DRAFT_ID),
         ),
+        CardSample(
+            "problem-password-unavailable-retry",
+            "problem_card",
+            lambda lang: cards.problem_card(lang, "password_unavailable", reference=REFERENCE, draft_id=DRAFT_ID),
+        ),
     ]
     problems = [
         CardSample(

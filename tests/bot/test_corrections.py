@@ -9,7 +9,7 @@ network round trip's time to arrive (as from Key Vault), so the clicks overlap i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ class RoundTripPasswords:
     async def password_for(self, protocol: DataSharingProtocol) -> ZipPassword:
         await asyncio.sleep(0.02)
         return await self._local.password_for(protocol)
+
+    async def keep_warm(self, protocols: Callable[[], list[DataSharingProtocol]]) -> None:
+        return None
 
 
 @pytest.fixture

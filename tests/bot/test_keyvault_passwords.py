@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import socket
@@ -17,6 +18,7 @@ from bot.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_cl
 from bot.protocols import DataSharingProtocol, Party
 from bot.zip_passwords import ZipPasswordError
 from tests.support.clock import ManualClock
+from tests.support.keyvault_provider import reads_answered, until
 from tests.support.keyvault_standin import (
     DEFAULT_TOKEN,
     VAULT_RESOURCE,
@@ -341,3 +343,195 @@ async def test_default_credential_uses_the_managed_identity_endpoint(
     assert [request["resource"] for request in identity.requests] == [VAULT_RESOURCE]
     assert identity.requests[0].get("client_id") == client_id
     assert vault.authenticated[0].authorization == f"Bearer {identity.token}"
+
+
+# -- a waiter that gives up does not cancel the fetch (issue 10) ----------------------------------
+
+
+async def test_a_waiter_that_gives_up_leaves_the_fetch_running_and_it_fills_the_cache(
+    vault: KeyVaultStandIn, make_provider: ProviderFactory
+) -> None:
+    """The vault answers after the caller's budget (4.5 s against 4 s in production, scaled down here)."""
+    version = vault.set_secret(SECRET, PASSWORD)
+    vault.delay = 0.5
+    provider = make_provider()
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(provider.password_for(protocol()), 0.3)
+    await until(lambda: reads_answered(vault)[-1:] == [200], 5, "the vault answered the fetch the waiter left behind")
+
+    vault.delay = 30.0  # a new read would now hang: only the cache can answer in time
+    password = await asyncio.wait_for(provider.password_for(protocol()), 2)
+    assert (password.value, password.version) == (PASSWORD.encode(), version)
+    assert len(vault.authenticated) == 1
+
+
+async def test_a_fetch_throttled_beyond_the_waiters_budget_still_fills_the_cache(
+    vault: KeyVaultStandIn, make_provider: ProviderFactory
+) -> None:
+    """429 with Retry-After 5: the fetch waits the 5 s (a tenth of it here) and reads again, unwatched."""
+    version = vault.set_secret(SECRET, PASSWORD)
+    vault.fail_next(429, retry_after="5")
+    asked: list[float] = []
+
+    async def scaled_sleep(seconds: float) -> None:
+        asked.append(seconds)
+        await asyncio.sleep(seconds / 10)
+
+    provider = make_provider(sleep=scaled_sleep)
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(provider.password_for(protocol()), 0.3)
+    await until(lambda: reads_answered(vault)[-1:] == [200], 5, "the fetch read again after the vault's Retry-After")
+
+    vault.delay = 30.0
+    password = await asyncio.wait_for(provider.password_for(protocol()), 2)
+    assert password.version == version
+    assert asked == [5.0]
+    assert [seen.status for seen in vault.authenticated] == [429, 200]
+
+
+async def test_callers_sharing_a_fetch_do_not_cancel_it_for_each_other(
+    vault: KeyVaultStandIn, make_provider: ProviderFactory
+) -> None:
+    vault.set_secret(SECRET, PASSWORD)
+    vault.delay = 0.5
+    provider = make_provider()
+
+    impatient = asyncio.create_task(asyncio.wait_for(provider.password_for(protocol()), 0.2))
+    patient = asyncio.create_task(asyncio.wait_for(provider.password_for(protocol()), 5))
+
+    with pytest.raises(TimeoutError):
+        await impatient
+    assert (await patient).value == PASSWORD.encode()
+    assert len(vault.authenticated) == 1
+
+
+# -- kept warm: fetched at start, refreshed before it expires, in the background ---------------------
+
+OTHER_SECRET = "zip-password-kg-ocmw-lokeren"
+OTHER_PASSWORD = "H6JC9LVDP3W8ZKQ2M7XRT4NB"
+
+
+def other_protocol() -> DataSharingProtocol:
+    return dataclasses.replace(protocol(OTHER_SECRET), id="kg-ocmw-lokeren")
+
+
+async def test_keep_warm_fetches_every_password_in_force_without_being_asked(
+    vault: KeyVaultStandIn, make_provider: ProviderFactory
+) -> None:
+    vault.set_secret(SECRET, PASSWORD)
+    vault.set_secret(OTHER_SECRET, OTHER_PASSWORD)
+    provider = make_provider(refresh_check_seconds=0.02)
+    in_force = [protocol(), dataclasses.replace(protocol(), id="kg-ocmw-gent-2"), other_protocol()]
+
+    warming = asyncio.create_task(provider.keep_warm(lambda: in_force))
+    await until(lambda: reads_answered(vault) == [200, 200], 5, "both secrets were read")
+    vault.delay = 30.0  # from here on only the cache answers in time
+    first, second = await asyncio.wait_for(
+        asyncio.gather(provider.password_for(protocol()), provider.password_for(other_protocol())), 1
+    )
+    warming.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await warming
+
+    assert (first.value, second.value) == (PASSWORD.encode(), OTHER_PASSWORD.encode())
+    assert sorted(seen.path for seen in vault.authenticated) == [f"/secrets/{SECRET}/", f"/secrets/{OTHER_SECRET}/"]
+
+
+async def test_a_password_is_refreshed_at_80_percent_of_its_cache_time_and_a_rotation_is_picked_up(
+    vault: KeyVaultStandIn, make_provider: ProviderFactory, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    first_version = vault.set_secret(SECRET, PASSWORD)
+    provider = make_provider(cache_ttl=TTL)
+    await provider.refresh_due([protocol()])
+    rotated_version = vault.set_secret(SECRET, ROTATED)
+
+    clock.advance(TTL * 0.8 - dt.timedelta(seconds=1))
+    await provider.refresh_due([protocol()])
+    assert len(vault.authenticated) == 1, "not due yet"
+    assert (await provider.password_for(protocol())).version == first_version
+
+    clock.advance(dt.timedelta(seconds=1))
+    with caplog.at_level(logging.INFO, logger="bot.keyvault_passwords"):
+        await provider.refresh_due([protocol()])
+    assert len(vault.authenticated) == 2
+    vault.delay = 30.0
+    fresh = await asyncio.wait_for(provider.password_for(protocol()), 1)
+    assert (fresh.value, fresh.version) == (ROTATED.encode(), rotated_version)
+    assert rotated_version in caplog.text and ROTATED not in caplog.text
+
+    clock.advance(TTL * 0.9)  # the refreshed value lives a full cache time from its own read
+    assert (await asyncio.wait_for(provider.password_for(protocol()), 1)).version == rotated_version
+
+
+async def test_a_failed_refresh_keeps_the_old_password_until_it_truly_expires(
+    vault: KeyVaultStandIn, make_provider: ProviderFactory, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    version = vault.set_secret(SECRET, PASSWORD)
+    provider = make_provider(cache_ttl=TTL, attempts=2)
+    await provider.refresh_due([protocol()])
+    vault.fail_next(503, times=10)
+
+    clock.advance(TTL * 0.9)
+    with caplog.at_level(logging.WARNING, logger="bot.keyvault_passwords"):
+        await provider.refresh_due([protocol()])
+    kept = await provider.password_for(protocol())
+    assert (kept.value, kept.version) == (PASSWORD.encode(), version)
+    [warning] = [record for record in caplog.records if "stays in use" in record.getMessage()]
+    assert warning.levelno == logging.WARNING and warning.secret == SECRET  # type: ignore[attr-defined]
+    assert version in warning.getMessage() and PASSWORD not in caplog.text
+
+    clock.advance(TTL * 0.1)  # now it has truly expired, and the vault still fails
+    with pytest.raises(ZipPasswordError) as raised:
+        await provider.password_for(protocol())
+    assert raised.value.transient is True
+    assert "no password" in caplog.text
+
+
+async def test_keep_warm_survives_a_vault_that_fails_at_start_and_picks_the_secret_up_later(
+    vault: KeyVaultStandIn, make_provider: ProviderFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = make_provider(refresh_check_seconds=0.02)
+    calls = 0
+
+    def in_force() -> list[DataSharingProtocol]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a bug in the caller's list")
+        return [protocol()]
+
+    warming = asyncio.create_task(provider.keep_warm(in_force))
+    await until(lambda: reads_answered(vault)[:1] == [404], 5, "the first read at start")
+    version = vault.set_secret(SECRET, PASSWORD)  # the operator adds the missing secret
+    await until(lambda: reads_answered(vault)[-1:] == [200], 5, "a later look read it")
+    assert not warming.done()
+    warming.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await warming
+
+    vault.delay = 30.0
+    assert (await asyncio.wait_for(provider.password_for(protocol()), 1)).version == version
+    assert "does not exist" in caplog.text and "keeping the Key Vault passwords warm failed" in caplog.text
+
+
+async def test_without_a_cache_time_nothing_is_kept_warm(
+    vault: KeyVaultStandIn, make_provider: ProviderFactory
+) -> None:
+    vault.set_secret(SECRET, PASSWORD)
+    provider = make_provider(cache_ttl=dt.timedelta(0))
+
+    await asyncio.wait_for(provider.keep_warm(lambda: [protocol()]), 1)
+
+    assert vault.authenticated == []
+
+
+async def test_close_ends_a_fetch_no_one_waits_for(vault: KeyVaultStandIn, make_provider: ProviderFactory) -> None:
+    vault.set_secret(SECRET, PASSWORD)
+    vault.delay = 30.0
+    provider = make_provider()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(provider.password_for(protocol()), 0.2)
+
+    await asyncio.wait_for(provider.close(), 2)

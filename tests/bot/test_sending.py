@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client
 from bot.smtp_transport import SmtpTransport
 from tests.support import sevenzip
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import actions, texts
 from tests.support.clock import ManualClock
-from tests.support.keyvault_standin import KeyVaultStandIn, StaticTokenCredential, keyvault_standin
+from tests.support.keyvault_provider import reads_answered, until, vault_provider
+from tests.support.keyvault_standin import KeyVaultStandIn, keyvault_standin
 from tests.support.referral_flow import CLIENT_VALUES, reach_review
 from tests.support.smtp_server import SmtpTestServer, smtp_server
 
@@ -38,21 +41,25 @@ def smtp() -> AsyncIterator[SmtpTestServer]:
         yield server
 
 
+@asynccontextmanager
+async def bot_on_vault(
+    settings: Settings, clock: ManualClock, vault: KeyVaultStandIn, smtp: SmtpTestServer, **provider_options: Any
+) -> AsyncIterator[BotDriver]:
+    """The bot over HTTP with the real Key Vault provider and the real SMTP transport."""
+    options: dict[str, Any] = {"attempts": 2, "backoff_seconds": 0.01, "timeout_seconds": 2} | provider_options
+    async with vault_provider(vault, clock, **options) as provider:
+        app = create_app(settings, clock=clock, passwords=provider, transport=SmtpTransport(smtp.settings()),
+                         run_worker=False)
+        async with running_bot(app) as driver:
+            yield driver
+
+
 @pytest.fixture
 async def vault_bot(
     settings: Settings, clock: ManualClock, vault: KeyVaultStandIn, smtp: SmtpTestServer
 ) -> AsyncIterator[BotDriver]:
-    credential = StaticTokenCredential(vault.token)
-    client = create_secret_client(
-        vault.url, credential, connection_verify=str(vault.ca_path), verify_challenge_resource=False, retry_total=0
-    )
-    provider = KeyVaultZipPasswordProvider(client, clock=clock, attempts=2, backoff_seconds=0.01, timeout_seconds=2)
-    app = create_app(settings, clock=clock, passwords=provider, transport=SmtpTransport(smtp.settings()),
-                     run_worker=False)
-    async with running_bot(app) as driver:
+    async with bot_on_vault(settings, clock, vault, smtp) as driver:
         yield driver
-    await provider.close()
-    await credential.close()
 
 
 async def test_the_package_opens_with_the_vault_password_and_names_its_version(
@@ -135,3 +142,55 @@ async def test_a_451_is_retried_until_it_goes_through(
     clock.current = due
     await vault_bot.deliver()
     assert len(smtp.messages) == 1
+
+
+# -- a vault slower than Teams' invoke budget (issue 10) ---------------------------------------------
+
+
+async def test_a_vault_slower_than_the_invoke_budget_fills_the_cache_for_the_next_send(
+    settings: Settings, clock: ManualClock, vault: KeyVaultStandIn, smtp: SmtpTestServer, referrer: TeamsUser,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The vault answers in 4.5 s; the invoke must be answered within Teams' 5 s."""
+    vault.set_secret(SECRET, VAULT_PASSWORD)
+    vault.delay = 4.5
+    async with bot_on_vault(settings, clock, vault, smtp, timeout_seconds=10) as bot:
+        draft_id, _ = await reach_review(bot, referrer)
+        started = time.monotonic()
+        first = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        assert time.monotonic() - started < 4.8, "answered within Teams' budget"
+        card = first
+        if "referral.send" in actions(first):  # no password in time: the fetch goes on without us
+            await until(lambda: reads_answered(vault) == [200], 10, "the vault answered the fetch the send left")
+            vault.delay = 30.0  # another read would not be answered in time: only the cache can help
+            card = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        assert "referral.send" not in actions(card), texts(card)
+        assert reads_answered(vault) == [200], "one read, shared by everyone, and kept"
+        await bot.deliver()
+    assert len(smtp.messages) == 1
+    if "referral.send" in actions(first):
+        assert "probeer zo opnieuw" in texts(first) and actions(first)["referral.send"] == {"draftId": draft_id}
+    assert not any(value in caplog.text for value in CLIENT_VALUES)
+
+
+async def test_a_vault_asking_to_retry_after_5_s_fills_the_cache_for_the_next_send(
+    settings: Settings, clock: ManualClock, vault: KeyVaultStandIn, smtp: SmtpTestServer, referrer: TeamsUser
+) -> None:
+    """429 with Retry-After 5: the fetch waits the 5 s and reads again, whether or not anyone still waits."""
+    vault.set_secret(SECRET, VAULT_PASSWORD)
+    vault.fail_next(429, retry_after="5")
+    async with bot_on_vault(settings, clock, vault, smtp) as bot:
+        draft_id, _ = await reach_review(bot, referrer)
+        started = time.monotonic()
+        first = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        assert time.monotonic() - started < 4.8, "answered within Teams' budget"
+        card = first
+        if "referral.send" in actions(first):
+            await until(lambda: reads_answered(vault) == [429, 200], 10, "the fetch read again after Retry-After")
+            card = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        assert "referral.send" not in actions(card), texts(card)
+        assert reads_answered(vault) == [429, 200], "no read after the one that succeeded"
+        await bot.deliver()
+    assert len(smtp.messages) == 1
+    if "referral.send" in actions(first):
+        assert "probeer zo opnieuw" in texts(first)

@@ -92,6 +92,10 @@ CARDS: dict[str, tuple[CardFactory, set[str]]] = {
         lambda lang: cards.problem_card(lang, "send_failed", reference=REFERENCE, draft_id=DRAFT_ID),
         {cards.VERB_START, cards.VERB_SEND},
     ),
+    "password_unavailable_retry": (
+        lambda lang: cards.problem_card(lang, "password_unavailable", reference=REFERENCE, draft_id=DRAFT_ID),
+        {cards.VERB_START, cards.VERB_SEND},
+    ),
 }
 PROBLEM_PARAMS = {"reference": REFERENCE, "ocmw": RECIPIENT, "recipient": RECIPIENT}
 
@@ -531,3 +535,13 @@ def test_send_failed_says_not_sent_and_can_offer_a_retry() -> None:
     assert actions(card)[0]["verb"] == cards.VERB_SEND
     without = cards.problem_card("nl", "send_failed", reference=REFERENCE)
     assert [a["verb"] for a in actions(without)] == [cards.VERB_START]
+
+
+@pytest.mark.parametrize(("lang", "try_again"), [("nl", "probeer zo opnieuw"), ("en", "try again in a moment")])
+def test_password_unavailable_says_why_and_to_try_again_in_a_moment(lang: cards.Language, try_again: str) -> None:
+    card = cards.problem_card(lang, "password_unavailable", reference=REFERENCE, draft_id=DRAFT_ID)
+    title, reason = card["body"][0]["text"], card["body"][1]["text"]
+    assert try_again in title.lower() and try_again in reason.lower()
+    assert ("wachtwoord" if lang == "nl" else "password") in reason
+    assert ("NIET verstuurd" if lang == "nl" else "NOT sent") in reason and REFERENCE in reason
+    assert actions(card)[0]["verb"] == cards.VERB_SEND and actions(card)[0]["data"] == {"draftId": DRAFT_ID}

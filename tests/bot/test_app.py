@@ -1,0 +1,88 @@
+"""The app's wiring around the ZIP password: kept warm in the background, and `/readyz` on a slow vault."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from bot.app import create_app
+from bot.config import Settings
+from bot.zip_passwords import ZipPasswordProvider
+from tests.support.bot_server import running_bot
+from tests.support.clock import ManualClock
+from tests.support.keyvault_provider import reads_answered, until, vault_provider
+from tests.support.keyvault_standin import KeyVaultStandIn, keyvault_standin
+
+SECRET = "zip-password-ocmw-sint-gillis-waas"
+VAULT_PASSWORD = "QW3E-RT7Y-UP9A-SD2F-GH4J"
+
+
+def app_on(settings: Settings, clock: ManualClock, passwords: ZipPasswordProvider) -> web.Application:
+    return create_app(settings, clock=clock, passwords=passwords, run_worker=False)
+
+
+@pytest.fixture
+async def vault() -> AsyncIterator[KeyVaultStandIn]:
+    async with keyvault_standin() as stand_in:
+        yield stand_in
+
+
+async def test_readyz_answers_from_the_warm_password_while_the_vault_is_slow(
+    settings: Settings, clock: ManualClock, vault: KeyVaultStandIn
+) -> None:
+    vault.set_secret(SECRET, VAULT_PASSWORD)
+    async with vault_provider(vault, clock) as provider, running_bot(app_on(settings, clock, provider)) as bot:
+        await until(lambda: reads_answered(vault) == [200], 5, "the password was fetched when the app started")
+        vault.delay = 30.0
+        started = time.monotonic()
+        response = await bot.session.get(f"{bot.bot_url}/readyz")
+        elapsed = time.monotonic() - started
+        body = await response.json()
+    assert response.status == 200 and body["checks"]["secret_provider"] == "ok", body
+    assert elapsed < 1.0
+    assert reads_answered(vault) == [200]
+
+
+async def test_readyz_does_not_wait_long_for_a_slow_vault_without_a_password(
+    settings: Settings, clock: ManualClock, vault: KeyVaultStandIn
+) -> None:
+    vault.set_secret(SECRET, VAULT_PASSWORD)
+    vault.delay = 30.0
+    async with vault_provider(vault, clock) as provider, running_bot(app_on(settings, clock, provider)) as bot:
+        started = time.monotonic()
+        response = await bot.session.get(f"{bot.bot_url}/readyz")
+        elapsed = time.monotonic() - started
+        body = await response.json()
+    assert response.status == 503 and body["checks"]["secret_provider"].startswith("failed"), body
+    assert elapsed < 3.0
+
+
+async def test_the_password_is_kept_warm_from_start_to_stop_and_start_up_does_not_wait_for_it(
+    settings: Settings, clock: ManualClock, vault: KeyVaultStandIn
+) -> None:
+    vault.delay = 30.0  # the vault hangs at start, and has no secret yet
+    async with vault_provider(vault, clock, refresh_check_seconds=0.05, timeout_seconds=0.5, attempts=1) as provider:
+        started = time.monotonic()
+        async with running_bot(app_on(settings, clock, provider)) as bot:
+            assert time.monotonic() - started < 2.0, "start-up does not wait for the vault"
+            health = await bot.session.get(f"{bot.bot_url}/healthz")
+            assert health.status == 200
+            vault.delay = 0.0
+            version = vault.set_secret(SECRET, VAULT_PASSWORD)
+            await until(lambda: reads_answered(vault)[-1:] == [200], 5, "the background loop read the secret")
+            ready = await bot.session.get(f"{bot.bot_url}/readyz")
+            assert ready.status == 200
+            assert (await provider.password_for(bot.services.registry.all()[0])).version == version
+            rotated = vault.set_secret(SECRET, "P3W8-ZKQ2-M7XR-T4NB-H6JC")
+            clock.advance(dt.timedelta(minutes=8))  # 80 % of the default 10 minutes
+            await until(lambda: reads_answered(vault)[-2:] == [200, 200], 5, "the refresh before expiry")
+            assert (await provider.password_for(bot.services.registry.all()[0])).version == rotated
+        reads = len(vault.requests)
+        clock.advance(dt.timedelta(minutes=8))
+        await asyncio.sleep(0.25)  # five looks' worth: none comes once the app has stopped
+        assert len(vault.requests) == reads
