@@ -1,6 +1,9 @@
 # The bot as a container for Azure App Service (infra/main.bicep) or any container host.
 #   docker build -t veilig-doorverwijzen .
-#   docker run -p 3978:3978 veilig-doorverwijzen
+# The image runs with BOT_ENV=production: it refuses to start without authentication, Key Vault,
+# MAIL_TRANSPORT=graph or smtp and the tenant lists (infra/modules/webapp.bicep sets them all).
+# To try it on your own machine (embedded defaults, authentication off: publish on loopback only):
+#   docker run -p 127.0.0.1:3978:3978 -e BOT_ENV=development veilig-doorverwijzen
 # Two stages: dependencies are installed into a virtual environment in the first, and only that
 # environment and the application files are copied into the second (no compilers, no pip cache).
 
@@ -18,7 +21,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=3978 \
-    BOT_DATA_DIR=/data
+    BOT_DATA_DIR=/data \
+    BOT_ENV=production
 RUN groupadd --system --gid 10001 bot \
  && useradd --system --uid 10001 --gid bot --home-dir /app --no-create-home --shell /usr/sbin/nologin bot \
  && mkdir /data \

@@ -1,9 +1,9 @@
-"""Who may refer, and how often: the tenant allow-list and a per-user rate limit.
+"""Who may refer or link, and how often: the tenant allow-lists and sliding-window rate limits.
 
 Only Kind en Gezin staff refer: users of the configured tenant(s), optionally narrowed to listed
 Entra object ids or Teams team/channel ids. The OCMW side is governed by the linked conversation
-instead (`bot.ocmw`). Limits live in memory per process: a restart forgives, which is fine for a
-brake on runaway clients, not a quota.
+(`bot.ocmw`); which conversations may be linked at all is `OcmwChannelPolicy`. Limits live in
+memory per process: a restart forgives, which is fine for a brake on runaway clients, not a quota.
 """
 
 from __future__ import annotations
@@ -37,6 +37,27 @@ class ReferrerPolicy:
 
 
 @dataclass(frozen=True)
+class OcmwChannelPolicy:
+    """Which conversations `koppel` may link: Teams channels of these tenants only.
+
+    A channel, because the referrals' cards are for the OCMW's team, not for one person's chat or
+    a group chat anyone can be added to. Empty `tenant_ids` means any tenant (development only;
+    refused in production).
+    """
+
+    tenant_ids: frozenset[str] = frozenset()
+
+    @property
+    def any_tenant(self) -> bool:
+        """True when no tenant list is configured."""
+        return not self.tenant_ids
+
+    def allows_tenant(self, tenant_id: str) -> bool:
+        """True when a channel of this tenant may become an OCMW's conversation."""
+        return not self.tenant_ids or tenant_id.lower() in self.tenant_ids
+
+
+@dataclass(frozen=True)
 class RateLimit:
     """At most `count` events per `window`."""
 
@@ -46,17 +67,17 @@ class RateLimit:
 
 @dataclass
 class RateLimiter:
-    """Sliding-window counters per (user, kind)."""
+    """Sliding-window counters per (key, kind); the key is a user id, or a conversation id."""
 
     limits: dict[str, RateLimit]
     _events: dict[tuple[str, str], collections.deque[dt.datetime]] = field(default_factory=dict)
 
-    def allow(self, user_id: str, kind: str, now: dt.datetime) -> bool:
-        """Count one `kind` event for `user_id`; False when it is over the limit (and then not counted)."""
+    def allow(self, key: str, kind: str, now: dt.datetime) -> bool:
+        """Count one `kind` event for `key`; False when it is over the limit (and then not counted)."""
         limit = self.limits.get(kind)
         if limit is None:
             return True
-        events = self._events.setdefault((user_id, kind), collections.deque())
+        events = self._events.setdefault((key, kind), collections.deque())
         while events and now - events[0] >= limit.window:
             events.popleft()
         if len(events) >= limit.count:

@@ -26,14 +26,14 @@ from bot.drafts import DraftStore, ShownCard
 from bot.mail_transport import MailTransport
 from bot.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
 from bot.message_outbox import MessageOutbox
-from bot.ocmw import OcmwService
+from bot.ocmw import OcmwService, RefusalBursts
 from bot.ocmw_links import OcmwLinks
 from bot.outbox import Outbox
 from bot.protocols import DataSharingProtocol, ProtocolRegistry, load_registry
 from bot.referrals import ReferralStore
 from bot.register import ProcessingRegister
 from bot.reminders import ReminderService
-from bot.router import Router
+from bot.router import LINK_LIMIT, Router
 from bot.sending import ReferralSender
 from bot.status import StatusService
 from bot.teams.channel import build_teams_channel
@@ -160,6 +160,8 @@ def create_app(
         messages=messages,
         clock=clock,
         timezone=settings.timezone,
+        channels=settings.ocmw_channels,
+        refusals=RefusalBursts(),
     )
     reminders = ReminderService(
         connection=connection,
@@ -180,6 +182,8 @@ def create_app(
         limiter=RateLimiter({
             "starts": RateLimit(settings.starts_per_hour, dt.timedelta(hours=1)),
             "actions": RateLimit(settings.actions_per_minute, dt.timedelta(minutes=1)),
+            "link_user": LINK_LIMIT,
+            "link_conversation": LINK_LIMIT,
         }),
         clock=clock,
     )

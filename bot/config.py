@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from bot.access import ReferrerPolicy
+from bot.access import OcmwChannelPolicy, ReferrerPolicy
 from bot.smtp_transport import SmtpSettings, is_loopback_host
 
 MailTransportName = Literal["outbox", "smtp", "graph"]
@@ -111,6 +111,7 @@ class Settings:
     log_format: LogFormat = "text"
     environment: BotEnv = "development"
     referrers: ReferrerPolicy = field(default_factory=ReferrerPolicy)
+    ocmw_channels: OcmwChannelPolicy = field(default_factory=OcmwChannelPolicy)
     starts_per_hour: int = 20
     actions_per_minute: int = 60
     #: Where the Bot Framework publishes its token signing keys; not an environment setting (a
@@ -119,17 +120,42 @@ class Settings:
 
     @property
     def security_weakenings(self) -> list[str]:
-        """Every setting in force that weakens security, named; refused in production."""
+        """Every setting in force that weakens security, named with its fix; refused in production."""
         weakenings = []
         if not self.identity.auth_enabled:
-            weakenings.append("Bot Framework authentication OFF (MicrosoftAppId empty)")
+            weakenings.append("Bot Framework authentication OFF (MicrosoftAppId empty): set MicrosoftAppId, "
+                              "MicrosoftAppType and MicrosoftAppTenantId to the bot's identity")
         if self.smtp is not None and self.smtp.tls == "none":
-            weakenings.append("plaintext SMTP on loopback (SMTP_TLS=none)")
+            weakenings.append("plaintext SMTP on loopback (SMTP_TLS=none): use SMTP_TLS=starttls or implicit")
         if self.referrers.any_tenant:
-            weakenings.append("any tenant may refer (REFERRER_TENANT_IDS empty)")
-        if self.key_vault is not None and self.key_vault.dangerously_skip_challenge_check:
-            weakenings.append("DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK")
+            weakenings.append("any tenant may refer (REFERRER_TENANT_IDS empty): set REFERRER_TENANT_IDS to "
+                              "Kind en Gezin's Entra tenant id")
+        if self.ocmw_channels.any_tenant:
+            weakenings.append("any tenant's Teams channel may be linked as an OCMW's (OCMW_TENANT_IDS empty): "
+                              "set OCMW_TENANT_IDS to the OCMWs' Entra tenant ids")
+        if self.key_vault is None:
+            weakenings.append("the ZIP password and the draft key are files in BOT_DATA_DIR, not Key Vault "
+                              "secrets (KEY_VAULT_URL unset): set KEY_VAULT_URL=https://<vault>.vault.azure.net")
+        elif self.key_vault.dangerously_skip_challenge_check:
+            weakenings.append("Key Vault's challenge check is off (DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK): "
+                              "remove DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK, it is for a local stand-in only")
         return weakenings
+
+    @property
+    def production_refusals(self) -> list[str]:
+        """What `BOT_ENV=production` refuses: the security weakenings, and settings that would mislead.
+
+        `MAIL_TRANSPORT=outbox` only writes the mail into a folder while the referrer reads
+        "verstuurd"; a `LOCAL_ZIP_PASSWORD` suggests a password that production never uses.
+        """
+        refusals = self.security_weakenings
+        if self.mail_transport == "outbox":
+            refusals.append("mail is only written into a folder while the referrer reads 'verstuurd' "
+                            "(MAIL_TRANSPORT=outbox): set MAIL_TRANSPORT=graph (or smtp)")
+        if self.local_zip_password is not None:
+            refusals.append("a ZIP password in the environment (LOCAL_ZIP_PASSWORD): remove LOCAL_ZIP_PASSWORD; "
+                            "production takes each protocol's password from Key Vault")
+        return refusals
 
     @property
     def database_path(self) -> Path:
@@ -190,6 +216,7 @@ class Settings:
                 object_ids=reader.id_set("REFERRER_OBJECT_IDS"),
                 team_or_channel_ids=frozenset(reader.text("REFERRER_TEAM_OR_CHANNEL_IDS", "").split(",")) - {""},
             ),
+            ocmw_channels=OcmwChannelPolicy(tenant_ids=reader.id_set("OCMW_TENANT_IDS")),
             starts_per_hour=reader.integer("RATE_LIMIT_STARTS_PER_HOUR", 20, minimum=1, maximum=10_000),
             actions_per_minute=reader.integer("RATE_LIMIT_ACTIONS_PER_MINUTE", 60, minimum=1, maximum=10_000),
         )
@@ -199,11 +226,11 @@ class Settings:
                 f"SMTP_TIMEOUT_SECONDS={int(settings.smtp.timeout_seconds)}: a slow relay would have its mail sent "
                 "twice. Raise OUTBOX_LEASE_SECONDS or lower SMTP_TIMEOUT_SECONDS."
             )
-        if settings.environment == "production" and settings.security_weakenings:
+        if settings.environment == "production" and settings.production_refusals:
             raise ConfigError(
-                "BOT_ENV=production refuses settings that weaken security: "
-                + "; ".join(settings.security_weakenings)
-                + ". Fix them, or run without BOT_ENV=production for development."
+                "BOT_ENV=production refuses settings that weaken security or would mislead: "
+                + "; ".join(settings.production_refusals)
+                + ". Fix each as said, or set BOT_ENV=development to run locally."
             )
         return settings
 

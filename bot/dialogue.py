@@ -100,6 +100,7 @@ class Actor:
     card_activity_id: str | None = None
     tenant_id: str = ""
     places: tuple[str, ...] = ()  # the Teams team and channel ids, when the action comes from a channel
+    conversation_type: str = ""  # Teams' "personal", "groupChat" or "channel"; "" when not said
 
 
 @dataclass(frozen=True)

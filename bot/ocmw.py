@@ -2,7 +2,8 @@
 
 Only members of the conversation linked to a protocol may act on that protocol's referrals: the
 check compares the conversation a click comes from with the linked one, so a forwarded card or a
-crafted invoke from anywhere else is refused and logged.
+crafted invoke from anywhere else is refused, logged and (once per burst) registered. Only a Teams
+channel of an allowed tenant can be linked.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import json
 import logging
 import sqlite3
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import cards
+from bot.access import OcmwChannelPolicy
 from bot.chat_messages import MessageContent
 from bot.clock import Clock
 from bot.corrections import CorrectionService
@@ -37,6 +40,59 @@ OcmwState = Literal["sent", "received", "help_wanted", "no_help_wanted", "unreac
                     "consent_withdrawn"]
 
 
+@dataclass(frozen=True)
+class RefusedClick:
+    """One refused click as `RefusalBursts` counts it."""
+
+    clicks_in_burst: int  # this click's number in its burst, from 1
+    register: bool  # the first of a burst: write a register entry
+    only_counted_before: int  # clicks of the key's previous burst that got no entry of their own
+
+
+@dataclass
+class _Burst:
+    started: dt.datetime
+    clicks: int = 1
+
+
+class RefusalBursts:
+    """Refused OCMW clicks grouped into bursts, so an outsider clicking away cannot flood the register.
+
+    A burst is the refused clicks of one user on one verb of one referral from its first click until
+    `window` (10 minutes) later. The first click gets a register entry; the others are counted in
+    the log line only, and their number goes into the entry that opens the next burst of that user,
+    verb and referral. So every click is logged, and the register gets at most one entry per key per
+    window. Kept in memory (built by `create_app`): a restart starts new bursts, which can add an
+    entry but never hides a click; a count not yet carried into an entry is then only in the log.
+    """
+
+    def __init__(
+        self, window: dt.timedelta = dt.timedelta(minutes=10), keep: dt.timedelta = dt.timedelta(days=1)
+    ) -> None:
+        self._window = window
+        self._keep = keep
+        self._bursts: dict[tuple[str, str, str], _Burst] = {}
+
+    def click(self, user_id: str, reference: str, verb: str, now: dt.datetime) -> RefusedClick:
+        """Count one refused click at `now`."""
+        key = (user_id, reference, verb)
+        burst = self._bursts.get(key)
+        if burst is not None and now - burst.started < self._window:
+            burst.clicks += 1
+            return RefusedClick(clicks_in_burst=burst.clicks, register=False, only_counted_before=0)
+        self._forget_old(now)
+        self._bursts[key] = _Burst(started=now)
+        return RefusedClick(clicks_in_burst=1, register=True,
+                            only_counted_before=0 if burst is None else burst.clicks - 1)
+
+    def _forget_old(self, now: dt.datetime) -> None:
+        """Drop closed bursts with nothing to carry, and any older than `keep` (their count is in the log)."""
+        for key, burst in list(self._bursts.items()):
+            age = now - burst.started
+            if age >= self._keep or (age >= self._window and burst.clicks == 1):
+                del self._bursts[key]
+
+
 class OcmwService:
     """Everything the OCMW conversation can do, and the cards the bot posts there."""
 
@@ -52,7 +108,11 @@ class OcmwService:
         messages: MessageOutbox,
         clock: Clock,
         timezone: ZoneInfo,
+        channels: OcmwChannelPolicy,
+        refusals: RefusalBursts,
     ) -> None:
+        self._channels = channels
+        self._refusals = refusals
         self._db = connection
         self._links = links
         self._referrals = referrals
@@ -67,6 +127,9 @@ class OcmwService:
 
     def link_command(self, actor: Actor, code: str) -> Reply:
         """`koppel <code>`: link this conversation, or ask before replacing another one."""
+        refusal = self._place_refusal(actor)
+        if refusal is not None:
+            return Reply(text=refusal)
         now = self._clock.now()
         protocol_id = self._links.protocol_for_code(code, now)
         protocol = None if protocol_id is None else self._registry.get(protocol_id)
@@ -80,6 +143,20 @@ class OcmwService:
             return Reply(card=cards.link_confirm_card(actor.lang, ocmw=protocol.recipient.organisation,
                                                       code=display_code(code)))
         return Reply(text=self._link(actor, code, protocol.id))
+
+    def _place_refusal(self, actor: Actor) -> str | None:
+        """Why this conversation cannot be linked, or None: only a Teams channel of an allowed tenant.
+
+        Checked before the code is looked at, so a refusal says nothing about the code.
+        """
+        if actor.conversation_type != "channel":
+            logger.warning("OCMW link refused: not a Teams channel",
+                           extra={"conversation_type": actor.conversation_type or "unknown"})
+            return cards.text(actor.lang, "link_not_in_channel")
+        if not self._channels.allows_tenant(actor.tenant_id):
+            logger.warning("OCMW link refused: tenant not allowed", extra={"tenant_id": actor.tenant_id[:64]})
+            return cards.text(actor.lang, "link_tenant_not_allowed")
+        return None
 
     def _link(self, actor: Actor, code: str, protocol_id: str) -> str:
         protocol = self._registry.get(protocol_id)
@@ -128,6 +205,9 @@ class OcmwService:
     async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
         """ack.receive, referral.outcome, referral.deleted, referral.quality, link.confirm, link.cancel."""
         if verb == "link.confirm":
+            refusal = self._place_refusal(actor)
+            if refusal is not None:
+                return cards.notice_card(actor.lang, refusal)
             code = data.get("code")
             protocol_id = self._links.protocol_for_code(code, self._clock.now()) if isinstance(code, str) else None
             if not isinstance(code, str) or protocol_id is None:
@@ -270,13 +350,25 @@ class OcmwService:
             return cards.problem_card(actor.lang, "referral_unknown", reference=reference)
         link = self._links.for_protocol(referral.protocol_id)
         if link is None or link.conversation_id != base_conversation_id(actor.conversation_id):
-            logger.warning("OCMW action from outside the linked conversation refused",
-                           extra={"reference": reference, "verb": verb})
-            self._register.append(at=self._clock.now(), event=RegisterEvent.REFUSED, actor_id=actor.user_id,
-                                  actor_name=actor.display_name, protocol_id=referral.protocol_id,
-                                  reference=reference, detail=f"{verb} from outside the OCMW conversation")
+            self._refuse(actor, referral, verb)
             return cards.problem_card(actor.lang, "not_ocmw_conversation")
         return referral
+
+    def _refuse(self, actor: Actor, referral: SentReferral, verb: str) -> None:
+        """Log every refused click with its count; a register entry only for the first of a burst."""
+        now = self._clock.now()
+        click = self._refusals.click(actor.user_id, referral.reference, verb, now)
+        logger.warning("OCMW action from outside the linked conversation refused (click %d of this burst)",
+                       click.clicks_in_burst,
+                       extra={"reference": referral.reference, "verb": verb, "refused_clicks": click.clicks_in_burst})
+        if not click.register:
+            return
+        detail = f"{verb} from outside the OCMW conversation"
+        if click.only_counted_before:
+            detail += f"; {click.only_counted_before} more such clicks in the previous burst were only counted"
+        self._register.append(at=now, event=RegisterEvent.REFUSED, actor_id=actor.user_id,
+                              actor_name=actor.display_name, protocol_id=referral.protocol_id,
+                              reference=referral.reference, detail=detail)
 
     def _card(self, actor: Actor, referral: SentReferral, notice: str | None = None) -> Card:
         """The channel's shared card: in the channel's language (Dutch), like the edit everyone sees."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import cards
-from bot.access import RateLimiter, ReferrerPolicy
+from bot.access import RateLimit, RateLimiter, ReferrerPolicy
 from bot.clock import Clock
 from bot.corrections import CorrectionService
 from bot.dialogue import Actor, Card, ReferralDialogue, Reply, command_of, is_start_command
 from bot.ocmw import OcmwService
+from bot.ocmw_links import base_conversation_id
 from bot.status import StatusService
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,9 @@ _REFERRER_VERBS = frozenset({"referral.start", "referral.consent", "referral.det
                              "referral.send", "referral.cancel", "correction.submit", "correction.later",
                              "consent.withdraw"})
 _STATUS_WORDS = frozenset({"status", "mijn doorverwijzingen", "my referrals"})
+#: `koppel` and `link.confirm` try a pairing code: a brake on guessing, per user and per conversation
+#: (limiter kinds "link_user" and "link_conversation").
+LINK_LIMIT = RateLimit(5, dt.timedelta(minutes=10))
 
 
 class Router:
@@ -61,7 +66,8 @@ class Router:
         command = command_of(text)
         for prefix in _LINK_PREFIXES:
             if command.startswith(prefix):
-                return self._ocmw.link_command(actor, command[len(prefix):])
+                limited = self._link_limited(actor)
+                return Reply(text=limited) if limited else self._ocmw.link_command(actor, command[len(prefix):])
         if command in _STATUS_WORDS:
             links = self._ocmw.linked_protocols(actor.conversation_id)
             return Reply(card=self._status.for_ocmw(actor, links) if links else self._status.for_referrer(actor))
@@ -80,10 +86,23 @@ class Router:
         refusal = self._refusal(actor, verb)
         if refusal is not None:
             return refusal
+        if verb == "link.confirm" and (limited := self._link_limited(actor)):
+            return cards.notice_card(actor.lang, limited)
         handler = self._verbs.get(verb)
         if handler is not None:
             return await handler(actor, verb, data)
         return await self._dialogue.on_action(actor, verb, data)
+
+    def _link_limited(self, actor: Actor) -> str | None:
+        """The answer when this user, or this conversation, tried linking too often; None when it may."""
+        now = self._clock.now()
+        if self._limiter.allow(actor.user_id, "link_user", now) and self._limiter.allow(
+            base_conversation_id(actor.conversation_id), "link_conversation", now
+        ):
+            return None
+        logger.warning("rate limit reached: OCMW link")
+        minutes = str(int(LINK_LIMIT.window.total_seconds() // 60))
+        return cards.text(actor.lang, "link_rate_limited", minutes=minutes)
 
     def _refusal(self, actor: Actor, verb: str) -> Card | None:
         """The card that refuses this actor this verb, or None when it may go ahead."""

@@ -65,6 +65,12 @@ param botAppRegistrationId string = ''
 @description('The mailbox the referrals are sent from (Microsoft Graph sendMail as this user).')
 param mailFrom string = 'doorverwijzing@opgroeien.be'
 
+@description('Entra tenant ids whose users may refer (Kind en Gezin), comma-separated: REFERRER_TENANT_IDS.')
+param referrerTenantIds string = tenantId
+
+@description('Entra tenant ids of the OCMWs, comma-separated: only Teams channels of these tenants can be linked with koppel (OCMW_TENANT_IDS).')
+param ocmwTenantIds string
+
 @description('Tags on every resource.')
 param tags object = {
   application: 'veilig-doorverwijzen'
@@ -137,6 +143,8 @@ module webApp 'modules/webapp.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     keyVaultName: keyVault.outputs.name
     mailFrom: mailFrom
+    referrerTenantIds: referrerTenantIds
+    ocmwTenantIds: ocmwTenantIds
     workspaceId: monitoring.outputs.workspaceId
     appInsightsName: monitoring.outputs.appInsightsName
     tags: tags

@@ -51,6 +51,7 @@ def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
         tenant_id=_channel_data_id(activity, "tenant"),
         places=tuple(place for place in (_channel_data_id(activity, "team"), _channel_data_id(activity, "channel"))
                      if place),
+        conversation_type=_clean(activity.conversation.conversation_type if activity.conversation else None)[:32],
     )
 
 

@@ -50,6 +50,12 @@ param botPasswordSecretName string = 'bot-app-password'
 @description('The mailbox the referrals are sent from (Graph sendMail as this user).')
 param mailFrom string
 
+@description('Entra tenant ids whose users may refer (Kind en Gezin), comma-separated.')
+param referrerTenantIds string
+
+@description('Entra tenant ids whose Teams channels may be linked as an OCMW\'s, comma-separated.')
+param ocmwTenantIds string
+
 @description('Log Analytics workspace for the diagnostic settings.')
 param workspaceId string
 
@@ -95,6 +101,14 @@ var baseSettings = [
   {
     name: 'BOT_ENV'
     value: 'production'
+  }
+  {
+    name: 'REFERRER_TENANT_IDS'
+    value: referrerTenantIds
+  }
+  {
+    name: 'OCMW_TENANT_IDS'
+    value: ocmwTenantIds
   }
   {
     name: 'BOT_DATA_DIR'

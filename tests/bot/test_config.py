@@ -85,3 +85,65 @@ def test_key_vault_settings() -> None:
     assert settings.key_vault is not None and settings.key_vault.cache.total_seconds() == 300
     assert settings.key_vault.managed_identity_client_id == "cid"
     assert not settings.key_vault.dangerously_skip_challenge_check
+
+
+#: What an Azure deployment sets (infra/modules/webapp.bicep): everything from Key Vault, mail via Graph.
+PRODUCTION = {
+    "BOT_ENV": "production",
+    "MicrosoftAppId": "00000000-0000-4000-8000-000000000001",
+    "MicrosoftAppType": "UserAssignedMSI",
+    "MicrosoftAppTenantId": "72f988bf-0000-4000-8000-000000000001",
+    "REFERRER_TENANT_IDS": "72f988bf-0000-4000-8000-000000000001",
+    "OCMW_TENANT_IDS": "0c3c0c3c-0000-4000-8000-000000000002",
+    "KEY_VAULT_URL": "https://kv-vd.vault.azure.net/",
+    "MAIL_TRANSPORT": "graph",
+}
+
+
+def test_production_with_everything_from_key_vault_starts() -> None:
+    settings = Settings.from_mapping(PRODUCTION)
+    assert settings.environment == "production" and settings.production_refusals == []
+    assert settings.ocmw_channels.tenant_ids == {"0c3c0c3c-0000-4000-8000-000000000002"}
+
+
+@pytest.mark.parametrize(
+    ("change", "named", "fix"),
+    [
+        ({"MAIL_TRANSPORT": "outbox"}, "MAIL_TRANSPORT=outbox", "set MAIL_TRANSPORT=graph"),
+        ({"MAIL_TRANSPORT": None}, "MAIL_TRANSPORT=outbox", "set MAIL_TRANSPORT=graph"),
+        ({"KEY_VAULT_URL": None}, "KEY_VAULT_URL unset", "set KEY_VAULT_URL=https://"),
+        ({"LOCAL_ZIP_PASSWORD": "ABCDEFGHJKLMNPQRSTUVWXYZ"}, "LOCAL_ZIP_PASSWORD", "remove LOCAL_ZIP_PASSWORD"),
+        ({"OCMW_TENANT_IDS": None}, "OCMW_TENANT_IDS empty", "set OCMW_TENANT_IDS"),
+        ({"REFERRER_TENANT_IDS": None}, "REFERRER_TENANT_IDS empty", "set REFERRER_TENANT_IDS"),
+        ({"MicrosoftAppId": None}, "MicrosoftAppId empty", "set MicrosoftAppId"),
+        ({"DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK": "1"}, "DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK",
+         "remove DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK"),
+        ({"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_TLS": "none",
+          "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK": "1"}, "SMTP_TLS=none", "use SMTP_TLS=starttls"),
+    ],
+)
+def test_production_refuses_each_weakening_naming_the_setting_and_its_fix(
+    change: dict[str, str | None], named: str, fix: str
+) -> None:
+    env = {name: value for name, value in {**PRODUCTION, **change}.items() if value is not None}
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_mapping(env)
+    message = str(raised.value)
+    assert "BOT_ENV=production" in message and named in message and fix in message
+    assert "BOT_ENV=development" in message, "says how to run locally instead"
+    development = Settings.from_mapping({**env, "BOT_ENV": "development"})
+    [refusal] = development.production_refusals
+    assert named in refusal and fix in refusal
+
+
+def test_the_draft_key_without_key_vault_is_named_too() -> None:
+    [refusal] = Settings.from_mapping({**PRODUCTION, "BOT_ENV": "development", "KEY_VAULT_URL": ""}
+                                      ).production_refusals
+    assert "ZIP password" in refusal and "draft key" in refusal
+
+
+def test_ocmw_tenant_ids_must_be_guids() -> None:
+    with pytest.raises(ConfigError, match="OCMW_TENANT_IDS"):
+        Settings.from_mapping({"OCMW_TENANT_IDS": "ocmw-sint-gillis"})
+    settings = Settings.from_mapping({"OCMW_TENANT_IDS": " 0C3C0C3C-0000-4000-8000-000000000002 ,"})
+    assert settings.ocmw_channels.tenant_ids == {"0c3c0c3c-0000-4000-8000-000000000002"}

@@ -6,25 +6,32 @@ OCMW workers, an outsider), replies caught by the connector stand-in.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email
 import email.policy
 import json
+import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.access import OcmwChannelPolicy
 from bot.app import create_app
 from bot.config import Settings
+from bot.ocmw import RefusalBursts
 from tests.conftest import ZIP_PASSWORD
 from tests.support import sevenzip
 from tests.support.activities import TeamsUser
-from tests.support.bot_server import BotDriver, driving, running_connector
+from tests.support.bot_server import BotDriver, driving, running_bot, running_connector
 from tests.support.card_reading import actions, input_ids, texts
 from tests.support.clock import ManualClock
 from tests.support.ocmw_flow import CHANNEL, link, referred_and_delivered
 from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, reach_review
+
+OCMW_TENANT = "0c3c0c3c-0000-4000-8000-000000000002"
 
 
 def channel_cards(bot: BotDriver) -> list[dict[str, Any]]:
@@ -67,6 +74,83 @@ async def test_linking_with_a_code_and_refusing_bad_codes(
     clock.advance(dt.timedelta(hours=25))
     [late] = await bot.say(TeamsUser("aad-x", "X", "19:new@thread.tacv2", channel=True), f"koppel {expired}")
     assert "Gekoppeld" not in late["text"]
+
+
+@pytest.mark.parametrize(
+    ("conversation_id", "conversation_type"),
+    [("a:personal-olga", "personal"), ("19:some-group-chat@thread.v2", "groupChat")],
+)
+async def test_koppel_outside_a_channel_is_refused_and_links_nothing(
+    bot: BotDriver, clock: ManualClock, ocmw_worker: TeamsUser, conversation_id: str, conversation_type: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chat = TeamsUser("aad-ocmw-1", "Olga Maatschappelijk", conversation_id, conversation_type=conversation_type)
+    code = bot.services.links.new_code(PROTOCOL_ID, clock.now())
+
+    [refused] = await bot.say(chat, f"<at>Veilig doorverwijzen</at> koppel {code}")
+    assert "Gekoppeld" not in refused["text"]
+    assert "alleen in het Teams-kanaal van het OCMW" in refused["text"] and "groepschat" in refused["text"]
+    assert bot.services.links.for_protocol(PROTOCOL_ID) is None
+    confirmed = await bot.act(chat, "link.confirm", {"code": code})
+    assert "kanaal" in texts(confirmed) and bot.services.links.for_protocol(PROTOCOL_ID) is None
+    assert "not a Teams channel" in caplog.text
+
+    english = dataclasses.replace(chat, locale="en-US")
+    [refused_en] = await bot.say(english, f"koppel {code}")
+    assert "only in the OCMW's Teams channel" in refused_en["text"]
+
+    await link(bot, ocmw_worker)  # the code was not used up by the refusals
+
+
+@pytest.fixture
+async def tenant_bound_bot(settings: Settings, clock: ManualClock) -> AsyncIterator[BotDriver]:
+    bound = dataclasses.replace(settings, ocmw_channels=OcmwChannelPolicy(frozenset({OCMW_TENANT})))
+    async with running_bot(create_app(bound, clock=clock, run_worker=False)) as driver:
+        yield driver
+
+
+async def test_koppel_in_a_channel_of_a_tenant_not_allowed_is_refused(
+    tenant_bound_bot: BotDriver, clock: ManualClock, ocmw_worker: TeamsUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = tenant_bound_bot
+    code = bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    [refused] = await bot.say(ocmw_worker, f"koppel {code}")  # a channel of Kind en Gezin's own tenant
+    assert "Gekoppeld" not in refused["text"] and "functioneel beheerder" in refused["text"]
+    confirmed = await bot.act(ocmw_worker, "link.confirm", {"code": code})
+    assert "functioneel beheerder" in texts(confirmed)
+    assert bot.services.links.for_protocol(PROTOCOL_ID) is None
+    assert "tenant not allowed" in caplog.text
+
+    ocmw_tenant = dataclasses.replace(ocmw_worker, tenant_id=OCMW_TENANT.upper())
+    [done] = await bot.say(ocmw_tenant, f"koppel {code}")
+    assert "Gekoppeld" in done["text"]
+    assert bot.services.links.for_protocol(PROTOCOL_ID).conversation_id == CHANNEL  # type: ignore[union-attr]
+
+
+async def test_koppel_is_rate_limited_per_user_and_per_conversation(
+    bot: BotDriver, clock: ManualClock, ocmw_worker: TeamsUser
+) -> None:
+    for attempt in range(5):
+        [wrong] = await bot.say(ocmw_worker, f"koppel AAAA-BBB{attempt}")
+        assert "klopt niet" in wrong["text"]
+    code = bot.services.links.new_code(PROTOCOL_ID, clock.now())
+
+    [limited] = await bot.say(ocmw_worker, f"koppel {code}")
+    assert "Gekoppeld" not in limited["text"] and "10 minuten" in limited["text"]
+    assert bot.services.links.for_protocol(PROTOCOL_ID) is None
+    limited_confirm = await bot.act(ocmw_worker, "link.confirm", {"code": code})
+    assert "10 minuten" in texts(limited_confirm) and bot.services.links.for_protocol(PROTOCOL_ID) is None
+    colleague_here = TeamsUser("aad-ocmw-2", "Omar Collega", CHANNEL, channel=True)
+    [per_conversation] = await bot.say(colleague_here, f"koppel {code}")
+    assert "10 minuten" in per_conversation["text"]
+    same_user_elsewhere = TeamsUser("aad-ocmw-1", "Olga", "19:other-ocmw-channel@thread.tacv2", channel=True)
+    [per_user] = await bot.say(same_user_elsewhere, f"koppel {code}")
+    assert "10 minuten" in per_user["text"]
+    assert bot.services.links.for_protocol(PROTOCOL_ID) is None
+
+    clock.advance(dt.timedelta(minutes=10, seconds=1))
+    [done] = await bot.say(ocmw_worker, f"koppel {code}")
+    assert "Gekoppeld" in done["text"]
 
 
 async def test_relinking_elsewhere_asks_first(bot: BotDriver, ocmw_worker: TeamsUser, clock: ManualClock) -> None:
@@ -131,6 +215,51 @@ async def test_an_outsider_cannot_acknowledge(
     assert "outside the linked conversation" in caplog.text
     again = await bot.act(referrer, "ack.receive", {"reference": reference})
     assert "referral.outcome" not in actions(again)
+
+
+async def test_an_outsider_clicking_twenty_times_makes_one_register_entry_and_is_counted_in_the_log(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, outsider: TeamsUser, clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    caplog.set_level(logging.WARNING, logger="bot.ocmw")
+
+    for _ in range(20):
+        card = await bot.act(outsider, "ack.receive", {"reference": reference})
+        assert "ack.receive" not in actions(card)
+        clock.advance(dt.timedelta(seconds=10))
+
+    assert _events(bot, reference).count("refused") == 1
+    refusals = [r for r in caplog.records if "outside the linked conversation" in r.getMessage()]
+    assert len(refusals) == 20
+    assert [getattr(r, "refused_clicks", None) for r in refusals] == list(range(1, 21))
+    assert "20" in refusals[-1].getMessage()
+    assert bot.services.referrals.get(reference).state == "sent"  # type: ignore[union-attr]
+
+    await bot.act(outsider, "referral.quality", {"reference": reference, "item": "phone"})
+    assert _events(bot, reference).count("refused") == 2, "another verb is another burst"
+
+    clock.advance(dt.timedelta(minutes=10))
+    await bot.act(outsider, "ack.receive", {"reference": reference})
+    assert _events(bot, reference).count("refused") == 3, "a new burst after 10 minutes"
+    assert "19 more" in _details(bot, reference)[-1], "the next entry carries the clicks only counted"
+
+
+def test_refusal_bursts_carry_the_counted_clicks_and_forget_old_ones() -> None:
+    bursts = RefusalBursts(window=dt.timedelta(minutes=10), keep=dt.timedelta(days=1))
+    start = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
+    first = bursts.click("u", "VD-1", "ack.receive", start)
+    assert (first.clicks_in_burst, first.register, first.only_counted_before) == (1, True, 0)
+    for n in range(2, 5):
+        assert not bursts.click("u", "VD-1", "ack.receive", start + dt.timedelta(minutes=n)).register
+    assert bursts.click("v", "VD-1", "ack.receive", start).register, "per user"
+    later = bursts.click("u", "VD-1", "ack.receive", start + dt.timedelta(minutes=10))
+    assert (later.clicks_in_burst, later.register, later.only_counted_before) == (1, True, 3)
+    bursts.click("u", "VD-1", "ack.receive", start + dt.timedelta(minutes=11))
+    bursts.click("w", "VD-2", "ack.receive", start + dt.timedelta(days=1, minutes=10))  # forgets day-old bursts
+    next_day = bursts.click("u", "VD-1", "ack.receive", start + dt.timedelta(days=1, minutes=11))
+    assert next_day.register and next_day.only_counted_before == 0, "a day-old count is only in the log"
 
 
 @pytest.mark.parametrize("outcome", ["contact_no_help_wanted", "unreachable"])
@@ -280,6 +409,14 @@ async def test_a_restart_between_steps_loses_nothing(
             await fifth.act(ocmw_worker.in_thread(str(card_id)), "referral.outcome",
                             {"reference": reference, "outcome": "contact_help_wanted"})
             assert fifth.services.referrals.get(reference).state == "help_wanted"  # type: ignore[union-attr]
+
+
+def _details(bot: BotDriver, reference: str) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(bot.services.settings.database_path) as db:
+        return [row[0] for row in db.execute("SELECT detail FROM register WHERE reference = ? ORDER BY seq",
+                                             (reference,))]
 
 
 def _events(bot: BotDriver, reference: str | None = None) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
+from bot.config import Settings
 from tests.infra.helpers import CHECKOV, ROOT, require
 
 INFRA = ROOT / "infra"
@@ -27,8 +28,17 @@ SECRETS_USER_ROLE = "4633458b-17de-408a-b874-0445c86b69e6"
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 #: App settings App Service itself reads, not the bot.
 PLATFORM_SETTINGS = {"WEBSITES_PORT", "WEBSITES_ENABLE_APP_SERVICE_STORAGE", "APPLICATIONINSIGHTS_CONNECTION_STRING"}
-#: Issue #6 asks for it; bot/config.py does not read it (yet).
-EXTRA_SETTINGS = {"BOT_ENV"}
+#: A value for each webapp.bicep parameter an app setting takes, as a deployment would give it.
+DEPLOYED_PARAMETERS = {
+    "botAppId": "00000000-0000-4000-8000-000000000001",
+    "botAppType": "UserAssignedMSI",
+    "tenantId": "72f988bf-0000-4000-8000-000000000001",
+    "keyVaultUri": "https://kv-vd.vault.azure.net/",
+    "identityClientId": "00000000-0000-4000-8000-000000000001",
+    "mailFrom": "doorverwijzing@opgroeien.be",
+    "referrerTenantIds": "72f988bf-0000-4000-8000-000000000001",
+    "ocmwTenantIds": "0c3c0c3c-0000-4000-8000-000000000002,0c3c0c3c-0000-4000-8000-000000000003",
+}
 
 
 @cache
@@ -158,8 +168,31 @@ def test_the_app_settings_are_the_variables_the_bot_reads() -> None:
     assert required <= set(settings)
     assert settings["MAIL_TRANSPORT"] == "graph"
     assert settings["BOT_ENV"] == "production"
-    unknown = set(settings) - names_the_bot_reads() - PLATFORM_SETTINGS - EXTRA_SETTINGS
+    unknown = set(settings) - names_the_bot_reads() - PLATFORM_SETTINGS
     assert unknown == set(), "the bot does not read these"
+
+
+def test_the_app_settings_pass_the_production_check() -> None:
+    declared = set(parsed(module_file("webapp"))["parameters"])
+    environment = {}
+    for name, value in app_settings().items():
+        if isinstance(value, str) and value in declared:
+            environment[name] = DEPLOYED_PARAMETERS[value]
+        elif isinstance(value, str) and name not in PLATFORM_SETTINGS:
+            environment[name] = value
+    assert {"REFERRER_TENANT_IDS", "OCMW_TENANT_IDS"} <= set(environment)
+    settings = Settings.from_mapping(environment)  # BOT_ENV=production: raises ConfigError on any refusal
+    assert settings.environment == "production" and settings.production_refusals == []
+    assert len(settings.ocmw_channels.tenant_ids) == 2
+
+
+def test_main_passes_the_tenant_lists_and_asks_for_the_ocmw_tenants() -> None:
+    parameters = parsed(MAIN)["parameters"]
+    assert "default" not in parameters["ocmwTenantIds"] or parameters["ocmwTenantIds"]["default"] is None
+    params = parsed(MAIN)["modules"]["webApp"]["config"]["params"]
+    assert params["ocmwTenantIds"] == "ocmwTenantIds" and params["referrerTenantIds"] == "referrerTenantIds"
+    example = json.loads((INFRA / "main.parameters.example.json").read_text(encoding="utf-8"))["parameters"]
+    assert "ocmwTenantIds" in example
 
 
 def test_the_only_password_setting_is_a_key_vault_reference() -> None:

@@ -108,6 +108,15 @@ def test_it_serves_the_bot_on_all_interfaces() -> None:
     assert final().all("EXPOSE") == ["3978"]
 
 
+def test_the_image_runs_in_production_and_the_comment_says_how_to_run_it_locally() -> None:
+    environment = " ".join(final().all("ENV")).split()
+    assert "BOT_ENV=production" in environment
+    comments = [line.lstrip("# ").strip() for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
+                if line.startswith("#")]
+    local = [line for line in comments if line.startswith("docker run") and "-e BOT_ENV=development" in line]
+    assert local, "the header comment shows `docker run -e BOT_ENV=development` for local use"
+
+
 def test_the_image_gets_the_code_and_the_protocols_but_nothing_else() -> None:
     copies = [c for c in final().all("COPY") if "--from=" not in c]
     sources = {c.split()[0] for c in copies}

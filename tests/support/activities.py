@@ -19,6 +19,9 @@ class TeamsUser:
     conversation_id: str
     locale: str = "nl-BE"
     channel: bool = False
+    tenant_id: str = TENANT_ID
+    #: Teams' `conversation.conversationType`; None: "channel" or "personal", after `channel`.
+    conversation_type: str | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def _base(self, service_url: str, activity_type: str) -> dict[str, Any]:
@@ -31,12 +34,12 @@ class TeamsUser:
             "from": {"id": f"29:{self.aad_object_id}", "name": self.name, "aadObjectId": self.aad_object_id},
             "conversation": {
                 "id": self.conversation_id,
-                "conversationType": "channel" if self.channel else "personal",
-                "tenantId": TENANT_ID,
+                "conversationType": self.conversation_type or ("channel" if self.channel else "personal"),
+                "tenantId": self.tenant_id,
             },
             "recipient": {"id": BOT_ID, "name": "Veilig doorverwijzen"},
             "locale": self.locale,
-            "channelData": {"tenant": {"id": TENANT_ID}},
+            "channelData": {"tenant": {"id": self.tenant_id}},
         }
         if self.channel:
             channel_id = self.conversation_id.split(";", 1)[0]
@@ -51,7 +54,8 @@ class TeamsUser:
     def in_thread(self, message_id: str) -> TeamsUser:
         """The same user acting on a message in a channel thread (the card the bot posted there)."""
         channel = self.conversation_id.split(";", 1)[0]
-        return TeamsUser(self.aad_object_id, self.name, f"{channel};messageid={message_id}", self.locale, self.channel)
+        return TeamsUser(self.aad_object_id, self.name, f"{channel};messageid={message_id}", self.locale, self.channel,
+                         self.tenant_id, self.conversation_type)
 
     def card_action(
         self, service_url: str, verb: str, data: dict[str, Any], reply_to: str = "card-1"
