@@ -23,7 +23,7 @@ from bot.delivery import DeliveryWorker, RetryPolicy
 from bot.dialogue import ReferralDialogue
 from bot.draft_cipher import DraftCipher
 from bot.drafts import DraftStore, ShownCard
-from bot.mail_transport import MailTransport
+from bot.mail_transport import MailTransport, sent_copies
 from bot.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
 from bot.message_outbox import MessageOutbox
 from bot.ocmw import OcmwService
@@ -33,6 +33,7 @@ from bot.protocols import ProtocolRegistry, load_registry
 from bot.referrals import ReferralStore
 from bot.register import ProcessingRegister
 from bot.reminders import ReminderService
+from bot.residue import ResidueSweeper
 from bot.router import Router
 from bot.sending import ReferralSender
 from bot.status import StatusService
@@ -147,6 +148,7 @@ def create_app(
         timezone=settings.timezone,
         on_queued=worker.wake,
     )
+    residue = ResidueSweeper(connection=connection, referrals=referrals, copies=sent_copies(transport))
     ocmw = OcmwService(
         connection=connection,
         links=links,
@@ -157,6 +159,7 @@ def create_app(
         messages=messages,
         clock=clock,
         timezone=settings.timezone,
+        after_deletion=residue.data_deleted,
     )
     reminders = ReminderService(
         connection=connection,
@@ -216,9 +219,13 @@ def create_app(
 
     app.add_routes([channel.route, web.get("/healthz", _healthz), web.get("/readyz", readyz)])
 
+    async def sweep_residue() -> None:
+        residue.sweep()
+
     async def run_background(_: web.Application) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS,
-                                            lambda: sweep_drafts(drafts, messages, clock)))]
+        residue.sweep()  # before the first request: mail copies a crash left after a deletion go first
+        tasks = [asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, lambda: sweep_drafts(drafts, messages, clock))),
+                 asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, sweep_residue))]
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(message_worker.run()))
