@@ -23,7 +23,7 @@ from bot.delivery import DeliveryWorker, RetryPolicy
 from bot.dialogue import ReferralDialogue
 from bot.draft_cipher import DraftCipher
 from bot.drafts import DraftStore, ShownCard
-from bot.mail_transport import MailTransport
+from bot.mail_transport import MailTransport, sent_copies
 from bot.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
 from bot.message_outbox import MessageOutbox
 from bot.ocmw import OcmwService, RefusalBursts
@@ -33,6 +33,7 @@ from bot.protocols import DataSharingProtocol, ProtocolRegistry, load_registry
 from bot.referrals import ReferralStore
 from bot.register import ProcessingRegister
 from bot.reminders import ReminderService
+from bot.residue import ResidueSweeper
 from bot.router import LINK_LIMIT, Router
 from bot.sending import ReferralSender
 from bot.status import StatusService
@@ -150,6 +151,7 @@ def create_app(
         timezone=settings.timezone,
         on_queued=worker.wake,
     )
+    residue = ResidueSweeper(connection=connection, referrals=referrals, copies=sent_copies(transport))
     ocmw = OcmwService(
         connection=connection,
         links=links,
@@ -162,6 +164,7 @@ def create_app(
         timezone=settings.timezone,
         channels=settings.ocmw_channels,
         refusals=RefusalBursts(),
+        after_deletion=residue.data_deleted,
     )
     reminders = ReminderService(
         connection=connection,
@@ -230,10 +233,12 @@ def create_app(
     async def sweep() -> None:
         release_interrupted_sends(connection, drafts, messages, clock)
         await sweep_drafts(drafts, messages, clock)
+        residue.sweep()
 
     async def run_background(_: web.Application) -> AsyncIterator[None]:
         if run_worker:  # the serving process owns the data folder: a send still marked is a dead one
             release_interrupted_sends(connection, drafts, messages, clock, idle_for=dt.timedelta(0))
+        residue.sweep()  # before the first request: mail copies a crash left after a deletion go first
         # The ZIP passwords first: fetched now and refreshed before they expire, without holding up the start.
         tasks = [asyncio.create_task(passwords.keep_warm(protocols_in_force)),
                  asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, sweep))]

@@ -1,7 +1,9 @@
 """The one SQLite database of the embedded mode: opened once, schema created on first start.
 
 `secure_delete` overwrites deleted content with zeros, so a wiped draft does not linger in free
-pages of the file; WAL with `synchronous=FULL` makes every commit durable before we answer.
+pages of the file; WAL with `synchronous=FULL` makes every commit durable before we answer. The WAL
+itself keeps old page versions until a checkpoint, so after a wipe it is checkpointed and truncated
+(`Database.wiped`), and it is private from its first byte (`open_database`).
 """
 
 from __future__ import annotations
@@ -9,10 +11,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
+import os
 import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -145,10 +152,74 @@ CREATE TABLE IF NOT EXISTS register (
 """
 
 
+class Database(sqlite3.Connection):
+    """The bot's connection: after client data was wiped, it empties the WAL once the wipe is committed.
+
+    In WAL mode an UPDATE that wipes a draft appends new page versions to `-wal`; the old versions,
+    with the sealed data, stay in the file until a checkpoint copies the pages back and the WAL is
+    reset. `secure_delete` only zeroes the main file. So a wipe marks the WAL dirty, and the
+    checkpoint (TRUNCATE: the file is cut to zero bytes) runs outside any transaction: at once when
+    the wipe committed on its own, else when the outermost `transaction()` ends, else from the
+    periodic sweep (`truncate_wal`).
+
+    What this cannot guarantee: while another connection (`register export`, `check`) holds a read
+    snapshot, the checkpoint cannot reset the WAL; it reports busy, the old frames stay until a
+    later attempt succeeds (the sweep retries every minute). A truncated file's blocks are freed,
+    not overwritten: the file system or an SSD may keep them, still sealed with the draft key.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wal_dirty = False
+
+    def wiped(self) -> None:
+        """Client data was just overwritten or deleted: empty the WAL as soon as that is committed."""
+        self.wal_dirty = True
+        if not self.in_transaction:
+            self.truncate_wal()
+
+    def truncate_wal(self) -> bool:
+        """Checkpoint and truncate the WAL if a wipe left it dirty; True when nothing is left to do.
+
+        Never waits for other connections (busy_timeout 0 for the call): the event loop must not
+        stall behind a long read elsewhere; a busy checkpoint stays due and is tried again later.
+        """
+        if not self.wal_dirty:
+            return True
+        if self.in_transaction:
+            return False  # inside a transaction SQLite refuses; the transaction's end tries again
+        timeout = int(self.execute("PRAGMA busy_timeout").fetchone()[0])
+        self.execute("PRAGMA busy_timeout = 0")
+        try:
+            busy = int(self.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        except sqlite3.OperationalError as error:
+            logger.warning("WAL checkpoint failed; retried later", extra={"error": type(error).__name__})
+            return False
+        finally:
+            self.execute(f"PRAGMA busy_timeout = {timeout}")
+        if busy:
+            logger.warning("WAL checkpoint busy (another connection is reading); retried later")
+            return False
+        self.wal_dirty = False
+        return True
+
+
+def note_wipe(connection: sqlite3.Connection) -> None:
+    """Tell the connection that client data was wiped (see `Database.wiped`); other connections ignore it."""
+    if isinstance(connection, Database):
+        connection.wiped()
+
+
+def truncate_wal(connection: sqlite3.Connection) -> bool:
+    """Retry a checkpoint an earlier wipe could not complete; True when the WAL holds no wiped data."""
+    return connection.truncate_wal() if isinstance(connection, Database) else True
+
+
 def open_database(path: Path) -> sqlite3.Connection:
     """Open (and if needed create) the database with the pragmas the bot relies on."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    _make_private(path)
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=Database)
     connection.row_factory = sqlite3.Row
     connection.execute("PRAGMA secure_delete = ON")
     connection.execute("PRAGMA journal_mode = WAL")
@@ -159,8 +230,24 @@ def open_database(path: Path) -> sqlite3.Connection:
     if 0 < version < 2:
         _upgrade_to_2(connection)
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    path.chmod(0o600)
     return connection
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it, and make any existing one 0600.
+
+    SQLite creates `-wal` and `-shm` with the database file's own mode (and restores bits the
+    umask took), so once the main file is 0600 they are 0600 from their first byte, whatever the
+    process umask; the umask itself is left alone (it is process-wide, and other threads create
+    files too). `-wal`/`-shm` left by an older version with wider modes are narrowed here.
+    """
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(descriptor)
+    path.chmod(0o600)
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.chmod(0o600)
 
 
 #: Tables and columns that hold stored Teams conversation references.
@@ -215,8 +302,10 @@ def transaction(connection: sqlite3.Connection) -> Iterator[None]:
     except BaseException:
         connection.execute(f"ROLLBACK TO {name}")
         connection.execute(f"RELEASE {name}")
+        truncate_wal(connection)
         raise
     connection.execute(f"RELEASE {name}")
+    truncate_wal(connection)  # a wipe inside is committed now (a no-op unless one happened)
 
 
 def to_text(moment: dt.datetime) -> str:

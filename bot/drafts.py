@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bot.database import from_text, to_text, transaction
+from bot.database import from_text, note_wipe, to_text, transaction
 from bot.draft_cipher import DraftCipher, DraftCipherError
 from bot.reference import new_reference
 from bot.referral import ClientDetails, ConsentRecord
@@ -147,13 +147,19 @@ class DraftStore:
         return updated if cursor.rowcount == 1 else None
 
     def close(self, draft: Draft, final_state: DraftState, now: dt.datetime) -> bool:
-        """Wipe the client data and leave a tombstone in `final_state` (sent or cancelled)."""
+        """Wipe the client data and leave a tombstone in `final_state` (sent or cancelled).
+
+        The WAL is emptied of the old page versions once the wipe is committed (`note_wipe`).
+        """
         cursor = self._db.execute(
             "UPDATE drafts SET state = ?, sealed_details = NULL, consent_json = NULL,"
             " updated_at = ? WHERE id = ? AND state = ?",
             (final_state.value, to_text(now), draft.id, draft.state.value),
         )
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        note_wipe(self._db)
+        return True
 
     def release_interrupted_sends(self, now: dt.datetime, idle_for: dt.timedelta) -> list[InterruptedSend]:
         """Drafts left `sending` for longer than `idle_for` (the process died mid-send) go back to review.
@@ -182,7 +188,7 @@ class DraftStore:
         )
 
     def sweep(self, now: dt.datetime, replace_card: Callable[[ShownCard], None]) -> list[ShownCard]:
-        """Wipe drafts idle past the time-to-live; drop tombstones older than a week.
+        """Wipe drafts idle past the time-to-live (and empty the WAL); drop tombstones older than a week.
 
         The chat may still show a wiped draft's review card with the client's data: `replace_card`
         is called for each such card inside the same transaction (it queues the replacement), so
@@ -197,11 +203,13 @@ class DraftStore:
                 " AND updated_at < ? AND card_activity_id IS NOT NULL",
                 (*open_states, cutoff),
             ).fetchall()
-            self._db.execute(
+            wiped = self._db.execute(
                 "UPDATE drafts SET state = ?, sealed_details = NULL, consent_json = NULL, updated_at = ?,"
                 " conversation_ref = NULL, card_activity_id = NULL WHERE state IN (?, ?, ?, ?) AND updated_at < ?",
                 (DraftState.EXPIRED.value, to_text(now), *open_states, cutoff),
             )
+            if wiped.rowcount:
+                note_wipe(self._db)  # the WAL is truncated when this transaction commits
             self._db.execute("DELETE FROM drafts WHERE updated_at < ?", (to_text(now - TOMBSTONE_KEEP),))
             shown = [ShownCard(row["conversation_ref"], row["card_activity_id"], row["lang"] or "nl") for row in rows]
             for card in shown:

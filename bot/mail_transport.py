@@ -1,7 +1,9 @@
 """How a finished mail leaves the bot.
 
 `MailTransport` is the one interface; the embedded default writes each message as an RFC 5322
-`.eml` file into an outbox folder: exactly the bytes an SMTP server would receive.
+`.eml` file into an outbox folder: exactly the bytes an SMTP server would receive. That folder
+keeps a copy of what was sent, so it also is a `SentCopies`: the copy goes when the OCMW confirms
+it deleted the data. SMTP and Graph keep nothing (`NoSentCopies`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class MailDeliveryError(Exception):
@@ -42,6 +44,27 @@ class MailTransport(Protocol):
         ...
 
 
+@runtime_checkable
+class SentCopies(Protocol):
+    """A transport that keeps a copy of each sent message on this machine."""
+
+    def remove_copy(self, message_id: str) -> None:
+        """Remove the copy of the message with this Message-ID, if there is one; OSError if it cannot."""
+        ...
+
+
+class NoSentCopies:
+    """What SMTP and Graph keep once a message left: nothing, so there is nothing to remove."""
+
+    def remove_copy(self, message_id: str) -> None:
+        """Nothing kept, nothing to do."""
+
+
+def sent_copies(transport: MailTransport) -> SentCopies:
+    """The transport itself when it keeps copies, else `NoSentCopies`."""
+    return transport if isinstance(transport, SentCopies) else NoSentCopies()
+
+
 _UNSAFE_FILE_CHARACTERS = re.compile(r"[^A-Za-z0-9@._-]")
 
 
@@ -60,13 +83,24 @@ class OutboxFolderTransport:
         message_id = message["Message-ID"]
         if not message_id:
             raise MailDeliveryError("message has no Message-ID", transient=False)
-        name = _UNSAFE_FILE_CHARACTERS.sub("_", str(message_id).strip("<> ")) + ".eml"
         data = message.as_bytes(policy=SMTP)
         try:
-            await asyncio.to_thread(_write_atomically, self._folder / name, data)
+            await asyncio.to_thread(_write_atomically, self._file_for(str(message_id)), data)
         except OSError as error:
             raise MailDeliveryError(f"outbox folder not writable ({error.strerror})", transient=True) from error
 
+    def remove_copy(self, message_id: str) -> None:
+        """Remove `<message-id>.eml` and a half-written `.tmp` a crash may have left beside it.
+
+        Unlinked, not overwritten: on journaling file systems and SSDs an overwrite in place is no
+        guarantee either, and the file holds the data only inside the AES-256 ZIP.
+        """
+        target = self._file_for(message_id)
+        target.unlink(missing_ok=True)
+        target.with_suffix(".tmp").unlink(missing_ok=True)
+
+    def _file_for(self, message_id: str) -> Path:
+        return self._folder / (_UNSAFE_FILE_CHARACTERS.sub("_", message_id.strip("<> ")) + ".eml")
 
     async def check(self) -> str:
         """The outbox folder exists (or can be made) and is writable."""

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
@@ -110,9 +110,12 @@ class OcmwService:
         timezone: ZoneInfo,
         channels: OcmwChannelPolicy,
         refusals: RefusalBursts,
+        after_deletion: Callable[[SentReferral], None] = lambda _: None,
     ) -> None:
+        """`after_deletion` runs once a deletion is committed (the outbox folder's copies go)."""
         self._channels = channels
         self._refusals = refusals
+        self._after_deletion = after_deletion
         self._db = connection
         self._links = links
         self._referrals = referrals
@@ -320,6 +323,7 @@ class OcmwService:
                 ))
         except IllegalTransition:
             return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+        self._after_deletion(updated)
         return self._card(actor, updated)
 
     async def _quality(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:

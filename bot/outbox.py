@@ -16,7 +16,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bot.database import from_text, to_text, transaction
+from bot.database import from_text, note_wipe, to_text, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ class Outbox:
         ]
 
     def mark_delivered(self, message_id: str, now: dt.datetime) -> None:
-        """Delivered: drop the payload, keep the fact."""
+        """Delivered: drop the payload (and, once committed, its old pages from the WAL), keep the fact."""
+        note_wipe(self._db)
         self._db.execute(
             "UPDATE outbox SET state = ?, payload = NULL, finished_at = ?, last_error = NULL, lease_until = NULL"
             " WHERE message_id = ?",
@@ -101,7 +102,8 @@ class Outbox:
         )
 
     def mark_failed(self, message_id: str, now: dt.datetime, error: str) -> None:
-        """Given up: drop the payload; the referrer is told to refer again."""
+        """Given up: drop the payload (WAL included, as above); the referrer is told to refer again."""
+        note_wipe(self._db)
         self._db.execute(
             "UPDATE outbox SET state = ?, payload = NULL, finished_at = ?, last_error = ?, lease_until = NULL"
             " WHERE message_id = ?",

@@ -197,6 +197,23 @@ class ReferralStore:
         rows = self._db.execute("SELECT * FROM referrals WHERE state = ? ORDER BY queued_at", (state.value,))
         return [_from_row(row) for row in rows]
 
+    def message_ids_with_versions(self, reference: str) -> list[str]:
+        """The Message-IDs of the referral and of the correction versions that correct it (`VD-...-2`)."""
+        rows = self._db.execute(
+            "SELECT message_id FROM referrals WHERE reference = ? OR parent_reference = ?", (reference, reference)
+        )
+        return [str(row["message_id"]) for row in rows]
+
+    def deleted_message_ids(self) -> list[str]:
+        """The Message-IDs of every referral whose data the OCMW deleted, and of their correction versions."""
+        deleted = ReferralState.DATA_DELETED.value
+        rows = self._db.execute(
+            "SELECT message_id FROM referrals WHERE state = ?"
+            " OR parent_reference IN (SELECT reference FROM referrals WHERE state = ?)",
+            (deleted, deleted),
+        )
+        return [str(row["message_id"]) for row in rows]
+
     def _write(self, current: SentReferral, updated: SentReferral) -> None:
         values = _to_row(updated)
         assignments = ", ".join(f"{name} = ?" for name in _COLUMNS if name != "reference")

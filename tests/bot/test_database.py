@@ -4,14 +4,19 @@
 and an unacknowledged referral, a draft at consent and one at review). botbuilder stored the
 tenant as `conversation.tenantID`, which the Agents SDK drops without a word: unmigrated, every
 proactive message would leave without its tenant. The OCMW cards' ids become message slots.
+
+And what the database leaves on disk: `-wal` and `-shm` private, the WAL emptied after a wipe.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import sqlite3
+import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +24,17 @@ import pytest
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.database import REFERENCE_COLUMNS, SCHEMA_VERSION, open_database, upgrade_reference
+from bot.database import (
+    REFERENCE_COLUMNS,
+    SCHEMA_VERSION,
+    open_database,
+    transaction,
+    truncate_wal,
+    upgrade_reference,
+)
+from bot.draft_cipher import DraftCipher
+from bot.drafts import Draft, DraftState, DraftStore
+from bot.referral import ClientDetails
 from tests.support.activities import TENANT_ID, TeamsUser
 from tests.support.bot_server import BotDriver, driving, running_connector
 from tests.support.clock import ManualClock
@@ -28,6 +43,8 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "botbuilder_era.sql
 CHANNEL = "19:ocmw-welzijnshuis@thread.tacv2"
 ACKNOWLEDGED = "VD-20261128-RED3MB"
 UNACKNOWLEDGED = "VD-20261128-DA6ZJS"
+NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
+DETAILS = ClientDetails("Zoëlle", "Vandenbroeckx", "Kerkstraatje", "127", "9170", "Meerdonk", "+32470987654", None)
 
 
 def _restore(path: Path, service_url: str) -> None:
@@ -113,4 +130,69 @@ def test_upgrade_leaves_current_and_unreadable_references_alone() -> None:
 def test_a_new_database_starts_at_the_current_version(tmp_path: Path) -> None:
     connection = open_database(tmp_path / "bot.sqlite3")
     assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    connection.close()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_wal_and_shm_an_older_version_left_readable_are_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    previous = os.umask(0o022)
+    try:
+        older = sqlite3.connect(path, isolation_level=None)  # holds the -wal and -shm open, as a running CLI would
+        older.execute("PRAGMA journal_mode = WAL")
+        older.execute("CREATE TABLE t (x)")
+        assert _mode(tmp_path / "bot.sqlite3-wal") == 0o644
+        connection = open_database(path)
+    finally:
+        os.umask(previous)
+    assert {_mode(tmp_path / f"bot.sqlite3{suffix}") for suffix in ("", "-wal", "-shm")} == {0o600}
+    connection.close()
+    older.close()
+
+
+def _draft_at_review(connection: sqlite3.Connection, tmp_path: Path) -> tuple[DraftStore, Draft, bytes]:
+    store = DraftStore(connection, DraftCipher.from_key_file(tmp_path / "draft.key"), dt.timedelta(minutes=30))
+    draft = store.create("user", "conv", NOW, NOW.date())
+    review = store.advance(draft, DraftState.REVIEW, NOW, details=DETAILS)
+    assert review is not None
+    sealed = connection.execute("SELECT sealed_details FROM drafts WHERE id = ?", (draft.id,)).fetchone()[0]
+    return store, review, bytes(sealed)
+
+
+def test_a_checkpoint_a_reader_blocks_is_retried_without_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    connection = open_database(path)
+    store, review, sealed = _draft_at_review(connection, tmp_path)
+    reader = sqlite3.connect(path, isolation_level=None)  # e.g. `register export` reading beside the bot
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM drafts").fetchone()
+
+    started = time.monotonic()
+    assert store.close(review, DraftState.CANCELLED, NOW)
+    assert time.monotonic() - started < 1.0, "the busy checkpoint did not wait for the reader"
+    assert sealed in (tmp_path / "bot.sqlite3-wal").read_bytes(), "a reader's snapshot keeps the WAL"
+    assert truncate_wal(connection) is False
+
+    reader.execute("COMMIT")
+    assert truncate_wal(connection) is True
+    assert (tmp_path / "bot.sqlite3-wal").stat().st_size == 0
+    assert sealed not in path.read_bytes()
+    assert truncate_wal(connection) is True, "nothing left to do"
+    reader.close()
+    connection.close()
+
+
+def test_the_wal_is_truncated_when_the_transaction_around_the_wipe_commits(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    connection = open_database(path)
+    store, review, sealed = _draft_at_review(connection, tmp_path)
+    with transaction(connection):
+        with transaction(connection):
+            assert store.close(review, DraftState.SENT, NOW)
+        assert sealed in (tmp_path / "bot.sqlite3-wal").read_bytes(), "not inside the transaction"
+    assert (tmp_path / "bot.sqlite3-wal").stat().st_size == 0
+    assert sealed not in path.read_bytes()
     connection.close()

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email
 import email.policy
 import logging
+import os
+import sqlite3
+import stat
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bot.app import sweep_drafts
+from bot.app import create_app, sweep_drafts
 from bot.config import Settings
+from bot.draft_cipher import DraftCipher
 from tests.support.activities import TeamsUser
-from tests.support.bot_server import BotDriver
+from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import texts
 from tests.support.clock import ManualClock
 from tests.support.referral_flow import CLIENT_VALUES, reach_review
@@ -107,3 +114,111 @@ async def test_an_abandoned_review_card_is_replaced_in_the_chat_when_the_draft_e
     assert "verlopen" in texts(update.body["attachments"][0]["content"])
     for name, content in _data_folder_bytes(settings).items():
         assert _leaks(content) == [], name
+
+
+# -- nothing lingers on disk: the WAL ---------------------------------------------------------------
+
+WAL_MAGIC = (0x377F0682, 0x377F0683)
+
+
+@dataclass(frozen=True)
+class WalFrame:
+    """One frame as it lies in the `-wal` file; `current` is False for one left over from before a reset."""
+
+    page_number: int
+    current: bool
+    page: bytes
+
+
+def wal_frames(wal: bytes) -> list[WalFrame]:
+    """Every frame physically in a WAL file (https://sqlite.org/fileformat.html#the_write_ahead_log).
+
+    A 32-byte header (magic, version, page size, checkpoint sequence, two salts, checksum), then
+    frames of a 24-byte header (page number, size after commit, the two salts, checksum) and one
+    page. Frames whose salts differ from the header's are stale but still on disk: a forensic
+    reader sees them, so they are returned too.
+    """
+    if len(wal) < 32:
+        return []
+    magic, _version, page_size, _sequence, salt1, salt2, _check1, _check2 = struct.unpack(">8I", wal[:32])
+    assert magic in WAL_MAGIC, hex(magic)
+    frames = []
+    for offset in range(32, len(wal) - (24 + page_size) + 1, 24 + page_size):
+        page_number, _size, frame_salt1, frame_salt2, _check1, _check2 = struct.unpack(">6I", wal[offset:offset + 24])
+        frames.append(WalFrame(page_number, (frame_salt1, frame_salt2) == (salt1, salt2),
+                               wal[offset + 24:offset + 24 + page_size]))
+    return frames
+
+
+def _companion(settings: Settings, suffix: str) -> Path:
+    return settings.database_path.with_name(settings.database_path.name + suffix)
+
+
+def _stored_seal(settings: Settings, draft_id: str) -> bytes | None:
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
+        row = db.execute("SELECT sealed_details FROM drafts WHERE id = ?", (draft_id,)).fetchone()
+    return None if row is None or row[0] is None else bytes(row[0])
+
+
+@pytest.mark.parametrize("ending", ["referral.send", "referral.cancel", "sweep", "late click"])
+async def test_a_wiped_draft_leaves_no_sealed_data_in_the_wal_or_the_file(
+    bot: BotDriver,
+    referrer: TeamsUser,
+    settings: Settings,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    ending: str,
+) -> None:
+    sealed: list[bytes] = []
+    seal = DraftCipher.seal
+
+    def recording_seal(cipher: DraftCipher, draft_id: str, plaintext: bytes) -> bytes:
+        blob = seal(cipher, draft_id, plaintext)
+        sealed.append(blob)
+        return blob
+
+    monkeypatch.setattr(DraftCipher, "seal", recording_seal)
+    draft_id, _ = await reach_review(bot, referrer)
+    stored = _stored_seal(settings, draft_id)
+    assert stored is not None and stored in sealed
+    before = wal_frames(_companion(settings, "-wal").read_bytes())
+    assert [frame for frame in before if stored in frame.page], "the parser finds the draft in the WAL"
+
+    if ending == "sweep":
+        clock.advance(dt.timedelta(minutes=31))
+        await sweep_drafts(bot.services.drafts, bot.services.messages, clock)
+    elif ending == "late click":
+        clock.advance(dt.timedelta(minutes=31))
+        await bot.act(referrer, "referral.edit", {"draftId": draft_id})
+    else:
+        await bot.act(referrer, ending, {"draftId": draft_id})
+
+    assert _stored_seal(settings, draft_id) is None, "the draft was wiped"
+    frames = wal_frames(_companion(settings, "-wal").read_bytes())
+    main = settings.database_path.read_bytes()
+    for blob in sealed:
+        assert [frame.page_number for frame in frames if blob in frame.page] == []
+        assert blob not in main
+    for frame in frames:
+        assert _leaks(frame.page) == [], frame.page_number
+    assert _leaks(main) == []
+
+
+async def test_the_wal_and_shm_files_are_private_from_the_start(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    previous = os.umask(0o022)  # the usual umask: files SQLite creates itself would be 0644
+    try:
+        app = create_app(settings, clock=clock, run_worker=False)
+        modes_at_start = {suffix: stat.S_IMODE(_companion(settings, suffix).stat().st_mode)
+                          for suffix in ("-wal", "-shm")}
+        async with running_bot(app) as bot:
+            draft_id, _ = await reach_review(bot, referrer)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
+            await bot.deliver()
+            modes_after_run = {suffix: stat.S_IMODE(_companion(settings, suffix).stat().st_mode)
+                               for suffix in ("-wal", "-shm")}
+    finally:
+        os.umask(previous)
+    assert modes_at_start == {"-wal": 0o600, "-shm": 0o600}
+    assert modes_after_run == {"-wal": 0o600, "-shm": 0o600}
