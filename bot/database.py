@@ -68,7 +68,17 @@ CREATE TABLE IF NOT EXISTS referrals (
     deleted_at TEXT,
     reported_items TEXT NOT NULL DEFAULT '',
     reminded_ocmw_at TEXT,
-    reminded_referrer_at TEXT
+    reminded_referrer_at TEXT,
+    withdrawn_by_id TEXT,
+    withdrawn_by TEXT,
+    withdrawn_at TEXT
+);
+CREATE INDEX IF NOT EXISTS referrals_parent ON referrals (parent_reference);
+CREATE TABLE IF NOT EXISTS reminders (
+    subject TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (subject, kind)
 );
 CREATE INDEX IF NOT EXISTS referrals_referrer ON referrals (referrer_id, queued_at);
 CREATE INDEX IF NOT EXISTS referrals_protocol_state ON referrals (protocol_id, state);
@@ -256,7 +266,8 @@ REFERENCE_COLUMNS = (("drafts", "id", "conversation_ref"), ("referrals", "refere
 
 
 def _upgrade_to_2(connection: sqlite3.Connection) -> None:
-    """From the botbuilder-era schema: references readable by the Agents SDK, OCMW card ids as slots, leases.
+    """From the botbuilder-era schema: references readable by the Agents SDK, OCMW card ids as slots, leases,
+    reminders in their own table, who withdrew consent when.
 
     botbuilder stored the tenant as `conversation.tenantID`, which the Agents SDK drops without a
     word (proactive messages would then go out without a tenant). The OCMW card of a referral is
@@ -264,6 +275,13 @@ def _upgrade_to_2(connection: sqlite3.Connection) -> None:
     """
     with transaction(connection):
         connection.execute("ALTER TABLE outbox ADD COLUMN lease_until TEXT")
+        for column in ("withdrawn_by_id", "withdrawn_by", "withdrawn_at"):
+            connection.execute(f"ALTER TABLE referrals ADD COLUMN {column} TEXT")
+        for column, kind in (("reminded_ocmw_at", "ack_ocmw"), ("reminded_referrer_at", "ack_referrer")):
+            connection.execute(
+                f"INSERT OR IGNORE INTO reminders (subject, kind, at) SELECT reference, '{kind}', {column}"  # noqa: S608  # nosec B608
+                f" FROM referrals WHERE {column} IS NOT NULL"
+            )
         for table, key, column in REFERENCE_COLUMNS:
             rows = connection.execute(
                 f"SELECT {key} AS k, {column} AS ref FROM {table} WHERE {column} LIKE '%tenantID%'"  # noqa: S608  # nosec B608

@@ -104,6 +104,21 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class Banner:
+    """An answer to a card action that leaves the card as it is and shows `text` with it.
+
+    For errors on a card that holds a reference (the OCMW's card, a correction, the "sent" card):
+    the card the user needs stays in the chat, its buttons and typed values included.
+    """
+
+    text: str
+
+
+#: What a card action is answered with: the next card (it replaces the clicked one), or a banner.
+Answer = Card | Banner
+
+
+@dataclass(frozen=True)
 class Reply:
     """What to send back for a chat message: a card, or a plain text."""
 
@@ -189,7 +204,7 @@ class ReferralDialogue:
         if verb == START_VERB:
             return self.start(actor)
         transition = TRANSITIONS.get(verb)
-        if transition is None:
+        if transition is None and verb != cards.VERB_VIEW:
             logger.info("unknown card action", extra={"verb": verb[:64]})
             return cards.problem_card(actor.lang, "unknown_action")
         draft_id = data.get("draftId")
@@ -207,9 +222,25 @@ class ReferralDialogue:
         if draft.state not in TERMINAL_STATES and self._drafts.is_expired(draft, now):
             self._drafts.close(draft, DraftState.EXPIRED, now)
             draft = Draft(**{**draft.__dict__, "state": DraftState.EXPIRED})
+        if transition is None:  # "Terug" from the cancel confirmation
+            return self._step_card(actor, draft)
         if draft.state not in transition.sources:
             return self._not_possible_card(actor, draft)
         return await self._handlers[verb](actor, draft, data)
+
+    def _step_card(self, actor: Actor, draft: Draft) -> Card:
+        """The card of the step the draft is at, with what was entered (the user's own chat only)."""
+        protocol = None if draft.protocol_id is None else self._registry.get(draft.protocol_id)
+        if draft.state == DraftState.CONSENT or (protocol is None and draft.state not in TERMINAL_STATES):
+            protocols = self._registry.in_force_on(self._today())
+            return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=())
+        if draft.state == DraftState.REVIEW and draft.details is not None and protocol is not None:
+            return cards.review_card(actor.lang, draft_id=draft.id, recipient=protocol.recipient.organisation,
+                                     mailbox=protocol.recipient_mailbox, client=draft.details)
+        if draft.state == DraftState.DETAILS and protocol is not None:
+            values = {} if draft.details is None else details_as_typed(draft.details)
+            return self._details_card(actor, draft, protocol, values=values, errors={})
+        return self._not_possible_card(actor, draft)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -314,6 +345,9 @@ class ReferralDialogue:
         )
 
     async def _cancel(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
+        if draft.details is not None and not cards.is_confirmed(data):  # filled in: ask once more
+            return cards.confirm_card(actor.lang, "cancel_referral", reference=draft.reference,
+                                      verb="referral.cancel", data={"draftId": draft.id}, back={"draftId": draft.id})
         if not self._drafts.close(draft, DraftState.CANCELLED, self._clock.now()):
             return self._current_card(actor, draft.id)
         if draft.protocol_id is not None:

@@ -22,13 +22,22 @@ from bot.access import OcmwChannelPolicy
 from bot.chat_messages import MessageContent
 from bot.clock import Clock
 from bot.corrections import CorrectionService
-from bot.database import transaction
-from bot.dialogue import Actor, Card, Reply
+from bot.database import to_text, transaction
+from bot.dialogue import Actor, Answer, Banner, Card, Reply
 from bot.message_outbox import MessageOutbox
 from bot.ocmw_links import OcmwLink, OcmwLinks, base_conversation_id, display_code
 from bot.protocols import ProtocolRegistry
 from bot.reference import is_reference
-from bot.referrals import HOLDS_DATA, OUTCOMES, IllegalTransition, ReferralState, ReferralStore, SentReferral
+from bot.referrals import (
+    AWAITING_DELETION,
+    HOLDS_DATA,
+    OUTCOMES,
+    TRANSITIONS,
+    IllegalTransition,
+    ReferralState,
+    ReferralStore,
+    SentReferral,
+)
 from bot.register import ProcessingRegister, RegisterEvent
 
 logger = logging.getLogger(__name__)
@@ -205,8 +214,11 @@ class OcmwService:
 
     # -- card actions ---------------------------------------------------------------------------
 
-    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
-        """ack.receive, referral.outcome, referral.deleted, referral.quality, link.confirm, link.cancel."""
+    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
+        """ack.receive, referral.outcome, referral.deleted, referral.quality, referral.view, link.confirm/cancel.
+
+        Errors are answered with a banner: the card with the reference and its buttons stays.
+        """
         if verb == "link.confirm":
             refusal = self._place_refusal(actor)
             if refusal is not None:
@@ -226,14 +238,19 @@ class OcmwService:
             "referral.outcome": self._outcome,
             "referral.deleted": self._deleted,
             "referral.quality": self._quality,
+            cards.VERB_VIEW: self._show,
         }
         return await handlers[verb](actor, found, data)
 
-    async def _acknowledge(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
+    async def _show(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Answer:
+        """The card as it is now ("Terug" from a confirmation)."""
+        return self._card(actor, referral)
+
+    async def _acknowledge(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Answer:
         if referral.state != ReferralState.SENT:
             if referral.acknowledged_at is not None:
                 return self._card(actor, referral, notice="already_acknowledged")
-            return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+            return _banner(actor, "action_not_possible_now", reference=referral.reference)
         now = self._clock.now()
         try:
             with transaction(self._db):
@@ -251,13 +268,22 @@ class OcmwService:
             return self._card(actor, self._fresh(referral), notice="already_acknowledged")
         return self._card(actor, updated)
 
-    async def _outcome(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
+    async def _outcome(self, actor: Actor, clicked: SentReferral, data: Mapping[str, Any]) -> Answer:
+        """The family's outcome, on its first version; "wil geen hulp" and "niet bereikt" asked once more."""
         outcome = data.get("outcome")
         target = OUTCOMES.get(outcome) if isinstance(outcome, str) else None
         if target is None:
-            return cards.problem_card(actor.lang, "outcome_invalid")
+            return _banner(actor, "outcome_invalid")
+        referral = self._family_root(clicked)
         if referral.outcome_at is not None:
             return self._card(actor, referral, notice="outcome_already_recorded")
+        if referral.state != ReferralState.RECEIVED:
+            return _banner(actor, "action_not_possible_now", reference=referral.reference)
+        if target != ReferralState.HELP_WANTED and not cards.is_confirmed(data):
+            return cards.confirm_card(OCMW_CHANNEL_LANGUAGE, target.value, reference=referral.reference,
+                                      verb="referral.outcome", data={"reference": referral.reference,
+                                                                     "outcome": str(outcome)},
+                                      back={"reference": clicked.reference})
         try:
             with transaction(self._db):
                 updated = self._referrals.transition(
@@ -269,33 +295,50 @@ class OcmwService:
                     cards.language_for(updated.lang), f"outcome_to_referrer_{outcome}", reference=updated.reference,
                     recipient=self._registry.recipient_name(updated.protocol_id),
                 ))
+                for version in self._referrals.versions_of(updated.reference):
+                    self._update_for_everyone(version)
         except IllegalTransition:
-            return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+            return _banner(actor, "action_not_possible_now", reference=referral.reference)
         return self._card(actor, updated)
 
-    async def withdraw_consent(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
-        """The referrer records that the parents withdrew consent; the OCMW is asked to delete."""
+    async def withdraw_consent(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
+        """A Kind en Gezin colleague records that the parents withdrew consent, for the family's every version.
+
+        Any referrer allowed under the protocol may record it (the parents may tell whoever they see),
+        after a confirmation; the register names who recorded it, the OCMW is asked to delete, the
+        original referrer is told when it was someone else. A version still queued is not sent.
+        """
         reference = data.get("reference")
-        referral = self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
-        if referral is not None and referral.parent_reference is not None:
-            referral = self._referrals.get(referral.parent_reference)  # consent is about the family, not a version
-        if referral is None:
-            return cards.problem_card(actor.lang, "referral_unknown", reference=str(reference)[:40])
-        if referral.referrer_id != actor.user_id:
-            logger.warning("consent withdrawal by someone other than the referrer refused",
-                           extra={"reference": referral.reference})
-            return cards.problem_card(actor.lang, "not_allowed")
+        found = self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
+        if found is None:
+            return _banner(actor, "referral_unknown", reference=str(reference)[:40])
+        referral = self._family_root(found)
         if referral.state == ReferralState.CONSENT_WITHDRAWN:
             return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                             reference=referral.reference))
+        if referral.state not in TRANSITIONS or ReferralState.CONSENT_WITHDRAWN not in TRANSITIONS[referral.state]:
+            return _banner(actor, "action_not_possible_now", reference=referral.reference)
+        if not cards.is_confirmed(data):
+            return cards.confirm_card(actor.lang, "withdraw_consent", reference=referral.reference,
+                                      verb="consent.withdraw", data={"reference": referral.reference},
+                                      back={"reference": found.reference})
+        now = self._clock.now()
+        marks = {"withdrawn_by_id": actor.user_id, "withdrawn_by": actor.display_name, "withdrawn_at": now}
         try:
             with transaction(self._db):
-                updated = self._referrals.transition(referral.reference, ReferralState.CONSENT_WITHDRAWN)
+                updated = self._referrals.transition(referral.reference, ReferralState.CONSENT_WITHDRAWN, **marks)
                 self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN)
                 self._update_for_everyone(updated)
+                for version in self._referrals.versions_of(updated.reference):
+                    self._carry(actor, version, ReferralState.CONSENT_WITHDRAWN, RegisterEvent.CONSENT_WITHDRAWN,
+                                **marks)
                 self._tell_ocmw(updated)
+                if updated.referrer_id != actor.user_id:
+                    self._messages.post(updated.conversation_ref, MessageContent(text=cards.text(
+                        cards.language_for(updated.lang), "withdrawal_by_colleague", reference=updated.reference,
+                        name=cards.escape_markdown(actor.display_name))), now=now, reference=updated.reference)
         except IllegalTransition:
-            return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+            return _banner(actor, "action_not_possible_now", reference=referral.reference)
         logger.info("consent withdrawn", extra={"reference": updated.reference})
         return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                         reference=updated.reference))
@@ -307,35 +350,95 @@ class OcmwService:
             self._messages.post(link.conversation_ref, MessageContent(text=text), now=self._clock.now(),
                                 reference=referral.reference)
 
-    async def _deleted(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
+    async def _deleted(self, actor: Actor, clicked: SentReferral, data: Mapping[str, Any]) -> Answer:
+        """The OCMW confirms it deleted the family's data (every version) from the shared mailbox."""
+        referral = self._family_root(clicked)
         if referral.state == ReferralState.DATA_DELETED:
-            return self._card(actor, referral, notice="deletion_recorded")
+            return self._card(actor, self._fresh(clicked), notice="deletion_recorded")
+        if referral.state not in AWAITING_DELETION:
+            return _banner(actor, "action_not_possible_now", reference=referral.reference)
+        if not cards.is_confirmed(data):
+            kind = "data_filed_and_deleted" if referral.state == ReferralState.HELP_WANTED else "data_deleted"
+            return cards.confirm_card(OCMW_CHANNEL_LANGUAGE, kind, reference=referral.reference,
+                                      verb="referral.deleted", data={"reference": referral.reference},
+                                      back={"reference": clicked.reference})
+        now = self._clock.now()
         try:
             with transaction(self._db):
-                updated = self._referrals.transition(
-                    referral.reference, ReferralState.DATA_DELETED,
-                    deleted_by=actor.display_name, deleted_at=self._clock.now(),
-                )
+                updated = self._referrals.transition(referral.reference, ReferralState.DATA_DELETED,
+                                                     deleted_by=actor.display_name, deleted_at=now)
                 self._record(actor, updated, RegisterEvent.DELETION_CONFIRMED)
                 self._after_change(updated, cards.text(
                     cards.language_for(updated.lang), "deleted_to_referrer", reference=updated.reference,
                     recipient=self._registry.recipient_name(updated.protocol_id),
                 ))
+                for version in self._referrals.versions_of(updated.reference):
+                    self._carry(actor, version, ReferralState.DATA_DELETED, RegisterEvent.DELETION_CONFIRMED,
+                                deleted_by=actor.display_name, deleted_at=now)
         except IllegalTransition:
-            return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+            return _banner(actor, "action_not_possible_now", reference=referral.reference)
         self._after_deletion(updated)
-        return self._card(actor, updated)
+        return self._card(actor, self._fresh(clicked))
 
-    async def _quality(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Card:
+    def _carry(self, actor: Actor, version: SentReferral, state: ReferralState, event: RegisterEvent,
+               **changes: Any) -> None:
+        """The family's withdrawal or deletion, carried to one correction version (inside the caller's commit).
+
+        A version whose mail has not gone out yet is not sent at all: its outbox row is cancelled.
+        """
+        if version.state in (ReferralState.DATA_DELETED, ReferralState.FAILED, state):
+            return
+        if version.state == ReferralState.QUEUED:
+            self._cancel_mail(version)
+            self._referrals.transition(version.reference, ReferralState.FAILED,
+                                       failure_reason=f"not sent: {event.value} for the referral")
+            self._record(actor, version, event, detail="not sent: cancelled with its referral")
+            return
+        if (state == ReferralState.DATA_DELETED and version.state not in TRANSITIONS) or \
+                state not in TRANSITIONS[version.state]:
+            changes = {key: value for key, value in changes.items() if not key.startswith("withdrawn")}
+            self._referrals.transition(version.reference, ReferralState.CONSENT_WITHDRAWN)
+        updated = self._referrals.transition(version.reference, state, **changes)
+        self._record(actor, updated, event, detail=f"with its referral {updated.root}")
+        self._update_for_everyone(updated)
+
+    def _cancel_mail(self, version: SentReferral) -> None:
+        self._db.execute(
+            "UPDATE outbox SET state = 'failed', payload = NULL, finished_at = ?, last_error = ?"
+            " WHERE message_id = ? AND state = 'queued'",
+            (to_text(self._clock.now()), "cancelled with its referral", version.message_id),
+        )
+
+    async def _quality(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Answer:
         item = data.get("item")
         if item not in QUALITY_ITEMS:
             return self._card(actor, referral, notice="quality_item_missing")
-        if referral.state not in HOLDS_DATA:
-            return cards.problem_card(actor.lang, "action_not_possible_now", reference=referral.reference)
+        if referral.state not in HOLDS_DATA or self._family_root(referral).state not in HOLDS_DATA:
+            return _banner(actor, "action_not_possible_now", reference=referral.reference)
         with transaction(self._db):
             updated = self._corrections.request(referral, str(item), actor)
             self._update_for_everyone(updated)
         return self._card(actor, updated, notice="quality_reported")
+
+    def referrer_card(self, actor: Actor, reference: object) -> Answer:
+        """The referrer's card of a referral as it stands ("Terug" from the withdrawal confirmation)."""
+        referral = self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
+        if referral is None:
+            return _banner(actor, "referral_unknown", reference=str(reference)[:40])
+        protocol = self._registry.get(referral.protocol_id)
+        recipient = self._registry.recipient_name(referral.protocol_id)
+        mailbox = protocol.recipient_mailbox if protocol else ""
+        if referral.sent_at is not None:
+            return cards.sent_card(actor.lang, reference=referral.reference, recipient=recipient, mailbox=mailbox,
+                                   sent_at=referral.sent_at.astimezone(self._tz))
+        return cards.queued_card(actor.lang, reference=referral.reference, recipient=recipient, mailbox=mailbox,
+                                 queued_at=referral.queued_at.astimezone(self._tz))
+
+    def _family_root(self, referral: SentReferral) -> SentReferral:
+        """The family's first version, which carries its outcome, deletion and withdrawal."""
+        if referral.parent_reference is None:
+            return referral
+        return self._referrals.get(referral.parent_reference) or referral
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -345,17 +448,17 @@ class OcmwService:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _referral_for_ocmw(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> SentReferral | Card:
+    def _referral_for_ocmw(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> SentReferral | Banner:
         reference = data.get("reference")
         if not isinstance(reference, str) or not is_reference(reference):
-            return cards.problem_card(actor.lang, "malformed_action")
+            return _banner(actor, "malformed_action")
         referral = self._referrals.get(reference)
         if referral is None:
-            return cards.problem_card(actor.lang, "referral_unknown", reference=reference)
+            return _banner(actor, "referral_unknown", reference=reference)
         link = self._links.for_protocol(referral.protocol_id)
         if link is None or link.conversation_id != base_conversation_id(actor.conversation_id):
             self._refuse(actor, referral, verb)
-            return cards.problem_card(actor.lang, "not_ocmw_conversation")
+            return _banner(actor, "not_ocmw_conversation")
         return referral
 
     def _refuse(self, actor: Actor, referral: SentReferral, verb: str) -> None:
@@ -425,6 +528,10 @@ class OcmwService:
 
     def _local(self, moment: dt.datetime) -> str:
         return moment.astimezone(self._tz).strftime("%d/%m/%Y %H:%M")
+
+
+def _banner(actor: Actor, problem: str, **params: str) -> Banner:
+    return Banner(cards.problem_banner(actor.lang, problem, **params))
 
 
 def _card_slot(referral: SentReferral) -> str:

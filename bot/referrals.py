@@ -1,10 +1,15 @@
 """Referrals after "send": one explicit state machine, and a record that holds no client data.
 
-    queued --> sent --> received --> help_wanted
+    queued --> sent --> received --> help_wanted -----> data_deleted  (filed in the OCMW's own dossier)
        |                   |-------> no_help_wanted --> data_deleted
        v                   '-------> unreachable ----> data_deleted
      failed
     sent | received | help_wanted | no_help_wanted | unreachable --> consent_withdrawn --> data_deleted
+    sent | received --> data_deleted  (a correction version, when its referral's data is deleted)
+
+A correction (`VD-...-2`) is a referral of its own for delivery and receipt; the outcome, the
+deletion and a withdrawal are the family's, recorded on the first version and carried to the
+others (`bot.ocmw`).
 
 A transition not in `TRANSITIONS` is refused (`IllegalTransition`), so a late or replayed click
 cannot, say, record an outcome for a referral nobody acknowledged.
@@ -43,13 +48,14 @@ OUTCOMES: Mapping[str, ReferralState] = {
     "unreachable": ReferralState.UNREACHABLE,
 }
 _WITHDRAW = ReferralState.CONSENT_WITHDRAWN
+_DELETED = ReferralState.DATA_DELETED
 TRANSITIONS: Mapping[ReferralState, frozenset[ReferralState]] = {
     ReferralState.QUEUED: frozenset({ReferralState.SENT, ReferralState.FAILED}),
-    ReferralState.SENT: frozenset({ReferralState.RECEIVED, _WITHDRAW}),
-    ReferralState.RECEIVED: frozenset({*OUTCOMES.values(), _WITHDRAW}),
-    ReferralState.NO_HELP_WANTED: frozenset({ReferralState.DATA_DELETED, _WITHDRAW}),
-    ReferralState.UNREACHABLE: frozenset({ReferralState.DATA_DELETED, _WITHDRAW}),
-    ReferralState.HELP_WANTED: frozenset({_WITHDRAW}),
+    ReferralState.SENT: frozenset({ReferralState.RECEIVED, _WITHDRAW, _DELETED}),
+    ReferralState.RECEIVED: frozenset({*OUTCOMES.values(), _WITHDRAW, _DELETED}),
+    ReferralState.NO_HELP_WANTED: frozenset({_DELETED, _WITHDRAW}),
+    ReferralState.UNREACHABLE: frozenset({_DELETED, _WITHDRAW}),
+    ReferralState.HELP_WANTED: frozenset({_DELETED, _WITHDRAW}),
     ReferralState.CONSENT_WITHDRAWN: frozenset({ReferralState.DATA_DELETED}),
     ReferralState.FAILED: frozenset(),
     ReferralState.DATA_DELETED: frozenset(),
@@ -57,9 +63,13 @@ TRANSITIONS: Mapping[ReferralState, frozenset[ReferralState]] = {
 #: States in which the OCMW still holds the data and may report it wrong (article 7).
 HOLDS_DATA = frozenset({ReferralState.SENT, ReferralState.RECEIVED, ReferralState.HELP_WANTED,
                         ReferralState.NO_HELP_WANTED, ReferralState.UNREACHABLE})
+#: States in which the OCMW still has to confirm that it deleted the data from the shared mailbox.
+AWAITING_DELETION = frozenset({ReferralState.HELP_WANTED, ReferralState.NO_HELP_WANTED, ReferralState.UNREACHABLE,
+                               ReferralState.CONSENT_WITHDRAWN})
+#: States in which nothing more will be sent under the referral (no correction either).
+CLOSED = frozenset({ReferralState.CONSENT_WITHDRAWN, ReferralState.DATA_DELETED, ReferralState.FAILED})
 #: States the OCMW still has to act on.
-OPEN_FOR_OCMW = frozenset({ReferralState.SENT, ReferralState.RECEIVED, ReferralState.NO_HELP_WANTED,
-                           ReferralState.UNREACHABLE, ReferralState.CONSENT_WITHDRAWN})
+OPEN_FOR_OCMW = frozenset({ReferralState.SENT, ReferralState.RECEIVED, *AWAITING_DELETION})
 
 
 def check_transitions(table: Mapping[ReferralState, frozenset[ReferralState]]) -> None:
@@ -118,13 +128,18 @@ class SentReferral:
     deleted_by: str | None = None
     deleted_at: dt.datetime | None = None
     reported_items: tuple[str, ...] = ()
-    reminded_ocmw_at: dt.datetime | None = None
-    reminded_referrer_at: dt.datetime | None = None
+    withdrawn_by_id: str | None = None
+    withdrawn_by: str | None = None
+    withdrawn_at: dt.datetime | None = None
+
+    @property
+    def root(self) -> str:
+        """The reference of the family's first version (itself, unless this is a correction)."""
+        return self.parent_reference or self.reference
 
 
 _TIME_FIELDS = frozenset(
-    {"created_at", "queued_at", "sent_at", "acknowledged_at", "outcome_at", "deleted_at", "reminded_ocmw_at",
-     "reminded_referrer_at"}
+    {"created_at", "queued_at", "sent_at", "acknowledged_at", "outcome_at", "deleted_at", "withdrawn_at"}
 )
 _COLUMNS = tuple(field.name for field in dataclasses.fields(SentReferral))
 
@@ -189,6 +204,20 @@ class ReferralStore:
             f"SELECT * FROM referrals WHERE protocol_id = ? AND state IN ({', '.join('?' for _ in states)})"  # noqa: S608  # nosec B608
             " ORDER BY queued_at",
             (protocol_id, *states),
+        )
+        return [_from_row(row) for row in rows]
+
+    def versions_of(self, root: str) -> list[SentReferral]:
+        """The corrections of `root` (`root-2`, `root-3`, ...), oldest first."""
+        rows = self._db.execute("SELECT * FROM referrals WHERE parent_reference = ? ORDER BY queued_at", (root,))
+        return [_from_row(row) for row in rows]
+
+    def in_states(self, states: frozenset[ReferralState]) -> list[SentReferral]:
+        """All referrals in these states (for reminders), oldest first."""
+        values = sorted(state.value for state in states)
+        rows = self._db.execute(
+            f"SELECT * FROM referrals WHERE state IN ({', '.join('?' for _ in values)}) ORDER BY queued_at",  # noqa: S608  # nosec B608
+            values,
         )
         return [_from_row(row) for row in rows]
 

@@ -11,7 +11,7 @@ import cards
 from bot.access import RateLimit, RateLimiter, ReferrerPolicy
 from bot.clock import Clock
 from bot.corrections import CorrectionService
-from bot.dialogue import Actor, Card, ReferralDialogue, Reply, command_of, is_start_command
+from bot.dialogue import Actor, Answer, Banner, Card, ReferralDialogue, Reply, command_of, is_start_command
 from bot.ocmw import OcmwService
 from bot.ocmw_links import base_conversation_id
 from bot.status import StatusService
@@ -49,7 +49,7 @@ class Router:
         self._dialogue = dialogue
         self._ocmw = ocmw
         self._status = status
-        self._verbs: Mapping[str, Callable[[Actor, str, Mapping[str, Any]], Awaitable[Card]]] = {
+        self._verbs: Mapping[str, Callable[[Actor, str, Mapping[str, Any]], Awaitable[Answer]]] = {
             "ack.receive": ocmw.on_action,
             "referral.outcome": ocmw.on_action,
             "referral.deleted": ocmw.on_action,
@@ -74,24 +74,40 @@ class Router:
         if is_start_command(command):
             refusal = self._refusal(actor, "referral.start")
             if refusal is not None:
-                return Reply(card=refusal)
+                return Reply(card=cards.problem_card(actor.lang, refusal))
         return self._dialogue.on_text(actor, text)
 
     def welcome(self, actor: Actor) -> Card:
         """The welcome card."""
         return self._dialogue.welcome(actor)
 
-    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
-        """A card action: OCMW and correction verbs here, the referral dialogue's own verbs there."""
+    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
+        """A card action: OCMW and correction verbs here, the referral dialogue's own verbs there.
+
+        A refusal of an action on a card that holds a reference (or a correction) is a banner: the
+        card stays, its reference and buttons with it.
+        """
         refusal = self._refusal(actor, verb)
         if refusal is not None:
-            return refusal
+            holds_reference = "reference" in data or "correctionId" in data
+            return Banner(cards.problem_banner(actor.lang, refusal)) if holds_reference else \
+                cards.problem_card(actor.lang, refusal)
         if verb == "link.confirm" and (limited := self._link_limited(actor)):
             return cards.notice_card(actor.lang, limited)
+        if verb == cards.VERB_VIEW:
+            return await self._view(actor, data)
         handler = self._verbs.get(verb)
         if handler is not None:
             return await handler(actor, verb, data)
         return await self._dialogue.on_action(actor, verb, data)
+
+    async def _view(self, actor: Actor, data: Mapping[str, Any]) -> Answer:
+        """ "Terug" from a confirmation: the card as it stands, for the draft, the OCMW or the referrer."""
+        if "draftId" in data:
+            return await self._dialogue.on_action(actor, cards.VERB_VIEW, data)
+        if self._ocmw.linked_protocols(actor.conversation_id):
+            return await self._ocmw.on_action(actor, cards.VERB_VIEW, data)
+        return self._ocmw.referrer_card(actor, data.get("reference"))
 
     def _link_limited(self, actor: Actor) -> str | None:
         """The answer when this user, or this conversation, tried linking too often; None when it may."""
@@ -104,18 +120,18 @@ class Router:
         minutes = str(int(LINK_LIMIT.window.total_seconds() // 60))
         return cards.text(actor.lang, "link_rate_limited", minutes=minutes)
 
-    def _refusal(self, actor: Actor, verb: str) -> Card | None:
-        """The card that refuses this actor this verb, or None when it may go ahead."""
+    def _refusal(self, actor: Actor, verb: str) -> str | None:
+        """The problem (from `cards.PROBLEMS`) that refuses this actor this verb, or None when it may go ahead."""
         now = self._clock.now()
         if not self._limiter.allow(actor.user_id, "actions", now) or (
             verb == "referral.start" and not self._limiter.allow(actor.user_id, "starts", now)
         ):
             logger.warning("rate limit reached", extra={"verb": verb[:64]})
-            return cards.problem_card(actor.lang, "rate_limited")
+            return "rate_limited"
         if verb in _REFERRER_VERBS and not self._referrers.allows(
             tenant_id=actor.tenant_id, object_id=actor.user_id, team_or_channel_ids=actor.places
         ):
             logger.warning("referral refused: not an allowed referrer",
                            extra={"verb": verb[:64], "tenant_id": actor.tenant_id[:64]})
-            return cards.problem_card(actor.lang, "not_allowed")
+            return "not_allowed"
         return None

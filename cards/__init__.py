@@ -7,6 +7,7 @@ Cards are JSON templates in `templates/`, filled structurally by `_template`; te
 `texts/nl.json` (default) and `texts/en.json`. Every function returns a complete AdaptiveCard dict.
 """
 
+from cards._confirm import CONFIRMATIONS, VERB_VIEW, confirm_card, is_confirmed
 from cards._errors import CardError
 from cards._follow_up import (
     FOLLOW_UP_VERBS,
@@ -49,6 +50,7 @@ from cards._render import (
     details_card,
     field_error_text,
     notice_card,
+    problem_banner,
     problem_card,
     queued_card,
     review_card,
@@ -73,6 +75,7 @@ from cards._views import (
 )
 
 __all__ = [
+    "CONFIRMATIONS",
     "CONSENT_INPUTS",
     "CONSENT_TOGGLES",
     "DETAIL_FIELDS",
@@ -105,6 +108,7 @@ __all__ = [
     "VERB_QUALITY",
     "VERB_SEND",
     "VERB_START",
+    "VERB_VIEW",
     "Card",
     "CardError",
     "Language",
@@ -117,16 +121,19 @@ __all__ = [
     "StatusState",
     "TemplateError",
     "cancelled_card",
+    "confirm_card",
     "consent_card",
     "correction_queued_card",
     "correction_request_card",
     "details_card",
     "escape_markdown",
     "field_error_text",
+    "is_confirmed",
     "language_for",
     "link_confirm_card",
     "notice_card",
     "ocmw_referral_card",
+    "problem_banner",
     "problem_card",
     "queued_card",
     "referral_status_card",

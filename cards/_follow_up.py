@@ -74,9 +74,10 @@ _NOTICE_COLORS: Final[Mapping[str, str]] = MappingProxyType(
 def ocmw_referral_card(lang: Language, view: OcmwReferralView) -> Card:
     """The card in the OCMW's channel for one delivered package, showing what is left to do.
 
-    sent: acknowledge receipt. received: record the outcome, or report an item wrong (article 7).
-    help_wanted: keep as a social file; items can still be reported wrong. no_help_wanted,
-    unreachable, consent_withdrawn: delete the mail and confirm. data_deleted: done.
+    sent: acknowledge receipt. received: record the outcome. help_wanted: file the data in the OCMW's
+    own dossier, delete the mail and confirm; no_help_wanted, unreachable, consent_withdrawn: delete
+    the mail and confirm. data_deleted: done. From delivery until deletion an item can be reported
+    wrong (article 7). A correction version's card leaves outcome and deletion to its referral's card.
     """
     state = view.state
     if state not in OCMW_STATES:
@@ -123,9 +124,11 @@ def ocmw_referral_card(lang: Language, view: OcmwReferralView) -> Card:
         correction_text = ""
 
     delete_text = ""
-    if state in {"no_help_wanted", "unreachable", "consent_withdrawn"}:
-        delete_text = text(lang, f"ocmw.delete.{state}")
-    show_quality = state in {"received", "help_wanted"}
+    if state in {"no_help_wanted", "unreachable", "consent_withdrawn", "help_wanted"}:
+        delete_text = text(lang, f"ocmw.delete.{state}", reference=view.correction_of or view.reference)
+    # Article 7: a wrong item can be reported from delivery until the data is deleted ("niet bereikt" too).
+    show_quality = state in {"sent", "received", "help_wanted", "no_help_wanted", "unreachable"}
+    is_version = view.correction_of is not None
     reported = [text(lang, f"item.{item}.label") for item in REFERRAL_ITEMS if item in view.reported_items]
 
     values: dict[str, Any] = {
@@ -144,12 +147,15 @@ def ocmw_referral_card(lang: Language, view: OcmwReferralView) -> Card:
         "holdsData": state != "data_deleted",
         "isSent": state == "sent",
         "ackLine": "" if acknowledged is None else text(lang, "ocmw.acknowledged", **acknowledged),
-        "isReceived": state == "received",
+        "isReceived": state == "received" and not is_version,
+        "versionFollowUp": text(lang, "ocmw.version.follow_up", correction_of=view.correction_of)
+        if is_version and state == "received" else "",
         "outcomeLine": ""
         if outcome is None or recorded is None
         else text(lang, "ocmw.outcome.recorded", outcome=text(lang, f"outcome.{outcome}"), **recorded),
         "isHelpWanted": state == "help_wanted",
         "deleteText": delete_text,
+        "deleteButton": text(lang, "action.data_filed_and_deleted" if state == "help_wanted" else "action.data_deleted"),
         "deletedLine": "" if deleted is None else text(lang, "ocmw.deleted", **deleted),
         "showQuality": show_quality,
         "reportedText": text(lang, "ocmw.quality.reported", items=join_names(lang, reported))

@@ -279,6 +279,13 @@ def problem_card(lang: Language, problem: str, **params: str) -> Card:
     return render("problem", lang, values)
 
 
+def problem_banner(lang: Language, problem: str, **params: str) -> str:
+    """A problem from `PROBLEMS` as one short text, for an answer that leaves the clicked card in place."""
+    if problem not in PROBLEMS:
+        raise CardError(f"unknown problem {problem!r}")
+    return f"{text(lang, f'problem.{problem}.title', **params)}. {text(lang, f'problem.{problem}.text', **params)}"
+
+
 def format_time(at: dt.datetime) -> str:
     """A (local) time as every card shows it: 02/03/2026 14:05."""
     return at.strftime(_TIME_FORMAT)

@@ -18,7 +18,7 @@ from microsoft_agents.hosting.core import ActivityHandler
 
 import cards
 from bot.chat_messages import RETRYABLE_STATUSES, MessageContent, parse_retry_after
-from bot.dialogue import Actor
+from bot.dialogue import Actor, Answer, Banner
 from bot.router import Router
 from bot.teams.references import reference_of
 from bot.teams.sender import message_activity
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 ADAPTIVE_CARD_ACTION = "adaptiveCard/action"
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+#: Universal Actions' "message" answer: Teams shows the text and leaves the card as it was.
+MESSAGE_CONTENT_TYPE = "application/vnd.microsoft.activity.message"
 #: A reply is part of the turn Teams waits for: retry briefly, then give up (the user can type again).
 REPLY_ATTEMPTS = 3
 REPLY_MAX_WAIT_SECONDS = 2.0
@@ -92,11 +94,16 @@ def card_action_of(value: object) -> tuple[str, Mapping[str, Any]] | None:
     return verb, data
 
 
-def card_invoke_response(card: dict[str, Any]) -> InvokeResponse:
-    """The invoke answer that makes Teams replace the clicked card with `card`."""
+def card_invoke_response(answer: Answer) -> InvokeResponse:
+    """The invoke answer: a card replaces the clicked one; a banner's text shows with it, the card unchanged."""
+    if isinstance(answer, Banner):
+        return InvokeResponse(
+            status=HTTPStatus.OK,
+            body={"statusCode": HTTPStatus.OK, "type": MESSAGE_CONTENT_TYPE, "value": answer.text},
+        )
     return InvokeResponse(
         status=HTTPStatus.OK,
-        body={"statusCode": HTTPStatus.OK, "type": CARD_CONTENT_TYPE, "value": card},
+        body={"statusCode": HTTPStatus.OK, "type": CARD_CONTENT_TYPE, "value": answer},
     )
 
 
@@ -142,11 +149,12 @@ class ReferralActivityHandler(ActivityHandler):
             return card_invoke_response(cards.problem_card(lang, "malformed_action"))
         verb, data = parsed
         try:
-            card = await self._router.on_action(actor, verb, data)
+            answer = await self._router.on_action(actor, verb, data)
         except Exception:
             logger.exception("card action failed", extra={"verb": verb[:64]})
-            card = cards.problem_card(actor.lang, "internal_error")
-        return card_invoke_response(card)
+            # The card that was clicked may hold a reference: keep it, say what happened with it.
+            answer = Banner(cards.problem_banner(actor.lang, "internal_error"))
+        return card_invoke_response(answer)
 
 
 async def _reply(turn_context: TurnContextProtocol[Any], content: MessageContent) -> None:

@@ -58,6 +58,12 @@ class Run:
             body: dict[str, Any] = await response.json()
             return body["value"]  # type: ignore[no-any-return]
 
+    async def act_confirmed(self, user: TeamsUser, verb: str, data: dict[str, str]) -> dict[str, Any]:
+        """The first click asks once more; the second confirms (the step's commit is in that one)."""
+        question = await self.act(user, verb, data)
+        assert actions(question)[verb].get("confirmed") == "true", question
+        return await self.act(user, verb, actions(question)[verb])
+
     def db(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.data_dir / "bot.sqlite3")
         connection.row_factory = sqlite3.Row
@@ -93,12 +99,12 @@ async def _ack(run: Run) -> None:
 
 
 async def _no_help(run: Run) -> None:
-    run.answers.append(await run.act(WORKER, "referral.outcome",
-                                     {"reference": run.reference, "outcome": "contact_no_help_wanted"}))
+    run.answers.append(await run.act_confirmed(WORKER, "referral.outcome",
+                                               {"reference": run.reference, "outcome": "contact_no_help_wanted"}))
 
 
 async def _deleted(run: Run) -> None:
-    run.answers.append(await run.act(WORKER, "referral.deleted", {"reference": run.reference}))
+    run.answers.append(await run.act_confirmed(WORKER, "referral.deleted", {"reference": run.reference}))
 
 
 async def _report_phone(run: Run) -> None:
@@ -114,7 +120,7 @@ async def _submit_phone(run: Run) -> None:
 
 
 async def _withdraw(run: Run) -> None:
-    run.answers.append(await run.act(REFERRER, "consent.withdraw", {"reference": run.reference}))
+    run.answers.append(await run.act_confirmed(REFERRER, "consent.withdraw", {"reference": run.reference}))
 
 
 Step = Callable[[Run], Awaitable[None]]

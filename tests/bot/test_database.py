@@ -88,8 +88,8 @@ async def test_references_are_rewritten_and_card_ids_become_slots(migrated: BotD
 async def test_proactive_messages_from_migrated_rows_carry_the_tenant(
     migrated: BotDriver, clock: ManualClock
 ) -> None:
-    clock.current = dt.datetime(2026, 12, 10, 9, 0, tzinfo=dt.UTC)  # reminders due for the unacknowledged one
-    assert await migrated.services.reminders.run_due() == 2
+    clock.current = dt.datetime(2026, 12, 10, 9, 0, tzinfo=dt.UTC)  # receipt and outcome reminders are due
+    assert await migrated.services.reminders.run_due() == 4
     await migrated.settle()
     reminders = [call for call in migrated.connector.accepted if call.method == "POST"]
     assert {call.path.split("/")[3] for call in reminders} == {CHANNEL, "a:personal-referrer"}

@@ -215,8 +215,13 @@ async def test_edit_goes_back_to_the_filled_data_card(bot: BotDriver, referrer: 
 async def test_cancel_discards_the_draft_and_sends_nothing(
     bot: BotDriver, referrer: TeamsUser, settings: Settings
 ) -> None:
-    draft_id, _ = await reach_review(bot, referrer)
-    card = await bot.act(referrer, "referral.cancel", {"draftId": draft_id})
+    draft_id, review = await reach_review(bot, referrer)
+    question = await bot.act(referrer, "referral.cancel", {"draftId": draft_id})
+    assert "Zoëlle" not in texts(question), "the question holds the reference, not the data"
+    assert actions(question)["referral.view"] == {"draftId": draft_id}
+    back = await bot.act(referrer, "referral.view", {"draftId": draft_id})
+    assert back == review, "Terug shows the review card as it was"
+    card = await bot.act_confirmed(referrer, "referral.cancel", {"draftId": draft_id})
     assert "Zoëlle" not in texts(card)
     assert "referral.start" in actions(card)
     assert outbox_files(settings) == []

@@ -147,7 +147,7 @@ async def _cause_with_teams_failing(s: Setup, message: str, fault: str) -> None:
     s.connector.calls.clear()
     await _inject(s, fault)
     if message == "withdrawal-notice":
-        await s.bot.act(s.referrer, "consent.withdraw", {"reference": reference})
+        await s.bot.act_confirmed(s.referrer, "consent.withdraw", {"reference": reference})
     elif message == "reminder":
         s.clock.advance(dt.timedelta(days=4))  # two working days after Saturday's delivery: Wednesday
         assert await s.bot.services.reminders.run_due() == 1

@@ -12,6 +12,7 @@ import email
 import email.policy
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -209,12 +210,12 @@ async def test_an_outsider_cannot_acknowledge(
 ) -> None:
     await link(bot, ocmw_worker)
     reference, _ = await referred_and_delivered(bot, referrer)
-    card = await bot.act(outsider, "ack.receive", {"reference": reference})
-    assert "ack.receive" not in actions(card) and "referral.outcome" not in actions(card)
+    refused = await bot.banner(outsider, "ack.receive", {"reference": reference})
+    assert "gesprek van het OCMW" in refused, "a banner: the card the outsider clicked stays as it was"
     assert bot.services.referrals.get(reference).state == "sent"  # type: ignore[union-attr]
     assert "outside the linked conversation" in caplog.text
-    again = await bot.act(referrer, "ack.receive", {"reference": reference})
-    assert "referral.outcome" not in actions(again)
+    again = await bot.banner(referrer, "ack.receive", {"reference": reference})
+    assert "gesprek van het OCMW" in again
 
 
 async def test_an_outsider_clicking_twenty_times_makes_one_register_entry_and_is_counted_in_the_log(
@@ -226,8 +227,7 @@ async def test_an_outsider_clicking_twenty_times_makes_one_register_entry_and_is
     caplog.set_level(logging.WARNING, logger="bot.ocmw")
 
     for _ in range(20):
-        card = await bot.act(outsider, "ack.receive", {"reference": reference})
-        assert "ack.receive" not in actions(card)
+        await bot.banner(outsider, "ack.receive", {"reference": reference})
         clock.advance(dt.timedelta(seconds=10))
 
     assert _events(bot, reference).count("refused") == 1
@@ -237,11 +237,11 @@ async def test_an_outsider_clicking_twenty_times_makes_one_register_entry_and_is
     assert "20" in refusals[-1].getMessage()
     assert bot.services.referrals.get(reference).state == "sent"  # type: ignore[union-attr]
 
-    await bot.act(outsider, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.banner(outsider, "referral.quality", {"reference": reference, "item": "phone"})
     assert _events(bot, reference).count("refused") == 2, "another verb is another burst"
 
     clock.advance(dt.timedelta(minutes=10))
-    await bot.act(outsider, "ack.receive", {"reference": reference})
+    await bot.banner(outsider, "ack.receive", {"reference": reference})
     assert _events(bot, reference).count("refused") == 3, "a new burst after 10 minutes"
     assert "19 more" in _details(bot, reference)[-1], "the next entry carries the clicks only counted"
 
@@ -269,15 +269,20 @@ async def test_no_help_or_unreachable_asks_to_delete_and_records_it(
     await link(bot, ocmw_worker)
     reference, card_id = await referred_and_delivered(bot, referrer)
     worker = ocmw_worker.in_thread(card_id)
-    early = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
-    assert "referral.deleted" not in actions(early), "no outcome before receipt"
+    early = await bot.banner(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
+    assert "kan nu niet" in early, "no outcome before receipt; the card stays"
     await bot.act(worker, "ack.receive", {"reference": reference})
 
-    card = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
+    question = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
+    assert reference in texts(question) and "niet ongedaan" in texts(question), "asked once more"
+    assert bot.services.referrals.get(reference).state == "received"  # type: ignore[union-attr]
+    back = await bot.act(worker, "referral.view", {"reference": reference})
+    assert "referral.outcome" in actions(back), "Terug shows the card as it was"
+    card = await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
 
     assert actions(card)["referral.deleted"] == {"reference": reference}
     assert "artikel 3" in texts(card)
-    deleted = await bot.act(worker, "referral.deleted", {"reference": reference})
+    deleted = await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
     await bot.settle()
     assert "referral.deleted" not in actions(deleted)
     assert bot.services.referrals.get(reference).state == "data_deleted"  # type: ignore[union-attr]
@@ -293,9 +298,15 @@ async def test_help_wanted_keeps_the_data_for_the_file(
     worker = ocmw_worker.in_thread(card_id)
     await bot.act(worker, "ack.receive", {"reference": reference})
     card = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
-    assert "referral.deleted" not in actions(card) and "10 jaar" in texts(card)
-    invalid = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "something"})
-    assert "referral.outcome" not in actions(invalid)
+    assert "10 jaar" in texts(card) and "eigen dossier" in texts(card), "wil hulp: no confirmation, the data is kept"
+    assert actions(card)["referral.deleted"] == {"reference": reference}, "the shared mailbox is emptied all the same"
+    invalid = await bot.banner(worker, "referral.outcome", {"reference": reference, "outcome": "something"})
+    assert "uitkomst" in invalid
+    question = await bot.act(worker, "referral.deleted", {"reference": reference})
+    assert "dossier" in texts(question) and "Opgenomen" not in texts(question)
+    done = await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+    assert "referral.deleted" not in actions(done)
+    assert bot.services.referrals.get(reference).state == "data_deleted"  # type: ignore[union-attr]
 
 
 async def test_a_correction_round_trip(
@@ -379,14 +390,18 @@ async def test_reminders_after_working_days_once_each(
     assert any(reference in text for text in texts_to(bot, referrer.conversation_id) if "werkdagen" in text)
 
 
-async def test_acknowledged_referrals_get_no_reminder(
+async def test_acknowledged_referrals_are_chased_for_their_outcome_not_their_receipt(
     bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
 ) -> None:
     await link(bot, ocmw_worker)
     reference, card_id = await referred_and_delivered(bot, referrer)
     await bot.act(ocmw_worker.in_thread(card_id), "ack.receive", {"reference": reference})
     clock.advance(dt.timedelta(days=14))
-    assert await bot.services.reminders.run_due() == 0
+    assert await bot.services.reminders.run_due() == 2
+    await bot.settle()
+    reminders = [text for text in texts_to(bot, CHANNEL) + texts_to(bot, referrer.conversation_id)
+                 if "werkdagen" in text]
+    assert len(reminders) == 2 and all("uitkomst" in text for text in reminders)
 
 
 async def test_a_restart_between_steps_loses_nothing(
@@ -430,23 +445,29 @@ def _events(bot: BotDriver, reference: str | None = None) -> list[str]:
 
 
 async def test_consent_withdrawn_asks_the_ocmw_to_delete_and_records_both(
-    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser, settings: Settings
 ) -> None:
     await link(bot, ocmw_worker)
     reference, card_id = await referred_and_delivered(bot, referrer)
     [sent_card] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
                    if c.method == "PUT" and c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
     assert actions(sent_card)["consent.withdraw"] == {"reference": reference}
-    refused = await bot.act(colleague, "consent.withdraw", {"reference": reference})
-    assert bot.services.referrals.get(reference).state == "sent", texts(refused)  # type: ignore[union-attr]
+    question = await bot.act(colleague, "consent.withdraw", {"reference": reference})
+    assert "niet ongedaan" in texts(question)
+    assert bot.services.referrals.get(reference).state == "sent", "nothing before the confirmation"  # type: ignore[union-attr]
 
-    answer = await bot.act(referrer, "consent.withdraw", {"reference": reference})
+    answer = await bot.act_confirmed(colleague, "consent.withdraw", {"reference": reference})
     await bot.settle()
+    assert any("Bert Collega" in text and reference in text for text in texts_to(bot, referrer.conversation_id)), \
+        "the referrer is told a colleague recorded it"
+    with sqlite3.connect(settings.database_path) as db:
+        [(actor_id,)] = db.execute("SELECT actor_id FROM register WHERE event = 'consent_withdrawn'").fetchall()
+    assert actor_id == colleague.aad_object_id, "the register names who recorded it"
 
     assert reference in texts(answer)
     assert bot.services.referrals.get(reference).state == "consent_withdrawn"  # type: ignore[union-attr]
     assert any(reference in text for text in texts_to(bot, CHANNEL))
     [edit] = [c for c in bot.connector.calls if c.method == "PUT" and c.path.endswith(f"/activities/{card_id}")]
     assert actions(edit.body["attachments"][0]["content"])["referral.deleted"] == {"reference": reference}
-    await bot.act(ocmw_worker.in_thread(card_id), "referral.deleted", {"reference": reference})
+    await bot.act_confirmed(ocmw_worker.in_thread(card_id), "referral.deleted", {"reference": reference})
     assert _events(bot, reference)[-2:] == ["consent_withdrawn", "deletion_confirmed"]

@@ -53,7 +53,10 @@ async def test_after_the_end_no_client_value_is_kept_or_logged(
     draft_id, review = await reach_review(bot, referrer)
     assert "Zoëlle" in texts(review), "the review card is the one place the data is shown"
 
-    final = await bot.act(referrer, ending, {"draftId": draft_id})
+    if ending == "referral.cancel":
+        final = await bot.act_confirmed(referrer, ending, {"draftId": draft_id})
+    else:
+        final = await bot.act(referrer, ending, {"draftId": draft_id})
     await bot.deliver()
 
     assert _leaks(texts(final).encode()) == []
@@ -190,6 +193,8 @@ async def test_a_wiped_draft_leaves_no_sealed_data_in_the_wal_or_the_file(
     elif ending == "late click":
         clock.advance(dt.timedelta(minutes=31))
         await bot.act(referrer, "referral.edit", {"draftId": draft_id})
+    elif ending == "referral.cancel":
+        await bot.act_confirmed(referrer, ending, {"draftId": draft_id})
     else:
         await bot.act(referrer, ending, {"draftId": draft_id})
 

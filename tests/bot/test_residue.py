@@ -55,10 +55,10 @@ async def test_deletion_after_consent_was_withdrawn_removes_the_mail(
     await link(bot, ocmw_worker())
     reference, worker = await send_and_deliver(bot, referrer)
     other, _ = await send_and_deliver(bot, referrer)
-    await bot.act(referrer, "consent.withdraw", {"reference": reference})
+    await bot.act_confirmed(referrer, "consent.withdraw", {"reference": reference})
     assert _mails(settings, reference), "withdrawing alone removes nothing: the OCMW has not deleted yet"
 
-    await bot.act(worker, "referral.deleted", {"reference": reference})
+    await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
 
     assert bot.services.referrals.get(reference).state == "data_deleted"  # type: ignore[union-attr]
     assert _mails(settings, reference) == []

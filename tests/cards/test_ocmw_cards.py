@@ -125,7 +125,10 @@ def _correction_factory(item: cards.ReferralItem) -> CardFactory:
 
 # name -> (factory, {verb: [data of each action with that verb]})
 CARDS: dict[str, tuple[CardFactory, dict[str, list[dict[str, str]]]]] = {
-    "ocmw_sent": (lambda lang: ocmw_card(lang, "sent"), {cards.VERB_ACKNOWLEDGE: [{"reference": REFERENCE}]}),
+    "ocmw_sent": (
+        lambda lang: ocmw_card(lang, "sent"),
+        {cards.VERB_ACKNOWLEDGE: [{"reference": REFERENCE}], cards.VERB_QUALITY: [{"reference": REFERENCE}]},
+    ),
     "ocmw_received": (
         lambda lang: ocmw_card(lang, "received"),
         {
@@ -133,12 +136,18 @@ CARDS: dict[str, tuple[CardFactory, dict[str, list[dict[str, str]]]]] = {
             cards.VERB_QUALITY: [{"reference": REFERENCE}],
         },
     ),
-    "ocmw_help_wanted": (lambda lang: ocmw_card(lang, "help_wanted"), {cards.VERB_QUALITY: [{"reference": REFERENCE}]}),
+    "ocmw_help_wanted": (
+        lambda lang: ocmw_card(lang, "help_wanted"),
+        {cards.VERB_DELETED: [{"reference": REFERENCE}], cards.VERB_QUALITY: [{"reference": REFERENCE}]},
+    ),
     "ocmw_no_help_wanted": (
         lambda lang: ocmw_card(lang, "no_help_wanted"),
-        {cards.VERB_DELETED: [{"reference": REFERENCE}]},
+        {cards.VERB_DELETED: [{"reference": REFERENCE}], cards.VERB_QUALITY: [{"reference": REFERENCE}]},
     ),
-    "ocmw_unreachable": (lambda lang: ocmw_card(lang, "unreachable"), {cards.VERB_DELETED: [{"reference": REFERENCE}]}),
+    "ocmw_unreachable": (
+        lambda lang: ocmw_card(lang, "unreachable"),
+        {cards.VERB_DELETED: [{"reference": REFERENCE}], cards.VERB_QUALITY: [{"reference": REFERENCE}]},
+    ),
     "ocmw_data_deleted": (lambda lang: ocmw_card(lang, "data_deleted"), {}),
     "ocmw_consent_withdrawn": (
         lambda lang: ocmw_card(lang, "consent_withdrawn"),
@@ -152,14 +161,11 @@ CARDS: dict[str, tuple[CardFactory, dict[str, list[dict[str, str]]]]] = {
         lambda lang: ocmw_card(
             lang, "received", reference=CORRECTION, correction_of=REFERENCE, corrected_item="address"
         ),
-        {
-            cards.VERB_OUTCOME: [{"reference": CORRECTION, "outcome": outcome} for outcome in cards.OUTCOMES],
-            cards.VERB_QUALITY: [{"reference": CORRECTION}],
-        },
+        {cards.VERB_QUALITY: [{"reference": CORRECTION}]},
     ),
     "ocmw_notice": (
         lambda lang: ocmw_card(lang, "sent", notice="quality_item_missing", reported_items=("phone",)),
-        {cards.VERB_ACKNOWLEDGE: [{"reference": REFERENCE}]},
+        {cards.VERB_ACKNOWLEDGE: [{"reference": REFERENCE}], cards.VERB_QUALITY: [{"reference": REFERENCE}]},
     ),
     "status_referrer": (
         lambda lang: cards.referral_status_card(lang, audience="referrer", rows=ROWS),
@@ -293,17 +299,19 @@ def test_ocmw_correction_title_in_dutch() -> None:
 
 
 @pytest.mark.parametrize("lang", cards.LANGUAGES)
-def test_ocmw_sent_asks_to_acknowledge(lang: cards.Language) -> None:
+def test_ocmw_sent_asks_to_acknowledge_and_takes_a_report_already(lang: cards.Language) -> None:
+    """Article 7 from delivery on: a wrong item can be reported before receipt is confirmed."""
     card = ocmw_card(lang, "sent")
-    (button,) = actions(card)
+    button, report = actions(card)
     assert button["title"] == cards.text(lang, "action.acknowledge")
     assert button["associatedInputs"] == "none"
-    assert inputs(card) == []
+    assert report["verb"] == cards.VERB_QUALITY
+    assert [e["id"] for e in inputs(card)] == ["item"]
     assert not any(cards.text(lang, "ocmw.acknowledged", name=ACKER, time="") in t for t in texts(card))
 
 
 def test_ocmw_sent_button_in_dutch() -> None:
-    assert [a["title"] for a in actions(ocmw_card("nl", "sent"))] == ["Ontvangst bevestigen"]
+    assert [a["title"] for a in actions(ocmw_card("nl", "sent"))] == ["Ontvangst bevestigen", "Gegevens onjuist"]
 
 
 @pytest.mark.parametrize("lang", cards.LANGUAGES)
@@ -353,7 +361,7 @@ def test_ocmw_reported_items_in_dutch() -> None:
 
 
 @pytest.mark.parametrize("lang", cards.LANGUAGES)
-def test_ocmw_help_wanted_keeps_the_file_and_the_quality_report(lang: cards.Language) -> None:
+def test_ocmw_help_wanted_files_the_data_and_empties_the_shared_mailbox(lang: cards.Language) -> None:
     card = ocmw_card(lang, "help_wanted")
     recorded = cards.text(
         lang,
@@ -364,7 +372,9 @@ def test_ocmw_help_wanted_keeps_the_file_and_the_quality_report(lang: cards.Lang
     )
     assert recorded in texts(card)
     assert cards.text(lang, "ocmw.help_wanted.text") in texts(card)
-    assert [a["verb"] for a in actions(card)] == [cards.VERB_QUALITY]
+    assert cards.text(lang, "ocmw.delete.help_wanted", reference=REFERENCE) in texts(card)
+    assert [a["verb"] for a in actions(card)] == [cards.VERB_DELETED, cards.VERB_QUALITY]
+    assert actions(card)[0]["title"] == cards.text(lang, "action.data_filed_and_deleted")
     assert [e["id"] for e in inputs(card)] == ["item"]
 
 
@@ -386,10 +396,11 @@ def test_ocmw_no_help_or_unreachable_asks_to_delete(lang: cards.Language, state:
         card
     )
     assert cards.text(lang, f"ocmw.delete.{state}") in texts(card)
-    (button,) = actions(card)
+    button, report = actions(card)
     assert button["title"] == cards.text(lang, "action.data_deleted")
     assert button["associatedInputs"] == "none"
-    assert inputs(card) == []
+    assert report["verb"] == cards.VERB_QUALITY, "a wrong item can still be reported until the deletion"
+    assert [e["id"] for e in inputs(card)] == ["item"]
 
 
 def test_ocmw_delete_reminders_in_dutch() -> None:
@@ -401,7 +412,7 @@ def test_ocmw_delete_reminders_in_dutch() -> None:
     assert f"{article_3} Verwijder nu de mail en de bijlage." in no_help
     unreachable = next(t for t in texts(ocmw_card("nl", "unreachable")) if t.startswith(article_3))
     assert "niet kan bereiken" in unreachable and "Verwijder" in unreachable
-    assert [a["title"] for a in actions(ocmw_card("nl", "unreachable"))] == ["Gegevens verwijderd"]
+    assert [a["title"] for a in actions(ocmw_card("nl", "unreachable"))] == ["Gegevens verwijderd", "Gegevens onjuist"]
 
 
 @pytest.mark.parametrize("lang", cards.LANGUAGES)
@@ -901,8 +912,12 @@ CHAT_TEXTS = {
     "outcome_to_referrer_contact_no_help_wanted": {"reference", "recipient"},
     "outcome_to_referrer_unreachable": {"reference", "recipient"},
     "deleted_to_referrer": {"reference", "recipient"},
-    "reminder_ocmw": {"reference", "days"},
-    "reminder_referrer": {"reference", "recipient", "days"},
+    "reminder_ack_ocmw": {"reference", "days"},
+    "reminder_ack_referrer": {"reference", "recipient", "days"},
+    "reminder_outcome_ocmw": {"reference", "days"},
+    "reminder_outcome_referrer": {"reference", "recipient", "days"},
+    "reminder_deletion_ocmw": {"reference", "days"},
+    "reminder_deletion_referrer": {"reference", "recipient", "days"},
     "not_linked_yet": set(),
     "linked_status_hint": set(),
 }
@@ -932,11 +947,11 @@ def test_chat_texts_in_dutch() -> None:
         "OCMW Sint-Gillis-Waas heeft de ontvangst van doorverwijzing KG-2026-0042 bevestigd "
         "(Els Peeters, 03/03/2026 09:12)."
     )
-    assert cards.text("nl", "reminder_ocmw", reference=REFERENCE, days="3") == (
+    assert cards.text("nl", "reminder_ack_ocmw", reference=REFERENCE, days="3") == (
         "Doorverwijzing KG-2026-0042 is al 3 werkdagen niet bevestigd. Open de mail met 7-Zip en bevestig de "
         "ontvangst hieronder."
     )
-    reminder = cards.text("nl", "reminder_referrer", reference=REFERENCE, recipient=RECIPIENT, days="5")
+    reminder = cards.text("nl", "reminder_ack_referrer", reference=REFERENCE, recipient=RECIPIENT, days="5")
     assert "5 werkdagen" in reminder and "Bel" in reminder and REFERENCE in reminder
     assert "beheerder" in cards.text("nl", "link_invalid")
     assert "koppel" in cards.text("nl", "not_linked_yet")

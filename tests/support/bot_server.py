@@ -108,14 +108,46 @@ class BotDriver:
         await self.settle()
         return [call.body for call in self.connector.calls[before:] if call.method == "POST"]
 
-    async def act(self, user: TeamsUser, verb: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Click a card button; returns the card that replaces it."""
+    async def answer(self, user: TeamsUser, verb: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Click a card button; returns the invoke's answer (a card, or a message shown with the card)."""
         response = await self.post(user.card_action(self.service_url, verb, data))
         assert response.status == 200, response.status
-        body = await response.json()
+        body: dict[str, Any] = await response.json()
+        return body
+
+    async def act(self, user: TeamsUser, verb: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Click a card button; returns the card that replaces it."""
+        body = await self.answer(user, verb, data)
         assert body["type"] == "application/vnd.microsoft.card.adaptive", body
         card: dict[str, Any] = body["value"]
         return card
+
+    async def banner(self, user: TeamsUser, verb: str, data: dict[str, Any]) -> str:
+        """Click a card button that is refused: the card stays and Teams shows this text with it."""
+        body = await self.answer(user, verb, data)
+        assert body["type"] == "application/vnd.microsoft.activity.message", body
+        return str(body["value"])
+
+    async def act_confirmed(self, user: TeamsUser, verb: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Click a button that asks once more, then its confirm button; returns the card after both."""
+        question = await self.act(user, verb, data)
+        confirm = next(
+            (element for element in _walk(question)
+             if element.get("type") == "Action.Execute" and element.get("data", {}).get("confirmed") == "true"),
+            None,
+        )
+        assert confirm is not None and confirm["verb"] == verb, question
+        return await self.act(user, verb, confirm["data"])
+
+
+def _walk(node: Any) -> Any:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
 
 
 @asynccontextmanager

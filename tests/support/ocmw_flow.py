@@ -62,7 +62,7 @@ async def correct_phone(bot: BotDriver, referrer: TeamsUser, worker: TeamsUser, 
 async def confirm_deletion(bot: BotDriver, worker: TeamsUser, reference: str) -> None:
     """Receipt, "no help wanted", then the OCMW confirms it deleted the data."""
     await bot.act(worker, "ack.receive", {"reference": reference})
-    await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_no_help_wanted"})
-    card = await bot.act(worker, "referral.deleted", {"reference": reference})
+    await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "contact_no_help_wanted"})
+    card = await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
     assert "referral.deleted" not in actions(card)
     assert bot.services.referrals.get(reference).state == "data_deleted"  # type: ignore[union-attr]
