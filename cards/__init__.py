@@ -49,10 +49,12 @@ from cards._render import (
     details_card,
     field_error_text,
     notice_card,
+    personal_chat_card,
     problem_card,
     queued_card,
     review_card,
     sent_card,
+    shared_welcome_card,
     welcome_card,
 )
 from cards._template import TemplateError
@@ -127,11 +129,13 @@ __all__ = [
     "link_confirm_card",
     "notice_card",
     "ocmw_referral_card",
+    "personal_chat_card",
     "problem_card",
     "queued_card",
     "referral_status_card",
     "review_card",
     "sent_card",
+    "shared_welcome_card",
     "text",
     "welcome_card",
 ]
