@@ -25,6 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import cards
+from bot.chat_privacy import looks_like_client_data
 from bot.clock import Clock
 from bot.details_validation import details_as_typed, typed_values, validate_details
 from bot.drafts import Draft, DraftState, DraftStore
@@ -184,12 +185,18 @@ class ReferralDialogue:
     # -- entry points ---------------------------------------------------------------------------
 
     def on_text(self, actor: Actor, text: str) -> Reply:
-        """Answer a typed message: start, help, or a pointer to both."""
+        """Answer a typed message: start, help, a warning when it holds client data, or a pointer to the commands."""
         command = command_of(text)
         if command in _START_WORDS:
             return Reply(card=self.start(actor))
         if command in _HELP_WORDS:
             return Reply(card=self.welcome(actor))
+        if looks_like_client_data(text):
+            # Only the fact is logged: the text is what must not be kept anywhere.
+            logger.warning("client data typed as a chat message: warned",
+                           extra={"conversation_type": actor.conversation_type[:32] or "unknown"})
+            where = "personal" if is_personal_chat(actor) else "shared"
+            return Reply(text=cards.text(actor.lang, f"client_data_in_chat.{where}"))
         if not is_personal_chat(actor):
             return Reply(text=cards.text(actor.lang, "unknown_command_shared"))
         return Reply(text=cards.text(actor.lang, "unknown_command"))
