@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.corrections import CorrectionService
 from bot.database import open_database, transaction
 from bot.delivery import DeliveryWorker, RetryPolicy
-from bot.dialogue import ReferralDialogue
+from bot.dialogue import ReferralDialogue, personal_chat_url
 from bot.draft_cipher import DraftCipher
 from bot.drafts import DraftStore, ShownCard
 from bot.mail_transport import MailTransport, sent_copies
@@ -139,6 +139,7 @@ def create_app(
         clock=clock,
         timezone=settings.timezone,
         on_queued=worker.wake,
+        chat_url=personal_chat_url(settings.identity.app_id),
     )
     corrections = CorrectionService(
         connection=connection,

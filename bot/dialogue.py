@@ -6,6 +6,10 @@
 
 Plain Python: it takes an `Actor` and the action's data and returns the card to show. Teams
 types stay in `bot.teams`.
+
+The dialogue runs only in the worker's personal chat with the bot: its cards show the family's
+data to whoever reads the conversation. In a channel or group chat every step is answered with a
+card that sends the worker to the personal chat, before any draft is created or looked at.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import datetime as dt
 import logging
 import re
 import traceback
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import cards
+from bot.chat_privacy import looks_like_client_data
 from bot.clock import Clock
 from bot.details_validation import details_as_typed, typed_values, validate_details
 from bot.drafts import Draft, DraftState, DraftStore
@@ -100,7 +106,24 @@ class Actor:
     card_activity_id: str | None = None
     tenant_id: str = ""
     places: tuple[str, ...] = ()  # the Teams team and channel ids, when the action comes from a channel
-    conversation_type: str = ""  # Teams' "personal", "groupChat" or "channel"; "" when not said
+    #: Teams' "personal", "groupChat" or "channel"; "" when not said (the Agents Playground's personal chat).
+    conversation_type: str = ""
+
+
+def is_personal_chat(actor: Actor) -> bool:
+    """True in the worker's one-to-one chat with the bot, the only place nobody else reads the cards.
+
+    Teams always says "personal" there; the Agents Playground says nothing in its personal chat, so an
+    unsaid type counts as personal (the Teams layer calls an unsaid type with `isGroup` a "groupChat").
+    """
+    return actor.conversation_type in {"personal", ""}
+
+
+def personal_chat_url(app_id: str) -> str:
+    """Teams' deep link to the chat with the bot (`28:` + its app id); "" without an app id (local runs)."""
+    if not app_id:
+        return ""
+    return "https://teams.microsoft.com/l/chat/0/0?users=" + urllib.parse.quote(f"28:{app_id}", safe=":")
 
 
 @dataclass(frozen=True)
@@ -154,8 +177,10 @@ class ReferralDialogue:
         clock: Clock,
         timezone: ZoneInfo,
         on_queued: Callable[[], None] = lambda: None,
+        chat_url: str = "",
     ) -> None:
         self._on_queued = on_queued
+        self._chat_url = chat_url
         self._registry = registry
         self._drafts = drafts
         self._register = register
@@ -175,20 +200,30 @@ class ReferralDialogue:
     # -- entry points ---------------------------------------------------------------------------
 
     def on_text(self, actor: Actor, text: str) -> Reply:
-        """Answer a typed message: start, help, or a pointer to both."""
+        """Answer a typed message: start, help, a warning when it holds client data, or a pointer to the commands."""
         command = command_of(text)
         if command in _START_WORDS:
             return Reply(card=self.start(actor))
         if command in _HELP_WORDS:
-            return Reply(card=cards.welcome_card(actor.lang))
+            return Reply(card=self.welcome(actor))
+        if looks_like_client_data(text):
+            # Only the fact is logged: the text is what must not be kept anywhere.
+            logger.warning("client data typed as a chat message: warned",
+                           extra={"conversation_type": actor.conversation_type[:32] or "unknown"})
+            where = "personal" if is_personal_chat(actor) else "shared"
+            return Reply(text=cards.text(actor.lang, f"client_data_in_chat.{where}"))
+        if not is_personal_chat(actor):
+            return Reply(text=cards.text(actor.lang, "unknown_command_shared"))
         return Reply(text=cards.text(actor.lang, "unknown_command"))
 
     def welcome(self, actor: Actor) -> Card:
-        """The card shown when the bot is installed or greeted."""
-        return cards.welcome_card(actor.lang)
+        """The card shown when the bot is installed or greeted: the start button only in the personal chat."""
+        return cards.welcome_card(actor.lang) if is_personal_chat(actor) else cards.shared_welcome_card(actor.lang)
 
     def start(self, actor: Actor) -> Card:
-        """Open a new draft and show the consent card, if any protocol is in force today."""
+        """Open a new draft and show the consent card, if any protocol is in force today (personal chat only)."""
+        if not is_personal_chat(actor):
+            return self._personal_chat_only(actor, START_VERB)
         protocols = self._registry.in_force_on(self._today())
         if not protocols:
             return cards.problem_card(actor.lang, "no_protocol_in_force")
@@ -201,6 +236,8 @@ class ReferralDialogue:
 
     async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
         """Run the card action `verb` with its `data` and return the card that replaces it."""
+        if not is_personal_chat(actor):
+            return self._personal_chat_only(actor, verb)
         if verb == START_VERB:
             return self.start(actor)
         transition = TRANSITIONS.get(verb)
@@ -213,8 +250,12 @@ class ReferralDialogue:
         draft = self._drafts.get(draft_id)
         if draft is None:
             return cards.problem_card(actor.lang, "draft_unknown")
-        if draft.owner_id != actor.user_id or draft.conversation_id != actor.conversation_id:
+        if draft.owner_id != actor.user_id:
             logger.warning("card action on another user's draft refused", extra={"draft_id": draft.id})
+            return cards.problem_card(actor.lang, "draft_foreign")
+        if draft.conversation_id != actor.conversation_id:
+            # A draft lives in the chat it was started in (a personal chat): never continued elsewhere.
+            logger.warning("card action on a draft from another chat refused", extra={"draft_id": draft.id})
             return cards.problem_card(actor.lang, "draft_foreign")
         now = self._clock.now()
         if actor.card_activity_id and actor.conversation_ref and draft.state not in TERMINAL_STATES:
@@ -357,6 +398,12 @@ class ReferralDialogue:
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _personal_chat_only(self, actor: Actor, verb: str) -> Card:
+        """Refuse a referral step where others read along, and point to the personal chat."""
+        logger.info("referral step outside a personal chat refused",
+                    extra={"verb": verb[:64], "conversation_type": actor.conversation_type[:32] or "unknown"})
+        return cards.personal_chat_card(actor.lang, chat_url=self._chat_url)
+
     def _today(self) -> dt.date:
         return self._clock.now().astimezone(self._tz).date()
 
@@ -437,4 +484,4 @@ def _is_ticked(value: object) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
-__all__ = ["Actor", "ReferralDialogue", "Reply", "command_of", "typed_values"]
+__all__ = ["Actor", "ReferralDialogue", "Reply", "command_of", "is_personal_chat", "personal_chat_url", "typed_values"]

@@ -50,11 +50,13 @@ from cards._render import (
     details_card,
     field_error_text,
     notice_card,
+    personal_chat_card,
     problem_banner,
     problem_card,
     queued_card,
     review_card,
     sent_card,
+    shared_welcome_card,
     welcome_card,
 )
 from cards._template import TemplateError
@@ -133,12 +135,14 @@ __all__ = [
     "link_confirm_card",
     "notice_card",
     "ocmw_referral_card",
+    "personal_chat_card",
     "problem_banner",
     "problem_card",
     "queued_card",
     "referral_status_card",
     "review_card",
     "sent_card",
+    "shared_welcome_card",
     "text",
     "welcome_card",
 ]

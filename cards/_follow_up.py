@@ -149,13 +149,15 @@ def ocmw_referral_card(lang: Language, view: OcmwReferralView) -> Card:
         "ackLine": "" if acknowledged is None else text(lang, "ocmw.acknowledged", **acknowledged),
         "isReceived": state == "received" and not is_version,
         "versionFollowUp": text(lang, "ocmw.version.follow_up", correction_of=view.correction_of)
-        if is_version and state == "received" else "",
+        if view.correction_of is not None and state == "received" else "",
         "outcomeLine": ""
         if outcome is None or recorded is None
         else text(lang, "ocmw.outcome.recorded", outcome=text(lang, f"outcome.{outcome}"), **recorded),
         "isHelpWanted": state == "help_wanted",
         "deleteText": delete_text,
-        "deleteButton": text(lang, "action.data_filed_and_deleted" if state == "help_wanted" else "action.data_deleted"),
+        "deleteButton": text(
+            lang, "action.data_filed_and_deleted" if state == "help_wanted" else "action.data_deleted"
+        ),
         "deletedLine": "" if deleted is None else text(lang, "ocmw.deleted", **deleted),
         "showQuality": show_quality,
         "reportedText": text(lang, "ocmw.quality.reported", items=join_names(lang, reported))

@@ -97,11 +97,31 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
 #: Problems of a send that did not happen: their card can offer to send the same draft again.
 PROBLEMS_WITH_RETRY: Final = frozenset({"send_failed", "password_unavailable"})
 _TIME_FORMAT = "%d/%m/%Y %H:%M"
+_TEAMS_LINK_PREFIX = "https://teams.microsoft.com/l/"
 
 
 def welcome_card(lang: Language) -> Card:
-    """What the bot does and under which conditions, with the "new referral" button."""
+    """What the bot does and under which conditions, with the "new referral" button (personal chat only)."""
     return render("welcome", lang, {})
+
+
+def shared_welcome_card(lang: Language) -> Card:
+    """The welcome in a team or group chat: what the bot does in the OCMW's channel (acknowledging,
+    `koppel`, `status`), and that referrals are made in the personal chat. No start button: a referral
+    shows the family's data to whoever reads the card."""
+    return render("welcome_shared", lang, {})
+
+
+def personal_chat_card(lang: Language, *, chat_url: str) -> Card:
+    """The answer to a referral step outside the personal chat: why not here, and how to get there.
+
+    `chat_url` is Teams' deep link to the bot's personal chat, or "" when there is none (no app id,
+    as in the Agents Playground): then the card only says how to find the chat, since an
+    Action.OpenUrl needs a URL.
+    """
+    if chat_url and not chat_url.startswith(_TEAMS_LINK_PREFIX):
+        raise CardError(f"personal_chat_card: chat_url must start with {_TEAMS_LINK_PREFIX}")
+    return render("personal_chat", lang, {"chatUrl": chat_url})
 
 
 def consent_card(

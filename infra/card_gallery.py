@@ -56,6 +56,8 @@ FIELD_ERRORS = {
 #: Values for the parameters a problem text may need; an unknown one gets a generic value.
 PROBLEM_PARAMS = {"reference": REFERENCE, "ocmw": RECIPIENT, "recipient": RECIPIENT}
 SENDER_TEAM = "Kind en Gezin team Noord-Oost Waasland"
+#: Teams' deep link to the bot's personal chat, for a made-up app id.
+PERSONAL_CHAT_URL = "https://teams.microsoft.com/l/chat/0/0?users=28:0b8a3c4e-1d2f-4a5b-9c6d-7e8f9a0b1c2d"
 KEY_VERSION = "8c1f0e5b2d7a4c39b6e0f1a2d3c4b5a6"  # a Key Vault secret version
 OCMW_WORKER = "Inge Maatschappelijk Werker"
 LATER = WHEN + dt.timedelta(hours=2)
@@ -78,6 +80,14 @@ STATUS_ROWS = [
     cards.StatusRow("VD-20261124-QX4P9H", RECIPIENT, "queued", WHEN, None, None, None),
     cards.StatusRow("VD-20261123-B8WN3R", RECIPIENT, "failed", WHEN, None, None, None),
 ]
+
+
+def _confirm(kind: str) -> CardMaker:
+    def make(lang: cards.Language) -> Card:
+        return cards.confirm_card(lang, kind, reference=REFERENCE, verb="referral.outcome",
+                                  data={"reference": REFERENCE}, back={"reference": REFERENCE})
+
+    return make
 
 
 @dataclass(frozen=True)
@@ -212,6 +222,16 @@ def samples() -> list[CardSample]:
     """Every sample, the main one of each card function first."""
     fixed = [
         CardSample("welcome", "welcome_card", cards.welcome_card, in_docs=True),
+        CardSample("welcome-shared", "shared_welcome_card", cards.shared_welcome_card),
+        *(CardSample(f"confirm-{kind}", "confirm_card", _confirm(kind)) for kind in sorted(cards.CONFIRMATIONS)),
+        CardSample(
+            "personal-chat",
+            "personal_chat_card",
+            lambda lang: cards.personal_chat_card(lang, chat_url=PERSONAL_CHAT_URL),
+        ),
+        CardSample(
+            "personal-chat-no-link", "personal_chat_card", lambda lang: cards.personal_chat_card(lang, chat_url="")
+        ),
         CardSample(
             "consent",
             "consent_card",

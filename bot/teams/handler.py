@@ -53,8 +53,21 @@ def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
         tenant_id=_channel_data_id(activity, "tenant"),
         places=tuple(place for place in (_channel_data_id(activity, "team"), _channel_data_id(activity, "channel"))
                      if place),
-        conversation_type=_clean(activity.conversation.conversation_type if activity.conversation else None)[:32],
+        conversation_type=_conversation_type(activity),
     )
+
+
+def _conversation_type(activity: Activity) -> str:
+    """Teams' `conversation.conversationType`; when it is not said but `isGroup` is, "groupChat".
+
+    The referral dialogue runs only where this says "personal" or nothing (the Agents Playground's
+    personal chat says nothing), so a conversation that says it is a group never counts as personal.
+    """
+    conversation = activity.conversation
+    if conversation is None:
+        return ""
+    said = _clean(conversation.conversation_type)[:32]
+    return said or ("groupChat" if conversation.is_group is True else "")
 
 
 def _actor_or_none(activity: Activity) -> Actor | None:

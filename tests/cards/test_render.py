@@ -40,6 +40,8 @@ CardFactory = Callable[[cards.Language], dict[str, Any]]
 # name -> (factory, verbs it must offer)
 CARDS: dict[str, tuple[CardFactory, set[str]]] = {
     "welcome": (cards.welcome_card, {cards.VERB_START}),
+    "welcome_shared": (cards.shared_welcome_card, set()),
+    "personal_chat_no_link": (lambda lang: cards.personal_chat_card(lang, chat_url=""), set()),
     "consent": (
         lambda lang: cards.consent_card(
             lang, draft_id=DRAFT_ID, protocols=PROTOCOLS, selected=None, ticked={}, missing=cards.CONSENT_INPUTS
@@ -198,6 +200,45 @@ def test_welcome_mentions_the_commands() -> None:
     assert "**hulp**" in serialized(cards.welcome_card("nl"))
     assert "**new**" in serialized(cards.welcome_card("en"))
     assert "**help**" in serialized(cards.welcome_card("en"))
+
+
+@pytest.mark.parametrize("lang", cards.LANGUAGES)
+def test_the_shared_welcome_explains_the_channel_and_offers_no_referral(lang: cards.Language) -> None:
+    card = cards.shared_welcome_card(lang)
+    assert actions(card) == []
+    assert "**koppel**" in serialized(card) and "**status**" in serialized(card)
+    assert cards.text(lang, "welcome_shared.referrers") in serialized(card)
+
+
+# -- the referral only in the personal chat --------------------------------------------------------
+
+CHAT_URL = "https://teams.microsoft.com/l/chat/0/0?users=28:0b8a3c4e-1d2f-4a5b-9c6d-7e8f9a0b1c2d"
+
+
+@pytest.mark.parametrize("lang", cards.LANGUAGES)
+def test_the_personal_chat_card_opens_the_bots_chat(lang: cards.Language) -> None:
+    card = cards.personal_chat_card(lang, chat_url=CHAT_URL)
+    assert_complete_card(card)
+    [button] = actions(card)
+    assert button == {
+        "type": "Action.OpenUrl", "title": cards.text(lang, "action.open_personal_chat"), "url": CHAT_URL,
+        "style": "positive",
+    }  # fmt: skip
+    assert cards.text(lang, "personal_chat.how") in serialized(card)
+
+
+@pytest.mark.parametrize("lang", cards.LANGUAGES)
+def test_without_a_link_the_personal_chat_card_only_says_how_to_get_there(lang: cards.Language) -> None:
+    card = cards.personal_chat_card(lang, chat_url="")
+    assert actions(card) == []
+    assert cards.text(lang, "personal_chat.how") in serialized(card)
+    assert "url" not in serialized(card)
+
+
+@pytest.mark.parametrize("url", ["http://teams.microsoft.com/l/chat/0/0", "https://evil.example/l/", "javascript:x"])
+def test_the_personal_chat_card_links_only_to_teams(url: str) -> None:
+    with pytest.raises(cards.CardError, match="chat_url"):
+        cards.personal_chat_card("nl", chat_url=url)
 
 
 # -- consent -----------------------------------------------------------------------------------
