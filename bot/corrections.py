@@ -18,17 +18,20 @@ from bot.chat_messages import MessageContent
 from bot.clock import Clock
 from bot.database import to_text, transaction
 from bot.details_validation import validate_item
-from bot.dialogue import Actor, Card
+from bot.dialogue import Actor, Answer, Banner, Card
 from bot.message_outbox import MessageOutbox
 from bot.protocols import ProtocolRegistry
+from bot.reference import is_reference
 from bot.referral import ITEM_FIELDS, FieldError, Referrer
-from bot.referrals import ReferralStore, SentReferral
+from bot.referrals import CLOSED, ReferralState, ReferralStore, SentReferral
 from bot.register import ProcessingRegister, RegisterEvent
 from bot.sending import AlreadySent, Origin, PasswordUnavailable, ReferralSender, SendFailure
 
 logger = logging.getLogger(__name__)
 
 Item = Literal["name", "address", "phone", "email"]
+#: `corrections.kind`: asked by the OCMW ("reported"), or begun by Kind en Gezin itself.
+OWN = "own"
 
 
 class CorrectionService:
@@ -79,30 +82,37 @@ class CorrectionService:
         logger.info("correction requested", extra={"reference": root})
         return updated
 
-    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
-        """correction.submit and correction.later from the referrer's correction card."""
+    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
+        """correction.submit and correction.later from a correction card; correction.start and .open to begin one.
+
+        Errors are banners: the correction card stays, with what the referrer typed.
+        """
+        if verb in (cards.VERB_CORRECTION_START, cards.VERB_CORRECTION_OPEN):
+            return self._own_initiative(actor, verb, data)
         correction_id = data.get("correctionId")
         if not isinstance(correction_id, str) or len(correction_id) > 64:
-            return cards.problem_card(actor.lang, "correction_unknown")
+            return _banner(actor, "correction_unknown")
         row = self._db.execute("SELECT * FROM corrections WHERE id = ?", (correction_id,)).fetchone()
         original = None if row is None else self._referrals.get(str(row["reference"]))
         if row is None or original is None:
-            return cards.problem_card(actor.lang, "correction_unknown")
-        if original.referrer_id != actor.user_id:
+            return _banner(actor, "correction_unknown")
+        if actor.user_id not in (original.referrer_id, row["requested_by_id"] if row["kind"] == OWN else None):
             logger.warning("correction by another user refused", extra={"reference": original.reference})
-            return cards.problem_card(actor.lang, "not_allowed")
+            return _banner(actor, "not_allowed")
         if row["new_reference"] is not None:
-            return cards.problem_card(actor.lang, "correction_done", reference=str(row["new_reference"]))
+            return _banner(actor, "correction_done", reference=str(row["new_reference"]))
+        if original.state in CLOSED:
+            return _banner(actor, "correction_closed", reference=original.reference)
         item = str(row["item"])
+        own = row["kind"] == OWN
         if verb == "correction.later":
-            return self._request_card(actor.lang, correction_id, original, item, {}, {})
+            return self._request_card(actor.lang, correction_id, original, item, {}, {}, own=own)
         protocol = self._registry.get(original.protocol_id)
         if protocol is None or not protocol.in_force_on(self._clock.now().astimezone(self._tz).date()):
-            return cards.problem_card(actor.lang, "protocol_not_in_force",
-                                      ocmw=self._registry.recipient_name(original.protocol_id))
+            return _banner(actor, "protocol_not_in_force", ocmw=self._registry.recipient_name(original.protocol_id))
         result = validate_item(item, data, protocol)
         if result.values is None:
-            return self._request_card(actor.lang, correction_id, original, item, result.typed, result.errors)
+            return self._request_card(actor.lang, correction_id, original, item, result.typed, result.errors, own=own)
         referrer = Referrer(user_id=actor.user_id, display_name=actor.display_name)
         origin = Origin(conversation_id=actor.conversation_id, conversation_ref=actor.conversation_ref,
                         card_activity_id=actor.card_activity_id, lang=actor.lang)
@@ -122,15 +132,60 @@ class CorrectionService:
             queued = await self._sender.queue_correction(original, item, result.values, protocol, referrer, origin,
                                                          claim)
         except AlreadySent as sent:
-            return cards.problem_card(actor.lang, "correction_done", reference=sent.reference)
+            return _banner(actor, "correction_done", reference=sent.reference)
         except SendFailure as failure:
             logger.warning("correction not queued: %s", failure.reason, extra={"reference": original.reference})
             problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
-            return cards.problem_card(actor.lang, problem, reference=original.reference)
+            return _banner(actor, problem, reference=original.reference)
         self._on_queued()
         return cards.correction_queued_card(actor.lang, reference=queued.reference, corrected_item=item,
                                             recipient=protocol.recipient.organisation,
                                             queued_at=queued.queued_at)
+
+    def _own_initiative(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
+        """Kind en Gezin corrects an item without the OCMW asking (article 7): which item, then the usual card."""
+        reference = data.get("reference")
+        found = self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
+        if found is None:
+            return _banner(actor, "referral_unknown", reference=str(reference)[:40])
+        original = self._referrals.get(found.root) or found
+        if original.state in CLOSED or original.state == ReferralState.QUEUED:
+            return _banner(actor, "correction_closed" if original.state in CLOSED else "action_not_possible_now",
+                           reference=original.reference)
+        recipient = self._registry.recipient_name(original.protocol_id)
+        item = data.get("item")
+        if verb == cards.VERB_CORRECTION_START or item not in ITEM_FIELDS:
+            return cards.correction_start_card(actor.lang, reference=original.reference, recipient=recipient)
+        correction_id = secrets.token_urlsafe(12)
+        now = self._clock.now()
+        with transaction(self._db):
+            self._db.execute(
+                "INSERT INTO corrections (id, reference, item, requested_by_id, requested_by, requested_at, kind)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (correction_id, original.reference, str(item), actor.user_id, actor.display_name, to_text(now), OWN),
+            )
+            self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
+                                  actor_name=actor.display_name, protocol_id=original.protocol_id,
+                                  reference=original.reference,
+                                  detail=f"item: {item}; on Kind en Gezin's own initiative")
+        logger.info("correction opened on Kind en Gezin's own initiative", extra={"reference": original.reference})
+        return self._request_card(actor.lang, correction_id, original, str(item), {}, {}, own=True)
+
+    def report_superfluous(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
+        """The OCMW says an item was not needed (article 7): registered, and the referrer told; nothing is resent."""
+        now = self._clock.now()
+        original = self._referrals.get(referral.root) or referral
+        lang = cards.language_for(original.lang)
+        with transaction(self._db):
+            self._register.append(at=now, event=RegisterEvent.SUPERFLUOUS_REPORTED, actor_id=actor.user_id,
+                                  actor_name=actor.display_name, protocol_id=referral.protocol_id,
+                                  reference=original.reference, detail=f"item: {item}")
+            text = cards.text(lang, "superfluous_to_referrer", reference=original.reference,
+                              recipient=self._registry.recipient_name(original.protocol_id),
+                              item=cards.text(lang, f"item.{item}.name"))
+            self._messages.post(original.conversation_ref, MessageContent(text=text), now=now,
+                                reference=original.reference)
+        return referral
 
     def _request_card(
         self,
@@ -140,6 +195,8 @@ class CorrectionService:
         item: str,
         values: Mapping[str, str],
         errors: Mapping[str, FieldError],
+        *,
+        own: bool = False,
     ) -> Card:
         protocol = self._registry.get(original.protocol_id)
         return cards.correction_request_card(
@@ -151,4 +208,9 @@ class CorrectionService:
             municipality=protocol.recipient_municipality if protocol else "",
             values={field: value for field, value in values.items() if field in ITEM_FIELDS[item]},
             errors=errors,
+            own_initiative=own,
         )
+
+
+def _banner(actor: Actor, problem: str, **params: str) -> Banner:
+    return Banner(cards.problem_banner(actor.lang, problem, **params))

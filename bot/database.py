@@ -104,7 +104,8 @@ CREATE TABLE IF NOT EXISTS corrections (
     requested_by_id TEXT NOT NULL,
     requested_by TEXT NOT NULL,
     requested_at TEXT NOT NULL,
-    new_reference TEXT
+    new_reference TEXT,
+    kind TEXT NOT NULL DEFAULT 'reported'
 );
 CREATE TABLE IF NOT EXISTS outbox (
     message_id TEXT PRIMARY KEY,
@@ -275,6 +276,7 @@ def _upgrade_to_2(connection: sqlite3.Connection) -> None:
     """
     with transaction(connection):
         connection.execute("ALTER TABLE outbox ADD COLUMN lease_until TEXT")
+        connection.execute("ALTER TABLE corrections ADD COLUMN kind TEXT NOT NULL DEFAULT 'reported'")
         for column in ("withdrawn_by_id", "withdrawn_by", "withdrawn_at"):
             connection.execute(f"ALTER TABLE referrals ADD COLUMN {column} TEXT")
         for column, kind in (("reminded_ocmw_at", "ack_ocmw"), ("reminded_referrer_at", "ack_referrer")):

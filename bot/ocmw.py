@@ -415,6 +415,9 @@ class OcmwService:
             return self._card(actor, referral, notice="quality_item_missing")
         if referral.state not in HOLDS_DATA or self._family_root(referral).state not in HOLDS_DATA:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
+        if data.get("kind") == "superfluous":  # article 7: an item that was not needed; nothing is resent
+            updated = self._corrections.report_superfluous(referral, str(item), actor)
+            return self._card(actor, updated, notice="superfluous_reported")
         with transaction(self._db):
             updated = self._corrections.request(referral, str(item), actor)
             self._update_for_everyone(updated)

@@ -66,6 +66,7 @@ class RegisterEvent(StrEnum):
     OUTCOME_RECORDED = "outcome_recorded"
     DELETION_CONFIRMED = "deletion_confirmed"
     CORRECTION_REQUESTED = "correction_requested"
+    SUPERFLUOUS_REPORTED = "superfluous_reported"
     REFUSED = "refused"
     CONSENT_WITHDRAWN = "consent_withdrawn"
     BREACH_REPORTED = "breach_reported"

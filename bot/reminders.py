@@ -1,11 +1,13 @@
-"""Nothing waits forgotten: reminders while the OCMW has not acknowledged, recorded an outcome, or confirmed deletion.
+"""Nothing waits forgotten: reminders while the OCMW has not acknowledged, recorded an outcome, or confirmed
+deletion, and while a correction the OCMW asked for is not sent.
 
 Each wait is a `Chase`: from the moment the referral entered the waiting state, after `N` working
 days (weekends and Belgian public holidays skipped) the OCMW conversation is reminded, after `2N`
 the referrer is told. A correction version is chased for its receipt only: the outcome and the
 deletion are its family's, chased on the first version. Each reminder is queued in the message
 outbox in the same commit that records it (table `reminders`), so a restart neither skips nor
-repeats one, and a Teams outage delays it instead of losing it.
+repeats one, and a Teams outage delays it instead of losing it. A correction request is repeated
+to the referrer every `N` working days until the correction goes out (article 7).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from zoneinfo import ZoneInfo
 import cards
 from bot.chat_messages import MessageContent
 from bot.clock import Clock
-from bot.database import to_text, transaction
+from bot.database import from_text, to_text, transaction
 from bot.message_outbox import MessageOutbox
 from bot.ocmw_links import OcmwLinks
 from bot.protocols import ProtocolRegistry
-from bot.referrals import AWAITING_DELETION, ReferralState, ReferralStore, SentReferral
+from bot.referrals import AWAITING_DELETION, CLOSED, ReferralState, ReferralStore, SentReferral
 from bot.working_days import add_working_days, belgian_public_holidays
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ CHASES: tuple[Chase, ...] = (
     Chase("outcome", frozenset({ReferralState.RECEIVED}), lambda r: r.acknowledged_at, versions_too=False),
     Chase("deletion", AWAITING_DELETION, lambda r: r.withdrawn_at or r.outcome_at, versions_too=False),
 )
+_CORRECTION = "correction_referrer"
 #: Who is reminded, after how many times the configured working days, with which text.
 _TURNS: tuple[tuple[Audience, int], ...] = (("ocmw", 1), ("referrer", 2))
 
@@ -92,6 +95,37 @@ class ReminderService:
                 for audience, times in _TURNS:
                     if self._remind(chase, referral, started, audience, times, now):
                         queued += 1
+        return queued + self._remind_corrections(now)
+
+    def _remind_corrections(self, now: dt.datetime) -> int:
+        """Article 7: the referrer is reminded every N working days until the correction the OCMW asked for is sent."""
+        rows = self._db.execute(
+            "SELECT c.id, c.reference, c.item, c.requested_at, r.at AS last FROM corrections AS c"
+            " LEFT JOIN reminders AS r ON r.subject = c.id AND r.kind = ?"
+            " WHERE c.new_reference IS NULL AND c.kind = 'reported'",
+            (_CORRECTION,),
+        ).fetchall()
+        queued = 0
+        for row in rows:
+            original = self._referrals.get(str(row["reference"]))
+            if original is None or original.state in CLOSED:
+                continue
+            since = from_text(row["last"] or row["requested_at"]).astimezone(self._tz)
+            if add_working_days(since, self._days, self._closed) > now:
+                continue
+            lang = cards.language_for(original.lang)
+            text = cards.text(lang, "reminder_correction_referrer", reference=original.reference,
+                              recipient=self._registry.recipient_name(original.protocol_id),
+                              item=cards.text(lang, f"item.{row['item']}.name"))
+            with transaction(self._db):
+                self._db.execute(
+                    "INSERT INTO reminders (subject, kind, at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (subject, kind) DO UPDATE SET at = excluded.at",
+                    (str(row["id"]), _CORRECTION, to_text(now)),
+                )
+                self._messages.post(original.conversation_ref, MessageContent(text=text), now=now,
+                                    reference=original.reference)
+            queued += 1
         return queued
 
     def _remind(self, chase: Chase, referral: SentReferral, started: dt.datetime, audience: Audience, times: int,

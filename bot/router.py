@@ -22,7 +22,11 @@ _LINK_PREFIXES = ("koppel ", "link ")
 #: Verbs only a referrer (a Kind en Gezin team member) may use.
 _REFERRER_VERBS = frozenset({"referral.start", "referral.consent", "referral.details", "referral.edit",
                              "referral.send", "referral.cancel", "correction.submit", "correction.later",
-                             "consent.withdraw"})
+                             "correction.start", "correction.open", "consent.withdraw"})
+#: Typed commands with a reference: `intrekken VD-...` (a colleague records a withdrawal) and
+#: `verbeter VD-...` (a correction on Kind en Gezin's own initiative), mapped to their card verbs.
+_REFERENCE_COMMANDS = {"intrekken": "consent.withdraw", "withdraw": "consent.withdraw",
+                       "verbeter": "correction.start", "correct": "correction.start"}
 _STATUS_WORDS = frozenset({"status", "mijn doorverwijzingen", "my referrals"})
 #: `koppel` and `link.confirm` try a pairing code: a brake on guessing, per user and per conversation
 #: (limiter kinds "link_user" and "link_conversation").
@@ -59,11 +63,17 @@ class Router:
             "consent.withdraw": ocmw.withdraw_consent,
             "correction.submit": corrections.on_action,
             "correction.later": corrections.on_action,
+            cards.VERB_CORRECTION_START: corrections.on_action,
+            cards.VERB_CORRECTION_OPEN: corrections.on_action,
         }
 
-    def on_text(self, actor: Actor, text: str) -> Reply:
+    async def on_text(self, actor: Actor, text: str) -> Reply:
         """A typed message, mentions stripped."""
         command = command_of(text)
+        word, _, rest = command.partition(" ")
+        if word in _REFERENCE_COMMANDS and rest.strip():  # `intrekken VD-...`, `verbeter VD-...`
+            answer = await self.on_action(actor, _REFERENCE_COMMANDS[word], {"reference": rest.strip().upper()})
+            return Reply(text=answer.text) if isinstance(answer, Banner) else Reply(card=answer)
         for prefix in _LINK_PREFIXES:
             if command.startswith(prefix):
                 limited = self._link_limited(actor)

@@ -10,7 +10,7 @@ from bot.dialogue import Actor, Card
 from bot.message_outbox import MessageOutbox
 from bot.ocmw_links import OcmwLink
 from bot.protocols import ProtocolRegistry
-from bot.referrals import ReferralStore, SentReferral
+from bot.referrals import AWAITING_DELETION, ReferralStore, SentReferral
 
 _OUTCOME_NAMES = {"help_wanted": "contact_help_wanted", "no_help_wanted": "contact_no_help_wanted",
                   "unreachable": "unreachable"}
@@ -51,6 +51,7 @@ class StatusService:
             acknowledged_at=self._local_or_none(referral.acknowledged_at),
             outcome=_OUTCOME_NAMES.get(referral.state.value),
             teams_message_lost=referral.reference in lost,
+            awaiting_deletion=referral.state in AWAITING_DELETION,
         )
 
     def _local(self, moment: dt.datetime) -> dt.datetime:

@@ -37,6 +37,8 @@ VERB_CORRECTION_SUBMIT: Final = "correction.submit"
 VERB_CORRECTION_LATER: Final = "correction.later"
 VERB_LINK_CONFIRM: Final = "link.confirm"
 VERB_LINK_CANCEL: Final = "link.cancel"
+VERB_CORRECTION_START: Final = "correction.start"
+VERB_CORRECTION_OPEN: Final = "correction.open"
 #: The verbs of the cards in this module (the dialogue's own are `VERBS`).
 FOLLOW_UP_VERBS: Final = frozenset(
     {
@@ -48,6 +50,8 @@ FOLLOW_UP_VERBS: Final = frozenset(
         VERB_CORRECTION_LATER,
         VERB_LINK_CONFIRM,
         VERB_LINK_CANCEL,
+        VERB_CORRECTION_START,
+        VERB_CORRECTION_OPEN,
     }
 )
 #: The inputs of the details card that make up each item a correction carries, in card order.
@@ -65,6 +69,7 @@ _NOTICE_COLORS: Final[Mapping[str, str]] = MappingProxyType(
         "already_acknowledged": "accent",
         "quality_item_missing": "attention",
         "quality_reported": "good",
+        "superfluous_reported": "good",
         "outcome_already_recorded": "accent",
         "deletion_recorded": "good",
     }
@@ -196,9 +201,11 @@ def correction_request_card(
     municipality: str,
     values: Mapping[str, str],
     errors: Mapping[str, FieldError],
+    own_initiative: bool = False,
 ) -> Card:
-    """To the referrer: the OCMW reports `item` of `reference` wrong (article 7); the inputs of that
-    item only, exactly as on the details card (ids from `ITEM_FIELDS[item]`), errors under each."""
+    """To the referrer: the OCMW reports `item` of `reference` wrong (article 7), or Kind en Gezin corrects
+    it on its own initiative; the inputs of that item only, exactly as on the details card (ids from
+    `ITEM_FIELDS[item]`), errors under each."""
     if item not in ITEM_FIELDS:
         raise CardError(f"correction_request_card: unknown item {item!r}")
     fields = ITEM_FIELDS[item]
@@ -207,7 +214,7 @@ def correction_request_card(
         "summary": errors_summary(lang, errors),
         "requestText": text(
             lang,
-            "correction.request.text",
+            "correction.request.own_text" if own_initiative else "correction.request.text",
             recipient=recipient,
             item=text(lang, f"item.{item}.name"),
             reference=reference,
@@ -218,6 +225,15 @@ def correction_request_card(
         "fields": field_elements(lang, fields, municipality, values, errors),
     }
     return render("correction_request", lang, filled)
+
+
+def correction_start_card(lang: Language, *, reference: str, recipient: str) -> Card:
+    """Kind en Gezin corrects an item on its own initiative (article 7): first, which item."""
+    return render("correction_start", lang, {
+        "reference": reference,
+        "startText": text(lang, "correction.start.text", reference=reference, recipient=recipient),
+        "itemChoices": [{"title": text(lang, f"item.{item}.label"), "value": item} for item in REFERRAL_ITEMS],
+    })
 
 
 def correction_queued_card(
@@ -268,6 +284,9 @@ def _status_row(lang: Language, row: StatusRow, *, show_recipient: bool) -> Any:
     if row.acknowledged_at is not None:
         times.append(text(lang, "status.time.acknowledged", time=format_time(row.acknowledged_at)))
     failed = row.state == "failed"
+    notes = [text(lang, "status.teams_message_lost")] if row.teams_message_lost else []
+    if row.awaiting_deletion:
+        notes.insert(0, text(lang, "status.awaiting_deletion"))
     return render_part(
         "status_row",
         {
@@ -277,6 +296,6 @@ def _status_row(lang: Language, row: StatusRow, *, show_recipient: bool) -> Any:
             "stateLabel": label,
             "stateColor": "attention" if failed else "default",
             "stateWeight": "Bolder" if failed else "Default",
-            "lostText": text(lang, "status.teams_message_lost") if row.teams_message_lost else "",
+            "lostText": " ".join(notes),
         },
     )

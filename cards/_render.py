@@ -80,6 +80,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "correction_unknown": (),
         "correction_done": ("reference",),
         "action_not_possible_now": ("reference",),
+        "correction_closed": ("reference",),
     }
 )
 #: Problems answered outside the referral dialogue (the OCMW's card, a correction): their card has
@@ -92,6 +93,7 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
         "correction_unknown",
         "correction_done",
         "action_not_possible_now",
+        "correction_closed",
     }
 )
 #: Problems of a send that did not happen: their card can offer to send the same draft again.

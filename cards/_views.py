@@ -18,7 +18,8 @@ OcmwState = Literal[
 ]
 #: The one-line message on top of the OCMW's card, answering the button just pressed.
 Notice = Literal[
-    "already_acknowledged", "quality_item_missing", "quality_reported", "outcome_already_recorded", "deletion_recorded"
+    "already_acknowledged", "quality_item_missing", "quality_reported", "superfluous_reported",
+    "outcome_already_recorded", "deletion_recorded",
 ]
 #: Where any referral stands, as the status list shows it.
 StatusState = Literal[
@@ -83,3 +84,4 @@ class StatusRow:
     acknowledged_at: dt.datetime | None
     outcome: str | None
     teams_message_lost: bool = False  # a Teams message about it was given up on
+    awaiting_deletion: bool = False  # the OCMW still has to confirm it deleted the data

@@ -223,6 +223,8 @@ def samples() -> list[CardSample]:
     fixed = [
         CardSample("welcome", "welcome_card", cards.welcome_card, in_docs=True),
         CardSample("welcome-shared", "shared_welcome_card", cards.shared_welcome_card),
+        CardSample("correction-start", "correction_start_card",
+                   lambda lang: cards.correction_start_card(lang, reference=REFERENCE, recipient=RECIPIENT)),
         *(CardSample(f"confirm-{kind}", "confirm_card", _confirm(kind)) for kind in sorted(cards.CONFIRMATIONS)),
         CardSample(
             "personal-chat",

@@ -134,7 +134,7 @@ class ReferralActivityHandler(ActivityHandler):
         if actor is None or not actor.user_id or not actor.conversation_id:
             return
         text = activity.text if isinstance(activity.text, str) else ""
-        reply = self._router.on_text(actor, text[:2000])
+        reply = await self._router.on_text(actor, text[:2000])
         if reply.card is not None:
             await _reply(turn_context, MessageContent(card=reply.card))
         elif reply.text is not None:

@@ -330,10 +330,10 @@ async def test_a_correction_round_trip(
     correction_id = actions(request)["correction.submit"]["correctionId"]
     refused = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 12"})
     assert "correction.submit" in actions(refused)
-    foreign = await bot.act(
+    foreign = await bot.banner(
         ocmw_worker, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"}
     )
-    assert "correction.submit" not in actions(foreign)
+    assert "niet doorverwijzen" in foreign, "refused with a banner: the correction card stays"
 
     queued = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
     assert f"{reference}-2" in texts(queued) and "470112233" not in texts(queued)
@@ -350,8 +350,8 @@ async def test_a_correction_round_trip(
     assert "Zoëlle" not in (tmp_path / "c" / "correctie.txt").read_text("utf-8")
     correction_cards = [card for card in channel_cards(bot) if f"{reference}-2" in texts(card)]
     assert correction_cards and actions(correction_cards[0])["ack.receive"] == {"reference": f"{reference}-2"}
-    done = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
-    assert f"{reference}-2" in texts(done) and "correction.submit" not in actions(done)
+    done = await bot.banner(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+    assert f"{reference}-2" in done and "al verstuurd" in done
 
 
 async def test_status_lists_without_client_data(

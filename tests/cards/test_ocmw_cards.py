@@ -123,30 +123,35 @@ def _correction_factory(item: cards.ReferralItem) -> CardFactory:
     return factory
 
 
+def quality(reference: str) -> list[dict[str, str]]:
+    """The two report buttons (article 7): an item wrong, an item not needed."""
+    return [{"reference": reference}, {"reference": reference, "kind": "superfluous"}]
+
+
 # name -> (factory, {verb: [data of each action with that verb]})
 CARDS: dict[str, tuple[CardFactory, dict[str, list[dict[str, str]]]]] = {
     "ocmw_sent": (
         lambda lang: ocmw_card(lang, "sent"),
-        {cards.VERB_ACKNOWLEDGE: [{"reference": REFERENCE}], cards.VERB_QUALITY: [{"reference": REFERENCE}]},
+        {cards.VERB_ACKNOWLEDGE: [{"reference": REFERENCE}], cards.VERB_QUALITY: quality(REFERENCE)},
     ),
     "ocmw_received": (
         lambda lang: ocmw_card(lang, "received"),
         {
             cards.VERB_OUTCOME: [{"reference": REFERENCE, "outcome": outcome} for outcome in cards.OUTCOMES],
-            cards.VERB_QUALITY: [{"reference": REFERENCE}],
+            cards.VERB_QUALITY: quality(REFERENCE),
         },
     ),
     "ocmw_help_wanted": (
         lambda lang: ocmw_card(lang, "help_wanted"),
-        {cards.VERB_DELETED: [{"reference": REFERENCE}], cards.VERB_QUALITY: [{"reference": REFERENCE}]},
+        {cards.VERB_DELETED: [{"reference": REFERENCE}], cards.VERB_QUALITY: quality(REFERENCE)},
     ),
     "ocmw_no_help_wanted": (
         lambda lang: ocmw_card(lang, "no_help_wanted"),
-        {cards.VERB_DELETED: [{"reference": REFERENCE}], cards.VERB_QUALITY: [{"reference": REFERENCE}]},
+        {cards.VERB_DELETED: [{"reference": REFERENCE}], cards.VERB_QUALITY: quality(REFERENCE)},
     ),
     "ocmw_unreachable": (
         lambda lang: ocmw_card(lang, "unreachable"),
-        {cards.VERB_DELETED: [{"reference": REFERENCE}], cards.VERB_QUALITY: [{"reference": REFERENCE}]},
+        {cards.VERB_DELETED: [{"reference": REFERENCE}], cards.VERB_QUALITY: quality(REFERENCE)},
     ),
     "ocmw_data_deleted": (lambda lang: ocmw_card(lang, "data_deleted"), {}),
     "ocmw_consent_withdrawn": (
@@ -161,11 +166,11 @@ CARDS: dict[str, tuple[CardFactory, dict[str, list[dict[str, str]]]]] = {
         lambda lang: ocmw_card(
             lang, "received", reference=CORRECTION, correction_of=REFERENCE, corrected_item="address"
         ),
-        {cards.VERB_QUALITY: [{"reference": CORRECTION}]},
+        {cards.VERB_QUALITY: quality(CORRECTION)},
     ),
     "ocmw_notice": (
         lambda lang: ocmw_card(lang, "sent", notice="quality_item_missing", reported_items=("phone",)),
-        {cards.VERB_ACKNOWLEDGE: [{"reference": REFERENCE}], cards.VERB_QUALITY: [{"reference": REFERENCE}]},
+        {cards.VERB_ACKNOWLEDGE: [{"reference": REFERENCE}], cards.VERB_QUALITY: quality(REFERENCE)},
     ),
     "status_referrer": (
         lambda lang: cards.referral_status_card(lang, audience="referrer", rows=ROWS),
@@ -230,7 +235,7 @@ def test_dutch_and_english_cards_differ_only_in_text(name: str) -> None:
 def test_follow_up_verbs() -> None:
     assert {
         "ack.receive", "referral.outcome", "referral.quality", "referral.deleted",
-        "correction.submit", "correction.later", "link.confirm", "link.cancel",
+        "correction.submit", "correction.later", "link.confirm", "link.cancel", "correction.start", "correction.open",
     } == cards.FOLLOW_UP_VERBS  # fmt: skip
     assert not cards.FOLLOW_UP_VERBS & cards.VERBS
 
@@ -302,7 +307,8 @@ def test_ocmw_correction_title_in_dutch() -> None:
 def test_ocmw_sent_asks_to_acknowledge_and_takes_a_report_already(lang: cards.Language) -> None:
     """Article 7 from delivery on: a wrong item can be reported before receipt is confirmed."""
     card = ocmw_card(lang, "sent")
-    button, report = actions(card)
+    button, report, superfluous = actions(card)
+    assert superfluous["data"] == {"reference": REFERENCE, "kind": "superfluous"}
     assert button["title"] == cards.text(lang, "action.acknowledge")
     assert button["associatedInputs"] == "none"
     assert report["verb"] == cards.VERB_QUALITY
@@ -311,7 +317,9 @@ def test_ocmw_sent_asks_to_acknowledge_and_takes_a_report_already(lang: cards.La
 
 
 def test_ocmw_sent_button_in_dutch() -> None:
-    assert [a["title"] for a in actions(ocmw_card("nl", "sent"))] == ["Ontvangst bevestigen", "Gegevens onjuist"]
+    assert [a["title"] for a in actions(ocmw_card("nl", "sent"))] == [
+        "Ontvangst bevestigen", "Gegevens onjuist", "Gegeven overbodig",
+    ]
 
 
 @pytest.mark.parametrize("lang", cards.LANGUAGES)
@@ -329,9 +337,10 @@ def test_ocmw_received_offers_outcomes_and_the_quality_report(lang: cards.Langua
     assert choice["choices"] == [
         {"title": cards.text(lang, f"item.{item}.label"), "value": item} for item in cards.REFERRAL_ITEMS
     ]
-    (quality,) = [a for a in actions(card) if a["verb"] == cards.VERB_QUALITY]
+    quality, superfluous = [a for a in actions(card) if a["verb"] == cards.VERB_QUALITY]
     assert quality["title"] == cards.text(lang, "action.data_wrong")
-    assert "associatedInputs" not in quality  # the choice of item goes along
+    assert superfluous["title"] == cards.text(lang, "action.data_superfluous")
+    assert "associatedInputs" not in quality and "associatedInputs" not in superfluous  # the item goes along
 
 
 def test_ocmw_received_texts_in_dutch() -> None:
@@ -339,6 +348,7 @@ def test_ocmw_received_texts_in_dutch() -> None:
     assert "Ontvangst bevestigd door Els Peeters op 03/03/2026 09:12" in texts(card)
     assert [a["title"] for a in actions(card)] == [
         "Contact gehad: wil hulp", "Contact gehad: wil geen hulp", "Niet bereikt", "Gegevens onjuist",
+        "Gegeven overbodig",
     ]  # fmt: skip
     assert [c["title"] for c in inputs(card)[0]["choices"]] == ["Naam", "Adres", "Telefoonnummer", "E-mailadres"]
     assert any("artikel 7" in t for t in texts(card))
@@ -373,7 +383,7 @@ def test_ocmw_help_wanted_files_the_data_and_empties_the_shared_mailbox(lang: ca
     assert recorded in texts(card)
     assert cards.text(lang, "ocmw.help_wanted.text") in texts(card)
     assert cards.text(lang, "ocmw.delete.help_wanted", reference=REFERENCE) in texts(card)
-    assert [a["verb"] for a in actions(card)] == [cards.VERB_DELETED, cards.VERB_QUALITY]
+    assert [a["verb"] for a in actions(card)] == [cards.VERB_DELETED, cards.VERB_QUALITY, cards.VERB_QUALITY]
     assert actions(card)[0]["title"] == cards.text(lang, "action.data_filed_and_deleted")
     assert [e["id"] for e in inputs(card)] == ["item"]
 
@@ -396,7 +406,7 @@ def test_ocmw_no_help_or_unreachable_asks_to_delete(lang: cards.Language, state:
         card
     )
     assert cards.text(lang, f"ocmw.delete.{state}") in texts(card)
-    button, report = actions(card)
+    button, report, _ = actions(card)
     assert button["title"] == cards.text(lang, "action.data_deleted")
     assert button["associatedInputs"] == "none"
     assert report["verb"] == cards.VERB_QUALITY, "a wrong item can still be reported until the deletion"
@@ -412,7 +422,9 @@ def test_ocmw_delete_reminders_in_dutch() -> None:
     assert f"{article_3} Verwijder nu de mail en de bijlage." in no_help
     unreachable = next(t for t in texts(ocmw_card("nl", "unreachable")) if t.startswith(article_3))
     assert "niet kan bereiken" in unreachable and "Verwijder" in unreachable
-    assert [a["title"] for a in actions(ocmw_card("nl", "unreachable"))] == ["Gegevens verwijderd", "Gegevens onjuist"]
+    assert [a["title"] for a in actions(ocmw_card("nl", "unreachable"))] == [
+        "Gegevens verwijderd", "Gegevens onjuist", "Gegeven overbodig",
+    ]
 
 
 @pytest.mark.parametrize("lang", cards.LANGUAGES)
@@ -876,6 +888,7 @@ NEW_PROBLEMS = {
     "correction_unknown": (),
     "correction_done": ("reference",),
     "action_not_possible_now": ("reference",),
+    "correction_closed": ("reference",),
 }
 
 

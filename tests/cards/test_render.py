@@ -82,7 +82,7 @@ CARDS: dict[str, tuple[CardFactory, set[str]]] = {
     ),
     "sent": (
         lambda lang: cards.sent_card(lang, reference=REFERENCE, recipient=RECIPIENT, mailbox=MAILBOX, sent_at=WHEN),
-        {cards.VERB_START, "consent.withdraw"},
+        {cards.VERB_START, "consent.withdraw", cards.VERB_CORRECTION_START},
     ),
     "queued": (
         lambda lang: cards.queued_card(lang, reference=REFERENCE, recipient=RECIPIENT, mailbox=MAILBOX, queued_at=WHEN),
@@ -164,7 +164,7 @@ def test_only_action_execute_with_documented_verbs_and_data(lang: cards.Language
         assert action["title"]
         if action["verb"] == cards.VERB_START:
             assert action["data"] == {}
-        elif action["verb"] == "consent.withdraw":
+        elif action["verb"] in {"consent.withdraw", cards.VERB_CORRECTION_START}:
             assert action["data"] == {"reference": REFERENCE}
         else:
             assert action["data"] == {"draftId": DRAFT_ID}
