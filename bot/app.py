@@ -35,6 +35,7 @@ from bot.referrals import ReferralStore
 from bot.register import ProcessingRegister
 from bot.reminders import ReminderService
 from bot.residue import ResidueSweeper
+from bot.retention import RetentionService
 from bot.router import LINK_LIMIT, Router
 from bot.sending import ReferralSender
 from bot.status import StatusService
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 SWEEP_INTERVAL_SECONDS = 60.0
 #: How often the protocols folder is looked at when nobody talks to the bot (every request looks too).
 PROTOCOL_CHECK_SECONDS = 60.0
+#: How often what is past its retention period is removed (the periods are days and years).
+RETENTION_INTERVAL_SECONDS = 3600.0
 #: How long `/readyz` waits for a ZIP password that is not in the cache yet: a probe must not hang on the vault.
 READY_PASSWORD_WAIT_SECONDS = 2.0
 
@@ -72,6 +75,7 @@ class Services:
     message_worker: MessageDeliveryWorker
     reminders: ReminderService
     protocols: ProtocolFolder
+    retention: RetentionService
     closers: list[Closer] = field(default_factory=list)
 
 
@@ -157,6 +161,8 @@ def create_app(
         on_queued=worker.wake,
     )
     residue = ResidueSweeper(connection=connection, referrals=referrals, copies=sent_copies(transport))
+    retention = RetentionService(connection=connection, registry=registry, register=register,
+                                 copies=sent_copies(transport), clock=clock, timezone=settings.timezone)
     ocmw = OcmwService(
         connection=connection,
         links=links,
@@ -232,6 +238,7 @@ def create_app(
         message_worker=message_worker,
         reminders=reminders,
         protocols=protocols,
+        retention=retention,
         closers=closers,
     )
 
@@ -260,6 +267,7 @@ def create_app(
             tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(message_worker.run()))
             tasks.append(asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, _remind)))
+            tasks.append(asyncio.create_task(_every(RETENTION_INTERVAL_SECONDS, _prune)))
         yield
         for task in tasks:
             task.cancel()
@@ -275,6 +283,9 @@ def create_app(
 
     async def _reread() -> None:
         protocols.reload_if_changed()
+
+    async def _prune() -> None:
+        retention.prune()
 
     app.cleanup_ctx.append(run_background)
     return app
