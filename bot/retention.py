@@ -258,16 +258,20 @@ class RetentionService:
         """The oldest entries past their protocol's `register_years`, up to the first one that is not."""
         last_due: int | None = None
         counts: Counter[int] = Counter()
-        for row in self._db.execute("SELECT seq, at, protocol_id, reference FROM register ORDER BY seq"):
-            policy = self._registry.retention_for(str(row["protocol_id"]))
-            if from_text(row["at"]) >= _years_before(now, policy.register_years):
-                break
-            if row["reference"] and self._db.execute(
-                "SELECT 1 FROM referrals WHERE reference = ?", (row["reference"],)
-            ).fetchone() is not None:
-                break  # the proof behind a referral the bot still keeps stays as long as it
-            last_due = int(row["seq"])
-            counts[policy.register_years] += 1
+        entries = self._db.execute("SELECT seq, at, protocol_id, reference FROM register ORDER BY seq")
+        try:
+            for row in entries:  # read lazily: usually the first entry is not due yet
+                policy = self._registry.retention_for(str(row["protocol_id"]))
+                if from_text(row["at"]) >= _years_before(now, policy.register_years):
+                    break
+                if row["reference"] and self._db.execute(
+                    "SELECT 1 FROM referrals WHERE reference = ?", (row["reference"],)
+                ).fetchone() is not None:
+                    break  # the proof behind a referral the bot still keeps stays as long as it
+                last_due = int(row["seq"])
+                counts[policy.register_years] += 1
+        finally:
+            entries.close()  # no read left open on the connection before it writes
         if last_due is None:
             return []
         periods = ", ".join(f"{years} years: {count}" for years, count in sorted(counts.items()))
