@@ -64,7 +64,9 @@ class RetentionPolicy:
     #: A referral (with its versions, corrections, outbox and Teams-message rows) goes this long after
     #: the last thing that happened to it, once it is in one of `closed_states`.
     referral_days_after_closure: int = 90
-    closed_states: frozenset[ReferralState] = CLOSABLE_STATES
+    closed_states: frozenset[ReferralState] = frozenset(
+        {ReferralState.DATA_DELETED, ReferralState.FAILED, ReferralState.HELP_WANTED}
+    )
     #: A register entry goes this many years after it was written (never while its referral is kept).
     register_years: int = 5
     #: A pairing code (only its hash) goes this long after it expired (24 h after it was made).
