@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -36,6 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("check", help="verify protocols, secrets and mail transport; sends nothing")
     link = commands.add_parser("link-ocmw", help="print a one-time code that links an OCMW Teams channel")
     link.add_argument("protocol_id", help="the id in the protocol file, e.g. OR-KG-NOW-OCMW-SGW-2026")
+    protocols = commands.add_parser("protocols", help="validate protocol files (a running bot rereads them itself)")
+    protocol_actions = protocols.add_subparsers(dest="protocols_command", required=True, metavar="{check}")
+    protocols_check = protocol_actions.add_parser(
+        "check", help="load every *.toml of PROTOCOLS_DIR (or --dir) and print what each says; nothing else is touched"
+    )
+    protocols_check.add_argument("--dir", type=Path, default=None, help="another folder, e.g. before copying a file in")
     add_breach_command(commands)
     add_register_commands(commands)
     arguments = parser.parse_args(argv)
@@ -53,12 +60,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_breach_command(arguments, settings, SystemClock())
     if arguments.command == "link-ocmw":
         return _link_ocmw(settings, arguments.protocol_id)
+    if arguments.command == "protocols":
+        return _check_protocol_files(arguments.dir or settings.protocols_dir)
     if arguments.command == "check":
         results = asyncio.run(run_checks(settings, SystemClock()))
         sys.stdout.write("".join(result.line() + "\n" for result in results))
         return 0 if all(result.ok for result in results) else 1
     parser.error(f"unknown command {arguments.command}")
     return 2
+
+
+def _check_protocol_files(directory: Path) -> int:
+    """One line per protocol with its dates and retention periods; exit 1 naming file and field."""
+    try:
+        registry = load_registry(directory)
+    except ProtocolFileError as error:
+        sys.stdout.write(f"FAIL {error}\n")
+        return 1
+    for protocol in registry.all():
+        keep = protocol.retention
+        closed = ", ".join(sorted(state.value for state in keep.closed_states))
+        sys.stdout.write(
+            f"OK   {protocol.id}: {protocol.recipient.organisation}, in force from {protocol.in_force_from.isoformat()}"
+            f"{f', last day {protocol.ends_on.isoformat()}' if protocol.ends_on else ', no end date'}; retention: "
+            f"referrals {keep.referral_days_after_closure} days after closure ({closed}), register "
+            f"{keep.register_years} years, pairing codes {keep.pairing_code_days} days, draft tombstones "
+            f"{keep.tombstone_days} days ({protocol.source.name})\n"
+        )
+    return 0
 
 
 def _link_ocmw(settings: Settings, protocol_id: str) -> int:

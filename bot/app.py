@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 import cards
 from bot.access import RateLimit, RateLimiter
@@ -29,11 +30,12 @@ from bot.message_outbox import MessageOutbox
 from bot.ocmw import OcmwService, RefusalBursts
 from bot.ocmw_links import OcmwLinks
 from bot.outbox import Outbox
-from bot.protocols import DataSharingProtocol, ProtocolRegistry, load_registry
+from bot.protocols import DataSharingProtocol, ProtocolFolder, ProtocolRegistry
 from bot.referrals import ReferralStore
 from bot.register import ProcessingRegister
 from bot.reminders import ReminderService
 from bot.residue import ResidueSweeper
+from bot.retention import RetentionService
 from bot.router import LINK_LIMIT, Router
 from bot.sending import ReferralSender
 from bot.status import StatusService
@@ -46,6 +48,10 @@ from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_SECONDS = 60.0
+#: How often the protocols folder is looked at when nobody talks to the bot (every request looks too).
+PROTOCOL_CHECK_SECONDS = 60.0
+#: How often what is past its retention period is removed (the periods are days and years).
+RETENTION_INTERVAL_SECONDS = 3600.0
 #: How long `/readyz` waits for a ZIP password that is not in the cache yet: a probe must not hang on the vault.
 READY_PASSWORD_WAIT_SECONDS = 2.0
 
@@ -68,6 +74,8 @@ class Services:
     messages: MessageOutbox
     message_worker: MessageDeliveryWorker
     reminders: ReminderService
+    protocols: ProtocolFolder
+    retention: RetentionService
     closers: list[Closer] = field(default_factory=list)
 
 
@@ -90,7 +98,8 @@ def create_app(
     `run_worker=False` leaves both outboxes to the test, which calls their workers' `deliver_due()`.
     """
     clock = clock or SystemClock()
-    registry = load_registry(settings.protocols_dir)
+    protocols = ProtocolFolder(settings.protocols_dir)
+    registry = protocols.registry  # shared by every service; rereading the folder changes it in place
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
     connection = open_database(settings.database_path)
@@ -153,6 +162,8 @@ def create_app(
         on_queued=worker.wake,
     )
     residue = ResidueSweeper(connection=connection, referrals=referrals, copies=sent_copies(transport))
+    retention = RetentionService(connection=connection, registry=registry, register=register,
+                                 copies=sent_copies(transport), clock=clock, timezone=settings.timezone)
     ocmw = OcmwService(
         connection=connection,
         links=links,
@@ -205,7 +216,13 @@ def create_app(
     messages.on_queued = message_worker.wake
     closers.append(channel.close)
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    @web.middleware
+    async def reread_protocols(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request sees the protocol files as they are now (a few `stat` calls when nothing changed)."""
+        protocols.reload_if_changed()
+        return await handler(request)
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[reread_protocols])
     app[SERVICES_KEY] = Services(
         settings=settings,
         registry=registry,
@@ -221,10 +238,13 @@ def create_app(
         messages=messages,
         message_worker=message_worker,
         reminders=reminders,
+        protocols=protocols,
+        retention=retention,
         closers=closers,
     )
+
     async def readyz(_: web.Request) -> web.Response:
-        return await _readyz(connection, registry, passwords, clock, settings)
+        return await _readyz(connection, protocols, passwords, clock, settings)
 
     app.add_routes([channel.route, web.get("/healthz", _healthz), web.get("/readyz", readyz)])
 
@@ -242,11 +262,13 @@ def create_app(
         residue.sweep()  # before the first request: mail copies a crash left after a deletion go first
         # The ZIP passwords first: fetched now and refreshed before they expire, without holding up the start.
         tasks = [asyncio.create_task(passwords.keep_warm(protocols_in_force)),
-                 asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, sweep))]
+                 asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, sweep)),
+                 asyncio.create_task(_every(PROTOCOL_CHECK_SECONDS, _reread))]
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(message_worker.run()))
             tasks.append(asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, _remind)))
+            tasks.append(asyncio.create_task(_every(RETENTION_INTERVAL_SECONDS, _prune)))
         yield
         for task in tasks:
             task.cancel()
@@ -260,6 +282,12 @@ def create_app(
     async def _remind() -> None:
         await reminders.run_due()
 
+    async def _reread() -> None:
+        protocols.reload_if_changed()
+
+    async def _prune() -> None:
+        retention.prune()
+
     app.cleanup_ctx.append(run_background)
     return app
 
@@ -271,7 +299,7 @@ async def _healthz(_: web.Request) -> web.Response:
 
 async def _readyz(
     connection: sqlite3.Connection,
-    registry: ProtocolRegistry,
+    protocols: ProtocolFolder,
     passwords: ZipPasswordProvider,
     clock: Clock,
     settings: Settings,
@@ -279,8 +307,11 @@ async def _readyz(
     """Ready for referrals: storage answers, a protocol is in force, their ZIP passwords can be had.
 
     The passwords are kept warm, so this normally answers from the cache; when one is not there
-    yet, it waits for the running fetch only briefly (which goes on regardless).
+    yet, it waits for the running fetch only briefly (which goes on regardless). A protocol file
+    that became bad is shown (`protocol_files`) without making the bot unready: it goes on serving
+    the protocols it read before, which is what it should do until someone fixes the file.
     """
+    registry = protocols.registry
     checks: dict[str, str] = {}
     try:
         connection.execute("SELECT 1").fetchone()
@@ -297,6 +328,8 @@ async def _readyz(
         except (ZipPasswordError, TimeoutError) as error:
             checks["secret_provider"] = f"failed: {type(error).__name__}"
     ready = all(value.startswith("ok") for value in checks.values())
+    checks["protocol_files"] = "ok" if protocols.problem is None else (
+        f"stale: {protocols.problem}; the protocols read before stay in use")
     return web.json_response({"status": "ready" if ready else "not ready", "checks": checks},
                              status=200 if ready else 503)
 

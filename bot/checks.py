@@ -80,10 +80,12 @@ def _check_protocols(settings: Settings, clock: Clock, results: list[CheckResult
     try:
         registry = load_registry(settings.protocols_dir)
     except ProtocolFileError as error:
-        results.append(CheckResult("protocol files", False, str(error)))
+        results.append(CheckResult("protocol files", False, f"{error} (a running bot keeps the protocols it "
+                                   "read before until the folder loads again)"))
         return None
     today = clock.now().astimezone(settings.timezone).date()
-    in_force = [p.id for p in registry.in_force_on(today)]
+    in_force = [f"{p.id}{f' (last day {p.ends_on.isoformat()})' if p.ends_on else ''}"
+                for p in registry.in_force_on(today)]
     detail = f"{len(registry)} loaded; in force today: {', '.join(in_force) or 'none'}"
     results.append(CheckResult("protocol files", bool(in_force), detail))
     return registry

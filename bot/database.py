@@ -160,6 +160,7 @@ CREATE TABLE IF NOT EXISTS register (
     previous_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS register_reference ON register (reference, at);
 """
 
 

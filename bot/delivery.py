@@ -112,6 +112,10 @@ class DeliveryWorker:
                 tried += 1
 
     async def _deliver(self, item: OutboxItem) -> None:
+        ended = self._protocol_ended(item)
+        if ended is not None:
+            await self._handle_failure(item, MailDeliveryError(ended, transient=False))
+            return
         message = email.message_from_bytes(item.payload, policy=email.policy.SMTP)
         try:
             async with asyncio.timeout(self._policy.lease.total_seconds() * SEND_SHARE_OF_LEASE):
@@ -134,6 +138,21 @@ class DeliveryWorker:
             if self._after_delivery is not None:
                 self._after_delivery(referral, now)
         logger.info("referral delivered", extra={"reference": referral.reference})
+
+    def _protocol_ended(self, item: OutboxItem) -> str | None:
+        """Why the mail may not leave any more (its protocol ended while it waited), or None.
+
+        The transfer happens when the mail leaves, so a mail queued on the protocol's last day and
+        still waiting the next day (a mail server down) is not sent: the referrer is told.
+        """
+        referral = self._referrals.by_message_id(item.message_id)
+        if referral is None:
+            return None
+        today = self._clock.now().astimezone(self._tz).date()
+        protocol = self._registry.get(referral.protocol_id)
+        if protocol is not None and protocol.in_force_on(today):
+            return None
+        return f"protocol {referral.protocol_id} not in force on {today.isoformat()}"
 
     async def _handle_failure(self, item: OutboxItem, error: MailDeliveryError) -> None:
         now = self._clock.now()

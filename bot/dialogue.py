@@ -408,12 +408,24 @@ class ReferralDialogue:
         return self._clock.now().astimezone(self._tz).date()
 
     def _protocol_in_force(self, actor: Actor, draft: Draft) -> DataSharingProtocol | Card:
-        protocol = None if draft.protocol_id is None else self._registry.get(draft.protocol_id)
-        if protocol is None:
+        """The draft's protocol if it is still in force today; else the draft is wiped and a card says so.
+
+        A protocol can end (its file's `ends_on` passed, or the file was removed) while a referral is
+        being entered: nothing may be sent under it, and the draft can never be sent, so its data
+        goes at once instead of after the idle time.
+        """
+        if draft.protocol_id is None:
             return cards.problem_card(actor.lang, "step_not_possible")
-        if not protocol.in_force_on(self._today()):
-            return cards.problem_card(actor.lang, "protocol_not_in_force", ocmw=protocol.recipient.organisation)
-        return protocol
+        protocol = self._registry.get(draft.protocol_id)
+        if protocol is not None and protocol.in_force_on(self._today()):
+            return protocol
+        if not self._drafts.close(draft, DraftState.CANCELLED, self._clock.now()):
+            return self._current_card(actor, draft.id)
+        self._record(draft, actor, RegisterEvent.CANCELLED, draft.protocol_id,
+                     detail=f"protocol not in force on {self._today().isoformat()}: nothing sent, data wiped")
+        logger.info("referral stopped: its protocol is no longer in force",
+                    extra={"reference": draft.reference, "protocol_id": draft.protocol_id})
+        return cards.problem_card(actor.lang, "protocol_ended", ocmw=self._registry.recipient_name(draft.protocol_id))
 
     def _record(self, draft: Draft, actor: Actor, event: RegisterEvent, protocol_id: str, detail: str = "") -> None:
         self._register.append(
@@ -436,6 +448,7 @@ class ReferralDialogue:
         ticked: Mapping[str, bool],
         missing: list[str] | tuple[str, ...],
     ) -> Card:
+        today = self._today()
         return cards.consent_card(
             actor.lang,
             draft_id=draft_id,
@@ -443,6 +456,8 @@ class ReferralDialogue:
             selected=selected,
             ticked=ticked,
             missing=missing,
+            ending=[(p.recipient.organisation, p.ends_on) for p in protocols
+                    if p.ends_on is not None and p.ending_notice_on(today)],
         )
 
     def _details_card(

@@ -2,7 +2,8 @@
 
 Client data is kept only sealed (`DraftCipher`) and only until the referral is sent, cancelled
 or expires; after that a tombstone without data remains, so a replayed card action gets a clear
-answer ("already sent as VD-..."), and tombstones are purged after a week.
+answer ("already sent as VD-..."); tombstones go after their protocol's `tombstone_days`
+(`bot.retention`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from bot.referral import ClientDetails, ConsentRecord
 
 logger = logging.getLogger(__name__)
 
-TOMBSTONE_KEEP = dt.timedelta(days=7)
 _REFERENCE_ATTEMPTS = 8
 
 
@@ -188,7 +188,7 @@ class DraftStore:
         )
 
     def sweep(self, now: dt.datetime, replace_card: Callable[[ShownCard], None]) -> list[ShownCard]:
-        """Wipe drafts idle past the time-to-live (and empty the WAL); drop tombstones older than a week.
+        """Wipe drafts idle past the time-to-live (and empty the WAL); the tombstones stay for `bot.retention`.
 
         The chat may still show a wiped draft's review card with the client's data: `replace_card`
         is called for each such card inside the same transaction (it queues the replacement), so
@@ -210,7 +210,6 @@ class DraftStore:
             )
             if wiped.rowcount:
                 note_wipe(self._db)  # the WAL is truncated when this transaction commits
-            self._db.execute("DELETE FROM drafts WHERE updated_at < ?", (to_text(now - TOMBSTONE_KEEP),))
             shown = [ShownCard(row["conversation_ref"], row["card_activity_id"], row["lang"] or "nl") for row in rows]
             for card in shown:
                 replace_card(card)

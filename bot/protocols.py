@@ -1,12 +1,18 @@
 """The data-sharing protocols in force, loaded from one TOML file each.
 
 Protocols are data, not code: a new municipality is a new file, reviewed by the DPO,
-not a code change. A bad file stops the bot at start with the file and field named.
+not a code change. A bad file stops the bot at start with the file and field named. While the
+bot runs, `ProtocolFolder` rereads the folder when a file changes, so a protocol that ends
+(`ends_on`, its last day) takes effect without a restart; a file that becomes bad then is logged
+and reported, and the last good protocols stay in use.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+import logging
+import os
 import re
 import tomllib
 import unicodedata
@@ -16,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
+
+from bot.referrals import OPEN_FOR_OCMW, ReferralState
+
+logger = logging.getLogger(__name__)
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$")
 _SECRET_NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")  # Key Vault secret name rules
@@ -39,6 +49,36 @@ class Party:
     team: str
 
 
+#: States a protocol may count as "closed" for retention: nothing more is expected of the bot,
+#: the mail or the OCMW (never a state in which the OCMW still has to act, nor a queued mail).
+CLOSABLE_STATES = frozenset(ReferralState) - OPEN_FOR_OCMW - {ReferralState.QUEUED}
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long the bot keeps what it records under one protocol (`[retention]` in its file).
+
+    The defaults are the README's table; the reasons are given there.
+    """
+
+    #: A referral (with its versions, corrections, outbox and Teams-message rows) goes this long after
+    #: the last thing that happened to it, once it is in one of `closed_states`.
+    referral_days_after_closure: int = 90
+    closed_states: frozenset[ReferralState] = frozenset({ReferralState.DATA_DELETED, ReferralState.FAILED})
+    #: A register entry goes this many years after it was written (never while its referral is kept).
+    register_years: int = 5
+    #: A pairing code (only its hash) goes this long after it expired (24 h after it was made).
+    pairing_code_days: int = 7
+    #: A draft's tombstone (sent, cancelled, expired: no data left) goes this long after it ended.
+    tombstone_days: int = 7
+
+
+#: What applies to records of no protocol, or of one whose file is no longer in the folder.
+DEFAULT_RETENTION = RetentionPolicy()
+_RETENTION_LIMITS = {"referral_days_after_closure": 3650, "register_years": 30, "pairing_code_days": 365,
+                     "tombstone_days": 365}
+
+
 @dataclass(frozen=True)
 class DataSharingProtocol:
     """One signed protocol: who sends what to whom, where, and when it is in force."""
@@ -57,12 +97,23 @@ class DataSharingProtocol:
     sender_dpo: str
     recipient_dpo: str
     source: Path
+    retention: RetentionPolicy = DEFAULT_RETENTION
 
     def in_force_on(self, day: dt.date) -> bool:
-        """True when a referral made on `day` is covered (end date inclusive)."""
+        """True when a referral made on `day` is covered (`ends_on` is the last day it is)."""
         if day < self.in_force_from:
             return False
         return self.ends_on is None or day <= self.ends_on
+
+    def ending_notice_on(self, day: dt.date) -> bool:
+        """True in the protocol's last month: referrers are told on which day it ends.
+
+        The month runs from the day after the same date a month before `ends_on` (31 August:
+        from 1 August) up to and including `ends_on`.
+        """
+        if self.ends_on is None or not self.in_force_on(day):
+            return False
+        return day > _one_month_before(self.ends_on)
 
     def covers_postal_code(self, postal_code: str) -> bool:
         """True when a client living at `postal_code` belongs to this OCMW."""
@@ -74,14 +125,22 @@ class DataSharingProtocol:
 
 
 class ProtocolRegistry:
-    """The loaded protocols, looked up by id; immutable after start."""
+    """The loaded protocols, looked up by id.
+
+    One instance is shared by every service of the running bot; `replace` swaps its contents when
+    the folder is reread, so everyone sees the new protocols at once.
+    """
 
     def __init__(self, protocols: Iterable[DataSharingProtocol]) -> None:
-        self._by_id: dict[str, DataSharingProtocol] = {}
-        for protocol in protocols:
-            if protocol.id in self._by_id:
-                raise ProtocolFileError(protocol.source, "id", f"'{protocol.id}' is used by another file too")
-            self._by_id[protocol.id] = protocol
+        self._by_id = _by_id(protocols)
+        self._former_names: dict[str, str] = {}
+
+    def replace(self, other: ProtocolRegistry) -> None:
+        """Serve `other`'s protocols from now on; the names of removed ones stay known for messages."""
+        for protocol_id, protocol in self._by_id.items():
+            if protocol_id not in other._by_id:
+                self._former_names[protocol_id] = protocol.recipient.organisation
+        self._by_id = dict(other._by_id)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -95,13 +154,83 @@ class ProtocolRegistry:
         return [self._by_id[key] for key in sorted(self._by_id)]
 
     def recipient_name(self, protocol_id: str) -> str:
-        """The OCMW's name for messages; the protocol id if that protocol is no longer loaded."""
+        """The OCMW's name for messages; for a protocol no longer loaded the name it had, else its id."""
         protocol = self._by_id.get(protocol_id)
-        return protocol.recipient.organisation if protocol else protocol_id
+        return protocol.recipient.organisation if protocol else self._former_names.get(protocol_id, protocol_id)
+
+    def retention_for(self, protocol_id: str) -> RetentionPolicy:
+        """The retention periods of a protocol; the defaults for one that is not loaded."""
+        protocol = self._by_id.get(protocol_id)
+        return protocol.retention if protocol else DEFAULT_RETENTION
 
     def in_force_on(self, day: dt.date) -> list[DataSharingProtocol]:
         """The protocols under which a referral may be made on `day`."""
         return [protocol for protocol in self.all() if protocol.in_force_on(day)]
+
+
+def _by_id(protocols: Iterable[DataSharingProtocol]) -> dict[str, DataSharingProtocol]:
+    by_id: dict[str, DataSharingProtocol] = {}
+    for protocol in protocols:
+        if protocol.id in by_id:
+            raise ProtocolFileError(protocol.source, "id", f"'{protocol.id}' is used by another file too")
+        by_id[protocol.id] = protocol
+    return by_id
+
+
+class ProtocolFolder:
+    """The protocols folder of a running bot: reread when one of its files changes.
+
+    Changes are seen by comparing each `*.toml` file's name, size, inode and modification times
+    (an editor that saves in place and one that replaces the file are both noticed). A folder that
+    no longer loads does not stop the bot: the protocols read before stay in use, the error (file
+    and field) is logged once per change and kept in `problem` for `/readyz`.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        """Load the folder; raises ProtocolFileError (the bot must not start on a bad file)."""
+        self.directory = directory
+        self._signature = _folder_signature(directory)
+        self.registry = load_registry(directory)
+        self.problem: ProtocolFileError | None = None
+
+    def reload_if_changed(self) -> bool:
+        """Reread the folder if a file changed; True when new protocols are in use."""
+        signature = _folder_signature(self.directory)
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        try:
+            fresh = load_registry(self.directory)
+        except ProtocolFileError as error:
+            self.problem = error
+            logger.error("protocol file error: %s; the protocols read before stay in use", error)
+            return False
+        self.registry.replace(fresh)
+        self.problem = None
+        logger.info("protocols reread: %s", ", ".join(
+            f"{p.id} ({p.in_force_from.isoformat()} to {p.ends_on.isoformat() if p.ends_on else 'open'})"
+            for p in fresh.all()
+        ))
+        return True
+
+
+_Signature = tuple[tuple[str, int, int, int, int], ...] | None
+
+
+def _folder_signature(directory: Path) -> _Signature:
+    """What changes when a protocol file is written, replaced, added or removed; None if unreadable."""
+    try:
+        with os.scandir(directory) as entries:
+            found = [(entry.name, entry.stat()) for entry in entries if entry.name.endswith(".toml")]
+    except OSError:
+        return None
+    return tuple(sorted((name, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) for name, st in found))
+
+
+def _one_month_before(day: dt.date) -> dt.date:
+    """The same date a month earlier, or the month's last day when it has no such date (31 March: 28 February)."""
+    year, month = (day.year, day.month - 1) if day.month > 1 else (day.year - 1, 12)
+    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 def normalise_place(place: str) -> str:
@@ -128,6 +257,8 @@ def load_protocol_file(path: Path) -> DataSharingProtocol:
             raw = tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise ProtocolFileError(path, "(syntax)", str(error)) from error
+    except OSError as error:
+        raise ProtocolFileError(path, "(file)", f"cannot be read: {error.strerror}") from error
     return _parse(path, raw)
 
 
@@ -162,14 +293,33 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> DataSharingProtocol:
         sender_dpo=reader.mailbox("sender.dpo"),
         recipient_dpo=reader.mailbox("recipient.dpo"),
         source=path,
+        retention=_retention(reader),
     )
+
+
+def _retention(reader: _FieldReader) -> RetentionPolicy:
+    """The optional `[retention]` table; every field left out keeps its default."""
+    values: dict[str, Any] = {}
+    for name, limit in _RETENTION_LIMITS.items():
+        number = reader.optional_int(f"retention.{name}", 1, limit)
+        if number is not None:
+            values[name] = number
+    states = reader.optional_text_list("retention.closed_states")
+    if states:
+        allowed = sorted(state.value for state in CLOSABLE_STATES)
+        unknown = [state for state in states if state not in allowed]
+        if unknown:
+            raise ProtocolFileError(reader.path, "retention.closed_states",
+                                    f"{', '.join(unknown)}: only {', '.join(allowed)} can count as closed")
+        values["closed_states"] = frozenset(ReferralState(state) for state in states)
+    return RetentionPolicy(**values)
 
 
 class _FieldReader:
     """Reads dotted fields from the parsed TOML, raising errors that name the field."""
 
     def __init__(self, path: Path, raw: Mapping[str, Any]) -> None:
-        self._path = path
+        self.path = path
         self._raw = raw
 
     def _value(self, dotted: str) -> Any:
@@ -183,13 +333,13 @@ class _FieldReader:
     def text(self, dotted: str) -> str:
         value = self._value(dotted)
         if not isinstance(value, str) or not value.strip():
-            raise ProtocolFileError(self._path, dotted, "is missing or not a non-empty string")
+            raise ProtocolFileError(self.path, dotted, "is missing or not a non-empty string")
         return value.strip()
 
     def text_list(self, dotted: str) -> list[str]:
         value = self._value(dotted)
         if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
-            raise ProtocolFileError(self._path, dotted, "must be a non-empty list of strings")
+            raise ProtocolFileError(self.path, dotted, "must be a non-empty list of strings")
         return [item.strip() for item in value]
 
     def optional_text_list(self, dotted: str) -> list[str]:
@@ -198,7 +348,7 @@ class _FieldReader:
     def date(self, dotted: str) -> dt.date:
         value = self._value(dotted)
         if value is None:
-            raise ProtocolFileError(self._path, dotted, "is missing (write a date like 2026-03-01)")
+            raise ProtocolFileError(self.path, dotted, "is missing (write a date like 2026-03-01)")
         return self._as_date(dotted, value)
 
     def optional_date(self, dotted: str) -> dt.date | None:
@@ -207,7 +357,15 @@ class _FieldReader:
 
     def _as_date(self, dotted: str, value: Any) -> dt.date:
         if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
-            raise ProtocolFileError(self._path, dotted, "must be a plain TOML date like 2026-03-01")
+            raise ProtocolFileError(self.path, dotted, "must be a plain TOML date like 2026-03-01")
+        return value
+
+    def optional_int(self, dotted: str, low: int, high: int) -> int | None:
+        value = self._value(dotted)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ProtocolFileError(self.path, dotted, f"must be a whole number from {low} to {high}")
         return value
 
     def mailbox(self, dotted: str) -> str:
@@ -215,4 +373,4 @@ class _FieldReader:
         try:
             return validate_email(value, check_deliverability=False).normalized
         except EmailNotValidError as error:
-            raise ProtocolFileError(self._path, dotted, f"is not a valid e-mail address ({error})") from error
+            raise ProtocolFileError(self.path, dotted, f"is not a valid e-mail address ({error})") from error

@@ -7,6 +7,11 @@ data were involved. Entries are chained by SHA-256 so an altered, removed or reo
 What the chain cannot show on its own: entries cut off the end (the last ones deleted), or a
 register rewritten in full by someone who recomputes every hash. Against those, keep an anchor
 outside the database: the `hash` of the last entry of each export the DPO files away.
+
+Retention cuts the oldest entries off the start (`prune_through`). It first appends a
+`retention_pruned` entry that names the last entry to go and carries its hash; that entry is
+chained like any other, and `verify` starts from the newest such anchor instead of the genesis
+hash, so a removal, alteration or reordering after a prune is still found.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
@@ -70,6 +76,23 @@ class RegisterEvent(StrEnum):
     REFUSED = "refused"
     CONSENT_WITHDRAWN = "consent_withdrawn"
     BREACH_REPORTED = "breach_reported"
+    RETENTION_PRUNED = "retention_pruned"
+
+
+#: Who prunes: the bot itself, under the retention periods of the protocol files.
+SYSTEM_ACTOR_ID = "bot:retention"
+SYSTEM_ACTOR_NAME = "Veilig doorverwijzen (bewaartermijnen)"
+#: The `detail` of the entry that anchors the chain after a prune of the register itself.
+_ANCHOR = re.compile(r"^table=register; count=(\d+); seq=(\d+)-(\d+); last_hash=([0-9a-f]{64})(; |$)")
+
+
+@dataclass(frozen=True)
+class ChainAnchor:
+    """Where the register starts after a prune: entries up to `last_seq` are gone, the next follows `last_hash`."""
+
+    last_seq: int
+    last_hash: str
+    recorded_in: int  # the seq of the retention_pruned entry that says so
 
 
 class ProblemKind(StrEnum):
@@ -166,8 +189,42 @@ class ProcessingRegister:
         row = self._db.execute("SELECT COUNT(*) FROM register").fetchone()
         return int(row[0])
 
+    def anchor(self) -> ChainAnchor | None:
+        """The newest anchor a prune of the register left, or None when nothing was ever pruned."""
+        rows = self._db.execute(
+            "SELECT seq, detail FROM register WHERE event = ? AND detail LIKE 'table=register;%' ORDER BY seq DESC",
+            (RegisterEvent.RETENTION_PRUNED.value,),
+        )
+        for row in rows:
+            match = _ANCHOR.match(str(row["detail"]))
+            if match:
+                return ChainAnchor(int(match.group(3)), match.group(4), int(row["seq"]))
+        return None
+
+    def prune_through(self, last_seq: int, *, at: dt.datetime, rule: str) -> int:
+        """Remove the entries up to `last_seq` (the oldest), recorded in an anchoring entry first.
+
+        The `retention_pruned` entry is appended before anything is deleted, so it is chained to the
+        newest entry and always outlives the prune; it carries the hash of entry `last_seq`, where
+        `verify` starts from now on. Returns how many entries went. `rule` says why, in a few words.
+        """
+        with transaction(self._db):
+            rows = self._db.execute(
+                "SELECT MIN(seq) AS first, COUNT(*) AS n FROM register WHERE seq <= ?", (last_seq,)
+            ).fetchone()
+            last = self._db.execute("SELECT hash FROM register WHERE seq = ?", (last_seq,)).fetchone()
+            if not rows["n"] or last is None:
+                return 0
+            count = int(rows["n"])
+            detail = (f"table=register; count={count}; seq={int(rows['first'])}-{last_seq}; "
+                      f"last_hash={last['hash']}; rule={rule}")
+            self.append(at=at, event=RegisterEvent.RETENTION_PRUNED, actor_id=SYSTEM_ACTOR_ID,
+                        actor_name=SYSTEM_ACTOR_NAME, protocol_id="-", detail=detail)
+            self._db.execute("DELETE FROM register WHERE seq <= ?", (last_seq,))
+        return count
+
     def verify(self) -> list[RegisterProblem]:
-        """Recompute the chain from the first entry; an empty list means the register is intact.
+        """Recompute the chain from the first entry (or the last prune's anchor); empty means intact.
 
         Each entry is checked on its own (does its content still give its hash?) and against the
         entry before it (consecutive seq, previous_hash equal to that entry's hash), so a problem
@@ -176,7 +233,9 @@ class ProcessingRegister:
         rows = self._db.execute("SELECT * FROM register ORDER BY seq").fetchall()
         seq_of_hash = {str(row["hash"]): int(row["seq"]) for row in rows}
         problems: list[RegisterProblem] = []
-        expected_seq, expected_previous = 1, GENESIS_HASH
+        anchor = self.anchor()
+        expected_seq, expected_previous = (1, GENESIS_HASH) if anchor is None else (
+            anchor.last_seq + 1, anchor.last_hash)
         for row in rows:
             seq = int(row["seq"])
             problems.extend(_content_problems(row))
@@ -192,6 +251,8 @@ class ProcessingRegister:
                     ))
                 else:
                     before = "the start of the register" if seq == 1 else f"entry {seq - 1}"
+                    if anchor is not None and seq == anchor.last_seq + 1:
+                        before = f"the last pruned entry (anchor in entry {anchor.recorded_in})"
                     problems.append(RegisterProblem(
                         seq, ProblemKind.BROKEN_LINK,
                         f"its previous_hash does not match {before}: that entry was altered, replaced or removed",

@@ -69,7 +69,11 @@ def run_register_command(args: argparse.Namespace, settings: Settings) -> int:
 def _verify(register: ProcessingRegister) -> int:
     problems = register.verify()
     if not problems:
-        sys.stdout.write(f"register intact: {register.count()} entries\n")
+        anchor = register.anchor()
+        pruned = "" if anchor is None else (
+            f" (entries up to {anchor.last_seq} removed under the retention periods, anchor in entry "
+            f"{anchor.recorded_in})")
+        sys.stdout.write(f"register intact: {register.count()} entries{pruned}\n")
         return EXIT_OK
     sys.stdout.write("".join(problem.line() + "\n" for problem in problems))
     return EXIT_PROBLEMS

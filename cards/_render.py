@@ -66,6 +66,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "step_not_possible": (),
         "no_protocol_in_force": (),
         "protocol_not_in_force": ("ocmw",),
+        "protocol_ended": ("ocmw",),
         "not_allowed": (),
         "unknown_action": (),
         "malformed_action": (),
@@ -100,6 +101,7 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
 PROBLEMS_WITH_RETRY: Final = frozenset({"send_failed", "password_unavailable"})
 _TIME_FORMAT = "%d/%m/%Y %H:%M"
 _TEAMS_LINK_PREFIX = "https://teams.microsoft.com/l/"
+_DATE_FORMAT = "%d/%m/%Y"
 
 
 def welcome_card(lang: Language) -> Card:
@@ -134,11 +136,13 @@ def consent_card(
     selected: str | None,
     ticked: Mapping[str, bool],
     missing: Collection[str],
+    ending: Sequence[tuple[str, dt.date]] = (),
 ) -> Card:
     """Step 1: choose the OCMW, tick the four information points and the parents' consent.
 
     `protocols` are (protocol id, recipient organisation) of the protocols in force; `missing`
-    holds ids from `CONSENT_INPUTS` that get a red line under them.
+    holds ids from `CONSENT_INPUTS` that get a red line under them. `ending` are (recipient
+    organisation, last day) of protocols in their last month: the referrer reads until when.
     """
     if not protocols:
         raise CardError("consent_card needs at least one protocol in force")
@@ -162,6 +166,10 @@ def consent_card(
         "ocmwValue": chosen,
         "recipientText": recipient_text,
         "summary": text(lang, "consent.missing.summary") if missing else "",
+        "endingNotice": "\n\n".join(
+            text(lang, "consent.ending", ocmw=organisation, date=last_day.strftime(_DATE_FORMAT))
+            for organisation, last_day in ending
+        ),
     }
     for input_id in CONSENT_INPUTS:
         values[f"missing.{input_id}"] = text(lang, f"consent.missing.{input_id}") if input_id in missing else ""

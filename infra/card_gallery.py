@@ -255,6 +255,14 @@ def samples() -> list[CardSample]:
             ),
         ),
         CardSample(
+            "consent-ending",
+            "consent_card",
+            lambda lang: cards.consent_card(
+                lang, draft_id=DRAFT_ID, protocols=PROTOCOLS, selected=None, ticked={}, missing=(),
+                ending=[(RECIPIENT, dt.date(2027, 8, 31))],
+            ),
+        ),
+        CardSample(
             "details",
             "details_card",
             lambda lang: cards.details_card(

@@ -1,14 +1,20 @@
-"""Protocol files: the shipped one loads, bad ones stop the bot naming file and field."""
+"""Protocol files: the shipped one loads, bad ones stop the bot naming file and field; reread while it runs."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bot.config import Settings
-from bot.protocols import ProtocolFileError, load_protocol_file, load_registry
+from bot.protocols import DEFAULT_RETENTION, ProtocolFileError, ProtocolFolder, load_protocol_file, load_registry
+from bot.referrals import ReferralState
+from tests.support.bot_process import PROJECT_ROOT
 
 SHIPPED = Settings().protocols_dir
 
@@ -70,3 +76,155 @@ def test_two_files_with_one_id_are_refused(tmp_path: Path) -> None:
 def test_an_empty_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ProtocolFileError, match=r"no \*\.toml"):
         load_registry(tmp_path)
+
+
+# --- [retention] ---------------------------------------------------------------------------------
+
+def _file_with(tmp_path: Path, *, replace: tuple[str, str] = ("", ""), append: str = "") -> Path:
+    """The shipped file without its [retention] table, with `append` instead and `replace` done."""
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text().split("\n[retention]", 1)[0] + "\n" + append
+    if replace[0]:
+        assert replace[0] in text
+        text = text.replace(*replace, 1)
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_file_states_the_default_retention_periods() -> None:
+    [protocol] = load_registry(SHIPPED).all()
+    assert protocol.retention == DEFAULT_RETENTION
+    assert DEFAULT_RETENTION.closed_states == {ReferralState.DATA_DELETED, ReferralState.FAILED}
+    assert (DEFAULT_RETENTION.referral_days_after_closure, DEFAULT_RETENTION.register_years,
+            DEFAULT_RETENTION.pairing_code_days, DEFAULT_RETENTION.tombstone_days) == (90, 5, 7, 7)
+
+
+def test_without_a_retention_table_the_defaults_apply(tmp_path: Path) -> None:
+    assert load_protocol_file(_file_with(tmp_path)).retention == DEFAULT_RETENTION
+
+
+def test_a_retention_table_sets_each_period(tmp_path: Path) -> None:
+    path = _file_with(tmp_path, append='[retention]\nreferral_days_after_closure = 30\nregister_years = 10\n'
+                                       'closed_states = ["data_deleted", "failed"]\n')
+    retention = load_protocol_file(path).retention
+    assert (retention.referral_days_after_closure, retention.register_years) == (30, 10)
+    assert retention.closed_states == {ReferralState.DATA_DELETED, ReferralState.FAILED}
+    assert (retention.pairing_code_days, retention.tombstone_days) == (7, 7), "what is left out keeps its default"
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ("register_years = 0", "retention.register_years"),
+        ("register_years = 31", "retention.register_years"),
+        ('tombstone_days = "7"', "retention.tombstone_days"),
+        ("pairing_code_days = true", "retention.pairing_code_days"),
+        ("referral_days_after_closure = 1.5", "retention.referral_days_after_closure"),
+        ('closed_states = ["data_deleted", "no_help_wanted"]', "retention.closed_states"),
+        ('closed_states = ["sent"]', "retention.closed_states"),
+        ("closed_states = []", "retention.closed_states"),
+    ],
+)
+def test_a_bad_retention_value_names_the_field(tmp_path: Path, line: str, field: str) -> None:
+    _file_with(tmp_path, append=f"[retention]\n{line}\n")
+    with pytest.raises(ProtocolFileError) as raised:
+        load_registry(tmp_path)
+    assert raised.value.field == field and "p.toml" in str(raised.value)
+
+
+# --- ends_on and the last month ----------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("ends_on", "first_notice_day"),
+    [(dt.date(2027, 8, 31), dt.date(2027, 8, 1)), (dt.date(2027, 3, 31), dt.date(2027, 3, 1)),
+     (dt.date(2027, 1, 15), dt.date(2026, 12, 16))],
+)
+def test_the_ending_notice_covers_the_last_month_up_to_the_last_day(
+    tmp_path: Path, ends_on: dt.date, first_notice_day: dt.date
+) -> None:
+    protocol = load_protocol_file(_file_with(tmp_path, replace=("# ends_on = 2027-03-01", f"ends_on = {ends_on}")))
+    assert not protocol.ending_notice_on(first_notice_day - dt.timedelta(days=1))
+    assert protocol.ending_notice_on(first_notice_day) and protocol.ending_notice_on(ends_on)
+    assert protocol.in_force_on(ends_on) and not protocol.in_force_on(ends_on + dt.timedelta(days=1))
+    assert not protocol.ending_notice_on(ends_on + dt.timedelta(days=1))
+
+
+def test_no_notice_without_an_end_date() -> None:
+    [protocol] = load_registry(SHIPPED).all()
+    assert not protocol.ending_notice_on(dt.date(2030, 1, 1))
+
+
+# --- the folder reread while the bot runs -------------------------------------------------------
+
+def _folder(tmp_path: Path) -> tuple[Path, ProtocolFolder]:
+    directory = tmp_path / "protocols"
+    directory.mkdir()
+    shutil.copy(SHIPPED / "sint-gillis-waas.toml", directory / "sint-gillis-waas.toml")
+    return directory / "sint-gillis-waas.toml", ProtocolFolder(directory)
+
+
+def test_an_unchanged_folder_is_not_read_again(tmp_path: Path) -> None:
+    _, folder = _folder(tmp_path)
+    assert folder.reload_if_changed() is False and folder.problem is None
+
+
+def test_a_changed_file_is_reread_into_the_same_registry(tmp_path: Path) -> None:
+    path, folder = _folder(tmp_path)
+    registry = folder.registry
+    path.write_text(path.read_text().replace("# ends_on = 2027-03-01", "ends_on = 2026-11-27"))
+    assert folder.reload_if_changed() is True
+    assert folder.registry is registry, "every service holds this object"
+    [protocol] = registry.all()
+    assert protocol.ends_on == dt.date(2026, 11, 27) and not registry.in_force_on(dt.date(2026, 11, 28))
+
+
+def test_a_bad_change_keeps_the_protocols_read_before(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path, folder = _folder(tmp_path)
+    good = path.read_text()
+    path.write_text(good.replace('mailbox = "welzijnshuis@sint-gillis-waas.be"', 'mailbox = "welzijnshuis"'))
+    with caplog.at_level(logging.ERROR, logger="bot.protocols"):
+        assert folder.reload_if_changed() is False
+    [protocol] = folder.registry.all()
+    assert protocol.recipient_mailbox == "welzijnshuis@sint-gillis-waas.be"
+    assert folder.problem is not None and folder.problem.field == "recipient.mailbox"
+    [record] = caplog.records
+    assert "sint-gillis-waas.toml" in record.getMessage() and "recipient.mailbox" in record.getMessage()
+    assert folder.reload_if_changed() is False and len(caplog.records) == 1, "logged once per change"
+    path.write_text(good)
+    assert folder.reload_if_changed() is True and folder.problem is None
+
+
+def test_a_removed_file_takes_its_protocol_away_but_not_its_name(tmp_path: Path) -> None:
+    path, folder = _folder(tmp_path)
+    shutil.copy(path, path.with_name("copy.toml"))
+    text = path.read_text().replace('id = "OR-KG-NOW-OCMW-SGW-2026"', 'id = "OTHER-2026"')
+    path.with_name("copy.toml").write_text(text)
+    assert folder.reload_if_changed() is True and len(folder.registry) == 2
+    path.unlink()
+    assert folder.reload_if_changed() is True
+    assert folder.registry.get("OR-KG-NOW-OCMW-SGW-2026") is None
+    assert folder.registry.recipient_name("OR-KG-NOW-OCMW-SGW-2026") == "OCMW Sint-Gillis-Waas"
+    assert folder.registry.retention_for("OR-KG-NOW-OCMW-SGW-2026") == DEFAULT_RETENTION
+
+
+def test_an_emptied_folder_keeps_the_protocols_read_before(tmp_path: Path) -> None:
+    path, folder = _folder(tmp_path)
+    path.unlink()
+    assert folder.reload_if_changed() is False
+    assert len(folder.registry) == 1 and folder.problem is not None
+
+
+def _protocols_check(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot", "protocols", "check", "--dir", str(directory)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_protocols_check_prints_each_protocol_or_names_file_and_field(tmp_path: Path) -> None:
+    done = _protocols_check(SHIPPED)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OK   OR-KG-NOW-OCMW-SGW-2026")
+    assert "no end date" in done.stdout and "register 5 years" in done.stdout
+    _file_with(tmp_path, append="[retention]\nregister_years = 0\n")
+    done = _protocols_check(tmp_path)
+    assert done.returncode == 1
+    assert done.stdout.startswith("FAIL") and "p.toml" in done.stdout and "retention.register_years" in done.stdout

@@ -14,6 +14,7 @@ from bot.register import (
     EXPORT_COLUMNS,
     GENESIS_HASH,
     HASHED_FIELDS,
+    ChainAnchor,
     ProblemKind,
     ProcessingRegister,
     RegisterEvent,
@@ -158,6 +159,86 @@ def _swap_contents(db: sqlite3.Connection, first: int, second: int) -> None:
     for target, source in ((first, second), (second, first)):
         db.execute(f"UPDATE register SET {assignments} WHERE seq = ?",  # noqa: S608 - test's own names
                    [rows[source][name] for name in columns] + [target])
+
+
+# --- prune_through(): retention cuts the start, verify starts from the anchor -------------------
+
+LATER = NOW + dt.timedelta(days=5 * 366)
+
+
+def _pruned(tmp_path: Path, through: int = 3, count: int = 6) -> tuple[sqlite3.Connection, ProcessingRegister]:
+    db, register = _filled(tmp_path, count)
+    assert register.prune_through(through, at=LATER, rule="test") == through
+    return db, register
+
+
+def test_a_prune_removes_the_oldest_entries_and_leaves_an_anchoring_entry(tmp_path: Path) -> None:
+    db, register = _filled(tmp_path)
+    third = db.execute("SELECT hash FROM register WHERE seq = 3").fetchone()["hash"]
+    assert register.prune_through(3, at=LATER, rule="written more than 5 years ago") == 3
+    rows = db.execute("SELECT seq, event, actor_id, protocol_id, reference, detail FROM register ORDER BY seq")
+    assert [(row["seq"], row["event"]) for row in rows] == [
+        (4, "queued"), (5, "delivered"), (6, "cancelled"), (7, "retention_pruned")]
+    anchor = db.execute("SELECT * FROM register WHERE seq = 7").fetchone()
+    assert anchor["detail"] == (f"table=register; count=3; seq=1-3; last_hash={third}; "
+                                "rule=written more than 5 years ago")
+    assert (anchor["actor_id"], anchor["protocol_id"], anchor["reference"]) == ("bot:retention", "-", "")
+    assert register.anchor() is not None and register.anchor() == ChainAnchor(3, third, 7)
+    assert register.verify() == []
+
+
+def test_pruning_everything_still_verifies(tmp_path: Path) -> None:
+    _, register = _pruned(tmp_path, through=6)
+    assert register.count() == 1 and register.verify() == []
+    assert register.prune_through(7, at=LATER + dt.timedelta(days=1), rule="test") == 1
+    assert register.count() == 1 and register.verify() == []
+
+
+def test_after_two_prunes_the_newest_anchor_counts(tmp_path: Path) -> None:
+    _, register = _pruned(tmp_path, through=2)
+    assert register.prune_through(5, at=LATER, rule="test") == 3
+    anchor = register.anchor()
+    assert anchor is not None and (anchor.last_seq, anchor.recorded_in) == (5, 8)
+    assert register.verify() == []
+
+
+def test_after_a_prune_an_altered_entry_is_still_found(tmp_path: Path) -> None:
+    db, register = _pruned(tmp_path)
+    db.execute("UPDATE register SET actor_name = 'Iemand Anders' WHERE seq = 4")
+    assert [(p.seq, p.kind) for p in register.verify()] == [(4, ProblemKind.ALTERED)]
+
+
+def test_after_a_prune_the_removal_of_the_oldest_remaining_entry_is_found(tmp_path: Path) -> None:
+    db, register = _pruned(tmp_path)
+    db.execute("DELETE FROM register WHERE seq = 4")
+    problems = register.verify()
+    assert [(p.seq, p.kind) for p in problems] == [(5, ProblemKind.REMOVED)]
+    assert "missing: 4" in problems[0].detail
+
+
+def test_after_a_prune_an_oldest_entry_replaced_with_a_recomputed_hash_is_found(tmp_path: Path) -> None:
+    db, register = _pruned(tmp_path)
+    row = db.execute("SELECT * FROM register WHERE seq = 4").fetchone()
+    fields = {name: row[name] for name in HASHED_FIELDS} | {"actor_name": "Iemand Anders"}
+    db.execute("UPDATE register SET actor_name = ?, previous_hash = ?, hash = ? WHERE seq = 4",
+               ("Iemand Anders", GENESIS_HASH, entry_hash(GENESIS_HASH, fields)))
+    problems = register.verify()
+    assert (4, ProblemKind.BROKEN_LINK) in [(p.seq, p.kind) for p in problems]
+    assert "the last pruned entry (anchor in entry 7)" in problems[0].detail
+
+
+def test_removing_the_anchoring_entry_is_found(tmp_path: Path) -> None:
+    db, register = _pruned(tmp_path)
+    db.execute("DELETE FROM register WHERE seq = 7")
+    problems = register.verify()
+    assert (4, ProblemKind.REMOVED) in [(p.seq, p.kind) for p in problems], "without the anchor, 1-3 are missing"
+
+
+def test_an_altered_anchor_is_found(tmp_path: Path) -> None:
+    db, register = _pruned(tmp_path)
+    db.execute("UPDATE register SET detail = replace(detail, 'seq=1-3', 'seq=1-4') WHERE seq = 7")
+    kinds = [(p.seq, p.kind) for p in register.verify()]
+    assert (7, ProblemKind.ALTERED) in kinds
 
 
 # --- export(): a period in Brussels days ---------------------------------------------------------

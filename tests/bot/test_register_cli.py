@@ -64,6 +64,15 @@ def test_verify_an_intact_register(
     assert capsys.readouterr().out == "register intact: 5 entries\n"
 
 
+def test_verify_says_where_a_pruned_register_starts(
+    settings: Settings, database: sqlite3.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ProcessingRegister(database).prune_through(2, at=NOW + dt.timedelta(days=5 * 366), rule="test")
+    assert _run(settings, "register", "verify") == 0
+    assert capsys.readouterr().out == (
+        "register intact: 4 entries (entries up to 2 removed under the retention periods, anchor in entry 6)\n")
+
+
 def test_verify_reports_each_problem_on_a_line(
     settings: Settings, database: sqlite3.Connection, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -54,8 +54,8 @@ async def test_the_bot_takes_its_keys_from_key_vault_with_a_managed_identity(tmp
         try:
             async with aiohttp.ClientSession() as session:
                 ready = await _wait_ready(session, f"http://127.0.0.1:{port}", process)
-            assert ready == {"storage": "ok", "protocols": "ok: 1 in force", "secret_provider": "ok"}, \
-                (tmp_path / "bot.log").read_text()
+            assert ready == {"storage": "ok", "protocols": "ok: 1 in force", "secret_provider": "ok",
+                             "protocol_files": "ok"}, (tmp_path / "bot.log").read_text()
             assert not (tmp_path / "data" / "draft.key").exists(), "the draft key came from the vault"
             assert not (tmp_path / "data" / "zip-password.txt").exists()
             read = [request.path for request in vault.requests if request.status == 200]

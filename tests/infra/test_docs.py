@@ -66,6 +66,15 @@ def test_the_ocmw_guide_covers_7zip_the_password_outcomes_deletion_and_breaches(
         assert cards.text("nl", f"outcome.{outcome}") in guide, outcome
 
 
+def test_the_guides_say_what_users_see_when_a_protocol_ends() -> None:
+    notice = cards.text("nl", "consent.ending", ocmw="OCMW …", date="…").split(" Daarna")[0]
+    stopped = cards.text("nl", "problem.protocol_ended.title", ocmw="OCMW …")
+    for guide in (GUIDES[0], DOCS / "handleiding-dpo.md"):
+        flat = " ".join(text(guide).replace("**", "").replace('"', "").split())
+        assert notice.rstrip(".") in flat and stopped in flat, guide.name
+    assert "artikel 11" in text(GUIDES[1]) and "tot en met die dag" in text(GUIDES[1]).lower()
+
+
 def test_the_guides_name_the_dpos_and_mailboxes_of_the_protocols() -> None:
     ocmw_guide = text(GUIDES[1])
     for protocol in PROTOCOLS:

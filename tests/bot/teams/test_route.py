@@ -93,7 +93,7 @@ async def test_readyz_reports_storage_protocols_and_secret_provider(bot: BotDriv
     response = await bot.session.get(f"{bot.bot_url}/readyz")
     body = await response.json()
     assert response.status == 200 and body["checks"] == {
-        "storage": "ok", "protocols": "ok: 1 in force", "secret_provider": "ok"
+        "storage": "ok", "protocols": "ok: 1 in force", "secret_provider": "ok", "protocol_files": "ok"
     }
 
 

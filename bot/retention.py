@@ -1,0 +1,307 @@
+"""Storage limitation inside the bot: every record goes when its protocol's retention period is over.
+
+What is kept, how long and why is the README's "Retention" table; the periods come from each
+protocol file's `[retention]` table (`bot.protocols.RetentionPolicy`). `prune()` runs from a
+periodic job. Each table it prunes under one protocol's rule is one transaction that also appends
+one `retention_pruned` register entry (the bot as actor; the table, the count and the rule, never
+client data or references), so the DPO can see that a prune happened and what it removed.
+
+- A referral goes with its correction versions (`VD-...-2`), their correction requests, outbox and
+  Teams-message rows and the OCMW card's slot, once its root is in one of the protocol's
+  `closed_states` and nothing has happened to any of them (the register's last entry about them)
+  for `referral_days_after_closure`. A mail or Teams message still on its way holds it back.
+- Draft tombstones go `tombstone_days` after they ended; pairing codes `pairing_code_days` after
+  they expired; Teams messages, mail rows and card slots about no kept referral (an expired
+  draft's card, a note about an interrupted send) `tombstone_days` after they were finished.
+- An OCMW conversation link goes once its protocol has ended (or its file is gone) and no referral
+  of it is kept.
+- Register entries go `register_years` after they were written, oldest first and never while the
+  referral they are about is kept: the chain is cut from the start, with an anchor
+  (`ProcessingRegister.prune_through`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from bot.clock import Clock
+from bot.database import from_text, to_text, transaction
+from bot.drafts import DraftState
+from bot.mail_transport import SentCopies
+from bot.message_outbox import MessageState
+from bot.outbox import OutboxState
+from bot.protocols import CLOSABLE_STATES, DEFAULT_RETENTION, ProtocolRegistry, RetentionPolicy
+from bot.register import SYSTEM_ACTOR_ID, SYSTEM_ACTOR_NAME, ProcessingRegister, RegisterEvent
+
+logger = logging.getLogger(__name__)
+
+#: The protocol id of a prune that follows no single protocol's rule (the defaults, the register).
+NO_PROTOCOL = "-"
+_DRAFT_ENDED = (DraftState.SENT.value, DraftState.CANCELLED.value, DraftState.EXPIRED.value)
+_FINISHED_MESSAGES = (MessageState.SENT.value, MessageState.FAILED.value)
+_FINISHED_MAILS = (OutboxState.DELIVERED.value, OutboxState.FAILED.value)
+#: The referral a card slot belongs to: slots are named `<kind>:<reference>` (e.g. `ocmw:VD-...`).
+_SLOT_REFERENCE = "substr(slot, instr(slot, ':') + 1)"
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """One prune: how many rows of `table` went under the rule of `protocol_id`."""
+
+    table: str
+    protocol_id: str
+    count: int
+    detail: str
+
+
+class RetentionService:
+    """Removes what is past its retention period, one register entry per table and protocol."""
+
+    def __init__(
+        self,
+        *,
+        connection: sqlite3.Connection,
+        registry: ProtocolRegistry,
+        register: ProcessingRegister,
+        copies: SentCopies,
+        clock: Clock,
+        timezone: ZoneInfo,
+    ) -> None:
+        self._db = connection
+        self._registry = registry
+        self._register = register
+        self._copies = copies
+        self._clock = clock
+        self._tz = timezone
+
+    def prune(self) -> list[Pruned]:
+        """Remove everything whose period is over; the register last, so it still sees the referrals."""
+        now = self._clock.now()
+        done = [
+            *self._referrals(now),
+            *self._drafts(now),
+            *self._pairing_codes(now),
+            *self._links(now),
+            *self._leftovers(now),
+            *self._register_entries(now),
+        ]
+        for pruned in done:
+            logger.info("retention: %d %s pruned", pruned.count, pruned.table,
+                        extra={"protocol_id": pruned.protocol_id})
+        return done
+
+    # -- referrals ------------------------------------------------------------------------------
+
+    def _referrals(self, now: dt.datetime) -> list[Pruned]:
+        states = sorted(state.value for state in CLOSABLE_STATES)
+        roots = self._db.execute(
+            f"SELECT reference, protocol_id, state FROM referrals WHERE parent_reference IS NULL"  # noqa: S608  # nosec B608
+            f" AND state IN ({', '.join('?' for _ in states)}) ORDER BY queued_at",
+            states,
+        ).fetchall()
+        due: dict[str, list[str]] = {}
+        for root in roots:
+            policy = self._registry.retention_for(str(root["protocol_id"]))
+            if root["state"] in {state.value for state in policy.closed_states} and self._family_due(
+                str(root["reference"]), now - dt.timedelta(days=policy.referral_days_after_closure)
+            ):
+                due.setdefault(str(root["protocol_id"]), []).append(str(root["reference"]))
+        done = []
+        for protocol_id, references in due.items():
+            counts: Counter[str] = Counter()
+            with transaction(self._db):
+                for reference in references:
+                    counts.update(self._delete_family(reference))
+                if not counts["referrals"]:
+                    continue
+                days = self._registry.retention_for(protocol_id).referral_days_after_closure
+                closed = ", ".join(sorted(s.value for s in self._registry.retention_for(protocol_id).closed_states))
+                with_rows = ", ".join(f"{table} {counts[table]}" for table in
+                                      ("corrections", "outbox", "message_outbox", "card_slots"))
+                done.append(self._record(now, "referrals", protocol_id, counts["referrals"],
+                                         f"with {with_rows}; rule={days} days after closure ({closed})"))
+        return done
+
+    def _family_due(self, root: str, cutoff: dt.datetime) -> bool:
+        """Nothing happened to the referral or its versions since `cutoff`, and nothing is on its way."""
+        family = self._family(root)
+        marks = ", ".join("?" for _ in family)
+        pending = self._db.execute(
+            f"SELECT (SELECT COUNT(*) FROM outbox WHERE reference IN ({marks}) AND state NOT IN (?, ?))"  # noqa: S608  # nosec B608
+            f" + (SELECT COUNT(*) FROM message_outbox WHERE reference IN ({marks}) AND state NOT IN (?, ?)) AS n",
+            (*family, *_FINISHED_MAILS, *family, *_FINISHED_MESSAGES),
+        ).fetchone()
+        if pending["n"]:
+            return False
+        last = self._db.execute(
+            f"SELECT MAX(at) AS last FROM (SELECT at FROM register WHERE reference IN ({marks})"  # noqa: S608  # nosec B608
+            f" UNION ALL SELECT queued_at FROM referrals WHERE reference IN ({marks}))",
+            (*family, *family),
+        ).fetchone()
+        return last["last"] is not None and from_text(last["last"]) < cutoff
+
+    def _family(self, root: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT reference FROM referrals WHERE reference = ? OR parent_reference = ?", (root, root)
+        ).fetchall()
+        return [str(row["reference"]) for row in rows]
+
+    def _delete_family(self, root: str) -> Counter[str]:
+        """Delete a referral and everything kept about it; its mail copies first (none if that fails)."""
+        family = self._family(root)
+        marks = ", ".join("?" for _ in family)
+        message_ids = [str(row["message_id"]) for row in self._db.execute(
+            f"SELECT message_id FROM referrals WHERE reference IN ({marks})", family  # noqa: S608  # nosec B608
+        )]
+        try:
+            for message_id in message_ids:
+                self._copies.remove_copy(message_id)
+        except OSError as error:
+            logger.warning("retention: a sent mail copy could not be removed (%s); the referral waits for "
+                           "the next run", error.strerror, extra={"reference": root})
+            return Counter()
+        counts: Counter[str] = Counter()
+        statements = {
+            "corrections": (f"DELETE FROM corrections WHERE reference IN ({marks})", family),  # noqa: S608  # nosec B608
+            "outbox": (f"DELETE FROM outbox WHERE reference IN ({marks})", family),  # noqa: S608  # nosec B608
+            "message_outbox": (f"DELETE FROM message_outbox WHERE reference IN ({marks})", family),  # noqa: S608  # nosec B608
+            "card_slots": (f"DELETE FROM card_slots WHERE {_SLOT_REFERENCE} IN ({marks})", family),  # noqa: S608  # nosec B608
+            "referrals": (f"DELETE FROM referrals WHERE reference IN ({marks})", family),  # noqa: S608  # nosec B608
+        }
+        for table, (statement, parameters) in statements.items():
+            counts[table] += self._db.execute(statement, parameters).rowcount
+        return counts
+
+    # -- drafts, codes, links, leftovers -------------------------------------------------------
+
+    def _drafts(self, now: dt.datetime) -> list[Pruned]:
+        """Tombstones of ended drafts (no data in them), per protocol; drafts never given one use the defaults."""
+        done = []
+        for protocol_id, policy in self._per_protocol():
+            cutoff = to_text(now - dt.timedelta(days=policy.tombstone_days))
+            owned, parameters = self._owned_by(protocol_id)
+            with transaction(self._db):
+                count = self._db.execute(
+                    f"DELETE FROM drafts WHERE state IN (?, ?, ?) AND updated_at < ? AND {owned}",  # noqa: S608  # nosec B608
+                    (*_DRAFT_ENDED, cutoff, *parameters),
+                ).rowcount
+                if count:
+                    done.append(self._record(now, "drafts", protocol_id, count,
+                                             f"rule={policy.tombstone_days} days after the draft ended"))
+        return done
+
+    def _pairing_codes(self, now: dt.datetime) -> list[Pruned]:
+        done = []
+        for protocol_id, policy in self._per_protocol():
+            cutoff = to_text(now - dt.timedelta(days=policy.pairing_code_days))
+            owned, parameters = self._owned_by(protocol_id)
+            with transaction(self._db):
+                count = self._db.execute(
+                    f"DELETE FROM pairing_codes WHERE expires_at < ? AND {owned}",  # noqa: S608  # nosec B608
+                    (cutoff, *parameters),
+                ).rowcount
+                if count:
+                    done.append(self._record(now, "pairing_codes", protocol_id, count,
+                                             f"rule={policy.pairing_code_days} days after the code expired"))
+        return done
+
+    def _links(self, now: dt.datetime) -> list[Pruned]:
+        """The OCMW conversation of a protocol that ended (or whose file is gone), once no referral of it is kept."""
+        today = now.astimezone(self._tz).date()
+        done = []
+        rows = self._db.execute(
+            "SELECT protocol_id FROM ocmw_links WHERE protocol_id NOT IN (SELECT protocol_id FROM referrals)"
+        ).fetchall()
+        for row in rows:
+            protocol_id = str(row["protocol_id"])
+            protocol = self._registry.get(protocol_id)
+            if protocol is not None and (protocol.ends_on is None or protocol.ends_on >= today):
+                continue
+            with transaction(self._db):
+                count = self._db.execute("DELETE FROM ocmw_links WHERE protocol_id = ?", (protocol_id,)).rowcount
+                if count:
+                    done.append(self._record(now, "ocmw_links", protocol_id, count,
+                                             "rule=the protocol ended and none of its referrals is kept"))
+        return done
+
+    def _leftovers(self, now: dt.datetime) -> list[Pruned]:
+        """Finished rows about no kept referral: an expired draft's card, a note to a draft's chat, and the like."""
+        cutoff = to_text(now - dt.timedelta(days=DEFAULT_RETENTION.tombstone_days))
+        rule = f"rule={DEFAULT_RETENTION.tombstone_days} days after they were finished, about no kept referral"
+        statements = {
+            "message_outbox": (
+                "DELETE FROM message_outbox WHERE state IN (?, ?) AND finished_at < ? AND (reference IS NULL"
+                " OR reference NOT IN (SELECT reference FROM referrals))", (*_FINISHED_MESSAGES, cutoff)),
+            "outbox": (
+                "DELETE FROM outbox WHERE state IN (?, ?) AND finished_at < ?"
+                " AND reference NOT IN (SELECT reference FROM referrals)", (*_FINISHED_MAILS, cutoff)),
+            "card_slots": (
+                f"DELETE FROM card_slots WHERE updated_at < ?"  # noqa: S608  # nosec B608
+                f" AND {_SLOT_REFERENCE} NOT IN (SELECT reference FROM referrals)", (cutoff,)),
+        }
+        done = []
+        for table, (statement, parameters) in statements.items():
+            with transaction(self._db):
+                count = self._db.execute(statement, parameters).rowcount
+                if count:
+                    done.append(self._record(now, table, NO_PROTOCOL, count, rule))
+        return done
+
+    # -- the register ---------------------------------------------------------------------------
+
+    def _register_entries(self, now: dt.datetime) -> list[Pruned]:
+        """The oldest entries past their protocol's `register_years`, up to the first one that is not."""
+        last_due: int | None = None
+        counts: Counter[int] = Counter()
+        entries = self._db.execute("SELECT seq, at, protocol_id, reference FROM register ORDER BY seq")
+        try:
+            for row in entries:  # read lazily: usually the first entry is not due yet
+                policy = self._registry.retention_for(str(row["protocol_id"]))
+                if from_text(row["at"]) >= _years_before(now, policy.register_years):
+                    break
+                if row["reference"] and self._db.execute(
+                    "SELECT 1 FROM referrals WHERE reference = ?", (row["reference"],)
+                ).fetchone() is not None:
+                    break  # the proof behind a referral the bot still keeps stays as long as it
+                last_due = int(row["seq"])
+                counts[policy.register_years] += 1
+        finally:
+            entries.close()  # no read left open on the connection before it writes
+        if last_due is None:
+            return []
+        periods = ", ".join(f"{years} years: {count}" for years, count in sorted(counts.items()))
+        rule = f"written longer ago than their protocol's register_years ({periods}), about no kept referral"
+        count = self._register.prune_through(last_due, at=now, rule=rule)
+        return [Pruned("register", NO_PROTOCOL, count, f"rule={rule}")]
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _per_protocol(self) -> list[tuple[str, RetentionPolicy]]:
+        """Each loaded protocol with its policy, then `NO_PROTOCOL` for the rest with the defaults."""
+        return [(p.id, p.retention) for p in self._registry.all()] + [(NO_PROTOCOL, DEFAULT_RETENTION)]
+
+    def _owned_by(self, protocol_id: str) -> tuple[str, list[str]]:
+        """A condition on a row's `protocol_id`: this protocol's, or for `NO_PROTOCOL` no loaded protocol's."""
+        if protocol_id != NO_PROTOCOL:
+            return "protocol_id = ?", [protocol_id]
+        loaded = [p.id for p in self._registry.all()]
+        return f"(protocol_id IS NULL OR protocol_id NOT IN ({', '.join('?' for _ in loaded)}))", loaded
+
+    def _record(self, now: dt.datetime, table: str, protocol_id: str, count: int, rule: str) -> Pruned:
+        detail = f"table={table}; count={count}; {rule}"
+        self._register.append(at=now, event=RegisterEvent.RETENTION_PRUNED, actor_id=SYSTEM_ACTOR_ID,
+                              actor_name=SYSTEM_ACTOR_NAME, protocol_id=protocol_id, detail=detail)
+        return Pruned(table, protocol_id, count, detail)
+
+
+def _years_before(moment: dt.datetime, years: int) -> dt.datetime:
+    """The same moment `years` earlier (29 February: 28 February)."""
+    try:
+        return moment.replace(year=moment.year - years)
+    except ValueError:
+        return moment.replace(year=moment.year - years, day=28)
