@@ -471,3 +471,166 @@ async def test_consent_withdrawn_asks_the_ocmw_to_delete_and_records_both(
     assert actions(edit.body["attachments"][0]["content"])["referral.deleted"] == {"reference": reference}
     await bot.act_confirmed(ocmw_worker.in_thread(card_id), "referral.deleted", {"reference": reference})
     assert _events(bot, reference)[-2:] == ["consent_withdrawn", "deletion_confirmed"]
+
+
+# -- issue 11: the family's versions, chases, reports ------------------------------------------------
+
+
+async def _corrected(bot: BotDriver, referrer: TeamsUser, worker: TeamsUser, reference: str) -> str:
+    """The phone reported wrong and corrected: the version `reference-2`, delivered; returns its card id."""
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.settle()
+    [request] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                 if c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/") and c.body.get("attachments")
+                 and "correction.submit" in actions(c.body["attachments"][0]["content"])]
+    await bot.act(referrer, "correction.submit",
+                  {"correctionId": actions(request)["correction.submit"]["correctionId"], "phone": "0470 11 22 33"})
+    await bot.deliver()
+    card_id = bot.services.messages.slot_activity_id(f"ocmw:{reference}-2")
+    assert card_id
+    return card_id
+
+
+async def test_outcome_and_deletion_cover_every_version_and_close_the_family(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    version_card = await _corrected(bot, referrer, worker, reference)
+    version_worker = ocmw_worker.in_thread(version_card)
+    received = await bot.act(version_worker, "ack.receive", {"reference": f"{reference}-2"})
+    assert "referral.outcome" not in actions(received) and reference in texts(received), "outcome on the first card"
+
+    await bot.act_confirmed(version_worker, "referral.outcome",
+                            {"reference": f"{reference}-2", "outcome": "contact_no_help_wanted"})
+    assert bot.services.referrals.get(reference).state == "no_help_wanted"  # type: ignore[union-attr]
+    await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+    await bot.settle()
+    for version in (reference, f"{reference}-2"):
+        assert bot.services.referrals.get(version).state == "data_deleted", version  # type: ignore[union-attr]
+        assert "deletion_confirmed" in _events(bot, version)
+    edits = [c for c in bot.connector.calls if c.method == "PUT" and c.path.endswith(f"/activities/{version_card}")]
+    assert "Verwijdering bevestigd" in texts(edits[-1].body), "the version's card shows it is done too"
+
+    closed = await bot.banner(referrer, "correction.start", {"reference": reference})
+    assert "Geen correctie meer mogelijk" in closed
+
+
+async def test_a_withdrawal_covers_every_version_and_stops_a_version_still_queued(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, settings: Settings
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "email"})
+    await bot.settle()
+    [request] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                 if c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/") and c.body.get("attachments")
+                 and "correction.submit" in actions(c.body["attachments"][0]["content"])]
+    await bot.act(referrer, "correction.submit", {"correctionId": actions(request)["correction.submit"]["correctionId"],
+                                                  "email": "nieuw@example.be"})
+    assert bot.services.referrals.get(f"{reference}-2").state == "queued"  # type: ignore[union-attr]
+
+    await bot.act_confirmed(referrer, "consent.withdraw", {"reference": f"{reference}-2"})  # any version's card
+    await bot.deliver()
+
+    assert bot.services.referrals.get(reference).state == "consent_withdrawn"  # type: ignore[union-attr]
+    assert bot.services.referrals.get(f"{reference}-2").state == "failed", "the queued correction never left"  # type: ignore[union-attr]
+    assert [path.name for path in settings.outbox_dir.glob("*.eml")] == [f"{reference}@opgroeien.be.eml"]
+
+
+async def test_a_colleague_records_a_withdrawal_by_typing_the_reference(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    [question] = await bot.say(colleague, f"intrekken {reference.lower()}")
+    card = question["attachments"][0]["content"]
+    assert actions(card)["consent.withdraw"] == {"reference": reference, "confirmed": "true"}
+    await bot.act(colleague, "consent.withdraw", actions(card)["consent.withdraw"])
+    assert bot.services.referrals.get(reference).state == "consent_withdrawn"  # type: ignore[union-attr]
+    [unknown] = await bot.say(colleague, "intrekken VD-20260101-AAAAAA")
+    assert "niet gevonden" in unknown["text"]
+
+
+async def test_a_wrong_phone_number_can_be_reported_after_not_reached(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "unreachable"})
+    card = await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    assert "correction_requested" in _events(bot, reference) and "referral.quality" in actions(card)
+
+
+async def test_an_item_not_needed_is_reported_to_the_referrer_and_registered(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    card = await bot.act(ocmw_worker.in_thread(card_id), "referral.quality",
+                         {"reference": reference, "item": "email", "kind": "superfluous"})
+    await bot.settle()
+    assert "niet nodig" in texts(card)
+    assert _events(bot, reference)[-1] == "superfluous_reported"
+    assert any("niet nodig" in text and "e-mailadres" in text for text in texts_to(bot, referrer.conversation_id))
+    assert not [c for c in bot.connector.calls if "correction.submit" in json.dumps(c.body)], "nothing to resend"
+
+
+async def test_kind_en_gezin_corrects_an_item_on_its_own_initiative(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    start = await bot.act(referrer, "correction.start", {"reference": reference})
+    assert input_ids(start) == ["item"]
+    request = await bot.act(referrer, "correction.open", {"reference": reference, "item": "address"})
+    assert input_ids(request) == ["street", "houseNumber", "postalCode", "municipality"]
+    assert "Verbeter het adres" in texts(request)
+    queued = await bot.act(referrer, "correction.submit", {
+        "correctionId": actions(request)["correction.submit"]["correctionId"],
+        "street": "Kerkstraat", "houseNumber": "3", "postalCode": "9170", "municipality": "De Klinge"})
+    assert f"{reference}-2" in texts(queued)
+    assert any("own initiative" in detail for detail in _details(bot, reference))
+    [typed] = await bot.say(colleague, f"verbeter {reference}")
+    assert input_ids(typed["attachments"][0]["content"]) == ["item"], "a colleague can start one too"
+
+
+async def test_status_shows_an_unconfirmed_deletion_on_both_sides(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "contact_no_help_wanted"})
+    [mine] = await bot.say(referrer, "status")
+    [theirs] = await bot.say(TeamsUser("aad-ocmw-1", "Olga", CHANNEL, channel=True), "<at>Bot</at> status")
+    for card in (mine, theirs):
+        assert "nog niet bevestigd" in texts(card["attachments"][0]["content"])
+
+
+async def test_an_unconfirmed_deletion_and_a_correction_not_sent_are_chased(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
+    await bot.settle()
+    clock.advance(dt.timedelta(days=4))  # Saturday + 2 working days: Wednesday
+    assert await bot.services.reminders.run_due() == 2  # the OCMW for the deletion, the referrer for the correction
+    clock.advance(dt.timedelta(days=2))  # Friday: 4 working days
+    assert await bot.services.reminders.run_due() == 2  # the referrer for the deletion, and the correction again
+    await bot.settle()
+    to_ocmw = [t for t in texts_to(bot, CHANNEL) if "werkdagen" in t]
+    to_referrer = [t for t in texts_to(bot, referrer.conversation_id) if "werkdagen" in t or "wacht nog" in t]
+    assert len(to_ocmw) == 1 and "gedeelde mailbox" in to_ocmw[0]
+    assert sum("wacht nog" in t for t in to_referrer) == 2 and sum("verwijderd" in t for t in to_referrer) == 1

@@ -101,12 +101,15 @@ class BotDriver:
         return response
 
     async def say(self, user: TeamsUser, text: str) -> list[dict[str, Any]]:
-        """Send a message; returns the activities the bot posted in answer."""
+        """Send a message; returns the activities the bot posted in answer, in that conversation."""
+        await self.settle()  # what earlier steps queued is not the answer to this message
         before = len(self.connector.calls)
         response = await self.post(user.message(self.service_url, text))
         assert response.status == 202, response.status
         await self.settle()
-        return [call.body for call in self.connector.calls[before:] if call.method == "POST"]
+        here = f"/v3/conversations/{user.conversation_id.split(';')[0]}"
+        return [call.body for call in self.connector.calls[before:]
+                if call.method == "POST" and call.path.startswith(here)]
 
     async def answer(self, user: TeamsUser, verb: str, data: dict[str, Any]) -> dict[str, Any]:
         """Click a card button; returns the invoke's answer (a card, or a message shown with the card)."""
