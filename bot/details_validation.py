@@ -65,14 +65,10 @@ def validate_details(data: Mapping[str, object], protocol: DataSharingProtocol) 
         if not _POSTAL_CODE_PATTERN.match(typed["postalCode"]):
             errors["postalCode"] = FieldError("postal_code_format")
         elif not protocol.covers_postal_code(typed["postalCode"]):
-            errors["postalCode"] = FieldError(
-                "postal_code_outside_area",
-                (("municipality", protocol.recipient_municipality), ("ocmw", protocol.recipient.organisation)),
-            )
-    if not errors.keys() & {"municipality", "postalCode"} and not protocol.covers_place(typed["municipality"]):
-        errors["municipality"] = FieldError(
-            "municipality_mismatch", (("municipality", protocol.recipient_municipality),)
-        )
+            errors["postalCode"] = FieldError("postal_code_outside_area", _area_params(protocol))
+    # Checked whatever the postal code's fate, so the referrer sees every wrong field in one round.
+    if "municipality" not in errors and not protocol.covers_place(typed["municipality"]):
+        errors["municipality"] = FieldError("municipality_mismatch", _area_params(protocol))
     phone = _checked_phone(typed["phone"], errors) if "phone" not in errors else None
     email = _checked_email(typed["email"], errors) if "email" not in errors else None
     if not typed["phone"] and not typed["email"]:
@@ -85,7 +81,7 @@ def validate_details(data: Mapping[str, object], protocol: DataSharingProtocol) 
         street=_collapse_spaces(typed["street"]),
         house_number=_collapse_spaces(typed["houseNumber"]),
         postal_code=typed["postalCode"],
-        municipality=_collapse_spaces(typed["municipality"]),
+        municipality=protocol.canonical_place(typed["municipality"]) or _collapse_spaces(typed["municipality"]),
         phone=phone,
         email=email,
     )
@@ -124,6 +120,19 @@ def _generic_problem(field: str, value: str) -> FieldError | None:
     if any(unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"} for char in value):
         return FieldError("control_characters")
     return None
+
+
+def _area_params(protocol: DataSharingProtocol) -> tuple[tuple[str, str], ...]:
+    """What the postal-code and municipality errors name: the OCMW, its postal codes and its places,
+    all from the protocol file, e.g. accepted "9170 (Sint-Gillis-Waas, De Klinge, Meerdonk, Sint-Pauwels)"."""
+    places = ", ".join(protocol.places or (protocol.recipient_municipality,))
+    codes = ", ".join(sorted(protocol.postal_codes))
+    return (
+        ("municipality", protocol.recipient_municipality),
+        ("ocmw", protocol.recipient.organisation),
+        ("places", places),
+        ("accepted", f"{codes} ({places})"),
+    )
 
 
 def _checked_phone(value: str, errors: dict[str, FieldError]) -> str | None:

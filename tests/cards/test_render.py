@@ -18,6 +18,9 @@ DRAFT_ID = "draft-7f3a"
 RECIPIENT = "OCMW Sint-Gillis-Waas"
 MAILBOX = "welzijnshuis@sint-gillis-waas.be"
 MUNICIPALITY = "Sint-Gillis-Waas"
+#: The parameters of the postal-code and municipality errors, as `bot.details_validation` fills them.
+AREA = (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT), ("places", "Sint-Gillis-Waas, De Klinge"),
+        ("accepted", "9170 (Sint-Gillis-Waas, De Klinge)"))
 REFERENCE = "KG-2026-0042"
 PROTOCOLS = [("OR-KG-NOW-OCMW-SGW-2026", RECIPIENT)]
 TWO_PROTOCOLS = [("P-SGW", RECIPIENT), ("P-BEV", "OCMW Beveren")]
@@ -379,7 +382,7 @@ def test_details_keeps_what_was_typed() -> None:
 def test_details_error_text_comes_right_after_its_input(lang: cards.Language) -> None:
     errors = {
         "houseNumber": FieldError("house_number_format"),
-        "postalCode": FieldError("postal_code_outside_area", (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT))),
+        "postalCode": FieldError("postal_code_outside_area", AREA),
         "phone": FieldError("phone_too_short"),
         "email": FieldError("too_long", (("max", "254"),)),
     }
@@ -400,11 +403,14 @@ def test_details_error_text_comes_right_after_its_input(lang: cards.Language) ->
 
 
 def test_details_error_messages_read_well() -> None:
-    outside = cards.field_error_text(
-        "nl", "postalCode", FieldError("postal_code_outside_area", (("municipality", "Sint-Gillis-Waas"),))
+    outside = cards.field_error_text("nl", "postalCode", FieldError("postal_code_outside_area", AREA))
+    assert outside.startswith(
+        "Deze postcode hoort niet bij OCMW Sint-Gillis-Waas. Dat OCMW helpt alleen gezinnen met postcode "
+        "9170 (Sint-Gillis-Waas, De Klinge)."
     )
-    assert outside.startswith("Deze cliënt woont niet in Sint-Gillis-Waas.")
-    assert "OCMW van de woonplaats" in outside
+    assert "verwijs dan door naar het OCMW van die gemeente" in outside
+    elsewhere = cards.field_error_text("en", "municipality", FieldError("municipality_mismatch", AREA))
+    assert "Enter one of these: Sint-Gillis-Waas, De Klinge." in elsewhere
     assert cards.field_error_text("nl", "phone", FieldError("phone_too_short")) == (
         "Dit telefoonnummer is onvolledig: geef een Belgisch nummer zoals 0470 12 34 56 "
         "of een internationaal nummer met +."
