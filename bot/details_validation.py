@@ -25,6 +25,20 @@ _NAME_PATTERN = re.compile(r"^[^\W\d_](?:[^\W\d_]|[\s'’.\-])*$")
 _HOUSE_NUMBER_PATTERN = re.compile(r"^[0-9]{1,5}[0-9A-Za-z ./,-]*$")
 _POSTAL_CODE_PATTERN = re.compile(r"^[1-9][0-9]{3}$")
 _DEFAULT_REGION = "BE"
+# Digits with the usual separators and an optional leading +: "0470 12 34 56", "+32 (0)9/210.10.10".
+_PHONE_CHARACTERS = re.compile(r"^\+?[0-9 ./()\-]*$")
+# phonenumbers' findings, each as the error that names it; anything else is "incomplete or not valid".
+_PHONE_PARSE_ERRORS = {
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "phone_too_short",  # fewer than 3 digits
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "phone_too_short",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "phone_too_short",
+    phonenumbers.NumberParseException.TOO_LONG: "phone_too_long",
+}
+_PHONE_LENGTH_ERRORS = {
+    phonenumbers.ValidationResult.TOO_SHORT: "phone_too_short",
+    phonenumbers.ValidationResult.TOO_LONG: "phone_too_long",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "phone_invalid",
+}
 
 
 @dataclass(frozen=True, repr=False)
@@ -136,24 +150,24 @@ def _area_params(protocol: DataSharingProtocol) -> tuple[tuple[str, str], ...]:
 
 
 def _checked_phone(value: str, errors: dict[str, FieldError]) -> str | None:
+    """The number in E.164, or None with the error in `errors`.
+
+    phonenumbers checks the form only (length, country code, the numbering plan's ranges): whether
+    a number is in use cannot be known, so no error ever says a number does not exist.
+    """
     if not value:
+        return None
+    if not _PHONE_CHARACTERS.match(value):
+        errors["phone"] = FieldError("phone_characters")
         return None
     try:
         number = phonenumbers.parse(value, _DEFAULT_REGION)
     except phonenumbers.NumberParseException as error:
-        too_short = error.error_type in {
-            phonenumbers.NumberParseException.TOO_SHORT_NSN,
-            phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD,
-        }
-        errors["phone"] = FieldError("phone_too_short" if too_short else "phone_invalid")
+        errors["phone"] = FieldError(_PHONE_PARSE_ERRORS.get(error.error_type, "phone_invalid"))
         return None
     reason = phonenumbers.is_possible_number_with_reason(number)
-    if reason == phonenumbers.ValidationResult.TOO_SHORT:
-        errors["phone"] = FieldError("phone_too_short")
-        return None
-    if reason in (phonenumbers.ValidationResult.TOO_LONG, phonenumbers.ValidationResult.INVALID_LENGTH):
-        too_long = reason == phonenumbers.ValidationResult.TOO_LONG
-        errors["phone"] = FieldError("phone_too_long" if too_long else "phone_invalid")
+    if reason in _PHONE_LENGTH_ERRORS:
+        errors["phone"] = FieldError(_PHONE_LENGTH_ERRORS[reason])
         return None
     if not phonenumbers.is_valid_number(number):
         errors["phone"] = FieldError("phone_invalid")

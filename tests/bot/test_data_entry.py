@@ -1,7 +1,8 @@
 """The data card helps the referrer (issue 11, point 6), over real HTTP; the package opened by the real 7-Zip.
 
 All field errors come back at once; the postal-code error names the codes and places the protocol
-accepts; a typed municipality is stored as the protocol spells it.
+accepts; a typed municipality is stored as the protocol spells it; a phone number is never said not
+to exist, because only its form can be checked.
 """
 
 from __future__ import annotations
@@ -143,3 +144,21 @@ async def test_a_corrected_municipality_is_sent_in_the_protocols_spelling(
     inside = package_files(settings, f"{reference}-2", tmp_path / "correction")
     assert json.loads(inside["correctie.json"])["values"]["municipality"] == "De Klinge", inside["correctie.json"]
     assert "De Klinge" in inside["correctie.txt"] and "de klinge" not in inside["correctie.txt"]
+
+
+@pytest.mark.parametrize("phone", ["0470 12 34 5", "03 123 45 67", "+32 470 12 34 5"])
+async def test_a_phone_number_is_never_said_not_to_exist(bot: BotDriver, referrer: TeamsUser, phone: str) -> None:
+    """phonenumbers checks the form (length, numbering plan), not whether a number is in use."""
+    card = await details_answer(bot, referrer, {**CLIENT_FORM, "phone": phone})
+
+    error = error_under(card, "phone") or ""
+    assert "onvolledig of ongeldig" in error, error
+    assert "bestaat niet" not in texts(card)
+    assert "0470 12 34 56" in error, "an example of a good number"
+
+
+async def test_letters_in_a_phone_number_are_named_as_such(bot: BotDriver, referrer: TeamsUser) -> None:
+    card = await details_answer(bot, referrer, {**CLIENT_FORM, "phone": "bel me"})
+
+    error = error_under(card, "phone") or ""
+    assert "cijfers" in error and "bestaat niet" not in error, error
