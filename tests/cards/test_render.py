@@ -551,3 +551,28 @@ def test_password_unavailable_says_why_and_to_try_again_in_a_moment(lang: cards.
     assert ("wachtwoord" if lang == "nl" else "password") in reason
     assert ("NIET verstuurd" if lang == "nl" else "NOT sent") in reason and REFERENCE in reason
     assert actions(card)[0]["verb"] == cards.VERB_SEND and actions(card)[0]["data"] == {"draftId": DRAFT_ID}
+
+
+@pytest.mark.parametrize("item", sorted(cards.ITEM_FIELDS))
+def test_submit_actions_carry_the_inputs_of_their_own_card(item: cards.ReferralItem) -> None:
+    """The correction card hands its inputs to "Send correction" exactly as the data card does to
+    "Continue": card-level Action.Execute with the default `associatedInputs` ("auto"), every input in
+    the same card (no ShowCard, no isRequired), ids = the field ids; the other button takes none.
+    (The Playground's first-submit trouble is its renderer, see tests/playground/test_playground_correction.py.)
+    """
+    for card, submit, other, fields in (
+        (details(), cards.VERB_DETAILS, cards.VERB_CANCEL, cards.DETAIL_FIELDS),
+        (cards.correction_request_card("nl", correction_id="c-1", reference=REFERENCE, item=item,
+                                       recipient=RECIPIENT, municipality=MUNICIPALITY, values={}, errors={}),
+         cards.VERB_CORRECTION_SUBMIT, cards.VERB_CORRECTION_LATER, cards.ITEM_FIELDS[item]),
+    ):
+        by_verb = {action["verb"]: action for action in card["actions"]}
+        assert set(by_verb) == {submit, other}
+        assert by_verb[submit]["type"] == "Action.Execute"
+        assert by_verb[submit].get("associatedInputs", "auto") == "auto"
+        assert set(by_verb[submit]["data"]).isdisjoint(fields), "no input value is fixed in the data"
+        assert by_verb[other]["associatedInputs"] == "none"
+        inputs = [element for element in walk(card["body"]) if str(element.get("type", "")).startswith("Input.")]
+        assert [element["id"] for element in inputs] == list(fields)
+        assert not any(element.get("type") == "Action.ShowCard" for element in walk(card))
+        assert not any("isRequired" in element for element in inputs)
