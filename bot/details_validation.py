@@ -25,6 +25,20 @@ _NAME_PATTERN = re.compile(r"^[^\W\d_](?:[^\W\d_]|[\s'’.\-])*$")
 _HOUSE_NUMBER_PATTERN = re.compile(r"^[0-9]{1,5}[0-9A-Za-z ./,-]*$")
 _POSTAL_CODE_PATTERN = re.compile(r"^[1-9][0-9]{3}$")
 _DEFAULT_REGION = "BE"
+# Digits with the usual separators and an optional leading +: "0470 12 34 56", "+32 (0)9/210.10.10".
+_PHONE_CHARACTERS = re.compile(r"^\+?[0-9 ./()\-]*$")
+# phonenumbers' findings, each as the error that names it; anything else is "incomplete or not valid".
+_PHONE_PARSE_ERRORS = {
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "phone_too_short",  # fewer than 3 digits
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "phone_too_short",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "phone_too_short",
+    phonenumbers.NumberParseException.TOO_LONG: "phone_too_long",
+}
+_PHONE_LENGTH_ERRORS = {
+    phonenumbers.ValidationResult.TOO_SHORT: "phone_too_short",
+    phonenumbers.ValidationResult.TOO_LONG: "phone_too_long",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "phone_invalid",
+}
 
 
 @dataclass(frozen=True, repr=False)
@@ -65,14 +79,10 @@ def validate_details(data: Mapping[str, object], protocol: DataSharingProtocol) 
         if not _POSTAL_CODE_PATTERN.match(typed["postalCode"]):
             errors["postalCode"] = FieldError("postal_code_format")
         elif not protocol.covers_postal_code(typed["postalCode"]):
-            errors["postalCode"] = FieldError(
-                "postal_code_outside_area",
-                (("municipality", protocol.recipient_municipality), ("ocmw", protocol.recipient.organisation)),
-            )
-    if not errors.keys() & {"municipality", "postalCode"} and not protocol.covers_place(typed["municipality"]):
-        errors["municipality"] = FieldError(
-            "municipality_mismatch", (("municipality", protocol.recipient_municipality),)
-        )
+            errors["postalCode"] = FieldError("postal_code_outside_area", _area_params(protocol))
+    # Checked whatever the postal code's fate, so the referrer sees every wrong field in one round.
+    if "municipality" not in errors and not protocol.covers_place(typed["municipality"]):
+        errors["municipality"] = FieldError("municipality_mismatch", _area_params(protocol))
     phone = _checked_phone(typed["phone"], errors) if "phone" not in errors else None
     email = _checked_email(typed["email"], errors) if "email" not in errors else None
     if not typed["phone"] and not typed["email"]:
@@ -85,7 +95,7 @@ def validate_details(data: Mapping[str, object], protocol: DataSharingProtocol) 
         street=_collapse_spaces(typed["street"]),
         house_number=_collapse_spaces(typed["houseNumber"]),
         postal_code=typed["postalCode"],
-        municipality=_collapse_spaces(typed["municipality"]),
+        municipality=protocol.canonical_place(typed["municipality"]) or _collapse_spaces(typed["municipality"]),
         phone=phone,
         email=email,
     )
@@ -126,25 +136,38 @@ def _generic_problem(field: str, value: str) -> FieldError | None:
     return None
 
 
+def _area_params(protocol: DataSharingProtocol) -> tuple[tuple[str, str], ...]:
+    """What the postal-code and municipality errors name: the OCMW, its postal codes and its places,
+    all from the protocol file, e.g. accepted "9170 (Sint-Gillis-Waas, De Klinge, Meerdonk, Sint-Pauwels)"."""
+    places = ", ".join(protocol.places or (protocol.recipient_municipality,))
+    codes = ", ".join(sorted(protocol.postal_codes))
+    return (
+        ("municipality", protocol.recipient_municipality),
+        ("ocmw", protocol.recipient.organisation),
+        ("places", places),
+        ("accepted", f"{codes} ({places})"),
+    )
+
+
 def _checked_phone(value: str, errors: dict[str, FieldError]) -> str | None:
+    """The number in E.164, or None with the error in `errors`.
+
+    phonenumbers checks the form only (length, country code, the numbering plan's ranges): whether
+    a number is in use cannot be known, so no error ever says a number does not exist.
+    """
     if not value:
+        return None
+    if not _PHONE_CHARACTERS.match(value):
+        errors["phone"] = FieldError("phone_characters")
         return None
     try:
         number = phonenumbers.parse(value, _DEFAULT_REGION)
     except phonenumbers.NumberParseException as error:
-        too_short = error.error_type in {
-            phonenumbers.NumberParseException.TOO_SHORT_NSN,
-            phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD,
-        }
-        errors["phone"] = FieldError("phone_too_short" if too_short else "phone_invalid")
+        errors["phone"] = FieldError(_PHONE_PARSE_ERRORS.get(error.error_type, "phone_invalid"))
         return None
     reason = phonenumbers.is_possible_number_with_reason(number)
-    if reason == phonenumbers.ValidationResult.TOO_SHORT:
-        errors["phone"] = FieldError("phone_too_short")
-        return None
-    if reason in (phonenumbers.ValidationResult.TOO_LONG, phonenumbers.ValidationResult.INVALID_LENGTH):
-        too_long = reason == phonenumbers.ValidationResult.TOO_LONG
-        errors["phone"] = FieldError("phone_too_long" if too_long else "phone_invalid")
+    if reason in _PHONE_LENGTH_ERRORS:
+        errors["phone"] = FieldError(_PHONE_LENGTH_ERRORS[reason])
         return None
     if not phonenumbers.is_valid_number(number):
         errors["phone"] = FieldError("phone_invalid")

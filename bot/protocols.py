@@ -90,7 +90,7 @@ class DataSharingProtocol:
     recipient_municipality: str
     recipient_mailbox: str
     postal_codes: frozenset[str]
-    places: frozenset[str]  # the municipality's own name and its parts (deelgemeenten), normalised
+    places: tuple[str, ...]  # the municipality's own name and its parts (deelgemeenten), spelled as in the file
     in_force_from: dt.date
     ends_on: dt.date | None
     zip_password_secret: str
@@ -121,7 +121,18 @@ class DataSharingProtocol:
 
     def covers_place(self, place: str) -> bool:
         """True when `place` is the municipality or one of its parts (any case, accents, dashes)."""
-        return not self.places or normalise_place(place) in self.places
+        return not self.places or self.canonical_place(place) is not None
+
+    def canonical_place(self, place: str) -> str | None:
+        """The protocol's own spelling of `place` ("sint gillis waas" -> "Sint-Gillis-Waas"), or None.
+
+        The municipality itself counts too, so a protocol without `places` still spells it one way.
+        """
+        wanted = normalise_place(place)
+        for known in (*self.places, self.recipient_municipality):
+            if normalise_place(known) == wanted:
+                return known
+        return None
 
 
 class ProtocolRegistry:
@@ -286,7 +297,7 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> DataSharingProtocol:
         recipient_municipality=reader.text("recipient.municipality"),
         recipient_mailbox=reader.mailbox("recipient.mailbox"),
         postal_codes=frozenset(postal_codes),
-        places=frozenset(normalise_place(place) for place in reader.optional_text_list("recipient.places")),
+        places=tuple(dict.fromkeys(reader.optional_text_list("recipient.places"))),
         in_force_from=in_force_from,
         ends_on=ends_on,
         zip_password_secret=secret_name,

@@ -135,9 +135,10 @@ class FieldError:
     """Why one input of the data card was refused; the card turns `code` into a sentence.
 
     Codes: required, too_long (params: max), control_characters, name_characters,
-    house_number_format, postal_code_format, postal_code_outside_area (params: municipality, ocmw),
-    municipality_mismatch (params: municipality), phone_invalid, phone_too_short, phone_too_long,
-    email_invalid, contact_missing.
+    house_number_format, postal_code_format,
+    postal_code_outside_area (params: municipality, ocmw, places, accepted),
+    municipality_mismatch (params: municipality, ocmw, places, accepted), phone_characters,
+    phone_invalid, phone_too_short, phone_too_long, email_invalid, contact_missing.
     """
 
     code: str

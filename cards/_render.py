@@ -49,6 +49,7 @@ FIELD_ERROR_CODES: Final = (
     "postal_code_format",
     "postal_code_outside_area",
     "municipality_mismatch",
+    "phone_characters",
     "phone_invalid",
     "phone_too_short",
     "phone_too_long",

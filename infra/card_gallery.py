@@ -25,6 +25,7 @@ REFERENCE = "VD-20261128-K7M2QX"
 RECIPIENT = "OCMW Sint-Gillis-Waas"
 MAILBOX = "welzijnshuis@sint-gillis-waas.be"
 MUNICIPALITY = "Sint-Gillis-Waas"
+PLACES = "Sint-Gillis-Waas, De Klinge, Meerdonk, Sint-Pauwels"
 PROTOCOLS = [("OR-KG-NOW-OCMW-SGW-2026", RECIPIENT)]
 TWO_PROTOCOLS = [("OR-KG-NOW-OCMW-SGW-2026", RECIPIENT), ("OR-KG-NOW-OCMW-BEV-2026", "OCMW Beveren")]
 WHEN = dt.datetime(2026, 11, 28, 10, 5, tzinfo=dt.timezone(dt.timedelta(hours=1)))
@@ -48,9 +49,12 @@ TYPED_WITH_ERRORS = {
     "phone": "0470 12 34",
     "email": "",
 }
+#: What the postal-code and municipality errors name, as `bot.details_validation` fills them from the protocol.
+AREA = (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT), ("places", PLACES),
+        ("accepted", f"9170 ({PLACES})"))
 FIELD_ERRORS = {
-    "postalCode": FieldError("postal_code_outside_area", (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT))),
-    "municipality": FieldError("municipality_mismatch", (("municipality", MUNICIPALITY),)),
+    "postalCode": FieldError("postal_code_outside_area", AREA),
+    "municipality": FieldError("municipality_mismatch", AREA),
     "phone": FieldError("phone_too_short"),
 }
 #: Values for the parameters a problem text may need; an unknown one gets a generic value.

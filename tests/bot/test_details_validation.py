@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.config import Settings
-from bot.details_validation import DETAIL_FIELDS, details_as_typed, validate_details
+from bot.details_validation import DETAIL_FIELDS, details_as_typed, validate_details, validate_item
 from bot.protocols import load_registry
 
 PROTOCOL = load_registry(Settings().protocols_dir).all()[0]
@@ -53,7 +53,12 @@ def test_international_numbers_are_accepted() -> None:
         ("phone", "0470 12", "phone_too_short"),
         ("phone", "0470 12 34 56 78 90", "phone_too_long"),
         ("phone", "03 123 45 67", "phone_invalid"),
-        ("phone", "bel me", "phone_invalid"),
+        ("phone", "0470 12 34 5", "phone_invalid"),
+        ("phone", "+999 123 45 67", "phone_invalid"),
+        ("phone", "0", "phone_too_short"),
+        ("phone", "047012345678901234567", "phone_too_long"),
+        ("phone", "bel me", "phone_characters"),
+        ("phone", "0470 12 34 56 ext 3", "phone_characters"),
         ("email", "zoe@", "email_invalid"),
         ("email", "zoe example.be", "email_invalid"),
     ],
@@ -65,9 +70,17 @@ def test_each_rule_names_the_field(field: str, value: str, code: str) -> None:
     assert set(result.errors) == {field}
 
 
-def test_outside_area_names_the_municipality_and_the_ocmw() -> None:
+AREA = {
+    "municipality": "Sint-Gillis-Waas",
+    "ocmw": "OCMW Sint-Gillis-Waas",
+    "places": "Sint-Gillis-Waas, De Klinge, Meerdonk, Sint-Pauwels",
+    "accepted": "9170 (Sint-Gillis-Waas, De Klinge, Meerdonk, Sint-Pauwels)",
+}
+
+
+def test_outside_area_names_the_ocmw_its_postal_codes_and_places() -> None:
     error = validate_details({**VALID, "postalCode": "9100"}, PROTOCOL).errors["postalCode"]
-    assert dict(error.params) == {"municipality": "Sint-Gillis-Waas", "ocmw": "OCMW Sint-Gillis-Waas"}
+    assert dict(error.params) == AREA
 
 
 def test_phone_or_email_is_enough_but_one_is_needed() -> None:
@@ -102,4 +115,23 @@ def test_the_municipality_and_its_parts_are_accepted(place: str) -> None:
 
 def test_a_municipality_outside_the_ocmw_is_refused_even_with_a_local_postal_code() -> None:
     error = validate_details({**VALID, "municipality": "Sint-Niklaas"}, PROTOCOL).errors["municipality"]
-    assert error.code == "municipality_mismatch" and dict(error.params) == {"municipality": "Sint-Gillis-Waas"}
+    assert error.code == "municipality_mismatch" and dict(error.params) == AREA
+
+
+def test_the_municipality_is_checked_even_when_the_postal_code_is_wrong() -> None:
+    errors = validate_details({**VALID, "postalCode": "91", "municipality": "Sint-Niklaas"}, PROTOCOL).errors
+    assert {field: error.code for field, error in errors.items()} == {
+        "postalCode": "postal_code_format", "municipality": "municipality_mismatch"}
+
+
+@pytest.mark.parametrize(("typed", "stored"), [("sint gillis waas", "Sint-Gillis-Waas"), ("DE KLINGE", "De Klinge"),
+                                               ("meerdonk", "Meerdonk"), ("Sint  Pauwels", "Sint-Pauwels")])
+def test_the_municipality_is_stored_in_the_protocols_spelling(typed: str, stored: str) -> None:
+    details = validate_details({**VALID, "municipality": typed}, PROTOCOL).details
+    assert details is not None and details.municipality == stored
+
+
+def test_a_corrected_address_gets_the_protocols_spelling_too() -> None:
+    address = {"street": "Dorp", "houseNumber": "1", "postalCode": "9170", "municipality": "de klinge"}
+    result = validate_item("address", address, PROTOCOL)
+    assert result.values is not None and result.values["municipality"] == "De Klinge"

@@ -29,6 +29,27 @@ def test_the_shipped_sint_gillis_waas_protocol_loads() -> None:
     assert (protocol.sender_dpo, protocol.recipient_dpo) == ("dpo@opgroeien.be", "informatica@sint-gillis-waas.be")
 
 
+@pytest.mark.parametrize(
+    ("typed", "canonical"),
+    [("sint gillis waas", "Sint-Gillis-Waas"), ("SINT-GILLIS-WAAS", "Sint-Gillis-Waas"), ("de klinge", "De Klinge"),
+     ("  Sint   Pauwels ", "Sint-Pauwels"), ("Sint-Niklaas", None)],
+)
+def test_a_place_is_known_in_the_protocols_own_spelling(typed: str, canonical: str | None) -> None:
+    [protocol] = load_registry(SHIPPED).all()
+    assert protocol.places == ("Sint-Gillis-Waas", "De Klinge", "Meerdonk", "Sint-Pauwels"), "file order"
+    assert protocol.canonical_place(typed) == canonical
+    assert protocol.covers_place(typed) is (canonical is not None)
+
+
+def test_without_places_the_municipality_is_still_spelled_one_way(tmp_path: Path) -> None:
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text()
+    (tmp_path / "p.toml").write_text("\n".join(line for line in text.splitlines() if not line.startswith("places")))
+    protocol = load_protocol_file(tmp_path / "p.toml")
+    assert protocol.places == ()
+    assert protocol.canonical_place("sint-gillis waas") == "Sint-Gillis-Waas"
+    assert protocol.canonical_place("Elders") is None and protocol.covers_place("Elders")
+
+
 def test_in_force_window_includes_both_ends(tmp_path: Path) -> None:
     text = (SHIPPED / "sint-gillis-waas.toml").read_text().replace("# ends_on = 2027-03-01", "ends_on = 2027-03-01")
     (tmp_path / "p.toml").write_text(text)

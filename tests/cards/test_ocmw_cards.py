@@ -808,7 +808,10 @@ def test_correction_texts_in_dutch() -> None:
 def test_correction_errors_come_right_after_their_input(lang: cards.Language) -> None:
     errors = {
         "houseNumber": FieldError("house_number_format"),
-        "postalCode": FieldError("postal_code_outside_area", (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT))),
+        "postalCode": FieldError(
+            "postal_code_outside_area",
+            (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT), ("places", MUNICIPALITY), ("accepted", "9170")),
+        ),
     }
     card = correction(lang, "address", errors=errors)
     for field in cards.ITEM_FIELDS["address"]:

@@ -18,6 +18,9 @@ DRAFT_ID = "draft-7f3a"
 RECIPIENT = "OCMW Sint-Gillis-Waas"
 MAILBOX = "welzijnshuis@sint-gillis-waas.be"
 MUNICIPALITY = "Sint-Gillis-Waas"
+#: The parameters of the postal-code and municipality errors, as `bot.details_validation` fills them.
+AREA = (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT), ("places", "Sint-Gillis-Waas, De Klinge"),
+        ("accepted", "9170 (Sint-Gillis-Waas, De Klinge)"))
 REFERENCE = "KG-2026-0042"
 PROTOCOLS = [("OR-KG-NOW-OCMW-SGW-2026", RECIPIENT)]
 TWO_PROTOCOLS = [("P-SGW", RECIPIENT), ("P-BEV", "OCMW Beveren")]
@@ -420,7 +423,7 @@ def test_details_keeps_what_was_typed() -> None:
 def test_details_error_text_comes_right_after_its_input(lang: cards.Language) -> None:
     errors = {
         "houseNumber": FieldError("house_number_format"),
-        "postalCode": FieldError("postal_code_outside_area", (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT))),
+        "postalCode": FieldError("postal_code_outside_area", AREA),
         "phone": FieldError("phone_too_short"),
         "email": FieldError("too_long", (("max", "254"),)),
     }
@@ -441,11 +444,14 @@ def test_details_error_text_comes_right_after_its_input(lang: cards.Language) ->
 
 
 def test_details_error_messages_read_well() -> None:
-    outside = cards.field_error_text(
-        "nl", "postalCode", FieldError("postal_code_outside_area", (("municipality", "Sint-Gillis-Waas"),))
+    outside = cards.field_error_text("nl", "postalCode", FieldError("postal_code_outside_area", AREA))
+    assert outside.startswith(
+        "Deze postcode hoort niet bij OCMW Sint-Gillis-Waas. Dat OCMW helpt alleen gezinnen met postcode "
+        "9170 (Sint-Gillis-Waas, De Klinge)."
     )
-    assert outside.startswith("Deze cliënt woont niet in Sint-Gillis-Waas.")
-    assert "OCMW van de woonplaats" in outside
+    assert "verwijs dan door naar het OCMW van die gemeente" in outside
+    elsewhere = cards.field_error_text("en", "municipality", FieldError("municipality_mismatch", AREA))
+    assert "Enter one of these: Sint-Gillis-Waas, De Klinge." in elsewhere
     assert cards.field_error_text("nl", "phone", FieldError("phone_too_short")) == (
         "Dit telefoonnummer is onvolledig: geef een Belgisch nummer zoals 0470 12 34 56 "
         "of een internationaal nummer met +."
@@ -586,3 +592,28 @@ def test_password_unavailable_says_why_and_to_try_again_in_a_moment(lang: cards.
     assert ("wachtwoord" if lang == "nl" else "password") in reason
     assert ("NIET verstuurd" if lang == "nl" else "NOT sent") in reason and REFERENCE in reason
     assert actions(card)[0]["verb"] == cards.VERB_SEND and actions(card)[0]["data"] == {"draftId": DRAFT_ID}
+
+
+@pytest.mark.parametrize("item", sorted(cards.ITEM_FIELDS))
+def test_submit_actions_carry_the_inputs_of_their_own_card(item: cards.ReferralItem) -> None:
+    """The correction card hands its inputs to "Send correction" exactly as the data card does to
+    "Continue": card-level Action.Execute with the default `associatedInputs` ("auto"), every input in
+    the same card (no ShowCard, no isRequired), ids = the field ids; the other button takes none.
+    (The Playground's first-submit trouble is its renderer, see tests/playground/test_playground_correction.py.)
+    """
+    for card, submit, other, fields in (
+        (details(), cards.VERB_DETAILS, cards.VERB_CANCEL, cards.DETAIL_FIELDS),
+        (cards.correction_request_card("nl", correction_id="c-1", reference=REFERENCE, item=item,
+                                       recipient=RECIPIENT, municipality=MUNICIPALITY, values={}, errors={}),
+         cards.VERB_CORRECTION_SUBMIT, cards.VERB_CORRECTION_LATER, cards.ITEM_FIELDS[item]),
+    ):
+        by_verb = {action["verb"]: action for action in card["actions"]}
+        assert set(by_verb) == {submit, other}
+        assert by_verb[submit]["type"] == "Action.Execute"
+        assert by_verb[submit].get("associatedInputs", "auto") == "auto"
+        assert set(by_verb[submit]["data"]).isdisjoint(fields), "no input value is fixed in the data"
+        assert by_verb[other]["associatedInputs"] == "none"
+        inputs = [element for element in walk(card["body"]) if str(element.get("type", "")).startswith("Input.")]
+        assert [element["id"] for element in inputs] == list(fields)
+        assert not any(element.get("type") == "Action.ShowCard" for element in walk(card))
+        assert not any("isRequired" in element for element in inputs)

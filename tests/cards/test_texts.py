@@ -63,7 +63,10 @@ def test_docstring_codes_are_the_card_codes() -> None:
 @pytest.mark.parametrize("code", sorted(_docstring_codes()))
 def test_every_field_error_code_has_a_text(lang: cards.Language, code: str) -> None:
     message = cards.field_error_text(
-        lang, "postalCode", FieldError(code, (("max", "4"), ("municipality", "Gemeente"), ("ocmw", "OCMW G")))
+        lang,
+        "postalCode",
+        FieldError(code, (("max", "4"), ("municipality", "G"), ("ocmw", "OCMW G"), ("places", "G"),
+                          ("accepted", "9000 (G)"))),
     )
     assert message and "{" not in message
 

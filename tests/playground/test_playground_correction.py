@@ -1,0 +1,96 @@
+"""The referrer's correction card in the Microsoft 365 Agents Playground: the first "Send correction" counts.
+
+The OCMW reports the phone number wrong in its channel; the bot posts a correction card in the
+referrer's personal chat (a proactive message). The referrer opens the chat, types the right number
+and clicks "Send correction" once; that first click carries the number, and the correction leaves.
+
+Why the test types the way a user does (pointer into the field, then type): the Playground (0.2.28)
+builds a new Adaptive Card object from the activity's JSON every time a message re-renders, and the
+pointer entering or leaving a message re-renders it. Whatever was typed before that is dropped from
+the card (the field shows the card's own `value` again) and the action sends only its `data`.
+Playwright's `fill` types without moving the pointer, so "fill, then click the button" loses the
+value at the click; a user who clicks into the field first does not. It is the same for every card
+(the data card too); the cards themselves carry their inputs as Teams expects (see
+`tests/cards/test_render.py::test_submit_actions_carry_the_inputs_of_their_own_card`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from playwright.sync_api import Locator, Request, expect
+
+from infra.run_with_playground import CHANNEL_NAME, TEAM_NAME, Stack
+from tests.playground.test_playground import (
+    CHAT,
+    OCMW,
+    OCMW_NAME,
+    PERSONAL_CHAT,
+    Browser,
+    bot_env,
+    browser,
+    button,
+    card_with,
+    environment,
+    field_input,
+    link_code,
+    message,
+    open_conversation,
+    post_in_channel_mentioning_the_bot,
+    refer_a_family,
+    stack,
+    text,
+    wait_for_file,
+)
+
+__all__ = ["bot_env", "browser", "environment", "stack"]  # the fixtures, shared with test_playground
+CORRECT_PHONE = "0470 65 43 21"
+
+
+def type_into(card: Locator, name: str, value: str) -> None:
+    """As a user types: the pointer into the field first, then the keys."""
+    field = field_input(card, name)
+    field.click()
+    field.fill(value)
+
+
+def test_the_correction_cards_first_submit_carries_the_typed_value(
+    stack: Stack, browser: Browser, bot_env: dict[str, str]
+) -> None:
+    page = browser.page
+    submits: list[str] = []
+
+    def remember_submit(request: Request) -> None:
+        if request.method == "POST" and "correction.submit" in (request.post_data or ""):
+            submits.append(request.post_data or "")
+
+    page.on("request", remember_submit)
+    page.goto(stack.url)
+    reference = refer_a_family(browser, first_an_incomplete_phone=False)
+
+    # The OCMW links its channel, acknowledges receipt and reports the phone number wrong.
+    open_conversation(page, f"{TEAM_NAME} - {CHANNEL_NAME}")
+    post_in_channel_mentioning_the_bot(page, f"koppel {link_code(bot_env)}")
+    expect(message(page, text(CHAT, "link_done", ocmw=OCMW_NAME))).to_be_visible()
+    ocmw_card = card_with(page, text(OCMW, "ocmw.title", reference=reference))
+    button(ocmw_card, OCMW, "action.acknowledge").click()
+    expect(button(ocmw_card, OCMW, "action.data_wrong")).to_be_visible()
+    ocmw_card.get_by_role("combobox").click()
+    page.get_by_role("option", name=text(OCMW, "item.phone.label"), exact=True).click()
+    button(ocmw_card, OCMW, "action.data_wrong").click()
+
+    # The referrer finds the correction card in the personal chat and sends the right number once.
+    open_conversation(page, PERSONAL_CHAT)
+    correction = card_with(page, text(CHAT, "correction.request.title"))
+    expect(correction).to_be_visible()
+    type_into(correction, "phone", CORRECT_PHONE)
+    browser.shot("correction-typed", correction)
+    button(correction, CHAT, "action.correction_submit").click()
+
+    delivered = message(page, text(CHAT, "delivered", reference=f"{reference}-2", recipient=OCMW_NAME))
+    expect(delivered).to_be_visible()
+    browser.shot("correction-delivered", delivered)
+    assert len(submits) == 1, "one click, one correction"
+    assert json.loads(submits[0])["value"]["action"]["data"]["phone"] == CORRECT_PHONE
+    assert wait_for_file(Path(bot_env["BOT_DATA_DIR"]) / "outbox", f"{reference}-2@*.eml")
