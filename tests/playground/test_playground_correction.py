@@ -1,4 +1,7 @@
-"""The referrer's correction card in the Microsoft 365 Agents Playground: the first "Send correction" counts.
+"""The referrer's correction card and the OCMW's confirmation cards in the Microsoft 365 Agents Playground.
+
+The first "Send correction" counts; then the OCMW records "wil geen hulp" and confirms the deletion,
+each after a confirmation card.
 
 The OCMW reports the phone number wrong in its channel; the bot posts a correction card in the
 referrer's personal chat (a proactive message). The referrer opens the chat, types the right number
@@ -94,3 +97,22 @@ def test_the_correction_cards_first_submit_carries_the_typed_value(
     assert len(submits) == 1, "one click, one correction"
     assert json.loads(submits[0])["value"]["action"]["data"]["phone"] == CORRECT_PHONE
     assert wait_for_file(Path(bot_env["BOT_DATA_DIR"]) / "outbox", f"{reference}-2@*.eml")
+
+    # Back in the channel: "wil geen hulp" and "gegevens verwijderd" each ask once more.
+    open_conversation(page, f"{TEAM_NAME} - {CHANNEL_NAME}")
+    ocmw_card = card_with(page, text(OCMW, "ocmw.title", reference=reference))
+    button(ocmw_card, OCMW, "outcome.contact_no_help_wanted").click()
+    question = card_with(page, text(OCMW, "confirm.no_help_wanted.question", reference=reference))
+    expect(question).to_be_visible()
+    browser.shot("confirm-no-help-wanted", question)
+    button(question, OCMW, "confirm.no_help_wanted.button").click()
+    ocmw_card = card_with(page, text(OCMW, "ocmw.title", reference=reference))
+    expect(button(ocmw_card, OCMW, "action.data_deleted")).to_be_visible()
+    button(ocmw_card, OCMW, "action.data_deleted").click()
+    question = card_with(page, text(OCMW, "confirm.data_deleted.question", reference=reference))
+    expect(question).to_be_visible()
+    button(question, OCMW, "confirm.data_deleted.button").click()
+    done = card_with(page, text(OCMW, "ocmw.title", reference=reference))
+    expect(done.get_by_text("Verwijdering bevestigd door", exact=False)).to_be_visible()
+    browser.shot("deletion-confirmed", done)
+    assert not list((Path(bot_env["BOT_DATA_DIR"]) / "outbox").glob(f"{reference}*.eml")), "the copies went too"
