@@ -85,7 +85,8 @@ class CorrectionService:
     async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """correction.submit and correction.later from a correction card; correction.start and .open to begin one.
 
-        Errors are banners: the correction card stays, with what the referrer typed.
+        Any Kind en Gezin colleague allowed to refer may send it (the router checks that): a correction
+        does not wait for the one referrer. Errors are banners: the card stays, with what was typed.
         """
         if verb in (cards.VERB_CORRECTION_START, cards.VERB_CORRECTION_OPEN):
             return self._own_initiative(actor, verb, data)
@@ -96,9 +97,6 @@ class CorrectionService:
         original = None if row is None else self._referrals.get(str(row["reference"]))
         if row is None or original is None:
             return _banner(actor, "correction_unknown")
-        if actor.user_id not in (original.referrer_id, row["requested_by_id"] if row["kind"] == OWN else None):
-            logger.warning("correction by another user refused", extra={"reference": original.reference})
-            return _banner(actor, "not_allowed")
         if row["new_reference"] is not None:
             return _banner(actor, "correction_done", reference=str(row["new_reference"]))
         if original.state in CLOSED:
@@ -118,15 +116,21 @@ class CorrectionService:
                         card_activity_id=actor.card_activity_id, lang=actor.lang)
 
         def claim(new_reference: str) -> str | None:
-            """Mark the request sent as `new_reference`; or the version it was sent as before."""
+            """Mark the request sent as `new_reference` (and every other open one for the same item: one
+            correction answers them all); or the version it was sent as before."""
             cursor = self._db.execute(
                 "UPDATE corrections SET new_reference = ? WHERE id = ? AND new_reference IS NULL",
                 (new_reference, correction_id),
             )
-            if cursor.rowcount == 1:
-                return None
-            row = self._db.execute("SELECT new_reference FROM corrections WHERE id = ?", (correction_id,)).fetchone()
-            return str(row["new_reference"])
+            if cursor.rowcount != 1:
+                row = self._db.execute("SELECT new_reference FROM corrections WHERE id = ?",
+                                       (correction_id,)).fetchone()
+                return str(row["new_reference"])
+            self._db.execute(
+                "UPDATE corrections SET new_reference = ? WHERE reference = ? AND item = ? AND new_reference IS NULL",
+                (new_reference, original.reference, item),
+            )
+            return None
 
         try:
             queued = await self._sender.queue_correction(original, item, result.values, protocol, referrer, origin,

@@ -223,7 +223,7 @@ class ReferralDialogue:
     def start(self, actor: Actor) -> Card:
         """Open a new draft and show the consent card, if any protocol is in force today (personal chat only)."""
         if not is_personal_chat(actor):
-            return self._personal_chat_only(actor, START_VERB)
+            return self.personal_chat_only(actor, START_VERB)
         protocols = self._registry.in_force_on(self._today())
         if not protocols:
             return cards.problem_card(actor.lang, "no_protocol_in_force")
@@ -237,7 +237,7 @@ class ReferralDialogue:
     async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Card:
         """Run the card action `verb` with its `data` and return the card that replaces it."""
         if not is_personal_chat(actor):
-            return self._personal_chat_only(actor, verb)
+            return self.personal_chat_only(actor, verb)
         if verb == START_VERB:
             return self.start(actor)
         transition = TRANSITIONS.get(verb)
@@ -386,7 +386,8 @@ class ReferralDialogue:
         )
 
     async def _cancel(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
-        if draft.details is not None and not cards.is_confirmed(data):  # filled in: ask once more
+        filled_in = draft.details is not None or draft.state in (DraftState.DETAILS, DraftState.REVIEW)
+        if filled_in and not cards.is_confirmed(data):  # the data card may hold typed values: ask once more
             return cards.confirm_card(actor.lang, "cancel_referral", reference=draft.reference,
                                       verb="referral.cancel", data={"draftId": draft.id}, back={"draftId": draft.id})
         if not self._drafts.close(draft, DraftState.CANCELLED, self._clock.now()):
@@ -398,7 +399,7 @@ class ReferralDialogue:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _personal_chat_only(self, actor: Actor, verb: str) -> Card:
+    def personal_chat_only(self, actor: Actor, verb: str) -> Card:
         """Refuse a referral step where others read along, and point to the personal chat."""
         logger.info("referral step outside a personal chat refused",
                     extra={"verb": verb[:64], "conversation_type": actor.conversation_type[:32] or "unknown"})

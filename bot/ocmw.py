@@ -275,9 +275,10 @@ class OcmwService:
         if target is None:
             return _banner(actor, "outcome_invalid")
         referral = self._family_root(clicked)
-        if referral.outcome_at is not None:
+        reached_after_all = referral.state == ReferralState.UNREACHABLE and target != ReferralState.UNREACHABLE
+        if referral.outcome_at is not None and not reached_after_all:
             return self._card(actor, referral, notice="outcome_already_recorded")
-        if referral.state != ReferralState.RECEIVED:
+        if referral.state != ReferralState.RECEIVED and not reached_after_all:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         if target != ReferralState.HELP_WANTED and not cards.is_confirmed(data):
             return cards.confirm_card(OCMW_CHANNEL_LANGUAGE, target.value, reference=referral.reference,
@@ -316,12 +317,15 @@ class OcmwService:
         if referral.state == ReferralState.CONSENT_WITHDRAWN:
             return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                             reference=referral.reference))
-        if referral.state not in TRANSITIONS or ReferralState.CONSENT_WITHDRAWN not in TRANSITIONS[referral.state]:
+        before_sending = referral.state == ReferralState.QUEUED
+        if not before_sending and ReferralState.CONSENT_WITHDRAWN not in TRANSITIONS[referral.state]:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         if not cards.is_confirmed(data):
             return cards.confirm_card(actor.lang, "withdraw_consent", reference=referral.reference,
                                       verb="consent.withdraw", data={"reference": referral.reference},
                                       back={"reference": found.reference})
+        if before_sending:
+            return self._withdraw_before_sending(actor, referral)
         now = self._clock.now()
         marks = {"withdrawn_by_id": actor.user_id, "withdrawn_by": actor.display_name, "withdrawn_at": now}
         try:
@@ -341,6 +345,28 @@ class OcmwService:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         logger.info("consent withdrawn", extra={"reference": updated.reference})
         return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
+                                                        reference=updated.reference))
+
+    def _withdraw_before_sending(self, actor: Actor, referral: SentReferral) -> Answer:
+        """The mail has not left: it never will. Nothing reached the OCMW, so nothing is to be deleted there.
+
+        The outbox row is cancelled only while it waits; a mail being handed to the mail server at
+        this moment cannot be recalled, so the user is asked to try again in a minute, when the
+        usual withdrawal (and deletion at the OCMW) applies.
+        """
+        now = self._clock.now()
+        with transaction(self._db):
+            if not self._cancel_mail(referral):
+                return _banner(actor, "being_sent", reference=referral.reference)
+            updated = self._referrals.transition(referral.reference, ReferralState.FAILED,
+                                                 failure_reason="not sent: consent withdrawn before the mail left",
+                                                 withdrawn_by_id=actor.user_id, withdrawn_by=actor.display_name,
+                                                 withdrawn_at=now)
+            self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN, detail="before the mail left: nothing sent")
+            for version in self._referrals.versions_of(updated.reference):
+                self._carry(actor, version, ReferralState.CONSENT_WITHDRAWN, RegisterEvent.CONSENT_WITHDRAWN)
+        logger.info("consent withdrawn before the mail left", extra={"reference": updated.reference})
+        return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_before_sending",
                                                         reference=updated.reference))
 
     def _tell_ocmw(self, referral: SentReferral) -> None:
@@ -368,8 +394,10 @@ class OcmwService:
                 updated = self._referrals.transition(referral.reference, ReferralState.DATA_DELETED,
                                                      deleted_by=actor.display_name, deleted_at=now)
                 self._record(actor, updated, RegisterEvent.DELETION_CONFIRMED)
+                filed = "deleted_to_referrer_help_wanted" if referral.state == ReferralState.HELP_WANTED \
+                    else "deleted_to_referrer"
                 self._after_change(updated, cards.text(
-                    cards.language_for(updated.lang), "deleted_to_referrer", reference=updated.reference,
+                    cards.language_for(updated.lang), filed, reference=updated.reference,
                     recipient=self._registry.recipient_name(updated.protocol_id),
                 ))
                 for version in self._referrals.versions_of(updated.reference):
@@ -389,10 +417,11 @@ class OcmwService:
         if version.state in (ReferralState.DATA_DELETED, ReferralState.FAILED, state):
             return
         if version.state == ReferralState.QUEUED:
-            self._cancel_mail(version)
-            self._referrals.transition(version.reference, ReferralState.FAILED,
-                                       failure_reason=f"not sent: {event.value} for the referral")
-            self._record(actor, version, event, detail="not sent: cancelled with its referral")
+            # Being handed to the mail server right now, it goes out and is carried when it arrives.
+            if self._cancel_mail(version):
+                self._referrals.transition(version.reference, ReferralState.FAILED,
+                                           failure_reason=f"not sent: {event.value} for the referral")
+                self._record(actor, version, event, detail="not sent: cancelled with its referral")
             return
         if (state == ReferralState.DATA_DELETED and version.state not in TRANSITIONS) or \
                 state not in TRANSITIONS[version.state]:
@@ -402,12 +431,14 @@ class OcmwService:
         self._record(actor, updated, event, detail=f"with its referral {updated.root}")
         self._update_for_everyone(updated)
 
-    def _cancel_mail(self, version: SentReferral) -> None:
-        self._db.execute(
+    def _cancel_mail(self, referral: SentReferral) -> bool:
+        """Drop a queued mail before it leaves; False when it is being sent right now (or already was)."""
+        cursor = self._db.execute(
             "UPDATE outbox SET state = 'failed', payload = NULL, finished_at = ?, last_error = ?"
             " WHERE message_id = ? AND state = 'queued'",
-            (to_text(self._clock.now()), "cancelled with its referral", version.message_id),
+            (to_text(self._clock.now()), "cancelled: consent withdrawn", referral.message_id),
         )
+        return cursor.rowcount == 1
 
     async def _quality(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Answer:
         item = data.get("item")

@@ -2,7 +2,7 @@
 
     queued --> sent --> received --> help_wanted -----> data_deleted  (filed in the OCMW's own dossier)
        |                   |-------> no_help_wanted --> data_deleted
-       v                   '-------> unreachable ----> data_deleted
+       v                   '-------> unreachable ----> data_deleted  (or help_wanted / no_help_wanted after all)
      failed
     sent | received | help_wanted | no_help_wanted | unreachable --> consent_withdrawn --> data_deleted
     sent | received --> data_deleted  (a correction version, when its referral's data is deleted)
@@ -54,7 +54,9 @@ TRANSITIONS: Mapping[ReferralState, frozenset[ReferralState]] = {
     ReferralState.SENT: frozenset({ReferralState.RECEIVED, _WITHDRAW, _DELETED}),
     ReferralState.RECEIVED: frozenset({*OUTCOMES.values(), _WITHDRAW, _DELETED}),
     ReferralState.NO_HELP_WANTED: frozenset({_DELETED, _WITHDRAW}),
-    ReferralState.UNREACHABLE: frozenset({_DELETED, _WITHDRAW}),
+    # Not reached at first, reached after all (a correction brought the right phone number):
+    ReferralState.UNREACHABLE: frozenset({_DELETED, _WITHDRAW, ReferralState.HELP_WANTED,
+                                          ReferralState.NO_HELP_WANTED}),
     ReferralState.HELP_WANTED: frozenset({_DELETED, _WITHDRAW}),
     ReferralState.CONSENT_WITHDRAWN: frozenset({ReferralState.DATA_DELETED}),
     ReferralState.FAILED: frozenset(),

@@ -11,7 +11,17 @@ import cards
 from bot.access import RateLimit, RateLimiter, ReferrerPolicy
 from bot.clock import Clock
 from bot.corrections import CorrectionService
-from bot.dialogue import Actor, Answer, Banner, Card, ReferralDialogue, Reply, command_of, is_start_command
+from bot.dialogue import (
+    Actor,
+    Answer,
+    Banner,
+    Card,
+    ReferralDialogue,
+    Reply,
+    command_of,
+    is_personal_chat,
+    is_start_command,
+)
 from bot.ocmw import OcmwService
 from bot.ocmw_links import base_conversation_id
 from bot.status import StatusService
@@ -23,6 +33,8 @@ _LINK_PREFIXES = ("koppel ", "link ")
 _REFERRER_VERBS = frozenset({"referral.start", "referral.consent", "referral.details", "referral.edit",
                              "referral.send", "referral.cancel", "correction.submit", "correction.later",
                              "correction.start", "correction.open", "consent.withdraw"})
+#: Verbs of the correction cards, which ask for the family's data: only in the personal chat.
+_CORRECTION_VERBS = frozenset({"correction.submit", "correction.later", "correction.start", "correction.open"})
 #: Typed commands with a reference: `intrekken VD-...` (a colleague records a withdrawal) and
 #: `verbeter VD-...` (a correction on Kind en Gezin's own initiative), mapped to their card verbs.
 _REFERENCE_COMMANDS = {"intrekken": "consent.withdraw", "withdraw": "consent.withdraw",
@@ -104,6 +116,8 @@ class Router:
                 cards.problem_card(actor.lang, refusal)
         if verb == "link.confirm" and (limited := self._link_limited(actor)):
             return cards.notice_card(actor.lang, limited)
+        if verb in _CORRECTION_VERBS and not is_personal_chat(actor):  # the card asks for the family's data
+            return self._dialogue.personal_chat_only(actor, verb)
         if verb == cards.VERB_VIEW:
             return await self._view(actor, data)
         handler = self._verbs.get(verb)
@@ -117,6 +131,9 @@ class Router:
             return await self._dialogue.on_action(actor, cards.VERB_VIEW, data)
         if self._ocmw.linked_protocols(actor.conversation_id):
             return await self._ocmw.on_action(actor, cards.VERB_VIEW, data)
+        refusal = self._refusal(actor, "consent.withdraw")  # a referrer's card: for referrers only
+        if refusal is not None:
+            return Banner(cards.problem_banner(actor.lang, refusal))
         return self._ocmw.referrer_card(actor, data.get("reference"))
 
     def _link_limited(self, actor: Actor) -> str | None:

@@ -81,7 +81,8 @@ def ocmw_referral_card(lang: Language, view: OcmwReferralView) -> Card:
 
     sent: acknowledge receipt. received: record the outcome. help_wanted: file the data in the OCMW's
     own dossier, delete the mail and confirm; no_help_wanted, unreachable, consent_withdrawn: delete
-    the mail and confirm. data_deleted: done. From delivery until deletion an item can be reported
+    the mail and confirm (after "niet bereikt" the family may still be reached, e.g. after a correction:
+    the two contact outcomes stay on the card). data_deleted: done. From delivery until deletion an item can be reported
     wrong (article 7). A correction version's card leaves outcome and deletion to its referral's card.
     """
     state = view.state
@@ -153,6 +154,7 @@ def ocmw_referral_card(lang: Language, view: OcmwReferralView) -> Card:
         "isSent": state == "sent",
         "ackLine": "" if acknowledged is None else text(lang, "ocmw.acknowledged", **acknowledged),
         "isReceived": state == "received" and not is_version,
+        "reachedAfterAll": state == "unreachable" and not is_version,
         "versionFollowUp": text(lang, "ocmw.version.follow_up", correction_of=view.correction_of)
         if view.correction_of is not None and state == "received" else "",
         "outcomeLine": ""

@@ -83,6 +83,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "correction_done": ("reference",),
         "action_not_possible_now": ("reference",),
         "correction_closed": ("reference",),
+        "being_sent": ("reference",),
     }
 )
 #: Problems answered outside the referral dialogue (the OCMW's card, a correction): their card has
@@ -96,6 +97,7 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
         "correction_done",
         "action_not_possible_now",
         "correction_closed",
+        "being_sent",
     }
 )
 #: Problems of a send that did not happen: their card can offer to send the same draft again.

@@ -361,3 +361,14 @@ async def test_a_send_a_crash_interrupted_goes_back_to_review_and_its_user_is_to
             assert told.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")
             sent = await second.act(referrer, "referral.send", {"draftId": draft_id})
             assert "VD-" in texts(sent) and "referral.send" not in actions(sent)
+
+
+async def test_cancel_on_the_data_card_asks_once_more(bot: BotDriver, referrer: TeamsUser) -> None:
+    """The data card may hold typed values: cancelling it is asked once more, like on the review card."""
+    posted = await bot.say(referrer, "nieuw")
+    draft_id = draft_id_of(posted[0]["attachments"][0]["content"])
+    await bot.act(referrer, "referral.consent", {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL})
+    question = await bot.act(referrer, "referral.cancel", {"draftId": draft_id})
+    assert actions(question)["referral.cancel"]["confirmed"] == "true"
+    back = await bot.act(referrer, "referral.view", {"draftId": draft_id})
+    assert "referral.details" in actions(back)

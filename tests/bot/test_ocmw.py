@@ -330,10 +330,10 @@ async def test_a_correction_round_trip(
     correction_id = actions(request)["correction.submit"]["correctionId"]
     refused = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 12"})
     assert "correction.submit" in actions(refused)
-    foreign = await bot.banner(
+    foreign = await bot.act(
         ocmw_worker, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"}
     )
-    assert "niet doorverwijzen" in foreign, "refused with a banner: the correction card stays"
+    assert "persoonlijke chat" in texts(foreign), "a correction card is the personal chat's only"
 
     queued = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
     assert f"{reference}-2" in texts(queued) and "470112233" not in texts(queued)
@@ -634,3 +634,68 @@ async def test_an_unconfirmed_deletion_and_a_correction_not_sent_are_chased(
     to_referrer = [t for t in texts_to(bot, referrer.conversation_id) if "werkdagen" in t or "wacht nog" in t]
     assert len(to_ocmw) == 1 and "gedeelde mailbox" in to_ocmw[0]
     assert sum("wacht nog" in t for t in to_referrer) == 2 and sum("verwijderd" in t for t in to_referrer) == 1
+
+
+async def test_correction_cards_only_in_the_personal_chat(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    group = TeamsUser(referrer.aad_object_id, referrer.name, "19:group-chat@thread.v2", conversation_type="groupChat")
+    card = await bot.act(group, "correction.start", {"reference": reference})
+    assert "correction.open" not in actions(card) and "persoonlijke chat" in texts(card)
+    [typed] = await bot.say(group, f"verbeter {reference}")
+    assert "item" not in input_ids(typed["attachments"][0]["content"])
+
+
+async def test_a_colleague_sends_the_correction_the_ocmw_asked_for_and_it_answers_every_open_request(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser, clock: ManualClock
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.settle()
+    [request] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                 if c.body.get("attachments") and "correction.submit" in actions(c.body["attachments"][0]["content"])]
+    own = await bot.act(colleague, "correction.open", {"reference": reference, "item": "phone"})
+    queued = await bot.act(colleague, "correction.submit", {
+        "correctionId": actions(own)["correction.submit"]["correctionId"], "phone": "0470 11 22 33"})
+    assert f"{reference}-2" in texts(queued), "a colleague may send it: the referrer may be away"
+    answered = await bot.banner(referrer, "correction.submit", {
+        "correctionId": actions(request)["correction.submit"]["correctionId"], "phone": "0470 11 22 33"})
+    assert f"{reference}-2" in answered, "the OCMW's request for that item is answered by it"
+    clock.advance(dt.timedelta(days=10))
+    await bot.services.reminders.run_due()
+    await bot.settle()
+    assert not [t for t in texts_to(bot, referrer.conversation_id) if "wacht nog" in t], "no reminder for it"
+
+
+async def test_not_reached_then_reached_after_all(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    card = await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "unreachable"})
+    assert "Toch contact gehad" in texts(card)
+    card = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
+    assert bot.services.referrals.get(reference).state == "help_wanted"  # type: ignore[union-attr]
+    await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+    await bot.settle()
+    assert any("eigen dossier" in t for t in texts_to(bot, referrer.conversation_id)), "not 'deleted': filed"
+
+
+async def test_a_withdrawal_before_the_mail_left_sends_nothing(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings
+) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    queued = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    reference = next(w for w in texts(queued).replace('"', " ").split() if w.startswith("VD-"))
+    answer = await bot.act_confirmed(referrer, "consent.withdraw", {"reference": reference})
+    assert "niets naar het OCMW verstuurd" in texts(answer)
+    await bot.deliver()
+    assert not list(settings.outbox_dir.glob("*.eml")) if settings.outbox_dir.exists() else True
+    assert bot.services.referrals.get(reference).state == "failed"  # type: ignore[union-attr]
+    assert "consent_withdrawn" in _events(bot, reference)

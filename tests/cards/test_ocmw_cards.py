@@ -151,7 +151,12 @@ CARDS: dict[str, tuple[CardFactory, dict[str, list[dict[str, str]]]]] = {
     ),
     "ocmw_unreachable": (
         lambda lang: ocmw_card(lang, "unreachable"),
-        {cards.VERB_DELETED: [{"reference": REFERENCE}], cards.VERB_QUALITY: quality(REFERENCE)},
+        {
+            cards.VERB_DELETED: [{"reference": REFERENCE}],
+            cards.VERB_QUALITY: quality(REFERENCE),
+            cards.VERB_OUTCOME: [{"reference": REFERENCE, "outcome": outcome}
+                                 for outcome in ("contact_help_wanted", "contact_no_help_wanted")],
+        },
     ),
     "ocmw_data_deleted": (lambda lang: ocmw_card(lang, "data_deleted"), {}),
     "ocmw_consent_withdrawn": (
@@ -406,10 +411,12 @@ def test_ocmw_no_help_or_unreachable_asks_to_delete(lang: cards.Language, state:
         card
     )
     assert cards.text(lang, f"ocmw.delete.{state}") in texts(card)
-    button, report, _ = actions(card)
+    button, *rest = actions(card)
     assert button["title"] == cards.text(lang, "action.data_deleted")
     assert button["associatedInputs"] == "none"
-    assert report["verb"] == cards.VERB_QUALITY, "a wrong item can still be reported until the deletion"
+    assert [a["verb"] for a in rest][-2:] == [cards.VERB_QUALITY] * 2, "a wrong item can be reported until deletion"
+    after_all = [a["data"]["outcome"] for a in rest if a["verb"] == cards.VERB_OUTCOME]
+    assert after_all == (["contact_help_wanted", "contact_no_help_wanted"] if state == "unreachable" else [])
     assert [e["id"] for e in inputs(card)] == ["item"]
 
 
@@ -423,7 +430,8 @@ def test_ocmw_delete_reminders_in_dutch() -> None:
     unreachable = next(t for t in texts(ocmw_card("nl", "unreachable")) if t.startswith(article_3))
     assert "niet kan bereiken" in unreachable and "Verwijder" in unreachable
     assert [a["title"] for a in actions(ocmw_card("nl", "unreachable"))] == [
-        "Gegevens verwijderd", "Gegevens onjuist", "Gegeven overbodig",
+        "Gegevens verwijderd", "Contact gehad: wil hulp", "Contact gehad: wil geen hulp", "Gegevens onjuist",
+        "Gegeven overbodig",
     ]
 
 
@@ -892,6 +900,7 @@ NEW_PROBLEMS = {
     "correction_done": ("reference",),
     "action_not_possible_now": ("reference",),
     "correction_closed": ("reference",),
+    "being_sent": ("reference",),
 }
 
 
