@@ -33,6 +33,7 @@ from bot.outbox import Outbox
 from bot.protocols import DataSharingProtocol, ProtocolFolder, ProtocolRegistry
 from bot.referrals import ReferralStore
 from bot.register import ProcessingRegister
+from bot.register_export import RegisterExports, download_route
 from bot.reminders import ReminderService
 from bot.residue import ResidueSweeper
 from bot.retention import RetentionService
@@ -188,11 +189,14 @@ def create_app(
         timezone=settings.timezone,
         working_days=settings.reminder_working_days,
     )
+    register_exports = RegisterExports(connection=connection, register=register, registry=registry, clock=clock,
+                                       timezone=settings.timezone, public_base_url=settings.public_base_url)
     router = Router(
         dialogue=dialogue,
         ocmw=ocmw,
         corrections=corrections,
         status=StatusService(referrals=referrals, registry=registry, messages=messages, timezone=settings.timezone),
+        register_exports=register_exports,
         referrers=settings.referrers,
         limiter=RateLimiter({
             "starts": RateLimit(settings.starts_per_hour, dt.timedelta(hours=1)),
@@ -246,7 +250,8 @@ def create_app(
     async def readyz(_: web.Request) -> web.Response:
         return await _readyz(connection, protocols, passwords, clock, settings)
 
-    app.add_routes([channel.route, web.get("/healthz", _healthz), web.get("/readyz", readyz)])
+    app.add_routes([channel.route, web.get("/healthz", _healthz), web.get("/readyz", readyz),
+                    download_route(register_exports)])
 
     def protocols_in_force() -> list[DataSharingProtocol]:
         return registry.in_force_on(clock.now().astimezone(settings.timezone).date())
@@ -255,6 +260,7 @@ def create_app(
         release_interrupted_sends(connection, drafts, messages, clock)
         await sweep_drafts(drafts, messages, clock)
         residue.sweep()
+        register_exports.purge_expired()
 
     async def run_background(_: web.Application) -> AsyncIterator[None]:
         if run_worker:  # the serving process owns the data folder: a send still marked is a dead one

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,8 @@ class Settings:
     ocmw_channels: OcmwChannelPolicy = field(default_factory=OcmwChannelPolicy)
     starts_per_hour: int = 20
     actions_per_minute: int = 60
+    #: The bot's public https address (App Service's URL), for links the bot hands out; None when unset.
+    public_base_url: str | None = None
     #: Where the Bot Framework publishes its token signing keys; not an environment setting (a
     #: test stand-in replaces it in code, never a deployment).
     openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
@@ -219,6 +222,7 @@ class Settings:
             ocmw_channels=OcmwChannelPolicy(tenant_ids=reader.id_set("OCMW_TENANT_IDS")),
             starts_per_hour=reader.integer("RATE_LIMIT_STARTS_PER_HOUR", 20, minimum=1, maximum=10_000),
             actions_per_minute=reader.integer("RATE_LIMIT_ACTIONS_PER_MINUTE", 60, minimum=1, maximum=10_000),
+            public_base_url=_public_base_url(reader),
         )
         if settings.smtp is not None and settings.delivery.lease.total_seconds() < 2 * settings.smtp.timeout_seconds:
             raise ConfigError(
@@ -248,6 +252,18 @@ def _key_vault(reader: _EnvReader) -> KeyVaultConfig | None:
         draft_key_secret=reader.text("DRAFT_KEY_SECRET", "draft-data-key"),
         dangerously_skip_challenge_check=reader.flag("DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK", False),
     )
+
+
+def _public_base_url(reader: _EnvReader) -> str | None:
+    """`PUBLIC_BASE_URL`: https, a host, nothing after the path (links are built by appending to it)."""
+    url = reader.optional("PUBLIC_BASE_URL")
+    if url is None:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"PUBLIC_BASE_URL={url!r} must be the bot's public https address, "
+                          "e.g. https://veilig-doorverwijzen.azurewebsites.net")
+    return url.rstrip("/")
 
 
 def _smtp(reader: _EnvReader) -> SmtpSettings:

@@ -71,7 +71,10 @@ CREATE TABLE IF NOT EXISTS referrals (
     reminded_referrer_at TEXT,
     withdrawn_by_id TEXT,
     withdrawn_by TEXT,
-    withdrawn_at TEXT
+    withdrawn_at TEXT,
+    data_categories TEXT,
+    consent_version TEXT NOT NULL DEFAULT '',
+    recipient TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS referrals_parent ON referrals (parent_reference);
 CREATE TABLE IF NOT EXISTS reminders (
@@ -158,9 +161,22 @@ CREATE TABLE IF NOT EXISTS register (
     recipient_category TEXT NOT NULL,
     detail TEXT NOT NULL,
     previous_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    purpose TEXT NOT NULL DEFAULT '',
+    recipient TEXT NOT NULL DEFAULT '',
+    consent_version TEXT NOT NULL DEFAULT '',
+    entry_format TEXT NOT NULL DEFAULT '1'
 );
 CREATE INDEX IF NOT EXISTS register_reference ON register (reference, at);
+CREATE INDEX IF NOT EXISTS register_protocol ON register (protocol_id, seq);
+CREATE TABLE IF NOT EXISTS register_links (
+    token_hash TEXT PRIMARY KEY,
+    dpo_id TEXT NOT NULL,
+    dpo_name TEXT NOT NULL,
+    protocol_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
 """
 
 
@@ -269,17 +285,24 @@ REFERENCE_COLUMNS = (("drafts", "id", "conversation_ref"), ("referrals", "refere
 
 def _upgrade_to_2(connection: sqlite3.Connection) -> None:
     """From the botbuilder-era schema: references readable by the Agents SDK, OCMW card ids as slots, leases,
-    reminders in their own table, who withdrew consent when.
+    reminders in their own table, who withdrew consent when, and the register's evidence fields.
 
     botbuilder stored the tenant as `conversation.tenantID`, which the Agents SDK drops without a
     word (proactive messages would then go out without a tenant). The OCMW card of a referral is
-    now edited through the message outbox's slot `ocmw:<reference>`.
+    now edited through the message outbox's slot `ocmw:<reference>`. A referral queued before has
+    no recorded categories (`data_categories` NULL: unknown, `bot.delivery` says so if it leaves
+    now); the register's existing entries are not rewritten (their hashes are the evidence).
     """
     with transaction(connection):
         connection.execute("ALTER TABLE outbox ADD COLUMN lease_until TEXT")
         connection.execute("ALTER TABLE corrections ADD COLUMN kind TEXT NOT NULL DEFAULT 'reported'")
-        for column in ("withdrawn_by_id", "withdrawn_by", "withdrawn_at"):
+        for column in ("withdrawn_by_id", "withdrawn_by", "withdrawn_at", "data_categories"):
             connection.execute(f"ALTER TABLE referrals ADD COLUMN {column} TEXT")
+        for table, column in (("referrals", "consent_version"), ("referrals", "recipient"), ("register", "purpose"),
+                              ("register", "recipient"), ("register", "consent_version")):
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+        # The entries written so far keep their hashes: they stay format 1 (see `bot.register`).
+        connection.execute("ALTER TABLE register ADD COLUMN entry_format TEXT NOT NULL DEFAULT '1'")
         for column, kind in (("reminded_ocmw_at", "ack_ocmw"), ("reminded_referrer_at", "ack_referrer")):
             connection.execute(
                 f"INSERT OR IGNORE INTO reminders (subject, kind, at) SELECT reference, '{kind}', {column}"  # noqa: S608  # nosec B608

@@ -17,7 +17,7 @@ import email.policy
 import logging
 import random
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -29,8 +29,9 @@ from bot.mail_transport import MailDeliveryError, MailTransport
 from bot.message_outbox import MessageOutbox
 from bot.outbox import Outbox, OutboxItem
 from bot.protocols import ProtocolRegistry
+from bot.referral import DATA_CATEGORIES, ITEM_CATEGORIES
 from bot.referrals import ReferralState, ReferralStore, SentReferral
-from bot.register import ProcessingRegister, RegisterEvent
+from bot.register import DELIVERY_ACTOR_ID, DELIVERY_ACTOR_NAME, ProcessingRegister, RegisterEvent, recipient_of
 from bot.worker_loop import WorkerLoop
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class DeliveryWorker:
             if referral is None:
                 return
             referral = self._referrals.transition(referral.reference, ReferralState.SENT, sent_at=now)
-            self._append(referral, RegisterEvent.DELIVERED, f"attempt {item.attempts}")
+            self._append_delivered(referral, f"attempt {item.attempts}")
             self._tell_referrer(referral, delivered_at=now)
             if self._after_delivery is not None:
                 self._after_delivery(referral, now)
@@ -179,16 +180,49 @@ class DeliveryWorker:
             self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)
             self._tell_referrer(referral, delivered_at=None)
 
-    def _append(self, referral: SentReferral, event: RegisterEvent, detail: str) -> None:
+    def _append(
+        self,
+        referral: SentReferral,
+        event: RegisterEvent,
+        detail: str,
+        *,
+        data_categories: Sequence[str] = (),
+        recipient: str = "",
+        consent_version: str = "",
+    ) -> None:
+        """The bot's delivery worker acted, on the referrer's behalf: both are named."""
         self._register.append(
             at=self._clock.now(),
             event=event,
-            actor_id=referral.referrer_id,
-            actor_name=referral.referrer_name,
+            actor_id=DELIVERY_ACTOR_ID,
+            actor_name=DELIVERY_ACTOR_NAME,
             protocol_id=referral.protocol_id,
             reference=referral.reference,
-            detail=detail,
+            detail=f"{detail}; on behalf of {referral.referrer_id} ({referral.referrer_name})",
+            data_categories=data_categories,
+            recipient=recipient,
+            consent_version=consent_version,
         )
+
+    def _append_delivered(self, referral: SentReferral, detail: str) -> None:
+        """The transfer itself: the categories and addressee recorded when it was queued (no client data here).
+
+        A referral queued by a version that did not record them yet: a correction carried its item;
+        of a first package only the protocol's maximum is known, and the detail says so.
+        """
+        categories = referral.data_categories
+        if categories is None:
+            item = referral.corrected_item
+            if item is not None and item in ITEM_CATEGORIES:
+                categories = ITEM_CATEGORIES[item]
+            else:
+                categories = DATA_CATEGORIES
+                detail += "; categories not recorded when it was queued: the protocol's maximum"
+        protocol = self._registry.get(referral.protocol_id)
+        recipient = referral.recipient or (recipient_of(protocol) if protocol is not None
+                                           else self._registry.recipient_name(referral.protocol_id))
+        self._append(referral, RegisterEvent.DELIVERED, detail, data_categories=categories,
+                     recipient=recipient, consent_version=referral.consent_version)
 
     def _tell_referrer(self, referral: SentReferral, *, delivered_at: dt.datetime | None) -> None:
         """Queue the referrer's card, updated in place, and a short message (inside the caller's transaction)."""

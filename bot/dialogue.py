@@ -306,7 +306,8 @@ class ReferralDialogue:
         if updated is None:
             return self._current_card(actor, draft.id)
         self._record(updated, actor, RegisterEvent.CONSENT_CONFIRMED, protocol.id,
-                     detail="informed: data, recipient, purpose, follow-up; consent given")
+                     detail="informed: data, recipient, purpose, follow-up; consent given",
+                     consent_version=consent.text_version)
         return self._details_card(actor, updated, protocol, values={}, errors={})
 
     async def _details(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
@@ -428,7 +429,10 @@ class ReferralDialogue:
                     extra={"reference": draft.reference, "protocol_id": draft.protocol_id})
         return cards.problem_card(actor.lang, "protocol_ended", ocmw=self._registry.recipient_name(draft.protocol_id))
 
-    def _record(self, draft: Draft, actor: Actor, event: RegisterEvent, protocol_id: str, detail: str = "") -> None:
+    def _record(
+        self, draft: Draft, actor: Actor, event: RegisterEvent, protocol_id: str, detail: str = "",
+        consent_version: str = "",
+    ) -> None:
         self._register.append(
             at=self._clock.now(),
             event=event,
@@ -437,6 +441,7 @@ class ReferralDialogue:
             protocol_id=protocol_id,
             reference=draft.reference,
             detail=detail,
+            consent_version=consent_version,
         )
 
     def _consent_card(

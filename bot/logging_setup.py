@@ -54,9 +54,13 @@ _PHONE = re.compile(
 )
 
 
+#: The token of a DPO's register download link (`bot.register_export`), e.g. in aiohttp's access log.
+_LINK_TOKEN = re.compile(r"(?<=/register/export/)[A-Za-z0-9_-]+")
+
+
 def redact(text: str) -> str:
-    """`text` with anything that looks like an e-mail address or a phone number replaced."""
-    return _PHONE.sub(REDACTED, _EMAIL.sub(REDACTED, text))
+    """`text` with anything that looks like an e-mail address, a phone number or a download token replaced."""
+    return _PHONE.sub(REDACTED, _EMAIL.sub(REDACTED, _LINK_TOKEN.sub(REDACTED, text)))
 
 
 def _redact_value(value: object) -> object:

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$")
 _SECRET_NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")  # Key Vault secret name rules
 _POSTAL_CODE_PATTERN = re.compile(r"^[1-9][0-9]{3}$")
+_GUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class ProtocolFileError(ValueError):
@@ -98,6 +99,9 @@ class DataSharingProtocol:
     recipient_dpo: str
     source: Path
     retention: RetentionPolicy = DEFAULT_RETENTION
+    #: The Entra object ids of both parties' DPOs (`dpo_object_ids` under `[sender]` and `[recipient]`):
+    #: they may ask the bot for this protocol's register in Teams.
+    dpo_object_ids: frozenset[str] = frozenset()
 
     def in_force_on(self, day: dt.date) -> bool:
         """True when a referral made on `day` is covered (`ends_on` is the last day it is)."""
@@ -305,6 +309,8 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> DataSharingProtocol:
         recipient_dpo=reader.mailbox("recipient.dpo"),
         source=path,
         retention=_retention(reader),
+        dpo_object_ids=frozenset(reader.optional_guid_list("sender.dpo_object_ids")
+                                 + reader.optional_guid_list("recipient.dpo_object_ids")),
     )
 
 
@@ -355,6 +361,13 @@ class _FieldReader:
 
     def optional_text_list(self, dotted: str) -> list[str]:
         return [] if self._value(dotted) is None else self.text_list(dotted)
+
+    def optional_guid_list(self, dotted: str) -> list[str]:
+        values = [value.lower() for value in self.optional_text_list(dotted)]
+        for value in values:
+            if not _GUID_PATTERN.match(value):
+                raise ProtocolFileError(self.path, dotted, f"'{value}' is not an Entra object id (a GUID)")
+        return values
 
     def date(self, dotted: str) -> dt.date:
         value = self._value(dotted)

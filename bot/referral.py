@@ -13,11 +13,17 @@ from types import MappingProxyType
 
 from bot.protocols import DataSharingProtocol
 
-#: What the register and the DPO export say was shared (CONTENT.md, "Register and DPO").
+#: Every category of data a protocol allows (CONTENT.md, "Register and DPO"), in this order; a
+#: register entry names only those the event itself moved (`ClientDetails.categories`, `ITEM_CATEGORIES`).
 DATA_CATEGORIES: tuple[str, ...] = ("identification:name", "contact:address", "contact:phone", "contact:email")
 LEGAL_BASIS = (
     "art. 10/1 decreet 30 april 2004 (Opgroeien regie); "
     "protocol art. 8 par. 1 e-govdecreet 18 juli 2008"
+)
+#: Why the data is shared (protocol art. 2, decree art. 10/1), as the register states it per entry.
+PURPOSE = (
+    "proactief contact door het OCMW om de toegang tot sociale hulp- en dienstverlening te verhogen "
+    "en onderbescherming te voorkomen (protocol art. 2)"
 )
 RECIPIENT_CATEGORY = "maatschappelijk werker OCMW, gebonden door het beroepsgeheim"
 
@@ -43,6 +49,15 @@ ITEM_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "address": ("street", "houseNumber", "postalCode", "municipality"),
         "phone": ("phone",),
         "email": ("email",),
+    }
+)
+#: The categories a correction of each item carries (only that item is sent again).
+ITEM_CATEGORIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "name": ("identification:name",),
+        "address": ("contact:address",),
+        "phone": ("contact:phone",),
+        "email": ("contact:email",),
     }
 )
 
@@ -80,6 +95,11 @@ class ClientDetails:
         )
         return [value for value in fields if value]
 
+    def categories(self) -> tuple[str, ...]:
+        """The categories these details hold: name and address always, phone and e-mail only when given."""
+        given = {"contact:phone": bool(self.phone), "contact:email": bool(self.email)}
+        return tuple(category for category in DATA_CATEGORIES if given.get(category, True))
+
 
 @dataclass(frozen=True)
 class Referrer:
@@ -99,6 +119,7 @@ class ConsentRecord:
     informed_follow_up: bool
     consent_given: bool
     confirmed_at: dt.datetime
+    text_version: str = ""
 
     @property
     def complete(self) -> bool:

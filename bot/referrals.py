@@ -133,6 +133,11 @@ class SentReferral:
     withdrawn_by_id: str | None = None
     withdrawn_by: str | None = None
     withdrawn_at: dt.datetime | None = None
+    #: What the package holds, as categories (never values), so its delivery is registered without client
+    #: data; None for a referral queued before they were recorded (unknown).
+    data_categories: tuple[str, ...] | None = None
+    consent_version: str = ""  # the consent text the referrer confirmed (the first version's, for a correction)
+    recipient: str = ""  # the package's addressee as the register names it: "OCMW X <mailbox>"
 
     @property
     def root(self) -> str:
@@ -264,7 +269,7 @@ def _to_row(referral: SentReferral) -> dict[str, Any]:
             value = to_text(value)
         elif name == "state":
             value = value.value
-        elif name == "reported_items":
+        elif name == "reported_items" or (name == "data_categories" and value is not None):
             value = ",".join(value)
         values[name] = value
     return values
@@ -278,7 +283,7 @@ def _from_row(row: sqlite3.Row) -> SentReferral:
             value = from_text(value)
         elif name == "state":
             value = ReferralState(value)
-        elif name == "reported_items":
+        elif name == "reported_items" or (name == "data_categories" and value is not None):
             value = tuple(item for item in value.split(",") if item)
         values[name] = value
     return SentReferral(**values)

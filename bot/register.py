@@ -12,6 +12,14 @@ Retention cuts the oldest entries off the start (`prune_through`). It first appe
 `retention_pruned` entry that names the last entry to go and carries its hash; that entry is
 chained like any other, and `verify` starts from the newest such anchor instead of the genesis
 hash, so a removal, alteration or reordering after a prune is still found.
+
+Entry formats, not a migration. Entries written before the register named the purpose, the
+recipient and the consent-text version (format 1: every entry listed all four data categories)
+keep the hash they were written with and are verified over the fields it covered. Rehashing them
+into the new layout would break every hash a DPO filed away from an earlier export, which is
+exactly what a rewritten register looks like. New entries are format 2: their hash covers every
+field, `entry_format` included, so an entry cannot be passed off as format 1; a format-1 entry
+after a format-2 one, or one with the new fields filled in, is reported as altered.
 """
 
 from __future__ import annotations
@@ -21,17 +29,20 @@ import hashlib
 import json
 import re
 import sqlite3
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.database import to_text, transaction
-from bot.referral import DATA_CATEGORIES, LEGAL_BASIS, RECIPIENT_CATEGORY
+from bot.database import from_text, to_text, transaction
+from bot.protocols import DataSharingProtocol
+from bot.referral import DATA_CATEGORIES, LEGAL_BASIS, PURPOSE, RECIPIENT_CATEGORY
 
 GENESIS_HASH = "0" * 64
 
-#: The fields each hash covers, in the register table's column names.
-HASHED_FIELDS: tuple[str, ...] = (
+#: The fields the hash of a format-1 entry covers (written before the fields below existed).
+LEGACY_HASHED_FIELDS: tuple[str, ...] = (
     "at",
     "event",
     "actor_id",
@@ -43,18 +54,46 @@ HASHED_FIELDS: tuple[str, ...] = (
     "recipient_category",
     "detail",
 )
+#: The fields the hash of a current (format 2) entry covers, in export order.
+HASHED_FIELDS: tuple[str, ...] = (
+    "at",
+    "event",
+    "actor_id",
+    "actor_name",
+    "protocol_id",
+    "reference",
+    "purpose",
+    "legal_basis",
+    "data_categories",
+    "recipient",
+    "recipient_category",
+    "consent_version",
+    "detail",
+    "entry_format",
+)
+CURRENT_FORMAT = "2"
+_FIELDS_OF_FORMAT: Mapping[str, tuple[str, ...]] = {"1": LEGACY_HASHED_FIELDS, CURRENT_FORMAT: HASHED_FIELDS}
+#: Fields a format-1 entry does not have: they stay empty on it.
+_NEW_FIELDS = tuple(name for name in HASHED_FIELDS if name not in LEGACY_HASHED_FIELDS and name != "entry_format")
 
-#: The columns of `export()`, in order (CSV header and JSON keys), for the DPO:
+#: The columns of an export, in order (CSV header and JSON keys), for the DPO:
 #: - seq: the entry's number; numbers are consecutive, a gap means a removed entry
 #: - at: when it happened, ISO-8601 in UTC (e.g. 2026-11-28T09:00:00.000000+00:00)
 #: - event: what happened, one of the `RegisterEvent` values (e.g. consent_confirmed, delivered)
-#: - actor_id, actor_name: the Entra object id and display name of the staff member (or the bot)
-#: - protocol_id: the data-sharing protocol the transfer falls under
+#: - actor_id, actor_name: the Entra object id and display name of the staff member who acted, or
+#:   `bot:<job>` for what the bot did on its own (`bot:delivery`, `bot:retention`)
+#: - protocol_id: the data-sharing protocol the event falls under (`-`: none in particular)
 #: - reference: the referral's reference (VD-YYYYMMDD-XXXXXX), shared with the OCMW
-#: - legal_basis, data_categories, recipient_category: as the protocol states them
-#: - detail: facts such as the key version or the recipient mailbox, never client data
-#: - hash: SHA-256 of the previous entry's hash and this entry's fields (see `entry_hash`)
-EXPORT_COLUMNS: tuple[str, ...] = ("seq", *HASHED_FIELDS, "hash")
+#: - purpose, legal_basis: why, and on which basis, as the protocol states them
+#: - data_categories: the categories the event itself moved (empty when it moved no data)
+#: - recipient, recipient_category: to whom ("OCMW X <mailbox>"), only on the events of a transfer
+#: - consent_version: the version of the consent text the referrer confirmed
+#: - detail: facts such as the key version or on whose behalf the bot acted, never client data
+#: - entry_format: 1 for entries written before purpose, recipient and consent version were recorded
+#: - previous_hash, hash: SHA-256 of the previous entry's hash and this entry's fields (`entry_hash`)
+EXPORT_COLUMNS: tuple[str, ...] = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
+#: An entry that belongs to no single protocol (a prune of the register, a start with several in force).
+_NO_PROTOCOL = "-"
 
 
 class RegisterEvent(StrEnum):
@@ -77,11 +116,15 @@ class RegisterEvent(StrEnum):
     CONSENT_WITHDRAWN = "consent_withdrawn"
     BREACH_REPORTED = "breach_reported"
     RETENTION_PRUNED = "retention_pruned"
+    REGISTER_EXPORTED = "register_exported"
 
 
 #: Who prunes: the bot itself, under the retention periods of the protocol files.
 SYSTEM_ACTOR_ID = "bot:retention"
 SYSTEM_ACTOR_NAME = "Veilig doorverwijzen (bewaartermijnen)"
+#: Who hands a queued package to the mail system: the bot's delivery worker, on the referrer's behalf.
+DELIVERY_ACTOR_ID = "bot:delivery"
+DELIVERY_ACTOR_NAME = "Veilig doorverwijzen (verzending)"
 #: The `detail` of the entry that anchors the chain after a prune of the register itself.
 _ANCHOR = re.compile(r"^table=register; count=(\d+); seq=(\d+)-(\d+); last_hash=([0-9a-f]{64})(; |$)")
 
@@ -118,6 +161,23 @@ class RegisterProblem:
 
 
 @dataclass(frozen=True)
+class ProtocolSummary:
+    """What a DPO's export of one protocol holds: how many entries, from when to when, and its last hash."""
+
+    protocol_id: str
+    entries: int
+    first_at: dt.datetime | None
+    last_at: dt.datetime | None
+    last_seq: int | None
+    last_hash: str | None
+
+
+def recipient_of(protocol: DataSharingProtocol) -> str:
+    """The addressee of a protocol's packages as the register names it: "OCMW X <mailbox>"."""
+    return f"{protocol.recipient.organisation} <{protocol.recipient_mailbox}>"
+
+
+@dataclass(frozen=True)
 class RegisterEntry:
     """One line of the register as written."""
 
@@ -148,12 +208,22 @@ class ProcessingRegister:
         protocol_id: str,
         reference: str = "",
         detail: str = "",
+        data_categories: Sequence[str] = (),
+        recipient: str = "",
+        consent_version: str = "",
     ) -> str:
         """Add an entry chained to the previous one; returns its hash.
 
-        `detail` is for facts such as the key version or the information points confirmed,
-        never for client data.
+        `data_categories` and `recipient` are given together, and only for the steps of a transfer
+        (package built, queued, delivered): the categories that package holds (see
+        `bot.referral.DATA_CATEGORIES`), never values. `detail` is for facts such as the key
+        version or the information points confirmed, never for client data.
         """
+        unknown = sorted(set(data_categories) - set(DATA_CATEGORIES))
+        if unknown or isinstance(data_categories, str):
+            raise ValueError(f"not data categories: {unknown or data_categories!r}")
+        if bool(data_categories) != bool(recipient):
+            raise ValueError("a transfer names its data categories and its recipient, other events neither")
         fields = {
             "at": to_text(at),
             "event": event.value,
@@ -161,20 +231,23 @@ class ProcessingRegister:
             "actor_name": actor_name,
             "protocol_id": protocol_id,
             "reference": reference,
-            "legal_basis": LEGAL_BASIS + f"; protocol {protocol_id}",
-            "data_categories": ",".join(DATA_CATEGORIES),
-            "recipient_category": RECIPIENT_CATEGORY,
+            "purpose": "" if protocol_id == _NO_PROTOCOL else PURPOSE,
+            "legal_basis": LEGAL_BASIS if protocol_id == _NO_PROTOCOL else f"{LEGAL_BASIS}; protocol {protocol_id}",
+            "data_categories": ",".join(category for category in DATA_CATEGORIES if category in data_categories),
+            "recipient": recipient,
+            "recipient_category": RECIPIENT_CATEGORY if recipient else "",
+            "consent_version": consent_version,
             "detail": detail,
+            "entry_format": CURRENT_FORMAT,
         }
+        columns = (*HASHED_FIELDS, "previous_hash", "hash")
         with transaction(self._db):
             row = self._db.execute("SELECT hash FROM register ORDER BY seq DESC LIMIT 1").fetchone()
             previous = GENESIS_HASH if row is None else str(row["hash"])
             digest = entry_hash(previous, fields)
+            # Column names are this module's constants; the values are bound parameters.
             self._db.execute(
-                "INSERT INTO register (at, event, actor_id, actor_name, protocol_id, reference, legal_basis,"
-                " data_categories, recipient_category, detail, previous_hash, hash)"
-                " VALUES (:at, :event, :actor_id, :actor_name, :protocol_id, :reference, :legal_basis,"
-                " :data_categories, :recipient_category, :detail, :previous_hash, :hash)",
+                f"INSERT INTO register ({', '.join(columns)}) VALUES ({', '.join(':' + name for name in columns)})",  # noqa: S608  # nosec B608
                 {**fields, "previous_hash": previous, "hash": digest},
             )
         return digest
@@ -236,9 +309,11 @@ class ProcessingRegister:
         anchor = self.anchor()
         expected_seq, expected_previous = (1, GENESIS_HASH) if anchor is None else (
             anchor.last_seq + 1, anchor.last_hash)
+        current_seen = False
         for row in rows:
             seq = int(row["seq"])
-            problems.extend(_content_problems(row))
+            problems.extend(_content_problems(row, after_current_format=current_seen))
+            current_seen = current_seen or row["entry_format"] == CURRENT_FORMAT
             previous = row["previous_hash"]
             if seq != expected_seq:
                 missing = str(expected_seq) if seq == expected_seq + 1 else f"{expected_seq} to {seq - 1}"
@@ -274,19 +349,69 @@ class ProcessingRegister:
         rows = self._db.execute(
             "SELECT * FROM register WHERE at >= ? AND at < ? ORDER BY seq", (since, until)
         ).fetchall()
-        return [{column: str(row[column]) for column in EXPORT_COLUMNS} for row in rows]
+        return [_exported(row) for row in rows]
+
+    def export_protocol(self, protocol_id: str) -> list[dict[str, str]]:
+        """Every kept entry of one protocol, and the anchors of the register's prunes, columns `EXPORT_COLUMNS`.
+
+        What one protocol's DPO gets: no entry of another protocol (their seq numbers are the gaps),
+        but the anchors, which say why the oldest entries are gone.
+        """
+        rows = self._db.execute(f"SELECT * FROM register WHERE {_OF_PROTOCOL} ORDER BY seq",  # noqa: S608  # nosec B608
+                                (protocol_id, RegisterEvent.RETENTION_PRUNED.value)).fetchall()
+        return [_exported(row) for row in rows]
+
+    def summary(self, protocol_id: str) -> ProtocolSummary:
+        """What `export_protocol` holds, in numbers, and the hash of its last entry (the anchor to file away)."""
+        parameters = (protocol_id, RegisterEvent.RETENTION_PRUNED.value)
+        totals = self._db.execute(
+            f"SELECT COUNT(*) AS n, MIN(at) AS first, MAX(at) AS last FROM register WHERE {_OF_PROTOCOL}",  # noqa: S608  # nosec B608
+            parameters,
+        ).fetchone()
+        last = self._db.execute(
+            f"SELECT seq, hash FROM register WHERE {_OF_PROTOCOL} ORDER BY seq DESC LIMIT 1", parameters  # noqa: S608  # nosec B608
+        ).fetchone()
+        return ProtocolSummary(
+            protocol_id=protocol_id,
+            entries=int(totals["n"]),
+            first_at=None if totals["first"] is None else from_text(str(totals["first"])),
+            last_at=None if totals["last"] is None else from_text(str(totals["last"])),
+            last_seq=None if last is None else int(last["seq"]),
+            last_hash=None if last is None else str(last["hash"]),
+        )
 
 
-def _content_problems(row: sqlite3.Row) -> list[RegisterProblem]:
-    """Whether the entry's fields still give the hash it was written with."""
+#: The entries of one protocol's export: its own and the register's anchors.
+_OF_PROTOCOL = "(protocol_id = ? OR (protocol_id = '-' AND event = ? AND detail LIKE 'table=register;%'))"
+
+
+def _exported(row: sqlite3.Row) -> dict[str, str]:
+    return {column: str(row[column]) for column in EXPORT_COLUMNS}
+
+
+def _content_problems(row: sqlite3.Row, *, after_current_format: bool) -> list[RegisterProblem]:
+    """Whether the entry's fields still give the hash it was written with, in its own format."""
     seq = int(row["seq"])
-    not_text = [name for name in (*HASHED_FIELDS, "previous_hash", "hash") if not isinstance(row[name], str)]
+    entry_format: Any = row["entry_format"]
+    fields_hashed = _FIELDS_OF_FORMAT.get(entry_format) if isinstance(entry_format, str) else None
+    if fields_hashed is None:
+        return [RegisterProblem(seq, ProblemKind.ALTERED, f"unknown entry format {str(entry_format)[:20]!r}")]
+    not_text = [name for name in (*fields_hashed, *_NEW_FIELDS, "previous_hash", "hash")
+                if not isinstance(row[name], str)]
     if not_text:
         return [RegisterProblem(seq, ProblemKind.ALTERED, f"not text any more: {', '.join(not_text)}")]
     malformed = [name for name in ("previous_hash", "hash") if not _is_sha256_hex(row[name])]
     if malformed:
         return [RegisterProblem(seq, ProblemKind.ALTERED, f"not a SHA-256 hash: {', '.join(malformed)}")]
-    fields = {name: str(row[name]) for name in HASHED_FIELDS}
+    if fields_hashed is LEGACY_HASHED_FIELDS:
+        filled = [name for name in _NEW_FIELDS if row[name]]
+        if filled:
+            detail = f"format 1 has no {', '.join(filled)}, yet it is filled in (not covered by its hash)"
+            return [RegisterProblem(seq, ProblemKind.ALTERED, detail)]
+        if after_current_format:
+            detail = "format 1 after entries of format 2: no entry is written in the old format any more"
+            return [RegisterProblem(seq, ProblemKind.ALTERED, detail)]
+    fields = {name: str(row[name]) for name in fields_hashed}
     if entry_hash(str(row["previous_hash"]), fields) != row["hash"]:
         return [RegisterProblem(seq, ProblemKind.ALTERED, "its content no longer matches its hash")]
     return []

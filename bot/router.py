@@ -24,6 +24,7 @@ from bot.dialogue import (
 )
 from bot.ocmw import OcmwService
 from bot.ocmw_links import base_conversation_id
+from bot.register_export import RegisterExports
 from bot.status import StatusService
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ _CORRECTION_VERBS = frozenset({"correction.submit", "correction.later", "correct
 _REFERENCE_COMMANDS = {"intrekken": "consent.withdraw", "withdraw": "consent.withdraw",
                        "verbeter": "correction.start", "correct": "correction.start"}
 _STATUS_WORDS = frozenset({"status", "mijn doorverwijzingen", "my referrals"})
+#: The DPO's command: the register of their protocols (`bot.register_export`).
+_REGISTER_WORDS = frozenset({"register", "verwerkingsregister", "processing register"})
 #: `koppel` and `link.confirm` try a pairing code: a brake on guessing, per user and per conversation
 #: (limiter kinds "link_user" and "link_conversation").
 LINK_LIMIT = RateLimit(5, dt.timedelta(minutes=10))
@@ -55,10 +58,12 @@ class Router:
         ocmw: OcmwService,
         corrections: CorrectionService,
         status: StatusService,
+        register_exports: RegisterExports,
         referrers: ReferrerPolicy,
         limiter: RateLimiter,
         clock: Clock,
     ) -> None:
+        self._register_exports = register_exports
         self._referrers = referrers
         self._limiter = limiter
         self._clock = clock
@@ -90,6 +95,8 @@ class Router:
             if command.startswith(prefix):
                 limited = self._link_limited(actor)
                 return Reply(text=limited) if limited else self._ocmw.link_command(actor, command[len(prefix):])
+        if command in _REGISTER_WORDS:
+            return self._register_exports.on_command(actor)
         if command in _STATUS_WORDS:
             links = self._ocmw.linked_protocols(actor.conversation_id)
             return Reply(card=self._status.for_ocmw(actor, links) if links else self._status.for_referrer(actor))

@@ -26,9 +26,9 @@ from bot.mail_message import build_referral_mail
 from bot.outbox import Outbox
 from bot.package import PackagePasswordError, build_package
 from bot.protocols import DataSharingProtocol
-from bot.referral import ReferralPackageContents, Referrer
+from bot.referral import ITEM_CATEGORIES, ReferralPackageContents, Referrer
 from bot.referrals import ReferralState, ReferralStore, SentReferral
-from bot.register import ProcessingRegister, RegisterEvent
+from bot.register import ProcessingRegister, RegisterEvent, recipient_of
 from bot.zip_passwords import ZipPassword, ZipPasswordError, ZipPasswordProvider
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,11 @@ class ReferralSender:
         except PackagePasswordError as error:
             raise SendFailure("zip password refused by the packager", transient=False) from error
         message = build_referral_mail(contents, package, sender=self._mail_from, local_tz=self._tz)
-        record = _queued_record(draft.reference, protocol, referrer, origin, password, message, draft.created_at, now)
+        record = dataclasses.replace(
+            _queued_record(draft.reference, protocol, referrer, origin, password, message, draft.created_at, now),
+            data_categories=draft.details.categories(),
+            consent_version=draft.consent.text_version,
+        )
         with transaction(self._db):
             if not self._drafts.close(draft, DraftState.SENT, now):
                 raise SendFailure("draft changed while sending", transient=False)
@@ -183,6 +187,8 @@ class ReferralSender:
                 _queued_record(new_reference, protocol, referrer, origin, password, message, now, now),
                 parent_reference=original.reference,
                 corrected_item=item,
+                data_categories=ITEM_CATEGORIES[item],
+                consent_version=original.consent_version,  # sent again under the consent the family gave
             )
             self._commit(record, message, protocol, referrer, now)
         return QueuedReferral(reference=new_reference, queued_at=now, key_version=password.version)
@@ -228,6 +234,9 @@ class ReferralSender:
                 protocol_id=protocol.id,
                 reference=record.reference,
                 detail=detail if record.corrected_item is None else f"{detail}; correction: {record.corrected_item}",
+                data_categories=record.data_categories or (),
+                recipient=record.recipient,
+                consent_version=record.consent_version,
             )
 
 
@@ -241,7 +250,10 @@ def _queued_record(
     created_at: dt.datetime,
     now: dt.datetime,
 ) -> SentReferral:
-    """The lasting record of a queued package: who, where to report back, which key; no client data."""
+    """The lasting record of a queued package: who, where to report back, which key, to whom; no client data.
+
+    The caller adds what the package holds (`data_categories`, categories only) and the consent version.
+    """
     return SentReferral(
         reference=reference,
         protocol_id=protocol.id,
@@ -256,4 +268,5 @@ def _queued_record(
         message_id=str(message["Message-ID"]),
         created_at=created_at,
         queued_at=now,
+        recipient=recipient_of(protocol),
     )

@@ -1,7 +1,8 @@
 """Adaptive Cards (schema 1.5, Action.Execute) and chat texts of the referral bot, in Dutch and English.
 
 The referral dialogue's cards are in `_render`; the cards after "send" (the OCMW's card per package,
-status lists, corrections, linking the OCMW's channel) in `_follow_up`, fed with the views of `_views`.
+status lists, corrections, linking the OCMW's channel) in `_follow_up`, fed with the views of `_views`;
+the DPO's register card in `_register`.
 
 Cards are JSON templates in `templates/`, filled structurally by `_template`; texts come from
 `texts/nl.json` (default) and `texts/en.json`. Every function returns a complete AdaptiveCard dict.
@@ -31,6 +32,7 @@ from cards._follow_up import (
     referral_status_card,
 )
 from cards._markdown import escape_markdown
+from cards._register import RegisterProtocolView, register_export_card
 from cards._render import (
     CONSENT_INPUTS,
     CONSENT_TOGGLES,
@@ -124,6 +126,7 @@ __all__ = [
     "OcmwState",
     "Outcome",
     "ReferralItem",
+    "RegisterProtocolView",
     "StatusRow",
     "StatusState",
     "TemplateError",
@@ -146,6 +149,7 @@ __all__ = [
     "problem_card",
     "queued_card",
     "referral_status_card",
+    "register_export_card",
     "review_card",
     "sent_card",
     "shared_welcome_card",

@@ -85,6 +85,19 @@ STATUS_ROWS = [
     cards.StatusRow("VD-20261123-B8WN3R", RECIPIENT, "failed", WHEN, None, None, None),
 ]
 
+#: A DPO's register summary: a made-up hash and a link shaped like the bot's (the token is fictitious).
+REGISTER_VIEW = cards.RegisterProtocolView(
+    ocmw=RECIPIENT,
+    protocol_id="OR-KG-NOW-OCMW-SGW-2026",
+    entries=1284,
+    first_day=dt.date(2026, 3, 2),
+    last_day=dt.date(2026, 11, 28),
+    last_seq=1391,
+    last_hash="5c1f0e9b2d7a4c39b6e0f1a2d3c4b5a68c1f0e5b2d7a4c39b6e0f1a2d3c4b5a6",
+    csv_url="https://veilig-doorverwijzen.azurewebsites.net/register/export/Xk2v-voorbeeld-token",
+    json_url="https://veilig-doorverwijzen.azurewebsites.net/register/export/Qm8w-voorbeeld-token?format=json",
+)
+
 
 def _confirm(kind: str) -> CardMaker:
     def make(lang: cards.Language) -> Card:
@@ -218,6 +231,22 @@ def _follow_up_samples() -> list[CardSample]:
             "link_confirm_card",
             lambda lang: cards.link_confirm_card(lang, ocmw=RECIPIENT, code="K7M2-QX4P"),
             in_docs=True,
+        ),
+        CardSample(
+            "register-export",
+            "register_export_card",
+            lambda lang: cards.register_export_card(
+                lang, protocols=[REGISTER_VIEW], chain_entries=1391, chain_problems=0, first_problem_seq=None,
+                links_until=WHEN + dt.timedelta(minutes=15), link_minutes=15,
+            ),
+        ),
+        CardSample(
+            "register-export-no-links-broken-chain",
+            "register_export_card",
+            lambda lang: cards.register_export_card(
+                lang, protocols=[dataclasses.replace(REGISTER_VIEW, csv_url="", json_url="")], chain_entries=1391,
+                chain_problems=2, first_problem_seq=1187, links_until=None, link_minutes=15,
+            ),
         ),
     ]
 

@@ -147,3 +147,16 @@ def test_ocmw_tenant_ids_must_be_guids() -> None:
         Settings.from_mapping({"OCMW_TENANT_IDS": "ocmw-sint-gillis"})
     settings = Settings.from_mapping({"OCMW_TENANT_IDS": " 0C3C0C3C-0000-4000-8000-000000000002 ,"})
     assert settings.ocmw_channels.tenant_ids == {"0c3c0c3c-0000-4000-8000-000000000002"}
+
+
+def test_the_public_base_url_is_an_https_address_without_a_trailing_slash() -> None:
+    assert Settings.from_mapping({}).public_base_url is None
+    settings = Settings.from_mapping({"PUBLIC_BASE_URL": "https://veilig-doorverwijzen.azurewebsites.net/"})
+    assert settings.public_base_url == "https://veilig-doorverwijzen.azurewebsites.net"
+
+
+@pytest.mark.parametrize("url", ["http://bot.example.be", "bot.example.be", "https://", "https://bot.example.be/?x=1",
+                                 "https://user@bot.example.be", "https://bot.example.be/#top"])
+def test_a_public_base_url_that_would_make_bad_links_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
+        Settings.from_mapping({"PUBLIC_BASE_URL": url})

@@ -196,3 +196,37 @@ def test_the_wal_is_truncated_when_the_transaction_around_the_wipe_commits(tmp_p
     assert (tmp_path / "bot.sqlite3-wal").stat().st_size == 0
     assert sealed not in path.read_bytes()
     connection.close()
+
+
+def test_register_verify_accepts_the_botbuilder_era_register_after_the_upgrade(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The old entries keep the hashes they were written with (format 1); new ones chain on in format 2."""
+    import argparse
+
+    from bot.register import ProcessingRegister, RegisterEvent
+    from bot.register_cli import add_register_commands, run_register_command
+
+    parser = argparse.ArgumentParser()
+    add_register_commands(parser.add_subparsers(dest="command"))
+    verify = parser.parse_args(["register", "verify"])
+    _restore(settings.database_path, "http://127.0.0.1:1")
+    with sqlite3.connect(settings.database_path) as db:
+        written = [row[0] for row in db.execute("SELECT hash FROM register ORDER BY seq")]
+    connection = open_database(settings.database_path)
+    assert run_register_command(verify, settings) == 0
+    assert capsys.readouterr().out == f"register intact: {len(written)} entries\n"
+    rows = connection.execute("SELECT hash, entry_format, purpose, recipient FROM register ORDER BY seq").fetchall()
+    assert [row["hash"] for row in rows] == written and {row["entry_format"] for row in rows} == {"1"}
+    assert {(row["purpose"], row["recipient"]) for row in rows} == {("", "")}
+    referrals = connection.execute("SELECT data_categories, consent_version FROM referrals").fetchall()
+    assert [tuple(row) for row in referrals] == [(None, "")] * 2, "categories of an old referral: unknown"
+
+    ProcessingRegister(connection).append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="aad-ocmw-1",
+                                          actor_name="Olga Maatschappelijk", protocol_id="OR-KG-NOW-OCMW-SGW-2026",
+                                          reference=UNACKNOWLEDGED)
+    assert run_register_command(verify, settings) == 0
+    connection.execute("UPDATE register SET detail = 'attempt 2' WHERE seq = 6")
+    assert run_register_command(verify, settings) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("seq 6: altered:")
+    connection.close()

@@ -107,8 +107,10 @@ async def test_register_records_the_transfer_without_client_data(
                           (reference,)).fetchall()
     assert [row[0] for row in rows] == ["referral_started", "consent_confirmed", "package_built", "queued",
                                         "delivered"]
-    assert {row[1] for row in rows} == {"aad-referrer-1"} and {row[2] for row in rows} == {PROTOCOL_ID}
-    assert "contact:phone" in rows[0][3]
+    assert [row[1] for row in rows] == ["aad-referrer-1"] * 4 + ["bot:delivery"], "the bot delivers"
+    assert {row[2] for row in rows} == {PROTOCOL_ID}
+    assert [bool(row[3]) for row in rows] == [False, False, True, True, True], "only the transfer has categories"
+    assert "contact:phone" in rows[-1][3]
 
 
 async def test_english_locale_gets_english_cards(bot: BotDriver) -> None:

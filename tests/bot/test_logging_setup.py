@@ -230,3 +230,10 @@ def test_stack_info_is_redacted() -> None:
     assert "Stack (most recent call last)" in entry["stack_info"]
     assert f"deep(\"{REDACTED}\")" in entry["stack_info"]
     assert "zoe@example.be" not in entry["stack_info"]
+
+
+def test_a_register_download_token_in_an_access_log_line_is_redacted() -> None:
+    token = "q1W-_e2R3t4Y5u6I7o8P9a0SdFgHjKlZxCvBnM1q2W3"
+    line = f'127.0.0.1 [28/Nov/2026:10:05:00 +0000] "GET /register/export/{token}?format=json HTTP/1.1" 200'
+    assert redact(line) == ('127.0.0.1 [28/Nov/2026:10:05:00 +0000] "GET /register/export/[redacted]?format=json'
+                            ' HTTP/1.1" 200')

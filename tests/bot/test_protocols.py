@@ -249,3 +249,30 @@ def test_protocols_check_prints_each_protocol_or_names_file_and_field(tmp_path: 
     done = _protocols_check(tmp_path)
     assert done.returncode == 1
     assert done.stdout.startswith("FAIL") and "p.toml" in done.stdout and "retention.register_years" in done.stdout
+
+
+# --- the DPOs' Entra object ids -------------------------------------------------------------------
+
+DPO_ID = "7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"
+
+
+def test_the_dpos_object_ids_of_both_sides_are_read_lower_case(tmp_path: Path) -> None:
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text()
+    text = text.replace('dpo = "dpo@opgroeien.be"', f'dpo = "dpo@opgroeien.be"\ndpo_object_ids = ["{DPO_ID.upper()}"]')
+    text = text.replace('dpo = "informatica@sint-gillis-waas.be"',
+                        'dpo = "informatica@sint-gillis-waas.be"\n'
+                        'dpo_object_ids = ["0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"]')
+    (tmp_path / "p.toml").write_text(text)
+    [protocol] = load_registry(tmp_path).all()
+    assert protocol.dpo_object_ids == {DPO_ID, "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"}
+    assert load_registry(SHIPPED).all()[0].dpo_object_ids == frozenset(), "none named: nobody gets the register"
+
+
+@pytest.mark.parametrize("value", ['["dpo@opgroeien.be"]', f'"{DPO_ID}"', "[]", f'["{DPO_ID}", 3]'])
+def test_a_dpo_object_id_that_is_no_guid_names_the_field(tmp_path: Path, value: str) -> None:
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text()
+    (tmp_path / "p.toml").write_text(text.replace('dpo = "informatica@sint-gillis-waas.be"',
+                                                  f'dpo = "informatica@sint-gillis-waas.be"\ndpo_object_ids = {value}'))
+    with pytest.raises(ProtocolFileError) as raised:
+        load_registry(tmp_path)
+    assert raised.value.field == "recipient.dpo_object_ids"

@@ -14,6 +14,7 @@ from bot.register import (
     EXPORT_COLUMNS,
     GENESIS_HASH,
     HASHED_FIELDS,
+    LEGACY_HASHED_FIELDS,
     ChainAnchor,
     ProblemKind,
     ProcessingRegister,
@@ -70,8 +71,7 @@ def test_an_empty_register_verifies(tmp_path: Path) -> None:
     assert register.count() == 0
 
 
-@pytest.mark.parametrize("column", ["at", "event", "actor_id", "actor_name", "protocol_id", "reference",
-                                    "legal_basis", "data_categories", "recipient_category", "detail"])
+@pytest.mark.parametrize("column", [name for name in HASHED_FIELDS if name != "entry_format"])
 def test_an_altered_field_is_found_at_its_entry(tmp_path: Path, column: str) -> None:
     db, register = _filled(tmp_path)
     db.execute(f"UPDATE register SET {column} = {column} || 'x' WHERE seq = 3")  # noqa: S608 - test's own names
@@ -145,8 +145,9 @@ def test_swapping_the_last_two_is_found(tmp_path: Path) -> None:
 def test_an_entry_inserted_in_a_gap_is_found(tmp_path: Path) -> None:
     db, register = _filled(tmp_path)
     db.execute("UPDATE register SET seq = seq + 10 WHERE seq > 3")
-    db.execute("INSERT INTO register SELECT 4, at, event, actor_id, 'Vervalst', protocol_id, reference, legal_basis,"
-               " data_categories, recipient_category, detail, previous_hash, hash FROM register WHERE seq = 3")
+    copied = [name for name in (*HASHED_FIELDS, "previous_hash", "hash") if name != "actor_name"]
+    db.execute(f"INSERT INTO register (seq, actor_name, {', '.join(copied)})"  # noqa: S608 - test's own names
+               f" SELECT 4, 'Vervalst', {', '.join(copied)} FROM register WHERE seq = 3")
     kinds = [(p.seq, p.kind) for p in register.verify()]
     assert (4, ProblemKind.ALTERED) in kinds
     assert (14, ProblemKind.REMOVED) in kinds
@@ -248,8 +249,9 @@ def test_export_has_the_documented_columns_and_values(tmp_path: Path) -> None:
     db, register = _filled(tmp_path, count=2)
     rows = register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 28), BRUSSELS)
     assert [list(row) for row in rows] == [list(EXPORT_COLUMNS)] * 2
-    assert EXPORT_COLUMNS == ("seq", "at", "event", "actor_id", "actor_name", "protocol_id", "reference",
-                              "legal_basis", "data_categories", "recipient_category", "detail", "hash")
+    assert EXPORT_COLUMNS == ("seq", "at", "event", "actor_id", "actor_name", "protocol_id", "reference", "purpose",
+                              "legal_basis", "data_categories", "recipient", "recipient_category", "consent_version",
+                              "detail", "entry_format", "previous_hash", "hash")
     first = rows[0]
     assert first["seq"] == "1"
     assert dt.datetime.fromisoformat(first["at"]) == NOW
@@ -257,7 +259,9 @@ def test_export_has_the_documented_columns_and_values(tmp_path: Path) -> None:
     assert first["event"] == "referral_started"
     assert first["reference"] == "VD-20261128-K7M2QX"
     assert "10/1" in first["legal_basis"] and "OR-KG-NOW-OCMW-SGW-2026" in first["legal_basis"]
-    assert first["data_categories"] == "identification:name,contact:address,contact:phone,contact:email"
+    assert "onderbescherming" in first["purpose"] and first["entry_format"] == "2"
+    assert (first["data_categories"], first["recipient"], first["recipient_category"]) == ("", "", "")
+    assert first["previous_hash"] == GENESIS_HASH
     stored = db.execute("SELECT hash FROM register WHERE seq = 1").fetchone()["hash"]
     assert first["hash"] == stored
     assert entry_hash(stored, {name: rows[1][name] for name in HASHED_FIELDS}) == rows[1]["hash"]
@@ -304,3 +308,134 @@ def test_export_refuses_an_end_before_the_start(tmp_path: Path) -> None:
     register = ProcessingRegister(open_database(tmp_path / "db"))
     with pytest.raises(ValueError, match="before"):
         register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 27), BRUSSELS)
+
+
+# --- what each entry says: categories and recipient only for a transfer ---------------------------
+
+RECIPIENT = "OCMW Sint-Gillis-Waas <welzijnshuis@sint-gillis-waas.be>"
+
+
+def test_a_transfer_names_its_categories_in_the_protocols_order_and_its_recipient(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "db")
+    register = ProcessingRegister(db)
+    register.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="bot:delivery", actor_name="bot", protocol_id="P",
+                    data_categories=("contact:phone", "identification:name"), recipient=RECIPIENT,
+                    consent_version="v3")
+    register.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name="A", protocol_id="P")
+    delivered, acknowledged = db.execute("SELECT * FROM register ORDER BY seq").fetchall()
+    assert delivered["data_categories"] == "identification:name,contact:phone"
+    assert (delivered["recipient"], delivered["consent_version"]) == (RECIPIENT, "v3")
+    assert delivered["recipient_category"] == "maatschappelijk werker OCMW, gebonden door het beroepsgeheim"
+    assert (acknowledged["data_categories"], acknowledged["recipient"], acknowledged["recipient_category"]) == (
+        "", "", "")
+    assert register.verify() == []
+
+
+def test_an_entry_of_no_protocol_has_no_purpose(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "db")
+    ProcessingRegister(db).append(at=NOW, event=RegisterEvent.RETENTION_PRUNED, actor_id="bot:retention",
+                                  actor_name="bot", protocol_id="-", detail="table=drafts; count=1")
+    row = db.execute("SELECT purpose, legal_basis FROM register").fetchone()
+    assert row["purpose"] == "" and not row["legal_basis"].endswith("protocol -")
+
+
+@pytest.mark.parametrize(("categories", "recipient"), [
+    (("contact:email",), ""),  # data without an addressee
+    ((), RECIPIENT),  # an addressee without data
+    (("Zoëlle",), RECIPIENT),  # a value, not a category
+    ("contact:email", RECIPIENT),  # a string is not a list of categories
+])
+def test_what_is_not_a_transfer_is_refused(tmp_path: Path, categories: tuple[str, ...], recipient: str) -> None:
+    register = ProcessingRegister(open_database(tmp_path / "db"))
+    with pytest.raises(ValueError, match=r"categor|recipient"):
+        register.append(at=NOW, event=RegisterEvent.QUEUED, actor_id="a", actor_name="A", protocol_id="P",
+                        data_categories=categories, recipient=recipient)
+    assert register.count() == 0
+
+
+# --- format 1: entries written before purpose, recipient and consent version -----------------------
+
+LEGACY_CATEGORIES = "identification:name,contact:address,contact:phone,contact:email"
+
+
+def _legacy_entries(db: sqlite3.Connection, count: int) -> None:
+    """Entries as the previous version wrote them: hashed over the old fields, the new ones empty."""
+    previous = GENESIS_HASH
+    for seq in range(1, count + 1):
+        fields = {"at": f"2026-11-2{seq}T09:00:00.000000+00:00", "event": "delivered", "actor_id": "aad-1",
+                  "actor_name": "An Verpleeg", "protocol_id": "P", "reference": "VD-20261128-K7M2QX",
+                  "legal_basis": "art. 10/1; protocol P", "data_categories": LEGACY_CATEGORIES,
+                  "recipient_category": "maatschappelijk werker", "detail": f"old {seq}"}
+        assert set(fields) == set(LEGACY_HASHED_FIELDS)
+        digest = entry_hash(previous, fields)
+        db.execute("INSERT INTO register (seq, at, event, actor_id, actor_name, protocol_id, reference, legal_basis,"
+                   " data_categories, recipient_category, detail, previous_hash, hash) VALUES"
+                   " (:seq, :at, :event, :actor_id, :actor_name, :protocol_id, :reference, :legal_basis,"
+                   " :data_categories, :recipient_category, :detail, :previous_hash, :hash)",
+                   {**fields, "seq": seq, "previous_hash": previous, "hash": digest})
+        previous = digest
+
+
+def test_old_entries_keep_their_hashes_and_new_ones_chain_on(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "db")
+    register = ProcessingRegister(db)
+    _legacy_entries(db, 3)
+    old_hashes = [row[0] for row in db.execute("SELECT hash FROM register ORDER BY seq")]
+    register.append(at=NOW, event=RegisterEvent.QUEUED, actor_id="a", actor_name="A", protocol_id="P",
+                    data_categories=("identification:name",), recipient=RECIPIENT)
+    assert register.verify() == []
+    rows = db.execute("SELECT entry_format, hash, previous_hash FROM register ORDER BY seq").fetchall()
+    assert [row["entry_format"] for row in rows] == ["1", "1", "1", "2"]
+    assert [row["hash"] for row in rows[:3]] == old_hashes, "nothing a DPO filed away changes"
+    assert rows[3]["previous_hash"] == old_hashes[-1]
+
+
+@pytest.mark.parametrize(("change", "where"), [
+    ("recipient = 'OCMW X <x@example.be>'", 2),  # a field format 1 does not have, filled in afterwards
+    ("consent_version = 'v9'", 2),
+    ("entry_format = '3'", 2),  # no such format
+    ("detail = 'changed'", 2),
+    ("entry_format = '1'", 4),  # a new entry passed off as an old one
+])
+def test_tampering_across_formats_is_found(tmp_path: Path, change: str, where: int) -> None:
+    db = open_database(tmp_path / "db")
+    register = ProcessingRegister(db)
+    _legacy_entries(db, 3)
+    register.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name="A", protocol_id="P")
+    db.execute(f"UPDATE register SET {change} WHERE seq = ?", (where,))  # noqa: S608 - test's own SQL
+    assert [(p.seq, p.kind) for p in register.verify()] == [(where, ProblemKind.ALTERED)]
+
+
+def test_an_old_format_entry_after_a_new_one_is_found_even_with_a_valid_hash(tmp_path: Path) -> None:
+    """Rewriting a new entry in the old format (hash recomputed) hides its recipient and consent version."""
+    db, register = _filled(tmp_path, count=3)
+    row = db.execute("SELECT * FROM register WHERE seq = 2").fetchone()
+    fields = {name: str(row[name]) for name in LEGACY_HASHED_FIELDS}
+    db.execute("UPDATE register SET entry_format = '1', purpose = '', hash = ? WHERE seq = 2",
+               (entry_hash(row["previous_hash"], fields),))
+    problems = register.verify()
+    assert (2, ProblemKind.ALTERED) in [(p.seq, p.kind) for p in problems]
+    assert "format 1 after entries of format 2" in problems[0].detail
+
+
+# --- one protocol's export, for its DPO ----------------------------------------------------------
+
+
+def test_a_protocols_export_has_its_own_entries_and_the_registers_anchors(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "db")
+    register = ProcessingRegister(db)
+    for index, protocol in enumerate(["P", "Q", "P", "Q", "P"]):
+        register.append(at=NOW + dt.timedelta(days=index), event=RegisterEvent.ACKNOWLEDGED, actor_id="a",
+                        actor_name="A", protocol_id=protocol, detail=str(index))
+    register.prune_through(2, at=LATER, rule="test")
+    register.append(at=LATER, event=RegisterEvent.RETENTION_PRUNED, actor_id="bot:retention", actor_name="bot",
+                    protocol_id="-", detail="table=drafts; count=3; rule=7 days")
+    rows = register.export_protocol("P")
+    assert [(row["seq"], row["protocol_id"]) for row in rows] == [("3", "P"), ("5", "P"), ("6", "-")]
+    assert rows[-1]["detail"].startswith("table=register; count=2; seq=1-2")
+    summary = register.summary("P")
+    assert (summary.entries, summary.last_seq, summary.last_hash) == (3, 6, rows[-1]["hash"])
+    assert summary.first_at == NOW + dt.timedelta(days=2) and summary.last_at == LATER
+    assert register.summary("Q").entries == 2, "its kept entry 4 and the anchor"
+    empty = ProcessingRegister(open_database(tmp_path / "empty")).summary("P")
+    assert (empty.entries, empty.first_at, empty.last_seq, empty.last_hash) == (0, None, None, None)
