@@ -301,12 +301,14 @@ class ReferralDialogue:
                 ticked=ticked, missing=missing,
             )
         now = self._clock.now()
-        consent = ConsentRecord(True, True, True, True, True, confirmed_at=now)
+        version = cards.consent_text_version()
+        consent = ConsentRecord(True, True, True, True, True, confirmed_at=now, text_version=version)
         updated = self._drafts.advance(draft, DraftState.DETAILS, now, protocol_id=protocol.id, consent=consent)
         if updated is None:
             return self._current_card(actor, draft.id)
         self._record(updated, actor, RegisterEvent.CONSENT_CONFIRMED, protocol.id,
-                     detail="informed: data, recipient, purpose, follow-up; consent given")
+                     detail=f"informed: data, recipient, purpose, follow-up; consent given; "
+                            f"consent text version {version}")
         return self._details_card(actor, updated, protocol, values={}, errors={})
 
     async def _details(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:

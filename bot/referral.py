@@ -20,6 +20,9 @@ LEGAL_BASIS = (
     "protocol art. 8 par. 1 e-govdecreet 18 juli 2008"
 )
 RECIPIENT_CATEGORY = "maatschappelijk werker OCMW, gebonden door het beroepsgeheim"
+#: The version id of the consent texts shown before versions were recorded (`cards._consent_version`):
+#: a consent stored without `text_version` was confirmed under these texts.
+UNVERSIONED_CONSENT_TEXT = "2026-11-1"
 
 #: The only inputs there are for article 3's data, in card order, with their maximum lengths.
 #: Anything else in a card action is ignored and never stored.
@@ -99,6 +102,8 @@ class ConsentRecord:
     informed_follow_up: bool
     consent_given: bool
     confirmed_at: dt.datetime
+    #: Which version of the consent texts was read to the parents (`consent.version` in the catalogues).
+    text_version: str
 
     @property
     def complete(self) -> bool:

@@ -8,6 +8,7 @@ Cards are JSON templates in `templates/`, filled structurally by `_template`; te
 """
 
 from cards._confirm import CONFIRMATIONS, VERB_VIEW, confirm_card, is_confirmed
+from cards._consent_version import CONSENT_TEXT_VERSIONS, consent_text_version, consent_texts_digest
 from cards._errors import CardError
 from cards._follow_up import (
     FOLLOW_UP_VERBS,
@@ -82,6 +83,7 @@ from cards._views import (
 __all__ = [
     "CONFIRMATIONS",
     "CONSENT_INPUTS",
+    "CONSENT_TEXT_VERSIONS",
     "CONSENT_TOGGLES",
     "DETAIL_FIELDS",
     "FIELD_ERROR_CODES",
@@ -130,6 +132,8 @@ __all__ = [
     "cancelled_card",
     "confirm_card",
     "consent_card",
+    "consent_text_version",
+    "consent_texts_digest",
     "correction_queued_card",
     "correction_request_card",
     "correction_start_card",

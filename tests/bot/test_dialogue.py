@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import cards
 from bot.app import create_app
 from bot.config import Settings
 from bot.reference import is_reference
@@ -88,6 +89,9 @@ async def test_whole_referral_sends_one_aes_zip_that_7zip_opens(
     assert inside["client"]["phone"] == "+32470987654"
     assert inside["client"]["address"]["houseNumber"] == "127 bus 34"
     assert inside["consent"]["consentGiven"] is True
+    assert inside["consent"]["textVersion"] == cards.consent_text_version(), "the texts the parents heard"
+    listing = (tmp_path / "open" / "doorverwijzing.txt").read_bytes().decode("utf-8")
+    assert f"hoorden: {cards.consent_text_version()}\r\n" in listing
 
     wrong = sevenzip.extract(package, "WRONGPASSWORD-123456", tmp_path / "wrong")
     assert wrong.returncode != 0
@@ -109,6 +113,20 @@ async def test_register_records_the_transfer_without_client_data(
                                         "delivered"]
     assert {row[1] for row in rows} == {"aad-referrer-1"} and {row[2] for row in rows} == {PROTOCOL_ID}
     assert "contact:phone" in rows[0][3]
+
+
+async def test_the_register_records_which_consent_text_version_was_read(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings
+) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    import sqlite3
+
+    with sqlite3.connect(settings.database_path) as db:
+        [(detail,)] = db.execute("SELECT detail FROM register WHERE event = 'consent_confirmed'").fetchall()
+    assert detail.endswith(f"; consent text version {cards.consent_text_version()}")
+    draft = bot.services.drafts.get(draft_id)
+    assert draft is not None and draft.consent is not None
+    assert draft.consent.text_version == cards.consent_text_version()
 
 
 async def test_english_locale_gets_english_cards(bot: BotDriver) -> None:
