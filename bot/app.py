@@ -149,6 +149,7 @@ def create_app(
         timezone=settings.timezone,
         on_queued=worker.wake,
         chat_url=personal_chat_url(settings.identity.app_id),
+        public_base_url=settings.public_base_url,
     )
     corrections = CorrectionService(
         connection=connection,

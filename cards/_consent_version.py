@@ -32,6 +32,9 @@ CONSENT_TEXT_VERSIONS: Final[Mapping[str, str]] = MappingProxyType(
     {
         # The texts of 28 November 2026, before versions were recorded.
         UNVERSIONED_CONSENT_TEXT: "6645099255057ce77f9601730be570c976d1a741b05673e4ab96514592875b6d",
+        # Issue 12: who is responsible, geïntegreerd breed onthaal explained, refusing changes nothing, how to
+        # withdraw, the rights, both DPOs and the Vlaamse Toezichtcommissie; no "zo loop je niets mis"; the sheet.
+        "2026-11-2": "2bbbd158aba2a3bf9c64bf64875e392e40cd8f4e2b41a209dae1148fa2e9cad8",
     }
 )
 
