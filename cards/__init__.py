@@ -4,7 +4,8 @@ The referral dialogue's cards are in `_render`; the cards after "send" (the OCMW
 status lists, corrections, linking the OCMW's channel) in `_follow_up`, fed with the views of `_views`.
 
 Cards are JSON templates in `templates/`, filled structurally by `_template`; texts come from
-`texts/nl.json` (default) and `texts/en.json`. Every function returns a complete AdaptiveCard dict.
+`texts/nl.json` (default) and `texts/en.json`. Every `*_card` function returns a complete AdaptiveCard
+dict; `_information_sheet` makes the family's printable page from the consent card's texts.
 """
 
 from cards._confirm import CONFIRMATIONS, VERB_VIEW, confirm_card, is_confirmed
@@ -30,6 +31,11 @@ from cards._follow_up import (
     link_confirm_card,
     ocmw_referral_card,
     referral_status_card,
+)
+from cards._information_sheet import (
+    SHEET_CONTENT_SECURITY_POLICY,
+    information_sheet_html,
+    information_sheet_not_found_html,
 )
 from cards._markdown import escape_markdown
 from cards._render import (
@@ -99,6 +105,7 @@ __all__ = [
     "PROBLEMS_WITHOUT_RESTART",
     "PROBLEMS_WITH_RETRY",
     "REFERRAL_ITEMS",
+    "SHEET_CONTENT_SECURITY_POLICY",
     "STATUS_MAX_ROWS",
     "STATUS_STATES",
     "VERBS",
@@ -142,6 +149,8 @@ __all__ = [
     "details_card",
     "escape_markdown",
     "field_error_text",
+    "information_sheet_html",
+    "information_sheet_not_found_html",
     "is_confirmed",
     "language_for",
     "link_confirm_card",

@@ -179,6 +179,8 @@ async def test_the_consent_card_tells_the_parents_every_point_and_links_their_sh
     assert "niets mis" not in told
     assert links(card) == [SHEET_URL]
     assert f"Tekstversie {cards.consent_text_version()}" in told
+    async with public_bot.session.get(public_bot.bot_url + SHEET_URL.removeprefix(PUBLIC_BASE_URL)) as sheet:
+        assert sheet.status == 200 and "Informatie voor het gezin" in await sheet.text()
 
 
 async def test_the_english_card_links_the_same_dutch_sheet_and_makes_no_promise(public_bot: BotDriver) -> None:
