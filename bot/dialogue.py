@@ -316,7 +316,7 @@ class ReferralDialogue:
         if updated is None:
             return self._current_card(actor, draft.id)
         self._record(updated, actor, RegisterEvent.CONSENT_CONFIRMED, protocol.id,
-                     detail=f"informed: data, recipient, purpose, follow-up; consent given; "
+                     detail="informed: data, recipient, purpose, follow-up; consent given; "
                             f"consent text version {version}")
         return self._details_card(actor, updated, protocol, values={}, errors={})
 
