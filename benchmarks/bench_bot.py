@@ -101,7 +101,8 @@ def _bench_package(rounds: int) -> None:
         reference="VD-20261128-K7M2QX", protocol=protocol,
         client=ClientDetails("Zoë", "Peeters", "Kerkstraat", "12 bus 3", "9170", "Meerdonk", "+32470123456",
                              "zoe@example.be"),
-        consent=ConsentRecord(True, True, True, True, True, now), referrer=Referrer("aad", "An"),
+        consent=ConsentRecord(True, True, True, True, True, now, text_version="2026-11-1"),
+        referrer=Referrer("aad", "An"),
         key_version="local-1", created_at=now,
     )
     latencies = []

@@ -146,6 +146,9 @@ def _serve_holding(settings: Settings) -> int:
             "Bot Framework authentication is OFF because MicrosoftAppId is empty: anyone who can reach "
             "this port can talk to the bot. Fine on 127.0.0.1 with the Agents Playground, never in production."
         )
+    if not settings.public_base_url:
+        logger.warning("PUBLIC_BASE_URL is unset: the consent card has no link to the family's information sheet; "
+                       "set it to the bot's public https address")
     if isinstance(services.passwords, LocalZipPasswordProvider):
         logger.info("ZIP password (local provider) is kept in: %s", services.passwords.source)
     elif settings.key_vault is not None:

@@ -24,6 +24,7 @@ from bot.delivery import DeliveryWorker, RetryPolicy
 from bot.dialogue import ReferralDialogue, personal_chat_url
 from bot.draft_cipher import DraftCipher
 from bot.drafts import DraftStore, ShownCard
+from bot.information_sheet import sheet_routes
 from bot.mail_transport import MailTransport, sent_copies
 from bot.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
 from bot.message_outbox import MessageOutbox
@@ -150,6 +151,7 @@ def create_app(
         timezone=settings.timezone,
         on_queued=worker.wake,
         chat_url=personal_chat_url(settings.identity.app_id),
+        public_base_url=settings.public_base_url,
     )
     corrections = CorrectionService(
         connection=connection,
@@ -251,7 +253,8 @@ def create_app(
         return await _readyz(connection, protocols, passwords, clock, settings)
 
     app.add_routes([channel.route, web.get("/healthz", _healthz), web.get("/readyz", readyz),
-                    download_route(register_exports)])
+                    download_route(register_exports),
+                    *sheet_routes(registry, settings.public_base_url)])
 
     def protocols_in_force() -> list[DataSharingProtocol]:
         return registry.in_force_on(clock.now().astimezone(settings.timezone).date())

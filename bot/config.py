@@ -115,8 +115,9 @@ class Settings:
     ocmw_channels: OcmwChannelPolicy = field(default_factory=OcmwChannelPolicy)
     starts_per_hour: int = 20
     actions_per_minute: int = 60
-    #: The bot's public https address (App Service's URL), for links the bot hands out; None when unset.
-    public_base_url: str | None = None
+    #: The bot's public address (`PUBLIC_BASE_URL`, no trailing slash), for links people open in a browser:
+    #: the family's information sheet. "" when unset: the consent card then has no link.
+    public_base_url: str = ""
     #: Where the Bot Framework publishes its token signing keys; not an environment setting (a
     #: test stand-in replaces it in code, never a deployment).
     openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
@@ -158,6 +159,9 @@ class Settings:
         if self.local_zip_password is not None:
             refusals.append("a ZIP password in the environment (LOCAL_ZIP_PASSWORD): remove LOCAL_ZIP_PASSWORD; "
                             "production takes each protocol's password from Key Vault")
+        if self.public_base_url.startswith("http://"):
+            refusals.append("the information sheet's link is plain http on this machine (PUBLIC_BASE_URL="
+                            f"{self.public_base_url}): set PUBLIC_BASE_URL=https://<the bot's public host name>")
         return refusals
 
     @property
@@ -254,16 +258,19 @@ def _key_vault(reader: _EnvReader) -> KeyVaultConfig | None:
     )
 
 
-def _public_base_url(reader: _EnvReader) -> str | None:
-    """`PUBLIC_BASE_URL`: https, a host, nothing after the path (links are built by appending to it)."""
-    url = reader.optional("PUBLIC_BASE_URL")
-    if url is None:
-        return None
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment or parts.username:
-        raise ConfigError(f"PUBLIC_BASE_URL={url!r} must be the bot's public https address, "
-                          "e.g. https://veilig-doorverwijzen.azurewebsites.net")
-    return url.rstrip("/")
+def _public_base_url(reader: _EnvReader) -> str:
+    """`PUBLIC_BASE_URL`: https, or http only to this machine (a local test); no query, no login."""
+    value = reader.optional("PUBLIC_BASE_URL")
+    if value is None:
+        return ""
+    parts = urllib.parse.urlsplit(value)
+    local_http = parts.scheme == "http" and parts.hostname is not None and is_loopback_host(parts.hostname)
+    if (parts.scheme != "https" and not local_http) or not parts.hostname:
+        raise ConfigError(f"PUBLIC_BASE_URL={value!r} must be the bot's public https address, e.g. "
+                          "https://veilig-doorverwijzen.azurewebsites.net (http only for localhost when testing)")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ConfigError(f"PUBLIC_BASE_URL={value!r} must be a plain address: no login, '?' or '#'")
+    return value.rstrip("/")
 
 
 def _smtp(reader: _EnvReader) -> SmtpSettings:

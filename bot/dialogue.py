@@ -29,6 +29,7 @@ from bot.chat_privacy import looks_like_client_data
 from bot.clock import Clock
 from bot.details_validation import details_as_typed, typed_values, validate_details
 from bot.drafts import Draft, DraftState, DraftStore
+from bot.information_sheet import protocol_facts
 from bot.protocols import DataSharingProtocol, ProtocolRegistry
 from bot.referral import ConsentRecord, FieldError, Referrer
 from bot.register import ProcessingRegister, RegisterEvent
@@ -178,9 +179,11 @@ class ReferralDialogue:
         timezone: ZoneInfo,
         on_queued: Callable[[], None] = lambda: None,
         chat_url: str = "",
+        public_base_url: str = "",
     ) -> None:
         self._on_queued = on_queued
         self._chat_url = chat_url
+        self._public_base_url = public_base_url
         self._registry = registry
         self._drafts = drafts
         self._register = register
@@ -289,6 +292,13 @@ class ReferralDialogue:
         protocols = self._registry.in_force_on(self._today())
         if not protocols:
             return cards.problem_card(actor.lang, "no_protocol_in_force")
+        version = cards.consent_text_version()
+        shown = data.get("textVersion")
+        if isinstance(shown, str) and shown != version:
+            # A card from before the texts changed (a restart in between): the parents heard other
+            # words than this version's. Show the new texts; the points are ticked again after reading.
+            logger.info("consent card of another text version answered: shown anew", extra={"draft_id": draft.id})
+            return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=(), changed=True)
         chosen = data.get("ocmw")
         protocol = next((p for p in protocols if p.id == chosen), None)
         ticked = {name: _is_ticked(data.get(name)) for name in CONSENT_TOGGLES}
@@ -301,12 +311,13 @@ class ReferralDialogue:
                 ticked=ticked, missing=missing,
             )
         now = self._clock.now()
-        consent = ConsentRecord(True, True, True, True, True, confirmed_at=now)
+        consent = ConsentRecord(True, True, True, True, True, confirmed_at=now, text_version=version)
         updated = self._drafts.advance(draft, DraftState.DETAILS, now, protocol_id=protocol.id, consent=consent)
         if updated is None:
             return self._current_card(actor, draft.id)
         self._record(updated, actor, RegisterEvent.CONSENT_CONFIRMED, protocol.id,
-                     detail="informed: data, recipient, purpose, follow-up; consent given",
+                     detail="informed: data, recipient, purpose, follow-up; consent given; "
+                            f"consent text version {version}",
                      consent_version=consent.text_version)
         return self._details_card(actor, updated, protocol, values={}, errors={})
 
@@ -453,17 +464,19 @@ class ReferralDialogue:
         selected: str | None,
         ticked: Mapping[str, bool],
         missing: list[str] | tuple[str, ...],
+        changed: bool = False,
     ) -> Card:
         today = self._today()
         return cards.consent_card(
             actor.lang,
             draft_id=draft_id,
-            protocols=[(p.id, p.recipient.organisation) for p in protocols],
+            protocols=[protocol_facts(p, self._public_base_url) for p in protocols],
             selected=selected,
             ticked=ticked,
             missing=missing,
             ending=[(p.recipient.organisation, p.ends_on) for p in protocols
                     if p.ends_on is not None and p.ending_notice_on(today)],
+            changed=changed,
         )
 
     def _details_card(

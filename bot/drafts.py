@@ -22,7 +22,7 @@ from typing import Any
 from bot.database import from_text, note_wipe, to_text, transaction
 from bot.draft_cipher import DraftCipher, DraftCipherError
 from bot.reference import new_reference
-from bot.referral import ClientDetails, ConsentRecord
+from bot.referral import UNVERSIONED_CONSENT_TEXT, ClientDetails, ConsentRecord
 
 logger = logging.getLogger(__name__)
 
@@ -250,4 +250,6 @@ def _consent_to_json(consent: ConsentRecord) -> str:
 def _consent_from_json(text: str) -> ConsentRecord:
     values = json.loads(text)
     values["confirmed_at"] = from_text(values["confirmed_at"])
+    # A draft consented before versions were recorded was read the texts that had no version yet.
+    values.setdefault("text_version", UNVERSIONED_CONSENT_TEXT)
     return ConsentRecord(**values)

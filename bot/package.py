@@ -130,6 +130,7 @@ def _render_text(contents: ReferralPackageContents) -> bytes:
         f"- waarom: zodat het OCMW contact kan opnemen en hulp kan aanbieden: {_yes_no(consent.informed_purpose)}",
         f"- wat er daarna gebeurt en hoe lang de gegevens bewaard worden: {_yes_no(consent.informed_follow_up)}",
         f"De ouders gaven hun toestemming: {_yes_no(consent.consent_given)}",
+        f"Versie van de tekst die de ouders hoorden: {consent.text_version}",
         "",
         "Cliënt",
         f"Voornaam:           {client.first_name}",
@@ -168,6 +169,7 @@ def _render_json(contents: ReferralPackageContents) -> bytes:
             "informedFollowUp": consent.informed_follow_up,
             "consentGiven": consent.consent_given,
             "confirmedAt": _local_iso(consent.confirmed_at),
+            "textVersion": consent.text_version,
         },
         "client": {
             "firstName": client.first_name,

@@ -16,6 +16,7 @@ import os
 import re
 import tomllib
 import unicodedata
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,9 @@ class DataSharingProtocol:
     #: The Entra object ids of both parties' DPOs (`dpo_object_ids` under `[sender]` and `[recipient]`):
     #: they may ask the bot for this protocol's register in Teams.
     dpo_object_ids: frozenset[str] = frozenset()
+    #: Where the signed protocol is published (recital D: on both parties' websites), an https URL;
+    #: "" when the file does not say. Shown on the family's information sheet.
+    published_at: str = ""
 
     def in_force_on(self, day: dt.date) -> bool:
         """True when a referral made on `day` is covered (`ends_on` is the last day it is)."""
@@ -311,6 +315,7 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> DataSharingProtocol:
         retention=_retention(reader),
         dpo_object_ids=frozenset(reader.optional_guid_list("sender.dpo_object_ids")
                                  + reader.optional_guid_list("recipient.dpo_object_ids")),
+        published_at=reader.optional_https_url("published_at"),
     )
 
 
@@ -390,6 +395,18 @@ class _FieldReader:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ProtocolFileError(self.path, dotted, f"must be a whole number from {low} to {high}")
+        return value
+
+    def optional_https_url(self, dotted: str) -> str:
+        """An absolute https URL that a family can type or click, or "" when the field is left out."""
+        if self._value(dotted) is None:
+            return ""
+        value = self.text(dotted)
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or parts.username is not None or parts.password is not None:
+            raise ProtocolFileError(self.path, dotted, "must be an https:// address like https://www.opgroeien.be/…")
+        if any(char.isspace() or ord(char) < 0x20 for char in value):
+            raise ProtocolFileError(self.path, dotted, "must not contain spaces or control characters")
         return value
 
     def mailbox(self, dotted: str) -> str:

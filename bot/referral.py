@@ -26,6 +26,9 @@ PURPOSE = (
     "en onderbescherming te voorkomen (protocol art. 2)"
 )
 RECIPIENT_CATEGORY = "maatschappelijk werker OCMW, gebonden door het beroepsgeheim"
+#: The version id of the consent texts shown before versions were recorded (`cards._consent_version`):
+#: a consent stored without `text_version` was confirmed under these texts.
+UNVERSIONED_CONSENT_TEXT = "2026-11-1"
 
 #: The only inputs there are for article 3's data, in card order, with their maximum lengths.
 #: Anything else in a card action is ignored and never stored.
@@ -119,7 +122,8 @@ class ConsentRecord:
     informed_follow_up: bool
     consent_given: bool
     confirmed_at: dt.datetime
-    text_version: str = ""
+    #: Which version of the consent texts was read to the parents (`consent.version` in the catalogues).
+    text_version: str
 
     @property
     def complete(self) -> bool:

@@ -77,7 +77,7 @@ class RegisterExports:
         registry: ProtocolRegistry,
         clock: Clock,
         timezone: ZoneInfo,
-        public_base_url: str | None,
+        public_base_url: str,
         new_token: Callable[[], str] = _new_token,
     ) -> None:
         self._db = connection
@@ -106,7 +106,7 @@ class RegisterExports:
             self._purge(now)
             for protocol in protocols:
                 summary = self._register.summary(protocol.id)
-                csv_url, json_url = ("", "") if self._base_url is None else (
+                csv_url, json_url = ("", "") if not self._base_url else (
                     self._link(actor, protocol, now), self._link(actor, protocol, now) + "?format=json")
                 views.append(cards.RegisterProtocolView(
                     ocmw=protocol.recipient.organisation,
@@ -127,7 +127,7 @@ class RegisterExports:
             chain_entries=self._register.count(),
             chain_problems=len(problems),
             first_problem_seq=problems[0].seq if problems else None,
-            links_until=None if self._base_url is None else (now + LINK_LIFETIME).astimezone(self._tz),
+            links_until=None if not self._base_url else (now + LINK_LIFETIME).astimezone(self._tz),
             link_minutes=int(LINK_LIFETIME.total_seconds() // 60),
         )
         return Reply(card=card)

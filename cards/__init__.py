@@ -5,10 +5,12 @@ status lists, corrections, linking the OCMW's channel) in `_follow_up`, fed with
 the DPO's register card in `_register`.
 
 Cards are JSON templates in `templates/`, filled structurally by `_template`; texts come from
-`texts/nl.json` (default) and `texts/en.json`. Every function returns a complete AdaptiveCard dict.
+`texts/nl.json` (default) and `texts/en.json`. Every `*_card` function returns a complete AdaptiveCard
+dict; `_information_sheet` makes the family's printable page from the consent card's texts.
 """
 
 from cards._confirm import CONFIRMATIONS, VERB_VIEW, confirm_card, is_confirmed
+from cards._consent_version import CONSENT_TEXT_VERSIONS, consent_text_version, consent_texts_digest
 from cards._errors import CardError
 from cards._follow_up import (
     FOLLOW_UP_VERBS,
@@ -30,6 +32,11 @@ from cards._follow_up import (
     link_confirm_card,
     ocmw_referral_card,
     referral_status_card,
+)
+from cards._information_sheet import (
+    SHEET_CONTENT_SECURITY_POLICY,
+    information_sheet_html,
+    information_sheet_not_found_html,
 )
 from cards._markdown import escape_markdown
 from cards._register import RegisterProtocolView, register_export_card
@@ -76,6 +83,7 @@ from cards._views import (
     OcmwReferralView,
     OcmwState,
     Outcome,
+    ProtocolFacts,
     ReferralItem,
     StatusRow,
     StatusState,
@@ -84,6 +92,7 @@ from cards._views import (
 __all__ = [
     "CONFIRMATIONS",
     "CONSENT_INPUTS",
+    "CONSENT_TEXT_VERSIONS",
     "CONSENT_TOGGLES",
     "DETAIL_FIELDS",
     "FIELD_ERROR_CODES",
@@ -98,6 +107,7 @@ __all__ = [
     "PROBLEMS_WITHOUT_RESTART",
     "PROBLEMS_WITH_RETRY",
     "REFERRAL_ITEMS",
+    "SHEET_CONTENT_SECURITY_POLICY",
     "STATUS_MAX_ROWS",
     "STATUS_STATES",
     "VERBS",
@@ -125,6 +135,7 @@ __all__ = [
     "OcmwReferralView",
     "OcmwState",
     "Outcome",
+    "ProtocolFacts",
     "ReferralItem",
     "RegisterProtocolView",
     "StatusRow",
@@ -133,12 +144,16 @@ __all__ = [
     "cancelled_card",
     "confirm_card",
     "consent_card",
+    "consent_text_version",
+    "consent_texts_digest",
     "correction_queued_card",
     "correction_request_card",
     "correction_start_card",
     "details_card",
     "escape_markdown",
     "field_error_text",
+    "information_sheet_html",
+    "information_sheet_not_found_html",
     "is_confirmed",
     "language_for",
     "link_confirm_card",

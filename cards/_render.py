@@ -17,10 +17,12 @@ import phonenumbers
 
 from bot import referral
 from bot.referral import ClientDetails, FieldError
+from cards._consent_version import consent_text_version
 from cards._errors import CardError
 from cards._markdown import escape_markdown
 from cards._template import WHEN, fill, load_template, render_template
 from cards._texts import Language, catalogue, text
+from cards._views import ProtocolFacts
 
 Card = dict[str, Any]
 
@@ -105,6 +107,8 @@ PROBLEMS_WITH_RETRY: Final = frozenset({"send_failed", "password_unavailable"})
 _TIME_FORMAT = "%d/%m/%Y %H:%M"
 _TEAMS_LINK_PREFIX = "https://teams.microsoft.com/l/"
 _DATE_FORMAT = "%d/%m/%Y"
+#: The information sheet is a public web page (PUBLIC_BASE_URL: https; http only to localhost when testing).
+_SHEET_URL_SCHEMES = ("https://", "http://")
 
 
 def welcome_card(lang: Language) -> Card:
@@ -135,24 +139,28 @@ def consent_card(
     lang: Language,
     *,
     draft_id: str,
-    protocols: Sequence[tuple[str, str]],
+    protocols: Sequence[ProtocolFacts],
     selected: str | None,
     ticked: Mapping[str, bool],
     missing: Collection[str],
     ending: Sequence[tuple[str, dt.date]] = (),
+    changed: bool = False,
 ) -> Card:
-    """Step 1: choose the OCMW, tick the four information points and the parents' consent.
+    """Step 1: choose the OCMW, read the parents what the protocol allows, tick the points and their consent.
 
-    `protocols` are (protocol id, recipient organisation) of the protocols in force; `missing`
-    holds ids from `CONSENT_INPUTS` that get a red line under them. `ending` are (recipient
-    organisation, last day) of protocols in their last month: the referrer reads until when.
+    `protocols` are the protocols in force; the card names their OCMWs and both DPOs, and links each
+    one's information sheet when it has a `sheet_url`. `missing` holds ids from `CONSENT_INPUTS` that
+    get a red line under them. `ending` are (recipient organisation, last day) of protocols in their
+    last month: the referrer reads until when. `changed`: the texts changed since the card the worker
+    answered was shown, so this one says to read them again. The continue button carries the version
+    of the texts shown (`textVersion`), so the dialogue records the words the parents heard.
     """
     if not protocols:
         raise CardError("consent_card needs at least one protocol in force")
     unknown = set(missing) - set(CONSENT_INPUTS)
     if unknown:
         raise CardError(f"consent_card: unknown missing inputs {sorted(unknown)}")
-    ids = [protocol_id for protocol_id, _ in protocols]
+    ids = [protocol.id for protocol in protocols]
     if selected in ids:
         chosen = selected
     elif len(protocols) == 1:
@@ -160,25 +168,54 @@ def consent_card(
     else:
         chosen = ""
     if len(protocols) == 1:
-        recipient_text = text(lang, "consent.recipient.text_one", ocmw=protocols[0][1])
+        recipient_text = text(lang, "consent.recipient.text_one", ocmw=protocols[0].recipient)
     else:
         recipient_text = text(lang, "consent.recipient.text_choose")
+    version = consent_text_version()
+    summary = "consent.changed" if changed else "consent.missing.summary" if missing else ""
     values: dict[str, Any] = {
         "draftId": draft_id,
-        "ocmwChoices": [{"title": organisation, "value": protocol_id} for protocol_id, organisation in protocols],
+        "ocmwChoices": [{"title": protocol.recipient, "value": protocol.id} for protocol in protocols],
         "ocmwValue": chosen,
         "recipientText": recipient_text,
-        "summary": text(lang, "consent.missing.summary") if missing else "",
+        "summary": text(lang, summary) if summary else "",
         "endingNotice": "\n\n".join(
             text(lang, "consent.ending", ocmw=organisation, date=last_day.strftime(_DATE_FORMAT))
             for organisation, last_day in ending
         ),
+        "sheetActions": _sheet_actions(lang, protocols),
+        "dpoFacts": [
+            {"title": text(lang, "consent.rights.dpo", organisation=organisation), "value": address}
+            for organisation, address in _dpos(protocols)
+        ],
+        "versionText": text(lang, "consent.version_label", version=version),
+        "textVersion": version,
     }
     for input_id in CONSENT_INPUTS:
         values[f"missing.{input_id}"] = text(lang, f"consent.missing.{input_id}") if input_id in missing else ""
     for toggle in CONSENT_TOGGLES:
         values[f"value.{toggle}"] = "true" if ticked.get(toggle) else "false"
     return render("consent", lang, values)
+
+
+def _dpos(protocols: Sequence[ProtocolFacts]) -> list[tuple[str, str]]:
+    """(organisation, DPO address) of the senders, then of each OCMW, each pair once, in protocol order."""
+    pairs = [(p.sender, p.sender_dpo) for p in protocols] + [(p.recipient, p.recipient_dpo) for p in protocols]
+    return list(dict.fromkeys(pairs))
+
+
+def _sheet_actions(lang: Language, protocols: Sequence[ProtocolFacts]) -> list[dict[str, str]]:
+    """A button per protocol that has an information sheet address; named after the OCMW when there are several."""
+    actions = []
+    for protocol in protocols:
+        if not protocol.sheet_url:
+            continue
+        if not protocol.sheet_url.startswith(_SHEET_URL_SCHEMES):
+            raise CardError(f"consent_card: the sheet_url of {protocol.id} must be an http(s) address")
+        title = (text(lang, "consent.sheet.button") if len(protocols) == 1
+                 else text(lang, "consent.sheet.button_for", ocmw=protocol.recipient))
+        actions.append({"type": "Action.OpenUrl", "title": title, "url": protocol.sheet_url})
+    return actions
 
 
 def details_card(

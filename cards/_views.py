@@ -85,3 +85,24 @@ class StatusRow:
     outcome: str | None
     teams_message_lost: bool = False  # a Teams message about it was given up on
     awaiting_deletion: bool = False  # the OCMW still has to confirm it deleted the data
+
+
+@dataclass(frozen=True)
+class ProtocolFacts:
+    """What the family is told about one protocol, from its file: the consent card and the information sheet.
+
+    `sender_dpo` and `recipient_dpo` are the DPOs' e-mail addresses (article 9). `published_at` is where
+    the signed protocol is published ("" when the file does not say); `sheet_url` is the information
+    sheet's public address ("" when the bot has no `PUBLIC_BASE_URL`: the card then has no link).
+    """
+
+    id: str
+    title: str
+    sender: str
+    sender_team: str
+    sender_dpo: str
+    recipient: str
+    recipient_dpo: str
+    in_force_from: dt.date
+    published_at: str = ""
+    sheet_url: str = ""

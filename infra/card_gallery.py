@@ -26,8 +26,20 @@ RECIPIENT = "OCMW Sint-Gillis-Waas"
 MAILBOX = "welzijnshuis@sint-gillis-waas.be"
 MUNICIPALITY = "Sint-Gillis-Waas"
 PLACES = "Sint-Gillis-Waas, De Klinge, Meerdonk, Sint-Pauwels"
-PROTOCOLS = [("OR-KG-NOW-OCMW-SGW-2026", RECIPIENT)]
-TWO_PROTOCOLS = [("OR-KG-NOW-OCMW-SGW-2026", RECIPIENT), ("OR-KG-NOW-OCMW-BEV-2026", "OCMW Beveren")]
+SHEET_BASE_URL = "https://veilig-doorverwijzen.example.be/informatieblad/"
+PROTOCOL_SGW = cards.ProtocolFacts(
+    id="OR-KG-NOW-OCMW-SGW-2026", title="Protocol Opgroeien regie - OCMW Sint-Gillis-Waas (onderbescherming)",
+    sender="Opgroeien regie", sender_team="Kind en Gezin team Noord-Oost Waasland", sender_dpo="dpo@opgroeien.be",
+    recipient=RECIPIENT, recipient_dpo="informatica@sint-gillis-waas.be", in_force_from=dt.date(2026, 3, 1),
+    sheet_url=SHEET_BASE_URL + "OR-KG-NOW-OCMW-SGW-2026",
+)
+PROTOCOLS = [PROTOCOL_SGW]
+TWO_PROTOCOLS = [
+    PROTOCOL_SGW,
+    dataclasses.replace(PROTOCOL_SGW, id="OR-KG-NOW-OCMW-BEV-2026", title="Protocol Opgroeien regie - OCMW Beveren",
+                        recipient="OCMW Beveren", recipient_dpo="dpo@ocmw-beveren.example.be",
+                        sheet_url=SHEET_BASE_URL + "OR-KG-NOW-OCMW-BEV-2026"),
+]
 WHEN = dt.datetime(2026, 11, 28, 10, 5, tzinfo=dt.timezone(dt.timedelta(hours=1)))
 CLIENT = ClientDetails(
     first_name="Sofie",

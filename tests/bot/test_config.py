@@ -136,6 +136,29 @@ def test_production_refuses_each_weakening_naming_the_setting_and_its_fix(
     assert named in refusal and fix in refusal
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", ""), ("https://vd.example.be/", "https://vd.example.be"), ("https://vd.example.be/bot", "https://vd.example.be/bot"),
+     ("http://127.0.0.1:3978", "http://127.0.0.1:3978"), ("http://localhost:3978/", "http://localhost:3978")],
+)
+def test_the_public_base_url_is_https_or_local(value: str, expected: str) -> None:
+    assert Settings.from_mapping({"PUBLIC_BASE_URL": value}).public_base_url == expected
+
+
+@pytest.mark.parametrize("value", ["http://vd.example.be", "vd.example.be", "ftp://vd.example.be", "https://",
+                                   "https://user:pw@vd.example.be", "https://vd.example.be/?x=1",
+                                   "https://vd.example.be/#top", "javascript:alert(1)"])
+def test_a_bad_public_base_url_is_refused_naming_it(value: str) -> None:
+    with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
+        Settings.from_mapping({"PUBLIC_BASE_URL": value})
+
+
+def test_production_takes_an_https_public_base_url_and_refuses_a_local_one() -> None:
+    assert Settings.from_mapping({**PRODUCTION, "PUBLIC_BASE_URL": "https://vd.example.be"}).production_refusals == []
+    with pytest.raises(ConfigError, match="set PUBLIC_BASE_URL=https://"):
+        Settings.from_mapping({**PRODUCTION, "PUBLIC_BASE_URL": "http://127.0.0.1:3978"})
+
+
 def test_the_draft_key_without_key_vault_is_named_too() -> None:
     [refusal] = Settings.from_mapping({**PRODUCTION, "BOT_ENV": "development", "KEY_VAULT_URL": ""}
                                       ).production_refusals
@@ -150,7 +173,7 @@ def test_ocmw_tenant_ids_must_be_guids() -> None:
 
 
 def test_the_public_base_url_is_an_https_address_without_a_trailing_slash() -> None:
-    assert Settings.from_mapping({}).public_base_url is None
+    assert Settings.from_mapping({}).public_base_url == ""
     settings = Settings.from_mapping({"PUBLIC_BASE_URL": "https://veilig-doorverwijzen.azurewebsites.net/"})
     assert settings.public_base_url == "https://veilig-doorverwijzen.azurewebsites.net"
 

@@ -7,19 +7,32 @@ import datetime as dt
 import email
 import email.policy
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+import cards
 from bot.app import create_app
 from bot.config import Settings
+from bot.protocols import load_registry
 from bot.reference import is_reference
 from tests.conftest import ZIP_PASSWORD
 from tests.support import sevenzip
 from tests.support.activities import TeamsUser
-from tests.support.bot_server import BotDriver
-from tests.support.card_reading import actions, attention_texts, draft_id_of, input_ids, input_values, texts
+from tests.support.bot_server import BotDriver, running_bot
+from tests.support.card_reading import (
+    actions,
+    attention_texts,
+    draft_id_of,
+    input_ids,
+    input_values,
+    links,
+    read_aloud,
+    texts,
+)
 from tests.support.clock import ManualClock
+from tests.support.family_information import NUDGES, missing_points
 from tests.support.referral_flow import (
     CLIENT_FORM,
     CONSENT_ALL,
@@ -88,6 +101,9 @@ async def test_whole_referral_sends_one_aes_zip_that_7zip_opens(
     assert inside["client"]["phone"] == "+32470987654"
     assert inside["client"]["address"]["houseNumber"] == "127 bus 34"
     assert inside["consent"]["consentGiven"] is True
+    assert inside["consent"]["textVersion"] == cards.consent_text_version(), "the texts the parents heard"
+    listing = (tmp_path / "open" / "doorverwijzing.txt").read_bytes().decode("utf-8")
+    assert f"hoorden: {cards.consent_text_version()}\r\n" in listing
 
     wrong = sevenzip.extract(package, "WRONGPASSWORD-123456", tmp_path / "wrong")
     assert wrong.returncode != 0
@@ -113,6 +129,20 @@ async def test_register_records_the_transfer_without_client_data(
     assert "contact:phone" in rows[-1][3]
 
 
+async def test_the_register_records_which_consent_text_version_was_read(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings
+) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    import sqlite3
+
+    with sqlite3.connect(settings.database_path) as db:
+        [(detail,)] = db.execute("SELECT detail FROM register WHERE event = 'consent_confirmed'").fetchall()
+    assert detail.endswith(f"; consent text version {cards.consent_text_version()}")
+    draft = bot.services.drafts.get(draft_id)
+    assert draft is not None and draft.consent is not None
+    assert draft.consent.text_version == cards.consent_text_version()
+
+
 async def test_english_locale_gets_english_cards(bot: BotDriver) -> None:
     user = TeamsUser(aad_object_id="aad-en", name="Eve", conversation_id="a:en", locale="en-GB")
     posted = await bot.say(user, "new")
@@ -120,6 +150,78 @@ async def test_english_locale_gets_english_cards(bot: BotDriver) -> None:
     dutch = texts((await bot.say(TeamsUser("aad-nl", "Nel", "a:nl"), "nieuw"))[0]["attachments"][0]["content"])
     assert english != dutch
     assert "Continue" in english and "Verder" in dutch
+
+
+# -- what the parents are told (issue 12) -------------------------------------------------------
+
+PUBLIC_BASE_URL = "https://vd.example.be"
+SHEET_URL = f"{PUBLIC_BASE_URL}/informatieblad/{PROTOCOL_ID}"
+
+
+@pytest.fixture
+async def public_bot(tmp_path: Path, clock: ManualClock) -> AsyncIterator[BotDriver]:
+    """The bot with `PUBLIC_BASE_URL` set, as in production: its consent card links the information sheet."""
+    settings = Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
+                                      "PUBLIC_BASE_URL": PUBLIC_BASE_URL})
+    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as driver:
+        yield driver
+
+
+async def test_the_consent_card_tells_the_parents_every_point_and_links_their_sheet(
+    public_bot: BotDriver, referrer: TeamsUser, settings: Settings
+) -> None:
+    card = await open_consent(public_bot, referrer)
+    told = read_aloud(card)
+
+    assert missing_points(told) == {}
+    [protocol] = load_registry(settings.protocols_dir).all()
+    assert f"DPO Opgroeien regie: {protocol.sender_dpo}" in told
+    assert f"DPO OCMW Sint-Gillis-Waas: {protocol.recipient_dpo}" in told
+    assert NUDGES.search(told) is None, NUDGES.search(told)
+    assert "niets mis" not in told
+    assert links(card) == [SHEET_URL]
+    assert f"Tekstversie {cards.consent_text_version()}" in told
+    async with public_bot.session.get(public_bot.bot_url + SHEET_URL.removeprefix(PUBLIC_BASE_URL)) as sheet:
+        assert sheet.status == 200 and "Informatie voor het gezin" in await sheet.text()
+
+
+async def test_the_english_card_links_the_same_dutch_sheet_and_makes_no_promise(public_bot: BotDriver) -> None:
+    user = TeamsUser(aad_object_id="aad-en", name="Eve", conversation_id="a:en", locale="en-GB")
+    card = (await public_bot.say(user, "new"))[0]["attachments"][0]["content"]
+    told = read_aloud(card)
+    assert links(card) == [SHEET_URL] and "(Dutch)" in told
+    assert "Vlaamse Toezichtcommissie" in told and "contact@vlaamsetoezichtcommissie.be" in told
+    assert NUDGES.search(told) is None, NUDGES.search(told)
+
+
+async def test_without_a_public_address_the_card_has_no_sheet_link(bot: BotDriver, referrer: TeamsUser) -> None:
+    card = await open_consent(bot, referrer)
+    assert links(card) == [] and "informatieblad" not in read_aloud(card).lower()
+    assert missing_points(read_aloud(card)) == {}, "everything is still said on the card"
+
+
+async def test_the_consent_button_carries_the_text_version_shown(bot: BotDriver, referrer: TeamsUser) -> None:
+    card = await open_consent(bot, referrer)
+    assert actions(card)["referral.consent"]["textVersion"] == cards.consent_text_version()
+
+
+async def test_a_card_of_an_earlier_text_version_is_read_again_before_consent_counts(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings
+) -> None:
+    """A card shown before the texts changed (the bot restarted in between): its ticks do not count."""
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    data = {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL, "textVersion": "2026-11-1"}
+
+    again = await bot.act(referrer, "referral.consent", data)
+
+    assert attention_texts(again) == [cards.text("nl", "consent.changed")]
+    assert set(input_values(again).values()) == {PROTOCOL_ID, "false"}, "the points are ticked anew"
+    import sqlite3
+
+    with sqlite3.connect(settings.database_path) as db:
+        assert db.execute("SELECT count(*) FROM register WHERE event = 'consent_confirmed'").fetchone() == (0,)
+    details = await bot.act(referrer, "referral.consent", {**data, "textVersion": cards.consent_text_version()})
+    assert "referral.details" in actions(details)
 
 
 @pytest.mark.parametrize("missing", ["ocmw", *CONSENT_ALL])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from bot.database import open_database
 from bot.draft_cipher import DraftCipher, DraftCipherError
 from bot.drafts import DraftState, DraftStore
-from bot.referral import ClientDetails
+from bot.referral import UNVERSIONED_CONSENT_TEXT, ClientDetails, ConsentRecord
 
 NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
 DETAILS = ClientDetails("Zoëlle", "Vandenbroeckx", "Kerkstraatje", "127", "9170", "Meerdonk", "+32470987654", None)
@@ -30,6 +31,26 @@ def test_details_are_sealed_in_the_database(store: DraftStore, tmp_path: Path) -
     assert again is not None and again.details is not None and again.details.values() == DETAILS.values()
     raw = b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.is_file())
     assert b"Vandenbroeckx" not in raw and "Zoëlle".encode() not in raw
+
+
+def test_the_consent_keeps_its_text_version(store: DraftStore, tmp_path: Path) -> None:
+    consent = ConsentRecord(True, True, True, True, True, NOW, text_version="2026-11-2")
+    draft = store.advance(store.create("user", "conv", NOW, NOW.date()), DraftState.DETAILS, NOW, consent=consent)
+    assert draft is not None
+    again = store.get(draft.id)
+    assert again is not None and again.consent == consent
+
+
+def test_a_consent_stored_before_versions_has_the_unversioned_texts(store: DraftStore, tmp_path: Path) -> None:
+    """A draft consented before an upgrade goes on after it: its parents heard the texts without a version."""
+    consent = ConsentRecord(True, True, True, True, True, NOW, text_version="removed below")
+    draft = store.advance(store.create("user", "conv", NOW, NOW.date()), DraftState.DETAILS, NOW, consent=consent)
+    assert draft is not None
+    with contextlib.closing(open_database(tmp_path / "db.sqlite3")) as database, database:
+        database.execute("UPDATE drafts SET consent_json = json_remove(consent_json, '$.text_version')")
+    again = store.get(draft.id)
+    assert again is not None and again.consent is not None
+    assert again.consent.text_version == UNVERSIONED_CONSENT_TEXT == "2026-11-1"
 
 
 def test_a_stale_copy_cannot_advance(store: DraftStore) -> None:

@@ -28,6 +28,7 @@ PROTOCOL_FILE = Path(__file__).resolve().parents[2] / "infra" / "protocols" / "s
 PASSWORD = "K7M2-QX4P-9HTR-WN3B-ZD8E-LF6A"
 CREATED_AT = dt.datetime(2026, 11, 28, 9, 15, 42, tzinfo=dt.UTC)  # 10:15 in Brussels
 CONFIRMED_AT = dt.datetime(2026, 11, 28, 9, 12, 5, tzinfo=dt.UTC)  # 10:12 in Brussels
+TEXT_VERSION = "2026-11-7"  # the consent texts' version the parents heard (any id: the package copies it)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def contents(protocol: DataSharingProtocol, client: ClientDetails) -> ReferralPa
         reference="VD-20261128-K7M2QX",
         protocol=protocol,
         client=client,
-        consent=ConsentRecord(True, True, True, True, True, CONFIRMED_AT),
+        consent=ConsentRecord(True, True, True, True, True, CONFIRMED_AT, text_version=TEXT_VERSION),
         referrer=Referrer(user_id="00000000-0000-0000-0000-00000000a11e", display_name="Anna Peeters"),
         key_version="3",
         created_at=CREATED_AT,
@@ -109,6 +110,7 @@ def test_text_names_the_referral_the_client_and_the_rules(package: bytes, tmp_pa
         "Anna Peeters",
         "bevestigd op 28/11/2026 10:12",
         "Sleutelversie:      3",
+        "Versie van de tekst die de ouders hoorden: 2026-11-7\r\n",
         "Zoë",
         "Van den Broeck-D'Hondt",
         "Kerkstraat 12 bus 3",
@@ -152,6 +154,7 @@ def test_json_has_the_documented_keys_and_values(package: bytes, tmp_path: Path)
             "informedFollowUp": True,
             "consentGiven": True,
             "confirmedAt": "2026-11-28T10:12:05+01:00",
+            "textVersion": "2026-11-7",
         },
         "client": {
             "firstName": "Zoë",

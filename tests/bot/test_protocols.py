@@ -86,6 +86,29 @@ def test_a_bad_file_names_file_and_field(tmp_path: Path, old: str, new: str, fie
     assert "broken.toml" in str(raised.value) and field in str(raised.value)
 
 
+PUBLISHED_LINE = "# published_at = "
+
+
+def test_the_publication_address_is_optional_and_https(tmp_path: Path) -> None:
+    assert load_registry(SHIPPED).all()[0].published_at == "", "the shipped file does not know the address yet"
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text()
+    assert PUBLISHED_LINE in text
+    url = "https://www.opgroeien.be/protocollen/OR-KG-NOW-OCMW-SGW-2026.pdf"
+    (tmp_path / "p.toml").write_text(text.replace(PUBLISHED_LINE, f'published_at = "{url}"  # ', 1))
+    assert load_protocol_file(tmp_path / "p.toml").published_at == url
+
+
+@pytest.mark.parametrize("value", ['"http://www.opgroeien.be/protocol"', '"www.opgroeien.be"', '""', "2026-03-01",
+                                   '"https://user:pw@example.be/x"', '"https://"', '"https://example.be/a b"',
+                                   '"javascript:alert(1)"'])
+def test_a_bad_publication_address_names_the_field(tmp_path: Path, value: str) -> None:
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text()
+    (tmp_path / "p.toml").write_text(text.replace(PUBLISHED_LINE, f"published_at = {value}  # ", 1))
+    with pytest.raises(ProtocolFileError) as raised:
+        load_protocol_file(tmp_path / "p.toml")
+    assert raised.value.field == "published_at"
+
+
 def test_two_files_with_one_id_are_refused(tmp_path: Path) -> None:
     text = (SHIPPED / "sint-gillis-waas.toml").read_text()
     (tmp_path / "a.toml").write_text(text)

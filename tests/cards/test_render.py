@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -12,7 +13,8 @@ import pytest
 import cards
 from bot.referral import ClientDetails, FieldError
 from tests.support.card_reading import all_actions as actions
-from tests.support.card_reading import assert_complete_card, walk
+from tests.support.card_reading import assert_complete_card, read_aloud, walk
+from tests.support.family_information import NUDGES, missing_points
 
 DRAFT_ID = "draft-7f3a"
 RECIPIENT = "OCMW Sint-Gillis-Waas"
@@ -22,8 +24,21 @@ MUNICIPALITY = "Sint-Gillis-Waas"
 AREA = (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT), ("places", "Sint-Gillis-Waas, De Klinge"),
         ("accepted", "9170 (Sint-Gillis-Waas, De Klinge)"))
 REFERENCE = "KG-2026-0042"
-PROTOCOLS = [("OR-KG-NOW-OCMW-SGW-2026", RECIPIENT)]
-TWO_PROTOCOLS = [("P-SGW", RECIPIENT), ("P-BEV", "OCMW Beveren")]
+SHEET_URL = "https://vd.example.be/informatieblad/OR-KG-NOW-OCMW-SGW-2026"
+
+
+def facts(protocol_id: str, recipient: str, dpo: str, sheet_url: str = "") -> cards.ProtocolFacts:
+    """A protocol as the consent card gets it (`bot.information_sheet.protocol_facts` builds it from a file)."""
+    return cards.ProtocolFacts(
+        id=protocol_id, title=f"Protocol Opgroeien regie - {recipient}", sender="Opgroeien regie",
+        sender_team="Kind en Gezin team Noord-Oost Waasland", sender_dpo="dpo@opgroeien.be", recipient=recipient,
+        recipient_dpo=dpo, in_force_from=dt.date(2026, 3, 1), sheet_url=sheet_url,
+    )
+
+
+PROTOCOLS = [facts("OR-KG-NOW-OCMW-SGW-2026", RECIPIENT, "informatica@sint-gillis-waas.be", SHEET_URL)]
+TWO_PROTOCOLS = [facts("P-SGW", RECIPIENT, "informatica@sint-gillis-waas.be"),
+                 facts("P-BEV", "OCMW Beveren", "privacy@beveren.be")]
 WHEN = dt.datetime(2026, 3, 2, 14, 5, tzinfo=dt.timezone(dt.timedelta(hours=1)))
 CLIENT = ClientDetails(
     first_name="**Jan**",
@@ -161,6 +176,9 @@ def test_card_is_a_complete_adaptive_card_1_5(lang: cards.Language, name: str) -
 def test_only_action_execute_with_documented_verbs_and_data(lang: cards.Language, name: str) -> None:
     factory, verbs = CARDS[name]
     found = actions(factory(lang))
+    links = [action for action in found if action["type"] == "Action.OpenUrl"]
+    assert [link["url"] for link in links] == ([SHEET_URL] if name == "consent" else []), "only the family's sheet"
+    found = [action for action in found if action not in links]
     assert {action["verb"] for action in found} == verbs
     for action in found:
         assert action["type"] == "Action.Execute"
@@ -169,6 +187,8 @@ def test_only_action_execute_with_documented_verbs_and_data(lang: cards.Language
             assert action["data"] == {}
         elif action["verb"] in {"consent.withdraw", cards.VERB_CORRECTION_START}:
             assert action["data"] == {"reference": REFERENCE}
+        elif action["verb"] == cards.VERB_CONSENT:
+            assert action["data"] == {"draftId": DRAFT_ID, "textVersion": cards.consent_text_version()}
         else:
             assert action["data"] == {"draftId": DRAFT_ID}
         if action["verb"] in {cards.VERB_CANCEL, cards.VERB_SEND, cards.VERB_EDIT}:
@@ -319,9 +339,9 @@ def test_consent_keeps_ticked_values() -> None:
 def test_consent_single_protocol_is_preselected_and_named() -> None:
     card = consent()
     choice = card["body"][body_index(card, "ocmw")]
-    assert choice["choices"] == [{"title": RECIPIENT, "value": PROTOCOLS[0][0]}]
-    assert choice["value"] == PROTOCOLS[0][0]
-    recipient_text = card["body"][body_index(card, "informedRecipient") - 1]["text"]
+    assert choice["choices"] == [{"title": RECIPIENT, "value": PROTOCOLS[0].id}]
+    assert choice["value"] == PROTOCOLS[0].id
+    recipient_text = card["body"][body_index(card, "informedRecipient") - 2]["text"]
     assert RECIPIENT in recipient_text
 
 
@@ -330,7 +350,7 @@ def test_consent_several_protocols_let_the_user_choose() -> None:
     choice = card["body"][body_index(card, "ocmw")]
     assert [c["value"] for c in choice["choices"]] == ["P-SGW", "P-BEV"]
     assert choice["value"] == ""
-    recipient_text = card["body"][body_index(card, "informedRecipient") - 1]["text"]
+    recipient_text = card["body"][body_index(card, "informedRecipient") - 2]["text"]
     assert recipient_text == cards.text("nl", "consent.recipient.text_choose")
     assert "hierboven" in recipient_text
 
@@ -340,6 +360,64 @@ def test_consent_keeps_the_selected_protocol() -> None:
     assert card["body"][body_index(card, "ocmw")]["value"] == "P-BEV"
     card = consent(protocols=TWO_PROTOCOLS, selected="P-GONE")
     assert card["body"][body_index(card, "ocmw")]["value"] == ""
+
+
+@pytest.mark.parametrize("protocols", [PROTOCOLS, TWO_PROTOCOLS], ids=["one", "two"])
+def test_consent_tells_every_point_without_a_nudge(protocols: list[cards.ProtocolFacts]) -> None:
+    told = read_aloud(consent(protocols=protocols))
+    assert missing_points(told) == {}
+    assert NUDGES.search(told) is None
+    for protocol in protocols:
+        assert f"DPO {protocol.recipient}: {protocol.recipient_dpo}" in told
+    assert "DPO Opgroeien regie: dpo@opgroeien.be" in told
+
+
+def sheet_buttons(card: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(a["title"], a["url"]) for a in actions(card) if a["type"] == "Action.OpenUrl"]
+
+
+def dpo_facts(card: dict[str, Any]) -> list[tuple[str, str]]:
+    [fact_set] = [e for e in card["body"] if e["type"] == "FactSet"]
+    return [(fact["title"], fact["value"]) for fact in fact_set["facts"]]
+
+
+@pytest.mark.parametrize("lang", cards.LANGUAGES)
+def test_consent_names_both_dpos_and_links_the_sheet(lang: cards.Language) -> None:
+    card = consent(lang=lang)
+    assert dpo_facts(card) == [("DPO Opgroeien regie", "dpo@opgroeien.be"),
+                               (f"DPO {RECIPIENT}", "informatica@sint-gillis-waas.be")]
+    assert sheet_buttons(card) == [(cards.text(lang, "consent.sheet.button"), SHEET_URL)]
+    assert cards.text(lang, "consent.sheet.text") in serialized(card)
+    assert card["body"][-1]["text"] == cards.text(lang, "consent.version_label", version=cards.consent_text_version())
+
+
+def test_consent_with_several_protocols_names_every_ocmws_dpo_and_sheet() -> None:
+    with_sheets = [dataclasses.replace(p, sheet_url=f"https://vd.example.be/informatieblad/{p.id}")
+                   for p in TWO_PROTOCOLS]
+    card = consent(protocols=with_sheets)
+    assert dpo_facts(card) == [("DPO Opgroeien regie", "dpo@opgroeien.be"),
+                               (f"DPO {RECIPIENT}", "informatica@sint-gillis-waas.be"),
+                               ("DPO OCMW Beveren", "privacy@beveren.be")], "Opgroeien regie's DPO once"
+    assert sheet_buttons(card) == [
+        (f"Informatieblad {RECIPIENT}", "https://vd.example.be/informatieblad/P-SGW"),
+        ("Informatieblad OCMW Beveren", "https://vd.example.be/informatieblad/P-BEV"),
+    ]
+
+
+def test_consent_without_a_sheet_address_has_no_link_and_no_sheet_text() -> None:
+    card = consent(protocols=TWO_PROTOCOLS)
+    assert sheet_buttons(card) == [] and cards.text("nl", "consent.sheet.text") not in serialized(card)
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "ftp://vd.example.be/x", "//vd.example.be/x"])
+def test_consent_refuses_a_sheet_address_that_is_not_a_web_page(url: str) -> None:
+    with pytest.raises(cards.CardError, match="sheet_url"):
+        consent(protocols=[dataclasses.replace(PROTOCOLS[0], sheet_url=url)])
+
+
+def test_consent_after_a_text_change_says_to_read_again() -> None:
+    card = consent(changed=True, ticked={toggle: True for toggle in cards.CONSENT_TOGGLES})
+    assert [block["text"] for block in red_blocks(card)] == [cards.text("nl", "consent.changed")]
 
 
 def test_consent_refuses_unknown_missing_ids_and_no_protocols() -> None:

@@ -10,6 +10,7 @@ import cards
 from bot.referral import FieldError
 from cards._template import load_template, placeholders, template_names
 from cards._texts import catalogue, text_params
+from tests.support.family_information import NUDGES
 
 TEXT_PREFIX = "t."
 
@@ -53,6 +54,18 @@ def test_every_text_a_template_uses_exists_and_needs_no_parameters(lang: cards.L
         for key in keys:
             assert key in catalogue(lang), f"{template}: ${{t.{key}}} missing in {lang}"
             assert not text_params(catalogue(lang)[key]), f"{template}: {key} has parameters"
+
+
+@pytest.mark.parametrize("lang", cards.LANGUAGES)
+def test_what_the_family_is_told_makes_no_promise_or_nudge(lang: cards.Language) -> None:
+    told = {key: value for key, value in catalogue(lang).items() if key.startswith("consent.")}
+    assert len(told) > 30
+    assert {key: NUDGES.findall(value) for key, value in told.items() if NUDGES.search(value)} == {}
+
+
+def test_the_nudge_pattern_finds_the_old_nudge() -> None:
+    assert NUDGES.search("Zo kan het OCMW je hulp aanbieden. Zo loop je niets mis.")
+    assert not NUDGES.search("Je mag vragen om ze te verbeteren. Ze gaan vrij akkoord (freely).")
 
 
 def test_docstring_codes_are_the_card_codes() -> None:

@@ -55,6 +55,19 @@ def test_the_kind_en_gezin_guide_covers_the_four_points_consent_and_follow_up() 
         assert cards.text("nl", label) in guide, label
 
 
+def test_the_kind_en_gezin_guide_quotes_what_the_card_reads_aloud_word_for_word() -> None:
+    flat = " ".join(text(GUIDES[0]).replace("**", "").split())
+    said = [cards.text("nl", f"consent.{key}") for key in ("data.text", "recipient.network", "purpose.text",
+                                                           "follow_up.text", "rights.text", "complaint.text",
+                                                           "consent.text")]
+    said.append(cards.text("nl", "consent.recipient.text_one", ocmw="OCMW Sint-Gillis-Waas"))
+    for sentence in said:
+        assert sentence in flat, sentence
+    for protocol in PROTOCOLS:
+        assert protocol["sender"]["dpo"] in flat and protocol["recipient"]["dpo"] in flat
+    assert cards.text("nl", "consent.sheet.button") in flat and "niets mis" not in flat
+
+
 def test_the_ocmw_guide_covers_7zip_the_password_outcomes_deletion_and_breaches() -> None:
     guide = text(GUIDES[1])
     for words in ("7-Zip", "Windows Verkenner", "sleutelversie", "<referentie>.zip", "artikel 7", "artikel 9",

@@ -53,6 +53,25 @@ def texts(card: dict[str, Any]) -> str:
     return json.dumps(card, ensure_ascii=False)
 
 
+def read_aloud(card: dict[str, Any]) -> str:
+    """What a user reads on the card, line by line: texts, toggle titles, facts ("title: value"), buttons."""
+    parts: list[str] = []
+    for element in walk(card):
+        kind = str(element.get("type", ""))
+        if kind == "TextBlock":
+            parts.append(str(element.get("text", "")))
+        elif kind == "Input.Toggle" or kind.startswith("Action."):
+            parts.append(str(element.get("title", "")))
+        elif kind == "FactSet":
+            parts += [f"{fact['title']}: {fact['value']}" for fact in element.get("facts", [])]
+    return "\n".join(part for part in parts if part)
+
+
+def links(card: dict[str, Any]) -> list[str]:
+    """The addresses of the card's Action.OpenUrl buttons, in card order."""
+    return [str(element["url"]) for element in walk(card) if element.get("type") == "Action.OpenUrl"]
+
+
 def attention_texts(card: dict[str, Any]) -> list[str]:
     """The red (attention) text blocks: the card's error messages."""
     return [
