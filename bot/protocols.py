@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$")
 _SECRET_NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")  # Key Vault secret name rules
 _POSTAL_CODE_PATTERN = re.compile(r"^[1-9][0-9]{3}$")
+_OBJECT_ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class ProtocolFileError(ValueError):
@@ -98,6 +99,9 @@ class DataSharingProtocol:
     recipient_dpo: str
     source: Path
     retention: RetentionPolicy = DEFAULT_RETENTION
+    #: Entra object ids of each party's DPO (optional `dpo_object_ids`): they may report a breach from Teams.
+    sender_dpo_object_ids: frozenset[str] = frozenset()
+    recipient_dpo_object_ids: frozenset[str] = frozenset()
 
     def in_force_on(self, day: dt.date) -> bool:
         """True when a referral made on `day` is covered (`ends_on` is the last day it is)."""
@@ -305,7 +309,18 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> DataSharingProtocol:
         recipient_dpo=reader.mailbox("recipient.dpo"),
         source=path,
         retention=_retention(reader),
+        sender_dpo_object_ids=_object_ids(reader, "sender.dpo_object_ids"),
+        recipient_dpo_object_ids=_object_ids(reader, "recipient.dpo_object_ids"),
     )
+
+
+def _object_ids(reader: _FieldReader, dotted: str) -> frozenset[str]:
+    """An optional list of Entra object ids (GUIDs), lower-cased as Teams' `aadObjectId` is compared."""
+    ids = frozenset(value.lower() for value in reader.optional_text_list(dotted))
+    wrong = sorted(value for value in ids if not _OBJECT_ID_PATTERN.match(value))
+    if wrong:
+        raise ProtocolFileError(reader.path, dotted, f"{', '.join(wrong)}: not an Entra object id (a GUID)")
+    return ids
 
 
 def _retention(reader: _FieldReader) -> RetentionPolicy:
