@@ -1,12 +1,22 @@
 """Adaptive Cards (schema 1.5, Action.Execute) and chat texts of the referral bot, in Dutch and English.
 
 The referral dialogue's cards are in `_render`; the cards after "send" (the OCMW's card per package,
-status lists, corrections, linking the OCMW's channel) in `_follow_up`, fed with the views of `_views`.
+status lists, corrections, linking the OCMW's channel) in `_follow_up`, fed with the views of `_views`;
+the breach report card and its answer in `_breach`.
 
 Cards are JSON templates in `templates/`, filled structurally by `_template`; texts come from
 `texts/nl.json` (default) and `texts/en.json`. Every function returns a complete AdaptiveCard dict.
 """
 
+from cards._breach import (
+    BREACH_VERBS,
+    VERB_BREACH_CANCEL,
+    VERB_BREACH_SUBMIT,
+    BreachReportedView,
+    breach_error_text,
+    breach_report_card,
+    breach_reported_card,
+)
 from cards._confirm import CONFIRMATIONS, VERB_VIEW, confirm_card, is_confirmed
 from cards._errors import CardError
 from cards._follow_up import (
@@ -80,6 +90,7 @@ from cards._views import (
 )
 
 __all__ = [
+    "BREACH_VERBS",
     "CONFIRMATIONS",
     "CONSENT_INPUTS",
     "CONSENT_TOGGLES",
@@ -100,6 +111,8 @@ __all__ = [
     "STATUS_STATES",
     "VERBS",
     "VERB_ACKNOWLEDGE",
+    "VERB_BREACH_CANCEL",
+    "VERB_BREACH_SUBMIT",
     "VERB_CANCEL",
     "VERB_CONSENT",
     "VERB_CORRECTION_LATER",
@@ -116,6 +129,7 @@ __all__ = [
     "VERB_SEND",
     "VERB_START",
     "VERB_VIEW",
+    "BreachReportedView",
     "Card",
     "CardError",
     "Language",
@@ -127,6 +141,9 @@ __all__ = [
     "StatusRow",
     "StatusState",
     "TemplateError",
+    "breach_error_text",
+    "breach_report_card",
+    "breach_reported_card",
     "cancelled_card",
     "confirm_card",
     "consent_card",
