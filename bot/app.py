@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 import cards
 from bot.access import RateLimit, RateLimiter
+from bot.breach import BreachService
 from bot.chat_messages import MessageContent
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
@@ -207,6 +208,9 @@ def create_app(
             "link_conversation": LINK_LIMIT,
         }),
         clock=clock,
+        breach=BreachService(connection=connection, registry=registry, referrals=referrals, links=links,
+                             register=register, outbox=outbox, referrers=settings.referrers, clock=clock,
+                             timezone=settings.timezone, mail_from=settings.mail_from, on_queued=worker.wake),
     )
     channel = build_teams_channel(settings.identity, router, openid_metadata_url=settings.openid_metadata_url,
                                   connector_token=connector_token)

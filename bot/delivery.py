@@ -131,7 +131,8 @@ class DeliveryWorker:
         with transaction(self._db):
             self._outbox.mark_delivered(item.message_id, now)
             referral = self._referrals.by_message_id(item.message_id)
-            if referral is None:
+            if referral is None:  # not a referral's mail (a breach report to the DPOs): nothing more to do
+                logger.info("mail delivered", extra={"reference": item.reference})
                 return
             referral = self._referrals.transition(referral.reference, ReferralState.SENT, sent_at=now)
             self._append_delivered(referral, f"attempt {item.attempts}")
@@ -170,7 +171,7 @@ class DeliveryWorker:
             )
             return
         reason = error.reason if not error.transient else f"gave up after {item.attempts} attempts: {error.reason}"
-        logger.error("referral NOT delivered: %s", reason, extra={"reference": item.reference})
+        logger.error("mail NOT delivered: %s", reason, extra={"reference": item.reference})
         with transaction(self._db):
             self._outbox.mark_failed(item.message_id, now, reason)
             referral = self._referrals.by_message_id(item.message_id)

@@ -47,13 +47,18 @@ class Outbox:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
 
-    def enqueue(self, *, message_id: str, reference: str, payload: bytes, now: dt.datetime) -> None:
-        """Queue a message for immediate delivery (idempotent per Message-ID)."""
-        self._db.execute(
+    def enqueue(self, *, message_id: str, reference: str, payload: bytes, now: dt.datetime) -> bool:
+        """Queue a message for immediate delivery (idempotent per Message-ID); False when it was queued before.
+
+        `reference` names what the mail is about: a referral, or a breach report (`DL-...`), which the
+        delivery worker sends like any other row and, finding no referral for it, only marks.
+        """
+        cursor = self._db.execute(
             "INSERT OR IGNORE INTO outbox (message_id, reference, payload, state, queued_at, next_attempt_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (message_id, reference, payload, OutboxState.QUEUED.value, to_text(now), to_text(now)),
         )
+        return cursor.rowcount == 1
 
     def claim_due(self, now: dt.datetime, lease: dt.timedelta, limit: int = 10) -> list[OutboxItem]:
         """Lease up to `limit` due rows (committed) and return them; expired leases are due again first."""

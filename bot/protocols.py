@@ -100,12 +100,18 @@ class DataSharingProtocol:
     recipient_dpo: str
     source: Path
     retention: RetentionPolicy = DEFAULT_RETENTION
-    #: The Entra object ids of both parties' DPOs (`dpo_object_ids` under `[sender]` and `[recipient]`):
-    #: they may ask the bot for this protocol's register in Teams.
-    dpo_object_ids: frozenset[str] = frozenset()
+    #: Entra object ids of each party's DPO (optional `dpo_object_ids` under `[sender]` and `[recipient]`):
+    #: they may ask the bot for this protocol's register and report a breach from Teams.
+    sender_dpo_object_ids: frozenset[str] = frozenset()
+    recipient_dpo_object_ids: frozenset[str] = frozenset()
     #: Where the signed protocol is published (recital D: on both parties' websites), an https URL;
     #: "" when the file does not say. Shown on the family's information sheet.
     published_at: str = ""
+
+    @property
+    def dpo_object_ids(self) -> frozenset[str]:
+        """Both parties' DPOs: each may ask for this protocol's register."""
+        return self.sender_dpo_object_ids | self.recipient_dpo_object_ids
 
     def in_force_on(self, day: dt.date) -> bool:
         """True when a referral made on `day` is covered (`ends_on` is the last day it is)."""
@@ -313,8 +319,8 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> DataSharingProtocol:
         recipient_dpo=reader.mailbox("recipient.dpo"),
         source=path,
         retention=_retention(reader),
-        dpo_object_ids=frozenset(reader.optional_guid_list("sender.dpo_object_ids")
-                                 + reader.optional_guid_list("recipient.dpo_object_ids")),
+        sender_dpo_object_ids=frozenset(reader.optional_guid_list("sender.dpo_object_ids")),
+        recipient_dpo_object_ids=frozenset(reader.optional_guid_list("recipient.dpo_object_ids")),
         published_at=reader.optional_https_url("published_at"),
     )
 

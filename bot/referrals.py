@@ -214,6 +214,11 @@ class ReferralStore:
         )
         return [_from_row(row) for row in rows]
 
+    def for_protocol(self, protocol_id: str) -> list[SentReferral]:
+        """Every referral kept under a protocol, oldest first (a leaked ZIP password concerns them all)."""
+        rows = self._db.execute("SELECT * FROM referrals WHERE protocol_id = ? ORDER BY queued_at", (protocol_id,))
+        return [_from_row(row) for row in rows]
+
     def versions_of(self, root: str) -> list[SentReferral]:
         """The corrections of `root` (`root-2`, `root-3`, ...), oldest first."""
         rows = self._db.execute("SELECT * FROM referrals WHERE parent_reference = ? ORDER BY queued_at", (root,))

@@ -9,6 +9,7 @@ from typing import Any
 
 import cards
 from bot.access import RateLimit, RateLimiter, ReferrerPolicy
+from bot.breach import BREACH_WORDS, BreachService
 from bot.clock import Clock
 from bot.corrections import CorrectionService
 from bot.dialogue import (
@@ -62,9 +63,11 @@ class Router:
         referrers: ReferrerPolicy,
         limiter: RateLimiter,
         clock: Clock,
+        breach: BreachService,
     ) -> None:
         self._register_exports = register_exports
         self._referrers = referrers
+        self._breach = breach
         self._limiter = limiter
         self._clock = clock
         self._dialogue = dialogue
@@ -82,11 +85,16 @@ class Router:
             "correction.later": corrections.on_action,
             cards.VERB_CORRECTION_START: corrections.on_action,
             cards.VERB_CORRECTION_OPEN: corrections.on_action,
+            cards.VERB_BREACH_SUBMIT: breach.on_action,
+            cards.VERB_BREACH_CANCEL: breach.on_action,
         }
 
     async def on_text(self, actor: Actor, text: str) -> Reply:
         """A typed message, mentions stripped."""
         command = command_of(text)
+        if command in BREACH_WORDS:  # `datalek`: the breach report card, for whoever may report (bot.breach)
+            refusal = self._refusal(actor, "breach.start")
+            return Reply(card=cards.problem_card(actor.lang, refusal)) if refusal else self._breach.on_command(actor)
         word, _, rest = command.partition(" ")
         if word in _REFERENCE_COMMANDS and rest.strip():  # `intrekken VD-...`, `verbeter VD-...`
             answer = await self.on_action(actor, _REFERENCE_COMMANDS[word], {"reference": rest.strip().upper()})

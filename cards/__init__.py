@@ -2,13 +2,22 @@
 
 The referral dialogue's cards are in `_render`; the cards after "send" (the OCMW's card per package,
 status lists, corrections, linking the OCMW's channel) in `_follow_up`, fed with the views of `_views`;
-the DPO's register card in `_register`.
+the DPO's register card in `_register`; the breach report card and its answer in `_breach`.
 
 Cards are JSON templates in `templates/`, filled structurally by `_template`; texts come from
 `texts/nl.json` (default) and `texts/en.json`. Every `*_card` function returns a complete AdaptiveCard
 dict; `_information_sheet` makes the family's printable page from the consent card's texts.
 """
 
+from cards._breach import (
+    BREACH_VERBS,
+    VERB_BREACH_CANCEL,
+    VERB_BREACH_SUBMIT,
+    BreachReportedView,
+    breach_error_text,
+    breach_report_card,
+    breach_reported_card,
+)
 from cards._confirm import CONFIRMATIONS, VERB_VIEW, confirm_card, is_confirmed
 from cards._consent_version import CONSENT_TEXT_VERSIONS, consent_text_version, consent_texts_digest
 from cards._errors import CardError
@@ -90,6 +99,7 @@ from cards._views import (
 )
 
 __all__ = [
+    "BREACH_VERBS",
     "CONFIRMATIONS",
     "CONSENT_INPUTS",
     "CONSENT_TEXT_VERSIONS",
@@ -112,6 +122,8 @@ __all__ = [
     "STATUS_STATES",
     "VERBS",
     "VERB_ACKNOWLEDGE",
+    "VERB_BREACH_CANCEL",
+    "VERB_BREACH_SUBMIT",
     "VERB_CANCEL",
     "VERB_CONSENT",
     "VERB_CORRECTION_LATER",
@@ -128,6 +140,7 @@ __all__ = [
     "VERB_SEND",
     "VERB_START",
     "VERB_VIEW",
+    "BreachReportedView",
     "Card",
     "CardError",
     "Language",
@@ -141,6 +154,9 @@ __all__ = [
     "StatusRow",
     "StatusState",
     "TemplateError",
+    "breach_error_text",
+    "breach_report_card",
+    "breach_reported_card",
     "cancelled_card",
     "confirm_card",
     "consent_card",

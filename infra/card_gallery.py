@@ -88,6 +88,33 @@ SENT_VIEW = cards.OcmwReferralView(
     state="sent",
 )
 RECEIVED_VIEW = dataclasses.replace(SENT_VIEW, state="received", acknowledged_by=OCMW_WORKER, acknowledged_at=LATER)
+BREACH_ID = "DL-20261128-P4HT9W"
+BREACH_TYPED = {
+    "kind": "wrong_recipient",
+    "discoveredDate": "2026-11-29",
+    "discoveredTime": "09:30",
+    "whatHappened": "De mail van VD-20261128-K7M2QX ging naar een verkeerd adres.",
+    "categories": "identification:name,contact:address",
+    "references": "VD-20261128-K7M2QX, VD-2026",
+}
+BREACH_ERRORS = {
+    "discoveredDate": FieldError("in_future"),
+    "references": FieldError("reference_format", (("references", "VD-2026"),)),
+    "measuresTaken": FieldError("too_long", (("max", "1000"),)),
+}
+BREACH_REPORTED = cards.BreachReportedView(
+    report_id=BREACH_ID,
+    recipient=RECIPIENT,
+    dpos=("dpo@opgroeien.be", "informatica@sint-gillis-waas.be"),
+    discovered_at=WHEN - dt.timedelta(hours=2),
+    deadline=WHEN + dt.timedelta(hours=70),
+    deadline_state="left",
+    hours=70,
+    known_references=1,
+    unknown_references=(),
+    families=1,
+    packages=1,
+)
 STATUS_ROWS = [
     cards.StatusRow("VD-20261128-K7M2QX", RECIPIENT, "received", WHEN, WHEN, LATER, None),
     cards.StatusRow("VD-20261127-P4HT9W", RECIPIENT, "help_wanted", WHEN, WHEN, LATER, "contact_help_wanted"),
@@ -358,6 +385,29 @@ def samples() -> list[CardSample]:
             "notice-withdrawal",
             "notice_card",
             lambda lang: cards.notice_card(lang, cards.text(lang, "withdrawal_recorded", reference=REFERENCE)),
+        ),
+        CardSample(
+            "breach-report",
+            "breach_report_card",
+            lambda lang: cards.breach_report_card(lang, report_id=BREACH_ID,
+                                                  protocols=[(p.id, p.recipient) for p in PROTOCOLS],
+                                                  today=WHEN.date(), values={}, errors={}),
+        ),
+        CardSample(
+            "breach-report-errors",
+            "breach_report_card",
+            lambda lang: cards.breach_report_card(lang, report_id=BREACH_ID,
+                                                  protocols=[(p.id, p.recipient) for p in TWO_PROTOCOLS],
+                                                  today=WHEN.date(), values=BREACH_TYPED, errors=BREACH_ERRORS),
+        ),
+        CardSample("breach-reported", "breach_reported_card",
+                   lambda lang: cards.breach_reported_card(lang, BREACH_REPORTED)),
+        CardSample(
+            "breach-reported-late-unknown",
+            "breach_reported_card",
+            lambda lang: cards.breach_reported_card(lang, dataclasses.replace(
+                BREACH_REPORTED, deadline_state="passed", hours=5, known_references=0,
+                unknown_references=("VD-20261101-AAAAAA",), families=None, packages=None, already_reported=True)),
         ),
         CardSample(
             "problem-send-failed-retry",

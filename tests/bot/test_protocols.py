@@ -29,6 +29,19 @@ def test_the_shipped_sint_gillis_waas_protocol_loads() -> None:
     assert (protocol.sender_dpo, protocol.recipient_dpo) == ("dpo@opgroeien.be", "informatica@sint-gillis-waas.be")
 
 
+def test_the_dpos_entra_object_ids_are_optional_and_compared_in_lower_case(tmp_path: Path) -> None:
+    [shipped] = load_registry(SHIPPED).all()
+    assert shipped.sender_dpo_object_ids == shipped.recipient_dpo_object_ids == frozenset()
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text().replace(
+        '"informatica@sint-gillis-waas.be"', '"informatica@sint-gillis-waas.be"\n'
+        'dpo_object_ids = ["3F2A6C1E-8B4D-4E5F-9A0B-1C2D3E4F5A6B", "0b8a3c4e-1d2f-4a5b-9c6d-7e8f9a0b1c2d"]')
+    (tmp_path / "p.toml").write_text(text)
+    protocol = load_protocol_file(tmp_path / "p.toml")
+    assert protocol.recipient_dpo_object_ids == {"3f2a6c1e-8b4d-4e5f-9a0b-1c2d3e4f5a6b",
+                                                 "0b8a3c4e-1d2f-4a5b-9c6d-7e8f9a0b1c2d"}
+    assert protocol.sender_dpo_object_ids == frozenset()
+
+
 @pytest.mark.parametrize(
     ("typed", "canonical"),
     [("sint gillis waas", "Sint-Gillis-Waas"), ("SINT-GILLIS-WAAS", "Sint-Gillis-Waas"), ("de klinge", "De Klinge"),
@@ -70,6 +83,9 @@ def test_in_force_window_includes_both_ends(tmp_path: Path) -> None:
         ("# ends_on = 2027-03-01", "ends_on = 2025-01-01", "ends_on"),
         ('id = "OR-KG-NOW-OCMW-SGW-2026"', 'id = "bad id!"', "id"),
         ('dpo = "dpo@opgroeien.be"', "", "sender.dpo"),
+        ('dpo = "dpo@opgroeien.be"', 'dpo = "dpo@opgroeien.be"\ndpo_object_ids = ["An Dpo"]', "sender.dpo_object_ids"),
+        ('dpo = "informatica@sint-gillis-waas.be"', 'dpo = "x@y.be"\ndpo_object_ids = "3f2a6c1e"',
+         "recipient.dpo_object_ids"),
         ('zip_password_secret = "zip-password-ocmw-sint-gillis-waas"', 'zip_password_secret = "a b"',
          "zip_password_secret"),
         ("[sender]", "[sender", "(syntax)"),
