@@ -131,6 +131,9 @@ class SentReferral:
     withdrawn_by_id: str | None = None
     withdrawn_by: str | None = None
     withdrawn_at: dt.datetime | None = None
+    #: The sending team named in the package and the mail (`[[sender.teams]]`); corrections name it too.
+    #: None for referrals made before teams were recorded: their protocol's `[sender] team`.
+    sender_team: str | None = None
 
     @property
     def root(self) -> str:

@@ -147,3 +147,15 @@ def test_ocmw_tenant_ids_must_be_guids() -> None:
         Settings.from_mapping({"OCMW_TENANT_IDS": "ocmw-sint-gillis"})
     settings = Settings.from_mapping({"OCMW_TENANT_IDS": " 0C3C0C3C-0000-4000-8000-000000000002 ,"})
     assert settings.ocmw_channels.tenant_ids == {"0c3c0c3c-0000-4000-8000-000000000002"}
+
+
+def test_referrers_group_membership_uses_graph_and_keeps_answers_ten_minutes_by_default() -> None:
+    default = Settings.from_mapping({})
+    assert default.membership.base_url == "https://graph.microsoft.com"
+    assert default.membership.cache.total_seconds() == 600
+    settings = Settings.from_mapping({"GRAPH_BASE_URL": "https://graph.example/",
+                                      "REFERRER_MEMBERSHIP_CACHE_MINUTES": "0"})
+    assert settings.membership.base_url == "https://graph.example" and not settings.membership.cache
+    for wrong in ({"GRAPH_BASE_URL": "http://graph"}, {"REFERRER_MEMBERSHIP_CACHE_MINUTES": "-1"}):
+        with pytest.raises(ConfigError, match=next(iter(wrong))):
+            Settings.from_mapping(wrong)

@@ -196,3 +196,17 @@ def test_the_wal_is_truncated_when_the_transaction_around_the_wipe_commits(tmp_p
     assert (tmp_path / "bot.sqlite3-wal").stat().st_size == 0
     assert sealed not in path.read_bytes()
     connection.close()
+
+
+def test_a_database_from_before_sending_teams_gets_their_columns_once(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    open_database(path).close()
+    with sqlite3.connect(path) as db:  # as the previous version left it
+        for table in ("drafts", "referrals"):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN sender_team")
+    for _ in range(2):  # and opening it again changes nothing
+        connection = open_database(path)
+        for table in ("drafts", "referrals"):
+            columns = [row["name"] for row in connection.execute(f"PRAGMA table_info({table})")]
+            assert columns.count("sender_team") == 1, table
+        connection.close()
