@@ -21,7 +21,7 @@ from bot.data_folder_lock import DataFolderInUseError, DataFolderLock
 from bot.database import open_database
 from bot.logging_setup import configure_logging
 from bot.ocmw_links import OcmwLinks
-from bot.protocols import ProtocolFileError, load_registry
+from bot.protocols import DataSharingProtocol, ProtocolFileError, load_registry
 from bot.register_cli import add_register_commands, run_register_command
 from bot.wiring import DraftKeyError, draft_key_from_key_vault
 from bot.zip_passwords import LocalZipPasswordProvider
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check", help="load every *.toml of PROTOCOLS_DIR (or --dir) and print what each says; nothing else is touched"
     )
     protocols_check.add_argument("--dir", type=Path, default=None, help="another folder, e.g. before copying a file in")
+    protocols_check.add_argument("--production", action="store_true",
+                                 help="check as BOT_ENV=production does: every file must list who may refer")
     add_breach_command(commands)
     add_register_commands(commands)
     arguments = parser.parse_args(argv)
@@ -61,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "link-ocmw":
         return _link_ocmw(settings, arguments.protocol_id)
     if arguments.command == "protocols":
-        return _check_protocol_files(arguments.dir or settings.protocols_dir)
+        return _check_protocol_files(arguments.dir or settings.protocols_dir,
+                                     require_referrers=arguments.production or settings.environment == "production")
     if arguments.command == "check":
         results = asyncio.run(run_checks(settings, SystemClock()))
         sys.stdout.write("".join(result.line() + "\n" for result in results))
@@ -70,10 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _check_protocol_files(directory: Path) -> int:
-    """One line per protocol with its dates and retention periods; exit 1 naming file and field."""
+def _check_protocol_files(directory: Path, *, require_referrers: bool) -> int:
+    """One line per protocol with its dates, retention periods and sending teams; exit 1 naming file and field.
+
+    With `BOT_ENV=production` (or `--production`) a file that does not say who may refer fails, as it
+    would at start.
+    """
     try:
-        registry = load_registry(directory)
+        registry = load_registry(directory, require_referrers=require_referrers)
     except ProtocolFileError as error:
         sys.stdout.write(f"FAIL {error}\n")
         return 1
@@ -85,9 +92,19 @@ def _check_protocol_files(directory: Path) -> int:
             f"{f', last day {protocol.ends_on.isoformat()}' if protocol.ends_on else ', no end date'}; retention: "
             f"referrals {keep.referral_days_after_closure} days after closure ({closed}), register "
             f"{keep.register_years} years, pairing codes {keep.pairing_code_days} days, draft tombstones "
-            f"{keep.tombstone_days} days ({protocol.source.name})\n"
+            f"{keep.tombstone_days} days; referrers: {_referrers(protocol)} ({protocol.source.name})\n"
         )
     return 0
+
+
+def _referrers(protocol: DataSharingProtocol) -> str:
+    """Who may refer under the protocol, as its file says, without the ids."""
+    if not protocol.sender_teams:
+        return "anyone the REFERRER_* settings allow, as '" + protocol.sender.team + "' (development only)"
+    return "; ".join(
+        f"'{team.name}' ({len(team.object_ids)} users, {len(team.group_ids)} groups, {len(team.team_ids)} teams)"
+        for team in protocol.sender_teams
+    )
 
 
 def _link_ocmw(settings: Settings, protocol_id: str) -> int:

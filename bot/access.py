@@ -1,9 +1,11 @@
 """Who may refer or link, and how often: the tenant allow-lists and sliding-window rate limits.
 
 Only Kind en Gezin staff refer: users of the configured tenant(s), optionally narrowed to listed
-Entra object ids or Teams team/channel ids. The OCMW side is governed by the linked conversation
-(`bot.ocmw`); which conversations may be linked at all is `OcmwChannelPolicy`. Limits live in
-memory per process: a restart forgives, which is fine for a brake on runaway clients, not a quota.
+Entra object ids or Teams team/channel ids. That is the first gate; who may refer under which
+protocol, and as which team, the protocol files say (`bot.referrers`). The OCMW side is governed
+by the linked conversation (`bot.ocmw`); which conversations may be linked at all is
+`OcmwChannelPolicy`. Limits live in memory per process: a restart forgives, which is fine for a
+brake on runaway clients, not a quota.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from bot.ocmw_links import OcmwLinks
 from bot.outbox import Outbox
 from bot.protocols import DataSharingProtocol, ProtocolFolder, ProtocolRegistry
 from bot.referrals import ReferralStore
+from bot.referrers import MembershipChecker, ReferrerAccess
 from bot.register import ProcessingRegister
 from bot.register_export import RegisterExports, download_route
 from bot.reminders import ReminderService
@@ -45,7 +46,7 @@ from bot.status import StatusService
 from bot.teams.channel import build_teams_channel
 from bot.teams.connector import ConnectorTokenSource
 from bot.teams.route import MAX_BODY_BYTES
-from bot.wiring import Closer, build_mail_transport, build_password_provider
+from bot.wiring import Closer, build_mail_transport, build_membership_checker, build_password_provider
 from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 
 logger = logging.getLogger(__name__)
@@ -94,14 +95,16 @@ def create_app(
     connector_token: ConnectorTokenSource | None = None,
     draft_key: bytes | None = None,
     run_worker: bool = True,
+    membership: MembershipChecker | None = None,
 ) -> web.Application:
     """Build the aiohttp application; fails fast on a bad protocol file or data folder.
 
-    `transport`, `passwords` and `connector_token` replace what the settings would build (tests);
+    With `BOT_ENV=production` every protocol file must name who may refer under it.
+    `transport`, `passwords`, `connector_token` and `membership` replace what the settings would build (tests);
     `run_worker=False` leaves both outboxes to the test, which calls their workers' `deliver_due()`.
     """
     clock = clock or SystemClock()
-    protocols = ProtocolFolder(settings.protocols_dir)
+    protocols = ProtocolFolder(settings.protocols_dir, require_referrers=settings.environment == "production")
     registry = protocols.registry  # shared by every service; rereading the folder changes it in place
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
@@ -117,6 +120,8 @@ def create_app(
     messages = MessageOutbox(connection)
     passwords = passwords or build_password_provider(settings, clock, closers)
     transport = transport or build_mail_transport(settings, closers)
+    referrers = ReferrerAccess(membership or build_membership_checker(settings, closers), clock=clock,
+                               cache_ttl=settings.membership.cache)
     links = OcmwLinks(connection)
     worker = DeliveryWorker(
         connection=connection,
@@ -148,6 +153,7 @@ def create_app(
         drafts=drafts,
         register=register,
         sender=sender,
+        referrers=referrers,
         clock=clock,
         timezone=settings.timezone,
         on_queued=worker.wake,

@@ -78,7 +78,7 @@ async def run_checks(
 
 def _check_protocols(settings: Settings, clock: Clock, results: list[CheckResult]) -> ProtocolRegistry | None:
     try:
-        registry = load_registry(settings.protocols_dir)
+        registry = load_registry(settings.protocols_dir, require_referrers=settings.environment == "production")
     except ProtocolFileError as error:
         results.append(CheckResult("protocol files", False, f"{error} (a running bot keeps the protocols it "
                                    "read before until the folder loads again)"))

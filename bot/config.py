@@ -57,6 +57,15 @@ class GraphConfig:
 
 
 @dataclass(frozen=True)
+class MembershipConfig:
+    """Referrers' group and team membership from Microsoft Graph, for protocols that list groups or teams."""
+
+    base_url: str = "https://graph.microsoft.com"
+    #: How long an answer (this user is, or is not, in that group) is kept: one referral asks once.
+    cache: dt.timedelta = dt.timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
 class KeyVaultConfig:
     """ZIP passwords from Azure Key Vault (`KEY_VAULT_URL` set)."""
 
@@ -112,6 +121,7 @@ class Settings:
     log_format: LogFormat = "text"
     environment: BotEnv = "development"
     referrers: ReferrerPolicy = field(default_factory=ReferrerPolicy)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
     ocmw_channels: OcmwChannelPolicy = field(default_factory=OcmwChannelPolicy)
     starts_per_hour: int = 20
     actions_per_minute: int = 60
@@ -223,6 +233,11 @@ class Settings:
                 object_ids=reader.id_set("REFERRER_OBJECT_IDS"),
                 team_or_channel_ids=frozenset(reader.text("REFERRER_TEAM_OR_CHANNEL_IDS", "").split(",")) - {""},
             ),
+            membership=MembershipConfig(
+                base_url=_graph_base_url(reader),
+                cache=dt.timedelta(minutes=reader.integer("REFERRER_MEMBERSHIP_CACHE_MINUTES", 10, minimum=0,
+                                                          maximum=24 * 60)),
+            ),
             ocmw_channels=OcmwChannelPolicy(tenant_ids=reader.id_set("OCMW_TENANT_IDS")),
             starts_per_hour=reader.integer("RATE_LIMIT_STARTS_PER_HOUR", 20, minimum=1, maximum=10_000),
             actions_per_minute=reader.integer("RATE_LIMIT_ACTIONS_PER_MINUTE", 60, minimum=1, maximum=10_000),
@@ -304,10 +319,15 @@ def _smtp(reader: _EnvReader) -> SmtpSettings:
 
 
 def _graph(reader: _EnvReader) -> GraphConfig:
+    return GraphConfig(base_url=_graph_base_url(reader))
+
+
+def _graph_base_url(reader: _EnvReader) -> str:
+    """Microsoft Graph, for mail (`MAIL_TRANSPORT=graph`) and for referrers' group membership."""
     base_url = reader.text("GRAPH_BASE_URL", GraphConfig.base_url).rstrip("/")
     if not base_url.startswith("https://"):
         raise ConfigError(f"GRAPH_BASE_URL={base_url!r} must start with https://")
-    return GraphConfig(base_url=base_url)
+    return base_url
 
 
 class _EnvReader:

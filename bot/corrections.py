@@ -133,7 +133,9 @@ class CorrectionService:
             return None
 
         try:
-            queued = await self._sender.queue_correction(original, item, result.values, protocol, referrer, origin,
+            # The same sending team as the referral it corrects, whoever sends the correction.
+            sent_by = protocol.sent_by(original.sender_team) if original.sender_team else protocol
+            queued = await self._sender.queue_correction(original, item, result.values, sent_by, referrer, origin,
                                                          claim)
         except AlreadySent as sent:
             return _banner(actor, "correction_done", reference=sent.reference)

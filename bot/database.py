@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS drafts (
     updated_at TEXT NOT NULL,
     conversation_ref TEXT,
     card_activity_id TEXT,
-    lang TEXT
+    lang TEXT,
+    sender_team TEXT
 );
 CREATE INDEX IF NOT EXISTS drafts_updated_at ON drafts (updated_at);
 CREATE TABLE IF NOT EXISTS referrals (
@@ -74,7 +75,8 @@ CREATE TABLE IF NOT EXISTS referrals (
     withdrawn_at TEXT,
     data_categories TEXT,
     consent_version TEXT NOT NULL DEFAULT '',
-    recipient TEXT NOT NULL DEFAULT ''
+    recipient TEXT NOT NULL DEFAULT '',
+    sender_team TEXT
 );
 CREATE INDEX IF NOT EXISTS referrals_parent ON referrals (parent_reference);
 CREATE TABLE IF NOT EXISTS reminders (
@@ -257,8 +259,23 @@ def open_database(path: Path) -> sqlite3.Connection:
     connection.executescript(_SCHEMA)
     if 0 < version < 2:
         _upgrade_to_2(connection)
+    _add_missing_columns(connection)
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return connection
+
+
+#: Nullable columns added after a table first shipped; a database that lacks one gets it at open.
+_ADDED_COLUMNS = (("drafts", "sender_team", "TEXT"), ("referrals", "sender_team", "TEXT"))
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    """Add `_ADDED_COLUMNS` a database does not have yet: idempotent, so no schema version is needed for them."""
+    with transaction(connection):
+        for table, column, kind in _ADDED_COLUMNS:
+            present = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                # Names and types come from the constant above, never from input.
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _make_private(path: Path) -> None:

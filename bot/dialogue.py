@@ -32,6 +32,7 @@ from bot.drafts import Draft, DraftState, DraftStore
 from bot.information_sheet import protocol_facts
 from bot.protocols import DataSharingProtocol, ProtocolRegistry
 from bot.referral import ConsentRecord, FieldError, Referrer
+from bot.referrers import Allowed, MembershipUnavailable, ReferrerAccess
 from bot.register import ProcessingRegister, RegisterEvent
 from bot.sending import Origin, PasswordUnavailable, ReferralSender, SendFailure
 
@@ -175,12 +176,14 @@ class ReferralDialogue:
         drafts: DraftStore,
         register: ProcessingRegister,
         sender: ReferralSender,
+        referrers: ReferrerAccess,
         clock: Clock,
         timezone: ZoneInfo,
         on_queued: Callable[[], None] = lambda: None,
         chat_url: str = "",
         public_base_url: str = "",
     ) -> None:
+        self._referrers = referrers
         self._on_queued = on_queued
         self._chat_url = chat_url
         self._public_base_url = public_base_url
@@ -202,11 +205,11 @@ class ReferralDialogue:
 
     # -- entry points ---------------------------------------------------------------------------
 
-    def on_text(self, actor: Actor, text: str) -> Reply:
+    async def on_text(self, actor: Actor, text: str) -> Reply:
         """Answer a typed message: start, help, a warning when it holds client data, or a pointer to the commands."""
         command = command_of(text)
         if command in _START_WORDS:
-            return Reply(card=self.start(actor))
+            return Reply(card=await self.start(actor))
         if command in _HELP_WORDS:
             return Reply(card=self.welcome(actor))
         if looks_like_client_data(text):
@@ -223,17 +226,22 @@ class ReferralDialogue:
         """The card shown when the bot is installed or greeted: the start button only in the personal chat."""
         return cards.welcome_card(actor.lang) if is_personal_chat(actor) else cards.shared_welcome_card(actor.lang)
 
-    def start(self, actor: Actor) -> Card:
-        """Open a new draft and show the consent card, if any protocol is in force today (personal chat only)."""
+    async def start(self, actor: Actor) -> Card:
+        """Open a new draft and show the consent card (personal chat only).
+
+        Only the protocols in force today that list this user (`[[sender.teams]]`) are offered; with
+        none, no draft is made and the card says whom to ask.
+        """
         if not is_personal_chat(actor):
             return self.personal_chat_only(actor, START_VERB)
-        protocols = self._registry.in_force_on(self._today())
-        if not protocols:
-            return cards.problem_card(actor.lang, "no_protocol_in_force")
+        allowed = await self._allowed(actor, START_VERB)
+        if not isinstance(allowed, list):
+            return allowed
+        protocols = [entry.protocol for entry in allowed]
         now = self._clock.now()
         draft = self._drafts.create(actor.user_id, actor.conversation_id, now, self._today())
         self._record(draft, actor, RegisterEvent.REFERRAL_STARTED, protocols[0].id if len(protocols) == 1 else "-",
-                     detail=f"protocols in force: {', '.join(p.id for p in protocols)}")
+                     detail=f"protocols in force that list this referrer: {', '.join(p.id for p in protocols)}")
         logger.info("referral started", extra={"reference": draft.reference, "draft_id": draft.id})
         return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=())
 
@@ -242,7 +250,7 @@ class ReferralDialogue:
         if not is_personal_chat(actor):
             return self.personal_chat_only(actor, verb)
         if verb == START_VERB:
-            return self.start(actor)
+            return await self.start(actor)
         transition = TRANSITIONS.get(verb)
         if transition is None and verb != cards.VERB_VIEW:
             logger.info("unknown card action", extra={"verb": verb[:64]})
@@ -267,16 +275,19 @@ class ReferralDialogue:
             self._drafts.close(draft, DraftState.EXPIRED, now)
             draft = Draft(**{**draft.__dict__, "state": DraftState.EXPIRED})
         if transition is None:  # "Terug" from the cancel confirmation
-            return self._step_card(actor, draft)
+            return await self._step_card(actor, draft)
         if draft.state not in transition.sources:
             return self._not_possible_card(actor, draft)
         return await self._handlers[verb](actor, draft, data)
 
-    def _step_card(self, actor: Actor, draft: Draft) -> Card:
+    async def _step_card(self, actor: Actor, draft: Draft) -> Card:
         """The card of the step the draft is at, with what was entered (the user's own chat only)."""
         protocol = None if draft.protocol_id is None else self._registry.get(draft.protocol_id)
         if draft.state == DraftState.CONSENT or (protocol is None and draft.state not in TERMINAL_STATES):
-            protocols = self._registry.in_force_on(self._today())
+            allowed = await self._allowed(actor, cards.VERB_VIEW)
+            if not isinstance(allowed, list):
+                return allowed
+            protocols = [entry.protocol for entry in allowed]
             return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=())
         if draft.state == DraftState.REVIEW and draft.details is not None and protocol is not None:
             return cards.review_card(actor.lang, draft_id=draft.id, recipient=protocol.recipient.organisation,
@@ -289,9 +300,10 @@ class ReferralDialogue:
     # -- steps ----------------------------------------------------------------------------------
 
     async def _consent(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
-        protocols = self._registry.in_force_on(self._today())
-        if not protocols:
-            return cards.problem_card(actor.lang, "no_protocol_in_force")
+        allowed = await self._allowed(actor, "referral.consent")
+        if not isinstance(allowed, list):
+            return allowed
+        protocols = [entry.protocol for entry in allowed]
         version = cards.consent_text_version()
         shown = data.get("textVersion")
         if isinstance(shown, str) and shown != version:
@@ -299,20 +311,21 @@ class ReferralDialogue:
             # words than this version's. Show the new texts; the points are ticked again after reading.
             logger.info("consent card of another text version answered: shown anew", extra={"draft_id": draft.id})
             return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=(), changed=True)
-        chosen = data.get("ocmw")
-        protocol = next((p for p in protocols if p.id == chosen), None)
+        chosen = next((entry for entry in allowed if entry.protocol.id == data.get("ocmw")), None)
         ticked = {name: _is_ticked(data.get(name)) for name in CONSENT_TOGGLES}
         missing = [name for name in CONSENT_TOGGLES if not ticked[name]]
-        if protocol is None:
+        if chosen is None:
             missing.insert(0, "ocmw")
-        if missing or protocol is None:
+        if missing or chosen is None:
             return self._consent_card(
-                actor, draft.id, protocols, selected=None if protocol is None else protocol.id,
+                actor, draft.id, protocols, selected=None if chosen is None else chosen.protocol.id,
                 ticked=ticked, missing=missing,
             )
+        protocol = chosen.protocol
         now = self._clock.now()
         consent = ConsentRecord(True, True, True, True, True, confirmed_at=now, text_version=version)
-        updated = self._drafts.advance(draft, DraftState.DETAILS, now, protocol_id=protocol.id, consent=consent)
+        updated = self._drafts.advance(draft, DraftState.DETAILS, now, protocol_id=protocol.id, consent=consent,
+                                       sender_team=chosen.team)
         if updated is None:
             return self._current_card(actor, draft.id)
         self._record(updated, actor, RegisterEvent.CONSENT_CONFIRMED, protocol.id,
@@ -361,6 +374,9 @@ class ReferralDialogue:
                 actor, draft, protocol, values=details_as_typed(draft.details),
                 errors=validate_details(details_as_typed(draft.details), protocol).errors,
             )
+        team = await self._team_at_send(actor, draft, protocol)
+        if not isinstance(team, str):
+            return team
         now = self._clock.now()
         claimed = self._drafts.advance(draft, DraftState.SENDING, now)
         if claimed is None:  # a second click while the first is being handled
@@ -373,7 +389,7 @@ class ReferralDialogue:
             lang=actor.lang,
         )
         try:
-            queued = await self._sender.queue(claimed, protocol, referrer, origin)
+            queued = await self._sender.queue(claimed, protocol.sent_by(team), referrer, origin)
         except SendFailure as failure:
             self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
             logger.warning("referral not queued: %s", failure.reason, extra={"reference": claimed.reference})
@@ -419,6 +435,50 @@ class ReferralDialogue:
 
     def _today(self) -> dt.date:
         return self._clock.now().astimezone(self._tz).date()
+
+    async def _allowed(self, actor: Actor, verb: str) -> list[Allowed] | Card:
+        """The protocols in force today this user may refer under, with their team; else the card that says why not.
+
+        Asked at the start, at consent and when the consent card is shown again: the answers are
+        kept a while (`ReferrerAccess`), so this costs the directory one lookup per referral.
+        """
+        protocols = self._registry.in_force_on(self._today())
+        if not protocols:
+            return cards.problem_card(actor.lang, "no_protocol_in_force")
+        try:
+            allowed = await self._referrers.allowed(actor.user_id, protocols)
+        except MembershipUnavailable as error:
+            logger.warning("referrer's teams could not be checked: %s", error.reason, extra={"verb": verb[:64]})
+            return cards.problem_card(actor.lang, "membership_unavailable")
+        if not allowed:
+            logger.warning("referral refused: no protocol in force lists this user",
+                           extra={"verb": verb[:64], "user_id": actor.user_id[:64],
+                                  "protocol_ids": [protocol.id for protocol in protocols]})
+            return cards.problem_card(actor.lang, "not_listed")
+        return allowed
+
+    async def _team_at_send(self, actor: Actor, draft: Draft, protocol: DataSharingProtocol) -> str | Card:
+        """The team the package names, if the user still belongs to it; else the card that stops the send.
+
+        Membership can be taken away while a referral is being entered. Then nothing is sent and, as
+        this user may not send it, the draft's data is wiped at once. When the directory cannot
+        answer, the draft stays at review and the card offers to try again.
+        """
+        try:
+            team = await self._referrers.confirm(actor.user_id, protocol, draft.sender_team)
+        except MembershipUnavailable as error:
+            logger.warning("referrer's teams could not be checked at send: %s", error.reason,
+                           extra={"reference": draft.reference})
+            return cards.problem_card(actor.lang, "membership_unavailable", draft_id=draft.id)
+        if team is not None:
+            return team
+        if not self._drafts.close(draft, DraftState.CANCELLED, self._clock.now()):
+            return self._current_card(actor, draft.id)
+        self._record(draft, actor, RegisterEvent.CANCELLED, protocol.id,
+                     detail=f"referrer no longer listed for '{draft.sender_team or '-'}': nothing sent, data wiped")
+        logger.warning("referral stopped at send: the referrer is no longer listed",
+                       extra={"reference": draft.reference, "protocol_id": protocol.id, "user_id": actor.user_id[:64]})
+        return cards.problem_card(actor.lang, "no_longer_listed", ocmw=protocol.recipient.organisation)
 
     def _protocol_in_force(self, actor: Actor, draft: Draft) -> DataSharingProtocol | Card:
         """The draft's protocol if it is still in force today; else the draft is wiped and a card says so.

@@ -55,6 +55,8 @@ class Draft:
     consent: ConsentRecord | None = None
     details: ClientDetails | None = None
     reference: str = ""
+    #: The `[[sender.teams]]` name the referral goes out as, fixed at consent; None before.
+    sender_team: str | None = None
 
     def __repr__(self) -> str:
         return f"Draft(id={self.id!r}, state={self.state.value!r})"
@@ -131,13 +133,14 @@ class DraftStore:
         consent = None if updated.consent is None else _consent_to_json(updated.consent)
         cursor = self._db.execute(
             "UPDATE drafts SET state = ?, protocol_id = ?, consent_json = ?, sealed_details = ?,"
-            " reference = ?, updated_at = ? WHERE id = ? AND state = ? AND updated_at = ?",
+            " reference = ?, sender_team = ?, updated_at = ? WHERE id = ? AND state = ? AND updated_at = ?",
             (
                 new_state.value,
                 updated.protocol_id,
                 consent,
                 sealed,
                 updated.reference,
+                updated.sender_team,
                 to_text(now),
                 draft.id,
                 draft.state.value,
@@ -238,6 +241,7 @@ class DraftStore:
             consent=consent,
             details=details,
             reference=row["reference"],
+            sender_team=row["sender_team"],
         )
 
 

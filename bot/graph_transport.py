@@ -77,7 +77,7 @@ class GraphMailTransport:
         self._sender = sender
         self._user_url = f"{base_url.rstrip('/')}/v1.0/users/{quote(sender, safe='@')}"
         self._timeout = timeout_seconds
-        self._ssl: ssl.SSLContext | bool = _verifying_context(ca_file) if ca_file is not None else True
+        self._ssl: ssl.SSLContext | bool = verifying_context(ca_file) if ca_file is not None else True
         self._session_factory = session_factory
         self._session: aiohttp.ClientSession | None = None
 
@@ -193,7 +193,7 @@ def _status_error(
     what: str, status: int, headers: dict[str, str], body: bytes, refusals: dict[int, str]
 ) -> MailDeliveryError:
     """Status plus Graph's error code (a fixed identifier); Graph's message text may quote addresses."""
-    code = _graph_error_code(body)
+    code = graph_error_code(body)
     label = f"{status} {code}" if code else str(status)
     if status in refusals:
         return MailDeliveryError(f"{what}: {label} — {refusals[status]}", transient=False)
@@ -203,7 +203,8 @@ def _status_error(
     return MailDeliveryError(f"{what}: {label} — unexpected answer", transient=False)
 
 
-def _graph_error_code(body: bytes) -> str | None:
+def graph_error_code(body: bytes) -> str | None:
+    """Graph's error code (a fixed identifier, safe to log); never its message, which may quote addresses."""
     try:
         parsed = json.loads(body)
     except ValueError:
@@ -231,7 +232,8 @@ def _retry_after(headers: dict[str, str]) -> float | None:
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
-def _verifying_context(ca_file: Path) -> ssl.SSLContext:
+def verifying_context(ca_file: Path) -> ssl.SSLContext:
+    """A TLS context that trusts the system's CAs and `ca_file` (a local Graph stand-in's CA)."""
     context = ssl.create_default_context()
     try:
         context.load_verify_locations(cafile=str(ca_file))

@@ -520,7 +520,7 @@ class OcmwService:
         return cards.OcmwReferralView(
             reference=referral.reference,
             sent_at=(referral.sent_at or referral.queued_at).astimezone(self._tz),
-            sender_team=protocol.sender.team if protocol else "",
+            sender_team=referral.sender_team or (protocol.sender.team if protocol else ""),
             recipient=self._registry.recipient_name(referral.protocol_id),
             mailbox=protocol.recipient_mailbox if protocol else "",
             key_version=referral.key_version,

@@ -10,6 +10,7 @@ and reported, and the last good protocols stay in use.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -32,6 +33,10 @@ _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$")
 _SECRET_NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")  # Key Vault secret name rules
 _POSTAL_CODE_PATTERN = re.compile(r"^[1-9][0-9]{3}$")
 _GUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: The id lists of `[[sender.teams]]`: Entra user object ids, security group ids, Teams team (group) ids.
+_SENDER_TEAM_LISTS = ("object_ids", "group_ids", "team_ids")
+#: Ids starting so are examples (the shipped file's placeholders; Entra never issues them): refused in production.
+PLACEHOLDER_ID_PREFIX = "00000000-0000-0000-0000-"
 
 
 class ProtocolFileError(ValueError):
@@ -49,6 +54,26 @@ class Party:
 
     organisation: str
     team: str
+
+
+@dataclass(frozen=True)
+class SendingTeam:
+    """One `[[sender.teams]]` entry: who may refer under the protocol as this team, and its name.
+
+    The name goes into the package and the mail as the sending team. A user counts as a member when
+    their Entra object id is listed, or when Microsoft Graph says they are in one of the groups or
+    teams (a team is a Microsoft 365 group: its id is the group's id).
+    """
+
+    name: str
+    object_ids: frozenset[str] = frozenset()
+    group_ids: frozenset[str] = frozenset()
+    team_ids: frozenset[str] = frozenset()
+
+    @property
+    def directory_groups(self) -> frozenset[str]:
+        """The group and team ids, which only Microsoft Graph can check."""
+        return self.group_ids | self.team_ids
 
 
 #: States a protocol may count as "closed" for retention: nothing more is expected of the bot,
@@ -112,6 +137,13 @@ class DataSharingProtocol:
     def dpo_object_ids(self) -> frozenset[str]:
         """Both parties' DPOs: each may ask for this protocol's register."""
         return self.sender_dpo_object_ids | self.recipient_dpo_object_ids
+    #: Who may refer, per sending team (`[[sender.teams]]`); empty: anyone the global policy allows
+    #: (development only: `BOT_ENV=production` refuses such a file).
+    sender_teams: tuple[SendingTeam, ...] = ()
+
+    def sent_by(self, team: str) -> DataSharingProtocol:
+        """This protocol as one referral names it: `team` as the sending team in the package and the mail."""
+        return dataclasses.replace(self, sender=Party(self.sender.organisation, team))
 
     def in_force_on(self, day: dt.date) -> bool:
         """True when a referral made on `day` is covered (`ends_on` is the last day it is)."""
@@ -211,11 +243,15 @@ class ProtocolFolder:
     and field) is logged once per change and kept in `problem` for `/readyz`.
     """
 
-    def __init__(self, directory: Path) -> None:
-        """Load the folder; raises ProtocolFileError (the bot must not start on a bad file)."""
+    def __init__(self, directory: Path, *, require_referrers: bool = False) -> None:
+        """Load the folder; raises ProtocolFileError (the bot must not start on a bad file).
+
+        `require_referrers` (production) refuses a file that does not name who may refer under it.
+        """
         self.directory = directory
+        self._require_referrers = require_referrers
         self._signature = _folder_signature(directory)
-        self.registry = load_registry(directory)
+        self.registry = load_registry(directory, require_referrers=require_referrers)
         self.problem: ProtocolFileError | None = None
 
     def reload_if_changed(self) -> bool:
@@ -225,7 +261,7 @@ class ProtocolFolder:
             return False
         self._signature = signature
         try:
-            fresh = load_registry(self.directory)
+            fresh = load_registry(self.directory, require_referrers=self._require_referrers)
         except ProtocolFileError as error:
             self.problem = error
             logger.error("protocol file error: %s; the protocols read before stay in use", error)
@@ -265,14 +301,46 @@ def normalise_place(place: str) -> str:
     return " ".join(letters.replace("-", " ").replace("'", " ").lower().split())
 
 
-def load_registry(directory: Path) -> ProtocolRegistry:
-    """Load every `*.toml` in `directory`; raise ProtocolFileError on the first bad one."""
+def load_registry(directory: Path, *, require_referrers: bool = False) -> ProtocolRegistry:
+    """Load every `*.toml` in `directory`; raise ProtocolFileError on the first bad one.
+
+    With `require_referrers` (`BOT_ENV=production`) a file must name who may refer under it
+    (`check_referrer_lists`).
+    """
     if not directory.is_dir():
         raise ProtocolFileError(directory, "PROTOCOLS_DIR", "is not a directory")
     files = sorted(directory.glob("*.toml"))
     if not files:
         raise ProtocolFileError(directory, "PROTOCOLS_DIR", "holds no *.toml protocol file")
-    return ProtocolRegistry(load_protocol_file(path) for path in files)
+    protocols = [load_protocol_file(path) for path in files]
+    if require_referrers:
+        for protocol in protocols:
+            check_referrer_lists(protocol)
+    return ProtocolRegistry(protocols)
+
+
+def check_referrer_lists(protocol: DataSharingProtocol) -> None:
+    """Refuse (production) a protocol that lets anyone refer, or still holds the example's placeholder ids.
+
+    Without `[[sender.teams]]` anyone the global policy allows could refer under the protocol, and
+    the example's placeholders would let nobody refer without saying why: both are set-up mistakes
+    best named at start, with the file and the field.
+    """
+    if not protocol.sender_teams:
+        raise ProtocolFileError(
+            protocol.source, "sender.teams",
+            "names nobody who may refer under this protocol; BOT_ENV=production needs at least one "
+            "[[sender.teams]] entry with object_ids, group_ids or team_ids (infra/README.md, 'Who may refer "
+            "under each protocol')",
+        )
+    for number, team in enumerate(protocol.sender_teams, start=1):
+        for kind in _SENDER_TEAM_LISTS:
+            placeholders = sorted(i for i in getattr(team, kind) if i.startswith(PLACEHOLDER_ID_PREFIX))
+            if placeholders:
+                raise ProtocolFileError(
+                    protocol.source, f"sender.teams[{number}].{kind}",
+                    f"'{placeholders[0]}' is a placeholder; replace it with the real id (BOT_ENV=production)",
+                )
 
 
 def load_protocol_file(path: Path) -> DataSharingProtocol:
@@ -322,7 +390,43 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> DataSharingProtocol:
         sender_dpo_object_ids=frozenset(reader.optional_guid_list("sender.dpo_object_ids")),
         recipient_dpo_object_ids=frozenset(reader.optional_guid_list("recipient.dpo_object_ids")),
         published_at=reader.optional_https_url("published_at"),
+        sender_teams=_sender_teams(reader),
     )
+
+
+def _sender_teams(reader: _FieldReader) -> tuple[SendingTeam, ...]:
+    """The optional `[[sender.teams]]` entries, in file order (the first one a user matches names them)."""
+    teams: list[SendingTeam] = []
+    for number, entry in enumerate(reader.table_list("sender.teams"), start=1):
+        where = f"sender.teams[{number}]"
+        unknown = sorted(set(entry) - {"name", *_SENDER_TEAM_LISTS})
+        if unknown:
+            raise ProtocolFileError(reader.path, f"{where}.{unknown[0]}",
+                                    f"is not a known key; use name, {', '.join(_SENDER_TEAM_LISTS)}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip() or any(ord(char) < 32 for char in name):
+            raise ProtocolFileError(reader.path, f"{where}.name", "is missing or not a one-line, non-empty string")
+        if any(team.name == name.strip() for team in teams):
+            raise ProtocolFileError(reader.path, f"{where}.name", f"'{name.strip()}' names another entry too")
+        lists = {kind: _id_list(reader.path, f"{where}.{kind}", entry.get(kind)) for kind in _SENDER_TEAM_LISTS}
+        if not any(lists.values()):
+            raise ProtocolFileError(reader.path, where, "lists nobody: give object_ids, group_ids or team_ids")
+        teams.append(SendingTeam(name=name.strip(), **lists))
+    return tuple(teams)
+
+
+def _id_list(path: Path, field: str, value: Any) -> frozenset[str]:
+    """An optional list of Entra ids (GUIDs), lower-cased as Teams and Graph compare them."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ProtocolFileError(path, field, "must be a list of ids (strings)")
+    ids = frozenset(item.strip().lower() for item in value)
+    wrong = sorted(item for item in ids if not _GUID_PATTERN.match(item))
+    if wrong:
+        raise ProtocolFileError(path, field, f"'{wrong[0]}' is not an Entra id (a GUID like "
+                                             "3f2504e0-4f89-11d3-9a0c-0305e82c3301)")
+    return ids
 
 
 def _retention(reader: _FieldReader) -> RetentionPolicy:
@@ -379,6 +483,14 @@ class _FieldReader:
             if not _GUID_PATTERN.match(value):
                 raise ProtocolFileError(self.path, dotted, f"'{value}' is not an Entra object id (a GUID)")
         return values
+    def table_list(self, dotted: str) -> list[Mapping[str, Any]]:
+        """An optional array of tables (`[[sender.teams]]`); [] when absent."""
+        value = self._value(dotted)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+            raise ProtocolFileError(self.path, dotted, "must be tables written as [[" + dotted + "]]")
+        return value
 
     def date(self, dotted: str) -> dt.date:
         value = self._value(dotted)

@@ -138,6 +138,9 @@ class SentReferral:
     data_categories: tuple[str, ...] | None = None
     consent_version: str = ""  # the consent text the referrer confirmed (the first version's, for a correction)
     recipient: str = ""  # the package's addressee as the register names it: "OCMW X <mailbox>"
+    #: The sending team named in the package and the mail (`[[sender.teams]]`); corrections name it too.
+    #: None for referrals made before teams were recorded: their protocol's `[sender] team`.
+    sender_team: str | None = None
 
     @property
     def root(self) -> str:

@@ -112,7 +112,7 @@ class Router:
             refusal = self._refusal(actor, "referral.start")
             if refusal is not None:
                 return Reply(card=cards.problem_card(actor.lang, refusal))
-        return self._dialogue.on_text(actor, text)
+        return await self._dialogue.on_text(actor, text)
 
     def welcome(self, actor: Actor) -> Card:
         """The welcome card."""

@@ -112,7 +112,10 @@ class ReferralSender:
     async def queue(
         self, draft: Draft, protocol: DataSharingProtocol, referrer: Referrer, origin: Origin
     ) -> QueuedReferral:
-        """Encrypt, queue, record and wipe the draft; raise SendFailure when nothing was queued."""
+        """Encrypt, queue, record and wipe the draft; raise SendFailure when nothing was queued.
+
+        `protocol.sender.team` is the team the package, the mail and the record name (`sent_by`).
+        """
         if draft.details is None or draft.consent is None:
             raise SendFailure("draft has no complete data", transient=False)
         password = await self._password(protocol)
@@ -269,4 +272,5 @@ def _queued_record(
         created_at=created_at,
         queued_at=now,
         recipient=recipient_of(protocol),
+        sender_team=protocol.sender.team,  # the referrer's team: `DataSharingProtocol.sent_by`
     )

@@ -1,13 +1,17 @@
-"""Builds the password provider and the mail transport the settings ask for."""
+"""Builds the password provider, the mail transport and the directory lookup the settings ask for."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+
+from azure.core.credentials_async import AsyncTokenCredential
 
 from bot.clock import Clock
 from bot.config import Settings
+from bot.graph_membership import GraphMembershipChecker
 from bot.mail_transport import MailTransport, OutboxFolderTransport
+from bot.referrers import MembershipChecker
 from bot.zip_passwords import LocalZipPasswordProvider, ZipPasswordProvider
 
 Closer = Callable[[], Awaitable[None]]
@@ -57,6 +61,40 @@ def build_mail_transport(settings: Settings, closers: list[Closer]) -> MailTrans
         closers.append(credential.close)
         return transport
     return OutboxFolderTransport(settings.outbox_dir)
+
+
+def build_membership_checker(settings: Settings, closers: list[Closer]) -> MembershipChecker:
+    """Microsoft Graph for referrers' groups and teams, with the same identity as the rest of the bot."""
+    checker = _GraphOnFirstUse(settings.membership.base_url)
+    closers.append(checker.close)
+    return checker
+
+
+class _GraphOnFirstUse:
+    """Builds the credential and the Graph client when a protocol that lists groups or teams is first asked about.
+
+    A bot whose protocols list only object ids (or nobody, in development) never makes either, so
+    `make run` neither logs nor probes anything about an Azure identity it does not have.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self._base_url = base_url
+        self._checker: GraphMembershipChecker | None = None
+        self._credential: AsyncTokenCredential | None = None
+
+    async def member_of(self, user_id: str, group_ids: Sequence[str]) -> frozenset[str]:
+        if self._checker is None:
+            from azure.identity.aio import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential()
+            self._checker = GraphMembershipChecker(self._credential, base_url=self._base_url)
+        return await self._checker.member_of(user_id, group_ids)
+
+    async def close(self) -> None:
+        if self._checker is not None:
+            await self._checker.close()
+        if self._credential is not None:
+            await self._credential.close()
 
 
 async def draft_key_from_key_vault(settings: Settings) -> bytes:

@@ -71,6 +71,9 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "protocol_not_in_force": ("ocmw",),
         "protocol_ended": ("ocmw",),
         "not_allowed": (),
+        "not_listed": (),
+        "membership_unavailable": (),
+        "no_longer_listed": ("ocmw",),
         "unknown_action": (),
         "malformed_action": (),
         "send_failed": ("reference",),
@@ -103,7 +106,7 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
     }
 )
 #: Problems of a send that did not happen: their card can offer to send the same draft again.
-PROBLEMS_WITH_RETRY: Final = frozenset({"send_failed", "password_unavailable"})
+PROBLEMS_WITH_RETRY: Final = frozenset({"send_failed", "password_unavailable", "membership_unavailable"})
 _TIME_FORMAT = "%d/%m/%Y %H:%M"
 _TEAMS_LINK_PREFIX = "https://teams.microsoft.com/l/"
 _DATE_FORMAT = "%d/%m/%Y"

@@ -183,3 +183,15 @@ def test_the_public_base_url_is_an_https_address_without_a_trailing_slash() -> N
 def test_a_public_base_url_that_would_make_bad_links_is_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
         Settings.from_mapping({"PUBLIC_BASE_URL": url})
+
+
+def test_referrers_group_membership_uses_graph_and_keeps_answers_ten_minutes_by_default() -> None:
+    default = Settings.from_mapping({})
+    assert default.membership.base_url == "https://graph.microsoft.com"
+    assert default.membership.cache.total_seconds() == 600
+    settings = Settings.from_mapping({"GRAPH_BASE_URL": "https://graph.example/",
+                                      "REFERRER_MEMBERSHIP_CACHE_MINUTES": "0"})
+    assert settings.membership.base_url == "https://graph.example" and not settings.membership.cache
+    for wrong in ({"GRAPH_BASE_URL": "http://graph"}, {"REFERRER_MEMBERSHIP_CACHE_MINUTES": "-1"}):
+        with pytest.raises(ConfigError, match=next(iter(wrong))):
+            Settings.from_mapping(wrong)

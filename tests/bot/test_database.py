@@ -230,3 +230,17 @@ def test_register_verify_accepts_the_botbuilder_era_register_after_the_upgrade(
     assert run_register_command(verify, settings) == 1
     assert capsys.readouterr().out.splitlines()[-1].startswith("seq 6: altered:")
     connection.close()
+
+
+def test_a_database_from_before_sending_teams_gets_their_columns_once(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    open_database(path).close()
+    with sqlite3.connect(path) as db:  # as the previous version left it
+        for table in ("drafts", "referrals"):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN sender_team")
+    for _ in range(2):  # and opening it again changes nothing
+        connection = open_database(path)
+        for table in ("drafts", "referrals"):
+            columns = [row["name"] for row in connection.execute(f"PRAGMA table_info({table})")]
+            assert columns.count("sender_team") == 1, table
+        connection.close()

@@ -315,3 +315,77 @@ def test_a_dpo_object_id_that_is_no_guid_names_the_field(tmp_path: Path, value: 
     with pytest.raises(ProtocolFileError) as raised:
         load_registry(tmp_path)
     assert raised.value.field == "recipient.dpo_object_ids"
+
+
+#: A referrer's, a group's and a team's Entra ids (any GUIDs; upper case as Entra's portal shows them).
+USER_ID, GROUP_ID, TEAM_ID = ("5C0FFEE0-0000-4000-8000-00000000A001", "6a7b8c9d-0000-4000-8000-0000000000b1",
+                              "6a7b8c9d-0000-4000-8000-0000000000c1")
+
+
+def test_sender_teams_are_read_in_file_order_with_their_ids(tmp_path: Path) -> None:
+    path = _file_with(tmp_path, append=f'[[sender.teams]]\nname = " Team A "\nobject_ids = ["{USER_ID}"]\n\n'
+                                       f'[[sender.teams]]\nname = "Team B"\ngroup_ids = ["{GROUP_ID}"]\n'
+                                       f'team_ids = ["{TEAM_ID}"]\n')
+    first, second = load_protocol_file(path).sender_teams
+    assert first.name == "Team A" and first.object_ids == {USER_ID.lower()} and not first.directory_groups
+    assert second.name == "Team B" and not second.object_ids and second.directory_groups == {GROUP_ID, TEAM_ID}
+
+
+def test_a_protocol_sent_by_a_team_names_that_team_and_nothing_else_changes() -> None:
+    [protocol] = load_registry(SHIPPED).all()
+    sent = protocol.sent_by("Kind en Gezin team Beveren")
+    assert sent.sender.team == "Kind en Gezin team Beveren" and sent.sender.organisation == "Opgroeien regie"
+    assert sent.id == protocol.id and sent.zip_password_secret == protocol.zip_password_secret
+
+
+@pytest.mark.parametrize(
+    ("entries", "field"),
+    [
+        (f'[[sender.teams]]\nname = "A"\nobjectids = ["{USER_ID}"]\n', "sender.teams[1].objectids"),
+        ('[[sender.teams]]\nname = "A"\nobject_ids = ["jan@opgroeien.be"]\n', "sender.teams[1].object_ids"),
+        ('[[sender.teams]]\nname = "A"\ngroup_ids = "6a7b8c9d-0000-4000-8000-0000000000b1"\n',
+         "sender.teams[1].group_ids"),
+        ('[[sender.teams]]\nname = "A"\nteam_ids = []\n', "sender.teams[1]"),
+        (f'[[sender.teams]]\nobject_ids = ["{USER_ID}"]\n', "sender.teams[1].name"),
+        (f'[[sender.teams]]\nname = "A\\nB"\nobject_ids = ["{USER_ID}"]\n', "sender.teams[1].name"),
+        (f'[[sender.teams]]\nname = "A"\nobject_ids = ["{USER_ID}"]\n[[sender.teams]]\nname = "A"\n'
+         f'group_ids = ["{GROUP_ID}"]\n', "sender.teams[2].name"),
+    ],
+    ids=["unknown key", "not a GUID", "not a list", "lists nobody", "no name", "two-line name", "same name twice"],
+)
+def test_a_bad_sender_team_names_the_entry_and_field(tmp_path: Path, entries: str, field: str) -> None:
+    with pytest.raises(ProtocolFileError) as raised:
+        load_protocol_file(_file_with(tmp_path, append=entries))
+    assert raised.value.field == field, str(raised.value)
+
+
+def test_teams_written_as_a_plain_list_are_refused(tmp_path: Path) -> None:
+    path = _file_with(tmp_path, replace=('dpo = "dpo@opgroeien.be"', 'teams = ["Team A"]\ndpo = "dpo@opgroeien.be"'))
+    with pytest.raises(ProtocolFileError) as raised:
+        load_protocol_file(path)
+    assert raised.value.field == "sender.teams" and "[[sender.teams]]" in str(raised.value)
+
+
+def test_the_shipped_example_entry_loads_once_uncommented_and_production_refuses_its_placeholders(
+    tmp_path: Path,
+) -> None:
+    lines = (SHIPPED / "sint-gillis-waas.toml").read_text().splitlines()
+    start = lines.index("# [[sender.teams]]")
+    example = [line.removeprefix("# ") for line in lines[start:start + 5]]
+    directory = tmp_path / "protocols"
+    directory.mkdir()
+    (directory / "p.toml").write_text("\n".join([*lines[:start], *example, *lines[start + 5:]]) + "\n")
+
+    [protocol] = load_registry(directory).all()
+    [team] = protocol.sender_teams
+    assert team.name == protocol.sender.team and team.object_ids and team.group_ids and team.team_ids
+    with pytest.raises(ProtocolFileError) as raised:
+        load_registry(directory, require_referrers=True)
+    assert raised.value.field == "sender.teams[1].object_ids" and "placeholder" in str(raised.value)
+
+
+def test_production_refuses_the_shipped_file_until_it_lists_who_may_refer() -> None:
+    with pytest.raises(ProtocolFileError) as raised:
+        load_registry(SHIPPED, require_referrers=True)
+    assert raised.value.field == "sender.teams" and raised.value.path.name == "sint-gillis-waas.toml"
+    assert load_registry(SHIPPED).all()[0].sender_teams == ()

@@ -111,7 +111,7 @@ def test_the_problems_of_the_brief_are_all_known() -> None:
         "unknown_action", "malformed_action", "send_failed", "not_delivered", "internal_error",
         "not_ocmw_conversation", "referral_unknown", "outcome_invalid", "correction_unknown",
         "correction_done", "action_not_possible_now", "rate_limited", "password_unavailable",
-        "correction_closed", "being_sent",
+        "correction_closed", "being_sent", "not_listed", "membership_unavailable", "no_longer_listed",
     }  # fmt: skip
 
 

@@ -1,8 +1,10 @@
-"""A local Microsoft Graph stand-in (HTTPS, `trustme` certificate) for the sendMail transport.
+"""A local Microsoft Graph stand-in (HTTPS, `trustme` certificate) for sendMail and group membership.
 
-Implements `POST /v1.0/users/{sender}/sendMail` and `GET /v1.0/users/{sender}`, checks the bearer
-token, validates the sendMail shape the way Graph does (a malformed request gets 400 and a recorded
-problem), and can be told to answer the next N requests with any status (429 with Retry-After, ...).
+Implements `POST /v1.0/users/{sender}/sendMail`, `GET /v1.0/users/{sender}` and
+`POST /v1.0/users/{id}/checkMemberGroups` (answered from `memberships`, which each test sets), checks
+the bearer token, validates the sendMail and checkMemberGroups shapes the way Graph does (a malformed
+request gets 400 and a recorded problem), and can be told to answer the next N requests with any
+status (429 with Retry-After, ...) or to answer membership questions slowly (`membership_delay`).
 
     async with graph_standin() as graph, StaticTokenCredential(graph.token) as credential:
         transport = GraphMailTransport(credential, sender=graph.sender, base_url=graph.base_url,
@@ -11,8 +13,10 @@ problem), and can be told to answer the next N requests with any status (429 wit
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import re
 import ssl
 import tempfile
 import time
@@ -31,6 +35,7 @@ from azure.core.credentials import AccessToken
 HOST = "127.0.0.1"
 DEFAULT_TOKEN = "graph-test-token-5f1c"
 DEFAULT_SENDER = "doorverwijzen@kindengezin.be"
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,22 @@ class GraphStandIn:
         self.problems: list[str] = []  # why a sendMail body was refused as malformed
         self._script: deque[_ScriptedAnswer] = deque()
         self._accepted: list[GraphRequest] = []
+        #: user object id -> the group and team ids they are a member of (checkMemberGroups); others: none.
+        self.memberships: dict[str, set[str]] = {}
+        #: Seconds checkMemberGroups waits before it answers (a slow directory).
+        self.membership_delay = 0.0
+        #: User ids the directory does not have: checkMemberGroups answers 404 Request_ResourceNotFound.
+        self.unknown_users: set[str] = set()
 
     @property
     def sender(self) -> str:
         """The (first) mailbox the stand-in knows."""
         return sorted(self.senders)[0]
+
+    @property
+    def membership_checks(self) -> list[GraphRequest]:
+        """The checkMemberGroups requests received (answered or not)."""
+        return [request for request in self.requests if request.path.endswith("/checkMemberGroups")]
 
     @property
     def sent(self) -> list[dict[str, Any]]:
@@ -80,7 +96,26 @@ class GraphStandIn:
         app = web.Application()
         app.router.add_post("/v1.0/users/{sender}/sendMail", self._send_mail)
         app.router.add_get("/v1.0/users/{sender}", self._get_user)
+        app.router.add_post("/v1.0/users/{user}/checkMemberGroups", self._check_member_groups)
         return app
+
+    async def _check_member_groups(self, request: web.Request) -> web.StreamResponse:
+        """`{"value": [...]}`: the asked ids the user is in, as Graph answers (transitive membership is the test's)."""
+        recorded, refusal = await self._receive(request, mailbox=False)
+        if refusal is not None:
+            return refusal
+        if self.membership_delay:
+            await asyncio.sleep(self.membership_delay)
+        group_ids = recorded.body.get("groupIds") if isinstance(recorded.body, dict) else None
+        if (not isinstance(group_ids, list) or not 0 < len(group_ids) <= 20
+                or not all(isinstance(group, str) and _GUID.match(group) for group in group_ids)):
+            self.problems.append("checkMemberGroups: groupIds must be a list of 1 to 20 GUIDs")
+            return _error(400, "Request_BadRequest", "Invalid groupIds.")
+        user = request.match_info["user"].lower()
+        if user in self.unknown_users:
+            return _error(404, "Request_ResourceNotFound", f"Resource '{user}' does not exist.")
+        member_of = {group.lower() for group in self.memberships.get(user, set())}
+        return web.json_response({"value": [group for group in group_ids if group.lower() in member_of]})
 
     async def _send_mail(self, request: web.Request) -> web.StreamResponse:
         recorded, refusal = await self._receive(request)
@@ -100,8 +135,10 @@ class GraphStandIn:
         sender = request.match_info["sender"]
         return web.json_response({"id": "00000000-0000-0000-0000-0000000000b0", "mail": sender})
 
-    async def _receive(self, request: web.Request) -> tuple[GraphRequest, web.StreamResponse | None]:
-        """Record the request; return the answer when auth, the script or the mailbox says no."""
+    async def _receive(
+        self, request: web.Request, *, mailbox: bool = True
+    ) -> tuple[GraphRequest, web.StreamResponse | None]:
+        """Record the request; return the answer when auth, the script or (for mail) the mailbox says no."""
         body: Any = None
         if request.can_read_body:
             try:
@@ -115,8 +152,8 @@ class GraphStandIn:
         if self._script:
             scripted = self._script.popleft()
             return recorded, _scripted(scripted, body)
-        sender = request.match_info["sender"]
-        if sender.lower() not in self.senders:
+        sender = request.match_info.get("sender", "")
+        if mailbox and sender.lower() not in self.senders:
             return recorded, _error(404, "ErrorInvalidUser", f"The requested user '{sender}' is invalid.")
         return recorded, None
 
