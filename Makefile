@@ -36,8 +36,11 @@ run: $(VENV)/.installed
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m infra.run_with_playground
 
 # Debian packages the tests drive for real (root on CI; sudo elsewhere).
+# PostgreSQL: the tests start a temporary cluster of their own (initdb on a free port), never a running server.
 tools:
 	@command -v 7zz >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq 7zip >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }

@@ -18,12 +18,13 @@ from bot.checks import run_checks
 from bot.clock import SystemClock
 from bot.config import ConfigError, Settings
 from bot.data_folder_lock import DataFolderInUseError, DataFolderLock
-from bot.database import open_database
 from bot.logging_setup import configure_logging
+from bot.migrate_cli import run_migrate_command
 from bot.ocmw_links import OcmwLinks
 from bot.protocols import DataSharingProtocol, ProtocolFileError, load_registry
 from bot.register_cli import add_register_commands, run_register_command
-from bot.wiring import DraftKeyError, draft_key_from_key_vault
+from bot.schema_migration import SchemaOutOfDate
+from bot.wiring import Closer, DraftKeyError, draft_key_from_key_vault, open_database_for_command
 from bot.zip_passwords import LocalZipPasswordProvider
 
 logger = logging.getLogger("bot")
@@ -33,7 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command and run it; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m bot", description="veilig-doorverwijzen Teams bot")
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="run the bot (default)")
+    serve = commands.add_parser("serve", help="run the bot (default)")
+    serve.add_argument("--migrate", action="store_true",
+                       help="bring the database's schema to this version first (the embedded SQLite file always is)")
+    migrate_command = commands.add_parser("migrate", help="bring the database's schema to this version")
+    migrate_command.add_argument("--from-sqlite", type=Path, default=None, metavar="FILE",
+                                 help="then copy every table of this SQLite file (the old deployment's) into the "
+                                      "empty database, and verify the copy")
     commands.add_parser("check", help="verify protocols, secrets and mail transport; sends nothing")
     link = commands.add_parser("link-ocmw", help="print a one-time code that links an OCMW Teams channel")
     link.add_argument("protocol_id", help="the id in the protocol file, e.g. OR-KG-NOW-OCMW-SGW-2026")
@@ -55,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     if arguments.command in (None, "serve"):
-        return _serve(settings)
+        return _serve(settings, migrate=getattr(arguments, "migrate", False))
+    if arguments.command == "migrate":
+        return asyncio.run(run_migrate_command(settings, arguments.from_sqlite))
     if arguments.command == "register":
         return run_register_command(arguments, settings)
     if arguments.command == "breach-report":
@@ -119,11 +128,11 @@ def _link_ocmw(settings: Settings, protocol_id: str) -> int:
         known = ", ".join(p.id for p in registry.all())
         sys.stderr.write(f"unknown protocol id {protocol_id!r}; known: {known}\n")
         return 2
-    connection = open_database(settings.database_path)
     try:
-        code = OcmwLinks(connection).new_code(protocol.id, SystemClock().now())
-    finally:
-        connection.close()
+        code = asyncio.run(_new_code(settings, protocol.id))
+    except SchemaOutOfDate as error:
+        sys.stderr.write(f"{error}\n")
+        return 2
     sys.stdout.write(
         f"Koppelcode voor {protocol.recipient.organisation} (protocol {protocol.id}), eenmalig, 24 uur geldig.\n"
         "Een maatschappelijk werker typt in het Teams-kanaal van het OCMW (met de bot vermeld):\n"
@@ -133,22 +142,36 @@ def _link_ocmw(settings: Settings, protocol_id: str) -> int:
     return 0
 
 
-def _serve(settings: Settings) -> int:
+async def _new_code(settings: Settings, protocol_id: str) -> str:
+    closers: list[Closer] = []
+    db = await open_database_for_command(settings, closers)
+    try:
+        return await OcmwLinks(db).new_code(protocol_id, SystemClock().now())
+    finally:
+        await db.close()
+        for close in closers:
+            await close()
+
+
+def _serve(settings: Settings, *, migrate: bool) -> int:
+    """Run the bot; the embedded SQLite folder is held by one process (PostgreSQL is shared by instances)."""
+    if settings.database.is_postgres:
+        return _serve_holding(settings, migrate=migrate)
     try:
         lock = DataFolderLock.acquire(settings.data_dir)
     except DataFolderInUseError as error:
         logger.error("%s", error)
         return 2
     try:
-        return _serve_holding(settings)
+        return _serve_holding(settings, migrate=True)
     finally:
         lock.release()
 
 
-def _serve_holding(settings: Settings) -> int:
+def _serve_holding(settings: Settings, *, migrate: bool) -> int:
     try:
         draft_key = asyncio.run(draft_key_from_key_vault(settings)) if settings.key_vault is not None else None
-        app = create_app(settings, draft_key=draft_key)
+        app = create_app(settings, draft_key=draft_key, migrate=migrate)
     except ProtocolFileError as error:
         logger.error("protocol file error: %s", error)
         return 2
@@ -170,12 +193,19 @@ def _serve_holding(settings: Settings) -> int:
         logger.info("ZIP password (local provider) is kept in: %s", services.passwords.source)
     elif settings.key_vault is not None:
         logger.info("ZIP passwords come from Key Vault %s", settings.key_vault.url)
-    logger.info("mail transport: %s, outbox folder: %s", settings.mail_transport, settings.outbox_dir)
+    logger.info("mail transport: %s%s", settings.mail_transport,
+                f", outbox folder: {settings.outbox_dir}" if settings.mail_transport == "outbox" else "")
+    logger.info("state: %s", f"PostgreSQL on {settings.database.host}" if settings.database.is_postgres
+                else f"SQLite file {settings.database_path}")
     logger.info(
         "protocols loaded: %s", ", ".join(p.id for p in services.registry.all())
     )
     logger.info("listening on http://%s:%d/api/messages", settings.host, settings.port)
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, print=None)
+    except SchemaOutOfDate as error:
+        logger.error("%s", error)
+        return 2
     return 0
 
 

@@ -1,19 +1,16 @@
-"""Who may refer or link, and how often: the tenant allow-lists and sliding-window rate limits.
+"""Who may refer or link: the tenant allow-lists.
 
 Only Kind en Gezin staff refer: users of the configured tenant(s), optionally narrowed to listed
 Entra object ids or Teams team/channel ids. That is the first gate; who may refer under which
 protocol, and as which team, the protocol files say (`bot.referrers`). The OCMW side is governed
 by the linked conversation (`bot.ocmw`); which conversations may be linked at all is
-`OcmwChannelPolicy`. Limits live in memory per process: a restart forgives, which is fine for a
-brake on runaway clients, not a quota.
+`OcmwChannelPolicy`. How often: `bot.rate_limits`.
 """
 
 from __future__ import annotations
 
-import collections
-import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -57,32 +54,3 @@ class OcmwChannelPolicy:
     def allows_tenant(self, tenant_id: str) -> bool:
         """True when a channel of this tenant may become an OCMW's conversation."""
         return not self.tenant_ids or tenant_id.lower() in self.tenant_ids
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """At most `count` events per `window`."""
-
-    count: int
-    window: dt.timedelta
-
-
-@dataclass
-class RateLimiter:
-    """Sliding-window counters per (key, kind); the key is a user id, or a conversation id."""
-
-    limits: dict[str, RateLimit]
-    _events: dict[tuple[str, str], collections.deque[dt.datetime]] = field(default_factory=dict)
-
-    def allow(self, key: str, kind: str, now: dt.datetime) -> bool:
-        """Count one `kind` event for `key`; False when it is over the limit (and then not counted)."""
-        limit = self.limits.get(kind)
-        if limit is None:
-            return True
-        events = self._events.setdefault((key, kind), collections.deque())
-        while events and now - events[0] >= limit.window:
-            events.popleft()
-        if len(events) >= limit.count:
-            return False
-        events.append(now)
-        return True

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -14,13 +13,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 import cards
-from bot.access import RateLimit, RateLimiter
 from bot.breach import BreachService
 from bot.chat_messages import MessageContent
 from bot.clock import Clock, SystemClock
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.corrections import CorrectionService
-from bot.database import open_database, transaction
+from bot.database import Database
 from bot.delivery import DeliveryWorker, RetryPolicy
 from bot.dialogue import ReferralDialogue, personal_chat_url
 from bot.draft_cipher import DraftCipher
@@ -29,35 +27,48 @@ from bot.information_sheet import sheet_routes
 from bot.mail_transport import MailTransport, sent_copies
 from bot.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
 from bot.message_outbox import MessageOutbox
-from bot.ocmw import OcmwService, RefusalBursts
+from bot.ocmw import OcmwService
 from bot.ocmw_links import OcmwLinks
 from bot.outbox import Outbox
+from bot.periodic_jobs import PeriodicJobs
 from bot.protocols import DataSharingProtocol, ProtocolFolder, ProtocolRegistry
+from bot.rate_limits import RateLimit, RateLimiter
 from bot.referrals import ReferralStore
 from bot.referrers import MembershipChecker, ReferrerAccess
+from bot.refusal_bursts import RefusalBursts
 from bot.register import ProcessingRegister
 from bot.register_export import RegisterExports, download_route
 from bot.reminders import ReminderService
 from bot.residue import ResidueSweeper
 from bot.retention import RetentionService
 from bot.router import LINK_LIMIT, Router
+from bot.schema_migration import require_current_schema
 from bot.sending import ReferralSender
 from bot.status import StatusService
 from bot.teams.channel import build_teams_channel
 from bot.teams.connector import ConnectorTokenSource
 from bot.teams.route import MAX_BODY_BYTES
-from bot.wiring import Closer, build_mail_transport, build_membership_checker, build_password_provider
+from bot.wiring import (
+    Closer,
+    build_database,
+    build_mail_transport,
+    build_membership_checker,
+    build_password_provider,
+)
 from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 
 logger = logging.getLogger(__name__)
 
-SWEEP_INTERVAL_SECONDS = 60.0
+#: How often idle drafts are wiped and reminders looked for (once per period across instances).
+SWEEP_INTERVAL = dt.timedelta(seconds=60)
 #: How often the protocols folder is looked at when nobody talks to the bot (every request looks too).
 PROTOCOL_CHECK_SECONDS = 60.0
 #: How often what is past its retention period is removed (the periods are days and years).
-RETENTION_INTERVAL_SECONDS = 3600.0
+RETENTION_INTERVAL = dt.timedelta(hours=1)
 #: How long `/readyz` waits for a ZIP password that is not in the cache yet: a probe must not hang on the vault.
 READY_PASSWORD_WAIT_SECONDS = 2.0
+#: How long `/readyz` waits for the database.
+READY_DATABASE_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class Services:
     """What the running app holds, reachable from tests and commands through `app[SERVICES_KEY]`."""
 
     settings: Settings
+    db: Database
     registry: ProtocolRegistry
     drafts: DraftStore
     referrals: ReferralStore
@@ -80,6 +92,7 @@ class Services:
     reminders: ReminderService
     protocols: ProtocolFolder
     retention: RetentionService
+    jobs: PeriodicJobs
     closers: list[Closer] = field(default_factory=list)
 
 
@@ -96,49 +109,41 @@ def create_app(
     draft_key: bytes | None = None,
     run_worker: bool = True,
     membership: MembershipChecker | None = None,
+    migrate: bool | None = None,
+    instance: str | None = None,
 ) -> web.Application:
     """Build the aiohttp application; fails fast on a bad protocol file or data folder.
 
     With `BOT_ENV=production` every protocol file must name who may refer under it.
     `transport`, `passwords`, `connector_token` and `membership` replace what the settings would build (tests);
     `run_worker=False` leaves both outboxes to the test, which calls their workers' `deliver_due()`.
+    At start the database's schema must be this version's: `migrate` brings it there first (by
+    default for the embedded SQLite file, which only this process uses; for PostgreSQL a
+    migration is a deployment step, `python -m bot migrate`). `instance` names this process in
+    `job_runs` (default: random).
     """
     clock = clock or SystemClock()
     protocols = ProtocolFolder(settings.protocols_dir, require_referrers=settings.environment == "production")
     registry = protocols.registry  # shared by every service; rereading the folder changes it in place
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.data_dir.chmod(0o700)
-    connection = open_database(settings.database_path)
     closers: list[Closer] = []
-    cipher = DraftCipher(draft_key) if draft_key is not None else DraftCipher.from_key_file(
-        settings.data_dir / "draft.key"
-    )
-    drafts = DraftStore(connection, cipher, settings.draft_ttl)
-    referrals = ReferralStore(connection)
-    register = ProcessingRegister(connection)
-    outbox = Outbox(connection)
-    messages = MessageOutbox(connection)
+    if not settings.database.is_postgres:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.chmod(0o700)
+    db = build_database(settings, closers)
+    cipher = _draft_cipher(settings, draft_key)
+    drafts = DraftStore(db, cipher, settings.draft_ttl)
+    referrals = ReferralStore(db)
+    register = ProcessingRegister(db)
+    outbox = Outbox(db)
+    messages = MessageOutbox(db)
     passwords = passwords or build_password_provider(settings, clock, closers)
     transport = transport or build_mail_transport(settings, closers)
     referrers = ReferrerAccess(membership or build_membership_checker(settings, closers), clock=clock,
                                cache_ttl=settings.membership.cache)
-    links = OcmwLinks(connection)
-    worker = DeliveryWorker(
-        connection=connection,
-        outbox=outbox,
-        transport=transport,
-        referrals=referrals,
-        register=register,
-        registry=registry,
-        messages=messages,
-        clock=clock,
-        timezone=settings.timezone,
-        policy=RetryPolicy(settings.delivery.initial, settings.delivery.maximum, settings.delivery.horizon,
-                           settings.delivery.lease),
-        after_delivery=lambda referral, now: ocmw.queue_referral_card(referral, now),
-    )
+    links = OcmwLinks(db)
+    residue = ResidueSweeper(db=db, referrals=referrals, copies=sent_copies(transport))
     sender = ReferralSender(
-        connection=connection,
+        db=db,
         passwords=passwords,
         outbox=outbox,
         drafts=drafts,
@@ -156,12 +161,11 @@ def create_app(
         referrers=referrers,
         clock=clock,
         timezone=settings.timezone,
-        on_queued=worker.wake,
         chat_url=personal_chat_url(settings.identity.app_id),
         public_base_url=settings.public_base_url,
     )
     corrections = CorrectionService(
-        connection=connection,
+        db=db,
         referrals=referrals,
         registry=registry,
         register=register,
@@ -169,27 +173,42 @@ def create_app(
         messages=messages,
         clock=clock,
         timezone=settings.timezone,
-        on_queued=worker.wake,
     )
-    residue = ResidueSweeper(connection=connection, referrals=referrals, copies=sent_copies(transport))
-    retention = RetentionService(connection=connection, registry=registry, register=register,
+    retention = RetentionService(db=db, registry=registry, register=register,
                                  copies=sent_copies(transport), clock=clock, timezone=settings.timezone)
+    refusals = RefusalBursts(db)
     ocmw = OcmwService(
-        connection=connection,
+        db=db,
         links=links,
         referrals=referrals,
         registry=registry,
         register=register,
         corrections=corrections,
         messages=messages,
+        outbox=outbox,
         clock=clock,
         timezone=settings.timezone,
         channels=settings.ocmw_channels,
-        refusals=RefusalBursts(),
+        refusals=refusals,
         after_deletion=residue.data_deleted,
     )
+    worker = DeliveryWorker(
+        db=db,
+        outbox=outbox,
+        transport=transport,
+        referrals=referrals,
+        register=register,
+        registry=registry,
+        messages=messages,
+        clock=clock,
+        timezone=settings.timezone,
+        policy=RetryPolicy(settings.delivery.initial, settings.delivery.maximum, settings.delivery.horizon,
+                           settings.delivery.lease),
+        after_delivery=ocmw.queue_referral_card,
+    )
+    outbox.on_queued = worker.wake
     reminders = ReminderService(
-        connection=connection,
+        db=db,
         referrals=referrals,
         links=links,
         registry=registry,
@@ -198,8 +217,14 @@ def create_app(
         timezone=settings.timezone,
         working_days=settings.reminder_working_days,
     )
-    register_exports = RegisterExports(connection=connection, register=register, registry=registry, clock=clock,
+    register_exports = RegisterExports(db=db, register=register, registry=registry, clock=clock,
                                        timezone=settings.timezone, public_base_url=settings.public_base_url)
+    limiter = RateLimiter(db, {
+        "starts": RateLimit(settings.starts_per_hour, dt.timedelta(hours=1)),
+        "actions": RateLimit(settings.actions_per_minute, dt.timedelta(minutes=1)),
+        "link_user": LINK_LIMIT,
+        "link_conversation": LINK_LIMIT,
+    })
     router = Router(
         dialogue=dialogue,
         ocmw=ocmw,
@@ -207,16 +232,11 @@ def create_app(
         status=StatusService(referrals=referrals, registry=registry, messages=messages, timezone=settings.timezone),
         register_exports=register_exports,
         referrers=settings.referrers,
-        limiter=RateLimiter({
-            "starts": RateLimit(settings.starts_per_hour, dt.timedelta(hours=1)),
-            "actions": RateLimit(settings.actions_per_minute, dt.timedelta(minutes=1)),
-            "link_user": LINK_LIMIT,
-            "link_conversation": LINK_LIMIT,
-        }),
+        limiter=limiter,
         clock=clock,
-        breach=BreachService(connection=connection, registry=registry, referrals=referrals, links=links,
+        breach=BreachService(db=db, registry=registry, referrals=referrals, links=links,
                              register=register, outbox=outbox, referrers=settings.referrers, clock=clock,
-                             timezone=settings.timezone, mail_from=settings.mail_from, on_queued=worker.wake),
+                             timezone=settings.timezone, mail_from=settings.mail_from),
     )
     channel = build_teams_channel(settings.identity, router, openid_metadata_url=settings.openid_metadata_url,
                                   connector_token=connector_token)
@@ -231,6 +251,7 @@ def create_app(
     )
     messages.on_queued = message_worker.wake
     closers.append(channel.close)
+    jobs = PeriodicJobs(db, clock, instance)
 
     @web.middleware
     async def reread_protocols(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -241,6 +262,7 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[reread_protocols])
     app[SERVICES_KEY] = Services(
         settings=settings,
+        db=db,
         registry=registry,
         drafts=drafts,
         referrals=referrals,
@@ -256,11 +278,12 @@ def create_app(
         reminders=reminders,
         protocols=protocols,
         retention=retention,
+        jobs=jobs,
         closers=closers,
     )
 
     async def readyz(_: web.Request) -> web.Response:
-        return await _readyz(connection, protocols, passwords, clock, settings)
+        return await _readyz(db, protocols, passwords, clock, settings)
 
     app.add_routes([channel.route, web.get("/healthz", _healthz), web.get("/readyz", readyz),
                     download_route(register_exports),
@@ -270,24 +293,29 @@ def create_app(
         return registry.in_force_on(clock.now().astimezone(settings.timezone).date())
 
     async def sweep() -> None:
-        release_interrupted_sends(connection, drafts, messages, clock)
+        now = clock.now()
+        await release_interrupted_sends(db, drafts, messages, clock)
         await sweep_drafts(drafts, messages, clock)
-        residue.sweep()
-        register_exports.purge_expired()
+        await residue.sweep()
+        await register_exports.purge_expired()
+        await limiter.prune(now)
+        await refusals.prune(now)
 
     async def run_background(_: web.Application) -> AsyncIterator[None]:
-        if run_worker:  # the serving process owns the data folder: a send still marked is a dead one
-            release_interrupted_sends(connection, drafts, messages, clock, idle_for=dt.timedelta(0))
-        residue.sweep()  # before the first request: mail copies a crash left after a deletion go first
+        embedded = not settings.database.is_postgres
+        await require_current_schema(db, migrate_if_behind=embedded if migrate is None else migrate)
+        if run_worker and embedded:  # this process owns the data folder: a send still marked is a dead one
+            await release_interrupted_sends(db, drafts, messages, clock, idle_for=dt.timedelta(0))
+        await residue.sweep()  # before the first request: mail copies a crash left after a deletion go first
         # The ZIP passwords first: fetched now and refreshed before they expire, without holding up the start.
         tasks = [asyncio.create_task(passwords.keep_warm(protocols_in_force)),
-                 asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, sweep)),
+                 asyncio.create_task(jobs.every("sweep", SWEEP_INTERVAL, sweep)),
                  asyncio.create_task(_every(PROTOCOL_CHECK_SECONDS, _reread))]
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(message_worker.run()))
-            tasks.append(asyncio.create_task(_every(SWEEP_INTERVAL_SECONDS, _remind)))
-            tasks.append(asyncio.create_task(_every(RETENTION_INTERVAL_SECONDS, _prune)))
+            tasks.append(asyncio.create_task(jobs.every("reminders", SWEEP_INTERVAL, reminders.run_due)))
+            tasks.append(asyncio.create_task(jobs.every("retention", RETENTION_INTERVAL, retention.prune)))
         yield
         for task in tasks:
             task.cancel()
@@ -296,19 +324,24 @@ def create_app(
                 await task
         for close in closers:
             await close()
-        connection.close()
-
-    async def _remind() -> None:
-        await reminders.run_due()
+        await db.close()
 
     async def _reread() -> None:
         protocols.reload_if_changed()
 
-    async def _prune() -> None:
-        retention.prune()
-
     app.cleanup_ctx.append(run_background)
     return app
+
+
+def _draft_cipher(settings: Settings, draft_key: bytes | None) -> DraftCipher:
+    """The draft key: given (Key Vault, read by `serve`), from `LOCAL_DRAFT_KEY`, or (SQLite only) a file."""
+    key = draft_key or settings.local_draft_key
+    if key is not None:
+        return DraftCipher(key)
+    if settings.database.is_postgres:
+        raise ConfigError("with DATABASE_URL the draft key comes from Key Vault (KEY_VAULT_URL) or, for a local run, "
+                          "LOCAL_DRAFT_KEY: an instance's own key file would seal drafts the others cannot open")
+    return DraftCipher.from_key_file(settings.data_dir / "draft.key")
 
 
 async def _healthz(_: web.Request) -> web.Response:
@@ -317,7 +350,7 @@ async def _healthz(_: web.Request) -> web.Response:
 
 
 async def _readyz(
-    connection: sqlite3.Connection,
+    db: Database,
     protocols: ProtocolFolder,
     passwords: ZipPasswordProvider,
     clock: Clock,
@@ -333,9 +366,10 @@ async def _readyz(
     registry = protocols.registry
     checks: dict[str, str] = {}
     try:
-        connection.execute("SELECT 1").fetchone()
+        async with asyncio.timeout(READY_DATABASE_WAIT_SECONDS):
+            await db.scalar("SELECT 1 AS ok")
         checks["storage"] = "ok"
-    except sqlite3.Error as error:
+    except Exception as error:  # whatever the driver raises, the probe says "not ready"
         checks["storage"] = f"failed: {type(error).__name__}"
     in_force = registry.in_force_on(clock.now().astimezone(settings.timezone).date())
     checks["protocols"] = f"ok: {len(in_force)} in force" if in_force else "failed: none in force today"
@@ -357,22 +391,24 @@ async def _readyz(
 INTERRUPTED_SEND_AFTER = dt.timedelta(minutes=2)
 
 
-def release_interrupted_sends(
-    connection: sqlite3.Connection, drafts: DraftStore, messages: MessageOutbox, clock: Clock,
+async def release_interrupted_sends(
+    db: Database, drafts: DraftStore, messages: MessageOutbox, clock: Clock,
     idle_for: dt.timedelta = INTERRUPTED_SEND_AFTER,
 ) -> int:
     """Drafts a crash left "sending" go back to review and their users are told, in one commit.
 
-    At start (this process holds the data folder: nothing else can be sending) with `idle_for` 0,
-    and from the periodic sweep for anything older than `INTERRUPTED_SEND_AFTER`.
+    At start with `idle_for` 0 when this process holds the data folder (SQLite: nothing else can be
+    sending), and from the periodic sweep for anything older than `INTERRUPTED_SEND_AFTER` (with
+    several instances, another one may be sending right now).
     """
     now = clock.now()
-    with transaction(connection):
-        released = drafts.release_interrupted_sends(now, idle_for)
+    async with db.transaction():
+        released = await drafts.release_interrupted_sends(now, idle_for)
         for draft in released:
             if draft.conversation_ref:
                 note = cards.text(cards.language_for(draft.lang), "send_interrupted", reference=draft.reference)
-                messages.post(draft.conversation_ref, MessageContent(text=note), now=now, reference=draft.reference)
+                await messages.post(draft.conversation_ref, MessageContent(text=note), now=now,
+                                    reference=draft.reference)
     if released:
         logger.warning("interrupted sends released back to review: %d", len(released))
     return len(released)
@@ -386,11 +422,12 @@ async def sweep_drafts(drafts: DraftStore, messages: MessageOutbox, clock: Clock
     """
     now = clock.now()
 
-    def replace(card: ShownCard) -> None:
+    async def replace(card: ShownCard) -> None:
         expired = cards.problem_card(cards.language_for(card.lang), "draft_expired")
-        messages.update(card.conversation_ref, MessageContent(card=expired), now=now, activity_id=card.activity_id)
+        await messages.update(card.conversation_ref, MessageContent(card=expired), now=now,
+                              activity_id=card.activity_id)
 
-    shown = drafts.sweep(now, replace)
+    shown = await drafts.sweep(now, replace)
     if shown:
         logger.info("expired drafts wiped and their cards replaced: %d", len(shown))
 

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from email.policy import SMTP
 from enum import StrEnum
 from typing import Any
@@ -44,7 +43,7 @@ from bot.breach_report import (
     new_report_id,
 )
 from bot.clock import Clock
-from bot.database import transaction
+from bot.database import Database
 from bot.dialogue import Actor, Answer, Reply
 from bot.ocmw_links import OcmwLinks
 from bot.outbox import Outbox
@@ -83,7 +82,7 @@ def reporter_for(actor_id: str, name: str, role: Role, protocol: DataSharingProt
     return Reporter(actor_id, name, f"doorverwijzer ({protocol.sender.team})", protocol.sender.organisation)
 
 
-def assess(
+async def assess(
     referrals: ReferralStore, protocol_id: str, kind: BreachKind, references: Sequence[str], discovered_at: dt.datetime
 ) -> tuple[tuple[ReferenceCheck, ...], Concerned]:
     """Each reference looked up under the protocol, and roughly how many families and packages are concerned.
@@ -94,14 +93,14 @@ def assess(
     """
     checks = []
     for reference in references:
-        referral = referrals.get(reference)
+        referral = await referrals.get(reference)
         checks.append(ReferenceCheck(reference, referral if referral and referral.protocol_id == protocol_id else None))
     concerned: dict[str, SentReferral] = {check.reference: check.referral for check in checks if check.referral}
     if kind != BreachKind.ZIP_PASSWORD_LEAKED:
         if not concerned:
             return tuple(checks), Concerned(CountBasis.NONE, None, None)
         return tuple(checks), _counted(CountBasis.REFERENCES, concerned.values())
-    kept = referrals.for_protocol(protocol_id)
+    kept = await referrals.for_protocol(protocol_id)
     before = [referral for referral in kept if referral.queued_at <= discovered_at]
     key_version = before[-1].key_version if before else None
     still_held = [referral for referral in kept if referral.state in OPEN_FOR_OCMW]
@@ -121,7 +120,7 @@ def _counted(basis: CountBasis, referrals: Iterable[SentReferral]) -> Concerned:
     return Concerned(basis, families=len({referral.root for referral in listed}), packages=len(listed))
 
 
-def record_breach(register: ProcessingRegister, report: BreachReport, *, at: dt.datetime, mail: str) -> None:
+async def record_breach(register: ProcessingRegister, report: BreachReport, *, at: dt.datetime, mail: str) -> None:
     """`breach_reported` in the register: one entry for the report, one per known reference it names.
 
     The detail holds the kind, times, counts and roles; never what the reporter typed. `mail` says
@@ -138,12 +137,12 @@ def record_breach(register: ProcessingRegister, report: BreachReport, *, at: dt.
               + (f", key version {concerned.key_version}" if concerned.key_version else "")
               + f"); categories={','.join(report.categories)}; reporter={report.reporter.role}, "
               f"{report.reporter.organisation}; mail {mail}")
-    register.append(at=at, event=RegisterEvent.BREACH_REPORTED, actor_id=report.reporter.user_id,
-                    actor_name=report.reporter.name, protocol_id=report.protocol_id, reference=report.report_id,
-                    detail=detail)
+    await register.append(at=at, event=RegisterEvent.BREACH_REPORTED, actor_id=report.reporter.user_id,
+                          actor_name=report.reporter.name, protocol_id=report.protocol_id,
+                          reference=report.report_id, detail=detail)
     for reference in report.known_references:
-        register.append(at=at, event=RegisterEvent.BREACH_REPORTED, actor_id=report.reporter.user_id,
-                        actor_name=report.reporter.name, protocol_id=report.protocol_id, reference=reference,
+        await register.append(at=at, event=RegisterEvent.BREACH_REPORTED, actor_id=report.reporter.user_id,
+                              actor_name=report.reporter.name, protocol_id=report.protocol_id, reference=reference,
                         detail=f"named in breach report {report.report_id} ({report.kind.value}); mail {mail}")
 
 
@@ -153,7 +152,7 @@ class BreachService:
     def __init__(
         self,
         *,
-        connection: sqlite3.Connection,
+        db: Database,
         registry: ProtocolRegistry,
         referrals: ReferralStore,
         links: OcmwLinks,
@@ -163,9 +162,8 @@ class BreachService:
         clock: Clock,
         timezone: ZoneInfo,
         mail_from: str,
-        on_queued: Callable[[], None] = lambda: None,
     ) -> None:
-        self._db = connection
+        self._db = db
         self._registry = registry
         self._referrals = referrals
         self._links = links
@@ -175,11 +173,10 @@ class BreachService:
         self._clock = clock
         self._tz = timezone
         self._mail_from = mail_from
-        self._on_queued = on_queued
 
-    def roles(self, actor: Actor) -> dict[str, Role]:
+    async def roles(self, actor: Actor) -> dict[str, Role]:
         """The protocols this actor may report a breach under, with the role that allows it (first that applies)."""
-        linked = {link.protocol_id for link in self._links.for_conversation(actor.conversation_id)}
+        linked = {link.protocol_id for link in await self._links.for_conversation(actor.conversation_id)}
         user = actor.user_id.lower()
         referrer = self._referrers.allows(tenant_id=actor.tenant_id, object_id=actor.user_id,
                                           team_or_channel_ids=actor.places)
@@ -195,9 +192,9 @@ class BreachService:
                 roles[protocol.id] = Role.REFERRER
         return roles
 
-    def on_command(self, actor: Actor) -> Reply:
+    async def on_command(self, actor: Actor) -> Reply:
         """`datalek`: the card, or a text that says who can report here and where to go instead."""
-        roles = self.roles(actor)
+        roles = await self.roles(actor)
         if not roles:
             logger.warning("breach report refused: not a referrer, OCMW conversation or DPO",
                            extra={"tenant_id": actor.tenant_id[:64]})
@@ -208,7 +205,7 @@ class BreachService:
 
     async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """`breach.submit` or `breach.cancel` from the card."""
-        roles = self.roles(actor)
+        roles = await self.roles(actor)
         if not roles:
             logger.warning("breach report action refused: not a referrer, OCMW conversation or DPO",
                            extra={"verb": verb[:64], "tenant_id": actor.tenant_id[:64]})
@@ -219,14 +216,14 @@ class BreachService:
         if verb == VERB_CANCEL:
             return cards.notice_card(actor.lang, cards.text(actor.lang, "breach.cancelled"))
         try:
-            return self._submit(actor, report_id, roles, data)
+            return await self._submit(actor, report_id, roles, data)
         except Exception as error:
             # A message could quote what it choked on, which may be the typed text: the type and frames only.
             logger.error("breach report not queued: unexpected %s\n%s", type(error).__name__,
                          "".join(traceback.format_tb(error.__traceback__)), extra={"report_id": report_id})
             return cards.notice_card(actor.lang, cards.text(actor.lang, "breach.failed", report_id=report_id))
 
-    def _submit(self, actor: Actor, report_id: str, roles: Mapping[str, Role], data: Mapping[str, Any]) -> Answer:
+    async def _submit(self, actor: Actor, report_id: str, roles: Mapping[str, Role], data: Mapping[str, Any]) -> Answer:
         now = self._clock.now()
         result = validate_breach_form(data, protocol_ids=roles.keys(), now=now, timezone=self._tz)
         form = result.form
@@ -234,7 +231,7 @@ class BreachService:
         if form is None or protocol is None:
             logger.info("breach report card refused", extra={"report_id": report_id, "fields": sorted(result.errors)})
             return self._form(actor, report_id, roles, values=result.typed, errors=result.errors)
-        checks, concerned = assess(self._referrals, protocol.id, form.kind, form.references, form.discovered_at)
+        checks, concerned = await assess(self._referrals, protocol.id, form.kind, form.references, form.discovered_at)
         report = BreachReport(
             report_id=report_id,
             protocol_id=protocol.id,
@@ -251,13 +248,12 @@ class BreachService:
             reporter=reporter_for(actor.user_id, actor.display_name, roles[protocol.id], protocol),
         )
         message = build_breach_mail(report, protocol, sender=self._mail_from, timezone=self._tz)
-        with transaction(self._db):
-            queued = self._outbox.enqueue(message_id=str(message["Message-ID"]), reference=report_id,
-                                          payload=message.as_bytes(policy=SMTP), now=now)
+        async with self._db.transaction():
+            queued = await self._outbox.enqueue(message_id=str(message["Message-ID"]), reference=report_id,
+                                                payload=message.as_bytes(policy=SMTP), now=now)
             if queued:
-                record_breach(self._register, report, at=now, mail=f"queued to {message['To']}")
+                await record_breach(self._register, report, at=now, mail=f"queued to {message['To']}")
         if queued:
-            self._on_queued()
             logger.info("breach report queued for both DPOs", extra={
                 "report_id": report_id, "protocol_id": protocol.id, "kind": report.kind.value,
                 "references": len(checks), "unknown_references": len(report.unknown_references),

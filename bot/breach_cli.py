@@ -20,12 +20,11 @@ from bot.breach_form import parse_references
 from bot.breach_report import BREACH_CATEGORIES, BreachKind, BreachReport, Reporter, build_breach_mail, new_report_id
 from bot.clock import Clock
 from bot.config import Settings
-from bot.database import open_database
 from bot.mail_transport import MailDeliveryError
 from bot.protocols import load_registry
 from bot.referrals import ReferralStore
 from bot.register import ProcessingRegister
-from bot.wiring import Closer, build_mail_transport
+from bot.wiring import Closer, build_mail_transport, open_database_for_command
 
 
 def add_breach_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,13 +68,13 @@ async def _report(arguments: argparse.Namespace, settings: Settings, clock: Cloc
     if protocol_id is not None and registry.get(protocol_id) is None:
         sys.stderr.write(f"protocol {protocol_id} is not loaded\n")
         return 2
-    connection = open_database(settings.database_path)
     closers: list[Closer] = []
+    db = await open_database_for_command(settings, closers)
     try:
-        store = ReferralStore(connection)
+        store = ReferralStore(db)
         by_protocol: dict[str, list[str]] = defaultdict(list)
         for reference in references:
-            referral = store.get(reference)
+            referral = await store.get(reference)
             if protocol_id is not None:
                 by_protocol[protocol_id].append(reference)  # checked against it: another protocol's is unknown
             elif referral is not None:
@@ -86,7 +85,7 @@ async def _report(arguments: argparse.Namespace, settings: Settings, clock: Cloc
         if protocol_id is not None:
             by_protocol.setdefault(protocol_id, [])
         transport = build_mail_transport(settings, closers)
-        register = ProcessingRegister(connection)
+        register = ProcessingRegister(db)
         kind = BreachKind(arguments.kind)
         categories = tuple(c for c in BREACH_CATEGORIES if c in (arguments.category or ["unknown"]))
         name = str(arguments.reported_by)
@@ -95,7 +94,7 @@ async def _report(arguments: argparse.Namespace, settings: Settings, clock: Cloc
             if protocol is None:
                 sys.stderr.write(f"protocol {current_id} is no longer loaded\n")
                 return 2
-            checks, concerned = assess(store, current_id, kind, listed, discovered_at)
+            checks, concerned = await assess(store, current_id, kind, listed, discovered_at)
             report = BreachReport(
                 report_id=new_report_id(now.astimezone(settings.timezone).date()),
                 protocol_id=current_id,
@@ -118,7 +117,7 @@ async def _report(arguments: argparse.Namespace, settings: Settings, clock: Cloc
             except MailDeliveryError as error:
                 sys.stderr.write(f"NOT sent to {message['To']}: {error.reason}\n")
                 return 1
-            record_breach(register, report, at=clock.now(), mail=f"sent to {message['To']}")
+            await record_breach(register, report, at=clock.now(), mail=f"sent to {message['To']}")
             unknown = len(report.unknown_references)
             sys.stdout.write(f"{report.report_id} sent to {message['To']} ({len(checks)} reference(s), "
                              f"{unknown} unknown)\n")
@@ -126,7 +125,7 @@ async def _report(arguments: argparse.Namespace, settings: Settings, clock: Cloc
     finally:
         for close in closers:
             await close()
-        connection.close()
+        await db.close()
 
 
 def _discovered_at(typed: str | None, settings: Settings, now: dt.datetime) -> dt.datetime | None:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from bot.clock import Clock
 from bot.config import Settings
-from bot.database import open_database
 from bot.mail_transport import MailDeliveryError, MailTransport
 from bot.message_outbox import MessageOutbox
 from bot.protocols import DataSharingProtocol, ProtocolFileError, ProtocolRegistry, load_registry
-from bot.wiring import Closer, build_mail_transport, build_password_provider
+from bot.schema_migration import schema_state
+from bot.wiring import Closer, build_database, build_mail_transport, build_password_provider
 from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 
 CHECK_TIMEOUT_SECONDS = 20.0
@@ -46,13 +46,12 @@ async def run_checks(
     transport: MailTransport | None = None,
     seconds_per_check: float = CHECK_TIMEOUT_SECONDS,
 ) -> list[CheckResult]:
-    """Protocol files, data folder, every protocol's ZIP password, and the mail transport."""
+    """Protocol files, the database, every protocol's ZIP password, and the mail transport."""
     results: list[CheckResult] = []
     closers: list[Closer] = []
     try:
         registry = _check_protocols(settings, clock, results)
-        results.append(_check_data_folder(settings))
-        results.append(_check_teams_messages(settings, clock))
+        results.extend(await _check_database(settings, clock, seconds_per_check))
         passwords = passwords or build_password_provider(settings, clock, closers)
         for protocol in registry.all() if registry else []:
             check = _password(passwords, protocol)
@@ -91,30 +90,39 @@ def _check_protocols(settings: Settings, clock: Clock, results: list[CheckResult
     return registry
 
 
-def _check_data_folder(settings: Settings) -> CheckResult:
+async def _check_database(settings: Settings, clock: Clock, seconds: float) -> list[CheckResult]:
+    """The database answers, its schema is this version's, and no Teams message is stuck in its outbox."""
+    if not settings.database.is_postgres:
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            return [CheckResult("data folder", False, f"{settings.data_dir}: {error.strerror}")]
+    where = f"PostgreSQL on {settings.database.host}" if settings.database.is_postgres else str(settings.database_path)
+    closers: list[Closer] = []
+    db = build_database(settings, closers)
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        open_database(settings.database_path).close()
-    except OSError as error:
-        return CheckResult("data folder", False, f"{settings.data_dir}: {error.strerror}")
-    return CheckResult("data folder", True, f"{settings.data_dir} (database opens)")
-
-
-def _check_teams_messages(settings: Settings, clock: Clock) -> CheckResult:
-    """Teams messages the bot gave up on this week, or that wait longer than they should."""
-    try:
-        connection = open_database(settings.database_path)
-    except OSError as error:
-        return CheckResult("teams messages", False, f"database: {error.strerror}")
-    try:
-        stuck = MessageOutbox(connection).stuck(clock.now(), STUCK_AFTER)
+        async with asyncio.timeout(seconds):
+            state = await schema_state(db)
+            stuck = await MessageOutbox(db).stuck(clock.now(), STUCK_AFTER) if state.current else None
+    except TimeoutError:
+        return [CheckResult("database", False, f"{where}: no answer within {seconds:.0f} s")]
+    except Exception as error:  # any driver error is a failed check with its kind
+        return [CheckResult("database", False, f"{where}: {type(error).__name__}")]
     finally:
-        connection.close()
-    detail = f"{stuck.given_up} given up in the last 7 days, {stuck.waiting} waiting longer than " \
-             f"{int(STUCK_AFTER.total_seconds() // 60)} min"
-    if stuck.oldest_waiting_since is not None:
-        detail += f" (oldest queued {stuck.oldest_waiting_since.isoformat(timespec='seconds')})"
-    return CheckResult("teams messages", stuck.given_up == 0 and stuck.waiting == 0, detail)
+        await db.close()
+        for close in closers:
+            await close()
+    schema = "schema current" if state.up_to_date else (
+        f"schema at {state.current or 'none'}, this version needs {state.head}: run `python -m bot migrate`")
+    results = [CheckResult("database", state.up_to_date or not settings.database.is_postgres,
+                           f"{where} ({schema})")]
+    if stuck is not None:
+        detail = f"{stuck.given_up} given up in the last 7 days, {stuck.waiting} waiting longer than " \
+                 f"{int(STUCK_AFTER.total_seconds() // 60)} min"
+        if stuck.oldest_waiting_since is not None:
+            detail += f" (oldest queued {stuck.oldest_waiting_since.isoformat(timespec='seconds')})"
+        results.append(CheckResult("teams messages", stuck.given_up == 0 and stuck.waiting == 0, detail))
+    return results
 
 
 async def _password(passwords: ZipPasswordProvider, protocol: DataSharingProtocol) -> str:

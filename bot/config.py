@@ -97,6 +97,40 @@ class MessageRetryConfig:
     maximum: dt.timedelta = dt.timedelta(minutes=10)
 
 
+DatabaseAuth = Literal["password", "entra"]
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the state lives: `url` None is the embedded SQLite file in `BOT_DATA_DIR`, else PostgreSQL.
+
+    `auth="entra"`: the password is an access token for the app's managed identity, fetched per
+    connection (no password anywhere); `password`: whatever the URL or libpq's PGPASSWORD says
+    (local runs and tests).
+    """
+
+    url: str | None = field(default=None, repr=False)
+    auth: DatabaseAuth = "password"
+    pool_size: int = 10
+    #: The user-assigned managed identity (`AZURE_CLIENT_ID`) whose token logs in with `auth="entra"`.
+    managed_identity_client_id: str | None = None
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url is not None
+
+    @property
+    def tls_mode(self) -> str:
+        """libpq's `sslmode` from the URL (default `verify-full`); "" for SQLite."""
+        if self.url is None:
+            return ""
+        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.url).query)).get("sslmode", "verify-full")
+
+    @property
+    def host(self) -> str:
+        return "" if self.url is None else (urllib.parse.urlsplit(self.url).hostname or "")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the bot needs to run, resolved and checked at start."""
@@ -108,6 +142,9 @@ class Settings:
     mail_transport: MailTransportName = "outbox"
     mail_from: str = "doorverwijzing@opgroeien.be"
     local_zip_password: str | None = field(default=None, repr=False)
+    #: `LOCAL_DRAFT_KEY` (64 hex characters): the draft key for a local run without Key Vault or data folder.
+    local_draft_key: bytes | None = field(default=None, repr=False)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
     key_vault: KeyVaultConfig | None = None
     smtp: SmtpSettings | None = None
     graph: GraphConfig | None = None
@@ -148,7 +185,8 @@ class Settings:
             weakenings.append("any tenant's Teams channel may be linked as an OCMW's (OCMW_TENANT_IDS empty): "
                               "set OCMW_TENANT_IDS to the OCMWs' Entra tenant ids")
         if self.key_vault is None:
-            weakenings.append("the ZIP password and the draft key are files in BOT_DATA_DIR, not Key Vault "
+            where = "in the environment" if self.database.is_postgres else "files in BOT_DATA_DIR"
+            weakenings.append(f"the ZIP password and the draft key are {where}, not Key Vault "
                               "secrets (KEY_VAULT_URL unset): set KEY_VAULT_URL=https://<vault>.vault.azure.net")
         elif self.key_vault.dangerously_skip_challenge_check:
             weakenings.append("Key Vault's challenge check is off (DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK): "
@@ -169,6 +207,16 @@ class Settings:
         if self.local_zip_password is not None:
             refusals.append("a ZIP password in the environment (LOCAL_ZIP_PASSWORD): remove LOCAL_ZIP_PASSWORD; "
                             "production takes each protocol's password from Key Vault")
+        if not self.database.is_postgres:
+            refusals.append("the state is a SQLite file on this instance's disk (DATABASE_URL unset): set "
+                            "DATABASE_URL=postgresql://<identity>@<server>.postgres.database.azure.com/<database>"
+                            " and DATABASE_AUTH=entra")
+        elif self.database.tls_mode not in ("verify-full", "verify-ca") and not is_loopback_host(self.database.host):
+            refusals.append(f"the database's certificate is not checked (sslmode={self.database.tls_mode}): "
+                            "remove sslmode from DATABASE_URL (verify-full is the default)")
+        if self.local_draft_key is not None:
+            refusals.append("a draft key in the environment (LOCAL_DRAFT_KEY): remove LOCAL_DRAFT_KEY; "
+                            "production takes the draft key from Key Vault")
         if self.public_base_url.startswith("http://"):
             refusals.append("the information sheet's link is plain http on this machine (PUBLIC_BASE_URL="
                             f"{self.public_base_url}): set PUBLIC_BASE_URL=https://<the bot's public host name>")
@@ -197,6 +245,8 @@ class Settings:
             mail_transport=transport,
             mail_from=reader.mailbox("MAIL_FROM", cls.mail_from),
             local_zip_password=reader.optional("LOCAL_ZIP_PASSWORD"),
+            local_draft_key=_local_draft_key(reader),
+            database=_database(reader),
             key_vault=_key_vault(reader),
             smtp=_smtp(reader) if transport == "smtp" else None,
             graph=_graph(reader) if transport == "graph" else None,
@@ -255,7 +305,52 @@ class Settings:
                 + "; ".join(settings.production_refusals)
                 + ". Fix each as said, or set BOT_ENV=development to run locally."
             )
+        if settings.database.is_postgres:
+            _check_nothing_on_disk(settings)
         return settings
+
+
+def _database(reader: _EnvReader) -> DatabaseConfig:
+    """`DATABASE_URL` (PostgreSQL, shared by instances) or nothing (SQLite in BOT_DATA_DIR), and how to log in."""
+    url = reader.optional("DATABASE_URL")
+    auth = cast(DatabaseAuth, reader.choice("DATABASE_AUTH", "password", get_args(DatabaseAuth)))
+    pool_size = reader.integer("DATABASE_POOL_SIZE", 10, minimum=1, maximum=100)
+    if url is None:
+        if auth == "entra":
+            raise ConfigError("DATABASE_AUTH=entra needs DATABASE_URL (the PostgreSQL server to log in to)")
+        return DatabaseConfig(pool_size=pool_size)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
+        raise ConfigError("DATABASE_URL must look like postgresql://<user>@<host>:5432/<database>")
+    mode = dict(urllib.parse.parse_qsl(parts.query)).get("sslmode", "verify-full")
+    if mode not in ("disable", "require", "verify-ca", "verify-full"):
+        raise ConfigError(f"DATABASE_URL: sslmode={mode} is not one of disable, require, verify-ca, verify-full")
+    if auth == "entra" and parts.password:
+        raise ConfigError("DATABASE_AUTH=entra takes its password from Entra ID: remove the password from DATABASE_URL")
+    if auth == "entra" and mode == "disable":
+        raise ConfigError("DATABASE_AUTH=entra sends an access token as the password: it needs TLS (remove sslmode)")
+    return DatabaseConfig(url=url, auth=auth, pool_size=pool_size,
+                          managed_identity_client_id=reader.optional("AZURE_CLIENT_ID"))
+
+
+def _local_draft_key(reader: _EnvReader) -> bytes | None:
+    value = reader.optional("LOCAL_DRAFT_KEY")
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise ConfigError("LOCAL_DRAFT_KEY must be 64 hexadecimal characters (a 256-bit key), e.g. from "
+                          "`python -c 'import secrets; print(secrets.token_hex(32))'`")
+    return bytes.fromhex(value)
+
+
+def _check_nothing_on_disk(settings: Settings) -> None:
+    """With PostgreSQL, instances share everything through it: no secret or mail may live on one's disk."""
+    if settings.mail_transport == "outbox":
+        raise ConfigError("MAIL_TRANSPORT=outbox writes mail into this instance's BOT_DATA_DIR, which the other "
+                          "instances do not see: with DATABASE_URL use MAIL_TRANSPORT=graph (or smtp)")
+    if settings.key_vault is None and (settings.local_zip_password is None or settings.local_draft_key is None):
+        raise ConfigError("with DATABASE_URL nothing is kept on an instance's disk: set KEY_VAULT_URL, or for a "
+                          "local run without Azure both LOCAL_ZIP_PASSWORD and LOCAL_DRAFT_KEY")
 
 
 def _key_vault(reader: _EnvReader) -> KeyVaultConfig | None:

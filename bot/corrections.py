@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import cards
 from bot.chat_messages import MessageContent
 from bot.clock import Clock
-from bot.database import to_text, transaction
+from bot.database import Database, to_text
 from bot.details_validation import validate_item
 from bot.dialogue import Actor, Answer, Banner, Card
 from bot.message_outbox import MessageOutbox
@@ -40,7 +39,7 @@ class CorrectionService:
     def __init__(
         self,
         *,
-        connection: sqlite3.Connection,
+        db: Database,
         referrals: ReferralStore,
         registry: ProtocolRegistry,
         register: ProcessingRegister,
@@ -48,37 +47,37 @@ class CorrectionService:
         messages: MessageOutbox,
         clock: Clock,
         timezone: ZoneInfo,
-        on_queued: Callable[[], None],
     ) -> None:
         self._tz = timezone
-        self._db = connection
+        self._db = db
         self._referrals = referrals
         self._registry = registry
         self._register = register
         self._sender = sender
         self._messages = messages
         self._clock = clock
-        self._on_queued = on_queued
 
-    def request(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
+    async def request(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
         """Record the OCMW's report and queue the referrer's card to correct that item, in one commit."""
         root = referral.parent_reference or referral.reference
         correction_id = secrets.token_urlsafe(12)
         now = self._clock.now()
-        with transaction(self._db):
-            self._db.execute(
+        async with self._db.transaction():
+            await self._db.execute(
                 "INSERT INTO corrections (id, reference, item, requested_by_id, requested_by, requested_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (correction_id, root, item, actor.user_id, actor.display_name, to_text(now)),
+                " VALUES (:id, :reference, :item, :by_id, :by, :at)",
+                {"id": correction_id, "reference": root, "item": item, "by_id": actor.user_id,
+                 "by": actor.display_name, "at": to_text(now)},
             )
-            items = tuple(dict.fromkeys((*referral.reported_items, item)))
-            updated = self._referrals.update(referral.reference, reported_items=items)
-            self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
-                                  actor_name=actor.display_name, protocol_id=referral.protocol_id,
-                                  reference=root, detail=f"item: {item}")
-            original = self._referrals.get(root) or referral
+            current = await self._referrals.get(referral.reference) or referral
+            items = tuple(dict.fromkeys((*current.reported_items, item)))
+            updated = await self._referrals.update(referral.reference, reported_items=items)
+            await self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
+                                        actor_name=actor.display_name, protocol_id=referral.protocol_id,
+                                        reference=root, detail=f"item: {item}")
+            original = await self._referrals.get(root) or referral
             card = self._request_card(cards.language_for(original.lang), correction_id, original, item, {}, {})
-            self._messages.post(original.conversation_ref, MessageContent(card=card), now=now, reference=root)
+            await self._messages.post(original.conversation_ref, MessageContent(card=card), now=now, reference=root)
         logger.info("correction requested", extra={"reference": root})
         return updated
 
@@ -89,12 +88,12 @@ class CorrectionService:
         does not wait for the one referrer. Errors are banners: the card stays, with what was typed.
         """
         if verb in (cards.VERB_CORRECTION_START, cards.VERB_CORRECTION_OPEN):
-            return self._own_initiative(actor, verb, data)
+            return await self._own_initiative(actor, verb, data)
         correction_id = data.get("correctionId")
         if not isinstance(correction_id, str) or len(correction_id) > 64:
             return _banner(actor, "correction_unknown")
-        row = self._db.execute("SELECT * FROM corrections WHERE id = ?", (correction_id,)).fetchone()
-        original = None if row is None else self._referrals.get(str(row["reference"]))
+        row = await self._db.fetch_one("SELECT * FROM corrections WHERE id = :id", {"id": correction_id})
+        original = None if row is None else await self._referrals.get(str(row["reference"]))
         if row is None or original is None:
             return _banner(actor, "correction_unknown")
         if row["new_reference"] is not None:
@@ -115,20 +114,20 @@ class CorrectionService:
         origin = Origin(conversation_id=actor.conversation_id, conversation_ref=actor.conversation_ref,
                         card_activity_id=actor.card_activity_id, lang=actor.lang)
 
-        def claim(new_reference: str) -> str | None:
+        async def claim(new_reference: str) -> str | None:
             """Mark the request sent as `new_reference` (and every other open one for the same item: one
             correction answers them all); or the version it was sent as before."""
-            cursor = self._db.execute(
-                "UPDATE corrections SET new_reference = ? WHERE id = ? AND new_reference IS NULL",
-                (new_reference, correction_id),
+            cursor = await self._db.execute(
+                "UPDATE corrections SET new_reference = :new WHERE id = :id AND new_reference IS NULL",
+                {"new": new_reference, "id": correction_id},
             )
             if cursor.rowcount != 1:
-                row = self._db.execute("SELECT new_reference FROM corrections WHERE id = ?",
-                                       (correction_id,)).fetchone()
-                return str(row["new_reference"])
-            self._db.execute(
-                "UPDATE corrections SET new_reference = ? WHERE reference = ? AND item = ? AND new_reference IS NULL",
-                (new_reference, original.reference, item),
+                return str(await self._db.scalar("SELECT new_reference FROM corrections WHERE id = :id",
+                                                 {"id": correction_id}))
+            await self._db.execute(
+                "UPDATE corrections SET new_reference = :new WHERE reference = :reference AND item = :item"
+                " AND new_reference IS NULL",
+                {"new": new_reference, "reference": original.reference, "item": item},
             )
             return None
 
@@ -143,18 +142,18 @@ class CorrectionService:
             logger.warning("correction not queued: %s", failure.reason, extra={"reference": original.reference})
             problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
             return _banner(actor, problem, reference=original.reference)
-        self._on_queued()
         return cards.correction_queued_card(actor.lang, reference=queued.reference, corrected_item=item,
                                             recipient=protocol.recipient.organisation,
                                             queued_at=queued.queued_at)
 
-    def _own_initiative(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
+    async def _own_initiative(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """Kind en Gezin corrects an item without the OCMW asking (article 7): which item, then the usual card."""
         reference = data.get("reference")
-        found = self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
+        found = await self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) \
+            else None
         if found is None:
             return _banner(actor, "referral_unknown", reference=str(reference)[:40])
-        original = self._referrals.get(found.root) or found
+        original = await self._referrals.get(found.root) or found
         if original.state in CLOSED or original.state == ReferralState.QUEUED:
             return _banner(actor, "correction_closed" if original.state in CLOSED else "action_not_possible_now",
                            reference=original.reference)
@@ -164,33 +163,34 @@ class CorrectionService:
             return cards.correction_start_card(actor.lang, reference=original.reference, recipient=recipient)
         correction_id = secrets.token_urlsafe(12)
         now = self._clock.now()
-        with transaction(self._db):
-            self._db.execute(
+        async with self._db.transaction():
+            await self._db.execute(
                 "INSERT INTO corrections (id, reference, item, requested_by_id, requested_by, requested_at, kind)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (correction_id, original.reference, str(item), actor.user_id, actor.display_name, to_text(now), OWN),
+                " VALUES (:id, :reference, :item, :by_id, :by, :at, :kind)",
+                {"id": correction_id, "reference": original.reference, "item": str(item), "by_id": actor.user_id,
+                 "by": actor.display_name, "at": to_text(now), "kind": OWN},
             )
-            self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
+            await self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
                                   actor_name=actor.display_name, protocol_id=original.protocol_id,
                                   reference=original.reference,
                                   detail=f"item: {item}; on Kind en Gezin's own initiative")
         logger.info("correction opened on Kind en Gezin's own initiative", extra={"reference": original.reference})
         return self._request_card(actor.lang, correction_id, original, str(item), {}, {}, own=True)
 
-    def report_superfluous(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
+    async def report_superfluous(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
         """The OCMW says an item was not needed (article 7): registered, and the referrer told; nothing is resent."""
         now = self._clock.now()
-        original = self._referrals.get(referral.root) or referral
+        original = await self._referrals.get(referral.root) or referral
         lang = cards.language_for(original.lang)
-        with transaction(self._db):
-            self._register.append(at=now, event=RegisterEvent.SUPERFLUOUS_REPORTED, actor_id=actor.user_id,
+        async with self._db.transaction():
+            await self._register.append(at=now, event=RegisterEvent.SUPERFLUOUS_REPORTED, actor_id=actor.user_id,
                                   actor_name=actor.display_name, protocol_id=referral.protocol_id,
                                   reference=original.reference, detail=f"item: {item}")
             text = cards.text(lang, "superfluous_to_referrer", reference=original.reference,
                               recipient=self._registry.recipient_name(original.protocol_id),
                               item=cards.text(lang, f"item.{item}.name"))
-            self._messages.post(original.conversation_ref, MessageContent(text=text), now=now,
-                                reference=original.reference)
+            await self._messages.post(original.conversation_ref, MessageContent(text=text), now=now,
+                                      reference=original.reference)
         return referral
 
     def _request_card(

@@ -1,290 +1,424 @@
-"""The one SQLite database of the embedded mode: opened once, schema created on first start.
+"""The one way the bot talks to its database: SQLAlchemy 2 Core, async, on SQLite or PostgreSQL.
 
-`secure_delete` overwrites deleted content with zeros, so a wiped draft does not linger in free
-pages of the file; WAL with `synchronous=FULL` makes every commit durable before we answer. The WAL
-itself keeps old page versions until a checkpoint, so after a wipe it is checkpointed and truncated
-(`Database.wiped`), and it is private from its first byte (`open_database`).
+`DATABASE_URL` unset: the embedded SQLite file in `BOT_DATA_DIR` (aiosqlite: the file's I/O runs in
+a thread of its own, never on the event loop). Set (`postgresql://user@host:port/db`): PostgreSQL
+through asyncpg, shared by several instances. The SQL is written once, in the dialect both engines
+speak (`ON CONFLICT`, `RETURNING`, named parameters); the few places where they differ ask this
+module (`for_update`, `skip_locked`, `lock`).
+
+Every step that changes state runs in `async with db.transaction():`; the stores inside it reach
+the same connection through a context variable, so a state change, its register entry and the
+messages it causes commit together or not at all without a connection passed around. A transaction
+inside a transaction is a savepoint. Outside one, each statement commits on its own.
+
+SQLite serialises writers: a write transaction starts with `BEGIN IMMEDIATE` (two writers never
+deadlock on a lock upgrade; the second waits up to `busy_timeout`). PostgreSQL runs them side by
+side at READ COMMITTED; where that matters the stores say how they cope: `FOR UPDATE SKIP LOCKED`
+for the outboxes, an advisory lock for the register's hash chain, compare-and-set for state changes.
+
+Wiped means gone from the disk too. In SQLite, `secure_delete` zeroes deleted content in the main
+file, but WAL mode keeps old page versions in `-wal` until a checkpoint; so a wipe (`note_wipe`)
+makes the end of its transaction checkpoint and truncate the WAL (`truncate_wal`). The files are
+private (0600) from their first byte. In PostgreSQL, `VACUUM` reclaims dead row versions; Azure's
+storage is encrypted at rest and the server is the OCMW-independent processor named in docs/verwerkers.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import logging
 import os
-import secrets
-import sqlite3
-from collections.abc import Iterator
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import bindparam, event, text
+from sqlalchemy.engine import Connection as SyncConnection
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import TextClause
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS drafts (
-    id TEXT PRIMARY KEY,
-    owner_id TEXT NOT NULL,
-    conversation_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    protocol_id TEXT,
-    consent_json TEXT,
-    sealed_details BLOB,
-    reference TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    conversation_ref TEXT,
-    card_activity_id TEXT,
-    lang TEXT,
-    sender_team TEXT
-);
-CREATE INDEX IF NOT EXISTS drafts_updated_at ON drafts (updated_at);
-CREATE TABLE IF NOT EXISTS referrals (
-    reference TEXT PRIMARY KEY,
-    protocol_id TEXT NOT NULL,
-    referrer_id TEXT NOT NULL,
-    referrer_name TEXT NOT NULL,
-    conversation_id TEXT NOT NULL,
-    conversation_ref TEXT NOT NULL,
-    card_activity_id TEXT,
-    lang TEXT NOT NULL,
-    state TEXT NOT NULL,
-    key_version TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    queued_at TEXT NOT NULL,
-    sent_at TEXT,
-    failure_reason TEXT,
-    parent_reference TEXT,
-    corrected_item TEXT,
-    ocmw_card_activity_id TEXT,
-    acknowledged_by_id TEXT,
-    acknowledged_by TEXT,
-    acknowledged_at TEXT,
-    outcome_by_id TEXT,
-    outcome_by TEXT,
-    outcome_at TEXT,
-    deleted_by TEXT,
-    deleted_at TEXT,
-    reported_items TEXT NOT NULL DEFAULT '',
-    reminded_ocmw_at TEXT,
-    reminded_referrer_at TEXT,
-    withdrawn_by_id TEXT,
-    withdrawn_by TEXT,
-    withdrawn_at TEXT,
-    data_categories TEXT,
-    consent_version TEXT NOT NULL DEFAULT '',
-    recipient TEXT NOT NULL DEFAULT '',
-    sender_team TEXT
-);
-CREATE INDEX IF NOT EXISTS referrals_parent ON referrals (parent_reference);
-CREATE TABLE IF NOT EXISTS reminders (
-    subject TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    at TEXT NOT NULL,
-    PRIMARY KEY (subject, kind)
-);
-CREATE INDEX IF NOT EXISTS referrals_referrer ON referrals (referrer_id, queued_at);
-CREATE INDEX IF NOT EXISTS referrals_protocol_state ON referrals (protocol_id, state);
-CREATE TABLE IF NOT EXISTS pairing_codes (
-    code_hash TEXT PRIMARY KEY,
-    protocol_id TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL,
-    used_at TEXT
-);
-CREATE TABLE IF NOT EXISTS ocmw_links (
-    protocol_id TEXT PRIMARY KEY,
-    conversation_id TEXT NOT NULL,
-    conversation_ref TEXT NOT NULL,
-    linked_by_id TEXT NOT NULL,
-    linked_by TEXT NOT NULL,
-    linked_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS corrections (
-    id TEXT PRIMARY KEY,
-    reference TEXT NOT NULL,
-    item TEXT NOT NULL,
-    requested_by_id TEXT NOT NULL,
-    requested_by TEXT NOT NULL,
-    requested_at TEXT NOT NULL,
-    new_reference TEXT,
-    kind TEXT NOT NULL DEFAULT 'reported'
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    message_id TEXT PRIMARY KEY,
-    reference TEXT NOT NULL,
-    payload BLOB,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    queued_at TEXT NOT NULL,
-    next_attempt_at TEXT NOT NULL,
-    last_error TEXT,
-    finished_at TEXT,
-    lease_until TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
-CREATE TABLE IF NOT EXISTS message_outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation_key TEXT NOT NULL,
-    conversation_ref TEXT NOT NULL,
-    action TEXT NOT NULL,
-    content TEXT NOT NULL,
-    activity_id TEXT,
-    slot TEXT,
-    reference TEXT,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    queued_at TEXT NOT NULL,
-    next_attempt_at TEXT NOT NULL,
-    lease_until TEXT,
-    last_error TEXT,
-    finished_at TEXT
-);
-CREATE INDEX IF NOT EXISTS message_outbox_due ON message_outbox (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS message_outbox_conversation ON message_outbox (conversation_key, state, id);
-CREATE INDEX IF NOT EXISTS message_outbox_reference ON message_outbox (reference, state);
-CREATE TABLE IF NOT EXISTS card_slots (
-    slot TEXT PRIMARY KEY,
-    activity_id TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS register (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    event TEXT NOT NULL,
-    actor_id TEXT NOT NULL,
-    actor_name TEXT NOT NULL,
-    protocol_id TEXT NOT NULL,
-    reference TEXT NOT NULL,
-    legal_basis TEXT NOT NULL,
-    data_categories TEXT NOT NULL,
-    recipient_category TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    previous_hash TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    purpose TEXT NOT NULL DEFAULT '',
-    recipient TEXT NOT NULL DEFAULT '',
-    consent_version TEXT NOT NULL DEFAULT '',
-    entry_format TEXT NOT NULL DEFAULT '1'
-);
-CREATE INDEX IF NOT EXISTS register_reference ON register (reference, at);
-CREATE INDEX IF NOT EXISTS register_protocol ON register (protocol_id, seq);
-CREATE TABLE IF NOT EXISTS register_links (
-    token_hash TEXT PRIMARY KEY,
-    dpo_id TEXT NOT NULL,
-    dpo_name TEXT NOT NULL,
-    protocol_id TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL
-);
-"""
+Dialect = Literal["sqlite", "postgresql"]
+#: How long a SQLite writer waits for another one before giving up (the other holds it for milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: TLS towards PostgreSQL, as libpq names it (`sslmode` in DATABASE_URL).
+TLS_MODES = ("disable", "require", "verify-ca", "verify-full")
+SqlParameters = Mapping[str, Any]
+#: Returns the password for a new connection: Entra ID's access token, fetched (and refreshed) per connection.
+PasswordSource = Callable[[], Awaitable[str]]
 
 
-class Database(sqlite3.Connection):
-    """The bot's connection: after client data was wiped, it empties the WAL once the wipe is committed.
+class DatabaseError(Exception):
+    """The database could not be reached or refused the work; the caller retries later or says so."""
 
-    In WAL mode an UPDATE that wipes a draft appends new page versions to `-wal`; the old versions,
-    with the sealed data, stay in the file until a checkpoint copies the pages back and the WAL is
-    reset. `secure_delete` only zeroes the main file. So a wipe marks the WAL dirty, and the
-    checkpoint (TRUNCATE: the file is cut to zero bytes) runs outside any transaction: at once when
-    the wipe committed on its own, else when the outermost `transaction()` ends, else from the
-    periodic sweep (`truncate_wal`).
 
-    What this cannot guarantee: while another connection (`register export`, `check`) holds a read
-    snapshot, the checkpoint cannot reset the WAL; it reports busy, the old frames stay until a
-    later attempt succeeds (the sweep retries every minute). A truncated file's blocks are freed,
-    not overwritten: the file system or an SSD may keep them, still sealed with the draft key.
-    """
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where the state lives: `url` None means the embedded SQLite file `sqlite_path`."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.wal_dirty = False
+    sqlite_path: Path
+    url: str | None = None
+    #: For PostgreSQL with Entra ID: a fresh access token per new connection, used as the password.
+    password: PasswordSource | None = None
+    pool_size: int = 10
+    #: For commands that only read (`register verify`): SQLite opens the file read-only (and never
+    #: creates it), PostgreSQL sessions are read-only.
+    read_only: bool = False
 
-    def wiped(self) -> None:
-        """Client data was just overwritten or deleted: empty the WAL as soon as that is committed."""
-        self.wal_dirty = True
-        if not self.in_transaction:
-            self.truncate_wal()
+    @property
+    def dialect(self) -> Dialect:
+        return "sqlite" if self.url is None else "postgresql"
 
-    def truncate_wal(self) -> bool:
-        """Checkpoint and truncate the WAL if a wipe left it dirty; True when nothing is left to do.
 
-        Never waits for other connections (busy_timeout 0 for the call): the event loop must not
-        stall behind a long read elsewhere; a busy checkpoint stays due and is tried again later.
+@dataclass(frozen=True)
+class Rows:
+    """A statement's outcome, read in full: the rows (by column name) and how many rows it changed."""
+
+    rows: list[RowMapping]
+    rowcount: int
+
+    def first(self) -> RowMapping | None:
+        return self.rows[0] if self.rows else None
+
+    def scalar(self) -> Any:
+        """The first column of the first row (None when there is none)."""
+        return None if not self.rows else next(iter(self.rows[0].values()))
+
+    def __iter__(self) -> Iterator[RowMapping]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class _Transaction:
+    """The connection of the outermost transaction, the task that owns it, and whether it wiped data."""
+
+    connection: AsyncConnection
+    task: asyncio.Task[Any] | None
+    wiped: bool = False
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Database:
+    """The engine, and the transaction the current task is in (if any)."""
+
+    def __init__(self, engine: AsyncEngine, dialect: Dialect, sqlite_path: Path | None = None, *,
+                 read_only: bool = False, settings: DatabaseSettings | None = None) -> None:
+        self.engine = engine
+        #: What it was opened with (another process or engine on the same database opens these).
+        self.settings = settings
+        self.dialect: Dialect = dialect
+        self.sqlite_path = sqlite_path
+        self.read_only = read_only
+        self._current: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar(
+            f"db-transaction-{id(self)}", default=None)
+        self._statements: dict[tuple[str, frozenset[str]], TextClause] = {}
+        self._wal_dirty = False
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @property
+    def for_update(self) -> str:
+        """` FOR UPDATE` where rows can be locked (PostgreSQL); SQLite's writer lock already covers it."""
+        return " FOR UPDATE" if self.is_postgres else ""
+
+    @property
+    def skip_locked(self) -> str:
+        """` FOR UPDATE SKIP LOCKED`: another instance's leased rows are passed over, not waited for."""
+        return " FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._current.get() is not None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """All statements inside commit together or not at all; nested, a savepoint."""
+        current = self._own_transaction()
+        if current is not None:
+            async with current.connection.begin_nested():
+                yield
+            return
+        async with self._connect() as connection:
+            state = _Transaction(connection, _current_task())
+            token = self._current.set(state)
+            try:
+                async with connection.begin():
+                    yield
+            finally:
+                self._current.reset(token)
+        for callback in state.after_commit:  # only reached once committed
+            callback()
+        if state.wiped:
+            self._wal_dirty = True
+            await self.truncate_wal()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the current transaction has committed (at once outside one).
+
+        For waking a worker: woken before the commit, it would look for the row and not see it yet.
         """
-        if not self.wal_dirty:
+        current = self._own_transaction()
+        if current is None:
+            callback()
+        else:
+            current.after_commit.append(callback)
+
+    async def lock(self, name: str) -> None:
+        """Hold a named lock until the current transaction ends (one chain, one writer at a time).
+
+        PostgreSQL: a transaction-scoped advisory lock, so instances take turns. SQLite: nothing to
+        do, the transaction already holds the file's only writer lock.
+        """
+        if self._own_transaction() is None:
+            raise RuntimeError("lock() outside a transaction")
+        if self.is_postgres:
+            await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _lock_key(name)})
+
+    def note_wipe(self) -> None:
+        """Client data was just overwritten or deleted: empty SQLite's WAL once that is committed."""
+        current = self._own_transaction()
+        if current is not None:
+            current.wiped = True
+        else:
+            self._wal_dirty = True  # a single statement: `execute` checkpoints after it
+
+    async def execute(self, sql: str, parameters: SqlParameters | None = None) -> Rows:
+        """Run one statement in the current transaction (or on its own); its rows, read in full.
+
+        Parameters are named (`:name`); a list, tuple or set value stands for `IN :name`.
+        """
+        parameters = parameters or {}
+        statement = self._statement(sql, parameters)
+        current = self._own_transaction()
+        if current is not None:
+            return await _run(current.connection, statement, parameters)
+        async with self._connect() as connection, connection.begin():
+            rows = await _run(connection, statement, parameters)
+        if self._wal_dirty:
+            await self.truncate_wal()
+        return rows
+
+    async def fetch_one(self, sql: str, parameters: SqlParameters | None = None) -> RowMapping | None:
+        return (await self.execute(sql, parameters)).first()
+
+    async def fetch_all(self, sql: str, parameters: SqlParameters | None = None) -> list[RowMapping]:
+        return (await self.execute(sql, parameters)).rows
+
+    async def scalar(self, sql: str, parameters: SqlParameters | None = None) -> Any:
+        return (await self.execute(sql, parameters)).scalar()
+
+    async def truncate_wal(self) -> bool:
+        """SQLite: checkpoint and truncate the WAL if a wipe left it dirty; True when nothing is left to do.
+
+        Never waits for other connections (busy_timeout 0 for the call): a checkpoint that finds a
+        reader busy stays due and the periodic sweep tries again. A truncated file's blocks are
+        freed, not overwritten: the file system or an SSD may keep them, sealed with the draft key.
+        """
+        if not self._wal_dirty or self.dialect != "sqlite" or self.read_only:
             return True
-        if self.in_transaction:
+        if self._own_transaction() is not None:
             return False  # inside a transaction SQLite refuses; the transaction's end tries again
-        timeout = int(self.execute("PRAGMA busy_timeout").fetchone()[0])
-        self.execute("PRAGMA busy_timeout = 0")
-        try:
-            busy = int(self.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
-        except sqlite3.OperationalError as error:
-            logger.warning("WAL checkpoint failed; retried later", extra={"error": type(error).__name__})
-            return False
-        finally:
-            self.execute(f"PRAGMA busy_timeout = {timeout}")
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection  # the aiosqlite connection, in autocommit mode
+            await driver.execute("PRAGMA busy_timeout = 0")
+            try:
+                cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy = (await cursor.fetchone())[0]
+            except Exception as error:  # a failed checkpoint is retried, never fatal
+                logger.warning("WAL checkpoint failed; retried later", extra={"error": type(error).__name__})
+                return False
+            finally:
+                await driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         if busy:
             logger.warning("WAL checkpoint busy (another connection is reading); retried later")
             return False
-        self.wal_dirty = False
+        self._wal_dirty = False
         return True
 
+    async def close(self) -> None:
+        """Close every pooled connection (app shutdown)."""
+        await self.engine.dispose()
 
-def note_wipe(connection: sqlite3.Connection) -> None:
-    """Tell the connection that client data was wiped (see `Database.wiped`); other connections ignore it."""
-    if isinstance(connection, Database):
-        connection.wiped()
+    def _own_transaction(self) -> _Transaction | None:
+        """The current task's transaction; refuses one that belongs to another task.
+
+        A task started inside a transaction inherits the context variable; two tasks on one
+        connection would interleave their statements, so that is an error, not a silent share.
+        """
+        current = self._current.get()
+        if current is not None and current.task is not _current_task():
+            raise RuntimeError("a database transaction used from a task that did not open it")
+        return current
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as connection:
+                yield connection
+        except (DBAPIError, OSError) as error:
+            if isinstance(error, DBAPIError) and not error.connection_invalidated and not _is_unreachable(error):
+                raise
+            raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
+
+    def _statement(self, sql: str, parameters: SqlParameters) -> TextClause:
+        expanding = frozenset(name for name, value in parameters.items()
+                              if isinstance(value, (list, tuple, set, frozenset)))
+        key = (sql, expanding)
+        statement = self._statements.get(key)
+        if statement is None:
+            statement = text(sql)
+            if expanding:
+                statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
+            self._statements[key] = statement
+        return statement
 
 
-def truncate_wal(connection: sqlite3.Connection) -> bool:
-    """Retry a checkpoint an earlier wipe could not complete; True when the WAL holds no wiped data."""
-    return connection.truncate_wal() if isinstance(connection, Database) else True
+async def _run(connection: AsyncConnection, statement: TextClause, parameters: SqlParameters) -> Rows:
+    values = {name: sorted(value) if isinstance(value, (set, frozenset)) else value
+              for name, value in parameters.items()}
+    result = await connection.execute(statement, values)
+    rows = list(result.mappings().all()) if result.returns_rows else []
+    return Rows(rows, result.rowcount if not result.returns_rows else len(rows))
 
 
-def open_database(path: Path) -> sqlite3.Connection:
-    """Open (and if needed create) the database with the pragmas the bot relies on."""
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _is_unreachable(error: DBAPIError) -> bool:
+    """A connection that could not be made (refused, reset, timed out) rather than a statement refused."""
+    original = getattr(error, "orig", None)
+    unreachable = isinstance(original, (OSError, ConnectionError, TimeoutError))
+    return unreachable or "connect" in type(original).__name__.lower()
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit key for `pg_advisory_xact_lock`, from the lock's name."""
+    return zlib.crc32(name.encode()) - 2**31
+
+
+def open_database(settings: DatabaseSettings) -> Database:
+    """The engine for the settings: PostgreSQL (pooled; TLS as `sslmode` says) or the SQLite file.
+
+    `hide_parameters`: a statement's values (a sealed draft, a mail with its ZIP, an address in a
+    breach report's text) never appear in SQLAlchemy's log lines or in the text of its exceptions.
+    """
+    if settings.url is not None:
+        url, connect_args = postgres_connection(settings.url)
+        if settings.read_only:
+            connect_args["server_settings"] = {"default_transaction_read_only": "on",
+                                               "default_transaction_isolation": "repeatable read"}
+        engine = create_async_engine(url, pool_size=settings.pool_size, max_overflow=settings.pool_size,
+                                     pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args,
+                                     hide_parameters=True)
+        if settings.password is not None:
+            _use_password_source(engine, settings.password)
+        return Database(engine, "postgresql", read_only=settings.read_only, settings=settings)
+    # aiosqlite logs every statement with its parameters at DEBUG (a sealed draft, a mail with its
+    # ZIP): whatever level the process logs at, that logger never says more than INFO.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger("aiosqlite").level))
+    path = settings.sqlite_path
+    if settings.read_only:
+        engine = create_async_engine(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true", pool_size=2, max_overflow=2,
+                                     hide_parameters=True)
+        _sqlite_pragmas(engine, begin="BEGIN")
+        return Database(engine, "sqlite", sqlite_path=path, read_only=True, settings=settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     _make_private(path)
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=Database)
-    connection.row_factory = sqlite3.Row
-    connection.execute("PRAGMA secure_delete = ON")
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = FULL")
-    connection.execute("PRAGMA foreign_keys = ON")
-    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
-    connection.executescript(_SCHEMA)
-    if 0 < version < 2:
-        _upgrade_to_2(connection)
-    _add_missing_columns(connection)
-    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return connection
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", pool_size=5, max_overflow=5, hide_parameters=True)
+    _sqlite_pragmas(engine)
+    return Database(engine, "sqlite", sqlite_path=path, settings=settings)
 
 
-#: Nullable columns added after a table first shipped; a database that lacks one gets it at open.
-_ADDED_COLUMNS = (("drafts", "sender_team", "TEXT"), ("referrals", "sender_team", "TEXT"))
+def postgres_connection(url: str) -> tuple[str, dict[str, Any]]:
+    """The SQLAlchemy URL for asyncpg, and its TLS setting from libpq's `sslmode` (default `verify-full`).
+
+    asyncpg takes an SSL context rather than `sslmode`; `verify-full` checks the server's
+    certificate against the system's CAs and its name against the host, as libpq would.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
+        raise ValueError("DATABASE_URL must start with postgresql://")
+    query = dict(parse_qsl(parts.query))
+    mode = query.pop("sslmode", "verify-full")
+    if mode not in TLS_MODES:
+        raise ValueError(f"DATABASE_URL: sslmode must be one of {', '.join(TLS_MODES)}")
+    root = query.pop("sslrootcert", None)
+    connect_args: dict[str, Any] = {"ssl": tls_context(mode, root)}
+    target = urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), ""))
+    return target, connect_args
 
 
-def _add_missing_columns(connection: sqlite3.Connection) -> None:
-    """Add `_ADDED_COLUMNS` a database does not have yet: idempotent, so no schema version is needed for them."""
-    with transaction(connection):
-        for table, column, kind in _ADDED_COLUMNS:
-            present = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
-                # Names and types come from the constant above, never from input.
-                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+def tls_context(mode: str, root_certificate: str | None = None) -> ssl.SSLContext | bool:
+    """libpq's `sslmode` as asyncpg's `ssl` argument."""
+    if mode == "disable":
+        return False
+    context = ssl.create_default_context(cafile=root_certificate)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mode == "require":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode == "verify-ca":
+        context.check_hostname = False
+    return context
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, begin: str = "BEGIN IMMEDIATE") -> None:
+    """Per connection: WAL, durable commits, zeroed deleted content; `BEGIN IMMEDIATE` for every transaction.
+
+    A read-only connection (`begin="BEGIN"`) leaves the journal mode as the file has it.
+    """
+    pragmas = ["synchronous = FULL", "secure_delete = ON", "foreign_keys = ON",
+               f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"]
+    if begin == "BEGIN IMMEDIATE":
+        pragmas.insert(0, "journal_mode = WAL")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN comes from `on_begin` below
+        cursor = dbapi_connection.cursor()
+        for pragma in pragmas:
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: SyncConnection) -> None:
+        connection.exec_driver_sql(begin)
+
+
+def _use_password_source(engine: AsyncEngine, password: PasswordSource) -> None:
+    """Entra ID: each new connection gets a current access token as its password (asyncpg awaits the callable)."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def provide_password(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams["password"] = password
 
 
 def _make_private(path: Path) -> None:
-    """Create the database file 0600 before SQLite opens it, and make any existing one 0600.
+    """Create the database file 0600 before SQLite opens it, and make any existing one (and its WAL) 0600.
 
-    SQLite creates `-wal` and `-shm` with the database file's own mode (and restores bits the
-    umask took), so once the main file is 0600 they are 0600 from their first byte, whatever the
-    process umask; the umask itself is left alone (it is process-wide, and other threads create
-    files too). `-wal`/`-shm` left by an older version with wider modes are narrowed here.
+    SQLite creates `-wal` and `-shm` with the database file's own mode, so once the main file is
+    0600 they are 0600 from their first byte, whatever the process umask.
     """
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(descriptor)
@@ -293,50 +427,6 @@ def _make_private(path: Path) -> None:
         companion = path.with_name(path.name + suffix)
         if companion.exists():
             companion.chmod(0o600)
-
-
-#: Tables and columns that hold stored Teams conversation references.
-REFERENCE_COLUMNS = (("drafts", "id", "conversation_ref"), ("referrals", "reference", "conversation_ref"),
-                     ("ocmw_links", "protocol_id", "conversation_ref"))
-
-
-def _upgrade_to_2(connection: sqlite3.Connection) -> None:
-    """From the botbuilder-era schema: references readable by the Agents SDK, OCMW card ids as slots, leases,
-    reminders in their own table, who withdrew consent when, and the register's evidence fields.
-
-    botbuilder stored the tenant as `conversation.tenantID`, which the Agents SDK drops without a
-    word (proactive messages would then go out without a tenant). The OCMW card of a referral is
-    now edited through the message outbox's slot `ocmw:<reference>`. A referral queued before has
-    no recorded categories (`data_categories` NULL: unknown, `bot.delivery` says so if it leaves
-    now); the register's existing entries are not rewritten (their hashes are the evidence).
-    """
-    with transaction(connection):
-        connection.execute("ALTER TABLE outbox ADD COLUMN lease_until TEXT")
-        connection.execute("ALTER TABLE corrections ADD COLUMN kind TEXT NOT NULL DEFAULT 'reported'")
-        for column in ("withdrawn_by_id", "withdrawn_by", "withdrawn_at", "data_categories"):
-            connection.execute(f"ALTER TABLE referrals ADD COLUMN {column} TEXT")
-        for table, column in (("referrals", "consent_version"), ("referrals", "recipient"), ("register", "purpose"),
-                              ("register", "recipient"), ("register", "consent_version")):
-            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
-        # The entries written so far keep their hashes: they stay format 1 (see `bot.register`).
-        connection.execute("ALTER TABLE register ADD COLUMN entry_format TEXT NOT NULL DEFAULT '1'")
-        for column, kind in (("reminded_ocmw_at", "ack_ocmw"), ("reminded_referrer_at", "ack_referrer")):
-            connection.execute(
-                f"INSERT OR IGNORE INTO reminders (subject, kind, at) SELECT reference, '{kind}', {column}"  # noqa: S608  # nosec B608
-                f" FROM referrals WHERE {column} IS NOT NULL"
-            )
-        for table, key, column in REFERENCE_COLUMNS:
-            rows = connection.execute(
-                f"SELECT {key} AS k, {column} AS ref FROM {table} WHERE {column} LIKE '%tenantID%'"  # noqa: S608  # nosec B608
-            ).fetchall()
-            for row in rows:
-                connection.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",  # noqa: S608  # nosec B608
-                                   (upgrade_reference(row["ref"]), row["k"]))
-        connection.execute(
-            "INSERT OR IGNORE INTO card_slots (slot, activity_id, updated_at)"
-            " SELECT 'ocmw:' || reference, ocmw_card_activity_id, COALESCE(sent_at, queued_at) FROM referrals"
-            " WHERE ocmw_card_activity_id IS NOT NULL"
-        )
 
 
 def upgrade_reference(stored: str) -> str:
@@ -353,29 +443,19 @@ def upgrade_reference(stored: str) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-@contextlib.contextmanager
-def transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """All statements inside commit together or not at all; nests (SAVEPOINTs)."""
-    name = f"sp_{secrets.token_hex(6)}"
-    connection.execute(f"SAVEPOINT {name}")
-    try:
-        yield
-    except BaseException:
-        connection.execute(f"ROLLBACK TO {name}")
-        connection.execute(f"RELEASE {name}")
-        truncate_wal(connection)
-        raise
-    connection.execute(f"RELEASE {name}")
-    truncate_wal(connection)  # a wipe inside is committed now (a no-op unless one happened)
-
-
 def to_text(moment: dt.datetime) -> str:
-    """A timezone-aware time as sortable UTC text."""
+    """A timezone-aware time as sortable UTC text (the same in both engines)."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime")
     return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def from_text(text: str) -> dt.datetime:
+def from_text(text_value: str) -> dt.datetime:
     """The inverse of `to_text`."""
-    return dt.datetime.fromisoformat(text)
+    return dt.datetime.fromisoformat(text_value)
+
+
+def placeholders(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`:p0, :p1, ...` and their values, for an INSERT whose columns are this module's constants."""
+    names = [f"{prefix}{index}" for index in range(len(values))]
+    return ", ".join(f":{name}" for name in names), dict(zip(names, values, strict=True))

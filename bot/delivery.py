@@ -16,15 +16,14 @@ import email
 import email.policy
 import logging
 import random
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import cards
 from bot.chat_messages import MessageContent
 from bot.clock import Clock
-from bot.database import transaction
+from bot.database import Database
 from bot.mail_transport import MailDeliveryError, MailTransport
 from bot.message_outbox import MessageOutbox
 from bot.outbox import Outbox, OutboxItem
@@ -65,7 +64,7 @@ class DeliveryWorker:
     def __init__(
         self,
         *,
-        connection: sqlite3.Connection,
+        db: Database,
         outbox: Outbox,
         transport: MailTransport,
         referrals: ReferralStore,
@@ -75,11 +74,11 @@ class DeliveryWorker:
         clock: Clock,
         timezone: ZoneInfo,
         policy: RetryPolicy,
-        after_delivery: Callable[[SentReferral, dt.datetime], None] | None = None,
+        after_delivery: Callable[[SentReferral, dt.datetime], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """`after_delivery` runs inside the delivery's transaction (it queues the OCMW's card)."""
-        self._db = connection
+        self._db = db
         self._after_delivery = after_delivery
         self._outbox = outbox
         self._transport = transport
@@ -105,7 +104,7 @@ class DeliveryWorker:
         """One pass over what is due now; returns how many rows were tried."""
         tried = 0
         while True:
-            items = self._outbox.claim_due(self._clock.now(), self._policy.lease)
+            items = await self._outbox.claim_due(self._clock.now(), self._policy.lease)
             if not items:
                 return tried
             for item in items:
@@ -113,7 +112,7 @@ class DeliveryWorker:
                 tried += 1
 
     async def _deliver(self, item: OutboxItem) -> None:
-        ended = self._protocol_ended(item)
+        ended = await self._protocol_ended(item)
         if ended is not None:
             await self._handle_failure(item, MailDeliveryError(ended, transient=False))
             return
@@ -128,26 +127,26 @@ class DeliveryWorker:
             await self._handle_failure(item, error)
             return
         now = self._clock.now()
-        with transaction(self._db):
-            self._outbox.mark_delivered(item.message_id, now)
-            referral = self._referrals.by_message_id(item.message_id)
+        async with self._db.transaction():
+            await self._outbox.mark_delivered(item.message_id, now)
+            referral = await self._referrals.by_message_id(item.message_id)
             if referral is None:  # not a referral's mail (a breach report to the DPOs): nothing more to do
                 logger.info("mail delivered", extra={"reference": item.reference})
                 return
-            referral = self._referrals.transition(referral.reference, ReferralState.SENT, sent_at=now)
-            self._append_delivered(referral, f"attempt {item.attempts}")
-            self._tell_referrer(referral, delivered_at=now)
+            referral = await self._referrals.transition(referral.reference, ReferralState.SENT, sent_at=now)
+            await self._append_delivered(referral, f"attempt {item.attempts}")
+            await self._tell_referrer(referral, delivered_at=now)
             if self._after_delivery is not None:
-                self._after_delivery(referral, now)
+                await self._after_delivery(referral, now)
         logger.info("referral delivered", extra={"reference": referral.reference})
 
-    def _protocol_ended(self, item: OutboxItem) -> str | None:
+    async def _protocol_ended(self, item: OutboxItem) -> str | None:
         """Why the mail may not leave any more (its protocol ended while it waited), or None.
 
         The transfer happens when the mail leaves, so a mail queued on the protocol's last day and
         still waiting the next day (a mail server down) is not sent: the referrer is told.
         """
-        referral = self._referrals.by_message_id(item.message_id)
+        referral = await self._referrals.by_message_id(item.message_id)
         if referral is None:
             return None
         today = self._clock.now().astimezone(self._tz).date()
@@ -161,7 +160,7 @@ class DeliveryWorker:
         give_up_at = item.queued_at + self._policy.horizon
         if error.transient and now < give_up_at:
             next_at = min(now + self._policy.delay(item.attempts, error.retry_after, self._rng), give_up_at)
-            self._outbox.reschedule(item.message_id, next_at, error.reason)
+            await self._outbox.reschedule(item.message_id, next_at, error.reason)
             logger.warning(
                 "mail not delivered yet (%s), retrying at %s (attempt %d)",
                 error.reason,
@@ -172,16 +171,16 @@ class DeliveryWorker:
             return
         reason = error.reason if not error.transient else f"gave up after {item.attempts} attempts: {error.reason}"
         logger.error("mail NOT delivered: %s", reason, extra={"reference": item.reference})
-        with transaction(self._db):
-            self._outbox.mark_failed(item.message_id, now, reason)
-            referral = self._referrals.by_message_id(item.message_id)
+        async with self._db.transaction():
+            await self._outbox.mark_failed(item.message_id, now, reason)
+            referral = await self._referrals.by_message_id(item.message_id)
             if referral is None:
                 return
-            referral = self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)
-            self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)
-            self._tell_referrer(referral, delivered_at=None)
+            referral = await self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)
+            await self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)
+            await self._tell_referrer(referral, delivered_at=None)
 
-    def _append(
+    async def _append(
         self,
         referral: SentReferral,
         event: RegisterEvent,
@@ -192,7 +191,7 @@ class DeliveryWorker:
         consent_version: str = "",
     ) -> None:
         """The bot's delivery worker acted, on the referrer's behalf: both are named."""
-        self._register.append(
+        await self._register.append(
             at=self._clock.now(),
             event=event,
             actor_id=DELIVERY_ACTOR_ID,
@@ -205,7 +204,7 @@ class DeliveryWorker:
             consent_version=consent_version,
         )
 
-    def _append_delivered(self, referral: SentReferral, detail: str) -> None:
+    async def _append_delivered(self, referral: SentReferral, detail: str) -> None:
         """The transfer itself: the categories and addressee recorded when it was queued (no client data here).
 
         A referral queued by a version that did not record them yet: a correction carried its item;
@@ -222,10 +221,10 @@ class DeliveryWorker:
         protocol = self._registry.get(referral.protocol_id)
         recipient = referral.recipient or (recipient_of(protocol) if protocol is not None
                                            else self._registry.recipient_name(referral.protocol_id))
-        self._append(referral, RegisterEvent.DELIVERED, detail, data_categories=categories,
+        await self._append(referral, RegisterEvent.DELIVERED, detail, data_categories=categories,
                      recipient=recipient, consent_version=referral.consent_version)
 
-    def _tell_referrer(self, referral: SentReferral, *, delivered_at: dt.datetime | None) -> None:
+    async def _tell_referrer(self, referral: SentReferral, *, delivered_at: dt.datetime | None) -> None:
         """Queue the referrer's card, updated in place, and a short message (inside the caller's transaction)."""
         lang = cards.language_for(referral.lang)
         protocol = self._registry.get(referral.protocol_id)
@@ -241,7 +240,7 @@ class DeliveryWorker:
             text = cards.text(lang, "delivery_failed", reference=referral.reference, recipient=recipient)
         now = self._clock.now()
         if referral.card_activity_id:
-            self._messages.update(referral.conversation_ref, MessageContent(card=card), now=now,
+            await self._messages.update(referral.conversation_ref, MessageContent(card=card), now=now,
                                   activity_id=referral.card_activity_id, reference=referral.reference)
-        self._messages.post(referral.conversation_ref, MessageContent(text=text), now=now,
+        await self._messages.post(referral.conversation_ref, MessageContent(text=text), now=now,
                             reference=referral.reference)

@@ -239,9 +239,10 @@ class ReferralDialogue:
             return allowed
         protocols = [entry.protocol for entry in allowed]
         now = self._clock.now()
-        draft = self._drafts.create(actor.user_id, actor.conversation_id, now, self._today())
-        self._record(draft, actor, RegisterEvent.REFERRAL_STARTED, protocols[0].id if len(protocols) == 1 else "-",
-                     detail=f"protocols in force that list this referrer: {', '.join(p.id for p in protocols)}")
+        draft = await self._drafts.create(actor.user_id, actor.conversation_id, now, self._today())
+        await self._record(draft, actor, RegisterEvent.REFERRAL_STARTED,
+                           protocols[0].id if len(protocols) == 1 else "-",
+                           detail=f"protocols in force that list this referrer: {', '.join(p.id for p in protocols)}")
         logger.info("referral started", extra={"reference": draft.reference, "draft_id": draft.id})
         return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=())
 
@@ -258,7 +259,7 @@ class ReferralDialogue:
         draft_id = data.get("draftId")
         if not isinstance(draft_id, str) or not draft_id or len(draft_id) > 64:
             return cards.problem_card(actor.lang, "malformed_action")
-        draft = self._drafts.get(draft_id)
+        draft = await self._drafts.get(draft_id)
         if draft is None:
             return cards.problem_card(actor.lang, "draft_unknown")
         if draft.owner_id != actor.user_id:
@@ -270,9 +271,9 @@ class ReferralDialogue:
             return cards.problem_card(actor.lang, "draft_foreign")
         now = self._clock.now()
         if actor.card_activity_id and actor.conversation_ref and draft.state not in TERMINAL_STATES:
-            self._drafts.remember_card(draft.id, actor.conversation_ref, actor.card_activity_id, actor.lang)
+            await self._drafts.remember_card(draft.id, actor.conversation_ref, actor.card_activity_id, actor.lang)
         if draft.state not in TERMINAL_STATES and self._drafts.is_expired(draft, now):
-            self._drafts.close(draft, DraftState.EXPIRED, now)
+            await self._drafts.close(draft, DraftState.EXPIRED, now)
             draft = Draft(**{**draft.__dict__, "state": DraftState.EXPIRED})
         if transition is None:  # "Terug" from the cancel confirmation
             return await self._step_card(actor, draft)
@@ -324,27 +325,27 @@ class ReferralDialogue:
         protocol = chosen.protocol
         now = self._clock.now()
         consent = ConsentRecord(True, True, True, True, True, confirmed_at=now, text_version=version)
-        updated = self._drafts.advance(draft, DraftState.DETAILS, now, protocol_id=protocol.id, consent=consent,
+        updated = await self._drafts.advance(draft, DraftState.DETAILS, now, protocol_id=protocol.id, consent=consent,
                                        sender_team=chosen.team)
         if updated is None:
-            return self._current_card(actor, draft.id)
-        self._record(updated, actor, RegisterEvent.CONSENT_CONFIRMED, protocol.id,
+            return await self._current_card(actor, draft.id)
+        await self._record(updated, actor, RegisterEvent.CONSENT_CONFIRMED, protocol.id,
                      detail="informed: data, recipient, purpose, follow-up; consent given; "
                             f"consent text version {version}",
                      consent_version=consent.text_version)
         return self._details_card(actor, updated, protocol, values={}, errors={})
 
     async def _details(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
-        protocol = self._protocol_in_force(actor, draft)
+        protocol = await self._protocol_in_force(actor, draft)
         if isinstance(protocol, dict):
             return protocol
         result = validate_details(data, protocol)
         if result.details is None:
             logger.info("data card refused", extra={"draft_id": draft.id, "fields": sorted(result.errors)})
             return self._details_card(actor, draft, protocol, values=result.typed, errors=result.errors)
-        updated = self._drafts.advance(draft, DraftState.REVIEW, self._clock.now(), details=result.details)
+        updated = await self._drafts.advance(draft, DraftState.REVIEW, self._clock.now(), details=result.details)
         if updated is None:
-            return self._current_card(actor, draft.id)
+            return await self._current_card(actor, draft.id)
         return cards.review_card(
             actor.lang,
             draft_id=draft.id,
@@ -354,17 +355,17 @@ class ReferralDialogue:
         )
 
     async def _edit(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
-        protocol = self._protocol_in_force(actor, draft)
+        protocol = await self._protocol_in_force(actor, draft)
         if isinstance(protocol, dict):
             return protocol
-        updated = self._drafts.advance(draft, DraftState.DETAILS, self._clock.now())
+        updated = await self._drafts.advance(draft, DraftState.DETAILS, self._clock.now())
         if updated is None:
-            return self._current_card(actor, draft.id)
+            return await self._current_card(actor, draft.id)
         values = {} if draft.details is None else details_as_typed(draft.details)
         return self._details_card(actor, updated, protocol, values=values, errors={})
 
     async def _send(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
-        protocol = self._protocol_in_force(actor, draft)
+        protocol = await self._protocol_in_force(actor, draft)
         if isinstance(protocol, dict):
             return protocol
         if draft.details is None or draft.consent is None or not draft.consent.complete:
@@ -378,9 +379,9 @@ class ReferralDialogue:
         if not isinstance(team, str):
             return team
         now = self._clock.now()
-        claimed = self._drafts.advance(draft, DraftState.SENDING, now)
+        claimed = await self._drafts.advance(draft, DraftState.SENDING, now)
         if claimed is None:  # a second click while the first is being handled
-            return self._current_card(actor, draft.id)
+            return await self._current_card(actor, draft.id)
         referrer = Referrer(user_id=actor.user_id, display_name=actor.display_name)
         origin = Origin(
             conversation_id=actor.conversation_id,
@@ -391,7 +392,7 @@ class ReferralDialogue:
         try:
             queued = await self._sender.queue(claimed, protocol.sent_by(team), referrer, origin)
         except SendFailure as failure:
-            self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
+            await self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
             logger.warning("referral not queued: %s", failure.reason, extra={"reference": claimed.reference})
             problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
             return cards.problem_card(actor.lang, problem, reference=claimed.reference, draft_id=claimed.id)
@@ -399,7 +400,7 @@ class ReferralDialogue:
             # Anything else (a full disk, a protocol value a mail header refuses, a bug): nothing was
             # committed, so the draft goes back to review and the user can send again. The message of
             # such an error may quote what it choked on, which may be client data: frames only.
-            self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
+            await self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
             logger.error("referral not queued: unexpected %s\n%s", type(error).__name__,
                          "".join(traceback.format_tb(error.__traceback__)), extra={"reference": claimed.reference})
             return cards.problem_card(actor.lang, "send_failed", reference=claimed.reference, draft_id=claimed.id)
@@ -418,10 +419,10 @@ class ReferralDialogue:
         if filled_in and not cards.is_confirmed(data):  # the data card may hold typed values: ask once more
             return cards.confirm_card(actor.lang, "cancel_referral", reference=draft.reference,
                                       verb="referral.cancel", data={"draftId": draft.id}, back={"draftId": draft.id})
-        if not self._drafts.close(draft, DraftState.CANCELLED, self._clock.now()):
-            return self._current_card(actor, draft.id)
+        if not (await self._drafts.close(draft, DraftState.CANCELLED, self._clock.now())):
+            return await self._current_card(actor, draft.id)
         if draft.protocol_id is not None:
-            self._record(draft, actor, RegisterEvent.CANCELLED, draft.protocol_id)
+            await self._record(draft, actor, RegisterEvent.CANCELLED, draft.protocol_id)
         logger.info("referral cancelled", extra={"reference": draft.reference})
         return cards.cancelled_card(actor.lang, reference=draft.reference)
 
@@ -472,15 +473,15 @@ class ReferralDialogue:
             return cards.problem_card(actor.lang, "membership_unavailable", draft_id=draft.id)
         if team is not None:
             return team
-        if not self._drafts.close(draft, DraftState.CANCELLED, self._clock.now()):
-            return self._current_card(actor, draft.id)
-        self._record(draft, actor, RegisterEvent.CANCELLED, protocol.id,
+        if not (await self._drafts.close(draft, DraftState.CANCELLED, self._clock.now())):
+            return await self._current_card(actor, draft.id)
+        await self._record(draft, actor, RegisterEvent.CANCELLED, protocol.id,
                      detail=f"referrer no longer listed for '{draft.sender_team or '-'}': nothing sent, data wiped")
         logger.warning("referral stopped at send: the referrer is no longer listed",
                        extra={"reference": draft.reference, "protocol_id": protocol.id, "user_id": actor.user_id[:64]})
         return cards.problem_card(actor.lang, "no_longer_listed", ocmw=protocol.recipient.organisation)
 
-    def _protocol_in_force(self, actor: Actor, draft: Draft) -> DataSharingProtocol | Card:
+    async def _protocol_in_force(self, actor: Actor, draft: Draft) -> DataSharingProtocol | Card:
         """The draft's protocol if it is still in force today; else the draft is wiped and a card says so.
 
         A protocol can end (its file's `ends_on` passed, or the file was removed) while a referral is
@@ -492,19 +493,19 @@ class ReferralDialogue:
         protocol = self._registry.get(draft.protocol_id)
         if protocol is not None and protocol.in_force_on(self._today()):
             return protocol
-        if not self._drafts.close(draft, DraftState.CANCELLED, self._clock.now()):
-            return self._current_card(actor, draft.id)
-        self._record(draft, actor, RegisterEvent.CANCELLED, draft.protocol_id,
+        if not (await self._drafts.close(draft, DraftState.CANCELLED, self._clock.now())):
+            return await self._current_card(actor, draft.id)
+        await self._record(draft, actor, RegisterEvent.CANCELLED, draft.protocol_id,
                      detail=f"protocol not in force on {self._today().isoformat()}: nothing sent, data wiped")
         logger.info("referral stopped: its protocol is no longer in force",
                     extra={"reference": draft.reference, "protocol_id": draft.protocol_id})
         return cards.problem_card(actor.lang, "protocol_ended", ocmw=self._registry.recipient_name(draft.protocol_id))
 
-    def _record(
+    async def _record(
         self, draft: Draft, actor: Actor, event: RegisterEvent, protocol_id: str, detail: str = "",
         consent_version: str = "",
     ) -> None:
-        self._register.append(
+        await self._register.append(
             at=self._clock.now(),
             event=event,
             actor_id=actor.user_id,
@@ -557,9 +558,9 @@ class ReferralDialogue:
             errors=errors,
         )
 
-    def _current_card(self, actor: Actor, draft_id: str) -> Card:
+    async def _current_card(self, actor: Actor, draft_id: str) -> Card:
         """After a lost race: say what state the draft is in now."""
-        draft = self._drafts.get(draft_id)
+        draft = await self._drafts.get(draft_id)
         if draft is None:
             return cards.problem_card(actor.lang, "draft_unknown")
         return self._not_possible_card(actor, draft)

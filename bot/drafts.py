@@ -13,13 +13,14 @@ import datetime as dt
 import json
 import logging
 import secrets
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bot.database import from_text, note_wipe, to_text, transaction
+from sqlalchemy.engine import RowMapping
+
+from bot.database import Database, from_text, to_text
 from bot.draft_cipher import DraftCipher, DraftCipherError
 from bot.reference import new_reference
 from bot.referral import UNVERSIONED_CONSENT_TEXT, ClientDetails, ConsentRecord
@@ -80,15 +81,19 @@ class InterruptedSend:
     lang: str
 
 
-class DraftStore:
-    """Drafts in SQLite; every state change is a compare-and-set, so a double click sends once."""
+#: The states of a draft still in progress (the sweep wipes them once idle).
+_OPEN_STATES = (DraftState.CONSENT, DraftState.DETAILS, DraftState.REVIEW, DraftState.SENDING)
 
-    def __init__(self, connection: sqlite3.Connection, cipher: DraftCipher, ttl: dt.timedelta) -> None:
-        self._db = connection
+
+class DraftStore:
+    """Drafts in the database; every state change is a compare-and-set, so a double click sends once."""
+
+    def __init__(self, db: Database, cipher: DraftCipher, ttl: dt.timedelta) -> None:
+        self._db = db
         self._cipher = cipher
         self.ttl = ttl
 
-    def create(self, owner_id: str, conversation_id: str, now: dt.datetime, today: dt.date) -> Draft:
+    async def create(self, owner_id: str, conversation_id: str, now: dt.datetime, today: dt.date) -> Draft:
         """A new draft at the consent step, with its reference (dated `today`) fixed from the start."""
         for _ in range(_REFERENCE_ATTEMPTS):
             draft = Draft(
@@ -100,28 +105,27 @@ class DraftStore:
                 updated_at=now,
                 reference=new_reference(today),
             )
-            try:
-                self._db.execute(
-                    "INSERT INTO drafts (id, owner_id, conversation_id, state, reference, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (draft.id, owner_id, conversation_id, draft.state.value, draft.reference, to_text(now),
-                     to_text(now)),
-                )
-            except sqlite3.IntegrityError:
-                continue  # the same reference twice in a day: draw again
-            return draft
+            inserted = await self._db.execute(
+                "INSERT INTO drafts (id, owner_id, conversation_id, state, reference, created_at, updated_at)"
+                " VALUES (:id, :owner, :conversation, :state, :reference, :now, :now) ON CONFLICT DO NOTHING",
+                {"id": draft.id, "owner": owner_id, "conversation": conversation_id, "state": draft.state.value,
+                 "reference": draft.reference, "now": to_text(now)},
+            )
+            if inserted.rowcount == 1:
+                return draft
+            # the same reference twice in a day: draw again
         raise RuntimeError("could not draw a unique reference")
 
-    def get(self, draft_id: str) -> Draft | None:
+    async def get(self, draft_id: str) -> Draft | None:
         """The draft with this id, its data unsealed, or None."""
-        row = self._db.execute("SELECT * FROM drafts WHERE id = ?", (draft_id,)).fetchone()
+        row = await self._db.fetch_one("SELECT * FROM drafts WHERE id = :id", {"id": draft_id})
         return None if row is None else self._from_row(row)
 
     def is_expired(self, draft: Draft, now: dt.datetime) -> bool:
         """True when the draft was left untouched for longer than the time-to-live."""
         return now - draft.updated_at > self.ttl
 
-    def advance(self, draft: Draft, new_state: DraftState, now: dt.datetime, **changes: Any) -> Draft | None:
+    async def advance(self, draft: Draft, new_state: DraftState, now: dt.datetime, **changes: Any) -> Draft | None:
         """Move `draft` to `new_state` with `changes` if nobody changed it since it was read.
 
         Returns the updated draft, or None when another request got there first.
@@ -131,94 +135,94 @@ class DraftStore:
         if updated.details is not None:
             sealed = self._cipher.seal(draft.id, json.dumps(dataclasses.asdict(updated.details)).encode("utf-8"))
         consent = None if updated.consent is None else _consent_to_json(updated.consent)
-        cursor = self._db.execute(
-            "UPDATE drafts SET state = ?, protocol_id = ?, consent_json = ?, sealed_details = ?,"
-            " reference = ?, sender_team = ?, updated_at = ? WHERE id = ? AND state = ? AND updated_at = ?",
-            (
-                new_state.value,
-                updated.protocol_id,
-                consent,
-                sealed,
-                updated.reference,
-                updated.sender_team,
-                to_text(now),
-                draft.id,
-                draft.state.value,
-                to_text(draft.updated_at),
-            ),
+        cursor = await self._db.execute(
+            "UPDATE drafts SET state = :state, protocol_id = :protocol, consent_json = :consent,"
+            " sealed_details = :sealed, reference = :reference, sender_team = :team, updated_at = :now"
+            " WHERE id = :id AND state = :was_state AND updated_at = :was_updated",
+            {
+                "state": new_state.value,
+                "protocol": updated.protocol_id,
+                "consent": consent,
+                "sealed": sealed,
+                "reference": updated.reference,
+                "team": updated.sender_team,
+                "now": to_text(now),
+                "id": draft.id,
+                "was_state": draft.state.value,
+                "was_updated": to_text(draft.updated_at),
+            },
         )
         return updated if cursor.rowcount == 1 else None
 
-    def close(self, draft: Draft, final_state: DraftState, now: dt.datetime) -> bool:
+    async def close(self, draft: Draft, final_state: DraftState, now: dt.datetime) -> bool:
         """Wipe the client data and leave a tombstone in `final_state` (sent or cancelled).
 
         The WAL is emptied of the old page versions once the wipe is committed (`note_wipe`).
         """
-        cursor = self._db.execute(
-            "UPDATE drafts SET state = ?, sealed_details = NULL, consent_json = NULL,"
-            " updated_at = ? WHERE id = ? AND state = ?",
-            (final_state.value, to_text(now), draft.id, draft.state.value),
-        )
-        if cursor.rowcount != 1:
-            return False
-        note_wipe(self._db)
+        async with self._db.transaction():
+            cursor = await self._db.execute(
+                "UPDATE drafts SET state = :state, sealed_details = NULL, consent_json = NULL,"
+                " updated_at = :now WHERE id = :id AND state = :was_state",
+                {"state": final_state.value, "now": to_text(now), "id": draft.id, "was_state": draft.state.value},
+            )
+            if cursor.rowcount != 1:
+                return False
+            self._db.note_wipe()
         return True
 
-    def release_interrupted_sends(self, now: dt.datetime, idle_for: dt.timedelta) -> list[InterruptedSend]:
+    async def release_interrupted_sends(self, now: dt.datetime, idle_for: dt.timedelta) -> list[InterruptedSend]:
         """Drafts left `sending` for longer than `idle_for` (the process died mid-send) go back to review.
 
         Nothing of theirs was committed (the package, the referral and the wipe commit together), so
         the data is still there and pressing "Verstuur" again sends them. Call inside a transaction
         with whatever tells the users. Returns the drafts released, with where their card is.
         """
-        cutoff = to_text(now - idle_for)
-        rows = self._db.execute(
-            "SELECT id, reference, conversation_ref, card_activity_id, lang FROM drafts WHERE state = ?"
-            " AND updated_at <= ?",
-            (DraftState.SENDING.value, cutoff),
-        ).fetchall()
-        self._db.execute(
-            "UPDATE drafts SET state = ?, updated_at = ? WHERE state = ? AND updated_at <= ?",
-            (DraftState.REVIEW.value, to_text(now), DraftState.SENDING.value, cutoff),
+        rows = await self._db.fetch_all(
+            "UPDATE drafts SET state = :review, updated_at = :now WHERE state = :sending AND updated_at <= :cutoff"
+            " RETURNING reference, conversation_ref, lang",
+            {"review": DraftState.REVIEW.value, "now": to_text(now), "sending": DraftState.SENDING.value,
+             "cutoff": to_text(now - idle_for)},
         )
         return [InterruptedSend(str(row["reference"]), row["conversation_ref"], row["lang"] or "nl") for row in rows]
 
-    def remember_card(self, draft_id: str, conversation_ref: str, card_activity_id: str, lang: str) -> None:
+    async def remember_card(self, draft_id: str, conversation_ref: str, card_activity_id: str, lang: str) -> None:
         """Where the draft's card is shown, so an expired draft's card can be blanked in the chat."""
-        self._db.execute(
-            "UPDATE drafts SET conversation_ref = ?, card_activity_id = ?, lang = ? WHERE id = ?",
-            (conversation_ref, card_activity_id, lang, draft_id),
+        await self._db.execute(
+            "UPDATE drafts SET conversation_ref = :ref, card_activity_id = :activity, lang = :lang WHERE id = :id",
+            {"ref": conversation_ref, "activity": card_activity_id, "lang": lang, "id": draft_id},
         )
 
-    def sweep(self, now: dt.datetime, replace_card: Callable[[ShownCard], None]) -> list[ShownCard]:
+    async def sweep(self, now: dt.datetime, replace_card: Callable[[ShownCard], Awaitable[None]]) -> list[ShownCard]:
         """Wipe drafts idle past the time-to-live (and empty the WAL); the tombstones stay for `bot.retention`.
 
         The chat may still show a wiped draft's review card with the client's data: `replace_card`
         is called for each such card inside the same transaction (it queues the replacement), so
         the wipe and the promise to blank the card commit together. Returns those cards.
         """
-        open_states = [state.value for state in (DraftState.CONSENT, DraftState.DETAILS, DraftState.REVIEW,
-                                                 DraftState.SENDING)]
-        cutoff = to_text(now - self.ttl)
-        with transaction(self._db):
-            rows = self._db.execute(
-                "SELECT conversation_ref, card_activity_id, lang FROM drafts WHERE state IN (?, ?, ?, ?)"
-                " AND updated_at < ? AND card_activity_id IS NOT NULL",
-                (*open_states, cutoff),
-            ).fetchall()
-            wiped = self._db.execute(
-                "UPDATE drafts SET state = ?, sealed_details = NULL, consent_json = NULL, updated_at = ?,"
-                " conversation_ref = NULL, card_activity_id = NULL WHERE state IN (?, ?, ?, ?) AND updated_at < ?",
-                (DraftState.EXPIRED.value, to_text(now), *open_states, cutoff),
+        open_states = [state.value for state in _OPEN_STATES]
+        async with self._db.transaction():
+            idle = await self._db.fetch_all(
+                "SELECT id, conversation_ref, card_activity_id, lang FROM drafts"  # noqa: S608  # nosec B608  # + a constant clause
+                " WHERE state IN :open AND updated_at < :cutoff" + self._db.skip_locked,
+                {"open": open_states, "cutoff": to_text(now - self.ttl)},
             )
-            if wiped.rowcount:
-                note_wipe(self._db)  # the WAL is truncated when this transaction commits
-            shown = [ShownCard(row["conversation_ref"], row["card_activity_id"], row["lang"] or "nl") for row in rows]
+            if not idle:
+                return []
+            await self._db.execute(
+                "UPDATE drafts SET state = :expired, sealed_details = NULL, consent_json = NULL, updated_at = :now,"
+                " conversation_ref = NULL, card_activity_id = NULL"
+                " WHERE id IN :ids AND state IN :open AND updated_at < :cutoff",
+                {"expired": DraftState.EXPIRED.value, "now": to_text(now), "ids": [row["id"] for row in idle],
+                 "open": open_states, "cutoff": to_text(now - self.ttl)},
+            )
+            self._db.note_wipe()  # the WAL is truncated when this transaction commits
+            shown = [ShownCard(row["conversation_ref"], row["card_activity_id"], row["lang"] or "nl")
+                     for row in idle if row["card_activity_id"] is not None]
             for card in shown:
-                replace_card(card)
+                await replace_card(card)
         return shown
 
-    def _from_row(self, row: sqlite3.Row) -> Draft:
+    def _from_row(self, row: RowMapping) -> Draft:
         details = None
         state = DraftState(row["state"])
         if row["sealed_details"] is not None:

@@ -166,7 +166,14 @@ def configure_logging(level: str, *, json_lines: bool = False) -> None:
 #: The Agents SDK logs every connector call at INFO (ids and URLs, per message), and the activity
 #: model logs a refused request's field values in full (which could be anything a caller typed):
 #: the bot's route already logs a refusal by its reason only.
+#: SQLAlchemy logs every statement at INFO (its parameters hidden by `hide_parameters`, but the
+#: statements and pool chatter are noise per request); Alembic says each revision it applies, which
+#: `bot.schema_migration` reports itself.
 QUIET_LIBRARY_LOGGERS: dict[str, int] = {
     "microsoft_agents": logging.WARNING,
     "microsoft_agents.activity": logging.CRITICAL,
+    "sqlalchemy": logging.WARNING,
+    "aiosqlite": logging.WARNING,
+    "asyncpg": logging.WARNING,
+    "alembic": logging.WARNING,
 }

@@ -63,7 +63,7 @@ class MessageDeliveryWorker:
         """Send everything due now, conversations in parallel; returns how many sends were tried."""
         tried = 0
         while True:
-            messages = self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel)
+            messages = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel)
             if not messages:
                 return tried
             await asyncio.gather(*(self._send(message) for message in messages))
@@ -72,21 +72,21 @@ class MessageDeliveryWorker:
     async def _send(self, message: QueuedMessage) -> None:
         target = message.activity_id
         if message.action == MessageAction.UPDATE and target is None and message.slot is not None:
-            target = self._outbox.slot_activity_id(message.slot)
+            target = await self._outbox.slot_activity_id(message.slot)
         try:
             async with asyncio.timeout(self._policy.lease.total_seconds() * SEND_SHARE_OF_LEASE):
                 activity_id = await self._deliver(message, target)
         except ChatSendError as error:
-            self._not_sent(message, error)
+            await self._not_sent(message, error)
             return
         except TimeoutError:
-            self._not_sent(message, ChatSendError("no answer within the lease"))
+            await self._not_sent(message, ChatSendError("no answer within the lease"))
             return
         except Exception:
             logger.exception("Teams message send failed unexpectedly", extra=_log_fields(message))
-            self._not_sent(message, ChatSendError("unexpected error"))
+            await self._not_sent(message, ChatSendError("unexpected error"))
             return
-        self._outbox.mark_sent(message.id, self._clock.now(), slot=message.slot, activity_id=activity_id)
+        await self._outbox.mark_sent(message.id, self._clock.now(), slot=message.slot, activity_id=activity_id)
 
     async def _deliver(self, message: QueuedMessage, target: str | None) -> str | None:
         """Post or edit; returns the id of the message now showing it.
@@ -98,22 +98,22 @@ class MessageDeliveryWorker:
             return target
         return await self._sender.post(message.conversation_ref, message.content)
 
-    def _not_sent(self, message: QueuedMessage, error: ChatSendError) -> None:
+    async def _not_sent(self, message: QueuedMessage, error: ChatSendError) -> None:
         now = self._clock.now()
         if message.action == MessageAction.UPDATE and error.message_gone:
             logger.info("card to edit is gone; posting it afresh", extra=_log_fields(message))
-            self._outbox.repost(message.id, now)
+            await self._outbox.repost(message.id, now)
             return
         give_up_at = message.queued_at + self._policy.retry.horizon
         if error.transient and now < give_up_at:
             next_at = min(now + self._policy.retry.delay(message.attempts, error.retry_after, self._rng), give_up_at)
-            self._outbox.reschedule(message.id, next_at, _describe(error))
+            await self._outbox.reschedule(message.id, next_at, _describe(error))
             logger.warning("Teams message not accepted yet (%s), retrying at %s (attempt %d)", _describe(error),
                            next_at.isoformat(timespec="seconds"), message.attempts, extra=_log_fields(message))
             return
         reason = _describe(error) if not error.transient else f"gave up after {message.attempts} attempts: " \
             f"{_describe(error)}"
-        self._outbox.mark_failed(message.id, now, reason)
+        await self._outbox.mark_failed(message.id, now, reason)
         logger.error("Teams message NOT delivered: %s", reason, extra=_log_fields(message))
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import sqlite3
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
@@ -22,10 +20,11 @@ from bot.access import OcmwChannelPolicy
 from bot.chat_messages import MessageContent
 from bot.clock import Clock
 from bot.corrections import CorrectionService
-from bot.database import to_text, transaction
+from bot.database import Database
 from bot.dialogue import Actor, Answer, Banner, Card, Reply
 from bot.message_outbox import MessageOutbox
 from bot.ocmw_links import OcmwLink, OcmwLinks, base_conversation_id, display_code
+from bot.outbox import Outbox
 from bot.protocols import ProtocolRegistry
 from bot.reference import is_reference
 from bot.referrals import (
@@ -38,6 +37,7 @@ from bot.referrals import (
     ReferralStore,
     SentReferral,
 )
+from bot.refusal_bursts import RefusalBursts
 from bot.register import ProcessingRegister, RegisterEvent
 
 logger = logging.getLogger(__name__)
@@ -49,112 +49,61 @@ OcmwState = Literal["sent", "received", "help_wanted", "no_help_wanted", "unreac
                     "consent_withdrawn"]
 
 
-@dataclass(frozen=True)
-class RefusedClick:
-    """One refused click as `RefusalBursts` counts it."""
-
-    clicks_in_burst: int  # this click's number in its burst, from 1
-    register: bool  # the first of a burst: write a register entry
-    only_counted_before: int  # clicks of the key's previous burst that got no entry of their own
-
-
-@dataclass
-class _Burst:
-    started: dt.datetime
-    clicks: int = 1
-
-
-class RefusalBursts:
-    """Refused OCMW clicks grouped into bursts, so an outsider clicking away cannot flood the register.
-
-    A burst is the refused clicks of one user on one verb of one referral from its first click until
-    `window` (10 minutes) later. The first click gets a register entry; the others are counted in
-    the log line only, and their number goes into the entry that opens the next burst of that user,
-    verb and referral. So every click is logged, and the register gets at most one entry per key per
-    window. Kept in memory (built by `create_app`): a restart starts new bursts, which can add an
-    entry but never hides a click; a count not yet carried into an entry is then only in the log.
-    """
-
-    def __init__(
-        self, window: dt.timedelta = dt.timedelta(minutes=10), keep: dt.timedelta = dt.timedelta(days=1)
-    ) -> None:
-        self._window = window
-        self._keep = keep
-        self._bursts: dict[tuple[str, str, str], _Burst] = {}
-
-    def click(self, user_id: str, reference: str, verb: str, now: dt.datetime) -> RefusedClick:
-        """Count one refused click at `now`."""
-        key = (user_id, reference, verb)
-        burst = self._bursts.get(key)
-        if burst is not None and now - burst.started < self._window:
-            burst.clicks += 1
-            return RefusedClick(clicks_in_burst=burst.clicks, register=False, only_counted_before=0)
-        self._forget_old(now)
-        self._bursts[key] = _Burst(started=now)
-        return RefusedClick(clicks_in_burst=1, register=True,
-                            only_counted_before=0 if burst is None else burst.clicks - 1)
-
-    def _forget_old(self, now: dt.datetime) -> None:
-        """Drop closed bursts with nothing to carry, and any older than `keep` (their count is in the log)."""
-        for key, burst in list(self._bursts.items()):
-            age = now - burst.started
-            if age >= self._keep or (age >= self._window and burst.clicks == 1):
-                del self._bursts[key]
-
-
 class OcmwService:
     """Everything the OCMW conversation can do, and the cards the bot posts there."""
 
     def __init__(
         self,
         *,
-        connection: sqlite3.Connection,
+        db: Database,
         links: OcmwLinks,
         referrals: ReferralStore,
         registry: ProtocolRegistry,
         register: ProcessingRegister,
         corrections: CorrectionService,
         messages: MessageOutbox,
+        outbox: Outbox,
         clock: Clock,
         timezone: ZoneInfo,
         channels: OcmwChannelPolicy,
         refusals: RefusalBursts,
-        after_deletion: Callable[[SentReferral], None] = lambda _: None,
+        after_deletion: Callable[[SentReferral], Awaitable[None]] | None = None,
     ) -> None:
         """`after_deletion` runs once a deletion is committed (the outbox folder's copies go)."""
         self._channels = channels
         self._refusals = refusals
         self._after_deletion = after_deletion
-        self._db = connection
+        self._db = db
         self._links = links
         self._referrals = referrals
         self._registry = registry
         self._register = register
         self._corrections = corrections
         self._messages = messages
+        self._outbox = outbox
         self._clock = clock
         self._tz = timezone
 
     # -- linking --------------------------------------------------------------------------------
 
-    def link_command(self, actor: Actor, code: str) -> Reply:
+    async def link_command(self, actor: Actor, code: str) -> Reply:
         """`koppel <code>`: link this conversation, or ask before replacing another one."""
         refusal = self._place_refusal(actor)
         if refusal is not None:
             return Reply(text=refusal)
         now = self._clock.now()
-        protocol_id = self._links.protocol_for_code(code, now)
+        protocol_id = await self._links.protocol_for_code(code, now)
         protocol = None if protocol_id is None else self._registry.get(protocol_id)
         if protocol is None:
             logger.warning("pairing code refused")
             return Reply(text=cards.text(actor.lang, "link_invalid"))
-        existing = self._links.for_protocol(protocol.id)
+        existing = await self._links.for_protocol(protocol.id)
         if existing is not None and existing.conversation_id == base_conversation_id(actor.conversation_id):
             return Reply(text=cards.text(actor.lang, "link_already_here", ocmw=protocol.recipient.organisation))
         if existing is not None:
             return Reply(card=cards.link_confirm_card(actor.lang, ocmw=protocol.recipient.organisation,
                                                       code=display_code(code)))
-        return Reply(text=self._link(actor, code, protocol.id))
+        return Reply(text=await self._link(actor, code, protocol.id))
 
     def _place_refusal(self, actor: Actor) -> str | None:
         """Why this conversation cannot be linked, or None: only a Teams channel of an allowed tenant.
@@ -170,7 +119,7 @@ class OcmwService:
             return cards.text(actor.lang, "link_tenant_not_allowed")
         return None
 
-    def _link(self, actor: Actor, code: str, protocol_id: str) -> str:
+    async def _link(self, actor: Actor, code: str, protocol_id: str) -> str:
         protocol = self._registry.get(protocol_id)
         now = self._clock.now()
         link = OcmwLink(
@@ -183,34 +132,34 @@ class OcmwService:
         )
         if protocol is None:
             return cards.text(actor.lang, "link_invalid")
-        with transaction(self._db):
-            if not self._links.link(code, link, now):
+        async with self._db.transaction():
+            if not (await self._links.link(code, link, now)):
                 return cards.text(actor.lang, "link_invalid")
-            self._register.append(at=now, event=RegisterEvent.LINK_CREATED, actor_id=actor.user_id,
+            await self._register.append(at=now, event=RegisterEvent.LINK_CREATED, actor_id=actor.user_id,
                                   actor_name=actor.display_name, protocol_id=protocol_id,
                                   detail=f"conversation {link.conversation_id[:80]}")
-            for referral in self._referrals.in_state(ReferralState.SENT):
-                if referral.protocol_id == protocol_id and not self._messages.has_slot(_card_slot(referral)):
-                    self.queue_referral_card(referral, now)
+            for referral in await self._referrals.in_state(ReferralState.SENT):
+                if referral.protocol_id == protocol_id and not (await self._messages.has_slot(_card_slot(referral))):
+                    await self.queue_referral_card(referral, now)
         logger.info("OCMW conversation linked", extra={"protocol_id": protocol_id})
         return cards.text(actor.lang, "link_done", ocmw=protocol.recipient.organisation)
 
     # -- delivery -------------------------------------------------------------------------------
 
-    def queue_referral_card(self, referral: SentReferral, now: dt.datetime) -> None:
+    async def queue_referral_card(self, referral: SentReferral, now: dt.datetime) -> None:
         """Queue the referral's card for the OCMW conversation, inside the caller's transaction.
 
         Called when the mail was accepted (in the delivery's own transaction) and, for referrals
         delivered before, when the conversation is linked.
         """
-        link = self._links.for_protocol(referral.protocol_id)
+        link = await self._links.for_protocol(referral.protocol_id)
         if link is None:
             logger.warning("no OCMW conversation linked yet; the card follows when it is",
                            extra={"reference": referral.reference, "protocol_id": referral.protocol_id})
             return
         card = cards.ocmw_referral_card(OCMW_CHANNEL_LANGUAGE, self._view(referral))
-        self._messages.post(link.conversation_ref, MessageContent(card=card), now=now, reference=referral.reference,
-                            slot=_card_slot(referral))
+        await self._messages.post(link.conversation_ref, MessageContent(card=card), now=now,
+                                  reference=referral.reference, slot=_card_slot(referral))
 
     # -- card actions ---------------------------------------------------------------------------
 
@@ -224,13 +173,14 @@ class OcmwService:
             if refusal is not None:
                 return cards.notice_card(actor.lang, refusal)
             code = data.get("code")
-            protocol_id = self._links.protocol_for_code(code, self._clock.now()) if isinstance(code, str) else None
+            protocol_id = None if not isinstance(code, str) else await self._links.protocol_for_code(
+                code, self._clock.now())
             if not isinstance(code, str) or protocol_id is None:
                 return cards.notice_card(actor.lang, cards.text(actor.lang, "link_invalid"))
-            return cards.notice_card(actor.lang, self._link(actor, code, protocol_id))
+            return cards.notice_card(actor.lang, await self._link(actor, code, protocol_id))
         if verb == "link.cancel":
             return cards.notice_card(actor.lang, cards.text(actor.lang, "link_cancelled"))
-        found = self._referral_for_ocmw(actor, verb, data)
+        found = await self._referral_for_ocmw(actor, verb, data)
         if not isinstance(found, SentReferral):
             return found
         handlers = {
@@ -253,19 +203,19 @@ class OcmwService:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         now = self._clock.now()
         try:
-            with transaction(self._db):
-                updated = self._referrals.transition(
+            async with self._db.transaction():
+                updated = await self._referrals.transition(
                     referral.reference, ReferralState.RECEIVED,
                     acknowledged_by_id=actor.user_id, acknowledged_by=actor.display_name, acknowledged_at=now,
                 )
-                self._record(actor, updated, RegisterEvent.ACKNOWLEDGED)
-                self._after_change(updated, cards.text(
+                await self._record(actor, updated, RegisterEvent.ACKNOWLEDGED)
+                await self._after_change(updated, cards.text(
                     cards.language_for(updated.lang), "ack_to_referrer", reference=updated.reference,
                     recipient=self._registry.recipient_name(updated.protocol_id),
                     name=cards.escape_markdown(actor.display_name), time=self._local(now),
                 ))
         except IllegalTransition:
-            return self._card(actor, self._fresh(referral), notice="already_acknowledged")
+            return self._card(actor, await self._fresh(referral), notice="already_acknowledged")
         return self._card(actor, updated)
 
     async def _outcome(self, actor: Actor, clicked: SentReferral, data: Mapping[str, Any]) -> Answer:
@@ -274,7 +224,7 @@ class OcmwService:
         target = OUTCOMES.get(outcome) if isinstance(outcome, str) else None
         if target is None:
             return _banner(actor, "outcome_invalid")
-        referral = self._family_root(clicked)
+        referral = await self._family_root(clicked)
         reached_after_all = referral.state == ReferralState.UNREACHABLE and target != ReferralState.UNREACHABLE
         if referral.outcome_at is not None and not reached_after_all:
             return self._card(actor, referral, notice="outcome_already_recorded")
@@ -286,18 +236,18 @@ class OcmwService:
                                                                      "outcome": str(outcome)},
                                       back={"reference": clicked.reference})
         try:
-            with transaction(self._db):
-                updated = self._referrals.transition(
+            async with self._db.transaction():
+                updated = await self._referrals.transition(
                     referral.reference, target,
                     outcome_by_id=actor.user_id, outcome_by=actor.display_name, outcome_at=self._clock.now(),
                 )
-                self._record(actor, updated, RegisterEvent.OUTCOME_RECORDED, detail=str(outcome))
-                self._after_change(updated, cards.text(
+                await self._record(actor, updated, RegisterEvent.OUTCOME_RECORDED, detail=str(outcome))
+                await self._after_change(updated, cards.text(
                     cards.language_for(updated.lang), f"outcome_to_referrer_{outcome}", reference=updated.reference,
                     recipient=self._registry.recipient_name(updated.protocol_id),
                 ))
-                for version in self._referrals.versions_of(updated.reference):
-                    self._update_for_everyone(version)
+                for version in await self._referrals.versions_of(updated.reference):
+                    await self._update_for_everyone(version)
         except IllegalTransition:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         return self._card(actor, updated)
@@ -310,10 +260,10 @@ class OcmwService:
         original referrer is told when it was someone else. A version still queued is not sent.
         """
         reference = data.get("reference")
-        found = self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
+        found = await self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
         if found is None:
             return _banner(actor, "referral_unknown", reference=str(reference)[:40])
-        referral = self._family_root(found)
+        referral = await self._family_root(found)
         if referral.state == ReferralState.CONSENT_WITHDRAWN:
             return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                             reference=referral.reference))
@@ -325,20 +275,20 @@ class OcmwService:
                                       verb="consent.withdraw", data={"reference": referral.reference},
                                       back={"reference": found.reference})
         if before_sending:
-            return self._withdraw_before_sending(actor, referral)
+            return await self._withdraw_before_sending(actor, referral)
         now = self._clock.now()
         marks = {"withdrawn_by_id": actor.user_id, "withdrawn_by": actor.display_name, "withdrawn_at": now}
         try:
-            with transaction(self._db):
-                updated = self._referrals.transition(referral.reference, ReferralState.CONSENT_WITHDRAWN, **marks)
-                self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN)
-                self._update_for_everyone(updated)
-                for version in self._referrals.versions_of(updated.reference):
-                    self._carry(actor, version, ReferralState.CONSENT_WITHDRAWN, RegisterEvent.CONSENT_WITHDRAWN,
+            async with self._db.transaction():
+                updated = await self._referrals.transition(referral.reference, ReferralState.CONSENT_WITHDRAWN, **marks)
+                await self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN)
+                await self._update_for_everyone(updated)
+                for version in await self._referrals.versions_of(updated.reference):
+                    await self._carry(actor, version, ReferralState.CONSENT_WITHDRAWN, RegisterEvent.CONSENT_WITHDRAWN,
                                 **marks)
-                self._tell_ocmw(updated)
+                await self._tell_ocmw(updated)
                 if updated.referrer_id != actor.user_id:
-                    self._messages.post(updated.conversation_ref, MessageContent(text=cards.text(
+                    await self._messages.post(updated.conversation_ref, MessageContent(text=cards.text(
                         cards.language_for(updated.lang), "withdrawal_by_colleague", reference=updated.reference,
                         name=cards.escape_markdown(actor.display_name))), now=now, reference=updated.reference)
         except IllegalTransition:
@@ -347,7 +297,7 @@ class OcmwService:
         return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                         reference=updated.reference))
 
-    def _withdraw_before_sending(self, actor: Actor, referral: SentReferral) -> Answer:
+    async def _withdraw_before_sending(self, actor: Actor, referral: SentReferral) -> Answer:
         """The mail has not left: it never will. Nothing reached the OCMW, so nothing is to be deleted there.
 
         The outbox row is cancelled only while it waits; a mail being handed to the mail server at
@@ -355,32 +305,33 @@ class OcmwService:
         usual withdrawal (and deletion at the OCMW) applies.
         """
         now = self._clock.now()
-        with transaction(self._db):
-            if not self._cancel_mail(referral):
+        async with self._db.transaction():
+            if not await self._cancel_mail(referral):
                 return _banner(actor, "being_sent", reference=referral.reference)
-            updated = self._referrals.transition(referral.reference, ReferralState.FAILED,
+            updated = await self._referrals.transition(referral.reference, ReferralState.FAILED,
                                                  failure_reason="not sent: consent withdrawn before the mail left",
                                                  withdrawn_by_id=actor.user_id, withdrawn_by=actor.display_name,
                                                  withdrawn_at=now)
-            self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN, detail="before the mail left: nothing sent")
-            for version in self._referrals.versions_of(updated.reference):
-                self._carry(actor, version, ReferralState.CONSENT_WITHDRAWN, RegisterEvent.CONSENT_WITHDRAWN)
+            await self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN,
+                               detail="before the mail left: nothing sent")
+            for version in await self._referrals.versions_of(updated.reference):
+                await self._carry(actor, version, ReferralState.CONSENT_WITHDRAWN, RegisterEvent.CONSENT_WITHDRAWN)
         logger.info("consent withdrawn before the mail left", extra={"reference": updated.reference})
         return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_before_sending",
                                                         reference=updated.reference))
 
-    def _tell_ocmw(self, referral: SentReferral) -> None:
-        link = self._links.for_protocol(referral.protocol_id)
+    async def _tell_ocmw(self, referral: SentReferral) -> None:
+        link = await self._links.for_protocol(referral.protocol_id)
         if link is not None:
             text = cards.text(OCMW_CHANNEL_LANGUAGE, "withdrawal_to_ocmw", reference=referral.reference)
-            self._messages.post(link.conversation_ref, MessageContent(text=text), now=self._clock.now(),
+            await self._messages.post(link.conversation_ref, MessageContent(text=text), now=self._clock.now(),
                                 reference=referral.reference)
 
     async def _deleted(self, actor: Actor, clicked: SentReferral, data: Mapping[str, Any]) -> Answer:
         """The OCMW confirms it deleted the family's data (every version) from the shared mailbox."""
-        referral = self._family_root(clicked)
+        referral = await self._family_root(clicked)
         if referral.state == ReferralState.DATA_DELETED:
-            return self._card(actor, self._fresh(clicked), notice="deletion_recorded")
+            return self._card(actor, await self._fresh(clicked), notice="deletion_recorded")
         if referral.state not in AWAITING_DELETION:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         if not cards.is_confirmed(data):
@@ -390,25 +341,26 @@ class OcmwService:
                                       back={"reference": clicked.reference})
         now = self._clock.now()
         try:
-            with transaction(self._db):
-                updated = self._referrals.transition(referral.reference, ReferralState.DATA_DELETED,
+            async with self._db.transaction():
+                updated = await self._referrals.transition(referral.reference, ReferralState.DATA_DELETED,
                                                      deleted_by=actor.display_name, deleted_at=now)
-                self._record(actor, updated, RegisterEvent.DELETION_CONFIRMED)
+                await self._record(actor, updated, RegisterEvent.DELETION_CONFIRMED)
                 filed = "deleted_to_referrer_help_wanted" if referral.state == ReferralState.HELP_WANTED \
                     else "deleted_to_referrer"
-                self._after_change(updated, cards.text(
+                await self._after_change(updated, cards.text(
                     cards.language_for(updated.lang), filed, reference=updated.reference,
                     recipient=self._registry.recipient_name(updated.protocol_id),
                 ))
-                for version in self._referrals.versions_of(updated.reference):
-                    self._carry(actor, version, ReferralState.DATA_DELETED, RegisterEvent.DELETION_CONFIRMED,
+                for version in await self._referrals.versions_of(updated.reference):
+                    await self._carry(actor, version, ReferralState.DATA_DELETED, RegisterEvent.DELETION_CONFIRMED,
                                 deleted_by=actor.display_name, deleted_at=now)
         except IllegalTransition:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
-        self._after_deletion(updated)
-        return self._card(actor, self._fresh(clicked))
+        if self._after_deletion is not None:
+            await self._after_deletion(updated)
+        return self._card(actor, await self._fresh(clicked))
 
-    def _carry(self, actor: Actor, version: SentReferral, state: ReferralState, event: RegisterEvent,
+    async def _carry(self, actor: Actor, version: SentReferral, state: ReferralState, event: RegisterEvent,
                **changes: Any) -> None:
         """The family's withdrawal or deletion, carried to one correction version (inside the caller's commit).
 
@@ -418,45 +370,41 @@ class OcmwService:
             return
         if version.state == ReferralState.QUEUED:
             # Being handed to the mail server right now, it goes out and is carried when it arrives.
-            if self._cancel_mail(version):
-                self._referrals.transition(version.reference, ReferralState.FAILED,
+            if await self._cancel_mail(version):
+                await self._referrals.transition(version.reference, ReferralState.FAILED,
                                            failure_reason=f"not sent: {event.value} for the referral")
-                self._record(actor, version, event, detail="not sent: cancelled with its referral")
+                await self._record(actor, version, event, detail="not sent: cancelled with its referral")
             return
         if (state == ReferralState.DATA_DELETED and version.state not in TRANSITIONS) or \
                 state not in TRANSITIONS[version.state]:
             changes = {key: value for key, value in changes.items() if not key.startswith("withdrawn")}
-            self._referrals.transition(version.reference, ReferralState.CONSENT_WITHDRAWN)
-        updated = self._referrals.transition(version.reference, state, **changes)
-        self._record(actor, updated, event, detail=f"with its referral {updated.root}")
-        self._update_for_everyone(updated)
+            await self._referrals.transition(version.reference, ReferralState.CONSENT_WITHDRAWN)
+        updated = await self._referrals.transition(version.reference, state, **changes)
+        await self._record(actor, updated, event, detail=f"with its referral {updated.root}")
+        await self._update_for_everyone(updated)
 
-    def _cancel_mail(self, referral: SentReferral) -> bool:
+    async def _cancel_mail(self, referral: SentReferral) -> bool:
         """Drop a queued mail before it leaves; False when it is being sent right now (or already was)."""
-        cursor = self._db.execute(
-            "UPDATE outbox SET state = 'failed', payload = NULL, finished_at = ?, last_error = ?"
-            " WHERE message_id = ? AND state = 'queued'",
-            (to_text(self._clock.now()), "cancelled: consent withdrawn", referral.message_id),
-        )
-        return cursor.rowcount == 1
+        return await self._outbox.cancel_queued(referral.message_id, self._clock.now(), "cancelled: consent withdrawn")
 
     async def _quality(self, actor: Actor, referral: SentReferral, data: Mapping[str, Any]) -> Answer:
         item = data.get("item")
         if item not in QUALITY_ITEMS:
             return self._card(actor, referral, notice="quality_item_missing")
-        if referral.state not in HOLDS_DATA or self._family_root(referral).state not in HOLDS_DATA:
+        if referral.state not in HOLDS_DATA or (await self._family_root(referral)).state not in HOLDS_DATA:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         if data.get("kind") == "superfluous":  # article 7: an item that was not needed; nothing is resent
-            updated = self._corrections.report_superfluous(referral, str(item), actor)
+            updated = await self._corrections.report_superfluous(referral, str(item), actor)
             return self._card(actor, updated, notice="superfluous_reported")
-        with transaction(self._db):
-            updated = self._corrections.request(referral, str(item), actor)
-            self._update_for_everyone(updated)
+        async with self._db.transaction():
+            updated = await self._corrections.request(referral, str(item), actor)
+            await self._update_for_everyone(updated)
         return self._card(actor, updated, notice="quality_reported")
 
-    def referrer_card(self, actor: Actor, reference: object) -> Answer:
+    async def referrer_card(self, actor: Actor, reference: object) -> Answer:
         """The referrer's card of a referral as it stands ("Terug" from the withdrawal confirmation)."""
-        referral = self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
+        referral = await self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) \
+            else None
         if referral is None:
             return _banner(actor, "referral_unknown", reference=str(reference)[:40])
         protocol = self._registry.get(referral.protocol_id)
@@ -468,37 +416,37 @@ class OcmwService:
         return cards.queued_card(actor.lang, reference=referral.reference, recipient=recipient, mailbox=mailbox,
                                  queued_at=referral.queued_at.astimezone(self._tz))
 
-    def _family_root(self, referral: SentReferral) -> SentReferral:
+    async def _family_root(self, referral: SentReferral) -> SentReferral:
         """The family's first version, which carries its outcome, deletion and withdrawal."""
         if referral.parent_reference is None:
             return referral
-        return self._referrals.get(referral.parent_reference) or referral
+        return await self._referrals.get(referral.parent_reference) or referral
 
     # -- status ---------------------------------------------------------------------------------
 
-    def linked_protocols(self, conversation_id: str) -> list[OcmwLink]:
+    async def linked_protocols(self, conversation_id: str) -> list[OcmwLink]:
         """The protocols whose OCMW conversation this is."""
-        return self._links.for_conversation(conversation_id)
+        return await self._links.for_conversation(conversation_id)
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _referral_for_ocmw(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> SentReferral | Banner:
+    async def _referral_for_ocmw(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> SentReferral | Banner:
         reference = data.get("reference")
         if not isinstance(reference, str) or not is_reference(reference):
             return _banner(actor, "malformed_action")
-        referral = self._referrals.get(reference)
+        referral = await self._referrals.get(reference)
         if referral is None:
             return _banner(actor, "referral_unknown", reference=reference)
-        link = self._links.for_protocol(referral.protocol_id)
+        link = await self._links.for_protocol(referral.protocol_id)
         if link is None or link.conversation_id != base_conversation_id(actor.conversation_id):
-            self._refuse(actor, referral, verb)
+            await self._refuse(actor, referral, verb)
             return _banner(actor, "not_ocmw_conversation")
         return referral
 
-    def _refuse(self, actor: Actor, referral: SentReferral, verb: str) -> None:
+    async def _refuse(self, actor: Actor, referral: SentReferral, verb: str) -> None:
         """Log every refused click with its count; a register entry only for the first of a burst."""
         now = self._clock.now()
-        click = self._refusals.click(actor.user_id, referral.reference, verb, now)
+        click = await self._refusals.click(actor.user_id, referral.reference, verb, now)
         logger.warning("OCMW action from outside the linked conversation refused (click %d of this burst)",
                        click.clicks_in_burst,
                        extra={"reference": referral.reference, "verb": verb, "refused_clicks": click.clicks_in_burst})
@@ -507,7 +455,7 @@ class OcmwService:
         detail = f"{verb} from outside the OCMW conversation"
         if click.only_counted_before:
             detail += f"; {click.only_counted_before} more such clicks in the previous burst were only counted"
-        self._register.append(at=now, event=RegisterEvent.REFUSED, actor_id=actor.user_id,
+        await self._register.append(at=now, event=RegisterEvent.REFUSED, actor_id=actor.user_id,
                               actor_name=actor.display_name, protocol_id=referral.protocol_id,
                               reference=referral.reference, detail=detail)
 
@@ -537,27 +485,27 @@ class OcmwService:
             notice=notice,
         )
 
-    def _after_change(self, referral: SentReferral, referrer_text: str) -> None:
+    async def _after_change(self, referral: SentReferral, referrer_text: str) -> None:
         """Queue the OCMW card's edit for everyone and the referrer's notice, in the caller's transaction."""
-        self._update_for_everyone(referral)
-        self._messages.post(referral.conversation_ref, MessageContent(text=referrer_text), now=self._clock.now(),
+        await self._update_for_everyone(referral)
+        await self._messages.post(referral.conversation_ref, MessageContent(text=referrer_text), now=self._clock.now(),
                             reference=referral.reference)
 
-    def _update_for_everyone(self, referral: SentReferral) -> None:
-        link = self._links.for_protocol(referral.protocol_id)
+    async def _update_for_everyone(self, referral: SentReferral) -> None:
+        link = await self._links.for_protocol(referral.protocol_id)
         if link is None:
             return
         card = cards.ocmw_referral_card(OCMW_CHANNEL_LANGUAGE, self._view(referral))
-        self._messages.update(link.conversation_ref, MessageContent(card=card), now=self._clock.now(),
+        await self._messages.update(link.conversation_ref, MessageContent(card=card), now=self._clock.now(),
                               slot=_card_slot(referral), reference=referral.reference)
 
-    def _record(self, actor: Actor, referral: SentReferral, event: RegisterEvent, detail: str = "") -> None:
-        self._register.append(at=self._clock.now(), event=event, actor_id=actor.user_id,
+    async def _record(self, actor: Actor, referral: SentReferral, event: RegisterEvent, detail: str = "") -> None:
+        await self._register.append(at=self._clock.now(), event=event, actor_id=actor.user_id,
                               actor_name=actor.display_name, protocol_id=referral.protocol_id,
                               reference=referral.reference, detail=detail)
 
-    def _fresh(self, referral: SentReferral) -> SentReferral:
-        return self._referrals.get(referral.reference) or referral
+    async def _fresh(self, referral: SentReferral) -> SentReferral:
+        return await self._referrals.get(referral.reference) or referral
 
 
     def _local(self, moment: dt.datetime) -> str:

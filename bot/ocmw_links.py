@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-import sqlite3
 from dataclasses import dataclass
 
-from bot.database import from_text, to_text, transaction
+from sqlalchemy.engine import RowMapping
+
+from bot.database import Database, from_text, to_text
 from bot.reference import REFERENCE_ALPHABET
 
 CODE_LIFETIME = dt.timedelta(hours=24)
@@ -53,62 +54,67 @@ def _hash(code: str) -> str:
 
 
 class OcmwLinks:
-    """Pairing codes and links in SQLite."""
+    """Pairing codes and links in the database."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._db = connection
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-    def new_code(self, protocol_id: str, now: dt.datetime) -> str:
+    async def new_code(self, protocol_id: str, now: dt.datetime) -> str:
         """A fresh single-use code like `K7M2-QX9P`, valid for 24 hours; only its hash is kept."""
         code = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(_CODE_LENGTH))
-        self._db.execute(
-            "INSERT INTO pairing_codes (code_hash, protocol_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-            (_hash(code), protocol_id, to_text(now), to_text(now + CODE_LIFETIME)),
+        await self._db.execute(
+            "INSERT INTO pairing_codes (code_hash, protocol_id, created_at, expires_at)"
+            " VALUES (:hash, :protocol, :now, :expires)",
+            {"hash": _hash(code), "protocol": protocol_id, "now": to_text(now),
+             "expires": to_text(now + CODE_LIFETIME)},
         )
         return f"{code[:4]}-{code[4:]}"
 
-    def protocol_for_code(self, code: str, now: dt.datetime) -> str | None:
+    async def protocol_for_code(self, code: str, now: dt.datetime) -> str | None:
         """The protocol a valid (known, unused, unexpired) code links, without using it up."""
-        row = self._db.execute(
-            "SELECT protocol_id, expires_at, used_at FROM pairing_codes WHERE code_hash = ?", (_hash(code),)
-        ).fetchone()
+        row = await self._db.fetch_one(
+            "SELECT protocol_id, expires_at, used_at FROM pairing_codes WHERE code_hash = :hash", {"hash": _hash(code)})
         if row is None or row["used_at"] is not None or from_text(row["expires_at"]) <= now:
             return None
         return str(row["protocol_id"])
 
-    def link(self, code: str, link: OcmwLink, now: dt.datetime) -> bool:
+    async def link(self, code: str, link: OcmwLink, now: dt.datetime) -> bool:
         """Use the code and make `link` the protocol's conversation (replacing any earlier one)."""
-        with transaction(self._db):
-            cursor = self._db.execute(
-                "UPDATE pairing_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?"
-                " AND protocol_id = ?",
-                (to_text(now), _hash(code), to_text(now), link.protocol_id),
+        async with self._db.transaction():
+            cursor = await self._db.execute(
+                "UPDATE pairing_codes SET used_at = :now WHERE code_hash = :hash AND used_at IS NULL"
+                " AND expires_at > :now AND protocol_id = :protocol",
+                {"now": to_text(now), "hash": _hash(code), "protocol": link.protocol_id},
             )
             if cursor.rowcount != 1:
                 return False
-            self._db.execute(
-                "INSERT OR REPLACE INTO ocmw_links (protocol_id, conversation_id, conversation_ref, linked_by_id,"
-                " linked_by, linked_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (link.protocol_id, link.conversation_id, link.conversation_ref, link.linked_by_id, link.linked_by,
-                 to_text(link.linked_at)),
+            await self._db.execute(
+                "INSERT INTO ocmw_links (protocol_id, conversation_id, conversation_ref, linked_by_id, linked_by,"
+                " linked_at) VALUES (:protocol, :conversation, :ref, :by_id, :by, :at)"
+                " ON CONFLICT (protocol_id) DO UPDATE SET conversation_id = excluded.conversation_id,"
+                " conversation_ref = excluded.conversation_ref, linked_by_id = excluded.linked_by_id,"
+                " linked_by = excluded.linked_by, linked_at = excluded.linked_at",
+                {"protocol": link.protocol_id, "conversation": link.conversation_id, "ref": link.conversation_ref,
+                 "by_id": link.linked_by_id, "by": link.linked_by, "at": to_text(link.linked_at)},
             )
         return True
 
-    def for_protocol(self, protocol_id: str) -> OcmwLink | None:
+    async def for_protocol(self, protocol_id: str) -> OcmwLink | None:
         """The linked conversation of a protocol, if any."""
-        row = self._db.execute("SELECT * FROM ocmw_links WHERE protocol_id = ?", (protocol_id,)).fetchone()
+        row = await self._db.fetch_one("SELECT * FROM ocmw_links WHERE protocol_id = :protocol",
+                                       {"protocol": protocol_id})
         return None if row is None else _link(row)
 
-    def for_conversation(self, conversation_id: str) -> list[OcmwLink]:
+    async def for_conversation(self, conversation_id: str) -> list[OcmwLink]:
         """The protocols linked to this conversation (a channel may serve several)."""
-        rows = self._db.execute(
-            "SELECT * FROM ocmw_links WHERE conversation_id = ? ORDER BY protocol_id",
-            (base_conversation_id(conversation_id),),
+        rows = await self._db.fetch_all(
+            "SELECT * FROM ocmw_links WHERE conversation_id = :conversation ORDER BY protocol_id",
+            {"conversation": base_conversation_id(conversation_id)},
         )
         return [_link(row) for row in rows]
 
 
-def _link(row: sqlite3.Row) -> OcmwLink:
+def _link(row: RowMapping) -> OcmwLink:
     return OcmwLink(
         protocol_id=row["protocol_id"],
         conversation_id=row["conversation_id"],

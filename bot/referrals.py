@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bot.database import from_text, to_text
+from sqlalchemy.engine import RowMapping
+
+from bot.database import Database, from_text, to_text
 
 
 class ReferralState(StrEnum):
@@ -155,115 +156,132 @@ _COLUMNS = tuple(field.name for field in dataclasses.fields(SentReferral))
 
 
 class ReferralStore:
-    """Referrals in SQLite, by reference; state changes only along `TRANSITIONS`."""
+    """Referrals in the database, by reference; state changes only along `TRANSITIONS`.
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._db = connection
+    Every change is a compare-and-set on the state it was read in, and inside a transaction the
+    row is read with `FOR UPDATE` (PostgreSQL), so two instances acting on one referral at once
+    take turns: the second sees the first's result rather than overwriting it.
+    """
 
-    def add(self, referral: SentReferral) -> None:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, referral: SentReferral) -> None:
         """Record a referral (the reference is unique)."""
-        values = _to_row(referral)
-        placeholders = ", ".join("?" for _ in _COLUMNS)
         # Column names come from the dataclass, never from input; values are bound parameters.
-        self._db.execute(f"INSERT INTO referrals ({', '.join(_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608  # nosec B608
-                         [values[name] for name in _COLUMNS])
+        await self._db.execute(
+            f"INSERT INTO referrals ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + name for name in _COLUMNS)})",  # noqa: S608  # nosec B608
+            _to_row(referral),
+        )
 
-    def get(self, reference: str) -> SentReferral | None:
+    async def get(self, reference: str) -> SentReferral | None:
         """The referral with this reference, or None."""
-        row = self._db.execute("SELECT * FROM referrals WHERE reference = ?", (reference,)).fetchone()
-        return None if row is None else _from_row(row)
+        row = await self._db.fetch_one("SELECT * FROM referrals WHERE reference = :reference",
+                                       {"reference": reference})
+        return None if row is None else referral_from_row(row)
 
-    def by_message_id(self, message_id: str) -> SentReferral | None:
+    async def by_message_id(self, message_id: str) -> SentReferral | None:
         """The referral whose mail has this Message-ID."""
-        row = self._db.execute("SELECT * FROM referrals WHERE message_id = ?", (message_id,)).fetchone()
-        return None if row is None else _from_row(row)
+        row = await self._db.fetch_one("SELECT * FROM referrals WHERE message_id = :message_id",
+                                       {"message_id": message_id})
+        return None if row is None else referral_from_row(row)
 
-    def transition(self, reference: str, to: ReferralState, **changes: Any) -> SentReferral:
+    async def transition(self, reference: str, to: ReferralState, **changes: Any) -> SentReferral:
         """Move to `to` with `changes` (column values), refusing a step the state machine forbids."""
-        current = self.get(reference)
-        if current is None:
-            raise KeyError(reference)
+        current = await self._locked(reference)
         if to not in TRANSITIONS[current.state]:
             raise IllegalTransition(reference, current.state, to)
         updated = dataclasses.replace(current, state=to, **changes)
-        self._write(current, updated)
+        await self._write(current, updated)
         return updated
 
-    def update(self, reference: str, **changes: Any) -> SentReferral:
+    async def update(self, reference: str, **changes: Any) -> SentReferral:
         """Change facts that are not a state change (card ids, reminders, reported items)."""
         if "state" in changes:
             raise ValueError("use transition() to change the state")
-        current = self.get(reference)
-        if current is None:
-            raise KeyError(reference)
+        current = await self._locked(reference)
         updated = dataclasses.replace(current, **changes)
-        self._write(current, updated)
+        await self._write(current, updated)
         return updated
 
-    def for_referrer(self, referrer_id: str, limit: int = 50) -> list[SentReferral]:
+    async def for_referrer(self, referrer_id: str, limit: int = 50) -> list[SentReferral]:
         """A referrer's referrals, newest first."""
-        rows = self._db.execute(
-            "SELECT * FROM referrals WHERE referrer_id = ? ORDER BY queued_at DESC LIMIT ?", (referrer_id, limit)
+        rows = await self._db.fetch_all(
+            "SELECT * FROM referrals WHERE referrer_id = :referrer ORDER BY queued_at DESC LIMIT :limit",
+            {"referrer": referrer_id, "limit": limit},
         )
-        return [_from_row(row) for row in rows]
+        return [referral_from_row(row) for row in rows]
 
-    def open_for_protocol(self, protocol_id: str) -> list[SentReferral]:
+    async def open_for_protocol(self, protocol_id: str) -> list[SentReferral]:
         """What the OCMW of a protocol still has to act on, oldest first."""
-        states = sorted(state.value for state in OPEN_FOR_OCMW)
-        rows = self._db.execute(
-            f"SELECT * FROM referrals WHERE protocol_id = ? AND state IN ({', '.join('?' for _ in states)})"  # noqa: S608  # nosec B608
-            " ORDER BY queued_at",
-            (protocol_id, *states),
+        rows = await self._db.fetch_all(
+            "SELECT * FROM referrals WHERE protocol_id = :protocol AND state IN :states ORDER BY queued_at",
+            {"protocol": protocol_id, "states": sorted(state.value for state in OPEN_FOR_OCMW)},
         )
-        return [_from_row(row) for row in rows]
+        return [referral_from_row(row) for row in rows]
 
-    def for_protocol(self, protocol_id: str) -> list[SentReferral]:
+    async def for_protocol(self, protocol_id: str) -> list[SentReferral]:
         """Every referral kept under a protocol, oldest first (a leaked ZIP password concerns them all)."""
-        rows = self._db.execute("SELECT * FROM referrals WHERE protocol_id = ? ORDER BY queued_at", (protocol_id,))
-        return [_from_row(row) for row in rows]
+        rows = await self._db.fetch_all(
+            "SELECT * FROM referrals WHERE protocol_id = :protocol ORDER BY queued_at", {"protocol": protocol_id})
+        return [referral_from_row(row) for row in rows]
 
-    def versions_of(self, root: str) -> list[SentReferral]:
+    async def versions_of(self, root: str) -> list[SentReferral]:
         """The corrections of `root` (`root-2`, `root-3`, ...), oldest first."""
-        rows = self._db.execute("SELECT * FROM referrals WHERE parent_reference = ? ORDER BY queued_at", (root,))
-        return [_from_row(row) for row in rows]
+        rows = await self._db.fetch_all(
+            "SELECT * FROM referrals WHERE parent_reference = :root ORDER BY queued_at", {"root": root})
+        return [referral_from_row(row) for row in rows]
 
-    def in_states(self, states: frozenset[ReferralState]) -> list[SentReferral]:
-        """All referrals in these states (for reminders), oldest first."""
-        values = sorted(state.value for state in states)
-        rows = self._db.execute(
-            f"SELECT * FROM referrals WHERE state IN ({', '.join('?' for _ in values)}) ORDER BY queued_at",  # noqa: S608  # nosec B608
-            values,
+    async def in_states(self, states: frozenset[ReferralState]) -> list[SentReferral]:
+        """All referrals in these states, oldest first."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM referrals WHERE state IN :states ORDER BY queued_at",
+            {"states": sorted(state.value for state in states)},
         )
-        return [_from_row(row) for row in rows]
+        return [referral_from_row(row) for row in rows]
 
-    def in_state(self, state: ReferralState) -> list[SentReferral]:
-        """All referrals in one state (for reminders)."""
-        rows = self._db.execute("SELECT * FROM referrals WHERE state = ? ORDER BY queued_at", (state.value,))
-        return [_from_row(row) for row in rows]
+    async def in_state(self, state: ReferralState) -> list[SentReferral]:
+        """All referrals in one state, oldest first."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM referrals WHERE state = :state ORDER BY queued_at", {"state": state.value})
+        return [referral_from_row(row) for row in rows]
 
-    def message_ids_with_versions(self, reference: str) -> list[str]:
+    async def message_ids_with_versions(self, reference: str) -> list[str]:
         """The Message-IDs of the referral and of the correction versions that correct it (`VD-...-2`)."""
-        rows = self._db.execute(
-            "SELECT message_id FROM referrals WHERE reference = ? OR parent_reference = ?", (reference, reference)
+        rows = await self._db.fetch_all(
+            "SELECT message_id FROM referrals WHERE reference = :reference OR parent_reference = :reference",
+            {"reference": reference},
         )
         return [str(row["message_id"]) for row in rows]
 
-    def deleted_message_ids(self) -> list[str]:
+    async def deleted_message_ids(self) -> list[str]:
         """The Message-IDs of every referral whose data the OCMW deleted, and of their correction versions."""
-        deleted = ReferralState.DATA_DELETED.value
-        rows = self._db.execute(
-            "SELECT message_id FROM referrals WHERE state = ?"
-            " OR parent_reference IN (SELECT reference FROM referrals WHERE state = ?)",
-            (deleted, deleted),
+        rows = await self._db.fetch_all(
+            "SELECT message_id FROM referrals WHERE state = :deleted"
+            " OR parent_reference IN (SELECT reference FROM referrals WHERE state = :deleted)",
+            {"deleted": ReferralState.DATA_DELETED.value},
         )
         return [str(row["message_id"]) for row in rows]
 
-    def _write(self, current: SentReferral, updated: SentReferral) -> None:
+    async def lock(self, reference: str) -> None:
+        """Lock the referral for the rest of the transaction (PostgreSQL; SQLite's writer lock already holds)."""
+        await self._locked(reference)
+
+    async def _locked(self, reference: str) -> SentReferral:
+        """The referral as it stands, locked for the rest of the transaction where rows can be locked."""
+        row = await self._db.fetch_one(
+            "SELECT * FROM referrals WHERE reference = :reference" + self._db.for_update,  # noqa: S608  # nosec B608
+            {"reference": reference})
+        if row is None:
+            raise KeyError(reference)
+        return referral_from_row(row)
+
+    async def _write(self, current: SentReferral, updated: SentReferral) -> None:
         values = _to_row(updated)
-        assignments = ", ".join(f"{name} = ?" for name in _COLUMNS if name != "reference")
-        cursor = self._db.execute(
-            f"UPDATE referrals SET {assignments} WHERE reference = ? AND state = ?",  # noqa: S608  # nosec B608
-            [values[name] for name in _COLUMNS if name != "reference"] + [current.reference, current.state.value],
+        assignments = ", ".join(f"{name} = :{name}" for name in _COLUMNS if name != "reference")
+        cursor = await self._db.execute(
+            f"UPDATE referrals SET {assignments} WHERE reference = :reference AND state = :was_state",  # noqa: S608  # nosec B608
+            {**values, "reference": current.reference, "was_state": current.state.value},
         )
         if cursor.rowcount != 1:
             raise IllegalTransition(current.reference, current.state, updated.state)
@@ -283,7 +301,8 @@ def _to_row(referral: SentReferral) -> dict[str, Any]:
     return values
 
 
-def _from_row(row: sqlite3.Row) -> SentReferral:
+def referral_from_row(row: RowMapping) -> SentReferral:
+    """A referral from its row (extra columns of a query are ignored)."""
     values: dict[str, Any] = {}
     for name in _COLUMNS:
         value = row[name]

@@ -28,14 +28,15 @@ import datetime as dt
 import hashlib
 import json
 import re
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.database import from_text, to_text, transaction
+from sqlalchemy.engine import RowMapping
+
+from bot.database import Database, from_text, to_text
 from bot.protocols import DataSharingProtocol
 from bot.referral import DATA_CATEGORIES, LEGAL_BASIS, PURPOSE, RECIPIENT_CATEGORY
 
@@ -193,12 +194,18 @@ class RegisterEntry:
 
 
 class ProcessingRegister:
-    """Append-only register in the bot's database."""
+    """Append-only register in the bot's database.
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._db = connection
+    One chain, whoever writes: an entry is appended under the lock `register` (PostgreSQL: an
+    advisory lock held to the end of the writing transaction; SQLite: the writer lock), and its
+    `seq` is the previous entry's plus one, never a sequence's next value, which a rolled-back
+    transaction would leave as a gap that `verify` reports as a removed entry.
+    """
 
-    def append(
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def append(
         self,
         *,
         at: dt.datetime,
@@ -240,33 +247,36 @@ class ProcessingRegister:
             "detail": detail,
             "entry_format": CURRENT_FORMAT,
         }
-        columns = (*HASHED_FIELDS, "previous_hash", "hash")
-        with transaction(self._db):
-            row = self._db.execute("SELECT hash FROM register ORDER BY seq DESC LIMIT 1").fetchone()
+        columns = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
+        async with self._db.transaction():
+            await self._db.lock("register")
+            row = await self._db.fetch_one("SELECT seq, hash FROM register ORDER BY seq DESC LIMIT 1")
             previous = GENESIS_HASH if row is None else str(row["hash"])
             digest = entry_hash(previous, fields)
             # Column names are this module's constants; the values are bound parameters.
-            self._db.execute(
+            await self._db.execute(
                 f"INSERT INTO register ({', '.join(columns)}) VALUES ({', '.join(':' + name for name in columns)})",  # noqa: S608  # nosec B608
-                {**fields, "previous_hash": previous, "hash": digest},
+                {**fields, "seq": 1 if row is None else int(row["seq"]) + 1, "previous_hash": previous,
+                 "hash": digest},
             )
         return digest
 
-    def events_for(self, reference: str) -> list[str]:
+    async def events_for(self, reference: str) -> list[str]:
         """The event names recorded for one reference, in order."""
-        rows = self._db.execute("SELECT event FROM register WHERE reference = ? ORDER BY seq", (reference,))
+        rows = await self._db.fetch_all("SELECT event FROM register WHERE reference = :reference ORDER BY seq",
+                                        {"reference": reference})
         return [str(row["event"]) for row in rows]
 
-    def count(self) -> int:
+    async def count(self) -> int:
         """How many entries the register holds."""
-        row = self._db.execute("SELECT COUNT(*) FROM register").fetchone()
-        return int(row[0])
+        return int(await self._db.scalar("SELECT COUNT(*) AS n FROM register"))
 
-    def anchor(self) -> ChainAnchor | None:
+    async def anchor(self) -> ChainAnchor | None:
         """The newest anchor a prune of the register left, or None when nothing was ever pruned."""
-        rows = self._db.execute(
-            "SELECT seq, detail FROM register WHERE event = ? AND detail LIKE 'table=register;%' ORDER BY seq DESC",
-            (RegisterEvent.RETENTION_PRUNED.value,),
+        rows = await self._db.fetch_all(
+            "SELECT seq, detail FROM register WHERE event = :pruned AND detail LIKE 'table=register;%'"
+            " ORDER BY seq DESC",
+            {"pruned": RegisterEvent.RETENTION_PRUNED.value},
         )
         for row in rows:
             match = _ANCHOR.match(str(row["detail"]))
@@ -274,39 +284,39 @@ class ProcessingRegister:
                 return ChainAnchor(int(match.group(3)), match.group(4), int(row["seq"]))
         return None
 
-    def prune_through(self, last_seq: int, *, at: dt.datetime, rule: str) -> int:
+    async def prune_through(self, last_seq: int, *, at: dt.datetime, rule: str) -> int:
         """Remove the entries up to `last_seq` (the oldest), recorded in an anchoring entry first.
 
         The `retention_pruned` entry is appended before anything is deleted, so it is chained to the
         newest entry and always outlives the prune; it carries the hash of entry `last_seq`, where
         `verify` starts from now on. Returns how many entries went. `rule` says why, in a few words.
         """
-        with transaction(self._db):
-            rows = self._db.execute(
-                "SELECT MIN(seq) AS first, COUNT(*) AS n FROM register WHERE seq <= ?", (last_seq,)
-            ).fetchone()
-            last = self._db.execute("SELECT hash FROM register WHERE seq = ?", (last_seq,)).fetchone()
-            if not rows["n"] or last is None:
+        async with self._db.transaction():
+            await self._db.lock("register")
+            rows = await self._db.fetch_one(
+                "SELECT MIN(seq) AS first, COUNT(*) AS n FROM register WHERE seq <= :last", {"last": last_seq})
+            last = await self._db.fetch_one("SELECT hash FROM register WHERE seq = :last", {"last": last_seq})
+            if rows is None or not rows["n"] or last is None:
                 return 0
             count = int(rows["n"])
             detail = (f"table=register; count={count}; seq={int(rows['first'])}-{last_seq}; "
                       f"last_hash={last['hash']}; rule={rule}")
-            self.append(at=at, event=RegisterEvent.RETENTION_PRUNED, actor_id=SYSTEM_ACTOR_ID,
-                        actor_name=SYSTEM_ACTOR_NAME, protocol_id="-", detail=detail)
-            self._db.execute("DELETE FROM register WHERE seq <= ?", (last_seq,))
+            await self.append(at=at, event=RegisterEvent.RETENTION_PRUNED, actor_id=SYSTEM_ACTOR_ID,
+                              actor_name=SYSTEM_ACTOR_NAME, protocol_id="-", detail=detail)
+            await self._db.execute("DELETE FROM register WHERE seq <= :last", {"last": last_seq})
         return count
 
-    def verify(self) -> list[RegisterProblem]:
+    async def verify(self) -> list[RegisterProblem]:
         """Recompute the chain from the first entry (or the last prune's anchor); empty means intact.
 
         Each entry is checked on its own (does its content still give its hash?) and against the
         entry before it (consecutive seq, previous_hash equal to that entry's hash), so a problem
         is reported where it is, not as a cascade over everything after it.
         """
-        rows = self._db.execute("SELECT * FROM register ORDER BY seq").fetchall()
+        rows = await self._db.fetch_all("SELECT * FROM register ORDER BY seq")
         seq_of_hash = {str(row["hash"]): int(row["seq"]) for row in rows}
         problems: list[RegisterProblem] = []
-        anchor = self.anchor()
+        anchor = await self.anchor()
         expected_seq, expected_previous = (1, GENESIS_HASH) if anchor is None else (
             anchor.last_seq + 1, anchor.last_hash)
         current_seen = False
@@ -335,7 +345,7 @@ class ProcessingRegister:
             expected_seq, expected_previous = seq + 1, row["hash"]
         return problems
 
-    def export(self, start: dt.date, end: dt.date, timezone: ZoneInfo) -> list[dict[str, str]]:
+    async def export(self, start: dt.date, end: dt.date, timezone: ZoneInfo) -> list[dict[str, str]]:
         """The entries of the local days `start` to `end` (both included), columns `EXPORT_COLUMNS`.
 
         Days are local days in `timezone` (Europe/Brussels for the DPO): 28 November runs from
@@ -346,31 +356,32 @@ class ProcessingRegister:
             raise ValueError("the end date is before the start date")
         since = to_text(dt.datetime.combine(start, dt.time.min, tzinfo=timezone))
         until = to_text(dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=timezone))
-        rows = self._db.execute(
-            "SELECT * FROM register WHERE at >= ? AND at < ? ORDER BY seq", (since, until)
-        ).fetchall()
+        rows = await self._db.fetch_all(
+            "SELECT * FROM register WHERE at >= :since AND at < :until ORDER BY seq", {"since": since, "until": until})
         return [_exported(row) for row in rows]
 
-    def export_protocol(self, protocol_id: str) -> list[dict[str, str]]:
+    async def export_protocol(self, protocol_id: str) -> list[dict[str, str]]:
         """Every kept entry of one protocol, and the anchors of the register's prunes, columns `EXPORT_COLUMNS`.
 
         What one protocol's DPO gets: no entry of another protocol (their seq numbers are the gaps),
         but the anchors, which say why the oldest entries are gone.
         """
-        rows = self._db.execute(f"SELECT * FROM register WHERE {_OF_PROTOCOL} ORDER BY seq",  # noqa: S608  # nosec B608
-                                (protocol_id, RegisterEvent.RETENTION_PRUNED.value)).fetchall()
+        rows = await self._db.fetch_all(f"SELECT * FROM register WHERE {_OF_PROTOCOL} ORDER BY seq",  # noqa: S608  # nosec B608
+                                        {"protocol": protocol_id, "pruned": RegisterEvent.RETENTION_PRUNED.value})
         return [_exported(row) for row in rows]
 
-    def summary(self, protocol_id: str) -> ProtocolSummary:
+    async def summary(self, protocol_id: str) -> ProtocolSummary:
         """What `export_protocol` holds, in numbers, and the hash of its last entry (the anchor to file away)."""
-        parameters = (protocol_id, RegisterEvent.RETENTION_PRUNED.value)
-        totals = self._db.execute(
+        parameters = {"protocol": protocol_id, "pruned": RegisterEvent.RETENTION_PRUNED.value}
+        totals = await self._db.fetch_one(
             f"SELECT COUNT(*) AS n, MIN(at) AS first, MAX(at) AS last FROM register WHERE {_OF_PROTOCOL}",  # noqa: S608  # nosec B608
             parameters,
-        ).fetchone()
-        last = self._db.execute(
+        )
+        last = await self._db.fetch_one(
             f"SELECT seq, hash FROM register WHERE {_OF_PROTOCOL} ORDER BY seq DESC LIMIT 1", parameters  # noqa: S608  # nosec B608
-        ).fetchone()
+        )
+        if totals is None:
+            raise RuntimeError("an aggregate without a row")
         return ProtocolSummary(
             protocol_id=protocol_id,
             entries=int(totals["n"]),
@@ -382,14 +393,15 @@ class ProcessingRegister:
 
 
 #: The entries of one protocol's export: its own and the register's anchors.
-_OF_PROTOCOL = "(protocol_id = ? OR (protocol_id = '-' AND event = ? AND detail LIKE 'table=register;%'))"
+_OF_PROTOCOL = ("(protocol_id = :protocol OR (protocol_id = '-' AND event = :pruned"
+                " AND detail LIKE 'table=register;%'))")
 
 
-def _exported(row: sqlite3.Row) -> dict[str, str]:
+def _exported(row: RowMapping) -> dict[str, str]:
     return {column: str(row[column]) for column in EXPORT_COLUMNS}
 
 
-def _content_problems(row: sqlite3.Row, *, after_current_format: bool) -> list[RegisterProblem]:
+def _content_problems(row: RowMapping, *, after_current_format: bool) -> list[RegisterProblem]:
     """Whether the entry's fields still give the hash it was written with, in its own format."""
     seq = int(row["seq"])
     entry_format: Any = row["entry_format"]

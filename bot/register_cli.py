@@ -1,25 +1,25 @@
 """`python -m bot register verify|export`: the DPO's view of the processing register.
 
-Both commands open the database read-only, so they can run beside a serving bot and never
-create or change anything; an export holds staff names and ids, so a file it writes is 0600.
+Both commands open the database read-only, in one read transaction (every query sees the same
+snapshot while the bot goes on appending), so they can run beside a serving bot and never create
+or change anything; an export holds staff names and ids, so a file it writes is 0600.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import asyncio
 import csv
 import datetime as dt
 import io
 import json
 import os
-import sqlite3
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from bot.config import Settings
 from bot.register import EXPORT_COLUMNS, ProcessingRegister
+from bot.wiring import Closer, build_database
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -53,39 +53,50 @@ def add_register_commands(subparsers: argparse._SubParsersAction[argparse.Argume
 
 def run_register_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run `register verify` or `register export`; returns the exit status."""
-    if not settings.database_path.is_file():
+    if not settings.database.is_postgres and not settings.database_path.is_file():
         sys.stderr.write(f"no register here: {settings.database_path} does not exist (check BOT_DATA_DIR)\n")
         return EXIT_USAGE
-    with _read_only(settings.database_path) as connection:
-        register = ProcessingRegister(connection)
-        if args.register_command == "verify":
-            return _verify(register)
-        if args.register_command == "export":
-            return _export(register, args, settings)
-    sys.stderr.write(f"unknown register command {args.register_command!r}; use verify or export\n")
-    return EXIT_USAGE
+    if args.register_command not in ("verify", "export"):
+        sys.stderr.write(f"unknown register command {args.register_command!r}; use verify or export\n")
+        return EXIT_USAGE
+    return asyncio.run(_run(args, settings))
 
 
-def _verify(register: ProcessingRegister) -> int:
-    problems = register.verify()
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    closers: list[Closer] = []
+    db = build_database(settings, closers, read_only=True)
+    try:
+        async with db.transaction():
+            register = ProcessingRegister(db)
+            if args.register_command == "verify":
+                return await _verify(register)
+            return await _export(register, args, settings)
+    finally:
+        await db.close()
+        for close in closers:
+            await close()
+
+
+async def _verify(register: ProcessingRegister) -> int:
+    problems = await register.verify()
     if not problems:
-        anchor = register.anchor()
+        anchor = await register.anchor()
         pruned = "" if anchor is None else (
             f" (entries up to {anchor.last_seq} removed under the retention periods, anchor in entry "
             f"{anchor.recorded_in})")
-        sys.stdout.write(f"register intact: {register.count()} entries{pruned}\n")
+        sys.stdout.write(f"register intact: {await register.count()} entries{pruned}\n")
         return EXIT_OK
     sys.stdout.write("".join(problem.line() + "\n" for problem in problems))
     return EXIT_PROBLEMS
 
 
-def _export(register: ProcessingRegister, args: argparse.Namespace, settings: Settings) -> int:
+async def _export(register: ProcessingRegister, args: argparse.Namespace, settings: Settings) -> int:
     start: dt.date = args.start
     end: dt.date = args.end
     if end < start:
         sys.stderr.write(f"--to {end.isoformat()} is before --from {start.isoformat()}\n")
         return EXIT_USAGE
-    rows = register.export(start, end, settings.timezone)
+    rows = await register.export(start, end, settings.timezone)
     text = export_csv(rows) if args.format == "csv" else export_json(rows)
     output: Path | None = args.output
     if output is None:
@@ -121,19 +132,6 @@ def _write_private(path: Path, text: str, *, bom: bool) -> None:
     os.fchmod(descriptor, 0o600)  # an existing file keeps its mode otherwise
     with open(descriptor, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as file:
         file.write(text)
-
-
-@contextlib.contextmanager
-def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection inside one read transaction: every query sees the same snapshot,
-    even while the bot keeps appending."""
-    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    connection.row_factory = sqlite3.Row
-    try:
-        connection.execute("BEGIN")
-        yield connection
-    finally:
-        connection.close()
 
 
 def _date(text: str) -> dt.date:

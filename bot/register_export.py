@@ -17,7 +17,6 @@ import hashlib
 import logging
 import re
 import secrets
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -26,7 +25,7 @@ from aiohttp import web
 
 import cards
 from bot.clock import Clock
-from bot.database import from_text, to_text, transaction
+from bot.database import Database, from_text, to_text
 from bot.dialogue import Actor, Reply, is_personal_chat
 from bot.protocols import DataSharingProtocol, ProtocolRegistry
 from bot.register import ProcessingRegister, RegisterEvent
@@ -72,7 +71,7 @@ class RegisterExports:
     def __init__(
         self,
         *,
-        connection: sqlite3.Connection,
+        db: Database,
         register: ProcessingRegister,
         registry: ProtocolRegistry,
         clock: Clock,
@@ -80,7 +79,7 @@ class RegisterExports:
         public_base_url: str,
         new_token: Callable[[], str] = _new_token,
     ) -> None:
-        self._db = connection
+        self._db = db
         self._register = register
         self._registry = registry
         self._clock = clock
@@ -88,7 +87,7 @@ class RegisterExports:
         self._base_url = public_base_url
         self._new_token = new_token
 
-    def on_command(self, actor: Actor) -> Reply:
+    async def on_command(self, actor: Actor) -> Reply:
         """The summary card with fresh links for a DPO in the personal chat; a polite refusal for anyone else."""
         if not is_personal_chat(actor):
             logger.info("register asked outside a personal chat: pointed to the personal chat",
@@ -100,14 +99,14 @@ class RegisterExports:
                            extra={"user_id": actor.user_id[:64], "tenant_id": actor.tenant_id[:64]})
             return Reply(text=cards.text(actor.lang, "register.not_dpo"))
         now = self._clock.now()
-        problems = self._register.verify()
+        problems = await self._register.verify()
         views = []
-        with transaction(self._db):
-            self._purge(now)
+        async with self._db.transaction():
+            await self._purge(now)
             for protocol in protocols:
-                summary = self._register.summary(protocol.id)
+                summary = await self._register.summary(protocol.id)
                 csv_url, json_url = ("", "") if not self._base_url else (
-                    self._link(actor, protocol, now), self._link(actor, protocol, now) + "?format=json")
+                    await self._link(actor, protocol, now), await self._link(actor, protocol, now) + "?format=json")
                 views.append(cards.RegisterProtocolView(
                     ocmw=protocol.recipient.organisation,
                     protocol_id=protocol.id,
@@ -124,7 +123,7 @@ class RegisterExports:
         card = cards.register_export_card(
             actor.lang,
             protocols=views,
-            chain_entries=self._register.count(),
+            chain_entries=await self._register.count(),
             chain_problems=len(problems),
             first_problem_seq=problems[0].seq if problems else None,
             links_until=None if not self._base_url else (now + LINK_LIFETIME).astimezone(self._tz),
@@ -132,7 +131,7 @@ class RegisterExports:
         )
         return Reply(card=card)
 
-    def download(self, token: str, file_format: str) -> Download | None:
+    async def download(self, token: str, file_format: str) -> Download | None:
         """The protocol's register for a valid token, which is used up; None for any other token (one answer).
 
         Taking the token, checking that its DPO is still named in the protocol file, and recording
@@ -141,22 +140,22 @@ class RegisterExports:
         if file_format not in FORMATS or not _TOKEN.match(token):
             return None
         now = self._clock.now()
-        with transaction(self._db):
-            self._purge(now)
-            row = self._db.execute("SELECT * FROM register_links WHERE token_hash = ?",
-                                   (_token_hash(token),)).fetchone()
+        async with self._db.transaction():
+            await self._purge(now)
+            row = await self._db.fetch_one("SELECT * FROM register_links WHERE token_hash = :hash",
+                                           {"hash": _token_hash(token)})
             if row is None:
                 logger.warning("register download refused: unknown, used or expired link")
                 return None
-            self._db.execute("DELETE FROM register_links WHERE token_hash = ?", (row["token_hash"],))
+            await self._db.execute("DELETE FROM register_links WHERE token_hash = :hash", {"hash": row["token_hash"]})
             protocol_id, dpo_id = str(row["protocol_id"]), str(row["dpo_id"])
             protocol = self._registry.get(protocol_id)
             if protocol is None or dpo_id not in protocol.dpo_object_ids:
                 logger.warning("register download refused: the protocol file no longer names this DPO",
                                extra={"protocol_id": protocol_id, "user_id": dpo_id})
                 return None
-            rows = self._register.export_protocol(protocol_id)
-            self._register.append(at=now, event=RegisterEvent.REGISTER_EXPORTED, actor_id=dpo_id,
+            rows = await self._register.export_protocol(protocol_id)
+            await self._register.append(at=now, event=RegisterEvent.REGISTER_EXPORTED, actor_id=dpo_id,
                                   actor_name=str(row["dpo_name"]), protocol_id=protocol_id,
                                   detail=self._export_detail(rows, file_format))
         logger.info("register downloaded by a DPO", extra={"protocol_id": protocol_id})
@@ -167,10 +166,9 @@ class RegisterExports:
         return Download(f"verwerkingsregister-{protocol_id}-{day}.csv", "text/csv; charset=utf-8",
                         export_csv(rows).encode("utf-8-sig"))  # the BOM makes Excel read UTF-8
 
-    def purge_expired(self) -> int:
+    async def purge_expired(self) -> int:
         """Forget the links that can no longer be used; returns how many (the periodic sweep calls this)."""
-        with transaction(self._db):
-            return self._purge(self._clock.now())
+        return await self._purge(self._clock.now())
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -178,19 +176,20 @@ class RegisterExports:
         wanted = user_id.lower()
         return [protocol for protocol in self._registry.all() if wanted and wanted in protocol.dpo_object_ids]
 
-    def _link(self, actor: Actor, protocol: DataSharingProtocol, now: dt.datetime) -> str:
+    async def _link(self, actor: Actor, protocol: DataSharingProtocol, now: dt.datetime) -> str:
         """A new single-use link for this DPO and protocol; only the token's hash is stored."""
         token = self._new_token()
-        self._db.execute(
+        await self._db.execute(
             "INSERT INTO register_links (token_hash, dpo_id, dpo_name, protocol_id, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (_token_hash(token), actor.user_id.lower(), actor.display_name, protocol.id, to_text(now),
-             to_text(now + LINK_LIFETIME)),
+            " VALUES (:hash, :dpo_id, :dpo_name, :protocol, :now, :expires)",
+            {"hash": _token_hash(token), "dpo_id": actor.user_id.lower(), "dpo_name": actor.display_name,
+             "protocol": protocol.id, "now": to_text(now), "expires": to_text(now + LINK_LIFETIME)},
         )
         return f"{self._base_url}{EXPORT_PATH}{token}"
 
-    def _purge(self, now: dt.datetime) -> int:
-        return self._db.execute("DELETE FROM register_links WHERE expires_at <= ?", (to_text(now),)).rowcount
+    async def _purge(self, now: dt.datetime) -> int:
+        return (await self._db.execute("DELETE FROM register_links WHERE expires_at <= :now",
+                                       {"now": to_text(now)})).rowcount
 
     def _export_detail(self, rows: list[dict[str, str]], file_format: str) -> str:
         """What was handed out, in facts: format, count, the local days it spans, the last entry."""
@@ -215,7 +214,7 @@ def download_route(exports: RegisterExports) -> web.RouteDef:
     """
 
     async def handler(request: web.Request) -> web.Response:
-        download = exports.download(request.match_info["token"], request.query.get("format", "csv"))
+        download = await exports.download(request.match_info["token"], request.query.get("format", "csv"))
         if download is None:
             return web.Response(status=404, text=_REFUSAL, headers=_PRIVATE_HEADERS)
         return web.Response(body=download.body, headers={

@@ -2,7 +2,7 @@
 
 When the OCMW confirms it deleted a referral's data (directly, or after consent was withdrawn),
 the copies the mail transport kept of that referral and of its correction versions go too, and
-the WAL is emptied of the outbox rows that once held the encrypted package. The removal runs
+SQLite's WAL is emptied of the outbox rows that once held the encrypted package. The removal runs
 after the deletion committed; a crash in between, or a removal that failed, is made good by
 `sweep`, which runs at start and then every minute with the draft sweep.
 """
@@ -10,9 +10,8 @@ after the deletion committed; a crash in between, or a removal that failed, is m
 from __future__ import annotations
 
 import logging
-import sqlite3
 
-from bot.database import note_wipe, truncate_wal
+from bot.database import Database
 from bot.mail_transport import SentCopies
 from bot.referrals import ReferralStore, SentReferral
 
@@ -22,23 +21,24 @@ logger = logging.getLogger(__name__)
 class ResidueSweeper:
     """Removes what the bot kept of a referral the OCMW deleted, and retries what could not be done."""
 
-    def __init__(self, *, connection: sqlite3.Connection, referrals: ReferralStore, copies: SentCopies) -> None:
-        self._db = connection
+    def __init__(self, *, db: Database, referrals: ReferralStore, copies: SentCopies) -> None:
+        self._db = db
         self._referrals = referrals
         self._copies = copies
         self._copies_due = True  # the first sweep (at start) looks at every deleted referral
 
-    def data_deleted(self, referral: SentReferral) -> None:
+    async def data_deleted(self, referral: SentReferral) -> None:
         """The OCMW's deletion of `referral` is committed: remove its copies and its versions'."""
-        self._remove(self._referrals.message_ids_with_versions(referral.reference))
-        note_wipe(self._db)
+        self._remove(await self._referrals.message_ids_with_versions(referral.reference))
+        self._db.note_wipe()
+        await self._db.truncate_wal()
 
-    def sweep(self) -> None:
+    async def sweep(self) -> None:
         """Remove copies of deleted referrals a crash or an error left behind; retry a busy WAL checkpoint."""
         if self._copies_due:
             self._copies_due = False
-            self._remove(self._referrals.deleted_message_ids())
-        truncate_wal(self._db)
+            self._remove(await self._referrals.deleted_message_ids())
+        await self._db.truncate_wal()
 
     def _remove(self, message_ids: list[str]) -> None:
         for message_id in message_ids:

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.clock import Clock
-from bot.database import from_text, to_text, transaction
+from bot.database import Database, from_text, to_text
 from bot.drafts import DraftState
 from bot.mail_transport import SentCopies
 from bot.message_outbox import MessageState
@@ -45,8 +45,14 @@ NO_PROTOCOL = "-"
 _DRAFT_ENDED = (DraftState.SENT.value, DraftState.CANCELLED.value, DraftState.EXPIRED.value)
 _FINISHED_MESSAGES = (MessageState.SENT.value, MessageState.FAILED.value)
 _FINISHED_MAILS = (OutboxState.DELIVERED.value, OutboxState.FAILED.value)
-#: The referral a card slot belongs to: slots are named `<kind>:<reference>` (e.g. `ocmw:VD-...`).
-_SLOT_REFERENCE = "substr(slot, instr(slot, ':') + 1)"
+#: Register entries read per round trip while looking for the first one that is not due.
+_REGISTER_PAGE = 500
+
+
+def slot_reference(db: Database) -> str:
+    """SQL for the referral a card slot belongs to: slots are named `<kind>:<reference>` (e.g. `ocmw:VD-...`)."""
+    position = "strpos(slot, ':')" if db.is_postgres else "instr(slot, ':')"
+    return f"substr(slot, {position} + 1)"
 
 
 @dataclass(frozen=True)
@@ -65,30 +71,30 @@ class RetentionService:
     def __init__(
         self,
         *,
-        connection: sqlite3.Connection,
+        db: Database,
         registry: ProtocolRegistry,
         register: ProcessingRegister,
         copies: SentCopies,
         clock: Clock,
         timezone: ZoneInfo,
     ) -> None:
-        self._db = connection
+        self._db = db
         self._registry = registry
         self._register = register
         self._copies = copies
         self._clock = clock
         self._tz = timezone
 
-    def prune(self) -> list[Pruned]:
+    async def prune(self) -> list[Pruned]:
         """Remove everything whose period is over; the register last, so it still sees the referrals."""
         now = self._clock.now()
         done = [
-            *self._referrals(now),
-            *self._drafts(now),
-            *self._pairing_codes(now),
-            *self._links(now),
-            *self._leftovers(now),
-            *self._register_entries(now),
+            *await self._referrals(now),
+            *await self._drafts(now),
+            *await self._pairing_codes(now),
+            *await self._links(now),
+            *await self._leftovers(now),
+            *await self._register_entries(now),
         ]
         for pruned in done:
             logger.info("retention: %d %s pruned", pruned.count, pruned.table,
@@ -97,67 +103,65 @@ class RetentionService:
 
     # -- referrals ------------------------------------------------------------------------------
 
-    def _referrals(self, now: dt.datetime) -> list[Pruned]:
-        states = sorted(state.value for state in CLOSABLE_STATES)
-        roots = self._db.execute(
-            f"SELECT reference, protocol_id, state FROM referrals WHERE parent_reference IS NULL"  # noqa: S608  # nosec B608
-            f" AND state IN ({', '.join('?' for _ in states)}) ORDER BY queued_at",
-            states,
-        ).fetchall()
+    async def _referrals(self, now: dt.datetime) -> list[Pruned]:
+        # A family's last activity is never before its first version was queued: younger ones cannot be due.
+        shortest = min(policy.referral_days_after_closure for _, policy in self._per_protocol())
+        roots = await self._db.fetch_all(
+            "SELECT reference, protocol_id, state FROM referrals WHERE parent_reference IS NULL"
+            " AND state IN :states AND queued_at < :youngest ORDER BY queued_at",
+            {"states": sorted(state.value for state in CLOSABLE_STATES),
+             "youngest": to_text(now - dt.timedelta(days=shortest))},
+        )
         due: dict[str, list[str]] = {}
         for root in roots:
             policy = self._registry.retention_for(str(root["protocol_id"]))
-            if root["state"] in {state.value for state in policy.closed_states} and self._family_due(
+            if root["state"] in {state.value for state in policy.closed_states} and await self._family_due(
                 str(root["reference"]), now - dt.timedelta(days=policy.referral_days_after_closure)
             ):
                 due.setdefault(str(root["protocol_id"]), []).append(str(root["reference"]))
         done = []
         for protocol_id, references in due.items():
             counts: Counter[str] = Counter()
-            with transaction(self._db):
+            async with self._db.transaction():
                 for reference in references:
-                    counts.update(self._delete_family(reference))
+                    counts.update(await self._delete_family(reference))
                 if not counts["referrals"]:
                     continue
                 days = self._registry.retention_for(protocol_id).referral_days_after_closure
                 closed = ", ".join(sorted(s.value for s in self._registry.retention_for(protocol_id).closed_states))
                 with_rows = ", ".join(f"{table} {counts[table]}" for table in
                                       ("corrections", "outbox", "message_outbox", "card_slots"))
-                done.append(self._record(now, "referrals", protocol_id, counts["referrals"],
-                                         f"with {with_rows}; rule={days} days after closure ({closed})"))
+                done.append(await self._record(now, "referrals", protocol_id, counts["referrals"],
+                                               f"with {with_rows}; rule={days} days after closure ({closed})"))
         return done
 
-    def _family_due(self, root: str, cutoff: dt.datetime) -> bool:
+    async def _family_due(self, root: str, cutoff: dt.datetime) -> bool:
         """Nothing happened to the referral or its versions since `cutoff`, and nothing is on its way."""
-        family = self._family(root)
-        marks = ", ".join("?" for _ in family)
-        pending = self._db.execute(
-            f"SELECT (SELECT COUNT(*) FROM outbox WHERE reference IN ({marks}) AND state NOT IN (?, ?))"  # noqa: S608  # nosec B608
-            f" + (SELECT COUNT(*) FROM message_outbox WHERE reference IN ({marks}) AND state NOT IN (?, ?)) AS n",
-            (*family, *_FINISHED_MAILS, *family, *_FINISHED_MESSAGES),
-        ).fetchone()
-        if pending["n"]:
+        family = await self._family(root)
+        pending = await self._db.scalar(
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE reference IN :family AND state NOT IN :mails)"
+            " + (SELECT COUNT(*) FROM message_outbox WHERE reference IN :family AND state NOT IN :messages) AS n",
+            {"family": family, "mails": _FINISHED_MAILS, "messages": _FINISHED_MESSAGES},
+        )
+        if pending:
             return False
-        last = self._db.execute(
-            f"SELECT MAX(at) AS last FROM (SELECT at FROM register WHERE reference IN ({marks})"  # noqa: S608  # nosec B608
-            f" UNION ALL SELECT queued_at FROM referrals WHERE reference IN ({marks}))",
-            (*family, *family),
-        ).fetchone()
-        return last["last"] is not None and from_text(last["last"]) < cutoff
+        last = await self._db.scalar(
+            "SELECT MAX(at) AS last FROM (SELECT at FROM register WHERE reference IN :family"
+            " UNION ALL SELECT queued_at AS at FROM referrals WHERE reference IN :family) AS activity",
+            {"family": family},
+        )
+        return last is not None and from_text(last) < cutoff
 
-    def _family(self, root: str) -> list[str]:
-        rows = self._db.execute(
-            "SELECT reference FROM referrals WHERE reference = ? OR parent_reference = ?", (root, root)
-        ).fetchall()
+    async def _family(self, root: str) -> list[str]:
+        rows = await self._db.fetch_all(
+            "SELECT reference FROM referrals WHERE reference = :root OR parent_reference = :root", {"root": root})
         return [str(row["reference"]) for row in rows]
 
-    def _delete_family(self, root: str) -> Counter[str]:
+    async def _delete_family(self, root: str) -> Counter[str]:
         """Delete a referral and everything kept about it; its mail copies first (none if that fails)."""
-        family = self._family(root)
-        marks = ", ".join("?" for _ in family)
-        message_ids = [str(row["message_id"]) for row in self._db.execute(
-            f"SELECT message_id FROM referrals WHERE reference IN ({marks})", family  # noqa: S608  # nosec B608
-        )]
+        family = await self._family(root)
+        message_ids = [str(row["message_id"]) for row in await self._db.fetch_all(
+            "SELECT message_id FROM referrals WHERE reference IN :family", {"family": family})]
         try:
             for message_id in message_ids:
                 self._copies.remove_copy(message_id)
@@ -167,116 +171,126 @@ class RetentionService:
             return Counter()
         counts: Counter[str] = Counter()
         statements = {
-            "corrections": (f"DELETE FROM corrections WHERE reference IN ({marks})", family),  # noqa: S608  # nosec B608
-            "outbox": (f"DELETE FROM outbox WHERE reference IN ({marks})", family),  # noqa: S608  # nosec B608
-            "message_outbox": (f"DELETE FROM message_outbox WHERE reference IN ({marks})", family),  # noqa: S608  # nosec B608
-            "card_slots": (f"DELETE FROM card_slots WHERE {_SLOT_REFERENCE} IN ({marks})", family),  # noqa: S608  # nosec B608
-            "referrals": (f"DELETE FROM referrals WHERE reference IN ({marks})", family),  # noqa: S608  # nosec B608
+            "corrections": "DELETE FROM corrections WHERE reference IN :family",
+            "outbox": "DELETE FROM outbox WHERE reference IN :family",
+            "message_outbox": "DELETE FROM message_outbox WHERE reference IN :family",
+            "card_slots": f"DELETE FROM card_slots WHERE {slot_reference(self._db)} IN :family",  # noqa: S608  # nosec B608
+            "referrals": "DELETE FROM referrals WHERE reference IN :family",
         }
-        for table, (statement, parameters) in statements.items():
-            counts[table] += self._db.execute(statement, parameters).rowcount
+        for table, statement in statements.items():
+            counts[table] += (await self._db.execute(statement, {"family": family})).rowcount
         return counts
 
     # -- drafts, codes, links, leftovers -------------------------------------------------------
 
-    def _drafts(self, now: dt.datetime) -> list[Pruned]:
+    async def _drafts(self, now: dt.datetime) -> list[Pruned]:
         """Tombstones of ended drafts (no data in them), per protocol; drafts never given one use the defaults."""
         done = []
         for protocol_id, policy in self._per_protocol():
-            cutoff = to_text(now - dt.timedelta(days=policy.tombstone_days))
             owned, parameters = self._owned_by(protocol_id)
-            with transaction(self._db):
-                count = self._db.execute(
-                    f"DELETE FROM drafts WHERE state IN (?, ?, ?) AND updated_at < ? AND {owned}",  # noqa: S608  # nosec B608
-                    (*_DRAFT_ENDED, cutoff, *parameters),
-                ).rowcount
+            async with self._db.transaction():
+                count = (await self._db.execute(
+                    f"DELETE FROM drafts WHERE state IN :ended AND updated_at < :cutoff AND {owned}",  # noqa: S608  # nosec B608
+                    {"ended": _DRAFT_ENDED, "cutoff": to_text(now - dt.timedelta(days=policy.tombstone_days)),
+                     **parameters},
+                )).rowcount
                 if count:
-                    done.append(self._record(now, "drafts", protocol_id, count,
-                                             f"rule={policy.tombstone_days} days after the draft ended"))
+                    done.append(await self._record(now, "drafts", protocol_id, count,
+                                                   f"rule={policy.tombstone_days} days after the draft ended"))
         return done
 
-    def _pairing_codes(self, now: dt.datetime) -> list[Pruned]:
+    async def _pairing_codes(self, now: dt.datetime) -> list[Pruned]:
         done = []
         for protocol_id, policy in self._per_protocol():
-            cutoff = to_text(now - dt.timedelta(days=policy.pairing_code_days))
             owned, parameters = self._owned_by(protocol_id)
-            with transaction(self._db):
-                count = self._db.execute(
-                    f"DELETE FROM pairing_codes WHERE expires_at < ? AND {owned}",  # noqa: S608  # nosec B608
-                    (cutoff, *parameters),
-                ).rowcount
+            async with self._db.transaction():
+                count = (await self._db.execute(
+                    f"DELETE FROM pairing_codes WHERE expires_at < :cutoff AND {owned}",  # noqa: S608  # nosec B608
+                    {"cutoff": to_text(now - dt.timedelta(days=policy.pairing_code_days)), **parameters},
+                )).rowcount
                 if count:
-                    done.append(self._record(now, "pairing_codes", protocol_id, count,
-                                             f"rule={policy.pairing_code_days} days after the code expired"))
+                    done.append(await self._record(now, "pairing_codes", protocol_id, count,
+                                                   f"rule={policy.pairing_code_days} days after the code expired"))
         return done
 
-    def _links(self, now: dt.datetime) -> list[Pruned]:
+    async def _links(self, now: dt.datetime) -> list[Pruned]:
         """The OCMW conversation of a protocol that ended (or whose file is gone), once no referral of it is kept."""
         today = now.astimezone(self._tz).date()
         done = []
-        rows = self._db.execute(
-            "SELECT protocol_id FROM ocmw_links WHERE protocol_id NOT IN (SELECT protocol_id FROM referrals)"
-        ).fetchall()
+        rows = await self._db.fetch_all(
+            "SELECT protocol_id FROM ocmw_links AS l"
+            " WHERE NOT EXISTS (SELECT 1 FROM referrals AS r WHERE r.protocol_id = l.protocol_id)")
         for row in rows:
             protocol_id = str(row["protocol_id"])
             protocol = self._registry.get(protocol_id)
             if protocol is not None and (protocol.ends_on is None or protocol.ends_on >= today):
                 continue
-            with transaction(self._db):
-                count = self._db.execute("DELETE FROM ocmw_links WHERE protocol_id = ?", (protocol_id,)).rowcount
+            async with self._db.transaction():
+                count = (await self._db.execute("DELETE FROM ocmw_links WHERE protocol_id = :protocol",
+                                                {"protocol": protocol_id})).rowcount
                 if count:
-                    done.append(self._record(now, "ocmw_links", protocol_id, count,
-                                             "rule=the protocol ended and none of its referrals is kept"))
+                    done.append(await self._record(now, "ocmw_links", protocol_id, count,
+                                                   "rule=the protocol ended and none of its referrals is kept"))
         return done
 
-    def _leftovers(self, now: dt.datetime) -> list[Pruned]:
+    async def _leftovers(self, now: dt.datetime) -> list[Pruned]:
         """Finished rows about no kept referral: an expired draft's card, a note to a draft's chat, and the like."""
         cutoff = to_text(now - dt.timedelta(days=DEFAULT_RETENTION.tombstone_days))
         rule = f"rule={DEFAULT_RETENTION.tombstone_days} days after they were finished, about no kept referral"
-        statements = {
+        statements: dict[str, tuple[str, dict[str, Any]]] = {
             "message_outbox": (
-                "DELETE FROM message_outbox WHERE state IN (?, ?) AND finished_at < ? AND (reference IS NULL"
-                " OR reference NOT IN (SELECT reference FROM referrals))", (*_FINISHED_MESSAGES, cutoff)),
+                "DELETE FROM message_outbox WHERE state IN :finished AND finished_at < :cutoff AND (reference IS NULL"
+                " OR NOT EXISTS (SELECT 1 FROM referrals AS r WHERE r.reference = message_outbox.reference))",
+                {"finished": _FINISHED_MESSAGES, "cutoff": cutoff}),
             "outbox": (
-                "DELETE FROM outbox WHERE state IN (?, ?) AND finished_at < ?"
-                " AND reference NOT IN (SELECT reference FROM referrals)", (*_FINISHED_MAILS, cutoff)),
+                "DELETE FROM outbox WHERE state IN :finished AND finished_at < :cutoff"
+                " AND NOT EXISTS (SELECT 1 FROM referrals AS r WHERE r.reference = outbox.reference)",
+                {"finished": _FINISHED_MAILS, "cutoff": cutoff}),
             "card_slots": (
-                f"DELETE FROM card_slots WHERE updated_at < ?"  # noqa: S608  # nosec B608
-                f" AND {_SLOT_REFERENCE} NOT IN (SELECT reference FROM referrals)", (cutoff,)),
+                f"DELETE FROM card_slots WHERE updated_at < :cutoff"  # noqa: S608  # nosec B608
+                f" AND NOT EXISTS (SELECT 1 FROM referrals AS r WHERE r.reference = {slot_reference(self._db)})",
+                {"cutoff": cutoff}),
         }
         done = []
         for table, (statement, parameters) in statements.items():
-            with transaction(self._db):
-                count = self._db.execute(statement, parameters).rowcount
+            async with self._db.transaction():
+                count = (await self._db.execute(statement, parameters)).rowcount
                 if count:
-                    done.append(self._record(now, table, NO_PROTOCOL, count, rule))
+                    done.append(await self._record(now, table, NO_PROTOCOL, count, rule))
         return done
 
     # -- the register ---------------------------------------------------------------------------
 
-    def _register_entries(self, now: dt.datetime) -> list[Pruned]:
+    async def _register_entries(self, now: dt.datetime) -> list[Pruned]:
         """The oldest entries past their protocol's `register_years`, up to the first one that is not."""
         last_due: int | None = None
         counts: Counter[int] = Counter()
-        entries = self._db.execute("SELECT seq, at, protocol_id, reference FROM register ORDER BY seq")
-        try:
-            for row in entries:  # read lazily: usually the first entry is not due yet
+        after = 0
+        while True:  # a page at a time: usually the first entry is not due yet
+            entries = await self._db.fetch_all(
+                "SELECT seq, at, protocol_id, reference FROM register WHERE seq > :after ORDER BY seq LIMIT :page",
+                {"after": after, "page": _REGISTER_PAGE},
+            )
+            stop = not entries
+            for row in entries:
                 policy = self._registry.retention_for(str(row["protocol_id"]))
-                if from_text(row["at"]) >= _years_before(now, policy.register_years):
+                if from_text(row["at"]) >= _years_before(now, policy.register_years) or (
+                    row["reference"] and await self._db.fetch_one(
+                        "SELECT 1 AS kept FROM referrals WHERE reference = :reference",
+                        {"reference": row["reference"]}) is not None
+                ):
+                    stop = True  # not due yet, or the proof behind a referral the bot still keeps
                     break
-                if row["reference"] and self._db.execute(
-                    "SELECT 1 FROM referrals WHERE reference = ?", (row["reference"],)
-                ).fetchone() is not None:
-                    break  # the proof behind a referral the bot still keeps stays as long as it
                 last_due = int(row["seq"])
                 counts[policy.register_years] += 1
-        finally:
-            entries.close()  # no read left open on the connection before it writes
+            if stop:
+                break
+            after = int(entries[-1]["seq"])
         if last_due is None:
             return []
         periods = ", ".join(f"{years} years: {count}" for years, count in sorted(counts.items()))
         rule = f"written longer ago than their protocol's register_years ({periods}), about no kept referral"
-        count = self._register.prune_through(last_due, at=now, rule=rule)
+        count = await self._register.prune_through(last_due, at=now, rule=rule)
         return [Pruned("register", NO_PROTOCOL, count, f"rule={rule}")]
 
     # -- helpers --------------------------------------------------------------------------------
@@ -285,17 +299,19 @@ class RetentionService:
         """Each loaded protocol with its policy, then `NO_PROTOCOL` for the rest with the defaults."""
         return [(p.id, p.retention) for p in self._registry.all()] + [(NO_PROTOCOL, DEFAULT_RETENTION)]
 
-    def _owned_by(self, protocol_id: str) -> tuple[str, list[str]]:
+    def _owned_by(self, protocol_id: str) -> tuple[str, dict[str, Any]]:
         """A condition on a row's `protocol_id`: this protocol's, or for `NO_PROTOCOL` no loaded protocol's."""
         if protocol_id != NO_PROTOCOL:
-            return "protocol_id = ?", [protocol_id]
+            return "protocol_id = :owner", {"owner": protocol_id}
         loaded = [p.id for p in self._registry.all()]
-        return f"(protocol_id IS NULL OR protocol_id NOT IN ({', '.join('?' for _ in loaded)}))", loaded
+        if not loaded:
+            return "1 = 1", {}
+        return "(protocol_id IS NULL OR protocol_id NOT IN :loaded)", {"loaded": loaded}
 
-    def _record(self, now: dt.datetime, table: str, protocol_id: str, count: int, rule: str) -> Pruned:
+    async def _record(self, now: dt.datetime, table: str, protocol_id: str, count: int, rule: str) -> Pruned:
         detail = f"table={table}; count={count}; {rule}"
-        self._register.append(at=now, event=RegisterEvent.RETENTION_PRUNED, actor_id=SYSTEM_ACTOR_ID,
-                              actor_name=SYSTEM_ACTOR_NAME, protocol_id=protocol_id, detail=detail)
+        await self._register.append(at=now, event=RegisterEvent.RETENTION_PRUNED, actor_id=SYSTEM_ACTOR_ID,
+                                    actor_name=SYSTEM_ACTOR_NAME, protocol_id=protocol_id, detail=detail)
         return Pruned(table, protocol_id, count, detail)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import cards
-from bot.access import RateLimit, RateLimiter, ReferrerPolicy
+from bot.access import ReferrerPolicy
 from bot.breach import BREACH_WORDS, BreachService
 from bot.clock import Clock
 from bot.corrections import CorrectionService
@@ -25,6 +25,7 @@ from bot.dialogue import (
 )
 from bot.ocmw import OcmwService
 from bot.ocmw_links import base_conversation_id
+from bot.rate_limits import RateLimit, RateLimiter
 from bot.register_export import RegisterExports
 from bot.status import StatusService
 
@@ -93,23 +94,27 @@ class Router:
         """A typed message, mentions stripped."""
         command = command_of(text)
         if command in BREACH_WORDS:  # `datalek`: the breach report card, for whoever may report (bot.breach)
-            refusal = self._refusal(actor, "breach.start")
-            return Reply(card=cards.problem_card(actor.lang, refusal)) if refusal else self._breach.on_command(actor)
+            refusal = await self._refusal(actor, "breach.start")
+            if refusal:
+                return Reply(card=cards.problem_card(actor.lang, refusal))
+            return await self._breach.on_command(actor)
         word, _, rest = command.partition(" ")
         if word in _REFERENCE_COMMANDS and rest.strip():  # `intrekken VD-...`, `verbeter VD-...`
             answer = await self.on_action(actor, _REFERENCE_COMMANDS[word], {"reference": rest.strip().upper()})
             return Reply(text=answer.text) if isinstance(answer, Banner) else Reply(card=answer)
         for prefix in _LINK_PREFIXES:
             if command.startswith(prefix):
-                limited = self._link_limited(actor)
-                return Reply(text=limited) if limited else self._ocmw.link_command(actor, command[len(prefix):])
+                limited = await self._link_limited(actor)
+                return Reply(text=limited) if limited else await self._ocmw.link_command(actor, command[len(prefix):])
         if command in _REGISTER_WORDS:
-            return self._register_exports.on_command(actor)
+            return await self._register_exports.on_command(actor)
         if command in _STATUS_WORDS:
-            links = self._ocmw.linked_protocols(actor.conversation_id)
-            return Reply(card=self._status.for_ocmw(actor, links) if links else self._status.for_referrer(actor))
+            links = await self._ocmw.linked_protocols(actor.conversation_id)
+            if links:
+                return Reply(card=await self._status.for_ocmw(actor, links))
+            return Reply(card=await self._status.for_referrer(actor))
         if is_start_command(command):
-            refusal = self._refusal(actor, "referral.start")
+            refusal = await self._refusal(actor, "referral.start")
             if refusal is not None:
                 return Reply(card=cards.problem_card(actor.lang, refusal))
         return await self._dialogue.on_text(actor, text)
@@ -124,12 +129,12 @@ class Router:
         A refusal of an action on a card that holds a reference (or a correction) is a banner: the
         card stays, its reference and buttons with it.
         """
-        refusal = self._refusal(actor, verb)
+        refusal = await self._refusal(actor, verb)
         if refusal is not None:
             holds_reference = "reference" in data or "correctionId" in data
             return Banner(cards.problem_banner(actor.lang, refusal)) if holds_reference else \
                 cards.problem_card(actor.lang, refusal)
-        if verb == "link.confirm" and (limited := self._link_limited(actor)):
+        if verb == "link.confirm" and (limited := await self._link_limited(actor)):
             return cards.notice_card(actor.lang, limited)
         if verb in _CORRECTION_VERBS and not is_personal_chat(actor):  # the card asks for the family's data
             return self._dialogue.personal_chat_only(actor, verb)
@@ -144,17 +149,17 @@ class Router:
         """ "Terug" from a confirmation: the card as it stands, for the draft, the OCMW or the referrer."""
         if "draftId" in data:
             return await self._dialogue.on_action(actor, cards.VERB_VIEW, data)
-        if self._ocmw.linked_protocols(actor.conversation_id):
+        if await self._ocmw.linked_protocols(actor.conversation_id):
             return await self._ocmw.on_action(actor, cards.VERB_VIEW, data)
-        refusal = self._refusal(actor, "consent.withdraw")  # a referrer's card: for referrers only
+        refusal = await self._refusal(actor, "consent.withdraw")  # a referrer's card: for referrers only
         if refusal is not None:
             return Banner(cards.problem_banner(actor.lang, refusal))
-        return self._ocmw.referrer_card(actor, data.get("reference"))
+        return await self._ocmw.referrer_card(actor, data.get("reference"))
 
-    def _link_limited(self, actor: Actor) -> str | None:
+    async def _link_limited(self, actor: Actor) -> str | None:
         """The answer when this user, or this conversation, tried linking too often; None when it may."""
         now = self._clock.now()
-        if self._limiter.allow(actor.user_id, "link_user", now) and self._limiter.allow(
+        if await self._limiter.allow(actor.user_id, "link_user", now) and await self._limiter.allow(
             base_conversation_id(actor.conversation_id), "link_conversation", now
         ):
             return None
@@ -162,11 +167,11 @@ class Router:
         minutes = str(int(LINK_LIMIT.window.total_seconds() // 60))
         return cards.text(actor.lang, "link_rate_limited", minutes=minutes)
 
-    def _refusal(self, actor: Actor, verb: str) -> str | None:
+    async def _refusal(self, actor: Actor, verb: str) -> str | None:
         """The problem (from `cards.PROBLEMS`) that refuses this actor this verb, or None when it may go ahead."""
         now = self._clock.now()
-        if not self._limiter.allow(actor.user_id, "actions", now) or (
-            verb == "referral.start" and not self._limiter.allow(actor.user_id, "starts", now)
+        if not (await self._limiter.allow(actor.user_id, "actions", now)) or (
+            verb == "referral.start" and not (await self._limiter.allow(actor.user_id, "starts", now))
         ):
             logger.warning("rate limit reached", extra={"verb": verb[:64]})
             return "rate_limited"

@@ -11,8 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -20,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from bot.clock import Clock
 from bot.correction_package import CorrectionPackageContents, build_correction_package
-from bot.database import transaction
+from bot.database import Database
 from bot.drafts import Draft, DraftState, DraftStore
 from bot.mail_message import build_referral_mail
 from bot.outbox import Outbox
@@ -89,7 +88,7 @@ class ReferralSender:
     def __init__(
         self,
         *,
-        connection: sqlite3.Connection,
+        db: Database,
         passwords: ZipPasswordProvider,
         outbox: Outbox,
         drafts: DraftStore,
@@ -99,7 +98,7 @@ class ReferralSender:
         timezone: ZoneInfo,
         mail_from: str,
     ) -> None:
-        self._db = connection
+        self._db = db
         self._passwords = passwords
         self._outbox = outbox
         self._drafts = drafts
@@ -139,10 +138,10 @@ class ReferralSender:
             data_categories=draft.details.categories(),
             consent_version=draft.consent.text_version,
         )
-        with transaction(self._db):
-            if not self._drafts.close(draft, DraftState.SENT, now):
+        async with self._db.transaction():
+            if not await self._drafts.close(draft, DraftState.SENT, now):
                 raise SendFailure("draft changed while sending", transient=False)
-            self._commit(record, message, protocol, referrer, now)
+            await self._commit(record, message, protocol, referrer, now)
         return QueuedReferral(reference=draft.reference, queued_at=now, key_version=password.version)
 
     async def queue_correction(
@@ -153,20 +152,23 @@ class ReferralSender:
         protocol: DataSharingProtocol,
         referrer: Referrer,
         origin: Origin,
-        claim: Callable[[str], str | None],
+        claim: Callable[[str], Awaitable[str | None]],
     ) -> QueuedReferral:
         """Encrypt and queue only the corrected item, as the next version of `original`.
 
         One transaction allocates the version (`VD-...-2`, `-3`, ...), lets `claim(version)` mark the
         correction request as sent with it (or say, by returning that version, that it already was:
-        `AlreadySent`), and queues the package. Nothing awaits inside it, so concurrent clicks on one
-        request send one correction and concurrent different requests get distinct versions.
+        `AlreadySent`), and queues the package. It begins by locking the referral it corrects (the
+        SQLite writer lock does that for every transaction), so concurrent clicks on one request, on
+        one instance or several, send one correction and concurrent different requests get distinct
+        versions.
         """
         password = await self._password(protocol)
         now = self._clock.now()
-        with transaction(self._db):
-            new_reference = self._next_version(original.reference)
-            sent_as = claim(new_reference)
+        async with self._db.transaction():
+            await self._referrals.lock(original.reference)
+            new_reference = await self._next_version(original.reference)
+            sent_as = await claim(new_reference)
             if sent_as is not None:
                 raise AlreadySent(sent_as)
             contents = CorrectionPackageContents(
@@ -193,13 +195,14 @@ class ReferralSender:
                 data_categories=ITEM_CATEGORIES[item],
                 consent_version=original.consent_version,  # sent again under the consent the family gave
             )
-            self._commit(record, message, protocol, referrer, now)
+            await self._commit(record, message, protocol, referrer, now)
         return QueuedReferral(reference=new_reference, queued_at=now, key_version=password.version)
 
-    def _next_version(self, root: str) -> str:
+    async def _next_version(self, root: str) -> str:
         """The next free version of `root`: `root-2` for the first correction."""
-        row = self._db.execute("SELECT COUNT(*) AS n FROM referrals WHERE parent_reference = ?", (root,)).fetchone()
-        return f"{root}-{int(row['n']) + 2}"
+        count = await self._db.scalar("SELECT COUNT(*) AS n FROM referrals WHERE parent_reference = :root",
+                                      {"root": root})
+        return f"{root}-{int(count) + 2}"
 
     async def _password(self, protocol: DataSharingProtocol) -> ZipPassword:
         """The password within the user's time budget; giving up does not cancel the provider's fetch."""
@@ -212,7 +215,7 @@ class ReferralSender:
                 raise PasswordUnavailable(f"zip password unavailable: {error}") from error
             raise SendFailure(f"zip password unavailable: {error}", transient=False) from error
 
-    def _commit(
+    async def _commit(
         self,
         record: SentReferral,
         message: EmailMessage,
@@ -221,15 +224,15 @@ class ReferralSender:
         now: dt.datetime,
     ) -> None:
         """Queue the mail, record the referral and write the register, inside the caller's transaction."""
-        self._outbox.enqueue(
+        await self._outbox.enqueue(
             message_id=record.message_id, reference=record.reference, payload=message.as_bytes(policy=SMTP), now=now
         )
-        self._referrals.add(record)
+        await self._referrals.add(record)
         for event, detail in (
             (RegisterEvent.PACKAGE_BUILT, f"AES-256 ZIP, key version {record.key_version}"),
             (RegisterEvent.QUEUED, f"to {protocol.recipient_mailbox}"),
         ):
-            self._register.append(
+            await self._register.append(
                 at=now,
                 event=event,
                 actor_id=referrer.user_id,

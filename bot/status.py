@@ -27,17 +27,18 @@ class StatusService:
         self._registry = registry
         self._tz = timezone
 
-    def for_referrer(self, actor: Actor) -> Card:
+    async def for_referrer(self, actor: Actor) -> Card:
         """The referrer's own referrals, newest first."""
-        referrals = self._referrals.for_referrer(actor.user_id)
-        lost = self._messages.given_up_for([referral.reference for referral in referrals])
+        referrals = await self._referrals.for_referrer(actor.user_id)
+        lost = await self._messages.given_up_for([referral.reference for referral in referrals])
         rows = [self._row(referral, lost) for referral in referrals]
         return cards.referral_status_card(actor.lang, audience="referrer", rows=rows)
 
-    def for_ocmw(self, actor: Actor, links: list[OcmwLink]) -> Card:
+    async def for_ocmw(self, actor: Actor, links: list[OcmwLink]) -> Card:
         """The open referrals of every protocol linked to this conversation, oldest first."""
-        referrals = [referral for link in links for referral in self._referrals.open_for_protocol(link.protocol_id)]
-        lost = self._messages.given_up_for([referral.reference for referral in referrals])
+        referrals = [referral for link in links
+                     for referral in await self._referrals.open_for_protocol(link.protocol_id)]
+        lost = await self._messages.given_up_for([referral.reference for referral in referrals])
         rows = [self._row(referral, lost) for referral in referrals]
         return cards.referral_status_card(actor.lang, audience="ocmw", rows=rows)
 

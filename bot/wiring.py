@@ -9,12 +9,48 @@ from azure.core.credentials_async import AsyncTokenCredential
 
 from bot.clock import Clock
 from bot.config import Settings
+from bot.database import Database, DatabaseSettings, open_database
 from bot.graph_membership import GraphMembershipChecker
 from bot.mail_transport import MailTransport, OutboxFolderTransport
 from bot.referrers import MembershipChecker
 from bot.zip_passwords import LocalZipPasswordProvider, ZipPasswordProvider
 
 Closer = Callable[[], Awaitable[None]]
+
+
+def build_database(settings: Settings, closers: list[Closer], *, read_only: bool = False) -> Database:
+    """The database the settings name: the embedded SQLite file, or PostgreSQL (with Entra ID when asked).
+
+    The caller closes it (`Database.close`) after everything else that may still use it.
+    """
+    password = None
+    if settings.database.auth == "entra":
+        from bot.database_login import EntraDatabasePassword
+        from bot.keyvault_passwords import default_credential
+
+        login = EntraDatabasePassword(default_credential(settings.database.managed_identity_client_id))
+        closers.append(login.close)
+        password = login
+    db = open_database(DatabaseSettings(sqlite_path=settings.database_path, url=settings.database.url,
+                                        password=password, pool_size=settings.database.pool_size,
+                                        read_only=read_only))
+    return db
+
+
+async def open_database_for_command(settings: Settings, closers: list[Closer]) -> Database:
+    """The database for a command that writes (`link-ocmw`, `breach-report`): its schema must be current.
+
+    The embedded SQLite file is migrated as `serve` would; PostgreSQL must have been migrated.
+    """
+    from bot.schema_migration import require_current_schema
+
+    db = build_database(settings, closers)
+    try:
+        await require_current_schema(db, migrate_if_behind=not settings.database.is_postgres)
+    except BaseException:
+        await db.close()
+        raise
+    return db
 
 
 def build_password_provider(settings: Settings, clock: Clock, closers: list[Closer]) -> ZipPasswordProvider:

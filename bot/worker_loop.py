@@ -19,12 +19,14 @@ logger = logging.getLogger(__name__)
 
 #: Look at the queue at least this often, even when nothing says there is work.
 MAX_IDLE_WAIT = dt.timedelta(seconds=60)
+#: How long to wait before looking again when the database did not answer.
+UNREACHABLE_WAIT = dt.timedelta(seconds=5)
 
 
 class WorkerLoop:
     """Runs `run_pass` whenever woken or when `next_due` says work is due."""
 
-    def __init__(self, *, name: str, clock: Clock, next_due: Callable[[], dt.datetime | None]) -> None:
+    def __init__(self, *, name: str, clock: Clock, next_due: Callable[[], Awaitable[dt.datetime | None]]) -> None:
         self._name = name
         self._clock = clock
         self._next_due = next_due
@@ -44,8 +46,13 @@ class WorkerLoop:
             await self._sleep_until_due()
 
     async def _sleep_until_due(self) -> None:
-        due = self._next_due()
+        self._wake.clear()  # before asking: a wake-up while the database answers is not lost
+        try:
+            due = await self._next_due()
+        except Exception as error:  # the database is down: look again after a pause
+            logger.warning("%s: next due time unknown (%s); looking again in %d s", self._name, type(error).__name__,
+                           UNREACHABLE_WAIT.total_seconds())
+            due = self._clock.now() + UNREACHABLE_WAIT
         wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, max(dt.timedelta(0), due - self._clock.now()))
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait.total_seconds())

@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from bot.app import create_app
 from bot.config import Settings
+from bot.database import Database
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.clock import ManualClock
+from tests.support.databases import BACKENDS, postgres_database, sqlite_database
 from tests.support.ocmw_flow import CHANNEL
+from tests.support.postgres_server import PostgresServer, postgres_server
 
 ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The suite's own PostgreSQL server, started on first use (a temporary cluster on a free port)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    """A fresh, migrated database of each backend: the contract every store keeps on both."""
+    if request.param == "sqlite":
+        return await sqlite_database(tmp_path / "bot.sqlite3")
+    return await postgres_database(request.getfixturevalue("postgres"))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.access import RateLimit, RateLimiter, ReferrerPolicy
+from bot.access import ReferrerPolicy
 from bot.app import create_app
 from bot.config import ConfigError, Settings
 from tests.support.activities import TENANT_ID, TeamsUser
@@ -66,15 +66,6 @@ async def test_too_many_starts_get_a_clear_card_and_the_limit_slides(
     assert "referral.consent" in actions(await guarded_bot.act(referrer, "referral.start", {}))
 
 
-def test_rate_limiter_counts_per_user_and_kind() -> None:
-    limiter = RateLimiter({"actions": RateLimit(2, dt.timedelta(minutes=1))})
-    now = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
-    assert limiter.allow("a", "actions", now) and limiter.allow("a", "actions", now)
-    assert not limiter.allow("a", "actions", now)
-    assert limiter.allow("b", "actions", now) and limiter.allow("a", "other", now)
-    assert limiter.allow("a", "actions", now + dt.timedelta(minutes=1))
-
-
 def test_policy_narrowed_to_objects_and_channels() -> None:
     policy = ReferrerPolicy(frozenset({"t"}), frozenset({"u"}), frozenset({"19:team"}))
     assert policy.allows(tenant_id="T", object_id="U", team_or_channel_ids=["19:team"])
@@ -95,6 +86,7 @@ def test_production_with_safe_settings_starts() -> None:
         "BOT_ENV": "production", "MicrosoftAppId": "00000000-0000-0000-0000-000000000001",
         "MicrosoftAppTenantId": K_EN_G_TENANT, "REFERRER_TENANT_IDS": K_EN_G_TENANT,
         "OCMW_TENANT_IDS": OTHER_TENANT, "KEY_VAULT_URL": "https://kv.vault.azure.net", "MAIL_TRANSPORT": "graph",
+        "DATABASE_URL": "postgresql://vd-id@vd-pg.postgres.database.azure.com/vd", "DATABASE_AUTH": "entra",
     })
     assert settings.security_weakenings == [] and settings.production_refusals == []
 

@@ -184,9 +184,9 @@ async def test_a_referrer_reports_and_both_dpos_get_every_article_33_field(
     ):
         assert field in body, field
 
-    assert bot.services.register.events_for(report_id) == ["breach_reported"]
-    assert bot.services.register.events_for(reference)[-1] == "breach_reported"
-    rows = bot.services.register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 28), settings.timezone)
+    assert await bot.services.register.events_for(report_id) == ["breach_reported"]
+    assert (await bot.services.register.events_for(reference))[-1] == "breach_reported"
+    rows = await bot.services.register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 28), settings.timezone)
     [entry] = [row for row in rows if row["reference"] == report_id]
     assert entry["actor_id"] == "aad-referrer-1" and entry["protocol_id"] == PROTOCOL_ID
     assert "kind=wrong_recipient" in entry["detail"] and "references=2 (1 unknown)" in entry["detail"]
@@ -222,7 +222,7 @@ async def test_an_ocmw_worker_in_the_linked_channel_reports_without_references(
     assert "toestel of bestand verloren of gestolen" in body and "unknown (nog niet bekend)" in body
     assert "Aantal betrokkenen en gegevensrecords: niet bekend" in body
     assert "Referenties die de melder opgaf: - geen" in body
-    assert bot.services.register.events_for(report_id) == ["breach_reported"]
+    assert await bot.services.register.events_for(report_id) == ["breach_reported"]
 
 
 async def test_a_dpo_reports_a_leaked_zip_password_and_the_protocols_referrals_are_counted(
@@ -243,14 +243,14 @@ async def test_a_dpo_reports_a_leaked_zip_password_and_the_protocols_referrals_a
     [(recipients, message)] = breach_mails(smtp)
     assert sorted(recipients) == sorted(DPOS)
     body = body_of(message)
-    [kept_referral] = [bot.services.referrals.get(kept)]
+    [kept_referral] = [await bot.services.referrals.get(kept)]
     assert kept_referral is not None
     for field in ("het ZIP-wachtwoord van het protocol is uitgelekt", "de ouders van 2 gezin(nen)",
                   "Aantal gegevensrecords: 2 doorverwijzing(en)", f"sleutelversie {kept_referral.key_version}",
                   "Daarvan bewaart het OCMW er nog 1", "Melder: Dirk Privacy, functionaris voor gegevensbescherming, "
                   "OCMW Sint-Gillis-Waas"):
         assert field in body, field
-    [entry] = [row for row in bot.services.register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 28),
+    [entry] = [row for row in await bot.services.register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 28),
                                                             bot.services.settings.timezone)
                if row["reference"] == report_id]
     assert "concerned=2 families, 2 packages (counted from protocol" in entry["detail"]
@@ -268,7 +268,7 @@ async def test_an_outsider_in_an_unlinked_channel_is_refused_and_nothing_is_sent
     assert "breach.submit" not in actions(crafted) and "Meld het lek meteen rechtstreeks" in texts(crafted)
     await bot.deliver()
     assert breach_mails(smtp) == []
-    assert bot.services.register.events_for("DL-20261128-K7M2QX") == []
+    assert await bot.services.register.events_for("DL-20261128-K7M2QX") == []
     assert "breach report action refused" in caplog.text and TYPED not in caplog.text
 
 
@@ -291,7 +291,7 @@ async def test_wrong_fields_get_their_errors_under_them_and_nothing_is_queued(
     assert values["references"] == "VD-20261128-K7M2QX, VD-2026" and values["measuresTaken"] == TAKEN
     assert actions(again)["breach.submit"]["reportId"] == report_id, "the same report, corrected"
     await bot.deliver()
-    assert breach_mails(smtp) == [] and bot.services.register.events_for(report_id) == []
+    assert breach_mails(smtp) == [] and await bot.services.register.events_for(report_id) == []
 
 
 async def test_a_second_click_on_the_same_card_sends_nothing_new(
@@ -303,7 +303,7 @@ async def test_a_second_click_on_the_same_card_sends_nothing_new(
     assert "Gegevenslek gemeld" in texts(first) and "Deze melding was al verstuurd" in texts(second)
     await bot.deliver()
     assert len(breach_mails(smtp)) == 1
-    assert bot.services.register.events_for(report_id) == ["breach_reported"]
+    assert await bot.services.register.events_for(report_id) == ["breach_reported"]
 
 
 async def test_the_mail_is_retried_when_the_relay_refuses_it_for_now(
@@ -337,7 +337,7 @@ async def test_cancel_reports_nothing(bot: BotDriver, referrer: TeamsUser) -> No
     card = await open_form(bot, referrer, "breach")
     cancelled = await bot.act(referrer, "breach.cancel", actions(card)["breach.cancel"])
     assert "er is niets gemeld" in texts(cancelled)
-    assert bot.services.outbox.counts() == {}
+    assert await bot.services.outbox.counts() == {}
 
 
 async def test_a_mail_the_relay_refuses_for_good_is_logged_with_the_report_id(
@@ -350,5 +350,5 @@ async def test_a_mail_the_relay_refuses_for_good_is_logged_with_the_report_id(
     assert breach_mails(smtp) == []
     [failed] = [record for record in caplog.records if record.getMessage().startswith("mail NOT delivered")]
     assert failed.levelno == logging.ERROR and getattr(failed, "reference", None) == report_id
-    assert bot.services.outbox.counts() == {"failed": 1}
+    assert await bot.services.outbox.counts() == {"failed": 1}
     assert TYPED not in caplog.text

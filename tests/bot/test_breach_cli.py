@@ -22,7 +22,7 @@ async def _sent_reference(bot: BotDriver, referrer: TeamsUser) -> str:
     draft_id, _ = await reach_review(bot, referrer)
     await bot.act(referrer, "referral.send", {"draftId": draft_id})
     await bot.deliver()
-    [referral] = bot.services.referrals.for_referrer(referrer.aad_object_id)
+    [referral] = await bot.services.referrals.for_referrer(referrer.aad_object_id)
     return referral.reference
 
 
@@ -60,9 +60,9 @@ async def test_both_dpos_are_told_without_client_data(
     assert "Uiterlijk melden: 01/12/2026 10:00" in text and "nog 72 uur" in text, "found now, reported now"
     assert "Vlaamse Toezichtcommissie" in text
     assert not [value for value in CLIENT_VALUES if value in report.read_text("utf-8", errors="replace")]
-    assert bot.services.register.events_for(reference)[-1] == "breach_reported"
+    assert (await bot.services.register.events_for(reference))[-1] == "breach_reported"
     [report_id] = [word for word in str(message["Subject"]).split() if word.startswith("DL-")]
-    assert bot.services.register.events_for(report_id) == ["breach_reported"]
+    assert await bot.services.register.events_for(report_id) == ["breach_reported"]
 
 
 async def test_an_unknown_reference_without_a_protocol_sends_nothing(

@@ -12,7 +12,9 @@ from bot.checks import run_checks
 from bot.config import Settings
 from bot.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client
 from tests.support.clock import ManualClock
+from tests.support.databases import postgres_url
 from tests.support.keyvault_standin import StaticTokenCredential, keyvault_standin
+from tests.support.postgres_server import PostgresServer
 from tests.support.smtp_server import free_port, smtp_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +24,7 @@ async def test_embedded_defaults_pass(settings: Settings, clock: ManualClock) ->
     results = await run_checks(settings, clock)
     assert all(result.ok for result in results), [result.line() for result in results]
     names = [result.name for result in results]
-    assert names[:2] == ["protocol files", "data folder"]
+    assert names[:2] == ["protocol files", "database"]
     assert any(name.startswith("zip password") for name in names) and "mail transport outbox" in names
 
 
@@ -85,18 +87,36 @@ async def test_teams_messages_given_up_or_waiting_too_long_fail_the_check(
     settings: Settings, clock: ManualClock
 ) -> None:
     from bot.chat_messages import MessageContent
-    from bot.database import open_database
     from bot.message_outbox import MessageOutbox
+    from tests.support.databases import sqlite_database
 
     settings.data_dir.mkdir(parents=True)
-    connection = open_database(settings.database_path)
-    messages = MessageOutbox(connection)
+    db = await sqlite_database(settings.database_path)
+    messages = MessageOutbox(db)
     reference = '{"conversation": {"id": "a:1"}, "serviceUrl": "http://127.0.0.1:9"}'
-    lost = messages.post(reference, MessageContent(text="x"), now=clock.now() - dt.timedelta(hours=25))
-    messages.mark_failed(lost, clock.now(), "gave up after 30 attempts: HTTP 503")
-    messages.post(reference, MessageContent(text="y"), now=clock.now() - dt.timedelta(minutes=40))
-    connection.close()
+    lost = await messages.post(reference, MessageContent(text="x"), now=clock.now() - dt.timedelta(hours=25))
+    await messages.mark_failed(lost, clock.now(), "gave up after 30 attempts: HTTP 503")
+    await messages.post(reference, MessageContent(text="y"), now=clock.now() - dt.timedelta(minutes=40))
     results = await run_checks(settings, clock)
     [teams] = [result for result in results if result.name == "teams messages"]
     assert not teams.ok
     assert teams.detail.startswith("1 given up in the last 7 days, 1 waiting longer than 15 min"), teams.detail
+
+
+async def test_a_postgresql_schema_behind_fails_the_check_naming_the_command(
+    postgres: PostgresServer, clock: ManualClock, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": postgres_url(postgres), "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
+           "LOCAL_ZIP_PASSWORD": "A" * 20, "LOCAL_DRAFT_KEY": "ab" * 32, "BOT_DATA_DIR": str(tmp_path / "none")}
+    results = await run_checks(Settings.from_mapping(env), clock, seconds_per_check=5)
+    [database] = [result for result in results if result.name == "database"]
+    assert not database.ok and "python -m bot migrate" in database.detail and "127.0.0.1" in database.detail
+    assert not (tmp_path / "none").exists(), "with PostgreSQL nothing is written to the instance's disk"
+
+
+async def test_an_unreachable_database_fails_within_the_time_given(clock: ManualClock, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"postgresql://vd@127.0.0.1:{free_port()}/vd?sslmode=disable", "MAIL_TRANSPORT": "smtp",
+           "SMTP_HOST": "127.0.0.1", "LOCAL_ZIP_PASSWORD": "A" * 20, "LOCAL_DRAFT_KEY": "ab" * 32}
+    [database] = [result for result in await run_checks(Settings.from_mapping(env), clock, seconds_per_check=3)
+                  if result.name == "database"]
+    assert not database.ok and database.line().startswith("FAIL database: PostgreSQL on 127.0.0.1")

@@ -88,6 +88,7 @@ def test_key_vault_settings() -> None:
 
 
 #: What an Azure deployment sets (infra/modules/webapp.bicep): everything from Key Vault, mail via Graph.
+PRODUCTION_DATABASE = "postgresql://vd-prod-id@vd-prod-pg.postgres.database.azure.com:5432/veilig_doorverwijzen"
 PRODUCTION = {
     "BOT_ENV": "production",
     "MicrosoftAppId": "00000000-0000-4000-8000-000000000001",
@@ -97,6 +98,8 @@ PRODUCTION = {
     "OCMW_TENANT_IDS": "0c3c0c3c-0000-4000-8000-000000000002",
     "KEY_VAULT_URL": "https://kv-vd.vault.azure.net/",
     "MAIL_TRANSPORT": "graph",
+    "DATABASE_URL": PRODUCTION_DATABASE,
+    "DATABASE_AUTH": "entra",
 }
 
 
@@ -120,6 +123,9 @@ def test_production_with_everything_from_key_vault_starts() -> None:
          "remove DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK"),
         ({"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_TLS": "none",
           "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK": "1"}, "SMTP_TLS=none", "use SMTP_TLS=starttls"),
+        ({"DATABASE_URL": None, "DATABASE_AUTH": None}, "SQLite file on this instance's disk", "set DATABASE_URL="),
+        ({"DATABASE_URL": PRODUCTION_DATABASE + "?sslmode=require"}, "sslmode=require", "remove sslmode"),
+        ({"LOCAL_DRAFT_KEY": "ab" * 32}, "LOCAL_DRAFT_KEY", "remove LOCAL_DRAFT_KEY"),
     ],
 )
 def test_production_refuses_each_weakening_naming_the_setting_and_its_fix(
@@ -131,7 +137,12 @@ def test_production_refuses_each_weakening_naming_the_setting_and_its_fix(
     message = str(raised.value)
     assert "BOT_ENV=production" in message and named in message and fix in message
     assert "BOT_ENV=development" in message, "says how to run locally instead"
-    development = Settings.from_mapping({**env, "BOT_ENV": "development"})
+    try:
+        development = Settings.from_mapping({**env, "BOT_ENV": "development"})
+    except ConfigError as refused:  # several instances cannot share a folder's mail or secrets, in any mode
+        assert "MAIL_TRANSPORT=outbox" in named or "KEY_VAULT_URL" in named
+        assert "DATABASE_URL" in str(refused) and ("MAIL_TRANSPORT" in str(refused) or "KEY_VAULT_URL" in str(refused))
+        return
     [refusal] = development.production_refusals
     assert named in refusal and fix in refusal
 
@@ -160,9 +171,38 @@ def test_production_takes_an_https_public_base_url_and_refuses_a_local_one() -> 
 
 
 def test_the_draft_key_without_key_vault_is_named_too() -> None:
-    [refusal] = Settings.from_mapping({**PRODUCTION, "BOT_ENV": "development", "KEY_VAULT_URL": ""}
-                                      ).production_refusals
-    assert "ZIP password" in refusal and "draft key" in refusal
+    embedded = {name: value for name, value in PRODUCTION.items() if not name.startswith("DATABASE_")}
+    [refusal, sqlite] = Settings.from_mapping({**embedded, "BOT_ENV": "development", "KEY_VAULT_URL": ""}
+                                              ).production_refusals
+    assert "ZIP password" in refusal and "draft key" in refusal and "files in BOT_DATA_DIR" in refusal
+    assert "DATABASE_URL" in sqlite
+
+
+@pytest.mark.parametrize(("env", "problem"), [
+    ({"DATABASE_URL": "mysql://x@h/db"}, "postgresql://"),
+    ({"DATABASE_URL": "postgresql://x@h"}, "postgresql://"),
+    ({"DATABASE_URL": "postgresql://x@h/db?sslmode=prefer"}, "sslmode=prefer"),
+    ({"DATABASE_AUTH": "entra"}, "needs DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql://x:secret@h/db", "DATABASE_AUTH": "entra"}, "remove the password"),
+    ({"DATABASE_URL": "postgresql://x@h/db?sslmode=disable", "DATABASE_AUTH": "entra"}, "needs TLS"),
+    ({"DATABASE_URL": "postgresql://x@h/db", "MAIL_TRANSPORT": "outbox", "LOCAL_ZIP_PASSWORD": "A" * 24,
+      "LOCAL_DRAFT_KEY": "ab" * 32}, "MAIL_TRANSPORT=outbox"),
+    ({"DATABASE_URL": "postgresql://x@h/db", "MAIL_TRANSPORT": "graph", "LOCAL_ZIP_PASSWORD": "A" * 24},
+     "LOCAL_DRAFT_KEY"),
+    ({"LOCAL_DRAFT_KEY": "not hex"}, "64 hexadecimal"),
+])
+def test_database_settings_are_checked_naming_the_fix(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        Settings.from_mapping(env)
+
+
+def test_a_local_run_on_postgresql_takes_its_secrets_from_the_environment() -> None:
+    settings = Settings.from_mapping({"DATABASE_URL": "postgresql://vd@127.0.0.1:5432/vd?sslmode=disable",
+                                      "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "relay.example.be",
+                                      "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD", "LOCAL_DRAFT_KEY": "ab" * 32})
+    assert settings.database.is_postgres and settings.database.tls_mode == "disable"
+    assert settings.local_draft_key == bytes.fromhex("ab" * 32)
+    assert "vd@127.0.0.1" not in repr(settings), "the URL may hold a password: never in a repr"
 
 
 def test_ocmw_tenant_ids_must_be_guids() -> None:

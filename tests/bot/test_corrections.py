@@ -85,13 +85,13 @@ async def test_twenty_identical_submits_send_one_correction(
     reference, ids = await _reported(bot, referrer, ocmw_worker, ["phone"])
     form = {"correctionId": ids["phone"], "phone": "0470 11 22 33"}
     answers = await _submit_all(bot, referrer, [form] * 20)
-    versions = [row.reference for row in bot.services.referrals.for_referrer(referrer.aad_object_id)
+    versions = [row.reference for row in await bot.services.referrals.for_referrer(referrer.aad_object_id)
                 if row.parent_reference == reference]
     assert versions == [f"{reference}-2"]
     already = [answer for answer in answers if "al verstuurd" in answer]
     assert len(already) == 19, [answer[:200] for answer in answers]
     assert all(f"{reference}-2" in answer for answer in answers)
-    assert bot.services.outbox.counts() == {"delivered": 1, "queued": 1}
+    assert await bot.services.outbox.counts() == {"delivered": 1, "queued": 1}
 
 
 async def test_two_different_corrections_at_once_get_distinct_versions(
@@ -102,7 +102,7 @@ async def test_two_different_corrections_at_once_get_distinct_versions(
         {"correctionId": ids["phone"], "phone": "0470 11 22 33"},
         {"correctionId": ids["email"], "email": "nieuw.adres@example.be"},
     ])
-    versions = sorted(row.reference for row in bot.services.referrals.for_referrer(referrer.aad_object_id)
+    versions = sorted(row.reference for row in await bot.services.referrals.for_referrer(referrer.aad_object_id)
                       if row.parent_reference == reference)
     assert versions == [f"{reference}-2", f"{reference}-3"]
     assert {version for version in versions for answer in answers if version in answer} == set(versions)

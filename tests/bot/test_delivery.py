@@ -25,7 +25,7 @@ async def _send(bot: BotDriver, user: TeamsUser) -> str:
     referral = bot.services.referrals
     with sqlite3.connect(bot.services.settings.database_path) as db:
         [(reference,)] = db.execute("SELECT reference FROM referrals WHERE state = 'queued'").fetchall()
-    assert referral.get(reference) is not None
+    assert await referral.get(reference) is not None
     return str(reference)
 
 
@@ -54,7 +54,7 @@ async def test_delivery_updates_the_referrers_card_and_tells_them(bot: BotDriver
     assert reference in texts(card) and "Verstuurd op" in texts(card)
     [message] = [call for call in calls if call.method == "POST"]
     assert reference in message.body["text"]
-    referral = bot.services.referrals.get(reference)
+    referral = await bot.services.referrals.get(reference)
     assert referral is not None and referral.state == "sent" and referral.sent_at is not None
     with sqlite3.connect(bot.services.settings.database_path) as db:
         [(payload, state)] = db.execute("SELECT payload, state FROM outbox").fetchall()
@@ -70,9 +70,9 @@ async def test_a_full_disk_is_retried_and_nothing_is_lost(
     await bot.deliver()
 
     assert list(settings.outbox_dir.glob("*.eml")) == []
-    referral = bot.services.referrals.get(reference)
+    referral = await bot.services.referrals.get(reference)
     assert referral is not None and referral.state == "queued"
-    retry_at = bot.services.outbox.next_due_at()
+    retry_at = await bot.services.outbox.next_due_at()
     assert retry_at is not None and retry_at > clock.now()
     assert "No space left" in caplog.text or "not writable" in caplog.text
     assert not any(value in caplog.text for value in CLIENT_VALUES)
@@ -83,7 +83,7 @@ async def test_a_full_disk_is_retried_and_nothing_is_lost(
     clock.current = retry_at
     assert await bot.deliver() == 1
     assert len(list(settings.outbox_dir.glob("*.eml"))) == 1
-    assert bot.services.register.events_for(reference)[-1] == "delivered"
+    assert (await bot.services.register.events_for(reference))[-1] == "delivered"
 
 
 async def test_after_the_horizon_the_referrer_is_told_it_was_not_delivered(
@@ -97,13 +97,13 @@ async def test_after_the_horizon_the_referrer_is_told_it_was_not_delivered(
 
     await bot.deliver()
 
-    referral = bot.services.referrals.get(reference)
+    referral = await bot.services.referrals.get(reference)
     assert referral is not None and referral.state == "failed"
     [update] = [call for call in bot.connector.calls if call.method == "PUT"]
     assert "NIET" in texts(update.body) and reference in texts(update.body)
     [message] = [call for call in bot.connector.calls if call.method == "POST" and call.body.get("text")]
     assert "NIET" in message.body["text"]
-    assert bot.services.register.events_for(reference)[-1] == "delivery_failed"
+    assert (await bot.services.register.events_for(reference))[-1] == "delivery_failed"
     with sqlite3.connect(settings.database_path) as db:
         [(payload,)] = db.execute("SELECT payload FROM outbox").fetchall()
     assert payload is None
@@ -113,18 +113,18 @@ async def test_a_row_a_dead_worker_held_is_due_again_when_its_lease_runs_out_and
     bot: BotDriver, referrer: TeamsUser, clock: ManualClock, settings: Settings
 ) -> None:
     """Another worker (process) must never take over a row whose lease still runs."""
-    from bot.database import open_database
     from bot.outbox import Outbox
+    from tests.support.databases import another_engine
 
     await _send(bot, referrer)
     lease = dt.timedelta(minutes=2)
-    other = Outbox(open_database(settings.database_path))  # a second worker on the same database
-    assert len(other.claim_due(clock.now(), lease)) == 1  # leased; then that worker "dies"
+    other = Outbox(another_engine(bot.services.db))  # a second worker on the same database
+    assert len(await other.claim_due(clock.now(), lease)) == 1  # leased; then that worker "dies"
     clock.advance(lease - dt.timedelta(seconds=1))
     assert await bot.deliver() == 0, "the lease still runs: nobody else touches the row"
     clock.advance(dt.timedelta(seconds=2))
     assert await bot.deliver() == 1
-    assert bot.services.outbox.counts() == {"delivered": 1}
+    assert await bot.services.outbox.counts() == {"delivered": 1}
 
 
 async def test_teams_throttling_is_retried_when_telling_the_referrer(

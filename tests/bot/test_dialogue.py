@@ -138,7 +138,7 @@ async def test_the_register_records_which_consent_text_version_was_read(
     with sqlite3.connect(settings.database_path) as db:
         [(detail,)] = db.execute("SELECT detail FROM register WHERE event = 'consent_confirmed'").fetchall()
     assert detail.endswith(f"; consent text version {cards.consent_text_version()}")
-    draft = bot.services.drafts.get(draft_id)
+    draft = await bot.services.drafts.get(draft_id)
     assert draft is not None and draft.consent is not None
     assert draft.consent.text_version == cards.consent_text_version()
 
@@ -436,7 +436,7 @@ async def test_an_unexpected_error_while_sending_keeps_the_draft_for_another_try
         failed = await bot.act(referrer, "referral.send", {"draftId": draft_id})
     assert actions(failed).get("referral.send") == {"draftId": draft_id}, "the card offers to send again"
     assert "Zoëlle" not in caplog.text and "Vandenbroeckx" not in caplog.text
-    assert bot.services.outbox.counts() == {}
+    assert await bot.services.outbox.counts() == {}
     sent = await bot.act(referrer, "referral.send", {"draftId": draft_id})
     assert "VD-" in texts(sent) and "referral.send" not in actions(sent)
     await bot.deliver()

@@ -57,7 +57,7 @@ async def setup(settings: Settings, clock: ManualClock, referrer: TeamsUser) -> 
 
 
 async def _link(s: Setup) -> None:
-    code = s.bot.services.links.new_code(PROTOCOL_ID, s.clock.now())
+    code = await s.bot.services.links.new_code(PROTOCOL_ID, s.clock.now())
     [reply] = await s.bot.say(s.worker, f"<at>Veilig doorverwijzen</at> koppel {code}")
     assert "Gekoppeld" in reply["text"]
 
@@ -71,7 +71,7 @@ async def _referral(s: Setup) -> str:
 async def _delivered(s: Setup) -> str:
     reference = await _referral(s)
     await s.bot.deliver()
-    assert s.bot.services.messages.slot_activity_id(f"ocmw:{reference}"), "the OCMW card was posted"
+    assert await s.bot.services.messages.slot_activity_id(f"ocmw:{reference}"), "the OCMW card was posted"
     return reference
 
 
@@ -114,7 +114,7 @@ async def _until_quiet(s: Setup) -> None:
     for _ in range(20):
         s.clock.advance(dt.timedelta(seconds=5))
         await s.bot.settle()
-    assert s.bot.services.messages.counts().get("queued", 0) == 0
+    assert (await s.bot.services.messages.counts()).get("queued", 0) == 0
 
 
 @pytest.mark.parametrize("fault", ["429", "503", "refused"])
@@ -152,7 +152,7 @@ async def _cause_with_teams_failing(s: Setup, message: str, fault: str) -> None:
         s.clock.advance(dt.timedelta(days=4))  # two working days after Saturday's delivery: Wednesday
         assert await s.bot.services.reminders.run_due() == 1
     else:
-        card_id = s.bot.services.messages.slot_activity_id(f"ocmw:{reference}")
+        card_id = await s.bot.services.messages.slot_activity_id(f"ocmw:{reference}")
         await s.bot.act(s.worker.in_thread(str(card_id)), "ack.receive", {"reference": reference})
     await s.bot.settle()
 
@@ -178,11 +178,11 @@ async def test_messages_to_one_conversation_keep_their_order(setup: Setup) -> No
 async def test_a_vanished_card_is_posted_afresh_and_later_edits_follow_it(setup: Setup) -> None:
     await _link(setup)
     reference = await _delivered(setup)
-    first_id = setup.bot.services.messages.slot_activity_id(f"ocmw:{reference}")
+    first_id = await setup.bot.services.messages.slot_activity_id(f"ocmw:{reference}")
     setup.connector.fail_next(404, path=f"{CHANNEL}/activities/{first_id}")
     await setup.bot.act(setup.worker.in_thread(str(first_id)), "ack.receive", {"reference": reference})
     await setup.bot.settle()
-    second_id = setup.bot.services.messages.slot_activity_id(f"ocmw:{reference}")
+    second_id = await setup.bot.services.messages.slot_activity_id(f"ocmw:{reference}")
     assert second_id and second_id != first_id
     reposted = [c for c in setup.connector.accepted if _is_ocmw_card_post(c)]
     assert "Ontvangst bevestigd" in texts(reposted[-1].body), "the fresh card shows the new state"
@@ -204,8 +204,8 @@ async def test_a_message_teams_never_takes_is_given_up_visibly(
     for _ in range(30):
         setup.clock.advance(dt.timedelta(hours=1))
         await setup.bot.settle()
-    assert setup.bot.services.messages.counts().get("failed") == 1
-    stuck = setup.bot.services.messages.stuck(setup.clock.now(), dt.timedelta(minutes=15))
+    assert (await setup.bot.services.messages.counts()).get("failed") == 1
+    stuck = await setup.bot.services.messages.stuck(setup.clock.now(), dt.timedelta(minutes=15))
     assert stuck.given_up == 1 and stuck.waiting == 0
     assert "Teams message NOT delivered" in caplog.text and reference in str(
         [record.__dict__.get("reference") for record in caplog.records])
@@ -219,7 +219,7 @@ async def test_a_refused_message_is_not_retried(setup: Setup) -> None:
     await _referral(setup)
     setup.connector.fail_next(403, path=CHANNEL)
     await setup.bot.deliver()
-    assert setup.bot.services.messages.counts().get("failed") == 1
+    assert (await setup.bot.services.messages.counts()).get("failed") == 1
     assert len([c for c in setup.connector.calls if _is_ocmw_card_post(c)]) == 1
 
 
@@ -241,7 +241,7 @@ async def test_a_restart_sends_what_was_queued_and_not_yet_accepted(
             clock.advance(dt.timedelta(seconds=10))
             await second.settle()
             assert [c for c in connector.accepted if _is_ocmw_card_post(c)], "the card arrived after the restart"
-            assert second.services.messages.slot_activity_id(f"ocmw:{reference}")
+            assert await second.services.messages.slot_activity_id(f"ocmw:{reference}")
             assert len([c for c in connector.accepted if referrer.conversation_id in c.path]) == 2
 
 

@@ -91,7 +91,7 @@ async def test_a_draft_from_the_personal_chat_is_never_continued_in_a_channel_or
     bot: BotDriver, referrer: TeamsUser, scope: str, verb: str
 ) -> None:
     draft_id, _ = await reach_review(bot, referrer)
-    before = bot.services.drafts.get(draft_id)
+    before = await bot.services.drafts.get(draft_id)
     assert before is not None and before.state is DraftState.REVIEW
 
     elsewhere = SHARED[scope]()
@@ -100,7 +100,7 @@ async def test_a_draft_from_the_personal_chat_is_never_continued_in_a_channel_or
 
     assert is_the_personal_chat_card(card)
     assert not any(value in texts(card) for value in CLIENT_VALUES)
-    after = bot.services.drafts.get(draft_id)
+    after = await bot.services.drafts.get(draft_id)
     assert after == before, "the draft is untouched"
     sent = await bot.act(referrer, "referral.send", {"draftId": draft_id})
     assert "referral.send" not in actions(sent) and "VD-" in texts(sent), "and it goes on in the personal chat"

@@ -215,9 +215,9 @@ async def test_the_wal_and_shm_files_are_private_from_the_start(
     previous = os.umask(0o022)  # the usual umask: files SQLite creates itself would be 0644
     try:
         app = create_app(settings, clock=clock, run_worker=False)
-        modes_at_start = {suffix: stat.S_IMODE(_companion(settings, suffix).stat().st_mode)
-                          for suffix in ("-wal", "-shm")}
-        async with running_bot(app) as bot:
+        async with running_bot(app) as bot:  # started: the schema is migrated, the WAL is there
+            modes_at_start = {suffix: stat.S_IMODE(_companion(settings, suffix).stat().st_mode)
+                              for suffix in ("-wal", "-shm")}
             draft_id, _ = await reach_review(bot, referrer)
             await bot.act(referrer, "referral.send", {"draftId": draft_id})
             await bot.deliver()

@@ -60,7 +60,7 @@ async def test_a_protocol_ended_while_the_bot_runs_refuses_the_send_and_wipes_th
     bot: BotDriver, referrer: TeamsUser, settings: Settings, protocol_file: Path
 ) -> None:
     draft_id, _ = await reach_review(bot, referrer)
-    reference = bot.services.drafts.get(draft_id).reference  # type: ignore[union-attr]
+    reference = (await bot.services.drafts.get(draft_id)).reference  # type: ignore[union-attr]
 
     end_on(protocol_file, TODAY - dt.timedelta(days=1))
     refused = await bot.act(referrer, "referral.send", {"draftId": draft_id})
@@ -69,14 +69,15 @@ async def test_a_protocol_ended_while_the_bot_runs_refuses_the_send_and_wipes_th
     assert "Er is niets verstuurd en de ingevulde gegevens zijn gewist" in texts(refused)
     assert "referral.send" not in actions(refused) and "referral.start" in actions(refused)
     assert not any(value in texts(refused) for value in CLIENT_VALUES)
-    assert await bot.deliver() == 0 and bot.services.outbox.counts() == {} and outbox_files(settings) == []
-    draft = bot.services.drafts.get(draft_id)
+    assert await bot.deliver() == 0 and await bot.services.outbox.counts() == {} and outbox_files(settings) == []
+    draft = await bot.services.drafts.get(draft_id)
     assert draft is not None and draft.state == DraftState.CANCELLED and draft.details is None
-    row = bot.services.drafts._db.execute("SELECT sealed_details, consent_json FROM drafts WHERE id = ?",
-                                          (draft_id,)).fetchone()
+    row = await bot.services.db.fetch_one("SELECT sealed_details, consent_json FROM drafts WHERE id = :id",
+                                          {"id": draft_id})
+    assert row is not None
     assert (row["sealed_details"], row["consent_json"]) == (None, None)
-    assert bot.services.register.events_for(reference)[-1] == "cancelled"
-    assert bot.services.referrals.get(reference) is None
+    assert (await bot.services.register.events_for(reference))[-1] == "cancelled"
+    assert await bot.services.referrals.get(reference) is None
     again = await bot.act(referrer, "referral.send", {"draftId": draft_id})
     assert "geannuleerd" in texts(again).lower()
     [start] = await bot.say(referrer, "nieuw")
@@ -116,10 +117,10 @@ async def test_a_mail_still_queued_when_its_protocol_ends_does_not_leave(
 
     assert await bot.deliver() == 1
     assert outbox_files(settings) == []
-    referral = bot.services.referrals.get(reference)
+    referral = await bot.services.referrals.get(reference)
     assert referral is not None and referral.state == "failed"
     assert referral.failure_reason == f"protocol {PROTOCOL_ID} not in force on 2026-11-29"
-    assert bot.services.register.events_for(reference)[-1] == "delivery_failed"
+    assert (await bot.services.register.events_for(reference))[-1] == "delivery_failed"
     told = [texts(call.body) for call in bot.connector.calls if call.path.startswith(
         f"/v3/conversations/{referrer.conversation_id}/")]
     assert any("NIET" in text and reference in text for text in told)
@@ -164,7 +165,7 @@ async def test_a_protocol_file_removed_mid_referral_stops_it_naming_the_ocmw(
 
     refused = await bot.act(referrer, "referral.send", {"draftId": draft_id})
     assert "Het protocol met OCMW Sint-Gillis-Waas geldt niet meer" in texts(refused)
-    draft = bot.services.drafts.get(draft_id)
+    draft = await bot.services.drafts.get(draft_id)
     assert draft is not None and draft.details is None
     [start] = await bot.say(referrer, "nieuw")
     assert "OCMW Beveren" in texts(start) and "OCMW Sint-Gillis-Waas" not in texts(start)

@@ -172,7 +172,7 @@ async def test_a_listed_object_id_refers_and_the_package_and_mail_name_its_team(
     assert f"Opgroeien regie, {TEAM_BY_OBJECT}" in inside["doorverwijzing.txt"]
     body = message.get_body()
     assert body is not None and TEAM_BY_OBJECT in body.get_content() and TEAM_BY_OBJECT in message["Subject"]
-    referral = bot.services.referrals.get(reference)
+    referral = await bot.services.referrals.get(reference)
     assert referral is not None and referral.sender_team == TEAM_BY_OBJECT
     assert graph.membership_checks == [], "an object id needs no directory"
 
@@ -231,7 +231,7 @@ async def test_only_the_protocols_that_list_the_user_are_offered_and_can_be_chos
                                {"draftId": draft_id, "ocmw": "OR-KG-WAAS-OCMW-BEV-2026", **CONSENT_ALL})
 
         assert "referral.details" not in actions(forged) and "referral.consent" in actions(forged)
-        draft = bot.services.drafts.get(draft_id)
+        draft = await bot.services.drafts.get(draft_id)
         assert draft is not None and draft.state == DraftState.CONSENT and draft.protocol_id is None
         stranger = await bot.act(user(STRANGER), "referral.start", {})
         assert "OCMW Beveren" in texts(stranger) and "OCMW Sint-Gillis-Waas" not in texts(stranger)
@@ -308,7 +308,7 @@ async def test_a_member_removed_mid_referral_is_stopped_at_send_and_the_data_wip
     assert problem_title("no_longer_listed", ocmw="OCMW Sint-Gillis-Waas") in texts(card)
     assert "referral.send" not in actions(card) and "gewist" in texts(card)
     assert await bot.deliver() == 0 and not list(listed_settings.outbox_dir.glob("*.eml"))
-    draft = bot.services.drafts.get(draft_id)
+    draft = await bot.services.drafts.get(draft_id)
     assert draft is not None and draft.state == DraftState.CANCELLED and draft.details is None
     with sqlite3.connect(listed_settings.database_path) as db:
         event, detail = db.execute("SELECT event, detail FROM register ORDER BY seq DESC LIMIT 1").fetchone()
@@ -331,7 +331,7 @@ async def test_graph_down_at_send_keeps_the_draft_and_the_retry_sends_as_the_sam
 
     assert problem_title("membership_unavailable") in texts(card)
     assert actions(card)["referral.send"] == {"draftId": draft_id}
-    draft = bot.services.drafts.get(draft_id)
+    draft = await bot.services.drafts.get(draft_id)
     assert draft is not None and draft.state == DraftState.REVIEW and draft.details is not None
     queued = await bot.act(member, "referral.send", {"draftId": draft_id})
     assert await bot.deliver() == 1
@@ -346,7 +346,7 @@ async def test_the_team_chosen_at_consent_is_the_one_sent_even_when_the_file_cha
     graph.memberships[LISTED] = {GROUP}
     listed = user(LISTED)
     draft_id, _ = await reach_review(bot, listed)
-    draft = bot.services.drafts.get(draft_id)
+    draft = await bot.services.drafts.get(draft_id)
     assert draft is not None and draft.sender_team == TEAM_BY_OBJECT
     queued = await bot.act(listed, "referral.send", {"draftId": draft_id})
     await bot.deliver()
@@ -366,7 +366,7 @@ async def test_a_correction_names_the_team_of_the_referral_it_corrects(
 
     corrected = await correct_phone(bot, referrer, worker, reference)
 
-    version = bot.services.referrals.get(corrected)
+    version = await bot.services.referrals.get(corrected)
     assert version is not None and version.sender_team == TEAM_BY_OBJECT
     message = mailed(listed_settings, corrected)
     assert TEAM_BY_OBJECT in message["Subject"]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.database import open_database
+from bot.database import Database
 from bot.register import (
     EXPORT_COLUMNS,
     GENESIS_HASH,
@@ -21,25 +20,26 @@ from bot.register import (
     RegisterEvent,
     entry_hash,
 )
+from tests.support.databases import sql, sqlite_database
 
 NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
 
 
-def test_entries_are_chained(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "db")
+async def test_entries_are_chained(tmp_path: Path) -> None:
+    db = await sqlite_database(tmp_path / "db")
     register = ProcessingRegister(db)
-    first = register.append(at=NOW, event=RegisterEvent.CONSENT_CONFIRMED, actor_id="a", actor_name="A",
+    first = await register.append(at=NOW, event=RegisterEvent.CONSENT_CONFIRMED, actor_id="a", actor_name="A",
                             protocol_id="P", reference="VD-20261128-AAAAAA")
-    second = register.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="a", actor_name="A",
+    second = await register.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="a", actor_name="A",
                              protocol_id="P", reference="VD-20261128-AAAAAA")
-    rows = db.execute("SELECT * FROM register ORDER BY seq").fetchall()
+    rows = sql(db, "SELECT * FROM register ORDER BY seq").fetchall()
     assert rows[0]["previous_hash"] == GENESIS_HASH and rows[1]["previous_hash"] == first
     assert rows[1]["hash"] == second != first
     names = [name for name in rows[1].keys() if name not in ("seq", "previous_hash", "hash")]  # noqa: SIM118
     fields = {name: rows[1][name] for name in names}
     assert entry_hash(first, fields) == second
     assert "10/1" in rows[0]["legal_basis"] and "P" in rows[0]["legal_basis"]
-    assert register.events_for("VD-20261128-AAAAAA") == ["consent_confirmed", "delivered"]
+    assert await register.events_for("VD-20261128-AAAAAA") == ["consent_confirmed", "delivered"]
 
 
 # --- verify(): the chain recomputed --------------------------------------------------------------
@@ -49,86 +49,86 @@ EVENTS = [RegisterEvent.REFERRAL_STARTED, RegisterEvent.CONSENT_CONFIRMED, Regis
           RegisterEvent.QUEUED, RegisterEvent.DELIVERED, RegisterEvent.CANCELLED]
 
 
-def _filled(tmp_path: Path, count: int = 6) -> tuple[sqlite3.Connection, ProcessingRegister]:
-    db = open_database(tmp_path / "db")
+async def _filled(tmp_path: Path, count: int = 6) -> tuple[Database, ProcessingRegister]:
+    db = await sqlite_database(tmp_path / "db")
     register = ProcessingRegister(db)
     for index in range(count):
-        register.append(at=NOW + dt.timedelta(minutes=index), event=EVENTS[index % len(EVENTS)],
+        await register.append(at=NOW + dt.timedelta(minutes=index), event=EVENTS[index % len(EVENTS)],
                         actor_id=f"aad-{index}", actor_name="An Verpleeg", protocol_id="OR-KG-NOW-OCMW-SGW-2026",
                         reference="VD-20261128-K7M2QX", detail=f"step {index}")
     return db, register
 
 
-def test_an_untouched_register_verifies(tmp_path: Path) -> None:
-    _, register = _filled(tmp_path)
-    assert register.verify() == []
-    assert register.count() == 6
+async def test_an_untouched_register_verifies(tmp_path: Path) -> None:
+    _, register = await _filled(tmp_path)
+    assert await register.verify() == []
+    assert await register.count() == 6
 
 
-def test_an_empty_register_verifies(tmp_path: Path) -> None:
-    register = ProcessingRegister(open_database(tmp_path / "db"))
-    assert register.verify() == []
-    assert register.count() == 0
+async def test_an_empty_register_verifies(tmp_path: Path) -> None:
+    register = ProcessingRegister(await sqlite_database(tmp_path / "db"))
+    assert await register.verify() == []
+    assert await register.count() == 0
 
 
 @pytest.mark.parametrize("column", [name for name in HASHED_FIELDS if name != "entry_format"])
-def test_an_altered_field_is_found_at_its_entry(tmp_path: Path, column: str) -> None:
-    db, register = _filled(tmp_path)
-    db.execute(f"UPDATE register SET {column} = {column} || 'x' WHERE seq = 3")  # noqa: S608 - test's own names
-    problems = register.verify()
+async def test_an_altered_field_is_found_at_its_entry(tmp_path: Path, column: str) -> None:
+    db, register = await _filled(tmp_path)
+    sql(db, f"UPDATE register SET {column} = {column} || 'x' WHERE seq = 3")  # noqa: S608 - test's own names
+    problems = await register.verify()
     assert [(p.seq, p.kind) for p in problems] == [(3, ProblemKind.ALTERED)]
     assert problems[0].line().startswith("seq 3: altered:")
 
 
-def test_an_altered_entry_with_a_recomputed_hash_breaks_the_next_link(tmp_path: Path) -> None:
-    db, register = _filled(tmp_path)
-    row = db.execute("SELECT * FROM register WHERE seq = 2").fetchone()
+async def test_an_altered_entry_with_a_recomputed_hash_breaks_the_next_link(tmp_path: Path) -> None:
+    db, register = await _filled(tmp_path)
+    row = sql(db, "SELECT * FROM register WHERE seq = 2").fetchone()
     fields = {name: row[name] for name in HASHED_FIELDS} | {"actor_name": "Iemand Anders"}
-    db.execute("UPDATE register SET actor_name = ?, hash = ? WHERE seq = 2",
+    sql(db, "UPDATE register SET actor_name = ?, hash = ? WHERE seq = 2",
                ("Iemand Anders", entry_hash(row["previous_hash"], fields)))
-    problems = register.verify()
+    problems = await register.verify()
     assert [(p.seq, p.kind) for p in problems] == [(3, ProblemKind.BROKEN_LINK)]
     assert "entry 2" in problems[0].detail
 
 
-def test_a_value_of_another_type_is_an_alteration(tmp_path: Path) -> None:
-    db, register = _filled(tmp_path)
-    db.execute("UPDATE register SET actor_id = 42 WHERE seq = 4")
-    db.execute("UPDATE register SET previous_hash = 'é' WHERE seq = 5")
-    assert [(p.seq, p.kind) for p in register.verify()] == [
+async def test_a_value_of_another_type_is_an_alteration(tmp_path: Path) -> None:
+    db, register = await _filled(tmp_path)
+    sql(db, "UPDATE register SET actor_id = 42 WHERE seq = 4")
+    sql(db, "UPDATE register SET previous_hash = 'é' WHERE seq = 5")
+    assert [(p.seq, p.kind) for p in await register.verify()] == [
         (4, ProblemKind.ALTERED), (5, ProblemKind.ALTERED), (5, ProblemKind.BROKEN_LINK)
     ]
 
 
 @pytest.mark.parametrize("seq", [1, 3, 5])
-def test_a_deleted_entry_is_found_at_the_next(tmp_path: Path, seq: int) -> None:
-    db, register = _filled(tmp_path)
-    db.execute("DELETE FROM register WHERE seq = ?", (seq,))
-    problems = register.verify()
+async def test_a_deleted_entry_is_found_at_the_next(tmp_path: Path, seq: int) -> None:
+    db, register = await _filled(tmp_path)
+    sql(db, "DELETE FROM register WHERE seq = ?", (seq,))
+    problems = await register.verify()
     assert [(p.seq, p.kind) for p in problems] == [(seq + 1, ProblemKind.REMOVED)]
     assert f"missing: {seq}" in problems[0].line()
 
 
-def test_deleted_entries_are_named_as_a_range(tmp_path: Path) -> None:
-    db, register = _filled(tmp_path)
-    db.execute("DELETE FROM register WHERE seq IN (2, 3, 4)")
-    [problem] = register.verify()
+async def test_deleted_entries_are_named_as_a_range(tmp_path: Path) -> None:
+    db, register = await _filled(tmp_path)
+    sql(db, "DELETE FROM register WHERE seq IN (2, 3, 4)")
+    [problem] = await register.verify()
     assert (problem.seq, problem.kind) == (5, ProblemKind.REMOVED)
     assert "2 to 4" in problem.detail
 
 
-def test_a_deleted_entry_renumbered_away_breaks_the_link(tmp_path: Path) -> None:
+async def test_a_deleted_entry_renumbered_away_breaks_the_link(tmp_path: Path) -> None:
     """Closing the seq gap after a delete does not help: the chain still says something is missing."""
-    db, register = _filled(tmp_path)
-    db.execute("DELETE FROM register WHERE seq = 3")
-    db.execute("UPDATE register SET seq = seq - 1 WHERE seq > 3")
-    assert [(p.seq, p.kind) for p in register.verify()] == [(3, ProblemKind.BROKEN_LINK)]
+    db, register = await _filled(tmp_path)
+    sql(db, "DELETE FROM register WHERE seq = 3")
+    sql(db, "UPDATE register SET seq = seq - 1 WHERE seq > 3")
+    assert [(p.seq, p.kind) for p in await register.verify()] == [(3, ProblemKind.BROKEN_LINK)]
 
 
-def test_two_swapped_entries_are_found(tmp_path: Path) -> None:
-    db, register = _filled(tmp_path)
+async def test_two_swapped_entries_are_found(tmp_path: Path) -> None:
+    db, register = await _filled(tmp_path)
     _swap_contents(db, 2, 3)
-    problems = register.verify()
+    problems = await register.verify()
     assert [(p.seq, p.kind) for p in problems] == [
         (2, ProblemKind.REORDERED), (3, ProblemKind.REORDERED), (4, ProblemKind.REORDERED)
     ]
@@ -136,29 +136,30 @@ def test_two_swapped_entries_are_found(tmp_path: Path) -> None:
     assert "chained after entry 1, not after entry 2" in problems[1].detail
 
 
-def test_swapping_the_last_two_is_found(tmp_path: Path) -> None:
-    db, register = _filled(tmp_path)
+async def test_swapping_the_last_two_is_found(tmp_path: Path) -> None:
+    db, register = await _filled(tmp_path)
     _swap_contents(db, 5, 6)
-    assert [(p.seq, p.kind) for p in register.verify()] == [(5, ProblemKind.REORDERED), (6, ProblemKind.REORDERED)]
+    problems = await register.verify()
+    assert [(p.seq, p.kind) for p in problems] == [(5, ProblemKind.REORDERED), (6, ProblemKind.REORDERED)]
 
 
-def test_an_entry_inserted_in_a_gap_is_found(tmp_path: Path) -> None:
-    db, register = _filled(tmp_path)
-    db.execute("UPDATE register SET seq = seq + 10 WHERE seq > 3")
+async def test_an_entry_inserted_in_a_gap_is_found(tmp_path: Path) -> None:
+    db, register = await _filled(tmp_path)
+    sql(db, "UPDATE register SET seq = seq + 10 WHERE seq > 3")
     copied = [name for name in (*HASHED_FIELDS, "previous_hash", "hash") if name != "actor_name"]
-    db.execute(f"INSERT INTO register (seq, actor_name, {', '.join(copied)})"  # noqa: S608 - test's own names
+    sql(db, f"INSERT INTO register (seq, actor_name, {', '.join(copied)})"  # noqa: S608 - test's own names
                f" SELECT 4, 'Vervalst', {', '.join(copied)} FROM register WHERE seq = 3")
-    kinds = [(p.seq, p.kind) for p in register.verify()]
+    kinds = [(p.seq, p.kind) for p in await register.verify()]
     assert (4, ProblemKind.ALTERED) in kinds
     assert (14, ProblemKind.REMOVED) in kinds
 
 
-def _swap_contents(db: sqlite3.Connection, first: int, second: int) -> None:
+def _swap_contents(db: Database, first: int, second: int) -> None:
     columns = [*HASHED_FIELDS, "previous_hash", "hash"]
-    rows = {seq: db.execute("SELECT * FROM register WHERE seq = ?", (seq,)).fetchone() for seq in (first, second)}
+    rows = {seq: sql(db, "SELECT * FROM register WHERE seq = ?", (seq,)).fetchone() for seq in (first, second)}
     assignments = ", ".join(f"{name} = ?" for name in columns)
     for target, source in ((first, second), (second, first)):
-        db.execute(f"UPDATE register SET {assignments} WHERE seq = ?",  # noqa: S608 - test's own names
+        sql(db, f"UPDATE register SET {assignments} WHERE seq = ?",  # noqa: S608 - test's own names
                    [rows[source][name] for name in columns] + [target])
 
 
@@ -167,87 +168,87 @@ def _swap_contents(db: sqlite3.Connection, first: int, second: int) -> None:
 LATER = NOW + dt.timedelta(days=5 * 366)
 
 
-def _pruned(tmp_path: Path, through: int = 3, count: int = 6) -> tuple[sqlite3.Connection, ProcessingRegister]:
-    db, register = _filled(tmp_path, count)
-    assert register.prune_through(through, at=LATER, rule="test") == through
+async def _pruned(tmp_path: Path, through: int = 3, count: int = 6) -> tuple[Database, ProcessingRegister]:
+    db, register = await _filled(tmp_path, count)
+    assert await register.prune_through(through, at=LATER, rule="test") == through
     return db, register
 
 
-def test_a_prune_removes_the_oldest_entries_and_leaves_an_anchoring_entry(tmp_path: Path) -> None:
-    db, register = _filled(tmp_path)
-    third = db.execute("SELECT hash FROM register WHERE seq = 3").fetchone()["hash"]
-    assert register.prune_through(3, at=LATER, rule="written more than 5 years ago") == 3
-    rows = db.execute("SELECT seq, event, actor_id, protocol_id, reference, detail FROM register ORDER BY seq")
+async def test_a_prune_removes_the_oldest_entries_and_leaves_an_anchoring_entry(tmp_path: Path) -> None:
+    db, register = await _filled(tmp_path)
+    third = sql(db, "SELECT hash FROM register WHERE seq = 3").fetchone()["hash"]
+    assert await register.prune_through(3, at=LATER, rule="written more than 5 years ago") == 3
+    rows = sql(db, "SELECT seq, event, actor_id, protocol_id, reference, detail FROM register ORDER BY seq")
     assert [(row["seq"], row["event"]) for row in rows] == [
         (4, "queued"), (5, "delivered"), (6, "cancelled"), (7, "retention_pruned")]
-    anchor = db.execute("SELECT * FROM register WHERE seq = 7").fetchone()
+    anchor = sql(db, "SELECT * FROM register WHERE seq = 7").fetchone()
     assert anchor["detail"] == (f"table=register; count=3; seq=1-3; last_hash={third}; "
                                 "rule=written more than 5 years ago")
     assert (anchor["actor_id"], anchor["protocol_id"], anchor["reference"]) == ("bot:retention", "-", "")
-    assert register.anchor() is not None and register.anchor() == ChainAnchor(3, third, 7)
-    assert register.verify() == []
+    assert await register.anchor() is not None and await register.anchor() == ChainAnchor(3, third, 7)
+    assert await register.verify() == []
 
 
-def test_pruning_everything_still_verifies(tmp_path: Path) -> None:
-    _, register = _pruned(tmp_path, through=6)
-    assert register.count() == 1 and register.verify() == []
-    assert register.prune_through(7, at=LATER + dt.timedelta(days=1), rule="test") == 1
-    assert register.count() == 1 and register.verify() == []
+async def test_pruning_everything_still_verifies(tmp_path: Path) -> None:
+    _, register = await _pruned(tmp_path, through=6)
+    assert await register.count() == 1 and await register.verify() == []
+    assert await register.prune_through(7, at=LATER + dt.timedelta(days=1), rule="test") == 1
+    assert await register.count() == 1 and await register.verify() == []
 
 
-def test_after_two_prunes_the_newest_anchor_counts(tmp_path: Path) -> None:
-    _, register = _pruned(tmp_path, through=2)
-    assert register.prune_through(5, at=LATER, rule="test") == 3
-    anchor = register.anchor()
+async def test_after_two_prunes_the_newest_anchor_counts(tmp_path: Path) -> None:
+    _, register = await _pruned(tmp_path, through=2)
+    assert await register.prune_through(5, at=LATER, rule="test") == 3
+    anchor = await register.anchor()
     assert anchor is not None and (anchor.last_seq, anchor.recorded_in) == (5, 8)
-    assert register.verify() == []
+    assert await register.verify() == []
 
 
-def test_after_a_prune_an_altered_entry_is_still_found(tmp_path: Path) -> None:
-    db, register = _pruned(tmp_path)
-    db.execute("UPDATE register SET actor_name = 'Iemand Anders' WHERE seq = 4")
-    assert [(p.seq, p.kind) for p in register.verify()] == [(4, ProblemKind.ALTERED)]
+async def test_after_a_prune_an_altered_entry_is_still_found(tmp_path: Path) -> None:
+    db, register = await _pruned(tmp_path)
+    sql(db, "UPDATE register SET actor_name = 'Iemand Anders' WHERE seq = 4")
+    assert [(p.seq, p.kind) for p in await register.verify()] == [(4, ProblemKind.ALTERED)]
 
 
-def test_after_a_prune_the_removal_of_the_oldest_remaining_entry_is_found(tmp_path: Path) -> None:
-    db, register = _pruned(tmp_path)
-    db.execute("DELETE FROM register WHERE seq = 4")
-    problems = register.verify()
+async def test_after_a_prune_the_removal_of_the_oldest_remaining_entry_is_found(tmp_path: Path) -> None:
+    db, register = await _pruned(tmp_path)
+    sql(db, "DELETE FROM register WHERE seq = 4")
+    problems = await register.verify()
     assert [(p.seq, p.kind) for p in problems] == [(5, ProblemKind.REMOVED)]
     assert "missing: 4" in problems[0].detail
 
 
-def test_after_a_prune_an_oldest_entry_replaced_with_a_recomputed_hash_is_found(tmp_path: Path) -> None:
-    db, register = _pruned(tmp_path)
-    row = db.execute("SELECT * FROM register WHERE seq = 4").fetchone()
+async def test_after_a_prune_an_oldest_entry_replaced_with_a_recomputed_hash_is_found(tmp_path: Path) -> None:
+    db, register = await _pruned(tmp_path)
+    row = sql(db, "SELECT * FROM register WHERE seq = 4").fetchone()
     fields = {name: row[name] for name in HASHED_FIELDS} | {"actor_name": "Iemand Anders"}
-    db.execute("UPDATE register SET actor_name = ?, previous_hash = ?, hash = ? WHERE seq = 4",
+    sql(db, "UPDATE register SET actor_name = ?, previous_hash = ?, hash = ? WHERE seq = 4",
                ("Iemand Anders", GENESIS_HASH, entry_hash(GENESIS_HASH, fields)))
-    problems = register.verify()
+    problems = await register.verify()
     assert (4, ProblemKind.BROKEN_LINK) in [(p.seq, p.kind) for p in problems]
     assert "the last pruned entry (anchor in entry 7)" in problems[0].detail
 
 
-def test_removing_the_anchoring_entry_is_found(tmp_path: Path) -> None:
-    db, register = _pruned(tmp_path)
-    db.execute("DELETE FROM register WHERE seq = 7")
-    problems = register.verify()
+async def test_removing_the_anchoring_entry_is_found(tmp_path: Path) -> None:
+    db, register = await _pruned(tmp_path)
+    sql(db, "DELETE FROM register WHERE seq = 7")
+    problems = await register.verify()
     assert (4, ProblemKind.REMOVED) in [(p.seq, p.kind) for p in problems], "without the anchor, 1-3 are missing"
 
 
-def test_an_altered_anchor_is_found(tmp_path: Path) -> None:
-    db, register = _pruned(tmp_path)
-    db.execute("UPDATE register SET detail = replace(detail, 'seq=1-3', 'seq=1-4') WHERE seq = 7")
-    kinds = [(p.seq, p.kind) for p in register.verify()]
+async def test_an_altered_anchor_is_found(tmp_path: Path) -> None:
+    db, register = await _pruned(tmp_path)
+    sql(db, "UPDATE register SET detail = replace(detail, 'seq=1-3', 'seq=1-4') WHERE seq = 7")
+    kinds = [(p.seq, p.kind) for p in await register.verify()]
     assert (7, ProblemKind.ALTERED) in kinds
 
 
 # --- export(): a period in Brussels days ---------------------------------------------------------
 
 
-def test_export_has_the_documented_columns_and_values(tmp_path: Path) -> None:
-    db, register = _filled(tmp_path, count=2)
-    rows = register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 28), BRUSSELS)
+async def test_export_has_the_documented_columns_and_values(tmp_path: Path) -> None:
+    db, register = await _filled(tmp_path, count=2)
+    rows = await register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 28), BRUSSELS)
     assert [list(row) for row in rows] == [list(EXPORT_COLUMNS)] * 2
     assert EXPORT_COLUMNS == ("seq", "at", "event", "actor_id", "actor_name", "protocol_id", "reference", "purpose",
                               "legal_basis", "data_categories", "recipient", "recipient_category", "consent_version",
@@ -262,7 +263,7 @@ def test_export_has_the_documented_columns_and_values(tmp_path: Path) -> None:
     assert "onderbescherming" in first["purpose"] and first["entry_format"] == "2"
     assert (first["data_categories"], first["recipient"], first["recipient_category"]) == ("", "", "")
     assert first["previous_hash"] == GENESIS_HASH
-    stored = db.execute("SELECT hash FROM register WHERE seq = 1").fetchone()["hash"]
+    stored = sql(db, "SELECT hash FROM register WHERE seq = 1").fetchone()["hash"]
     assert first["hash"] == stored
     assert entry_hash(stored, {name: rows[1][name] for name in HASHED_FIELDS}) == rows[1]["hash"]
 
@@ -278,9 +279,9 @@ def test_export_has_the_documented_columns_and_values(tmp_path: Path) -> None:
         (dt.date(2026, 12, 1), dt.date(2026, 12, 31), []),
     ],
 )
-def test_export_selects_local_days_inclusive(tmp_path: Path, start: dt.date, end: dt.date,
+async def test_export_selects_local_days_inclusive(tmp_path: Path, start: dt.date, end: dt.date,
                                              expected: list[str]) -> None:
-    register = ProcessingRegister(open_database(tmp_path / "db"))
+    register = ProcessingRegister(await sqlite_database(tmp_path / "db"))
     moments = {
         "a": dt.datetime(2026, 11, 27, 22, 59, 59, tzinfo=dt.UTC),
         "b": dt.datetime(2026, 11, 27, 23, 0, tzinfo=dt.UTC),
@@ -289,25 +290,26 @@ def test_export_selects_local_days_inclusive(tmp_path: Path, start: dt.date, end
         "e": dt.datetime(2026, 11, 28, 23, 0, tzinfo=dt.UTC),
     }
     for detail, moment in moments.items():
-        register.append(at=moment, event=RegisterEvent.DELIVERED, actor_id="bot", actor_name="bot",
+        await register.append(at=moment, event=RegisterEvent.DELIVERED, actor_id="bot", actor_name="bot",
                         protocol_id="P", detail=detail)
-    assert [row["detail"] for row in register.export(start, end, BRUSSELS)] == expected
+    assert [row["detail"] for row in await register.export(start, end, BRUSSELS)] == expected
 
 
-def test_export_follows_summer_time(tmp_path: Path) -> None:
+async def test_export_follows_summer_time(tmp_path: Path) -> None:
     """On 1 July Brussels is UTC+2: the local day starts at 22:00 UTC the day before."""
-    register = ProcessingRegister(open_database(tmp_path / "db"))
+    register = ProcessingRegister(await sqlite_database(tmp_path / "db"))
     for detail, moment in {"june": dt.datetime(2026, 6, 30, 21, 59, tzinfo=dt.UTC),
                            "july": dt.datetime(2026, 6, 30, 22, 0, tzinfo=dt.UTC)}.items():
-        register.append(at=moment, event=RegisterEvent.DELIVERED, actor_id="bot", actor_name="bot",
+        await register.append(at=moment, event=RegisterEvent.DELIVERED, actor_id="bot", actor_name="bot",
                         protocol_id="P", detail=detail)
-    assert [row["detail"] for row in register.export(dt.date(2026, 7, 1), dt.date(2026, 7, 1), BRUSSELS)] == ["july"]
+    exported = await register.export(dt.date(2026, 7, 1), dt.date(2026, 7, 1), BRUSSELS)
+    assert [row["detail"] for row in exported] == ["july"]
 
 
-def test_export_refuses_an_end_before_the_start(tmp_path: Path) -> None:
-    register = ProcessingRegister(open_database(tmp_path / "db"))
+async def test_export_refuses_an_end_before_the_start(tmp_path: Path) -> None:
+    register = ProcessingRegister(await sqlite_database(tmp_path / "db"))
     with pytest.raises(ValueError, match="before"):
-        register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 27), BRUSSELS)
+        await register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 27), BRUSSELS)
 
 
 # --- what each entry says: categories and recipient only for a transfer ---------------------------
@@ -315,27 +317,27 @@ def test_export_refuses_an_end_before_the_start(tmp_path: Path) -> None:
 RECIPIENT = "OCMW Sint-Gillis-Waas <welzijnshuis@sint-gillis-waas.be>"
 
 
-def test_a_transfer_names_its_categories_in_the_protocols_order_and_its_recipient(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "db")
+async def test_a_transfer_names_its_categories_in_the_protocols_order_and_its_recipient(tmp_path: Path) -> None:
+    db = await sqlite_database(tmp_path / "db")
     register = ProcessingRegister(db)
-    register.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="bot:delivery", actor_name="bot", protocol_id="P",
-                    data_categories=("contact:phone", "identification:name"), recipient=RECIPIENT,
-                    consent_version="v3")
-    register.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name="A", protocol_id="P")
-    delivered, acknowledged = db.execute("SELECT * FROM register ORDER BY seq").fetchall()
+    await register.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="bot:delivery", actor_name="bot",
+                          protocol_id="P", data_categories=("contact:phone", "identification:name"),
+                          recipient=RECIPIENT, consent_version="v3")
+    await register.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name="A", protocol_id="P")
+    delivered, acknowledged = sql(db, "SELECT * FROM register ORDER BY seq").fetchall()
     assert delivered["data_categories"] == "identification:name,contact:phone"
     assert (delivered["recipient"], delivered["consent_version"]) == (RECIPIENT, "v3")
     assert delivered["recipient_category"] == "maatschappelijk werker OCMW, gebonden door het beroepsgeheim"
     assert (acknowledged["data_categories"], acknowledged["recipient"], acknowledged["recipient_category"]) == (
         "", "", "")
-    assert register.verify() == []
+    assert await register.verify() == []
 
 
-def test_an_entry_of_no_protocol_has_no_purpose(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "db")
-    ProcessingRegister(db).append(at=NOW, event=RegisterEvent.RETENTION_PRUNED, actor_id="bot:retention",
+async def test_an_entry_of_no_protocol_has_no_purpose(tmp_path: Path) -> None:
+    db = await sqlite_database(tmp_path / "db")
+    await ProcessingRegister(db).append(at=NOW, event=RegisterEvent.RETENTION_PRUNED, actor_id="bot:retention",
                                   actor_name="bot", protocol_id="-", detail="table=drafts; count=1")
-    row = db.execute("SELECT purpose, legal_basis FROM register").fetchone()
+    row = sql(db, "SELECT purpose, legal_basis FROM register").fetchone()
     assert row["purpose"] == "" and not row["legal_basis"].endswith("protocol -")
 
 
@@ -345,12 +347,12 @@ def test_an_entry_of_no_protocol_has_no_purpose(tmp_path: Path) -> None:
     (("Zoëlle",), RECIPIENT),  # a value, not a category
     ("contact:email", RECIPIENT),  # a string is not a list of categories
 ])
-def test_what_is_not_a_transfer_is_refused(tmp_path: Path, categories: tuple[str, ...], recipient: str) -> None:
-    register = ProcessingRegister(open_database(tmp_path / "db"))
+async def test_what_is_not_a_transfer_is_refused(tmp_path: Path, categories: tuple[str, ...], recipient: str) -> None:
+    register = ProcessingRegister(await sqlite_database(tmp_path / "db"))
     with pytest.raises(ValueError, match=r"categor|recipient"):
-        register.append(at=NOW, event=RegisterEvent.QUEUED, actor_id="a", actor_name="A", protocol_id="P",
+        await register.append(at=NOW, event=RegisterEvent.QUEUED, actor_id="a", actor_name="A", protocol_id="P",
                         data_categories=categories, recipient=recipient)
-    assert register.count() == 0
+    assert await register.count() == 0
 
 
 # --- format 1: entries written before purpose, recipient and consent version -----------------------
@@ -358,7 +360,7 @@ def test_what_is_not_a_transfer_is_refused(tmp_path: Path, categories: tuple[str
 LEGACY_CATEGORIES = "identification:name,contact:address,contact:phone,contact:email"
 
 
-def _legacy_entries(db: sqlite3.Connection, count: int) -> None:
+def _legacy_entries(db: Database, count: int) -> None:
     """Entries as the previous version wrote them: hashed over the old fields, the new ones empty."""
     previous = GENESIS_HASH
     for seq in range(1, count + 1):
@@ -368,7 +370,7 @@ def _legacy_entries(db: sqlite3.Connection, count: int) -> None:
                   "recipient_category": "maatschappelijk werker", "detail": f"old {seq}"}
         assert set(fields) == set(LEGACY_HASHED_FIELDS)
         digest = entry_hash(previous, fields)
-        db.execute("INSERT INTO register (seq, at, event, actor_id, actor_name, protocol_id, reference, legal_basis,"
+        sql(db, "INSERT INTO register (seq, at, event, actor_id, actor_name, protocol_id, reference, legal_basis,"
                    " data_categories, recipient_category, detail, previous_hash, hash) VALUES"
                    " (:seq, :at, :event, :actor_id, :actor_name, :protocol_id, :reference, :legal_basis,"
                    " :data_categories, :recipient_category, :detail, :previous_hash, :hash)",
@@ -376,15 +378,15 @@ def _legacy_entries(db: sqlite3.Connection, count: int) -> None:
         previous = digest
 
 
-def test_old_entries_keep_their_hashes_and_new_ones_chain_on(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "db")
+async def test_old_entries_keep_their_hashes_and_new_ones_chain_on(tmp_path: Path) -> None:
+    db = await sqlite_database(tmp_path / "db")
     register = ProcessingRegister(db)
     _legacy_entries(db, 3)
-    old_hashes = [row[0] for row in db.execute("SELECT hash FROM register ORDER BY seq")]
-    register.append(at=NOW, event=RegisterEvent.QUEUED, actor_id="a", actor_name="A", protocol_id="P",
+    old_hashes = [row[0] for row in sql(db, "SELECT hash FROM register ORDER BY seq")]
+    await register.append(at=NOW, event=RegisterEvent.QUEUED, actor_id="a", actor_name="A", protocol_id="P",
                     data_categories=("identification:name",), recipient=RECIPIENT)
-    assert register.verify() == []
-    rows = db.execute("SELECT entry_format, hash, previous_hash FROM register ORDER BY seq").fetchall()
+    assert await register.verify() == []
+    rows = sql(db, "SELECT entry_format, hash, previous_hash FROM register ORDER BY seq").fetchall()
     assert [row["entry_format"] for row in rows] == ["1", "1", "1", "2"]
     assert [row["hash"] for row in rows[:3]] == old_hashes, "nothing a DPO filed away changes"
     assert rows[3]["previous_hash"] == old_hashes[-1]
@@ -397,23 +399,23 @@ def test_old_entries_keep_their_hashes_and_new_ones_chain_on(tmp_path: Path) -> 
     ("detail = 'changed'", 2),
     ("entry_format = '1'", 4),  # a new entry passed off as an old one
 ])
-def test_tampering_across_formats_is_found(tmp_path: Path, change: str, where: int) -> None:
-    db = open_database(tmp_path / "db")
+async def test_tampering_across_formats_is_found(tmp_path: Path, change: str, where: int) -> None:
+    db = await sqlite_database(tmp_path / "db")
     register = ProcessingRegister(db)
     _legacy_entries(db, 3)
-    register.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name="A", protocol_id="P")
-    db.execute(f"UPDATE register SET {change} WHERE seq = ?", (where,))  # noqa: S608 - test's own SQL
-    assert [(p.seq, p.kind) for p in register.verify()] == [(where, ProblemKind.ALTERED)]
+    await register.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name="A", protocol_id="P")
+    sql(db, f"UPDATE register SET {change} WHERE seq = ?", (where,))  # noqa: S608 - test's own SQL
+    assert [(p.seq, p.kind) for p in await register.verify()] == [(where, ProblemKind.ALTERED)]
 
 
-def test_an_old_format_entry_after_a_new_one_is_found_even_with_a_valid_hash(tmp_path: Path) -> None:
+async def test_an_old_format_entry_after_a_new_one_is_found_even_with_a_valid_hash(tmp_path: Path) -> None:
     """Rewriting a new entry in the old format (hash recomputed) hides its recipient and consent version."""
-    db, register = _filled(tmp_path, count=3)
-    row = db.execute("SELECT * FROM register WHERE seq = 2").fetchone()
+    db, register = await _filled(tmp_path, count=3)
+    row = sql(db, "SELECT * FROM register WHERE seq = 2").fetchone()
     fields = {name: str(row[name]) for name in LEGACY_HASHED_FIELDS}
-    db.execute("UPDATE register SET entry_format = '1', purpose = '', hash = ? WHERE seq = 2",
+    sql(db, "UPDATE register SET entry_format = '1', purpose = '', hash = ? WHERE seq = 2",
                (entry_hash(row["previous_hash"], fields),))
-    problems = register.verify()
+    problems = await register.verify()
     assert (2, ProblemKind.ALTERED) in [(p.seq, p.kind) for p in problems]
     assert "format 1 after entries of format 2" in problems[0].detail
 
@@ -421,21 +423,21 @@ def test_an_old_format_entry_after_a_new_one_is_found_even_with_a_valid_hash(tmp
 # --- one protocol's export, for its DPO ----------------------------------------------------------
 
 
-def test_a_protocols_export_has_its_own_entries_and_the_registers_anchors(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "db")
+async def test_a_protocols_export_has_its_own_entries_and_the_registers_anchors(tmp_path: Path) -> None:
+    db = await sqlite_database(tmp_path / "db")
     register = ProcessingRegister(db)
     for index, protocol in enumerate(["P", "Q", "P", "Q", "P"]):
-        register.append(at=NOW + dt.timedelta(days=index), event=RegisterEvent.ACKNOWLEDGED, actor_id="a",
+        await register.append(at=NOW + dt.timedelta(days=index), event=RegisterEvent.ACKNOWLEDGED, actor_id="a",
                         actor_name="A", protocol_id=protocol, detail=str(index))
-    register.prune_through(2, at=LATER, rule="test")
-    register.append(at=LATER, event=RegisterEvent.RETENTION_PRUNED, actor_id="bot:retention", actor_name="bot",
+    await register.prune_through(2, at=LATER, rule="test")
+    await register.append(at=LATER, event=RegisterEvent.RETENTION_PRUNED, actor_id="bot:retention", actor_name="bot",
                     protocol_id="-", detail="table=drafts; count=3; rule=7 days")
-    rows = register.export_protocol("P")
+    rows = await register.export_protocol("P")
     assert [(row["seq"], row["protocol_id"]) for row in rows] == [("3", "P"), ("5", "P"), ("6", "-")]
     assert rows[-1]["detail"].startswith("table=register; count=2; seq=1-2")
-    summary = register.summary("P")
+    summary = await register.summary("P")
     assert (summary.entries, summary.last_seq, summary.last_hash) == (3, 6, rows[-1]["hash"])
     assert summary.first_at == NOW + dt.timedelta(days=2) and summary.last_at == LATER
-    assert register.summary("Q").entries == 2, "its kept entry 4 and the anchor"
-    empty = ProcessingRegister(open_database(tmp_path / "empty")).summary("P")
+    assert (await register.summary("Q")).entries == 2, "its kept entry 4 and the anchor"
+    empty = await ProcessingRegister(await sqlite_database(tmp_path / "empty")).summary("P")
     assert (empty.entries, empty.first_at, empty.last_seq, empty.last_hash) == (0, None, None, None)

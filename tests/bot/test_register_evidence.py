@@ -83,7 +83,7 @@ async def test_each_step_of_a_referral_says_who_why_on_which_basis_what_to_whom_
     delivered = events["delivered"]
     assert (delivered["actor_id"], delivered["actor_name"]) == (DELIVERY_ACTOR_ID, DELIVERY_ACTOR_NAME)
     assert "on behalf of aad-referrer-1 (An Verpleeg)" in delivered["detail"]
-    assert bot.services.register.verify() == []
+    assert await bot.services.register.verify() == []
 
 
 @pytest.mark.parametrize(("left_out", "category"), [("email", "contact:email"), ("phone", "contact:phone")])
@@ -94,7 +94,7 @@ async def test_a_contact_item_not_given_is_no_category_of_the_transfer(
     events = _by_event(_rows(settings, reference))
     expected = ",".join(name for name in ALL_FOUR.split(",") if name != category)
     assert [events[event]["data_categories"] for event in TRANSFER_EVENTS] == [expected] * 3
-    assert bot.services.referrals.get(reference).data_categories == tuple(expected.split(","))  # type: ignore[union-attr]
+    assert (await bot.services.referrals.get(reference)).data_categories == tuple(expected.split(","))  # type: ignore[union-attr]
 
 
 async def test_the_ocmw_steps_move_no_data_and_a_correction_only_its_item(
@@ -121,7 +121,7 @@ async def test_the_ocmw_steps_move_no_data_and_a_correction_only_its_item(
         everything = db.execute("SELECT event, data_categories, recipient FROM register").fetchall()
     assert {event for event, _, _ in everything} >= {"link_created", "acknowledged", "deletion_confirmed"}
     assert [row for row in everything if row[0] not in TRANSFER_EVENTS and row[1:] != ("", "")] == []
-    assert bot.services.register.verify() == []
+    assert await bot.services.register.verify() == []
 
 
 async def test_a_failed_delivery_is_the_bots_and_moves_no_data(
@@ -153,7 +153,7 @@ async def test_tampering_with_a_new_field_is_found(
     delivered = _by_event(_rows(settings, reference))["delivered"]
     with sqlite3.connect(settings.database_path) as db:
         db.execute(f"UPDATE register SET {column} = ? WHERE seq = ?", (value, delivered["seq"]))  # noqa: S608
-    problems = bot.services.register.verify()
+    problems = await bot.services.register.verify()
     assert [(problem.seq, problem.kind) for problem in problems] == [(delivered["seq"], ProblemKind.ALTERED)]
 
 

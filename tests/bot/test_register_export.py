@@ -109,7 +109,7 @@ async def test_a_dpo_gets_the_summary_and_downloads_the_protocols_register_once(
     bot: BotDriver, referrer: TeamsUser, dpo: TeamsUser, settings: Settings
 ) -> None:
     await _a_delivered_referral(bot, referrer)
-    head = bot.services.register.summary(PROTOCOL_ID)
+    head = await bot.services.register.summary(PROTOCOL_ID)
     card = await _card(bot, dpo)
     shown = texts(card)
     assert "Verwerkingsregister" in shown and "OCMW Sint-Gillis-Waas, protocol OR-KG-NOW-OCMW-SGW-2026" in shown
@@ -148,7 +148,7 @@ async def test_a_dpo_gets_the_summary_and_downloads_the_protocols_register_once(
     again, _, refusal = await _get(bot, csv_link)
     assert again == 404 and "werkt één keer" in refusal.decode() and "works once" in refusal.decode()
     assert len(_register_rows(settings, "register_exported")) == 1, "a refused link records nothing"
-    assert bot.services.register.verify() == []
+    assert await bot.services.register.verify() == []
 
 
 async def test_the_json_link_gives_the_exact_register(bot: BotDriver, referrer: TeamsUser, dpo: TeamsUser) -> None:
@@ -158,12 +158,12 @@ async def test_the_json_link_gives_the_exact_register(bot: BotDriver, referrer: 
     assert status == 200 and headers["Content-Type"] == "application/json; charset=utf-8"
     rows = json.loads(body)
     assert [list(row) for row in rows] == [list(EXPORT_COLUMNS)] * 5
-    first = _register_rows_in(bot, "register_exported")
+    first = await _register_rows_in(bot, "register_exported")
     assert first[0]["detail"].startswith("json; 5 entries")
 
 
-def _register_rows_in(bot: BotDriver, event: str) -> list[dict[str, str]]:
-    return [row for row in bot.services.register.export_protocol(PROTOCOL_ID) if row["event"] == event]
+async def _register_rows_in(bot: BotDriver, event: str) -> list[dict[str, str]]:
+    return [row for row in await bot.services.register.export_protocol(PROTOCOL_ID) if row["event"] == event]
 
 
 async def test_a_link_no_longer_works_after_15_minutes(

@@ -14,7 +14,6 @@ import pytest
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.database import open_database
 from bot.mail_transport import NoSentCopies, sent_copies
 from bot.referrals import ReferralState, ReferralStore, SentReferral
 from bot.residue import ResidueSweeper
@@ -22,6 +21,7 @@ from bot.smtp_transport import SmtpSettings, SmtpTransport
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, driving, running_connector
 from tests.support.clock import ManualClock
+from tests.support.databases import sqlite_database
 from tests.support.ocmw_flow import confirm_deletion, correct_phone, link, ocmw_worker, send_and_deliver
 
 NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
@@ -60,7 +60,7 @@ async def test_deletion_after_consent_was_withdrawn_removes_the_mail(
 
     await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
 
-    assert bot.services.referrals.get(reference).state == "data_deleted"  # type: ignore[union-attr]
+    assert (await bot.services.referrals.get(reference)).state == "data_deleted"  # type: ignore[union-attr]
     assert _mails(settings, reference) == []
     assert _mails(settings, other)
 
@@ -114,19 +114,18 @@ def _deleted_referral(reference: str) -> SentReferral:
     )
 
 
-def test_a_removal_that_failed_is_retried_by_the_sweep(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    connection = open_database(tmp_path / "bot.sqlite3")
-    referrals = ReferralStore(connection)
+async def test_a_removal_that_failed_is_retried_by_the_sweep(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = await sqlite_database(tmp_path / "bot.sqlite3")
+    referrals = ReferralStore(db)
     copies = _FlakyCopies()
-    sweeper = ResidueSweeper(connection=connection, referrals=referrals, copies=copies)
-    sweeper.sweep()  # the start: nothing deleted yet
+    sweeper = ResidueSweeper(db=db, referrals=referrals, copies=copies)
+    await sweeper.sweep()  # the start: nothing deleted yet
     referral = _deleted_referral("VD-20261128-K7M2QX")
-    referrals.add(referral)
+    await referrals.add(referral)
 
-    sweeper.data_deleted(referral)
+    await sweeper.data_deleted(referral)
     assert copies.removed == [] and "not removed" in caplog.text
-    sweeper.sweep()
+    await sweeper.sweep()
     assert copies.removed == [referral.message_id]
-    sweeper.sweep()
+    await sweeper.sweep()
     assert copies.removed == [referral.message_id], "done once it worked"
-    connection.close()

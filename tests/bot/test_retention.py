@@ -4,6 +4,7 @@ each prune in the register, and the register itself cut from the start with `ver
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import datetime as dt
 import shutil
@@ -105,22 +106,22 @@ async def test_a_referral_goes_90_days_after_its_last_step_with_all_that_is_kept
     reference = await deleted_referral(bot, referrer, corrected=True)
     kept = rows_about(settings, reference)
     assert kept["referrals"] == 2 and kept["corrections"] == 1 and kept["card_slots"] == 2, kept
-    assert bot.services.retention.prune() == []
+    assert await bot.services.retention.prune() == []
 
     clock.advance(90 * DAY - MINUTE)
-    assert "referrals" not in names(bot.services.retention.prune())  # the draft's tombstone and the code went
+    assert "referrals" not in names(await bot.services.retention.prune())  # the draft's tombstone and the code went
     assert rows_about(settings, reference) == kept
 
     clock.advance(2 * MINUTE)
-    assert tables(bot.services.retention.prune()) == [("referrals", PROTOCOL_ID, 2)]
+    assert tables(await bot.services.retention.prune()) == [("referrals", PROTOCOL_ID, 2)]
     assert set(rows_about(settings, reference).values()) == {0}
     [entry] = [entry for entry in retention_entries(settings) if entry["detail"].startswith("table=referrals")]
     assert (entry["actor_id"], entry["protocol_id"], entry["reference"]) == ("bot:retention", PROTOCOL_ID, "")
     assert entry["detail"] == (
         f"table=referrals; count=2; with corrections 1, outbox {kept['outbox']}, message_outbox "
         f"{kept['message_outbox']}, card_slots 2; rule=90 days after closure (data_deleted, failed)")
-    assert "deletion_confirmed" in bot.services.register.events_for(reference), "the register keeps the proof"
-    assert bot.services.register.verify() == []
+    assert "deletion_confirmed" in await bot.services.register.events_for(reference), "the register keeps the proof"
+    assert await bot.services.register.verify() == []
     assert not any(value in entry["detail"] for value in CLIENT_VALUES)
 
     [status] = await bot.say(referrer, "status")
@@ -138,9 +139,9 @@ async def test_a_referral_the_ocmw_still_has_to_delete_is_kept(
     await bot.act(worker, "ack.receive", {"reference": reference})
     await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
     await bot.settle()
-    assert bot.services.referrals.get(reference).state == outcome.removeprefix("contact_")  # type: ignore[union-attr]
+    assert (await bot.services.referrals.get(reference)).state == outcome.removeprefix("contact_")  # type: ignore[union-attr]
     clock.advance(400 * DAY)
-    assert "referrals" not in names(bot.services.retention.prune())
+    assert "referrals" not in names(await bot.services.retention.prune())
     assert rows_about(settings, reference)["referrals"] == 1
 
 
@@ -153,12 +154,12 @@ async def test_help_wanted_is_kept_until_the_ocmw_confirms_the_shared_mailbox_is
     await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
     await bot.settle()
     clock.advance(91 * DAY)
-    bot.services.retention.prune()
+    await bot.services.retention.prune()
     assert rows_about(settings, reference)["referrals"] == 1, "still owed: the OCMW's confirmation"
     await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
     await bot.settle()
     clock.advance(91 * DAY)
-    bot.services.retention.prune()
+    await bot.services.retention.prune()
     assert rows_about(settings, reference)["referrals"] == 0
 
 
@@ -168,9 +169,9 @@ async def test_a_shorter_period_in_the_protocol_file_applies(
     set_retention(protocol_file, "referral_days_after_closure = 30\n")
     reference = await deleted_referral(bot, referrer)
     clock.advance(29 * DAY)
-    assert "referrals" not in names(bot.services.retention.prune())
+    assert "referrals" not in names(await bot.services.retention.prune())
     clock.advance(2 * DAY)
-    assert tables(bot.services.retention.prune()) == [("referrals", PROTOCOL_ID, 1)]
+    assert tables(await bot.services.retention.prune()) == [("referrals", PROTOCOL_ID, 1)]
     assert rows_about(settings, reference)["referrals"] == 0
     assert "rule=30 days after closure" in retention_entries(settings)[-1]["detail"]
 
@@ -184,12 +185,12 @@ async def test_a_referral_that_failed_goes_90_days_later_under_its_ended_protoco
     clock.advance(DAY)  # the mail could not leave before the protocol ended
     await bot.deliver()
     [reference] = _references(settings)
-    assert bot.services.referrals.get(reference).state == "failed"  # type: ignore[union-attr]
+    assert (await bot.services.referrals.get(reference)).state == "failed"  # type: ignore[union-attr]
     clock.advance(60 * DAY - MINUTE)
-    bot.services.retention.prune()
+    await bot.services.retention.prune()
     assert rows_about(settings, reference)["referrals"] == 1
     clock.advance(2 * MINUTE)
-    assert ("referrals", PROTOCOL_ID, 1) in tables(bot.services.retention.prune())
+    assert ("referrals", PROTOCOL_ID, 1) in tables(await bot.services.retention.prune())
     assert rows_about(settings, reference) == dict.fromkeys(rows_about(settings, reference), 0)
 
 
@@ -212,12 +213,13 @@ async def test_draft_tombstones_go_after_tombstone_days_per_protocol(
     assert count(settings, "SELECT COUNT(*) FROM drafts") == 2
 
     clock.advance(2 * DAY - MINUTE)
-    assert bot.services.retention.prune() == []
+    assert await bot.services.retention.prune() == []
     clock.advance(2 * MINUTE)
-    assert tables(bot.services.retention.prune()) == [("drafts", PROTOCOL_ID, 1)]
-    assert bot.services.drafts.get(draft_id) is None and bot.services.drafts.get(draft_without_protocol) is not None
+    assert tables(await bot.services.retention.prune()) == [("drafts", PROTOCOL_ID, 1)]
+    assert await bot.services.drafts.get(draft_id) is None
+    assert await bot.services.drafts.get(draft_without_protocol) is not None
     clock.advance(5 * DAY)  # the default week for a draft cancelled before an OCMW was chosen
-    assert tables(bot.services.retention.prune()) == [("drafts", "-", 1)]
+    assert tables(await bot.services.retention.prune()) == [("drafts", "-", 1)]
     assert count(settings, "SELECT COUNT(*) FROM drafts") == 0
     assert [entry["detail"] for entry in retention_entries(settings)] == [
         "table=drafts; count=1; rule=2 days after the draft ended",
@@ -228,11 +230,11 @@ async def test_draft_tombstones_go_after_tombstone_days_per_protocol(
 async def test_a_pairing_code_goes_a_week_after_it_expired(
     bot: BotDriver, settings: Settings, clock: ManualClock
 ) -> None:
-    bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    await bot.services.links.new_code(PROTOCOL_ID, clock.now())
     clock.advance(DAY + 7 * DAY - MINUTE)  # valid 24 hours, then kept a week
-    assert bot.services.retention.prune() == []
+    assert await bot.services.retention.prune() == []
     clock.advance(2 * MINUTE)
-    assert tables(bot.services.retention.prune()) == [("pairing_codes", PROTOCOL_ID, 1)]
+    assert tables(await bot.services.retention.prune()) == [("pairing_codes", PROTOCOL_ID, 1)]
     assert count(settings, "SELECT COUNT(*) FROM pairing_codes") == 0
     [entry] = retention_entries(settings)
     assert entry["detail"] == "table=pairing_codes; count=1; rule=7 days after the code expired"
@@ -243,14 +245,15 @@ async def test_the_ocmw_link_goes_once_its_protocol_ended_and_none_of_its_referr
 ) -> None:
     await deleted_referral(bot, referrer)
     clock.advance(10 * DAY)
-    assert "ocmw_links" not in names(bot.services.retention.prune()), "the protocol is in force: the link stays"
+    assert "ocmw_links" not in names(await bot.services.retention.prune()), "the protocol is in force: the link stays"
     set_retention(protocol_file, "", ends_on="2026-12-31")
     bot.services.protocols.reload_if_changed()  # what the periodic job does
     clock.advance(60 * DAY)
-    assert bot.services.retention.prune() == [], "ended, but its referral is still kept"
+    assert await bot.services.retention.prune() == [], "ended, but its referral is still kept"
     assert count(settings, "SELECT COUNT(*) FROM ocmw_links") == 1
     clock.advance(21 * DAY)
-    assert tables(bot.services.retention.prune()) == [("referrals", PROTOCOL_ID, 1), ("ocmw_links", PROTOCOL_ID, 1)]
+    pruned = tables(await bot.services.retention.prune())
+    assert pruned == [("referrals", PROTOCOL_ID, 1), ("ocmw_links", PROTOCOL_ID, 1)]
     assert count(settings, "SELECT COUNT(*) FROM ocmw_links") == 0
 
 
@@ -263,18 +266,18 @@ async def test_an_expired_drafts_card_message_goes_a_week_after_it_was_sent(
     await bot.settle()
     assert count(settings, "SELECT COUNT(*) FROM message_outbox WHERE reference IS NULL AND state = 'sent'") == 1
     clock.advance(7 * DAY - MINUTE)
-    assert bot.services.retention.prune() == []
+    assert await bot.services.retention.prune() == []
     clock.advance(2 * MINUTE)
-    assert tables(bot.services.retention.prune()) == [("drafts", PROTOCOL_ID, 1), ("message_outbox", "-", 1)]
+    assert tables(await bot.services.retention.prune()) == [("drafts", PROTOCOL_ID, 1), ("message_outbox", "-", 1)]
     assert count(settings, "SELECT COUNT(*) FROM message_outbox") == 0
 
 
 # --- the register ---------------------------------------------------------------------------------
 
-def _verify_line(settings: Settings, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+async def _verify_line(settings: Settings, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     parser = argparse.ArgumentParser()
     add_register_commands(parser.add_subparsers(dest="command"))
-    status = run_register_command(parser.parse_args(["register", "verify"]), settings)
+    status = await asyncio.to_thread(run_register_command, parser.parse_args(["register", "verify"]), settings)
     return status, capsys.readouterr().out
 
 
@@ -283,19 +286,19 @@ async def test_register_entries_go_five_years_after_they_were_written_and_verify
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     reference = await deleted_referral(bot, referrer)
-    written = bot.services.register.count()
+    written = await bot.services.register.count()
     clock.advance(91 * DAY)
-    bot.services.retention.prune()  # the referral goes; its register entries stay
-    assert len(bot.services.register.events_for(reference)) > 5
+    await bot.services.retention.prune()  # the referral goes; its register entries stay
+    assert len(await bot.services.register.events_for(reference)) > 5
 
     clock.current = dt.datetime(2031, 11, 28, 8, 59, tzinfo=dt.UTC)  # five years less a minute
-    assert bot.services.retention.prune() == []
+    assert await bot.services.retention.prune() == []
     clock.advance(2 * MINUTE)
-    [pruned] = bot.services.retention.prune()
+    [pruned] = await bot.services.retention.prune()
     assert (pruned.table, pruned.count) == ("register", written)
-    assert bot.services.register.events_for(reference) == []
-    assert bot.services.register.verify() == []
-    status, out = _verify_line(settings, capsys)
+    assert await bot.services.register.events_for(reference) == []
+    assert await bot.services.register.verify() == []
+    status, out = await _verify_line(settings, capsys)
     assert status == 0 and f"entries up to {written} removed under the retention periods" in out
     [anchor] = [entry for entry in retention_entries(settings) if entry["detail"].startswith("table=register")]
     assert anchor["detail"].startswith(f"table=register; count={written}; seq=1-{written}; last_hash=")
@@ -304,11 +307,11 @@ async def test_register_entries_go_five_years_after_they_were_written_and_verify
     with sqlite3.connect(settings.database_path) as db:
         first = db.execute("SELECT MIN(seq) FROM register").fetchone()[0]
         db.execute("UPDATE register SET actor_name = 'Iemand Anders' WHERE seq = ?", (first,))
-    status, out = _verify_line(settings, capsys)
+    status, out = await _verify_line(settings, capsys)
     assert status == 1 and out.startswith(f"seq {first}: altered")
     with sqlite3.connect(settings.database_path) as db:
         db.execute("DELETE FROM register WHERE seq = ?", (first,))
-    status, out = _verify_line(settings, capsys)
+    status, out = await _verify_line(settings, capsys)
     assert status == 1 and f"seq {first + 1}: removed: entries before it are missing: {first}" in out
 
 
@@ -317,12 +320,12 @@ async def test_the_proof_behind_a_referral_still_kept_stays_past_five_years(
 ) -> None:
     await link(bot, ocmw_worker())
     reference, _ = await send_and_deliver(bot, referrer)  # never acknowledged: kept as long as it is open
-    before = bot.services.register.events_for(reference)
+    before = await bot.services.register.events_for(reference)
     clock.current = dt.datetime(2032, 1, 1, tzinfo=dt.UTC)
-    pruned = bot.services.retention.prune()
+    pruned = await bot.services.retention.prune()
     assert [p.count for p in pruned if p.table == "register"] == [1], "only the link's entry, written before it"
-    assert bot.services.register.events_for(reference) == before
-    assert bot.services.register.verify() == []
+    assert await bot.services.register.events_for(reference) == before
+    assert await bot.services.register.verify() == []
 
 
 async def test_the_running_bot_prunes_by_itself(

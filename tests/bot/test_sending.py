@@ -137,7 +137,7 @@ async def test_a_451_is_retried_until_it_goes_through(
     await vault_bot.act(referrer, "referral.send", {"draftId": draft_id})
     await vault_bot.deliver()
     assert smtp.messages == []
-    due = vault_bot.services.outbox.next_due_at()
+    due = await vault_bot.services.outbox.next_due_at()
     assert due is not None
     clock.current = due
     await vault_bot.deliver()

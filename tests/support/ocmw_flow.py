@@ -17,7 +17,7 @@ def ocmw_worker() -> TeamsUser:
 
 async def link(bot: BotDriver, worker: TeamsUser) -> None:
     """Link the worker's channel to the sample protocol with a fresh code."""
-    code = bot.services.links.new_code(PROTOCOL_ID, bot.services.worker._clock.now())
+    code = await bot.services.links.new_code(PROTOCOL_ID, bot.services.worker._clock.now())
     [reply] = await bot.say(worker, f"<at>Veilig doorverwijzen</at> koppel {code}")
     assert "Gekoppeld" in reply["text"]
 
@@ -34,7 +34,7 @@ async def referred_and_delivered(bot: BotDriver, referrer: TeamsUser) -> tuple[s
         if c.method == "POST" and c.path.startswith(f"/v3/conversations/{CHANNEL}/")
     ]
     assert posts, "a card was posted in the OCMW channel"
-    card_id = bot.services.messages.slot_activity_id(f"ocmw:{reference}")
+    card_id = await bot.services.messages.slot_activity_id(f"ocmw:{reference}")
     assert card_id
     return reference, card_id
 
@@ -65,4 +65,4 @@ async def confirm_deletion(bot: BotDriver, worker: TeamsUser, reference: str) ->
     await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "contact_no_help_wanted"})
     card = await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
     assert "referral.deleted" not in actions(card)
-    assert bot.services.referrals.get(reference).state == "data_deleted"  # type: ignore[union-attr]
+    assert (await bot.services.referrals.get(reference)).state == "data_deleted"  # type: ignore[union-attr]

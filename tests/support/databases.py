@@ -1,0 +1,89 @@
+"""Databases for tests: the embedded SQLite file, or a fresh database on the suite's own PostgreSQL server.
+
+`open_test_database` gives a migrated `Database` of either backend; `sql` reads or changes a SQLite
+file behind the bot's back (what an attacker or a crash would leave), with plain `sqlite3`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.database import Database, DatabaseSettings, open_database
+from bot.schema_migration import migrate
+from tests.support.postgres_server import PostgresServer
+
+BACKENDS = ("sqlite", "postgresql")
+#: Databases opened by the current test; `tests/conftest.py` closes them when it ends.
+OPENED: list[Database] = []
+
+
+async def sqlite_database(path: Path) -> Database:
+    """The SQLite file at `path`, created and migrated."""
+    db = open_database(DatabaseSettings(sqlite_path=path))
+    OPENED.append(db)
+    await migrate(db)
+    return db
+
+
+def postgres_url(server: PostgresServer) -> str:
+    """A DATABASE_URL for a new, empty database on the test server (no TLS: it listens on 127.0.0.1 only)."""
+    return server.fresh_database().replace("postgresql+asyncpg://", "postgresql://", 1) + "?sslmode=disable"
+
+
+async def postgres_database(server: PostgresServer) -> Database:
+    """A new database on the test server, migrated."""
+    db = open_database(DatabaseSettings(sqlite_path=Path("/nonexistent"), url=postgres_url(server), pool_size=5))
+    OPENED.append(db)
+    await migrate(db)
+    return db
+
+
+def another_engine(db: Database) -> Database:
+    """A second engine on the same database, as a second instance (or process) would have."""
+    if db.settings is None:
+        raise ValueError("opened without settings")
+    other = open_database(db.settings)
+    OPENED.append(other)
+    return other
+
+
+async def close_opened() -> None:
+    """Close what this test opened (a pooled connection left open would warn when collected)."""
+    while OPENED:
+        await OPENED.pop().close()
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """What `sql` read (rows by name and position) and how many rows it changed."""
+
+    rows: list[sqlite3.Row]
+    rowcount: int
+
+    def fetchall(self) -> list[sqlite3.Row]:
+        return self.rows
+
+    def fetchone(self) -> sqlite3.Row | None:
+        return self.rows[0] if self.rows else None
+
+    def __iter__(self) -> Iterator[sqlite3.Row]:
+        return iter(self.rows)
+
+
+def sql(target: Database | Path, statement: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> RawResult:
+    """Run one statement on the SQLite file with plain `sqlite3`, committed at once."""
+    path = target if isinstance(target, Path) else target.sqlite_path
+    if path is None:
+        raise ValueError("raw SQL is for the SQLite file only")
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    try:
+        cursor = connection.execute(statement, parameters)
+        rows = cursor.fetchall()
+        return RawResult(rows, cursor.rowcount)
+    finally:
+        connection.close()
