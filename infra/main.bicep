@@ -1,12 +1,13 @@
-// veilig-doorverwijzen on Azure: the Teams bot, its identity, Key Vault, storage and monitoring.
+// veilig-doorverwijzen on Azure: the Teams bot on two or more App Service instances, its identity, its
+// PostgreSQL database, Key Vault, storage and monitoring.
 // Deploy into one resource group (infra/README.md):
 //   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.parameters.example.json
 // No secret goes through this template: ZIP passwords (and, for SingleTenant, the app password)
-// are put into the vault by an administrator afterwards.
+// are put into the vault by an administrator afterwards; the bot logs in to PostgreSQL with an Entra token.
 
 targetScope = 'resourceGroup'
 
-@description('Azure region of every resource except the Azure Bot (global).')
+@description('Azure region of every resource except the Azure Bot (global). Must have availability zones for the zone-redundant web app and database (westeurope has them).')
 param location string = 'westeurope'
 
 @description('Microsoft Entra tenant of the bot, the vault and the Teams users.')
@@ -23,8 +24,15 @@ param webAppName string = '${baseName}-bot-${uniqueString(resourceGroup().id)}'
 @description('Name of the App Service plan.')
 param appServicePlanName string = '${baseName}-plan'
 
-@description('App Service plan SKU (Linux).')
-param appServiceSkuName string = 'B1'
+@description('App Service plan SKU (Linux): Premium v3 (P0v3, P1v3, ...) for zone redundancy; B1 allows up to 3 instances but no zones.')
+param appServiceSkuName string = 'P0v3'
+
+@description('Number of App Service instances running the bot (at least 2: no single point of failure).')
+@minValue(2)
+param appServiceCapacity int = 2
+
+@description('Spread the instances over availability zones (Premium v2/v3/v4 only; false for B1).')
+param appServiceZoneRedundant bool = true
 
 @description('Name of the Azure Bot resource.')
 param botName string = '${baseName}-bot'
@@ -42,6 +50,48 @@ param storageAccountName string = 'st${take(uniqueString(resourceGroup().id, bas
 
 @description('Name of the Log Analytics workspace.')
 param logAnalyticsName string = '${baseName}-logs'
+
+@description('Name of the PostgreSQL Flexible Server (globally unique, lowercase): <name>.postgres.database.azure.com')
+@maxLength(63)
+param postgresServerName string = toLower('${baseName}-pg-${uniqueString(resourceGroup().id)}')
+
+@description('PostgreSQL compute size (Standard_D2ds_v5: General Purpose, 2 vCores).')
+param postgresSkuName string = 'Standard_D2ds_v5'
+
+@description('PostgreSQL compute tier of postgresSkuName; Burstable cannot be zone-redundant.')
+@allowed([
+  'Burstable'
+  'GeneralPurpose'
+  'MemoryOptimized'
+])
+param postgresSkuTier string = 'GeneralPurpose'
+
+@description('PostgreSQL high availability: ZoneRedundant (a standby in another zone) or Disabled.')
+@allowed([
+  'ZoneRedundant'
+  'Disabled'
+])
+param postgresHighAvailability string = 'ZoneRedundant'
+
+@description('PostgreSQL storage in GiB (auto-grow on).')
+param postgresStorageSizeGB int = 32
+
+@description('Days of PostgreSQL point-in-time restore (7-35).')
+@minValue(7)
+@maxValue(35)
+param postgresBackupRetentionDays int = 35
+
+@description('Keep the PostgreSQL backups in the paired region too (northeurope for westeurope); fixed when the server is created.')
+param postgresGeoRedundantBackup bool = true
+
+@description('Register the bot\'s identity as a PostgreSQL Entra administrator (false: least-privilege role, see infra/README.md).')
+param postgresAppIsAdministrator bool = true
+
+@description('Object id of the Entra group of people who administer PostgreSQL; empty for none.')
+param postgresAdministratorGroupObjectId string = ''
+
+@description('Display name of that Entra group.')
+param postgresAdministratorGroupName string = ''
 
 @description('Name of the Application Insights component.')
 param appInsightsName string = '${baseName}-appi'
@@ -118,6 +168,28 @@ module storage 'modules/storage.bicep' = {
   }
 }
 
+module postgres 'modules/postgres.bicep' = {
+  name: 'postgres'
+  params: {
+    name: postgresServerName
+    location: location
+    tenantId: tenantId
+    appPrincipalId: identity.outputs.principalId
+    appPrincipalName: identity.outputs.name
+    appIsAdministrator: postgresAppIsAdministrator
+    administratorGroupObjectId: postgresAdministratorGroupObjectId
+    administratorGroupName: postgresAdministratorGroupName
+    workspaceId: monitoring.outputs.workspaceId
+    skuName: postgresSkuName
+    skuTier: postgresSkuTier
+    highAvailabilityMode: postgresHighAvailability
+    storageSizeGB: postgresStorageSizeGB
+    backupRetentionDays: postgresBackupRetentionDays
+    geoRedundantBackup: postgresGeoRedundantBackup
+    tags: tags
+  }
+}
+
 module acrPull 'modules/acr-pull.bicep' = if (!empty(containerRegistryName)) {
   name: 'acrPull'
   params: {
@@ -133,6 +205,8 @@ module webApp 'modules/webapp.bicep' = {
     name: webAppName
     location: location
     skuName: appServiceSkuName
+    capacity: appServiceCapacity
+    zoneRedundant: appServiceZoneRedundant
     containerImage: containerImage
     pullWithManagedIdentity: !empty(containerRegistryName)
     identityId: identity.outputs.id
@@ -145,6 +219,7 @@ module webApp 'modules/webapp.bicep' = {
     mailFrom: mailFrom
     referrerTenantIds: referrerTenantIds
     ocmwTenantIds: ocmwTenantIds
+    databaseUrl: postgres.outputs.databaseUrl
     workspaceId: monitoring.outputs.workspaceId
     appInsightsName: monitoring.outputs.appInsightsName
     tags: tags
@@ -175,6 +250,10 @@ output webAppName string = webAppName
 output keyVaultName string = keyVault.outputs.name
 output keyVaultUri string = keyVault.outputs.uri
 output storageAccountName string = storage.outputs.name
+output postgresServerName string = postgres.outputs.name
+output postgresFqdn string = postgres.outputs.fqdn
+@description('DATABASE_URL the web app gets (no password: the bot logs in with an Entra token).')
+output databaseUrl string = postgres.outputs.databaseUrl
 @description('Client id of the managed identity: the AppId of the Exchange application access policy.')
 output identityClientId string = identity.outputs.clientId
 @description('Object id of the managed identity\'s service principal: gets the Graph Mail.Send app role.')

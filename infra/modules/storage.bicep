@@ -1,6 +1,6 @@
-// Storage account for a future scale-out backend (shared state instead of the SQLite file).
-// Nothing uses it yet: no identity has data access and no network reaches it. When that backend
-// exists, give it a private endpoint (or a VNet rule) and the bot's identity a data role.
+// Storage account, reserved when the shared backend for several instances was still to be chosen. That
+// backend is now PostgreSQL (postgres.bicep): nothing uses this account, no identity has data access and
+// no network reaches it. Whether to remove it is a separate decision (infra/README.md).
 
 @description('Name of the storage account (globally unique, 3-24 lowercase letters and digits).')
 @minLength(3)

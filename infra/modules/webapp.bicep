@@ -1,5 +1,6 @@
 // The bot's hosting: App Service for Linux running the container (Dockerfile at the repository root).
-// One instance: the bot keeps its state in SQLite under /home (App Service's persistent storage).
+// Two or more instances, spread over availability zones: the bot's state is in PostgreSQL (DATABASE_URL),
+// none of it on an instance's disk, so any instance can take any request and any background job.
 
 @description('Name of the App Service plan.')
 param planName string
@@ -10,8 +11,15 @@ param name string
 @description('Azure region.')
 param location string
 
-@description('App Service plan SKU (Linux). B1 is enough for one team; P0v3 for more headroom.')
-param skuName string = 'B1'
+@description('App Service plan SKU (Linux). P0v3 (Premium v3): the smallest size that can be zone-redundant. B1 allows up to 3 instances, without zones.')
+param skuName string = 'P0v3'
+
+@description('Number of instances (at least 2: no single point of failure).')
+@minValue(2)
+param capacity int = 2
+
+@description('Spread the instances over availability zones (Premium v2/v3/v4 plans; false for B1).')
+param zoneRedundant bool = true
 
 @description('Container image, e.g. myregistry.azurecr.io/veilig-doorverwijzen:0.1.0.')
 param containerImage string
@@ -56,6 +64,9 @@ param referrerTenantIds string
 @description('Entra tenant ids whose Teams channels may be linked as an OCMW\'s, comma-separated.')
 param ocmwTenantIds string
 
+@description('DATABASE_URL: postgresql://<role>@<server>.postgres.database.azure.com:5432/<database>?sslmode=verify-full (no password).')
+param databaseUrl string
+
 @description('Log Analytics workspace for the diagnostic settings.')
 param workspaceId string
 
@@ -68,7 +79,9 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
-// Names the bot reads (bot/config.py). No secret values: the SingleTenant password is a Key Vault reference.
+// Names the bot reads (bot/config.py). No secret values: the SingleTenant password is a Key Vault reference,
+// and the database password is an Entra token the bot gets with AZURE_CLIENT_ID's identity (DATABASE_AUTH=entra).
+// No BOT_DATA_DIR: nothing of the bot's state is on an instance's disk (the image's /data stays empty).
 var baseSettings = [
   {
     name: 'MicrosoftAppId'
@@ -111,8 +124,12 @@ var baseSettings = [
     value: ocmwTenantIds
   }
   {
-    name: 'BOT_DATA_DIR'
-    value: '/home/data'
+    name: 'DATABASE_URL'
+    value: databaseUrl
+  }
+  {
+    name: 'DATABASE_AUTH'
+    value: 'entra'
   }
   {
     name: 'HOST'
@@ -128,7 +145,7 @@ var baseSettings = [
   }
   {
     name: 'WEBSITES_ENABLE_APP_SERVICE_STORAGE'
-    value: 'true'
+    value: 'false'
   }
   {
     name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
@@ -143,25 +160,23 @@ var passwordSetting = [
 ]
 
 resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
-  // checkov:skip=CKV_AZURE_225: one instance by design: the bot's state is one SQLite file (drafts, register, outbox); zone redundancy needs three. The storage account is for the scale-out backend that will lift this.
   name: planName
   location: location
   tags: tags
   kind: 'linux'
   sku: {
     name: skuName
-    capacity: 1
+    capacity: capacity
   }
   properties: {
     reserved: true
-    zoneRedundant: false
+    zoneRedundant: zoneRedundant
   }
 }
 
 resource site 'Microsoft.Web/sites@2023-12-01' = {
   // checkov:skip=CKV_AZURE_222: Teams reaches the bot through the Bot Framework connector over the internet; /api/messages must be public. Every request carries a Bot Framework JWT that the bot validates (MicrosoftAppId is always set here).
   // checkov:skip=CKV_AZURE_17: the Bot Framework connector presents no client certificate; callers are authenticated by the Bot Framework JWT instead.
-  // checkov:skip=CKV_AZURE_212: one instance by design (SQLite state, see the plan above); App Service restarts it on a failed /healthz.
   name: name
   location: location
   tags: tags
@@ -176,6 +191,7 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     clientCertEnabled: false
+    clientAffinityEnabled: false
     publicNetworkAccess: 'Enabled'
     keyVaultReferenceIdentity: identityId
     siteConfig: {
@@ -192,7 +208,7 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
       detailedErrorLoggingEnabled: true
       requestTracingEnabled: true
       remoteDebuggingEnabled: false
-      numberOfWorkers: 1
+      numberOfWorkers: capacity
       appSettings: (botAppType == 'SingleTenant') ? concat(baseSettings, passwordSetting) : baseSettings
     }
   }

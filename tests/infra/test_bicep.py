@@ -1,9 +1,10 @@
 """The Azure templates, checked without Azure: the `bicep` CLI cannot be installed here.
 
 Every file is parsed with `pycep-parser` (the parser checkov uses), the modules are wired with the
-parameters they declare, the security settings the issue asks for are present, the app settings are
-the variables the bot reads, no secret is in a template, and checkov finds nothing that is not
-suppressed with a reason.
+parameters they declare, the security settings the issues ask for are present (issue 13: PostgreSQL with
+Entra-only logins and TLS, two or more App Service instances, nothing on an instance's disk), the app
+settings are the variables the bot reads, no secret is in a template, and checkov finds nothing that is
+not suppressed with a reason.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ SECRETS_USER_ROLE = "4633458b-17de-408a-b874-0445c86b69e6"
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 #: App settings App Service itself reads, not the bot.
 PLATFORM_SETTINGS = {"WEBSITES_PORT", "WEBSITES_ENABLE_APP_SERVICE_STORAGE", "APPLICATIONINSIGHTS_CONNECTION_STRING"}
+#: The address pair of PostgreSQL's "allow Azure services" firewall rule (not a listening address).
+AZURE_SERVICES_ONLY = "0.0.0.0"  # noqa: S104
+#: The storage layer's settings (issue 13's contract), read by the PostgreSQL backend built beside these templates.
+STORAGE_SETTINGS = {"DATABASE_URL", "DATABASE_AUTH"}
 #: A value for each webapp.bicep parameter an app setting takes, as a deployment would give it.
 DEPLOYED_PARAMETERS = {
     "botAppId": "00000000-0000-4000-8000-000000000001",
@@ -38,6 +43,8 @@ DEPLOYED_PARAMETERS = {
     "mailFrom": "doorverwijzing@opgroeien.be",
     "referrerTenantIds": "72f988bf-0000-4000-8000-000000000001",
     "ocmwTenantIds": "0c3c0c3c-0000-4000-8000-000000000002,0c3c0c3c-0000-4000-8000-000000000003",
+    "databaseUrl": "postgresql://vd-prod-id@vd-prod-pg-abc.postgres.database.azure.com:5432/veilig_doorverwijzen"
+                   "?sslmode=verify-full",
 }
 
 
@@ -67,6 +74,25 @@ def one_resource(path: Path, kind: str) -> dict[str, Any]:
     return config
 
 
+def decorator(spec: dict[str, Any], kind: str) -> Any:
+    return next(d["argument"] for d in spec.get("decorators", []) if d["type"] == kind)
+
+
+def reference(expression: Any) -> str:
+    """`identity.outputs.name` for pycep's nested property accessors; a plain name as it is."""
+    if isinstance(expression, str):
+        return expression
+    operands = expression["operator"]["operands"]
+    assert expression["operator"]["type"] == "property_accessor", expression
+    return f"{reference(operands['operand_1'])}.{reference(operands['operand_2'])}"
+
+
+def server_parameters() -> dict[str, str]:
+    """The PostgreSQL server parameters the template sets, by name."""
+    values = parsed(module_file("postgres"))["variables"]["serverParameters"]["value"]
+    return {parameter["name"]: parameter["value"] for parameter in values}
+
+
 def app_settings() -> dict[str, Any]:
     variables = parsed(module_file("webapp"))["variables"]
     settings = [*variables["baseSettings"]["value"], *variables["passwordSetting"]["value"]]
@@ -85,7 +111,7 @@ def test_every_template_parses(path: Path) -> None:
 
 def test_the_expected_modules_exist() -> None:
     names = {p.stem for p in (INFRA / "modules").glob("*.bicep")}
-    assert {"identity", "monitoring", "keyvault", "storage", "webapp", "bot"} <= names
+    assert {"identity", "monitoring", "keyvault", "storage", "webapp", "bot", "postgres"} <= names
 
 
 def test_every_module_gets_exactly_the_parameters_it_declares() -> None:
@@ -105,7 +131,8 @@ def test_main_has_parameters_for_names_location_and_tenant() -> None:
     parameters = parsed(MAIN)["parameters"]
     assert parameters["location"]["default"] == "westeurope"
     assert "tenantId" in parameters
-    for name in ("webAppName", "botName", "keyVaultName", "storageAccountName", "identityName", "logAnalyticsName"):
+    for name in ("webAppName", "botName", "keyVaultName", "storageAccountName", "identityName", "logAnalyticsName",
+                 "postgresServerName"):
         assert name in parameters, name
 
 
@@ -168,7 +195,7 @@ def test_the_app_settings_are_the_variables_the_bot_reads() -> None:
     assert required <= set(settings)
     assert settings["MAIL_TRANSPORT"] == "graph"
     assert settings["BOT_ENV"] == "production"
-    unknown = set(settings) - names_the_bot_reads() - PLATFORM_SETTINGS
+    unknown = set(settings) - names_the_bot_reads() - PLATFORM_SETTINGS - STORAGE_SETTINGS
     assert unknown == set(), "the bot does not read these"
 
 
@@ -242,13 +269,126 @@ def test_the_web_app_and_the_vault_send_their_logs_to_log_analytics() -> None:
     for module, target, categories in (
         ("webapp", "site", {"AppServiceHTTPLogs", "AppServiceConsoleLogs", "AppServiceAuditLogs"}),
         ("keyvault", "vault", {"AuditEvent"}),
+        ("postgres", "server", {"PostgreSQLLogs"}),
     ):
         setting = one_resource(module_file(module), "Microsoft.Insights/diagnosticSettings")
         assert setting["scope"] == target
         assert setting["properties"]["workspaceId"] == "workspaceId"
         assert categories <= {log["category"] for log in setting["properties"]["logs"]}
+        assert {metric["category"] for metric in setting["properties"]["metrics"]} == {"AllMetrics"}
     components = one_resource(module_file("monitoring"), "Microsoft.Insights/components")
     assert components["properties"]["WorkspaceResourceId"]
+
+
+# --- issue 13: PostgreSQL, several instances, nothing on an instance's disk ---------------------------------
+
+
+def test_the_database_server_takes_entra_tokens_and_no_passwords() -> None:
+    server = one_resource(module_file("postgres"), "Microsoft.DBforPostgreSQL/flexibleServers")
+    properties = server["properties"]
+    assert properties["version"] == "16"
+    assert properties["authConfig"] == {"activeDirectoryAuth": "Enabled", "passwordAuth": "Disabled",
+                                        "tenantId": "tenantId"}
+    assert "administratorLogin" not in properties and "administratorLoginPassword" not in properties
+
+
+def test_the_bots_identity_is_the_database_role_in_the_url() -> None:
+    administrators = resources_of(module_file("postgres"), "Microsoft.DBforPostgreSQL/flexibleServers/administrators")
+    app = next(a["config"] for a in administrators if a["config"]["config"]["name"] == "appPrincipalId")
+    assert app["config"]["properties"] == {"principalName": "appPrincipalName", "principalType": "ServicePrincipal",
+                                           "tenantId": "tenantId"}
+    params = parsed(MAIN)["modules"]["postgres"]["config"]["params"]
+    assert reference(params["appPrincipalId"]) == "identity.outputs.principalId"
+    assert reference(params["appPrincipalName"]) == "identity.outputs.name"
+    url = parsed(module_file("postgres"))["outputs"]["databaseUrl"]["value"]
+    assert url.startswith("postgresql://${uriComponent(appPrincipalName)}@")
+
+
+def test_the_database_url_verifies_the_server_and_holds_no_password() -> None:
+    url = parsed(module_file("postgres"))["outputs"]["databaseUrl"]["value"]
+    assert re.fullmatch(r"postgresql://[^:@/]+\}@\$\{[^}]+\}:5432/\$\{database\.name\}\?sslmode=verify-full", url), url
+    assert re.search(r"password", url, re.IGNORECASE) is None
+    assert parsed(module_file("postgres"))["parameters"]["databaseName"]["default"] == "veilig_doorverwijzen"
+    settings = app_settings()
+    assert settings["DATABASE_URL"] == "databaseUrl" and settings["DATABASE_AUTH"] == "entra"
+    passed = parsed(MAIN)["modules"]["webApp"]["config"]["params"]["databaseUrl"]
+    assert reference(passed) == "postgres.outputs.databaseUrl"
+    deployed = DEPLOYED_PARAMETERS["databaseUrl"]
+    assert deployed.endswith("?sslmode=verify-full") and ":" not in deployed.split("//")[1].split("@")[0]
+
+
+def test_the_database_server_requires_tls_12() -> None:
+    parameters = server_parameters()
+    assert parameters["require_secure_transport"] == "on"
+    assert parameters["ssl_min_protocol_version"] == "TLSv1.2"
+
+
+def test_the_server_log_has_connections_but_never_statement_parameters() -> None:
+    parameters = server_parameters()
+    assert parameters["log_connections"] == "on" and parameters["log_disconnections"] == "on"
+    assert parameters["log_statement"] in {"none", "ddl"}
+    assert parameters["log_min_duration_statement"] == "-1"
+    assert parameters["log_parameter_max_length"] == "0" and parameters["log_parameter_max_length_on_error"] == "0"
+    assert parameters["log_error_verbosity"] == "terse"
+    loop = resources_of(module_file("postgres"), "Microsoft.DBforPostgreSQL/flexibleServers/configurations")
+    assert len(loop) == 1
+    assert {"type": "batchSize", "argument": 1} in loop[0]["decorators"], "the server takes one change at a time"
+    assert loop[0]["config"]["loop_type"]["detail"]["array_name"] == "serverParameters"
+
+
+def test_high_availability_backups_and_size_are_parameters_with_production_defaults() -> None:
+    document = parsed(module_file("postgres"))
+    parameters = document["parameters"]
+    properties = one_resource(module_file("postgres"), "Microsoft.DBforPostgreSQL/flexibleServers")["properties"]
+    assert properties["highAvailability"] == {"mode": "highAvailabilityMode"}
+    assert set(decorator(parameters["highAvailabilityMode"], "allowed")) == {"ZoneRedundant", "Disabled"}
+    assert parameters["highAvailabilityMode"]["default"] == "ZoneRedundant"
+    assert parameters["skuName"]["default"] == "Standard_D2ds_v5"
+    assert parameters["skuTier"]["default"] == "GeneralPurpose"
+    assert properties["backup"]["backupRetentionDays"] == "backupRetentionDays"
+    assert parameters["backupRetentionDays"]["default"] == 35
+    assert "geoRedundantBackup" in json.dumps(properties["backup"]["geoRedundantBackup"])
+    assert properties["storage"]["autoGrow"] == "Enabled"
+    main = parsed(MAIN)["parameters"]
+    assert main["postgresHighAvailability"]["default"] == "ZoneRedundant"
+    assert main["postgresBackupRetentionDays"]["default"] == 35
+
+
+def test_the_database_server_is_reached_from_azure_only() -> None:
+    rules = resources_of(module_file("postgres"), "Microsoft.DBforPostgreSQL/flexibleServers/firewallRules")
+    assert len(rules) == 1
+    rule = rules[0]["config"]
+    assert rule["name"] == "AllowAllAzureServicesAndResourcesWithinAzureIps"
+    assert rule["properties"] == {"startIpAddress": AZURE_SERVICES_ONLY, "endIpAddress": AZURE_SERVICES_ONLY}
+    database = one_resource(module_file("postgres"), "Microsoft.DBforPostgreSQL/flexibleServers/databases")
+    assert database["name"] == "databaseName" and database["properties"]["charset"] == "UTF8"
+
+
+def test_nothing_of_the_bots_state_is_on_an_instances_disk() -> None:
+    settings = app_settings()
+    assert "BOT_DATA_DIR" not in settings, "in PostgreSQL mode the bot needs no data folder"
+    assert not any(isinstance(v, str) and v.startswith("/home") for v in settings.values())
+    assert settings["WEBSITES_ENABLE_APP_SERVICE_STORAGE"] == "false"
+    for path in BICEP_FILES:
+        text = path.read_text(encoding="utf-8").lower()
+        assert "sqlite" not in text and "one instance" not in text, path.name
+
+
+def test_the_web_app_runs_on_two_or_more_instances_across_zones() -> None:
+    parameters = parsed(module_file("webapp"))["parameters"]
+    assert decorator(parameters["capacity"], "min_value") >= 2 and parameters["capacity"]["default"] >= 2
+    assert parameters["zoneRedundant"]["default"] is True
+    assert parameters["skuName"]["default"] == "P0v3"
+    plan = one_resource(module_file("webapp"), "Microsoft.Web/serverfarms")
+    assert plan["sku"]["capacity"] == "capacity" and plan["properties"]["zoneRedundant"] == "zoneRedundant"
+    site = one_resource(module_file("webapp"), "Microsoft.Web/sites")
+    assert site["properties"]["clientAffinityEnabled"] is False
+    assert site["properties"]["siteConfig"]["numberOfWorkers"] == "capacity"
+    main = parsed(MAIN)
+    assert decorator(main["parameters"]["appServiceCapacity"], "min_value") >= 2
+    assert main["parameters"]["appServiceSkuName"]["default"] == "P0v3"
+    params = main["modules"]["webApp"]["config"]["params"]
+    assert params["capacity"] == "appServiceCapacity" and params["zoneRedundant"] == "appServiceZoneRedundant"
 
 
 def test_checkov_finds_nothing_unexplained() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import cards
+from bot.config import Settings
 from infra.card_gallery import samples
 from tests.infra.helpers import ROOT
 
@@ -106,3 +107,16 @@ def test_the_deployment_guide_covers_identity_mail_secrets_teams_and_linking() -
     for protocol in PROTOCOLS:
         assert protocol["zip_password_secret"] in guide
         assert protocol["id"] in guide
+
+
+def test_the_deployment_guide_covers_postgresql_the_bots_role_and_the_move_from_sqlite() -> None:
+    guide = text(DEPLOYMENT)
+    flat = " ".join(guide.split())
+    for words in ("python -m bot migrate", "python -m bot migrate --from-sqlite", "pgaadauth_create_principal",
+                  "GRANT USAGE, CREATE ON SCHEMA public", "DATABASE_AUTH=entra", "sslmode=verify-full",
+                  "log_statement=ddl", "not in Burstable", "AllowAllAzureServicesAndResourcesWithinAzureIps",
+                  "until the DPO agrees it can be destroyed", "Private PostgreSQL"):
+        assert words in flat, words
+    sqlite_file = Settings.from_mapping({"BOT_DATA_DIR": "/home/data"}).database_path
+    assert f"`{sqlite_file}`" in guide, "the migration note names the file the old deployments wrote"
+    assert "one instance**" not in guide and "Do not scale the plan out" not in guide

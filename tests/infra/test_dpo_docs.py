@@ -27,7 +27,8 @@ INFRA = ROOT / "infra"
 PROTOCOL_FILES = sorted((INFRA / "protocols").glob("*.toml"))
 PROTOCOLS = {path.name: tomllib.loads(path.read_text(encoding="utf-8")) for path in PROTOCOL_FILES}
 
-#: The processors issue 12 names (point 5), as the heading and the overview row of docs/verwerkers.md call them.
+#: The processors issue 12 names (point 5), as the heading and the overview row of docs/verwerkers.md call them;
+#: the database is Azure Database for PostgreSQL since issue 13 (SQLite stays for local runs only).
 NAMED_PROCESSORS = (
     "Microsoft Teams",
     "Azure Bot Service",
@@ -37,13 +38,13 @@ NAMED_PROCESSORS = (
     "SMTP-relay",
     "Azure App Service",
     "Azure Key Vault",
-    "SQLite",
+    "Azure Database for PostgreSQL",
     "Log Analytics",
     "Application Insights",
     "mailprovider van het OCMW",
 )
-#: Python packages that would mean another database than the SQLite file the documents describe.
-OTHER_DATABASE_DRIVERS = ("psycopg", "asyncpg", "pg8000", "pymysql", "pyodbc", "sqlalchemy", "azure-cosmos")
+#: Python packages that would mean another database than PostgreSQL (Azure) and SQLite (local) the documents describe.
+OTHER_DATABASE_DRIVERS = ("pymysql", "mysqlclient", "pyodbc", "pymssql", "oracledb", "pymongo", "azure-cosmos")
 #: Packages that would send telemetry to Application Insights, which verwerkers.md says nothing does.
 TELEMETRY_PACKAGES = ("azure-monitor", "applicationinsights", "opencensus", "opentelemetry")
 DUTCH_MONTHS = ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus", "september",
@@ -132,7 +133,7 @@ def test_the_regions_are_those_of_the_bicep_templates() -> None:
     document = text(PROCESSORS)
     region = bicep_default(INFRA / "main.bicep", "location")
     for heading in ("Azure App Service (de container van de bot)", "Azure Key Vault",
-                    "Log Analytics en Application Insights"):
+                    "Log Analytics en Application Insights", "De databank: Azure Database for PostgreSQL"):
         assert f"`{region}`" in sections(document)[heading], heading
     bot_location = re.search(r"location: '([^']+)'", text(INFRA / "modules" / "bot.bicep"))
     assert bot_location
@@ -147,10 +148,24 @@ def test_the_log_retention_is_that_of_the_monitoring_template() -> None:
         text(DPIA))
 
 
-def test_the_mail_transport_and_data_folder_are_those_the_web_app_sets() -> None:
+def test_the_mail_transport_and_the_database_login_are_those_the_web_app_sets() -> None:
     document = text(PROCESSORS)
     assert f"`MAIL_TRANSPORT={web_app_setting('MAIL_TRANSPORT')}`" in document
-    assert f"`BOT_DATA_DIR={web_app_setting('BOT_DATA_DIR')}`" in document
+    assert f"`DATABASE_AUTH={web_app_setting('DATABASE_AUTH')}`" in document
+    storage = web_app_setting("WEBSITES_ENABLE_APP_SERVICE_STORAGE")
+    assert f"`WEBSITES_ENABLE_APP_SERVICE_STORAGE={storage}`" in document
+    assert "BOT_DATA_DIR=/home" not in document
+    assert "name: 'BOT_DATA_DIR'" not in text(INFRA / "modules" / "webapp.bicep")
+
+
+def test_the_database_backups_are_those_of_the_postgres_template() -> None:
+    section = flat(sections(text(PROCESSORS))["De databank: Azure Database for PostgreSQL"])
+    main = INFRA / "main.bicep"
+    days = bicep_default(main, "postgresBackupRetentionDays")
+    assert f"{days} dagen" in section
+    geo = bicep_default(main, "postgresGeoRedundantBackup") == "true"
+    assert ("ook in het gekoppelde gebied `northeurope`" in section) == geo
+    assert bicep_default(INFRA / "modules" / "postgres.bicep", "backupRetentionDays") == days
 
 
 def test_what_the_document_says_about_the_sent_items_copy_is_what_the_graph_transport_does() -> None:
@@ -162,8 +177,8 @@ def test_what_the_document_says_about_the_sent_items_copy_is_what_the_graph_tran
     assert said == keeps_a_copy, "verwerkers.md and bot/graph_transport.py disagree about the copy in Sent Items"
 
 
-def test_the_database_is_the_sqlite_file_the_document_describes() -> None:
-    assert "SQLite" in text(PROCESSORS)
+def test_the_database_is_the_one_the_document_describes() -> None:
+    assert "Azure Database for PostgreSQL" in text(PROCESSORS) and "`infra/modules/postgres.bicep`" in text(PROCESSORS)
     for driver in OTHER_DATABASE_DRIVERS:
         assert driver not in requirements(), f"{driver} is used: describe that database in docs/verwerkers.md"
 
