@@ -15,21 +15,23 @@ from bot.package import encrypted_zip
 from bot.protocols import DataSharingProtocol
 from bot.referral import Referrer
 
+#: The words of the cards (`item.*.label`, `field.*.label` in `cards/texts/nl.json`), so the OCMW reads the
+#: same name for an item on the card, in the mail and in the file.
 ITEM_LABELS_NL: Mapping[str, str] = {
-    "name": "naam",
-    "address": "adres",
-    "phone": "telefoonnummer",
-    "email": "e-mailadres",
+    "name": "Naam",
+    "address": "Adres",
+    "phone": "Telefoonnummer",
+    "email": "E-mailadres",
 }
 _FIELD_LABELS_NL: Mapping[str, str] = {
     "firstName": "Voornaam",
-    "lastName": "Naam",
+    "lastName": "Familienaam",
     "street": "Straat",
     "houseNumber": "Huisnummer",
     "postalCode": "Postcode",
     "municipality": "Gemeente",
-    "phone": "Telefoon",
-    "email": "E-mail",
+    "phone": "Telefoonnummer",
+    "email": "E-mailadres",
 }
 
 
@@ -62,7 +64,8 @@ def _text(contents: CorrectionPackageContents) -> bytes:
         f"CORRECTIE {contents.reference}",
         "",
         f"Deze correctie hoort bij doorverwijzing {contents.corrects} (protocol {contents.protocol.id}).",
-        f"Het OCMW meldde dat het {ITEM_LABELS_NL[contents.item]} niet klopte (protocol artikel 7).",
+        # The OCMW asked for it, or Kind en Gezin corrects on its own initiative: say only what is true of both.
+        f"Verbeterd gegeven: {ITEM_LABELS_NL[contents.item]} (protocol artikel 7).",
         f"Van: {contents.protocol.sender.team} ({contents.referrer.display_name})",
         f"Sleutelversie: {contents.key_version}",
         "",

@@ -99,7 +99,7 @@ class CorrectionService:
         if row["new_reference"] is not None:
             return _banner(actor, "correction_done", reference=str(row["new_reference"]))
         if original.state in CLOSED:
-            return _banner(actor, "correction_closed", reference=original.reference)
+            return _banner(actor, _closed_problem(original), reference=original.reference)
         item = str(row["item"])
         own = row["kind"] == OWN
         if verb == "correction.later":
@@ -155,7 +155,7 @@ class CorrectionService:
             return _banner(actor, "referral_unknown", reference=str(reference)[:40])
         original = await self._referrals.get(found.root) or found
         if original.state in CLOSED or original.state == ReferralState.QUEUED:
-            return _banner(actor, "correction_closed" if original.state in CLOSED else "action_not_possible_now",
+            return _banner(actor, _closed_problem(original) if original.state in CLOSED else "action_not_possible_now",
                            reference=original.reference)
         recipient = self._registry.recipient_name(original.protocol_id)
         item = data.get("item")
@@ -216,6 +216,15 @@ class CorrectionService:
             errors=errors,
             own_initiative=own,
         )
+
+
+def _closed_problem(original: SentReferral) -> str:
+    """Why no correction can leave for a closed referral, as the problem that says so and what to do instead."""
+    if original.withdrawn_at is not None:
+        return "correction_withdrawn"  # the parents withdrew consent (before or after the mail left)
+    if original.state == ReferralState.FAILED:
+        return "correction_not_sent"  # the mail never reached the OCMW's mailbox
+    return "correction_closed"  # the OCMW confirmed the data is deleted from its shared mailbox
 
 
 def _banner(actor: Actor, problem: str, **params: str) -> Banner:

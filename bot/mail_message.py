@@ -82,9 +82,10 @@ def _body(contents: MailFacts, created: str, corrects: str | None) -> str:
     protocol, reference = contents.protocol, contents.reference
     intro = f"{protocol.sender.team} ({protocol.sender.organisation}) verwijst een gezin naar u door."
     if corrects is not None:
+        # Asked by the OCMW or on Kind en Gezin's own initiative: the words fit both.
         intro = (
-            f"U meldde dat een gegeven van doorverwijzing {corrects} niet klopte. {protocol.sender.team} stuurt "
-            "hierbij het juiste gegeven (protocol artikel 7). De bijlage bevat alleen het gecorrigeerde gegeven."
+            f"Dit is een correctie van doorverwijzing {corrects} (protocol artikel 7): {protocol.sender.team} stuurt "
+            "hierbij het juiste gegeven. De bijlage bevat alleen het verbeterde gegeven."
         )
     # One line per paragraph or bullet: mail clients wrap plain text to the reader's window.
     lines = [
@@ -99,7 +100,7 @@ def _body(contents: MailFacts, created: str, corrects: str | None) -> str:
         "",
         f"Deze doorverwijzing gebeurt onder het protocol tussen {protocol.sender.organisation} en "
         f"{protocol.recipient.organisation} (artikel 10/1 van het decreet van 30 april 2004). "
-        "De ouders werden geïnformeerd en gaven hun toestemming.",
+        "De doorverwijzer bevestigde in Teams dat de ouders geïnformeerd werden en hun toestemming gaven.",
         "",
         f"De gegevens van het gezin zitten versleuteld in de bijlage {reference}.zip.",
         "- Open de bijlage met 7-Zip. Windows Verkenner kan dit versleutelde zip-bestand (AES-256) niet openen.",
@@ -109,7 +110,7 @@ def _body(contents: MailFacts, created: str, corrects: str | None) -> str:
         "Wat wij u vragen:",
         f"- Bevestig de ontvangst in Teams, met de referentie {reference}.",
         "- Bewaar de gegevens alleen tot u contact hebt gehad met het gezin en duidelijk is of het verdere hulp "
-        "wenst. Wenst het gezin hulp, dan komen de gegevens in een cliëntdossier; zo niet, verwijder ze dan.",
+        "wenst. Wenst het gezin hulp, dan komen de gegevens in een dossier van het OCMW; zo niet, verwijder ze dan.",
         "- Zijn gegevens foutief, onvolledig of verouderd? Meld dat onmiddellijk aan "
         f"{protocol.sender.team}, met de referentie (protocol artikel 7).",
         "- Meld een gegevenslek zonder uitstel aan de functionarissen voor gegevensbescherming "

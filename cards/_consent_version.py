@@ -35,6 +35,8 @@ CONSENT_TEXT_VERSIONS: Final[Mapping[str, str]] = MappingProxyType(
         # Issue 12: who is responsible, geïntegreerd breed onthaal explained, refusing changes nothing, how to
         # withdraw, the rights, both DPOs and the Vlaamse Toezichtcommissie; no "zo loop je niets mis"; the sheet.
         "2026-11-2": "2bbbd158aba2a3bf9c64bf64875e392e40cd8f4e2b41a209dae1148fa2e9cad8",
+        # Issue 12 §6 (one word for each thing): English "email address", not "e-mail address"; Dutch unchanged.
+        "2026-11-3": "acaa6d75c4094fa62705f92e38c248d9bcdd50a21cbacb66e9c9867b80113a57",
     }
 )
 

@@ -88,6 +88,8 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "correction_done": ("reference",),
         "action_not_possible_now": ("reference",),
         "correction_closed": ("reference",),
+        "correction_withdrawn": ("reference",),
+        "correction_not_sent": ("reference",),
         "being_sent": ("reference",),
     }
 )
@@ -102,6 +104,8 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
         "correction_done",
         "action_not_possible_now",
         "correction_closed",
+        "correction_withdrawn",
+        "correction_not_sent",
         "being_sent",
     }
 )

@@ -27,6 +27,7 @@ from bot.breach_report import (
 )
 from bot.config import Settings
 from bot.protocols import load_registry
+from tests.support.words import forbidden_words
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 TYPED = "De mail over Jozefien Kwakkelstraat ging naar de buren"
@@ -95,6 +96,11 @@ def test_the_mail_goes_to_both_dpos_with_every_article_33_field() -> None:
                   "AVG artikel 33(3)(c)", "(niet ingevuld door de melder: te bekijken door de DPO's)",
                   "AVG artikel 33(3)(d)", "Al genomen: Buren gebeld", "AVG artikel 34"):
         assert field in text, field
+
+
+def test_the_mail_uses_the_words_of_the_cards() -> None:
+    message = mail()
+    assert forbidden_words(f"{message['Subject']}\n{body(message)}", "nl") == {}
 
 
 def test_nothing_the_reporter_typed_is_in_a_header_or_the_report_repr() -> None:

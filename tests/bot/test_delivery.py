@@ -102,8 +102,11 @@ async def test_after_the_horizon_the_referrer_is_told_it_was_not_delivered(
     [update] = [call for call in bot.connector.calls if call.method == "PUT"]
     assert "NIET" in texts(update.body) and reference in texts(update.body)
     [message] = [call for call in bot.connector.calls if call.method == "POST" and call.body.get("text")]
-    assert "NIET" in message.body["text"]
+    assert "NIET verstuurd naar de mailbox van" in message.body["text"], "what failed, in the words of the bot"
+    assert "functioneel beheerder" in message.body["text"], "who to tell, by name: no 'de support'"
     assert (await bot.services.register.events_for(reference))[-1] == "delivery_failed"
+    closed = await bot.banner(referrer, "correction.start", {"reference": reference})
+    assert "nooit naar de mailbox van het OCMW verstuurd" in closed, "no correction, and why"
     with sqlite3.connect(settings.database_path) as db:
         [(payload,)] = db.execute("SELECT payload FROM outbox").fetchall()
     assert payload is None

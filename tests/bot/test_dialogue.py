@@ -103,7 +103,7 @@ async def test_whole_referral_sends_one_aes_zip_that_7zip_opens(
     assert inside["consent"]["consentGiven"] is True
     assert inside["consent"]["textVersion"] == cards.consent_text_version(), "the texts the parents heard"
     listing = (tmp_path / "open" / "doorverwijzing.txt").read_bytes().decode("utf-8")
-    assert f"hoorden: {cards.consent_text_version()}\r\n" in listing
+    assert f"kaart van de doorverwijzer: {cards.consent_text_version()}\r\n" in listing
 
     wrong = sevenzip.extract(package, "WRONGPASSWORD-123456", tmp_path / "wrong")
     assert wrong.returncode != 0

@@ -16,6 +16,7 @@ from bot.mail_message import build_referral_mail, message_id_for
 from bot.package import build_package
 from bot.protocols import DataSharingProtocol, load_protocol_file
 from bot.referral import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
+from tests.support.words import forbidden_words, unproven_ticks
 
 PROTOCOL_FILE = Path(__file__).resolve().parents[2] / "infra" / "protocols" / "sint-gillis-waas.toml"
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -187,3 +188,16 @@ def test_naive_creation_time_is_refused(contents: ReferralPackageContents, packa
 
     with pytest.raises(ValueError, match="timezone-aware"):
         build_referral_mail(naive, package, sender=SENDER, local_tz=BRUSSELS)
+
+
+@pytest.mark.parametrize("corrects", [None, "VD-20261127-AB12CD"], ids=["referral", "correction"])
+def test_the_mail_uses_the_words_of_the_cards_and_claims_only_what_the_referrer_confirmed(
+    contents: ReferralPackageContents, package: bytes, corrects: str | None
+) -> None:
+    message = build_referral_mail(contents, package, sender=SENDER, local_tz=BRUSSELS, corrects=corrects)
+    text = f"{message['Subject']}\n{_body(message)}"
+
+    assert forbidden_words(text, "nl") == {}
+    assert unproven_ticks(text, "nl") == []
+    assert "De doorverwijzer bevestigde in Teams dat de ouders geïnformeerd werden" in text
+    assert "U meldde" not in text, "a correction may be Kind en Gezin's own: the mail does not say the OCMW asked"

@@ -346,7 +346,7 @@ async def test_status_lists_without_client_data(
     await bot.settle()
     [mine] = await bot.say(referrer, "mijn doorverwijzingen")
     card = mine["attachments"][0]["content"]
-    assert reference in texts(card) and "ontvangen" in texts(card)
+    assert reference in texts(card) and "ontvangst bevestigd" in texts(card)
     assert not [value for value in CLIENT_VALUES if value in texts(card)]
     [theirs] = await bot.say(TeamsUser("aad-ocmw-1", "Olga", CHANNEL, channel=True), "<at>Bot</at> status")
     assert reference in texts(theirs["attachments"][0]["content"])
@@ -449,6 +449,8 @@ async def test_consent_withdrawn_asks_the_ocmw_to_delete_and_records_both(
 
     assert reference in texts(answer)
     assert (await bot.services.referrals.get(reference)).state == "consent_withdrawn"  # type: ignore[union-attr]
+    closed = await bot.banner(referrer, "correction.start", {"reference": reference})
+    assert "toestemming ingetrokken" in closed and "nieuwe doorverwijzing" in closed, "why not, and what instead"
     assert any(reference in text for text in texts_to(bot, CHANNEL))
     [edit] = [c for c in bot.connector.calls if c.method == "PUT" and c.path.endswith(f"/activities/{card_id}")]
     assert actions(edit.body["attachments"][0]["content"])["referral.deleted"] == {"reference": reference}
@@ -498,7 +500,7 @@ async def test_outcome_and_deletion_cover_every_version_and_close_the_family(
     assert "Verwijdering bevestigd" in texts(edits[-1].body), "the version's card shows it is done too"
 
     closed = await bot.banner(referrer, "correction.start", {"reference": reference})
-    assert "Geen correctie meer mogelijk" in closed
+    assert "Geen correctie meer: gegevens verwijderd" in closed
 
 
 async def test_a_withdrawal_covers_every_version_and_stops_a_version_still_queued(
@@ -682,3 +684,5 @@ async def test_a_withdrawal_before_the_mail_left_sends_nothing(
     assert not list(settings.outbox_dir.glob("*.eml")) if settings.outbox_dir.exists() else True
     assert (await bot.services.referrals.get(reference)).state == "failed"  # type: ignore[union-attr]
     assert "consent_withdrawn" in _events(bot, reference)
+    closed = await bot.banner(referrer, "correction.start", {"reference": reference})
+    assert closed.startswith("Geen correctie meer: toestemming ingetrokken"), "the withdrawal is the reason"

@@ -23,6 +23,7 @@ from bot.package import (
 from bot.protocols import DataSharingProtocol, load_protocol_file
 from bot.referral import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
 from tests.support import sevenzip
+from tests.support.words import FIELD_NAMES, forbidden_words, unproven_ticks
 
 PROTOCOL_FILE = Path(__file__).resolve().parents[2] / "infra" / "protocols" / "sint-gillis-waas.toml"
 PASSWORD = "K7M2-QX4P-9HTR-WN3B-ZD8E-LF6A"
@@ -110,7 +111,9 @@ def test_text_names_the_referral_the_client_and_the_rules(package: bytes, tmp_pa
         "Anna Peeters",
         "bevestigd op 28/11/2026 10:12",
         "Sleutelversie:      3",
-        "Versie van de tekst die de ouders hoorden: 2026-11-7\r\n",
+        "Versie van de tekst op de kaart van de doorverwijzer: 2026-11-7\r\n",
+        "Familienaam:        Van den Broeck-D'Hondt",
+        "De doorverwijzer bevestigde in Teams dat de ouders geïnformeerd werden over:",
         "Zoë",
         "Van den Broeck-D'Hondt",
         "Kerkstraat 12 bus 3",
@@ -132,8 +135,20 @@ def test_text_says_when_phone_or_email_were_not_given(
 
     text = _render_text(bare).decode("utf-8")
 
-    assert "Telefoon:           niet opgegeven\r\n" in text
-    assert "E-mail:             niet opgegeven\r\n" in text
+    assert "Telefoonnummer:     niet opgegeven\r\n" in text
+    assert "E-mailadres:        niet opgegeven\r\n" in text
+
+
+def test_text_uses_the_field_names_of_the_cards_and_claims_only_what_the_referrer_confirmed(
+    contents: ReferralPackageContents,
+) -> None:
+    text = _render_text(contents).decode("utf-8")
+
+    assert forbidden_words(text, "nl") == {}
+    assert unproven_ticks(text, "nl") == []
+    for name in FIELD_NAMES["nl"].values():
+        assert f"\r\n{name}:" in text, name
+    assert "De doorverwijzer bevestigde dat de ouders hun toestemming gaven: ja\r\n" in text
 
 
 def test_json_has_the_documented_keys_and_values(package: bytes, tmp_path: Path) -> None:

@@ -323,7 +323,7 @@ def test_ocmw_sent_asks_to_acknowledge_and_takes_a_report_already(lang: cards.La
 
 def test_ocmw_sent_button_in_dutch() -> None:
     assert [a["title"] for a in actions(ocmw_card("nl", "sent"))] == [
-        "Ontvangst bevestigen", "Gegevens onjuist", "Gegeven overbodig",
+        "Ontvangst bevestigen", "Gegeven onjuist", "Gegeven overbodig",
     ]
 
 
@@ -352,7 +352,7 @@ def test_ocmw_received_texts_in_dutch() -> None:
     card = ocmw_card("nl", "received")
     assert "Ontvangst bevestigd door Els Peeters op 03/03/2026 09:12" in texts(card)
     assert [a["title"] for a in actions(card)] == [
-        "Contact gehad: wil hulp", "Contact gehad: wil geen hulp", "Niet bereikt", "Gegevens onjuist",
+        "Contact gehad: wil hulp", "Contact gehad: wil geen hulp", "Niet bereikt", "Gegeven onjuist",
         "Gegeven overbodig",
     ]  # fmt: skip
     assert [c["title"] for c in inputs(card)[0]["choices"]] == ["Naam", "Adres", "Telefoonnummer", "E-mailadres"]
@@ -397,7 +397,7 @@ def test_ocmw_help_wanted_in_dutch() -> None:
     shown = texts(ocmw_card("nl", "help_wanted"))
     assert "Contact gehad: wil hulp (geregistreerd door Tom De Smet op 09/03/2026 16:40)" in shown
     assert (
-        "Het OCMW maakt een cliëntdossier; bewaar de gegevens volgens de archiefregels voor sociale dossiers "
+        "Het OCMW maakt een dossier; bewaar de gegevens volgens de archiefregels voor sociale dossiers "
         "(10 jaar na afsluiten)."
     ) in shown
 
@@ -430,7 +430,7 @@ def test_ocmw_delete_reminders_in_dutch() -> None:
     unreachable = next(t for t in texts(ocmw_card("nl", "unreachable")) if t.startswith(article_3))
     assert "niet kan bereiken" in unreachable and "Verwijder" in unreachable
     assert [a["title"] for a in actions(ocmw_card("nl", "unreachable"))] == [
-        "Gegevens verwijderd", "Contact gehad: wil hulp", "Contact gehad: wil geen hulp", "Gegevens onjuist",
+        "Gegevens verwijderd", "Contact gehad: wil hulp", "Contact gehad: wil geen hulp", "Gegeven onjuist",
         "Gegeven overbodig",
     ]
 
@@ -501,7 +501,8 @@ def test_notice_texts_in_dutch() -> None:
     assert ocmw_card("nl", "received", notice="already_acknowledged")["body"][1]["text"] == (
         "De ontvangst was al bevestigd door Els Peeters op 03/03/2026 09:12. Je hoeft niets meer te doen."
     )
-    assert "Gegevens onjuist" in ocmw_card("nl", "received", notice="quality_item_missing")["body"][1]["text"]
+    missing = ocmw_card("nl", "received", notice="quality_item_missing")["body"][1]["text"]
+    assert "Gegeven onjuist" in missing and "Gegeven overbodig" in missing  # either button needs an item
 
 
 # -- escaping and refusals -----------------------------------------------------------------------
@@ -559,9 +560,9 @@ def test_view_is_frozen() -> None:
 
 DUTCH_STATE_LABELS = {
     "queued": "in wachtrij",
-    "sent": "verzonden",
-    "failed": "NIET afgeleverd",
-    "received": "ontvangen",
+    "sent": "verstuurd",
+    "failed": "NIET verstuurd",
+    "received": "ontvangst bevestigd",
     "help_wanted": "uitkomst: wil hulp",
     "no_help_wanted": "uitkomst: wil geen hulp",
     "unreachable": "uitkomst: niet bereikt",
@@ -900,6 +901,8 @@ NEW_PROBLEMS = {
     "correction_done": ("reference",),
     "action_not_possible_now": ("reference",),
     "correction_closed": ("reference",),
+    "correction_withdrawn": ("reference",),
+    "correction_not_sent": ("reference",),
     "being_sent": ("reference",),
 }
 
@@ -973,7 +976,7 @@ def test_chat_texts_in_dutch() -> None:
         "(Els Peeters, 03/03/2026 09:12)."
     )
     assert cards.text("nl", "reminder_ack_ocmw", reference=REFERENCE, days="3") == (
-        "Doorverwijzing KG-2026-0042 is al 3 werkdagen niet bevestigd. Open de mail met 7-Zip en bevestig de "
+        "Doorverwijzing KG-2026-0042 is al 3 werkdagen niet bevestigd. Open de bijlage met 7-Zip en bevestig de "
         "ontvangst hieronder."
     )
     reminder = cards.text("nl", "reminder_ack_referrer", reference=REFERENCE, recipient=RECIPIENT, days="5")

@@ -536,7 +536,7 @@ def test_details_error_messages_read_well() -> None:
     )
     assert cards.field_error_text("nl", "houseNumber", FieldError("required")) == "Vul het huisnummer in."
     assert cards.field_error_text("en", "email", FieldError("too_long", (("max", "254"),))) == (
-        "This is too long for the e-mail address: use at most 254 characters."
+        "This is too long for the email address: use at most 254 characters."
     )
 
 
@@ -570,8 +570,8 @@ def test_review_escapes_typed_values() -> None:
     assert shown["Voornaam"] == r"\*\*Jan\*\*"
     assert shown["Familienaam"] == r"\[x\]\(http://evil\)"
     assert shown["Adres"] == r"Zwaluwenstraat 77 bus 5, 9170 De Klinge"
-    assert shown["Telefoon"] == r"\+32 470 12 34 56"
-    assert shown["E-mail"] == r"jan\.vermeulen@example\.org"
+    assert shown["Telefoonnummer"] == r"\+32 470 12 34 56"
+    assert shown["E-mailadres"] == r"jan\.vermeulen@example\.org"
     text = serialized(card)
     assert "**Jan**" not in text
     assert "[x](http://evil)" not in text
@@ -588,8 +588,8 @@ def test_review_says_where_it_goes(lang: cards.Language) -> None:
 def test_review_shows_a_dash_for_missing_phone_or_email() -> None:
     client = ClientDetails("An", "Peeters", "Dorp", "1", "9170", "Meerdonk", None, None)
     shown = facts(cards.review_card("en", draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=client))
-    assert shown["Phone"] == "—"
-    assert shown["E-mail"] == "—"
+    assert shown["Phone number"] == "—"
+    assert shown["Email address"] == "—"
 
 
 # -- sent, queued, cancelled, problems -----------------------------------------------------------

@@ -111,13 +111,14 @@ def test_the_problems_of_the_brief_are_all_known() -> None:
         "unknown_action", "malformed_action", "send_failed", "not_delivered", "internal_error",
         "not_ocmw_conversation", "referral_unknown", "outcome_invalid", "correction_unknown",
         "correction_done", "action_not_possible_now", "rate_limited", "password_unavailable",
-        "correction_closed", "being_sent", "not_listed", "membership_unavailable", "no_longer_listed",
+        "correction_closed", "correction_withdrawn", "correction_not_sent", "being_sent", "not_listed",
+        "membership_unavailable", "no_longer_listed",
     }  # fmt: skip
 
 
 def test_text_interpolates_parameters_once() -> None:
     message = cards.text("nl", "delivered", reference="R-{recipient}", recipient="OCMW X")
-    assert message.startswith("Doorverwijzing R-{recipient} is afgeleverd bij OCMW X")
+    assert message.startswith("Doorverwijzing R-{recipient} is verstuurd naar de mailbox van OCMW X")
 
 
 def test_text_unknown_key_or_missing_parameter_raises() -> None:

@@ -120,3 +120,20 @@ def test_the_deployment_guide_covers_postgresql_the_bots_role_and_the_move_from_
     sqlite_file = Settings.from_mapping({"BOT_DATA_DIR": "/home/data"}).database_path
     assert f"`{sqlite_file}`" in guide, "the migration note names the file the old deployments wrote"
     assert "one instance**" not in guide and "Do not scale the plan out" not in guide
+
+
+@pytest.mark.parametrize("guide", [*GUIDES, DOCS / "handleiding-dpo.md"], ids=lambda path: path.name)
+def test_a_guide_uses_the_words_of_the_bot(guide: Path) -> None:
+    # Issue 12 §6: one verb for sending, no "afgeleverd" for what the mail system accepted, who helps by name.
+    found = re.findall(r"\b(verzond\w*|afgeleverd|achternaam|support|cliënt\w*)\b", text(guide), re.IGNORECASE)
+    assert found == []
+
+
+def test_the_kind_en_gezin_guide_names_states_commands_and_refusals_as_the_bot_does() -> None:
+    flat = " ".join(text(GUIDES[0]).replace("**", "").split())
+    for state in cards.STATUS_STATES:
+        assert f"| {cards.text('nl', f'status.state.{state}')} |" in flat, state
+    for command in ("`nieuw`", "`hulp`", "`status`", "`verbeter VD-…`", "`intrekken VD-…`", "`datalek`"):
+        assert command in flat, command
+    for problem in ("correction_withdrawn", "correction_closed", "correction_not_sent"):
+        assert cards.text("nl", f"problem.{problem}.title") in flat, problem
