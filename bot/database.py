@@ -370,10 +370,11 @@ def postgres_connection(url: str) -> tuple[str, dict[str, Any]]:
 
 
 def tls_context(mode: str, root_certificate: str | None = None) -> ssl.SSLContext | bool:
-    """libpq's `sslmode` as asyncpg's `ssl` argument."""
+    """libpq's `sslmode` as asyncpg's `ssl` argument; `sslrootcert` a CA file, or `system` (the default)."""
     if mode == "disable":
         return False
-    context = ssl.create_default_context(cafile=root_certificate)
+    cafile = None if root_certificate in (None, "", "system") else root_certificate
+    context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if mode == "require":
         context.check_hostname = False
