@@ -179,6 +179,13 @@ class Database:
         else:
             current.after_commit.append(callback)
 
+    def current_connection(self) -> AsyncConnection:
+        """The current transaction's connection, for bulk statements built with SQLAlchemy Core (an import)."""
+        current = self._own_transaction()
+        if current is None:
+            raise RuntimeError("current_connection() outside a transaction")
+        return current.connection
+
     async def lock(self, name: str) -> None:
         """Hold a named lock until the current transaction ends (one chain, one writer at a time).
 

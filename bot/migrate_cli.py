@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bot.config import Settings
 from bot.schema_migration import migrate
-from bot.sqlite_import import ImportRefused, import_sqlite
+from bot.sqlite_import import ImportFailed, ImportRefused, import_sqlite
 from bot.wiring import Closer, build_database
 
 EXIT_OK = 0
@@ -37,12 +37,14 @@ async def run_migrate_command(settings: Settings, from_sqlite: Path | None) -> i
         except ImportRefused as error:
             sys.stderr.write(f"import refused: {error}\n")
             return EXIT_USAGE
+        except ImportFailed as failed:
+            sys.stdout.write("".join(f"PROBLEM {problem}\n" for problem in failed.problems))
+            sys.stdout.write("nothing was kept: the database is as empty as before; keep the SQLite file\n")
+            return EXIT_PROBLEMS
         copied = ", ".join(f"{name} {count}" for name, count in sorted(result.copied.items()))
         sys.stdout.write(f"copied from {from_sqlite}: {copied}\n")
-        if result.problems:
-            sys.stdout.write("".join(f"PROBLEM {problem}\n" for problem in result.problems))
-            return EXIT_PROBLEMS
-        sys.stdout.write("row counts match; the register's hash chain verifies\n")
+        sys.stdout.write(f"row counts match; the register's hash chain verifies ({result.register_entries} "
+                         "entries)\n")
         return EXIT_OK
     finally:
         await db.close()

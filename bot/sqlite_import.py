@@ -3,10 +3,10 @@
 The file is never changed: it is copied into a private temporary folder (with its WAL, so nothing
 committed is left behind), that copy is brought to this version's schema, and every table is
 copied into the target in one transaction. The target must be migrated and empty, so a second run
-cannot mix two histories. Afterwards the row counts are compared and the register's hash chain is
-verified on the target; any difference rolls nothing back (the copy already committed) but is
-reported and makes the command fail, so the operator keeps the old file and looks. The temporary
-copy (it holds sealed drafts and the register) is deleted at the end.
+cannot mix two histories. Before that transaction commits, the row counts are compared and the
+register's hash chain is verified on the target: any difference rolls the whole copy back and
+fails the command, so the target stays empty and the operator keeps the old file and looks. The
+temporary copy (it holds sealed drafts and the register) is deleted at the end.
 """
 
 from __future__ import annotations
@@ -39,12 +39,20 @@ class ImportRefused(Exception):
     """The import did not start: the message says why (nothing was written)."""
 
 
+class ImportFailed(Exception):
+    """The copy did not check out and was rolled back: `problems` says what differed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"{len(problems)} problem(s); nothing was kept")
+        self.problems = problems
+
+
 @dataclass(frozen=True)
 class ImportResult:
-    """Rows copied per table, and what the checks afterwards found (empty: all good)."""
+    """Rows copied per table (the counts matched and the register's chain verified before the commit)."""
 
     copied: dict[str, int]
-    problems: list[str]
+    register_entries: int
 
 
 async def import_sqlite(target: Database, source: Path) -> ImportResult:
@@ -60,7 +68,8 @@ async def import_sqlite(target: Database, source: Path) -> ImportResult:
             await migrate(origin)  # an older file is brought to this version's tables first
             async with origin.engine.connect() as source_connection:
                 tables = [name for name in await source_connection.run_sync(table_names) if name not in _NOT_COPIED]
-                async with target.engine.begin() as target_connection:
+                async with target.transaction():
+                    target_connection = target.current_connection()
                     await _refuse_unless_empty(target_connection, tables)
                     copied = {name: await _copy_table(source_connection, target_connection, name) for name in tables}
                     if target.is_postgres:
@@ -68,14 +77,15 @@ async def import_sqlite(target: Database, source: Path) -> ImportResult:
                             await target_connection.exec_driver_sql(
                                 f"SELECT setval(pg_get_serial_sequence('{name}', '{key}'),"  # noqa: S608  # nosec B608
                                 f" COALESCE((SELECT MAX({key}) FROM {name}), 0) + 1, false)")
+                    problems = await _check(target, copied)
+                    if problems:
+                        raise ImportFailed(problems)  # leaves the transaction: everything copied is rolled back
         finally:
             await origin.close()
     finally:
         await asyncio.to_thread(shutil.rmtree, folder, True)
-    problems = await _check(target, copied)
-    logger.info("SQLite file imported", extra={"tables": len(copied), "rows": sum(copied.values()),
-                                                "problems": len(problems)})
-    return ImportResult(copied, problems)
+    logger.info("SQLite file imported", extra={"tables": len(copied), "rows": sum(copied.values())})
+    return ImportResult(copied, copied.get("register", 0))
 
 
 async def _refuse_unless_empty(connection: AsyncConnection, tables: list[str]) -> None:
