@@ -68,7 +68,8 @@ class DatabaseSettings:
     """Where the state lives: `url` None means the embedded SQLite file `sqlite_path`."""
 
     sqlite_path: Path
-    url: str | None = None
+    #: Never in a repr: with password login the URL may hold the password.
+    url: str | None = field(default=None, repr=False)
     #: For PostgreSQL with Entra ID: a fresh access token per new connection, used as the password.
     password: PasswordSource | None = None
     pool_size: int = 10

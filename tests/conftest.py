@@ -28,6 +28,13 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def postgres_tls() -> Iterator[PostgresServer]:
+    """A second server set up as Azure's: TLS and a password (scram-sha-256) required over TCP."""
+    with postgres_server(tls=True) as server:
+        yield server
+
+
 @pytest.fixture(params=BACKENDS)
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
     """A fresh, migrated database of each backend: the contract every store keeps on both."""

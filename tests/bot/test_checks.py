@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import subprocess
@@ -13,6 +14,7 @@ from bot.config import Settings
 from bot.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client
 from tests.support.clock import ManualClock
 from tests.support.databases import postgres_url
+from tests.support.entra_login import entra_database
 from tests.support.keyvault_standin import StaticTokenCredential, keyvault_standin
 from tests.support.postgres_server import PostgresServer
 from tests.support.smtp_server import free_port, smtp_server
@@ -120,3 +122,31 @@ async def test_an_unreachable_database_fails_within_the_time_given(clock: Manual
     [database] = [result for result in await run_checks(Settings.from_mapping(env), clock, seconds_per_check=3)
                   if result.name == "database"]
     assert not database.ok and database.line().startswith("FAIL database: PostgreSQL on 127.0.0.1")
+
+
+async def test_migrate_and_check_log_in_to_postgresql_with_the_managed_identity(
+    postgres_tls: PostgresServer, tmp_path: Path
+) -> None:
+    """As an operator runs them on App Service: DATABASE_AUTH=entra, verified TLS, the identity endpoint's token."""
+    async with entra_database(postgres_tls) as entra:
+        with smtp_server(tls="starttls") as smtp:
+            env = {**entra.environment(), "DATABASE_URL": entra.url, "DATABASE_AUTH": "entra",
+                   "BOT_DATA_DIR": str(tmp_path / "none"), "LOCAL_ZIP_PASSWORD": "A" * 20,
+                   "LOCAL_DRAFT_KEY": "ab" * 32, "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
+                   "SMTP_PORT": str(smtp.port), "SMTP_CA_FILE": str(smtp.ca_path)}
+            migrated = await _bot_command(["migrate"], env)
+            checked = await _bot_command(["check"], env)
+
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "OK   database: PostgreSQL on 127.0.0.1 (schema current)" in checked.stdout.splitlines()
+    assert len(entra.identity.issued) == 2, "each process logged in with a token of its own"
+    output = migrated.stdout + migrated.stderr + checked.stdout + checked.stderr
+    assert not any(secret in output for secret in [*entra.identity.issued, entra.identity.header])
+    assert not (tmp_path / "none").exists()
+
+
+async def _bot_command(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m bot ...` in a thread, so this event loop keeps answering for the identity stand-in."""
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", *arguments], env=env, cwd=ROOT,
+                                   capture_output=True, text=True, timeout=60, check=False)

@@ -124,6 +124,12 @@ def test_upgrade_leaves_current_and_unreadable_references_alone() -> None:
     assert both["conversation"] == {"id": "c", "tenantId": "t"}
 
 
+def test_the_settings_never_show_the_url_it_may_hold_a_password() -> None:
+    settings = DatabaseSettings(sqlite_path=Path("/nonexistent"), url="postgresql://vd:s3cret-pw@db.example/vd")
+
+    assert "s3cret-pw" not in repr(settings) and "db.example" not in repr(settings)
+
+
 async def test_a_new_database_starts_at_the_current_version(tmp_path: Path) -> None:
     db = await sqlite_database(tmp_path / "bot.sqlite3")
     state = await schema_state(db)

@@ -8,11 +8,12 @@ count what it was asked. See ../shared/PLATFORM.md for the SDK behaviour this re
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,33 +195,52 @@ class ManagedIdentityStandIn:
     header: str
     token: str
     requests: list[dict[str, str]] = field(default_factory=list)
+    #: Every token handed out, oldest first.
+    issued: list[str] = field(default_factory=list)
+
+
+#: Awaited with each token before the endpoint hands it out (a server that must accept it).
+TokenHook = Callable[[str], Awaitable[None]]
 
 
 @asynccontextmanager
-async def managed_identity_standin(*, token: str = MANAGED_IDENTITY_TOKEN) -> AsyncIterator[ManagedIdentityStandIn]:
-    """An http endpoint handing out `token`; set IDENTITY_ENDPOINT/IDENTITY_HEADER to its fields."""
-    header = uuid.uuid4().hex
-    seen: list[dict[str, str]] = []
+async def managed_identity_standin(
+    *, token: str = MANAGED_IDENTITY_TOKEN, fresh_tokens: bool = False, refresh_in: int | None = None,
+    on_issue: TokenHook | None = None,
+) -> AsyncIterator[ManagedIdentityStandIn]:
+    """An http endpoint handing out `token`, valid for an hour; set IDENTITY_ENDPOINT/IDENTITY_HEADER to its fields.
+
+    `fresh_tokens`: a new token of a real one's size for every request instead. `refresh_in`: the
+    endpoint's hint of when to renew, which azure-identity honours (0: it keeps no copy of its own,
+    so every token the bot asks for reaches the endpoint).
+    """
+    standin = ManagedIdentityStandIn("", uuid.uuid4().hex, token)
 
     async def issue(request: web.Request) -> web.Response:
-        seen.append(dict(request.query))
-        if request.headers.get("X-IDENTITY-HEADER") != header:
+        standin.requests.append(dict(request.query))
+        if request.headers.get("X-IDENTITY-HEADER") != standin.header:
             return web.json_response({"error": "missing or wrong X-IDENTITY-HEADER"}, status=401)
         if request.query.get("api-version") != "2019-08-01" or "resource" not in request.query:
             return web.json_response({"error": "bad request"}, status=400)
-        return web.json_response(
-            {
-                "access_token": token,
-                "expires_on": str(int(time.time()) + 3600),
-                "resource": request.query["resource"],
-                "token_type": "Bearer",
-            }
-        )
+        value = f"eyJ0eXAiOiJKV1Qi.{secrets.token_urlsafe(900)}" if fresh_tokens else token
+        if on_issue is not None:
+            await on_issue(value)
+        standin.issued.append(value)
+        body: dict[str, str | int] = {
+            "access_token": value,
+            "expires_on": str(int(time.time()) + 3600),
+            "resource": request.query["resource"],
+            "token_type": "Bearer",
+        }
+        if refresh_in is not None:
+            body["refresh_in"] = refresh_in
+        return web.json_response(body)
 
     app = web.Application()
     app.router.add_get("/msi/token", issue)
     async with _serve(app) as port:
-        yield ManagedIdentityStandIn(f"http://127.0.0.1:{port}/msi/token", header, token, seen)
+        standin.endpoint = f"http://127.0.0.1:{port}/msi/token"
+        yield standin
 
 
 class StaticTokenCredential:
