@@ -60,11 +60,24 @@ class PostgresServer:
         )
         return done.stdout
 
-    def fresh_database(self) -> str:
-        """A new, empty database; returns its URL."""
+    def fresh_database(self, template: str = "template0") -> str:
+        """A new database, empty or a copy of `template` (which nobody may be connected to); returns its URL."""
         name = f"test_{os.getpid()}_{next(self._names)}"
-        self.psql(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        self.psql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return self.url(name)
+
+    def stop(self) -> None:
+        """A "fast" shutdown (open connections are cut), sent to the postmaster itself.
+
+        As root `process` is `runuser`, which passes on no SIGINT; the postmaster's pid is the
+        first line of its `postmaster.pid`.
+        """
+        try:
+            postmaster = int((self.folder / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            postmaster = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, signal.SIGINT)
 
 
 def _as_cluster_owner(command: list[str]) -> list[str]:
@@ -94,7 +107,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         _wait_until_ready(server)
         yield server
     finally:
-        process.send_signal(signal.SIGINT)  # "fast" shutdown: open connections are cut
+        server.stop()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
