@@ -158,9 +158,10 @@ _COLUMNS = tuple(field.name for field in dataclasses.fields(SentReferral))
 class ReferralStore:
     """Referrals in the database, by reference; state changes only along `TRANSITIONS`.
 
-    Every change is a compare-and-set on the state it was read in, and inside a transaction the
-    row is read with `FOR UPDATE` (PostgreSQL), so two instances acting on one referral at once
-    take turns: the second sees the first's result rather than overwriting it.
+    Every change is a compare-and-set on the state it was read in, read and written in one
+    transaction (a savepoint inside the caller's) with the row locked (`FOR UPDATE` on PostgreSQL,
+    the writer lock on SQLite), so two instances acting on one referral at once take turns: the
+    second sees the first's result rather than overwriting it.
     """
 
     def __init__(self, db: Database) -> None:
@@ -188,20 +189,22 @@ class ReferralStore:
 
     async def transition(self, reference: str, to: ReferralState, **changes: Any) -> SentReferral:
         """Move to `to` with `changes` (column values), refusing a step the state machine forbids."""
-        current = await self._locked(reference)
-        if to not in TRANSITIONS[current.state]:
-            raise IllegalTransition(reference, current.state, to)
-        updated = dataclasses.replace(current, state=to, **changes)
-        await self._write(current, updated)
+        async with self._db.transaction():  # read and write under one lock (a savepoint inside a transaction)
+            current = await self._locked(reference)
+            if to not in TRANSITIONS[current.state]:
+                raise IllegalTransition(reference, current.state, to)
+            updated = dataclasses.replace(current, state=to, **changes)
+            await self._write(current, updated)
         return updated
 
     async def update(self, reference: str, **changes: Any) -> SentReferral:
         """Change facts that are not a state change (card ids, reminders, reported items)."""
         if "state" in changes:
             raise ValueError("use transition() to change the state")
-        current = await self._locked(reference)
-        updated = dataclasses.replace(current, **changes)
-        await self._write(current, updated)
+        async with self._db.transaction():  # else another instance's update between read and write is lost
+            current = await self._locked(reference)
+            updated = dataclasses.replace(current, **changes)
+            await self._write(current, updated)
         return updated
 
     async def for_referrer(self, referrer_id: str, limit: int = 50) -> list[SentReferral]:

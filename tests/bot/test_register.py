@@ -1,7 +1,13 @@
-"""The processing register: each entry chained to the previous, tampering found where it is, DPO export."""
+"""The processing register: each entry chained to the previous, tampering found where it is, DPO export.
+
+What the register does is tested on both backends (`database`); tampering is done to the SQLite file
+behind the bot's back (`sql`), as an attacker with the file would. Several instances appending at
+once keep one unbroken chain.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,22 +26,22 @@ from bot.register import (
     RegisterEvent,
     entry_hash,
 )
-from tests.support.databases import sql, sqlite_database
+from tests.support.databases import another_engine, sql, sqlite_database
 
 NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
 
 
-async def test_entries_are_chained(tmp_path: Path) -> None:
-    db = await sqlite_database(tmp_path / "db")
+async def test_entries_are_chained(database: Database) -> None:
+    db = database
     register = ProcessingRegister(db)
     first = await register.append(at=NOW, event=RegisterEvent.CONSENT_CONFIRMED, actor_id="a", actor_name="A",
                             protocol_id="P", reference="VD-20261128-AAAAAA")
     second = await register.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="a", actor_name="A",
                              protocol_id="P", reference="VD-20261128-AAAAAA")
-    rows = sql(db, "SELECT * FROM register ORDER BY seq").fetchall()
+    rows = await db.fetch_all("SELECT * FROM register ORDER BY seq")
     assert rows[0]["previous_hash"] == GENESIS_HASH and rows[1]["previous_hash"] == first
     assert rows[1]["hash"] == second != first
-    names = [name for name in rows[1].keys() if name not in ("seq", "previous_hash", "hash")]  # noqa: SIM118
+    names = [name for name in rows[1] if name not in ("seq", "previous_hash", "hash")]
     fields = {name: rows[1][name] for name in names}
     assert entry_hash(first, fields) == second
     assert "10/1" in rows[0]["legal_basis"] and "P" in rows[0]["legal_basis"]
@@ -49,24 +55,29 @@ EVENTS = [RegisterEvent.REFERRAL_STARTED, RegisterEvent.CONSENT_CONFIRMED, Regis
           RegisterEvent.QUEUED, RegisterEvent.DELIVERED, RegisterEvent.CANCELLED]
 
 
-async def _filled(tmp_path: Path, count: int = 6) -> tuple[Database, ProcessingRegister]:
-    db = await sqlite_database(tmp_path / "db")
+async def _fill(db: Database, count: int = 6) -> ProcessingRegister:
     register = ProcessingRegister(db)
     for index in range(count):
         await register.append(at=NOW + dt.timedelta(minutes=index), event=EVENTS[index % len(EVENTS)],
                         actor_id=f"aad-{index}", actor_name="An Verpleeg", protocol_id="OR-KG-NOW-OCMW-SGW-2026",
                         reference="VD-20261128-K7M2QX", detail=f"step {index}")
-    return db, register
+    return register
 
 
-async def test_an_untouched_register_verifies(tmp_path: Path) -> None:
-    _, register = await _filled(tmp_path)
+async def _filled(tmp_path: Path, count: int = 6) -> tuple[Database, ProcessingRegister]:
+    """A register in a SQLite file, for tampering with behind the bot's back."""
+    db = await sqlite_database(tmp_path / "db")
+    return db, await _fill(db, count)
+
+
+async def test_an_untouched_register_verifies(database: Database) -> None:
+    register = await _fill(database)
     assert await register.verify() == []
     assert await register.count() == 6
 
 
-async def test_an_empty_register_verifies(tmp_path: Path) -> None:
-    register = ProcessingRegister(await sqlite_database(tmp_path / "db"))
+async def test_an_empty_register_verifies(database: Database) -> None:
+    register = ProcessingRegister(database)
     assert await register.verify() == []
     assert await register.count() == 0
 
@@ -174,14 +185,14 @@ async def _pruned(tmp_path: Path, through: int = 3, count: int = 6) -> tuple[Dat
     return db, register
 
 
-async def test_a_prune_removes_the_oldest_entries_and_leaves_an_anchoring_entry(tmp_path: Path) -> None:
-    db, register = await _filled(tmp_path)
-    third = sql(db, "SELECT hash FROM register WHERE seq = 3").fetchone()["hash"]
+async def test_a_prune_removes_the_oldest_entries_and_leaves_an_anchoring_entry(database: Database) -> None:
+    db, register = database, await _fill(database)
+    third = await db.scalar("SELECT hash FROM register WHERE seq = 3")
     assert await register.prune_through(3, at=LATER, rule="written more than 5 years ago") == 3
-    rows = sql(db, "SELECT seq, event, actor_id, protocol_id, reference, detail FROM register ORDER BY seq")
+    rows = await db.fetch_all("SELECT seq, event, actor_id, protocol_id, reference, detail FROM register ORDER BY seq")
     assert [(row["seq"], row["event"]) for row in rows] == [
         (4, "queued"), (5, "delivered"), (6, "cancelled"), (7, "retention_pruned")]
-    anchor = sql(db, "SELECT * FROM register WHERE seq = 7").fetchone()
+    anchor = rows[-1]
     assert anchor["detail"] == (f"table=register; count=3; seq=1-3; last_hash={third}; "
                                 "rule=written more than 5 years ago")
     assert (anchor["actor_id"], anchor["protocol_id"], anchor["reference"]) == ("bot:retention", "-", "")
@@ -189,15 +200,17 @@ async def test_a_prune_removes_the_oldest_entries_and_leaves_an_anchoring_entry(
     assert await register.verify() == []
 
 
-async def test_pruning_everything_still_verifies(tmp_path: Path) -> None:
-    _, register = await _pruned(tmp_path, through=6)
+async def test_pruning_everything_still_verifies(database: Database) -> None:
+    register = await _fill(database)
+    assert await register.prune_through(6, at=LATER, rule="test") == 6
     assert await register.count() == 1 and await register.verify() == []
     assert await register.prune_through(7, at=LATER + dt.timedelta(days=1), rule="test") == 1
     assert await register.count() == 1 and await register.verify() == []
 
 
-async def test_after_two_prunes_the_newest_anchor_counts(tmp_path: Path) -> None:
-    _, register = await _pruned(tmp_path, through=2)
+async def test_after_two_prunes_the_newest_anchor_counts(database: Database) -> None:
+    register = await _fill(database)
+    assert await register.prune_through(2, at=LATER, rule="test") == 2
     assert await register.prune_through(5, at=LATER, rule="test") == 3
     anchor = await register.anchor()
     assert anchor is not None and (anchor.last_seq, anchor.recorded_in) == (5, 8)
@@ -246,8 +259,8 @@ async def test_an_altered_anchor_is_found(tmp_path: Path) -> None:
 # --- export(): a period in Brussels days ---------------------------------------------------------
 
 
-async def test_export_has_the_documented_columns_and_values(tmp_path: Path) -> None:
-    db, register = await _filled(tmp_path, count=2)
+async def test_export_has_the_documented_columns_and_values(database: Database) -> None:
+    db, register = database, await _fill(database, count=2)
     rows = await register.export(dt.date(2026, 11, 28), dt.date(2026, 11, 28), BRUSSELS)
     assert [list(row) for row in rows] == [list(EXPORT_COLUMNS)] * 2
     assert EXPORT_COLUMNS == ("seq", "at", "event", "actor_id", "actor_name", "protocol_id", "reference", "purpose",
@@ -263,7 +276,7 @@ async def test_export_has_the_documented_columns_and_values(tmp_path: Path) -> N
     assert "onderbescherming" in first["purpose"] and first["entry_format"] == "2"
     assert (first["data_categories"], first["recipient"], first["recipient_category"]) == ("", "", "")
     assert first["previous_hash"] == GENESIS_HASH
-    stored = sql(db, "SELECT hash FROM register WHERE seq = 1").fetchone()["hash"]
+    stored = await db.scalar("SELECT hash FROM register WHERE seq = 1")
     assert first["hash"] == stored
     assert entry_hash(stored, {name: rows[1][name] for name in HASHED_FIELDS}) == rows[1]["hash"]
 
@@ -279,9 +292,9 @@ async def test_export_has_the_documented_columns_and_values(tmp_path: Path) -> N
         (dt.date(2026, 12, 1), dt.date(2026, 12, 31), []),
     ],
 )
-async def test_export_selects_local_days_inclusive(tmp_path: Path, start: dt.date, end: dt.date,
+async def test_export_selects_local_days_inclusive(database: Database, start: dt.date, end: dt.date,
                                              expected: list[str]) -> None:
-    register = ProcessingRegister(await sqlite_database(tmp_path / "db"))
+    register = ProcessingRegister(database)
     moments = {
         "a": dt.datetime(2026, 11, 27, 22, 59, 59, tzinfo=dt.UTC),
         "b": dt.datetime(2026, 11, 27, 23, 0, tzinfo=dt.UTC),
@@ -295,9 +308,9 @@ async def test_export_selects_local_days_inclusive(tmp_path: Path, start: dt.dat
     assert [row["detail"] for row in await register.export(start, end, BRUSSELS)] == expected
 
 
-async def test_export_follows_summer_time(tmp_path: Path) -> None:
+async def test_export_follows_summer_time(database: Database) -> None:
     """On 1 July Brussels is UTC+2: the local day starts at 22:00 UTC the day before."""
-    register = ProcessingRegister(await sqlite_database(tmp_path / "db"))
+    register = ProcessingRegister(database)
     for detail, moment in {"june": dt.datetime(2026, 6, 30, 21, 59, tzinfo=dt.UTC),
                            "july": dt.datetime(2026, 6, 30, 22, 0, tzinfo=dt.UTC)}.items():
         await register.append(at=moment, event=RegisterEvent.DELIVERED, actor_id="bot", actor_name="bot",
@@ -317,14 +330,14 @@ async def test_export_refuses_an_end_before_the_start(tmp_path: Path) -> None:
 RECIPIENT = "OCMW Sint-Gillis-Waas <welzijnshuis@sint-gillis-waas.be>"
 
 
-async def test_a_transfer_names_its_categories_in_the_protocols_order_and_its_recipient(tmp_path: Path) -> None:
-    db = await sqlite_database(tmp_path / "db")
+async def test_a_transfer_names_its_categories_in_the_protocols_order_and_its_recipient(database: Database) -> None:
+    db = database
     register = ProcessingRegister(db)
     await register.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="bot:delivery", actor_name="bot",
                           protocol_id="P", data_categories=("contact:phone", "identification:name"),
                           recipient=RECIPIENT, consent_version="v3")
     await register.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name="A", protocol_id="P")
-    delivered, acknowledged = sql(db, "SELECT * FROM register ORDER BY seq").fetchall()
+    delivered, acknowledged = await db.fetch_all("SELECT * FROM register ORDER BY seq")
     assert delivered["data_categories"] == "identification:name,contact:phone"
     assert (delivered["recipient"], delivered["consent_version"]) == (RECIPIENT, "v3")
     assert delivered["recipient_category"] == "maatschappelijk werker OCMW, gebonden door het beroepsgeheim"
@@ -333,12 +346,11 @@ async def test_a_transfer_names_its_categories_in_the_protocols_order_and_its_re
     assert await register.verify() == []
 
 
-async def test_an_entry_of_no_protocol_has_no_purpose(tmp_path: Path) -> None:
-    db = await sqlite_database(tmp_path / "db")
-    await ProcessingRegister(db).append(at=NOW, event=RegisterEvent.RETENTION_PRUNED, actor_id="bot:retention",
-                                  actor_name="bot", protocol_id="-", detail="table=drafts; count=1")
-    row = sql(db, "SELECT purpose, legal_basis FROM register").fetchone()
-    assert row["purpose"] == "" and not row["legal_basis"].endswith("protocol -")
+async def test_an_entry_of_no_protocol_has_no_purpose(database: Database) -> None:
+    await ProcessingRegister(database).append(at=NOW, event=RegisterEvent.RETENTION_PRUNED, actor_id="bot:retention",
+                                        actor_name="bot", protocol_id="-", detail="table=drafts; count=1")
+    row = await database.fetch_one("SELECT purpose, legal_basis FROM register")
+    assert row is not None and row["purpose"] == "" and not row["legal_basis"].endswith("protocol -")
 
 
 @pytest.mark.parametrize(("categories", "recipient"), [
@@ -347,8 +359,10 @@ async def test_an_entry_of_no_protocol_has_no_purpose(tmp_path: Path) -> None:
     (("Zoëlle",), RECIPIENT),  # a value, not a category
     ("contact:email", RECIPIENT),  # a string is not a list of categories
 ])
-async def test_what_is_not_a_transfer_is_refused(tmp_path: Path, categories: tuple[str, ...], recipient: str) -> None:
-    register = ProcessingRegister(await sqlite_database(tmp_path / "db"))
+async def test_what_is_not_a_transfer_is_refused(
+    database: Database, categories: tuple[str, ...], recipient: str
+) -> None:
+    register = ProcessingRegister(database)
     with pytest.raises(ValueError, match=r"categor|recipient"):
         await register.append(at=NOW, event=RegisterEvent.QUEUED, actor_id="a", actor_name="A", protocol_id="P",
                         data_categories=categories, recipient=recipient)
@@ -423,9 +437,10 @@ async def test_an_old_format_entry_after_a_new_one_is_found_even_with_a_valid_ha
 # --- one protocol's export, for its DPO ----------------------------------------------------------
 
 
-async def test_a_protocols_export_has_its_own_entries_and_the_registers_anchors(tmp_path: Path) -> None:
-    db = await sqlite_database(tmp_path / "db")
-    register = ProcessingRegister(db)
+async def test_a_protocols_export_has_its_own_entries_and_the_registers_anchors(database: Database) -> None:
+    register = ProcessingRegister(database)
+    empty = await register.summary("P")
+    assert (empty.entries, empty.first_at, empty.last_seq, empty.last_hash) == (0, None, None, None)
     for index, protocol in enumerate(["P", "Q", "P", "Q", "P"]):
         await register.append(at=NOW + dt.timedelta(days=index), event=RegisterEvent.ACKNOWLEDGED, actor_id="a",
                         actor_name="A", protocol_id=protocol, detail=str(index))
@@ -439,5 +454,51 @@ async def test_a_protocols_export_has_its_own_entries_and_the_registers_anchors(
     assert (summary.entries, summary.last_seq, summary.last_hash) == (3, 6, rows[-1]["hash"])
     assert summary.first_at == NOW + dt.timedelta(days=2) and summary.last_at == LATER
     assert (await register.summary("Q")).entries == 2, "its kept entry 4 and the anchor"
-    empty = await ProcessingRegister(await sqlite_database(tmp_path / "empty")).summary("P")
-    assert (empty.entries, empty.first_at, empty.last_seq, empty.last_hash) == (0, None, None, None)
+    assert await register.verify() == []
+
+
+# --- several instances: one chain ------------------------------------------------------------------
+
+
+async def test_fifty_entries_appended_at_once_by_two_instances_make_one_unbroken_chain(database: Database) -> None:
+    engines = (database, another_engine(database))
+
+    async def append(number: int) -> None:
+        db = engines[number % 2]
+        async with db.transaction():  # as a step does: its entry commits with its state change
+            await ProcessingRegister(db).append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id=f"aad-{number}",
+                                               actor_name="Olga", protocol_id="P", detail=f"click {number}")
+
+    await asyncio.gather(*(append(number) for number in range(50)))
+    assert await ProcessingRegister(database).verify() == []
+    seqs = [row["seq"] for row in await database.fetch_all("SELECT seq FROM register ORDER BY seq")]
+    assert seqs == list(range(1, 51))
+    assert sorted(row["detail"] for row in await database.fetch_all("SELECT detail FROM register")) == sorted(
+        f"click {number}" for number in range(50))
+
+
+async def test_an_entry_rolled_back_leaves_no_gap_even_while_another_instance_appends(database: Database) -> None:
+    """seq is the previous entry's plus one under the lock, not a sequence's next value, which a rollback would skip."""
+    first, second = ProcessingRegister(database), ProcessingRegister(other := another_engine(database))
+    await first.append(at=NOW, event=RegisterEvent.QUEUED, actor_id="a", actor_name="A", protocol_id="P")
+    holding = asyncio.Event()
+
+    async def step_that_fails() -> None:
+        with pytest.raises(RuntimeError, match="the step failed"):
+            async with database.transaction():
+                await first.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="a", actor_name="A",
+                                   protocol_id="P", detail="rolled back")
+                holding.set()
+                await asyncio.sleep(0.05)  # the other instance is waiting for the chain meanwhile
+                raise RuntimeError("the step failed")
+
+    async def step_on_the_other_instance() -> None:
+        await holding.wait()
+        async with other.transaction():
+            await second.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="b", actor_name="B",
+                                protocol_id="P", detail="kept")
+
+    await asyncio.gather(step_that_fails(), step_on_the_other_instance())
+    rows = await database.fetch_all("SELECT seq, detail FROM register ORDER BY seq")
+    assert [(row["seq"], row["detail"]) for row in rows] == [(1, ""), (2, "kept")]
+    assert await first.verify() == []

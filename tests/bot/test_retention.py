@@ -1,5 +1,8 @@
 """Retention over the real app with the manual clock: each table pruned at its moment and not before,
-each prune in the register, and the register itself cut from the start with `verify` still meaningful."""
+each prune in the register, and the register itself cut from the start with `verify` still meaningful.
+
+At the end, the same prune on both backends over records the stores wrote: the same rows go, with
+the same register entries, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,14 +12,27 @@ import dataclasses
 import datetime as dt
 import shutil
 import sqlite3
+from email.message import EmailMessage
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from bot.app import create_app, sweep_drafts
+from bot.chat_messages import MessageContent
 from bot.config import Settings
+from bot.database import Database, to_text
+from bot.draft_cipher import DraftCipher
+from bot.drafts import DraftState, DraftStore
+from bot.mail_transport import OutboxFolderTransport
+from bot.message_outbox import MessageOutbox
+from bot.ocmw_links import OcmwLink, OcmwLinks
+from bot.outbox import Outbox
+from bot.protocols import ProtocolRegistry, load_protocol_file
+from bot.referrals import ReferralState, ReferralStore
+from bot.register import ProcessingRegister, RegisterEvent
 from bot.register_cli import add_register_commands, run_register_command
-from bot.retention import Pruned
+from bot.retention import Pruned, RetentionService
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import draft_id_of, texts
@@ -24,6 +40,8 @@ from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import until
 from tests.support.ocmw_flow import confirm_deletion, correct_phone, link, ocmw_worker, send_and_deliver
 from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, open_consent, reach_review
+from tests.support.sample_referral import PROTOCOL_FILE
+from tests.support.stored_referrals import NOW, a_referral, conversation_ref
 
 SHIPPED = Settings().protocols_dir / "sint-gillis-waas.toml"
 DAY = dt.timedelta(days=1)
@@ -339,3 +357,96 @@ async def test_the_running_bot_prunes_by_itself(
     async with running_bot(create_app(settings, clock=later)) as bot:  # the job runs at start, then hourly
         await until(lambda: count(settings, "SELECT COUNT(*) FROM drafts") == 0, 5, "the tombstone pruned")
         assert retention_entries(settings)[-1]["detail"] == "table=drafts; count=1; rule=7 days after the draft ended"
+
+
+# --- the same prune on both backends, over records the stores wrote ---------------------------------
+
+GONE = "VD-20261128-GONEAA"  # deleted by the OCMW, with a correction version: goes after 90 days
+KEPT = "VD-20261128-OPENBB"  # received, no outcome yet: kept
+HELD = "VD-20261128-HELDCC"  # failed, but a Teams message about it is still on its way
+ENDED_PROTOCOL = "OR-ENDED-OCMW"  # its file is gone, no referral of it is kept: its link goes
+LEFT_OVER = 3  # a delivered breach report's mail, a draft's card message and its slot: a week after
+
+
+async def _mail(copies: OutboxFolderTransport, outbox: Outbox, reference: str, message_id: str) -> None:
+    """A mail queued, sent (its copy kept in the folder) and marked delivered."""
+    assert await outbox.enqueue(message_id=message_id, reference=reference, payload=b"zip", now=NOW)
+    await outbox.claim_due(NOW, dt.timedelta(minutes=5))
+    mail = EmailMessage()
+    mail["Message-ID"] = message_id
+    await copies.send(mail)
+    await outbox.mark_delivered(message_id, NOW)
+
+
+async def _seed(db: Database, copies: OutboxFolderTransport, tmp_path: Path) -> MessageOutbox:
+    referrals, register, outbox, messages, links = (ReferralStore(db), ProcessingRegister(db), Outbox(db),
+                                                   MessageOutbox(db), OcmwLinks(db))
+    root = a_referral(GONE, ReferralState.DATA_DELETED)
+    for referral in (root, a_referral(f"{GONE}-2", ReferralState.DATA_DELETED, parent_reference=GONE),
+                     a_referral(KEPT, ReferralState.RECEIVED), a_referral(HELD, ReferralState.FAILED)):
+        await referrals.add(referral)
+        await _mail(copies, outbox, referral.reference, referral.message_id)
+        await register.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="bot:delivery", actor_name="bot",
+                              protocol_id=referral.protocol_id, reference=referral.reference)
+    await db.execute(  # the OCMW asked for the phone number again (bot.corrections writes this row)
+        "INSERT INTO corrections (id, reference, item, requested_by_id, requested_by, requested_at)"
+        " VALUES ('c-1', :reference, 'phone', 'aad-ocmw-1', 'Olga', :at)", {"reference": GONE, "at": to_text(NOW)})
+    card = await messages.post(conversation_ref("19:ocmw@thread.tacv2"), MessageContent(text="kaart"), now=NOW,
+                               reference=GONE, slot=f"ocmw:{GONE}")
+    draft_card = await messages.post(conversation_ref("a:personal-referrer"), MessageContent(text="verlopen"),
+                                     now=NOW, slot="draft:d-1")
+    for sent in await messages.claim_due(NOW, dt.timedelta(minutes=5)):
+        assert sent.id in (card, draft_card)
+        await messages.mark_sent(sent.id, NOW, slot=sent.slot, activity_id=f"act-{sent.id}")
+    await messages.post(conversation_ref("a:personal-referrer"), MessageContent(text="mislukt"), now=NOW,
+                        reference=HELD)
+    await _mail(copies, outbox, "DL-20261128-AAAA", "<DL-20261128-AAAA@doorverwijzen.example>")
+
+    drafts = DraftStore(db, DraftCipher.from_key_file(tmp_path / "draft.key"), dt.timedelta(minutes=30))
+    assert await drafts.close(await drafts.create("u", "c", NOW, NOW.date()), DraftState.CANCELLED, NOW)
+    await links.new_code(PROTOCOL_ID, NOW)
+    for protocol in (PROTOCOL_ID, ENDED_PROTOCOL):
+        link = OcmwLink(protocol, f"19:{protocol}@thread.tacv2", "{}", "aad-ocmw-1", "Olga", NOW)
+        assert await links.link(await links.new_code(protocol, NOW), link, NOW)
+    return messages
+
+
+async def test_the_same_rows_go_with_the_same_register_entries_on_both_backends(
+    database: Database, tmp_path: Path
+) -> None:
+    copies = OutboxFolderTransport(tmp_path / "sent")
+    messages = await _seed(database, copies, tmp_path)
+    clock = ManualClock(NOW)
+    register = ProcessingRegister(database)
+    retention = RetentionService(db=database, registry=ProtocolRegistry([load_protocol_file(PROTOCOL_FILE)]),
+                                 register=register, copies=copies, clock=clock, timezone=ZoneInfo("Europe/Brussels"))
+    assert tables(await retention.prune()) == [("ocmw_links", ENDED_PROTOCOL, 1)], "at once"
+
+    clock.advance(91 * DAY)
+    pruned = await retention.prune()
+    assert tables(pruned) == [
+        ("referrals", PROTOCOL_ID, 2), ("drafts", "-", 1), ("pairing_codes", PROTOCOL_ID, 2),
+        ("pairing_codes", "-", 1), ("message_outbox", "-", 1), ("outbox", "-", 1), ("card_slots", "-", 1)]
+    assert pruned[0].detail == ("table=referrals; count=2; with corrections 1, outbox 2, message_outbox 1, "
+                                "card_slots 1; rule=90 days after closure (data_deleted, failed)")
+    remaining = {table: await database.scalar(f"SELECT COUNT(*) AS n FROM {table}")  # noqa: S608 - test's own names
+                 for table in ("referrals", "corrections", "outbox", "message_outbox", "card_slots", "drafts",
+                               "pairing_codes", "ocmw_links")}
+    assert remaining == {"referrals": 2, "corrections": 0, "outbox": 2, "message_outbox": 1, "card_slots": 0,
+                         "drafts": 0, "pairing_codes": 0, "ocmw_links": 1}
+    assert sorted(path.name for path in (tmp_path / "sent").iterdir()) == [
+        "DL-20261128-AAAA@doorverwijzen.example.eml", f"{HELD}@doorverwijzen.example.eml",
+        f"{KEPT}@doorverwijzen.example.eml"], "the referral's mail copies went with it"
+    assert await register.verify() == []
+    assert [entry["detail"].split(";")[0] for entry in await register.export_protocol(PROTOCOL_ID)][-2:] == [
+        "table=referrals", "table=pairing_codes"]
+
+    [held] = await messages.claim_due(clock.now(), dt.timedelta(minutes=5))  # the message about it goes out
+    await messages.mark_sent(held.id, clock.now(), slot=None, activity_id=None)
+    assert tables(await retention.prune()) == [("referrals", PROTOCOL_ID, 1)]
+
+    clock.current = NOW.replace(year=NOW.year + 5) + DAY
+    [entries] = await retention.prune()  # up to the first entry about a referral still kept
+    assert (entries.table, entries.count) == ("register", 2), "the entries about the deleted referral and version"
+    assert await register.events_for(GONE) == [] and await register.events_for(KEPT) == ["delivered"]
+    assert await register.verify() == []

@@ -101,11 +101,24 @@ class PostgresServer:
         self.psql(f'CREATE DATABASE "{name}" OWNER "{role}" TEMPLATE template0')
         return name
 
-    def fresh_database(self) -> str:
-        """A new, empty database; returns its URL."""
+    def fresh_database(self, template: str = "template0") -> str:
+        """A new database, empty or a copy of `template` (which nobody may be connected to); returns its URL."""
         name = f"test_{os.getpid()}_{next(self._names)}"
-        self.psql(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        self.psql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return self.url(name)
+
+    def stop(self) -> None:
+        """A "fast" shutdown (open connections are cut), sent to the postmaster itself.
+
+        As root `process` is `runuser`, which passes on no SIGINT; the postmaster's pid is the
+        first line of its `postmaster.pid`.
+        """
+        try:
+            postmaster = int((self.folder / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            postmaster = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, signal.SIGINT)
 
 
 def _literal(text: str) -> str:
@@ -145,7 +158,7 @@ def postgres_server(*, tls: bool = False) -> Iterator[PostgresServer]:
         _wait_until_ready(server)
         yield server
     finally:
-        _stop(server, data)
+        server.stop()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -153,22 +166,6 @@ def postgres_server(*, tls: bool = False) -> Iterator[PostgresServer]:
             process.wait(timeout=5)
         log.close()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _stop(server: PostgresServer, data: Path) -> None:
-    """A "fast" shutdown (open connections are cut): SIGINT to the postmaster itself.
-
-    `runuser` does not pass SIGINT on to its child, so the signal goes to the pid the server wrote.
-    """
-    if server.process.poll() is not None:
-        return  # it has ended already
-    try:
-        pid = int((data / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):  # not started (or already gone): stop whatever was launched
-        server.process.send_signal(signal.SIGINT)
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGINT)
 
 
 def _require_tls(data: Path, ca_path: Path) -> list[str]:
