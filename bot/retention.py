@@ -12,7 +12,8 @@ client data or references), so the DPO can see that a prune happened and what it
   for `referral_days_after_closure`. A mail or Teams message still on its way holds it back.
 - Draft tombstones go `tombstone_days` after they ended; pairing codes `pairing_code_days` after
   they expired; Teams messages, mail rows and card slots about no kept referral (an expired
-  draft's card, a note about an interrupted send) `tombstone_days` after they were finished.
+  draft's card, a note about an interrupted send, a breach report's mail and its kept copy)
+  `tombstone_days` after they were finished.
 - An OCMW conversation link goes once its protocol has ended (or its file is gone) and no referral
   of it is kept.
 - Register entries go `register_years` after they were written, oldest first and never while the
@@ -253,11 +254,28 @@ class RetentionService:
         }
         done = []
         for table, (statement, parameters) in statements.items():
+            if table == "outbox" and not await self._remove_left_over_copies(cutoff):
+                continue  # a copy could not be removed: the rows wait for the next run
             async with self._db.transaction():
                 count = (await self._db.execute(statement, parameters)).rowcount
                 if count:
                     done.append(await self._record(now, table, NO_PROTOCOL, count, rule))
         return done
+
+    async def _remove_left_over_copies(self, cutoff: str) -> bool:
+        """The kept copies of finished mails about no kept referral (a breach report's); False if one stayed."""
+        rows = await self._db.fetch_all(
+            "SELECT message_id FROM outbox WHERE state IN :finished AND finished_at < :cutoff"
+            " AND NOT EXISTS (SELECT 1 FROM referrals AS r WHERE r.reference = outbox.reference)",
+            {"finished": _FINISHED_MAILS, "cutoff": cutoff})
+        try:
+            for row in rows:
+                self._copies.remove_copy(str(row["message_id"]))
+        except OSError as error:
+            logger.warning("retention: a sent mail copy could not be removed (%s); retried at the next run",
+                           error.strerror)
+            return False
+        return True
 
     # -- the register ---------------------------------------------------------------------------
 
