@@ -94,7 +94,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         _wait_until_ready(server)
         yield server
     finally:
-        process.send_signal(signal.SIGINT)  # "fast" shutdown: open connections are cut
+        _stop(server, data)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -102,6 +102,20 @@ def postgres_server() -> Iterator[PostgresServer]:
             process.wait(timeout=5)
         log.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop(server: PostgresServer, data: Path) -> None:
+    """A "fast" shutdown (open connections are cut), signalled to the server itself.
+
+    As root the process started is `runuser`, which ignores SIGINT while its child runs: the
+    server would go on, orphaned, until it noticed its removed folder.
+    """
+    try:
+        server_pid = int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        server_pid = server.process.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(server_pid, signal.SIGINT)
 
 
 def _wait_until_ready(server: PostgresServer) -> None:
