@@ -59,8 +59,6 @@ from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 
 logger = logging.getLogger(__name__)
 
-#: How often idle drafts are wiped and reminders looked for (once per period across instances).
-SWEEP_INTERVAL = dt.timedelta(seconds=60)
 #: How often the protocols folder is looked at when nobody talks to the bot (every request looks too).
 PROTOCOL_CHECK_SECONDS = 60.0
 #: How often what is past its retention period is removed (the periods are days and years).
@@ -309,12 +307,12 @@ def create_app(
         await residue.sweep()  # before the first request: mail copies a crash left after a deletion go first
         # The ZIP passwords first: fetched now and refreshed before they expire, without holding up the start.
         tasks = [asyncio.create_task(passwords.keep_warm(protocols_in_force)),
-                 asyncio.create_task(jobs.every("sweep", SWEEP_INTERVAL, sweep)),
+                 asyncio.create_task(jobs.every("sweep", settings.sweep_interval, sweep)),
                  asyncio.create_task(_every(PROTOCOL_CHECK_SECONDS, _reread))]
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(message_worker.run()))
-            tasks.append(asyncio.create_task(jobs.every("reminders", SWEEP_INTERVAL, reminders.run_due)))
+            tasks.append(asyncio.create_task(jobs.every("reminders", settings.sweep_interval, reminders.run_due)))
             tasks.append(asyncio.create_task(jobs.every("retention", RETENTION_INTERVAL, retention.prune)))
         yield
         for task in tasks:

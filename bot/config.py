@@ -154,6 +154,8 @@ class Settings:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Brussels"))
     draft_ttl: dt.timedelta = dt.timedelta(minutes=30)
     reminder_working_days: int = 2
+    #: How often idle drafts are wiped and reminders looked for (each once per period across instances).
+    sweep_interval: dt.timedelta = dt.timedelta(seconds=60)
     log_level: str = "INFO"
     log_format: LogFormat = "text"
     environment: BotEnv = "development"
@@ -275,6 +277,8 @@ class Settings:
             timezone=reader.timezone("BOT_TIMEZONE", "Europe/Brussels"),
             draft_ttl=dt.timedelta(minutes=reader.integer("DRAFT_TTL_MINUTES", 30, minimum=1, maximum=24 * 60)),
             reminder_working_days=reader.integer("REMINDER_WORKING_DAYS", 2, minimum=1, maximum=20),
+            sweep_interval=dt.timedelta(seconds=reader.integer("SWEEP_INTERVAL_SECONDS", 60, minimum=1,
+                                                               maximum=3600)),
             log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format=cast(LogFormat, reader.choice("LOG_FORMAT", "text", get_args(LogFormat))),
             environment=cast(BotEnv, reader.choice("BOT_ENV", "development", get_args(BotEnv))),

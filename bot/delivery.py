@@ -101,10 +101,15 @@ class DeliveryWorker:
         await self._loop.run_forever(self.deliver_due)
 
     async def deliver_due(self) -> int:
-        """One pass over what is due now; returns how many rows were tried."""
+        """One pass over what is due now; returns how many rows were tried.
+
+        Each row is leased right before it is sent, one at a time: rows leased together would wait
+        behind a slow relay until their lease ran out, and another instance would take them and
+        send them too.
+        """
         tried = 0
         while True:
-            items = await self._outbox.claim_due(self._clock.now(), self._policy.lease)
+            items = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=1)
             if not items:
                 return tried
             for item in items:

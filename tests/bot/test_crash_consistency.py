@@ -10,7 +10,6 @@ exists and every Teams message it owes arrives, once.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import subprocess
@@ -28,9 +27,10 @@ from tests.support.activities import TeamsUser
 from tests.support.bot_process import PROJECT_ROOT, bot_command, bot_process, wait_until_ready
 from tests.support.bot_server import RestartableSite, serve_restartable
 from tests.support.card_reading import actions
-from tests.support.connector import ConnectorStandIn, RecordedCall
+from tests.support.connector import ConnectorStandIn
 from tests.support.ocmw_flow import CHANNEL
 from tests.support.sample_values import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID
+from tests.support.teams_messages import card_verbs, identity, kind
 
 REFERRER = TeamsUser("aad-referrer-1", "An Verpleeg", "a:personal-referrer")
 WORKER = TeamsUser("aad-ocmw-1", "Olga Maatschappelijk", f"{CHANNEL};messageid=1700000000001", channel=True)
@@ -112,9 +112,9 @@ async def _report_phone(run: Run) -> None:
 
 
 async def _submit_phone(run: Run) -> None:
-    await _wait(lambda: any("correction.submit" in _card_verbs(call) for call in run.connector.accepted))
-    [request] = [call for call in run.connector.accepted if "correction.submit" in _card_verbs(call)]
-    run.correction_id = _card_verbs(request)["correction.submit"]["correctionId"]
+    await _wait(lambda: any("correction.submit" in card_verbs(call) for call in run.connector.accepted))
+    [request] = [call for call in run.connector.accepted if "correction.submit" in card_verbs(call)]
+    run.correction_id = card_verbs(request)["correction.submit"]["correctionId"]
     run.answers.append(await run.act(REFERRER, "correction.submit",
                                      {"correctionId": run.correction_id, "phone": "0470 11 22 33"}))
 
@@ -216,9 +216,9 @@ async def test_a_kill_at_a_commit_boundary_leaves_state_register_and_messages_co
     assert _state(run) == case.state
     assert _events(run).count(case.event) == 1 + _events_expected_before(case), _events(run)
     assert _register_verifies(run)
-    kinds = Counter(_kind(call) for call in connector.accepted)
+    kinds = Counter(kind(call) for call in connector.accepted)
     assert kinds == Counter(case.messages), (kinds, log.read_text()[-3000:])
-    duplicates = [key for key, n in Counter(_identity(call) for call in connector.accepted).items() if n > 1]
+    duplicates = [key for key, n in Counter(identity(call) for call in connector.accepted).items() if n > 1]
     assert duplicates == []
 
 
@@ -287,31 +287,6 @@ def _register_verifies(run: Run) -> bool:
     done = subprocess.run([sys.executable, "-m", "bot", "register", "verify"], env=run.env, cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     return done.returncode == 0
-
-
-def _card_verbs(call: RecordedCall) -> dict[str, dict[str, Any]]:
-    attachments = call.body.get("attachments") or []
-    return actions(attachments[0]["content"]) if attachments else {}
-
-
-def _kind(call: RecordedCall) -> str:
-    in_channel = call.path.startswith(f"/v3/conversations/{CHANNEL}")
-    text = str(call.body.get("text", ""))
-    if call.body.get("attachments"):
-        if in_channel:
-            return "ocmw-card-edit" if call.method == "PUT" else "ocmw-card"
-        return "correction-request" if "correction.submit" in _card_verbs(call) else "referrer-card"
-    for marker, kind in (("Gekoppeld", "link-reply"), ("ingetrokken", "withdrawal-notice"),
-                         ("NIET verstuurd", "interrupted-text"), ("heeft de ontvangst", "ack-text"),
-                         ("contact gehad", "outcome-text"), ("verwijderd", "deleted-text"),
-                         ("afgeleverd", "delivered-text")):
-        if marker in text:
-            return kind
-    return f"other: {text[:60]}"
-
-
-def _identity(call: RecordedCall) -> str:
-    return f"{call.method} {call.path} {json.dumps(call.body, sort_keys=True)}"
 
 
 async def _wait(condition: Callable[[], bool], *, seconds: float = 20.0, log: Path | None = None) -> None:

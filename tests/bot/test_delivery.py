@@ -6,14 +6,18 @@ import datetime as dt
 import logging
 import random
 import sqlite3
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
+from bot.app import SERVICES_KEY, create_app
 from bot.config import Settings
 from bot.delivery import RetryPolicy
 from tests.support.activities import TeamsUser
-from tests.support.bot_server import BotDriver
+from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import texts
 from tests.support.clock import ManualClock
 from tests.support.referral_flow import CLIENT_VALUES, reach_review
@@ -152,3 +156,57 @@ def test_backoff_doubles_with_jitter_and_honours_retry_after() -> None:
         assert step / 2 <= wait <= step
     assert policy.delay(1, 120, rng).total_seconds() >= 120
     assert policy.delay(1, 10**6, rng).total_seconds() <= 600
+
+
+class _SlowRelay:
+    """A relay that takes 60 % of a lease (on the bot's clock) for each mail of the first worker.
+
+    During its second send, `meanwhile` runs: another instance's pass over the outbox, whose own
+    sends are quick.
+    """
+
+    def __init__(self, clock: ManualClock, lease: dt.timedelta) -> None:
+        self._clock = clock
+        self._lease = lease
+        self._busy = False
+        self.sent: Counter[str] = Counter()
+        self.meanwhile: Callable[[], Awaitable[object]] | None = None
+
+    async def send(self, message: EmailMessage) -> None:
+        self.sent[str(message["Message-ID"])] += 1
+        if self._busy:
+            return
+        self._clock.advance(self._lease * 0.6)
+        if sum(self.sent.values()) == 2 and self.meanwhile is not None:
+            self._busy = True
+            await self.meanwhile()
+            self._busy = False
+
+    async def check(self) -> str:
+        return "slow relay"
+
+
+async def test_a_slow_relay_never_makes_a_mail_go_out_twice_from_two_instances(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """Each mail is leased just before it is sent: no worker sends a mail whose lease ran out meanwhile.
+
+    Three mails are due at once; each send takes 60 % of the lease. Had the first worker leased all
+    three together, the second would go out after its lease ran out, and by then another instance's
+    worker has taken it and sent it too.
+    """
+    relay = _SlowRelay(clock, settings.delivery.lease)
+    async with running_bot(create_app(settings, clock=clock, run_worker=False, transport=relay)) as bot:
+        other = create_app(settings, clock=clock, run_worker=False, transport=relay)[SERVICES_KEY]
+        relay.meanwhile = other.worker.deliver_due
+        for _ in range(3):
+            draft_id, _ = await reach_review(bot, referrer)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        try:
+            await bot.services.worker.deliver_due()
+        finally:
+            for close in other.closers:
+                await close()
+            await other.db.close()
+    assert sorted(relay.sent.values()) == [1, 1, 1], relay.sent
+    assert await bot.services.outbox.counts() == {"delivered": 3}

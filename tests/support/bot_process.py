@@ -16,11 +16,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def bot_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m bot serve` as its own process, output to `log`."""
+def bot_process(env: dict[str, str], log: Path, *, module: str = "bot") -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m bot serve` as its own process, output to `log`.
+
+    `module="tests.support.crashing_bot"`: the same bot, killing itself where `CRASH_AT` says.
+    """
     with log.open("ab") as output:
         process = subprocess.Popen(  # the real entry point, as `make run` starts it
-            [sys.executable, "-m", "bot", "serve"], env=env, stdout=output, stderr=output, cwd=PROJECT_ROOT,
+            [sys.executable, "-m", module, "serve"], env=env, stdout=output, stderr=output, cwd=PROJECT_ROOT,
         )
     try:
         yield process

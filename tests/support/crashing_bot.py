@@ -5,11 +5,13 @@ transaction in which the processing-register event `<event>` is recorded, just b
 or just after; or `sending:after`, just after a draft was claimed for sending (a commit of its own).
 Nothing of the bot is changed but `Database.transaction`, `ProcessingRegister.append` and
 `DraftStore.advance`, wrapped here before the bot is imported, so the process dies exactly where a
-power cut or an OOM kill could have stopped it.
+power cut or an OOM kill could have stopped it. Events are noted per task (a transaction belongs to
+the task that opened it), so concurrent requests each count their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -22,7 +24,7 @@ import bot.database as database
 EVENT, MOMENT, *COUNT = os.environ["CRASH_AT"].split(":")
 WANTED = int(COUNT[0]) if COUNT else 1
 _state = {"seen": 0}
-_pending: list[str] = []
+_pending: dict[asyncio.Task[Any] | None, list[str]] = {}  # the events of each task's open transaction
 _original_transaction = database.Database.transaction
 
 
@@ -33,8 +35,8 @@ def _die() -> None:
 
 
 def _hit() -> bool:
-    """The open transaction records the awaited event for the WANTED-th time."""
-    if EVENT not in _pending:
+    """The current task's transaction records the awaited event for the WANTED-th time."""
+    if EVENT not in _pending.get(asyncio.current_task(), ()):
         return False
     _state["seen"] += 1
     return _state["seen"] == WANTED
@@ -53,7 +55,7 @@ async def _crashing_transaction(self: database.Database) -> AsyncIterator[None]:
                     _die()
     finally:
         if outermost:
-            _pending.clear()
+            _pending.pop(asyncio.current_task(), None)
     if hit and MOMENT == "after":
         _die()
 
@@ -68,7 +70,7 @@ _original_advance = drafts.DraftStore.advance
 
 
 async def _recording_append(self: register.ProcessingRegister, **fields: Any) -> str:
-    _pending.append(str(fields["event"].value))
+    _pending.setdefault(asyncio.current_task(), []).append(str(fields["event"].value))
     return await _original_append(self, **fields)
 
 

@@ -138,6 +138,7 @@ class SmtpTestServer:
         self._server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert(*cert_names).configure_cert(self._server_context)
         self._controller: Controller | None = None
+        self._silent: socket.socket | None = None
 
     @property
     def messages(self) -> list[ReceivedMail]:
@@ -167,7 +168,8 @@ class SmtpTestServer:
         return SmtpSettings(**values)
 
     def start(self) -> None:
-        """Listen on `port` (the same port after a `stop()`); blocks until the server answers."""
+        """Listen on `port` (the same port after a `stop()` or `hang()`); blocks until the server answers."""
+        self._close_silent()
         if self._controller is not None:
             return
         parameters: dict[str, Any] = {}
@@ -190,9 +192,27 @@ class SmtpTestServer:
 
     def stop(self) -> None:
         """Close the listener and every open session: clients now get "connection refused"."""
+        self._close_silent()
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
+
+    def hang(self) -> None:
+        """A relay that hangs: connections are taken but never greeted (clients time out); `start()` ends it.
+
+        Nothing is accepted meanwhile; the connections still waiting when it ends are reset.
+        """
+        self.stop()
+        silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind((HOST, self.port))
+        silent.listen(128)
+        self._silent = silent
+
+    def _close_silent(self) -> None:
+        silent, self._silent = self._silent, None
+        if silent is not None:
+            silent.close()
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
