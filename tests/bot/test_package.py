@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import pyzipper
+from Cryptodome.Protocol.KDF import PBKDF2
 
 from bot.package import (
     PACKAGE_ENTRY_NAMES,
@@ -19,6 +20,8 @@ from bot.package import (
     _render_vcard,
     _vcard_escape,
     build_package,
+    encrypted_zip,
+    winzip_aes_keys,
 )
 from bot.protocols import DataSharingProtocol, load_protocol_file
 from bot.referral import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
@@ -358,3 +361,82 @@ def test_vcard_folds_long_lines_without_splitting_characters(client: ClientDetai
         line.decode("utf-8")  # every physical line is valid UTF-8 on its own
     unfolded = raw.decode("utf-8").replace("\r\n ", "")
     assert f"ADR;TYPE=home:;;{street} 12 bus 3;" in unfolded
+
+
+class _FixedSalts:
+    """The salts of a fixed sequence, for both our encrypter and pyzipper's own (`Random.new().read`)."""
+
+    def __init__(self, *salts: bytes) -> None:
+        self._salts = list(salts)
+
+    def __call__(self, length: int) -> bytes:
+        salt = self._salts.pop(0)
+        assert len(salt) == length
+        return salt
+
+    def new(self) -> _FixedSalts:
+        return self
+
+    def read(self, length: int) -> bytes:
+        return self(length)
+
+
+SALTS = (bytes(range(16)), bytes(range(16, 32)), b"\xff" * 16)
+
+
+def _pyzipper_own_package(contents: ReferralPackageContents, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """The package exactly as stock pyzipper (pycryptodomex PBKDF2) writes it, with `SALTS`."""
+    monkeypatch.setattr(pyzipper.zipfile_aes, "Random", _FixedSalts(*SALTS))
+    buffer = io.BytesIO()
+    with pyzipper.AESZipFile(buffer, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES) as archive:
+        archive.setpassword(PASSWORD.encode("ascii"))
+        archive.setencryption(pyzipper.WZ_AES, nbits=256)
+        for name, data in (
+            ("doorverwijzing.txt", _render_text(contents)),
+            ("doorverwijzing.json", _render_json(contents)),
+            ("contact.vcf", _render_vcard(contents.client)),
+        ):
+            info = pyzipper.zipfile_aes.AESZipInfo(filename=name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = pyzipper.ZIP_DEFLATED
+            info.external_attr = 0o600 << 16
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def test_the_bytes_equal_pyzipper_s_own_for_the_same_salts(
+    contents: ReferralPackageContents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours = encrypted_zip(
+        {
+            "doorverwijzing.txt": _render_text(contents),
+            "doorverwijzing.json": _render_json(contents),
+            "contact.vcf": _render_vcard(contents.client),
+        },
+        PASSWORD.encode("ascii"),
+        random_bytes=_FixedSalts(*SALTS),
+    )
+
+    assert ours == _pyzipper_own_package(contents, monkeypatch)
+
+
+@pytest.mark.parametrize("password", [b"K7M2-QX4P-9HTR-WN3B-ZD8E-LF6A", b"A" * 99, b"!~" * 8])
+@pytest.mark.parametrize("salt", [bytes(16), bytes(range(16)), b"\x80" * 16])
+def test_the_keys_are_the_winzip_pbkdf2_keys(password: bytes, salt: bytes) -> None:
+    expected = PBKDF2(password, salt, count=1000, dkLen=66)  # what pyzipper itself derives
+
+    assert b"".join(winzip_aes_keys(password, salt)) == expected
+    assert [len(part) for part in winzip_aes_keys(password, salt)] == [32, 32, 2]
+
+
+def test_pyzipper_reads_the_package_with_the_password_only(package: bytes) -> None:
+    with pyzipper.AESZipFile(io.BytesIO(package)) as archive:
+        archive.setpassword(PASSWORD.encode("ascii"))
+        assert b"Kerkstraat" in archive.read("doorverwijzing.txt")
+        archive.setpassword(b"WRONG-PASSWORD-1234-5678")
+        with pytest.raises(RuntimeError, match="Bad password"):
+            archive.read("doorverwijzing.txt")
+
+
+def test_a_salt_source_of_the_wrong_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="salt"):
+        encrypted_zip({"a.txt": b"a"}, PASSWORD.encode("ascii"), random_bytes=lambda n: bytes(n - 1))
