@@ -20,6 +20,7 @@ from bot.breach_form import parse_references
 from bot.breach_report import BREACH_CATEGORIES, BreachKind, BreachReport, Reporter, build_breach_mail, new_report_id
 from bot.clock import Clock
 from bot.config import Settings
+from bot.mail_message import OutgoingMail
 from bot.mail_transport import MailDeliveryError
 from bot.protocols import load_registry
 from bot.referrals import ReferralStore
@@ -113,7 +114,7 @@ async def _report(arguments: argparse.Namespace, settings: Settings, clock: Cloc
             )
             message = build_breach_mail(report, protocol, sender=settings.mail_from, timezone=settings.timezone)
             try:
-                await transport.send(message)
+                await transport.send(OutgoingMail.from_message(message))
             except MailDeliveryError as error:
                 sys.stderr.write(f"NOT sent to {message['To']}: {error.reason}\n")
                 return 1

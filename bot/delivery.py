@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email
-import email.policy
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +22,7 @@ import cards
 from bot.chat_messages import MessageContent
 from bot.clock import Clock
 from bot.database import Database
+from bot.mail_message import OutgoingMail
 from bot.mail_transport import MailDeliveryError, MailTransport
 from bot.message_outbox import MessageOutbox
 from bot.outbox import Outbox, OutboxItem
@@ -121,7 +120,7 @@ class DeliveryWorker:
         if ended is not None:
             await self._handle_failure(item, MailDeliveryError(ended, transient=False))
             return
-        message = email.message_from_bytes(item.payload, policy=email.policy.SMTP)
+        message = OutgoingMail.from_bytes(item.payload)  # the envelope from its headers; the bytes go as they are
         try:
             async with asyncio.timeout(self._policy.lease.total_seconds() * SEND_SHARE_OF_LEASE):
                 await self._transport.send(message)

@@ -3,6 +3,9 @@
 For tenants without an SMTP relay: the app registration (or managed identity) needs the `Mail.Send`
 application permission, scoped to the sending mailbox by an application access policy. The
 transport does not retry: the outbox worker does, using `transient` and `retry_after`.
+
+The mail goes in Graph's JSON form, parsed here from the bytes every other transport sends as they
+are: only the JSON form carries `saveToSentItems` (docs/verwerkers.md, an open question for the DPO).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import email
+import email.policy
 import email.utils
 import json
 import math
@@ -25,6 +30,7 @@ import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
+from bot.mail_message import OutgoingMail
 from bot.mail_transport import MailDeliveryError
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -81,8 +87,11 @@ class GraphMailTransport:
         self._session_factory = session_factory
         self._session: aiohttp.ClientSession | None = None
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, mail: OutgoingMail) -> None:
         """Send once; any answer but 202 raises MailDeliveryError."""
+        message = email.message_from_bytes(mail.data, policy=email.policy.default)
+        if not isinstance(message, EmailMessage):  # the default policy's factory makes one; for mypy
+            raise MailDeliveryError("message could not be read", transient=False)
         payload = json.dumps(graph_message(message)).encode("utf-8")
         if len(payload) > _MAX_REQUEST_BYTES:
             raise MailDeliveryError("mail too large for Graph sendMail (over 4 MB)", transient=False)

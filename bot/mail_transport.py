@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from email.message import EmailMessage
-from email.policy import SMTP
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from bot.mail_message import OutgoingMail
 
 
 class MailDeliveryError(Exception):
@@ -32,10 +32,10 @@ class MailDeliveryError(Exception):
 
 
 class MailTransport(Protocol):
-    """Delivers one complete message; raises MailDeliveryError when it cannot."""
+    """Delivers one complete message, its bytes as they are; raises MailDeliveryError when it cannot."""
 
-    async def send(self, message: EmailMessage) -> None:
-        """Deliver `message` to its `To` recipients."""
+    async def send(self, mail: OutgoingMail) -> None:
+        """Deliver `mail.data` to `mail.recipients`."""
         ...
 
     async def check(self) -> str:
@@ -78,14 +78,12 @@ class OutboxFolderTransport:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, mail: OutgoingMail) -> None:
         """Write the message; a full disk or a permission problem is a transient failure."""
-        message_id = message["Message-ID"]
-        if not message_id:
+        if not mail.message_id:
             raise MailDeliveryError("message has no Message-ID", transient=False)
-        data = message.as_bytes(policy=SMTP)
         try:
-            await asyncio.to_thread(_write_atomically, self._file_for(str(message_id)), data)
+            await asyncio.to_thread(_write_atomically, self._file_for(mail.message_id), mail.data)
         except OSError as error:
             raise MailDeliveryError(f"outbox folder not writable ({error.strerror})", transient=True) from error
 

@@ -13,15 +13,13 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.policy import SMTP
 from zoneinfo import ZoneInfo
 
 from bot.clock import Clock
 from bot.correction_package import CorrectionPackageContents, build_correction_package
 from bot.database import Database
 from bot.drafts import Draft, DraftState, DraftStore
-from bot.mail_message import build_referral_mail
+from bot.mail_message import OutgoingMail, build_referral_mail
 from bot.outbox import Outbox
 from bot.package import PackagePasswordError, build_package
 from bot.protocols import DataSharingProtocol
@@ -218,14 +216,14 @@ class ReferralSender:
     async def _commit(
         self,
         record: SentReferral,
-        message: EmailMessage,
+        message: OutgoingMail,
         protocol: DataSharingProtocol,
         referrer: Referrer,
         now: dt.datetime,
     ) -> None:
         """Queue the mail, record the referral and write the register, inside the caller's transaction."""
         await self._outbox.enqueue(
-            message_id=record.message_id, reference=record.reference, payload=message.as_bytes(policy=SMTP), now=now
+            message_id=record.message_id, reference=record.reference, payload=message.data, now=now
         )
         await self._referrals.add(record)
         for event, detail in (
@@ -252,7 +250,7 @@ def _queued_record(
     referrer: Referrer,
     origin: Origin,
     password: ZipPassword,
-    message: EmailMessage,
+    message: OutgoingMail,
     created_at: dt.datetime,
     now: dt.datetime,
 ) -> SentReferral:
@@ -271,7 +269,7 @@ def _queued_record(
         lang=origin.lang,
         state=ReferralState.QUEUED,
         key_version=password.version,
-        message_id=str(message["Message-ID"]),
+        message_id=message.message_id,
         created_at=created_at,
         queued_at=now,
         recipient=recipient_of(protocol),

@@ -7,17 +7,19 @@ the server's own words: a refusal may echo the recipient address or parts of the
 
 from __future__ import annotations
 
+import email
+import email.policy
 import errno
 import ipaddress
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import aiosmtplib
 
+from bot.mail_message import OutgoingMail
 from bot.mail_transport import MailDeliveryError
 
 TlsMode = Literal["starttls", "implicit", "none"]
@@ -50,10 +52,12 @@ def is_loopback_host(host: str) -> bool:
 
 
 class SmtpTransport:
-    """Sends each message in its own SMTP session: connect, TLS, EHLO, optional login, MAIL, QUIT.
+    """Sends over SMTP: connect, TLS, EHLO, optional login, one MAIL transaction per message, QUIT.
 
-    A session per message keeps the transport stateless; referrals are a few a day, so a kept-open
-    connection would only add a failure mode (a server that silently dropped it).
+    `send` uses a session of its own; `send_many` sends several messages over one session and answers
+    for each on its own (the outbox's batches). The bytes go as they are: no parsing, no re-encoding
+    (unless a message has 8-bit content and the server lacks 8BITMIME). Nothing stays open between
+    calls, so the transport holds no state a silently dropped connection could spoil.
     """
 
     def __init__(self, settings: SmtpSettings) -> None:
@@ -73,60 +77,107 @@ class SmtpTransport:
         self._settings = settings
         self._tls_context = None if settings.tls == "none" else _verifying_context(settings.ca_file)
 
-    async def send(self, message: EmailMessage) -> None:
-        """Deliver `message` to its `To`/`Cc`/`Bcc` recipients; every refusal raises."""
+    async def send(self, mail: OutgoingMail) -> None:
+        """Deliver `mail` to its envelope recipients; every refusal raises."""
+        (result,) = await self.send_many([mail])
+        if result is not None:
+            raise result
+
+    async def send_many(self, mails: Sequence[OutgoingMail]) -> list[MailDeliveryError | None]:
+        """Deliver each mail over one session; per mail, in order, None (accepted) or why not.
+
+        A refusal (4xx/5xx) of one mail does not touch the others: the envelope is reset and the next
+        mail goes. A connection the server dropped after an earlier mail (an idle timeout, 421) is
+        opened again, and the mail that found it gone is sent once more over the new one. When a
+        session cannot be opened at all (server down, TLS, login), that reason is every remaining
+        mail's: trying each again at once would only repeat it.
+        """
+        results: list[MailDeliveryError | None] = []
+        session = _Session(self._settings, self._tls_context)
         try:
-            async with self._session() as client:
-                refused = await client.send_message(message)
-        except aiosmtplib.SMTPRecipientsRefused as error:
-            raise _recipients_error(error.recipients) from error
-        except MailDeliveryError:
-            raise
-        except Exception as error:
-            raise _delivery_error(error) from error
-        # With several recipients the server may refuse some and accept others: still a failure.
-        errors, _ = refused
-        if errors:
-            first_code = next(iter(errors.values())).code
-            raise _reply_error(first_code, "to a recipient (RCPT)")
+            for mail in mails:
+                if session.unavailable is not None:
+                    results.append(session.unavailable)
+                    continue
+                results.append(await session.deliver(mail))
+        finally:
+            await session.close()
+        return results
 
     async def check(self) -> str:
         """Connect, TLS, EHLO, login if configured, QUIT; sends nothing."""
+        session = _Session(self._settings, self._tls_context)
         try:
-            async with self._session():
-                pass
+            await session.open()
         except MailDeliveryError:
             raise
         except Exception as error:
             raise _delivery_error(error) from error
+        finally:
+            await session.close()
         settings = self._settings
         tls = {"starttls": "STARTTLS", "implicit": "implicit TLS", "none": "no TLS (loopback)"}[settings.tls]
         login = ", logged in" if settings.username is not None else ""
         return f"SMTP server {settings.host}:{settings.port} reachable ({tls}{login})"
 
-    def _session(self) -> _Session:
+
+class _Session:
+    """One SMTP connection at a time (opened when needed, again after a drop), always ended with QUIT or close."""
+
+    def __init__(self, settings: SmtpSettings, tls_context: ssl.SSLContext | None) -> None:
+        self._settings = settings
+        self._tls_context = tls_context
+        self._client: aiosmtplib.SMTP | None = None
+        self._used = 0  # MAIL transactions begun on the current connection
+        #: Why no session could be opened; then every later mail gets this answer.
+        self.unavailable: MailDeliveryError | None = None
+
+    async def deliver(self, mail: OutgoingMail) -> MailDeliveryError | None:
+        """One MAIL transaction; None when the server accepted it for every recipient."""
+        if not mail.sender or not mail.recipients:
+            return MailDeliveryError("message has no From or no To address", transient=False)
+        reused = self._client is not None and self._client.is_connected and self._used > 0
+        error, dropped = await self._transaction(mail)
+        if dropped and reused:  # the server closed a connection it kept after a mail: once more, on a fresh one
+            error, _ = await self._transaction(mail)
+        return error
+
+    async def _transaction(self, mail: OutgoingMail) -> tuple[MailDeliveryError | None, bool]:
+        """(why not accepted, or None; whether the connection turned out to be gone)."""
+        try:
+            client = await self._connected()
+        except Exception as error:
+            self.unavailable = error if isinstance(error, MailDeliveryError) else _delivery_error(error)
+            return self.unavailable, False
+        self._used += 1
+        try:
+            data = mail.data if mail.data.isascii() or client.supports_extension("8bitmime") else _seven_bit(mail.data)
+            options = _options(client, mail)
+            errors, _ = await client.sendmail(mail.sender, list(mail.recipients), data, mail_options=options)
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            return _recipients_error(error.recipients), False
+        except Exception as error:
+            # 421: "closing the transmission channel", as a server does at its session limit.
+            gone = isinstance(error, aiosmtplib.SMTPServerDisconnected) or getattr(error, "code", None) == 421
+            return _delivery_error(error), gone
+        finally:
+            if not client.is_connected:
+                self._drop()  # dropped, a 421 or a timeout: the next mail opens a new connection
+        if errors:  # several recipients, some refused: still a failure
+            return _reply_error(next(iter(errors.values())).code, "to a recipient (RCPT)"), False
+        return None, False
+
+    async def open(self) -> aiosmtplib.SMTP:
+        """Connect, secure, greet and log in; raises what aiosmtplib raises, or MailDeliveryError."""
         settings = self._settings
         client = aiosmtplib.SMTP(
             hostname=settings.host,
             port=settings.port,
             use_tls=settings.tls == "implicit",
-            start_tls=False,  # done by `_Session` itself, so a server without STARTTLS is an error
+            start_tls=False,  # done below, so a server without STARTTLS is an error
             tls_context=self._tls_context,
             timeout=settings.timeout_seconds,
         )
-        return _Session(client, settings, self._tls_context)
-
-
-class _Session:
-    """`async with`: an open, secured, logged-in SMTP session that always ends with QUIT or close."""
-
-    def __init__(self, client: aiosmtplib.SMTP, settings: SmtpSettings, tls_context: ssl.SSLContext | None) -> None:
-        self._client = client
-        self._settings = settings
-        self._tls_context = tls_context
-
-    async def __aenter__(self) -> aiosmtplib.SMTP:
-        client, settings = self._client, self._settings
         try:
             await client.connect()
             await client.ehlo()
@@ -142,18 +193,47 @@ class _Session:
         except BaseException:
             client.close()
             raise
+        self._client, self._used = client, 0
         return client
 
-    async def __aexit__(self, *_: object) -> None:
-        client = self._client
-        if not client.is_connected:
+    async def close(self) -> None:
+        """QUIT if still connected; a failed QUIT changes nothing about what was delivered."""
+        client, self._client = self._client, None
+        if client is None or not client.is_connected:
             return
         try:
             await client.quit()
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            pass  # the mail went out (or the error is already raised): a failed QUIT changes nothing
+            pass
         finally:
             client.close()
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        self._drop()
+        return await self.open()
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def _options(client: aiosmtplib.SMTP, mail: OutgoingMail) -> list[str]:
+    """MAIL FROM parameters: SMTPUTF8 for non-ASCII addresses, BODY=8BITMIME for 8-bit content."""
+    options = []
+    if not (mail.sender.isascii() and all(address.isascii() for address in mail.recipients)):
+        options.append("SMTPUTF8")  # aiosmtplib refuses it when the server does not offer it
+    if not mail.data.isascii() and client.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")
+    return options
+
+
+def _seven_bit(data: bytes) -> bytes:
+    """The rare case (the referral mail is 7-bit already): what aiosmtplib's `send_message` did."""
+    message = email.message_from_bytes(data, policy=email.policy.SMTP)
+    return message.as_bytes(policy=email.policy.SMTP.clone(cte_type="7bit"))
 
 
 def _verifying_context(ca_file: Path | None) -> ssl.SSLContext:

@@ -18,6 +18,7 @@ from azure.identity import CredentialUnavailableError
 from azure.identity.aio import ManagedIdentityCredential
 
 from bot.graph_transport import GRAPH_SCOPE, GraphMailTransport
+from bot.mail_message import OutgoingMail
 from bot.mail_transport import MailDeliveryError, MailTransport
 from tests.support import sevenzip
 from tests.support.graph_standin import GraphStandIn, StaticTokenCredential, graph_standin, managed_identity_standin
@@ -338,3 +339,25 @@ async def test_a_real_managed_identity_credential(
 
     assert identity.resources == ["https://graph.microsoft.com"]
     assert len(graph.sent) == 1
+
+
+async def test_a_mail_without_recipients_is_not_sent(transport: GraphMailTransport, graph: GraphStandIn) -> None:
+    mail = OutgoingMail.from_bytes(b"From: doorverwijzen@kindengezin.be\r\nSubject: x\r\n\r\nx\r\n")
+
+    with pytest.raises(MailDeliveryError) as caught:
+        await transport.send(mail)
+
+    assert caught.value.transient is False
+    assert graph.requests == []
+
+
+async def test_the_json_request_carries_the_stored_bytes_subject_and_attachment(
+    transport: GraphMailTransport, graph: GraphStandIn, sample: SampleReferral
+) -> None:
+    await transport.send(sample.message)
+
+    (request,) = graph.requests
+    message = request.body["message"]
+    assert request.body["saveToSentItems"] is True
+    assert message["internetMessageId"] == sample.message.message_id
+    assert [a["contentBytes"] for a in message["attachments"]] == [base64.b64encode(sample.package).decode()]

@@ -6,13 +6,15 @@ import dataclasses
 import datetime as dt
 import email
 import email.policy
+import re
 from email.message import EmailMessage
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.mail_message import build_referral_mail, message_id_for
+from bot import mail_message
+from bot.mail_message import OutgoingMail, build_referral_mail, message_id_for
 from bot.package import build_package
 from bot.protocols import DataSharingProtocol, load_protocol_file
 from bot.referral import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
@@ -195,9 +197,133 @@ def test_the_mail_uses_the_words_of_the_cards_and_claims_only_what_the_referrer_
     contents: ReferralPackageContents, package: bytes, corrects: str | None
 ) -> None:
     message = build_referral_mail(contents, package, sender=SENDER, local_tz=BRUSSELS, corrects=corrects)
-    text = f"{message['Subject']}\n{_body(message)}"
+    received = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert isinstance(received, EmailMessage)
+    text = f"{message['Subject']}\n{_body(received)}"
 
     assert forbidden_words(text, "nl") == {}
     assert unproven_ticks(text, "nl") == []
     assert "De doorverwijzer bevestigde in Teams dat de ouders geïnformeerd werden" in text
     assert "U meldde" not in text, "a correction may be Kind en Gezin's own: the mail does not say the OCMW asked"
+
+
+def _as_the_email_package_writes_it(
+    contents: ReferralPackageContents, package: bytes, sender: str, boundary: str, corrects: str | None = None
+) -> bytes:
+    """The mail as it was built before it was rendered directly: `EmailMessage`, `policy.SMTP`."""
+    created = contents.created_at.astimezone(BRUSSELS)
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = sender
+    message["To"] = contents.protocol.recipient_mailbox
+    message["Subject"] = mail_message._subject(contents, created.strftime("%d/%m/%Y"), corrects)
+    message["Date"] = created
+    message["Message-ID"] = message_id_for(contents.reference, sender)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(mail_message._body(contents, created.strftime("%d/%m/%Y %H:%M"), corrects))
+    message.add_attachment(package, maintype="application", subtype="zip", filename=f"{contents.reference}.zip")
+    message.set_boundary(boundary)
+    return message.as_bytes(policy=email.policy.SMTP)
+
+
+def _boundary_of(data: bytes) -> str:
+    match = re.search(rb'boundary="([^"]+)"', data)
+    assert match is not None
+    return match.group(1).decode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("sender", "team", "reference", "corrects"),
+    [
+        (SENDER, None, REFERENCE, None),
+        (SENDER, None, f"{REFERENCE}-2", REFERENCE),
+        ("bot@kindengezin.be", None, REFERENCE, None),
+        ("Opgroeien – Veilig doorverwijzen <Bot@KindEnGezin.be>", None, REFERENCE, None),
+        (SENDER, "Kind en Gezin team Noord-Oost Waasland, Beveren, Kruibeke, Zwijndrecht en Sint-Gillis-Waas",
+         REFERENCE, None),
+        (SENDER, "Équipe «Ouders & Kinderen» – Sint-Niklaas", REFERENCE, None),
+        ("Bot <bot@" + "mail." * 12 + "kindengezin.be>", None, "VD-" + "A" * 40, None),
+    ],
+)
+def test_the_bytes_are_the_email_package_s_own(
+    contents: ReferralPackageContents,
+    package: bytes,
+    sender: str,
+    team: str | None,
+    reference: str,
+    corrects: str | None,
+) -> None:
+    if team is not None:
+        protocol = contents.protocol
+        contents = dataclasses.replace(contents, protocol=dataclasses.replace(
+            protocol, sender=dataclasses.replace(protocol.sender, team=team)))
+    contents = dataclasses.replace(contents, reference=reference)
+
+    mail = build_referral_mail(contents, package, sender=sender, local_tz=BRUSSELS, corrects=corrects)
+
+    assert mail.data == _as_the_email_package_writes_it(contents, package, sender, _boundary_of(mail.data), corrects)
+
+
+def test_the_envelope_is_the_sender_address_and_the_mailbox(
+    contents: ReferralPackageContents, package: bytes
+) -> None:
+    mail = build_referral_mail(contents, package, sender=SENDER, local_tz=BRUSSELS)
+
+    assert mail.sender == "Doorverwijzen@KindEnGezin.be"
+    assert mail.recipients == ("welzijnshuis@sint-gillis-waas.be",)
+    assert mail.message_id == f"<{REFERENCE}@kindengezin.be>" == mail["Message-ID"]
+    assert mail["Subject"] == SUBJECT
+    assert mail["Bcc"] is None
+    assert OutgoingMail.from_bytes(mail.data) == mail  # what the outbox worker reads back from the row
+    assert "zoe" not in repr(mail).casefold() and "data" not in repr(mail)
+
+
+def test_every_boundary_is_new(contents: ReferralPackageContents, package: bytes) -> None:
+    boundaries = {_boundary_of(build_referral_mail(contents, package, sender=SENDER, local_tz=BRUSSELS).data)
+                  for _ in range(20)}
+
+    assert len(boundaries) == 20
+
+
+def test_a_header_value_with_a_line_break_is_refused_like_email_message_does(
+    contents: ReferralPackageContents, package: bytes
+) -> None:
+    protocol = contents.protocol
+    broken = dataclasses.replace(contents, protocol=dataclasses.replace(
+        protocol, sender=dataclasses.replace(protocol.sender, team="Team\r\nBcc: x@example.be")))
+
+    with pytest.raises(ValueError, match="linefeed or carriage return"):
+        build_referral_mail(broken, package, sender=SENDER, local_tz=BRUSSELS)
+
+
+def test_an_email_message_becomes_an_outgoing_mail_with_its_envelope() -> None:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = "Bot <bot@kindengezin.be>"
+    message["To"] = "dpo@opgroeien.be, Informatica <informatica@sint-gillis-waas.be>"
+    message["Cc"] = "archief@opgroeien.be"
+    message["Message-ID"] = "<BREACH-1@kindengezin.be>"
+    message["Subject"] = "Melding gegevenslek – artikel 9"
+    message.set_content("Geen gegevens van gezinnen.\n")
+
+    mail = OutgoingMail.from_message(message)
+
+    assert mail.data == message.as_bytes(policy=email.policy.SMTP)
+    assert mail.sender == "bot@kindengezin.be"
+    assert mail.recipients == ("dpo@opgroeien.be", "informatica@sint-gillis-waas.be", "archief@opgroeien.be")
+    assert mail.message_id == "<BREACH-1@kindengezin.be>"
+    assert mail["Subject"] == "Melding gegevenslek – artikel 9"
+
+
+def test_a_blind_copy_is_refused() -> None:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = "bot@kindengezin.be"
+    message["To"] = "dpo@opgroeien.be"
+    message["Bcc"] = "someone@example.be"
+
+    with pytest.raises(ValueError, match="Bcc"):
+        OutgoingMail.from_message(message)
+
+
+def test_stored_bytes_without_addresses_give_an_empty_envelope() -> None:
+    mail = OutgoingMail.from_bytes(b"Subject: nothing\r\n\r\nbody\r\n")
+
+    assert (mail.sender, mail.recipients, mail.message_id) == ("", (), "")

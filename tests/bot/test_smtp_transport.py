@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.mail_message import OutgoingMail
 from bot.mail_transport import MailDeliveryError, MailTransport
 from bot.smtp_transport import SmtpSettings, SmtpTransport, is_loopback_host
 from tests.support import sevenzip
@@ -39,7 +40,7 @@ def _received(data: bytes) -> EmailMessage:
     return parsed
 
 
-async def _refusal(transport: SmtpTransport, message: EmailMessage) -> MailDeliveryError:
+async def _refusal(transport: SmtpTransport, message: OutgoingMail) -> MailDeliveryError:
     with pytest.raises(MailDeliveryError) as caught:
         await transport.send(message)
     return caught.value
@@ -295,3 +296,114 @@ async def test_check_reports_an_unreachable_server() -> None:
         await SmtpTransport(SmtpSettings(HOST, free_port(), timeout_seconds=5)).check()
 
     assert caught.value.transient is True
+
+
+def _mails(count: int) -> list[OutgoingMail]:
+    return [sample_referral(f"VD-20261128-BATCH{n}").message for n in range(count)]
+
+
+async def test_the_server_receives_exactly_the_queued_bytes(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls") as server:
+        await SmtpTransport(server.settings()).send(sample.message)
+
+        (mail,) = server.messages
+    assert mail.data == sample.message.data  # not parsed and written again on the way
+
+
+async def test_send_many_uses_one_session(sample: SampleReferral) -> None:
+    mails = _mails(3)
+    with smtp_server(tls="starttls", auth=AUTH) as server:
+        results = await SmtpTransport(server.settings()).send_many(mails)
+
+        received = server.messages
+    assert results == [None, None, None]
+    assert [mail.data for mail in received] == [mail.data for mail in mails]
+    assert len({mail.peer for mail in received}) == 1
+    assert all(mail.tls and mail.login == AUTH[0] for mail in received)
+
+
+@pytest.mark.parametrize(("code", "stage", "transient"), [(550, "RCPT", False), (451, "DATA", True)])
+async def test_send_many_a_refusal_fails_only_its_own_mail(
+    sample: SampleReferral, code: int, stage: str, transient: bool
+) -> None:
+    mails = _mails(3)
+    with smtp_server(tls="starttls") as server:
+        server.fail_next(code, stage=stage)  # type: ignore[arg-type]
+        results = await SmtpTransport(server.settings()).send_many(mails)
+
+        received = server.messages
+    first, *others = results
+    assert first is not None and first.transient is transient
+    assert f"SMTP {code} from server" in first.reason
+    _assert_reason_is_clean(first, sample)
+    assert others == [None, None]
+    assert [mail.data for mail in received] == [mails[1].data, mails[2].data]
+    assert len({mail.peer for mail in received}) == 1  # the session went on after the refusal
+
+
+async def test_send_many_reconnects_when_the_server_dropped_the_session(sample: SampleReferral) -> None:
+    mails = _mails(3)
+    with smtp_server(tls="starttls") as server:
+        server.drop_next(after=1)  # the second MAIL finds the connection gone, as after an idle timeout
+        results = await SmtpTransport(server.settings()).send_many(mails)
+
+        received = server.messages
+    assert results == [None, None, None]
+    assert [mail.data for mail in received] == [mail.data for mail in mails]
+    assert received[0].peer != received[1].peer == received[2].peer
+
+
+async def test_a_dropped_fresh_session_is_not_retried(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls") as server:
+        server.drop_next()
+        results = await SmtpTransport(server.settings()).send_many(_mails(2))
+
+        assert len(server.messages) == 1
+    assert results[0] is not None and results[0].transient and "closed the connection" in results[0].reason
+    assert results[1] is None  # the next mail opened a new session
+
+
+async def test_send_many_a_421_closes_the_session_and_the_next_mail_gets_a_new_one(sample: SampleReferral) -> None:
+    mails = _mails(3)
+    with smtp_server(tls="starttls") as server:
+        transport = SmtpTransport(server.settings())
+        server.fail_next(421, stage="DATA")
+        results = await transport.send_many(mails)
+
+        received = server.messages
+    assert results[0] is not None and results[0].transient and "421" in results[0].reason
+    assert results[1:] == [None, None]
+    assert [mail.data for mail in received] == [mails[1].data, mails[2].data]
+
+
+async def test_send_many_to_a_server_that_is_down_answers_for_every_mail() -> None:
+    transport = SmtpTransport(SmtpSettings(HOST, free_port(), "starttls", timeout_seconds=5))
+
+    results = await transport.send_many(_mails(3))
+
+    assert all(result is not None and result.transient and "ECONNREFUSED" in result.reason for result in results)
+
+
+async def test_send_many_a_wrong_password_fails_every_mail_permanently(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls", auth=AUTH) as server:
+        results = await SmtpTransport(server.settings(password="wrong")).send_many(_mails(2))
+
+        assert server.messages == []
+    assert all(result is not None and not result.transient and "535" in result.reason for result in results)
+
+
+async def test_send_many_a_mail_without_recipients_fails_alone(sample: SampleReferral) -> None:
+    mails = _mails(2)
+    broken = OutgoingMail.from_bytes(b"From: bot@kindengezin.be\r\nSubject: x\r\n\r\nx\r\n")
+    with smtp_server(tls="starttls") as server:
+        results = await SmtpTransport(server.settings()).send_many([mails[0], broken, mails[1]])
+
+        assert len(server.messages) == 2
+    assert results[0] is None and results[2] is None
+    assert results[1] is not None and not results[1].transient
+
+
+async def test_send_many_of_nothing_connects_to_nothing() -> None:
+    transport = SmtpTransport(SmtpSettings(HOST, free_port(), "starttls", timeout_seconds=5))
+
+    assert await transport.send_many([]) == []

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bot.mail_message import build_referral_mail
+from bot.mail_message import OutgoingMail, build_referral_mail
 from bot.package import build_package
 from bot.protocols import load_protocol_file
 from bot.referral import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
@@ -32,7 +31,7 @@ class SampleReferral:
 
     contents: ReferralPackageContents
     package: bytes
-    message: EmailMessage
+    message: OutgoingMail
 
     @property
     def recipient(self) -> str:

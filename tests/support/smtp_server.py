@@ -1,8 +1,9 @@
 """A real SMTP server (aiosmtpd) on 127.0.0.1 for transport and outbox tests.
 
 STARTTLS or implicit TLS with a certificate for 127.0.0.1 from a throwaway `trustme` CA, optional
-AUTH, scripted refusals (421, 451, 550, ...) at RCPT or DATA, and stop/start on the same port to play
-a server that goes down and comes back. The server runs in its own thread (aiosmtpd's Controller),
+AUTH, scripted refusals (421, 451, 550, ...) at RCPT or DATA, a connection dropped at the next MAIL
+(a server that closed an idle session), and stop/start on the same port to play a server that goes
+down and comes back. The server runs in its own thread (aiosmtpd's Controller),
 so it answers while the test's event loop awaits the client.
 
     with smtp_server(tls="starttls", auth=("bot", "secret")) as server:
@@ -44,6 +45,7 @@ class ReceivedMail:
     data: bytes
     login: str | None  # the AUTH user name, None when the session did not log in
     tls: bool
+    peer: Any = None  # the client's (host, port): the same for mails sent over one connection
 
 
 class _Handler:
@@ -54,10 +56,19 @@ class _Handler:
         self._lock = threading.Lock()
         self._messages: list[ReceivedMail] = []
         self._failures: dict[Stage, deque[int]] = {"RCPT": deque(), "DATA": deque()}
+        self._mail_script: deque[bool] = deque()  # per coming MAIL command: drop the connection?
 
     def fail_next(self, code: int, count: int, stage: Stage) -> None:
         with self._lock:
             self._failures[stage].extend([code] * count)
+
+    def drop_next(self, count: int, after: int) -> None:
+        with self._lock:
+            self._mail_script.extend([False] * after + [True] * count)
+
+    def _take_drop(self) -> bool:
+        with self._lock:
+            return self._mail_script.popleft() if self._mail_script else False
 
     def messages(self) -> list[ReceivedMail]:
         with self._lock:
@@ -75,6 +86,9 @@ class _Handler:
         # as TLS), so the handler enforces it, with the same reply.
         if self._require_auth and not session.authenticated:
             return "530 5.7.0 Authentication required"
+        if self._take_drop() and server.transport is not None:
+            server.transport.close()  # as a server does that timed out an idle session: no reply at all
+            return "421 4.4.2 connection dropped"  # written to a closed transport, so never seen
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -103,6 +117,7 @@ class _Handler:
             data=content if isinstance(content, bytes) else content.encode(),
             login=login,
             tls=session.ssl is not None or _over_tls(server),
+            peer=session.peer,
         )
         with self._lock:
             self._messages.append(mail)
@@ -152,6 +167,10 @@ class SmtpTestServer:
     def fail_next(self, code: int, count: int = 1, *, stage: Stage = "DATA") -> None:
         """Answer the next `count` RCPT or DATA commands with `code` instead of accepting."""
         self._handler.fail_next(code, count, stage)
+
+    def drop_next(self, count: int = 1, *, after: int = 0) -> None:
+        """Close the connection, without a reply, at `count` MAIL commands after the next `after` ones."""
+        self._handler.drop_next(count, after)
 
     def settings(self, **overrides: Any) -> SmtpSettings:
         """SmtpSettings that reach this server and trust its CA; `overrides` replace any field."""
