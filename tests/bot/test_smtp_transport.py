@@ -13,7 +13,7 @@ import pytest
 
 from bot.mail_message import OutgoingMail
 from bot.mail_transport import MailDeliveryError, MailTransport
-from bot.smtp_transport import SmtpSettings, SmtpTransport, is_loopback_host
+from bot.smtp_transport import SmtpSettings, SmtpTransport, _seven_bit, is_loopback_host
 from tests.support import sevenzip
 from tests.support.sample_referral import SENDER_ADDRESS, ZIP_PASSWORD, SampleReferral, sample_referral
 from tests.support.smtp_server import HOST, free_port, smtp_server
@@ -407,3 +407,31 @@ async def test_send_many_of_nothing_connects_to_nothing() -> None:
     transport = SmtpTransport(SmtpSettings(HOST, free_port(), "starttls", timeout_seconds=5))
 
     assert await transport.send_many([]) == []
+
+
+def _eight_bit_mail() -> OutgoingMail:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = "bot@kindengezin.be"
+    message["To"] = "dpo@opgroeien.be"
+    message["Message-ID"] = "<BREACH-1@kindengezin.be>"
+    message["Subject"] = "Melding"
+    message.set_content("Beste functionarissen, één gegevenslek.\n")  # short lines: 8bit, not quoted-printable
+    return OutgoingMail.from_message(message)
+
+
+async def test_an_8bit_mail_is_sent_as_it_is_to_a_server_with_8bitmime() -> None:
+    mail = _eight_bit_mail()
+    assert not mail.data.isascii()
+    with smtp_server(tls="starttls") as server:
+        await SmtpTransport(server.settings()).send(mail)
+
+        (received,) = server.messages
+    assert received.data == mail.data
+
+
+def test_an_8bit_mail_is_made_7bit_for_a_server_without_8bitmime() -> None:
+    data = _seven_bit(_eight_bit_mail().data)
+
+    assert data.isascii()
+    body = _received(data).get_body(preferencelist=("plain",))
+    assert body is not None and body.get_content().splitlines() == ["Beste functionarissen, één gegevenslek."]
