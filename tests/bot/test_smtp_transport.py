@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 
 from bot.mail_message import OutgoingMail
@@ -435,3 +436,11 @@ def test_an_8bit_mail_is_made_7bit_for_a_server_without_8bitmime() -> None:
     assert data.isascii()
     body = _received(data).get_body(preferencelist=("plain",))
     assert body is not None and body.get_content().splitlines() == ["Beste functionarissen, één gegevenslek."]
+
+
+async def test_a_failure_keeps_aiosmtplib_s_error_as_its_cause(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls") as server:
+        server.fail_next(550, stage="RCPT")
+        error = await _refusal(SmtpTransport(server.settings()), sample.message)
+
+    assert isinstance(error.__cause__, aiosmtplib.SMTPRecipientsRefused)  # for the log's traceback
