@@ -1,12 +1,16 @@
 """Builds to compare: a name, a source tree to run in, and a Python with that tree's requirements.
 
 `--build NAME=REF`, where REF is
-- `WORKTREE`: the checkout the harness runs from, with its `.venv` (the code being changed now);
+- `WORKTREE`: the checkout the harness runs from, with the Python running the harness (its `.venv`:
+  the code being changed now);
 - a git commit-ish: checked out with `git worktree add --detach` into a temporary folder (removed
   afterwards) with a venv cached in `.bench-cache/venv-<hash of requirements.txt and Python>`, so
-  only a changed requirements file costs a new install;
+  only a changed requirements file costs a new install; a commit whose requirements.txt is the
+  working tree's runs with the harness's own Python (nothing to install);
 - `echo@OTHER`: the stock botbuilder echo bot (`benchmarks/baseline_echo_bot.py`) run with the
-  Python of build OTHER, which must have botbuilder: the cost floor of the SDK itself.
+  Python of build OTHER, which must have botbuilder: the cost floor of the SDK itself. OTHER may
+  also be a commit that is not a build (e.g. `echo@b8044bc`, the last botbuilder version): then only
+  its venv is made, and nothing of it runs but the echo bot.
 """
 
 from __future__ import annotations
@@ -129,11 +133,14 @@ def prepared_builds(specs: list[BuildSpec], repo: Path, cache_dir: Path) -> Iter
         for spec in specs:
             if spec.echo_of is not None:
                 base = builds.get(spec.echo_of)
-                if base is None:
-                    raise BuildError(f"{spec.name}={spec.ref}: no bot build named {spec.echo_of!r}")
+                if base is not None:
+                    python, source = base.python, f"the Python of {base.name!r}"
+                else:
+                    python = _python_of_commit(spec.echo_of, repo, cache_dir)
+                    source = f"the venv of {spec.echo_of}'s requirements.txt"
                 builds[spec.name] = Build(
-                    spec.name, ECHO_BOT.parent, base.python, (str(ECHO_BOT),), echo=True,
-                    description=f"stock botbuilder echo bot ({ECHO_BOT.name}) with the Python of {base.name!r}",
+                    spec.name, ECHO_BOT.parent, python, (str(ECHO_BOT),), echo=True,
+                    description=f"stock botbuilder echo bot ({ECHO_BOT.name}) with {source}",
                 )
         yield [builds[spec.name] for spec in specs]
     finally:
@@ -148,11 +155,8 @@ def prepared_builds(specs: list[BuildSpec], repo: Path, cache_dir: Path) -> Iter
 
 def _prepare_bot(spec: BuildSpec, repo: Path, cache_dir: Path, worktrees: list[Path]) -> Build:
     if spec.ref == WORKTREE:
-        python = repo / ".venv" / "bin" / "python"
-        if not python.exists():
-            raise BuildError(f"{spec.name}: {python} is missing (make run creates it)")
-        return Build(spec.name, repo, python, ("-m", "bot", "serve"), echo=False,
-                     description=f"working tree {repo} with .venv")
+        return Build(spec.name, repo, Path(sys.executable), ("-m", "bot", "serve"), echo=False,
+                     description=f"working tree {repo} with {sys.prefix}")
     commit = _git(repo, "rev-parse", "--verify", f"{spec.ref}^{{commit}}")
     tree = Path(tempfile.mkdtemp(prefix=f"bench-{spec.name}-"))
     worktrees.append(tree)
@@ -160,6 +164,24 @@ def _prepare_bot(spec: BuildSpec, repo: Path, cache_dir: Path, worktrees: list[P
     requirements = tree / "requirements.txt"
     if not requirements.exists():
         raise BuildError(f"{spec.name}: {spec.ref} has no requirements.txt")
-    venv = cached_venv(requirements, cache_dir)
-    return Build(spec.name, tree, venv / "bin" / "python", ("-m", "bot", "serve"), echo=False,
+    python, venv = _python_for(requirements, repo, cache_dir)
+    return Build(spec.name, tree, python, ("-m", "bot", "serve"), echo=False,
                  description=f"{spec.ref} ({commit[:12]}) in a temporary worktree, venv {venv}")
+
+
+def _python_for(requirements: Path, repo: Path, cache_dir: Path) -> tuple[Path, Path]:
+    """(python, its venv) with `requirements` installed: the harness's own when they are the working tree's."""
+    own = repo / "requirements.txt"
+    if own.exists() and own.read_bytes() == requirements.read_bytes():
+        return Path(sys.executable), Path(sys.prefix)
+    venv = cached_venv(requirements, cache_dir)
+    return venv / "bin" / "python", venv
+
+
+def _python_of_commit(ref: str, repo: Path, cache_dir: Path) -> Path:
+    """The Python of a commit's requirements.txt, without checking the commit out."""
+    commit = _git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    with tempfile.TemporaryDirectory(prefix="bench-requirements-") as folder:
+        requirements = Path(folder) / "requirements.txt"
+        requirements.write_text(_git(repo, "show", f"{commit}:requirements.txt") + "\n", encoding="utf-8")
+        return _python_for(requirements, repo, cache_dir)[0]

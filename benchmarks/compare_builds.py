@@ -1,6 +1,12 @@
-"""Compare the bot's CPU cost per turn across builds, in one run, over real HTTP.
+"""Compare the bot's CPU cost per turn across builds, in one run, over real HTTP; or issue 14's goals.
 
-    .venv/bin/python -m benchmarks.compare_builds [--build NAME=REF ...] [--rounds 3] [--markdown]
+    .venv/bin/python -m benchmarks.compare_builds [--build NAME=REF ...] [--rounds 3] [--markdown] [--quick]
+    .venv/bin/python -m benchmarks.compare_builds --goals [--build NAME=REF ...] [--quick] [--markdown]
+
+`--goals` prints every figure of issue 14's goals next to its baseline, the stock echo bot measured
+in the same round (see benchmarks/goals.py for what each figure is and how it is taken); its default
+builds are this working tree (`after`) and the echo bot with the venv of b8044bc (`echo`). A full run
+takes most of an hour (3 rounds of 10 k referrals per build); `--quick` a few minutes.
 
 Each build (default: `before` = b8044bc, the last botbuilder-era commit, in a temporary worktree
 and a cached venv; `after` = this working tree with `.venv`; `echo` = the stock botbuilder echo bot
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import subprocess  # asks each build's Python for its package versions  # nosec B404
@@ -32,6 +39,7 @@ from types import FrameType
 
 import aiohttp
 
+from benchmarks import goals
 from benchmarks.builds import DEFAULT_BUILDS, Build, BuildError, BuildSpec, log, prepared_builds, repo_root
 from benchmarks.connector_standin import STATS_PATH
 from benchmarks.cpu import pick_cpus, pin_self
@@ -48,10 +56,12 @@ from benchmarks.scenarios import (
     Target,
     wait_quiet,
 )
+from benchmarks.smtp_sink import MAILS_PATH
 
 #: Scenarios by command-line name; the echo bot only has message turns.
 SCENARIOS = ("message", "card", "referral")
 ECHO_SCENARIOS = {"message"}
+GOAL_BUILDS = ("after=WORKTREE", "echo=echo@b8044bc")
 _VERSIONS_OF = ("botbuilder-core", "microsoft-agents-hosting-core", "aiohttp")
 
 
@@ -75,7 +85,20 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown for the README")
     parser.add_argument("--cache-dir", type=Path, help="where venvs are kept (default: <repo>/.bench-cache)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every round's figures to FILE")
+    parser.add_argument("--goals", action="store_true", help="measure issue 14's goals against the echo bot "
+                        "(default builds: " + " ".join(GOAL_BUILDS) + ")")
+    parser.add_argument("--quick", action="store_true", help="fewer samples per round: minutes, not most of an "
+                        "hour (the figures are noisier; use the full run for the README)")
+    parser.add_argument("--load-seconds", type=float, help="--goals: seconds of the 20-referrer delivery load "
+                        "(default 60, --quick 10)")
+    parser.add_argument("--fill", metavar="FIRST,TOTAL", help="--goals: referrals stored for the RSS comparison; "
+                        "the other figures are taken with TOTAL stored (default 1000,10000; --quick too)")
+    parser.add_argument("--drive", action="store_true", help="--goals: drive the FIRST, then TOTAL referrals "
+                        "through the bot (RSS after each, in one process) instead of seeding them (slow)")
     arguments = parser.parse_args(argv)
+    if arguments.quick and not arguments.goals:
+        arguments.messages, arguments.card_actions, arguments.referrals = 60, 60, 10
+        arguments.warmup = min(arguments.warmup, 10)
     arguments.scenarios = [s.strip() for s in arguments.scenarios.split(",") if s.strip()]
     unknown = set(arguments.scenarios) - set(SCENARIOS)
     if unknown:
@@ -83,13 +106,31 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     if min(arguments.rounds, arguments.messages, arguments.card_actions, arguments.referrals) < 1:
         parser.error("--rounds, --messages, --card-actions and --referrals must be at least 1")
     try:
-        arguments.specs = [BuildSpec.parse(text) for text in (arguments.build or DEFAULT_BUILDS)]
+        default = GOAL_BUILDS if arguments.goals else DEFAULT_BUILDS
+        arguments.specs = [BuildSpec.parse(text) for text in (arguments.build or default)]
     except ValueError as error:
         parser.error(str(error))
+    arguments.goal_options = _goal_options(parser, arguments)
     arguments.baseline = arguments.baseline or arguments.specs[0].name
     if arguments.baseline not in {spec.name for spec in arguments.specs}:
         parser.error(f"--baseline {arguments.baseline!r} is not one of the builds")
     return arguments
+
+
+def _goal_options(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> goals.GoalOptions:
+    options = goals.GoalOptions.quick() if arguments.quick else goals.GoalOptions()
+    changes: dict[str, object] = {"rounds": arguments.rounds, "drive": arguments.drive}
+    if arguments.load_seconds is not None:
+        changes["load_seconds"] = arguments.load_seconds
+    if arguments.fill is not None:
+        try:
+            first, total = (int(part) for part in arguments.fill.split(","))
+        except ValueError:
+            parser.error("--fill wants FIRST,TOTAL, e.g. 1000,10000")
+        if not 0 < first < total:
+            parser.error("--fill wants 0 < FIRST < TOTAL")
+        changes["fill"] = (first, total)
+    return dataclasses.replace(options, **changes)  # type: ignore[arg-type]
 
 
 def _applies(build: Build, scenario: str) -> bool:
@@ -197,6 +238,39 @@ def _cross_check(targets: dict[str, Target]) -> None:
             log(f"{target.name}: {cpu.ns() / 1e9:.3f} s by {source}, {cpu.stat_ns() / 1e9:.2f} s by /proc/pid/stat")
 
 
+@contextlib.contextmanager
+def _goal_peers(folder: Path) -> Iterator[tuple[Process, Process, int]]:
+    """The connector stand-in and the SMTP server (with its SMTP port), stopped when the block ends."""
+    processes: list[Process] = []
+    root = Path(__file__).parent.parent
+    try:
+        port = free_port()
+        processes.append(start("connector stand-in", [sys.executable, "-m", "benchmarks.connector_standin", str(port)],
+                               cwd=root, env=base_environment(), port=port, log_path=folder / "connector.log",
+                               cpu=None))
+        smtp_port, http_port = free_port(), free_port()
+        processes.append(start("SMTP server", [sys.executable, "-m", "benchmarks.smtp_sink", str(smtp_port),
+                                               str(http_port)],
+                               cwd=root, env=base_environment(), port=http_port, log_path=folder / "smtp.log",
+                               cpu=None))
+        yield processes[0], processes[1], smtp_port
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+
+async def _measure_goals(
+    arguments: argparse.Namespace, builds: list[Build], folder: Path, bot_cpu: int | None
+) -> tuple[list[dict[str, float]], dict[str, list[dict[str, float]]]]:
+    with _goal_peers(folder) as (connector, sink_process, smtp_port):
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            await wait_healthy(session, connector, STATS_PATH)
+            await wait_healthy(session, sink_process, MAILS_PATH)
+            sink = goals.SmtpSink(session, sink_process, smtp_port)
+            return await goals.run(arguments.goal_options, session, Driver(session, connector.url), sink, builds,
+                                   folder, bot_cpu)
+
+
 def _on_sigterm(_signal: int, _frame: FrameType | None) -> None:
     raise SystemExit(143)  # so every `finally` stops its processes and removes the worktrees
 
@@ -218,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                 log("fewer than two CPUs available: not pinning")
             if cpus is not None:
                 pin_self(cpus[1])  # before any child starts: the stand-in inherits this CPU
+            if arguments.goals:
+                echo, bots = asyncio.run(_measure_goals(arguments, builds, Path(folder), cpus[0] if cpus else None))
+                return _print_goals(arguments, header, cpus, echo, bots)
             with _started(builds, Path(folder), cpus[0] if cpus else None) as (connector, targets):
                 results = asyncio.run(_measure(arguments, builds, connector, targets))
                 _cross_check(targets)
@@ -236,6 +313,31 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.json:
         arguments.json.write_text(json.dumps(raw(results), indent=1), encoding="utf-8")
     output = markdown(table, arguments.baseline) if arguments.markdown else plain(table, arguments.baseline)
+    sys.stdout.write("\n".join(["Builds:", *header, settings, "", output, ""]))
+    return 0
+
+
+def _print_goals(
+    arguments: argparse.Namespace,
+    header: list[str],
+    cpus: tuple[int, int] | None,
+    echo: list[dict[str, float]],
+    bots: dict[str, list[dict[str, float]]],
+) -> int:
+    options: goals.GoalOptions = arguments.goal_options
+    settings = (
+        f"issue 14 goals: {options.rounds} rounds; per round and bot build, with {options.fill[1]} referrals "
+        + (f"driven by {goals.CONCURRENCY} referrers (RSS after {options.fill[0]} and {options.fill[1]}): "
+           if options.drive else f"stored (and again with {options.fill[0]}, for RSS): ")
+        + f"{options.cpu_referrals} referrals one at a time, {options.card_actions} card actions at 1 and at "
+        f"{goals.CONCURRENCY}, {options.load_seconds:.0f} s of delivery load by {goals.CONCURRENCY} referrers; "
+        f"echo: {options.echo_turns} message turns; "
+        + (f"bots pinned to CPU {cpus[0]}, load generator, stand-in and SMTP server to CPU {cpus[1]}" if cpus
+           else "not pinned")
+    )
+    if arguments.json:
+        arguments.json.write_text(json.dumps({"echo": echo, "bots": bots}, indent=1), encoding="utf-8")
+    output = goals.table(options, echo, bots, markdown=arguments.markdown)
     sys.stdout.write("\n".join(["Builds:", *header, settings, "", output, ""]))
     return 0
 

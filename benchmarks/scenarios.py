@@ -70,11 +70,16 @@ class Sample:
 
 @dataclass
 class Target:
-    """A running build as the scenarios drive it."""
+    """A running build as the scenarios drive it.
+
+    Delivery is seen in its `.eml` outbox folder, or, with `MAIL_TRANSPORT=smtp`, by `mail_count`
+    (the mails the benchmark's SMTP server accepted so far).
+    """
 
     name: str
     process: Process
     outbox: Path | None
+    mail_count: Callable[[], Awaitable[int]] | None = None
     _referral_users: itertools.count[int] = field(default_factory=itertools.count)
     _users: list[BenchUser] = field(default_factory=list)
 
@@ -168,20 +173,19 @@ class Driver:
 
     async def referrals(self, target: Target, count: int) -> tuple[Sample, Sample]:
         """`count` whole referrals: (the 4 invokes, the 4 invokes plus delivery) per referral."""
-        outbox = target.outbox
-        if outbox is None:
-            raise ScenarioError(f"{target.name}: no outbox folder to watch")
+        if target.outbox is None and target.mail_count is None:
+            raise ScenarioError(f"{target.name}: no outbox folder or SMTP server to watch")
         invokes = Sample(0, 0, [])
         delivered = Sample(0, 0, [])
         for _ in range(count):
-            expected = _eml_count(outbox) + 1
+            expected = await _mails(target) + 1
             user = target.new_referral_user()
             cpu_start = target.process.cpu.ns()
             started = time.perf_counter()
             await self._one_referral(target, user)
             invokes.latencies.append(time.perf_counter() - started)
             invokes.cpu_ns += target.process.cpu.ns() - cpu_start
-            await _wait_for_eml(target, outbox, expected)
+            await _wait_for_mail(target, expected)
             delivered.latencies.append(time.perf_counter() - started)
             await wait_quiet(target.process)
             delivered.cpu_ns += target.process.cpu.ns() - cpu_start
@@ -189,7 +193,8 @@ class Driver:
             delivered.operations += 1
         return invokes, delivered
 
-    async def _one_referral(self, target: Target, user: BenchUser) -> None:
+    async def _one_referral(self, target: Target, user: BenchUser) -> dict[str, Any]:
+        """start, consent, details, send; returns the card `referral.send` answered with."""
         consent = await self.card_action(target, user, "referral.start", {})
         _expect(target, consent, "referral.start", "referral.consent")
         draft = draft_id(consent)
@@ -201,7 +206,7 @@ class Driver:
         _expect(target, details, "referral.consent", "referral.details")
         review = await self.card_action(target, user, "referral.details", {"draftId": draft, **CLIENT_FORM})
         _expect(target, review, "referral.details", "referral.send")
-        await self.card_action(target, user, "referral.send", {"draftId": draft})
+        return await self.card_action(target, user, "referral.send", {"draftId": draft})
 
 
 def _expect(target: Target, card: dict[str, Any], verb: str, next_verb: str) -> None:
@@ -219,15 +224,28 @@ def _eml_count(outbox: Path) -> int:
         return 0
 
 
-async def _wait_for_eml(target: Target, outbox: Path, expected: int) -> None:
-    deadline = time.monotonic() + DELIVERY_TIMEOUT_SECONDS
-    while _eml_count(outbox) < expected:
+async def _mails(target: Target) -> int:
+    """The mails delivered so far: at the SMTP server, or as `.eml` files."""
+    if target.mail_count is not None:
+        return await target.mail_count()
+    return _eml_count(target.outbox) if target.outbox is not None else 0
+
+
+async def _wait_for_mail(target: Target, expected: int, within: float = DELIVERY_TIMEOUT_SECONDS) -> None:
+    deadline = time.monotonic() + within
+    while await _mails(target) < expected:
         if time.monotonic() > deadline:
+            where = "at the SMTP server" if target.mail_count is not None else f"in {target.outbox}"
             raise ScenarioError(
-                f"{target.name}: no .eml number {expected} in {outbox} after "
-                f"{DELIVERY_TIMEOUT_SECONDS:.0f} s; bot log:\n{target.process.log_tail()}"
+                f"{target.name}: mail number {expected} not {where} after {within:.0f} s; "
+                f"bot log:\n{target.process.log_tail()}"
             )
         await asyncio.sleep(0.001)
+
+
+async def wait_for_mail(target: Target, expected: int, within: float) -> None:
+    """Until `expected` mails were delivered in all (ScenarioError after `within` seconds)."""
+    await _wait_for_mail(target, expected, within)
 
 
 async def wait_quiet(process: Process, within: float = 10.0) -> None:
