@@ -500,14 +500,13 @@ def _goals(options: GoalOptions) -> list[_Goal]:
     ]
 
 
-def _spread(values: list[float], digits: int) -> str:
+def _spread(values: list[float]) -> str:
+    """Mean (min–max), with as many decimals as the size of the mean deserves."""
     if not values:
         return "–"
-    return f"{statistics.fmean(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
-
-
-def _digits(unit: str) -> int:
-    return {"ms": 2, "s": 2, "MB": 1, "/s": 1}.get(unit, 0)
+    mean = statistics.fmean(values)
+    digits = 0 if abs(mean) >= 1000 or all(v == int(v) for v in values) else 1 if abs(mean) >= 10 else 2
+    return f"{mean:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
 def table(
@@ -531,19 +530,54 @@ def table(
             judged = statistics.fmean(ratios) if ratios else (statistics.fmean(values) if values else None)
             met = "–" if goal.ok is None or judged is None else ("yes" if goal.ok(judged) else "NO")
             rows.append((
-                goal.label, build, _spread(values, _digits(goal.unit)) + unit, goal.baseline_label,
-                (_spread(base_values, _digits(goal.unit)) + unit) if base_values else "",
-                (_spread(ratios, 2) + "x") if ratios else "", goal.bound, met,
+                goal.label, build, _spread(values) + unit, goal.baseline_label,
+                (_spread(base_values) + unit) if base_values else "",
+                (_spread(ratios) + "x") if ratios else "", goal.bound, met,
             ))
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * len(header)) + " |"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
+        return _markdown(options, echo, bots)
     widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
              for cells in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def _markdown(options: GoalOptions, echo: list[dict[str, float]], bots: dict[str, list[dict[str, float]]]) -> str:
+    """For the README: a row per goal, a column per build; each cell the figure and, if any, its ratio."""
+    builds = list(bots)
+    lines = ["| goal | bound | baseline | " + " | ".join(builds) + " |",
+             "| --- | --- | --- |" + " ---: |" * len(builds)]
+    for goal in _goals(options):
+        unit = f" {goal.unit}" if goal.unit else ""
+        cells = []
+        baseline = ""
+        for build in builds:
+            rounds = bots[build]
+            values = [figures[goal.figure] for figures in rounds if goal.figure in figures]
+            cell = _spread(values) + unit
+            if goal.baseline is not None:
+                sources = [echo[number] if goal.baseline.startswith("echo_") else figures
+                           for number, figures in enumerate(rounds)]
+                pairs = [(figures[goal.figure], source[goal.baseline])
+                         for figures, source in zip(rounds, sources, strict=True)
+                         if goal.figure in figures and source.get(goal.baseline)]
+                ratios = [value / base for value, base in pairs]
+                met = "" if goal.ok is None or not ratios else _met(goal.ok(statistics.fmean(ratios)))
+                cell += f"; **{statistics.fmean(ratios):.2f}x**{met}" if ratios else ""
+                if goal.baseline.startswith("echo_"):
+                    baseline = f"{goal.baseline_label} {_spread([b for _, b in pairs])}{unit}"
+                else:
+                    baseline = f"{goal.baseline_label} (same build)"
+            elif goal.ok is not None and values:
+                cell += _met(goal.ok(statistics.fmean(values)))
+            cells.append(cell)
+        lines.append(f"| {goal.label} | {goal.bound} | {baseline} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _met(met: bool) -> str:
+    return " (met)" if met else " (**not met**)"
 
 
 async def run(
