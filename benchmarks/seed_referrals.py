@@ -6,20 +6,26 @@ chain, its outbox row, delivered and emptied), so the benchmark can measure a bo
 referrals without first driving 10 k referrals through it. All but the newest 1 % are closed
 (`data_deleted`, within the last 80 days: nothing for reminders or retention to do at start); the
 newest are `sent` in the last hour (not due for a reminder yet). Drafts and Teams messages are not
-seeded. Deterministic (fixed seed), so every round starts from the same rows.
+seeded. Deterministic (fixed seed), so every round starts from the same rows. It speaks both storage
+layers: the synchronous SQLite one (up to issue 13) and the async SQLAlchemy one after it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
+import importlib
+import inspect
 import json
 import random
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.config import Settings
-from bot.database import open_database, transaction
 from bot.outbox import Outbox
 from bot.referrals import ReferralState, ReferralStore, SentReferral
 from bot.register import ProcessingRegister, RegisterEvent
@@ -29,42 +35,92 @@ REFERRERS = 200
 _ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 
 
+@dataclass(frozen=True)
+class _Row:
+    referral: SentReferral
+    events: tuple[RegisterEvent, ...]
+
+
+def _rows(count: int, now: dt.datetime) -> Iterator[_Row]:
+    rng = random.Random(14)  # noqa: S311 - reproducible rows, not secrets  # nosec B311
+    for number in range(count):
+        recent = number >= count * 0.99
+        created = now - (dt.timedelta(minutes=rng.uniform(1, 60)) if recent else dt.timedelta(days=rng.uniform(1, 80)))
+        reference = f"VD-{created:%Y%m%d}-" + "".join(rng.choice(_ALPHABET) for _ in range(6))
+        referrer = number % REFERRERS
+        referral = SentReferral(
+            reference=reference, protocol_id=PROTOCOL_ID, referrer_id=f"aad-seed-{referrer}",
+            referrer_name=f"Seed {referrer}", conversation_id=f"a:personal-seed-{referrer}",
+            conversation_ref=json.dumps({"conversation": {"id": f"a:personal-seed-{referrer}"}}),
+            card_activity_id=None, lang="nl", key_version="local-1",
+            message_id=f"<{reference}@opgroeien.be>", created_at=created, queued_at=created,
+            sent_at=created + dt.timedelta(seconds=1),
+            state=ReferralState.SENT if recent else ReferralState.DATA_DELETED,
+        )
+        events: tuple[RegisterEvent, ...] = (RegisterEvent.CONSENT_CONFIRMED, RegisterEvent.PACKAGE_BUILT,
+                                             RegisterEvent.QUEUED, RegisterEvent.DELIVERED)
+        if not recent:
+            events += (RegisterEvent.ACKNOWLEDGED, RegisterEvent.OUTCOME_RECORDED, RegisterEvent.DELETION_CONFIRMED)
+        yield _Row(referral, events)
+
+
+def _entry(row: _Row, event: RegisterEvent) -> dict[str, Any]:
+    referral = row.referral
+    return {"at": referral.created_at, "event": event, "actor_id": referral.referrer_id,
+            "actor_name": referral.referrer_name, "protocol_id": PROTOCOL_ID, "reference": referral.reference}
+
+
+async def _seed_async(settings: Settings, count: int, now: dt.datetime) -> None:
+    """The SQLAlchemy storage: schema migrated as `serve` would, then one transaction."""
+    from bot.wiring import open_database_for_command
+
+    closers: list[Any] = []
+    db = await open_database_for_command(settings, closers)
+    referrals, register, outbox = ReferralStore(db), ProcessingRegister(db), Outbox(db)
+    try:
+        async with db.transaction():
+            for row in _rows(count, now):
+                referral = row.referral
+                await referrals.add(referral)
+                await outbox.enqueue(message_id=referral.message_id, reference=referral.reference, payload=b"seeded",
+                                     now=referral.created_at)
+                await outbox.mark_delivered(referral.message_id, referral.created_at + dt.timedelta(seconds=1))
+                for event in row.events:
+                    await register.append(**_entry(row, event))
+    finally:
+        for close in reversed(closers):
+            await close()
+        await db.close()
+
+
+def _seed_sync(settings: Settings, count: int, now: dt.datetime) -> None:
+    """The synchronous SQLite storage of the builds before issue 13 (typed `Any`: this tree has the other)."""
+    database: Any = importlib.import_module("bot.database")
+    transaction = database.transaction
+    connection = database.open_database(settings.database_path)
+    stores: Any = (ReferralStore, ProcessingRegister, Outbox)
+    referrals, register, outbox = (store(connection) for store in stores)
+    try:
+        with transaction(connection):
+            for row in _rows(count, now):
+                referral = row.referral
+                referrals.add(referral)
+                outbox.enqueue(message_id=referral.message_id, reference=referral.reference, payload=b"seeded",
+                               now=referral.created_at)
+                outbox.mark_delivered(referral.message_id, referral.created_at + dt.timedelta(seconds=1))
+                for event in row.events:
+                    register.append(**_entry(row, event))
+    finally:
+        connection.close()
+
+
 def seed(data_dir: Path, count: int, now: dt.datetime) -> None:
     """Add `count` referrals (one transaction) to the database in `data_dir`."""
     settings = Settings.from_mapping({"BOT_DATA_DIR": str(data_dir)})
-    connection = open_database(settings.database_path)
-    rng = random.Random(14)  # noqa: S311 - reproducible rows, not secrets  # nosec B311
-    referrals, register, outbox = ReferralStore(connection), ProcessingRegister(connection), Outbox(connection)
-    try:
-        with transaction(connection):
-            for number in range(count):
-                recent = number >= count * 0.99
-                created = now - (dt.timedelta(minutes=rng.uniform(1, 60)) if recent
-                                 else dt.timedelta(days=rng.uniform(1, 80)))
-                reference = f"VD-{created:%Y%m%d}-" + "".join(rng.choice(_ALPHABET) for _ in range(6))
-                referrer = number % REFERRERS
-                referral = SentReferral(
-                    reference=reference, protocol_id=PROTOCOL_ID, referrer_id=f"aad-seed-{referrer}",
-                    referrer_name=f"Seed {referrer}", conversation_id=f"a:personal-seed-{referrer}",
-                    conversation_ref=json.dumps({"conversation": {"id": f"a:personal-seed-{referrer}"}}),
-                    card_activity_id=None, lang="nl", key_version="local-1",
-                    message_id=f"<{reference}@opgroeien.be>", created_at=created, queued_at=created,
-                    sent_at=created + dt.timedelta(seconds=1),
-                    state=ReferralState.SENT if recent else ReferralState.DATA_DELETED,
-                )
-                referrals.add(referral)
-                outbox.enqueue(message_id=referral.message_id, reference=reference, payload=b"seeded", now=created)
-                outbox.mark_delivered(referral.message_id, created + dt.timedelta(seconds=1))
-                events = [RegisterEvent.CONSENT_CONFIRMED, RegisterEvent.PACKAGE_BUILT, RegisterEvent.QUEUED,
-                          RegisterEvent.DELIVERED]
-                if not recent:
-                    events += [RegisterEvent.ACKNOWLEDGED, RegisterEvent.OUTCOME_RECORDED,
-                               RegisterEvent.DELETION_CONFIRMED]
-                for event in events:
-                    register.append(at=created, event=event, actor_id=referral.referrer_id,
-                                    actor_name=referral.referrer_name, protocol_id=PROTOCOL_ID, reference=reference)
-    finally:
-        connection.close()
+    if inspect.iscoroutinefunction(ReferralStore.add):
+        asyncio.run(_seed_async(settings, count, now))
+    else:
+        _seed_sync(settings, count, now)
 
 
 def main() -> None:
