@@ -6,8 +6,9 @@ chain, its outbox row, delivered and emptied), so the benchmark can measure a bo
 referrals without first driving 10 k referrals through it. All but the newest 1 % are closed
 (`data_deleted`, within the last 80 days: nothing for reminders or retention to do at start); the
 newest are `sent` in the last hour (not due for a reminder yet). Drafts and Teams messages are not
-seeded. Deterministic (fixed seed), so every round starts from the same rows. It speaks both storage
-layers: the synchronous SQLite one (up to issue 13) and the async SQLAlchemy one after it.
+seeded. Deterministic (fixed seed), so every round starts from the same rows. It speaks the async
+SQLAlchemy storage (`bot.database`) of issue 13 and later: a baseline build older than that cannot be
+seeded.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import importlib
-import inspect
 import json
 import random
 import sys
@@ -29,6 +28,7 @@ from bot.config import Settings
 from bot.outbox import Outbox
 from bot.referrals import ReferralState, ReferralStore, SentReferral
 from bot.register import ProcessingRegister, RegisterEvent
+from bot.wiring import open_database_for_command
 
 PROTOCOL_ID = "OR-KG-NOW-OCMW-SGW-2026"
 REFERRERS = 200
@@ -70,10 +70,8 @@ def _entry(row: _Row, event: RegisterEvent) -> dict[str, Any]:
             "actor_name": referral.referrer_name, "protocol_id": PROTOCOL_ID, "reference": referral.reference}
 
 
-async def _seed_async(settings: Settings, count: int, now: dt.datetime) -> None:
+async def _seed(settings: Settings, count: int, now: dt.datetime) -> None:
     """The SQLAlchemy storage: schema migrated as `serve` would, then one transaction."""
-    from bot.wiring import open_database_for_command
-
     closers: list[Any] = []
     db = await open_database_for_command(settings, closers)
     referrals, register, outbox = ReferralStore(db), ProcessingRegister(db), Outbox(db)
@@ -93,34 +91,9 @@ async def _seed_async(settings: Settings, count: int, now: dt.datetime) -> None:
         await db.close()
 
 
-def _seed_sync(settings: Settings, count: int, now: dt.datetime) -> None:
-    """The synchronous SQLite storage of the builds before issue 13 (typed `Any`: this tree has the other)."""
-    database: Any = importlib.import_module("bot.database")
-    transaction = database.transaction
-    connection = database.open_database(settings.database_path)
-    stores: Any = (ReferralStore, ProcessingRegister, Outbox)
-    referrals, register, outbox = (store(connection) for store in stores)
-    try:
-        with transaction(connection):
-            for row in _rows(count, now):
-                referral = row.referral
-                referrals.add(referral)
-                outbox.enqueue(message_id=referral.message_id, reference=referral.reference, payload=b"seeded",
-                               now=referral.created_at)
-                outbox.mark_delivered(referral.message_id, referral.created_at + dt.timedelta(seconds=1))
-                for event in row.events:
-                    register.append(**_entry(row, event))
-    finally:
-        connection.close()
-
-
 def seed(data_dir: Path, count: int, now: dt.datetime) -> None:
     """Add `count` referrals (one transaction) to the database in `data_dir`."""
-    settings = Settings.from_mapping({"BOT_DATA_DIR": str(data_dir)})
-    if inspect.iscoroutinefunction(ReferralStore.add):
-        asyncio.run(_seed_async(settings, count, now))
-    else:
-        _seed_sync(settings, count, now)
+    asyncio.run(_seed(Settings.from_mapping({"BOT_DATA_DIR": str(data_dir)}), count, now))
 
 
 def main() -> None:
