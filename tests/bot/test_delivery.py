@@ -8,7 +8,6 @@ import random
 import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from bot.app import SERVICES_KEY, create_app
 from bot.config import Settings
 from bot.delivery import RetryPolicy
+from bot.mail_message import OutgoingMail
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import texts
@@ -172,8 +172,8 @@ class _SlowRelay:
         self.sent: Counter[str] = Counter()
         self.meanwhile: Callable[[], Awaitable[object]] | None = None
 
-    async def send(self, message: EmailMessage) -> None:
-        self.sent[str(message["Message-ID"])] += 1
+    async def send(self, message: OutgoingMail) -> None:
+        self.sent[message.message_id] += 1
         if self._busy:
             return
         self._clock.advance(self._lease * 0.6)

@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import shutil
 import sqlite3
-from email.message import EmailMessage
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -24,6 +23,7 @@ from bot.config import Settings
 from bot.database import Database, to_text
 from bot.draft_cipher import DraftCipher
 from bot.drafts import DraftState, DraftStore
+from bot.mail_message import OutgoingMail
 from bot.mail_transport import OutboxFolderTransport
 from bot.message_outbox import MessageOutbox
 from bot.ocmw_links import OcmwLink, OcmwLinks
@@ -372,9 +372,7 @@ async def _mail(copies: OutboxFolderTransport, outbox: Outbox, reference: str, m
     """A mail queued, sent (its copy kept in the folder) and marked delivered."""
     assert await outbox.enqueue(message_id=message_id, reference=reference, payload=b"zip", now=NOW)
     await outbox.claim_due(NOW, dt.timedelta(minutes=5))
-    mail = EmailMessage()
-    mail["Message-ID"] = message_id
-    await copies.send(mail)
+    await copies.send(OutgoingMail.from_bytes(f"Message-ID: {message_id}\r\n\r\nzip\r\n".encode()))
     await outbox.mark_delivered(message_id, NOW)
 
 
