@@ -23,7 +23,7 @@ from bot.chat_messages import MessageContent
 from bot.clock import Clock
 from bot.database import Database
 from bot.mail_message import OutgoingMail
-from bot.mail_transport import MailDeliveryError, MailTransport
+from bot.mail_transport import MailDeliveryError, MailSender, MailTransport, mail_session
 from bot.message_outbox import MessageOutbox
 from bot.outbox import Outbox, OutboxItem
 from bot.protocols import ProtocolRegistry
@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 #: A send may take this share of its lease; past it, it counts as a transient failure.
 SEND_SHARE_OF_LEASE = 0.9
+#: Lanes the worker sends through side by side, each leasing one mail at a time and keeping its own
+#: SMTP connection for the pass. One lane waits behind every request at each of its awaits (the SMTP
+#: dialogue, the database) and falls behind what a busy instance accepts; more at once than this
+#: would meet the relays' own limits (Exchange Online: a few connections per mailbox).
+PARALLEL_SENDS = 4
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -97,25 +102,43 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         """Deliver forever (a row a dead worker held is due again when its lease runs out)."""
-        await self._loop.run_forever(self.deliver_due)
+        await self._loop.run_forever(self.deliver_in_lanes)
+
+    async def deliver_in_lanes(self, lanes: int = PARALLEL_SENDS) -> int:
+        """`lanes` passes (`deliver_due`) side by side; returns how many rows they tried.
+
+        A lane that fails unexpectedly (the database gone) does not stop the others; the first such
+        error is raised once they are done, and the row it held is due again when its lease ends.
+        """
+        outcomes = await asyncio.gather(*(self.deliver_due() for _ in range(lanes)), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return sum(outcome for outcome in outcomes if isinstance(outcome, int))
 
     async def deliver_due(self) -> int:
-        """One pass over what is due now; returns how many rows were tried.
+        """One pass over what is due now, one mail at a time; returns how many rows were tried.
 
-        Each row is leased right before it is sent, one at a time: rows leased together would wait
-        behind a slow relay until their lease ran out, and another instance would take them and
-        send them too.
+        Each row is leased right before it is sent: rows leased together would wait behind a slow
+        relay until their lease ran out, and another instance would take them and send them too.
+        The pass keeps one connection to the relay for its mails (`mail_session`), opened with the
+        first and closed when nothing more is due. Whether anything is due is first read without a
+        write transaction, so a pass that finds nothing costs one cheap read.
         """
         tried = 0
-        while True:
-            items = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=1)
-            if not items:
-                return tried
-            for item in items:
-                await self._deliver(item)
-                tried += 1
+        async with mail_session(self._transport) as sender:
+            while True:
+                due = await self._outbox.next_due_at()
+                if due is None or due > self._clock.now():
+                    return tried
+                items = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=1)
+                if not items:  # another lane or instance took it
+                    return tried
+                for item in items:
+                    await self._deliver(item, sender)
+                    tried += 1
 
-    async def _deliver(self, item: OutboxItem) -> None:
+    async def _deliver(self, item: OutboxItem, sender: MailSender) -> None:
         ended = await self._protocol_ended(item)
         if ended is not None:
             await self._handle_failure(item, MailDeliveryError(ended, transient=False))
@@ -123,7 +146,7 @@ class DeliveryWorker:
         message = OutgoingMail.from_bytes(item.payload)  # the envelope from its headers; the bytes go as they are
         try:
             async with asyncio.timeout(self._policy.lease.total_seconds() * SEND_SHARE_OF_LEASE):
-                await self._transport.send(message)
+                await sender.send(message)
         except TimeoutError:
             await self._handle_failure(item, MailDeliveryError("no answer within the lease", transient=True))
             return

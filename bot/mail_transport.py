@@ -4,13 +4,19 @@
 `.eml` file into an outbox folder: exactly the bytes an SMTP server would receive. That folder
 keeps a copy of what was sent, so it also is a `SentCopies`: the copy goes when the OCMW confirms
 it deleted the data. SMTP and Graph keep nothing (`NoSentCopies`).
+
+A transport may also offer `session()`: several mails, one after the other, over one connection
+(`mail_session` falls back to the transport itself).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -42,6 +48,33 @@ class MailTransport(Protocol):
         """Verify the transport is reachable and authenticated without sending; returns a short
         description for `python -m bot check`, raises MailDeliveryError when it is not."""
         ...
+
+
+class MailSender(Protocol):
+    """What sends one mail: a transport, or one of its sessions."""
+
+    async def send(self, mail: OutgoingMail) -> None:
+        """Deliver `mail`; raise MailDeliveryError when it cannot."""
+        ...
+
+
+@runtime_checkable
+class SessionTransport(Protocol):
+    """A transport that can keep one connection for several mails sent one after the other."""
+
+    def session(self) -> AbstractAsyncContextManager[MailSender]:
+        """A sender whose connection opens with its first mail and closes when the block ends."""
+        ...
+
+
+@contextlib.asynccontextmanager
+async def mail_session(transport: MailTransport) -> AsyncIterator[MailSender]:
+    """The transport's session when it has them, else the transport itself (a connection per mail)."""
+    if isinstance(transport, SessionTransport):
+        async with transport.session() as session:
+            yield session
+    else:
+        yield transport
 
 
 @runtime_checkable

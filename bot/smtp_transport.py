@@ -8,13 +8,14 @@ the server's own words: a refusal may echo the recipient address or parts of the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import errno
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -57,9 +58,10 @@ class SmtpTransport:
     """Sends over SMTP: connect, TLS, EHLO, optional login, one MAIL transaction per message, QUIT.
 
     `send` uses a session of its own; `send_many` sends several messages over one session and answers
-    for each on its own (the outbox's batches). The bytes go as they are: no parsing, no re-encoding
-    (unless a message has 8-bit content and the server lacks 8BITMIME). Nothing stays open between
-    calls, so the transport holds no state a silently dropped connection could spoil.
+    for each on its own; `session()` keeps one connection for mails sent one after the other (each of
+    the outbox worker's lanes has one for its pass). The bytes go as they are: no parsing, no
+    re-encoding (unless a message has 8-bit content and the server lacks 8BITMIME). Nothing stays open
+    beyond such a call or block, so the transport holds no state a silently dropped connection could spoil.
     """
 
     def __init__(self, settings: SmtpSettings) -> None:
@@ -113,6 +115,15 @@ class SmtpTransport:
             await session.close()
         return results
 
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[SmtpSession]:
+        """One connection for the mails `send` gets inside the block (opened with the first), QUIT at its end."""
+        session = SmtpSession(_Session(self._settings, self._tls_context, await self._local_hostname()))
+        try:
+            yield session
+        finally:
+            await session.close()
+
     async def check(self) -> str:
         """Connect, TLS, EHLO, login if configured, QUIT; sends nothing."""
         session = _Session(self._settings, self._tls_context, await self._local_hostname())
@@ -128,6 +139,30 @@ class SmtpTransport:
         tls = {"starttls": "STARTTLS", "implicit": "implicit TLS", "none": "no TLS (loopback)"}[settings.tls]
         login = ", logged in" if settings.username is not None else ""
         return f"SMTP server {settings.host}:{settings.port} reachable ({tls}{login})"
+
+
+class SmtpSession:
+    """`send` over one kept connection: a refusal raises for its mail only; a dropped connection is opened again.
+
+    A send cut off midway (the worker's timeout) closes the connection: the server's state is unknown,
+    so the next mail starts on a new one.
+    """
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+
+    async def send(self, mail: OutgoingMail) -> None:
+        self._session.unavailable = None  # each mail tries to connect: a server down for one may be back
+        try:
+            error = await self._session.deliver(mail)
+        except BaseException:
+            self._session.drop()
+            raise
+        if error is not None:
+            raise error
+
+    async def close(self) -> None:
+        await self._session.close()
 
 
 class _Session:
@@ -172,7 +207,7 @@ class _Session:
             return _caused(_delivery_error(error), error), gone
         finally:
             if not client.is_connected:
-                self._drop()  # dropped, a 421 or a timeout: the next mail opens a new connection
+                self.drop()  # dropped, a 421 or a timeout: the next mail opens a new connection
         if errors:  # several recipients, some refused: still a failure
             return _reply_error(next(iter(errors.values())).code, "to a recipient (RCPT)"), False
         return None, False
@@ -222,10 +257,11 @@ class _Session:
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is not None and self._client.is_connected:
             return self._client
-        self._drop()
+        self.drop()
         return await self.open()
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
+        """Close the connection without QUIT (it may be mid-command); the next mail opens a new one."""
         client, self._client = self._client, None
         if client is not None:
             client.close()
