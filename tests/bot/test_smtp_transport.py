@@ -444,3 +444,63 @@ async def test_a_failure_keeps_aiosmtplib_s_error_as_its_cause(sample: SampleRef
         error = await _refusal(SmtpTransport(server.settings()), sample.message)
 
     assert isinstance(error.__cause__, aiosmtplib.SMTPRecipientsRefused)  # for the log's traceback
+
+
+async def test_a_session_keeps_one_connection_for_mails_sent_one_after_the_other(sample: SampleReferral) -> None:
+    mails = _mails(3)
+    with smtp_server(tls="starttls", auth=AUTH) as server:
+        async with SmtpTransport(server.settings()).session() as session:
+            for mail in mails:
+                await session.send(mail)
+
+        received = server.messages
+    assert [mail.data for mail in received] == [mail.data for mail in mails]
+    assert len({mail.peer for mail in received}) == 1
+    assert all(mail.tls and mail.login == AUTH[0] for mail in received)
+
+
+async def test_a_session_raises_a_refusal_for_its_mail_and_goes_on(sample: SampleReferral) -> None:
+    mails = _mails(2)
+    with smtp_server(tls="starttls") as server:
+        server.fail_next(550, stage="RCPT")
+        async with SmtpTransport(server.settings()).session() as session:
+            with pytest.raises(MailDeliveryError) as refused:
+                await session.send(mails[0])
+            await session.send(mails[1])
+
+        received = server.messages
+    assert refused.value.transient is False and "SMTP 550 from server" in refused.value.reason
+    assert [mail.data for mail in received] == [mails[1].data]
+
+
+async def test_a_session_tries_to_connect_again_for_each_mail(sample: SampleReferral) -> None:
+    """A server down for one mail may be back for the next: unlike `send_many`, nothing is given up for the rest."""
+    mails = _mails(2)
+    with smtp_server(tls="starttls") as server:
+        server.stop()
+        async with SmtpTransport(server.settings()).session() as session:
+            with pytest.raises(MailDeliveryError) as down:
+                await session.send(mails[0])
+            server.start()
+            await session.send(mails[1])
+
+        received = server.messages
+    assert down.value.transient is True
+    assert [mail.data for mail in received] == [mails[1].data]
+
+
+async def test_a_send_cut_off_midway_closes_the_connection_and_the_next_mail_opens_one(
+    sample: SampleReferral,
+) -> None:
+    mails = _mails(2)
+    with smtp_server(tls="starttls") as server:
+        async with SmtpTransport(server.settings()).session() as session:
+            await session.send(mails[0])
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0):  # the worker's lease-bound timeout, at its tightest
+                    await session.send(mails[1])
+            await session.send(mails[1])
+
+        received = server.messages
+    assert [mail.data for mail in received] == [mails[0].data, mails[1].data]
+    assert received[0].peer != received[1].peer
