@@ -205,6 +205,7 @@ def create_app(
         after_delivery=ocmw.queue_referral_card,
     )
     outbox.on_queued = worker.wake
+    sender.before_queue = worker.room
     reminders = ReminderService(
         db=db,
         referrals=referrals,

@@ -11,6 +11,7 @@ either all of it or none (and then the mail is retried).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -41,6 +42,11 @@ SEND_SHARE_OF_LEASE = 0.9
 #: dialogue, the database) and falls behind what a busy instance accepts; more at once than this
 #: would meet the relays' own limits (Exchange Online: a few connections per mailbox).
 PARALLEL_SENDS = 4
+#: While this many mails are due or being sent, a new referral's send first waits for the worker to
+#: make room (`room`), up to ROOM_WAIT_SECONDS: 20 referrers at once would otherwise be accepted
+#: faster than they are delivered, and the wait for the mail would grow without bound.
+BACKLOG_LIMIT = PARALLEL_SENDS
+ROOM_WAIT_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -94,18 +100,56 @@ class DeliveryWorker:
         self._tz = timezone
         self._policy = policy
         self._rng = rng or random.Random()  # noqa: S311  # nosec B311
-        self._loop = WorkerLoop(name="mail outbox", clock=clock, next_due=outbox.next_due_at)
+        #: One loop per lane: each wakes, passes over what is due and sleeps on its own.
+        self._lanes = [WorkerLoop(name="mail outbox", clock=clock, next_due=outbox.next_due_at)
+                       for _ in range(PARALLEL_SENDS)]
+        self._running = False
+        self._progress = asyncio.Event()  # set (and replaced) each time a lane finished with a mail
 
     def wake(self) -> None:
-        """Look at the outbox now (something was queued)."""
-        self._loop.wake()
+        """Look at the outbox now (something was queued): every lane looks."""
+        for lane in self._lanes:
+            lane.wake()
 
     async def run(self) -> None:
-        """Deliver forever (a row a dead worker held is due again when its lease runs out)."""
-        await self._loop.run_forever(self.deliver_in_lanes)
+        """Deliver forever in PARALLEL_SENDS lanes (a row a dead worker held is due again when its lease runs out).
+
+        Each lane is a loop of its own, so a lane that waits on a slow relay holds up only its own mail:
+        the others go on taking what is queued meanwhile.
+        """
+        self._running = True
+        try:
+            await asyncio.gather(*(lane.run_forever(self.deliver_due) for lane in self._lanes))
+        finally:
+            self._running = False
+
+    async def room(self) -> None:
+        """Return once fewer than BACKLOG_LIMIT mails are due or being sent, or after ROOM_WAIT_SECONDS.
+
+        Back-pressure for the send step: under a load the bot cannot deliver, a send waits a moment
+        instead of lengthening the queue. At once when this process runs no worker (nothing here
+        would make room) or when the mails wait for a later retry (a relay that is down).
+        """
+        if not self._running:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ROOM_WAIT_SECONDS
+        while True:
+            progress = self._progress
+            if await self._outbox.due_or_sending(self._clock.now()) < BACKLOG_LIMIT:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)
+
+    def _made_progress(self) -> None:
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
 
     async def deliver_in_lanes(self, lanes: int = PARALLEL_SENDS) -> int:
-        """`lanes` passes (`deliver_due`) side by side; returns how many rows they tried.
+        """`lanes` passes (`deliver_due`) side by side, once; returns how many rows they tried.
 
         A lane that fails unexpectedly (the database gone) does not stop the others; the first such
         error is raised once they are done, and the row it held is due again when its lease ends.
@@ -137,6 +181,7 @@ class DeliveryWorker:
                 for item in items:
                     await self._deliver(item, sender)
                     tried += 1
+                    self._made_progress()
 
     async def _deliver(self, item: OutboxItem, sender: MailSender) -> None:
         ended = await self._protocol_ended(item)

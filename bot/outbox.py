@@ -153,6 +153,15 @@ class Outbox:
         )
         return None if due is None else from_text(due)
 
+    async def due_or_sending(self, now: dt.datetime) -> int:
+        """How many mails are due now or being sent (not those waiting for a later retry)."""
+        count = await self._db.scalar(
+            "SELECT COUNT(*) FROM outbox WHERE state = :sending"
+            " OR (state = :queued AND next_attempt_at <= :now)",
+            {"queued": OutboxState.QUEUED.value, "sending": OutboxState.SENDING.value, "now": to_text(now)},
+        )
+        return int(count or 0)
+
     async def counts(self) -> dict[str, int]:
         """Rows per state, for status and health checks."""
         rows = await self._db.fetch_all("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")

@@ -105,6 +105,8 @@ class ReferralSender:
         self._clock = clock
         self._tz = timezone
         self._mail_from = mail_from
+        #: Awaited before a package is made: the delivery worker's back-pressure (`DeliveryWorker.room`).
+        self.before_queue: Callable[[], Awaitable[None]] = _nothing_to_wait_for
 
     async def queue(
         self, draft: Draft, protocol: DataSharingProtocol, referrer: Referrer, origin: Origin
@@ -115,6 +117,7 @@ class ReferralSender:
         """
         if draft.details is None or draft.consent is None:
             raise SendFailure("draft has no complete data", transient=False)
+        await self.before_queue()
         password = await self._password(protocol)
         now = self._clock.now()
         contents = ReferralPackageContents(
@@ -275,3 +278,7 @@ def _queued_record(
         recipient=recipient_of(protocol),
         sender_team=protocol.sender.team,  # the referrer's team: `DataSharingProtocol.sent_by`
     )
+
+
+async def _nothing_to_wait_for() -> None:
+    """No delivery worker to wait for (commands and tests that build a sender alone)."""

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
 import sqlite3
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from bot.app import SERVICES_KEY, create_app
 from bot.config import Settings
-from bot.delivery import RetryPolicy
+from bot.database import from_text
+from bot.delivery import BACKLOG_LIMIT, PARALLEL_SENDS, ROOM_WAIT_SECONDS, RetryPolicy
 from bot.mail_message import OutgoingMail
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
-from tests.support.card_reading import texts
+from tests.support.card_reading import actions, texts
 from tests.support.clock import ManualClock
 from tests.support.referral_flow import CLIENT_VALUES, reach_review
 
@@ -210,3 +214,120 @@ async def test_a_slow_relay_never_makes_a_mail_go_out_twice_from_two_instances(
             await other.db.close()
     assert sorted(relay.sent.values()) == [1, 1, 1], relay.sent
     assert await bot.services.outbox.counts() == {"delivered": 3}
+
+
+class _RelayTakingAMoment:
+    """Each send takes 50 ms of real time, side by side with the others; meanwhile the bot's clock runs
+    (`_clock_running`), so it records how much of each mail's lease was left when its send began."""
+
+    def __init__(self, clock: ManualClock, database_path: Path) -> None:
+        self._clock = clock
+        self._database_path = database_path
+        self.sent: Counter[str] = Counter()
+        self.lease_left: list[dt.timedelta] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def send(self, message: OutgoingMail) -> None:
+        self.sent[message.message_id] += 1
+        with sqlite3.connect(self._database_path) as db:
+            [(lease_until,)] = db.execute("SELECT lease_until FROM outbox WHERE message_id = ?",
+                                          (message.message_id,)).fetchall()
+        self.lease_left.append(from_text(lease_until) - self._clock.now())
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.release.wait()
+            await asyncio.sleep(0.05)
+        finally:
+            self.in_flight -= 1
+
+    async def check(self) -> str:
+        return "relay taking a moment"
+
+
+@contextlib.asynccontextmanager
+async def _clock_running(clock: ManualClock) -> AsyncIterator[None]:
+    """The bot's clock runs at 200 times real time: a 50 ms send takes 10 s of a 2-minute lease."""
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.005)
+            clock.advance(dt.timedelta(seconds=1))
+
+    ticker = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+
+
+async def test_lanes_on_two_instances_send_side_by_side_each_mail_once_on_a_fresh_lease(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """PARALLEL_SENDS lanes per instance, two instances at once: sends overlap, none goes out twice, and
+    every mail was leased right before its own send (not with others, waiting behind their sends)."""
+    relay = _RelayTakingAMoment(clock, settings.database_path)
+    lease = settings.delivery.lease
+    async with running_bot(create_app(settings, clock=clock, run_worker=False, transport=relay)) as bot:
+        other = create_app(settings, clock=clock, run_worker=False, transport=relay)[SERVICES_KEY]
+        for _ in range(12):
+            draft_id, _ = await reach_review(bot, referrer)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        try:
+            async with _clock_running(clock):
+                tried = await asyncio.gather(bot.services.worker.deliver_in_lanes(),
+                                             other.worker.deliver_in_lanes())
+        finally:
+            for close in other.closers:
+                await close()
+            await other.db.close()
+    assert sum(tried) == 12
+    assert sorted(relay.sent.values()) == [1] * 12, relay.sent
+    assert await bot.services.outbox.counts() == {"delivered": 12}
+    assert 1 < relay.most_in_flight <= 2 * PARALLEL_SENDS
+    assert min(relay.lease_left) >= lease * 0.9, relay.lease_left
+
+
+async def test_a_send_waits_a_moment_for_room_while_the_worker_is_behind_and_answers_as_always(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """Back-pressure: with BACKLOG_LIMIT mails due or being sent, the next send waits (at most
+    ROOM_WAIT_SECONDS) for the worker; its answer is the same card, and every mail still goes out."""
+    relay = _RelayTakingAMoment(clock, settings.database_path)
+    relay.release.clear()  # the relay hangs: the worker's lanes stay busy
+    async with running_bot(create_app(settings, clock=clock, run_worker=True, transport=relay)) as bot:
+        for _ in range(BACKLOG_LIMIT):
+            draft_id, _ = await reach_review(bot, referrer)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        async with asyncio.timeout(5):
+            while relay.in_flight < min(PARALLEL_SENDS, BACKLOG_LIMIT):  # noqa: ASYNC110  # the bot's state
+                await asyncio.sleep(0.01)
+        draft_id, _ = await reach_review(bot, referrer)
+        started = time.monotonic()
+        answer = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        waited = time.monotonic() - started
+        relay.release.set()
+        async with asyncio.timeout(10):
+            while await bot.services.outbox.counts() != {"delivered": BACKLOG_LIMIT + 1}:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    assert ROOM_WAIT_SECONDS * 0.9 <= waited < ROOM_WAIT_SECONDS + 2
+    assert "VD-" in texts(answer) and "referral.send" not in actions(answer)
+    assert sorted(relay.sent.values()) == [1] * (BACKLOG_LIMIT + 1)
+
+
+async def test_without_a_worker_in_this_process_a_send_never_waits_for_room(
+    bot: BotDriver, referrer: TeamsUser
+) -> None:
+    for _ in range(BACKLOG_LIMIT):
+        draft_id, _ = await reach_review(bot, referrer)
+        await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    draft_id, _ = await reach_review(bot, referrer)
+    started = time.monotonic()
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert time.monotonic() - started < ROOM_WAIT_SECONDS / 2
+    assert await bot.services.outbox.counts() == {"queued": BACKLOG_LIMIT + 1}
