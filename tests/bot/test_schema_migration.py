@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,14 @@ import pytest
 from sqlalchemy import Connection, inspect
 
 from bot.database import Database, DatabaseSettings, open_database
-from bot.schema_migration import SchemaOutOfDate, head_revision, migrate, require_current_schema, schema_state
+from bot.schema_migration import (
+    SchemaOutOfDate,
+    head_revision,
+    migrate,
+    quick_head,
+    require_current_schema,
+    schema_state,
+)
 from tests.support.databases import OPENED, another_engine, postgres_database, postgres_url, sqlite_database
 from tests.support.postgres_server import PostgresServer
 
@@ -74,3 +82,30 @@ async def test_two_instances_starting_at_once_migrate_once(postgres: PostgresSer
     assert sorted(state.current or "none" for state in states) == sorted(["none", head_revision()]), \
         "one applied the revisions; the other, waiting on the lock, found them applied"
     assert await first.scalar("SELECT COUNT(*) AS n FROM alembic_version") == 1
+
+
+def test_the_head_read_from_the_revision_files_is_alembic_s() -> None:
+    """The start-up's quick check (no Alembic) and Alembic agree on where the schema should be."""
+    assert quick_head() == head_revision()
+
+
+async def test_a_start_on_a_schema_at_the_head_leaves_alembic_unloaded(tmp_path: Path) -> None:
+    """The usual start reads one row; Alembic (a fifth of the start-up) is loaded only to migrate or explain."""
+    path = tmp_path / "bot.sqlite3"
+    await sqlite_database(path)  # migrated to the head
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from bot.database import DatabaseSettings, open_database\n"
+        "from bot.schema_migration import require_current_schema\n"
+        "async def main():\n"
+        f"    db = open_database(DatabaseSettings(sqlite_path=Path({str(path)!r})))\n"
+        "    await require_current_schema(db, migrate_if_behind=False)\n"
+        "    await db.close()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=Path(__file__).parents[2],
+                                                   stdout=asyncio.subprocess.PIPE)
+    output, _ = await process.communicate()
+    assert process.returncode == 0 and output.decode().strip() == "False"
