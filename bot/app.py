@@ -154,6 +154,7 @@ def create_app(
     dialogue = ReferralDialogue(
         registry=registry,
         drafts=drafts,
+        db=db,
         register=register,
         sender=sender,
         referrers=referrers,

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 import cards
 from bot.chat_privacy import looks_like_client_data
 from bot.clock import Clock
+from bot.database import Database
 from bot.details_validation import details_as_typed, typed_values, validate_details
 from bot.drafts import Draft, DraftState, DraftStore
 from bot.information_sheet import protocol_facts
@@ -174,6 +175,7 @@ class ReferralDialogue:
         *,
         registry: ProtocolRegistry,
         drafts: DraftStore,
+        db: Database,
         register: ProcessingRegister,
         sender: ReferralSender,
         referrers: ReferrerAccess,
@@ -189,6 +191,7 @@ class ReferralDialogue:
         self._public_base_url = public_base_url
         self._registry = registry
         self._drafts = drafts
+        self._db = db
         self._register = register
         self._sender = sender
         self._clock = clock
@@ -239,10 +242,12 @@ class ReferralDialogue:
             return allowed
         protocols = [entry.protocol for entry in allowed]
         now = self._clock.now()
-        draft = await self._drafts.create(actor.user_id, actor.conversation_id, now, self._today())
-        await self._record(draft, actor, RegisterEvent.REFERRAL_STARTED,
-                           protocols[0].id if len(protocols) == 1 else "-",
-                           detail=f"protocols in force that list this referrer: {', '.join(p.id for p in protocols)}")
+        async with self._db.transaction():  # the draft and its register entry: one commit
+            draft = await self._drafts.create(actor.user_id, actor.conversation_id, now, self._today())
+            await self._record(draft, actor, RegisterEvent.REFERRAL_STARTED,
+                               protocols[0].id if len(protocols) == 1 else "-",
+                               detail=f"protocols in force that list this referrer: "
+                                      f"{', '.join(p.id for p in protocols)}")
         logger.info("referral started", extra={"reference": draft.reference, "draft_id": draft.id})
         return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=())
 
@@ -325,14 +330,16 @@ class ReferralDialogue:
         protocol = chosen.protocol
         now = self._clock.now()
         consent = ConsentRecord(True, True, True, True, True, confirmed_at=now, text_version=version)
-        updated = await self._drafts.advance(draft, DraftState.DETAILS, now, protocol_id=protocol.id, consent=consent,
-                                       sender_team=chosen.team)
+        async with self._db.transaction():  # the step and its register entry: one commit
+            updated = await self._drafts.advance(draft, DraftState.DETAILS, now, protocol_id=protocol.id,
+                                                 consent=consent, sender_team=chosen.team)
+            if updated is not None:
+                await self._record(updated, actor, RegisterEvent.CONSENT_CONFIRMED, protocol.id,
+                                   detail="informed: data, recipient, purpose, follow-up; consent given; "
+                                          f"consent text version {version}",
+                                   consent_version=consent.text_version)
         if updated is None:
             return await self._current_card(actor, draft.id)
-        await self._record(updated, actor, RegisterEvent.CONSENT_CONFIRMED, protocol.id,
-                     detail="informed: data, recipient, purpose, follow-up; consent given; "
-                            f"consent text version {version}",
-                     consent_version=consent.text_version)
         return self._details_card(actor, updated, protocol, values={}, errors={})
 
     async def _details(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
