@@ -62,19 +62,29 @@ class SqliteFile:
     # -- transactions ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[sqlite3.Connection]:
-        """The writer inside `BEGIN IMMEDIATE` (read-only: `BEGIN`); committed when the block ends."""
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[sqlite3.Connection]:
+        """The writer inside `BEGIN IMMEDIATE` (read-only: `BEGIN`); committed when the block ends.
+
+        Not `durable`: committed with `synchronous = NORMAL`, no fsync (safe from a crash of the
+        process, not from a power cut until the next durable commit syncs the WAL).
+        """
         async with self._writer_lock():
             connection = self._connection(writer=True)
             begin = "BEGIN" if self.read_only else "BEGIN IMMEDIATE"
-            await self._when_not_busy(lambda: connection.execute(begin))
+            if not durable:
+                connection.execute("PRAGMA synchronous = NORMAL").close()
             try:
-                yield connection
-                await self._when_not_busy(lambda: _run(connection, "COMMIT", {}))
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+                await self._when_not_busy(lambda: connection.execute(begin))
+                try:
+                    yield connection
+                    await self._when_not_busy(lambda: _run(connection, "COMMIT", {}))
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    connection.execute("PRAGMA synchronous = FULL").close()
 
     @contextlib.asynccontextmanager
     async def savepoint(self, connection: sqlite3.Connection, name: str) -> AsyncIterator[None]:
