@@ -64,20 +64,28 @@ def load_part(name: str) -> Any:
 
 
 def render_template(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill the template `name` with `values` and return the new card."""
-    filled = fill(copy.deepcopy(load_template(name)), values)
+    """Fill the template `name` with `values` and return the new card.
+
+    `fill` builds a new tree and never changes the one it reads, so the shared template needs no
+    copy first (a deep copy per card was a twentieth of a referral's CPU, issue 14).
+    """
+    filled = fill(load_template(name), values)
     if not isinstance(filled, dict):
         raise TemplateError(f"template {name!r} is not a JSON object")
     return filled
 
 
 def render_part(name: str, values: Mapping[str, Any]) -> Any:
-    """Fill the part `name` with `values` and return the new JSON tree."""
-    return fill(copy.deepcopy(load_part(name)), values)
+    """Fill the part `name` with `values` and return the new JSON tree (the shared part stays as it is)."""
+    return fill(load_part(name), values)
 
 
 def fill(node: Any, values: Mapping[str, Any]) -> Any:
-    """Return a filled copy of the JSON tree `node` (see the module docstring for the rules)."""
+    """Return a filled copy of the JSON tree `node` (see the module docstring for the rules).
+
+    Every object and list of the result is new and every value put in is a deep copy, so the result
+    shares nothing mutable with `node` or `values`.
+    """
     if isinstance(node, dict) and _dropped(node, values):
         raise TemplateError("the root of a template cannot carry a false $when")
     return _fill(node, values)

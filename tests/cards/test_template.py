@@ -133,3 +133,25 @@ def test_unknown_or_unsafe_template_name_raises() -> None:
         load_template("nope")
     with pytest.raises(TemplateError):
         load_template("../texts/nl")
+
+
+def _containers(node: object) -> list[object]:
+    """Every dict and list in a JSON tree."""
+    if isinstance(node, dict):
+        return [node, *(found for value in node.values() for found in _containers(value))]
+    if isinstance(node, list):
+        return [node, *(found for value in node for found in _containers(value))]
+    return []
+
+
+def test_a_filled_tree_shares_no_object_or_list_with_its_template_or_values() -> None:
+    """The templates are rendered without a copy first: `fill` itself must build every container anew."""
+    template = load_template("problem")
+    values = {"title": "T", "text": "X", "retryDraftId": "", "restart": True,
+              "t.action.retry_send": "R", "t.action.start_again": "S"}
+    card = render_template("problem", values)
+    shared = {id(node) for node in _containers(template)} & {id(node) for node in _containers(card)}
+    assert shared == set()
+    nested = {"items": [{"k": [1]}]}
+    filled = fill({"a": "${items}", "b": [{"c": "${items}"}]}, nested)
+    assert {id(node) for node in _containers(filled)} & {id(node) for node in _containers(nested)} == set()
