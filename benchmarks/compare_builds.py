@@ -3,10 +3,12 @@
     .venv/bin/python -m benchmarks.compare_builds [--build NAME=REF ...] [--rounds 3] [--markdown] [--quick]
     .venv/bin/python -m benchmarks.compare_builds --goals [--build NAME=REF ...] [--quick] [--markdown]
 
-`--goals` prints every figure of issue 14's goals next to its baseline, the stock echo bot measured
-in the same round (see benchmarks/goals.py for what each figure is and how it is taken); its default
-builds are this working tree (`after`) and the echo bot with the venv of b8044bc (`echo`). A full run
-takes most of an hour (3 rounds of 10 k referrals per build); `--quick` a few minutes.
+`--goals` (also `python -m benchmarks --goals`) prints every figure of issue 14's goals next to its
+baseline, the stock echo bot measured in the same round (see benchmarks/goals.py for what each
+figure is and how it is taken); its default builds are `before` = 6ddb5f3 (main before issue 14's
+work on the async storage), `after` = this working tree and the echo bot with the venv of b8044bc
+(`echo`): the README's table. A full run takes about 40 minutes (3 rounds of 10 k referrals per
+build); `--quick` a few minutes.
 
 Each build (default: `before` = b8044bc, the last botbuilder-era commit, in a temporary worktree
 and a cached venv; `after` = this working tree with `.venv`; `echo` = the stock botbuilder echo bot
@@ -61,7 +63,7 @@ from benchmarks.smtp_sink import MAILS_PATH
 #: Scenarios by command-line name; the echo bot only has message turns.
 SCENARIOS = ("message", "card", "referral")
 ECHO_SCENARIOS = {"message"}
-GOAL_BUILDS = ("after=WORKTREE", "echo=echo@b8044bc")
+GOAL_BUILDS = ("before=6ddb5f3", "after=WORKTREE", "echo=echo@b8044bc")
 _VERSIONS_OF = ("botbuilder-core", "microsoft-agents-hosting-core", "aiohttp")
 
 
