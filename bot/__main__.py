@@ -24,6 +24,7 @@ from bot.ocmw_links import OcmwLinks
 from bot.protocols import DataSharingProtocol, ProtocolFileError, load_registry
 from bot.register_cli import add_register_commands, run_register_command
 from bot.schema_migration import SchemaOutOfDate
+from bot.telemetry import Telemetry, telemetry_from_settings
 from bot.wiring import Closer, DraftKeyError, draft_key_from_key_vault, open_database_for_command
 from bot.zip_passwords import LocalZipPasswordProvider
 
@@ -169,9 +170,18 @@ def _serve(settings: Settings, *, migrate: bool) -> int:
 
 
 def _serve_holding(settings: Settings, *, migrate: bool) -> int:
+    telemetry = telemetry_from_settings(settings.telemetry)
+    telemetry.install_globally(settings.log_level)  # once, before anything makes a client session or a span
+    try:
+        return _serve_with(settings, telemetry, migrate=migrate)
+    finally:
+        telemetry.shutdown()
+
+
+def _serve_with(settings: Settings, telemetry: Telemetry, *, migrate: bool) -> int:
     try:
         draft_key = asyncio.run(draft_key_from_key_vault(settings)) if settings.key_vault is not None else None
-        app = create_app(settings, draft_key=draft_key, migrate=migrate)
+        app = create_app(settings, draft_key=draft_key, migrate=migrate, telemetry=telemetry)
     except ProtocolFileError as error:
         logger.error("protocol file error: %s", error)
         return 2
@@ -200,6 +210,8 @@ def _serve_holding(settings: Settings, *, migrate: bool) -> int:
     logger.info(
         "protocols loaded: %s", ", ".join(p.id for p in services.registry.all())
     )
+    logger.info("telemetry: %s", "Application Insights (managed identity)" if settings.telemetry.connection_string
+                else "off (APPLICATIONINSIGHTS_CONNECTION_STRING unset)")
     logger.info("listening on http://%s:%d/api/messages", settings.host, settings.port)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None)

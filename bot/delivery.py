@@ -18,6 +18,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import cards
@@ -26,6 +27,7 @@ from bot.clock import Clock
 from bot.database import Database
 from bot.mail_transport import MailDeliveryError, MailTransport
 from bot.message_outbox import MessageOutbox
+from bot.metrics import Metrics, mail_failure_cause
 from bot.outbox import Outbox, OutboxItem
 from bot.protocols import ProtocolRegistry
 from bot.referral import DATA_CATEGORIES, ITEM_CATEGORIES
@@ -76,9 +78,11 @@ class DeliveryWorker:
         policy: RetryPolicy,
         after_delivery: Callable[[SentReferral, dt.datetime], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """`after_delivery` runs inside the delivery's transaction (it queues the OCMW's card)."""
         self._db = db
+        self._metrics = metrics or Metrics.disabled()
         self._after_delivery = after_delivery
         self._outbox = outbox
         self._transport = transport
@@ -143,6 +147,7 @@ class DeliveryWorker:
             await self._tell_referrer(referral, delivered_at=now)
             if self._after_delivery is not None:
                 await self._after_delivery(referral, now)
+        self._metrics.referral_delivered(referral.protocol_id, _kind(referral), now - referral.queued_at)
         logger.info("referral delivered", extra={"reference": referral.reference})
 
     async def _protocol_ended(self, item: OutboxItem) -> str | None:
@@ -166,6 +171,7 @@ class DeliveryWorker:
         if error.transient and now < give_up_at:
             next_at = min(now + self._policy.delay(item.attempts, error.retry_after, self._rng), give_up_at)
             await self._outbox.reschedule(item.message_id, next_at, error.reason)
+            self._metrics.retry("mail", mail_failure_cause(error))
             logger.warning(
                 "mail not delivered yet (%s), retrying at %s (attempt %d)",
                 error.reason,
@@ -175,6 +181,8 @@ class DeliveryWorker:
             )
             return
         reason = error.reason if not error.transient else f"gave up after {item.attempts} attempts: {error.reason}"
+        cause = "horizon" if error.transient else mail_failure_cause(error)
+        self._metrics.give_up("mail", cause)
         logger.error("mail NOT delivered: %s", reason, extra={"reference": item.reference})
         async with self._db.transaction():
             await self._outbox.mark_failed(item.message_id, now, reason)
@@ -184,6 +192,7 @@ class DeliveryWorker:
             referral = await self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)
             await self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)
             await self._tell_referrer(referral, delivered_at=None)
+        self._metrics.referral_failed(referral.protocol_id, _kind(referral), cause)
 
     async def _append(
         self,
@@ -249,3 +258,7 @@ class DeliveryWorker:
                                   activity_id=referral.card_activity_id, reference=referral.reference)
         await self._messages.post(referral.conversation_ref, MessageContent(text=text), now=now,
                             reference=referral.reference)
+
+
+def _kind(referral: SentReferral) -> Literal["referral", "correction"]:
+    return "correction" if referral.parent_reference else "referral"

@@ -30,6 +30,7 @@ from bot.clock import Clock
 from bot.details_validation import details_as_typed, typed_values, validate_details
 from bot.drafts import Draft, DraftState, DraftStore
 from bot.information_sheet import protocol_facts
+from bot.metrics import Metrics
 from bot.protocols import DataSharingProtocol, ProtocolRegistry
 from bot.referral import ConsentRecord, FieldError, Referrer
 from bot.referrers import Allowed, MembershipUnavailable, ReferrerAccess
@@ -182,7 +183,9 @@ class ReferralDialogue:
         on_queued: Callable[[], None] = lambda: None,
         chat_url: str = "",
         public_base_url: str = "",
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics.disabled()
         self._referrers = referrers
         self._on_queued = on_queued
         self._chat_url = chat_url
@@ -243,6 +246,7 @@ class ReferralDialogue:
         await self._record(draft, actor, RegisterEvent.REFERRAL_STARTED,
                            protocols[0].id if len(protocols) == 1 else "-",
                            detail=f"protocols in force that list this referrer: {', '.join(p.id for p in protocols)}")
+        self._metrics.referral_started(protocols[0].id if len(protocols) == 1 else "not chosen yet")
         logger.info("referral started", extra={"reference": draft.reference, "draft_id": draft.id})
         return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=())
 

@@ -17,6 +17,7 @@ import functools
 import logging
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from azure.keyvault.secrets import KeyVaultSecret
 from azure.keyvault.secrets.aio import SecretClient
 
 from bot.clock import Clock
+from bot.metrics import Metrics
 from bot.protocols import DataSharingProtocol
 from bot.zip_passwords import ZipPassword, ZipPasswordError, check_password
 
@@ -124,6 +126,7 @@ class KeyVaultZipPasswordProvider:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         credential: AsyncTokenCredential | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -141,6 +144,7 @@ class KeyVaultZipPasswordProvider:
         self._sleep = sleep
         self._jitter = jitter
         self._credential = credential  # the client does not close its credential, so we do
+        self._metrics = metrics or Metrics.disabled()
         self._cache: dict[str, _Cached] = {}
         self._fetches: dict[str, asyncio.Task[ZipPassword]] = {}
 
@@ -285,10 +289,21 @@ class KeyVaultZipPasswordProvider:
         base = self._backoff_seconds * 2.0 ** (attempt - 1)
         return base * (0.5 + self._jitter() / 2)
 
-    async def _fetch_once(self, name: str) -> ZipPassword:
+    async def _get_secret(self, name: str) -> KeyVaultSecret:
+        """One read of the vault, timed and counted (`vd.keyvault.read.*`); raises what the client raised."""
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self._timeout_seconds):
                 secret = await self._client.get_secret(name)
+        except Exception as error:
+            self._metrics.key_vault_read(time.monotonic() - started, read_failure_cause(error))
+            raise
+        self._metrics.key_vault_read(time.monotonic() - started, None)
+        return secret
+
+    async def _fetch_once(self, name: str) -> ZipPassword:
+        try:
+            secret = await self._get_secret(name)
         except ResourceNotFoundError:
             raise ZipPasswordError(f"Key Vault secret '{name}' does not exist", transient=False) from None
         except ClientAuthenticationError as error:
@@ -311,6 +326,23 @@ class KeyVaultZipPasswordProvider:
         except AzureError as error:
             raise ZipPasswordError(f"Key Vault secret '{name}' could not be read ({type(error).__name__})") from None
         return _to_password(name, secret)
+
+
+def read_failure_cause(error: Exception) -> str:
+    """A fixed word for why a read of the vault failed (metrics; the log says more)."""
+    if isinstance(error, ResourceNotFoundError):
+        return "not_found"
+    if isinstance(error, ClientAuthenticationError):
+        return "denied"
+    if isinstance(error, HttpResponseError):
+        status = error.status_code or 0
+        return "denied" if status in (401, 403) else "throttled" if status == 429 else \
+            "server_error" if status >= 500 else "refused"
+    if isinstance(error, ServiceRequestError | ServiceResponseError):
+        return "unreachable"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return "other"
 
 
 def _to_password(name: str, secret: KeyVaultSecret) -> ZipPassword:

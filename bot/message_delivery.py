@@ -19,6 +19,7 @@ from bot.chat_messages import ChatSender, ChatSendError
 from bot.clock import Clock
 from bot.delivery import SEND_SHARE_OF_LEASE, RetryPolicy
 from bot.message_outbox import MessageAction, MessageOutbox, QueuedMessage
+from bot.metrics import Metrics, teams_failure_cause
 from bot.worker_loop import WorkerLoop
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ class MessageDeliveryWorker:
         clock: Clock,
         policy: MessageDeliveryPolicy,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._outbox = outbox
+        self._metrics = metrics or Metrics.disabled()
         self._sender = sender
         self._clock = clock
         self._policy = policy
@@ -108,12 +111,14 @@ class MessageDeliveryWorker:
         if error.transient and now < give_up_at:
             next_at = min(now + self._policy.retry.delay(message.attempts, error.retry_after, self._rng), give_up_at)
             await self._outbox.reschedule(message.id, next_at, _describe(error))
+            self._metrics.retry("teams", teams_failure_cause(error))
             logger.warning("Teams message not accepted yet (%s), retrying at %s (attempt %d)", _describe(error),
                            next_at.isoformat(timespec="seconds"), message.attempts, extra=_log_fields(message))
             return
         reason = _describe(error) if not error.transient else f"gave up after {message.attempts} attempts: " \
             f"{_describe(error)}"
         await self._outbox.mark_failed(message.id, now, reason)
+        self._metrics.give_up("teams", "horizon" if error.transient else teams_failure_cause(error))
         logger.error("Teams message NOT delivered: %s", reason, extra=_log_fields(message))
 
 

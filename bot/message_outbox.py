@@ -249,6 +249,16 @@ class MessageOutbox:
         oldest = waiting["oldest"]
         return StuckMessages(int(given_up), int(waiting["n"]), None if oldest is None else from_text(oldest))
 
+    async def waiting(self) -> tuple[int, dt.datetime | None]:
+        """How many messages wait to be sent (queued or being sent), and when the oldest was queued (metrics)."""
+        row = await self._db.fetch_one(
+            "SELECT COUNT(*) AS n, MIN(queued_at) AS oldest FROM message_outbox WHERE state IN (:queued, :sending)",
+            {"queued": MessageState.QUEUED.value, "sending": MessageState.SENDING.value},
+        )
+        if row is None or row["oldest"] is None:
+            return 0, None
+        return int(row["n"]), from_text(row["oldest"])
+
     async def counts(self) -> dict[str, int]:
         """Messages per state."""
         rows = await self._db.fetch_all("SELECT state, COUNT(*) AS n FROM message_outbox GROUP BY state")

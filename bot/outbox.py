@@ -157,3 +157,13 @@ class Outbox:
         """Rows per state, for status and health checks."""
         rows = await self._db.fetch_all("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
         return {str(row["state"]): int(row["n"]) for row in rows}
+
+    async def waiting(self) -> tuple[int, dt.datetime | None]:
+        """How many mails wait to be sent (queued or being sent), and when the oldest was queued (metrics)."""
+        row = await self._db.fetch_one(
+            "SELECT COUNT(*) AS n, MIN(queued_at) AS oldest FROM outbox WHERE state IN (:queued, :sending)",
+            {"queued": OutboxState.QUEUED.value, "sending": OutboxState.SENDING.value},
+        )
+        if row is None or row["oldest"] is None:
+            return 0, None
+        return int(row["n"]), from_text(row["oldest"])

@@ -22,6 +22,7 @@ from bot.correction_package import CorrectionPackageContents, build_correction_p
 from bot.database import Database
 from bot.drafts import Draft, DraftState, DraftStore
 from bot.mail_message import build_referral_mail
+from bot.metrics import Metrics
 from bot.outbox import Outbox
 from bot.package import PackagePasswordError, build_package
 from bot.protocols import DataSharingProtocol
@@ -97,8 +98,10 @@ class ReferralSender:
         clock: Clock,
         timezone: ZoneInfo,
         mail_from: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
+        self._metrics = metrics or Metrics.disabled()
         self._passwords = passwords
         self._outbox = outbox
         self._drafts = drafts
@@ -142,6 +145,7 @@ class ReferralSender:
             if not await self._drafts.close(draft, DraftState.SENT, now):
                 raise SendFailure("draft changed while sending", transient=False)
             await self._commit(record, message, protocol, referrer, now)
+        self._metrics.referral_sent(protocol.id, "referral")
         return QueuedReferral(reference=draft.reference, queued_at=now, key_version=password.version)
 
     async def queue_correction(
@@ -196,6 +200,7 @@ class ReferralSender:
                 consent_version=original.consent_version,  # sent again under the consent the family gave
             )
             await self._commit(record, message, protocol, referrer, now)
+        self._metrics.referral_sent(protocol.id, "correction")
         return QueuedReferral(reference=new_reference, queued_at=now, key_version=password.version)
 
     async def _next_version(self, root: str) -> str:

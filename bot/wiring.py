@@ -12,6 +12,7 @@ from bot.config import Settings
 from bot.database import Database, DatabaseSettings, open_database
 from bot.graph_membership import GraphMembershipChecker
 from bot.mail_transport import MailTransport, OutboxFolderTransport
+from bot.metrics import Metrics
 from bot.referrers import MembershipChecker
 from bot.zip_passwords import LocalZipPasswordProvider, ZipPasswordProvider
 
@@ -53,7 +54,8 @@ async def open_database_for_command(settings: Settings, closers: list[Closer]) -
     return db
 
 
-def build_password_provider(settings: Settings, clock: Clock, closers: list[Closer]) -> ZipPasswordProvider:
+def build_password_provider(settings: Settings, clock: Clock, closers: list[Closer],
+                            metrics: Metrics | None = None) -> ZipPasswordProvider:
     """Key Vault when `KEY_VAULT_URL` is set, else the embedded local password."""
     if settings.key_vault is None:
         return LocalZipPasswordProvider(
@@ -69,7 +71,7 @@ def build_password_provider(settings: Settings, clock: Clock, closers: list[Clos
         retry_total=0,  # the provider retries (with Retry-After and a cap); no second layer underneath
     )
     provider = KeyVaultZipPasswordProvider(
-        client, clock=clock, cache_ttl=settings.key_vault.cache, credential=credential
+        client, clock=clock, cache_ttl=settings.key_vault.cache, credential=credential, metrics=metrics
     )
     closers.append(provider.close)
     return provider
