@@ -169,7 +169,10 @@ def telemetry_from_settings(config: TelemetryConfig, *, credential: Any = None) 
 
         credential = DefaultAzureCredential(managed_identity_client_id=config.managed_identity_client_id) \
             if config.managed_identity_client_id else DefaultAzureCredential()
-    options: dict[str, Any] = {"connection_string": config.connection_string, "credential": credential}
+    # No offline store: telemetry is best effort (the exporter retries each batch), and nothing of the bot
+    # is kept on an instance's disk, which App Service may replace at any time anyway.
+    options: dict[str, Any] = {"connection_string": config.connection_string, "credential": credential,
+                               "disable_offline_storage": True}
     interval_ms = config.export_interval.total_seconds() * 1000
     return build_telemetry(
         config,

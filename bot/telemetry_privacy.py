@@ -72,7 +72,7 @@ def scrub_attributes(attributes: Attributes) -> dict[str, AttributeValue]:
         elif isinstance(value, str):
             kept[key] = scrub(value)
         elif isinstance(value, Sequence) and not isinstance(value, bytes | str):
-            kept[key] = [scrub(item) if isinstance(item, str) else item for item in value]
+            kept[key] = tuple(scrub(item) if isinstance(item, str) else item for item in value)
         else:
             kept[key] = value
     return kept
