@@ -102,7 +102,13 @@ class LocalMetricsView:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:  # e.g. a second `make run`: the bot itself matters more than its metrics
+            logger.warning("/metrics not served: %s:%d cannot be listened on (%s); set METRICS_PORT to a free port",
+                           self._host, self._port, error.strerror or type(error).__name__)
+            await self.stop()
+            return
         server = site._server  # the bound socket tells the real port when 0 was asked for
         sockets = getattr(server, "sockets", None) or ()
         port = sockets[0].getsockname()[1] if sockets else self._port

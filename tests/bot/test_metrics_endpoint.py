@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -75,3 +76,15 @@ async def test_the_bot_without_metrics_port_listens_for_no_metrics(bot: BotDrive
 def test_the_view_refuses_any_address_but_loopback(host: str) -> None:
     with pytest.raises(ValueError, match="loopback"):
         LocalMetricsView(InMemoryMetricReader(), host, 9464)
+
+
+async def test_a_busy_metrics_port_leaves_the_bot_running_without_metrics(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        view = LocalMetricsView(InMemoryMetricReader(), "127.0.0.1", port)
+        await view.start()
+        await view.stop()
+    assert view.url == ""
+    assert f"/metrics not served: 127.0.0.1:{port}" in caplog.text
