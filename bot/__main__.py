@@ -31,8 +31,8 @@ from bot.zip_passwords import LocalZipPasswordProvider
 logger = logging.getLogger("bot")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command and run it; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and its options (the runbook in infra/README.md is checked against it)."""
     parser = argparse.ArgumentParser(prog="python -m bot", description="veilig-doorverwijzen Teams bot")
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the bot (default)")
@@ -55,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  help="check as BOT_ENV=production does: every file must list who may refer")
     add_breach_command(commands)
     add_register_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command and run it; returns the exit status."""
+    parser = build_parser()
     arguments = parser.parse_args(argv)
     try:
         settings = Settings.from_mapping(os.environ)
