@@ -13,45 +13,46 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 import cards
-from bot.breach import BreachService
-from bot.chat_messages import MessageContent
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
-from bot.corrections import CorrectionService
-from bot.database import Database
-from bot.delivery import DeliveryWorker, RetryPolicy
-from bot.dialogue import ReferralDialogue, personal_chat_url
-from bot.draft_cipher import DraftCipher
-from bot.drafts import DraftStore, ShownCard
-from bot.http_telemetry import request_telemetry
-from bot.information_sheet import sheet_routes
-from bot.mail_transport import MailTransport, sent_copies
-from bot.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
-from bot.message_outbox import MessageOutbox
-from bot.metrics import OutboxName, OutboxReadings, Waiting
-from bot.metrics_endpoint import LocalMetricsView
-from bot.ocmw import OcmwService
-from bot.ocmw_links import OcmwLinks
-from bot.outbox import Outbox
-from bot.periodic_jobs import PeriodicJobs
-from bot.protocols import DataSharingProtocol, ProtocolFolder, ProtocolRegistry
-from bot.rate_limits import RateLimit, RateLimiter
-from bot.referrals import ReferralStore
-from bot.referrers import MembershipChecker, ReferrerAccess
-from bot.refusal_bursts import RefusalBursts
-from bot.register import ProcessingRegister
-from bot.register_export import RegisterExports, download_route
-from bot.reminders import ReminderService
-from bot.residue import ResidueSweeper
-from bot.retention import RetentionService
+from bot.core.metrics import OutboxName, OutboxReadings, Waiting
+from bot.core.protocols import DataSharingProtocol, ProtocolFolder, ProtocolRegistry
+from bot.core.sent_referrals import ReferralStore
+from bot.delivery.chat_messages import MessageContent
+from bot.delivery.mail_delivery import DeliveryWorker, RetryPolicy
+from bot.delivery.mail_outbox import Outbox
+from bot.delivery.mail_transport import MailTransport, sent_copies
+from bot.delivery.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
+from bot.delivery.message_outbox import MessageOutbox
+from bot.evidence.register import ProcessingRegister
+from bot.ocmw.actions import OcmwService
+from bot.ocmw.corrections import CorrectionService
+from bot.ocmw.links import OcmwLinks
+from bot.ocmw.refusal_bursts import RefusalBursts
+from bot.ocmw.reminders import ReminderService
+from bot.ocmw.status import StatusService
+from bot.operations.http_telemetry import request_telemetry
+from bot.operations.metrics_endpoint import LocalMetricsView
+from bot.operations.telemetry import Telemetry
+from bot.oversight.breach import BreachService
+from bot.oversight.register_export import RegisterExports, download_route
+from bot.oversight.residue import ResidueSweeper
+from bot.oversight.retention import RetentionService
+from bot.referral.dialogue import ReferralDialogue, personal_chat_url
+from bot.referral.drafts import DraftStore, ShownCard
+from bot.referral.information_sheet import sheet_routes
+from bot.referral.referrers import MembershipChecker, ReferrerAccess
+from bot.referral.sending import ReferralSender
 from bot.router import LINK_LIMIT, Router
-from bot.schema_migration import require_current_schema
-from bot.sending import ReferralSender
-from bot.status import StatusService
+from bot.secrets.draft_cipher import DraftCipher
+from bot.secrets.zip_passwords import ZipPasswordError, ZipPasswordProvider
+from bot.storage.database import Database
+from bot.storage.periodic_jobs import PeriodicJobs
+from bot.storage.rate_limits import RateLimit, RateLimiter
+from bot.storage.schema_migration import require_current_schema
 from bot.teams.channel import build_teams_channel
 from bot.teams.connector import ConnectorTokenSource
 from bot.teams.route import MAX_BODY_BYTES
-from bot.telemetry import Telemetry
 from bot.wiring import (
     Closer,
     build_database,
@@ -59,7 +60,6 @@ from bot.wiring import (
     build_membership_checker,
     build_password_provider,
 )
-from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 
 logger = logging.getLogger(__name__)
 

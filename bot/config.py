@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from bot.access import OcmwChannelPolicy, ReferrerPolicy
-from bot.smtp_transport import SmtpSettings, is_loopback_host
+from bot.core.access import OcmwChannelPolicy, ReferrerPolicy
+from bot.delivery.smtp_transport import SmtpSettings, is_loopback_host
 
 MailTransportName = Literal["outbox", "smtp", "graph"]
 SmtpTls = Literal["starttls", "implicit", "none"]

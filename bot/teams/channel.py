@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bot.chat_messages import ChatSender
 from bot.config import BotIdentity
-from bot.metrics import Metrics
+from bot.core.metrics import Metrics
+from bot.delivery.chat_messages import ChatSender
 from bot.router import Router
 from bot.teams.adapter import create_adapter
 from bot.teams.connector import ConnectorClients, ConnectorTokenSource, MsalConnectorToken, NoConnectorToken

@@ -18,9 +18,9 @@ from microsoft_agents.activity import Activity, ChannelAccount, InvokeResponse, 
 from microsoft_agents.hosting.core import ActivityHandler
 
 import cards
-from bot.chat_messages import RETRYABLE_STATUSES, MessageContent, parse_retry_after
-from bot.dialogue import Actor, Answer, Banner
-from bot.metrics import Metrics
+from bot.core.metrics import Metrics
+from bot.delivery.chat_messages import RETRYABLE_STATUSES, MessageContent, parse_retry_after
+from bot.referral.dialogue import Actor, Answer, Banner
 from bot.router import Router
 from bot.teams.references import reference_of
 from bot.teams.sender import message_activity
@@ -139,7 +139,7 @@ class ReferralActivityHandler(ActivityHandler):
             self._metrics.turn("message", time.monotonic() - started)
 
     async def on_invoke_activity(self, turn_context: TurnContextProtocol[Any]) -> InvokeResponse:
-        """Card actions, timed by verb (`bot.metrics.KNOWN_VERBS`; anything else as "other")."""
+        """Card actions, timed by verb (`bot.core.metrics.KNOWN_VERBS`; anything else as "other")."""
         started = time.monotonic()
         verb = "other"
         try:

@@ -1,6 +1,6 @@
 // What wakes the operators: an action group mailing the ops mailbox, and an alert for each thing that
 // hurts a referral before a social worker notices it (infra/README.md, *Operations*). The bot's own
-// metrics (bot/metrics.py) come from Application Insights' customMetrics table; /readyz is probed
+// metrics (bot/core/metrics.py) come from Application Insights' customMetrics table; /readyz is probed
 // from outside by an availability test. Every rule mails; none holds client data (the metrics carry
 // protocol ids, causes and status codes only).
 

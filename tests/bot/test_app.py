@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.zip_passwords import ZipPasswordProvider
+from bot.secrets.zip_passwords import ZipPasswordProvider
 from tests.support.bot_server import running_bot
 from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import reads_answered, until, vault_provider

@@ -1,7 +1,7 @@
 """The alerts (infra/modules/alerts.bicep) watch metrics the bot really emits, under the names and attributes it uses.
 
 No Kusto engine runs here, so each log alert's query is held against the bot itself: every metric name
-it filters on is one `bot.metrics` creates, every `customDimensions[...]` key one the bot sets on that
+it filters on is one `bot.core.metrics` creates, every `customDimensions[...]` key one the bot sets on that
 metric, the measured column and the alert's dimensions come out of the query's `summarize`, and every
 rule mails the ops mailbox. `/readyz`, which the availability test probes, is a route of the app.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from bot.metrics import Metrics, OutboxReadings, Waiting
+from bot.core.metrics import Metrics, OutboxReadings, Waiting
 from tests.infra.test_bicep import MAIN, module_file, parsed, reference
 from tests.support.clock import ManualClock
 

@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 
 import cards
-from bot.__main__ import build_parser
 from bot.app import create_app
+from bot.cli.main import build_parser
 from bot.config import Settings
-from bot.database import DatabaseSettings, open_database
-from bot.register import ProcessingRegister, RegisterEvent
-from bot.smtp_transport import SmtpTransport
+from bot.delivery.smtp_transport import SmtpTransport
+from bot.evidence.register import ProcessingRegister, RegisterEvent
+from bot.storage.database import DatabaseSettings, open_database
 from tests.infra.helpers import ROOT
 from tests.support import sevenzip
 from tests.support.activities import TeamsUser
@@ -99,7 +99,7 @@ def test_every_command_the_runbook_names_is_one_the_bot_knows() -> None:
 
 
 def test_the_generated_secrets_are_what_the_bot_accepts() -> None:
-    from bot.zip_passwords import check_password, format_for_reading, generate_password
+    from bot.secrets.zip_passwords import check_password, format_for_reading, generate_password
 
     password = generate_password()
     assert check_password(password, SECRET) == password.encode() and len(format_for_reading(password).split()) == 6

@@ -32,9 +32,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from bot.app import create_app
 from bot.config import Settings
+from bot.delivery.smtp_transport import SmtpTransport
 from bot.logging_setup import configure_logging
-from bot.smtp_transport import SmtpTransport
-from bot.telemetry import build_telemetry
+from bot.operations.telemetry import build_telemetry
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import running_bot
 from tests.support.card_reading import texts

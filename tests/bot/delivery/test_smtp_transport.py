@@ -1,0 +1,297 @@
+"""The SMTP transport against a real aiosmtpd server: TLS always verified, errors classified, no data leaked."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from bot.delivery.mail_transport import MailDeliveryError, MailTransport
+from bot.delivery.smtp_transport import SmtpSettings, SmtpTransport, is_loopback_host
+from tests.support import sevenzip
+from tests.support.sample_referral import SENDER_ADDRESS, ZIP_PASSWORD, SampleReferral, sample_referral
+from tests.support.smtp_server import HOST, free_port, smtp_server
+
+AUTH = ("doorverwijzen-bot", "relay-secret-9Q4Z")
+
+
+@pytest.fixture(scope="module")
+def sample() -> SampleReferral:
+    return sample_referral()
+
+
+def _assert_reason_is_clean(error: MailDeliveryError, sample: SampleReferral) -> None:
+    """Nothing the client or the server's echo could put there: no values, no addresses."""
+    reason = error.reason.casefold()
+    for value in [*sample.client_values(), sample.recipient, "welzijnshuis", SENDER_ADDRESS, AUTH[1]]:
+        assert value.casefold() not in reason, (value, error.reason)
+    assert str(error) == error.reason
+
+
+def _received(data: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+async def _refusal(transport: SmtpTransport, message: EmailMessage) -> MailDeliveryError:
+    with pytest.raises(MailDeliveryError) as caught:
+        await transport.send(message)
+    return caught.value
+
+
+def test_is_a_mail_transport() -> None:
+    transport: MailTransport = SmtpTransport(SmtpSettings("smtp.example.be", 587))
+    assert isinstance(transport, SmtpTransport)
+
+
+async def test_starttls_delivers_once_with_the_package_intact(sample: SampleReferral, tmp_path: Path) -> None:
+    with smtp_server(tls="starttls") as server:
+        await SmtpTransport(server.settings()).send(sample.message)
+
+        (mail,) = server.messages
+    assert mail.tls
+    assert mail.mail_from == SENDER_ADDRESS
+    assert mail.rcpt_tos == (sample.recipient,) == ("welzijnshuis@sint-gillis-waas.be",)
+    received = _received(mail.data)
+    assert received["Message-ID"] == sample.message["Message-ID"]
+    (attachment,) = received.iter_attachments()
+    assert attachment.get_filename() == sample.attachment_name
+    assert attachment.get_content() == sample.package
+    result = sevenzip.extract(attachment.get_content(), ZIP_PASSWORD, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Meerdonk" in (tmp_path / "doorverwijzing.txt").read_text(encoding="utf-8")
+
+
+async def test_implicit_tls_delivers(sample: SampleReferral) -> None:
+    with smtp_server(tls="implicit") as server:
+        await SmtpTransport(server.settings()).send(sample.message)
+
+        (mail,) = server.messages
+    assert mail.tls
+    assert _received(mail.data).get_body(preferencelist=("plain",)) is not None
+
+
+async def test_plaintext_on_loopback_delivers(sample: SampleReferral) -> None:
+    with smtp_server(tls="none") as server:
+        await SmtpTransport(server.settings()).send(sample.message)
+
+        (mail,) = server.messages
+    assert not mail.tls
+
+
+async def test_login_when_the_server_requires_it(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls", auth=AUTH) as server:
+        await SmtpTransport(server.settings()).send(sample.message)
+
+        (mail,) = server.messages
+    assert mail.login == AUTH[0]
+
+
+async def test_wrong_password_is_permanent(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls", auth=AUTH) as server:
+        error = await _refusal(SmtpTransport(server.settings(password="wrong")), sample.message)
+
+        assert server.messages == []
+    assert error.transient is False
+    assert "535" in error.reason
+    assert "login" in error.reason
+    _assert_reason_is_clean(error, sample)
+
+
+async def test_missing_login_is_permanent(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls", auth=AUTH) as server:
+        error = await _refusal(SmtpTransport(server.settings(username=None, password=None)), sample.message)
+
+    assert error.transient is False
+    assert "530" in error.reason  # aiosmtpd: authentication required, at MAIL FROM
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_untrusted_server_certificate_is_permanent(sample: SampleReferral, tls: str) -> None:
+    with smtp_server(tls=tls) as server:  # type: ignore[arg-type]
+        error = await _refusal(SmtpTransport(server.settings(ca_file=None)), sample.message)
+
+        assert server.messages == []
+    assert error.transient is False
+    assert "certificate" in error.reason
+    _assert_reason_is_clean(error, sample)
+
+
+async def test_certificate_for_another_host_is_permanent(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls", cert_names=("smtp.elsewhere.test",)) as server:
+        error = await _refusal(SmtpTransport(server.settings()), sample.message)
+
+    assert error.transient is False
+    assert "certificate" in error.reason
+    assert "mismatch" in error.reason  # OpenSSL's "Hostname mismatch": tells support what to fix
+
+
+async def test_starttls_required_but_not_offered_is_permanent(sample: SampleReferral) -> None:
+    with smtp_server(tls="none") as server:
+        error = await _refusal(SmtpTransport(server.settings(tls="starttls", ca_file=server.ca_path)), sample.message)
+
+        assert server.messages == []
+    assert error.transient is False
+    assert "STARTTLS" in error.reason
+
+
+async def test_implicit_tls_against_a_starttls_port_is_permanent(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls") as server:
+        error = await _refusal(SmtpTransport(server.settings(tls="implicit")), sample.message)
+
+    assert error.transient is False
+    assert "TLS handshake" in error.reason
+
+
+async def test_connection_refused_is_transient(sample: SampleReferral) -> None:
+    transport = SmtpTransport(SmtpSettings(HOST, free_port(), "starttls", timeout_seconds=5))
+
+    error = await _refusal(transport, sample.message)
+
+    assert error.transient is True
+    assert "not reachable" in error.reason
+    assert "ECONNREFUSED" in error.reason
+
+
+async def test_server_down_then_back(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls") as server:
+        transport = SmtpTransport(server.settings())
+        server.stop()
+        error = await _refusal(transport, sample.message)
+        server.start()
+        await transport.send(sample.message)
+
+        assert len(server.messages) == 1
+    assert error.transient is True
+
+
+@pytest.fixture
+async def silent_port() -> AsyncIterator[int]:
+    """Accepts TCP connections and never says a word: a hung server."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(hold, HOST, 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_silent_server_times_out_as_transient(sample: SampleReferral, silent_port: int) -> None:
+    transport = SmtpTransport(SmtpSettings(HOST, silent_port, "starttls", timeout_seconds=0.3))
+
+    error = await _refusal(transport, sample.message)
+
+    assert error.transient is True
+    assert "in time" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("code", "stage", "transient"),
+    [
+        (421, "DATA", True),
+        (451, "DATA", True),
+        (550, "DATA", False),
+        (552, "DATA", False),
+        (450, "RCPT", True),
+        (550, "RCPT", False),
+    ],
+)
+async def test_refusals_are_classified_by_reply_code(
+    sample: SampleReferral, code: int, stage: str, transient: bool
+) -> None:
+    with smtp_server(tls="starttls") as server:
+        server.fail_next(code, stage=stage)  # type: ignore[arg-type]
+        error = await _refusal(SmtpTransport(server.settings()), sample.message)
+
+        assert server.messages == []
+    assert error.transient is transient
+    assert f"SMTP {code} from server" in error.reason
+    assert ("RCPT" if stage == "RCPT" else "DATA") in error.reason
+    _assert_reason_is_clean(error, sample)
+
+
+async def test_a_temporary_refusal_then_success(sample: SampleReferral) -> None:
+    with smtp_server(tls="starttls") as server:
+        transport = SmtpTransport(server.settings())
+        server.fail_next(451, 1)
+        first = await _refusal(transport, sample.message)
+        await transport.send(sample.message)  # the transport does not retry; the caller does
+
+        assert len(server.messages) == 1
+    assert first.transient is True
+
+
+def test_plaintext_to_a_remote_host_is_refused() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        SmtpTransport(SmtpSettings("smtp.sint-gillis-waas.be", 25, "none"))
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("10.0.0.1", False),
+        ("localhost.example.be", False),
+        ("smtp.example.be", False),
+        ("", False),
+    ],
+)
+def test_loopback_detection(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="together"):
+        SmtpTransport(SmtpSettings("smtp.example.be", 587, username="bot"))
+    with pytest.raises(ValueError, match="port"):
+        SmtpTransport(SmtpSettings("smtp.example.be", 0))
+    with pytest.raises(ValueError, match="CA file"):
+        SmtpTransport(SmtpSettings("smtp.example.be", 587, ca_file=Path("/nonexistent/ca.pem")))
+    with pytest.raises(ValueError, match="TLS mode"):
+        SmtpTransport(SmtpSettings("smtp.example.be", 587, "tls"))  # type: ignore[arg-type]
+
+
+def test_password_is_not_in_the_settings_repr() -> None:
+    settings = SmtpSettings("smtp.example.be", 587, username="bot", password=AUTH[1])
+    assert AUTH[1] not in repr(settings)
+
+
+async def test_check_connects_and_logs_in_without_sending() -> None:
+    with smtp_server(tls="starttls", auth=AUTH) as server:
+        description = await SmtpTransport(server.settings()).check()
+
+        assert server.messages == []
+    assert f"{HOST}:{server.port}" in description
+    assert "STARTTLS" in description
+    assert "logged in" in description
+
+
+async def test_check_reports_a_wrong_password(sample: SampleReferral) -> None:
+    with smtp_server(tls="implicit", auth=AUTH) as server, pytest.raises(MailDeliveryError) as caught:
+        await SmtpTransport(server.settings(password="wrong")).check()
+
+    assert caught.value.transient is False
+    assert "535" in caught.value.reason
+    _assert_reason_is_clean(caught.value, sample)
+
+
+async def test_check_reports_an_unreachable_server() -> None:
+    with pytest.raises(MailDeliveryError) as caught:
+        await SmtpTransport(SmtpSettings(HOST, free_port(), timeout_seconds=5)).check()
+
+    assert caught.value.transient is True
