@@ -17,8 +17,6 @@ from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, No
 
 import cards
 from bot.clock import Clock
-from bot.delivery.chat_messages import ChatSendError
-from bot.delivery.mail_transport import MailDeliveryError
 
 METER_NAME = "veilig_doorverwijzen"
 OutboxName = Literal["mail", "teams"]
@@ -128,31 +126,6 @@ class Metrics:
     def http_response(self, route: str, method: str, status: int) -> None:
         self.http_responses.add(1, {"http.route": route, "http.request.method": method,
                                     "http.response.status_code": status, "status_class": f"{status // 100}xx"})
-
-
-def mail_failure_cause(error: MailDeliveryError) -> str:
-    """A fixed word for why a mail did not go out (the reason text itself is for the log)."""
-    if error.reason.startswith("protocol ") and "not in force" in error.reason:
-        return "protocol_ended"
-    if error.reason == "no answer within the lease" or "in time" in error.reason:
-        return "timeout"
-    if error.retry_after is not None:
-        return "throttled"
-    return "transient" if error.transient else "permanent"
-
-
-def teams_failure_cause(error: ChatSendError) -> str:
-    """A fixed word for why Teams did not take a message."""
-    if error.status is None:
-        return "timeout" if error.reason == "no answer within the lease" else (
-            "unexpected" if error.reason == "unexpected error" else "unreachable")
-    if error.status == 429:
-        return "throttled"
-    if error.status == 401:
-        return "unauthorized"
-    if error.status >= 500:
-        return "server_error"
-    return "refused"
 
 
 class OutboxReadings:

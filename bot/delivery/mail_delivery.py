@@ -23,11 +23,12 @@ from zoneinfo import ZoneInfo
 
 import cards
 from bot.clock import Clock
-from bot.core.metrics import Metrics, mail_failure_cause
+from bot.core.metrics import Metrics
 from bot.core.protocols import ProtocolRegistry
 from bot.core.referral_values import DATA_CATEGORIES, ITEM_CATEGORIES
 from bot.core.sent_referrals import ReferralState, ReferralStore, SentReferral
 from bot.delivery.chat_messages import MessageContent
+from bot.delivery.failure_causes import mail_failure_cause
 from bot.delivery.mail_outbox import Outbox, OutboxItem
 from bot.delivery.mail_transport import MailDeliveryError, MailTransport
 from bot.delivery.message_outbox import MessageOutbox

@@ -16,8 +16,9 @@ import random
 from dataclasses import dataclass
 
 from bot.clock import Clock
-from bot.core.metrics import Metrics, teams_failure_cause
+from bot.core.metrics import Metrics
 from bot.delivery.chat_messages import ChatSender, ChatSendError
+from bot.delivery.failure_causes import teams_failure_cause
 from bot.delivery.mail_delivery import SEND_SHARE_OF_LEASE, RetryPolicy
 from bot.delivery.message_outbox import MessageAction, MessageOutbox, QueuedMessage
 from bot.delivery.worker_loop import WorkerLoop

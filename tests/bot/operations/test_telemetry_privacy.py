@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from bot.core.metrics import Metrics, mail_failure_cause, teams_failure_cause
+from bot.core.metrics import Metrics
 from bot.delivery.chat_messages import ChatSendError
+from bot.delivery.failure_causes import mail_failure_cause, teams_failure_cause
 from bot.delivery.mail_transport import MailDeliveryError
 from bot.operations.telemetry_privacy import PrivateLogHandler, PrivateSpanExporter, scrub
 from bot.secrets.keyvault_passwords import read_failure_cause
