@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 3978
+# The local /metrics view (Prometheus text, loopback only); METRICS_PORT= turns it off.
+METRICS_PORT ?= 9464
 SUDO = $$( [ "$$(id -u)" = 0 ] || echo sudo )
 
 .PHONY: run run-bot test lint lint-infra tools chromium checkov package card-screenshots clean
@@ -26,14 +28,14 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 run-bot: $(VENV)/.installed
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m bot serve
+	HOST=$(HOST) PORT=$(PORT) METRICS_PORT=$(METRICS_PORT) $(BIN)/python -m bot serve
 
 # The bot and the M365 Agents Playground (a local Teams-like client, npm) side by side: open the address it
 # prints. Without Node.js, or when the npm packages cannot be installed, the bot starts alone.
 run: $(VENV)/.installed
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory node_modules/.installed \
 	  || echo "Could not install the npm packages (offline?): the Agents Playground cannot start."; fi
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m infra.run_with_playground
+	HOST=$(HOST) PORT=$(PORT) METRICS_PORT=$(METRICS_PORT) $(BIN)/python -m infra.run_with_playground
 
 # Debian packages the tests drive for real (root on CI; sudo elsewhere).
 # PostgreSQL: the tests start a temporary cluster of their own (initdb on a free port), never a running server.

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.package import build_package
-from bot.protocols import load_registry
-from bot.referral import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
+from bot.core.protocols import load_registry
+from bot.core.referral_values import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
+from bot.referral.package import build_package
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.clock import ManualClock

@@ -15,18 +15,31 @@ import dataclasses
 import datetime as dt
 import email
 import email.policy
+import importlib
 import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot import mail_message
-from bot.package import build_package
-from bot.protocols import load_protocol_file
-from bot.referral import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
+
+def module(current: str, flat: str) -> ModuleType:
+    """`current` (the packages of issue 15), or `flat` in a build from before them (run in any build's tree)."""
+    try:
+        return importlib.import_module(current)
+    except ModuleNotFoundError:
+        return importlib.import_module(flat)
+
+
+mail_message = module("bot.delivery.mail_message", "bot.mail_message")
+build_package = module("bot.referral.package", "bot.package").build_package
+load_protocol_file = module("bot.core.protocols", "bot.protocols").load_protocol_file
+_values = module("bot.core.referral_values", "bot.referral")
+ClientDetails, ConsentRecord, ReferralPackageContents, Referrer = (
+    _values.ClientDetails, _values.ConsentRecord, _values.ReferralPackageContents, _values.Referrer)
 
 PASSWORD = b"K7M2QX9PLR4TWB8N6VHJ3CZD"
 SENDER = "doorverwijzing@opgroeien.be"

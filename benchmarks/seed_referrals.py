@@ -16,19 +16,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib
 import json
 import random
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from bot.config import Settings
-from bot.outbox import Outbox
-from bot.referrals import ReferralState, ReferralStore, SentReferral
-from bot.register import ProcessingRegister, RegisterEvent
 from bot.wiring import open_database_for_command
+
+
+def module(current: str, flat: str) -> ModuleType:
+    """`current` (the packages of issue 15), or `flat` in a build from before them (run in any build's tree)."""
+    try:
+        return importlib.import_module(current)
+    except ModuleNotFoundError:
+        return importlib.import_module(flat)
+
+
+Outbox = module("bot.delivery.mail_outbox", "bot.outbox").Outbox
+_sent_referrals = module("bot.core.sent_referrals", "bot.referrals")
+ReferralState, ReferralStore, SentReferral = (_sent_referrals.ReferralState, _sent_referrals.ReferralStore,
+                                              _sent_referrals.SentReferral)
+_register = module("bot.evidence.register", "bot.register")
+ProcessingRegister, RegisterEvent = _register.ProcessingRegister, _register.RegisterEvent
 
 PROTOCOL_ID = "OR-KG-NOW-OCMW-SGW-2026"
 REFERRERS = 200

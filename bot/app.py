@@ -13,38 +13,43 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 import cards
-from bot.breach import BreachService
-from bot.chat_messages import MessageContent
 from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
-from bot.corrections import CorrectionService
-from bot.database import Database
-from bot.delivery import DeliveryWorker, RetryPolicy
-from bot.dialogue import ReferralDialogue, personal_chat_url
-from bot.draft_cipher import DraftCipher
-from bot.drafts import DraftStore, ShownCard
-from bot.information_sheet import sheet_routes
-from bot.mail_transport import MailTransport, sent_copies
-from bot.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
-from bot.message_outbox import MessageOutbox
-from bot.ocmw import OcmwService
-from bot.ocmw_links import OcmwLinks
-from bot.outbox import Outbox
-from bot.periodic_jobs import PeriodicJobs
-from bot.protocols import DataSharingProtocol, ProtocolFolder, ProtocolRegistry
-from bot.rate_limits import RateLimit, RateLimiter
-from bot.referrals import ReferralStore
-from bot.referrers import MembershipChecker, ReferrerAccess
-from bot.refusal_bursts import RefusalBursts
-from bot.register import ProcessingRegister
-from bot.register_export import RegisterExports, download_route
-from bot.reminders import ReminderService
-from bot.residue import ResidueSweeper
-from bot.retention import RetentionService
+from bot.core.metrics import OutboxName, OutboxReadings, Waiting
+from bot.core.protocols import DataSharingProtocol, ProtocolFolder, ProtocolRegistry
+from bot.core.sent_referrals import ReferralStore
+from bot.delivery.chat_messages import MessageContent
+from bot.delivery.mail_delivery import DeliveryWorker, RetryPolicy
+from bot.delivery.mail_outbox import Outbox
+from bot.delivery.mail_transport import MailTransport, sent_copies
+from bot.delivery.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
+from bot.delivery.message_outbox import MessageOutbox
+from bot.evidence.register import ProcessingRegister
+from bot.ocmw.actions import OcmwService
+from bot.ocmw.corrections import CorrectionService
+from bot.ocmw.links import OcmwLinks
+from bot.ocmw.refusal_bursts import RefusalBursts
+from bot.ocmw.reminders import ReminderService
+from bot.ocmw.status import StatusService
+from bot.operations.http_telemetry import request_telemetry
+from bot.operations.metrics_endpoint import LocalMetricsView
+from bot.operations.telemetry import Telemetry
+from bot.oversight.breach import BreachService
+from bot.oversight.register_export import RegisterExports, download_route
+from bot.oversight.residue import ResidueSweeper
+from bot.oversight.retention import RetentionService
+from bot.referral.dialogue import ReferralDialogue, personal_chat_url
+from bot.referral.drafts import DraftStore, ShownCard
+from bot.referral.information_sheet import sheet_routes
+from bot.referral.referrers import MembershipChecker, ReferrerAccess
+from bot.referral.sending import ReferralSender
 from bot.router import LINK_LIMIT, Router
-from bot.schema_migration import require_current_schema
-from bot.sending import ReferralSender
-from bot.status import StatusService
+from bot.secrets.draft_cipher import DraftCipher
+from bot.secrets.zip_passwords import ZipPasswordError, ZipPasswordProvider
+from bot.storage.database import Database
+from bot.storage.periodic_jobs import PeriodicJobs
+from bot.storage.rate_limits import RateLimit, RateLimiter
+from bot.storage.schema_migration import require_current_schema
 from bot.teams.channel import build_teams_channel
 from bot.teams.connector import ConnectorTokenSource
 from bot.teams.route import MAX_BODY_BYTES
@@ -55,7 +60,6 @@ from bot.wiring import (
     build_membership_checker,
     build_password_provider,
 )
-from bot.zip_passwords import ZipPasswordError, ZipPasswordProvider
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +95,11 @@ class Services:
     protocols: ProtocolFolder
     retention: RetentionService
     jobs: PeriodicJobs
+    telemetry: Telemetry
+    #: How many mails and Teams messages wait (the outbox gauges), read once per export interval.
+    outbox_readings: OutboxReadings
+    #: The local `/metrics` listener (`METRICS_PORT`), None when off; its `url` is set once it listens.
+    metrics_view: LocalMetricsView | None = None
     closers: list[Closer] = field(default_factory=list)
 
 
@@ -109,6 +118,7 @@ def create_app(
     membership: MembershipChecker | None = None,
     migrate: bool | None = None,
     instance: str | None = None,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     """Build the aiohttp application; fails fast on a bad protocol file or data folder.
 
@@ -118,9 +128,12 @@ def create_app(
     At start the database's schema must be this version's: `migrate` brings it there first (by
     default for the embedded SQLite file, which only this process uses; for PostgreSQL a
     migration is a deployment step, `python -m bot migrate`). `instance` names this process in
-    `job_runs` (default: random).
+    `job_runs` (default: random). `telemetry` is where metrics, spans and logs go (`serve` builds it from
+    the settings; default: off).
     """
     clock = clock or SystemClock()
+    telemetry = telemetry or Telemetry.off()
+    metrics = telemetry.metrics
     protocols = ProtocolFolder(settings.protocols_dir, require_referrers=settings.environment == "production")
     registry = protocols.registry  # shared by every service; rereading the folder changes it in place
     closers: list[Closer] = []
@@ -128,13 +141,14 @@ def create_app(
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.data_dir.chmod(0o700)
     db = build_database(settings, closers)
+    telemetry.instrument_database(db)
     cipher = _draft_cipher(settings, draft_key)
     drafts = DraftStore(db, cipher, settings.draft_ttl)
     referrals = ReferralStore(db)
     register = ProcessingRegister(db)
     outbox = Outbox(db)
     messages = MessageOutbox(db)
-    passwords = passwords or build_password_provider(settings, clock, closers)
+    passwords = passwords or build_password_provider(settings, clock, closers, metrics)
     transport = transport or build_mail_transport(settings, closers)
     referrers = ReferrerAccess(membership or build_membership_checker(settings, closers), clock=clock,
                                cache_ttl=settings.membership.cache)
@@ -150,6 +164,7 @@ def create_app(
         clock=clock,
         timezone=settings.timezone,
         mail_from=settings.mail_from,
+        metrics=metrics,
     )
     dialogue = ReferralDialogue(
         registry=registry,
@@ -162,6 +177,7 @@ def create_app(
         timezone=settings.timezone,
         chat_url=personal_chat_url(settings.identity.app_id),
         public_base_url=settings.public_base_url,
+        metrics=metrics,
     )
     corrections = CorrectionService(
         db=db,
@@ -204,6 +220,7 @@ def create_app(
         policy=RetryPolicy(settings.delivery.initial, settings.delivery.maximum, settings.delivery.horizon,
                            settings.delivery.lease),
         after_delivery=ocmw.queue_referral_card,
+        metrics=metrics,
     )
     outbox.on_queued = worker.wake
     sender.before_queue = worker.room
@@ -239,7 +256,7 @@ def create_app(
                              timezone=settings.timezone, mail_from=settings.mail_from),
     )
     channel = build_teams_channel(settings.identity, router, openid_metadata_url=settings.openid_metadata_url,
-                                  connector_token=connector_token)
+                                  connector_token=connector_token, metrics=metrics)
     message_worker = MessageDeliveryWorker(
         outbox=messages,
         sender=channel.sender,
@@ -248,10 +265,22 @@ def create_app(
             RetryPolicy(settings.message_retry.initial, settings.message_retry.maximum, settings.delivery.horizon),
             lease=settings.delivery.lease,
         ),
+        metrics=metrics,
     )
     messages.on_queued = message_worker.wake
     closers.append(channel.close)
     jobs = PeriodicJobs(db, clock, instance)
+
+    async def read_outboxes() -> dict[OutboxName, Waiting]:
+        return {"mail": Waiting(*await outbox.waiting()), "teams": Waiting(*await messages.waiting())}
+
+    readings = OutboxReadings(read_outboxes, clock)
+    if telemetry.records_metrics:
+        readings.register(telemetry.meter)
+    metrics_view = None
+    if telemetry.local_view is not None and settings.telemetry.metrics_port is not None:
+        metrics_view = LocalMetricsView(telemetry.local_view, settings.telemetry.metrics_host,
+                                        settings.telemetry.metrics_port)
 
     @web.middleware
     async def reread_protocols(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -259,7 +288,8 @@ def create_app(
         protocols.reload_if_changed()
         return await handler(request)
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[reread_protocols])
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
+                          middlewares=[request_telemetry(telemetry.tracer, metrics), reread_protocols])
     app[SERVICES_KEY] = Services(
         settings=settings,
         db=db,
@@ -279,6 +309,9 @@ def create_app(
         protocols=protocols,
         retention=retention,
         jobs=jobs,
+        telemetry=telemetry,
+        outbox_readings=readings,
+        metrics_view=metrics_view,
         closers=closers,
     )
 
@@ -311,6 +344,10 @@ def create_app(
         tasks = [asyncio.create_task(passwords.keep_warm(protocols_in_force)),
                  asyncio.create_task(jobs.every("sweep", settings.sweep_interval, sweep)),
                  asyncio.create_task(_every(PROTOCOL_CHECK_SECONDS, _reread))]
+        if telemetry.records_metrics:  # the outboxes are read once per export interval, not per collection
+            tasks.append(asyncio.create_task(_every(telemetry.export_interval.total_seconds(), readings.refresh)))
+        if metrics_view is not None:
+            await metrics_view.start()
         if run_worker:
             tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(message_worker.run()))
@@ -322,6 +359,8 @@ def create_app(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if metrics_view is not None:
+            await metrics_view.stop()
         for close in closers:
             await close()
         await db.close()

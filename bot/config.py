@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from bot.access import OcmwChannelPolicy, ReferrerPolicy
-from bot.smtp_transport import SmtpSettings, is_loopback_host
+from bot.core.access import OcmwChannelPolicy, ReferrerPolicy
+from bot.delivery.smtp_transport import SmtpSettings, is_loopback_host
 
 MailTransportName = Literal["outbox", "smtp", "graph"]
 SmtpTls = Literal["starttls", "implicit", "none"]
@@ -97,6 +97,28 @@ class MessageRetryConfig:
     maximum: dt.timedelta = dt.timedelta(minutes=10)
 
 
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """What the bot tells its operators: Application Insights, and a local Prometheus view.
+
+    `connection_string` None: nothing is sent anywhere (and nothing is recorded unless the local view
+    is on). With it, traces, metrics and logs go to Application Insights, authenticated with the
+    managed identity (`managed_identity_client_id`): the template disables local (key) auth.
+    `metrics_port` None: no `/metrics`; else served on `metrics_host`, always a loopback address.
+    """
+
+    connection_string: str | None = field(default=None, repr=False)
+    managed_identity_client_id: str | None = None
+    export_interval: dt.timedelta = dt.timedelta(seconds=60)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+
+    @property
+    def records_metrics(self) -> bool:
+        """Whether anything reads the metrics (Application Insights or the local view)."""
+        return self.connection_string is not None or self.metrics_port is not None
+
+
 DatabaseAuth = Literal["password", "entra"]
 
 
@@ -149,6 +171,7 @@ class Settings:
     smtp: SmtpSettings | None = None
     graph: GraphConfig | None = None
     delivery: DeliveryPolicyConfig = field(default_factory=DeliveryPolicyConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     message_retry: MessageRetryConfig = field(default_factory=MessageRetryConfig)
     identity: BotIdentity = field(default_factory=BotIdentity)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Brussels"))
@@ -260,6 +283,7 @@ class Settings:
                 horizon=dt.timedelta(hours=reader.integer("OUTBOX_HORIZON_HOURS", 24, minimum=1, maximum=24 * 14)),
                 lease=dt.timedelta(seconds=reader.integer("OUTBOX_LEASE_SECONDS", 120, minimum=2, maximum=3600)),
             ),
+            telemetry=_telemetry(reader),
             message_retry=MessageRetryConfig(
                 initial=dt.timedelta(seconds=reader.integer("TEAMS_RETRY_INITIAL_SECONDS", 2, minimum=1,
                                                             maximum=3600)),
@@ -335,6 +359,28 @@ def _database(reader: _EnvReader) -> DatabaseConfig:
         raise ConfigError("DATABASE_AUTH=entra sends an access token as the password: it needs TLS (remove sslmode)")
     return DatabaseConfig(url=url, auth=auth, pool_size=pool_size,
                           managed_identity_client_id=reader.optional("AZURE_CLIENT_ID"))
+
+
+def _telemetry(reader: _EnvReader) -> TelemetryConfig:
+    """`APPLICATIONINSIGHTS_CONNECTION_STRING` (App Service sets it from the template) and the local `/metrics`."""
+    connection_string = reader.optional("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    if connection_string is not None:
+        parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+        if not parts.get("InstrumentationKey") or not parts.get("IngestionEndpoint", "").startswith("https://"):
+            raise ConfigError("APPLICATIONINSIGHTS_CONNECTION_STRING must hold InstrumentationKey=...;"
+                              "IngestionEndpoint=https://...: copy it from the Application Insights resource")
+    host = reader.text("METRICS_HOST", TelemetryConfig.metrics_host)
+    if not is_loopback_host(host):
+        raise ConfigError(f"METRICS_HOST={host!r} is not a loopback address: /metrics is served only on this "
+                          "machine (127.0.0.1 or ::1); a scraper elsewhere reads Application Insights instead")
+    port = reader.optional("METRICS_PORT")
+    return TelemetryConfig(
+        connection_string=connection_string,
+        managed_identity_client_id=reader.optional("AZURE_CLIENT_ID"),
+        export_interval=dt.timedelta(seconds=reader.integer("TELEMETRY_EXPORT_SECONDS", 60, minimum=5, maximum=3600)),
+        metrics_host=host,
+        metrics_port=None if port is None else reader.integer("METRICS_PORT", 9464, minimum=0, maximum=65535),
+    )
 
 
 def _local_draft_key(reader: _EnvReader) -> bytes | None:

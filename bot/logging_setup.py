@@ -54,7 +54,7 @@ _PHONE = re.compile(
 )
 
 
-#: The token of a DPO's register download link (`bot.register_export`), e.g. in aiohttp's access log.
+#: The token of a DPO's register download link (`bot.oversight.register_export`), e.g. in aiohttp's access log.
 _LINK_TOKEN = re.compile(r"(?<=/register/export/)[A-Za-z0-9_-]+")
 
 
@@ -168,7 +168,7 @@ def configure_logging(level: str, *, json_lines: bool = False) -> None:
 #: the bot's route already logs a refusal by its reason only.
 #: SQLAlchemy logs every statement at INFO (its parameters hidden by `hide_parameters`, but the
 #: statements and pool chatter are noise per request); Alembic says each revision it applies, which
-#: `bot.schema_migration` reports itself.
+#: `bot.storage.schema_migration` reports itself.
 QUIET_LIBRARY_LOGGERS: dict[str, int] = {
     "microsoft_agents": logging.WARNING,
     "microsoft_agents.activity": logging.CRITICAL,

@@ -8,11 +8,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import cards
-from bot.access import ReferrerPolicy
-from bot.breach import BREACH_WORDS, BreachService
 from bot.clock import Clock
-from bot.corrections import CorrectionService
-from bot.dialogue import (
+from bot.core.access import ReferrerPolicy
+from bot.ocmw.actions import OcmwService
+from bot.ocmw.corrections import CorrectionService
+from bot.ocmw.links import base_conversation_id
+from bot.ocmw.status import StatusService
+from bot.oversight.breach import BREACH_WORDS, BreachService
+from bot.oversight.register_export import RegisterExports
+from bot.referral.dialogue import (
     Actor,
     Answer,
     Banner,
@@ -23,11 +27,7 @@ from bot.dialogue import (
     is_personal_chat,
     is_start_command,
 )
-from bot.ocmw import OcmwService
-from bot.ocmw_links import base_conversation_id
-from bot.rate_limits import RateLimit, RateLimiter
-from bot.register_export import RegisterExports
-from bot.status import StatusService
+from bot.storage.rate_limits import RateLimit, RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ _CORRECTION_VERBS = frozenset({"correction.submit", "correction.later", "correct
 _REFERENCE_COMMANDS = {"intrekken": "consent.withdraw", "withdraw": "consent.withdraw",
                        "verbeter": "correction.start", "correct": "correction.start"}
 _STATUS_WORDS = frozenset({"status", "mijn doorverwijzingen", "my referrals"})
-#: The DPO's command: the register of their protocols (`bot.register_export`).
+#: The DPO's command: the register of their protocols (`bot.oversight.register_export`).
 _REGISTER_WORDS = frozenset({"register", "verwerkingsregister", "processing register"})
 #: `koppel` and `link.confirm` try a pairing code: a brake on guessing, per user and per conversation
 #: (limiter kinds "link_user" and "link_conversation").
@@ -93,7 +93,7 @@ class Router:
     async def on_text(self, actor: Actor, text: str) -> Reply:
         """A typed message, mentions stripped."""
         command = command_of(text)
-        if command in BREACH_WORDS:  # `datalek`: the breach report card, for whoever may report (bot.breach)
+        if command in BREACH_WORDS:  # `datalek`: the breach report card, for whoever may report (bot.oversight.breach)
             refusal = await self._refusal(actor, "breach.start")
             if refusal:
                 return Reply(card=cards.problem_card(actor.lang, refusal))

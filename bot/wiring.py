@@ -9,11 +9,12 @@ from azure.core.credentials_async import AsyncTokenCredential
 
 from bot.clock import Clock
 from bot.config import Settings
-from bot.database import Database, DatabaseSettings, open_database
-from bot.graph_membership import GraphMembershipChecker
-from bot.mail_transport import MailTransport, OutboxFolderTransport
-from bot.referrers import MembershipChecker
-from bot.zip_passwords import LocalZipPasswordProvider, ZipPasswordProvider
+from bot.core.metrics import Metrics
+from bot.delivery.mail_transport import MailTransport, OutboxFolderTransport
+from bot.referral.graph_membership import GraphMembershipChecker
+from bot.referral.referrers import MembershipChecker
+from bot.secrets.zip_passwords import LocalZipPasswordProvider, ZipPasswordProvider
+from bot.storage.database import Database, DatabaseSettings, open_database
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -25,8 +26,8 @@ def build_database(settings: Settings, closers: list[Closer], *, read_only: bool
     """
     password = None
     if settings.database.auth == "entra":
-        from bot.database_login import EntraDatabasePassword
-        from bot.keyvault_passwords import default_credential
+        from bot.secrets.database_login import EntraDatabasePassword
+        from bot.secrets.keyvault_passwords import default_credential
 
         login = EntraDatabasePassword(default_credential(settings.database.managed_identity_client_id))
         closers.append(login.close)
@@ -42,7 +43,7 @@ async def open_database_for_command(settings: Settings, closers: list[Closer]) -
 
     The embedded SQLite file is migrated as `serve` would; PostgreSQL must have been migrated.
     """
-    from bot.schema_migration import require_current_schema
+    from bot.storage.schema_migration import require_current_schema
 
     db = build_database(settings, closers)
     try:
@@ -53,13 +54,14 @@ async def open_database_for_command(settings: Settings, closers: list[Closer]) -
     return db
 
 
-def build_password_provider(settings: Settings, clock: Clock, closers: list[Closer]) -> ZipPasswordProvider:
+def build_password_provider(settings: Settings, clock: Clock, closers: list[Closer],
+                            metrics: Metrics | None = None) -> ZipPasswordProvider:
     """Key Vault when `KEY_VAULT_URL` is set, else the embedded local password."""
     if settings.key_vault is None:
         return LocalZipPasswordProvider(
             configured=settings.local_zip_password, password_file=settings.data_dir / "zip-password.txt"
         )
-    from bot.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client, default_credential
+    from bot.secrets.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client, default_credential
 
     credential = default_credential(settings.key_vault.managed_identity_client_id)
     client = create_secret_client(
@@ -69,7 +71,7 @@ def build_password_provider(settings: Settings, clock: Clock, closers: list[Clos
         retry_total=0,  # the provider retries (with Retry-After and a cap); no second layer underneath
     )
     provider = KeyVaultZipPasswordProvider(
-        client, clock=clock, cache_ttl=settings.key_vault.cache, credential=credential
+        client, clock=clock, cache_ttl=settings.key_vault.cache, credential=credential, metrics=metrics
     )
     closers.append(provider.close)
     return provider
@@ -78,13 +80,13 @@ def build_password_provider(settings: Settings, clock: Clock, closers: list[Clos
 def build_mail_transport(settings: Settings, closers: list[Closer]) -> MailTransport:
     """The transport named by `MAIL_TRANSPORT`."""
     if settings.mail_transport == "smtp" and settings.smtp is not None:
-        from bot.smtp_transport import SmtpTransport
+        from bot.delivery.smtp_transport import SmtpTransport
 
         return SmtpTransport(settings.smtp)
     if settings.mail_transport == "graph" and settings.graph is not None:
         from azure.identity.aio import DefaultAzureCredential
 
-        from bot.graph_transport import GraphMailTransport
+        from bot.delivery.graph_transport import GraphMailTransport
 
         credential = DefaultAzureCredential()
         transport = GraphMailTransport(
@@ -141,7 +143,7 @@ async def draft_key_from_key_vault(settings: Settings) -> bytes:
     """
     from azure.core.exceptions import AzureError
 
-    from bot.keyvault_passwords import create_secret_client, default_credential
+    from bot.secrets.keyvault_passwords import create_secret_client, default_credential
 
     if settings.key_vault is None:
         raise ValueError("no Key Vault configured")

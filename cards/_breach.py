@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from bot.breach_form import BREACH_ERROR_CODES, BREACH_INPUTS
-from bot.breach_report import BREACH_CATEGORIES, BreachKind
-from bot.referral import FieldError
+from bot.core.referral_values import FieldError
+from bot.evidence.breach_form import BREACH_ERROR_CODES, BREACH_INPUTS
+from bot.evidence.breach_report import BREACH_CATEGORIES, BreachKind
 from cards._errors import CardError
 from cards._render import Card, format_time, join_names, render
 from cards._texts import Language, text

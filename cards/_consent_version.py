@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from bot.referral import UNVERSIONED_CONSENT_TEXT
+from bot.core.referral_values import UNVERSIONED_CONSENT_TEXT
 from cards._errors import CardError
 from cards._texts import LANGUAGES, catalogue
 

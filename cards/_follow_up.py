@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
-from bot import referral
-from bot.referral import FieldError
+from bot.core import referral_values as referral
+from bot.core.referral_values import FieldError
 from cards._errors import CardError
 from cards._markdown import escape_markdown
 from cards._render import Card, errors_summary, field_elements, format_time, join_names, render

@@ -15,8 +15,8 @@ from typing import Any, Final
 
 import phonenumbers
 
-from bot import referral
-from bot.referral import ClientDetails, FieldError
+from bot.core import referral_values as referral
+from bot.core.referral_values import ClientDetails, FieldError
 from cards._consent_version import consent_text_version
 from cards._errors import CardError
 from cards._markdown import escape_markdown

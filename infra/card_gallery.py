@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cards
-from bot.referral import ClientDetails, FieldError
+from bot.core.referral_values import ClientDetails, FieldError
 
 Card = dict[str, Any]
 CardMaker = Callable[[cards.Language], Card]
@@ -61,7 +61,7 @@ TYPED_WITH_ERRORS = {
     "phone": "0470 12 34",
     "email": "",
 }
-#: What the postal-code and municipality errors name, as `bot.details_validation` fills them from the protocol.
+#: What the postal-code and municipality errors name, as `bot.referral.details_validation` fills them from the protocol.
 AREA = (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT), ("places", PLACES),
         ("accepted", f"9170 ({PLACES})"))
 FIELD_ERRORS = {

@@ -121,6 +121,9 @@ param referrerTenantIds string = tenantId
 @description('Entra tenant ids of the OCMWs, comma-separated: only Teams channels of these tenants can be linked with koppel (OCMW_TENANT_IDS).')
 param ocmwTenantIds string
 
+@description('The operators\' mailbox: every alert (stuck outbox, a give-up, /readyz failing, 5xx, Key Vault) is mailed here.')
+param opsMailbox string
+
 @description('Tags on every resource.')
 param tags object = {
   application: 'veilig-doorverwijzen'
@@ -143,6 +146,7 @@ module monitoring 'modules/monitoring.bicep' = {
     workspaceName: logAnalyticsName
     appInsightsName: appInsightsName
     location: location
+    publisherPrincipalId: identity.outputs.principalId
     tags: tags
   }
 }
@@ -239,6 +243,18 @@ module bot 'modules/bot.bicep' = {
     appId: botAppId
     tenantId: tenantId
     identityId: identity.outputs.id
+    tags: tags
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    baseName: baseName
+    location: location
+    appInsightsId: monitoring.outputs.appInsightsId
+    webAppHostName: webApp.outputs.hostName
+    opsMailbox: opsMailbox
     tags: tags
   }
 }

@@ -324,6 +324,8 @@ def _banner(stack: Stack) -> str:
         "",
         f"  Agents Playground: open {stack.url} in your browser",
         f"  bot:               {stack.bot_url}/api/messages (data in {data_dir}/)",
+        *([f"  metrics:           http://127.0.0.1:{metrics_port}/metrics (Prometheus text)"]
+          if (metrics_port := os.environ.get("METRICS_PORT")) else []),
         "",
         "  Personal Chat: type `nieuw` and follow the cards (in English: the Playground says it is en-US).",
         f"                 The mail lands as an .eml file in {data_dir}/outbox/; its ZIP opens with 7-Zip and",

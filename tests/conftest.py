@@ -10,7 +10,7 @@ import pytest
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.database import Database
+from bot.storage.database import Database
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.clock import ManualClock
@@ -55,7 +55,7 @@ def settings(tmp_path: Path) -> Settings:
         {
             "BOT_DATA_DIR": str(tmp_path / "data"),
             "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
-            # The fuzz tests fire thousands of actions; tests/bot/test_access.py tests the limits themselves.
+            # The fuzz tests fire thousands of actions; tests/bot/core/test_access.py tests the limits themselves.
             "RATE_LIMIT_STARTS_PER_HOUR": "10000",
             "RATE_LIMIT_ACTIONS_PER_MINUTE": "10000",
         }

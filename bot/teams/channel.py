@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bot.chat_messages import ChatSender
 from bot.config import BotIdentity
+from bot.core.metrics import Metrics
+from bot.delivery.chat_messages import ChatSender
 from bot.router import Router
 from bot.teams.adapter import create_adapter
 from bot.teams.connector import ConnectorClients, ConnectorTokenSource, MsalConnectorToken, NoConnectorToken
@@ -37,6 +38,7 @@ def build_teams_channel(
     *,
     openid_metadata_url: str = BOT_FRAMEWORK_OPENID_METADATA,
     connector_token: ConnectorTokenSource | None = None,
+    metrics: Metrics | None = None,
 ) -> TeamsChannel:
     """Inbound route (tokens checked when the bot has an app id) and outbound sender on shared clients.
 
@@ -54,7 +56,7 @@ def build_teams_channel(
             await validator.close()
 
     return TeamsChannel(
-        route=messages_route(create_adapter(clients), ReferralActivityHandler(router), validator),
+        route=messages_route(create_adapter(clients), ReferralActivityHandler(router, metrics), validator),
         sender=TeamsChatSender(clients),
         close=close,
     )

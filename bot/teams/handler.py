@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -17,8 +18,9 @@ from microsoft_agents.activity import Activity, ChannelAccount, InvokeResponse, 
 from microsoft_agents.hosting.core import ActivityHandler
 
 import cards
-from bot.chat_messages import RETRYABLE_STATUSES, MessageContent, parse_retry_after
-from bot.dialogue import Actor, Answer, Banner
+from bot.core.metrics import Metrics
+from bot.delivery.chat_messages import RETRYABLE_STATUSES, MessageContent, parse_retry_after
+from bot.referral.dialogue import Actor, Answer, Banner
 from bot.router import Router
 from bot.teams.references import reference_of
 from bot.teams.sender import message_activity
@@ -123,12 +125,31 @@ def card_invoke_response(answer: Answer) -> InvokeResponse:
 class ReferralActivityHandler(ActivityHandler):
     """Routes Teams activities to the referral dialogue."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, metrics: Metrics | None = None) -> None:
         super().__init__()
         self._router = router
+        self._metrics = metrics or Metrics.disabled()
 
     async def on_message_activity(self, turn_context: TurnContextProtocol[Any]) -> None:
-        """A typed message: start, help, or a short pointer."""
+        """A typed message: start, help, or a short pointer (timed as the verb "message")."""
+        started = time.monotonic()
+        try:
+            await self._on_message(turn_context)
+        finally:
+            self._metrics.turn("message", time.monotonic() - started)
+
+    async def on_invoke_activity(self, turn_context: TurnContextProtocol[Any]) -> InvokeResponse:
+        """Card actions, timed by verb (`bot.core.metrics.KNOWN_VERBS`; anything else as "other")."""
+        started = time.monotonic()
+        verb = "other"
+        try:
+            parsed = card_action_of(turn_context.activity.value)
+            verb = parsed[0] if parsed is not None else verb
+            return await self._on_invoke(turn_context)
+        finally:
+            self._metrics.turn(verb, time.monotonic() - started)
+
+    async def _on_message(self, turn_context: TurnContextProtocol[Any]) -> None:
         activity = turn_context.activity
         actor = _actor_or_none(activity)
         if actor is None or not actor.user_id or not actor.conversation_id:
@@ -150,7 +171,7 @@ class ReferralActivityHandler(ActivityHandler):
             card = self._router.welcome(actor_of(turn_context.activity))
             await _reply(turn_context, MessageContent(card=card))
 
-    async def on_invoke_activity(self, turn_context: TurnContextProtocol[Any]) -> InvokeResponse:
+    async def _on_invoke(self, turn_context: TurnContextProtocol[Any]) -> InvokeResponse:
         """Card actions; answered here in full so the SDK's error paths are never reached."""
         activity = turn_context.activity
         if activity.name != ADAPTIVE_CARD_ACTION:

@@ -3,7 +3,7 @@
 A reference is what a proactive message needs to reach a chat: the service URL, the conversation
 (with its tenant) and the bot's and user's accounts. botbuilder wrote the tenant as
 `conversation.tenantID`, which the Agents SDK silently drops (PLATFORM.md); `upgrade_reference`
-(`bot.database`) rewrites
+(`bot.storage.database`) rewrites
 stored rows once, and `load_reference` applies it again to whatever it reads.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from microsoft_agents.activity import Activity, ConversationReference
 
-from bot.database import upgrade_reference
+from bot.storage.database import upgrade_reference
 
 
 def reference_of(activity: Activity) -> str:

@@ -12,7 +12,7 @@ import aiohttp
 from microsoft_agents.activity import Activity
 from microsoft_agents.hosting.core import CardFactory, MessageFactory
 
-from bot.chat_messages import ChatSendError, MessageContent, parse_retry_after
+from bot.delivery.chat_messages import ChatSendError, MessageContent, parse_retry_after
 from bot.teams.connector import ConnectorClients
 from bot.teams.references import load_reference
 
@@ -27,7 +27,7 @@ def message_activity(content: MessageContent) -> Activity:
 
 
 class TeamsChatSender:
-    """Implements `bot.chat_messages.ChatSender` with the shared connector clients."""
+    """Implements `bot.delivery.chat_messages.ChatSender` with the shared connector clients."""
 
     def __init__(self, clients: ConnectorClients) -> None:
         self._clients = clients

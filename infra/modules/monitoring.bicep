@@ -14,7 +14,13 @@ param location string
 @maxValue(730)
 param retentionInDays int = 90
 
+@description('Principal id of the bot\'s managed identity: the only identity that may send telemetry (local, key-based auth is off).')
+param publisherPrincipalId string
+
 param tags object = {}
+
+// Monitoring Metrics Publisher: despite its name, it lets an Entra identity send every kind of telemetry.
+var metricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: workspaceName
@@ -44,5 +50,16 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   }
 }
 
+resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, publisherPrincipalId, metricsPublisherRoleId)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', metricsPublisherRoleId)
+    principalId: publisherPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 output workspaceId string = workspace.id
+output appInsightsId string = appInsights.id
 output appInsightsName string = appInsights.name

@@ -151,6 +151,20 @@ var baseSettings = [
     name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
     value: appInsights.properties.ConnectionString
   }
+  // Read by the Azure Monitor exporter itself: it sends to this Application Insights component only (no usage
+  // reports of its own to Microsoft, no remote configuration, no SDK statistics).
+  {
+    name: 'APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL'
+    value: 'true'
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED'
+    value: 'true'
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_SDKSTATS_DISABLED'
+    value: 'true'
+  }
 ]
 var passwordSetting = [
   {

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.zip_passwords import ZipPasswordProvider
+from bot.secrets.zip_passwords import ZipPasswordProvider
 from tests.support.bot_server import running_bot
 from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import reads_answered, until, vault_provider
@@ -79,8 +79,9 @@ async def test_the_password_is_kept_warm_from_start_to_stop_and_start_up_does_no
             assert ready.status == 200
             assert (await provider.password_for(bot.services.registry.all()[0])).version == version
             rotated = vault.set_secret(SECRET, "P3W8-ZKQ2-M7XR-T4NB-H6JC")
+            before = len(reads_answered(vault))  # a read already answered must not pass for the refresh
             clock.advance(dt.timedelta(minutes=8))  # 80 % of the default 10 minutes
-            await until(lambda: reads_answered(vault)[-2:] == [200, 200], 5, "the refresh before expiry")
+            await until(lambda: reads_answered(vault)[before:][-1:] == [200], 5, "the refresh before expiry")
             assert (await provider.password_for(bot.services.registry.all()[0])).version == rotated
         reads = len(vault.requests)
         clock.advance(dt.timedelta(minutes=8))

@@ -18,7 +18,7 @@ import pytest
 
 from bot.app import create_app, sweep_drafts
 from bot.config import Settings
-from bot.draft_cipher import DraftCipher
+from bot.secrets.draft_cipher import DraftCipher
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import texts

@@ -34,7 +34,7 @@ import aiohttp
 import pytest
 
 import cards
-from bot.database import Database, DatabaseSettings, from_text, open_database, to_text
+from bot.storage.database import Database, DatabaseSettings, from_text, open_database, to_text
 from tests.support import sevenzip
 from tests.support.activities import TeamsUser
 from tests.support.bot_process import PROJECT_ROOT, bot_command, bot_process, wait_until_ready

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import cards
-from bot.breach_form import BREACH_ERROR_CODES, BREACH_INPUTS, REQUIRED_INPUTS, TEXT_MAX_LENGTHS
-from bot.referral import FieldError
+from bot.core.referral_values import FieldError
+from bot.evidence.breach_form import BREACH_ERROR_CODES, BREACH_INPUTS, REQUIRED_INPUTS, TEXT_MAX_LENGTHS
 from tests.support.card_reading import actions, assert_complete_card, attention_texts, input_values, walk
 
 PROTOCOLS = [("OR-KG-NOW-OCMW-SGW-2026", "OCMW Sint-Gillis-Waas")]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import cards
-from bot.referral import FieldError
+from bot.core.referral_values import FieldError
 from cards._template import TemplateError, load_part, part_names, placeholders
 from cards._texts import catalogue, text_params
 from tests.support.card_reading import all_actions as actions

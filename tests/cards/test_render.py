@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import cards
-from bot.referral import ClientDetails, FieldError
+from bot.core.referral_values import ClientDetails, FieldError
 from tests.support.card_reading import all_actions as actions
 from tests.support.card_reading import assert_complete_card, read_aloud, walk
 from tests.support.family_information import NUDGES, missing_points
@@ -20,7 +20,7 @@ DRAFT_ID = "draft-7f3a"
 RECIPIENT = "OCMW Sint-Gillis-Waas"
 MAILBOX = "welzijnshuis@sint-gillis-waas.be"
 MUNICIPALITY = "Sint-Gillis-Waas"
-#: The parameters of the postal-code and municipality errors, as `bot.details_validation` fills them.
+#: The parameters of the postal-code and municipality errors, as `bot.referral.details_validation` fills them.
 AREA = (("municipality", MUNICIPALITY), ("ocmw", RECIPIENT), ("places", "Sint-Gillis-Waas, De Klinge"),
         ("accepted", "9170 (Sint-Gillis-Waas, De Klinge)"))
 REFERENCE = "KG-2026-0042"
@@ -28,7 +28,7 @@ SHEET_URL = "https://vd.example.be/informatieblad/OR-KG-NOW-OCMW-SGW-2026"
 
 
 def facts(protocol_id: str, recipient: str, dpo: str, sheet_url: str = "") -> cards.ProtocolFacts:
-    """A protocol as the consent card gets it (`bot.information_sheet.protocol_facts` builds it from a file)."""
+    """A protocol as the consent card gets it (`bot.referral.information_sheet.protocol_facts` makes it)."""
     return cards.ProtocolFacts(
         id=protocol_id, title=f"Protocol Opgroeien regie - {recipient}", sender="Opgroeien regie",
         sender_team="Kind en Gezin team Noord-Oost Waasland", sender_dpo="dpo@opgroeien.be", recipient=recipient,

@@ -7,7 +7,7 @@ import re
 import pytest
 
 import cards
-from bot.referral import FieldError
+from bot.core.referral_values import FieldError
 from cards._template import load_template, placeholders, template_names
 from cards._texts import catalogue, text_params
 from tests.support.family_information import NUDGES

@@ -2,7 +2,7 @@
 
 A word that came back ("verzonden", "afgeleverd", "Achternaam", "de support", "delivered", ...) fails
 here with the word and what to write instead (`tests/support/words.py`). The mail, the package and a
-correction are checked beside their modules (tests/bot/test_mail_message.py, test_package.py,
+correction are checked beside their modules (tests/bot/delivery/test_mail_message.py, test_package.py,
 test_correction_package.py).
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import cards
-from bot.breach import BREACH_WORDS
-from bot.dialogue import is_start_command
+from bot.oversight.breach import BREACH_WORDS
+from bot.referral.dialogue import is_start_command
 from bot.router import _LINK_PREFIXES, _REFERENCE_COMMANDS, _STATUS_WORDS
 from cards._texts import catalogue
 from infra.card_gallery import samples

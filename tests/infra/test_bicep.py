@@ -27,8 +27,13 @@ MAIN = INFRA / "main.bicep"
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 SECRETS_USER_ROLE = "4633458b-17de-408a-b874-0445c86b69e6"
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+#: Monitoring Metrics Publisher: sends telemetry to Application Insights with an Entra token (local auth is off).
+METRICS_PUBLISHER_ROLE = "3913510d-42f4-4e42-8a64-420c390055eb"
 #: App settings App Service itself reads, not the bot.
-PLATFORM_SETTINGS = {"WEBSITES_PORT", "WEBSITES_ENABLE_APP_SERVICE_STORAGE", "APPLICATIONINSIGHTS_CONNECTION_STRING"}
+PLATFORM_SETTINGS = {"WEBSITES_PORT", "WEBSITES_ENABLE_APP_SERVICE_STORAGE",
+                     # read by the Azure Monitor exporter (the bot reads the connection string too)
+                     "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED",
+                     "APPLICATIONINSIGHTS_SDKSTATS_DISABLED"}
 #: The address pair of PostgreSQL's "allow Azure services" firewall rule (not a listening address).
 AZURE_SERVICES_ONLY = "0.0.0.0"  # noqa: S104
 #: The storage layer's settings (issue 13's contract), read by the PostgreSQL backend built beside these templates.
@@ -240,14 +245,14 @@ def test_the_key_vault_uses_rbac_purge_protection_and_soft_delete() -> None:
     assert vault["enabledForTemplateDeployment"] is False
 
 
-def test_the_identity_may_only_read_secrets_of_this_vault_and_pull_images() -> None:
+def test_the_identity_may_only_read_secrets_of_this_vault_pull_images_and_publish_telemetry() -> None:
     grants = []
     for path in BICEP_FILES:
         for assignment in resources_of(path, "Microsoft.Authorization/roleAssignments"):
             config = assignment["config"]
             role = json.dumps(config["properties"]["roleDefinitionId"])
             grants.append((path.stem, config["scope"], role))
-    assert len(grants) == 2
+    assert len(grants) == 3
     vault_grant = next(g for g in grants if g[0] == "keyvault")
     assert vault_grant[1] == "vault"
     assert "secretsUserRoleId" in vault_grant[2]
@@ -255,6 +260,11 @@ def test_the_identity_may_only_read_secrets_of_this_vault_and_pull_images() -> N
     registry_grant = next(g for g in grants if g[0] == "acr-pull")
     assert registry_grant[1] == "registry"
     assert ACR_PULL_ROLE in module_file("acr-pull").read_text(encoding="utf-8")
+    telemetry_grant = next(g for g in grants if g[0] == "monitoring")
+    assert telemetry_grant[1] == "appInsights" and "metricsPublisherRoleId" in telemetry_grant[2]
+    assert METRICS_PUBLISHER_ROLE in module_file("monitoring").read_text(encoding="utf-8")
+    params = parsed(MAIN)["modules"]["monitoring"]["config"]["params"]
+    assert reference(params["publisherPrincipalId"]) == "identity.outputs.principalId"
 
 
 def test_the_storage_account_is_private_and_tls_12_only() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -137,3 +138,12 @@ def test_the_kind_en_gezin_guide_names_states_commands_and_refusals_as_the_bot_d
         assert command in flat, command
     for problem in ("correction_withdrawn", "correction_closed", "correction_not_sent"):
         assert cards.text("nl", f"problem.{problem}.title") in flat, problem
+
+
+def test_the_dpo_guide_explains_the_register_export_in_teams_with_the_cards_words() -> None:
+    """Issue 12 §3: a DPO gets the register without shell access; the guide must say how, in the bot's words."""
+    labels = json.loads((ROOT / "cards" / "texts" / "nl.json").read_text(encoding="utf-8"))
+    flat = " ".join(text(DOCS / "handleiding-dpo.md").replace("**", "").split())
+    assert "typ dan `register`" in flat
+    assert labels["register.download_csv"] in flat and labels["register.download_json"] in flat
+    assert "dpo_object_ids" in flat and "één keer" in flat and "15 minuten" in flat

@@ -14,9 +14,9 @@ import pytest
 
 import cards
 from bot.config import Settings
-from bot.graph_transport import graph_message
-from bot.protocols import DEFAULT_RETENTION
-from bot.referral import DATA_CATEGORIES, DETAIL_FIELDS, ITEM_FIELDS, LEGAL_BASIS
+from bot.core.protocols import DEFAULT_RETENTION
+from bot.core.referral_values import DATA_CATEGORIES, DETAIL_FIELDS, ITEM_FIELDS, LEGAL_BASIS
+from bot.delivery.graph_transport import graph_message
 from tests.infra.helpers import ROOT
 
 DOCS = ROOT / "docs"
@@ -174,7 +174,8 @@ def test_what_the_document_says_about_the_sent_items_copy_is_what_the_graph_tran
     message.set_content("x")
     keeps_a_copy = graph_message(message)["saveToSentItems"]
     said = "een kopie blijft in Verzonden items" in flat(text(PROCESSORS))
-    assert said == keeps_a_copy, "verwerkers.md and bot/graph_transport.py disagree about the copy in Sent Items"
+    assert said == keeps_a_copy, (
+        "verwerkers.md and bot/delivery/graph_transport.py disagree about the copy in Sent Items")
 
 
 def test_the_database_is_the_one_the_document_describes() -> None:
@@ -183,10 +184,15 @@ def test_the_database_is_the_one_the_document_describes() -> None:
         assert driver not in requirements(), f"{driver} is used: describe that database in docs/verwerkers.md"
 
 
-def test_nothing_sends_telemetry_to_application_insights_as_the_document_says() -> None:
-    assert "de bot stuurt er vandaag niets naartoe" in flat(text(PROCESSORS))
-    for package in TELEMETRY_PACKAGES:
-        assert package not in requirements(), f"{package} is used: say what it sends in docs/verwerkers.md"
+def test_what_the_bot_sends_to_application_insights_is_in_the_document() -> None:
+    """Telemetry is used (issue 16): the document says what goes, what never goes, and how that is tested."""
+    used = [package for package in TELEMETRY_PACKAGES if package in requirements()]
+    assert used, "no telemetry package: say so in docs/verwerkers.md again"
+    document = flat(text(PROCESSORS))
+    for words in ("`bot/operations/telemetry.py`", "`bot/core/metrics.py`", "`bot/operations/telemetry_privacy.py`",
+                  "`tests/bot/operations/test_telemetry.py`",
+                  "Geen gegevens van het gezin, geen namen of id's van personeel, geen referenties"):
+        assert words in document, words
 
 
 # --- docs/dpia.md -----------------------------------------------------------------------------------------

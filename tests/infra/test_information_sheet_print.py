@@ -16,8 +16,8 @@ from playwright.sync_api import Browser, Route, sync_playwright
 
 import cards
 from bot.config import Settings
-from bot.information_sheet import _HEADERS, protocol_facts, sheet_path
-from bot.protocols import load_registry
+from bot.core.protocols import load_registry
+from bot.referral.information_sheet import _HEADERS, protocol_facts, sheet_path
 from infra.card_renderer import CHROMIUM, CHROMIUM_ARGS
 from tests.infra.helpers import ROOT, require
 

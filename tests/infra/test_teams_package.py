@@ -107,7 +107,7 @@ def test_the_bot_is_in_personal_team_and_group_chat_with_the_dutch_commands() ->
         for command_list in bot["commandLists"]
     }
     # A referral shows the family's data on its cards: `nieuw` is offered only where nobody else reads along.
-    # `datalek` everywhere: its card asks for no client data (`bot.breach`).
+    # `datalek` everywhere: its card asks for no client data (`bot.oversight.breach`).
     assert titles == {("personal",): ["nieuw", "status", "hulp", "datalek"],
                       ("team", "groupChat"): ["status", "hulp", "koppel", "datalek"]}
     for command_list in bot["commandLists"]:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-import bot.database as database
+import bot.storage.database as database
 
 EVENT, MOMENT, *COUNT = os.environ["CRASH_AT"].split(":")
 WANTED = int(COUNT[0]) if COUNT else 1
@@ -62,8 +62,9 @@ async def _crashing_transaction(self: database.Database, *, durable: bool = True
 
 database.Database.transaction = _crashing_transaction  # type: ignore[method-assign,assignment]
 
-from bot import drafts, register  # noqa: E402 - after the patch, on purpose
-from bot.__main__ import main  # noqa: E402
+from bot.cli.main import main  # noqa: E402
+from bot.evidence import register  # noqa: E402 - after the patch, on purpose
+from bot.referral import drafts  # noqa: E402 - after the patch, on purpose
 
 _original_append = register.ProcessingRegister.append
 _original_advance = drafts.DraftStore.advance

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.database import Database, DatabaseSettings, open_database
-from bot.schema_migration import migrate
+from bot.storage.database import Database, DatabaseSettings, open_database
+from bot.storage.schema_migration import migrate
 from tests.support.postgres_server import PostgresServer
 
 BACKENDS = ("sqlite", "postgresql")

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from bot.clock import Clock
-from bot.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client
+from bot.secrets.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client
 from tests.support.keyvault_standin import KeyVaultStandIn, StaticTokenCredential
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import ssl
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import trustme
 from aiohttp import web
 from azure.core.credentials import AccessToken
 from azure.keyvault.secrets._shared import http_challenge_cache
+
+from tests.support.local_tls import local_tls
 
 TENANT_ID = "00000000-0000-0000-0000-0000000000aa"
 VAULT_RESOURCE = "https://vault.azure.net"
@@ -163,12 +163,7 @@ async def keyvault_standin(*, token: str = DEFAULT_TOKEN) -> AsyncIterator[KeyVa
 
     Clients trust it with `connection_verify=str(standin.ca_path)` and must accept `token`.
     """
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    with tempfile.TemporaryDirectory() as scratch:
-        ca_path = Path(scratch) / "keyvault-standin-ca.pem"
-        ca.cert_pem.write_to_path(str(ca_path))
+    with local_tls("keyvault-standin") as (server_context, ca_path):
         app = web.Application()
         holder: list[KeyVaultStandIn] = []
 

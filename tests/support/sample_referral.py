@@ -1,6 +1,6 @@
 """A realistic referral mail with a real AES-256 package, for tests of what carries it.
 
-The same family and protocol as tests/bot/test_mail_message.py, as plain functions so transport
+The same family and protocol as tests/bot/delivery/test_mail_message.py, as plain functions so transport
 and outbox tests can build one without importing another test module's fixtures.
 """
 
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bot.mail_message import OutgoingMail, build_referral_mail
-from bot.package import build_package
-from bot.protocols import load_protocol_file
-from bot.referral import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
+from bot.core.protocols import load_protocol_file
+from bot.core.referral_values import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
+from bot.delivery.mail_message import OutgoingMail, build_referral_mail
+from bot.referral.package import build_package
 
 PROTOCOL_FILE = Path(__file__).resolve().parents[2] / "infra" / "protocols" / "sint-gillis-waas.toml"
 BRUSSELS = ZoneInfo("Europe/Brussels")

@@ -29,7 +29,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from bot.smtp_transport import SmtpSettings
+from bot.delivery.smtp_transport import SmtpSettings
 
 HOST = "127.0.0.1"
 TlsMode = Literal["starttls", "implicit", "none"]

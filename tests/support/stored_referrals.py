@@ -1,4 +1,4 @@
-"""Referral records as `bot.referrals.ReferralStore` keeps them, for the stores' contract tests.
+"""Referral records as `bot.core.sent_referrals.ReferralStore` keeps them, for the stores' contract tests.
 
 No client data: a `SentReferral` has none, and the values here are the fixed ones of the shipped
 protocol (`tests/support/sample_values.py`), so a test reads like the bot's own records.
@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from bot.referrals import ReferralState, SentReferral
+from bot.core.sent_referrals import ReferralState, SentReferral
 from tests.support.sample_values import PROTOCOL_ID
 
 NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)

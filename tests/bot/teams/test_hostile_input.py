@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from bot.config import Settings
-from bot.details_validation import MAX_LENGTHS
-from bot.referral import FieldError
+from bot.core.referral_values import FieldError
+from bot.referral.details_validation import MAX_LENGTHS
 from cards import escape_markdown, field_error_text
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver

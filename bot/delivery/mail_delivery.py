@@ -1,0 +1,338 @@
+"""The background worker that empties the outbox: deliver, retry with backoff, or give up loudly.
+
+It never loses a queued mail: rows are claimed (committed) before sending, transient failures are
+rescheduled with exponential backoff and jitter up to a horizon, and only a permanent failure or
+the horizon makes it give up, after which the referrer is told the referral was NOT delivered.
+What follows an accepted mail (the referral's state, its register entry, the referrer's card and
+message, the OCMW's card) commits in one transaction with the outbox row, so a crash leaves
+either all of it or none (and then the mail is retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import cards
+from bot.clock import Clock
+from bot.core.metrics import Metrics
+from bot.core.protocols import ProtocolRegistry
+from bot.core.referral_values import DATA_CATEGORIES, ITEM_CATEGORIES
+from bot.core.sent_referrals import ReferralState, ReferralStore, SentReferral
+from bot.delivery.chat_messages import MessageContent
+from bot.delivery.failure_causes import mail_failure_cause
+from bot.delivery.mail_message import OutgoingMail
+from bot.delivery.mail_outbox import Outbox, OutboxItem
+from bot.delivery.mail_transport import MailDeliveryError, MailSender, MailTransport, mail_session
+from bot.delivery.message_outbox import MessageOutbox
+from bot.delivery.worker_loop import WorkerLoop
+from bot.evidence.register import (
+    DELIVERY_ACTOR_ID,
+    DELIVERY_ACTOR_NAME,
+    ProcessingRegister,
+    RegisterEvent,
+    recipient_of,
+)
+from bot.storage.database import Database
+
+logger = logging.getLogger(__name__)
+
+#: A send may take this share of its lease; past it, it counts as a transient failure.
+SEND_SHARE_OF_LEASE = 0.9
+#: Lanes the worker sends through side by side, each leasing one mail at a time and keeping its own
+#: SMTP connection for the pass. One lane waits behind every request at each of its awaits (the SMTP
+#: dialogue, the database) and falls behind what a busy instance accepts; more at once than this
+#: would meet the relays' own limits (Exchange Online: a few connections per mailbox).
+PARALLEL_SENDS = 4
+#: While this many mails are due or being sent, a new referral's send first waits for the worker to
+#: make room (`room`), up to ROOM_WAIT_SECONDS: 20 referrers at once would otherwise be accepted
+#: faster than they are delivered, and the wait for the mail would grow without bound.
+BACKLOG_LIMIT = PARALLEL_SENDS
+ROOM_WAIT_SECONDS = 1.0
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, bounded per wait and in total."""
+
+    initial: dt.timedelta = dt.timedelta(seconds=30)
+    maximum: dt.timedelta = dt.timedelta(hours=1)
+    horizon: dt.timedelta = dt.timedelta(hours=24)
+    #: How long a worker holds a row it is sending; a send is cut off before its lease runs out.
+    lease: dt.timedelta = dt.timedelta(minutes=2)
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> dt.timedelta:
+        """Wait before attempt `attempt + 1`: half to all of the doubled step, never below Retry-After."""
+        factor: int = 2 ** max(0, attempt - 1)
+        step = min(self.maximum, self.initial * factor)
+        wait = step * rng.uniform(0.5, 1.0)
+        if retry_after is not None:
+            wait = max(wait, dt.timedelta(seconds=min(retry_after, self.maximum.total_seconds())))
+        return wait
+
+
+class DeliveryWorker:
+    """Delivers due outbox rows; `wake()` after queueing makes it look at once."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        outbox: Outbox,
+        transport: MailTransport,
+        referrals: ReferralStore,
+        register: ProcessingRegister,
+        registry: ProtocolRegistry,
+        messages: MessageOutbox,
+        clock: Clock,
+        timezone: ZoneInfo,
+        policy: RetryPolicy,
+        after_delivery: Callable[[SentReferral, dt.datetime], Awaitable[None]] | None = None,
+        rng: random.Random | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        """`after_delivery` runs inside the delivery's transaction (it queues the OCMW's card)."""
+        self._db = db
+        self._metrics = metrics or Metrics.disabled()
+        self._after_delivery = after_delivery
+        self._outbox = outbox
+        self._transport = transport
+        self._referrals = referrals
+        self._register = register
+        self._registry = registry
+        self._messages = messages
+        self._clock = clock
+        self._tz = timezone
+        self._policy = policy
+        self._rng = rng or random.Random()  # noqa: S311  # nosec B311
+        #: One loop per lane: each wakes, passes over what is due and sleeps on its own.
+        self._lanes = [WorkerLoop(name="mail outbox", clock=clock, next_due=outbox.next_due_at)
+                       for _ in range(PARALLEL_SENDS)]
+        self._running = False
+        self._progress = asyncio.Event()  # set (and replaced) each time a lane finished with a mail
+
+    def wake(self) -> None:
+        """Look at the outbox now (something was queued): every lane looks."""
+        for lane in self._lanes:
+            lane.wake()
+
+    async def run(self) -> None:
+        """Deliver forever in PARALLEL_SENDS lanes (a row a dead worker held is due again when its lease runs out).
+
+        Each lane is a loop of its own, so a lane that waits on a slow relay holds up only its own mail:
+        the others go on taking what is queued meanwhile.
+        """
+        self._running = True
+        try:
+            await asyncio.gather(*(lane.run_forever(self.deliver_due) for lane in self._lanes))
+        finally:
+            self._running = False
+
+    async def room(self) -> None:
+        """Return once fewer than BACKLOG_LIMIT mails are due or being sent, or after ROOM_WAIT_SECONDS.
+
+        Back-pressure for the send step: under a load the bot cannot deliver, a send waits a moment
+        instead of lengthening the queue. At once when this process runs no worker (nothing here
+        would make room) or when the mails wait for a later retry (a relay that is down).
+        """
+        if not self._running:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ROOM_WAIT_SECONDS
+        while True:
+            progress = self._progress
+            if await self._outbox.due_or_sending(self._clock.now()) < BACKLOG_LIMIT:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)
+
+    def _made_progress(self) -> None:
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
+
+    async def deliver_in_lanes(self, lanes: int = PARALLEL_SENDS) -> int:
+        """`lanes` passes (`deliver_due`) side by side, once; returns how many rows they tried.
+
+        A lane that fails unexpectedly (the database gone) does not stop the others; the first such
+        error is raised once they are done, and the row it held is due again when its lease ends.
+        """
+        outcomes = await asyncio.gather(*(self.deliver_due() for _ in range(lanes)), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return sum(outcome for outcome in outcomes if isinstance(outcome, int))
+
+    async def deliver_due(self) -> int:
+        """One pass over what is due now, one mail at a time; returns how many rows were tried.
+
+        Each row is leased right before it is sent: rows leased together would wait behind a slow
+        relay until their lease ran out, and another instance would take them and send them too.
+        The pass keeps one connection to the relay for its mails (`mail_session`), opened with the
+        first and closed when nothing more is due. Whether anything is due is first read without a
+        write transaction, so a pass that finds nothing costs one cheap read.
+        """
+        tried = 0
+        async with mail_session(self._transport) as sender:
+            while True:
+                due = await self._outbox.next_due_at()
+                if due is None or due > self._clock.now():
+                    return tried
+                items = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=1)
+                if not items:  # another lane or instance took it
+                    return tried
+                for item in items:
+                    await self._deliver(item, sender)
+                    tried += 1
+                    self._made_progress()
+
+    async def _deliver(self, item: OutboxItem, sender: MailSender) -> None:
+        ended = await self._protocol_ended(item)
+        if ended is not None:
+            await self._handle_failure(item, MailDeliveryError(ended, transient=False))
+            return
+        message = OutgoingMail.from_bytes(item.payload)  # the envelope from its headers; the bytes go as they are
+        try:
+            async with asyncio.timeout(self._policy.lease.total_seconds() * SEND_SHARE_OF_LEASE):
+                await sender.send(message)
+        except TimeoutError:
+            await self._handle_failure(item, MailDeliveryError("no answer within the lease", transient=True))
+            return
+        except MailDeliveryError as error:
+            await self._handle_failure(item, error)
+            return
+        now = self._clock.now()
+        async with self._db.transaction():
+            await self._outbox.mark_delivered(item.message_id, now)
+            referral = await self._referrals.by_message_id(item.message_id)
+            if referral is None:  # not a referral's mail (a breach report to the DPOs): nothing more to do
+                logger.info("mail delivered", extra={"reference": item.reference})
+                return
+            referral = await self._referrals.transition(referral.reference, ReferralState.SENT, sent_at=now)
+            await self._append_delivered(referral, f"attempt {item.attempts}")
+            await self._tell_referrer(referral, delivered_at=now)
+            if self._after_delivery is not None:
+                await self._after_delivery(referral, now)
+        self._metrics.referral_delivered(referral.protocol_id, _kind(referral), now - referral.queued_at)
+        logger.info("referral delivered", extra={"reference": referral.reference})
+
+    async def _protocol_ended(self, item: OutboxItem) -> str | None:
+        """Why the mail may not leave any more (its protocol ended while it waited), or None.
+
+        The transfer happens when the mail leaves, so a mail queued on the protocol's last day and
+        still waiting the next day (a mail server down) is not sent: the referrer is told.
+        """
+        referral = await self._referrals.by_message_id(item.message_id)
+        if referral is None:
+            return None
+        today = self._clock.now().astimezone(self._tz).date()
+        protocol = self._registry.get(referral.protocol_id)
+        if protocol is not None and protocol.in_force_on(today):
+            return None
+        return f"protocol {referral.protocol_id} not in force on {today.isoformat()}"
+
+    async def _handle_failure(self, item: OutboxItem, error: MailDeliveryError) -> None:
+        now = self._clock.now()
+        give_up_at = item.queued_at + self._policy.horizon
+        if error.transient and now < give_up_at:
+            next_at = min(now + self._policy.delay(item.attempts, error.retry_after, self._rng), give_up_at)
+            await self._outbox.reschedule(item.message_id, next_at, error.reason)
+            self._metrics.retry("mail", mail_failure_cause(error))
+            logger.warning(
+                "mail not delivered yet (%s), retrying at %s (attempt %d)",
+                error.reason,
+                next_at.isoformat(timespec="seconds"),
+                item.attempts,
+                extra={"reference": item.reference},
+            )
+            return
+        reason = error.reason if not error.transient else f"gave up after {item.attempts} attempts: {error.reason}"
+        cause = "horizon" if error.transient else mail_failure_cause(error)
+        self._metrics.give_up("mail", cause)
+        logger.error("mail NOT delivered: %s", reason, extra={"reference": item.reference})
+        async with self._db.transaction():
+            await self._outbox.mark_failed(item.message_id, now, reason)
+            referral = await self._referrals.by_message_id(item.message_id)
+            if referral is None:
+                return
+            referral = await self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)
+            await self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)
+            await self._tell_referrer(referral, delivered_at=None)
+        self._metrics.referral_failed(referral.protocol_id, _kind(referral), cause)
+
+    async def _append(
+        self,
+        referral: SentReferral,
+        event: RegisterEvent,
+        detail: str,
+        *,
+        data_categories: Sequence[str] = (),
+        recipient: str = "",
+        consent_version: str = "",
+    ) -> None:
+        """The bot's delivery worker acted, on the referrer's behalf: both are named."""
+        await self._register.append(
+            at=self._clock.now(),
+            event=event,
+            actor_id=DELIVERY_ACTOR_ID,
+            actor_name=DELIVERY_ACTOR_NAME,
+            protocol_id=referral.protocol_id,
+            reference=referral.reference,
+            detail=f"{detail}; on behalf of {referral.referrer_id} ({referral.referrer_name})",
+            data_categories=data_categories,
+            recipient=recipient,
+            consent_version=consent_version,
+        )
+
+    async def _append_delivered(self, referral: SentReferral, detail: str) -> None:
+        """The transfer itself: the categories and addressee recorded when it was queued (no client data here).
+
+        A referral queued by a version that did not record them yet: a correction carried its item;
+        of a first package only the protocol's maximum is known, and the detail says so.
+        """
+        categories = referral.data_categories
+        if categories is None:
+            item = referral.corrected_item
+            if item is not None and item in ITEM_CATEGORIES:
+                categories = ITEM_CATEGORIES[item]
+            else:
+                categories = DATA_CATEGORIES
+                detail += "; categories not recorded when it was queued: the protocol's maximum"
+        protocol = self._registry.get(referral.protocol_id)
+        recipient = referral.recipient or (recipient_of(protocol) if protocol is not None
+                                           else self._registry.recipient_name(referral.protocol_id))
+        await self._append(referral, RegisterEvent.DELIVERED, detail, data_categories=categories,
+                     recipient=recipient, consent_version=referral.consent_version)
+
+    async def _tell_referrer(self, referral: SentReferral, *, delivered_at: dt.datetime | None) -> None:
+        """Queue the referrer's card, updated in place, and a short message (inside the caller's transaction)."""
+        lang = cards.language_for(referral.lang)
+        protocol = self._registry.get(referral.protocol_id)
+        recipient = self._registry.recipient_name(referral.protocol_id)
+        mailbox = protocol.recipient_mailbox if protocol else ""
+        if delivered_at is not None:
+            local = delivered_at.astimezone(self._tz)
+            card = cards.sent_card(lang, reference=referral.reference, recipient=recipient, mailbox=mailbox,
+                                   sent_at=local)
+            text = cards.text(lang, "delivered", reference=referral.reference, recipient=recipient)
+        else:
+            card = cards.problem_card(lang, "not_delivered", reference=referral.reference, recipient=recipient)
+            text = cards.text(lang, "delivery_failed", reference=referral.reference, recipient=recipient)
+        now = self._clock.now()
+        if referral.card_activity_id:
+            await self._messages.update(referral.conversation_ref, MessageContent(card=card), now=now,
+                                  activity_id=referral.card_activity_id, reference=referral.reference)
+        await self._messages.post(referral.conversation_ref, MessageContent(text=text), now=now,
+                            reference=referral.reference)
+
+
+def _kind(referral: SentReferral) -> Literal["referral", "correction"]:
+    return "correction" if referral.parent_reference else "referral"

@@ -1,0 +1,178 @@
+"""The durable outbox: encrypted packages waiting to be mailed, safe across crashes.
+
+A row holds only the finished RFC 5322 message (headers and body without client data, the
+client data inside the AES-256 ZIP). The payload is dropped once delivered or given up on.
+Mark-then-send: a row is leased (`sending` until `lease_until`, committed) before the transport is
+called. A lease that runs out (its worker died) makes the row due again, and it is sent again with
+the same Message-ID, so a duplicate is recognisable by the recipient's mail system; a row whose
+lease still runs is never touched by anyone else: with several instances, `claim_due` skips the
+rows another instance is leasing at that moment (`FOR UPDATE SKIP LOCKED`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bot.storage.database import Database, from_text, to_text
+
+logger = logging.getLogger(__name__)
+
+
+class OutboxState(StrEnum):
+    """Where a queued mail is."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One mail to deliver."""
+
+    message_id: str
+    reference: str
+    payload: bytes = field(repr=False)
+    attempts: int
+    queued_at: dt.datetime
+
+
+class Outbox:
+    """Queue operations on the `outbox` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        #: Called once the transaction that queued a mail has committed (the delivery worker's `wake`).
+        self.on_queued: Callable[[], None] = lambda: None
+
+    async def enqueue(self, *, message_id: str, reference: str, payload: bytes, now: dt.datetime) -> bool:
+        """Queue a message for immediate delivery (idempotent per Message-ID); False when it was queued before.
+
+        `reference` names what the mail is about: a referral, or a breach report (`DL-...`), which the
+        delivery worker sends like any other row and, finding no referral for it, only marks.
+        """
+        cursor = await self._db.execute(
+            "INSERT INTO outbox (message_id, reference, payload, state, queued_at, next_attempt_at)"
+            " VALUES (:message_id, :reference, :payload, :queued, :now, :now) ON CONFLICT DO NOTHING",
+            {"message_id": message_id, "reference": reference, "payload": payload,
+             "queued": OutboxState.QUEUED.value, "now": to_text(now)},
+        )
+        self._db.after_commit(self.on_queued)
+        return cursor.rowcount == 1
+
+    async def claim_due(self, now: dt.datetime, lease: dt.timedelta, limit: int = 10) -> list[OutboxItem]:
+        """Lease up to `limit` due rows (committed) and return them; expired leases are due again first."""
+        async with self._db.transaction():
+            expired = (await self._db.execute(
+                "UPDATE outbox SET state = :queued, lease_until = NULL WHERE state = :sending AND lease_until < :now",
+                {"queued": OutboxState.QUEUED.value, "sending": OutboxState.SENDING.value, "now": to_text(now)},
+            )).rowcount
+            if expired:
+                logger.warning("outbox: %d mail(s) whose worker stopped mid-send are due again", expired)
+            rows = await self._db.fetch_all(
+                "SELECT message_id, reference, payload, attempts, queued_at FROM outbox"  # noqa: S608  # nosec B608  # + a constant clause
+                " WHERE state = :queued AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit"
+                + self._db.skip_locked,
+                {"queued": OutboxState.QUEUED.value, "now": to_text(now), "limit": limit},
+            )
+            if rows:
+                await self._db.execute(
+                    "UPDATE outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
+                    " WHERE message_id IN :ids",
+                    {"sending": OutboxState.SENDING.value, "until": to_text(now + lease),
+                     "ids": [row["message_id"] for row in rows]},
+                )
+        return [
+            OutboxItem(
+                message_id=row["message_id"],
+                reference=row["reference"],
+                payload=bytes(row["payload"]),
+                attempts=row["attempts"] + 1,
+                queued_at=from_text(row["queued_at"]),
+            )
+            for row in rows
+        ]
+
+    async def mark_delivered(self, message_id: str, now: dt.datetime) -> None:
+        """Delivered: drop the payload (and, once committed, its old pages from the WAL), keep the fact."""
+        async with self._db.transaction():
+            self._db.note_wipe()
+            await self._db.execute(
+                "UPDATE outbox SET state = :delivered, payload = NULL, finished_at = :now, last_error = NULL,"
+                " lease_until = NULL WHERE message_id = :message_id",
+                {"delivered": OutboxState.DELIVERED.value, "now": to_text(now), "message_id": message_id},
+            )
+
+    async def reschedule(self, message_id: str, next_attempt_at: dt.datetime, error: str) -> None:
+        """A transient failure: try again at `next_attempt_at`."""
+        await self._db.execute(
+            "UPDATE outbox SET state = :queued, next_attempt_at = :at, last_error = :error, lease_until = NULL"
+            " WHERE message_id = :message_id",
+            {"queued": OutboxState.QUEUED.value, "at": to_text(next_attempt_at), "error": error,
+             "message_id": message_id},
+        )
+
+    async def mark_failed(self, message_id: str, now: dt.datetime, error: str) -> None:
+        """Given up: drop the payload (WAL included, as above); the referrer is told to refer again."""
+        async with self._db.transaction():
+            self._db.note_wipe()
+            await self._db.execute(
+                "UPDATE outbox SET state = :failed, payload = NULL, finished_at = :now, last_error = :error,"
+                " lease_until = NULL WHERE message_id = :message_id",
+                {"failed": OutboxState.FAILED.value, "now": to_text(now), "error": error, "message_id": message_id},
+            )
+
+    async def cancel_queued(self, message_id: str, now: dt.datetime, reason: str) -> bool:
+        """Drop a mail still waiting (its payload too); False when it is being sent right now or already was.
+
+        A row another instance is leasing at this moment is locked: this waits for that lease's
+        commit and then finds the row `sending`, so a mail is never both cancelled and sent.
+        """
+        async with self._db.transaction():
+            cursor = await self._db.execute(
+                "UPDATE outbox SET state = :failed, payload = NULL, finished_at = :now, last_error = :reason"
+                " WHERE message_id = :message_id AND state = :queued",
+                {"failed": OutboxState.FAILED.value, "now": to_text(now), "reason": reason,
+                 "message_id": message_id, "queued": OutboxState.QUEUED.value},
+            )
+            if cursor.rowcount == 1:
+                self._db.note_wipe()
+        return cursor.rowcount == 1
+
+    async def next_due_at(self) -> dt.datetime | None:
+        """When the earliest queued row is due (or a lease runs out), None when nothing waits."""
+        due = await self._db.scalar(
+            "SELECT MIN(CASE WHEN state = :queued THEN next_attempt_at ELSE lease_until END) AS due FROM outbox"
+            " WHERE state IN (:queued, :sending)",
+            {"queued": OutboxState.QUEUED.value, "sending": OutboxState.SENDING.value},
+        )
+        return None if due is None else from_text(due)
+
+    async def due_or_sending(self, now: dt.datetime) -> int:
+        """How many mails are due now or being sent (not those waiting for a later retry)."""
+        count = await self._db.scalar(
+            "SELECT COUNT(*) FROM outbox WHERE state = :sending"
+            " OR (state = :queued AND next_attempt_at <= :now)",
+            {"queued": OutboxState.QUEUED.value, "sending": OutboxState.SENDING.value, "now": to_text(now)},
+        )
+        return int(count or 0)
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per state, for status and health checks."""
+        rows = await self._db.fetch_all("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
+        return {str(row["state"]): int(row["n"]) for row in rows}
+
+    async def waiting(self) -> tuple[int, dt.datetime | None]:
+        """How many mails wait to be sent (queued or being sent), and when the oldest was queued (metrics)."""
+        row = await self._db.fetch_one(
+            "SELECT COUNT(*) AS n, MIN(queued_at) AS oldest FROM outbox WHERE state IN (:queued, :sending)",
+            {"queued": OutboxState.QUEUED.value, "sending": OutboxState.SENDING.value},
+        )
+        if row is None or row["oldest"] is None:
+            return 0, None
+        return int(row["n"]), from_text(row["oldest"])

@@ -1,0 +1,279 @@
+"""The durable outbox of Teams messages: every card, text and card edit the bot sends on its own.
+
+A service queues a message in the same transaction as the state change that causes it (an
+acknowledgement and the referrer's notice commit together, or neither does); a worker
+(`bot.delivery.message_delivery`) sends it later, retries what Teams refuses for now, and marks it sent
+only after Teams accepted it. Messages to one conversation go out in the order they were queued.
+
+A posted card that will be edited later gets a *slot* (e.g. ``ocmw:VD-...``): the worker stores the
+id Teams gives the post under that name, and an edit queued for the slot is sent to that id, or
+posted afresh when the card is gone. A row is leased while it is sent; a lease that expires
+(the process died) makes the row due again, and nobody else touches a leased row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy.engine import RowMapping
+
+from bot.delivery.chat_messages import MessageContent, conversation_key
+from bot.storage.database import Database, from_text, to_text
+
+logger = logging.getLogger(__name__)
+
+
+class MessageState(StrEnum):
+    """Where a queued Teams message is."""
+
+    QUEUED = "queued"
+    SENDING = "sending"  # leased by a worker until `lease_until`
+    SENT = "sent"
+    FAILED = "failed"  # given up after the horizon, or refused for good
+
+
+class MessageAction(StrEnum):
+    """Post a new message, or edit one."""
+
+    POST = "post"
+    UPDATE = "update"
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """One message to send."""
+
+    id: int
+    conversation_ref: str
+    action: MessageAction
+    content: MessageContent
+    activity_id: str | None  # the message to edit (an update with a known id)
+    slot: str | None  # where the posted id is kept, or which card an update edits
+    reference: str | None  # the referral it is about (status shows a message given up on)
+    attempts: int
+    queued_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class StuckMessages:
+    """What `python -m bot check` and `/readyz` report."""
+
+    given_up: int
+    waiting: int  # queued for longer than asked
+    oldest_waiting_since: dt.datetime | None
+
+
+_COLUMNS = ("id, conversation_ref, action, content, activity_id, slot, reference, attempts, queued_at")
+
+
+class MessageOutbox:
+    """Queue operations on `message_outbox` and `card_slots`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        #: Called once the transaction that queued a message has committed (the worker's `wake`).
+        self.on_queued: Callable[[], None] = lambda: None
+
+    # -- queueing (inside the caller's transaction) ----------------------------------------------
+
+    async def post(
+        self, conversation_ref: str, content: MessageContent, *, now: dt.datetime, reference: str | None = None,
+        slot: str | None = None,
+    ) -> int:
+        """Queue a new message; with `slot`, its id is kept for later edits."""
+        return await self._insert(conversation_ref, MessageAction.POST, content, now, reference=reference, slot=slot)
+
+    async def update(
+        self, conversation_ref: str, content: MessageContent, *, now: dt.datetime, activity_id: str | None = None,
+        slot: str | None = None, reference: str | None = None,
+    ) -> int:
+        """Queue an edit of message `activity_id`, or of the card kept under `slot`."""
+        if (activity_id is None) == (slot is None):
+            raise ValueError("an edit names the message or its slot")
+        return await self._insert(conversation_ref, MessageAction.UPDATE, content, now, reference=reference,
+                                  slot=slot, activity_id=activity_id)
+
+    async def has_slot(self, slot: str) -> bool:
+        """True when a card was ever queued under `slot` (posted or not yet)."""
+        found = await self._db.fetch_one("SELECT 1 AS found FROM card_slots WHERE slot = :slot", {"slot": slot})
+        if found is not None:
+            return True
+        return await self._db.fetch_one(
+            "SELECT 1 AS found FROM message_outbox WHERE slot = :slot AND action = :post LIMIT 1",
+            {"slot": slot, "post": MessageAction.POST.value},
+        ) is not None
+
+    async def _insert(
+        self, conversation_ref: str, action: MessageAction, content: MessageContent, now: dt.datetime, *,
+        reference: str | None, slot: str | None, activity_id: str | None = None,
+    ) -> int:
+        queued = await self._db.scalar(
+            "INSERT INTO message_outbox (conversation_key, conversation_ref, action, content, activity_id, slot,"
+            " reference, state, attempts, queued_at, next_attempt_at) VALUES (:key, :ref, :action, :content,"
+            " :activity, :slot, :reference, :queued, 0, :now, :now) RETURNING id",
+            {"key": conversation_key(conversation_ref), "ref": conversation_ref, "action": action.value,
+             "content": content.to_json(), "activity": activity_id, "slot": slot, "reference": reference,
+             "queued": MessageState.QUEUED.value, "now": to_text(now)},
+        )
+        self._db.after_commit(self.on_queued)
+        return int(queued)
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    async def claim_due(self, now: dt.datetime, lease: dt.timedelta, limit: int = 20) -> list[QueuedMessage]:
+        """Lease up to `limit` due messages, at most the first unsent one of each conversation.
+
+        A message waits while an earlier one to its conversation is queued or being sent, so
+        Teams shows them in order; a message given up on no longer holds the others back. With
+        several instances, rows another instance is leasing right now are skipped (their lock), and
+        a conversation whose first message is being leased elsewhere offers nothing (the earlier
+        message is still queued in this transaction's view).
+        """
+        async with self._db.transaction():
+            expired = (await self._db.execute(
+                "UPDATE message_outbox SET state = :queued, lease_until = NULL"
+                " WHERE state = :sending AND lease_until < :now",
+                {"queued": MessageState.QUEUED.value, "sending": MessageState.SENDING.value, "now": to_text(now)},
+            )).rowcount
+            if expired:
+                logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again",
+                               expired)
+            rows = await self._db.fetch_all(
+                f"SELECT {_COLUMNS} FROM message_outbox AS m WHERE state = :queued AND next_attempt_at <= :now"  # noqa: S608  # nosec B608
+                " AND NOT EXISTS (SELECT 1 FROM message_outbox AS e WHERE e.conversation_key = m.conversation_key"
+                " AND e.id < m.id AND e.state IN (:queued, :sending)) ORDER BY id LIMIT :limit"
+                + self._db.skip_locked,
+                {"queued": MessageState.QUEUED.value, "sending": MessageState.SENDING.value, "now": to_text(now),
+                 "limit": limit},
+            )
+            if rows:
+                await self._db.execute(
+                    "UPDATE message_outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
+                    " WHERE id IN :ids",
+                    {"sending": MessageState.SENDING.value, "until": to_text(now + lease),
+                     "ids": [row["id"] for row in rows]},
+                )
+        return [_message(row) for row in rows]
+
+    async def slot_activity_id(self, slot: str) -> str | None:
+        """The id of the card kept under `slot`, once Teams has given one."""
+        found = await self._db.scalar("SELECT activity_id FROM card_slots WHERE slot = :slot", {"slot": slot})
+        return None if found is None else str(found)
+
+    async def mark_sent(self, message_id: int, now: dt.datetime, *, slot: str | None, activity_id: str | None) -> None:
+        """Teams accepted it: keep the fact (not the content, a review card's data) and the posted id under its slot."""
+        async with self._db.transaction():
+            self._db.note_wipe()
+            await self._db.execute(
+                "UPDATE message_outbox SET state = :sent, content = '', finished_at = :now, last_error = NULL,"
+                " lease_until = NULL WHERE id = :id",
+                {"sent": MessageState.SENT.value, "now": to_text(now), "id": message_id},
+            )
+            if slot is not None and activity_id:
+                await self._db.execute(
+                    "INSERT INTO card_slots (slot, activity_id, updated_at) VALUES (:slot, :activity, :now)"
+                    " ON CONFLICT (slot) DO UPDATE SET activity_id = excluded.activity_id,"
+                    " updated_at = excluded.updated_at",
+                    {"slot": slot, "activity": activity_id, "now": to_text(now)},
+                )
+
+    async def repost(self, message_id: int, now: dt.datetime) -> None:
+        """The card to edit is gone (or was never posted): post the new card instead, at once."""
+        await self._db.execute(
+            "UPDATE message_outbox SET action = :post, activity_id = NULL, state = :queued, next_attempt_at = :now,"
+            " lease_until = NULL WHERE id = :id",
+            {"post": MessageAction.POST.value, "queued": MessageState.QUEUED.value, "now": to_text(now),
+             "id": message_id},
+        )
+
+    async def reschedule(self, message_id: int, next_attempt_at: dt.datetime, error: str) -> None:
+        """Not accepted for now: try again at `next_attempt_at`."""
+        await self._db.execute(
+            "UPDATE message_outbox SET state = :queued, next_attempt_at = :at, last_error = :error,"
+            " lease_until = NULL WHERE id = :id",
+            {"queued": MessageState.QUEUED.value, "at": to_text(next_attempt_at), "error": error[:200],
+             "id": message_id},
+        )
+
+    async def mark_failed(self, message_id: int, now: dt.datetime, error: str) -> None:
+        """Given up: drop the content, keep the fact and the reason (no client data in either)."""
+        async with self._db.transaction():
+            self._db.note_wipe()
+            await self._db.execute(
+                "UPDATE message_outbox SET state = :failed, content = '', finished_at = :now, last_error = :error,"
+                " lease_until = NULL WHERE id = :id",
+                {"failed": MessageState.FAILED.value, "now": to_text(now), "error": error[:200], "id": message_id},
+            )
+
+    async def next_due_at(self) -> dt.datetime | None:
+        """When the earliest queued message is due (or a lease runs out), None when nothing waits."""
+        due = await self._db.scalar(
+            "SELECT MIN(CASE WHEN state = :queued THEN next_attempt_at ELSE lease_until END) AS due"
+            " FROM message_outbox WHERE state IN (:queued, :sending)",
+            {"queued": MessageState.QUEUED.value, "sending": MessageState.SENDING.value},
+        )
+        return None if due is None else from_text(due)
+
+    # -- what is visible -------------------------------------------------------------------------
+
+    async def given_up_for(self, references: list[str]) -> set[str]:
+        """Which of these referrals have a Teams message the bot gave up on."""
+        if not references:
+            return set()
+        rows = await self._db.fetch_all(
+            "SELECT DISTINCT reference FROM message_outbox WHERE state = :failed AND reference IN :references",
+            {"failed": MessageState.FAILED.value, "references": list(references)},
+        )
+        return {str(row["reference"]) for row in rows}
+
+    async def stuck(
+        self, now: dt.datetime, waiting_longer_than: dt.timedelta, given_up_within: dt.timedelta = dt.timedelta(days=7)
+    ) -> StuckMessages:
+        """Messages given up on lately, and messages still waiting after `waiting_longer_than`."""
+        given_up = await self._db.scalar(
+            "SELECT COUNT(*) AS n FROM message_outbox WHERE state = :failed AND finished_at >= :since",
+            {"failed": MessageState.FAILED.value, "since": to_text(now - given_up_within)},
+        )
+        waiting = await self._db.fetch_one(
+            "SELECT COUNT(*) AS n, MIN(queued_at) AS oldest FROM message_outbox WHERE state IN (:queued, :sending)"
+            " AND queued_at < :before",
+            {"queued": MessageState.QUEUED.value, "sending": MessageState.SENDING.value,
+             "before": to_text(now - waiting_longer_than)},
+        )
+        if waiting is None:  # an aggregate always answers one row
+            return StuckMessages(int(given_up), 0, None)
+        oldest = waiting["oldest"]
+        return StuckMessages(int(given_up), int(waiting["n"]), None if oldest is None else from_text(oldest))
+
+    async def waiting(self) -> tuple[int, dt.datetime | None]:
+        """How many messages wait to be sent (queued or being sent), and when the oldest was queued (metrics)."""
+        row = await self._db.fetch_one(
+            "SELECT COUNT(*) AS n, MIN(queued_at) AS oldest FROM message_outbox WHERE state IN (:queued, :sending)",
+            {"queued": MessageState.QUEUED.value, "sending": MessageState.SENDING.value},
+        )
+        if row is None or row["oldest"] is None:
+            return 0, None
+        return int(row["n"]), from_text(row["oldest"])
+
+    async def counts(self) -> dict[str, int]:
+        """Messages per state."""
+        rows = await self._db.fetch_all("SELECT state, COUNT(*) AS n FROM message_outbox GROUP BY state")
+        return {str(row["state"]): int(row["n"]) for row in rows}
+
+
+def _message(row: RowMapping) -> QueuedMessage:
+    return QueuedMessage(
+        id=int(row["id"]),
+        conversation_ref=str(row["conversation_ref"]),
+        action=MessageAction(row["action"]),
+        content=MessageContent.from_json(row["content"]),
+        activity_id=row["activity_id"],
+        slot=row["slot"],
+        reference=row["reference"],
+        attempts=int(row["attempts"]) + 1,
+        queued_at=from_text(row["queued_at"]),
+    )

@@ -1,0 +1,439 @@
+"""The processing register (verwerkingsregister): proof of every transfer, never its content.
+
+Each entry says who did what, when, under which protocol and legal basis, and which categories of
+data were involved. Entries are chained by SHA-256 so an altered, removed or reordered entry shows:
+`verify()` recomputes the chain, `export()` hands the DPO a period of it.
+
+What the chain cannot show on its own: entries cut off the end (the last ones deleted), or a
+register rewritten in full by someone who recomputes every hash. Against those, keep an anchor
+outside the database: the `hash` of the last entry of each export the DPO files away.
+
+Retention cuts the oldest entries off the start (`prune_through`). It first appends a
+`retention_pruned` entry that names the last entry to go and carries its hash; that entry is
+chained like any other, and `verify` starts from the newest such anchor instead of the genesis
+hash, so a removal, alteration or reordering after a prune is still found.
+
+Entry formats, not a migration. Entries written before the register named the purpose, the
+recipient and the consent-text version (format 1: every entry listed all four data categories)
+keep the hash they were written with and are verified over the fields it covered. Rehashing them
+into the new layout would break every hash a DPO filed away from an earlier export, which is
+exactly what a rewritten register looks like. New entries are format 2: their hash covers every
+field, `entry_format` included, so an entry cannot be passed off as format 1; a format-1 entry
+after a format-2 one, or one with the new fields filled in, is reported as altered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import RowMapping
+
+from bot.core.protocols import DataSharingProtocol
+from bot.core.referral_values import DATA_CATEGORIES, LEGAL_BASIS, PURPOSE, RECIPIENT_CATEGORY
+from bot.storage.database import Database, from_text, to_text
+
+GENESIS_HASH = "0" * 64
+
+#: The fields the hash of a format-1 entry covers (written before the fields below existed).
+LEGACY_HASHED_FIELDS: tuple[str, ...] = (
+    "at",
+    "event",
+    "actor_id",
+    "actor_name",
+    "protocol_id",
+    "reference",
+    "legal_basis",
+    "data_categories",
+    "recipient_category",
+    "detail",
+)
+#: The fields the hash of a current (format 2) entry covers, in export order.
+HASHED_FIELDS: tuple[str, ...] = (
+    "at",
+    "event",
+    "actor_id",
+    "actor_name",
+    "protocol_id",
+    "reference",
+    "purpose",
+    "legal_basis",
+    "data_categories",
+    "recipient",
+    "recipient_category",
+    "consent_version",
+    "detail",
+    "entry_format",
+)
+CURRENT_FORMAT = "2"
+_FIELDS_OF_FORMAT: Mapping[str, tuple[str, ...]] = {"1": LEGACY_HASHED_FIELDS, CURRENT_FORMAT: HASHED_FIELDS}
+#: Fields a format-1 entry does not have: they stay empty on it.
+_NEW_FIELDS = tuple(name for name in HASHED_FIELDS if name not in LEGACY_HASHED_FIELDS and name != "entry_format")
+
+#: The columns of an export, in order (CSV header and JSON keys), for the DPO:
+#: - seq: the entry's number; numbers are consecutive, a gap means a removed entry
+#: - at: when it happened, ISO-8601 in UTC (e.g. 2026-11-28T09:00:00.000000+00:00)
+#: - event: what happened, one of the `RegisterEvent` values (e.g. consent_confirmed, delivered)
+#: - actor_id, actor_name: the Entra object id and display name of the staff member who acted, or
+#:   `bot:<job>` for what the bot did on its own (`bot:delivery`, `bot:retention`)
+#: - protocol_id: the data-sharing protocol the event falls under (`-`: none in particular)
+#: - reference: the referral's reference (VD-YYYYMMDD-XXXXXX), shared with the OCMW
+#: - purpose, legal_basis: why, and on which basis, as the protocol states them
+#: - data_categories: the categories the event itself moved (empty when it moved no data)
+#: - recipient, recipient_category: to whom ("OCMW X <mailbox>"), only on the events of a transfer
+#: - consent_version: the version of the consent text the referrer confirmed
+#: - detail: facts such as the key version or on whose behalf the bot acted, never client data
+#: - entry_format: 1 for entries written before purpose, recipient and consent version were recorded
+#: - previous_hash, hash: SHA-256 of the previous entry's hash and this entry's fields (`entry_hash`)
+EXPORT_COLUMNS: tuple[str, ...] = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
+#: An entry that belongs to no single protocol (a prune of the register, a start with several in force).
+_NO_PROTOCOL = "-"
+
+
+class RegisterEvent(StrEnum):
+    """What can happen to a referral, as the DPO reads it."""
+
+    REFERRAL_STARTED = "referral_started"
+    CONSENT_CONFIRMED = "consent_confirmed"
+    PACKAGE_BUILT = "package_built"
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    DELIVERY_FAILED = "delivery_failed"
+    CANCELLED = "cancelled"
+    LINK_CREATED = "link_created"
+    ACKNOWLEDGED = "acknowledged"
+    OUTCOME_RECORDED = "outcome_recorded"
+    DELETION_CONFIRMED = "deletion_confirmed"
+    CORRECTION_REQUESTED = "correction_requested"
+    SUPERFLUOUS_REPORTED = "superfluous_reported"
+    REFUSED = "refused"
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+    BREACH_REPORTED = "breach_reported"
+    RETENTION_PRUNED = "retention_pruned"
+    REGISTER_EXPORTED = "register_exported"
+
+
+#: Who prunes: the bot itself, under the retention periods of the protocol files.
+SYSTEM_ACTOR_ID = "bot:retention"
+SYSTEM_ACTOR_NAME = "Veilig doorverwijzen (bewaartermijnen)"
+#: Who hands a queued package to the mail system: the bot's delivery worker, on the referrer's behalf.
+DELIVERY_ACTOR_ID = "bot:delivery"
+DELIVERY_ACTOR_NAME = "Veilig doorverwijzen (verzending)"
+#: The `detail` of the entry that anchors the chain after a prune of the register itself.
+_ANCHOR = re.compile(r"^table=register; count=(\d+); seq=(\d+)-(\d+); last_hash=([0-9a-f]{64})(; |$)")
+
+
+@dataclass(frozen=True)
+class ChainAnchor:
+    """Where the register starts after a prune: entries up to `last_seq` are gone, the next follows `last_hash`."""
+
+    last_seq: int
+    last_hash: str
+    recorded_in: int  # the seq of the retention_pruned entry that says so
+
+
+class ProblemKind(StrEnum):
+    """How an entry betrays tampering."""
+
+    ALTERED = "altered"  # its content no longer matches its own hash
+    REMOVED = "removed"  # entries before it are missing (a gap in seq)
+    REORDERED = "reordered"  # it is chained to another entry than the one before it
+    BROKEN_LINK = "broken_link"  # it is chained to an entry that no longer exists as recorded
+
+
+@dataclass(frozen=True)
+class RegisterProblem:
+    """One finding of `verify()`: where, what kind, and in words."""
+
+    seq: int
+    kind: ProblemKind
+    detail: str
+
+    def line(self) -> str:
+        """The finding as one line for the DPO, e.g. `seq 12: altered: ...`."""
+        return f"seq {self.seq}: {self.kind.value}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ProtocolSummary:
+    """What a DPO's export of one protocol holds: how many entries, from when to when, and its last hash."""
+
+    protocol_id: str
+    entries: int
+    first_at: dt.datetime | None
+    last_at: dt.datetime | None
+    last_seq: int | None
+    last_hash: str | None
+
+
+def recipient_of(protocol: DataSharingProtocol) -> str:
+    """The addressee of a protocol's packages as the register names it: "OCMW X <mailbox>"."""
+    return f"{protocol.recipient.organisation} <{protocol.recipient_mailbox}>"
+
+
+@dataclass(frozen=True)
+class RegisterEntry:
+    """One line of the register as written."""
+
+    seq: int
+    at: dt.datetime
+    event: RegisterEvent
+    actor_id: str
+    actor_name: str
+    protocol_id: str
+    reference: str
+    detail: str
+    hash: str
+
+
+class ProcessingRegister:
+    """Append-only register in the bot's database.
+
+    One chain, whoever writes: an entry is appended under the lock `register` (PostgreSQL: an
+    advisory lock held to the end of the writing transaction; SQLite: the writer lock), and its
+    `seq` is the previous entry's plus one, never a sequence's next value, which a rolled-back
+    transaction would leave as a gap that `verify` reports as a removed entry.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def append(
+        self,
+        *,
+        at: dt.datetime,
+        event: RegisterEvent,
+        actor_id: str,
+        actor_name: str,
+        protocol_id: str,
+        reference: str = "",
+        detail: str = "",
+        data_categories: Sequence[str] = (),
+        recipient: str = "",
+        consent_version: str = "",
+    ) -> str:
+        """Add an entry chained to the previous one; returns its hash.
+
+        `data_categories` and `recipient` are given together, and only for the steps of a transfer
+        (package built, queued, delivered): the categories that package holds (see
+        `bot.core.referral_values.DATA_CATEGORIES`), never values. `detail` is for facts such as the key
+        version or the information points confirmed, never for client data.
+        """
+        unknown = sorted(set(data_categories) - set(DATA_CATEGORIES))
+        if unknown or isinstance(data_categories, str):
+            raise ValueError(f"not data categories: {unknown or data_categories!r}")
+        if bool(data_categories) != bool(recipient):
+            raise ValueError("a transfer names its data categories and its recipient, other events neither")
+        fields = {
+            "at": to_text(at),
+            "event": event.value,
+            "actor_id": actor_id,
+            "actor_name": actor_name,
+            "protocol_id": protocol_id,
+            "reference": reference,
+            "purpose": "" if protocol_id == _NO_PROTOCOL else PURPOSE,
+            "legal_basis": LEGAL_BASIS if protocol_id == _NO_PROTOCOL else f"{LEGAL_BASIS}; protocol {protocol_id}",
+            "data_categories": ",".join(category for category in DATA_CATEGORIES if category in data_categories),
+            "recipient": recipient,
+            "recipient_category": RECIPIENT_CATEGORY if recipient else "",
+            "consent_version": consent_version,
+            "detail": detail,
+            "entry_format": CURRENT_FORMAT,
+        }
+        columns = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
+        async with self._db.transaction():
+            await self._db.lock("register")
+            row = await self._db.fetch_one("SELECT seq, hash FROM register ORDER BY seq DESC LIMIT 1")
+            previous = GENESIS_HASH if row is None else str(row["hash"])
+            digest = entry_hash(previous, fields)
+            # Column names are this module's constants; the values are bound parameters.
+            await self._db.execute(
+                f"INSERT INTO register ({', '.join(columns)}) VALUES ({', '.join(':' + name for name in columns)})",  # noqa: S608  # nosec B608
+                {**fields, "seq": 1 if row is None else int(row["seq"]) + 1, "previous_hash": previous,
+                 "hash": digest},
+            )
+        return digest
+
+    async def events_for(self, reference: str) -> list[str]:
+        """The event names recorded for one reference, in order."""
+        rows = await self._db.fetch_all("SELECT event FROM register WHERE reference = :reference ORDER BY seq",
+                                        {"reference": reference})
+        return [str(row["event"]) for row in rows]
+
+    async def count(self) -> int:
+        """How many entries the register holds."""
+        return int(await self._db.scalar("SELECT COUNT(*) AS n FROM register"))
+
+    async def anchor(self) -> ChainAnchor | None:
+        """The newest anchor a prune of the register left, or None when nothing was ever pruned."""
+        rows = await self._db.fetch_all(
+            "SELECT seq, detail FROM register WHERE event = :pruned AND detail LIKE 'table=register;%'"
+            " ORDER BY seq DESC",
+            {"pruned": RegisterEvent.RETENTION_PRUNED.value},
+        )
+        for row in rows:
+            match = _ANCHOR.match(str(row["detail"]))
+            if match:
+                return ChainAnchor(int(match.group(3)), match.group(4), int(row["seq"]))
+        return None
+
+    async def prune_through(self, last_seq: int, *, at: dt.datetime, rule: str) -> int:
+        """Remove the entries up to `last_seq` (the oldest), recorded in an anchoring entry first.
+
+        The `retention_pruned` entry is appended before anything is deleted, so it is chained to the
+        newest entry and always outlives the prune; it carries the hash of entry `last_seq`, where
+        `verify` starts from now on. Returns how many entries went. `rule` says why, in a few words.
+        """
+        async with self._db.transaction():
+            await self._db.lock("register")
+            rows = await self._db.fetch_one(
+                "SELECT MIN(seq) AS first, COUNT(*) AS n FROM register WHERE seq <= :last", {"last": last_seq})
+            last = await self._db.fetch_one("SELECT hash FROM register WHERE seq = :last", {"last": last_seq})
+            if rows is None or not rows["n"] or last is None:
+                return 0
+            count = int(rows["n"])
+            detail = (f"table=register; count={count}; seq={int(rows['first'])}-{last_seq}; "
+                      f"last_hash={last['hash']}; rule={rule}")
+            await self.append(at=at, event=RegisterEvent.RETENTION_PRUNED, actor_id=SYSTEM_ACTOR_ID,
+                              actor_name=SYSTEM_ACTOR_NAME, protocol_id="-", detail=detail)
+            await self._db.execute("DELETE FROM register WHERE seq <= :last", {"last": last_seq})
+        return count
+
+    async def verify(self) -> list[RegisterProblem]:
+        """Recompute the chain from the first entry (or the last prune's anchor); empty means intact.
+
+        Each entry is checked on its own (does its content still give its hash?) and against the
+        entry before it (consecutive seq, previous_hash equal to that entry's hash), so a problem
+        is reported where it is, not as a cascade over everything after it.
+        """
+        rows = await self._db.fetch_all("SELECT * FROM register ORDER BY seq")
+        seq_of_hash = {str(row["hash"]): int(row["seq"]) for row in rows}
+        problems: list[RegisterProblem] = []
+        anchor = await self.anchor()
+        expected_seq, expected_previous = (1, GENESIS_HASH) if anchor is None else (
+            anchor.last_seq + 1, anchor.last_hash)
+        current_seen = False
+        for row in rows:
+            seq = int(row["seq"])
+            problems.extend(_content_problems(row, after_current_format=current_seen))
+            current_seen = current_seen or row["entry_format"] == CURRENT_FORMAT
+            previous = row["previous_hash"]
+            if seq != expected_seq:
+                missing = str(expected_seq) if seq == expected_seq + 1 else f"{expected_seq} to {seq - 1}"
+                problems.append(RegisterProblem(seq, ProblemKind.REMOVED, f"entries before it are missing: {missing}"))
+            elif previous != expected_previous:
+                follows = seq_of_hash.get(str(previous))
+                if follows is not None and follows != seq:
+                    problems.append(RegisterProblem(
+                        seq, ProblemKind.REORDERED, f"it is chained after entry {follows}, not after entry {seq - 1}"
+                    ))
+                else:
+                    before = "the start of the register" if seq == 1 else f"entry {seq - 1}"
+                    if anchor is not None and seq == anchor.last_seq + 1:
+                        before = f"the last pruned entry (anchor in entry {anchor.recorded_in})"
+                    problems.append(RegisterProblem(
+                        seq, ProblemKind.BROKEN_LINK,
+                        f"its previous_hash does not match {before}: that entry was altered, replaced or removed",
+                    ))
+            expected_seq, expected_previous = seq + 1, row["hash"]
+        return problems
+
+    async def export(self, start: dt.date, end: dt.date, timezone: ZoneInfo) -> list[dict[str, str]]:
+        """The entries of the local days `start` to `end` (both included), columns `EXPORT_COLUMNS`.
+
+        Days are local days in `timezone` (Europe/Brussels for the DPO): 28 November runs from
+        27 November 23:00 to 28 November 23:00 UTC, and an entry at 23:30 Brussels time on the
+        28th belongs to the 28th although its UTC time says 22:30.
+        """
+        if end < start:
+            raise ValueError("the end date is before the start date")
+        since = to_text(dt.datetime.combine(start, dt.time.min, tzinfo=timezone))
+        until = to_text(dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=timezone))
+        rows = await self._db.fetch_all(
+            "SELECT * FROM register WHERE at >= :since AND at < :until ORDER BY seq", {"since": since, "until": until})
+        return [_exported(row) for row in rows]
+
+    async def export_protocol(self, protocol_id: str) -> list[dict[str, str]]:
+        """Every kept entry of one protocol, and the anchors of the register's prunes, columns `EXPORT_COLUMNS`.
+
+        What one protocol's DPO gets: no entry of another protocol (their seq numbers are the gaps),
+        but the anchors, which say why the oldest entries are gone.
+        """
+        rows = await self._db.fetch_all(f"SELECT * FROM register WHERE {_OF_PROTOCOL} ORDER BY seq",  # noqa: S608  # nosec B608
+                                        {"protocol": protocol_id, "pruned": RegisterEvent.RETENTION_PRUNED.value})
+        return [_exported(row) for row in rows]
+
+    async def summary(self, protocol_id: str) -> ProtocolSummary:
+        """What `export_protocol` holds, in numbers, and the hash of its last entry (the anchor to file away)."""
+        parameters = {"protocol": protocol_id, "pruned": RegisterEvent.RETENTION_PRUNED.value}
+        totals = await self._db.fetch_one(
+            f"SELECT COUNT(*) AS n, MIN(at) AS first, MAX(at) AS last FROM register WHERE {_OF_PROTOCOL}",  # noqa: S608  # nosec B608
+            parameters,
+        )
+        last = await self._db.fetch_one(
+            f"SELECT seq, hash FROM register WHERE {_OF_PROTOCOL} ORDER BY seq DESC LIMIT 1", parameters  # noqa: S608  # nosec B608
+        )
+        if totals is None:
+            raise RuntimeError("an aggregate without a row")
+        return ProtocolSummary(
+            protocol_id=protocol_id,
+            entries=int(totals["n"]),
+            first_at=None if totals["first"] is None else from_text(str(totals["first"])),
+            last_at=None if totals["last"] is None else from_text(str(totals["last"])),
+            last_seq=None if last is None else int(last["seq"]),
+            last_hash=None if last is None else str(last["hash"]),
+        )
+
+
+#: The entries of one protocol's export: its own and the register's anchors.
+_OF_PROTOCOL = ("(protocol_id = :protocol OR (protocol_id = '-' AND event = :pruned"
+                " AND detail LIKE 'table=register;%'))")
+
+
+def _exported(row: RowMapping) -> dict[str, str]:
+    return {column: str(row[column]) for column in EXPORT_COLUMNS}
+
+
+def _content_problems(row: RowMapping, *, after_current_format: bool) -> list[RegisterProblem]:
+    """Whether the entry's fields still give the hash it was written with, in its own format."""
+    seq = int(row["seq"])
+    entry_format: Any = row["entry_format"]
+    fields_hashed = _FIELDS_OF_FORMAT.get(entry_format) if isinstance(entry_format, str) else None
+    if fields_hashed is None:
+        return [RegisterProblem(seq, ProblemKind.ALTERED, f"unknown entry format {str(entry_format)[:20]!r}")]
+    not_text = [name for name in (*fields_hashed, *_NEW_FIELDS, "previous_hash", "hash")
+                if not isinstance(row[name], str)]
+    if not_text:
+        return [RegisterProblem(seq, ProblemKind.ALTERED, f"not text any more: {', '.join(not_text)}")]
+    malformed = [name for name in ("previous_hash", "hash") if not _is_sha256_hex(row[name])]
+    if malformed:
+        return [RegisterProblem(seq, ProblemKind.ALTERED, f"not a SHA-256 hash: {', '.join(malformed)}")]
+    if fields_hashed is LEGACY_HASHED_FIELDS:
+        filled = [name for name in _NEW_FIELDS if row[name]]
+        if filled:
+            detail = f"format 1 has no {', '.join(filled)}, yet it is filled in (not covered by its hash)"
+            return [RegisterProblem(seq, ProblemKind.ALTERED, detail)]
+        if after_current_format:
+            detail = "format 1 after entries of format 2: no entry is written in the old format any more"
+            return [RegisterProblem(seq, ProblemKind.ALTERED, detail)]
+    fields = {name: str(row[name]) for name in fields_hashed}
+    if entry_hash(str(row["previous_hash"]), fields) != row["hash"]:
+        return [RegisterProblem(seq, ProblemKind.ALTERED, "its content no longer matches its hash")]
+    return []
+
+
+def _is_sha256_hex(value: str) -> bool:
+    return len(value) == 64 and all(character in "0123456789abcdef" for character in value)
+
+
+def entry_hash(previous_hash: str, fields: dict[str, str]) -> str:
+    """SHA-256 over the previous hash and the entry's fields in a canonical JSON form."""
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256((previous_hash + canonical).encode("ascii")).hexdigest()

@@ -1,0 +1,30 @@
+"""The register's export formats: CSV for a spreadsheet, JSON as stored. Both the CLI and Teams use them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from bot.evidence.register import EXPORT_COLUMNS
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def export_csv(rows: list[dict[str, str]]) -> str:
+    """RFC 4180 CSV with a header row of `EXPORT_COLUMNS`; formula-like cells defused."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({column: _defuse(value) for column, value in row.items()})
+    return buffer.getvalue()
+
+
+def export_json(rows: list[dict[str, str]]) -> str:
+    """A JSON array of objects keyed by `EXPORT_COLUMNS`, exactly as stored."""
+    return json.dumps(rows, ensure_ascii=False, indent=2) + "\n"
+
+
+def _defuse(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value

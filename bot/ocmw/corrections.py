@@ -1,0 +1,231 @@
+"""Article 7: the OCMW reports an item wrong, the referrer corrects exactly that item.
+
+The correction goes out as a new version of the same referral (`VD-...-2`) carrying only the
+corrected item, encrypted like the first package and notified like it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo
+
+import cards
+from bot.clock import Clock
+from bot.core.protocols import ProtocolRegistry
+from bot.core.reference import is_reference
+from bot.core.referral_values import ITEM_FIELDS, FieldError, Referrer
+from bot.core.sent_referrals import CLOSED, ReferralState, ReferralStore, SentReferral
+from bot.delivery.chat_messages import MessageContent
+from bot.delivery.message_outbox import MessageOutbox
+from bot.evidence.register import ProcessingRegister, RegisterEvent
+from bot.referral.details_validation import validate_item
+from bot.referral.dialogue import Actor, Answer, Banner, Card
+from bot.referral.sending import AlreadySent, Origin, PasswordUnavailable, ReferralSender, SendFailure
+from bot.storage.database import Database, to_text
+
+logger = logging.getLogger(__name__)
+
+Item = Literal["name", "address", "phone", "email"]
+#: `corrections.kind`: asked by the OCMW ("reported"), or begun by Kind en Gezin itself.
+OWN = "own"
+
+
+class CorrectionService:
+    """Correction requests from the OCMW and the referrer's corrected item."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        referrals: ReferralStore,
+        registry: ProtocolRegistry,
+        register: ProcessingRegister,
+        sender: ReferralSender,
+        messages: MessageOutbox,
+        clock: Clock,
+        timezone: ZoneInfo,
+    ) -> None:
+        self._tz = timezone
+        self._db = db
+        self._referrals = referrals
+        self._registry = registry
+        self._register = register
+        self._sender = sender
+        self._messages = messages
+        self._clock = clock
+
+    async def request(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
+        """Record the OCMW's report and queue the referrer's card to correct that item, in one commit."""
+        root = referral.parent_reference or referral.reference
+        correction_id = secrets.token_urlsafe(12)
+        now = self._clock.now()
+        async with self._db.transaction():
+            await self._db.execute(
+                "INSERT INTO corrections (id, reference, item, requested_by_id, requested_by, requested_at)"
+                " VALUES (:id, :reference, :item, :by_id, :by, :at)",
+                {"id": correction_id, "reference": root, "item": item, "by_id": actor.user_id,
+                 "by": actor.display_name, "at": to_text(now)},
+            )
+            current = await self._referrals.get(referral.reference) or referral
+            items = tuple(dict.fromkeys((*current.reported_items, item)))
+            updated = await self._referrals.update(referral.reference, reported_items=items)
+            await self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
+                                        actor_name=actor.display_name, protocol_id=referral.protocol_id,
+                                        reference=root, detail=f"item: {item}")
+            original = await self._referrals.get(root) or referral
+            card = self._request_card(cards.language_for(original.lang), correction_id, original, item, {}, {})
+            await self._messages.post(original.conversation_ref, MessageContent(card=card), now=now, reference=root)
+        logger.info("correction requested", extra={"reference": root})
+        return updated
+
+    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
+        """correction.submit and correction.later from a correction card; correction.start and .open to begin one.
+
+        Any Kind en Gezin colleague allowed to refer may send it (the router checks that): a correction
+        does not wait for the one referrer. Errors are banners: the card stays, with what was typed.
+        """
+        if verb in (cards.VERB_CORRECTION_START, cards.VERB_CORRECTION_OPEN):
+            return await self._own_initiative(actor, verb, data)
+        correction_id = data.get("correctionId")
+        if not isinstance(correction_id, str) or len(correction_id) > 64:
+            return _banner(actor, "correction_unknown")
+        row = await self._db.fetch_one("SELECT * FROM corrections WHERE id = :id", {"id": correction_id})
+        original = None if row is None else await self._referrals.get(str(row["reference"]))
+        if row is None or original is None:
+            return _banner(actor, "correction_unknown")
+        if row["new_reference"] is not None:
+            return _banner(actor, "correction_done", reference=str(row["new_reference"]))
+        if original.state in CLOSED:
+            return _banner(actor, _closed_problem(original), reference=original.reference)
+        item = str(row["item"])
+        own = row["kind"] == OWN
+        if verb == "correction.later":
+            return self._request_card(actor.lang, correction_id, original, item, {}, {}, own=own)
+        protocol = self._registry.get(original.protocol_id)
+        if protocol is None or not protocol.in_force_on(self._clock.now().astimezone(self._tz).date()):
+            return _banner(actor, "protocol_not_in_force", ocmw=self._registry.recipient_name(original.protocol_id))
+        result = validate_item(item, data, protocol)
+        if result.values is None:
+            return self._request_card(actor.lang, correction_id, original, item, result.typed, result.errors, own=own)
+        referrer = Referrer(user_id=actor.user_id, display_name=actor.display_name)
+        origin = Origin(conversation_id=actor.conversation_id, conversation_ref=actor.conversation_ref,
+                        card_activity_id=actor.card_activity_id, lang=actor.lang)
+
+        async def claim(new_reference: str) -> str | None:
+            """Mark the request sent as `new_reference` (and every other open one for the same item: one
+            correction answers them all); or the version it was sent as before."""
+            cursor = await self._db.execute(
+                "UPDATE corrections SET new_reference = :new WHERE id = :id AND new_reference IS NULL",
+                {"new": new_reference, "id": correction_id},
+            )
+            if cursor.rowcount != 1:
+                return str(await self._db.scalar("SELECT new_reference FROM corrections WHERE id = :id",
+                                                 {"id": correction_id}))
+            await self._db.execute(
+                "UPDATE corrections SET new_reference = :new WHERE reference = :reference AND item = :item"
+                " AND new_reference IS NULL",
+                {"new": new_reference, "reference": original.reference, "item": item},
+            )
+            return None
+
+        try:
+            # The same sending team as the referral it corrects, whoever sends the correction.
+            sent_by = protocol.sent_by(original.sender_team) if original.sender_team else protocol
+            queued = await self._sender.queue_correction(original, item, result.values, sent_by, referrer, origin,
+                                                         claim)
+        except AlreadySent as sent:
+            return _banner(actor, "correction_done", reference=sent.reference)
+        except SendFailure as failure:
+            logger.warning("correction not queued: %s", failure.reason, extra={"reference": original.reference})
+            problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
+            return _banner(actor, problem, reference=original.reference)
+        return cards.correction_queued_card(actor.lang, reference=queued.reference, corrected_item=item,
+                                            recipient=protocol.recipient.organisation,
+                                            queued_at=queued.queued_at)
+
+    async def _own_initiative(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
+        """Kind en Gezin corrects an item without the OCMW asking (article 7): which item, then the usual card."""
+        reference = data.get("reference")
+        found = await self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) \
+            else None
+        if found is None:
+            return _banner(actor, "referral_unknown", reference=str(reference)[:40])
+        original = await self._referrals.get(found.root) or found
+        if original.state in CLOSED or original.state == ReferralState.QUEUED:
+            return _banner(actor, _closed_problem(original) if original.state in CLOSED else "action_not_possible_now",
+                           reference=original.reference)
+        recipient = self._registry.recipient_name(original.protocol_id)
+        item = data.get("item")
+        if verb == cards.VERB_CORRECTION_START or item not in ITEM_FIELDS:
+            return cards.correction_start_card(actor.lang, reference=original.reference, recipient=recipient)
+        correction_id = secrets.token_urlsafe(12)
+        now = self._clock.now()
+        async with self._db.transaction():
+            await self._db.execute(
+                "INSERT INTO corrections (id, reference, item, requested_by_id, requested_by, requested_at, kind)"
+                " VALUES (:id, :reference, :item, :by_id, :by, :at, :kind)",
+                {"id": correction_id, "reference": original.reference, "item": str(item), "by_id": actor.user_id,
+                 "by": actor.display_name, "at": to_text(now), "kind": OWN},
+            )
+            await self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
+                                  actor_name=actor.display_name, protocol_id=original.protocol_id,
+                                  reference=original.reference,
+                                  detail=f"item: {item}; on Kind en Gezin's own initiative")
+        logger.info("correction opened on Kind en Gezin's own initiative", extra={"reference": original.reference})
+        return self._request_card(actor.lang, correction_id, original, str(item), {}, {}, own=True)
+
+    async def report_superfluous(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
+        """The OCMW says an item was not needed (article 7): registered, and the referrer told; nothing is resent."""
+        now = self._clock.now()
+        original = await self._referrals.get(referral.root) or referral
+        lang = cards.language_for(original.lang)
+        async with self._db.transaction():
+            await self._register.append(at=now, event=RegisterEvent.SUPERFLUOUS_REPORTED, actor_id=actor.user_id,
+                                  actor_name=actor.display_name, protocol_id=referral.protocol_id,
+                                  reference=original.reference, detail=f"item: {item}")
+            text = cards.text(lang, "superfluous_to_referrer", reference=original.reference,
+                              recipient=self._registry.recipient_name(original.protocol_id),
+                              item=cards.text(lang, f"item.{item}.name"))
+            await self._messages.post(original.conversation_ref, MessageContent(text=text), now=now,
+                                      reference=original.reference)
+        return referral
+
+    def _request_card(
+        self,
+        lang: cards.Language,
+        correction_id: str,
+        original: SentReferral,
+        item: str,
+        values: Mapping[str, str],
+        errors: Mapping[str, FieldError],
+        *,
+        own: bool = False,
+    ) -> Card:
+        protocol = self._registry.get(original.protocol_id)
+        return cards.correction_request_card(
+            lang,
+            correction_id=correction_id,
+            reference=original.reference,
+            item=cast(Item, item),
+            recipient=self._registry.recipient_name(original.protocol_id),
+            municipality=protocol.recipient_municipality if protocol else "",
+            values={field: value for field, value in values.items() if field in ITEM_FIELDS[item]},
+            errors=errors,
+            own_initiative=own,
+        )
+
+
+def _closed_problem(original: SentReferral) -> str:
+    """Why no correction can leave for a closed referral, as the problem that says so and what to do instead."""
+    if original.withdrawn_at is not None:
+        return "correction_withdrawn"  # the parents withdrew consent (before or after the mail left)
+    if original.state == ReferralState.FAILED:
+        return "correction_not_sent"  # the mail never reached the OCMW's mailbox
+    return "correction_closed"  # the OCMW confirmed the data is deleted from its shared mailbox
+
+
+def _banner(actor: Actor, problem: str, **params: str) -> Banner:
+    return Banner(cards.problem_banner(actor.lang, problem, **params))

@@ -1,0 +1,579 @@
+"""The one way the bot talks to its database: SQLite or PostgreSQL, the same SQL, async.
+
+`DATABASE_URL` unset: the embedded SQLite file in `BOT_DATA_DIR`. The running bot's statements go
+straight to it through `bot.storage.sqlite_file` (sqlite3 on the event loop: a statement there takes
+microseconds, where SQLAlchemy's async engine over aiosqlite spent ~150 µs of CPU on each); schema
+migrations and imports use SQLAlchemy's engine (aiosqlite). Set (`postgresql://user@host:port/db`):
+PostgreSQL through SQLAlchemy 2 Core and asyncpg, shared by several instances. The SQL is written
+once, in the dialect both speak (`ON CONFLICT`, `RETURNING`, named parameters); the few places
+where they differ ask this module (`for_update`, `skip_locked`, `lock`).
+
+Every step that changes state runs in `async with db.transaction():`; the stores inside it reach
+the same connection through a context variable, so a state change, its register entry and the
+messages it causes commit together or not at all without a connection passed around. A transaction
+inside a transaction is a savepoint. Outside one, each statement commits on its own.
+
+SQLite serialises writers: a write transaction starts with `BEGIN IMMEDIATE` (two writers never
+deadlock on a lock upgrade; the second waits up to `busy_timeout`); in one process they queue on a
+lock of their own, first come first served. A statement that only reads, outside a transaction,
+reads the last commit without waiting for a writer. PostgreSQL runs writers side by side at READ
+COMMITTED; where that matters the stores say how they cope: `FOR UPDATE SKIP LOCKED` for the
+outboxes, an advisory lock for the register's hash chain, compare-and-set for state changes.
+
+Wiped means gone from the disk too. In SQLite, `secure_delete` zeroes deleted content in the main
+file, but WAL mode keeps old page versions in `-wal` until a checkpoint; so a wipe (`note_wipe`)
+makes the end of its transaction checkpoint and truncate the WAL (`truncate_wal`). The files are
+private (0600) from their first byte. In PostgreSQL, `VACUUM` reclaims dead row versions; Azure's
+storage is encrypted at rest and the server is the OCMW-independent processor named in docs/verwerkers.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import datetime as dt
+import json
+import logging
+import os
+import re
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import bindparam, event, text
+from sqlalchemy.engine import Connection as SyncConnection
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import TextClause
+
+from bot.storage.sqlite_file import SqliteFile
+
+logger = logging.getLogger(__name__)
+
+Dialect = Literal["sqlite", "postgresql"]
+#: How long a SQLite writer waits for another one before giving up (the other holds it for milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: TLS towards PostgreSQL, as libpq names it (`sslmode` in DATABASE_URL).
+TLS_MODES = ("disable", "require", "verify-ca", "verify-full")
+SqlParameters = Mapping[str, Any]
+#: Returns the password for a new connection: Entra ID's access token, fetched (and refreshed) per connection.
+PasswordSource = Callable[[], Awaitable[str]]
+
+
+class DatabaseError(Exception):
+    """The database could not be reached or refused the work; the caller retries later or says so."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where the state lives: `url` None means the embedded SQLite file `sqlite_path`."""
+
+    sqlite_path: Path
+    #: Never in a repr: with password login the URL may hold the password.
+    url: str | None = field(default=None, repr=False)
+    #: For PostgreSQL with Entra ID: a fresh access token per new connection, used as the password.
+    password: PasswordSource | None = None
+    pool_size: int = 10
+    #: For commands that only read (`register verify`): SQLite opens the file read-only (and never
+    #: creates it), PostgreSQL sessions are read-only.
+    read_only: bool = False
+
+    @property
+    def dialect(self) -> Dialect:
+        return "sqlite" if self.url is None else "postgresql"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A statement's outcome, read in full: the rows (by column name) and how many rows it changed."""
+
+    rows: list[RowMapping]
+    rowcount: int
+
+    def first(self) -> RowMapping | None:
+        return self.rows[0] if self.rows else None
+
+    def scalar(self) -> Any:
+        """The first column of the first row (None when there is none)."""
+        return None if not self.rows else next(iter(self.rows[0].values()))
+
+    def __iter__(self) -> Iterator[RowMapping]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class _Transaction:
+    """The connection of the outermost transaction, the task that owns it, and whether it wiped data.
+
+    `connection` is SQLAlchemy's (PostgreSQL) or the SQLite file's writer (`sqlite3.Connection`).
+    """
+
+    connection: Any
+    task: asyncio.Task[Any] | None
+    wiped: bool = False
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    savepoints: int = 0
+
+
+class Database:
+    """The engine, and the transaction the current task is in (if any)."""
+
+    def __init__(self, engine: AsyncEngine, dialect: Dialect, sqlite_path: Path | None = None, *,
+                 read_only: bool = False, settings: DatabaseSettings | None = None,
+                 sqlite_file: SqliteFile | None = None) -> None:
+        self.engine = engine
+        #: SQLite: the connections the stores' statements use (the engine: migrations and imports only).
+        self._file = sqlite_file
+        #: What it was opened with (another process or engine on the same database opens these).
+        self.settings = settings
+        self.dialect: Dialect = dialect
+        self.sqlite_path = sqlite_path
+        self.read_only = read_only
+        self._current: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar(
+            f"db-transaction-{id(self)}", default=None)
+        self._statements: dict[tuple[str, frozenset[str]], TextClause] = {}
+        self._sqlite_statements: dict[str, str] = {}
+        self._wal_dirty = False
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @property
+    def for_update(self) -> str:
+        """` FOR UPDATE` where rows can be locked (PostgreSQL); SQLite's writer lock already covers it."""
+        return " FOR UPDATE" if self.is_postgres else ""
+
+    @property
+    def skip_locked(self) -> str:
+        """` FOR UPDATE SKIP LOCKED`: another instance's leased rows are passed over, not waited for."""
+        return " FOR UPDATE SKIP LOCKED" if self.is_postgres else ""
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._current.get() is not None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[None]:
+        """All statements inside commit together or not at all; nested, a savepoint.
+
+        `durable=False` is for what may be lost to a power cut (never to a crash of the process):
+        the commit does not wait for the disk (SQLite: `synchronous = NORMAL` for it, the WAL
+        reaches the disk with the next durable commit; PostgreSQL: `synchronous_commit = off`).
+        The rate limits' click counts use it: a fsync per click was a fifth of a referral's.
+        Inside another transaction it changes nothing: the outer one decides.
+        """
+        current = self._own_transaction()
+        if current is not None:
+            if self._file is not None:
+                current.savepoints += 1
+                async with self._file.savepoint(current.connection, f"sp{current.savepoints}"):
+                    yield
+            else:
+                async with current.connection.begin_nested():
+                    yield
+            return
+        if self._file is not None:
+            async with self._file.transaction(durable=durable) as writer:
+                state = _Transaction(writer, _current_task())
+                token = self._current.set(state)
+                try:
+                    yield
+                finally:
+                    self._current.reset(token)
+            await self._committed(state)
+            return
+        async with self._connect() as connection:
+            state = _Transaction(connection, _current_task())
+            token = self._current.set(state)
+            try:
+                async with connection.begin():
+                    if not durable:
+                        await _run(connection, self._statement("SET LOCAL synchronous_commit TO OFF", {}), {})
+                    yield
+            finally:
+                self._current.reset(token)
+        await self._committed(state)
+
+    async def _committed(self, state: _Transaction) -> None:
+        """What waits for the commit: wake-ups, and emptying the WAL after a wipe."""
+        for callback in state.after_commit:
+            callback()
+        if state.wiped:
+            self._wal_dirty = True
+            await self.truncate_wal()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the current transaction has committed (at once outside one).
+
+        For waking a worker: woken before the commit, it would look for the row and not see it yet.
+        """
+        current = self._own_transaction()
+        if current is None:
+            callback()
+        else:
+            current.after_commit.append(callback)
+
+    def current_connection(self) -> AsyncConnection:
+        """The current transaction's connection, for bulk statements built with SQLAlchemy Core (an import)."""
+        current = self._own_transaction()
+        if current is None:
+            raise RuntimeError("current_connection() outside a transaction")
+        if self._file is not None:
+            raise RuntimeError("current_connection() is for PostgreSQL (an import's target)")
+        connection: AsyncConnection = current.connection
+        return connection
+
+    async def lock(self, name: str) -> None:
+        """Hold a named lock until the current transaction ends (one chain, one writer at a time).
+
+        PostgreSQL: a transaction-scoped advisory lock, so instances take turns. SQLite: nothing to
+        do, the transaction already holds the file's only writer lock.
+        """
+        if self._own_transaction() is None:
+            raise RuntimeError("lock() outside a transaction")
+        if self.is_postgres:
+            await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _lock_key(name)})
+
+    def note_wipe(self) -> None:
+        """Client data was just overwritten or deleted: empty SQLite's WAL once that is committed."""
+        current = self._own_transaction()
+        if current is not None:
+            current.wiped = True
+        else:
+            self._wal_dirty = True  # a single statement: `execute` checkpoints after it
+
+    async def execute(self, sql: str, parameters: SqlParameters | None = None) -> Rows:
+        """Run one statement in the current transaction (or on its own); its rows, read in full.
+
+        Parameters are named (`:name`); a list, tuple or set value stands for `IN :name`.
+        """
+        parameters = parameters or {}
+        if self._file is not None:
+            return await self._execute_sqlite(sql, parameters)
+        statement = self._statement(sql, parameters)
+        current = self._own_transaction()
+        if current is not None:
+            return await _run(current.connection, statement, parameters)
+        async with self._connect() as connection, connection.begin():
+            rows = await _run(connection, statement, parameters)
+        if self._wal_dirty:
+            await self.truncate_wal()
+        return rows
+
+    async def _execute_sqlite(self, sql: str, parameters: SqlParameters) -> Rows:
+        file = self._file
+        assert file is not None  # noqa: S101  # nosec B101  # only called with one
+        statement, values = self._sqlite_statement(sql, parameters)
+        current = self._own_transaction()
+        if current is not None:
+            rows, count = await file.run(current.connection, statement, values)
+        elif self.read_only or _only_reads(sql):
+            rows, count = await file.read(statement, values)
+        else:  # a change on its own: its own transaction
+            async with self.transaction():
+                return await self._execute_sqlite(sql, parameters)
+        if self._wal_dirty and current is None:
+            await self.truncate_wal()
+        return Rows(cast(list[RowMapping], rows), count)  # dicts: read by column name like RowMappings
+
+    def _sqlite_statement(self, sql: str, parameters: SqlParameters) -> tuple[str, SqlParameters]:
+        """sqlite3 takes `:name` itself; a list, tuple or set value is spelled out for `IN :name`."""
+        if not any(isinstance(value, (list, tuple, set, frozenset)) for value in parameters.values()):
+            return sql, parameters
+        values = {name: value for name, value in parameters.items()
+                  if not isinstance(value, (list, tuple, set, frozenset))}
+
+        def spelled_out(match: re.Match[str]) -> str:
+            name = match.group(1)
+            items = parameters.get(name)
+            if not isinstance(items, (list, tuple, set, frozenset)):
+                return match.group(0)
+            ordered = sorted(items) if isinstance(items, (set, frozenset)) else list(items)
+            if not ordered:
+                return "(SELECT NULL WHERE 0)"  # IN nothing: false; NOT IN nothing: true
+            names = [f"{name}__{index}" for index in range(len(ordered))]
+            values.update(zip(names, ordered, strict=True))
+            return "(" + ", ".join(f":{each}" for each in names) + ")"
+
+        return _PARAMETER.sub(spelled_out, sql), values
+
+    async def fetch_one(self, sql: str, parameters: SqlParameters | None = None) -> RowMapping | None:
+        return (await self.execute(sql, parameters)).first()
+
+    async def fetch_all(self, sql: str, parameters: SqlParameters | None = None) -> list[RowMapping]:
+        return (await self.execute(sql, parameters)).rows
+
+    async def scalar(self, sql: str, parameters: SqlParameters | None = None) -> Any:
+        return (await self.execute(sql, parameters)).scalar()
+
+    async def truncate_wal(self) -> bool:
+        """SQLite: checkpoint and truncate the WAL if a wipe left it dirty; True when nothing is left to do.
+
+        Never waits for other connections (busy_timeout 0 for the call): a checkpoint that finds a
+        reader busy stays due and the periodic sweep tries again. A truncated file's blocks are
+        freed, not overwritten: the file system or an SSD may keep them, sealed with the draft key.
+        """
+        if not self._wal_dirty or self.dialect != "sqlite" or self.read_only:
+            return True
+        if self._own_transaction() is not None:
+            return False  # inside a transaction SQLite refuses; the transaction's end tries again
+        if self._file is not None:
+            try:
+                busy = await self._file.checkpoint_truncate()
+            except Exception as error:  # a failed checkpoint is retried, never fatal
+                logger.warning("WAL checkpoint failed; retried later", extra={"error": type(error).__name__})
+                return False
+            if busy:
+                logger.warning("WAL checkpoint busy (another connection is reading); retried later")
+                return False
+            self._wal_dirty = False
+            return True
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection  # the aiosqlite connection, in autocommit mode
+            await driver.execute("PRAGMA busy_timeout = 0")
+            try:
+                cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy = (await cursor.fetchone())[0]
+            except Exception as error:  # a failed checkpoint is retried, never fatal
+                logger.warning("WAL checkpoint failed; retried later", extra={"error": type(error).__name__})
+                return False
+            finally:
+                await driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if busy:
+            logger.warning("WAL checkpoint busy (another connection is reading); retried later")
+            return False
+        self._wal_dirty = False
+        return True
+
+    async def close(self) -> None:
+        """Close every pooled connection (app shutdown)."""
+        if self._file is not None:
+            self._file.close()
+        await self.engine.dispose()
+
+    def _own_transaction(self) -> _Transaction | None:
+        """The current task's transaction; refuses one that belongs to another task.
+
+        A task started inside a transaction inherits the context variable; two tasks on one
+        connection would interleave their statements, so that is an error, not a silent share.
+        """
+        current = self._current.get()
+        if current is not None and current.task is not _current_task():
+            raise RuntimeError("a database transaction used from a task that did not open it")
+        return current
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as connection:
+                yield connection
+        except (DBAPIError, OSError) as error:
+            if isinstance(error, DBAPIError) and not error.connection_invalidated and not _is_unreachable(error):
+                raise
+            raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
+
+    def _statement(self, sql: str, parameters: SqlParameters) -> TextClause:
+        expanding = frozenset(name for name, value in parameters.items()
+                              if isinstance(value, (list, tuple, set, frozenset)))
+        key = (sql, expanding)
+        statement = self._statements.get(key)
+        if statement is None:
+            statement = text(sql)
+            if expanding:
+                statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
+            self._statements[key] = statement
+        return statement
+
+
+async def _run(connection: AsyncConnection, statement: TextClause, parameters: SqlParameters) -> Rows:
+    values = {name: sorted(value) if isinstance(value, (set, frozenset)) else value
+              for name, value in parameters.items()}
+    result = await connection.execute(statement, values)
+    rows = list(result.mappings().all()) if result.returns_rows else []
+    return Rows(rows, result.rowcount if not result.returns_rows else len(rows))
+
+
+#: A named parameter (`:name`), not a PostgreSQL cast (`::text`).
+_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _only_reads(sql: str) -> bool:
+    """A SELECT (outside a transaction it may go to the reader, which refuses any change)."""
+    return sql.lstrip().lstrip("(")[:6].upper() == "SELECT"
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _is_unreachable(error: DBAPIError) -> bool:
+    """A connection that could not be made (refused, reset, timed out) rather than a statement refused."""
+    original = getattr(error, "orig", None)
+    unreachable = isinstance(original, (OSError, ConnectionError, TimeoutError))
+    return unreachable or "connect" in type(original).__name__.lower()
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit key for `pg_advisory_xact_lock`, from the lock's name."""
+    return zlib.crc32(name.encode()) - 2**31
+
+
+def open_database(settings: DatabaseSettings) -> Database:
+    """The engine for the settings: PostgreSQL (pooled; TLS as `sslmode` says) or the SQLite file.
+
+    `hide_parameters`: a statement's values (a sealed draft, a mail with its ZIP, an address in a
+    breach report's text) never appear in SQLAlchemy's log lines or in the text of its exceptions.
+    """
+    if settings.url is not None:
+        url, connect_args = postgres_connection(settings.url)
+        if settings.read_only:
+            connect_args["server_settings"] = {"default_transaction_read_only": "on",
+                                               "default_transaction_isolation": "repeatable read"}
+        engine = create_async_engine(url, pool_size=settings.pool_size, max_overflow=settings.pool_size,
+                                     pool_pre_ping=True, pool_recycle=1800, connect_args=connect_args,
+                                     hide_parameters=True)
+        if settings.password is not None:
+            _use_password_source(engine, settings.password)
+        return Database(engine, "postgresql", read_only=settings.read_only, settings=settings)
+    # aiosqlite logs every statement with its parameters at DEBUG (a sealed draft, a mail with its
+    # ZIP): whatever level the process logs at, that logger never says more than INFO.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger("aiosqlite").level))
+    path = settings.sqlite_path
+    if settings.read_only:
+        engine = create_async_engine(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true", pool_size=2, max_overflow=2,
+                                     hide_parameters=True)
+        _sqlite_pragmas(engine, begin="BEGIN")
+        return Database(engine, "sqlite", sqlite_path=path, read_only=True, settings=settings,
+                        sqlite_file=SqliteFile(path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS, read_only=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_private(path)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", pool_size=5, max_overflow=5, hide_parameters=True)
+    _sqlite_pragmas(engine)
+    return Database(engine, "sqlite", sqlite_path=path, settings=settings,
+                    sqlite_file=SqliteFile(path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS))
+
+
+def postgres_connection(url: str) -> tuple[str, dict[str, Any]]:
+    """The SQLAlchemy URL for asyncpg, and its TLS setting from libpq's `sslmode` (default `verify-full`).
+
+    asyncpg takes an SSL context rather than `sslmode`; `verify-full` checks the server's
+    certificate against the system's CAs and its name against the host, as libpq would.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
+        raise ValueError("DATABASE_URL must start with postgresql://")
+    query = dict(parse_qsl(parts.query))
+    mode = query.pop("sslmode", "verify-full")
+    if mode not in TLS_MODES:
+        raise ValueError(f"DATABASE_URL: sslmode must be one of {', '.join(TLS_MODES)}")
+    root = query.pop("sslrootcert", None)
+    connect_args: dict[str, Any] = {"ssl": tls_context(mode, root)}
+    target = urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), ""))
+    return target, connect_args
+
+
+def tls_context(mode: str, root_certificate: str | None = None) -> ssl.SSLContext | bool:
+    """libpq's `sslmode` as asyncpg's `ssl` argument; `sslrootcert` a CA file, or `system` (the default)."""
+    if mode == "disable":
+        return False
+    cafile = None if root_certificate in (None, "", "system") else root_certificate
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mode == "require":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode == "verify-ca":
+        context.check_hostname = False
+    return context
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, begin: str = "BEGIN IMMEDIATE") -> None:
+    """Per connection: WAL, durable commits, zeroed deleted content; `BEGIN IMMEDIATE` for every transaction.
+
+    A read-only connection (`begin="BEGIN"`) leaves the journal mode as the file has it.
+    """
+    pragmas = ["synchronous = FULL", "secure_delete = ON", "foreign_keys = ON",
+               f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"]
+    if begin == "BEGIN IMMEDIATE":
+        pragmas.insert(0, "journal_mode = WAL")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN comes from `on_begin` below
+        cursor = dbapi_connection.cursor()
+        for pragma in pragmas:
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: SyncConnection) -> None:
+        connection.exec_driver_sql(begin)
+
+
+def _use_password_source(engine: AsyncEngine, password: PasswordSource) -> None:
+    """Entra ID: each new connection gets a current access token as its password (asyncpg awaits the callable)."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def provide_password(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams["password"] = password
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it, and make any existing one (and its WAL) 0600.
+
+    SQLite creates `-wal` and `-shm` with the database file's own mode, so once the main file is
+    0600 they are 0600 from their first byte, whatever the process umask.
+    """
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(descriptor)
+    path.chmod(0o600)
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.chmod(0o600)
+
+
+def upgrade_reference(stored: str) -> str:
+    """A botbuilder-era reference with `conversation.tenantId` instead of `tenantID`; others unchanged."""
+    try:
+        data = json.loads(stored)
+    except ValueError:
+        return stored
+    conversation = data.get("conversation") if isinstance(data, dict) else None
+    if not isinstance(conversation, dict) or "tenantID" not in conversation:
+        return stored
+    tenant = conversation.pop("tenantID")
+    conversation.setdefault("tenantId", tenant)
+    return json.dumps(data, ensure_ascii=False)
+
+
+def to_text(moment: dt.datetime) -> str:
+    """A timezone-aware time as sortable UTC text (the same in both engines)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime")
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def from_text(text_value: str) -> dt.datetime:
+    """The inverse of `to_text`."""
+    return dt.datetime.fromisoformat(text_value)
+
+
+def placeholders(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`:p0, :p1, ...` and their values, for an INSERT whose columns are this module's constants."""
+    names = [f"{prefix}{index}" for index in range(len(values))]
+    return ", ".join(f":{name}" for name in names), dict(zip(names, values, strict=True))

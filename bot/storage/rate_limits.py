@@ -1,0 +1,64 @@
+"""How often a user (or a conversation) may act: sliding-window limits that hold across instances.
+
+The events are rows in the shared database, so two instances behind the load balancer count the
+same clicks; a restart forgives nothing (a power cut may: the counts are committed without waiting
+for the disk, see `Database.transaction`). The key is stored as a hash (a user or conversation id is
+not client data, but the table has no need to name anyone). Each check runs in its own short
+transaction under a lock per key and kind, so concurrent clicks on two instances cannot both slip
+under the limit. Old events go in the periodic sweep (`prune`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+from bot.storage.database import Database, to_text
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `count` events per `window`."""
+
+    count: int
+    window: dt.timedelta
+
+
+class RateLimiter:
+    """Sliding-window counters per (key, kind); the key is a user id, or a conversation id."""
+
+    def __init__(self, db: Database, limits: dict[str, RateLimit]) -> None:
+        self._db = db
+        self.limits = limits
+
+    async def allow(self, key: str, kind: str, now: dt.datetime) -> bool:
+        """Count one `kind` event for `key`; False when it is over the limit (and then not counted)."""
+        limit = self.limits.get(kind)
+        if limit is None:
+            return True
+        hashed = _hash(key)
+        async with self._db.transaction(durable=False):  # a click count may go with a power cut, not a crash
+            await self._db.lock(f"rate:{kind}:{hashed}")
+            count = await self._db.scalar(
+                "SELECT COUNT(*) AS n FROM rate_events WHERE kind = :kind AND key_hash = :key AND at > :since",
+                {"kind": kind, "key": hashed, "since": to_text(now - limit.window)},
+            )
+            if int(count) >= limit.count:
+                return False
+            await self._db.execute("INSERT INTO rate_events (kind, key_hash, at) VALUES (:kind, :key, :at)",
+                                   {"kind": kind, "key": hashed, "at": to_text(now)})
+        return True
+
+    async def prune(self, now: dt.datetime) -> int:
+        """Forget events older than the longest window; how many went."""
+        if not self.limits:
+            return 0
+        longest = max(limit.window for limit in self.limits.values())
+        done = await self._db.execute("DELETE FROM rate_events WHERE at <= :before",
+                                      {"before": to_text(now - longest)})
+        return done.rowcount
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", errors="replace")).hexdigest()[:32]

@@ -1,0 +1,106 @@
+"""`python -m bot breach-report`: both DPOs told at once, references, categories and counts only, recorded;
+the same report and mail as the Teams card (`bot.evidence.breach_report`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email
+import email.policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from bot.cli.breach_report import add_breach_command, run_breach_command
+from bot.config import Settings
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import BotDriver
+from tests.support.clock import ManualClock
+from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, reach_review
+
+
+async def _sent_reference(bot: BotDriver, referrer: TeamsUser) -> str:
+    draft_id, _ = await reach_review(bot, referrer)
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    await bot.deliver()
+    [referral] = await bot.services.referrals.for_referrer(referrer.aad_object_id)
+    return referral.reference
+
+
+def _reports(settings: Settings, before: set[Path]) -> list[tuple[Path, EmailMessage]]:
+    found = []
+    for path in sorted(set(settings.outbox_dir.glob("*.eml")) - before):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        found.append((path, message))
+    return found
+
+
+def _body(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return " ".join(str(part.get_content()).split())
+
+
+async def test_both_dpos_are_told_without_client_data(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, clock: ManualClock
+) -> None:
+    reference = await _sent_reference(bot, referrer)
+    before = set(settings.outbox_dir.glob("*.eml"))
+
+    status = await _run(settings, clock, "--reference", reference, "--category", "contact:phone",
+                        "--what-happened", "De mail ging naar een verkeerd adres.", "--reported-by", "DPO Opgroeien")
+
+    assert status == 0
+    [(report, message)] = _reports(settings, before)
+    assert "dpo@opgroeien.be" in message["To"] and "informatica@sint-gillis-waas.be" in message["To"]
+    assert "artikel 9" in message["Subject"]
+    text = _body(message)
+    assert reference in text and "contact:phone" in text and "De mail ging naar een verkeerd adres." in text
+    assert "Melder: DPO Opgroeien, functioneel beheerder, Opgroeien regie" in text
+    assert "Uiterlijk melden: 01/12/2026 10:00" in text and "nog 72 uur" in text, "found now, reported now"
+    assert "Vlaamse Toezichtcommissie" in text
+    assert not [value for value in CLIENT_VALUES if value in report.read_text("utf-8", errors="replace")]
+    assert (await bot.services.register.events_for(reference))[-1] == "breach_reported"
+    [report_id] = [word for word in str(message["Subject"]).split() if word.startswith("DL-")]
+    assert await bot.services.register.events_for(report_id) == ["breach_reported"]
+
+
+async def test_an_unknown_reference_without_a_protocol_sends_nothing(
+    settings: Settings, clock: ManualClock, bot: BotDriver
+) -> None:
+    assert await _run(settings, clock, "--reference", "VD-20261128-AAAAAA") == 2
+    assert not settings.outbox_dir.exists() or not list(settings.outbox_dir.glob("*.eml"))
+
+
+async def test_with_the_protocol_an_unknown_reference_is_listed_and_a_leaked_password_counts_the_referrals(
+    bot: BotDriver, referrer: TeamsUser, colleague: TeamsUser, settings: Settings, clock: ManualClock
+) -> None:
+    await _sent_reference(bot, referrer)
+    await _sent_reference(bot, colleague)
+    before = set(settings.outbox_dir.glob("*.eml"))
+
+    status = await _run(settings, clock, "--protocol", PROTOCOL_ID, "--kind", "zip_password_leaked",
+                        "--reference", "VD-20261128-AAAAAA", "--discovered-at", "2026-11-28T09:45")
+
+    assert status == 0
+    [(_, message)] = _reports(settings, before)
+    text = _body(message)
+    assert "- VD-20261128-AAAAAA: onbekend" in text
+    assert "de ouders van 2 gezin(nen)" in text and "Daarvan bewaart het OCMW er nog 2" in text
+    assert "Ontdekt op: 28/11/2026 09:45" in text and "Uiterlijk melden: 01/12/2026 09:45" in text
+
+
+async def test_a_discovery_in_the_future_or_a_malformed_reference_is_refused(
+    settings: Settings, clock: ManualClock, bot: BotDriver
+) -> None:
+    assert await _run(settings, clock, "--protocol", PROTOCOL_ID, "--discovered-at", "2026-11-29T09:00") == 2
+    assert await _run(settings, clock, "--reference", "VD-2026") == 2
+    assert await _run(settings, clock) == 2, "neither a reference nor a protocol"
+    assert not settings.outbox_dir.exists() or not list(settings.outbox_dir.glob("*.eml"))
+
+
+async def _run(settings: Settings, clock: ManualClock, *argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    add_breach_command(parser.add_subparsers(dest="command"))
+    arguments = parser.parse_args(["breach-report", *argv])
+    return await asyncio.to_thread(run_breach_command, arguments, settings, clock)

@@ -1,0 +1,152 @@
+"""`python -m bot check`: one line per check, exit status, nothing sent, bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.cli.checks import run_checks
+from bot.config import Settings
+from bot.secrets.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client
+from tests.support.clock import ManualClock
+from tests.support.databases import postgres_url
+from tests.support.entra_login import entra_database
+from tests.support.keyvault_standin import StaticTokenCredential, keyvault_standin
+from tests.support.postgres_server import PostgresServer
+from tests.support.smtp_server import free_port, smtp_server
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_embedded_defaults_pass(settings: Settings, clock: ManualClock) -> None:
+    results = await run_checks(settings, clock)
+    assert all(result.ok for result in results), [result.line() for result in results]
+    names = [result.name for result in results]
+    assert names[:2] == ["protocol files", "database"]
+    assert any(name.startswith("zip password") for name in names) and "mail transport outbox" in names
+
+
+async def test_smtp_down_and_up(tmp_path: Path, clock: ManualClock) -> None:
+    with smtp_server(tls="starttls") as smtp:
+        env = {"BOT_DATA_DIR": str(tmp_path), "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
+               "SMTP_PORT": str(smtp.port), "SMTP_CA_FILE": str(smtp.ca_path), "LOCAL_ZIP_PASSWORD": "A" * 20}
+        up = await run_checks(Settings.from_mapping(env), clock)
+        assert all(result.ok for result in up), [result.line() for result in up]
+        assert smtp.messages == [], "a check sends nothing"
+        smtp.stop()
+        down = await run_checks(Settings.from_mapping(env), clock)
+    [failed] = [result for result in down if not result.ok]
+    assert failed.name == "mail transport smtp" and failed.line().startswith("FAIL")
+
+
+async def test_vault_secret_is_checked_by_name_and_version(settings: Settings, clock: ManualClock) -> None:
+    async with keyvault_standin() as vault:
+        vault.set_secret("zip-password-ocmw-sint-gillis-waas", "short")
+        client = create_secret_client(vault.url, StaticTokenCredential(vault.token),
+                                      connection_verify=str(vault.ca_path), verify_challenge_resource=False)
+        provider = KeyVaultZipPasswordProvider(client, clock=clock, attempts=1)
+        results = await run_checks(settings, clock, passwords=provider)
+        await provider.close()
+    [failed] = [result for result in results if not result.ok]
+    assert "zip-password-ocmw-sint-gillis-waas" in failed.detail and "short" not in failed.detail
+
+
+async def test_an_unreachable_vault_fails_within_the_bound(settings: Settings, clock: ManualClock) -> None:
+    client = create_secret_client(f"https://127.0.0.1:{free_port()}", StaticTokenCredential(),
+                                  verify_challenge_resource=False, retry_total=0)
+    provider = KeyVaultZipPasswordProvider(client, clock=clock, attempts=1, timeout_seconds=1)
+    results = await run_checks(settings, clock, passwords=provider, seconds_per_check=3)
+    await provider.close()
+    assert [result.ok for result in results if result.name.startswith("zip password")] == [False]
+
+
+async def test_a_broken_protocol_file_fails(tmp_path: Path, clock: ManualClock) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "x.toml").write_text('id = "x"\n')
+    results = await run_checks(Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "d"),
+                                                      "PROTOCOLS_DIR": str(tmp_path / "p")}), clock)
+    assert not results[0].ok and "x.toml" in results[0].detail
+
+
+def test_the_command_prints_one_line_per_check_and_exits_by_result(tmp_path: Path) -> None:
+    env = {**os.environ, "BOT_DATA_DIR": str(tmp_path / "d")}
+    ok = subprocess.run([sys.executable, "-m", "bot", "check"], env=env, cwd=ROOT, capture_output=True, text=True,
+                        timeout=60, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert all(line.startswith("OK") for line in ok.stdout.splitlines()) and len(ok.stdout.splitlines()) >= 5
+    env["MAIL_TRANSPORT"] = "smtp"
+    env.update({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(free_port()), "SMTP_TIMEOUT_SECONDS": "2"})
+    bad = subprocess.run([sys.executable, "-m", "bot", "check"], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert bad.returncode == 1 and "FAIL mail transport smtp" in bad.stdout
+
+
+async def test_teams_messages_given_up_or_waiting_too_long_fail_the_check(
+    settings: Settings, clock: ManualClock
+) -> None:
+    from bot.delivery.chat_messages import MessageContent
+    from bot.delivery.message_outbox import MessageOutbox
+    from tests.support.databases import sqlite_database
+
+    settings.data_dir.mkdir(parents=True)
+    db = await sqlite_database(settings.database_path)
+    messages = MessageOutbox(db)
+    reference = '{"conversation": {"id": "a:1"}, "serviceUrl": "http://127.0.0.1:9"}'
+    lost = await messages.post(reference, MessageContent(text="x"), now=clock.now() - dt.timedelta(hours=25))
+    await messages.mark_failed(lost, clock.now(), "gave up after 30 attempts: HTTP 503")
+    await messages.post(reference, MessageContent(text="y"), now=clock.now() - dt.timedelta(minutes=40))
+    results = await run_checks(settings, clock)
+    [teams] = [result for result in results if result.name == "teams messages"]
+    assert not teams.ok
+    assert teams.detail.startswith("1 given up in the last 7 days, 1 waiting longer than 15 min"), teams.detail
+
+
+async def test_a_postgresql_schema_behind_fails_the_check_naming_the_command(
+    postgres: PostgresServer, clock: ManualClock, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": postgres_url(postgres), "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
+           "LOCAL_ZIP_PASSWORD": "A" * 20, "LOCAL_DRAFT_KEY": "ab" * 32, "BOT_DATA_DIR": str(tmp_path / "none")}
+    results = await run_checks(Settings.from_mapping(env), clock, seconds_per_check=5)
+    [database] = [result for result in results if result.name == "database"]
+    assert not database.ok and "python -m bot migrate" in database.detail and "127.0.0.1" in database.detail
+    assert not (tmp_path / "none").exists(), "with PostgreSQL nothing is written to the instance's disk"
+
+
+async def test_an_unreachable_database_fails_within_the_time_given(clock: ManualClock, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"postgresql://vd@127.0.0.1:{free_port()}/vd?sslmode=disable", "MAIL_TRANSPORT": "smtp",
+           "SMTP_HOST": "127.0.0.1", "LOCAL_ZIP_PASSWORD": "A" * 20, "LOCAL_DRAFT_KEY": "ab" * 32}
+    [database] = [result for result in await run_checks(Settings.from_mapping(env), clock, seconds_per_check=3)
+                  if result.name == "database"]
+    assert not database.ok and database.line().startswith("FAIL database: PostgreSQL on 127.0.0.1")
+
+
+async def test_migrate_and_check_log_in_to_postgresql_with_the_managed_identity(
+    postgres_tls: PostgresServer, tmp_path: Path
+) -> None:
+    """As an operator runs them on App Service: DATABASE_AUTH=entra, verified TLS, the identity endpoint's token."""
+    async with entra_database(postgres_tls) as entra:
+        with smtp_server(tls="starttls") as smtp:
+            env = {**entra.environment(), "DATABASE_URL": entra.url, "DATABASE_AUTH": "entra",
+                   "BOT_DATA_DIR": str(tmp_path / "none"), "LOCAL_ZIP_PASSWORD": "A" * 20,
+                   "LOCAL_DRAFT_KEY": "ab" * 32, "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
+                   "SMTP_PORT": str(smtp.port), "SMTP_CA_FILE": str(smtp.ca_path)}
+            migrated = await _bot_command(["migrate"], env)
+            checked = await _bot_command(["check"], env)
+
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "OK   database: PostgreSQL on 127.0.0.1 (schema current)" in checked.stdout.splitlines()
+    assert len(entra.identity.issued) == 2, "each process logged in with a token of its own"
+    output = migrated.stdout + migrated.stderr + checked.stdout + checked.stderr
+    assert not any(secret in output for secret in [*entra.identity.issued, entra.identity.header])
+    assert not (tmp_path / "none").exists()
+
+
+async def _bot_command(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m bot ...` in a thread, so this event loop keeps answering for the identity stand-in."""
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", *arguments], env=env, cwd=ROOT,
+                                   capture_output=True, text=True, timeout=60, check=False)

@@ -1,0 +1,333 @@
+"""The outbox worker: delivers, tells the referrer, retries a full disk, gives up loudly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from bot.app import SERVICES_KEY, create_app
+from bot.config import Settings
+from bot.delivery.mail_delivery import BACKLOG_LIMIT, PARALLEL_SENDS, ROOM_WAIT_SECONDS, RetryPolicy
+from bot.delivery.mail_message import OutgoingMail
+from bot.storage.database import from_text
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import BotDriver, running_bot
+from tests.support.card_reading import actions, texts
+from tests.support.clock import ManualClock
+from tests.support.referral_flow import CLIENT_VALUES, reach_review
+
+
+async def _send(bot: BotDriver, user: TeamsUser) -> str:
+    draft_id, _ = await reach_review(bot, user)
+    await bot.act(user, "referral.send", {"draftId": draft_id})
+    referral = bot.services.referrals
+    with sqlite3.connect(bot.services.settings.database_path) as db:
+        [(reference,)] = db.execute("SELECT reference FROM referrals WHERE state = 'queued'").fetchall()
+    assert await referral.get(reference) is not None
+    return str(reference)
+
+
+def _block_outbox_with_a_full_disk(settings: Settings, reference: str) -> Path:
+    """The outbox writes `<id>.tmp` first: pointing that name at /dev/full gives a real ENOSPC.
+
+    The transport removes its temporary file after a failure, so call this before every attempt.
+    """
+    settings.outbox_dir.mkdir(parents=True, exist_ok=True)
+    blocker = settings.outbox_dir / f"{reference}@opgroeien.be.tmp"
+    if not blocker.is_symlink():
+        blocker.symlink_to("/dev/full")
+    return blocker
+
+
+async def test_delivery_updates_the_referrers_card_and_tells_them(bot: BotDriver, referrer: TeamsUser) -> None:
+    reference = await _send(bot, referrer)
+    before = len(bot.connector.calls)
+
+    assert await bot.deliver() == 1
+
+    calls = bot.connector.calls[before:]
+    [update] = [call for call in calls if call.method == "PUT"]
+    assert update.path.endswith("/v3/conversations/a:personal-referrer/activities/card-1")
+    card = update.body["attachments"][0]["content"]
+    assert reference in texts(card) and "Verstuurd op" in texts(card)
+    [message] = [call for call in calls if call.method == "POST"]
+    assert reference in message.body["text"]
+    referral = await bot.services.referrals.get(reference)
+    assert referral is not None and referral.state == "sent" and referral.sent_at is not None
+    with sqlite3.connect(bot.services.settings.database_path) as db:
+        [(payload, state)] = db.execute("SELECT payload, state FROM outbox").fetchall()
+    assert (payload, state) == (None, "delivered"), "the encrypted package is not kept after delivery"
+
+
+async def test_a_full_disk_is_retried_and_nothing_is_lost(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    reference = await _send(bot, referrer)
+    blocker = _block_outbox_with_a_full_disk(settings, reference)
+
+    await bot.deliver()
+
+    assert list(settings.outbox_dir.glob("*.eml")) == []
+    referral = await bot.services.referrals.get(reference)
+    assert referral is not None and referral.state == "queued"
+    retry_at = await bot.services.outbox.next_due_at()
+    assert retry_at is not None and retry_at > clock.now()
+    assert "No space left" in caplog.text or "not writable" in caplog.text
+    assert not any(value in caplog.text for value in CLIENT_VALUES)
+    assert not [call for call in bot.connector.calls if call.method == "PUT"], "no 'sent' before it is sent"
+
+    assert not blocker.exists(), "the transport cleaned up its temporary file"
+    assert await bot.deliver() == 0, "not due yet"
+    clock.current = retry_at
+    assert await bot.deliver() == 1
+    assert len(list(settings.outbox_dir.glob("*.eml"))) == 1
+    assert (await bot.services.register.events_for(reference))[-1] == "delivered"
+
+
+async def test_after_the_horizon_the_referrer_is_told_it_was_not_delivered(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, clock: ManualClock
+) -> None:
+    reference = await _send(bot, referrer)
+    _block_outbox_with_a_full_disk(settings, reference)
+    await bot.deliver()
+    clock.advance(dt.timedelta(hours=25))
+    _block_outbox_with_a_full_disk(settings, reference)
+
+    await bot.deliver()
+
+    referral = await bot.services.referrals.get(reference)
+    assert referral is not None and referral.state == "failed"
+    [update] = [call for call in bot.connector.calls if call.method == "PUT"]
+    assert "NIET" in texts(update.body) and reference in texts(update.body)
+    [message] = [call for call in bot.connector.calls if call.method == "POST" and call.body.get("text")]
+    assert "NIET verstuurd naar de mailbox van" in message.body["text"], "what failed, in the words of the bot"
+    assert "functioneel beheerder" in message.body["text"], "who to tell, by name: no 'de support'"
+    assert (await bot.services.register.events_for(reference))[-1] == "delivery_failed"
+    closed = await bot.banner(referrer, "correction.start", {"reference": reference})
+    assert "nooit naar de mailbox van het OCMW verstuurd" in closed, "no correction, and why"
+    with sqlite3.connect(settings.database_path) as db:
+        [(payload,)] = db.execute("SELECT payload FROM outbox").fetchall()
+    assert payload is None
+
+
+async def test_a_row_a_dead_worker_held_is_due_again_when_its_lease_runs_out_and_not_before(
+    bot: BotDriver, referrer: TeamsUser, clock: ManualClock, settings: Settings
+) -> None:
+    """Another worker (process) must never take over a row whose lease still runs."""
+    from bot.delivery.mail_outbox import Outbox
+    from tests.support.databases import another_engine
+
+    await _send(bot, referrer)
+    lease = dt.timedelta(minutes=2)
+    other = Outbox(another_engine(bot.services.db))  # a second worker on the same database
+    assert len(await other.claim_due(clock.now(), lease)) == 1  # leased; then that worker "dies"
+    clock.advance(lease - dt.timedelta(seconds=1))
+    assert await bot.deliver() == 0, "the lease still runs: nobody else touches the row"
+    clock.advance(dt.timedelta(seconds=2))
+    assert await bot.deliver() == 1
+    assert await bot.services.outbox.counts() == {"delivered": 1}
+
+
+async def test_teams_throttling_is_retried_when_telling_the_referrer(
+    bot: BotDriver, referrer: TeamsUser, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _send(bot, referrer)
+    bot.connector.fail_next(429, count=1, retry_after="1")
+    caplog.set_level(logging.INFO)
+    await bot.deliver()
+    assert [call.method for call in bot.connector.calls[-1:]] == ["PUT"], "throttled; the message waits its turn"
+    clock.advance(dt.timedelta(seconds=3))
+    await bot.settle()
+    assert [call.method for call in bot.connector.calls[-3:]] == ["PUT", "PUT", "POST"]
+
+
+def test_backoff_doubles_with_jitter_and_honours_retry_after() -> None:
+    policy = RetryPolicy(dt.timedelta(seconds=30), dt.timedelta(minutes=10), dt.timedelta(hours=24))
+    rng = random.Random(7)
+    waits = [policy.delay(attempt, None, rng).total_seconds() for attempt in range(1, 8)]
+    for attempt, wait in enumerate(waits, start=1):
+        step = min(600, 30 * 2 ** (attempt - 1))
+        assert step / 2 <= wait <= step
+    assert policy.delay(1, 120, rng).total_seconds() >= 120
+    assert policy.delay(1, 10**6, rng).total_seconds() <= 600
+
+
+class _SlowRelay:
+    """A relay that takes 60 % of a lease (on the bot's clock) for each mail of the first worker.
+
+    During its second send, `meanwhile` runs: another instance's pass over the outbox, whose own
+    sends are quick.
+    """
+
+    def __init__(self, clock: ManualClock, lease: dt.timedelta) -> None:
+        self._clock = clock
+        self._lease = lease
+        self._busy = False
+        self.sent: Counter[str] = Counter()
+        self.meanwhile: Callable[[], Awaitable[object]] | None = None
+
+    async def send(self, message: OutgoingMail) -> None:
+        self.sent[message.message_id] += 1
+        if self._busy:
+            return
+        self._clock.advance(self._lease * 0.6)
+        if sum(self.sent.values()) == 2 and self.meanwhile is not None:
+            self._busy = True
+            await self.meanwhile()
+            self._busy = False
+
+    async def check(self) -> str:
+        return "slow relay"
+
+
+async def test_a_slow_relay_never_makes_a_mail_go_out_twice_from_two_instances(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """Each mail is leased just before it is sent: no worker sends a mail whose lease ran out meanwhile.
+
+    Three mails are due at once; each send takes 60 % of the lease. Had the first worker leased all
+    three together, the second would go out after its lease ran out, and by then another instance's
+    worker has taken it and sent it too.
+    """
+    relay = _SlowRelay(clock, settings.delivery.lease)
+    async with running_bot(create_app(settings, clock=clock, run_worker=False, transport=relay)) as bot:
+        other = create_app(settings, clock=clock, run_worker=False, transport=relay)[SERVICES_KEY]
+        relay.meanwhile = other.worker.deliver_due
+        for _ in range(3):
+            draft_id, _ = await reach_review(bot, referrer)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        try:
+            await bot.services.worker.deliver_due()
+        finally:
+            for close in other.closers:
+                await close()
+            await other.db.close()
+    assert sorted(relay.sent.values()) == [1, 1, 1], relay.sent
+    assert await bot.services.outbox.counts() == {"delivered": 3}
+
+
+class _RelayTakingAMoment:
+    """Each send takes 50 ms of real time, side by side with the others; meanwhile the bot's clock runs
+    (`_clock_running`), so it records how much of each mail's lease was left when its send began."""
+
+    def __init__(self, clock: ManualClock, database_path: Path) -> None:
+        self._clock = clock
+        self._database_path = database_path
+        self.sent: Counter[str] = Counter()
+        self.lease_left: list[dt.timedelta] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def send(self, message: OutgoingMail) -> None:
+        self.sent[message.message_id] += 1
+        with sqlite3.connect(self._database_path) as db:
+            [(lease_until,)] = db.execute("SELECT lease_until FROM outbox WHERE message_id = ?",
+                                          (message.message_id,)).fetchall()
+        self.lease_left.append(from_text(lease_until) - self._clock.now())
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.release.wait()
+            await asyncio.sleep(0.05)
+        finally:
+            self.in_flight -= 1
+
+    async def check(self) -> str:
+        return "relay taking a moment"
+
+
+@contextlib.asynccontextmanager
+async def _clock_running(clock: ManualClock) -> AsyncIterator[None]:
+    """The bot's clock runs at 200 times real time: a 50 ms send takes 10 s of a 2-minute lease."""
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.005)
+            clock.advance(dt.timedelta(seconds=1))
+
+    ticker = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+
+
+async def test_lanes_on_two_instances_send_side_by_side_each_mail_once_on_a_fresh_lease(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """PARALLEL_SENDS lanes per instance, two instances at once: sends overlap, none goes out twice, and
+    every mail was leased right before its own send (not with others, waiting behind their sends)."""
+    relay = _RelayTakingAMoment(clock, settings.database_path)
+    lease = settings.delivery.lease
+    async with running_bot(create_app(settings, clock=clock, run_worker=False, transport=relay)) as bot:
+        other = create_app(settings, clock=clock, run_worker=False, transport=relay)[SERVICES_KEY]
+        for _ in range(12):
+            draft_id, _ = await reach_review(bot, referrer)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        try:
+            async with _clock_running(clock):
+                tried = await asyncio.gather(bot.services.worker.deliver_in_lanes(),
+                                             other.worker.deliver_in_lanes())
+        finally:
+            for close in other.closers:
+                await close()
+            await other.db.close()
+    assert sum(tried) == 12
+    assert sorted(relay.sent.values()) == [1] * 12, relay.sent
+    assert await bot.services.outbox.counts() == {"delivered": 12}
+    assert 1 < relay.most_in_flight <= 2 * PARALLEL_SENDS
+    assert min(relay.lease_left) >= lease * 0.9, relay.lease_left
+
+
+async def test_a_send_waits_a_moment_for_room_while_the_worker_is_behind_and_answers_as_always(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """Back-pressure: with BACKLOG_LIMIT mails due or being sent, the next send waits (at most
+    ROOM_WAIT_SECONDS) for the worker; its answer is the same card, and every mail still goes out."""
+    relay = _RelayTakingAMoment(clock, settings.database_path)
+    relay.release.clear()  # the relay hangs: the worker's lanes stay busy
+    async with running_bot(create_app(settings, clock=clock, run_worker=True, transport=relay)) as bot:
+        for _ in range(BACKLOG_LIMIT):
+            draft_id, _ = await reach_review(bot, referrer)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        async with asyncio.timeout(5):
+            while relay.in_flight < min(PARALLEL_SENDS, BACKLOG_LIMIT):  # noqa: ASYNC110  # the bot's state
+                await asyncio.sleep(0.01)
+        draft_id, _ = await reach_review(bot, referrer)
+        started = time.monotonic()
+        answer = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        waited = time.monotonic() - started
+        relay.release.set()
+        async with asyncio.timeout(10):
+            while await bot.services.outbox.counts() != {"delivered": BACKLOG_LIMIT + 1}:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    assert ROOM_WAIT_SECONDS * 0.9 <= waited < ROOM_WAIT_SECONDS + 2
+    assert "VD-" in texts(answer) and "referral.send" not in actions(answer)
+    assert sorted(relay.sent.values()) == [1] * (BACKLOG_LIMIT + 1)
+
+
+async def test_without_a_worker_in_this_process_a_send_never_waits_for_room(
+    bot: BotDriver, referrer: TeamsUser
+) -> None:
+    for _ in range(BACKLOG_LIMIT):
+        draft_id, _ = await reach_review(bot, referrer)
+        await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    draft_id, _ = await reach_review(bot, referrer)
+    started = time.monotonic()
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert time.monotonic() - started < ROOM_WAIT_SECONDS / 2
+    assert await bot.services.outbox.counts() == {"queued": BACKLOG_LIMIT + 1}

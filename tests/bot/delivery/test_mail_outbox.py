@@ -1,0 +1,221 @@
+"""The mail outbox: its contract on both backends, and exactly-once in effect for a SIGKILLed bot.
+
+The contract: a mail is queued once per Message-ID; a claim leases it, and while the lease runs no
+other instance gets it; rows claimed by many claimers on two engines at once go out once each; a
+mail is never both cancelled and claimed.
+
+Then the real bot process (`python -m bot serve`) with the real SMTP transport and a real aiosmtpd
+server: queue referrals while SMTP is down, kill -9 the bot, restart it, bring SMTP up, and
+count the messages per Message-ID at the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import email
+import email.policy
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.delivery.mail_outbox import Outbox
+from bot.storage.database import Database
+from tests.support.activities import TeamsUser
+from tests.support.bot_process import bot_process, wait_until_ready
+from tests.support.bot_server import serve
+from tests.support.connector import ConnectorStandIn
+from tests.support.databases import another_engine
+from tests.support.referral_flow import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID
+from tests.support.smtp_server import free_port, smtp_server
+
+REFERRALS = 3
+ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
+NOW = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
+LEASE = dt.timedelta(minutes=5)
+SECOND = dt.timedelta(seconds=1)
+
+
+def message_id(number: int) -> str:
+    return f"<VD-20261128-{number:06d}@doorverwijzen.example>"
+
+
+async def queue(outbox: Outbox, count: int, now: dt.datetime = NOW) -> list[str]:
+    """`count` mails queued in one commit; their Message-IDs."""
+    ids = [message_id(number) for number in range(count)]
+    async with outbox._db.transaction():
+        for number, queued in enumerate(ids):
+            assert await outbox.enqueue(message_id=queued, reference=f"VD-20261128-{number:06d}",
+                                        payload=b"PK\x03\x04 sealed", now=now)
+    return ids
+
+
+# --- the contract, on both backends -----------------------------------------------------------------
+
+
+async def test_a_mail_is_queued_once_per_message_id_and_woken_for_after_the_commit(database: Database) -> None:
+    outbox, woken = Outbox(database), []
+    outbox.on_queued = lambda: woken.append("worker")
+    async with database.transaction():
+        assert await outbox.enqueue(message_id="<a@x>", reference="VD-1", payload=b"zip", now=NOW)
+        assert woken == []
+    assert woken == ["worker"]
+    assert not await outbox.enqueue(message_id="<a@x>", reference="VD-1", payload=b"other", now=NOW + SECOND)
+    assert await outbox.counts() == {"queued": 1} and await outbox.next_due_at() == NOW
+    [item] = await outbox.claim_due(NOW, LEASE)
+    assert (item.message_id, item.reference, item.payload, item.attempts, item.queued_at) == (
+        "<a@x>", "VD-1", b"zip", 1, NOW)
+
+
+async def test_a_lease_keeps_a_mail_from_every_other_claimer_until_it_runs_out(database: Database) -> None:
+    mine, other = Outbox(database), Outbox(another_engine(database))
+    await queue(mine, 1)
+    [claimed] = await mine.claim_due(NOW, LEASE)
+    assert await mine.counts() == {"sending": 1} and await mine.next_due_at() == NOW + LEASE
+    assert await other.claim_due(NOW + LEASE - SECOND, LEASE) == [], "the lease still runs"
+    assert await mine.claim_due(NOW + LEASE - SECOND, LEASE) == [], "not even for the same instance"
+    [again] = await other.claim_due(NOW + LEASE + SECOND, LEASE)  # its worker died mid-send
+    assert (again.message_id, again.attempts) == (claimed.message_id, 2)
+
+
+async def test_delivered_failed_and_rescheduled_mails(database: Database) -> None:
+    outbox = Outbox(database)
+    delivered, failed, later = await queue(outbox, 3)
+    assert len(await outbox.claim_due(NOW, LEASE)) == 3
+    await outbox.mark_delivered(delivered, NOW + SECOND)
+    await outbox.mark_failed(failed, NOW + SECOND, "550 mailbox unknown")
+    await outbox.reschedule(later, NOW + dt.timedelta(minutes=2), "421 try again")
+    assert await outbox.counts() == {"delivered": 1, "failed": 1, "queued": 1}
+    rows = {row["message_id"]: row for row in await database.fetch_all("SELECT * FROM outbox")}
+    assert rows[delivered]["payload"] is None and rows[failed]["payload"] is None, "the package goes once done"
+    assert (rows[failed]["last_error"], rows[later]["last_error"]) == ("550 mailbox unknown", "421 try again")
+    assert await outbox.next_due_at() == NOW + dt.timedelta(minutes=2)
+    assert await outbox.claim_due(NOW + dt.timedelta(minutes=1), LEASE) == []
+    [retried] = await outbox.claim_due(NOW + dt.timedelta(minutes=2), LEASE)
+    assert (retried.message_id, retried.attempts) == (later, 2)
+    await outbox.mark_delivered(later, NOW + dt.timedelta(minutes=3))
+    assert await outbox.next_due_at() is None
+
+
+async def test_two_hundred_mails_claimed_by_eight_claimers_on_two_engines_go_out_once_each(
+    database: Database,
+) -> None:
+    engines = (database, another_engine(database))
+    queued = await queue(Outbox(database), 200)
+
+    async def claimer(outbox: Outbox) -> list[str]:
+        mine: list[str] = []
+        while batch := await outbox.claim_due(NOW, LEASE, limit=10):
+            mine.extend(item.message_id for item in batch)
+        return mine
+
+    claimed = await asyncio.gather(*(claimer(Outbox(engines[number % 2])) for number in range(8)))
+    everything = [message for mine in claimed for message in mine]
+    assert sorted(everything) == sorted(queued), "every mail once, none twice"
+    assert await Outbox(database).counts() == {"sending": 200}
+
+
+async def test_a_mail_is_never_both_cancelled_and_claimed(database: Database) -> None:
+    """A withdrawal cancels the mail while another instance's worker claims it: one of the two, never both."""
+    canceller, worker = Outbox(database), Outbox(another_engine(database))
+    for number in range(10):
+        assert await canceller.enqueue(message_id=message_id(number), reference="VD", payload=b"zip", now=NOW)
+        cancelled, claimed = await asyncio.gather(canceller.cancel_queued(message_id(number), NOW, "withdrawn"),
+                                                  worker.claim_due(NOW, LEASE))
+        assert cancelled != bool(claimed), (number, cancelled, claimed)
+        state = await database.scalar("SELECT state FROM outbox WHERE message_id = :id", {"id": message_id(number)})
+        assert state == ("failed" if cancelled else "sending")
+    assert not await canceller.cancel_queued(message_id(99), NOW, "no such mail")
+
+
+@pytest.mark.parametrize("finished", ["sending", "delivered"])
+async def test_a_mail_on_its_way_or_delivered_is_not_cancelled(database: Database, finished: str) -> None:
+    outbox = Outbox(database)
+    [queued] = await queue(outbox, 1)
+    await outbox.claim_due(NOW, LEASE)
+    if finished == "delivered":
+        await outbox.mark_delivered(queued, NOW)
+    assert not await outbox.cancel_queued(queued, NOW, "withdrawn")
+    assert await outbox.counts() == {finished: 1}
+
+
+# --- the real process ---------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def connector() -> AsyncIterator[tuple[ConnectorStandIn, str]]:
+    stand_in = ConnectorStandIn()
+    async with serve(stand_in.app()) as url:
+        yield stand_in, url
+
+
+async def refer(session: aiohttp.ClientSession, bot_url: str, service_url: str, user: TeamsUser) -> None:
+    async def act(verb: str, data: dict[str, str]) -> dict[str, object]:
+        activity = user.card_action(service_url, verb, data)
+        async with session.post(f"{bot_url}/api/messages", json=activity) as response:
+            assert response.status == 200
+            body: dict[str, object] = await response.json()
+            return body
+
+    start = await act("referral.start", {})
+    value = start["value"]
+    assert isinstance(value, dict)
+    draft_id = next(a["data"]["draftId"] for a in value["actions"] if a["verb"] == "referral.consent")
+    await act("referral.consent", {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL})
+    await act("referral.details", {"draftId": draft_id, **CLIENT_FORM})
+    queued = await act("referral.send", {"draftId": draft_id})
+    assert "VD-" in str(queued)
+
+
+async def test_sigkill_with_queued_mail_and_smtp_down_sends_each_referral_exactly_once(tmp_path: Path) -> None:
+    with smtp_server(tls="starttls") as smtp:
+        smtp.stop()  # SMTP is down while the referrals are made
+        bot_port = free_port()
+        env = {
+            **os.environ,
+            "BOT_DATA_DIR": str(tmp_path / "data"),
+            "PORT": str(bot_port),
+            "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
+            "MAIL_TRANSPORT": "smtp",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(smtp.port),
+            "SMTP_CA_FILE": str(smtp.ca_path),
+            "SMTP_TIMEOUT_SECONDS": "5",
+            "OUTBOX_RETRY_INITIAL_SECONDS": "1",
+            "OUTBOX_RETRY_MAX_SECONDS": "1",
+            "OUTBOX_LEASE_SECONDS": "10",  # a mail the killed process held is due again after this
+        }
+        bot_url = f"http://127.0.0.1:{bot_port}"
+        log = tmp_path / "bot.log"
+        async with connector() as (_, service_url), aiohttp.ClientSession() as session:
+            with bot_process(env, log) as first:
+                await wait_until_ready(bot_url, session)
+                for number in range(REFERRALS):
+                    user = TeamsUser(f"aad-{number}", f"Verpleeg {number}", f"a:personal-{number}")
+                    await refer(session, bot_url, service_url, user)
+                await asyncio.sleep(1.5)  # the worker has tried (and failed) at least once
+                first.send_signal(signal.SIGKILL)
+                first.wait(timeout=10)
+            assert smtp.messages == []
+
+            smtp.start()
+            with bot_process(env, log):
+                await wait_until_ready(bot_url, session)
+                deadline = time.monotonic() + 40
+                while len(smtp.messages) < REFERRALS and time.monotonic() < deadline:  # noqa: ASYNC110 - another process
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(2.5)  # time for any duplicate to show up
+
+        message_ids = collections.Counter(
+            email.message_from_bytes(mail.data, policy=email.policy.default)["Message-ID"] for mail in smtp.messages
+        )
+        assert len(message_ids) == REFERRALS, log.read_text()
+        assert set(message_ids.values()) == {1}, message_ids
+        assert "Connection refused" in log.read_text() or "ECONNREFUSED" in log.read_text()

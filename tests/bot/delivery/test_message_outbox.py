@@ -1,0 +1,155 @@
+"""The Teams-message outbox's contract, on SQLite and PostgreSQL: queued with the step that causes it,
+leased while sent, in order per conversation (also with two instances claiming at once), card slots
+that remember what Teams posted, and what status and `check` see."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from bot.delivery.chat_messages import MessageContent
+from bot.delivery.message_outbox import MessageAction, MessageOutbox, QueuedMessage, StuckMessages
+from bot.storage.database import Database
+from tests.support.databases import another_engine
+from tests.support.stored_referrals import NOW, conversation_ref
+
+LEASE = dt.timedelta(minutes=5)
+SECOND = dt.timedelta(seconds=1)
+CHANNEL = "19:ocmw-welzijnshuis@thread.tacv2"
+REFERRER = conversation_ref("a:personal-referrer")
+CARD = {"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock", "text": "VD-20261128-AAAAAA"}]}
+
+
+def text(words: str) -> MessageContent:
+    return MessageContent(text=words)
+
+
+def ids(messages: list[QueuedMessage]) -> list[int]:
+    return [message.id for message in messages]
+
+
+async def test_a_message_is_queued_with_the_step_and_the_worker_woken_after_the_commit(database: Database) -> None:
+    outbox, woken = MessageOutbox(database), []
+    outbox.on_queued = lambda: woken.append("worker")
+    async with database.transaction():
+        card = await outbox.post(REFERRER, MessageContent(card=CARD), now=NOW, reference="VD-20261128-AAAAAA")
+        note = await outbox.post(conversation_ref(CHANNEL), text("herinnering"), now=NOW)
+        assert woken == []
+    assert woken == ["worker", "worker"] and note > card
+    with pytest.raises(ValueError, match="names the message or its slot"):
+        await outbox.update(REFERRER, text("x"), now=NOW)
+    with pytest.raises(ValueError, match="names the message or its slot"):
+        await outbox.update(REFERRER, text("x"), now=NOW, activity_id="a", slot="s")
+    first, second = await outbox.claim_due(NOW, LEASE)
+    assert (first.id, first.action, first.content, first.reference, first.attempts, first.queued_at) == (
+        card, MessageAction.POST, MessageContent(card=CARD), "VD-20261128-AAAAAA", 1, NOW)
+    assert (second.id, second.content) == (note, text("herinnering"))
+    assert second.conversation_ref == conversation_ref(CHANNEL)
+
+
+async def test_a_queued_step_rolled_back_queues_nothing(database: Database) -> None:
+    outbox = MessageOutbox(database)
+    with pytest.raises(RuntimeError):
+        async with database.transaction():
+            await outbox.post(REFERRER, text("bevestigd"), now=NOW)
+            raise RuntimeError("the step failed")
+    assert await outbox.counts() == {} and await outbox.next_due_at() is None
+
+
+async def test_a_lease_keeps_a_message_from_every_other_claimer_until_it_runs_out(database: Database) -> None:
+    mine, other = MessageOutbox(database), MessageOutbox(another_engine(database))
+    queued = await mine.post(REFERRER, text("ontvangen"), now=NOW)
+    assert ids(await mine.claim_due(NOW, LEASE)) == [queued]
+    assert await mine.next_due_at() == NOW + LEASE
+    assert await other.claim_due(NOW + LEASE - SECOND, LEASE) == []
+    [again] = await other.claim_due(NOW + LEASE + SECOND, LEASE)  # the worker that held it died
+    assert (again.id, again.attempts) == (queued, 2)
+
+
+async def test_messages_to_one_conversation_go_in_the_order_they_were_queued(database: Database) -> None:
+    outbox = MessageOutbox(database)
+    thread = conversation_ref(f"{CHANNEL};messageid=1700000000001")  # a thread of the channel: the same conversation
+    first = await outbox.post(conversation_ref(CHANNEL), text("1"), now=NOW)
+    second = await outbox.post(thread, text("2"), now=NOW)
+    elsewhere = await outbox.post(REFERRER, text("a"), now=NOW)
+    third = await outbox.post(conversation_ref(CHANNEL), text("3"), now=NOW)
+
+    assert ids(await outbox.claim_due(NOW, LEASE)) == [first, elsewhere]
+    assert await outbox.claim_due(NOW, LEASE) == [], "the second waits while the first is being sent"
+    await outbox.reschedule(first, NOW + dt.timedelta(minutes=1), "429 throttled")
+    assert await outbox.claim_due(NOW + SECOND, LEASE) == [], "and while the first waits for its retry"
+    assert ids(await outbox.claim_due(NOW + dt.timedelta(minutes=1), LEASE)) == [first]
+    await outbox.mark_sent(first, NOW + dt.timedelta(minutes=1), slot=None, activity_id="act-1")
+    assert ids(await outbox.claim_due(NOW + dt.timedelta(minutes=1), LEASE)) == [second]
+    await outbox.mark_failed(second, NOW + dt.timedelta(minutes=2), "403 bot removed")
+    assert ids(await outbox.claim_due(NOW + dt.timedelta(minutes=2), LEASE)) == [third], "given up: no longer holds"
+
+
+async def test_two_instances_claiming_at_once_keep_each_conversations_order(database: Database) -> None:
+    """Three conversations of four messages each, claimed in rounds by two engines at once: first things first."""
+    engines = (MessageOutbox(database), MessageOutbox(another_engine(database)))
+    queued: dict[str, list[int]] = {}
+    for round_number in range(4):
+        for conversation in ("a:one", "a:two", "a:three"):
+            queued.setdefault(conversation, []).append(
+                await engines[0].post(conversation_ref(conversation), text(str(round_number)), now=NOW))
+    conversation_of = {message: conversation for conversation, messages in queued.items() for message in messages}
+    sent: dict[str, list[int]] = {conversation: [] for conversation in queued}
+    for _ in range(4):
+        claimed = [message for batch in await asyncio.gather(*(outbox.claim_due(NOW, LEASE) for outbox in engines))
+                   for message in batch]
+        assert sorted(conversation_of[message.id] for message in claimed) == sorted(queued), \
+            "one message per conversation per round, never two at once"
+        for message in claimed:
+            sent[conversation_of[message.id]].append(message.id)
+            await engines[1].mark_sent(message.id, NOW, slot=None, activity_id=None)
+    assert sent == queued
+    assert await engines[0].counts() == {"sent": 12}
+
+
+async def test_a_card_slot_keeps_what_teams_posted_and_edits_follow_it(database: Database) -> None:
+    outbox, slot = MessageOutbox(database), "ocmw:VD-20261128-AAAAAA"
+    assert not await outbox.has_slot(slot)
+    posted = await outbox.post(conversation_ref(CHANNEL), MessageContent(card=CARD), now=NOW, slot=slot)
+    assert await outbox.has_slot(slot) and await outbox.slot_activity_id(slot) is None, "queued, not yet posted"
+    [post] = await outbox.claim_due(NOW, LEASE)
+    await outbox.mark_sent(post.id, NOW, slot=post.slot, activity_id="act-1")
+    assert await outbox.slot_activity_id(slot) == "act-1"
+    content = await database.scalar("SELECT content FROM message_outbox WHERE id = :id", {"id": posted})
+    assert content == "", "a sent card's content (a review card's data) is not kept"
+
+    edit = await outbox.update(conversation_ref(CHANNEL), text("ontvangen"), now=NOW, slot=slot)
+    [update] = await outbox.claim_due(NOW, LEASE)
+    assert (update.id, update.action, update.slot, update.activity_id) == (edit, MessageAction.UPDATE, slot, None)
+    await outbox.repost(edit, NOW + SECOND)  # the card was deleted in Teams: posted afresh
+    [repost] = await outbox.claim_due(NOW + SECOND, LEASE)
+    assert (repost.id, repost.action, repost.activity_id) == (edit, MessageAction.POST, None)
+    await outbox.mark_sent(repost.id, NOW + SECOND, slot=repost.slot, activity_id="act-2")
+    assert await outbox.slot_activity_id(slot) == "act-2", "later edits go to the new card"
+
+    by_id = await outbox.update(REFERRER, text("bijgewerkt"), now=NOW, activity_id="act-9")
+    [direct] = await outbox.claim_due(NOW + SECOND, LEASE)
+    assert (direct.id, direct.activity_id, direct.slot) == (by_id, "act-9", None)
+
+
+async def test_what_status_and_check_see(database: Database) -> None:
+    outbox = MessageOutbox(database)
+    given_up = await outbox.post(REFERRER, text("1"), now=NOW - dt.timedelta(days=10), reference="VD-OLD")
+    await outbox.mark_failed(given_up, NOW - dt.timedelta(days=8), "gave up")
+    recent = await outbox.post(conversation_ref("a:two"), text("2"), now=NOW - dt.timedelta(hours=2),
+                               reference="VD-RECENT")
+    await outbox.mark_failed(recent, NOW - dt.timedelta(hours=1), "403")
+    waiting = await outbox.post(conversation_ref("a:three"), text("3"), now=NOW - dt.timedelta(hours=3))
+    await outbox.reschedule(waiting, NOW + dt.timedelta(minutes=10), "503")
+    await outbox.post(conversation_ref("a:four"), text("4"), now=NOW - dt.timedelta(minutes=1))
+
+    assert await outbox.stuck(NOW, dt.timedelta(hours=1)) == StuckMessages(1, 1, NOW - dt.timedelta(hours=3))
+    assert await outbox.stuck(NOW, dt.timedelta(hours=1), dt.timedelta(days=30)) == StuckMessages(
+        2, 1, NOW - dt.timedelta(hours=3))
+    assert await outbox.stuck(NOW, dt.timedelta(days=1)) == StuckMessages(1, 0, None)
+    assert await outbox.given_up_for(["VD-RECENT", "VD-OLD", "VD-NONE"]) == {"VD-RECENT", "VD-OLD"}
+    assert await outbox.given_up_for([]) == set()
+    assert await outbox.counts() == {"failed": 2, "queued": 2}
+    assert await outbox.next_due_at() == NOW - dt.timedelta(minutes=1)

@@ -1,0 +1,688 @@
+"""The OCMW side over real HTTP: link, notification, receipt, outcome, deletion, corrections, status.
+
+Two conversations (the referrer's personal chat, the OCMW channel) and three people (referrer,
+OCMW workers, an outsider), replies caught by the connector stand-in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import email
+import email.policy
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import create_app
+from bot.config import Settings
+from bot.core.access import OcmwChannelPolicy
+from tests.conftest import ZIP_PASSWORD
+from tests.support import sevenzip
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import BotDriver, driving, running_bot, running_connector
+from tests.support.card_reading import actions, input_ids, texts
+from tests.support.clock import ManualClock
+from tests.support.ocmw_flow import CHANNEL, link, referred_and_delivered
+from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, reach_review
+
+OCMW_TENANT = "0c3c0c3c-0000-4000-8000-000000000002"
+
+
+def channel_cards(bot: BotDriver) -> list[dict[str, Any]]:
+    return [
+        call.body["attachments"][0]["content"]
+        for call in bot.connector.calls
+        if call.path.startswith(f"/v3/conversations/{CHANNEL}") and call.body.get("attachments")
+    ]
+
+
+def texts_to(bot: BotDriver, conversation: str) -> list[str]:
+    return [
+        str(call.body["text"])
+        for call in bot.connector.calls
+        if call.method == "POST"
+        and call.path.startswith(f"/v3/conversations/{conversation}/")
+        and call.body.get("text")
+    ]
+
+
+async def test_linking_with_a_code_and_refusing_bad_codes(
+    bot: BotDriver, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    [wrong] = await bot.say(ocmw_worker, "<at>Bot</at> koppel AAAA-BBBB")
+    assert "koppel" in wrong["text"].lower() or "code" in wrong["text"].lower()
+    assert await bot.services.links.for_protocol(PROTOCOL_ID) is None
+
+    code = await bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    [done] = await bot.say(ocmw_worker, f"<at>Veilig doorverwijzen</at> koppel {code.lower()}")
+    assert "Gekoppeld" in done["text"]
+    linked = await bot.services.links.for_protocol(PROTOCOL_ID)
+    assert linked is not None and linked.conversation_id == CHANNEL
+    assert ";messageid=" not in json.loads(linked.conversation_ref)["conversation"]["id"]
+    assert "link_created" in [e for e in _events(bot)]
+
+    [used] = await bot.say(ocmw_worker, f"koppel {code}")
+    assert "Gekoppeld" not in used["text"]
+
+    expired = await bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    clock.advance(dt.timedelta(hours=25))
+    [late] = await bot.say(TeamsUser("aad-x", "X", "19:new@thread.tacv2", channel=True), f"koppel {expired}")
+    assert "Gekoppeld" not in late["text"]
+
+
+@pytest.mark.parametrize(
+    ("conversation_id", "conversation_type"),
+    [("a:personal-olga", "personal"), ("19:some-group-chat@thread.v2", "groupChat")],
+)
+async def test_koppel_outside_a_channel_is_refused_and_links_nothing(
+    bot: BotDriver, clock: ManualClock, ocmw_worker: TeamsUser, conversation_id: str, conversation_type: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chat = TeamsUser("aad-ocmw-1", "Olga Maatschappelijk", conversation_id, conversation_type=conversation_type)
+    code = await bot.services.links.new_code(PROTOCOL_ID, clock.now())
+
+    [refused] = await bot.say(chat, f"<at>Veilig doorverwijzen</at> koppel {code}")
+    assert "Gekoppeld" not in refused["text"]
+    assert "alleen in het Teams-kanaal van het OCMW" in refused["text"] and "groepschat" in refused["text"]
+    assert await bot.services.links.for_protocol(PROTOCOL_ID) is None
+    confirmed = await bot.act(chat, "link.confirm", {"code": code})
+    assert "kanaal" in texts(confirmed) and await bot.services.links.for_protocol(PROTOCOL_ID) is None
+    assert "not a Teams channel" in caplog.text
+
+    english = dataclasses.replace(chat, locale="en-US")
+    [refused_en] = await bot.say(english, f"koppel {code}")
+    assert "only in the OCMW's Teams channel" in refused_en["text"]
+
+    await link(bot, ocmw_worker)  # the code was not used up by the refusals
+
+
+@pytest.fixture
+async def tenant_bound_bot(settings: Settings, clock: ManualClock) -> AsyncIterator[BotDriver]:
+    bound = dataclasses.replace(settings, ocmw_channels=OcmwChannelPolicy(frozenset({OCMW_TENANT})))
+    async with running_bot(create_app(bound, clock=clock, run_worker=False)) as driver:
+        yield driver
+
+
+async def test_koppel_in_a_channel_of_a_tenant_not_allowed_is_refused(
+    tenant_bound_bot: BotDriver, clock: ManualClock, ocmw_worker: TeamsUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = tenant_bound_bot
+    code = await bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    [refused] = await bot.say(ocmw_worker, f"koppel {code}")  # a channel of Kind en Gezin's own tenant
+    assert "Gekoppeld" not in refused["text"] and "functioneel beheerder" in refused["text"]
+    confirmed = await bot.act(ocmw_worker, "link.confirm", {"code": code})
+    assert "functioneel beheerder" in texts(confirmed)
+    assert await bot.services.links.for_protocol(PROTOCOL_ID) is None
+    assert "tenant not allowed" in caplog.text
+
+    ocmw_tenant = dataclasses.replace(ocmw_worker, tenant_id=OCMW_TENANT.upper())
+    [done] = await bot.say(ocmw_tenant, f"koppel {code}")
+    assert "Gekoppeld" in done["text"]
+    assert (await bot.services.links.for_protocol(PROTOCOL_ID)).conversation_id == CHANNEL  # type: ignore[union-attr]
+
+
+async def test_koppel_is_rate_limited_per_user_and_per_conversation(
+    bot: BotDriver, clock: ManualClock, ocmw_worker: TeamsUser
+) -> None:
+    for attempt in range(5):
+        [wrong] = await bot.say(ocmw_worker, f"koppel AAAA-BBB{attempt}")
+        assert "klopt niet" in wrong["text"]
+    code = await bot.services.links.new_code(PROTOCOL_ID, clock.now())
+
+    [limited] = await bot.say(ocmw_worker, f"koppel {code}")
+    assert "Gekoppeld" not in limited["text"] and "10 minuten" in limited["text"]
+    assert await bot.services.links.for_protocol(PROTOCOL_ID) is None
+    limited_confirm = await bot.act(ocmw_worker, "link.confirm", {"code": code})
+    assert "10 minuten" in texts(limited_confirm) and await bot.services.links.for_protocol(PROTOCOL_ID) is None
+    colleague_here = TeamsUser("aad-ocmw-2", "Omar Collega", CHANNEL, channel=True)
+    [per_conversation] = await bot.say(colleague_here, f"koppel {code}")
+    assert "10 minuten" in per_conversation["text"]
+    same_user_elsewhere = TeamsUser("aad-ocmw-1", "Olga", "19:other-ocmw-channel@thread.tacv2", channel=True)
+    [per_user] = await bot.say(same_user_elsewhere, f"koppel {code}")
+    assert "10 minuten" in per_user["text"]
+    assert await bot.services.links.for_protocol(PROTOCOL_ID) is None
+
+    clock.advance(dt.timedelta(minutes=10, seconds=1))
+    [done] = await bot.say(ocmw_worker, f"koppel {code}")
+    assert "Gekoppeld" in done["text"]
+
+
+async def test_relinking_elsewhere_asks_first(bot: BotDriver, ocmw_worker: TeamsUser, clock: ManualClock) -> None:
+    await link(bot, ocmw_worker)
+    other = TeamsUser("aad-ocmw-3", "Nieuw Kanaal", "19:new-channel@thread.tacv2", channel=True)
+    code = await bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    [asked] = await bot.say(other, f"koppel {code}")
+    confirm = asked["attachments"][0]["content"]
+    assert actions(confirm)["link.confirm"] == {"code": code}
+    assert (await bot.services.links.for_protocol(PROTOCOL_ID)).conversation_id == CHANNEL  # type: ignore[union-attr]
+    await bot.act(other, "link.confirm", {"code": code})
+    assert (await bot.services.links.for_protocol(PROTOCOL_ID)).conversation_id == "19:new-channel@thread.tacv2"  # type: ignore[union-attr]
+
+
+async def test_the_ocmw_card_has_what_it_needs_and_no_client_data(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    [card] = channel_cards(bot)
+    content = texts(card)
+    for expected in (reference, "Kind en Gezin team Noord-Oost Waasland", "welzijnshuis@sint-gillis-waas.be",
+                     "7-Zip", "local-"):
+        assert expected in content
+    assert actions(card)["ack.receive"] == {"reference": reference}
+    assert not [value for value in CLIENT_VALUES if value in content]
+
+
+async def test_acknowledge_edits_the_card_for_everyone_and_tells_the_referrer(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, second_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    clicker = ocmw_worker.in_thread(card_id)
+
+    answer = await bot.act(clicker, "ack.receive", {"reference": reference})
+    await bot.settle()
+
+    assert "Olga Maatschappelijk" in texts(answer) and "ack.receive" not in actions(answer)
+    assert set(actions(answer)) >= {"referral.outcome", "referral.quality"}
+    [edit] = [c for c in bot.connector.calls if c.method == "PUT" and c.path.endswith(f"/activities/{card_id}")]
+    assert "Olga Maatschappelijk" in texts(edit.body)
+    assert any(reference in text for text in texts_to(bot, referrer.conversation_id))
+    assert (await bot.services.referrals.get(reference)).state == "received"  # type: ignore[union-attr]
+
+    puts_before = len([c for c in bot.connector.calls if c.method == "PUT"])
+    again = await bot.act(second_worker.in_thread(card_id), "ack.receive", {"reference": reference})
+    await bot.settle()
+    assert "Olga Maatschappelijk" in texts(again)
+    assert len([c for c in bot.connector.calls if c.method == "PUT"]) == puts_before
+    assert _events(bot, reference).count("acknowledged") == 1
+
+
+async def test_an_outsider_cannot_acknowledge(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, outsider: TeamsUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    refused = await bot.banner(outsider, "ack.receive", {"reference": reference})
+    assert "gesprek van het OCMW" in refused, "a banner: the card the outsider clicked stays as it was"
+    assert (await bot.services.referrals.get(reference)).state == "sent"  # type: ignore[union-attr]
+    assert "outside the linked conversation" in caplog.text
+    again = await bot.banner(referrer, "ack.receive", {"reference": reference})
+    assert "gesprek van het OCMW" in again
+
+
+async def test_an_outsider_clicking_twenty_times_makes_one_register_entry_and_is_counted_in_the_log(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, outsider: TeamsUser, clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    caplog.set_level(logging.WARNING, logger="bot.ocmw.actions")
+
+    for _ in range(20):
+        await bot.banner(outsider, "ack.receive", {"reference": reference})
+        clock.advance(dt.timedelta(seconds=10))
+
+    assert _events(bot, reference).count("refused") == 1
+    refusals = [r for r in caplog.records if "outside the linked conversation" in r.getMessage()]
+    assert len(refusals) == 20
+    assert [getattr(r, "refused_clicks", None) for r in refusals] == list(range(1, 21))
+    assert "20" in refusals[-1].getMessage()
+    assert (await bot.services.referrals.get(reference)).state == "sent"  # type: ignore[union-attr]
+
+    await bot.banner(outsider, "referral.quality", {"reference": reference, "item": "phone"})
+    assert _events(bot, reference).count("refused") == 2, "another verb is another burst"
+
+    clock.advance(dt.timedelta(minutes=10))
+    await bot.banner(outsider, "ack.receive", {"reference": reference})
+    assert _events(bot, reference).count("refused") == 3, "a new burst after 10 minutes"
+    assert "19 more" in _details(bot, reference)[-1], "the next entry carries the clicks only counted"
+
+
+@pytest.mark.parametrize("outcome", ["contact_no_help_wanted", "unreachable"])
+async def test_no_help_or_unreachable_asks_to_delete_and_records_it(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, outcome: str
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    early = await bot.banner(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
+    assert "kan nu niet" in early, "no outcome before receipt; the card stays"
+    await bot.act(worker, "ack.receive", {"reference": reference})
+
+    question = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
+    assert reference in texts(question) and "niet ongedaan" in texts(question), "asked once more"
+    assert (await bot.services.referrals.get(reference)).state == "received"  # type: ignore[union-attr]
+    back = await bot.act(worker, "referral.view", {"reference": reference})
+    assert "referral.outcome" in actions(back), "Terug shows the card as it was"
+    card = await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
+
+    assert actions(card)["referral.deleted"] == {"reference": reference}
+    assert "artikel 3" in texts(card)
+    deleted = await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+    await bot.settle()
+    assert "referral.deleted" not in actions(deleted)
+    assert (await bot.services.referrals.get(reference)).state == "data_deleted"  # type: ignore[union-attr]
+    assert _events(bot, reference)[-2:] == ["outcome_recorded", "deletion_confirmed"]
+    assert len([t for t in texts_to(bot, referrer.conversation_id) if reference in t]) >= 3
+
+
+async def test_help_wanted_keeps_the_data_for_the_file(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    card = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
+    assert "10 jaar" in texts(card) and "eigen dossier" in texts(card), "wil hulp: no confirmation, the data is kept"
+    assert actions(card)["referral.deleted"] == {"reference": reference}, "the shared mailbox is emptied all the same"
+    invalid = await bot.banner(worker, "referral.outcome", {"reference": reference, "outcome": "something"})
+    assert "uitkomst" in invalid
+    question = await bot.act(worker, "referral.deleted", {"reference": reference})
+    assert "dossier" in texts(question) and "Opgenomen" not in texts(question)
+    done = await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+    assert "referral.deleted" not in actions(done)
+    assert (await bot.services.referrals.get(reference)).state == "data_deleted"  # type: ignore[union-attr]
+
+
+async def test_a_correction_round_trip(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, settings: Settings, tmp_path: Path
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    missing = await bot.act(worker, "referral.quality", {"reference": reference})
+    assert "referral.quality" in actions(missing)
+
+    reported = await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.settle()
+
+    assert "referral.quality" in actions(reported)
+    [request] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                 if c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/") and c.body.get("attachments")
+                 and "correction.submit" in actions(c.body["attachments"][0]["content"])]
+    assert input_ids(request) == ["phone"]
+    correction_id = actions(request)["correction.submit"]["correctionId"]
+    refused = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 12"})
+    assert "correction.submit" in actions(refused)
+    foreign = await bot.act(
+        ocmw_worker, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"}
+    )
+    assert "persoonlijke chat" in texts(foreign), "a correction card is the personal chat's only"
+
+    queued = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+    assert f"{reference}-2" in texts(queued) and "470112233" not in texts(queued)
+    await bot.deliver()
+
+    emls = sorted(settings.outbox_dir.glob("*.eml"))
+    [correction_eml] = [path for path in emls if path.name.startswith(f"{reference}-2@")]
+    message = email.message_from_bytes(correction_eml.read_bytes(), policy=email.policy.default)
+    assert f"{reference}-2" in message["Subject"] and reference in message["Subject"]
+    [attachment] = list(message.iter_attachments())
+    assert sevenzip.extract(attachment.get_content(), ZIP_PASSWORD, tmp_path / "c").returncode == 0
+    document = json.loads((tmp_path / "c" / "correctie.json").read_text("utf-8"))
+    assert document["corrects"] == reference and document["values"] == {"phone": "+32470112233"}
+    assert "Zoëlle" not in (tmp_path / "c" / "correctie.txt").read_text("utf-8")
+    correction_cards = [card for card in channel_cards(bot) if f"{reference}-2" in texts(card)]
+    assert correction_cards and actions(correction_cards[0])["ack.receive"] == {"reference": f"{reference}-2"}
+    done = await bot.banner(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+    assert f"{reference}-2" in done and "al verstuurd" in done
+
+
+async def test_status_lists_without_client_data(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    await bot.act(ocmw_worker.in_thread(card_id), "ack.receive", {"reference": reference})
+    await bot.settle()
+    [mine] = await bot.say(referrer, "mijn doorverwijzingen")
+    card = mine["attachments"][0]["content"]
+    assert reference in texts(card) and "ontvangst bevestigd" in texts(card)
+    assert not [value for value in CLIENT_VALUES if value in texts(card)]
+    [theirs] = await bot.say(TeamsUser("aad-ocmw-1", "Olga", CHANNEL, channel=True), "<at>Bot</at> status")
+    assert reference in texts(theirs["attachments"][0]["content"])
+    [nobody] = await bot.say(TeamsUser("aad-new", "Nieuw", "a:personal-new"), "status")
+    assert reference not in texts(nobody["attachments"][0]["content"])
+
+
+async def test_reminders_after_working_days_once_each(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    clock.current = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)  # a Friday
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    clock.current = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)  # Tuesday, before Friday + 2 working days
+    assert await bot.services.reminders.run_due() == 0
+    clock.current = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
+    assert await bot.services.reminders.run_due() == 1
+    await bot.settle()
+    assert any(reference in text for text in texts_to(bot, CHANNEL))
+    assert await bot.services.reminders.run_due() == 0, "once"
+    clock.current = dt.datetime(2026, 12, 3, 9, 30, tzinfo=dt.UTC)  # Friday + 4 working days
+    assert await bot.services.reminders.run_due() == 1
+    await bot.settle()
+    assert any(reference in text for text in texts_to(bot, referrer.conversation_id) if "werkdagen" in text)
+
+
+async def test_acknowledged_referrals_are_chased_for_their_outcome_not_their_receipt(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    await bot.act(ocmw_worker.in_thread(card_id), "ack.receive", {"reference": reference})
+    clock.advance(dt.timedelta(days=14))
+    assert await bot.services.reminders.run_due() == 2
+    await bot.settle()
+    reminders = [text for text in texts_to(bot, CHANNEL) + texts_to(bot, referrer.conversation_id)
+                 if "werkdagen" in text]
+    assert len(reminders) == 2 and all("uitkomst" in text for text in reminders)
+
+
+async def test_a_restart_between_steps_loses_nothing(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    async with running_connector() as (connector, url):
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as first:
+            await link(first, ocmw_worker)
+            draft_id, _ = await reach_review(first, referrer)
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as second:
+            queued = await second.act(referrer, "referral.send", {"draftId": draft_id})
+            reference = next(w for w in texts(queued).replace('"', " ").split() if w.startswith("VD-"))
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as third:
+            await third.deliver()
+            card_id = await third.services.messages.slot_activity_id(f"ocmw:{reference}")
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as fourth:
+            answer = await fourth.act(ocmw_worker.in_thread(str(card_id)), "ack.receive", {"reference": reference})
+            assert "referral.outcome" in actions(answer)
+        async with driving(create_app(settings, clock=clock, run_worker=False), connector, url) as fifth:
+            await fifth.act(ocmw_worker.in_thread(str(card_id)), "referral.outcome",
+                            {"reference": reference, "outcome": "contact_help_wanted"})
+            assert (await fifth.services.referrals.get(reference)).state == "help_wanted"  # type: ignore[union-attr]
+
+
+def _details(bot: BotDriver, reference: str) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(bot.services.settings.database_path) as db:
+        return [row[0] for row in db.execute("SELECT detail FROM register WHERE reference = ? ORDER BY seq",
+                                             (reference,))]
+
+
+def _events(bot: BotDriver, reference: str | None = None) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(bot.services.settings.database_path) as db:
+        if reference is None:
+            return [row[0] for row in db.execute("SELECT event FROM register ORDER BY seq")]
+        return [row[0] for row in db.execute("SELECT event FROM register WHERE reference = ? ORDER BY seq",
+                                             (reference,))]
+
+
+async def test_consent_withdrawn_asks_the_ocmw_to_delete_and_records_both(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser, settings: Settings
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    [sent_card] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                   if c.method == "PUT" and c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
+    assert actions(sent_card)["consent.withdraw"] == {"reference": reference}
+    question = await bot.act(colleague, "consent.withdraw", {"reference": reference})
+    assert "niet ongedaan" in texts(question)
+    assert (await bot.services.referrals.get(reference)).state == "sent", "nothing before the confirmation"  # type: ignore[union-attr]
+
+    answer = await bot.act_confirmed(colleague, "consent.withdraw", {"reference": reference})
+    await bot.settle()
+    assert any("Bert Collega" in text and reference in text for text in texts_to(bot, referrer.conversation_id)), \
+        "the referrer is told a colleague recorded it"
+    with sqlite3.connect(settings.database_path) as db:
+        [(actor_id,)] = db.execute("SELECT actor_id FROM register WHERE event = 'consent_withdrawn'").fetchall()
+    assert actor_id == colleague.aad_object_id, "the register names who recorded it"
+
+    assert reference in texts(answer)
+    assert (await bot.services.referrals.get(reference)).state == "consent_withdrawn"  # type: ignore[union-attr]
+    closed = await bot.banner(referrer, "correction.start", {"reference": reference})
+    assert "toestemming ingetrokken" in closed and "nieuwe doorverwijzing" in closed, "why not, and what instead"
+    assert any(reference in text for text in texts_to(bot, CHANNEL))
+    [edit] = [c for c in bot.connector.calls if c.method == "PUT" and c.path.endswith(f"/activities/{card_id}")]
+    assert actions(edit.body["attachments"][0]["content"])["referral.deleted"] == {"reference": reference}
+    await bot.act_confirmed(ocmw_worker.in_thread(card_id), "referral.deleted", {"reference": reference})
+    assert _events(bot, reference)[-2:] == ["consent_withdrawn", "deletion_confirmed"]
+
+
+# -- issue 11: the family's versions, chases, reports ------------------------------------------------
+
+
+async def _corrected(bot: BotDriver, referrer: TeamsUser, worker: TeamsUser, reference: str) -> str:
+    """The phone reported wrong and corrected: the version `reference-2`, delivered; returns its card id."""
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.settle()
+    [request] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                 if c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/") and c.body.get("attachments")
+                 and "correction.submit" in actions(c.body["attachments"][0]["content"])]
+    await bot.act(referrer, "correction.submit",
+                  {"correctionId": actions(request)["correction.submit"]["correctionId"], "phone": "0470 11 22 33"})
+    await bot.deliver()
+    card_id = await bot.services.messages.slot_activity_id(f"ocmw:{reference}-2")
+    assert card_id
+    return card_id
+
+
+async def test_outcome_and_deletion_cover_every_version_and_close_the_family(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    version_card = await _corrected(bot, referrer, worker, reference)
+    version_worker = ocmw_worker.in_thread(version_card)
+    received = await bot.act(version_worker, "ack.receive", {"reference": f"{reference}-2"})
+    assert "referral.outcome" not in actions(received) and reference in texts(received), "outcome on the first card"
+
+    await bot.act_confirmed(version_worker, "referral.outcome",
+                            {"reference": f"{reference}-2", "outcome": "contact_no_help_wanted"})
+    assert (await bot.services.referrals.get(reference)).state == "no_help_wanted"  # type: ignore[union-attr]
+    await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+    await bot.settle()
+    for version in (reference, f"{reference}-2"):
+        assert (await bot.services.referrals.get(version)).state == "data_deleted", version  # type: ignore[union-attr]
+        assert "deletion_confirmed" in _events(bot, version)
+    edits = [c for c in bot.connector.calls if c.method == "PUT" and c.path.endswith(f"/activities/{version_card}")]
+    assert "Verwijdering bevestigd" in texts(edits[-1].body), "the version's card shows it is done too"
+
+    closed = await bot.banner(referrer, "correction.start", {"reference": reference})
+    assert "Geen correctie meer: gegevens verwijderd" in closed
+
+
+async def test_a_withdrawal_covers_every_version_and_stops_a_version_still_queued(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, settings: Settings
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "email"})
+    await bot.settle()
+    [request] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                 if c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/") and c.body.get("attachments")
+                 and "correction.submit" in actions(c.body["attachments"][0]["content"])]
+    await bot.act(referrer, "correction.submit", {"correctionId": actions(request)["correction.submit"]["correctionId"],
+                                                  "email": "nieuw@example.be"})
+    assert (await bot.services.referrals.get(f"{reference}-2")).state == "queued"  # type: ignore[union-attr]
+
+    await bot.act_confirmed(referrer, "consent.withdraw", {"reference": f"{reference}-2"})  # any version's card
+    await bot.deliver()
+
+    assert (await bot.services.referrals.get(reference)).state == "consent_withdrawn"  # type: ignore[union-attr]
+    assert (await bot.services.referrals.get(f"{reference}-2")).state == "failed", "the queued correction never left"  # type: ignore[union-attr]
+    assert [path.name for path in settings.outbox_dir.glob("*.eml")] == [f"{reference}@opgroeien.be.eml"]
+
+
+async def test_a_colleague_records_a_withdrawal_by_typing_the_reference(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    [question] = await bot.say(colleague, f"intrekken {reference.lower()}")
+    card = question["attachments"][0]["content"]
+    assert actions(card)["consent.withdraw"] == {"reference": reference, "confirmed": "true"}
+    await bot.act(colleague, "consent.withdraw", actions(card)["consent.withdraw"])
+    assert (await bot.services.referrals.get(reference)).state == "consent_withdrawn"  # type: ignore[union-attr]
+    [unknown] = await bot.say(colleague, "intrekken VD-20260101-AAAAAA")
+    assert "niet gevonden" in unknown["text"]
+
+
+async def test_a_wrong_phone_number_can_be_reported_after_not_reached(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "unreachable"})
+    card = await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    assert "correction_requested" in _events(bot, reference) and "referral.quality" in actions(card)
+
+
+async def test_an_item_not_needed_is_reported_to_the_referrer_and_registered(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    card = await bot.act(ocmw_worker.in_thread(card_id), "referral.quality",
+                         {"reference": reference, "item": "email", "kind": "superfluous"})
+    await bot.settle()
+    assert "niet nodig" in texts(card)
+    assert _events(bot, reference)[-1] == "superfluous_reported"
+    assert any("niet nodig" in text and "e-mailadres" in text for text in texts_to(bot, referrer.conversation_id))
+    assert not [c for c in bot.connector.calls if "correction.submit" in json.dumps(c.body)], "nothing to resend"
+
+
+async def test_kind_en_gezin_corrects_an_item_on_its_own_initiative(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    start = await bot.act(referrer, "correction.start", {"reference": reference})
+    assert input_ids(start) == ["item"]
+    request = await bot.act(referrer, "correction.open", {"reference": reference, "item": "address"})
+    assert input_ids(request) == ["street", "houseNumber", "postalCode", "municipality"]
+    assert "Verbeter het adres" in texts(request)
+    queued = await bot.act(referrer, "correction.submit", {
+        "correctionId": actions(request)["correction.submit"]["correctionId"],
+        "street": "Kerkstraat", "houseNumber": "3", "postalCode": "9170", "municipality": "De Klinge"})
+    assert f"{reference}-2" in texts(queued)
+    assert any("own initiative" in detail for detail in _details(bot, reference))
+    [typed] = await bot.say(colleague, f"verbeter {reference}")
+    assert input_ids(typed["attachments"][0]["content"]) == ["item"], "a colleague can start one too"
+
+
+async def test_status_shows_an_unconfirmed_deletion_on_both_sides(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "contact_no_help_wanted"})
+    [mine] = await bot.say(referrer, "status")
+    [theirs] = await bot.say(TeamsUser("aad-ocmw-1", "Olga", CHANNEL, channel=True), "<at>Bot</at> status")
+    for card in (mine, theirs):
+        assert "nog niet bevestigd" in texts(card["attachments"][0]["content"])
+
+
+async def test_an_unconfirmed_deletion_and_a_correction_not_sent_are_chased(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
+    await bot.settle()
+    clock.advance(dt.timedelta(days=4))  # Saturday + 2 working days: Wednesday
+    assert await bot.services.reminders.run_due() == 2  # the OCMW for the deletion, the referrer for the correction
+    clock.advance(dt.timedelta(days=2))  # Friday: 4 working days
+    assert await bot.services.reminders.run_due() == 2  # the referrer for the deletion, and the correction again
+    await bot.settle()
+    to_ocmw = [t for t in texts_to(bot, CHANNEL) if "werkdagen" in t]
+    to_referrer = [t for t in texts_to(bot, referrer.conversation_id) if "werkdagen" in t or "wacht nog" in t]
+    assert len(to_ocmw) == 1 and "gedeelde mailbox" in to_ocmw[0]
+    assert sum("wacht nog" in t for t in to_referrer) == 2 and sum("verwijderd" in t for t in to_referrer) == 1
+
+
+async def test_correction_cards_only_in_the_personal_chat(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    group = TeamsUser(referrer.aad_object_id, referrer.name, "19:group-chat@thread.v2", conversation_type="groupChat")
+    card = await bot.act(group, "correction.start", {"reference": reference})
+    assert "correction.open" not in actions(card) and "persoonlijke chat" in texts(card)
+    [typed] = await bot.say(group, f"verbeter {reference}")
+    assert "item" not in input_ids(typed["attachments"][0]["content"])
+
+
+async def test_a_colleague_sends_the_correction_the_ocmw_asked_for_and_it_answers_every_open_request(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser, clock: ManualClock
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.settle()
+    [request] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                 if c.body.get("attachments") and "correction.submit" in actions(c.body["attachments"][0]["content"])]
+    own = await bot.act(colleague, "correction.open", {"reference": reference, "item": "phone"})
+    queued = await bot.act(colleague, "correction.submit", {
+        "correctionId": actions(own)["correction.submit"]["correctionId"], "phone": "0470 11 22 33"})
+    assert f"{reference}-2" in texts(queued), "a colleague may send it: the referrer may be away"
+    answered = await bot.banner(referrer, "correction.submit", {
+        "correctionId": actions(request)["correction.submit"]["correctionId"], "phone": "0470 11 22 33"})
+    assert f"{reference}-2" in answered, "the OCMW's request for that item is answered by it"
+    clock.advance(dt.timedelta(days=10))
+    await bot.services.reminders.run_due()
+    await bot.settle()
+    assert not [t for t in texts_to(bot, referrer.conversation_id) if "wacht nog" in t], "no reminder for it"
+
+
+async def test_not_reached_then_reached_after_all(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    card = await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "unreachable"})
+    assert "Toch contact gehad" in texts(card)
+    card = await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
+    assert (await bot.services.referrals.get(reference)).state == "help_wanted"  # type: ignore[union-attr]
+    await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+    await bot.settle()
+    assert any("eigen dossier" in t for t in texts_to(bot, referrer.conversation_id)), "not 'deleted': filed"
+
+
+async def test_a_withdrawal_before_the_mail_left_sends_nothing(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings
+) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    queued = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    reference = next(w for w in texts(queued).replace('"', " ").split() if w.startswith("VD-"))
+    answer = await bot.act_confirmed(referrer, "consent.withdraw", {"reference": reference})
+    assert "niets naar het OCMW verstuurd" in texts(answer)
+    await bot.deliver()
+    assert not list(settings.outbox_dir.glob("*.eml")) if settings.outbox_dir.exists() else True
+    assert (await bot.services.referrals.get(reference)).state == "failed"  # type: ignore[union-attr]
+    assert "consent_withdrawn" in _events(bot, reference)
+    closed = await bot.banner(referrer, "correction.start", {"reference": reference})
+    assert closed.startswith("Geen correctie meer: toestemming ingetrokken"), "the withdrawal is the reason"

@@ -1,0 +1,122 @@
+"""The reminder pass on SQLite and PostgreSQL: the same reminders, at the same moments, from the same
+records; and two passes at once on two instances queue each reminder once.
+
+Seeded with the stores (referrals, the OCMW link, the message outbox); one correction request is a
+row of its own, as `bot.ocmw.corrections` writes it. Every wait starts on Friday 27 November 2026 at
+10:00 in Brussels, with reminders after 2 working days (the OCMW: Tuesday) and 4 (the referrer: Thursday).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.core.protocols import ProtocolRegistry, load_protocol_file
+from bot.core.sent_referrals import ReferralState, ReferralStore
+from bot.delivery.message_outbox import MessageOutbox
+from bot.ocmw.links import OcmwLink, OcmwLinks
+from bot.ocmw.reminders import ReminderService
+from bot.storage.database import Database, to_text
+from tests.support.clock import ManualClock
+from tests.support.databases import another_engine
+from tests.support.sample_referral import PROTOCOL_FILE
+from tests.support.stored_referrals import a_referral, conversation_ref
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+FRIDAY = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
+TUESDAY = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)  # Friday + 2 working days, to the minute
+THURSDAY = dt.datetime(2026, 12, 3, 9, 0, tzinfo=dt.UTC)  # Friday + 4 working days
+CHANNEL = "19:ocmw-welzijnshuis@thread.tacv2"
+MINUTE = dt.timedelta(minutes=1)
+#: What each pass queues: (subject, kind), the subject a reference or a correction request's id.
+AT_TUESDAY = {
+    ("VD-20261127-SENTAA", "ack_ocmw"), ("VD-20261127-ACKEDB", "outcome_ocmw"),
+    ("VD-20261127-ACKEDC", "outcome_ocmw"), ("VD-20261127-ACKEDC-2", "ack_ocmw"),
+    ("VD-20261127-HELPDD", "deletion_ocmw"), ("VD-20261127-WITHDE", "deletion_ocmw"),
+    ("correction-1", "correction_referrer"),
+}
+AT_THURSDAY = {(subject, kind.replace("_ocmw", "_referrer")) for subject, kind in AT_TUESDAY} - {
+    ("correction-1", "correction_referrer")}
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(FRIDAY)
+
+
+async def seed(db: Database) -> None:
+    """Every kind of wait, all begun on Friday; a referral closed and one too young, which are never chased."""
+    referrals = ReferralStore(db)
+    for referral in (
+        a_referral("VD-20261127-SENTAA", ReferralState.SENT, at=FRIDAY, sent_at=FRIDAY),
+        a_referral("VD-20261127-ACKEDB", ReferralState.RECEIVED, at=FRIDAY, acknowledged_at=FRIDAY),
+        a_referral("VD-20261127-ACKEDC", ReferralState.RECEIVED, at=FRIDAY, acknowledged_at=FRIDAY),
+        a_referral("VD-20261127-ACKEDC-2", ReferralState.SENT, at=FRIDAY, sent_at=FRIDAY,
+                   parent_reference="VD-20261127-ACKEDC"),
+        a_referral("VD-20261127-HELPDD", ReferralState.HELP_WANTED, at=FRIDAY, outcome_at=FRIDAY),
+        a_referral("VD-20261127-WITHDE", ReferralState.CONSENT_WITHDRAWN, at=FRIDAY, withdrawn_at=FRIDAY),
+        a_referral("VD-20261127-CLOSED", ReferralState.DATA_DELETED, at=FRIDAY, deleted_at=FRIDAY),
+        a_referral("VD-20261202-YOUNGR", ReferralState.SENT, at=FRIDAY + 5 * dt.timedelta(days=1),
+                   sent_at=FRIDAY + 5 * dt.timedelta(days=1)),
+    ):
+        await referrals.add(referral)
+    links = OcmwLinks(db)
+    link = OcmwLink("OR-KG-NOW-OCMW-SGW-2026", CHANNEL, conversation_ref(CHANNEL), "aad-ocmw-1", "Olga", FRIDAY)
+    assert await links.link(await links.new_code(link.protocol_id, FRIDAY), link, FRIDAY)
+    await db.execute(  # a request for a correction of B's phone number (bot.ocmw.corrections.CorrectionService.request)
+        "INSERT INTO corrections (id, reference, item, requested_by_id, requested_by, requested_at)"
+        " VALUES ('correction-1', 'VD-20261127-ACKEDB', 'phone', 'aad-ocmw-1', 'Olga', :at)", {"at": to_text(FRIDAY)})
+
+
+def service(db: Database, clock: ManualClock) -> ReminderService:
+    return ReminderService(db=db, referrals=ReferralStore(db), links=OcmwLinks(db),
+                           registry=ProtocolRegistry([load_protocol_file(PROTOCOL_FILE)]), messages=MessageOutbox(db),
+                           clock=clock, timezone=BRUSSELS, working_days=2)
+
+
+async def reminded(db: Database) -> set[tuple[str, str]]:
+    return {(row["subject"], row["kind"]) for row in await db.fetch_all("SELECT subject, kind FROM reminders")}
+
+
+async def queued_to(db: Database) -> dict[str, int]:
+    """Messages queued per conversation."""
+    rows = await db.fetch_all("SELECT conversation_key, COUNT(*) AS n FROM message_outbox GROUP BY conversation_key")
+    return {str(row["conversation_key"]): int(row["n"]) for row in rows}
+
+
+async def test_each_reminder_is_queued_once_when_it_is_due(database: Database, clock: ManualClock) -> None:
+    await seed(database)
+    reminders = service(database, clock)
+    clock.current = TUESDAY - MINUTE
+    assert await reminders.run_due() == 0
+    clock.current = TUESDAY
+    assert await reminders.run_due() == len(AT_TUESDAY)
+    assert await reminded(database) == AT_TUESDAY
+    assert await queued_to(database) == {CHANNEL: 6, "a:personal-referrer": 1}
+    assert await reminders.run_due() == 0, "once"
+
+    clock.current = THURSDAY - MINUTE
+    assert await reminders.run_due() == 0
+    clock.current = THURSDAY
+    assert await reminders.run_due() == len(AT_THURSDAY) + 1, "the referrer's turns, and the correction again"
+    assert await reminded(database) == AT_TUESDAY | AT_THURSDAY
+    assert await queued_to(database) == {CHANNEL: 6, "a:personal-referrer": 8}
+    texts = [row["content"] for row in await database.fetch_all("SELECT content FROM message_outbox ORDER BY id")]
+    assert sum("VD-20261127-SENTAA" in text for text in texts) == 2 and not any(
+        reference in text for text in texts for reference in ("VD-20261127-CLOSED", "VD-20261202-YOUNGR"))
+    assert await reminders.run_due() == 0
+
+
+async def test_two_passes_at_once_on_two_instances_queue_each_reminder_once(
+    database: Database, clock: ManualClock
+) -> None:
+    await seed(database)
+    passes = (service(database, clock), service(another_engine(database), clock))
+    for moment, expected in ((TUESDAY, len(AT_TUESDAY)), (THURSDAY, len(AT_THURSDAY) + 1)):
+        clock.current = moment
+        assert sum(await asyncio.gather(*(reminders.run_due() for reminders in passes))) == expected, moment
+    assert await reminded(database) == AT_TUESDAY | AT_THURSDAY
+    assert await queued_to(database) == {CHANNEL: 6, "a:personal-referrer": 8}

@@ -1,0 +1,261 @@
+"""The DPO's register without shell access, over HTTP: `register` in the personal chat, the summary
+card, a download link that works once and for 15 minutes, refusals for everyone else, and every
+download in the register itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import logging
+import sqlite3
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import create_app
+from bot.config import Settings
+from bot.evidence.register import EXPORT_COLUMNS, entry_hash
+from tests.conftest import ZIP_PASSWORD
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import BotDriver, running_bot
+from tests.support.card_reading import texts, walk
+from tests.support.clock import ManualClock
+from tests.support.referral_flow import PROTOCOL_ID, reach_review
+
+SHIPPED = Path(__file__).resolve().parents[3] / "infra" / "protocols" / "sint-gillis-waas.toml"
+OCMW_DPO_ID = "7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"
+OPGROEIEN_DPO_ID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+BASE_URL = "https://veilig-doorverwijzen.example.test"
+OTHER_PROTOCOL = "OR-KG-NOW-OCMW-BEV-2026"
+
+
+def _protocols(folder: Path) -> Path:
+    """The shipped protocol naming a DPO on each side, and a second one (not yet in force) naming none."""
+    folder.mkdir()
+    text = SHIPPED.read_text(encoding="utf-8")
+    text = text.replace('dpo = "dpo@opgroeien.be"',
+                        f'dpo = "dpo@opgroeien.be"\ndpo_object_ids = ["{OPGROEIEN_DPO_ID}"]')
+    text = text.replace('dpo = "informatica@sint-gillis-waas.be"',
+                        f'dpo = "informatica@sint-gillis-waas.be"\ndpo_object_ids = ["{OCMW_DPO_ID.upper()}"]')
+    (folder / "sint-gillis-waas.toml").write_text(text, encoding="utf-8")
+    other = SHIPPED.read_text(encoding="utf-8").replace("OR-KG-NOW-OCMW-SGW-2026", OTHER_PROTOCOL)
+    other = other.replace('"9170"', '"9120"').replace("in_force_from = 2026-03-01", "in_force_from = 2027-03-01")
+    (folder / "beveren.toml").write_text(other, encoding="utf-8")
+    return folder
+
+
+def _settings(tmp_path: Path, **extra: str) -> Settings:
+    return Settings.from_mapping({
+        "BOT_DATA_DIR": str(tmp_path / "data"),
+        "PROTOCOLS_DIR": str(_protocols(tmp_path / "protocols")),
+        "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
+        **extra,
+    })
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return _settings(tmp_path, PUBLIC_BASE_URL=BASE_URL + "/")
+
+
+@pytest.fixture
+async def bot(settings: Settings, clock: ManualClock) -> AsyncIterator[BotDriver]:
+    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as driver:
+        yield driver
+
+
+@pytest.fixture
+def dpo() -> TeamsUser:
+    return TeamsUser(OCMW_DPO_ID, "Dirk Pé-O", "a:personal-dpo")
+
+
+async def _a_delivered_referral(bot: BotDriver, referrer: TeamsUser) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    await bot.deliver()
+
+
+async def _card(bot: BotDriver, user: TeamsUser, word: str = "register") -> dict[str, Any]:
+    [reply] = await bot.say(user, word)
+    assert reply.get("attachments"), reply
+    card: dict[str, Any] = reply["attachments"][0]["content"]
+    return card
+
+
+def _links(card: dict[str, Any]) -> list[str]:
+    return [element["url"] for element in walk(card) if element.get("type") == "Action.OpenUrl"]
+
+
+async def _get(bot: BotDriver, url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """Open a card's link against the running bot (the card names the public address, the test its own)."""
+    assert url.startswith(BASE_URL + "/register/export/"), url
+    async with bot.session.request(method, bot.bot_url + url.removeprefix(BASE_URL)) as response:
+        return response.status, dict(response.headers), await response.read()
+
+
+def _register_rows(settings: Settings, event: str) -> list[sqlite3.Row]:
+    with sqlite3.connect(settings.database_path) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute("SELECT * FROM register WHERE event = ? ORDER BY seq", (event,)).fetchall()
+
+
+async def test_a_dpo_gets_the_summary_and_downloads_the_protocols_register_once(
+    bot: BotDriver, referrer: TeamsUser, dpo: TeamsUser, settings: Settings
+) -> None:
+    await _a_delivered_referral(bot, referrer)
+    head = await bot.services.register.summary(PROTOCOL_ID)
+    card = await _card(bot, dpo)
+    shown = texts(card)
+    assert "Verwerkingsregister" in shown and "OCMW Sint-Gillis-Waas, protocol OR-KG-NOW-OCMW-SGW-2026" in shown
+    assert OTHER_PROTOCOL not in shown, "only the protocols that name this DPO"
+    assert "De hashketen van het hele register klopt" in shown
+    assert head.last_hash is not None and head.last_hash in shown and f"nr. {head.last_seq}" in shown
+    assert "tot 28/11/2026 10:15 (15 minuten)" in shown
+    csv_link, json_link = _links(card)
+    assert json_link.endswith("?format=json") and csv_link.split("/")[-1] != json_link.split("/")[-1].split("?")[0]
+
+    status, headers, body = await _get(bot, csv_link)
+    assert status == 200
+    assert headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert headers["Content-Disposition"] == f'attachment; filename="verwerkingsregister-{PROTOCOL_ID}-20261128.csv"'
+    assert headers["Cache-Control"] == "no-store"
+    assert body.startswith(b"\xef\xbb\xbf"), "Excel reads UTF-8 with the BOM"
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"), newline="")))
+    assert list(rows[0]) == list(EXPORT_COLUMNS)
+    assert {row["protocol_id"] for row in rows} == {PROTOCOL_ID}
+    assert [row["event"] for row in rows] == ["referral_started", "consent_confirmed", "package_built", "queued",
+                                              "delivered"]
+    assert (rows[-1]["seq"], rows[-1]["hash"]) == (str(head.last_seq), head.last_hash)
+    delivered = rows[-1]
+    assert delivered["actor_id"] == "bot:delivery" and "contact:email" in delivered["data_categories"]
+    assert delivered["recipient"] == "OCMW Sint-Gillis-Waas <welzijnshuis@sint-gillis-waas.be>"
+    fields = {name: delivered[name] for name in EXPORT_COLUMNS if name not in ("seq", "previous_hash", "hash")}
+    assert entry_hash(delivered["previous_hash"], fields) == delivered["hash"], "each row checks on its own"
+
+    [exported] = _register_rows(settings, "register_exported")
+    assert (exported["actor_id"], exported["actor_name"], exported["protocol_id"]) == (OCMW_DPO_ID, "Dirk Pé-O",
+                                                                                       PROTOCOL_ID)
+    assert exported["detail"].startswith("csv; 5 entries; period 2026-11-28 to 2026-11-28; last entry")
+    assert head.last_hash in exported["detail"]
+    assert (exported["data_categories"], exported["recipient"]) == ("", "")
+
+    again, _, refusal = await _get(bot, csv_link)
+    assert again == 404 and "werkt één keer" in refusal.decode() and "works once" in refusal.decode()
+    assert len(_register_rows(settings, "register_exported")) == 1, "a refused link records nothing"
+    assert await bot.services.register.verify() == []
+
+
+async def test_the_json_link_gives_the_exact_register(bot: BotDriver, referrer: TeamsUser, dpo: TeamsUser) -> None:
+    await _a_delivered_referral(bot, referrer)
+    card = await _card(bot, dpo, "Verwerkingsregister")
+    status, headers, body = await _get(bot, _links(card)[1])
+    assert status == 200 and headers["Content-Type"] == "application/json; charset=utf-8"
+    rows = json.loads(body)
+    assert [list(row) for row in rows] == [list(EXPORT_COLUMNS)] * 5
+    first = await _register_rows_in(bot, "register_exported")
+    assert first[0]["detail"].startswith("json; 5 entries")
+
+
+async def _register_rows_in(bot: BotDriver, event: str) -> list[dict[str, str]]:
+    return [row for row in await bot.services.register.export_protocol(PROTOCOL_ID) if row["event"] == event]
+
+
+async def test_a_link_no_longer_works_after_15_minutes(
+    bot: BotDriver, dpo: TeamsUser, clock: ManualClock, settings: Settings
+) -> None:
+    csv_link, json_link = _links(await _card(bot, dpo))
+    clock.advance(dt.timedelta(minutes=15))
+    for link in (csv_link, json_link):
+        status, _, _ = await _get(bot, link)
+        assert status == 404
+    assert _register_rows(settings, "register_exported") == []
+    with sqlite3.connect(settings.database_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM register_links").fetchone()[0] == 0, "expired links are forgotten"
+
+
+async def test_links_are_stored_only_as_hashes_and_a_head_request_uses_nothing(
+    bot: BotDriver, dpo: TeamsUser, settings: Settings
+) -> None:
+    csv_link = _links(await _card(bot, dpo))[0]
+    token = urllib.parse.urlsplit(csv_link).path.rsplit("/", 1)[1]
+    assert len(token) == 43
+    with sqlite3.connect(settings.database_path) as db:
+        stored = " ".join(str(value) for row in db.execute("SELECT * FROM register_links") for value in row)
+    assert token not in stored and OCMW_DPO_ID in stored
+    head, _, _ = await _get(bot, csv_link, "HEAD")
+    assert head == 405, "a link checker's HEAD must not use the link up"
+    status, _, _ = await _get(bot, csv_link)
+    assert status == 200
+
+
+@pytest.mark.parametrize("path", ["not-a-token", "A" * 43, "A" * 43 + "?format=xlsx", "%2e%2e%2fbot.sqlite3"])
+async def test_anything_but_a_valid_token_gets_the_one_refusal(bot: BotDriver, path: str) -> None:
+    status, headers, body = await _get(bot, f"{BASE_URL}/register/export/{path}")
+    assert status == 404 and headers["Cache-Control"] == "no-store"
+    assert b"ZIP" not in body and b"seq" not in body
+
+
+async def test_the_opgroeien_dpo_is_named_too(bot: BotDriver) -> None:
+    card = await _card(bot, TeamsUser(OPGROEIEN_DPO_ID, "Dana DPO", "a:personal-dpo-2"))
+    assert "protocol OR-KG-NOW-OCMW-SGW-2026" in texts(card) and len(_links(card)) == 2
+    assert "nog geen regels" in texts(card), "nothing was recorded under the protocol yet"
+
+
+async def test_someone_no_protocol_names_as_dpo_is_refused_and_logged(
+    bot: BotDriver, referrer: TeamsUser, caplog: pytest.LogCaptureFixture, settings: Settings
+) -> None:
+    caplog.set_level(logging.INFO)
+    [reply] = await bot.say(referrer, "register")
+    assert "alleen voor de DPO's die in een protocol genoemd zijn" in reply["text"]
+    assert not reply.get("attachments")
+    assert any("no protocol file names as DPO: refused" in record.getMessage()
+               and getattr(record, "user_id", "") == "aad-referrer-1" for record in caplog.records)
+    with sqlite3.connect(settings.database_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM register_links").fetchone()[0] == 0
+
+
+async def test_outside_the_personal_chat_even_a_dpo_gets_no_link(bot: BotDriver, settings: Settings) -> None:
+    in_channel = TeamsUser(OCMW_DPO_ID, "Dirk Pé-O", "19:ocmw-welzijnshuis@thread.tacv2", channel=True)
+    [reply] = await bot.say(in_channel, "<at>Veilig doorverwijzen</at> register")
+    assert "persoonlijke chat" in reply["text"] and not reply.get("attachments")
+    with sqlite3.connect(settings.database_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM register_links").fetchone()[0] == 0
+
+
+async def test_a_dpo_removed_from_the_protocol_file_can_no_longer_download(
+    bot: BotDriver, dpo: TeamsUser, settings: Settings
+) -> None:
+    csv_link = _links(await _card(bot, dpo))[0]
+    path = settings.protocols_dir / "sint-gillis-waas.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace(OCMW_DPO_ID.upper(), OPGROEIEN_DPO_ID),
+                    encoding="utf-8")
+    status, _, _ = await _get(bot, csv_link)  # every request rereads a changed protocol folder
+    assert status == 404
+    assert _register_rows(settings, "register_exported") == []
+
+
+async def test_without_a_public_address_the_card_says_what_is_needed(
+    tmp_path: Path, clock: ManualClock, dpo: TeamsUser
+) -> None:
+    app = create_app(_settings(tmp_path), clock=clock, run_worker=False)
+    async with running_bot(app) as bot:
+        card = await _card(bot, dpo)
+    assert _links(card) == []
+    assert "PUBLIC_BASE_URL" in texts(card) and "Laatste hash" not in texts(card)
+
+
+async def test_a_broken_chain_is_on_the_card(
+    bot: BotDriver, referrer: TeamsUser, dpo: TeamsUser, settings: Settings
+) -> None:
+    await _a_delivered_referral(bot, referrer)
+    with sqlite3.connect(settings.database_path) as db:
+        db.execute("UPDATE register SET actor_name = 'Iemand Anders' WHERE seq = 2")
+    shown = texts(await _card(bot, dpo))
+    assert "De hashketen klopt NIET: het eerste probleem zit bij regel 2 (in totaal 1)" in shown
+

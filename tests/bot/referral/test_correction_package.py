@@ -1,0 +1,42 @@
+"""The correction's file: only the corrected item, named as the cards name it, true whoever asked for it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+import cards
+from bot.core.protocols import load_protocol_file
+from bot.core.referral_values import ITEM_FIELDS, Referrer
+from bot.referral.correction_package import CorrectionPackageContents, _text
+from tests.support.words import forbidden_words, unproven_ticks
+
+PROTOCOL_FILE = Path(__file__).resolve().parents[3] / "infra" / "protocols" / "sint-gillis-waas.toml"
+VALUES = {"firstName": "Zoë", "lastName": "Van den Broeck", "street": "Kerkstraat", "houseNumber": "12 bus 3",
+          "postalCode": "9170", "municipality": "Meerdonk", "phone": "+32470123456", "email": "zoe@example.be"}
+
+
+def correction(item: str) -> str:
+    contents = CorrectionPackageContents(
+        reference="VD-20261128-K7M2QX-2", corrects="VD-20261128-K7M2QX", protocol=load_protocol_file(PROTOCOL_FILE),
+        item=item, values={field: VALUES[field] for field in ITEM_FIELDS[item]},
+        referrer=Referrer(user_id="aad-1", display_name="Anna Peeters"), key_version="3",
+        created_at=dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC),
+    )
+    return _text(contents).decode("utf-8")
+
+
+@pytest.mark.parametrize("item", sorted(ITEM_FIELDS))
+def test_the_item_and_its_fields_are_named_as_on_the_cards(item: str) -> None:
+    text = correction(item)
+
+    assert f"Verbeterd gegeven: {cards.text('nl', f'item.{item}.label')} (protocol artikel 7)." in text
+    for field in ITEM_FIELDS[item]:
+        [line] = [line for line in text.splitlines() if line.endswith(f": {VALUES[field]}")]
+        label = line.strip().removesuffix(f": {VALUES[field]}")
+        assert cards.text("nl", f"field.{field}.label").startswith(label), (field, label)
+    assert forbidden_words(text, "nl") == {}
+    assert unproven_ticks(text, "nl") == []
+    assert "OCMW meldde" not in text, "Kind en Gezin may correct on its own initiative: say only what is true of both"
