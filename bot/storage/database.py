@@ -163,15 +163,8 @@ class Database:
         return self._current.get() is not None
 
     @contextlib.asynccontextmanager
-    async def transaction(self, *, durable: bool = True) -> AsyncIterator[None]:
-        """All statements inside commit together or not at all; nested, a savepoint.
-
-        `durable=False` is for what may be lost to a power cut (never to a crash of the process):
-        the commit does not wait for the disk (SQLite: `synchronous = NORMAL` for it, the WAL
-        reaches the disk with the next durable commit; PostgreSQL: `synchronous_commit = off`).
-        The rate limits' click counts use it: a fsync per click was a fifth of a referral's.
-        Inside another transaction it changes nothing: the outer one decides.
-        """
+    async def transaction(self) -> AsyncIterator[None]:
+        """All statements inside commit together or not at all; nested, a savepoint."""
         current = self._own_transaction()
         if current is not None:
             if self._file is not None:
@@ -183,7 +176,7 @@ class Database:
                     yield
             return
         if self._file is not None:
-            async with self._file.transaction(durable=durable) as writer:
+            async with self._file.transaction() as writer:
                 state = _Transaction(writer, _current_task())
                 token = self._current.set(state)
                 try:
@@ -197,8 +190,6 @@ class Database:
             token = self._current.set(state)
             try:
                 async with connection.begin():
-                    if not durable:
-                        await _run(connection, self._statement("SET LOCAL synchronous_commit TO OFF", {}), {})
                     yield
             finally:
                 self._current.reset(token)

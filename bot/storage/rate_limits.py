@@ -1,8 +1,7 @@
 """How often a user (or a conversation) may act: sliding-window limits that hold across instances.
 
 The events are rows in the shared database, so two instances behind the load balancer count the
-same clicks; a restart forgives nothing (a power cut may: the counts are committed without waiting
-for the disk, see `Database.transaction`). The key is stored as a hash (a user or conversation id is
+same clicks; a restart forgives nothing. The key is stored as a hash (a user or conversation id is
 not client data, but the table has no need to name anyone). Each check runs in its own short
 transaction under a lock per key and kind, so concurrent clicks on two instances cannot both slip
 under the limit. Old events go in the periodic sweep (`prune`).
@@ -38,7 +37,7 @@ class RateLimiter:
         if limit is None:
             return True
         hashed = _hash(key)
-        async with self._db.transaction(durable=False):  # a click count may go with a power cut, not a crash
+        async with self._db.transaction():
             await self._db.lock(f"rate:{kind}:{hashed}")
             count = await self._db.scalar(
                 "SELECT COUNT(*) AS n FROM rate_events WHERE kind = :kind AND key_hash = :key AND at > :since",

@@ -62,29 +62,19 @@ class SqliteFile:
     # -- transactions ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def transaction(self, *, durable: bool = True) -> AsyncIterator[sqlite3.Connection]:
-        """The writer inside `BEGIN IMMEDIATE` (read-only: `BEGIN`); committed when the block ends.
-
-        Not `durable`: committed with `synchronous = NORMAL`, no fsync (safe from a crash of the
-        process, not from a power cut until the next durable commit syncs the WAL).
-        """
+    async def transaction(self) -> AsyncIterator[sqlite3.Connection]:
+        """The writer inside `BEGIN IMMEDIATE` (read-only: `BEGIN`); committed when the block ends."""
         async with self._writer_lock():
             connection = self._connection(writer=True)
             begin = "BEGIN" if self.read_only else "BEGIN IMMEDIATE"
-            if not durable:
-                connection.execute("PRAGMA synchronous = NORMAL").close()
+            await self._when_not_busy(lambda: connection.execute(begin))
             try:
-                await self._when_not_busy(lambda: connection.execute(begin))
-                try:
-                    yield connection
-                    await self._when_not_busy(lambda: _run(connection, "COMMIT", {}))
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-                    raise
-            finally:
-                if not durable:
-                    connection.execute("PRAGMA synchronous = FULL").close()
+                yield connection
+                await self._when_not_busy(lambda: _run(connection, "COMMIT", {}))
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
 
     @contextlib.asynccontextmanager
     async def savepoint(self, connection: sqlite3.Connection, name: str) -> AsyncIterator[None]:

@@ -271,17 +271,3 @@ async def test_a_transaction_is_not_shared_with_a_task_it_starts(tmp_path: Path)
         child = asyncio.create_task(db.execute("SELECT 1 AS x"))
         with pytest.raises(RuntimeError, match="did not open it"):
             await child
-
-
-async def test_a_transaction_that_need_not_be_durable_commits_and_leaves_the_next_one_durable(
-    database: Database,
-) -> None:
-    """`durable=False` (the rate limits' counts) skips waiting for the disk for that commit only."""
-    setting = "SHOW synchronous_commit" if database.is_postgres else "PRAGMA synchronous"
-    async with database.transaction(durable=False):
-        await database.execute("INSERT INTO reminders (subject, kind, at) VALUES ('a', 'k', 't')")
-        inside = str(await database.scalar(setting))
-    async with database.transaction():
-        after = str(await database.scalar(setting))
-    assert (inside, after) == (("off", "on") if database.is_postgres else ("1", "2"))  # SQLite: NORMAL, FULL
-    assert await database.scalar("SELECT COUNT(*) FROM reminders") == 1
