@@ -1,12 +1,10 @@
-"""The one way the bot talks to its database: SQLite or PostgreSQL, the same SQL, async.
+"""The one way the bot talks to its database: SQLAlchemy 2 Core, async, on SQLite or PostgreSQL.
 
-`DATABASE_URL` unset: the embedded SQLite file in `BOT_DATA_DIR`. The running bot's statements go
-straight to it through `bot.storage.sqlite_file` (sqlite3 on the event loop: a statement there takes
-microseconds, where SQLAlchemy's async engine over aiosqlite spent ~150 µs of CPU on each); schema
-migrations and imports use SQLAlchemy's engine (aiosqlite). Set (`postgresql://user@host:port/db`):
-PostgreSQL through SQLAlchemy 2 Core and asyncpg, shared by several instances. The SQL is written
-once, in the dialect both speak (`ON CONFLICT`, `RETURNING`, named parameters); the few places
-where they differ ask this module (`for_update`, `skip_locked`, `lock`).
+`DATABASE_URL` unset: the embedded SQLite file in `BOT_DATA_DIR` (aiosqlite: the file's I/O runs in
+a thread of its own, never on the event loop). Set (`postgresql://user@host:port/db`): PostgreSQL
+through asyncpg, shared by several instances. The SQL is written once, in the dialect both engines
+speak (`ON CONFLICT`, `RETURNING`, named parameters); the few places where they differ ask this
+module (`for_update`, `skip_locked`, `lock`).
 
 Every step that changes state runs in `async with db.transaction():`; the stores inside it reach
 the same connection through a context variable, so a state change, its register entry and the
@@ -14,11 +12,9 @@ messages it causes commit together or not at all without a connection passed aro
 inside a transaction is a savepoint. Outside one, each statement commits on its own.
 
 SQLite serialises writers: a write transaction starts with `BEGIN IMMEDIATE` (two writers never
-deadlock on a lock upgrade; the second waits up to `busy_timeout`); in one process they queue on a
-lock of their own, first come first served. A statement that only reads, outside a transaction,
-reads the last commit without waiting for a writer. PostgreSQL runs writers side by side at READ
-COMMITTED; where that matters the stores say how they cope: `FOR UPDATE SKIP LOCKED` for the
-outboxes, an advisory lock for the register's hash chain, compare-and-set for state changes.
+deadlock on a lock upgrade; the second waits up to `busy_timeout`). PostgreSQL runs them side by
+side at READ COMMITTED; where that matters the stores say how they cope: `FOR UPDATE SKIP LOCKED`
+for the outboxes, an advisory lock for the register's hash chain, compare-and-set for state changes.
 
 Wiped means gone from the disk too. In SQLite, `secure_delete` zeroes deleted content in the main
 file, but WAL mode keeps old page versions in `-wal` until a checkpoint; so a wipe (`note_wipe`)
@@ -36,13 +32,12 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import bindparam, event, text
@@ -51,8 +46,6 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import TextClause
-
-from bot.storage.sqlite_file import SqliteFile
 
 logger = logging.getLogger(__name__)
 
@@ -112,27 +105,20 @@ class Rows:
 
 @dataclass
 class _Transaction:
-    """The connection of the outermost transaction, the task that owns it, and whether it wiped data.
+    """The connection of the outermost transaction, the task that owns it, and whether it wiped data."""
 
-    `connection` is SQLAlchemy's (PostgreSQL) or the SQLite file's writer (`sqlite3.Connection`).
-    """
-
-    connection: Any
+    connection: AsyncConnection
     task: asyncio.Task[Any] | None
     wiped: bool = False
     after_commit: list[Callable[[], None]] = field(default_factory=list)
-    savepoints: int = 0
 
 
 class Database:
     """The engine, and the transaction the current task is in (if any)."""
 
     def __init__(self, engine: AsyncEngine, dialect: Dialect, sqlite_path: Path | None = None, *,
-                 read_only: bool = False, settings: DatabaseSettings | None = None,
-                 sqlite_file: SqliteFile | None = None) -> None:
+                 read_only: bool = False, settings: DatabaseSettings | None = None) -> None:
         self.engine = engine
-        #: SQLite: the connections the stores' statements use (the engine: migrations and imports only).
-        self._file = sqlite_file
         #: What it was opened with (another process or engine on the same database opens these).
         self.settings = settings
         self.dialect: Dialect = dialect
@@ -141,7 +127,6 @@ class Database:
         self._current: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar(
             f"db-transaction-{id(self)}", default=None)
         self._statements: dict[tuple[str, frozenset[str]], TextClause] = {}
-        self._sqlite_statements: dict[str, str] = {}
         self._wal_dirty = False
 
     @property
@@ -167,23 +152,8 @@ class Database:
         """All statements inside commit together or not at all; nested, a savepoint."""
         current = self._own_transaction()
         if current is not None:
-            if self._file is not None:
-                current.savepoints += 1
-                async with self._file.savepoint(current.connection, f"sp{current.savepoints}"):
-                    yield
-            else:
-                async with current.connection.begin_nested():
-                    yield
-            return
-        if self._file is not None:
-            async with self._file.transaction() as writer:
-                state = _Transaction(writer, _current_task())
-                token = self._current.set(state)
-                try:
-                    yield
-                finally:
-                    self._current.reset(token)
-            await self._committed(state)
+            async with current.connection.begin_nested():
+                yield
             return
         async with self._connect() as connection:
             state = _Transaction(connection, _current_task())
@@ -193,11 +163,7 @@ class Database:
                     yield
             finally:
                 self._current.reset(token)
-        await self._committed(state)
-
-    async def _committed(self, state: _Transaction) -> None:
-        """What waits for the commit: wake-ups, and emptying the WAL after a wipe."""
-        for callback in state.after_commit:
+        for callback in state.after_commit:  # only reached once committed
             callback()
         if state.wiped:
             self._wal_dirty = True
@@ -219,10 +185,7 @@ class Database:
         current = self._own_transaction()
         if current is None:
             raise RuntimeError("current_connection() outside a transaction")
-        if self._file is not None:
-            raise RuntimeError("current_connection() is for PostgreSQL (an import's target)")
-        connection: AsyncConnection = current.connection
-        return connection
+        return current.connection
 
     async def lock(self, name: str) -> None:
         """Hold a named lock until the current transaction ends (one chain, one writer at a time).
@@ -249,8 +212,6 @@ class Database:
         Parameters are named (`:name`); a list, tuple or set value stands for `IN :name`.
         """
         parameters = parameters or {}
-        if self._file is not None:
-            return await self._execute_sqlite(sql, parameters)
         statement = self._statement(sql, parameters)
         current = self._own_transaction()
         if current is not None:
@@ -260,43 +221,6 @@ class Database:
         if self._wal_dirty:
             await self.truncate_wal()
         return rows
-
-    async def _execute_sqlite(self, sql: str, parameters: SqlParameters) -> Rows:
-        file = self._file
-        assert file is not None  # noqa: S101  # nosec B101  # only called with one
-        statement, values = self._sqlite_statement(sql, parameters)
-        current = self._own_transaction()
-        if current is not None:
-            rows, count = await file.run(current.connection, statement, values)
-        elif self.read_only or _only_reads(sql):
-            rows, count = await file.read(statement, values)
-        else:  # a change on its own: its own transaction
-            async with self.transaction():
-                return await self._execute_sqlite(sql, parameters)
-        if self._wal_dirty and current is None:
-            await self.truncate_wal()
-        return Rows(cast(list[RowMapping], rows), count)  # dicts: read by column name like RowMappings
-
-    def _sqlite_statement(self, sql: str, parameters: SqlParameters) -> tuple[str, SqlParameters]:
-        """sqlite3 takes `:name` itself; a list, tuple or set value is spelled out for `IN :name`."""
-        if not any(isinstance(value, (list, tuple, set, frozenset)) for value in parameters.values()):
-            return sql, parameters
-        values = {name: value for name, value in parameters.items()
-                  if not isinstance(value, (list, tuple, set, frozenset))}
-
-        def spelled_out(match: re.Match[str]) -> str:
-            name = match.group(1)
-            items = parameters.get(name)
-            if not isinstance(items, (list, tuple, set, frozenset)):
-                return match.group(0)
-            ordered = sorted(items) if isinstance(items, (set, frozenset)) else list(items)
-            if not ordered:
-                return "(SELECT NULL WHERE 0)"  # IN nothing: false; NOT IN nothing: true
-            names = [f"{name}__{index}" for index in range(len(ordered))]
-            values.update(zip(names, ordered, strict=True))
-            return "(" + ", ".join(f":{each}" for each in names) + ")"
-
-        return _PARAMETER.sub(spelled_out, sql), values
 
     async def fetch_one(self, sql: str, parameters: SqlParameters | None = None) -> RowMapping | None:
         return (await self.execute(sql, parameters)).first()
@@ -318,17 +242,6 @@ class Database:
             return True
         if self._own_transaction() is not None:
             return False  # inside a transaction SQLite refuses; the transaction's end tries again
-        if self._file is not None:
-            try:
-                busy = await self._file.checkpoint_truncate()
-            except Exception as error:  # a failed checkpoint is retried, never fatal
-                logger.warning("WAL checkpoint failed; retried later", extra={"error": type(error).__name__})
-                return False
-            if busy:
-                logger.warning("WAL checkpoint busy (another connection is reading); retried later")
-                return False
-            self._wal_dirty = False
-            return True
         async with self.engine.connect() as connection:
             raw = await connection.get_raw_connection()
             driver: Any = raw.driver_connection  # the aiosqlite connection, in autocommit mode
@@ -349,8 +262,6 @@ class Database:
 
     async def close(self) -> None:
         """Close every pooled connection (app shutdown)."""
-        if self._file is not None:
-            self._file.close()
         await self.engine.dispose()
 
     def _own_transaction(self) -> _Transaction | None:
@@ -393,15 +304,6 @@ async def _run(connection: AsyncConnection, statement: TextClause, parameters: S
     result = await connection.execute(statement, values)
     rows = list(result.mappings().all()) if result.returns_rows else []
     return Rows(rows, result.rowcount if not result.returns_rows else len(rows))
-
-
-#: A named parameter (`:name`), not a PostgreSQL cast (`::text`).
-_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
-
-
-def _only_reads(sql: str) -> bool:
-    """A SELECT (outside a transaction it may go to the reader, which refuses any change)."""
-    return sql.lstrip().lstrip("(")[:6].upper() == "SELECT"
 
 
 def _current_task() -> asyncio.Task[Any] | None:
@@ -448,14 +350,12 @@ def open_database(settings: DatabaseSettings) -> Database:
         engine = create_async_engine(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true", pool_size=2, max_overflow=2,
                                      hide_parameters=True)
         _sqlite_pragmas(engine, begin="BEGIN")
-        return Database(engine, "sqlite", sqlite_path=path, read_only=True, settings=settings,
-                        sqlite_file=SqliteFile(path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS, read_only=True))
+        return Database(engine, "sqlite", sqlite_path=path, read_only=True, settings=settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     _make_private(path)
     engine = create_async_engine(f"sqlite+aiosqlite:///{path}", pool_size=5, max_overflow=5, hide_parameters=True)
     _sqlite_pragmas(engine)
-    return Database(engine, "sqlite", sqlite_path=path, settings=settings,
-                    sqlite_file=SqliteFile(path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS))
+    return Database(engine, "sqlite", sqlite_path=path, settings=settings)
 
 
 def postgres_connection(url: str) -> tuple[str, dict[str, Any]]:
