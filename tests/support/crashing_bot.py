@@ -43,11 +43,11 @@ def _hit() -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _crashing_transaction(self: database.Database, *, durable: bool = True) -> AsyncIterator[None]:
+async def _crashing_transaction(self: database.Database) -> AsyncIterator[None]:
     outermost = not self.in_transaction
     hit = False
     try:
-        async with _original_transaction(self, durable=durable):
+        async with _original_transaction(self):
             yield
             if outermost:
                 hit = _hit()
