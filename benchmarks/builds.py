@@ -163,3 +163,30 @@ def _prepare_bot(spec: BuildSpec, repo: Path, cache_dir: Path, worktrees: list[P
     venv = cached_venv(requirements, cache_dir)
     return Build(spec.name, tree, venv / "bin" / "python", ("-m", "bot", "serve"), echo=False,
                  description=f"{spec.ref} ({commit[:12]}) in a temporary worktree, venv {venv}")
+
+
+@contextlib.contextmanager
+def commit_tree(repo: Path, ref: str) -> Iterator[tuple[Path, str]]:
+    """`ref` checked out in a temporary worktree (detached), removed when the block ends; (folder, commit)."""
+    commit = _git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    tree = Path(tempfile.mkdtemp(prefix="bench-tree-"))
+    try:
+        _git(repo, "worktree", "add", "--detach", str(tree), commit)
+        yield tree, commit
+    finally:
+        with contextlib.suppress(BuildError):
+            _git(repo, "worktree", "remove", "--force", str(tree))
+        shutil.rmtree(tree, ignore_errors=True)
+        with contextlib.suppress(BuildError):
+            _git(repo, "worktree", "prune")
+
+
+def python_for(tree: Path, cache_dir: Path) -> Path:
+    """The interpreter to run `tree` with: this one when `tree` needs the same packages, else a cached venv."""
+    requirements = tree / "requirements.txt"
+    if not requirements.exists():
+        raise BuildError(f"{tree} has no requirements.txt")
+    if requirements.read_bytes() == (repo_root() / "requirements.txt").read_bytes():
+        return Path(sys.executable)
+    return cached_venv(requirements, cache_dir) / "bin" / "python"
+
