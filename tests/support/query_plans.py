@@ -105,7 +105,7 @@ async def explain(db: Database, statement: Statement, *, seqscan: bool = True) -
                 await connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
             result = await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement.sql}", statement.parameters)
             document = result.scalar()
-            raw = json.loads(document) if isinstance(document, str) else document
+            raw: Any = json.loads(document) if isinstance(document, str) else document
             access, scans = _postgres_access(raw[0]["Plan"])
         else:
             result = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement.sql}", statement.parameters)
