@@ -14,10 +14,11 @@ both, in this order:
    every statement at the largest size. Baselines: the same operation at 1 000 referrals (flat means
    about 1x), the issue's reminder pass (~440 ms at 10 000 referrals), and `before`.
 2. `benchmarks.instances`: one bot process, then two (pinned one per CPU), on one PostgreSQL,
-   referrals end to end, `--rounds` rounds with the builds and the instance counts taking turns; a
-   phase during which other processes used more than a tenth of a CPU is measured again (twice at
-   most; the quietest is kept). Baselines: one instance of the same build (target: two deliver at
-   least 1.6 times as many referrals per second), and `before`.
+   referrals end to end, `--rounds` rounds with the builds and the instance counts taking turns;
+   each phase waits for an idle machine, and one during which other processes used more than a tenth
+   of a CPU is measured again (three times at most; the quietest is kept). Baselines: one instance
+   of the same build (target: two deliver at least 1.6 times as many referrals per second), and
+   `before`.
 
 The machine's load is printed at the start and at the end. Run it alone (`flock /tmp/heavy.lock`).
 This is not a test: the figures go into the README by hand.
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             "## The database work as stored referrals grow", "",
             database_growth.setup_line(arguments), "",
             render(*database_growth.timing_rows(growth), markdown=markdown), "",
+            database_growth.noise_line(growth), "",
             "Against the baselines:", *growth_baselines(growth), "",
             "Full scans of growing tables (plans with the statistics of the full database):",
             *database_growth.scan_lines(growth), "",
