@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess  # the builds' own Python with fixed arguments  # nosec B404
 import sys
@@ -374,7 +375,8 @@ async def run_phase(rig: Rig, build: BotBuild, instances: int, arguments: argpar
         for bot in bots:
             await wait_healthy(rig.session, bot, "/healthz")
         await _link_ocmw(rig, build, bots[0], environment)
-        before_count, _ = await _sink_count(rig)
+        async with rig.session.delete(f"{rig.sink.url}{MAILS_PATH}") as response:
+            response.raise_for_status()  # a reference an earlier phase's database drew is new here
         load = Load(rig.connector.url, rig.sink.url, rig.session)
         users = [BenchUser.numbered(label, index) for index in range(arguments.referrers)]
         referrers = [asyncio.create_task(load.referrer(bots[index % instances], user))
@@ -403,9 +405,12 @@ async def run_phase(rig: Rig, build: BotBuild, instances: int, arguments: argpar
         total = sum(load.references.values())
         await _drained(rig, database_url, bots)
         count, distinct = await _sink_count(rig)
-        if count - before_count != total or distinct - before_count != total:
-            raise BenchmarkError(f"{total} referrals sent, the sink got {count - before_count} mails "
-                                 f"({distinct - before_count} distinct)")
+        if count != total or distinct != total:
+            async with rig.session.get(f"{rig.sink.url}{MAILS_PATH}") as response:
+                twice = (await response.json())["more_than_once"]
+            raise BenchmarkError(f"{total} referrals sent, the sink got {count} mails "
+                                 f"({distinct} distinct; more than once: {twice}); "
+                                 f"bot logs: {rig.folder}/{label}-bot*.log")
         await _check_database(build, database_url, total, environment)
     latencies = [(invokes, delivery) for done, invokes, delivery in load.latencies
                  if window_start <= done <= window_start + window]
@@ -617,9 +622,23 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return arguments
 
 
+@contextlib.contextmanager
+def _kept_on_failure(folder: Path) -> Iterator[None]:
+    """The run's logs (bots, sink, stand-in) copied to a folder that stays when the run fails."""
+    try:
+        yield
+    except BaseException:
+        kept = Path(tempfile.mkdtemp(prefix="bench-instances-failed-"))
+        for log in folder.glob("*.log"):
+            shutil.copy2(log, kept / log.name)
+        _log(f"the logs of the failed run are in {kept}")
+        raise
+
+
 async def measure(arguments: argparse.Namespace, builds: list[BotBuild], cpus: list[int]) -> list[Phase]:
     """Every round: each build (the order turning) with one and two instances (the order alternating)."""
-    with tempfile.TemporaryDirectory(prefix="bench-instances-") as name, postgres_server() as server:
+    with tempfile.TemporaryDirectory(prefix="bench-instances-") as name, postgres_server() as server, \
+            _kept_on_failure(Path(name)):
         folder = Path(name)
         smtp_port, sink_port, connector_port = free_port(), free_port(), free_port()
         sink = start("mail sink", [sys.executable, "-m", "benchmarks.mail_sink", str(smtp_port), str(sink_port)],

@@ -3,10 +3,11 @@
 aiosmtpd on 127.0.0.1:SMTP without TLS (the bot runs with `SMTP_TLS=none` and
 `SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK=1`), in the process's own event loop, so its CPU is neither the
 bot's nor the load generator's. It keeps only each mail's Message-ID. `GET /_bench/mails` on
-127.0.0.1:HTTP answers `{"count": accepted, "distinct": distinct Message-IDs}`: equal means every
-mail arrived once. `GET /_bench/mails/<reference>` answers 200 once the mail whose Message-ID holds
-that referral's reference has arrived (waiting for it up to 60 s; then 504), so a referrer can wait
-for its referral to be delivered before it starts the next.
+127.0.0.1:HTTP answers `{"count": accepted, "distinct": distinct Message-IDs, "more_than_once": [...]}`:
+equal counts mean every mail arrived once. `GET /_bench/mails/<reference>` answers 200 once the mail
+whose Message-ID holds that referral's reference has arrived (waiting for it up to 60 s; then 504),
+so a referrer can wait for its referral to be delivered before it starts the next. `DELETE /_bench/mails`
+forgets every mail (a new phase on a new database may draw a reference an earlier one had).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ async def serve(smtp_port: int, http_port: int) -> None:
     smtp = await loop.create_server(lambda: SMTP(handler, hostname="sink.test"), "127.0.0.1", smtp_port)
 
     async def mails(_: web.Request) -> web.Response:
-        return web.json_response({"count": sum(handler.message_ids.values()), "distinct": len(handler.message_ids)})
+        twice = sorted(message_id.decode() for message_id, count in handler.message_ids.items() if count > 1)
+        return web.json_response({"count": sum(handler.message_ids.values()), "distinct": len(handler.message_ids),
+                                  "more_than_once": twice})
 
     async def wait_for(request: web.Request) -> web.Response:
         arrived = handler.arrived[request.match_info["reference"]]
@@ -62,8 +65,14 @@ async def serve(smtp_port: int, http_port: int) -> None:
             return web.Response(status=504)
         return web.Response(status=200)
 
+    async def forget(_: web.Request) -> web.Response:
+        handler.message_ids.clear()
+        handler.arrived.clear()
+        return web.Response(status=204)
+
     app = web.Application()
     app.router.add_get(MAILS_PATH, mails)
+    app.router.add_delete(MAILS_PATH, forget)
     app.router.add_get(MAILS_PATH + "/{reference}", wait_for)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
