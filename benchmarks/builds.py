@@ -185,3 +185,30 @@ def _python_of_commit(ref: str, repo: Path, cache_dir: Path) -> Path:
         requirements = Path(folder) / "requirements.txt"
         requirements.write_text(_git(repo, "show", f"{commit}:requirements.txt") + "\n", encoding="utf-8")
         return _python_for(requirements, repo, cache_dir)[0]
+
+
+@contextlib.contextmanager
+def commit_tree(repo: Path, ref: str) -> Iterator[tuple[Path, str]]:
+    """`ref` checked out in a temporary worktree (detached), removed when the block ends; (folder, commit)."""
+    commit = _git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    tree = Path(tempfile.mkdtemp(prefix="bench-tree-"))
+    try:
+        _git(repo, "worktree", "add", "--detach", str(tree), commit)
+        yield tree, commit
+    finally:
+        with contextlib.suppress(BuildError):
+            _git(repo, "worktree", "remove", "--force", str(tree))
+        shutil.rmtree(tree, ignore_errors=True)
+        with contextlib.suppress(BuildError):
+            _git(repo, "worktree", "prune")
+
+
+def python_for(tree: Path, cache_dir: Path) -> Path:
+    """The interpreter to run `tree` with: this one when `tree` needs the same packages, else a cached venv."""
+    requirements = tree / "requirements.txt"
+    if not requirements.exists():
+        raise BuildError(f"{tree} has no requirements.txt")
+    if requirements.read_bytes() == (repo_root() / "requirements.txt").read_bytes():
+        return Path(sys.executable)
+    return cached_venv(requirements, cache_dir) / "bin" / "python"
+

@@ -217,10 +217,11 @@ class DeliveryWorker:
                 logger.info("mail delivered", extra={"reference": item.reference})
                 return
             referral = await self._referrals.transition(referral.reference, ReferralState.SENT, sent_at=now)
-            await self._append_delivered(referral, f"attempt {item.attempts}")
             await self._tell_referrer(referral, delivered_at=now)
             if self._after_delivery is not None:
                 await self._after_delivery(referral, now)
+            # Last: the register's lock, shared by every instance, is held from here to the commit.
+            await self._append_delivered(referral, f"attempt {item.attempts}")
         self._metrics.referral_delivered(referral.protocol_id, _kind(referral), now - referral.queued_at)
         logger.info("referral delivered", extra={"reference": referral.reference})
 
@@ -264,8 +265,8 @@ class DeliveryWorker:
             if referral is None:
                 return
             referral = await self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)
-            await self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)
             await self._tell_referrer(referral, delivered_at=None)
+            await self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)  # last, as above
         self._metrics.referral_failed(referral.protocol_id, _kind(referral), cause)
 
     async def _append(

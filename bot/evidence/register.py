@@ -38,9 +38,11 @@ from sqlalchemy.engine import RowMapping
 
 from bot.core.protocols import DataSharingProtocol
 from bot.core.referral_values import DATA_CATEGORIES, LEGAL_BASIS, PURPOSE, RECIPIENT_CATEGORY
-from bot.storage.database import Database, from_text, to_text
+from bot.storage.database import Database, from_text, lock_key, to_text
 
 GENESIS_HASH = "0" * 64
+#: The lock every append holds until its transaction ends (`Database.lock`), so there is one chain.
+REGISTER_LOCK = "register"
 
 #: The fields the hash of a format-1 entry covers (written before the fields below existed).
 LEGACY_HASHED_FIELDS: tuple[str, ...] = (
@@ -55,7 +57,8 @@ LEGACY_HASHED_FIELDS: tuple[str, ...] = (
     "recipient_category",
     "detail",
 )
-#: The fields the hash of a current (format 2) entry covers, in export order.
+#: The fields the hash of a current (format 2) entry covers, in export order. PostgreSQL's `register_append`
+#: (revision 0003) stores exactly these: a new field needs a revision that replaces that function.
 HASHED_FIELDS: tuple[str, ...] = (
     "at",
     "event",
@@ -200,6 +203,10 @@ class ProcessingRegister:
     advisory lock held to the end of the writing transaction; SQLite: the writer lock), and its
     `seq` is the previous entry's plus one, never a sequence's next value, which a rolled-back
     transaction would leave as a gap that `verify` reports as a removed entry.
+
+    Every instance's every step waits for that one lock, so it is held as briefly as possible: on
+    PostgreSQL the append is one statement (`register_append`), and the busiest writer, the
+    delivery worker, appends last, just before its commit.
     """
 
     def __init__(self, db: Database) -> None:
@@ -247,9 +254,18 @@ class ProcessingRegister:
             "detail": detail,
             "entry_format": CURRENT_FORMAT,
         }
+        if self._db.is_postgres:
+            # One statement (revision 0003): lock, read the last entry, insert. The lock is then held
+            # from here to the commit (on its own, autocommit: to the statement's end), not over three
+            # more round trips through the event loop.
+            appended = await self._db.execute(
+                "SELECT register_append(:key, :genesis, :canonical) AS hash",
+                {"key": lock_key(REGISTER_LOCK), "genesis": GENESIS_HASH, "canonical": canonical_fields(fields)},
+            )
+            return str(appended.scalar())
         columns = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
         async with self._db.transaction():
-            await self._db.lock("register")
+            await self._db.lock(REGISTER_LOCK)
             row = await self._db.fetch_one("SELECT seq, hash FROM register ORDER BY seq DESC LIMIT 1")
             previous = GENESIS_HASH if row is None else str(row["hash"])
             digest = entry_hash(previous, fields)
@@ -292,7 +308,7 @@ class ProcessingRegister:
         `verify` starts from now on. Returns how many entries went. `rule` says why, in a few words.
         """
         async with self._db.transaction():
-            await self._db.lock("register")
+            await self._db.lock(REGISTER_LOCK)
             rows = await self._db.fetch_one(
                 "SELECT MIN(seq) AS first, COUNT(*) AS n FROM register WHERE seq <= :last", {"last": last_seq})
             last = await self._db.fetch_one("SELECT hash FROM register WHERE seq = :last", {"last": last_seq})
@@ -433,7 +449,14 @@ def _is_sha256_hex(value: str) -> bool:
     return len(value) == 64 and all(character in "0123456789abcdef" for character in value)
 
 
+def canonical_fields(fields: dict[str, str]) -> str:
+    """The entry's fields as the hash covers them: JSON, keys sorted, ASCII only, no spaces."""
+    return json.dumps(fields, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+
+
 def entry_hash(previous_hash: str, fields: dict[str, str]) -> str:
-    """SHA-256 over the previous hash and the entry's fields in a canonical JSON form."""
-    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
-    return hashlib.sha256((previous_hash + canonical).encode("ascii")).hexdigest()
+    """SHA-256 over the previous hash and the entry's fields in a canonical JSON form.
+
+    PostgreSQL's `register_append` (revision 0003) computes the same over the same bytes.
+    """
+    return hashlib.sha256((previous_hash + canonical_fields(fields)).encode("ascii")).hexdigest()

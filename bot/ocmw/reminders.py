@@ -109,7 +109,10 @@ class ReminderService:
     async def _candidates(self, chase: Chase, kind: str, entered_before: dt.datetime,
                           ) -> list[tuple[SentReferral, dt.datetime]]:
         """Referrals waiting in `chase` since before `entered_before` without a `kind` reminder, with since when."""
-        versions = "" if chase.versions_too else " AND r.parent_reference IS NULL"
+        # First versions only: `COALESCE(...) = ''` rather than `IS NULL`, which the engine may look up in
+        # `referrals_parent` (SQLite, without statistics, does), walking every first version ever kept instead
+        # of the few waiting in `states` (tests/bot/storage/test_query_plans.py).
+        versions = "" if chase.versions_too else " AND COALESCE(r.parent_reference, '') = ''"
         # The chase's `since` and the filters are this module's constants; values are bound parameters.
         rows = await self._db.fetch_all(
             f"SELECT r.*, {chase.since} AS chased_since FROM referrals AS r WHERE r.state IN :states{versions}"  # noqa: S608  # nosec B608

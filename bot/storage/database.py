@@ -9,7 +9,8 @@ module (`for_update`, `skip_locked`, `lock`).
 Every step that changes state runs in `async with db.transaction():`; the stores inside it reach
 the same connection through a context variable, so a state change, its register entry and the
 messages it causes commit together or not at all without a connection passed around. A transaction
-inside a transaction is a savepoint. Outside one, each statement commits on its own.
+inside a transaction is a savepoint. Outside one, each statement commits on its own (PostgreSQL: in
+autocommit mode, without a BEGIN and a COMMIT round trip around it).
 
 SQLite serialises writers: a write transaction starts with `BEGIN IMMEDIATE` (two writers never
 deadlock on a lock upgrade; the second waits up to `busy_timeout`). PostgreSQL runs them side by
@@ -196,7 +197,7 @@ class Database:
         if self._own_transaction() is None:
             raise RuntimeError("lock() outside a transaction")
         if self.is_postgres:
-            await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": _lock_key(name)})
+            await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": lock_key(name)})
 
     def note_wipe(self) -> None:
         """Client data was just overwritten or deleted: empty SQLite's WAL once that is committed."""
@@ -216,6 +217,12 @@ class Database:
         current = self._own_transaction()
         if current is not None:
             return await _run(current.connection, statement, parameters)
+        if self.is_postgres:
+            # On its own, a statement is its own transaction: autocommit, no BEGIN and COMMIT round
+            # trips around it, and a lock it takes (`register_append`'s) ends with it, in the server.
+            async with self._connect() as connection:
+                autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                return await _run(autocommit, statement, parameters)
         async with self._connect() as connection, connection.begin():
             rows = await _run(connection, statement, parameters)
         if self._wal_dirty:
@@ -320,7 +327,7 @@ def _is_unreachable(error: DBAPIError) -> bool:
     return unreachable or "connect" in type(original).__name__.lower()
 
 
-def _lock_key(name: str) -> int:
+def lock_key(name: str) -> int:
     """A stable signed 64-bit key for `pg_advisory_xact_lock`, from the lock's name."""
     return zlib.crc32(name.encode()) - 2**31
 

@@ -48,6 +48,62 @@ async def test_entries_are_chained(database: Database) -> None:
     assert await register.events_for("VD-20261128-AAAAAA") == ["consent_confirmed", "delivered"]
 
 
+async def test_entries_appended_alone_and_inside_steps_by_two_instances_make_one_chain(database: Database) -> None:
+    """Two engines on one database (two instances) append 40 entries at once, half of them alone (PostgreSQL:
+    one autocommitted statement) and half inside a transaction that does more: one unbroken chain, each hash
+    the one the bot computes in Python."""
+    other = another_engine(database)
+
+    async def append(db: Database, index: int) -> str:
+        register = ProcessingRegister(db)
+        fields = {"at": NOW + dt.timedelta(seconds=index), "event": RegisterEvent.ACKNOWLEDGED,
+                  "actor_id": f"aad-{index}", "actor_name": 'Zoë Ålander-"Ŝ" \\ 🙂', "protocol_id": "P",
+                  "reference": f"VD-20261128-{index:06d}", "detail": f"step {index}\n"}
+        if index % 2:
+            return await register.append(**fields)
+        async with db.transaction():
+            await db.execute("INSERT INTO reminders (subject, kind, at) VALUES (:s, 'k', :at)",
+                             {"s": str(index), "at": "x"})
+            return await register.append(**fields)
+
+    hashes = await asyncio.gather(*(append(database if index % 4 < 2 else other, index) for index in range(40)))
+    rows = await database.fetch_all("SELECT * FROM register ORDER BY seq")
+    assert [row["seq"] for row in rows] == list(range(1, 41)) and {row["hash"] for row in rows} == set(hashes)
+    assert all(entry_hash(row["previous_hash"], {name: row[name] for name in HASHED_FIELDS}) == row["hash"]
+               for row in rows)
+    assert await ProcessingRegister(database).verify() == []
+
+
+#: Text that the canonical JSON escapes and PostgreSQL's JSON parser must turn back into the same characters:
+#: quotes, backslashes, control characters, DEL, line and paragraph separators, astral characters (surrogate
+#: pairs in JSON) joined by ZWJ, a combining mark (not normalised), right to left, an escape that is text,
+#: and a long value.
+AWKWARD = ['Zoë "Ålander" \\ O\'Brien', "tab\tnew\nline\rreturn\x01\x1f\x7f", "\u2028\u2029\u00a0\ufeff",
+           "🙂 👨‍👩‍👧 𝔘", "e\u0301 versus \u00e9", "שלום مرحبا", "\\u00e9 is not é", "</script>&amp;",
+           "ŝ" * 5000]
+
+
+@pytest.mark.parametrize("text", AWKWARD, ids=[f"awkward-{index}" for index in range(len(AWKWARD))])
+async def test_the_stored_entry_and_its_hash_are_byte_for_byte_what_python_computes(
+    database: Database, text: str
+) -> None:
+    """PostgreSQL appends in the server (`register_append`, revision 0003); `verify` and the DPO's own check
+    recompute in Python (`entry_hash`). Every field is stored as given and the hashes agree, on both backends."""
+    register = ProcessingRegister(database)
+    first = await register.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id=text, actor_name=text,
+                                  protocol_id=text, reference=text, detail=text,
+                                  data_categories=("contact:phone",), recipient=text, consent_version=text)
+    second = await register.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name=text,
+                                   protocol_id="-", detail=text[::-1])
+    rows = await database.fetch_all("SELECT * FROM register ORDER BY seq")
+    given = {"actor_id", "actor_name", "protocol_id", "reference", "detail", "recipient", "consent_version"}
+    assert {name: rows[0][name] for name in given} == dict.fromkeys(given, text)
+    assert rows[1]["detail"] == text[::-1] and rows[1]["previous_hash"] == first
+    for row, digest in zip(rows, (first, second), strict=True):
+        assert row["hash"] == digest == entry_hash(row["previous_hash"], {name: row[name] for name in HASHED_FIELDS})
+    assert await register.verify() == []
+
+
 # --- verify(): the chain recomputed --------------------------------------------------------------
 
 BRUSSELS = ZoneInfo("Europe/Brussels")

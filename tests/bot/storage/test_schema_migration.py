@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Connection, inspect
 
+import bot.storage.migrations
+from bot.evidence.register import GENESIS_HASH, HASHED_FIELDS, ProcessingRegister, RegisterEvent, entry_hash
 from bot.storage.database import Database, DatabaseSettings, open_database
 from bot.storage.schema_migration import (
     SchemaOutOfDate,
@@ -109,3 +114,76 @@ async def test_a_start_on_a_schema_at_the_head_leaves_alembic_unloaded(tmp_path:
                                                    stdout=asyncio.subprocess.PIPE)
     output, _ = await process.communicate()
     assert process.returncode == 0 and output.decode().strip() == "False"
+
+
+# --- revision 0003: PostgreSQL appends a register entry in one statement ----------------------------
+
+_REVISIONS = Path(bot.storage.migrations.__file__).parent
+
+
+async def _to_revision(db: Database, revision: str, *, down: bool = False) -> None:
+    """Alembic's own upgrade (or downgrade) to `revision`, on a connection of `db`."""
+    def run(connection: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(_REVISIONS))
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+    async with db.engine.begin() as connection:
+        await connection.run_sync(run)
+
+
+async def _append_as_revision_0002_did(db: Database, number: int) -> None:
+    """An entry written the way the bot wrote them before revision 0003: chained in Python."""
+    async with db.transaction():
+        await db.lock("register")
+        last = await db.fetch_one("SELECT seq, hash FROM register ORDER BY seq DESC LIMIT 1")
+        fields = {name: "" for name in HASHED_FIELDS} | {
+            "at": f"2026-11-28T09:00:0{number}.000000+00:00", "event": "acknowledged", "actor_id": f"aad-{number}",
+            "actor_name": "Zoë", "protocol_id": "P", "entry_format": "2"}
+        previous = GENESIS_HASH if last is None else str(last["hash"])
+        columns = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
+        await db.execute(
+            f"INSERT INTO register ({', '.join(columns)}) VALUES ({', '.join(':' + name for name in columns)})",  # noqa: S608
+            {**fields, "seq": 1 if last is None else int(last["seq"]) + 1, "previous_hash": previous,
+             "hash": entry_hash(previous, fields)})
+
+
+async def _register_append_exists(db: Database) -> bool:
+    if not db.is_postgres:
+        return False
+    return bool(await db.scalar("SELECT to_regprocedure('register_append(bigint, text, text)') IS NOT NULL AS found"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_revision_0003_continues_a_register_written_before_it_and_goes_back_cleanly(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A deployment at 0002 with entries migrates to 0003; the next entries continue its chain (PostgreSQL:
+    hashed in the server now), and a downgrade to 0002 removes the function and leaves every entry."""
+    if backend == "sqlite":
+        db = open_database(DatabaseSettings(sqlite_path=tmp_path / "bot.sqlite3"))
+        OPENED.append(db)
+    else:
+        db = _unmigrated(request.getfixturevalue("postgres"))
+    await _to_revision(db, "0002")
+    for number in range(3):
+        await _append_as_revision_0002_did(db, number)
+    assert not await _register_append_exists(db)
+
+    assert (await migrate(db)).current == "0002"
+    assert await _register_append_exists(db) == db.is_postgres
+    register = ProcessingRegister(db)
+    fourth = await register.append(at=dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC), event=RegisterEvent.QUEUED,
+                                   actor_id="aad-4", actor_name="Zoë", protocol_id="P", detail="after 0003")
+    rows = await db.fetch_all("SELECT seq, previous_hash, hash FROM register ORDER BY seq")
+    assert [row["seq"] for row in rows] == [1, 2, 3, 4]
+    assert rows[3]["previous_hash"] == rows[2]["hash"] and rows[3]["hash"] == fourth
+    assert await register.verify() == []
+
+    await _to_revision(db, "0002", down=True)
+    assert (await schema_state(db)).current == "0002" and not await _register_append_exists(db)
+    assert await db.scalar("SELECT COUNT(*) AS n FROM register") == 4
+    await migrate(db)
+    assert (await schema_state(db)).up_to_date and await _register_append_exists(db) == db.is_postgres
+    assert await register.verify() == []
