@@ -19,7 +19,7 @@ from bot.delivery.message_outbox import MessageOutbox
 from bot.evidence.register import ProcessingRegister, RegisterEvent
 from bot.ocmw.links import OcmwLinks
 from bot.storage.database import Database
-from tests.bot.test_reminders import THURSDAY, TUESDAY, seed, service
+from tests.bot.ocmw.test_reminders import THURSDAY, TUESDAY, seed, service
 from tests.support.clock import ManualClock
 from tests.support.query_plans import Statement, StatementLog, explain
 from tests.support.stored_referrals import a_referral, conversation_ref
