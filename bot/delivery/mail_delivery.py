@@ -32,6 +32,7 @@ from bot.delivery.mail_message import OutgoingMail
 from bot.delivery.mail_outbox import Outbox, OutboxItem
 from bot.delivery.mail_transport import MailDeliveryError, MailSender, MailTransport, mail_session
 from bot.delivery.message_outbox import MessageOutbox
+from bot.delivery.side_by_side import side_by_side
 from bot.delivery.worker_loop import WorkerLoop
 from bot.evidence.register import (
     DELIVERY_ACTOR_ID,
@@ -126,11 +127,12 @@ class DeliveryWorker:
         """Deliver forever in PARALLEL_SENDS lanes (a row a dead worker held is due again when its lease runs out).
 
         Each lane is a loop of its own, so a lane that waits on a slow relay holds up only its own mail:
-        the others go on taking what is queued meanwhile.
+        the others go on taking what is queued meanwhile. Cancelled, it returns once every lane has
+        let go (the app closes the database right after).
         """
         self._running = True
         try:
-            await asyncio.gather(*(lane.run_forever(self.deliver_due) for lane in self._lanes))
+            await side_by_side(*(lane.run_forever(self.deliver_due) for lane in self._lanes))
         finally:
             self._running = False
 
@@ -165,11 +167,7 @@ class DeliveryWorker:
         A lane that fails unexpectedly (the database gone) does not stop the others; the first such
         error is raised once they are done, and the row it held is due again when its lease ends.
         """
-        outcomes = await asyncio.gather(*(self.deliver_due() for _ in range(lanes)), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return sum(outcome for outcome in outcomes if isinstance(outcome, int))
+        return sum(await side_by_side(*(self.deliver_due() for _ in range(lanes))))
 
     async def deliver_due(self) -> int:
         """One pass over what is due now, one mail at a time; returns how many rows were tried.

@@ -21,6 +21,7 @@ from bot.delivery.chat_messages import ChatSender, ChatSendError
 from bot.delivery.failure_causes import teams_failure_cause
 from bot.delivery.mail_delivery import SEND_SHARE_OF_LEASE, RetryPolicy
 from bot.delivery.message_outbox import MessageAction, MessageOutbox, QueuedMessage
+from bot.delivery.side_by_side import side_by_side
 from bot.delivery.worker_loop import WorkerLoop
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class MessageDeliveryWorker:
             messages = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel)
             if not messages:
                 return tried
-            await asyncio.gather(*(self._send(message) for message in messages))
+            await side_by_side(*(self._send(message) for message in messages))
             tried += len(messages)
 
     async def _send(self, message: QueuedMessage) -> None:

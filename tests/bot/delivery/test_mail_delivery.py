@@ -10,7 +10,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -217,71 +217,70 @@ async def test_a_slow_relay_never_makes_a_mail_go_out_twice_from_two_instances(
 
 
 class _RelayTakingAMoment:
-    """Each send takes 50 ms of real time, side by side with the others; meanwhile the bot's clock runs
-    (`_clock_running`), so it records how much of each mail's lease was left when its send began."""
+    """Each send takes 50 ms of real time and 10 s of the bot's clock, side by side with the others.
 
-    def __init__(self, clock: ManualClock, database_path: Path) -> None:
+    It records, per lane (the asyncio task sending), when each mail was leased and when that lane's
+    previous send ended, both on the bot's clock, which only the relay moves: so what it records
+    does not depend on how busy the machine is. Until two sends are in flight, a send waits (at
+    most 5 s) for a second one, so lanes that truly run side by side always show it.
+    """
+
+    SEND_TAKES = dt.timedelta(seconds=10)
+
+    def __init__(self, clock: ManualClock, database_path: Path, lease: dt.timedelta) -> None:
         self._clock = clock
         self._database_path = database_path
+        self._lease = lease
         self.sent: Counter[str] = Counter()
-        self.lease_left: list[dt.timedelta] = []
+        #: (when the mail was leased, when its lane's previous send ended), per send.
+        self.leased_after: list[tuple[dt.datetime, dt.datetime]] = []
+        self._lane_done: dict[asyncio.Task[object] | None, dt.datetime] = {}
         self.in_flight = 0
         self.most_in_flight = 0
+        self._overlapped = asyncio.Event()
         self.release = asyncio.Event()
         self.release.set()
 
     async def send(self, message: OutgoingMail) -> None:
         self.sent[message.message_id] += 1
+        lane = asyncio.current_task()
         with sqlite3.connect(self._database_path) as db:
             [(lease_until,)] = db.execute("SELECT lease_until FROM outbox WHERE message_id = ?",
                                           (message.message_id,)).fetchall()
-        self.lease_left.append(from_text(lease_until) - self._clock.now())
+        previous_done = self._lane_done.get(lane, dt.datetime.min.replace(tzinfo=dt.UTC))
+        self.leased_after.append((from_text(lease_until) - self._lease, previous_done))
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.in_flight > 1:
+            self._overlapped.set()
         try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._overlapped.wait(), 5)
             await self.release.wait()
             await asyncio.sleep(0.05)
         finally:
             self.in_flight -= 1
+        self._clock.advance(self.SEND_TAKES)
+        self._lane_done[lane] = self._clock.now()
 
     async def check(self) -> str:
         return "relay taking a moment"
-
-
-@contextlib.asynccontextmanager
-async def _clock_running(clock: ManualClock) -> AsyncIterator[None]:
-    """The bot's clock runs at 200 times real time: a 50 ms send takes 10 s of a 2-minute lease."""
-
-    async def tick() -> None:
-        while True:
-            await asyncio.sleep(0.005)
-            clock.advance(dt.timedelta(seconds=1))
-
-    ticker = asyncio.create_task(tick())
-    try:
-        yield
-    finally:
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
 
 
 async def test_lanes_on_two_instances_send_side_by_side_each_mail_once_on_a_fresh_lease(
     settings: Settings, clock: ManualClock, referrer: TeamsUser
 ) -> None:
     """PARALLEL_SENDS lanes per instance, two instances at once: sends overlap, none goes out twice, and
-    every mail was leased right before its own send (not with others, waiting behind their sends)."""
-    relay = _RelayTakingAMoment(clock, settings.database_path)
+    every mail was leased after its lane's previous send ended (not with others, waiting behind them)."""
     lease = settings.delivery.lease
+    relay = _RelayTakingAMoment(clock, settings.database_path, lease)
     async with running_bot(create_app(settings, clock=clock, run_worker=False, transport=relay)) as bot:
         other = create_app(settings, clock=clock, run_worker=False, transport=relay)[SERVICES_KEY]
         for _ in range(12):
             draft_id, _ = await reach_review(bot, referrer)
             await bot.act(referrer, "referral.send", {"draftId": draft_id})
         try:
-            async with _clock_running(clock):
-                tried = await asyncio.gather(bot.services.worker.deliver_in_lanes(),
-                                             other.worker.deliver_in_lanes())
+            tried = await asyncio.gather(bot.services.worker.deliver_in_lanes(), other.worker.deliver_in_lanes())
         finally:
             for close in other.closers:
                 await close()
@@ -290,7 +289,53 @@ async def test_lanes_on_two_instances_send_side_by_side_each_mail_once_on_a_fres
     assert sorted(relay.sent.values()) == [1] * 12, relay.sent
     assert await bot.services.outbox.counts() == {"delivered": 12}
     assert 1 < relay.most_in_flight <= 2 * PARALLEL_SENDS
-    assert min(relay.lease_left) >= lease * 0.9, relay.lease_left
+    assert all(leased >= lane_done for leased, lane_done in relay.leased_after), relay.leased_after
+
+
+class _RelayLettingGoSlowly:
+    """Holds every send until it is cancelled, then takes a moment to let go (as a connection closing does)."""
+
+    def __init__(self) -> None:
+        self.holding = 0
+        self.cancelled = 0
+        self.let_go = 0
+        self.all_holding = asyncio.Event()
+
+    async def send(self, message: OutgoingMail) -> None:
+        self.holding += 1
+        if self.holding == PARALLEL_SENDS:
+            self.all_holding.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1  # the first lets go at once, the last after a while
+            await asyncio.sleep(0.03 * (self.cancelled - 1))
+            self.holding -= 1
+            self.let_go += 1
+            raise
+
+    async def check(self) -> str:
+        return "relay letting go slowly"
+
+
+async def test_a_stopped_worker_returns_only_after_every_lane_let_go(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """On shutdown the app closes the database right after its worker stopped: no lane may still be
+    running then (one did, and the test run hung at the end of the event loop)."""
+    relay = _RelayLettingGoSlowly()
+    async with running_bot(create_app(settings, clock=clock, run_worker=False, transport=relay)) as bot:
+        for _ in range(PARALLEL_SENDS):
+            draft_id, _ = await reach_review(bot, referrer)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        worker = asyncio.create_task(bot.services.worker.run())
+        async with asyncio.timeout(10):
+            await relay.all_holding.wait()
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        assert relay.let_go == PARALLEL_SENDS
+        assert relay.holding == 0
 
 
 async def test_a_send_waits_a_moment_for_room_while_the_worker_is_behind_and_answers_as_always(
@@ -298,7 +343,7 @@ async def test_a_send_waits_a_moment_for_room_while_the_worker_is_behind_and_ans
 ) -> None:
     """Back-pressure: with BACKLOG_LIMIT mails due or being sent, the next send waits (at most
     ROOM_WAIT_SECONDS) for the worker; its answer is the same card, and every mail still goes out."""
-    relay = _RelayTakingAMoment(clock, settings.database_path)
+    relay = _RelayTakingAMoment(clock, settings.database_path, settings.delivery.lease)
     relay.release.clear()  # the relay hangs: the worker's lanes stay busy
     async with running_bot(create_app(settings, clock=clock, run_worker=True, transport=relay)) as bot:
         for _ in range(BACKLOG_LIMIT):
