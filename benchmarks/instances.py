@@ -212,10 +212,11 @@ class Load:
 
 
 async def _lock_waits(url: str, stop: asyncio.Event, samples: Counter[str]) -> None:
-    """Every SAMPLE_SECONDS: who holds the register's lock and what it does, and how many wait for it.
+    """Every SAMPLE_SECONDS: is the register's lock held, and how many backends wait for it; at the end, how
+    many connections the bots opened meanwhile (a pool too small for the load opens and closes them).
 
-    The register's lock is the advisory lock `bot.storage.database.Database.lock("register")` takes; the rate
-    limits take advisory locks of their own (one per user and kind), counted apart.
+    The register's lock is the advisory lock `bot.storage.database.Database.lock("register")` takes (also inside
+    `register_append`); the rate limits take advisory locks of their own, which are not counted.
     """
     register = lock_key(REGISTER_LOCK) % 2**64
     connection = await asyncpg.connect(url.split("?")[0])
@@ -224,18 +225,12 @@ async def _lock_waits(url: str, stop: asyncio.Event, samples: Counter[str]) -> N
         opened = await connection.fetchval(sessions)
         while not stop.is_set():
             rows = await connection.fetch(
-                "SELECT l.granted, a.state, left(a.query, 30) AS query, l.classid::bigint AS high,"
-                " l.objid::bigint AS low FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
-                " WHERE l.locktype = 'advisory' AND a.pid <> pg_backend_pid()")
+                "SELECT granted, classid::bigint AS high, objid::bigint AS low FROM pg_locks"
+                " WHERE locktype = 'advisory' AND pid <> pg_backend_pid()")
             samples["samples"] += 1
             for row in rows:
-                mine = (int(row["high"]) << 32 | int(row["low"])) == register
-                if not row["granted"]:
-                    samples["waiting for the register lock" if mine else "waiting for a rate-limit lock"] += 1
-                elif mine:
-                    samples["register lock held"] += 1
-                    if row["state"] == "idle in transaction":
-                        samples[f"held while the bot runs, after {row['query']}"] += 1
+                if (int(row["high"]) << 32 | int(row["low"])) == register:
+                    samples["register lock held" if row["granted"] else "waiting for the register lock"] += 1
             await asyncio.sleep(SAMPLE_SECONDS)
         samples["connections opened"] = await connection.fetchval(sessions) - opened
     finally:
@@ -538,7 +533,7 @@ def detail_rows(phases: list[Phase]) -> tuple[list[str], list[list[str]]]:
     header = ["build", "round", "instances", "referrals/s", "4 invokes p50 / p95 ms", "send to mail p50 / p95 ms",
               "bot CPU (each)", "PostgreSQL CPU", "load generator + sink + stand-in CPU",
               "CPU ms per referral: bots / PostgreSQL / rest", "bots waited for a CPU", "other processes' CPU",
-              "register lock held", "DB connections opened"]
+              "register lock held / backends waiting for it", "DB connections opened"]
     table = []
     for phase in phases:
         cpu = phase.cpu
@@ -556,7 +551,8 @@ def detail_rows(phases: list[Phase]) -> tuple[list[str], list[list[str]]]:
             f"{phase.per_referral_ms(rest):.1f}",
             " + ".join(f"{phase.cpu_share(seconds):.0%}" for seconds in cpu["bots waiting for a CPU"]),
             f"{phase.noise:.0%}",
-            f"{phase.lock_waits['register lock held'] / samples:.0%}",
+            f"{phase.lock_waits['register lock held'] / samples:.0%} / "
+            f"{phase.lock_waits['waiting for the register lock'] / samples:.2f}",
             str(phase.lock_waits["connections opened"]),
         ])
     return header, table
