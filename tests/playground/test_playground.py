@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Locator, Page, Route, expect, sync_playwright
 
 import cards
@@ -137,7 +138,13 @@ class Browser:
     def shot(self, name: str, showing: Locator | None = None) -> None:
         """A numbered screenshot of the window, after scrolling `showing` into view."""
         if showing is not None:
-            showing.scroll_into_view_if_needed()
+            for attempt in range(3):
+                try:
+                    showing.scroll_into_view_if_needed()
+                    break
+                except PlaywrightError as error:  # the chat drew the message anew meanwhile: find it again
+                    if "not attached" not in str(error) or attempt == 2:
+                        raise
         self.steps += 1
         self.page.screenshot(path=ARTIFACTS / f"{self.steps:02d}-{name}.png", animations="disabled", caret="hide")
 
