@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import inspect
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,6 +21,35 @@ from tests.support.ocmw_flow import CHANNEL
 from tests.support.postgres_server import PostgresServer, postgres_server
 
 ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
+#: Turns of the event loop that tasks still ending (their cancellation delivered) get after the test.
+TASKS_GRACE_TURNS = 3
+#: Then how long a task found still running may take to end before the loop's close cancels it.
+TASKS_GRACE_SECONDS = 2.0
+
+
+@pytest.fixture(autouse=True)
+def _nothing_outlives_an_async_test(request: pytest.FixtureRequest) -> None:
+    """For an async test, check that no task it started is still running when it and its fixtures are done."""
+    if inspect.iscoroutinefunction(request.function):
+        request.getfixturevalue("_no_task_left_running")
+
+
+@pytest.fixture
+async def _no_task_left_running() -> AsyncIterator[None]:
+    """Set up before, so torn down after, every other fixture of the test.
+
+    A task left running (a delivery lane, once) is cancelled by the event loop's close, and one that
+    does not end then hangs the whole run: this fails the test that left it instead, naming it.
+    """
+    yield
+    for _ in range(TASKS_GRACE_TURNS):
+        await asyncio.sleep(0)
+    current = asyncio.current_task()
+    running = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    names = sorted(getattr(task.get_coro(), "__qualname__", repr(task)) for task in running)
+    if running:  # let them end first: cancelled again by the loop's close, a lane hung the whole run
+        await asyncio.wait(running, timeout=TASKS_GRACE_SECONDS)
+    assert not names, f"tasks still running after the test and its fixtures: {names}"
 
 
 @pytest.fixture(scope="session")
