@@ -71,6 +71,11 @@ RETENTION_INTERVAL = dt.timedelta(hours=1)
 READY_PASSWORD_WAIT_SECONDS = 2.0
 #: How long `/readyz` waits for the database.
 READY_DATABASE_WAIT_SECONDS = 2.0
+#: On a stop (SIGTERM: a deploy, a scale-in), how long the mails and Teams messages being sent may take
+#: to finish and be recorded: a send cut off after the relay took the mail goes out again after the
+#: restart. Well within the 30 s the web app gives between SIGTERM and SIGKILL
+#: (`WEBSITES_CONTAINER_STOP_TIME_LIMIT` in infra/modules/webapp.bicep).
+STOP_DRAIN_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ def create_app(
     migrate: bool | None = None,
     instance: str | None = None,
     telemetry: Telemetry | None = None,
+    stop_drain_seconds: float = STOP_DRAIN_SECONDS,
 ) -> web.Application:
     """Build the aiohttp application; fails fast on a bad protocol file or data folder.
 
@@ -129,7 +135,8 @@ def create_app(
     default for the embedded SQLite file, which only this process uses; for PostgreSQL a
     migration is a deployment step, `python -m bot migrate`). `instance` names this process in
     `job_runs` (default: random). `telemetry` is where metrics, spans and logs go (`serve` builds it from
-    the settings; default: off).
+    the settings; default: off). On a stop the mails and messages being sent get `stop_drain_seconds`
+    to finish.
     """
     clock = clock or SystemClock()
     telemetry = telemetry or Telemetry.off()
@@ -348,12 +355,20 @@ def create_app(
             tasks.append(asyncio.create_task(_every(telemetry.export_interval.total_seconds(), readings.refresh)))
         if metrics_view is not None:
             await metrics_view.start()
+        draining: list[asyncio.Task[None]] = []
         if run_worker:
-            tasks.append(asyncio.create_task(worker.run()))
-            tasks.append(asyncio.create_task(message_worker.run()))
+            draining = [asyncio.create_task(worker.run()), asyncio.create_task(message_worker.run())]
+            tasks.extend(draining)
             tasks.append(asyncio.create_task(jobs.every("reminders", settings.sweep_interval, reminders.run_due)))
             tasks.append(asyncio.create_task(jobs.every("retention", RETENTION_INTERVAL, retention.prune)))
         yield
+        worker.stop()  # what is being sent is sent and recorded, within the drain time; nothing new is taken
+        message_worker.stop()
+        if draining:
+            _done, late = await asyncio.wait(draining, timeout=stop_drain_seconds)
+            if late:
+                logger.warning("stopping: a send took longer than %.0f s and was cut off; it goes again after "
+                               "its lease", stop_drain_seconds)
         for task in tasks:
             task.cancel()
         for task in tasks:

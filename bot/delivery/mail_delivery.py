@@ -116,12 +116,19 @@ class DeliveryWorker:
         self._lanes = [WorkerLoop(name="mail outbox", clock=clock, next_due=outbox.next_due_at)
                        for _ in range(PARALLEL_SENDS)]
         self._running = False
+        self._stopping = False
         self._progress = asyncio.Event()  # set (and replaced) each time a lane finished with a mail
 
     def wake(self) -> None:
         """Look at the outbox now (something was queued): every lane looks."""
         for lane in self._lanes:
             lane.wake()
+
+    def stop(self) -> None:
+        """Take no more mails; `run` returns once each lane has sent and recorded the mail it holds."""
+        self._stopping = True
+        for lane in self._lanes:
+            lane.stop()
 
     async def run(self) -> None:
         """Deliver forever in PARALLEL_SENDS lanes (a row a dead worker held is due again when its lease runs out).
@@ -180,7 +187,7 @@ class DeliveryWorker:
         """
         tried = 0
         async with mail_session(self._transport) as sender:
-            while True:
+            while not self._stopping:
                 due = await self._outbox.next_due_at()
                 if due is None or due > self._clock.now():
                     return tried
@@ -191,6 +198,7 @@ class DeliveryWorker:
                     await self._deliver(item, sender)
                     tried += 1
                     self._made_progress()
+            return tried
 
     async def _deliver(self, item: OutboxItem, sender: MailSender) -> None:
         ended = await self._protocol_ended(item)

@@ -55,10 +55,16 @@ class MessageDeliveryWorker:
         self._policy = policy
         self._rng = rng or random.Random()  # noqa: S311  # nosec B311
         self._loop = WorkerLoop(name="message outbox", clock=clock, next_due=outbox.next_due_at)
+        self._stopping = False
 
     def wake(self) -> None:
         """Look at the outbox now."""
         self._loop.wake()
+
+    def stop(self) -> None:
+        """Take no more messages; `run` returns once the ones being sent are sent and recorded."""
+        self._stopping = True
+        self._loop.stop()
 
     async def run(self) -> None:
         """Send forever (a message a dead worker held is due again when its lease runs out)."""
@@ -67,12 +73,13 @@ class MessageDeliveryWorker:
     async def deliver_due(self) -> int:
         """Send everything due now, conversations in parallel; returns how many sends were tried."""
         tried = 0
-        while True:
+        while not self._stopping:
             messages = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel)
             if not messages:
                 return tried
             await side_by_side(*(self._send(message) for message in messages))
             tried += len(messages)
+        return tried
 
     async def _send(self, message: QueuedMessage) -> None:
         target = message.activity_id

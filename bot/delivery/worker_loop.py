@@ -31,14 +31,20 @@ class WorkerLoop:
         self._clock = clock
         self._next_due = next_due
         self._wake = asyncio.Event()
+        self._stopped = False
 
     def wake(self) -> None:
         """Look now (something was queued)."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """End `run_forever` once the pass under way is done (a sleep ends at once)."""
+        self._stopped = True
+        self._wake.set()
+
     async def run_forever(self, run_pass: Callable[[], Awaitable[object]]) -> None:
-        """Pass, sleep, pass, ...; until cancelled."""
-        while True:
+        """Pass, sleep, pass, ...; until stopped or cancelled."""
+        while not self._stopped:
             try:
                 await run_pass()
             except Exception:
@@ -47,6 +53,8 @@ class WorkerLoop:
 
     async def _sleep_until_due(self) -> None:
         self._wake.clear()  # before asking: a wake-up while the database answers is not lost
+        if self._stopped:
+            return
         try:
             due = await self._next_due()
         except Exception as error:  # the database is down: look again after a pause

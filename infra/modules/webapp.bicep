@@ -148,6 +148,11 @@ var baseSettings = [
     value: 'false'
   }
   {
+    // SIGTERM to SIGKILL: room for the bot's drain on a stop (STOP_DRAIN_SECONDS in bot/app.py)
+    name: 'WEBSITES_CONTAINER_STOP_TIME_LIMIT'
+    value: '30'
+  }
+  {
     name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
     value: appInsights.properties.ConnectionString
   }

@@ -1,4 +1,5 @@
-"""The app's wiring around the ZIP password: kept warm in the background, and `/readyz` on a slow vault."""
+"""The app's wiring: the ZIP password kept warm in the background, `/readyz` on a slow vault, and a stop
+(SIGTERM on a deploy or a scale-in) that lets the mails being sent finish."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from aiohttp import web
 
 from bot.app import create_app
 from bot.config import Settings
+from bot.delivery.smtp_transport import SmtpTransport
 from bot.secrets.zip_passwords import ZipPasswordProvider
-from tests.support.bot_server import running_bot
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import BotDriver, running_bot
 from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import reads_answered, until, vault_provider
 from tests.support.keyvault_standin import KeyVaultStandIn, keyvault_standin
+from tests.support.referral_flow import reach_review
+from tests.support.smtp_server import SmtpTestServer, smtp_server
 
 SECRET = "zip-password-ocmw-sint-gillis-waas"
 VAULT_PASSWORD = "QW3E-RT7Y-UP9A-SD2F-GH4J"
@@ -87,3 +92,49 @@ async def test_the_password_is_kept_warm_from_start_to_stop_and_start_up_does_no
         clock.advance(dt.timedelta(minutes=8))
         await asyncio.sleep(0.25)  # five looks' worth: none comes once the app has stopped
         assert len(vault.requests) == reads
+
+
+async def _send_one(bot: BotDriver, referrer: TeamsUser, relay: SmtpTestServer) -> None:
+    """A referral sent, and its mail taken by the relay, which has not yet said so."""
+    draft_id, _ = await reach_review(bot, referrer)
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    async with asyncio.timeout(10):
+        while not relay.messages:  # noqa: ASYNC110  # the relay's thread records it
+            await asyncio.sleep(0.02)
+
+
+async def test_a_stop_while_a_mail_is_on_its_way_lets_it_finish_so_the_next_start_does_not_send_it_again(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """The app stops (its cleanup is what SIGTERM runs) while the relay has the mail but has not confirmed
+    it: cancelling that send left the row leased, and the next start sent the OCMW the mail a second time."""
+    with smtp_server(tls="none") as relay:
+        relay.answer_data_after(1.0)
+        app = create_app(settings, clock=clock, run_worker=True, transport=SmtpTransport(relay.settings()))
+        async with running_bot(app) as bot:
+            await _send_one(bot, referrer, relay)
+        relay.answer_data_after(0)
+        clock.advance(settings.delivery.lease * 2)  # a lease a cancelled send left has run out
+        app = create_app(settings, clock=clock, run_worker=True, transport=SmtpTransport(relay.settings()))
+        async with running_bot(app) as bot:
+            async with asyncio.timeout(10):
+                while await bot.services.outbox.counts() != {"delivered": 1}:  # noqa: ASYNC110  # the database
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # time enough for a second send, if one were coming
+        assert len(relay.messages) == 1
+
+
+async def test_a_stop_waits_for_a_slow_relay_no_longer_than_its_drain_time(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """A relay that does not confirm within the drain time does not hold the stop up until SIGKILL."""
+    drain = 0.5
+    with smtp_server(tls="none") as relay:
+        relay.answer_data_after(30.0)
+        app = create_app(settings, clock=clock, run_worker=True, transport=SmtpTransport(relay.settings()),
+                         stop_drain_seconds=drain)
+        async with running_bot(app) as bot:
+            await _send_one(bot, referrer, relay)
+            started = time.monotonic()
+        stopped_in = time.monotonic() - started
+    assert drain <= stopped_in < drain + 3

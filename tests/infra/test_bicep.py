@@ -30,7 +30,7 @@ ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 #: Monitoring Metrics Publisher: sends telemetry to Application Insights with an Entra token (local auth is off).
 METRICS_PUBLISHER_ROLE = "3913510d-42f4-4e42-8a64-420c390055eb"
 #: App settings App Service itself reads, not the bot.
-PLATFORM_SETTINGS = {"WEBSITES_PORT", "WEBSITES_ENABLE_APP_SERVICE_STORAGE",
+PLATFORM_SETTINGS = {"WEBSITES_PORT", "WEBSITES_ENABLE_APP_SERVICE_STORAGE", "WEBSITES_CONTAINER_STOP_TIME_LIMIT",
                      # read by the Azure Monitor exporter (the bot reads the connection string too)
                      "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED",
                      "APPLICATIONINSIGHTS_SDKSTATS_DISABLED"}
@@ -372,6 +372,13 @@ def test_the_database_server_is_reached_from_azure_only() -> None:
     assert rule["properties"] == {"startIpAddress": AZURE_SERVICES_ONLY, "endIpAddress": AZURE_SERVICES_ONLY}
     database = one_resource(module_file("postgres"), "Microsoft.DBforPostgreSQL/flexibleServers/databases")
     assert database["name"] == "databaseName" and database["properties"]["charset"] == "UTF8"
+
+
+def test_a_stop_gives_the_bot_time_to_finish_what_it_is_sending() -> None:
+    """Between SIGTERM and SIGKILL the bot lets its mails in flight finish (bot.app.STOP_DRAIN_SECONDS)."""
+    from bot.app import STOP_DRAIN_SECONDS
+
+    assert int(app_settings()["WEBSITES_CONTAINER_STOP_TIME_LIMIT"]) >= STOP_DRAIN_SECONDS + 10
 
 
 def test_nothing_of_the_bots_state_is_on_an_instances_disk() -> None:

@@ -14,6 +14,7 @@ so it answers while the test's event loop awaits the client.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import tempfile
@@ -57,6 +58,7 @@ class _Handler:
         self._messages: list[ReceivedMail] = []
         self._failures: dict[Stage, deque[int]] = {"RCPT": deque(), "DATA": deque()}
         self._mail_script: deque[bool] = deque()  # per coming MAIL command: drop the connection?
+        self._data_answer_delay = 0.0  # seconds between taking a message and saying so
 
     def fail_next(self, code: int, count: int, stage: Stage) -> None:
         with self._lock:
@@ -65,6 +67,10 @@ class _Handler:
     def drop_next(self, count: int, after: int) -> None:
         with self._lock:
             self._mail_script.extend([False] * after + [True] * count)
+
+    def answer_data_after(self, seconds: float) -> None:
+        with self._lock:
+            self._data_answer_delay = seconds
 
     def _take_drop(self) -> bool:
         with self._lock:
@@ -121,6 +127,9 @@ class _Handler:
         )
         with self._lock:
             self._messages.append(mail)
+            delay = self._data_answer_delay
+        if delay:  # the message is taken; the client hears so only later (or never, if it hangs up)
+            await asyncio.sleep(delay)
         return "250 2.0.0 OK: queued"
 
 
@@ -172,6 +181,10 @@ class SmtpTestServer:
         """Close the connection, without a reply, at `count` MAIL commands after the next `after` ones."""
         self._handler.drop_next(count, after)
 
+    def answer_data_after(self, seconds: float) -> None:
+        """Take each message at once but answer its DATA only `seconds` later (a relay that is slow to confirm)."""
+        self._handler.answer_data_after(seconds)
+
     def settings(self, **overrides: Any) -> SmtpSettings:
         """SmtpSettings that reach this server and trust its CA; `overrides` replace any field."""
         values: dict[str, Any] = {
@@ -214,6 +227,10 @@ class SmtpTestServer:
         self._close_silent()
         controller, self._controller = self._controller, None
         if controller is not None:
+            # A session the client just ended (QUIT) has its transport closing: let the server's loop
+            # finish that before it stops, or the half-closed transport warns when it is collected,
+            # in whichever test is running then.
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0.02), controller.loop).result(timeout=5)
             controller.stop()
 
     def hang(self) -> None:
