@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,7 +18,7 @@ from bot.config import Settings
 from bot.delivery.smtp_transport import SmtpTransport
 from bot.secrets.zip_passwords import ZipPasswordProvider
 from tests.support.activities import TeamsUser
-from tests.support.bot_server import BotDriver, running_bot
+from tests.support.bot_server import BotDriver, driving, running_bot, running_connector
 from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import reads_answered, until, vault_provider
 from tests.support.keyvault_standin import KeyVaultStandIn, keyvault_standin
@@ -138,3 +140,27 @@ async def test_a_stop_waits_for_a_slow_relay_no_longer_than_its_drain_time(
             started = time.monotonic()
         stopped_in = time.monotonic() - started
     assert drain <= stopped_in < drain + 3
+
+
+async def test_a_stop_while_a_teams_message_is_on_its_way_lets_it_finish_so_it_is_posted_once(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """As for a mail: Teams has taken the referrer's notice but not answered yet when the app stops."""
+    async with running_connector() as (connector, url):
+        async with driving(create_app(settings, clock=clock, run_worker=True), connector, url) as bot:
+            draft_id, _ = await reach_review(bot, referrer)
+            connector.answer_after = 1.0
+            taken = len(connector.accepted)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
+            async with asyncio.timeout(10):
+                while not any(call.method == "POST" for call in connector.accepted[taken:]):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        connector.answer_after = 0.0
+        clock.advance(settings.delivery.lease * 2)  # a lease a cancelled send left has run out
+        async with driving(create_app(settings, clock=clock, run_worker=True), connector, url) as bot:
+            async with asyncio.timeout(10):
+                while (await bot.services.messages.counts()).keys() - {"sent"}:  # noqa: ASYNC110  # the database
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # time enough for a second post, if one were coming
+    posted = Counter(json.dumps(call.body, sort_keys=True) for call in connector.accepted[taken:])
+    assert posted and max(posted.values()) == 1, posted

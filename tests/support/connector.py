@@ -31,6 +31,8 @@ class ConnectorStandIn:
     accepted: list[RecordedCall] = field(default_factory=list)
     #: While set, every request is held without an answer (a connector that hangs).
     hanging: bool = False
+    #: Seconds each request is held before it is answered: Teams has taken the message, the bot hears so later.
+    answer_after: float = 0.0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _failures: list[tuple[int, str | None, str]] = field(default_factory=list)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
@@ -68,6 +70,8 @@ class ConnectorStandIn:
             return web.json_response({"error": {"code": "Throttled", "message": "slow down"}}, status=status,
                                      headers=headers)
         self.accepted.append(call)
+        if self.answer_after:
+            await asyncio.sleep(self.answer_after)
         if request.method == "GET" and "/members/" in request.path:
             member = request.path.rsplit("/", 1)[-1]
             return web.json_response({"id": member, "name": "Member", "aadObjectId": member})
