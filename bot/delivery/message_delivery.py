@@ -55,7 +55,6 @@ class MessageDeliveryWorker:
         self._policy = policy
         self._rng = rng or random.Random()  # noqa: S311  # nosec B311
         self._loop = WorkerLoop(name="message outbox", clock=clock, next_due=outbox.next_due_at)
-        self._stopping = False
 
     def wake(self) -> None:
         """Look at the outbox now."""
@@ -63,7 +62,6 @@ class MessageDeliveryWorker:
 
     def stop(self) -> None:
         """Take no more messages; `run` returns once the ones being sent are sent and recorded."""
-        self._stopping = True
         self._loop.stop()
 
     async def run(self) -> None:
@@ -73,7 +71,7 @@ class MessageDeliveryWorker:
     async def deliver_due(self) -> int:
         """Send everything due now, conversations in parallel; returns how many sends were tried."""
         tried = 0
-        while not self._stopping:
+        while not self._loop.stopped:
             messages = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel)
             if not messages:
                 return tried

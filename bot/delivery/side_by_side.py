@@ -17,15 +17,11 @@ T = TypeVar("T")
 
 async def side_by_side(*awaitables: Awaitable[T]) -> list[T]:
     """Each awaitable's result, in order, once all have ended; else the first error (cancellation first)."""
-    outcomes = await _all_ended(*awaitables)
+    # With `return_exceptions=True`, gather waits for every child, also when it is cancelled itself.
+    outcomes = await asyncio.gather(*awaitables, return_exceptions=True)
     if any(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes):
         raise asyncio.CancelledError
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
     return outcomes  # type: ignore[return-value]  # no outcome is an exception here
-
-
-async def _all_ended(*awaitables: Awaitable[T]) -> list[T | BaseException]:
-    """With `return_exceptions=True`, gather waits for every child even when it is cancelled itself."""
-    return await asyncio.gather(*awaitables, return_exceptions=True)

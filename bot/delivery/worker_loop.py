@@ -42,6 +42,11 @@ class WorkerLoop:
         self._stopped = True
         self._wake.set()
 
+    @property
+    def stopped(self) -> bool:
+        """`stop()` was called: a pass should take no new work."""
+        return self._stopped
+
     async def run_forever(self, run_pass: Callable[[], Awaitable[object]]) -> None:
         """Pass, sleep, pass, ...; until stopped or cancelled."""
         while not self._stopped:

@@ -100,9 +100,7 @@ async def _send_one(bot: BotDriver, referrer: TeamsUser, relay: SmtpTestServer) 
     """A referral sent, and its mail taken by the relay, which has not yet said so."""
     draft_id, _ = await reach_review(bot, referrer)
     await bot.act(referrer, "referral.send", {"draftId": draft_id})
-    async with asyncio.timeout(10):
-        while not relay.messages:  # noqa: ASYNC110  # the relay's thread records it
-            await asyncio.sleep(0.02)
+    await until(lambda: bool(relay.messages), 10, "the relay took the mail")
 
 
 async def test_a_stop_while_a_mail_is_on_its_way_lets_it_finish_so_the_next_start_does_not_send_it_again(
@@ -152,9 +150,8 @@ async def test_a_stop_while_a_teams_message_is_on_its_way_lets_it_finish_so_it_i
             connector.answer_after = 1.0
             taken = len(connector.accepted)
             await bot.act(referrer, "referral.send", {"draftId": draft_id})
-            async with asyncio.timeout(10):
-                while not any(call.method == "POST" for call in connector.accepted[taken:]):  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
+            await until(lambda: any(call.method == "POST" for call in connector.accepted[taken:]), 10,
+                        "Teams took a message")
         connector.answer_after = 0.0
         clock.advance(settings.delivery.lease * 2)  # a lease a cancelled send left has run out
         async with driving(create_app(settings, clock=clock, run_worker=True), connector, url) as bot:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -33,6 +32,7 @@ from tests.support.card_reading import (
 )
 from tests.support.clock import ManualClock
 from tests.support.family_information import NUDGES, missing_points
+from tests.support.keyvault_provider import until
 from tests.support.referral_flow import (
     CLIENT_FORM,
     CONSENT_ALL,
@@ -457,9 +457,8 @@ async def test_a_send_a_crash_interrupted_goes_back_to_review_and_its_user_is_to
             with sqlite3.connect(settings.database_path) as db:  # what the crash left
                 db.execute("UPDATE drafts SET state = 'sending' WHERE id = ?", (draft_id,))
         async with driving(create_app(settings, clock=clock, run_worker=True), connector, url) as second:
-            async with asyncio.timeout(15):  # the worker tells it on its own; a busy machine takes a while
-                while not any("NIET verstuurd" in str(call.body.get("text")) for call in connector.accepted):  # noqa: ASYNC110  # the stand-in's record
-                    await asyncio.sleep(0.02)
+            await until(lambda: any("NIET verstuurd" in str(call.body.get("text")) for call in connector.accepted),
+                        15, "the worker told the referrer on its own")
             [told] = [call for call in connector.accepted if "NIET verstuurd" in str(call.body.get("text"))]
             assert told.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")
             sent = await second.act(referrer, "referral.send", {"draftId": draft_id})
