@@ -237,6 +237,35 @@ async def _lock_waits(url: str, stop: asyncio.Event, samples: Counter[str]) -> N
         await connection.close()
 
 
+async def _reset_statements(url: str) -> None:
+    """`--statements`: forget what PostgreSQL counted so far (the window starts)."""
+    connection = await asyncpg.connect(url.split("?")[0])
+    try:
+        await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await connection.execute("SELECT pg_stat_statements_reset()")
+    finally:
+        await connection.close()
+
+
+async def _statements(url: str, referrals: int, top: int) -> list[str]:
+    """`--statements`: the statements PostgreSQL spent most time on in the window, per referral delivered."""
+    connection = await asyncpg.connect(url.split("?")[0])
+    try:
+        rows = await connection.fetch(
+            "SELECT calls, total_exec_time, query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = current_database() ORDER BY total_exec_time DESC")
+    finally:
+        await connection.close()
+    per = max(1, referrals)
+    calls = sum(row["calls"] for row in rows)
+    milliseconds = sum(row["total_exec_time"] for row in rows)
+    lines = [f"statements per referral: {calls / per:.1f} calls, {milliseconds / per:.2f} ms executing"]
+    for row in rows[:top]:
+        query = " ".join(row["query"].split())[:110]
+        lines.append(f"  {row['calls'] / per:6.2f} calls {row['total_exec_time'] / per:6.3f} ms  {query}")
+    return lines
+
+
 # -- one phase --------------------------------------------------------------------------------------------
 
 
@@ -384,11 +413,16 @@ async def run_phase(rig: Rig, build: BotBuild, instances: int, arguments: argpar
             window_start = time.monotonic()
             delivered_before = len(load.delivered_at)
             meter.begin()
+            if arguments.statements:
+                await _reset_statements(database_url)
             sampler = asyncio.create_task(_lock_waits(database_url, sampler_stop, lock_samples))
             await _watch(referrers, arguments.seconds)
             cpu = meter.end()
             window = time.monotonic() - window_start
             delivered = len(load.delivered_at) - delivered_before
+            if arguments.statements:
+                for line in await _statements(database_url, delivered, arguments.statements):
+                    _log(line)
             sampler_stop.set()
             await sampler
         finally:
@@ -603,6 +637,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="the measured window per phase")
     parser.add_argument("--warmup", type=float, default=5.0, help="load before the window starts")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; in each, every build with one and two")
+    parser.add_argument("--statements", type=int, default=0, metavar="N",
+                        help="also log the N statements PostgreSQL spent most time on, per referral")
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -633,7 +669,8 @@ def _kept_on_failure(folder: Path) -> Iterator[None]:
 
 async def measure(arguments: argparse.Namespace, builds: list[BotBuild], cpus: list[int]) -> list[Phase]:
     """Every round: each build (the order turning) with one and two instances (the order alternating)."""
-    with tempfile.TemporaryDirectory(prefix="bench-instances-") as name, postgres_server() as server, \
+    with tempfile.TemporaryDirectory(prefix="bench-instances-") as name, \
+            postgres_server(settings=_server_settings(arguments)) as server, \
             _kept_on_failure(Path(name)):
         folder = Path(name)
         smtp_port, sink_port, connector_port = free_port(), free_port(), free_port()
@@ -660,6 +697,13 @@ async def measure(arguments: argparse.Namespace, builds: list[BotBuild], cpus: l
         finally:
             connector.stop()
             sink.stop()
+
+
+def _server_settings(arguments: argparse.Namespace) -> dict[str, str]:
+    """`--statements`: PostgreSQL counts every statement (`pg_stat_statements`, loaded at start)."""
+    if not arguments.statements:
+        return {}
+    return {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track_utility": "on"}
 
 
 async def _quietest(rig: Rig, build: BotBuild, instances: int, arguments: argparse.Namespace,

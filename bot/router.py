@@ -27,9 +27,12 @@ from bot.referral.dialogue import (
     is_personal_chat,
     is_start_command,
 )
+from bot.storage.database import DatabaseError
 from bot.storage.rate_limits import RateLimit, RateLimiter
 
 logger = logging.getLogger(__name__)
+#: The problem shown while the database cannot be reached (down, failing over, every connection busy).
+DATABASE_UNAVAILABLE = "database_unavailable"
 
 _LINK_PREFIXES = ("koppel ", "link ")
 #: Verbs only a referrer (a Kind en Gezin team member) may use.
@@ -91,7 +94,26 @@ class Router:
         }
 
     async def on_text(self, actor: Actor, text: str) -> Reply:
-        """A typed message, mentions stripped."""
+        """A typed message, mentions stripped; with the database out of reach, "probeer zo opnieuw"."""
+        try:
+            return await self._on_text(actor, text)
+        except DatabaseError as error:
+            logger.warning("typed command not handled: %s", error)
+            return Reply(card=cards.problem_card(actor.lang, DATABASE_UNAVAILABLE))
+
+    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
+        """A card action; with the database out of reach, a banner and the card kept, to click again.
+
+        Nothing of the step was stored (its transaction did not commit), so the same click later
+        does it whole: a database restart or failover costs the user a minute, not the card.
+        """
+        try:
+            return await self._on_action(actor, verb, data)
+        except DatabaseError as error:
+            logger.warning("card action not handled: %s", error, extra={"verb": verb[:64]})
+            return Banner(cards.problem_banner(actor.lang, DATABASE_UNAVAILABLE))
+
+    async def _on_text(self, actor: Actor, text: str) -> Reply:
         command = command_of(text)
         if command in BREACH_WORDS:  # `datalek`: the breach report card, for whoever may report (bot.oversight.breach)
             refusal = await self._refusal(actor, "breach.start")
@@ -123,7 +145,7 @@ class Router:
         """The welcome card."""
         return self._dialogue.welcome(actor)
 
-    async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
+    async def _on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """A card action: OCMW and correction verbs here, the referral dialogue's own verbs there.
 
         A refusal of an action on a card that holds a reference (or a correction) is a banner: the

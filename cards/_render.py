@@ -81,6 +81,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "not_delivered": ("reference", "recipient"),
         "rate_limited": (),
         "internal_error": (),
+        "database_unavailable": (),
         "not_ocmw_conversation": (),
         "referral_unknown": ("reference",),
         "outcome_invalid": (),

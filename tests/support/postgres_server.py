@@ -24,7 +24,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -66,6 +66,8 @@ class PostgresServer:
     process: subprocess.Popen[bytes]
     #: With TLS: the CA file that signed the server's certificate (what `sslrootcert` names).
     ca_path: Path | None = None
+    #: How the postmaster was started (`start_again` runs it again).
+    command: list[str] = field(default_factory=list)
     _names: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def url(self, database: str = "postgres") -> str:
@@ -107,6 +109,13 @@ class PostgresServer:
         self.psql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return self.url(name)
 
+    def start_again(self) -> None:
+        """After `stop`: the same cluster on the same port again, as after a restart or a failover."""
+        self.process.wait(timeout=15)
+        with (self.folder / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=log)
+        _wait_until_ready(self)
+
     def stop(self) -> None:
         """A "fast" shutdown (open connections are cut), sent to the postmaster itself.
 
@@ -131,8 +140,11 @@ def _as_cluster_owner(command: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def postgres_server(*, tls: bool = False) -> Iterator[PostgresServer]:
-    """Start a throw-away cluster; stop and remove it on exit. `tls`: TLS and a password required over TCP."""
+def postgres_server(*, tls: bool = False, settings: Mapping[str, str] | None = None) -> Iterator[PostgresServer]:
+    """Start a throw-away cluster; stop and remove it on exit. `tls`: TLS and a password required over TCP.
+
+    `settings`: more server settings (`-c name=value`), e.g. a benchmark's `pg_stat_statements`.
+    """
     binaries = postgres_bin()
     folder = Path(tempfile.mkdtemp(prefix="pg-test-"))
     data = folder / "data"
@@ -143,28 +155,28 @@ def postgres_server(*, tls: bool = False) -> Iterator[PostgresServer]:
                    capture_output=True, check=True, timeout=60)
     listen = f"127.0.0.1,{UNNAMED_HOST}" if tls else "127.0.0.1"
     options = ["-c", f"listen_addresses={listen}", "-c", "fsync=off", "-c", "max_connections=200"]
+    for name, value in (settings or {}).items():
+        options += ["-c", f"{name}={value}"]
     ca_path = None
     if tls:
         ca_path = folder / "ca.pem"
         options += _require_tls(data, ca_path)
     port = free_port()
-    log = (folder / "server.log").open("ab")
-    process = subprocess.Popen(
-        _as_cluster_owner([str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder), *options]),
-        stdout=log, stderr=log,
-    )
-    server = PostgresServer(port, folder, process, ca_path)
+    command = _as_cluster_owner([str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
+                                 *options])
+    with (folder / "server.log").open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+    server = PostgresServer(port, folder, process, ca_path, command)
     try:
         _wait_until_ready(server)
         yield server
     finally:
         server.stop()
         try:
-            process.wait(timeout=15)
+            server.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        log.close()
+            server.process.kill()
+            server.process.wait(timeout=5)
         shutil.rmtree(folder, ignore_errors=True)
 
 

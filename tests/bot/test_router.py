@@ -1,0 +1,86 @@
+"""The router, with the database out of reach: the user is told to try again, and the same click works later.
+
+Against a PostgreSQL server of this test's own (it is stopped and started again, as a restart or an
+Azure failover does), with the bot driven over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import create_app
+from bot.config import Settings
+from bot.storage.database import DatabaseSettings, open_database
+from bot.storage.schema_migration import migrate
+from tests.conftest import ZIP_PASSWORD
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import BotDriver, running_bot
+from tests.support.card_reading import actions
+from tests.support.clock import ManualClock
+from tests.support.databases import postgres_url
+from tests.support.postgres_server import PostgresServer, postgres_server
+from tests.support.referral_flow import reach_review
+from tests.support.smtp_server import smtp_server
+
+pytestmark = pytest.mark.asyncio
+
+TRY_AGAIN = "Niet gelukt: probeer zo opnieuw. De bot kon zijn gegevens even niet bereiken."
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A server this test may stop and start (the suite's shared one must stay up)."""
+    with postgres_server() as server:
+        yield server
+
+
+async def _migrated(server: PostgresServer) -> str:
+    url = postgres_url(server)
+    db = open_database(DatabaseSettings(sqlite_path=Path("/nonexistent"), url=url))
+    try:
+        await migrate(db)
+    finally:
+        await db.close()
+    return url
+
+
+async def test_a_database_restart_costs_the_referrer_a_click_not_the_referral(
+        own_postgres: PostgresServer, tmp_path: Path, clock: ManualClock, referrer: TeamsUser) -> None:
+    url = await _migrated(own_postgres)
+    with smtp_server(tls="none") as relay:
+        settings = Settings.from_mapping({
+            "BOT_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": url,
+            "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD, "LOCAL_DRAFT_KEY": "5d" * 32,
+            "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(relay.port), "SMTP_TLS": "none",
+            "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK": "1",
+        })
+        async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+            await _restart_between_clicks(bot, own_postgres, clock, referrer)
+        assert len(relay.messages) == 1  # the one mail, queued by the click that worked
+
+
+async def _restart_between_clicks(bot: BotDriver, server: PostgresServer, clock: ManualClock,
+                                  referrer: TeamsUser) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(server.process.wait, 15)
+
+    banner = await bot.banner(referrer, "referral.send", {"draftId": draft_id})  # the review card stays
+    assert banner.startswith(TRY_AGAIN), banner
+    before = len(bot.connector.calls)
+    typed = await bot.post(referrer.message(bot.service_url, "status"))  # `say` would settle the outbox first
+    assert typed.status == 202
+    posted = [call.body for call in bot.connector.calls[before:] if call.method == "POST"]
+    assert len(posted) == 1 and TRY_AGAIN.split(". ")[0] in str(posted[0]), posted
+
+    await asyncio.to_thread(server.start_again)
+    clock.advance(dt.timedelta(minutes=1))
+    sent = await bot.act(referrer, "referral.send", {"draftId": draft_id})  # the same click, a minute later
+    assert "referral.send" not in actions(sent)
+    assert "VD-" in str(sent), sent
+    assert await bot.deliver() == 1
