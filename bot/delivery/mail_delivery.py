@@ -226,7 +226,7 @@ class DeliveryWorker:
             await self._tell_referrer(referral, delivered_at=now)
             if self._after_delivery is not None:
                 await self._after_delivery(referral, now)
-            # Last: the register's lock, shared by every instance, is held from here to the commit.
+            # Last, so its entry follows the ones above (PostgreSQL chains it at the commit: revision 0004).
             await self._append_delivered(referral, f"attempt {item.attempts}")
         self._metrics.referral_delivered(referral.protocol_id, _kind(referral), now - referral.queued_at)
         logger.info("referral delivered", extra={"reference": referral.reference})

@@ -205,8 +205,9 @@ class ProcessingRegister:
     transaction would leave as a gap that `verify` reports as a removed entry.
 
     Every instance's every step waits for that one lock, so it is held as briefly as possible: on
-    PostgreSQL the append is one statement (`register_append`), and the busiest writer, the
-    delivery worker, appends last, just before its commit.
+    PostgreSQL an entry written inside a step is chained at the step's commit, in the server
+    (revision 0004: the lock is held from there to the commit's end, never over a round trip); on
+    its own, the append is one statement (`register_append`, revision 0003).
     """
 
     def __init__(self, db: Database) -> None:
@@ -225,8 +226,13 @@ class ProcessingRegister:
         data_categories: Sequence[str] = (),
         recipient: str = "",
         consent_version: str = "",
-    ) -> str:
-        """Add an entry chained to the previous one; returns its hash.
+        chain_now: bool = False,
+    ) -> str | None:
+        """Add an entry chained to the previous one; returns its hash, or None when it is chained at the commit.
+
+        On PostgreSQL inside a transaction the entry is chained when that transaction commits (its
+        hash is not known before), unless `chain_now`: a prune's anchor must be chained before the
+        entries it names go.
 
         `data_categories` and `recipient` are given together, and only for the steps of a transfer
         (package built, queued, delivered): the categories that package holds (see
@@ -255,13 +261,15 @@ class ProcessingRegister:
             "entry_format": CURRENT_FORMAT,
         }
         if self._db.is_postgres:
-            # One statement (revision 0003): lock, read the last entry, insert. The lock is then held
-            # from here to the commit (on its own, autocommit: to the statement's end), not over three
-            # more round trips through the event loop.
-            appended = await self._db.execute(
-                "SELECT register_append(:key, :genesis, :canonical) AS hash",
-                {"key": lock_key(REGISTER_LOCK), "genesis": GENESIS_HASH, "canonical": canonical_fields(fields)},
-            )
+            entry = {"key": lock_key(REGISTER_LOCK), "genesis": GENESIS_HASH, "canonical": canonical_fields(fields)}
+            if self._db.in_transaction and not chain_now:
+                # Chained by the trigger of revision 0004 inside the COMMIT; no lock taken here.
+                await self._db.execute("INSERT INTO register_pending (lock_key, genesis, canonical)"
+                                       " VALUES (:key, :genesis, :canonical)", entry)
+                return None
+            # One statement (revision 0003): lock, read the last entry, insert; on its own (autocommit)
+            # the lock ends with the statement.
+            appended = await self._db.execute("SELECT register_append(:key, :genesis, :canonical) AS hash", entry)
             return str(appended.scalar())
         columns = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
         async with self._db.transaction():
@@ -318,7 +326,7 @@ class ProcessingRegister:
             detail = (f"table=register; count={count}; seq={int(rows['first'])}-{last_seq}; "
                       f"last_hash={last['hash']}; rule={rule}")
             await self.append(at=at, event=RegisterEvent.RETENTION_PRUNED, actor_id=SYSTEM_ACTOR_ID,
-                              actor_name=SYSTEM_ACTOR_NAME, protocol_id="-", detail=detail)
+                              actor_name=SYSTEM_ACTOR_NAME, protocol_id="-", detail=detail, chain_now=True)
             await self._db.execute("DELETE FROM register WHERE seq <= :last", {"last": last_seq})
         return count
 

@@ -2,9 +2,10 @@
 
 The events are rows in the shared database, so two instances behind the load balancer count the
 same clicks; a restart forgives nothing. The key is stored as a hash (a user or conversation id is
-not client data, but the table has no need to name anyone). Each check runs in its own short
-transaction under a lock per key and kind, so concurrent clicks on two instances cannot both slip
-under the limit. Old events go in the periodic sweep (`prune`).
+not client data, but the table has no need to name anyone). Each check is one statement that
+counts and records under a lock per key and kind (PostgreSQL: `rate_allow`, revision 0005; SQLite:
+the writer lock), so concurrent clicks on two instances cannot both slip under the limit, and a
+click costs one round trip. Old events go in the periodic sweep (`prune`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
-from bot.storage.database import Database, to_text
+from bot.storage.database import Database, lock_key, to_text
 
 
 @dataclass(frozen=True)
@@ -37,17 +38,20 @@ class RateLimiter:
         if limit is None:
             return True
         hashed = _hash(key)
-        async with self._db.transaction():
-            await self._db.lock(f"rate:{kind}:{hashed}")
-            count = await self._db.scalar(
-                "SELECT COUNT(*) AS n FROM rate_events WHERE kind = :kind AND key_hash = :key AND at > :since",
-                {"kind": kind, "key": hashed, "since": to_text(now - limit.window)},
-            )
-            if int(count) >= limit.count:
-                return False
-            await self._db.execute("INSERT INTO rate_events (kind, key_hash, at) VALUES (:kind, :key, :at)",
-                                   {"kind": kind, "key": hashed, "at": to_text(now)})
-        return True
+        parameters = {"kind": kind, "key": hashed, "since": to_text(now - limit.window), "at": to_text(now),
+                      "limit": limit.count}
+        if self._db.is_postgres:
+            # One statement (revision 0005): the key's lock, the count and the insert, in the server.
+            allowed = await self._db.scalar(
+                "SELECT rate_allow(:lock, :kind, :key, :since, :at, :limit) AS allowed",
+                {"lock": lock_key(f"rate:{kind}:{hashed}"), **parameters})
+            return bool(allowed)
+        # SQLite: one statement under the writer lock (BEGIN IMMEDIATE), which no other writer shares.
+        inserted = await self._db.execute(
+            "INSERT INTO rate_events (kind, key_hash, at) SELECT :kind, :key, :at WHERE"
+            " (SELECT COUNT(*) FROM rate_events WHERE kind = :kind AND key_hash = :key AND at > :since) < :limit",
+            parameters)
+        return inserted.rowcount == 1
 
     async def prune(self, now: dt.datetime) -> int:
         """Forget events older than the longest window; how many went."""

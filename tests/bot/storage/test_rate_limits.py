@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from typing import Any
+
+from sqlalchemy import event
 
 from bot.storage.database import Database
 from bot.storage.rate_limits import RateLimit, RateLimiter
@@ -43,3 +46,19 @@ async def test_two_instances_clicking_at_once_get_no_more_than_the_limit(databas
     answers = await asyncio.gather(*(limiter.allow("aad-an-1", "actions", NOW)
                                      for _ in range(20) for limiter in (first, second)))
     assert answers.count(True) == 5
+
+
+async def test_a_click_is_checked_and_counted_in_one_statement(database: Database) -> None:
+    """Before, a check was a transaction of five round trips (BEGIN, lock, count, insert, COMMIT), five per referral."""
+    statements: list[str] = []
+
+    @event.listens_for(database.engine.sync_engine, "before_cursor_execute")
+    def record(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE: its writer lock, not a round trip
+            statements.append(statement)
+
+    limiter = RateLimiter(database, {"actions": RateLimit(1, dt.timedelta(minutes=1))})
+    assert await limiter.allow("aad-an-1", "actions", NOW)
+    assert not await limiter.allow("aad-an-1", "actions", NOW)
+    assert len(statements) == 2, statements
+    assert not database.in_transaction
