@@ -1,4 +1,4 @@
-"""The database (SQLite through sqlite3, PostgreSQL through SQLAlchemy Core), its migrations, instance coordination.
+"""The database (SQLAlchemy Core, async: SQLite via aiosqlite, PostgreSQL via asyncpg), migrations, coordination.
 
 Owns: connections, schema, the data-folder lock, shared jobs and rate limits. May import: nothing (bar bot.clock).
 """

@@ -49,6 +49,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import TextClause
 
+from bot.storage import sqlite_connection
+
 logger = logging.getLogger(__name__)
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -361,12 +363,14 @@ def open_database(settings: DatabaseSettings) -> Database:
     path = settings.sqlite_path
     if settings.read_only:
         engine = create_async_engine(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true", pool_size=2, max_overflow=2,
-                                     hide_parameters=True)
+                                     hide_parameters=True,
+                                     async_creator=lambda: sqlite_connection.connect(f"file:{path}?mode=ro", uri=True))
         _sqlite_pragmas(engine, begin="BEGIN")
         return Database(engine, "sqlite", sqlite_path=path, read_only=True, settings=settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     _make_private(path)
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", pool_size=5, max_overflow=5, hide_parameters=True)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", pool_size=5, max_overflow=5, hide_parameters=True,
+                                 async_creator=lambda: sqlite_connection.connect(str(path)))
     _sqlite_pragmas(engine)
     return Database(engine, "sqlite", sqlite_path=path, settings=settings)
 

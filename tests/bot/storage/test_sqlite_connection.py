@@ -1,0 +1,108 @@
+"""The embedded SQLite file, one trip to the connection's thread per statement: same answers, loop never blocked."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from bot.storage.database import Database, DatabaseSettings, open_database
+from bot.storage.sqlite_connection import OneTripConnection
+from tests.support.databases import OPENED
+
+pytestmark = pytest.mark.asyncio
+
+
+def _open(path: Path, *, read_only: bool = False) -> Database:
+    db = open_database(DatabaseSettings(sqlite_path=path, read_only=read_only))
+    OPENED.append(db)
+    return db
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Database:
+    database = _open(tmp_path / "bot.sqlite3")
+    await database.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)")
+    return database
+
+
+async def test_the_engine_runs_on_the_one_trip_connection(db: Database) -> None:
+    async with db.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        assert isinstance(raw.driver_connection, OneTripConnection)
+
+
+async def test_rows_counts_and_returning_are_what_sqlite_says(db: Database) -> None:
+    inserted = await db.execute("INSERT INTO t (v) VALUES (:a), (:b)", {"a": "één", "b": "twee"})
+    assert inserted.rowcount == 2
+    returned = await db.execute("INSERT INTO t (v) VALUES (:v) RETURNING id, v", {"v": "drie"})
+    assert [dict(row) for row in returned] == [{"id": 3, "v": "drie"}]
+    assert [row["v"] for row in await db.fetch_all("SELECT v FROM t ORDER BY id")] == ["één", "twee", "drie"]
+    assert await db.fetch_one("SELECT v FROM t WHERE id = :id", {"id": 99}) is None
+    assert (await db.execute("UPDATE t SET v = v || '!' WHERE id IN :ids", {"ids": [1, 3]})).rowcount == 2
+    assert (await db.execute("DELETE FROM t WHERE id = :id", {"id": 42})).rowcount == 0
+
+
+async def test_a_bulk_insert_and_a_rolled_back_transaction(db: Database) -> None:
+    async with db.transaction():
+        await db.current_connection().exec_driver_sql("INSERT INTO t (v) VALUES (?)", [("a",), ("b",), ("c",)])
+    with pytest.raises(RuntimeError):
+        async with db.transaction():
+            await db.execute("INSERT INTO t (v) VALUES ('gone')")
+            raise RuntimeError("the step failed")
+    assert await db.scalar("SELECT COUNT(*) FROM t") == 3
+
+
+async def test_sqlite_errors_reach_the_caller_as_sqlalchemy_errors(db: Database) -> None:
+    await db.execute("INSERT INTO t (v) VALUES ('x')")
+    with pytest.raises(IntegrityError):
+        await db.execute("INSERT INTO t (v) VALUES ('x')")
+    with pytest.raises(OperationalError):
+        await db.execute("SELECT nope FROM t")
+    assert await db.scalar("SELECT COUNT(*) FROM t") == 1  # the connection is still good
+
+
+async def test_a_read_only_database_reads_and_refuses_writes(db: Database, tmp_path: Path) -> None:
+    await db.execute("INSERT INTO t (v) VALUES ('x')")
+    reader = _open(tmp_path / "bot.sqlite3", read_only=True)
+    assert await reader.scalar("SELECT v FROM t") == "x"
+    with pytest.raises(OperationalError, match="readonly"):
+        await reader.execute("INSERT INTO t (v) VALUES ('y')")
+
+
+async def test_a_slow_statement_runs_off_the_event_loop(db: Database) -> None:
+    """No blocking database call on the event loop (issue 13): the loop keeps ticking while SQLite works."""
+    loop_thread = threading.get_ident()
+    ticks = 0
+    statement_threads: list[int] = []
+
+    def note_thread(*_: object) -> int:
+        statement_threads.append(threading.get_ident())
+        return 0
+
+    async with db.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        await raw.driver_connection.run_on_thread(
+            lambda sqlite, *_: sqlite.create_function("note_thread", -1, note_thread), "", None)
+    done = asyncio.Event()
+
+    async def tick() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        count = await db.scalar(  # a few hundred milliseconds of work inside SQLite
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000000)"
+            " SELECT COUNT(*) + note_thread() FROM n")
+    finally:
+        done.set()
+        await ticker
+    assert count == 2_000_000
+    assert statement_threads and loop_thread not in statement_threads
+    assert ticks >= 3, ticks  # blocked, the loop would not have ticked again before the answer
