@@ -52,11 +52,15 @@ SEND_SHARE_OF_LEASE = 0.9
 #: dialogue, the database) and falls behind what a busy instance accepts; more at once than this
 #: would meet the relays' own limits (Exchange Online: a few connections per mailbox).
 PARALLEL_SENDS = 4
-#: While this many mails are due or being sent, a new referral's send first waits for the worker to
-#: make room (`room`), up to ROOM_WAIT_SECONDS: 20 referrers at once would otherwise be accepted
+#: While this many mails are due and wait for a free lane (of any instance: mails being sent do not
+#: count, so instances never hold each other back), a new referral's send first waits for a lane to
+#: take them (`room`), up to ROOM_WAIT_SECONDS: 20 referrers at once would otherwise be accepted
 #: faster than they are delivered, and the wait for the mail would grow without bound.
-BACKLOG_LIMIT = PARALLEL_SENDS
+BACKLOG_LIMIT = 1
 ROOM_WAIT_SECONDS = 1.0
+#: While waiting for room, how often the outbox is counted again (a lane of another instance may
+#: have taken the mail; this instance's own lanes say so at once).
+ROOM_RECHECK_SECONDS = 0.1
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -144,7 +148,7 @@ class DeliveryWorker:
             self._running = False
 
     async def room(self) -> None:
-        """Return once fewer than BACKLOG_LIMIT mails are due or being sent, or after ROOM_WAIT_SECONDS.
+        """Return once fewer than BACKLOG_LIMIT due mails wait for a lane, or after ROOM_WAIT_SECONDS.
 
         Back-pressure for the send step: under a load the bot cannot deliver, a send waits a moment
         instead of lengthening the queue. At once when this process runs no worker (nothing here
@@ -156,13 +160,13 @@ class DeliveryWorker:
         deadline = loop.time() + ROOM_WAIT_SECONDS
         while True:
             progress = self._progress
-            if await self._outbox.due_or_sending(self._clock.now()) < BACKLOG_LIMIT:
+            if await self._outbox.waiting_for_a_lane(self._clock.now()) < BACKLOG_LIMIT:
                 return
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), remaining)
+                await asyncio.wait_for(progress.wait(), min(remaining, ROOM_RECHECK_SECONDS))
 
     def _made_progress(self) -> None:
         progress, self._progress = self._progress, asyncio.Event()

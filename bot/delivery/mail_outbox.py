@@ -153,12 +153,11 @@ class Outbox:
         )
         return None if due is None else from_text(due)
 
-    async def due_or_sending(self, now: dt.datetime) -> int:
-        """How many mails are due now or being sent (not those waiting for a later retry)."""
+    async def waiting_for_a_lane(self, now: dt.datetime) -> int:
+        """How many mails are due now and not yet taken by a lane (not those waiting for a later retry)."""
         count = await self._db.scalar(
-            "SELECT COUNT(*) FROM outbox WHERE state = :sending"
-            " OR (state = :queued AND next_attempt_at <= :now)",
-            {"queued": OutboxState.QUEUED.value, "sending": OutboxState.SENDING.value, "now": to_text(now)},
+            "SELECT COUNT(*) FROM outbox WHERE state = :queued AND next_attempt_at <= :now",
+            {"queued": OutboxState.QUEUED.value, "now": to_text(now)},
         )
         return int(count or 0)
 

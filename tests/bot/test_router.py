@@ -15,14 +15,12 @@ import pytest
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.storage.database import DatabaseSettings, open_database
-from bot.storage.schema_migration import migrate
 from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import actions
 from tests.support.clock import ManualClock
-from tests.support.databases import postgres_url
+from tests.support.databases import migrated_postgres_url
 from tests.support.postgres_server import PostgresServer, postgres_server
 from tests.support.referral_flow import reach_review
 from tests.support.smtp_server import smtp_server
@@ -39,19 +37,9 @@ def own_postgres() -> Iterator[PostgresServer]:
         yield server
 
 
-async def _migrated(server: PostgresServer) -> str:
-    url = postgres_url(server)
-    db = open_database(DatabaseSettings(sqlite_path=Path("/nonexistent"), url=url))
-    try:
-        await migrate(db)
-    finally:
-        await db.close()
-    return url
-
-
 async def test_a_database_restart_costs_the_referrer_a_click_not_the_referral(
         own_postgres: PostgresServer, tmp_path: Path, clock: ManualClock, referrer: TeamsUser) -> None:
-    url = await _migrated(own_postgres)
+    url = await migrated_postgres_url(own_postgres)
     with smtp_server(tls="none") as relay:
         settings = Settings.from_mapping({
             "BOT_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": url,

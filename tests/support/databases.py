@@ -39,8 +39,8 @@ def postgres_url(server: PostgresServer, template: str = "template0") -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1) + "?sslmode=disable"
 
 
-async def postgres_database(server: PostgresServer) -> Database:
-    """A new database on the test server, migrated: a copy of one migrated once (a copy takes milliseconds)."""
+async def migrated_postgres_url(server: PostgresServer) -> str:
+    """A DATABASE_URL for a new, migrated database on the test server: a copy of one migrated once (milliseconds)."""
     template = _MIGRATED_TEMPLATES.get(server.port)
     if template is None:
         url = postgres_url(server)
@@ -50,7 +50,12 @@ async def postgres_database(server: PostgresServer) -> Database:
         finally:
             await first.close()  # a template may have no connections when it is copied
         template = _MIGRATED_TEMPLATES[server.port] = url.rsplit("/", 1)[1].split("?", 1)[0]
-    db = open_database(DatabaseSettings(sqlite_path=Path("/nonexistent"), url=postgres_url(server, template),
+    return postgres_url(server, template)
+
+
+async def postgres_database(server: PostgresServer) -> Database:
+    """A new, migrated database on the test server."""
+    db = open_database(DatabaseSettings(sqlite_path=Path("/nonexistent"), url=await migrated_postgres_url(server),
                                         pool_size=5))
     OPENED.append(db)
     return db

@@ -20,10 +20,14 @@ from bot.config import Settings
 from bot.delivery.mail_delivery import BACKLOG_LIMIT, PARALLEL_SENDS, ROOM_WAIT_SECONDS, RetryPolicy
 from bot.delivery.mail_message import OutgoingMail
 from bot.storage.database import from_text
+from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import actions, texts
 from tests.support.clock import ManualClock
+from tests.support.databases import migrated_postgres_url
+from tests.support.keyvault_provider import until
+from tests.support.postgres_server import PostgresServer
 from tests.support.referral_flow import CLIENT_VALUES, reach_review
 
 
@@ -341,28 +345,77 @@ async def test_a_stopped_worker_returns_only_after_every_lane_let_go(
 async def test_a_send_waits_a_moment_for_room_while_the_worker_is_behind_and_answers_as_always(
     settings: Settings, clock: ManualClock, referrer: TeamsUser
 ) -> None:
-    """Back-pressure: with BACKLOG_LIMIT mails due or being sent, the next send waits (at most
-    ROOM_WAIT_SECONDS) for the worker; its answer is the same card, and every mail still goes out."""
+    """Back-pressure: with every lane busy and BACKLOG_LIMIT mails waiting for one, the next send waits
+    (at most ROOM_WAIT_SECONDS) for the worker; its answer is the same card, and every mail still goes out."""
     relay = _RelayTakingAMoment(clock, settings.database_path, settings.delivery.lease)
     relay.release.clear()  # the relay hangs: the worker's lanes stay busy
     async with running_bot(create_app(settings, clock=clock, run_worker=True, transport=relay)) as bot:
-        for _ in range(BACKLOG_LIMIT):
+        for _ in range(PARALLEL_SENDS):
             draft_id, _ = await reach_review(bot, referrer)
             await bot.act(referrer, "referral.send", {"draftId": draft_id})
-        async with asyncio.timeout(5):
-            while relay.in_flight < min(PARALLEL_SENDS, BACKLOG_LIMIT):  # noqa: ASYNC110  # the bot's state
-                await asyncio.sleep(0.01)
+        await until(lambda: relay.in_flight == PARALLEL_SENDS, 5, "every lane holds a mail")
+        for _ in range(BACKLOG_LIMIT):  # these wait for a free lane
+            draft_id, _ = await reach_review(bot, referrer)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
         draft_id, _ = await reach_review(bot, referrer)
         started = time.monotonic()
         answer = await bot.act(referrer, "referral.send", {"draftId": draft_id})
         waited = time.monotonic() - started
         relay.release.set()
         async with asyncio.timeout(10):
-            while await bot.services.outbox.counts() != {"delivered": BACKLOG_LIMIT + 1}:  # noqa: ASYNC110
+            while await bot.services.outbox.counts() != {"delivered": PARALLEL_SENDS + BACKLOG_LIMIT + 1}:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
     assert ROOM_WAIT_SECONDS * 0.9 <= waited < ROOM_WAIT_SECONDS + 2
     assert "VD-" in texts(answer) and "referral.send" not in actions(answer)
-    assert sorted(relay.sent.values()) == [1] * (BACKLOG_LIMIT + 1)
+    assert sorted(relay.sent.values()) == [1] * (PARALLEL_SENDS + BACKLOG_LIMIT + 1)
+
+
+class _HangingRelay:
+    """Takes each mail and holds it until `release` is set: the lane that sends it stays busy."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.in_flight = 0
+        self.sent = 0
+
+    async def send(self, message: OutgoingMail) -> None:
+        self.in_flight += 1
+        try:
+            await self.release.wait()
+        finally:
+            self.in_flight -= 1
+        self.sent += 1
+
+
+async def test_a_send_is_not_held_back_by_lanes_another_instance_keeps_busy(
+    postgres: PostgresServer, tmp_path: Path, clock: ManualClock, referrer: TeamsUser, colleague: TeamsUser
+) -> None:
+    """Two instances on one database: while PARALLEL_SENDS mails hang at the relay, nothing waits for a
+    lane, so a send on either instance goes on at once (before, the mails being sent counted, and every
+    send of every instance waited ROOM_WAIT_SECONDS as soon as one instance's lanes were busy)."""
+    url = await migrated_postgres_url(postgres)
+    relays = [_HangingRelay(), _HangingRelay()]
+    apps = [create_app(Settings.from_mapping({
+        "BOT_DATA_DIR": str(tmp_path / name), "DATABASE_URL": url, "LOCAL_DRAFT_KEY": "5d" * 32,
+        "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD, "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_TLS": "none",
+        "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK": "1"}), clock=clock, run_worker=True, transport=relay)
+        for name, relay in zip(("a", "b"), relays, strict=True)]
+    async with running_bot(apps[0]) as first, running_bot(apps[1]) as second:
+        try:
+            for _ in range(PARALLEL_SENDS):
+                draft_id, _ = await reach_review(first, referrer)
+                await first.act(referrer, "referral.send", {"draftId": draft_id})
+            await until(lambda: sum(relay.in_flight for relay in relays) == PARALLEL_SENDS, 10,
+                        "the mails are at the relays")
+            draft_id, _ = await reach_review(second, colleague)
+            started = time.monotonic()
+            await second.act(colleague, "referral.send", {"draftId": draft_id})
+            waited = time.monotonic() - started
+        finally:
+            for relay in relays:
+                relay.release.set()
+        await until(lambda: sum(relay.sent for relay in relays) == PARALLEL_SENDS + 1, 10, "every mail sent")
+    assert waited < ROOM_WAIT_SECONDS / 2
 
 
 async def test_without_a_worker_in_this_process_a_send_never_waits_for_room(
