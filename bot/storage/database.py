@@ -59,6 +59,10 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: TLS towards PostgreSQL, as libpq names it (`sslmode` in DATABASE_URL).
 TLS_MODES = ("disable", "require", "verify-ca", "verify-full")
 SqlParameters = Mapping[str, Any]
+#: See `Database.checkpoint_retry_seconds`.
+CHECKPOINT_RETRY_SECONDS = 1.0
+#: A WAL that readers kept from being emptied this long is logged as a warning (wiped content lingers).
+WAL_LINGER_WARN_SECONDS = 300.0
 #: Returns the password for a new connection: Entra ID's access token, fetched (and refreshed) per connection.
 PasswordSource = Callable[[], Awaitable[str]]
 
@@ -134,6 +138,12 @@ class Database:
             f"db-transaction-{id(self)}", default=None)
         self._statements: dict[tuple[str, frozenset[str]], TextClause] = {}
         self._wal_dirty = False
+        #: After a busy checkpoint, the automatic ones (after a wipe, after a statement) wait this long:
+        #: under load a reader is nearly always busy, and one attempt per statement cost CPU and a log line.
+        self.checkpoint_retry_seconds = CHECKPOINT_RETRY_SECONDS
+        self._checkpoint_busy_at: float | None = None
+        self._busy_since: float | None = None
+        self._busy_warned_at: float | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -173,7 +183,7 @@ class Database:
             callback()
         if state.wiped:
             self._wal_dirty = True
-            await self.truncate_wal()
+            await self._truncate_wal_unless_just_busy()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Call `callback` once the current transaction has committed (at once outside one).
@@ -231,7 +241,7 @@ class Database:
         async with self._connect() as connection, connection.begin():
             rows = await _run(connection, statement, parameters)
         if self._wal_dirty:
-            await self.truncate_wal()
+            await self._truncate_wal_unless_just_busy()
         return rows
 
     async def fetch_one(self, sql: str, parameters: SqlParameters | None = None) -> RowMapping | None:
@@ -267,10 +277,36 @@ class Database:
             finally:
                 await driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         if busy:
-            logger.warning("WAL checkpoint busy (another connection is reading); retried later")
+            self._note_busy_checkpoint(asyncio.get_running_loop().time())
             return False
         self._wal_dirty = False
+        self._checkpoint_busy_at = self._busy_since = self._busy_warned_at = None
         return True
+
+    def _note_busy_checkpoint(self, now: float) -> None:
+        """Busy is normal under load; a WAL that stays unemptied for minutes is worth a warning (once a period)."""
+        self._checkpoint_busy_at = now
+        if self._busy_since is None:
+            self._busy_since = now
+        lingering = now - self._busy_since
+        if lingering >= WAL_LINGER_WARN_SECONDS and (
+                self._busy_warned_at is None or now - self._busy_warned_at >= WAL_LINGER_WARN_SECONDS):
+            self._busy_warned_at = now
+            logger.warning("WAL not emptied for %d s (readers keep the checkpoint busy): wiped content is still "
+                           "in the -wal file; retried", int(lingering))
+        else:
+            logger.debug("WAL checkpoint busy (another connection is reading); retried later")
+
+    async def _truncate_wal_unless_just_busy(self) -> None:
+        """`truncate_wal`, unless a reader kept it busy less than `checkpoint_retry_seconds` ago.
+
+        The periodic sweep calls `truncate_wal` itself, so a WAL left dirty under load is emptied
+        at the latest then.
+        """
+        busy_at = self._checkpoint_busy_at
+        if busy_at is not None and asyncio.get_running_loop().time() - busy_at < self.checkpoint_retry_seconds:
+            return
+        await self.truncate_wal()
 
     async def close(self) -> None:
         """Close every pooled connection (app shutdown)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -271,3 +272,45 @@ async def test_a_transaction_is_not_shared_with_a_task_it_starts(tmp_path: Path)
         child = asyncio.create_task(db.execute("SELECT 1 AS x"))
         with pytest.raises(RuntimeError, match="did not open it"):
             await child
+
+
+async def test_a_busy_checkpoint_is_not_tried_again_after_every_statement(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Under load a reader is nearly always busy: one checkpoint attempt (and log line) per statement cost
+    the bot CPU and flooded the log (471 warnings in six seconds at 16 referrers). The sweep still tries."""
+    path = tmp_path / "bot.sqlite3"
+    db = await sqlite_database(path)
+    db.checkpoint_retry_seconds = 60  # no second automatic attempt within this test
+    store, review, sealed = await _draft_at_review(db, tmp_path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM drafts").fetchone()
+    caplog.set_level(logging.DEBUG, logger="bot.storage.database")
+
+    assert await store.close(review, DraftState.CANCELLED, NOW)  # the wipe: its checkpoint is busy
+    for _ in range(20):
+        await db.execute("SELECT 1")
+    busy = [record for record in caplog.records if "checkpoint busy" in record.getMessage()]
+    assert len(busy) == 1 and busy[0].levelno == logging.DEBUG
+
+    reader.execute("COMMIT")
+    reader.close()
+    assert await db.truncate_wal() is True  # what the periodic sweep calls: at once
+    assert (tmp_path / "bot.sqlite3-wal").stat().st_size == 0
+    assert sealed not in path.read_bytes()
+
+
+async def test_a_wal_readers_keep_from_being_emptied_for_long_is_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bot.storage.database.WAL_LINGER_WARN_SECONDS", 0.0)  # "long" is now
+    path = tmp_path / "bot.sqlite3"
+    db = await sqlite_database(path)
+    store, review, _ = await _draft_at_review(db, tmp_path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM drafts").fetchone()
+    assert await store.close(review, DraftState.CANCELLED, NOW)
+    reader.execute("COMMIT")
+    reader.close()
+    [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert "WAL not emptied" in warning.getMessage() and "wiped content" in warning.getMessage()
