@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,16 @@ class Load:
             await self.referral(bot, user)
 
 
+@contextlib.asynccontextmanager
+async def _connected(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """The harness's own connection to a phase's database, as the superuser (the URL without its query)."""
+    connection = await asyncpg.connect(url.split("?")[0])
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
 async def _lock_waits(url: str, stop: asyncio.Event, samples: Counter[str]) -> None:
     """Every SAMPLE_SECONDS: is the register's lock held, and how many backends wait for it; at the end, how
     many connections the bots opened meanwhile (a pool too small for the load opens and closes them).
@@ -219,9 +229,8 @@ async def _lock_waits(url: str, stop: asyncio.Event, samples: Counter[str]) -> N
     `register_append`); the rate limits take advisory locks of their own, which are not counted.
     """
     register = lock_key(REGISTER_LOCK) % 2**64
-    connection = await asyncpg.connect(url.split("?")[0])
     sessions = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
-    try:
+    async with _connected(url) as connection:
         opened = await connection.fetchval(sessions)
         while not stop.is_set():
             rows = await connection.fetch(
@@ -233,29 +242,21 @@ async def _lock_waits(url: str, stop: asyncio.Event, samples: Counter[str]) -> N
                     samples["register lock held" if row["granted"] else "waiting for the register lock"] += 1
             await asyncio.sleep(SAMPLE_SECONDS)
         samples["connections opened"] = await connection.fetchval(sessions) - opened
-    finally:
-        await connection.close()
 
 
 async def _reset_statements(url: str) -> None:
     """`--statements`: forget what PostgreSQL counted so far (the window starts)."""
-    connection = await asyncpg.connect(url.split("?")[0])
-    try:
+    async with _connected(url) as connection:
         await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         await connection.execute("SELECT pg_stat_statements_reset()")
-    finally:
-        await connection.close()
 
 
 async def _statements(url: str, referrals: int, top: int) -> list[str]:
     """`--statements`: the statements PostgreSQL spent most time on in the window, per referral delivered."""
-    connection = await asyncpg.connect(url.split("?")[0])
-    try:
+    async with _connected(url) as connection:
         rows = await connection.fetch(
             "SELECT calls, total_exec_time, query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
             " WHERE d.datname = current_database() ORDER BY total_exec_time DESC")
-    finally:
-        await connection.close()
     per = max(1, referrals)
     calls = sum(row["calls"] for row in rows)
     milliseconds = sum(row["total_exec_time"] for row in rows)
@@ -456,8 +457,7 @@ async def _watch(tasks: list[asyncio.Task[None]], seconds: float) -> None:
 async def _drained(rig: Rig, database_url: str, bots: list[Process]) -> None:
     """Wait until neither outbox holds anything to send (the Teams messages may still be on their way)."""
     deadline = time.monotonic() + DRAIN_SECONDS
-    connection = await asyncpg.connect(database_url.split("?")[0])
-    try:
+    async with _connected(database_url) as connection:
         while True:
             waiting = await connection.fetchval(
                 "SELECT (SELECT COUNT(*) FROM outbox WHERE state <> 'delivered')"
@@ -468,20 +468,15 @@ async def _drained(rig: Rig, database_url: str, bots: list[Process]) -> None:
                 raise BenchmarkError(f"{waiting} mail(s) and Teams message(s) still waiting; bot log:\n"
                                      f"{bots[0].log_tail()}")
             await asyncio.sleep(0.2)
-    finally:
-        await connection.close()
 
 
 async def _check_database(build: BotBuild, database_url: str, total: int, environment: dict[str, str]) -> None:
     """Every referral `sent`, no mail left, and one unbroken register chain (the bot's own `register verify`)."""
-    connection = await asyncpg.connect(database_url.split("?")[0])
-    try:
+    async with _connected(database_url) as connection:
         states = {row["state"]: row["n"] for row in await connection.fetch(
             "SELECT state, COUNT(*) AS n FROM referrals GROUP BY state")}
         messages = {row["state"]: row["n"] for row in await connection.fetch(
             "SELECT state, COUNT(*) AS n FROM message_outbox GROUP BY state")}
-    finally:
-        await connection.close()
     if states != {"sent": total} or set(messages) != {"sent"}:
         raise BenchmarkError(f"after draining: referrals by state {states}, Teams messages by state {messages}")
     await asyncio.to_thread(build.command, environment, "register", "verify")

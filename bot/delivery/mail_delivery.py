@@ -120,7 +120,6 @@ class DeliveryWorker:
         self._lanes = [WorkerLoop(name="mail outbox", clock=clock, next_due=outbox.next_due_at)
                        for _ in range(PARALLEL_SENDS)]
         self._running = False
-        self._stopping = False
         self._progress = asyncio.Event()  # set (and replaced) each time a lane finished with a mail
 
     def wake(self) -> None:
@@ -130,7 +129,6 @@ class DeliveryWorker:
 
     def stop(self) -> None:
         """Take no more mails; `run` returns once each lane has sent and recorded the mail it holds."""
-        self._stopping = True
         for lane in self._lanes:
             lane.stop()
 
@@ -191,7 +189,7 @@ class DeliveryWorker:
         """
         tried = 0
         async with mail_session(self._transport) as sender:
-            while not self._stopping:
+            while not self._lanes[0].stopped:  # `stop` stops every lane
                 due = await self._outbox.next_due_at()
                 if due is None or due > self._clock.now():
                     return tried

@@ -472,8 +472,8 @@ def _replace_closed_connections(engine: AsyncEngine) -> None:
     """A pooled connection the server closed (a restart, a failover, an idle cut) is replaced at checkout.
 
     Checked locally (asyncpg saw the socket close), not with SQLAlchemy's `pool_pre_ping`, which
-    costs three round trips (BEGIN, a ping, ROLLBACK) on every checkout: for the server, a third of
-    its work per referral. A connection that dies while in use fails that step, which says so.
+    costs three round trips (BEGIN, a ping, ROLLBACK) on every checkout. A connection that dies
+    while in use fails that step, which says so.
     """
 
     @event.listens_for(engine.sync_engine, "checkout")
