@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tests.support.card_reading import actions
 from tests.support.clock import ManualClock
 from tests.support.databases import migrated_postgres_url
 from tests.support.postgres_server import PostgresServer, postgres_server
-from tests.support.referral_flow import reach_review
+from tests.support.referral_flow import CLIENT_VALUES, reach_review
 from tests.support.smtp_server import smtp_server
 
 pytestmark = pytest.mark.asyncio
@@ -38,7 +39,9 @@ def own_postgres() -> Iterator[PostgresServer]:
 
 
 async def test_a_database_restart_costs_the_referrer_a_click_not_the_referral(
-        own_postgres: PostgresServer, tmp_path: Path, clock: ManualClock, referrer: TeamsUser) -> None:
+        own_postgres: PostgresServer, tmp_path: Path, clock: ManualClock, referrer: TeamsUser,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     url = await migrated_postgres_url(own_postgres)
     with smtp_server(tls="none") as relay:
         settings = Settings.from_mapping({
@@ -50,6 +53,9 @@ async def test_a_database_restart_costs_the_referrer_a_click_not_the_referral(
         async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
             await _restart_between_clicks(bot, own_postgres, clock, referrer)
         assert len(relay.messages) == 1  # the one mail, queued by the click that worked
+    logged = "\n".join(record.getMessage() + str(record.__dict__) + str(record.exc_info) for record in caplog.records)
+    assert "card action not handled: database unavailable" in logged
+    assert [value for value in CLIENT_VALUES if value in logged] == []  # not in the outage's log lines either
 
 
 async def _restart_between_clicks(bot: BotDriver, server: PostgresServer, clock: ManualClock,
