@@ -70,8 +70,16 @@ class StatementCursor:
         return self
 
     async def fetchall(self) -> list[Any]:
-        """The rows `execute` brought back (SQLAlchemy reads a statement's rows only this way)."""
+        """The rows `execute` brought back; `fetchone` and `fetchmany` serve a streamed result (the import)."""
         rows, self._rows = self._rows, []
+        return rows
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        count = self.arraysize if size is None else size
+        rows, self._rows = self._rows[:count], self._rows[count:]
         return rows
 
     async def close(self) -> None:
