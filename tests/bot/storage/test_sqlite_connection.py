@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bot.storage.database import Database, DatabaseSettings, open_database
@@ -106,3 +107,13 @@ async def test_a_slow_statement_runs_off_the_event_loop(db: Database) -> None:
     assert count == 2_000_000
     assert statement_threads and loop_thread not in statement_threads
     assert ticks >= 3, ticks  # blocked, the loop would not have ticked again before the answer
+
+
+async def test_a_streamed_result_reads_every_row(db: Database) -> None:
+    """What `python -m bot migrate --from-sqlite` reads the old file with: a server-side cursor, row by row."""
+    await db.execute("INSERT INTO t (v) SELECT 'v' || value FROM json_each('[1,2,3,4,5]')")
+    async with db.engine.connect() as connection:
+        result = await connection.stream(text("SELECT v FROM t ORDER BY id"))
+        first = await result.fetchone()
+        rest = [row async for row in result]
+    assert first is not None and [first[0], *(row[0] for row in rest)] == ["v1", "v2", "v3", "v4", "v5"]
