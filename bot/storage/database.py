@@ -19,7 +19,8 @@ for the outboxes, an advisory lock for the register's hash chain, compare-and-se
 
 Wiped means gone from the disk too. In SQLite, `secure_delete` zeroes deleted content in the main
 file, but WAL mode keeps old page versions in `-wal` until a checkpoint; so a wipe (`note_wipe`)
-makes the end of its transaction checkpoint and truncate the WAL (`truncate_wal`). The files are
+makes the end of its transaction checkpoint and truncate the WAL (`truncate_wal`); a reader that
+keeps the checkpoint busy delays it by `checkpoint_retry_seconds`, not longer. The files are
 private (0600) from their first byte. In PostgreSQL, `VACUUM` reclaims dead row versions; Azure's
 storage is encrypted at rest and the server is the OCMW-independent processor named in docs/verwerkers.md.
 """
@@ -144,6 +145,10 @@ class Database:
         self._checkpoint_busy_at: float | None = None
         self._busy_since: float | None = None
         self._busy_warned_at: float | None = None
+        #: The retry a busy checkpoint schedules, so an idle bot (no statement to retry after) still
+        #: empties the WAL once the reader is gone, not only at the next sweep.
+        self._retry: asyncio.TimerHandle | None = None
+        self._retrying: asyncio.Task[bool] | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -257,7 +262,7 @@ class Database:
         """SQLite: checkpoint and truncate the WAL if a wipe left it dirty; True when nothing is left to do.
 
         Never waits for other connections (busy_timeout 0 for the call): a checkpoint that finds a
-        reader busy stays due and the periodic sweep tries again. A truncated file's blocks are
+        reader busy stays due, tried again in `checkpoint_retry_seconds` and by the periodic sweep. A truncated file's blocks are
         freed, not overwritten: the file system or an SSD may keep them, sealed with the draft key.
         """
         if not self._wal_dirty or self.dialect != "sqlite" or self.read_only:
@@ -278,6 +283,7 @@ class Database:
                 await driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         if busy:
             self._note_busy_checkpoint(asyncio.get_running_loop().time())
+            self._schedule_retry()
             return False
         self._wal_dirty = False
         self._checkpoint_busy_at = self._busy_since = self._busy_warned_at = None
@@ -297,6 +303,19 @@ class Database:
         else:
             logger.debug("WAL checkpoint busy (another connection is reading); retried later")
 
+    def _schedule_retry(self) -> None:
+        """Try the checkpoint again in `checkpoint_retry_seconds`, once (a retry that is busy schedules the next)."""
+        if self._retry is not None:
+            return
+        loop = asyncio.get_running_loop()
+        # A fresh context: the retry belongs to no caller's transaction.
+        self._retry = loop.call_later(self.checkpoint_retry_seconds, self._start_retry, context=contextvars.Context())
+
+    def _start_retry(self) -> None:
+        self._retry = None
+        self._retrying = asyncio.get_running_loop().create_task(self.truncate_wal())
+        self._retrying.add_done_callback(_log_failed_retry)
+
     async def _truncate_wal_unless_just_busy(self) -> None:
         """`truncate_wal`, unless a reader kept it busy less than `checkpoint_retry_seconds` ago.
 
@@ -310,6 +329,13 @@ class Database:
 
     async def close(self) -> None:
         """Close every pooled connection (app shutdown)."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._retrying is not None and not self._retrying.done():
+            self._retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrying
         await self.engine.dispose()
 
     def _own_transaction(self) -> _Transaction | None:
@@ -354,6 +380,13 @@ async def _run(connection: AsyncConnection, statement: TextClause, parameters: S
     result = await connection.execute(statement, values)
     rows = list(result.mappings().all()) if result.returns_rows else []
     return Rows(rows, result.rowcount if not result.returns_rows else len(rows))
+
+
+def _log_failed_retry(task: asyncio.Task[bool]) -> None:
+    """A scheduled checkpoint that failed outright (not busy): the periodic sweep tries again."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("WAL checkpoint retry failed; the sweep tries again",
+                       extra={"error": type(task.exception()).__name__})
 
 
 def _current_task() -> asyncio.Task[Any] | None:

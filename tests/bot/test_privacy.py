@@ -23,6 +23,7 @@ from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import texts
 from tests.support.clock import ManualClock
+from tests.support.data_folder import left_in_folder
 from tests.support.referral_flow import CLIENT_VALUES, reach_review
 
 
@@ -33,12 +34,6 @@ def _leaks(haystack: bytes) -> list[str]:
             if value.encode(encoding) in haystack:
                 found.append(f"{value} ({encoding})")
     return found
-
-
-def _data_folder_bytes(settings: Settings) -> dict[str, bytes]:
-    return {
-        str(path): path.read_bytes() for path in settings.data_dir.rglob("*") if path.is_file()
-    }
 
 
 @pytest.mark.parametrize("ending", ["referral.send", "referral.cancel"])
@@ -60,10 +55,9 @@ async def test_after_the_end_no_client_value_is_kept_or_logged(
     await bot.deliver()
 
     assert _leaks(texts(final).encode()) == []
-    for name, content in _data_folder_bytes(settings).items():
-        if name.endswith(".eml"):
-            continue  # checked part by part below: the base64 ZIP is random bytes
-        assert _leaks(content) == [], name
+    # .eml files are checked part by part below: the base64 ZIP is random bytes
+    assert await left_in_folder(settings.data_dir, lambda name, content: [] if name.endswith(".eml")
+                                else _leaks(content)) == {}
     log_text = "\n".join(
         record.getMessage() + str(record.__dict__) + (str(record.exc_info) if record.exc_info else "")
         for record in caplog.records
@@ -115,8 +109,7 @@ async def test_an_abandoned_review_card_is_replaced_in_the_chat_when_the_draft_e
     assert update.path == f"/v3/conversations/{referrer.conversation_id}/activities/card-1"
     assert _leaks(str(update.body).encode()) == []
     assert "verlopen" in texts(update.body["attachments"][0]["content"])
-    for name, content in _data_folder_bytes(settings).items():
-        assert _leaks(content) == [], name
+    assert await left_in_folder(settings.data_dir, lambda _, content: _leaks(content)) == {}
 
 
 # -- nothing lingers on disk: the WAL ---------------------------------------------------------------

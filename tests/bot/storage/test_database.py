@@ -314,3 +314,28 @@ async def test_a_wal_readers_keep_from_being_emptied_for_long_is_a_warning(
     reader.close()
     [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert "WAL not emptied" in warning.getMessage() and "wiped content" in warning.getMessage()
+
+
+async def test_a_busy_wipe_checkpoint_is_retried_on_its_own_once_the_reader_lets_go(tmp_path: Path) -> None:
+    """An idle bot makes no further statement: the WAL must not keep wiped content until the minute's sweep
+    (a reader, e.g. another worker's lease, kept the wipe's checkpoint busy; CI saw the text still on disk)."""
+    path = tmp_path / "bot.sqlite3"
+    db = await sqlite_database(path)
+    db.checkpoint_retry_seconds = 0.05
+    store, review, sealed = await _draft_at_review(db, tmp_path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM drafts").fetchone()
+
+    assert await store.close(review, DraftState.CANCELLED, NOW)  # the wipe: its checkpoint is busy
+    await asyncio.sleep(0.2)
+    assert sealed in (tmp_path / "bot.sqlite3-wal").read_bytes(), "still read: the retry finds it busy again"
+    reader.execute("COMMIT")
+    reader.close()
+
+    deadline = time.monotonic() + 2.0
+    while (tmp_path / "bot.sqlite3-wal").stat().st_size and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)  # no statement of ours: only the bot's own retry can empty it
+    assert (tmp_path / "bot.sqlite3-wal").stat().st_size == 0
+    assert sealed not in path.read_bytes()
+    await db.close()
