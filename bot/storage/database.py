@@ -262,8 +262,9 @@ class Database:
         """SQLite: checkpoint and truncate the WAL if a wipe left it dirty; True when nothing is left to do.
 
         Never waits for other connections (busy_timeout 0 for the call): a checkpoint that finds a
-        reader busy stays due, tried again in `checkpoint_retry_seconds` and by the periodic sweep. A truncated file's blocks are
-        freed, not overwritten: the file system or an SSD may keep them, sealed with the draft key.
+        reader busy stays due, tried again in `checkpoint_retry_seconds` and by the periodic sweep. A
+        truncated file's blocks are freed, not overwritten: the file system or an SSD may keep them,
+        sealed with the draft key.
         """
         if not self._wal_dirty or self.dialect != "sqlite" or self.read_only:
             return True
