@@ -32,7 +32,7 @@ from bot.core.referral_values import ConsentRecord, FieldError, Referrer
 from bot.evidence.register import ProcessingRegister, RegisterEvent
 from bot.referral.chat_privacy import looks_like_client_data
 from bot.referral.details_validation import details_as_typed, typed_values, validate_details
-from bot.referral.drafts import Draft, DraftState, DraftStore
+from bot.referral.drafts import Draft, DraftState, DraftStore, ShownCard
 from bot.referral.information_sheet import protocol_facts
 from bot.referral.referrers import Allowed, MembershipUnavailable, ReferrerAccess
 from bot.referral.sending import Origin, PasswordUnavailable, ReferralSender, SendFailure
@@ -280,7 +280,8 @@ class ReferralDialogue:
             return cards.problem_card(actor.lang, "draft_foreign")
         now = self._clock.now()
         if actor.card_activity_id and actor.conversation_ref and draft.state not in TERMINAL_STATES:
-            await self._drafts.remember_card(draft.id, actor.conversation_ref, actor.card_activity_id, actor.lang)
+            shown = ShownCard(actor.conversation_ref, actor.card_activity_id, actor.lang)
+            await self._drafts.remember_card(draft, shown)
         if draft.state not in TERMINAL_STATES and self._drafts.is_expired(draft, now):
             await self._drafts.close(draft, DraftState.EXPIRED, now)
             draft = Draft(**{**draft.__dict__, "state": DraftState.EXPIRED})

@@ -58,6 +58,8 @@ class Draft:
     reference: str = ""
     #: The `[[sender.teams]]` name the referral goes out as, fixed at consent; None before.
     sender_team: str | None = None
+    #: Where the chat shows the draft's card, as last remembered (`remember_card`); None before a click.
+    shown: ShownCard | None = None
 
     def __repr__(self) -> str:
         return f"Draft(id={self.id!r}, state={self.state.value!r})"
@@ -185,11 +187,17 @@ class DraftStore:
         )
         return [InterruptedSend(str(row["reference"]), row["conversation_ref"], row["lang"] or "nl") for row in rows]
 
-    async def remember_card(self, draft_id: str, conversation_ref: str, card_activity_id: str, lang: str) -> None:
-        """Where the draft's card is shown, so an expired draft's card can be blanked in the chat."""
+    async def remember_card(self, draft: Draft, card: ShownCard) -> None:
+        """Where the draft's card is shown, so an expired draft's card can be blanked in the chat.
+
+        Written only when it changed: every click on a card would otherwise be a transaction and a
+        durable commit of its own, for the same card in the same chat.
+        """
+        if draft.shown is not None and _same_place(draft.shown, card):
+            return
         await self._db.execute(
             "UPDATE drafts SET conversation_ref = :ref, card_activity_id = :activity, lang = :lang WHERE id = :id",
-            {"ref": conversation_ref, "activity": card_activity_id, "lang": lang, "id": draft_id},
+            {"ref": card.conversation_ref, "activity": card.activity_id, "lang": card.lang, "id": draft.id},
         )
 
     async def sweep(self, now: dt.datetime, replace_card: Callable[[ShownCard], Awaitable[None]]) -> list[ShownCard]:
@@ -248,7 +256,30 @@ class DraftStore:
             details=details,
             reference=row["reference"],
             sender_team=row["sender_team"],
+            shown=ShownCard(row["conversation_ref"], row["card_activity_id"], row["lang"] or "nl")
+            if row.get("conversation_ref") and row.get("card_activity_id") else None,
         )
+
+
+def _same_place(stored: ShownCard, current: ShownCard) -> bool:
+    """The same card in the same chat, in the same language.
+
+    A stored conversation reference also names the activity it answered, which is another one at
+    every click; the chat it reaches is the rest of it.
+    """
+    if (stored.activity_id, stored.lang) != (current.activity_id, current.lang):
+        return False
+    if stored.conversation_ref == current.conversation_ref:
+        return True
+    try:
+        before, now = json.loads(stored.conversation_ref), json.loads(current.conversation_ref)
+    except ValueError:
+        return False
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return False
+    before.pop("activityId", None)
+    now.pop("activityId", None)
+    return bool(before == now)
 
 
 def _consent_to_json(consent: ConsentRecord) -> str:

@@ -243,8 +243,15 @@ class Database:
             async with self._connect() as connection:
                 autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
                 return await _run(autocommit, statement, parameters)
-        async with self._connect() as connection, connection.begin():
-            rows = await _run(connection, statement, parameters)
+        if _is_read(sql):
+            # A read on its own needs no writer's lock: in WAL mode it goes beside the writer, on the
+            # last committed state, in SQLite's own autocommit (no BEGIN and COMMIT trips either).
+            async with self._connect() as connection:
+                reading = await connection.execution_options(**{_READ_ALONE: True})
+                rows = await _run(reading, statement, parameters)
+        else:
+            async with self._connect() as connection, connection.begin():
+                rows = await _run(connection, statement, parameters)
         if self._wal_dirty:
             await self._truncate_wal_unless_just_busy()
         return rows
@@ -383,6 +390,15 @@ async def _run(connection: AsyncConnection, statement: TextClause, parameters: S
     return Rows(rows, result.rowcount if not result.returns_rows else len(rows))
 
 
+#: Execution option: this connection runs one SELECT in SQLite's autocommit (see `Database.execute`).
+_READ_ALONE = "veilig_read_alone"
+
+
+def _is_read(sql: str) -> bool:
+    """A plain SELECT: it changes nothing, so it needs no transaction of its own (`WITH` may write)."""
+    return sql.lstrip()[:6].upper() == "SELECT"
+
+
 def _log_failed_retry(task: asyncio.Task[bool]) -> None:
     """A scheduled checkpoint that failed outright (not busy): the periodic sweep tries again."""
     if not task.cancelled() and task.exception() is not None:
@@ -499,7 +515,8 @@ def _sqlite_pragmas(engine: AsyncEngine, *, begin: str = "BEGIN IMMEDIATE") -> N
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: SyncConnection) -> None:
-        connection.exec_driver_sql(begin)
+        if not connection.get_execution_options().get(_READ_ALONE):
+            connection.exec_driver_sql(begin)
 
 
 def _replace_closed_connections(engine: AsyncEngine) -> None:

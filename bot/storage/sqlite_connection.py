@@ -6,7 +6,8 @@ execute, fetch the rows, close the cursor; each a hand-over to the thread and a 
 event loop, about three quarters of the CPU the bot spent on SQLite per referral. Here a cursor is
 only a holder on the event loop's side: `execute` runs the statement, reads all its rows and closes
 the sqlite3 cursor in one call on the thread, and the rest answers from what that call returned.
-Everything else (the connection, commit, rollback, the thread) is aiosqlite's own.
+Commit and rollback skip the trip when no transaction is open (sqlite3 would do nothing there);
+everything else (the connection, the thread) is aiosqlite's own.
 """
 
 from __future__ import annotations
@@ -91,6 +92,16 @@ class OneTripConnection(aiosqlite.Connection):
 
     def cursor(self) -> StatementCursor:  # type: ignore[override]  # SQLAlchemy awaits its __aenter__
         return StatementCursor(self)
+
+    async def commit(self) -> None:
+        """No trip to the thread when there is nothing to commit (a read in autocommit)."""
+        if self._conn.in_transaction:
+            await super().commit()
+
+    async def rollback(self) -> None:
+        """No trip when nothing is open: the pool rolls back every connection it takes back."""
+        if self._conn.in_transaction:
+            await super().rollback()
 
     async def run_on_thread(self, function: Any, sql: str, parameters: Any) -> _Outcome:
         outcome: _Outcome = await self._execute(function, self._conn, sql, parameters)  # type: ignore[no-untyped-call]

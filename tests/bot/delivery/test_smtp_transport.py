@@ -492,15 +492,23 @@ async def test_a_session_tries_to_connect_again_for_each_mail(sample: SampleRefe
 async def test_a_send_cut_off_midway_closes_the_connection_and_the_next_mail_opens_one(
     sample: SampleReferral,
 ) -> None:
+    """Cut off while the relay has not confirmed the mail: its state is unknown, so the connection goes.
+
+    (Cut off with `asyncio.timeout(0)` instead, the test failed now and then: on Python 3.11 `wait_for`
+    inside aiosmtplib returns the reply when it arrives in the same loop turn as the cancellation.)
+    """
     mails = _mails(2)
     with smtp_server(tls="starttls") as server:
         async with SmtpTransport(server.settings()).session() as session:
             await session.send(mails[0])
+            server.answer_data_after(30.0)  # takes the next mail, confirms it too late
             with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0):  # the worker's lease-bound timeout, at its tightest
+                async with asyncio.timeout(0.5):  # the worker's lease-bound timeout
                     await session.send(mails[1])
+            server.answer_data_after(0)
             await session.send(mails[1])
 
         received = server.messages
-    assert [mail.data for mail in received] == [mails[0].data, mails[1].data]
-    assert received[0].peer != received[1].peer
+    assert [mail.data for mail in received] == [mails[0].data, mails[1].data, mails[1].data], \
+        "taken but never confirmed, so sent again: at least once"
+    assert received[0].peer == received[1].peer != received[2].peer, "the next mail on a new connection"

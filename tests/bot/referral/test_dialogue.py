@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 import cards
 from bot.app import create_app
@@ -474,3 +475,21 @@ async def test_cancel_on_the_data_card_asks_once_more(bot: BotDriver, referrer: 
     assert actions(question)["referral.cancel"]["confirmed"] == "true"
     back = await bot.act(referrer, "referral.view", {"draftId": draft_id})
     assert "referral.details" in actions(back)
+
+
+async def test_clicks_on_the_same_card_write_where_it_is_only_once(bot: BotDriver, referrer: TeamsUser) -> None:
+    """Where the card is (for blanking it when the draft expires) is written when it changes, not per click:
+    each write was a transaction and a durable commit of its own on every click (issue 14)."""
+    written: list[str] = []
+    event.listen(bot.services.db.engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cu, statement, *_: written.append(statement)
+                 if statement.startswith("UPDATE drafts SET conversation_ref") else None)
+    draft_id, _ = await reach_review(bot, referrer)  # consent, then details: two clicks on card-1
+    assert len(written) == 1
+
+    response = await bot.post(referrer.card_action(bot.service_url, "referral.edit", {"draftId": draft_id},
+                                                   reply_to="card-9"))  # the same draft's card, shown anew
+    assert response.status == 200
+    assert len(written) == 2
+    stored = await bot.services.db.fetch_one("SELECT card_activity_id FROM drafts WHERE id = :id", {"id": draft_id})
+    assert stored is not None and stored["card_activity_id"] == "card-9"

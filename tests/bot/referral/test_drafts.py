@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,7 @@ async def test_closing_wipes_the_data_and_keeps_the_reference(store: DraftStore,
 async def test_sweep_expires_idle_drafts_and_keeps_their_tombstones(store: DraftStore) -> None:
     idle = await store.advance(await store.create("u", "c", NOW, NOW.date()), DraftState.REVIEW, NOW, details=DETAILS)
     assert idle is not None
-    await store.remember_card(idle.id, '{"conversation": {"id": "a:1"}}', "card-7", "en")
+    await store.remember_card(idle, ShownCard('{"conversation": {"id": "a:1"}}', "card-7", "en"))
     replaced: list[str] = []
 
     async def replace(card: ShownCard) -> None:
@@ -125,3 +126,27 @@ async def test_a_draft_sealed_with_another_key_reads_as_expired(database: Databa
     rotated = DraftStore(connection, DraftCipher.from_key_file(tmp_path / "new.key"), dt.timedelta(minutes=30))
     again = await rotated.get(draft.id)
     assert again is not None and again.state == DraftState.EXPIRED and again.details is None
+
+
+async def test_where_the_card_is_is_written_when_it_changes(store: DraftStore) -> None:
+    """Another click on the same card answers another activity: the chat is the same, nothing to write."""
+    def reference(activity: str, service: str = "https://smba.trafficmanager.net/emea/") -> str:
+        return json.dumps({"activityId": activity, "serviceUrl": service, "conversation": {"id": "a:1"}})
+
+    draft = await store.create("user", "conv", NOW, NOW.date())
+    await store.remember_card(draft, ShownCard(reference("incoming-1"), "card-1", "nl"))
+    remembered = await store.get(draft.id)
+    assert remembered is not None and remembered.shown == ShownCard(reference("incoming-1"), "card-1", "nl")
+
+    async def stored_after(card: ShownCard) -> ShownCard | None:
+        assert remembered is not None
+        await store.remember_card(remembered, card)
+        again = await store.get(draft.id)
+        assert again is not None
+        return again.shown
+
+    assert await stored_after(ShownCard(reference("incoming-2"), "card-1", "nl")) == remembered.shown, "same place"
+    for moved in (ShownCard(reference("incoming-2", "https://smba.trafficmanager.net/amer/"), "card-1", "nl"),
+                  ShownCard(reference("incoming-2"), "card-2", "nl"),
+                  ShownCard(reference("incoming-2"), "card-1", "en")):
+        assert await stored_after(moved) == moved

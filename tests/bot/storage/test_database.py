@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from bot.app import create_app
 from bot.config import Settings
@@ -338,4 +339,31 @@ async def test_a_busy_wipe_checkpoint_is_retried_on_its_own_once_the_reader_lets
     assert await left_in_folder(tmp_path, lambda _, content: ["sealed"] if sealed in content else [],
                                 seconds=2.0) == {}
     assert (tmp_path / "bot.sqlite3-wal").stat().st_size == 0
+    await db.close()
+
+
+async def test_a_read_on_its_own_is_not_held_behind_a_writer(tmp_path: Path) -> None:
+    """WAL lets readers go beside the writer; a lone SELECT that began `BEGIN IMMEDIATE` queued for the
+    writer's lock (up to the busy timeout) and cost two more trips to SQLite's thread (BEGIN, COMMIT)."""
+    path = tmp_path / "bot.sqlite3"
+    db = await sqlite_database(path)
+    await db.execute("INSERT INTO reminders (subject, kind, at) VALUES ('a', 'k', 't')")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another step holds the writer's lock, e.g. waiting on its fsync
+    writer.execute("INSERT INTO reminders (subject, kind, at) VALUES ('b', 'k', 't')")
+    statements: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cu, statement, *_: statements.append(statement))
+    try:
+        started = time.monotonic()
+        rows = await asyncio.wait_for(db.fetch_all("SELECT subject FROM reminders"), 2.0)
+        assert time.monotonic() - started < 1.0
+        assert [row["subject"] for row in rows] == ["a"], "the committed rows, not the writer's"
+        assert statements == ["SELECT subject FROM reminders"], "no BEGIN IMMEDIATE around a read"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    # A write on its own still takes the writer's lock first (no upgrade deadlock), and commits.
+    await db.execute("INSERT INTO reminders (subject, kind, at) VALUES ('c', 'k', 't')")
+    assert sql(path, "SELECT COUNT(*) FROM reminders").fetchone()[0] == 2
     await db.close()

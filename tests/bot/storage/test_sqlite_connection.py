@@ -117,3 +117,25 @@ async def test_a_streamed_result_reads_every_row(db: Database) -> None:
         first = await result.fetchone()
         rest = [row async for row in result]
     assert first is not None and [first[0], *(row[0] for row in rest)] == ["v1", "v2", "v3", "v4", "v5"]
+
+
+async def test_a_read_alone_is_one_trip_and_a_transaction_has_no_trip_to_spare(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each trip is a hand-over to the thread and a wake-up of the loop. A lone SELECT had three (BEGIN,
+    the statement, COMMIT) and every connection the pool took back one more (a ROLLBACK of nothing)."""
+    await db.execute("SELECT 1")  # the pool's connection is open: no connect trips below
+    trips: list[str] = []
+    original = OneTripConnection._execute
+
+    async def counted(self: OneTripConnection, function: object, *arguments: object) -> object:
+        trips.append(getattr(function, "__name__", repr(function)))
+        return await original(self, function, *arguments)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OneTripConnection, "_execute", counted)
+    assert await db.scalar("SELECT COUNT(*) FROM t") == 0
+    assert trips == ["_run"], "the statement, nothing around it"
+    trips.clear()
+    async with db.transaction():
+        await db.execute("INSERT INTO t (v) VALUES ('a')")
+    assert trips == ["_run", "_run", "commit"], "BEGIN IMMEDIATE, the insert, COMMIT; no rollback afterwards"
+    assert await db.scalar("SELECT COUNT(*) FROM t") == 1
