@@ -515,7 +515,12 @@ def _sqlite_pragmas(engine: AsyncEngine, *, begin: str = "BEGIN IMMEDIATE") -> N
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: SyncConnection) -> None:
-        if not connection.get_execution_options().get(_READ_ALONE):
+        if connection.get_execution_options().get(_READ_ALONE):
+            return
+        driver = connection.connection.driver_connection
+        if isinstance(driver, sqlite_connection.OneTripConnection):
+            driver.begin_with_next_statement(begin)  # no trip of its own: it goes with the first statement
+        else:
             connection.exec_driver_sql(begin)
 
 

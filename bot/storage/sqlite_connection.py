@@ -6,8 +6,9 @@ execute, fetch the rows, close the cursor; each a hand-over to the thread and a 
 event loop, about three quarters of the CPU the bot spent on SQLite per referral. Here a cursor is
 only a holder on the event loop's side: `execute` runs the statement, reads all its rows and closes
 the sqlite3 cursor in one call on the thread, and the rest answers from what that call returned.
-Commit and rollback skip the trip when no transaction is open (sqlite3 would do nothing there);
-everything else (the connection, the thread) is aiosqlite's own.
+A transaction's BEGIN rides with its first statement; commit and rollback skip the trip when no
+transaction is open (sqlite3 would do nothing there); everything else (the connection, the thread)
+is aiosqlite's own.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import aiosqlite
 _Outcome = tuple[Any, int, int | None, list[Any]]
 
 
-def _run(connection: sqlite3.Connection, sql: str, parameters: Sequence[Any] | None) -> _Outcome:
-    """On the connection's thread: the statement, all its rows, and the figures a DBAPI cursor keeps."""
+def _run(connection: sqlite3.Connection, sql: str, parameters: Sequence[Any] | None, begin: str | None) -> _Outcome:
+    """On the connection's thread: `begin` if a transaction starts here, the statement, all its rows,
+    and the figures a DBAPI cursor keeps."""
+    if begin is not None:
+        connection.execute(begin)
     cursor = connection.cursor()
     try:
         cursor.execute(sql, () if parameters is None else parameters)
@@ -33,7 +37,10 @@ def _run(connection: sqlite3.Connection, sql: str, parameters: Sequence[Any] | N
         cursor.close()
 
 
-def _run_many(connection: sqlite3.Connection, sql: str, parameter_sets: Iterable[Sequence[Any]]) -> _Outcome:
+def _run_many(connection: sqlite3.Connection, sql: str, parameter_sets: Iterable[Sequence[Any]],
+              begin: str | None) -> _Outcome:
+    if begin is not None:
+        connection.execute(begin)
     cursor = connection.cursor()
     try:
         cursor.executemany(sql, parameter_sets)
@@ -88,23 +95,37 @@ class StatementCursor:
 
 
 class OneTripConnection(aiosqlite.Connection):
-    """aiosqlite's connection whose cursors run each statement in one call on its thread."""
+    """aiosqlite's connection whose cursors run each statement in one call on its thread.
+
+    A transaction's BEGIN goes with its first statement (`begin_with_next_statement`), in the same
+    call and just before it: one trip less per transaction, and the writer's lock is taken when the
+    transaction has something to do, not an event-loop turn earlier.
+    """
+
+    _begin: str | None = None
+
+    def begin_with_next_statement(self, begin: str) -> None:
+        """Run `begin` (e.g. `BEGIN IMMEDIATE`) right before the next statement, in its call."""
+        self._begin = begin
 
     def cursor(self) -> StatementCursor:  # type: ignore[override]  # SQLAlchemy awaits its __aenter__
         return StatementCursor(self)
 
     async def commit(self) -> None:
-        """No trip to the thread when there is nothing to commit (a read in autocommit)."""
+        """No trip to the thread when there is nothing to commit (a read in autocommit, or no statement)."""
+        self._begin = None
         if self._conn.in_transaction:
             await super().commit()
 
     async def rollback(self) -> None:
         """No trip when nothing is open: the pool rolls back every connection it takes back."""
+        self._begin = None
         if self._conn.in_transaction:
             await super().rollback()
 
     async def run_on_thread(self, function: Any, sql: str, parameters: Any) -> _Outcome:
-        outcome: _Outcome = await self._execute(function, self._conn, sql, parameters)  # type: ignore[no-untyped-call]
+        begin, self._begin = self._begin, None
+        outcome: _Outcome = await self._execute(function, self._conn, sql, parameters, begin)  # type: ignore[no-untyped-call]
         return outcome
 
 

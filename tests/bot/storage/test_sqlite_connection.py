@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -137,5 +138,33 @@ async def test_a_read_alone_is_one_trip_and_a_transaction_has_no_trip_to_spare(
     trips.clear()
     async with db.transaction():
         await db.execute("INSERT INTO t (v) VALUES ('a')")
-    assert trips == ["_run", "_run", "commit"], "BEGIN IMMEDIATE, the insert, COMMIT; no rollback afterwards"
+    assert trips == ["_run", "commit"], "BEGIN IMMEDIATE with the insert, then COMMIT; no rollback afterwards"
     assert await db.scalar("SELECT COUNT(*) FROM t") == 1
+
+
+async def test_a_transaction_holds_the_writers_lock_from_its_first_statement(db: Database, tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE travels with the first statement, and still comes before it: a transaction that reads
+    first then writes never finds the lock taken in between (no upgrade deadlock, no lost update)."""
+    other = sqlite3.connect(tmp_path / "bot.sqlite3", isolation_level=None, timeout=0)
+    try:
+        async with db.transaction():
+            assert await db.scalar("SELECT COUNT(*) FROM t") == 0
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            await db.execute("INSERT INTO t (v) VALUES ('a')")
+        other.execute("BEGIN IMMEDIATE")  # free again after the commit
+        other.execute("ROLLBACK")
+
+        await db.engine.dispose()
+        await db.execute("PRAGMA busy_timeout = 50")  # the pool's one connection, which the transaction takes
+        other.execute("BEGIN IMMEDIATE")  # now another writer holds it: the first statement waits, then fails
+        with pytest.raises(OperationalError, match="locked"):
+            async with db.transaction():
+                await db.execute("INSERT INTO t (v) VALUES ('b')")
+        other.execute("ROLLBACK")
+        assert await db.scalar("SELECT COUNT(*) FROM t") == 1, "nothing of the refused transaction"
+        async with db.transaction():
+            await db.execute("INSERT INTO t (v) VALUES ('c')")
+        assert await db.scalar("SELECT COUNT(*) FROM t") == 2, "the connection is usable again"
+    finally:
+        other.close()
