@@ -189,7 +189,8 @@ class ReferralStore:
 
     async def transition(self, reference: str, to: ReferralState, **changes: Any) -> SentReferral:
         """Move to `to` with `changes` (column values), refusing a step the state machine forbids."""
-        async with self._db.transaction():  # read and write under one lock (a savepoint inside a transaction)
+        # Read and write under one lock; inside a step, part of its transaction (a refused step writes nothing).
+        async with self._db.transaction(savepoint=False):
             current = await self._locked(reference)
             if to not in TRANSITIONS[current.state]:
                 raise IllegalTransition(reference, current.state, to)
@@ -201,7 +202,7 @@ class ReferralStore:
         """Change facts that are not a state change (card ids, reminders, reported items)."""
         if "state" in changes:
             raise ValueError("use transition() to change the state")
-        async with self._db.transaction():  # else another instance's update between read and write is lost
+        async with self._db.transaction(savepoint=False):  # else another instance's update in between is lost
             current = await self._locked(reference)
             updated = dataclasses.replace(current, **changes)
             await self._write(current, updated)

@@ -100,7 +100,7 @@ class Outbox:
 
     async def mark_delivered(self, message_id: str, now: dt.datetime) -> None:
         """Delivered: drop the payload (and, once committed, its old pages from the WAL), keep the fact."""
-        async with self._db.transaction():
+        async with self._db.transaction(savepoint=False):
             self._db.note_wipe()
             await self._db.execute(
                 "UPDATE outbox SET state = :delivered, payload = NULL, finished_at = :now, last_error = NULL,"
@@ -119,7 +119,7 @@ class Outbox:
 
     async def mark_failed(self, message_id: str, now: dt.datetime, error: str) -> None:
         """Given up: drop the payload (WAL included, as above); the referrer is told to refer again."""
-        async with self._db.transaction():
+        async with self._db.transaction(savepoint=False):
             self._db.note_wipe()
             await self._db.execute(
                 "UPDATE outbox SET state = :failed, payload = NULL, finished_at = :now, last_error = :error,"
@@ -133,7 +133,7 @@ class Outbox:
         A row another instance is leasing at this moment is locked: this waits for that lease's
         commit and then finds the row `sending`, so a mail is never both cancelled and sent.
         """
-        async with self._db.transaction():
+        async with self._db.transaction(savepoint=False):
             cursor = await self._db.execute(
                 "UPDATE outbox SET state = :failed, payload = NULL, finished_at = :now, last_error = :reason"
                 " WHERE message_id = :message_id AND state = :queued",

@@ -272,7 +272,7 @@ class ProcessingRegister:
             appended = await self._db.execute("SELECT register_append(:key, :genesis, :canonical) AS hash", entry)
             return str(appended.scalar())
         columns = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
-        async with self._db.transaction():
+        async with self._db.transaction(savepoint=False):  # a read, then one insert: nothing half done
             await self._db.lock(REGISTER_LOCK)
             row = await self._db.fetch_one("SELECT seq, hash FROM register ORDER BY seq DESC LIMIT 1")
             previous = GENESIS_HASH if row is None else str(row["hash"])

@@ -161,7 +161,7 @@ class DraftStore:
 
         The WAL is emptied of the old page versions once the wipe is committed (`note_wipe`).
         """
-        async with self._db.transaction():
+        async with self._db.transaction(savepoint=False):  # one statement: nothing half done
             cursor = await self._db.execute(
                 "UPDATE drafts SET state = :state, sealed_details = NULL, consent_json = NULL,"
                 " updated_at = :now WHERE id = :id AND state = :was_state",

@@ -169,10 +169,18 @@ class Database:
         return self._current.get() is not None
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        """All statements inside commit together or not at all; nested, a savepoint."""
+    async def transaction(self, *, savepoint: bool = True) -> AsyncIterator[None]:
+        """All statements inside commit together or not at all; nested, a savepoint.
+
+        `savepoint=False` joins an open transaction instead: for a store's block that leaves nothing
+        half done when it fails (it reads, then writes once), a savepoint is two trips to the
+        database for nothing. A caller that catches its error cannot undo what it wrote.
+        """
         current = self._own_transaction()
         if current is not None:
+            if not savepoint:
+                yield
+                return
             async with current.connection.begin_nested():
                 yield
             return

@@ -43,11 +43,11 @@ def _hit() -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _crashing_transaction(self: database.Database) -> AsyncIterator[None]:
+async def _crashing_transaction(self: database.Database, *, savepoint: bool = True) -> AsyncIterator[None]:
     outermost = not self.in_transaction
     hit = False
     try:
-        async with _original_transaction(self):
+        async with _original_transaction(self, savepoint=savepoint):
             yield
             if outermost:
                 hit = _hit()

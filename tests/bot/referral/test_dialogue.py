@@ -493,3 +493,17 @@ async def test_clicks_on_the_same_card_write_where_it_is_only_once(bot: BotDrive
     assert len(written) == 2
     stored = await bot.services.db.fetch_one("SELECT card_activity_id FROM drafts WHERE id = :id", {"id": draft_id})
     assert stored is not None and stored["card_activity_id"] == "card-9"
+
+
+async def test_sending_and_delivering_take_no_savepoint(bot: BotDriver, referrer: TeamsUser) -> None:
+    """Each savepoint (a store's block inside the step's transaction) cost two trips to the database."""
+    draft_id, _ = await reach_review(bot, referrer)
+    kinds: list[str] = []
+    event.listen(bot.services.db.engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cu, statement, *_: kinds.append(statement.split()[0].upper()))
+    queued = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert await bot.deliver() == 1
+    assert "SAVEPOINT" not in kinds, kinds
+    reference = _reference_in(queued)
+    assert (await bot.services.register.events_for(reference))[-3:] == [
+        "package_built", "queued", "delivered"], "every step still recorded"

@@ -367,3 +367,22 @@ async def test_a_read_on_its_own_is_not_held_behind_a_writer(tmp_path: Path) -> 
     await db.execute("INSERT INTO reminders (subject, kind, at) VALUES ('c', 'k', 't')")
     assert sql(path, "SELECT COUNT(*) FROM reminders").fetchone()[0] == 2
     await db.close()
+
+
+async def test_a_joined_block_is_part_of_the_open_transaction_without_a_savepoint(database: Database) -> None:
+    """A store's read-then-write block joins the step's transaction: a savepoint around it was two more
+    trips (SAVEPOINT, RELEASE) per store call, six per referral, for a block that leaves nothing half done."""
+    statements: list[str] = []
+    event.listen(database.engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cu, statement, *_: statements.append(statement.split()[0].upper()))
+    with pytest.raises(RuntimeError):
+        async with database.transaction():
+            await database.execute("INSERT INTO reminders (subject, kind, at) VALUES ('a', 'k', 't')")
+            async with database.transaction(savepoint=False):
+                await database.execute("INSERT INTO reminders (subject, kind, at) VALUES ('b', 'k', 't')")
+            raise RuntimeError("the step fails after the block")
+    assert await database.scalar("SELECT COUNT(*) FROM reminders") == 0, "rolled back with the step"
+    async with database.transaction(savepoint=False):  # no transaction open: it is one
+        await database.execute("INSERT INTO reminders (subject, kind, at) VALUES ('c', 'k', 't')")
+    assert await database.scalar("SELECT COUNT(*) FROM reminders") == 1
+    assert "SAVEPOINT" not in statements and "RELEASE" not in statements
