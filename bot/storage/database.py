@@ -9,13 +9,14 @@ module (`for_update`, `skip_locked`, `lock`).
 Every step that changes state runs in `async with db.transaction():`; the stores inside it reach
 the same connection through a context variable, so a state change, its register entry and the
 messages it causes commit together or not at all without a connection passed around. A transaction
-inside a transaction is a savepoint. Outside one, each statement commits on its own (PostgreSQL: in
-autocommit mode, without a BEGIN and a COMMIT round trip around it).
+inside a transaction is a savepoint (or, asked for, simply part of it). Outside one, each statement
+commits on its own, in the engine's autocommit: no BEGIN and COMMIT trips around it.
 
-SQLite serialises writers: a write transaction starts with `BEGIN IMMEDIATE` (two writers never
-deadlock on a lock upgrade; the second waits up to `busy_timeout`). PostgreSQL runs them side by
-side at READ COMMITTED; where that matters the stores say how they cope: `FOR UPDATE SKIP LOCKED`
-for the outboxes, an advisory lock for the register's hash chain, compare-and-set for state changes.
+SQLite serialises writers: a transaction starts with `BEGIN IMMEDIATE`, sent with its first
+statement (two writers never deadlock on a lock upgrade; the second waits up to `busy_timeout`).
+PostgreSQL runs them side by side at READ COMMITTED; where that matters the stores say how they
+cope: `FOR UPDATE SKIP LOCKED` for the outboxes, an advisory lock for the register's hash chain,
+compare-and-set for state changes.
 
 Wiped means gone from the disk too. In SQLite, `secure_delete` zeroes deleted content in the main
 file, but WAL mode keeps old page versions in `-wal` until a checkpoint; so a wipe (`note_wipe`)
@@ -251,15 +252,12 @@ class Database:
             async with self._connect() as connection:
                 autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
                 return await _run(autocommit, statement, parameters)
-        if _is_read(sql):
-            # A read on its own needs no writer's lock: in WAL mode it goes beside the writer, on the
-            # last committed state, in SQLite's own autocommit (no BEGIN and COMMIT trips either).
-            async with self._connect() as connection:
-                reading = await connection.execution_options(**{_READ_ALONE: True})
-                rows = await _run(reading, statement, parameters)
-        else:
-            async with self._connect() as connection, connection.begin():
-                rows = await _run(connection, statement, parameters)
+        # On its own, in SQLite's autocommit: one trip, no BEGIN and COMMIT around it. A read goes beside
+        # the writer (WAL) on the last committed state, without the writer's lock; a write takes that
+        # lock through the busy handler and commits within the statement.
+        async with self._connect() as connection:
+            alone = await connection.execution_options(**{_ALONE: True})
+            rows = await _run(alone, statement, parameters)
         if self._wal_dirty:
             await self._truncate_wal_unless_just_busy()
         return rows
@@ -398,13 +396,8 @@ async def _run(connection: AsyncConnection, statement: TextClause, parameters: S
     return Rows(rows, result.rowcount if not result.returns_rows else len(rows))
 
 
-#: Execution option: this connection runs one SELECT in SQLite's autocommit (see `Database.execute`).
-_READ_ALONE = "veilig_read_alone"
-
-
-def _is_read(sql: str) -> bool:
-    """A plain SELECT: it changes nothing, so it needs no transaction of its own (`WITH` may write)."""
-    return sql.lstrip()[:6].upper() == "SELECT"
+#: Execution option: this connection runs one statement in SQLite's autocommit (see `Database.execute`).
+_ALONE = "veilig_statement_alone"
 
 
 def _log_failed_retry(task: asyncio.Task[bool]) -> None:
@@ -523,7 +516,7 @@ def _sqlite_pragmas(engine: AsyncEngine, *, begin: str = "BEGIN IMMEDIATE") -> N
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: SyncConnection) -> None:
-        if connection.get_execution_options().get(_READ_ALONE):
+        if connection.get_execution_options().get(_ALONE):
             return
         driver = connection.connection.driver_connection
         if isinstance(driver, sqlite_connection.OneTripConnection):

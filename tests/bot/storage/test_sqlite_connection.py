@@ -140,6 +140,26 @@ async def test_a_read_alone_is_one_trip_and_a_transaction_has_no_trip_to_spare(
         await db.execute("INSERT INTO t (v) VALUES ('a')")
     assert trips == ["_run", "commit"], "BEGIN IMMEDIATE with the insert, then COMMIT; no rollback afterwards"
     assert await db.scalar("SELECT COUNT(*) FROM t") == 1
+    trips.clear()
+    await db.execute("INSERT INTO t (v) VALUES ('b')")  # a write on its own: SQLite commits it in the statement
+    assert trips == ["_run"]
+    assert await db.scalar("SELECT COUNT(*) FROM t") == 2
+
+
+async def test_a_write_on_its_own_waits_for_another_writer_then_commits(db: Database, tmp_path: Path) -> None:
+    """In SQLite's autocommit a lone statement takes the writer's lock through the busy handler: it waits."""
+    other = sqlite3.connect(tmp_path / "bot.sqlite3", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t (v) VALUES ('first')")
+    release = asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+    try:
+        started = asyncio.get_running_loop().time()
+        await db.execute("INSERT INTO t (v) VALUES ('second')")
+        assert asyncio.get_running_loop().time() - started >= 0.25, "it waited for the other writer"
+    finally:
+        release.cancel()
+        other.close()
+    assert [row["v"] for row in await db.fetch_all("SELECT v FROM t ORDER BY id")] == ["first", "second"]
 
 
 async def test_a_transaction_holds_the_writers_lock_from_its_first_statement(db: Database, tmp_path: Path) -> None:
