@@ -69,9 +69,16 @@ class MessageDeliveryWorker:
         await self._loop.run_forever(self.deliver_due)
 
     async def deliver_due(self) -> int:
-        """Send everything due now, conversations in parallel; returns how many sends were tried."""
+        """Send everything due now, conversations in parallel; returns how many sends were tried.
+
+        Whether anything is due is read first: a claim is a write transaction (on SQLite the
+        writer's lock), and every pass would otherwise end with one that finds nothing.
+        """
         tried = 0
         while not self._loop.stopped:
+            due = await self._outbox.next_due_at()
+            if due is None or due > self._clock.now():
+                return tried
             messages = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel)
             if not messages:
                 return tried

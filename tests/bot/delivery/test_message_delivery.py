@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from sqlalchemy import event
 
 from bot.app import create_app
 from bot.config import Settings
@@ -333,3 +334,20 @@ async def _wait_for(condition: Callable[[], bool], log: Path, seconds: float = 2
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(log.read_text()[-4000:])
         await asyncio.sleep(0.05)
+
+
+async def test_a_pass_with_nothing_due_only_reads(setup: Setup) -> None:
+    """Each pass ended with a claim that found nothing: a write transaction (the writer's lock on SQLite,
+    a lease query on PostgreSQL) just to learn that; a read of the next due time says it."""
+    await _link(setup)
+    await _delivered(setup)
+    statements: list[str] = []
+    event.listen(setup.bot.services.db.engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cu, statement, *_: statements.append(statement.split()[0].upper()))
+    assert await setup.bot.settle() == 0
+    assert statements == ["SELECT"]
+
+    await _referral(setup)
+    await setup.bot.services.worker.deliver_due()  # the mail: its Teams messages are queued
+    assert await setup.bot.settle() >= 2, "what is due is still sent"
+    assert (await setup.bot.services.messages.counts()).get("queued", 0) == 0
