@@ -132,6 +132,12 @@ var serverParameters = [
     name: 'log_error_verbosity'
     value: 'terse'
   }
+  {
+    // Seconds between autovacuum's looks: the queue tables are vacuumed after 500 dead rows (revision
+    // 0006), which under load is seconds; a claim's index scan visits every dead entry until then.
+    name: 'autovacuum_naptime'
+    value: '15'
+  }
 ]
 
 resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
