@@ -189,9 +189,9 @@ class DeliveryWorker:
         """
         tried = 0
         async with mail_session(self._transport) as sender:
-            while not self._lanes[0].stopped:  # `stop` stops every lane
-                due = await self._outbox.next_due_at()
-                if due is None or due > self._clock.now():
+            lane = self._lanes[0]  # `stop` stops every lane; each asks the same outbox what is due
+            while not lane.stopped:
+                if not await lane.work_is_due():
                     return tried
                 items = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=1)
                 if not items:  # another lane or instance took it

@@ -76,8 +76,7 @@ class MessageDeliveryWorker:
         """
         tried = 0
         while not self._loop.stopped:
-            due = await self._outbox.next_due_at()
-            if due is None or due > self._clock.now():
+            if not await self._loop.work_is_due():
                 return tried
             messages = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel)
             if not messages:

@@ -47,6 +47,11 @@ class WorkerLoop:
         """`stop()` was called: a pass should take no new work."""
         return self._stopped
 
+    async def work_is_due(self) -> bool:
+        """Whether `next_due` says something is due now: a read, before a claim that would be a write."""
+        due = await self._next_due()
+        return due is not None and due <= self._clock.now()
+
     async def run_forever(self, run_pass: Callable[[], Awaitable[object]]) -> None:
         """Pass, sleep, pass, ...; until stopped or cancelled."""
         while not self._stopped:

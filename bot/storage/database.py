@@ -40,7 +40,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import bindparam, event, text
@@ -143,7 +143,6 @@ class Database:
         #: After a busy checkpoint, the automatic ones (after a wipe, after a statement) wait this long:
         #: under load a reader is nearly always busy, and one attempt per statement cost CPU and a log line.
         self.checkpoint_retry_seconds = CHECKPOINT_RETRY_SECONDS
-        self._checkpoint_busy_at: float | None = None
         self._busy_since: float | None = None
         self._busy_warned_at: float | None = None
         #: The retry a busy checkpoint schedules, so an idle bot (no statement to retry after) still
@@ -300,12 +299,11 @@ class Database:
             self._schedule_retry()
             return False
         self._wal_dirty = False
-        self._checkpoint_busy_at = self._busy_since = self._busy_warned_at = None
+        self._busy_since = self._busy_warned_at = None
         return True
 
     def _note_busy_checkpoint(self, now: float) -> None:
         """Busy is normal under load; a WAL that stays unemptied for minutes is worth a warning (once a period)."""
-        self._checkpoint_busy_at = now
         if self._busy_since is None:
             self._busy_since = now
         lingering = now - self._busy_since
@@ -331,15 +329,9 @@ class Database:
         self._retrying.add_done_callback(_log_failed_retry)
 
     async def _truncate_wal_unless_just_busy(self) -> None:
-        """`truncate_wal`, unless a reader kept it busy less than `checkpoint_retry_seconds` ago.
-
-        The periodic sweep calls `truncate_wal` itself, so a WAL left dirty under load is emptied
-        at the latest then.
-        """
-        busy_at = self._checkpoint_busy_at
-        if busy_at is not None and asyncio.get_running_loop().time() - busy_at < self.checkpoint_retry_seconds:
-            return
-        await self.truncate_wal()
+        """`truncate_wal`, unless a busy one's retry is still to come (`checkpoint_retry_seconds` after it)."""
+        if self._retry is None:
+            await self.truncate_wal()
 
     async def close(self) -> None:
         """Close every pooled connection (app shutdown)."""
@@ -516,13 +508,10 @@ def _sqlite_pragmas(engine: AsyncEngine, *, begin: str = "BEGIN IMMEDIATE") -> N
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: SyncConnection) -> None:
-        if connection.get_execution_options().get(_ALONE):
-            return
-        driver = connection.connection.driver_connection
-        if isinstance(driver, sqlite_connection.OneTripConnection):
-            driver.begin_with_next_statement(begin)  # no trip of its own: it goes with the first statement
-        else:
-            connection.exec_driver_sql(begin)
+        if not connection.get_execution_options().get(_ALONE):
+            # No trip of its own: it goes with the first statement (every SQLite engine is a OneTripConnection).
+            driver = cast(sqlite_connection.OneTripConnection, connection.connection.driver_connection)
+            driver.begin_with_next_statement(begin)
 
 
 def _replace_closed_connections(engine: AsyncEngine) -> None:
