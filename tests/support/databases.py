@@ -1,13 +1,16 @@
 """Databases for tests: the embedded SQLite file, or a fresh database on the suite's own PostgreSQL server.
 
 `open_test_database` gives a migrated `Database` of either backend; `sql` reads or changes a SQLite
-file behind the bot's back (what an attacker or a crash would leave), with plain `sqlite3`.
+file behind the bot's back (what an attacker or a crash would leave), with plain `sqlite3`;
+`transaction_held_open` is another step in the middle of its transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,29 @@ from tests.support.postgres_server import PostgresServer
 BACKENDS = ("sqlite", "postgresql")
 #: Databases opened by the current test; `tests/conftest.py` closes them when it ends.
 OPENED: list[Database] = []
+
+
+@contextlib.asynccontextmanager
+async def transaction_held_open(db: Database, statement: str = "SELECT 1") -> AsyncIterator[None]:
+    """Another task's transaction, `statement` run in it, open (its connection, and in SQLite the writer's
+    turn, held) until the block ends; then it commits."""
+    taken, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with db.transaction():
+            await db.execute(statement)
+            taken.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    try:
+        await asyncio.wait([holder, asyncio.create_task(taken.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if holder.done():
+            await holder  # it failed before holding anything: its error
+        yield
+    finally:
+        release.set()
+        await holder
 
 
 async def sqlite_database(path: Path) -> Database:

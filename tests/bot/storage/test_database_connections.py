@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import event
 
 from bot.storage.database import Database, DatabaseError, DatabaseSettings, open_database
-from tests.support.databases import OPENED, postgres_url
+from tests.support.databases import OPENED, postgres_url, transaction_held_open
 from tests.support.keyvault_provider import until
 from tests.support.postgres_server import PostgresServer
 
@@ -106,20 +106,7 @@ async def test_a_connection_the_server_closed_is_replaced_not_used(postgres: Pos
 async def test_a_step_that_waits_too_long_for_a_connection_is_told_the_database_is_busy(
         postgres: PostgresServer) -> None:
     db = _open(postgres, pool_size=1, pool_wait_seconds=0.2)
-    taken, release = asyncio.Event(), asyncio.Event()
-
-    async def hold() -> None:
-        async with db.transaction():
-            await db.execute("SELECT 1")
-            taken.set()
-            await release.wait()
-
-    holder = asyncio.create_task(hold())
-    try:
-        await taken.wait()
+    async with transaction_held_open(db):
         with pytest.raises(DatabaseError, match="busy"):
             await db.scalar("SELECT 1")
-    finally:
-        release.set()
-        await holder
     assert await db.scalar("SELECT 1") == 1
