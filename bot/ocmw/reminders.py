@@ -18,9 +18,10 @@ absent: should two passes ever overlap, one queues the message and the other not
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -81,9 +82,13 @@ class ReminderService:
         clock: Clock,
         timezone: ZoneInfo,
         working_days: int,
-        closed: Container[dt.date] | None = None,
+        calendar: Callable[[], Container[dt.date]] = belgian_public_holidays,
     ) -> None:
-        self._closed = belgian_public_holidays() if closed is None else closed
+        #: Loaded by the first pass, in a thread: the `holidays` package takes ~75 ms of CPU to load
+        #: (all its countries), which is neither for start-up nor for the event loop.
+        self._calendar = calendar
+        self._closed: Container[dt.date] = frozenset()
+        self._calendar_loaded = False
         self._db = db
         self._referrals = referrals
         self._links = links
@@ -95,6 +100,9 @@ class ReminderService:
 
     async def run_due(self) -> int:
         """Queue every reminder that is due now; returns how many were queued."""
+        if not self._calendar_loaded:
+            self._closed = await asyncio.to_thread(self._calendar)
+            self._calendar_loaded = True
         now = self._clock.now()
         queued = 0
         for chase in CHASES:

@@ -1,6 +1,9 @@
 """Working days for reminders: Monday to Friday, without Belgian public holidays.
 
-The holiday calendar comes from the `holidays` package (Belgium); a test can pass its own.
+The holiday calendar comes from the `holidays` package (Belgium); a test can pass its own. The
+package is imported when the calendar is first asked for, not with this module: it loads all of its
+~250 countries (~75 ms of CPU), which the bot's start-up does not need (the reminder pass loads it in
+a thread).
 """
 
 from __future__ import annotations
@@ -8,11 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Container
 
-import holidays
-
 
 def belgian_public_holidays() -> Container[dt.date]:
     """Belgium's legal public holidays, any year (computed on demand by the `holidays` package)."""
+    import holidays  # here, not at the top: see the module's docstring
+
     return holidays.country_holidays("BE")
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+import sys
+import threading
+from collections.abc import Container
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,6 +23,7 @@ from bot.core.sent_referrals import ReferralState, ReferralStore
 from bot.delivery.message_outbox import MessageOutbox
 from bot.ocmw.links import OcmwLink, OcmwLinks
 from bot.ocmw.reminders import ReminderService
+from bot.ocmw.working_days import belgian_public_holidays
 from bot.storage.database import Database, to_text
 from tests.support.clock import ManualClock
 from tests.support.databases import another_engine
@@ -71,10 +76,10 @@ async def seed(db: Database) -> None:
         " VALUES ('correction-1', 'VD-20261127-ACKEDB', 'phone', 'aad-ocmw-1', 'Olga', :at)", {"at": to_text(FRIDAY)})
 
 
-def service(db: Database, clock: ManualClock) -> ReminderService:
-    return ReminderService(db=db, referrals=ReferralStore(db), links=OcmwLinks(db),
+def service(db: Database, clock: ManualClock, **options: object) -> ReminderService:
+    return ReminderService(db=db, referrals=ReferralStore(db), links=OcmwLinks(db),  # type: ignore[arg-type]
                            registry=ProtocolRegistry([load_protocol_file(PROTOCOL_FILE)]), messages=MessageOutbox(db),
-                           clock=clock, timezone=BRUSSELS, working_days=2)
+                           clock=clock, timezone=BRUSSELS, working_days=2, **options)
 
 
 async def reminded(db: Database) -> set[tuple[str, str]]:
@@ -120,3 +125,29 @@ async def test_two_passes_at_once_on_two_instances_queue_each_reminder_once(
         assert sum(await asyncio.gather(*(reminders.run_due() for reminders in passes))) == expected, moment
     assert await reminded(database) == AT_TUESDAY | AT_THURSDAY
     assert await queued_to(database) == {CHANNEL: 6, "a:personal-referrer": 8}
+
+
+async def test_the_holiday_calendar_is_loaded_by_the_first_pass_in_a_thread(
+        database: Database, clock: ManualClock) -> None:
+    """The `holidays` package imports all of its ~250 countries to give Belgium's: ~75 ms of CPU, which
+    was a tenth of the bot's start-up and would be a stall on the event loop. The first pass loads it, once,
+    in a thread; the bot is ready without it."""
+    loaded_on: list[threading.Thread] = []
+
+    def calendar() -> Container[dt.date]:
+        loaded_on.append(threading.current_thread())
+        return belgian_public_holidays()
+
+    await seed(database)
+    reminders = service(database, clock, calendar=calendar)
+    assert loaded_on == [], "not when the service is built (at start-up)"
+    clock.current = TUESDAY
+    assert await reminders.run_due() == len(AT_TUESDAY)
+    assert await reminders.run_due() == 0
+    assert len(loaded_on) == 1 and loaded_on[0] is not threading.main_thread()
+
+
+def test_starting_the_bot_does_not_import_the_holiday_calendar() -> None:
+    loaded = subprocess.run([sys.executable, "-c", "import sys, bot.cli.main; print('holidays' in sys.modules)"],
+                            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    assert loaded == "False"
