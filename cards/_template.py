@@ -1,7 +1,10 @@
 """A small structural filler for the JSON card templates in `templates/`.
 
-The template is parsed once, deep-copied for every card and walked as a tree; the serialized JSON is
-never edited as text, so a typed value can never change the card's structure.
+The template is parsed once and prepared once: each node becomes a small function that builds its
+part of a new card from the values (a string without a placeholder is kept as it is, an
+interpolated one is split once), so a card is built without walking the template's text with
+regular expressions again. The serialized JSON is never edited as text, so a typed value can never
+change the card's structure.
 
 - A string that is exactly ``"${name}"`` becomes the value itself (any JSON type: a list of choices,
   a bool, an object).
@@ -23,7 +26,7 @@ import copy
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,10 @@ _PART_DIR = _TEMPLATE_DIR / "parts"
 _NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
 _PLACEHOLDER = re.compile(r"\$\{(" + _NAME + r")\}")
 _TEMPLATE_NAME = re.compile(r"^[a-z][a-z_]*$")
+#: Values inserted as they are: nothing in them can be changed, so a copy would be the same.
+_IMMUTABLE = (str, int, float, bool, type(None))
+#: A prepared node: builds its part of the card from the values.
+Filler = Callable[[Mapping[str, Any]], Any]
 
 
 class TemplateError(CardError):
@@ -66,10 +73,10 @@ def load_part(name: str) -> Any:
 def render_template(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Fill the template `name` with `values` and return the new card.
 
-    `fill` builds a new tree and never changes the one it reads, so the shared template needs no
-    copy first (a deep copy per card was a twentieth of a referral's CPU, issue 14).
+    The template is prepared once (`_prepared_template`); filling builds a new tree and never changes
+    the one it was prepared from, so the shared template needs no copy first.
     """
-    filled = fill(load_template(name), values)
+    filled = _prepared_template(name)(values)
     if not isinstance(filled, dict):
         raise TemplateError(f"template {name!r} is not a JSON object")
     return filled
@@ -77,7 +84,7 @@ def render_template(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 def render_part(name: str, values: Mapping[str, Any]) -> Any:
     """Fill the part `name` with `values` and return the new JSON tree (the shared part stays as it is)."""
-    return fill(load_part(name), values)
+    return _prepared_part(name)(values)
 
 
 def fill(node: Any, values: Mapping[str, Any]) -> Any:
@@ -86,9 +93,17 @@ def fill(node: Any, values: Mapping[str, Any]) -> Any:
     Every object and list of the result is new and every value put in is a deep copy, so the result
     shares nothing mutable with `node` or `values`.
     """
-    if isinstance(node, dict) and _dropped(node, values):
-        raise TemplateError("the root of a template cannot carry a false $when")
-    return _fill(node, values)
+    return _prepare_root(node)(values)
+
+
+@functools.cache
+def _prepared_template(name: str) -> Filler:
+    return _prepare_root(load_template(name))
+
+
+@functools.cache
+def _prepared_part(name: str) -> Filler:
+    return _prepare_root(load_part(name))
 
 
 def placeholders(node: Any) -> set[str]:
@@ -116,57 +131,99 @@ def _load(directory: Path, name: str) -> Any:
     return json.loads(text)
 
 
-def _fill(node: Any, values: Mapping[str, Any]) -> Any:
+def _prepare_root(node: Any) -> Filler:
+    """`_prepare`, and the root's own `$when`: it cannot be left out, so a false flag is an error."""
+    filler = _prepare(node)
+    flag = _when_flag(node)
+    if flag is None:
+        return filler
+
+    def fill_root(values: Mapping[str, Any]) -> Any:
+        if not _value(flag, values):
+            raise TemplateError("the root of a template cannot carry a false $when")
+        return filler(values)
+
+    return fill_root
+
+
+def _prepare(node: Any) -> Filler:
+    """The function that builds a filled copy of `node`; raises now for what no values could fix."""
     if isinstance(node, str):
-        return _fill_string(node, values)
+        return _prepare_string(node)
     if isinstance(node, list):
-        return [_fill(item, values) for item in node if not _dropped(item, values)]
+        items = [_Conditional(item) for item in node]
+
+        def fill_list(values: Mapping[str, Any]) -> list[Any]:
+            return [item.fill(values) for item in items if item.kept(values)]
+
+        return fill_list
     if isinstance(node, dict):
-        return {key: _fill(item, values) for key, item in node.items() if key != WHEN and not _dropped(item, values)}
-    return node  # numbers, booleans, null
+        members = [(key, _Conditional(item)) for key, item in node.items() if key != WHEN]
+
+        def fill_object(values: Mapping[str, Any]) -> dict[str, Any]:
+            return {key: item.fill(values) for key, item in members if item.kept(values)}
+
+        return fill_object
+    return lambda _values: node  # numbers, booleans, null
 
 
-def _dropped(node: Any, values: Mapping[str, Any]) -> bool:
-    """True when `node` is an object whose `$when` flag is falsy."""
-    if not isinstance(node, dict) or WHEN not in node:
+class _Conditional:
+    """An item of a list or object: left out when it is an object whose `$when` flag is falsy."""
+
+    __slots__ = ("fill", "flag", "names")
+
+    def __init__(self, node: Any) -> None:
+        self.fill = _prepare(node)
+        self.flag = _when_flag(node)
+        #: Checked when left out too, so a typo fails on every path.
+        self.names = placeholders(node) if self.flag is not None else set()
+
+    def kept(self, values: Mapping[str, Any]) -> bool:
+        if self.flag is None or _value(self.flag, values):
+            return True
+        for name in self.names:
+            _value(name, values)
         return False
+
+
+def _when_flag(node: Any) -> str | None:
+    """The placeholder name of an object's `$when` (None without one)."""
+    if not isinstance(node, dict) or WHEN not in node:
+        return None
     condition = node[WHEN]
     match = _PLACEHOLDER.fullmatch(condition) if isinstance(condition, str) else None
     if match is None:
         raise TemplateError(f"$when must be exactly one placeholder like '${{flag}}', not {condition!r}")
-    if bool(_value(match.group(1), values)):
-        return False
-    _check_known(node, values)
-    return True
+    return match.group(1)
 
 
-def _check_known(node: Any, values: Mapping[str, Any]) -> None:
-    """Raise for any unknown or malformed placeholder in a subtree that is left out."""
-    if isinstance(node, str):
-        _check_string(node)
-        for name in _PLACEHOLDER.findall(node):
-            _value(name, values)
-    elif isinstance(node, list):
-        for item in node:
-            _check_known(item, values)
-    elif isinstance(node, dict):
-        for item in node.values():
-            _check_known(item, values)
-
-
-def _fill_string(text: str, values: Mapping[str, Any]) -> Any:
+def _prepare_string(text: str) -> Filler:
+    if "${" not in text:
+        return lambda _values: text
     exact = _PLACEHOLDER.fullmatch(text)
     if exact is not None:
-        return copy.deepcopy(_value(exact.group(1), values))
+        name = exact.group(1)
+        return lambda values: _copied(_value(name, values))
     _check_string(text)
+    pieces = _PLACEHOLDER.split(text)  # text, name, text, name, ..., text
 
-    def replace(match: re.Match[str]) -> str:
-        value = _value(match.group(1), values)
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise TemplateError(f"placeholder '${{{match.group(1)}}}' inside text needs a str or int value")
-        return str(value)
+    def interpolate(values: Mapping[str, Any]) -> str:
+        out = []
+        for index, piece in enumerate(pieces):
+            if index % 2 == 0:
+                out.append(piece)
+                continue
+            value = _value(piece, values)
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise TemplateError(f"placeholder '${{{piece}}}' inside text needs a str or int value")
+            out.append(str(value))
+        return "".join(out)
 
-    return _PLACEHOLDER.sub(replace, text)
+    return interpolate
+
+
+def _copied(value: Any) -> Any:
+    return value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
 
 
 def _check_string(text: str) -> None:
