@@ -109,17 +109,31 @@ def card_action_of(value: object) -> tuple[str, Mapping[str, Any]] | None:
     return verb, data
 
 
+class InvokeAnswerBody:
+    """An invoke answer's body, carried through the SDK as it is (the route writes `content`).
+
+    The SDK deep-copies every activity it sends, the invoke answer too, and pydantic walks a dict body
+    twice more on the way: for a card of ~200 nodes that was ~11 % of a click's CPU (issue 14). Nothing
+    changes the body once it is made, so the copy is the body itself. A plain class, not a dataclass:
+    pydantic passes an unknown type through, where it would turn a dataclass into a dict.
+    """
+
+    __slots__ = ("content",)
+
+    def __init__(self, content: dict[str, Any]) -> None:
+        self.content = content
+
+    def __deepcopy__(self, _memo: object) -> InvokeAnswerBody:
+        return self
+
+
 def card_invoke_response(answer: Answer) -> InvokeResponse:
     """The invoke answer: a card replaces the clicked one; a banner's text shows with it, the card unchanged."""
     if isinstance(answer, Banner):
-        return InvokeResponse(
-            status=HTTPStatus.OK,
-            body={"statusCode": HTTPStatus.OK, "type": MESSAGE_CONTENT_TYPE, "value": answer.text},
-        )
-    return InvokeResponse(
-        status=HTTPStatus.OK,
-        body={"statusCode": HTTPStatus.OK, "type": CARD_CONTENT_TYPE, "value": answer},
-    )
+        content = {"statusCode": HTTPStatus.OK, "type": MESSAGE_CONTENT_TYPE, "value": answer.text}
+    else:
+        content = {"statusCode": HTTPStatus.OK, "type": CARD_CONTENT_TYPE, "value": answer}
+    return InvokeResponse(status=HTTPStatus.OK, body=InvokeAnswerBody(content))
 
 
 class ReferralActivityHandler(ActivityHandler):

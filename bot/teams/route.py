@@ -20,6 +20,7 @@ from microsoft_agents.activity import Activity
 from microsoft_agents.hosting.aiohttp import CloudAdapter
 from microsoft_agents.hosting.core import ActivityHandler, ClaimsIdentity
 
+from bot.teams.handler import InvokeAnswerBody
 from bot.teams.token_validation import IdentityProviderUnavailableError, NotAuthenticatedError, TokenValidator
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,9 @@ def messages_route(adapter: CloudAdapter, handler: ActivityHandler, validator: T
             return web.Response(status=202)
         if invoke_response is None or invoke_response.body is None:
             return web.Response(status=int(invoke_response.status if invoke_response else 501))
-        return web.json_response(invoke_response.body, status=int(invoke_response.status or 200))
+        body = invoke_response.body
+        content = body.content if isinstance(body, InvokeAnswerBody) else body
+        return web.json_response(content, status=int(invoke_response.status or 200))
 
     return web.post("/api/messages", handle)
 
