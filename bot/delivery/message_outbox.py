@@ -36,6 +36,12 @@ class MessageState(StrEnum):
     FAILED = "failed"  # given up after the horizon, or refused for good
 
 
+#: The worker's lookups name the waiting states in their text, not as parameters: only then can the
+#: database use the indexes that hold the waiting messages alone (revision 0007).
+_QUEUED = f"'{MessageState.QUEUED.value}'"
+_SENDING = f"'{MessageState.SENDING.value}'"
+
+
 class MessageAction(StrEnum):
     """Post a new message, or edit one."""
 
@@ -135,20 +141,19 @@ class MessageOutbox:
         """
         async with self._db.transaction():
             expired = (await self._db.execute(
-                "UPDATE message_outbox SET state = :queued, lease_until = NULL"
-                " WHERE state = :sending AND lease_until < :now",
-                {"queued": MessageState.QUEUED.value, "sending": MessageState.SENDING.value, "now": to_text(now)},
+                f"UPDATE message_outbox SET state = :queued, lease_until = NULL WHERE state = {_SENDING}"  # noqa: S608  # nosec B608
+                " AND lease_until < :now",
+                {"queued": MessageState.QUEUED.value, "now": to_text(now)},
             )).rowcount
             if expired:
                 logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again",
                                expired)
             rows = await self._db.fetch_all(
-                f"SELECT {_COLUMNS} FROM message_outbox AS m WHERE state = :queued AND next_attempt_at <= :now"  # noqa: S608  # nosec B608
+                f"SELECT {_COLUMNS} FROM message_outbox AS m WHERE state = {_QUEUED} AND next_attempt_at <= :now"  # noqa: S608  # nosec B608
                 " AND NOT EXISTS (SELECT 1 FROM message_outbox AS e WHERE e.conversation_key = m.conversation_key"
-                " AND e.id < m.id AND e.state IN (:queued, :sending)) ORDER BY id LIMIT :limit"
+                f" AND e.id < m.id AND e.state IN ({_QUEUED}, {_SENDING})) ORDER BY id LIMIT :limit"
                 + self._db.skip_locked,
-                {"queued": MessageState.QUEUED.value, "sending": MessageState.SENDING.value, "now": to_text(now),
-                 "limit": limit},
+                {"now": to_text(now), "limit": limit},
             )
             if rows:
                 await self._db.execute(
@@ -211,12 +216,13 @@ class MessageOutbox:
 
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest queued message is due (or a lease runs out), None when nothing waits."""
-        due = await self._db.scalar(
-            "SELECT MIN(CASE WHEN state = :queued THEN next_attempt_at ELSE lease_until END) AS due"
-            " FROM message_outbox WHERE state IN (:queued, :sending)",
-            {"queued": MessageState.QUEUED.value, "sending": MessageState.SENDING.value},
-        )
-        return None if due is None else from_text(due)
+        row = await self._db.fetch_one(
+            f"SELECT (SELECT next_attempt_at FROM message_outbox WHERE state = {_QUEUED}"  # noqa: S608  # nosec B608
+            " ORDER BY next_attempt_at LIMIT 1) AS queued,"
+            f" (SELECT lease_until FROM message_outbox WHERE state = {_SENDING}"
+            " ORDER BY lease_until LIMIT 1) AS leased")
+        times = [from_text(value) for value in (row["queued"], row["leased"]) if value is not None] if row else []
+        return min(times, default=None)
 
     # -- what is visible -------------------------------------------------------------------------
 
