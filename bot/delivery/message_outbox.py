@@ -40,6 +40,7 @@ class MessageState(StrEnum):
 #: database use the indexes that hold the waiting messages alone (revision 0007).
 _QUEUED = f"'{MessageState.QUEUED.value}'"
 _SENDING = f"'{MessageState.SENDING.value}'"
+_WAITING = f"state IN ({_QUEUED}, {_SENDING})"
 
 
 class MessageAction(StrEnum):
@@ -74,6 +75,20 @@ class StuckMessages:
 
 
 _COLUMNS = ("id, conversation_ref, action, content, activity_id, slot, reference, attempts, queued_at")
+#: The due messages that are first of their conversation among those waiting. The conversations with
+#: waiting messages are found one after the other (each the next key in `message_outbox_waiting`), and
+#: each one's first waiting message by one more look in it: the claim reads a few index entries per
+#: conversation, not every message of a backlog (a busy OCMW channel), whatever its length.
+_CLAIM = (  # module constants only; the values are bound parameters
+    "WITH RECURSIVE waiting (conversation_key) AS ("  # noqa: S608  # nosec B608
+    f" SELECT MIN(conversation_key) FROM message_outbox WHERE {_WAITING}"
+    f" UNION ALL SELECT (SELECT MIN(conversation_key) FROM message_outbox WHERE {_WAITING}"
+    " AND conversation_key > waiting.conversation_key) FROM waiting WHERE waiting.conversation_key IS NOT NULL)"
+    f" SELECT {_COLUMNS} FROM message_outbox AS m WHERE m.state = {_QUEUED} AND m.next_attempt_at <= :now"
+    f" AND m.id IN (SELECT (SELECT MIN(id) FROM message_outbox AS e WHERE e.{_WAITING}"
+    " AND e.conversation_key = waiting.conversation_key) FROM waiting WHERE waiting.conversation_key IS NOT NULL)"
+    " ORDER BY m.id LIMIT :limit"
+)
 
 
 class MessageOutbox:
@@ -148,13 +163,7 @@ class MessageOutbox:
             if expired:
                 logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again",
                                expired)
-            rows = await self._db.fetch_all(
-                f"SELECT {_COLUMNS} FROM message_outbox AS m WHERE state = {_QUEUED} AND next_attempt_at <= :now"  # noqa: S608  # nosec B608
-                " AND NOT EXISTS (SELECT 1 FROM message_outbox AS e WHERE e.conversation_key = m.conversation_key"
-                f" AND e.id < m.id AND e.state IN ({_QUEUED}, {_SENDING})) ORDER BY id LIMIT :limit"
-                + self._db.skip_locked,
-                {"now": to_text(now), "limit": limit},
-            )
+            rows = await self._db.fetch_all(_CLAIM + self._db.skip_locked, {"now": to_text(now), "limit": limit})
             if rows:
                 await self._db.execute(
                     "UPDATE message_outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
