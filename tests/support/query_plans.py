@@ -1,7 +1,8 @@
 """Which statements a piece of the bot runs, and how the database plans each of them.
 
 `StatementLog` listens on the engine (SQLAlchemy's `before_cursor_execute`), so it sees exactly
-what the bot's own code sends, as the driver gets it, with its parameters. `explain` asks the
+what the bot's own code sends, as the driver gets it, with its parameters; `buffers_read` runs one
+on PostgreSQL and counts the pages it read. `explain` asks the
 database for each distinct statement's plan with those parameters (PostgreSQL
 `EXPLAIN (FORMAT JSON)`, SQLite `EXPLAIN QUERY PLAN`; neither runs the statement) and reduces it
 to how each table is reached, flagging a full scan of the tables that grow with every referral.
@@ -113,6 +114,20 @@ async def explain(db: Database, statement: Statement, *, seqscan: bool = True) -
             access, scans = _sqlite_access([str(row[3]) for row in raw], statement.sql)
         await connection.rollback()
     return Plan(statement, access, scans, raw)
+
+
+async def buffers_read(db: Database, statement: Statement) -> int:
+    """PostgreSQL: the shared buffers one run of `statement` reads, with its recorded parameters (rolled back).
+
+    A count of pages, not a time: what a lookup costs, the same on a busy machine as on an idle one.
+    """
+    async with db.engine.connect() as connection:
+        result = await connection.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement.sql}",
+                                                  statement.parameters)
+        document = result.scalar()
+        await connection.rollback()
+    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
 
 
 def _postgres_access(node: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -32,7 +32,9 @@ from tests.support.activities import TeamsUser
 from tests.support.bot_process import bot_process, wait_until_ready
 from tests.support.bot_server import serve
 from tests.support.connector import ConnectorStandIn
-from tests.support.databases import another_engine
+from tests.support.databases import another_engine, postgres_database
+from tests.support.postgres_server import PostgresServer
+from tests.support.query_plans import StatementLog, buffers_read
 from tests.support.referral_flow import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID
 from tests.support.smtp_server import free_port, smtp_server
 
@@ -219,3 +221,38 @@ async def test_sigkill_with_queued_mail_and_smtp_down_sends_each_referral_exactl
         assert len(message_ids) == REFERRALS, log.read_text()
         assert set(message_ids.values()) == {1}, message_ids
         assert "Connection refused" in log.read_text() or "ECONNREFUSED" in log.read_text()
+
+
+async def test_the_workers_lookups_stay_cheap_between_vacuums(postgres: PostgresServer) -> None:
+    """The mail worker's lookups (expired leases, the claim, the next due time, the mails waiting for a
+    lane, asked before every send) reached the few waiting mails through an index of every state's
+    entries; until a vacuum, each mail's three states left dead entries there that bitmap scans read on
+    every call. Through indexes of the waiting mails only (revision 0007), a few pages each (a fresh
+    table without statistics and autovacuum off: as between autovacuum's passes)."""
+    db = await postgres_database(postgres)
+    await db.execute("ALTER TABLE outbox SET (autovacuum_enabled = off)")
+    await db.execute(
+        "INSERT INTO outbox (message_id, reference, state, queued_at, next_attempt_at)"
+        " SELECT '<' || g || '@example.org>', 'VD-20261128-' || g, 'queued', :now, :now"
+        " FROM generate_series(1, 20000) AS g", {"now": "2026-11-28T09:00:00.000000+00:00"})
+    await db.execute("UPDATE outbox SET state = 'sending', lease_until = queued_at")
+    await db.execute("UPDATE outbox SET state = 'delivered', lease_until = NULL")
+    outbox = Outbox(db)
+    now = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
+    for number in (1, 2):
+        await outbox.enqueue(message_id=f"<new-{number}@example.org>", reference=f"VD-NEW-{number}", payload=b"m",
+                             now=now)
+    log = StatementLog(db)
+    try:
+        for _ in range(2):  # the first run of each statement meets the dead entries unmarked
+            with log.recording("work"):
+                assert await outbox.waiting_for_a_lane(now) == 2
+                assert await outbox.next_due_at() == now
+                assert len(await outbox.claim_due(now, dt.timedelta(minutes=1))) == 2
+            await db.execute("UPDATE outbox SET state = 'queued', lease_until = NULL WHERE reference LIKE 'VD-NEW-%'")
+    finally:
+        log.close()
+    statements = list(log.seen.values())
+    assert len(statements) == 5, "the lane count, the next due time, and the claim's three"
+    for statement in statements:
+        assert await buffers_read(db, statement) <= 100, statement.sql

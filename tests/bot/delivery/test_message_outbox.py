@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 
 import pytest
 
@@ -15,7 +14,7 @@ from bot.delivery.message_outbox import MessageAction, MessageOutbox, QueuedMess
 from bot.storage.database import Database, to_text
 from tests.support.databases import another_engine, postgres_database
 from tests.support.postgres_server import PostgresServer
-from tests.support.query_plans import Statement, StatementLog
+from tests.support.query_plans import StatementLog, buffers_read
 from tests.support.stored_referrals import NOW, conversation_ref
 
 LEASE = dt.timedelta(minutes=5)
@@ -158,17 +157,6 @@ async def test_what_status_and_check_see(database: Database) -> None:
     assert await outbox.next_due_at() == NOW - dt.timedelta(minutes=1)
 
 
-async def _buffers_read(db: Database, statement: Statement) -> int:
-    """Shared buffers a run of `statement` reads, with its recorded parameters (rolled back)."""
-    async with db.engine.connect() as connection:
-        result = await connection.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement.sql}",
-                                                  statement.parameters)
-        document = result.scalar()
-        await connection.rollback()
-    plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
-    return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
-
-
 async def test_the_claim_and_the_next_due_time_stay_cheap_between_vacuums(postgres: PostgresServer) -> None:
     """Each message passes through three states, and each change leaves a dead entry in the indexes it is
     in until a vacuum comes. The claim and "when is the next one due" reached the few waiting messages
@@ -204,8 +192,8 @@ async def test_the_claim_and_the_next_due_time_stay_cheap_between_vacuums(postgr
     # Before: 486-605 and ~800, most of them heap pages visited for every dead entry. Now the claim walks
     # the waiting index (its dead entries' pages, once marked, without the heap: ~400 at 40 000 dead
     # entries, 0.2 ms) and the next due time reads a few pages.
-    assert await _buffers_read(db, claim) <= 450
-    assert await _buffers_read(db, next_due) <= 100
+    assert await buffers_read(db, claim) <= 450
+    assert await buffers_read(db, next_due) <= 100
 
 
 async def test_a_claim_reads_each_conversations_first_message_not_its_whole_backlog(postgres: PostgresServer) -> None:
@@ -232,5 +220,5 @@ async def test_a_claim_reads_each_conversations_first_message_not_its_whole_back
     assert ids(first) == [head, elsewhere]
     [claim] = [statement for statement in log.seen.values() if statement.sql.lstrip().startswith("WITH")]
     await outbox.mark_sent(head, NOW, slot=None, activity_id=None)
-    assert await _buffers_read(db, claim) <= 100, "the next claim, with 2 999 cards waiting behind the first"
+    assert await buffers_read(db, claim) <= 100, "the next claim, with 2 999 cards waiting behind the first"
     assert ids(await outbox.claim_due(NOW, LEASE)) == [head + 1]
