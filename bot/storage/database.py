@@ -262,8 +262,9 @@ class Database:
                 autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
                 return await _run(autocommit, statement, parameters)
         # On its own, in SQLite's autocommit: one trip, no BEGIN and COMMIT around it. A read goes beside
-        # the writer (WAL) on the last committed state, without the writer's lock; a write takes that
-        # lock through the busy handler and commits within the statement.
+        # the writer (WAL) on the last committed state, without the writer's lock; a write waits for its
+        # turn among the process's writers (`_writer_turn`), then takes that lock and commits within the
+        # statement.
         reads = sql.lstrip()[:6].upper() == "SELECT"
         async with self._writer_turn(needed=not reads), self._connect() as connection:
             alone = await connection.execution_options(**{_ALONE: True})
