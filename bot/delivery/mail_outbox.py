@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from bot.delivery.outbox_due import next_due_in
 from bot.storage.database import Database, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -153,12 +154,7 @@ class Outbox:
 
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest queued row is due (or a lease runs out), None when nothing waits."""
-        row = await self._db.fetch_one(
-            f"SELECT (SELECT next_attempt_at FROM outbox WHERE state = {_QUEUED}"  # noqa: S608  # nosec B608
-            " ORDER BY next_attempt_at LIMIT 1) AS queued,"
-            f" (SELECT lease_until FROM outbox WHERE state = {_SENDING} ORDER BY lease_until LIMIT 1) AS leased")
-        times = [from_text(value) for value in (row["queued"], row["leased"]) if value is not None] if row else []
-        return min(times, default=None)
+        return await next_due_in(self._db, "outbox", queued=_QUEUED, sending=_SENDING)
 
     async def waiting_for_a_lane(self, now: dt.datetime) -> int:
         """How many mails are due now and not yet taken by a lane (not those waiting for a later retry)."""

@@ -22,6 +22,7 @@ from enum import StrEnum
 from sqlalchemy.engine import RowMapping
 
 from bot.delivery.chat_messages import MessageContent, conversation_key
+from bot.delivery.outbox_due import next_due_in
 from bot.storage.database import Database, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -225,13 +226,7 @@ class MessageOutbox:
 
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest queued message is due (or a lease runs out), None when nothing waits."""
-        row = await self._db.fetch_one(
-            f"SELECT (SELECT next_attempt_at FROM message_outbox WHERE state = {_QUEUED}"  # noqa: S608  # nosec B608
-            " ORDER BY next_attempt_at LIMIT 1) AS queued,"
-            f" (SELECT lease_until FROM message_outbox WHERE state = {_SENDING}"
-            " ORDER BY lease_until LIMIT 1) AS leased")
-        times = [from_text(value) for value in (row["queued"], row["leased"]) if value is not None] if row else []
-        return min(times, default=None)
+        return await next_due_in(self._db, "message_outbox", queued=_QUEUED, sending=_SENDING)
 
     # -- what is visible -------------------------------------------------------------------------
 

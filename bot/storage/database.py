@@ -265,8 +265,7 @@ class Database:
         # the writer (WAL) on the last committed state, without the writer's lock; a write waits for its
         # turn among the process's writers (`_writer_turn`), then takes that lock and commits within the
         # statement.
-        reads = sql.lstrip()[:6].upper() == "SELECT"
-        async with self._writer_turn(needed=not reads), self._connect() as connection:
+        async with self._writer_turn(needed=not _is_read(sql)), self._connect() as connection:
             alone = await connection.execution_options(**{_ALONE: True})
             rows = await _run(alone, statement, parameters)
         if self._wal_dirty:
@@ -421,6 +420,11 @@ async def _run(connection: AsyncConnection, statement: TextClause, parameters: S
 
 #: Execution option: this connection runs one statement in SQLite's autocommit (see `Database.execute`).
 _ALONE = "veilig_statement_alone"
+
+
+def _is_read(sql: str) -> bool:
+    """A plain SELECT: it changes nothing, so it needs no writer's turn (`WITH` may write)."""
+    return sql.lstrip()[:6].upper() == "SELECT"
 
 
 def _log_failed_retry(task: asyncio.Task[bool]) -> None:

@@ -1,0 +1,26 @@
+"""When an outbox's next row is due: the earliest retry of a queued row, or the earliest lease to run out.
+
+Both outboxes keep a waiting row either queued (due at `next_attempt_at`) or being sent (leased until
+`lease_until`), and revision 0007 gives each the partial indexes `<table>_queued` and `<table>_leased`.
+Each lookup takes the first entry of one of them (`ORDER BY ... LIMIT 1`, which also marks the dead
+entries it meets); the states are written in the statement, as the caller spells them, because a
+parameter could be any state and no partial index would serve it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from bot.storage.database import Database, from_text
+
+
+async def next_due_in(db: Database, table: Literal["outbox", "message_outbox"], *, queued: str,
+                      sending: str) -> dt.datetime | None:
+    """The earliest of `table`'s next attempt and lease end (`queued`, `sending`: the quoted states)."""
+    row = await db.fetch_one(
+        f"SELECT (SELECT next_attempt_at FROM {table} WHERE state = {queued}"  # noqa: S608  # nosec B608  # constants
+        " ORDER BY next_attempt_at LIMIT 1) AS queued,"
+        f" (SELECT lease_until FROM {table} WHERE state = {sending} ORDER BY lease_until LIMIT 1) AS leased")
+    times = [from_text(value) for value in (row["queued"], row["leased"]) if value is not None] if row else []
+    return min(times, default=None)
