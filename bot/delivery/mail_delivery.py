@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -123,9 +124,20 @@ class DeliveryWorker:
         self._progress = asyncio.Event()  # set (and replaced) each time a lane finished with a mail
 
     def wake(self) -> None:
-        """Look at the outbox now (something was queued): every lane looks."""
+        """Look at the outbox now (something was queued): one lane that is not sending looks.
+
+        Waking every lane for every mail made each of them ask what is due and try a claim (a write
+        transaction: on SQLite the lock every referrer's step waits for) that all but one lost. A lane
+        that claims a mail wakes the next one (`_wake_another`), so a backlog still spreads over every
+        lane; lanes busy sending look again when their mail is done.
+        """
+        self._wake_another()
+
+    def _wake_another(self) -> None:
         for lane in self._lanes:
-            lane.wake()
+            if lane.idle:
+                lane.wake()
+                return
 
     def stop(self) -> None:
         """Take no more mails; `run` returns once each lane has sent and recorded the mail it holds."""
@@ -141,7 +153,7 @@ class DeliveryWorker:
         """
         self._running = True
         try:
-            await side_by_side(*(lane.run_forever(self.deliver_due) for lane in self._lanes))
+            await side_by_side(*(lane.run_forever(functools.partial(self._pass, lane)) for lane in self._lanes))
         finally:
             self._running = False
 
@@ -179,7 +191,11 @@ class DeliveryWorker:
         return sum(await side_by_side(*(self.deliver_due() for _ in range(lanes))))
 
     async def deliver_due(self) -> int:
-        """One pass over what is due now, one mail at a time; returns how many rows were tried.
+        """One pass over what is due now (`_pass`), outside the lanes' own loops: tests and commands."""
+        return await self._pass(self._lanes[0])
+
+    async def _pass(self, lane: WorkerLoop) -> int:
+        """One pass of `lane` over what is due now, one mail at a time; returns how many rows were tried.
 
         Each row is leased right before it is sent: rows leased together would wait behind a slow
         relay until their lease ran out, and another instance would take them and send them too.
@@ -189,13 +205,13 @@ class DeliveryWorker:
         """
         tried = 0
         async with mail_session(self._transport) as sender:
-            lane = self._lanes[0]  # `stop` stops every lane; each asks the same outbox what is due
             while not lane.stopped:
                 if not await lane.work_is_due():
                     return tried
                 items = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=1)
                 if not items:  # another lane or instance took it
                     return tried
+                self._wake_another()  # more may be due: a lane not sending looks meanwhile
                 for item in items:
                     await self._deliver(item, sender)
                     tried += 1

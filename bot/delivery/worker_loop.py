@@ -3,6 +3,10 @@
 A worker passes (a) what to do once (`run_pass`) and (b) when its next item is due (`next_due`);
 queueing code calls `wake()` so new work does not wait for the sleep to end. A failing pass is
 logged and the loop goes on: a worker must never die quietly.
+
+A pass ends when `work_is_due()` says nothing is due; the sleep that follows waits on that answer
+instead of asking the database the same question again a moment later. The wake-up flag is cleared
+before each such question, so work queued while the database answers still wakes the loop.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ class WorkerLoop:
         self._next_due = next_due
         self._wake = asyncio.Event()
         self._stopped = False
+        self._in_pass: asyncio.Task[object] | None = None
+        #: The answer of the pass's last `work_is_due()` when it said "not yet": (next due time or None,).
+        self._not_yet: tuple[dt.datetime | None] | None = None
 
     def wake(self) -> None:
         """Look now (something was queued)."""
@@ -43,34 +50,59 @@ class WorkerLoop:
         self._wake.set()
 
     @property
+    def idle(self) -> bool:
+        """Not in a pass: asleep, or about to ask when the next item is due (so a wake-up is not lost)."""
+        return self._in_pass is None
+
+    @property
     def stopped(self) -> bool:
         """`stop()` was called: a pass should take no new work."""
         return self._stopped
 
     async def work_is_due(self) -> bool:
-        """Whether `next_due` says something is due now: a read, before a claim that would be a write."""
+        """Whether `next_due` says something is due now: a read, before a claim that would be a write.
+
+        Asked by this loop's own pass, a "not yet" is kept for the sleep after the pass (the flag is
+        cleared first, so a wake-up while the database answers is not lost); asked by anyone else
+        (a test, another lane's pass), it leaves the loop's state alone.
+        """
+        own_pass = self._in_pass is not None and asyncio.current_task() is self._in_pass
+        if own_pass:
+            self._wake.clear()
+            self._not_yet = None
         due = await self._next_due()
-        return due is not None and due <= self._clock.now()
+        if due is not None and due <= self._clock.now():
+            return True
+        if own_pass:
+            self._not_yet = (due,)
+        return False
 
     async def run_forever(self, run_pass: Callable[[], Awaitable[object]]) -> None:
         """Pass, sleep, pass, ...; until stopped or cancelled."""
         while not self._stopped:
+            self._in_pass, self._not_yet = asyncio.current_task(), None
             try:
                 await run_pass()
             except Exception:
                 logger.exception("%s pass failed", self._name)
+                self._not_yet = None
+            finally:
+                self._in_pass = None
             await self._sleep_until_due()
 
     async def _sleep_until_due(self) -> None:
-        self._wake.clear()  # before asking: a wake-up while the database answers is not lost
         if self._stopped:
             return
-        try:
-            due = await self._next_due()
-        except Exception as error:  # the database is down: look again after a pause
-            logger.warning("%s: next due time unknown (%s); looking again in %d s", self._name, type(error).__name__,
-                           UNREACHABLE_WAIT.total_seconds())
-            due = self._clock.now() + UNREACHABLE_WAIT
+        if self._not_yet is not None:  # the pass ended on this answer; the flag was cleared before it
+            (due,), self._not_yet = self._not_yet, None
+        else:
+            self._wake.clear()  # before asking: a wake-up while the database answers is not lost
+            try:
+                due = await self._next_due()
+            except Exception as error:  # the database is down: look again after a pause
+                logger.warning("%s: next due time unknown (%s); looking again in %d s", self._name,
+                               type(error).__name__, UNREACHABLE_WAIT.total_seconds())
+                due = self._clock.now() + UNREACHABLE_WAIT
         wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, max(dt.timedelta(0), due - self._clock.now()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait.total_seconds())

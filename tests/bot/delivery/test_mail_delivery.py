@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from bot.app import SERVICES_KEY, create_app
 from bot.config import Settings
@@ -429,3 +430,42 @@ async def test_without_a_worker_in_this_process_a_send_never_waits_for_room(
     await bot.act(referrer, "referral.send", {"draftId": draft_id})
     assert time.monotonic() - started < ROOM_WAIT_SECONDS / 2
     assert await bot.services.outbox.counts() == {"queued": BACKLOG_LIMIT + 1}
+
+
+class _CountingRelay:
+    """Takes every mail at once and counts them."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(self, message: OutgoingMail) -> None:
+        self.sent += 1
+
+    async def check(self) -> str:
+        return "counting relay"
+
+
+async def test_one_queued_mail_wakes_one_lane_and_is_claimed_once(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """Every lane woke for every mail queued: for one mail four claims (each a write transaction, on
+    SQLite the writer's lock every step of every referrer waits for) and nine reads of the next due
+    time. One lane that is not sending wakes; it wakes another only once it found work."""
+    relay = _CountingRelay()
+    async with running_bot(create_app(settings, clock=clock, run_worker=True, transport=relay)) as bot:
+        draft_id, _ = await reach_review(bot, referrer)
+        await asyncio.sleep(0.2)  # the lanes' first passes (at start-up, each looks once) are over
+        statements: list[str] = []
+        event.listen(bot.services.db.engine.sync_engine, "before_cursor_execute",
+                     lambda _c, _cu, statement, *_: statements.append(" ".join(statement.split())))
+        await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        await until(lambda: relay.sent == 1, 5, "the mail is at the relay")
+        async with asyncio.timeout(5):
+            while await bot.services.outbox.counts() != {"delivered": 1}:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # every lane that woke is asleep again
+    claims = [sql for sql in statements if sql.startswith("UPDATE outbox SET state") and "lease_until <" in sql]
+    next_due = [sql for sql in statements if sql.startswith("SELECT (SELECT next_attempt_at FROM outbox")]
+    assert len(claims) == 1, claims
+    assert len(next_due) <= 3, next_due
+    assert relay.sent == 1

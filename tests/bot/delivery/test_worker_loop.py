@@ -1,0 +1,111 @@
+"""The loop both outbox workers run: a pass, then a sleep until the next item is due or a wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+
+from bot.delivery.worker_loop import WorkerLoop
+from tests.support.clock import ManualClock
+from tests.support.keyvault_provider import until
+
+NOW = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+
+
+class _Queue:
+    """What the loop asks: when the next item is due; `arrive()` plays a queued item (commit, then wake)."""
+
+    def __init__(self) -> None:
+        self.due: dt.datetime | None = None
+        self.asked = 0
+        self.passes = 0
+        self.loop: WorkerLoop | None = None
+        #: Set while the next question is being answered, after the database read it (a commit racing it).
+        self.during_next_answer: list[asyncio.Event] = []
+        #: The next question's answer is read at once but held back until this is set.
+        self.hold_next_answer: asyncio.Event | None = None
+
+    async def next_due(self) -> dt.datetime | None:
+        self.asked += 1
+        answer = self.due
+        await asyncio.sleep(0)
+        if self.hold_next_answer is not None:
+            hold, self.hold_next_answer = self.hold_next_answer, None
+            await hold.wait()
+        if self.during_next_answer:
+            self.during_next_answer.pop().set()
+            await asyncio.sleep(0.01)  # the queueing commits and wakes before this answer arrives
+        return answer
+
+    async def run_pass(self) -> None:
+        assert self.loop is not None
+        self.passes += 1
+        while await self.loop.work_is_due():
+            self.due = None  # "sent"
+
+
+@contextlib.asynccontextmanager
+async def _running(queue: _Queue) -> AsyncIterator[WorkerLoop]:
+    loop = WorkerLoop(name="test outbox", clock=ManualClock(NOW), next_due=queue.next_due)
+    queue.loop = loop
+    task = asyncio.create_task(loop.run_forever(queue.run_pass))
+    try:
+        yield loop
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_the_sleep_after_a_pass_does_not_ask_again_what_the_pass_just_asked() -> None:
+    """A pass ends when nothing is due; the sleep after it asked the database the same question again
+    (one read more per pass, for each lane of each worker)."""
+    queue = _Queue()
+    async with _running(queue) as loop:
+        await until(lambda: queue.passes == 1 and loop.idle, 2, "the first pass is over")
+        await asyncio.sleep(0.05)
+        assert queue.asked == 1
+        queue.due = NOW
+        loop.wake()
+        await until(lambda: queue.passes == 2 and queue.due is None and loop.idle, 2, "the item is sent")
+        await asyncio.sleep(0.05)
+        assert queue.asked == 3  # the second pass: "due" (sent), then "not yet", on which it sleeps
+
+
+async def test_work_queued_while_the_last_question_is_answered_is_not_left_waiting() -> None:
+    """The wake-up flag is cleared before the question, not after: an item queued (and its wake-up
+    given) while the database answers "nothing due" starts another pass at once, not after the
+    loop's idle minute."""
+    queue = _Queue()
+    async with _running(queue) as loop:
+        await until(lambda: queue.passes == 1 and loop.idle, 2, "the first pass is over")
+        queued = asyncio.Event()
+        queue.during_next_answer.append(queued)
+        loop.wake()  # a pass whose question races a commit
+
+        async def arrive() -> None:
+            await queued.wait()
+            queue.due = NOW
+            loop.wake()
+
+        arrival = asyncio.create_task(arrive())
+        await until(lambda: queue.passes >= 3 and queue.due is None, 2, "the item queued meanwhile is sent")
+        await arrival
+
+
+async def test_a_question_asked_outside_the_loops_own_pass_leaves_its_wake_up_alone() -> None:
+    """Another lane's pass or a test may ask through the loop while the loop's own pass is asking: a
+    wake-up given meanwhile must still end the sleep that follows the pass."""
+    queue = _Queue()
+    async with _running(queue) as loop:
+        await until(lambda: queue.passes == 1 and loop.idle, 2, "the first pass is over")
+        release = asyncio.Event()
+        queue.hold_next_answer = release
+        loop.wake()
+        await until(lambda: queue.passes == 2 and queue.hold_next_answer is None, 2, "the pass asks")  # "nothing due"
+        queue.due = NOW  # queued meanwhile: committed, then the wake-up
+        loop.wake()
+        assert await loop.work_is_due()  # asked from outside the loop's pass
+        release.set()
+        await until(lambda: queue.passes == 3 and queue.due is None, 2, "the item queued meanwhile is sent")
