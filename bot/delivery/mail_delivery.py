@@ -124,20 +124,25 @@ class DeliveryWorker:
         self._progress = asyncio.Event()  # set (and replaced) each time a lane finished with a mail
 
     def wake(self) -> None:
-        """Look at the outbox now (something was queued): one lane that is not sending looks.
+        """Look at the outbox now (something was queued): one lane that is not in a pass looks.
 
         Waking every lane for every mail made each of them ask what is due and try a claim (a write
         transaction: on SQLite the lock every referrer's step waits for) that all but one lost. A lane
         that claims a mail wakes the next one (`_wake_another`), so a backlog still spreads over every
-        lane; lanes busy sending look again when their mail is done.
+        lane. When every lane is in a pass, every lane is told: one that already found nothing more
+        due (and is closing its relay session) would otherwise sleep on that answer.
         """
-        self._wake_another()
+        if not self._wake_another():
+            for lane in self._lanes:
+                lane.wake()
 
-    def _wake_another(self) -> None:
+    def _wake_another(self) -> bool:
+        """Wake one lane that is not in a pass; False when there is none."""
         for lane in self._lanes:
             if lane.idle:
                 lane.wake()
-                return
+                return True
+        return False
 
     def stop(self) -> None:
         """Take no more mails; `run` returns once each lane has sent and recorded the mail it holds."""

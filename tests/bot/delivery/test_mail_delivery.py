@@ -10,7 +10,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -469,3 +469,59 @@ async def test_one_queued_mail_wakes_one_lane_and_is_claimed_once(
     assert len(claims) == 1, claims
     assert len(next_due) <= 3, next_due
     assert relay.sent == 1
+
+
+class _RelaySlowToHangUp:
+    """Takes mails at once; closing a session that sent one (the SMTP QUIT) waits until `hang_up` is set."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.hanging_up = 0
+        self.hang_up = asyncio.Event()
+
+    async def send(self, message: OutgoingMail) -> None:
+        self.sent += 1
+
+    async def check(self) -> str:
+        return "relay slow to hang up"
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[_SessionCounting]:
+        session = _SessionCounting(self)
+        try:
+            yield session
+        finally:
+            if session.sent:  # a connection was opened: its QUIT takes a while
+                self.hanging_up += 1
+                try:
+                    await self.hang_up.wait()
+                finally:
+                    self.hanging_up -= 1
+
+
+class _SessionCounting:
+    def __init__(self, relay: _RelaySlowToHangUp) -> None:
+        self._relay = relay
+        self.sent = 0
+
+    async def send(self, message: OutgoingMail) -> None:
+        self.sent += 1
+        await self._relay.send(message)
+
+
+async def test_a_mail_queued_while_every_lane_ends_its_pass_is_not_left_waiting(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """Every lane has sent its mail, found nothing more due and is closing its relay session when the
+    next mail is queued: no lane is idle to wake, and each would sleep on the "nothing due" it just
+    read. The wake-up must still reach them, or the mail waits for the idle minute."""
+    relay = _RelaySlowToHangUp()
+    async with running_bot(create_app(settings, clock=clock, run_worker=True, transport=relay)) as bot:
+        for number in range(1, PARALLEL_SENDS + 1):
+            draft_id, _ = await reach_review(bot, referrer)
+            await bot.act(referrer, "referral.send", {"draftId": draft_id})
+            await until(lambda n=number: relay.hanging_up == n, 5, f"{number} lane(s) hanging up")  # type: ignore[misc]
+        draft_id, _ = await reach_review(bot, referrer)
+        await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        relay.hang_up.set()
+        await until(lambda: relay.sent == PARALLEL_SENDS + 1, 5, "the last mail is sent")
