@@ -28,11 +28,11 @@ from sqlalchemy import event
 from bot.app import create_app
 from bot.clock import SystemClock
 from bot.config import Settings
-from bot.delivery.mail_message import OutgoingMail
 from bot.storage.database import _ALONE as STATEMENT_ALONE
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import draft_id_of
+from tests.support.relays import CountingRelay
 from tests.support.sample_values import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID
 
 WARM_UP = 5
@@ -47,19 +47,6 @@ KINDS = (
     ("rate limits", re.compile(r"\brate_events\b")),
     ("drafts", re.compile(r"\bdrafts\b")),
 )
-
-
-class _Relay:
-    """Takes every mail at once."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    async def send(self, message: OutgoingMail) -> None:
-        self.sent += 1
-
-    async def check(self) -> str:
-        return "benchmark relay"
 
 
 class _Counter:
@@ -86,7 +73,7 @@ class _Counter:
             self.statements["transactions"] += 1
 
 
-async def _referral(bot: BotDriver, relay: _Relay, user: TeamsUser) -> None:
+async def _referral(bot: BotDriver, relay: CountingRelay, user: TeamsUser) -> None:
     sent = relay.sent
     consent = await bot.act(user, "referral.start", {})
     draft_id = draft_id_of(consent)
@@ -105,7 +92,7 @@ async def measure(referrals: int) -> Counter[str]:
         settings = Settings.from_mapping({
             "BOT_DATA_DIR": str(Path(folder) / "data"), "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD",
             "RATE_LIMIT_STARTS_PER_HOUR": "10000", "RATE_LIMIT_ACTIONS_PER_MINUTE": "10000"})
-        relay = _Relay()
+        relay = CountingRelay()
         async with running_bot(create_app(settings, clock=SystemClock(), run_worker=True, transport=relay)) as bot:
             counter = _Counter(bot)
             for number in range(WARM_UP + referrals):

@@ -30,6 +30,7 @@ from tests.support.databases import migrated_postgres_url
 from tests.support.keyvault_provider import until
 from tests.support.postgres_server import PostgresServer
 from tests.support.referral_flow import CLIENT_VALUES, reach_review
+from tests.support.relays import CountingRelay
 
 
 async def _send(bot: BotDriver, user: TeamsUser) -> str:
@@ -432,26 +433,13 @@ async def test_without_a_worker_in_this_process_a_send_never_waits_for_room(
     assert await bot.services.outbox.counts() == {"queued": BACKLOG_LIMIT + 1}
 
 
-class _CountingRelay:
-    """Takes every mail at once and counts them."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    async def send(self, message: OutgoingMail) -> None:
-        self.sent += 1
-
-    async def check(self) -> str:
-        return "counting relay"
-
-
 async def test_one_queued_mail_wakes_one_lane_and_is_claimed_once(
     settings: Settings, clock: ManualClock, referrer: TeamsUser
 ) -> None:
     """Every lane woke for every mail queued: for one mail four claims (each a write transaction, on
     SQLite the writer's lock every step of every referrer waits for) and nine reads of the next due
     time. One lane that is not sending wakes; it wakes another only once it found work."""
-    relay = _CountingRelay()
+    relay = CountingRelay()
     async with running_bot(create_app(settings, clock=clock, run_worker=True, transport=relay)) as bot:
         draft_id, _ = await reach_review(bot, referrer)
         await asyncio.sleep(0.2)  # the lanes' first passes (at start-up, each looks once) are over
