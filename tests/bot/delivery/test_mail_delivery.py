@@ -498,18 +498,24 @@ class _SessionCounting:
 
 
 async def test_a_mail_queued_while_every_lane_ends_its_pass_is_not_left_waiting(
-    settings: Settings, clock: ManualClock, referrer: TeamsUser
+    settings: Settings, clock: ManualClock
 ) -> None:
     """Every lane has sent its mail, found nothing more due and is closing its relay session when the
     next mail is queued: no lane is idle to wake, and each would sleep on the "nothing due" it just
-    read. The wake-up must still reach them, or the mail waits for the idle minute."""
+    read. The wake-up must still reach them, or the mail waits for the idle minute.
+
+    A referrer (a chat) per referral: the notice of a delivered mail arrives in its referrer's chat
+    while the next referral is typed, and must not land in the chat whose new card is awaited."""
     relay = _RelaySlowToHangUp()
+    referrers = [TeamsUser(f"aad-lane-{number}", f"Referrer {number}", f"a:personal-lane-{number}")
+                 for number in range(PARALLEL_SENDS + 1)]
     async with running_bot(create_app(settings, clock=clock, run_worker=True, transport=relay)) as bot:
-        for number in range(1, PARALLEL_SENDS + 1):
+        for number, referrer in enumerate(referrers[:PARALLEL_SENDS], start=1):
             draft_id, _ = await reach_review(bot, referrer)
             await bot.act(referrer, "referral.send", {"draftId": draft_id})
             await until(lambda n=number: relay.hanging_up == n, 5, f"{number} lane(s) hanging up")  # type: ignore[misc]
-        draft_id, _ = await reach_review(bot, referrer)
-        await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        last = referrers[PARALLEL_SENDS]
+        draft_id, _ = await reach_review(bot, last)
+        await bot.act(last, "referral.send", {"draftId": draft_id})
         relay.hang_up.set()
         await until(lambda: relay.sent == PARALLEL_SENDS + 1, 5, "the last mail is sent")
