@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import event
 
+from benchmarks.processes import ZIP_PASSWORD
 from bot.app import create_app
 from bot.clock import SystemClock
 from bot.config import Settings
@@ -90,7 +91,7 @@ async def measure(referrals: int) -> Counter[str]:
     """Statements per kind over `referrals` referrals (totals)."""
     with tempfile.TemporaryDirectory(prefix="bench-statements-") as folder:
         settings = Settings.from_mapping({
-            "BOT_DATA_DIR": str(Path(folder) / "data"), "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD",
+            "BOT_DATA_DIR": str(Path(folder) / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
             "RATE_LIMIT_STARTS_PER_HOUR": "10000", "RATE_LIMIT_ACTIONS_PER_MINUTE": "10000"})
         relay = CountingRelay()
         async with running_bot(create_app(settings, clock=SystemClock(), run_worker=True, transport=relay)) as bot:

@@ -196,7 +196,7 @@ class DeliveryWorker:
         return sum(await side_by_side(*(self.deliver_due() for _ in range(lanes))))
 
     async def deliver_due(self) -> int:
-        """One pass over what is due now (`_pass`), outside the lanes' own loops: tests and commands."""
+        """One pass over what is due now (`_pass`), outside the lanes' own loops: tests, `deliver_in_lanes`."""
         return await self._pass(self._lanes[0])
 
     async def _pass(self, lane: WorkerLoop) -> int:
