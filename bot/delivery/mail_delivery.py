@@ -128,9 +128,10 @@ class DeliveryWorker:
 
         Waking every lane for every mail made each of them ask what is due and try a claim (a write
         transaction: on SQLite the lock every referrer's step waits for) that all but one lost. A lane
-        that claims a mail wakes the next one (`_wake_another`), so a backlog still spreads over every
-        lane. When every lane is in a pass, every lane is told: one that already found nothing more
-        due (and is closing its relay session) would otherwise sleep on that answer.
+        that claims a mail while another is due too wakes the next one (`_wake_another`), so a backlog
+        still spreads over every lane. When every lane is in a pass, every lane is told: one that
+        already found nothing more due (and is closing its relay session) would otherwise sleep on
+        that answer.
         """
         if not self._wake_another():
             for lane in self._lanes:
@@ -167,9 +168,11 @@ class DeliveryWorker:
 
         Back-pressure for the send step: under a load the bot cannot deliver, a send waits a moment
         instead of lengthening the queue. At once when this process runs no worker (nothing here
-        would make room) or when the mails wait for a later retry (a relay that is down).
+        would make room), when one of its lanes is free (the mail about to be queued wakes it: the
+        count, a statement for every send, is not asked), or when the mails wait for a later retry (a
+        relay that is down).
         """
-        if not self._running:
+        if not self._running or any(lane.idle for lane in self._lanes):
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ROOM_WAIT_SECONDS
@@ -213,35 +216,36 @@ class DeliveryWorker:
             while not lane.stopped:
                 if not await lane.work_is_due():
                     return tried
-                items = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=1)
-                if not items:  # another lane or instance took it
+                item, more_due = await self._outbox.claim_one(self._clock.now(), self._policy.lease)
+                if item is None:  # another lane or instance took it
                     return tried
-                self._wake_another()  # more may be due: a lane not sending looks meanwhile
-                for item in items:
-                    await self._deliver(item, sender)
-                    tried += 1
-                    self._made_progress()
+                if more_due:  # a lane not sending takes the next meanwhile
+                    self._wake_another()
+                await self._deliver(item, sender)
+                tried += 1
+                self._made_progress()
             return tried
 
     async def _deliver(self, item: OutboxItem, sender: MailSender) -> None:
-        ended = await self._protocol_ended(item)
+        # Looked up once: the commit below needs only which referral it is (its transition reads the row).
+        referral = await self._referrals.by_message_id(item.message_id)
+        ended = self._protocol_ended(referral)
         if ended is not None:
-            await self._handle_failure(item, MailDeliveryError(ended, transient=False))
+            await self._handle_failure(item, MailDeliveryError(ended, transient=False), referral)
             return
         message = OutgoingMail.from_bytes(item.payload)  # the envelope from its headers; the bytes go as they are
         try:
             async with asyncio.timeout(self._policy.lease.total_seconds() * SEND_SHARE_OF_LEASE):
                 await sender.send(message)
         except TimeoutError:
-            await self._handle_failure(item, MailDeliveryError("no answer within the lease", transient=True))
+            await self._handle_failure(item, MailDeliveryError("no answer within the lease", transient=True), referral)
             return
         except MailDeliveryError as error:
-            await self._handle_failure(item, error)
+            await self._handle_failure(item, error, referral)
             return
         now = self._clock.now()
         async with self._db.transaction():
             await self._outbox.mark_delivered(item.message_id, now)
-            referral = await self._referrals.by_message_id(item.message_id)
             if referral is None:  # not a referral's mail (a breach report to the DPOs): nothing more to do
                 logger.info("mail delivered", extra={"reference": item.reference})
                 return
@@ -254,13 +258,12 @@ class DeliveryWorker:
         self._metrics.referral_delivered(referral.protocol_id, _kind(referral), now - referral.queued_at)
         logger.info("referral delivered", extra={"reference": referral.reference})
 
-    async def _protocol_ended(self, item: OutboxItem) -> str | None:
+    def _protocol_ended(self, referral: SentReferral | None) -> str | None:
         """Why the mail may not leave any more (its protocol ended while it waited), or None.
 
         The transfer happens when the mail leaves, so a mail queued on the protocol's last day and
         still waiting the next day (a mail server down) is not sent: the referrer is told.
         """
-        referral = await self._referrals.by_message_id(item.message_id)
         if referral is None:
             return None
         today = self._clock.now().astimezone(self._tz).date()
@@ -269,7 +272,8 @@ class DeliveryWorker:
             return None
         return f"protocol {referral.protocol_id} not in force on {today.isoformat()}"
 
-    async def _handle_failure(self, item: OutboxItem, error: MailDeliveryError) -> None:
+    async def _handle_failure(self, item: OutboxItem, error: MailDeliveryError, referral: SentReferral | None) -> None:
+        """Retry later, or give up: the mail marked failed, the referral (None: a breach report) too."""
         now = self._clock.now()
         give_up_at = item.queued_at + self._policy.horizon
         if error.transient and now < give_up_at:
@@ -290,7 +294,6 @@ class DeliveryWorker:
         logger.error("mail NOT delivered: %s", reason, extra={"reference": item.reference})
         async with self._db.transaction():
             await self._outbox.mark_failed(item.message_id, now, reason)
-            referral = await self._referrals.by_message_id(item.message_id)
             if referral is None:
                 return
             referral = await self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)

@@ -74,6 +74,16 @@ class Outbox:
 
     async def claim_due(self, now: dt.datetime, lease: dt.timedelta, limit: int = 10) -> list[OutboxItem]:
         """Lease up to `limit` due rows (committed) and return them; expired leases are due again first."""
+        items, _more_due = await self._claim(now, lease, limit)
+        return items
+
+    async def claim_one(self, now: dt.datetime, lease: dt.timedelta) -> tuple[OutboxItem | None, bool]:
+        """Lease the first due row, as `claim_due`; and whether another row is due now (a lane to wake)."""
+        items, more_due = await self._claim(now, lease, 1)
+        return (items[0] if items else None), more_due
+
+    async def _claim(self, now: dt.datetime, lease: dt.timedelta, limit: int) -> tuple[list[OutboxItem], bool]:
+        """The leased rows, and whether more were due than `limit` (one row more is read, not leased)."""
         async with self._db.transaction():
             expired = (await self._db.execute(
                 f"UPDATE outbox SET state = :queued, lease_until = NULL WHERE state = {_SENDING}"  # noqa: S608  # nosec B608
@@ -82,12 +92,13 @@ class Outbox:
             )).rowcount
             if expired:
                 logger.warning("outbox: %d mail(s) whose worker stopped mid-send are due again", expired)
-            rows = await self._db.fetch_all(
+            found = await self._db.fetch_all(
                 "SELECT message_id, reference, payload, attempts, queued_at FROM outbox"  # noqa: S608  # nosec B608  # + constants
                 f" WHERE state = {_QUEUED} AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit"
                 + self._db.skip_locked,
-                {"now": to_text(now), "limit": limit},
+                {"now": to_text(now), "limit": limit + 1},
             )
+            rows = found[:limit]
             if rows:
                 await self._db.execute(
                     "UPDATE outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
@@ -95,7 +106,7 @@ class Outbox:
                     {"sending": OutboxState.SENDING.value, "until": to_text(now + lease),
                      "ids": [row["message_id"] for row in rows]},
                 )
-        return [
+        items = [
             OutboxItem(
                 message_id=row["message_id"],
                 reference=row["reference"],
@@ -105,6 +116,7 @@ class Outbox:
             )
             for row in rows
         ]
+        return items, len(found) > limit
 
     async def mark_delivered(self, message_id: str, now: dt.datetime) -> None:
         """Delivered: drop the payload (and, once committed, its old pages from the WAL), keep the fact."""

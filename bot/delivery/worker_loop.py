@@ -6,13 +6,14 @@ logged and the loop goes on: a worker must never die quietly.
 
 A pass ends when `work_is_due()` says nothing is due; the sleep that follows waits on that answer
 instead of asking the database the same question again a moment later. The wake-up flag is cleared
-before each such question, so work queued while the database answers still wakes the loop.
+before each such question, so work queued while the database answers still wakes the loop. A pass
+that a wake-up began does not ask first: something was just queued, and the claim finds it (or,
+taken by another lane meanwhile, finds nothing, and the pass ends as it would have).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,8 @@ class WorkerLoop:
         self._in_pass: asyncio.Task[object] | None = None
         #: The answer of the pass's last `work_is_due()` when it said "not yet": (next due time or None,).
         self._not_yet: tuple[dt.datetime | None] | None = None
+        #: The pass under way began on a wake-up and has not asked yet: its first question is answered "due".
+        self._woken = False
 
     def wake(self) -> None:
         """Look now (something was queued)."""
@@ -63,13 +66,17 @@ class WorkerLoop:
         """Whether `next_due` says something is due now: a read, before a claim that would be a write.
 
         Asked by this loop's own pass, a "not yet" is kept for the sleep after the pass (the flag is
-        cleared first, so a wake-up while the database answers is not lost); asked by anyone else
-        (a test, another lane's pass), it leaves the loop's state alone.
+        cleared first, so a wake-up while the database answers is not lost), and the first question
+        of a pass a wake-up began is answered "due" without a read; asked by anyone else (a test,
+        another lane's pass), it asks and leaves the loop's state alone.
         """
         own_pass = self._in_pass is not None and asyncio.current_task() is self._in_pass
         if own_pass:
             self._wake.clear()
             self._not_yet = None
+            if self._woken:  # something was just queued: the claim looks, no need to ask first
+                self._woken = False
+                return True
         due = await self._next_due()
         if due is not None and due <= self._clock.now():
             return True
@@ -79,20 +86,22 @@ class WorkerLoop:
 
     async def run_forever(self, run_pass: Callable[[], Awaitable[object]]) -> None:
         """Pass, sleep, pass, ...; until stopped or cancelled."""
+        woken = False
         while not self._stopped:
-            self._in_pass, self._not_yet = asyncio.current_task(), None
+            self._in_pass, self._not_yet, self._woken = asyncio.current_task(), None, woken
             try:
                 await run_pass()
             except Exception:
                 logger.exception("%s pass failed", self._name)
                 self._not_yet = None
             finally:
-                self._in_pass = None
-            await self._sleep_until_due()
+                self._in_pass, self._woken = None, False
+            woken = await self._sleep_until_due()
 
-    async def _sleep_until_due(self) -> None:
+    async def _sleep_until_due(self) -> bool:
+        """Sleep until the next item is due or a wake-up; True when a wake-up ended it."""
         if self._stopped:
-            return
+            return False
         if self._not_yet is not None:  # the pass ended on this answer; the flag was cleared before it
             (due,), self._not_yet = self._not_yet, None
         else:
@@ -104,5 +113,8 @@ class WorkerLoop:
                                type(error).__name__, UNREACHABLE_WAIT.total_seconds())
                 due = self._clock.now() + UNREACHABLE_WAIT
         wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, max(dt.timedelta(0), due - self._clock.now()))
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wake.wait(), wait.total_seconds())
+        except TimeoutError:
+            return False
+        return True

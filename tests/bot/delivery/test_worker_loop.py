@@ -70,7 +70,25 @@ async def test_the_sleep_after_a_pass_does_not_ask_again_what_the_pass_just_aske
         loop.wake()
         await until(lambda: queue.passes == 2 and queue.due is None and loop.idle, 2, "the item is sent")
         await asyncio.sleep(0.05)
-        assert queue.asked == 3  # the second pass: "due" (sent), then "not yet", on which it sleeps
+        assert queue.asked == 2  # the second pass: "not yet" once the item is sent, on which it sleeps
+
+
+async def test_a_pass_begun_by_a_wake_up_takes_its_work_without_asking_first() -> None:
+    """A wake-up means something was just queued: the pass it starts asked "is anything due?" first,
+    and nearly always heard "yes" (one read more for every mail and every Teams message). A pass the
+    clock starts (a retry's time, the idle minute) or the first one still asks."""
+    queue = _Queue()
+    async with _running(queue) as loop:
+        await until(lambda: queue.passes == 1 and loop.idle, 2, "the first pass is over")
+        assert queue.asked == 1, "the first pass asks"
+        queue.due = NOW
+        loop.wake()
+        await until(lambda: queue.passes == 2 and queue.due is None and loop.idle, 2, "the item is sent")
+        await asyncio.sleep(0.05)
+        assert queue.asked == 2, "sent without asking, then asked once: nothing more due"
+        queue.due = NOW
+        assert await loop.work_is_due(), "asked from outside the pass, it asks"
+        assert queue.asked == 3
 
 
 async def test_work_queued_while_the_last_question_is_answered_is_not_left_waiting() -> None:
