@@ -34,7 +34,7 @@ from bot.delivery.mail_outbox import Outbox, OutboxItem
 from bot.delivery.mail_transport import MailDeliveryError, MailSender, MailTransport, mail_session
 from bot.delivery.message_outbox import MessageOutbox
 from bot.delivery.side_by_side import side_by_side
-from bot.delivery.worker_loop import WorkerLoop
+from bot.delivery.worker_loop import Work, WorkerLoop
 from bot.evidence.register import (
     DELIVERY_ACTOR_ID,
     DELIVERY_ACTOR_NAME,
@@ -214,9 +214,11 @@ class DeliveryWorker:
         tried = 0
         async with mail_session(self._transport) as sender:
             while not lane.stopped:
-                if not await lane.work_is_due():
+                work = await lane.look()
+                if work is Work.NONE:
                     return tried
-                item, more_due = await self._outbox.claim_one(self._clock.now(), self._policy.lease)
+                item, more_due = await self._outbox.claim_one(self._clock.now(), self._policy.lease,
+                                                              expired_leases=work is Work.DUE)
                 if item is None:  # another lane or instance took it
                     return tried
                 if more_due:  # a lane not sending takes the next meanwhile

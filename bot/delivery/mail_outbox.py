@@ -72,26 +72,35 @@ class Outbox:
         self._db.after_commit(self.on_queued)
         return cursor.rowcount == 1
 
-    async def claim_due(self, now: dt.datetime, lease: dt.timedelta, limit: int = 10) -> list[OutboxItem]:
-        """Lease up to `limit` due rows (committed) and return them; expired leases are due again first."""
-        items, _more_due = await self._claim(now, lease, limit)
+    async def claim_due(self, now: dt.datetime, lease: dt.timedelta, limit: int = 10, *,
+                        expired_leases: bool = True) -> list[OutboxItem]:
+        """Lease up to `limit` due rows (committed) and return them; expired leases are due again first.
+
+        `expired_leases=False`: queued rows only, for a claim made because a mail was just queued
+        (no read before it); a lease that ran out is taken by a claim that follows a read, which
+        shows it as due (`next_due_at`).
+        """
+        items, _more_due = await self._claim(now, lease, limit, expired_leases=expired_leases)
         return items
 
-    async def claim_one(self, now: dt.datetime, lease: dt.timedelta) -> tuple[OutboxItem | None, bool]:
+    async def claim_one(self, now: dt.datetime, lease: dt.timedelta, *,
+                        expired_leases: bool = True) -> tuple[OutboxItem | None, bool]:
         """Lease the first due row, as `claim_due`; and whether another row is due now (a lane to wake)."""
-        items, more_due = await self._claim(now, lease, 1)
+        items, more_due = await self._claim(now, lease, 1, expired_leases=expired_leases)
         return (items[0] if items else None), more_due
 
-    async def _claim(self, now: dt.datetime, lease: dt.timedelta, limit: int) -> tuple[list[OutboxItem], bool]:
+    async def _claim(self, now: dt.datetime, lease: dt.timedelta, limit: int, *,
+                     expired_leases: bool) -> tuple[list[OutboxItem], bool]:
         """The leased rows, and whether more were due than `limit` (one row more is read, not leased)."""
         async with self._db.transaction():
-            expired = (await self._db.execute(
-                f"UPDATE outbox SET state = :queued, lease_until = NULL WHERE state = {_SENDING}"  # noqa: S608  # nosec B608
-                " AND lease_until < :now",
-                {"queued": OutboxState.QUEUED.value, "now": to_text(now)},
-            )).rowcount
-            if expired:
-                logger.warning("outbox: %d mail(s) whose worker stopped mid-send are due again", expired)
+            if expired_leases:
+                expired = (await self._db.execute(
+                    f"UPDATE outbox SET state = :queued, lease_until = NULL WHERE state = {_SENDING}"  # noqa: S608  # nosec B608
+                    " AND lease_until < :now",
+                    {"queued": OutboxState.QUEUED.value, "now": to_text(now)},
+                )).rowcount
+                if expired:
+                    logger.warning("outbox: %d mail(s) whose worker stopped mid-send are due again", expired)
             found = await self._db.fetch_all(
                 "SELECT message_id, reference, payload, attempts, queued_at FROM outbox"  # noqa: S608  # nosec B608  # + constants
                 f" WHERE state = {_QUEUED} AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit"

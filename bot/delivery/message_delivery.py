@@ -22,7 +22,7 @@ from bot.delivery.failure_causes import teams_failure_cause
 from bot.delivery.mail_delivery import SEND_SHARE_OF_LEASE, RetryPolicy
 from bot.delivery.message_outbox import MessageAction, MessageOutbox, QueuedMessage
 from bot.delivery.side_by_side import side_by_side
-from bot.delivery.worker_loop import WorkerLoop
+from bot.delivery.worker_loop import Work, WorkerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +76,11 @@ class MessageDeliveryWorker:
         """
         tried = 0
         while not self._loop.stopped:
-            if not await self._loop.work_is_due():
+            work = await self._loop.look()
+            if work is Work.NONE:
                 return tried
-            messages = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel)
+            messages = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel,
+                                                    expired_leases=work is Work.DUE)
             if not messages:
                 return tried
             await side_by_side(*(self._send(message) for message in messages))

@@ -146,7 +146,8 @@ class MessageOutbox:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    async def claim_due(self, now: dt.datetime, lease: dt.timedelta, limit: int = 20) -> list[QueuedMessage]:
+    async def claim_due(self, now: dt.datetime, lease: dt.timedelta, limit: int = 20, *,
+                        expired_leases: bool = True) -> list[QueuedMessage]:
         """Lease up to `limit` due messages, at most the first unsent one of each conversation.
 
         A message waits while an earlier one to its conversation is queued or being sent, so
@@ -154,16 +155,21 @@ class MessageOutbox:
         several instances, rows another instance is leasing right now are skipped (their lock), and
         a conversation whose first message is being leased elsewhere offers nothing (the earlier
         message is still queued in this transaction's view).
+
+        Expired leases are due again first; with `expired_leases=False` (a claim made because a
+        message was just queued, no read before it) they are left to a claim that follows a read,
+        which shows them as due (`next_due_at`).
         """
         async with self._db.transaction():
-            expired = (await self._db.execute(
-                f"UPDATE message_outbox SET state = :queued, lease_until = NULL WHERE state = {_SENDING}"  # noqa: S608  # nosec B608
-                " AND lease_until < :now",
-                {"queued": MessageState.QUEUED.value, "now": to_text(now)},
-            )).rowcount
-            if expired:
-                logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again",
-                               expired)
+            if expired_leases:
+                expired = (await self._db.execute(
+                    f"UPDATE message_outbox SET state = :queued, lease_until = NULL WHERE state = {_SENDING}"  # noqa: S608  # nosec B608
+                    " AND lease_until < :now",
+                    {"queued": MessageState.QUEUED.value, "now": to_text(now)},
+                )).rowcount
+                if expired:
+                    logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again",
+                                   expired)
             rows = await self._db.fetch_all(_CLAIM + self._db.skip_locked, {"now": to_text(now), "limit": limit})
             if rows:
                 await self._db.execute(

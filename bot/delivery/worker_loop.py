@@ -4,17 +4,19 @@ A worker passes (a) what to do once (`run_pass`) and (b) when its next item is d
 queueing code calls `wake()` so new work does not wait for the sleep to end. A failing pass is
 logged and the loop goes on: a worker must never die quietly.
 
-A pass ends when `work_is_due()` says nothing is due; the sleep that follows waits on that answer
+A pass ends when `look()` says nothing is due; the sleep that follows waits on that answer
 instead of asking the database the same question again a moment later. The wake-up flag is cleared
 before each such question, so work queued while the database answers still wakes the loop. A pass
 that a wake-up began does not ask first: something was just queued, and the claim finds it (or,
-taken by another lane meanwhile, finds nothing, and the pass ends as it would have).
+taken by another lane meanwhile, finds nothing, and the pass ends as it would have); it says so
+(`Work.QUEUED`), and the claim leaves expired leases to a claim that follows a read (`Work.DUE`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -28,6 +30,14 @@ MAX_IDLE_WAIT = dt.timedelta(seconds=60)
 UNREACHABLE_WAIT = dt.timedelta(seconds=5)
 
 
+class Work(enum.Enum):
+    """What `WorkerLoop.look` found: nothing due, something just queued (no read), or due by a read."""
+
+    NONE = "none"
+    QUEUED = "queued"  # the pass began on a wake-up: claim what was queued
+    DUE = "due"  # a read of the next due time said now: queued rows, or a lease that ran out
+
+
 class WorkerLoop:
     """Runs `run_pass` whenever woken or when `next_due` says work is due."""
 
@@ -38,7 +48,7 @@ class WorkerLoop:
         self._wake = asyncio.Event()
         self._stopped = False
         self._in_pass: asyncio.Task[object] | None = None
-        #: The answer of the pass's last `work_is_due()` when it said "not yet": (next due time or None,).
+        #: The answer of the pass's last `look()` when it said "not yet": (next due time or None,).
         self._not_yet: tuple[dt.datetime | None] | None = None
         #: The pass under way began on a wake-up and has not asked yet: its first question is answered "due".
         self._woken = False
@@ -62,8 +72,8 @@ class WorkerLoop:
         """`stop()` was called: a pass should take no new work."""
         return self._stopped
 
-    async def work_is_due(self) -> bool:
-        """Whether `next_due` says something is due now: a read, before a claim that would be a write.
+    async def look(self) -> Work:
+        """Whether something is due now, before a claim that would be a write: `next_due`, a read.
 
         Asked by this loop's own pass, a "not yet" is kept for the sleep after the pass (the flag is
         cleared first, so a wake-up while the database answers is not lost), and the first question
@@ -76,13 +86,13 @@ class WorkerLoop:
             self._not_yet = None
             if self._woken:  # something was just queued: the claim looks, no need to ask first
                 self._woken = False
-                return True
+                return Work.QUEUED
         due = await self._next_due()
         if due is not None and due <= self._clock.now():
-            return True
+            return Work.DUE
         if own_pass:
             self._not_yet = (due,)
-        return False
+        return Work.NONE
 
     async def run_forever(self, run_pass: Callable[[], Awaitable[object]]) -> None:
         """Pass, sleep, pass, ...; until stopped or cancelled."""

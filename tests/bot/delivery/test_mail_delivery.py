@@ -469,6 +469,16 @@ async def test_one_queued_mail_wakes_one_lane_and_is_claimed_once(
     assert len(next_due) <= 1, next_due
 
 
+async def test_a_lane_woken_for_a_mail_does_not_look_for_expired_leases_first(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """Each claim set expired leases back to queued first: an UPDATE (inside the claim's write
+    transaction) that nearly always changes nothing. A lane woken for a queued mail leaves that to the
+    claims that follow a read of what is due (`test_a_row_a_dead_worker_held_is_due_again_...`)."""
+    statements = await _statements_while_one_mail_goes(settings, clock, referrer)
+    assert not [sql for sql in statements if sql.startswith("UPDATE outbox SET state = ?, lease_until = NULL")]
+
+
 async def test_a_delivered_mail_reads_its_referral_once(
     settings: Settings, clock: ManualClock, referrer: TeamsUser
 ) -> None:

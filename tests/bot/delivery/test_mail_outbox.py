@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from sqlalchemy import event
 
 from bot.delivery.mail_outbox import Outbox
 from bot.storage.database import Database
@@ -85,6 +86,27 @@ async def test_a_lease_keeps_a_mail_from_every_other_claimer_until_it_runs_out(d
     assert await mine.claim_due(NOW + LEASE - SECOND, LEASE) == [], "not even for the same instance"
     [again] = await other.claim_due(NOW + LEASE + SECOND, LEASE)  # its worker died mid-send
     assert (again.message_id, again.attempts) == (claimed.message_id, 2)
+
+
+async def test_a_claim_for_what_was_just_queued_leaves_the_expired_leases_to_the_next(database: Database) -> None:
+    """A lane woken for a queued mail claims it without a read first; setting expired leases back to
+    queued (an UPDATE that nearly always changes nothing) is left to the claims that follow a read of
+    what is due, which sees a lease that ran out."""
+    outbox = Outbox(database)
+    held, = await queue(outbox, 1)
+    await outbox.claim_due(NOW, LEASE)  # its worker dies mid-send
+    fresh = message_id(7)
+    await outbox.enqueue(message_id=fresh, reference="VD-20261128-000007", payload=b"zip", now=NOW + LEASE)
+    statements: list[str] = []
+    event.listen(database.engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cu, statement, *_: statements.append(statement.lstrip()[:6].upper()))
+    later = NOW + LEASE + SECOND
+    [claimed] = await outbox.claim_due(later, LEASE, expired_leases=False)
+    assert claimed.message_id == fresh
+    assert statements == ["SELECT", "UPDATE"], "the lookup and the lease, no look at expired leases"
+    assert await outbox.next_due_at() == NOW + LEASE, "the expired lease is due: a read sees it"
+    [again] = await outbox.claim_due(later, LEASE)
+    assert (again.message_id, again.attempts) == (held, 2)
 
 
 async def test_delivered_failed_and_rescheduled_mails(database: Database) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 
 import pytest
+from sqlalchemy import event
 
 from bot.delivery.chat_messages import MessageContent, conversation_key
 from bot.delivery.message_outbox import MessageAction, MessageOutbox, QueuedMessage, StuckMessages
@@ -68,6 +69,24 @@ async def test_a_lease_keeps_a_message_from_every_other_claimer_until_it_runs_ou
     assert await other.claim_due(NOW + LEASE - SECOND, LEASE) == []
     [again] = await other.claim_due(NOW + LEASE + SECOND, LEASE)  # the worker that held it died
     assert (again.id, again.attempts) == (queued, 2)
+
+
+async def test_a_claim_for_what_was_just_queued_leaves_the_expired_leases_to_the_next(database: Database) -> None:
+    """The worker woken for a queued message claims without a read first; setting expired leases back
+    to queued is left to the claims that follow a read of what is due, which sees a lease that ran out."""
+    outbox = MessageOutbox(database)
+    held = await outbox.post(REFERRER, text("ontvangen"), now=NOW)
+    await outbox.claim_due(NOW, LEASE)  # its worker dies mid-send
+    fresh = await outbox.post(conversation_ref(CHANNEL), text("nieuw"), now=NOW + LEASE)
+    statements: list[str] = []
+    event.listen(database.engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cu, statement, *_: statements.append(statement.lstrip()[:6].upper()))
+    later = NOW + LEASE + SECOND
+    assert ids(await outbox.claim_due(later, LEASE, expired_leases=False)) == [fresh]
+    assert statements == ["WITH R", "UPDATE"], "the lookup and the lease, no look at expired leases"
+    assert await outbox.next_due_at() == NOW + LEASE, "the expired lease is due: a read sees it"
+    [again] = await outbox.claim_due(later, LEASE)
+    assert (again.id, again.attempts) == (held, 2)
 
 
 async def test_messages_to_one_conversation_go_in_the_order_they_were_queued(database: Database) -> None:

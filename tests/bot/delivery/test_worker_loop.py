@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 
-from bot.delivery.worker_loop import WorkerLoop
+from bot.delivery.worker_loop import Work, WorkerLoop
 from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import until
 
@@ -21,6 +21,8 @@ class _Queue:
         self.due: dt.datetime | None = None
         self.asked = 0
         self.passes = 0
+        #: What each of the passes' `look()`s found, in order.
+        self.looks: list[Work] = []
         self.loop: WorkerLoop | None = None
         #: Set while the next question is being answered, after the database read it (a commit racing it).
         self.during_next_answer: list[asyncio.Event] = []
@@ -42,8 +44,10 @@ class _Queue:
     async def run_pass(self) -> None:
         assert self.loop is not None
         self.passes += 1
-        while await self.loop.work_is_due():
+        while (work := await self.loop.look()) is not Work.NONE:
+            self.looks.append(work)
             self.due = None  # "sent"
+        self.looks.append(work)
 
 
 @contextlib.asynccontextmanager
@@ -86,8 +90,9 @@ async def test_a_pass_begun_by_a_wake_up_takes_its_work_without_asking_first() -
         await until(lambda: queue.passes == 2 and queue.due is None and loop.idle, 2, "the item is sent")
         await asyncio.sleep(0.05)
         assert queue.asked == 2, "sent without asking, then asked once: nothing more due"
+        assert queue.looks == [Work.NONE, Work.QUEUED, Work.NONE], "the claim is told it was not a read"
         queue.due = NOW
-        assert await loop.work_is_due(), "asked from outside the pass, it asks"
+        assert await loop.look() is Work.DUE, "asked from outside the pass, it asks"
         assert queue.asked == 3
 
 
@@ -124,6 +129,6 @@ async def test_a_question_asked_outside_the_loops_own_pass_leaves_its_wake_up_al
         await until(lambda: queue.passes == 2 and queue.hold_next_answer is None, 2, "the pass asks")  # "nothing due"
         queue.due = NOW  # queued meanwhile: committed, then the wake-up
         loop.wake()
-        assert await loop.work_is_due()  # asked from outside the loop's pass
+        assert await loop.look() is Work.DUE  # asked from outside the loop's pass
         release.set()
         await until(lambda: queue.passes == 3 and queue.due is None, 2, "the item queued meanwhile is sent")
