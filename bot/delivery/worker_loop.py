@@ -77,8 +77,8 @@ class WorkerLoop:
 
         Asked by this loop's own pass, a "not yet" is kept for the sleep after the pass (the flag is
         cleared first, so a wake-up while the database answers is not lost), and the first question
-        of a pass a wake-up began is answered "due" without a read; asked by anyone else (a test,
-        another lane's pass), it asks and leaves the loop's state alone.
+        of a pass a wake-up began is answered `Work.QUEUED` without a read; asked by anyone else (a
+        test, another lane's pass), it asks and leaves the loop's state alone.
         """
         own_pass = self._in_pass is not None and asyncio.current_task() is self._in_pass
         if own_pass:
