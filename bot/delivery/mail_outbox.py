@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bot.delivery.outbox_due import next_due_in
+from bot.delivery.outbox_due import next_due_in, requeue_expired_leases
 from bot.storage.database import Database, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -93,14 +93,9 @@ class Outbox:
                      expired_leases: bool) -> tuple[list[OutboxItem], bool]:
         """The leased rows, and whether more were due than `limit` (one row more is read, not leased)."""
         async with self._db.transaction():
-            if expired_leases:
-                expired = (await self._db.execute(
-                    f"UPDATE outbox SET state = :queued, lease_until = NULL WHERE state = {_SENDING}"  # noqa: S608  # nosec B608
-                    " AND lease_until < :now",
-                    {"queued": OutboxState.QUEUED.value, "now": to_text(now)},
-                )).rowcount
-                if expired:
-                    logger.warning("outbox: %d mail(s) whose worker stopped mid-send are due again", expired)
+            if expired_leases and (expired := await requeue_expired_leases(
+                    self._db, "outbox", queued_state=OutboxState.QUEUED.value, sending=_SENDING, now=now)):
+                logger.warning("outbox: %d mail(s) whose worker stopped mid-send are due again", expired)
             found = await self._db.fetch_all(
                 "SELECT message_id, reference, payload, attempts, queued_at FROM outbox"  # noqa: S608  # nosec B608  # + constants
                 f" WHERE state = {_QUEUED} AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit"

@@ -22,7 +22,7 @@ from enum import StrEnum
 from sqlalchemy.engine import RowMapping
 
 from bot.delivery.chat_messages import MessageContent, conversation_key
-from bot.delivery.outbox_due import next_due_in
+from bot.delivery.outbox_due import next_due_in, requeue_expired_leases
 from bot.storage.database import Database, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -161,15 +161,10 @@ class MessageOutbox:
         which shows them as due (`next_due_at`).
         """
         async with self._db.transaction():
-            if expired_leases:
-                expired = (await self._db.execute(
-                    f"UPDATE message_outbox SET state = :queued, lease_until = NULL WHERE state = {_SENDING}"  # noqa: S608  # nosec B608
-                    " AND lease_until < :now",
-                    {"queued": MessageState.QUEUED.value, "now": to_text(now)},
-                )).rowcount
-                if expired:
-                    logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again",
-                                   expired)
+            if expired_leases and (expired := await requeue_expired_leases(
+                    self._db, "message_outbox", queued_state=MessageState.QUEUED.value, sending=_SENDING, now=now)):
+                logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again",
+                               expired)
             rows = await self._db.fetch_all(_CLAIM + self._db.skip_locked, {"now": to_text(now), "limit": limit})
             if rows:
                 await self._db.execute(

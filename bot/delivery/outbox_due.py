@@ -1,4 +1,5 @@
-"""When an outbox's next row is due: the earliest retry of a queued row, or the earliest lease to run out.
+"""When an outbox's next row is due (the earliest retry of a queued row, or the earliest lease to run
+out), and the rows whose lease ran out made due again.
 
 Both outboxes keep a waiting row either queued (due at `next_attempt_at`) or being sent (leased until
 `lease_until`), and revision 0007 gives each the partial indexes `<table>_queued` and `<table>_leased`.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from bot.storage.database import Database, from_text
+from bot.storage.database import Database, from_text, to_text
 
 
 async def next_due_in(db: Database, table: Literal["outbox", "message_outbox"], *, queued: str,
@@ -24,3 +25,16 @@ async def next_due_in(db: Database, table: Literal["outbox", "message_outbox"], 
         f" (SELECT lease_until FROM {table} WHERE state = {sending} ORDER BY lease_until LIMIT 1) AS leased")
     times = [from_text(value) for value in (row["queued"], row["leased"]) if value is not None] if row else []
     return min(times, default=None)
+
+
+async def requeue_expired_leases(db: Database, table: Literal["outbox", "message_outbox"], *, queued_state: str,
+                                 sending: str, now: dt.datetime) -> int:
+    """Set `table`'s rows whose lease ran out before `now` (their worker died) back to queued; how many.
+
+    Inside the caller's claim transaction. `queued_state`: the state's value (a bound parameter);
+    `sending`: the quoted state, as above (written in the statement, for the `<table>_leased` index).
+    """
+    requeued = await db.execute(
+        f"UPDATE {table} SET state = :queued, lease_until = NULL WHERE state = {sending}"  # noqa: S608  # nosec B608  # constants
+        " AND lease_until < :now", {"queued": queued_state, "now": to_text(now)})
+    return requeued.rowcount

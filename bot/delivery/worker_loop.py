@@ -50,7 +50,7 @@ class WorkerLoop:
         self._in_pass: asyncio.Task[object] | None = None
         #: The answer of the pass's last `look()` when it said "not yet": (next due time or None,).
         self._not_yet: tuple[dt.datetime | None] | None = None
-        #: The pass under way began on a wake-up and has not asked yet: its first question is answered "due".
+        #: The pass under way began on a wake-up and has not asked yet: its first `look()` is `Work.QUEUED`.
         self._woken = False
 
     def wake(self) -> None:
