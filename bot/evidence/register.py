@@ -196,6 +196,10 @@ class RegisterEntry:
     hash: str
 
 
+#: The columns an entry is inserted with on SQLite (PostgreSQL's `register_append` names its own).
+_SQLITE_COLUMNS = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
+
+
 class ProcessingRegister:
     """Append-only register in the bot's database.
 
@@ -207,11 +211,17 @@ class ProcessingRegister:
     Every instance's every step waits for that one lock, so it is held as briefly as possible: on
     PostgreSQL an entry written inside a step is chained at the step's commit, in the server
     (revision 0004: the lock is held from there to the commit's end, never over a round trip); on
-    its own, the append is one statement (`register_append`, revision 0003).
+    its own, the append is one statement (`register_append`, revision 0003). On SQLite too it is one
+    statement once the register knows the last entry (`_last`): the insert checks that entry is
+    still the last and only then writes.
     """
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        #: SQLite: the last entry this register wrote (seq, hash), so that the next append need not read
+        #: it back. The insert checks it is still the last (a rolled-back step, another process) and,
+        #: when it is not, the append reads the last entry and inserts after it.
+        self._last: tuple[int, str] | None = None
 
     async def append(
         self,
@@ -271,18 +281,31 @@ class ProcessingRegister:
             # the lock ends with the statement.
             appended = await self._db.execute("SELECT register_append(:key, :genesis, :canonical) AS hash", entry)
             return str(appended.scalar())
-        columns = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
         async with self._db.transaction(savepoint=False):  # a read, then one insert: nothing half done
-            await self._db.lock(REGISTER_LOCK)
-            row = await self._db.fetch_one("SELECT seq, hash FROM register ORDER BY seq DESC LIMIT 1")
-            previous = GENESIS_HASH if row is None else str(row["hash"])
-            digest = entry_hash(previous, fields)
-            # Column names are this module's constants; the values are bound parameters.
-            await self._db.execute(
-                f"INSERT INTO register ({', '.join(columns)}) VALUES ({', '.join(':' + name for name in columns)})",  # noqa: S608  # nosec B608
-                {**fields, "seq": 1 if row is None else int(row["seq"]) + 1, "previous_hash": previous,
-                 "hash": digest},
-            )
+            await self._db.lock(REGISTER_LOCK)  # SQLite: the writer lock this transaction already holds
+            digest = None if self._last is None else await self._insert(fields, *self._last, only_after_it=True)
+            if digest is None:
+                row = await self._db.fetch_one("SELECT seq, hash FROM register ORDER BY seq DESC LIMIT 1")
+                last = (0, GENESIS_HASH) if row is None else (int(row["seq"]), str(row["hash"]))
+                digest = await self._insert(fields, *last, only_after_it=False)
+        return digest
+
+    async def _insert(self, fields: dict[str, str], last_seq: int, last_hash: str, *,
+                      only_after_it: bool) -> str | None:
+        """SQLite: insert the entry after (`last_seq`, `last_hash`); its hash. With `only_after_it`, only if
+        that is still the last entry: None when it is not, and nothing was written."""
+        digest = entry_hash(last_hash, fields)
+        values = {**fields, "seq": last_seq + 1, "previous_hash": last_hash, "hash": digest, "genesis": GENESIS_HASH}
+        condition = " WHERE COALESCE((SELECT hash FROM register ORDER BY seq DESC LIMIT 1), :genesis) = :previous_hash"
+        # Column names are this module's constants; the values are bound parameters.
+        inserted = await self._db.execute(
+            f"INSERT INTO register ({', '.join(_SQLITE_COLUMNS)})"  # nosec B608
+            f" SELECT {', '.join(':' + name for name in _SQLITE_COLUMNS)}{condition if only_after_it else ''}",
+            values,
+        )
+        if inserted.rowcount != 1:
+            return None
+        self._last = (last_seq + 1, digest)
         return digest
 
     async def events_for(self, reference: str) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import event
 
 from bot.evidence.register import (
     EXPORT_COLUMNS,
@@ -617,3 +618,57 @@ async def test_an_entry_rolled_back_leaves_no_gap_even_while_another_instance_ap
     rows = await database.fetch_all("SELECT seq, detail FROM register ORDER BY seq")
     assert [(row["seq"], row["detail"]) for row in rows] == [(1, ""), (2, "kept")]
     assert await first.verify() == []
+
+
+async def test_an_append_after_a_rolled_back_one_and_another_instances_chains_on_the_others_entry(
+        database: Database) -> None:
+    """The entry this register last wrote was rolled back and another instance appended in its place: the next
+    entry follows the other instance's, not the one that never committed."""
+    mine, theirs = ProcessingRegister(database), ProcessingRegister(another_engine(database))
+    await mine.append(at=NOW, event=RegisterEvent.QUEUED, actor_id="a", actor_name="A", protocol_id="P")
+    with pytest.raises(RuntimeError, match="the step failed"):
+        async with database.transaction():
+            await mine.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="a", actor_name="A", protocol_id="P",
+                              detail="rolled back", chain_now=True)
+            raise RuntimeError("the step failed")
+    await theirs.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="b", actor_name="B", protocol_id="P",
+                        detail="theirs")
+    await mine.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name="A", protocol_id="P",
+                      detail="mine")
+    rows = await database.fetch_all("SELECT seq, detail FROM register ORDER BY seq")
+    assert [(row["seq"], row["detail"]) for row in rows] == [(1, ""), (2, "theirs"), (3, "mine")]
+    assert await mine.verify() == []
+
+
+async def test_on_sqlite_an_entry_is_one_statement_once_the_register_knows_its_last_entry(tmp_path: Path) -> None:
+    """Before, every append read the last entry first: five reads per referral that the register wrote itself
+    (SQLite: the writer lock keeps every other writer out meanwhile; the insert checks the entry is still the last)."""
+    db = await sqlite_database(tmp_path / "bot.sqlite3")
+    register = ProcessingRegister(db)
+    await register.append(at=NOW, event=RegisterEvent.QUEUED, actor_id="a", actor_name="A", protocol_id="P")
+    statements: list[str] = []
+
+    def record(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        for detail in ("alone", "in a step"):
+            if detail == "alone":
+                await register.append(at=NOW, event=RegisterEvent.DELIVERED, actor_id="a", actor_name="A",
+                                      protocol_id="P", detail=detail)
+                continue
+            async with db.transaction():
+                await register.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name="A",
+                                      protocol_id="P", detail=detail)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    assert len(statements) == 2 and all(statement.startswith("INSERT INTO register") for statement in statements), \
+        statements
+    await ProcessingRegister(another_engine(db)).append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="b",
+                                                        actor_name="B", protocol_id="P", detail="another process")
+    await register.append(at=NOW, event=RegisterEvent.ACKNOWLEDGED, actor_id="a", actor_name="A", protocol_id="P",
+                          detail="after another process")
+    rows = await db.fetch_all("SELECT seq, detail FROM register ORDER BY seq")
+    assert [row["detail"] for row in rows] == ["", "alone", "in a step", "another process", "after another process"]
+    assert await register.verify() == []
