@@ -158,10 +158,11 @@ _COLUMNS = tuple(field.name for field in dataclasses.fields(SentReferral))
 class ReferralStore:
     """Referrals in the database, by reference; state changes only along `TRANSITIONS`.
 
-    Every change is a compare-and-set on the state it was read in, read and written in one
-    transaction (a savepoint inside the caller's) with the row locked (`FOR UPDATE` on PostgreSQL,
-    the writer lock on SQLite), so two instances acting on one referral at once take turns: the
-    second sees the first's result rather than overwriting it.
+    Every change is one `UPDATE ... RETURNING` of the columns it changes; a state change is a
+    compare-and-set on the states it may start from. The row is locked by the update (PostgreSQL;
+    on SQLite the writer lock) until the caller's transaction ends, so two instances acting on one
+    referral at once take turns: the second sees the first's result rather than overwriting it,
+    and facts changed side by side (a card id, a reported item) both stay.
     """
 
     def __init__(self, db: Database) -> None:
@@ -188,25 +189,45 @@ class ReferralStore:
         return None if row is None else referral_from_row(row)
 
     async def transition(self, reference: str, to: ReferralState, **changes: Any) -> SentReferral:
-        """Move to `to` with `changes` (column values), refusing a step the state machine forbids."""
-        # Read and write under one lock; inside a step, part of its transaction (a refused step writes nothing).
-        async with self._db.transaction(savepoint=False):
-            current = await self._locked(reference)
-            if to not in TRANSITIONS[current.state]:
-                raise IllegalTransition(reference, current.state, to)
-            updated = dataclasses.replace(current, state=to, **changes)
-            await self._write(current, updated)
-        return updated
+        """Move to `to` with `changes` (column values), refusing a step the state machine forbids.
+
+        One statement: the update happens only from a state that `TRANSITIONS` lets reach `to` (a
+        compare-and-set; PostgreSQL re-checks it on a row another instance just changed) and returns
+        the row as stored. A refused step writes nothing; the referral is then read to say why.
+        """
+        sources = sorted(source.value for source, targets in TRANSITIONS.items() if to in targets)
+        if sources:  # none for `queued`, where every referral starts
+            changed = await self._change(reference, {**changes, "state": to}, " AND state IN :sources",
+                                         {"sources": sources})
+            if changed is not None:
+                return changed
+        current = await self._locked(reference)  # KeyError when there is no such referral
+        raise IllegalTransition(reference, current.state, to)
 
     async def update(self, reference: str, **changes: Any) -> SentReferral:
-        """Change facts that are not a state change (card ids, reminders, reported items)."""
+        """Change facts that are not a state change (card ids, reminders, reported items): only these columns."""
         if "state" in changes:
             raise ValueError("use transition() to change the state")
-        async with self._db.transaction(savepoint=False):  # else another instance's update in between is lost
-            current = await self._locked(reference)
-            updated = dataclasses.replace(current, **changes)
-            await self._write(current, updated)
-        return updated
+        changed = await self._change(reference, changes, "", {})
+        if changed is None:
+            raise KeyError(reference)
+        return changed
+
+    async def _change(self, reference: str, changes: Mapping[str, Any], condition: str,
+                      parameters: Mapping[str, Any]) -> SentReferral | None:
+        """Set `changes` (column values) where `condition` holds; the referral as stored, or None when unchanged."""
+        unknown = sorted(set(changes) - set(_COLUMNS) | ({"reference"} & set(changes)))
+        if unknown:
+            raise TypeError(f"not a referral's changeable field: {', '.join(unknown)}")
+        values = {f"new_{name}": _column_value(name, value) for name, value in changes.items()}
+        assignments = ", ".join(f"{name} = :new_{name}" for name in changes)
+        # Column names are checked against the dataclass's above; values are bound parameters.
+        rows = await self._db.execute(
+            f"UPDATE referrals SET {assignments} WHERE reference = :reference{condition} RETURNING *",  # noqa: S608  # nosec B608
+            {**values, **parameters, "reference": reference},
+        )
+        row = rows.first()
+        return None if row is None else referral_from_row(row)
 
     async def for_referrer(self, referrer_id: str, limit: int = 50) -> list[SentReferral]:
         """A referrer's referrals, newest first."""
@@ -280,29 +301,20 @@ class ReferralStore:
             raise KeyError(reference)
         return referral_from_row(row)
 
-    async def _write(self, current: SentReferral, updated: SentReferral) -> None:
-        values = _to_row(updated)
-        assignments = ", ".join(f"{name} = :{name}" for name in _COLUMNS if name != "reference")
-        cursor = await self._db.execute(
-            f"UPDATE referrals SET {assignments} WHERE reference = :reference AND state = :was_state",  # noqa: S608  # nosec B608
-            {**values, "reference": current.reference, "was_state": current.state.value},
-        )
-        if cursor.rowcount != 1:
-            raise IllegalTransition(current.reference, current.state, updated.state)
-
 
 def _to_row(referral: SentReferral) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name in _COLUMNS:
-        value = getattr(referral, name)
-        if name in _TIME_FIELDS and value is not None:
-            value = to_text(value)
-        elif name == "state":
-            value = value.value
-        elif name == "reported_items" or (name == "data_categories" and value is not None):
-            value = ",".join(value)
-        values[name] = value
-    return values
+    return {name: _column_value(name, getattr(referral, name)) for name in _COLUMNS}
+
+
+def _column_value(name: str, value: Any) -> Any:
+    """A field's value as its column holds it."""
+    if name in _TIME_FIELDS and value is not None:
+        return to_text(value)
+    if name == "state":
+        return ReferralState(value).value
+    if name == "reported_items" or (name == "data_categories" and value is not None):
+        return ",".join(value)
+    return value
 
 
 def referral_from_row(row: RowMapping) -> SentReferral:

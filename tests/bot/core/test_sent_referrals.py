@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
 from bot.core.sent_referrals import OPEN_FOR_OCMW, TRANSITIONS, IllegalTransition, ReferralState, ReferralStore
@@ -90,6 +91,36 @@ async def test_what_is_not_a_state_change_is_refused_or_unknown(store: ReferralS
         await store.transition("VD-20261128-NOSUCH", ReferralState.SENT)
     with pytest.raises(KeyError):
         await store.update("VD-20261128-NOSUCH", card_activity_id="x")
+
+
+async def test_a_step_or_a_fact_is_one_statement_that_returns_the_referral_as_stored(
+        store: ReferralStore, database: Database) -> None:
+    """Before, each was a read and a write of every column: two statements, the second one long. The one
+    statement is still a compare-and-set on the states the step may start from."""
+    reference = "VD-20261128-AAAAAA"
+    await store.add(a_referral(reference))
+    statements: list[str] = []
+
+    def record(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        if not statement.startswith(("BEGIN", "COMMIT")):
+            statements.append(" ".join(statement.split()))
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        sent = await store.transition(reference, ReferralState.SENT, sent_at=NOW + MINUTE)
+        moved = await store.update(reference, card_activity_id="card-2")
+        async with database.transaction():
+            received = await store.transition(reference, ReferralState.RECEIVED, acknowledged_by="Olga")
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", record)
+    assert len(statements) == 3 and all(statement.startswith("UPDATE referrals") for statement in statements), \
+        statements
+    assert (sent.state, sent.sent_at, sent.card_activity_id) == (ReferralState.SENT, NOW + MINUTE, None)
+    assert (moved.state, moved.card_activity_id) == (ReferralState.SENT, "card-2")
+    assert received == await store.get(reference)
+    assert (received.sent_at, received.card_activity_id, received.acknowledged_by) == (NOW + MINUTE, "card-2", "Olga")
+    with pytest.raises(TypeError, match="no_such_column"):
+        await store.update(reference, no_such_column="x")
 
 
 # --- two instances at once ------------------------------------------------------------------------
