@@ -153,6 +153,8 @@ _TIME_FIELDS = frozenset(
     {"created_at", "queued_at", "sent_at", "acknowledged_at", "outcome_at", "deleted_at", "withdrawn_at"}
 )
 _COLUMNS = tuple(field.name for field in dataclasses.fields(SentReferral))
+#: How often a step is tried when the referral's state changed under it to one the step may start from.
+_STEP_ATTEMPTS = 3
 
 
 class ReferralStore:
@@ -196,12 +198,16 @@ class ReferralStore:
         the row as stored. A refused step writes nothing; the referral is then read to say why.
         """
         sources = sorted(source.value for source, targets in TRANSITIONS.items() if to in targets)
-        if sources:  # none for `queued`, where every referral starts
-            changed = await self._change(reference, {**changes, "state": to}, " AND state IN :sources",
-                                         {"sources": sources})
-            if changed is not None:
-                return changed
-        current = await self._locked(reference)  # KeyError when there is no such referral
+        for _ in range(_STEP_ATTEMPTS):
+            if sources:  # none for `queued`, where every referral starts
+                changed = await self._change(reference, {**changes, "state": to}, " AND state IN :sources",
+                                             {"sources": sources})
+                if changed is not None:
+                    return changed
+            current = await self._locked(reference)  # KeyError when there is no such referral
+            if to not in TRANSITIONS[current.state]:
+                raise IllegalTransition(reference, current.state, to)
+            # Another instance moved it to a state this step may start from, between the update and the read.
         raise IllegalTransition(reference, current.state, to)
 
     async def update(self, reference: str, **changes: Any) -> SentReferral:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event
@@ -13,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.core.sent_referrals import OPEN_FOR_OCMW, TRANSITIONS, IllegalTransition, ReferralState, ReferralStore
 from bot.storage.database import Database
-from tests.support.databases import another_engine
+from tests.support.databases import another_engine, sql, sqlite_database
 from tests.support.stored_referrals import NOW, a_referral
 
 MINUTE = dt.timedelta(minutes=1)
@@ -121,6 +123,32 @@ async def test_a_step_or_a_fact_is_one_statement_that_returns_the_referral_as_st
     assert (received.sent_at, received.card_activity_id, received.acknowledged_by) == (NOW + MINUTE, "card-2", "Olga")
     with pytest.raises(TypeError, match="no_such_column"):
         await store.update(reference, no_such_column="x")
+
+
+async def test_a_step_whose_referral_reaches_a_state_it_may_start_from_meanwhile_is_taken(tmp_path: Path) -> None:
+    """The update found the referral still queued; before it is read again to say why, another instance
+    delivered it: the acknowledgement is taken, not refused with a state that allows it."""
+    db = await sqlite_database(tmp_path / "bot.sqlite3")
+    store = ReferralStore(db)
+    await store.add(a_referral("VD-20261128-AAAAAA"))
+    updates: list[int] = []
+
+    def deliver_meanwhile(_connection: object, cursor: Any, statement: str, *_: object) -> None:
+        if statement.startswith("UPDATE referrals"):
+            updates.append(cursor.rowcount)
+            if len(updates) == 1:  # another instance, on the file, after the first update and before the read
+                sql(db, "UPDATE referrals SET state = 'sent' WHERE reference = 'VD-20261128-AAAAAA'")
+
+    event.listen(db.engine.sync_engine, "after_cursor_execute", deliver_meanwhile)
+    try:
+        received = await store.transition("VD-20261128-AAAAAA", ReferralState.RECEIVED, acknowledged_by="Olga")
+    finally:
+        event.remove(db.engine.sync_engine, "after_cursor_execute", deliver_meanwhile)
+    assert updates == [0, 1]
+    assert (received.state, received.acknowledged_by) == (ReferralState.RECEIVED, "Olga")
+    with pytest.raises(IllegalTransition) as refused:
+        await store.transition("VD-20261128-AAAAAA", ReferralState.SENT)
+    assert refused.value.current == ReferralState.RECEIVED
 
 
 # --- two instances at once ------------------------------------------------------------------------
