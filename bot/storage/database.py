@@ -386,28 +386,16 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        try:
+        with _as_database_error():
             async with self.engine.connect() as connection:
                 yield connection
-        except PoolTimeoutError as error:
-            raise DatabaseError("database busy: no connection free in the pool") from error
-        except (DBAPIError, OSError) as error:
-            if isinstance(error, DBAPIError) and not error.connection_invalidated and not _is_unreachable(error):
-                raise
-            raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
 
     async def _alone(self, statement: TextClause, parameters: SqlParameters, options: dict[str, Any]) -> Rows:
         """One statement on a pooled connection of its own, with `options`: checkout, statement and
         return in one pass through SQLAlchemy's async bridge (a greenlet) rather than four, which cost
         a third of such a statement's CPU. The engine, its events and the driver are the same."""
-        try:
+        with _as_database_error():
             return await greenlet_spawn(_run_alone, self.engine.sync_engine, statement, _values(parameters), options)
-        except PoolTimeoutError as error:
-            raise DatabaseError("database busy: no connection free in the pool") from error
-        except (DBAPIError, OSError) as error:
-            if isinstance(error, DBAPIError) and not error.connection_invalidated and not _is_unreachable(error):
-                raise
-            raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
 
     def _statement(self, sql: str, parameters: SqlParameters) -> TextClause:
         expanding = frozenset(name for name, value in parameters.items()
@@ -444,6 +432,20 @@ def _rows(result: CursorResult[Any]) -> Rows:
 
 #: Execution option: this connection runs one statement in SQLite's autocommit (see `Database.execute`).
 _ALONE = "veilig_statement_alone"
+
+
+@contextlib.contextmanager
+def _as_database_error() -> Iterator[None]:
+    """No connection in time, or none to be had (refused, reset, the server gone): `DatabaseError`, which
+    the caller retries or reports; a statement the database refused stays what it is."""
+    try:
+        yield
+    except PoolTimeoutError as error:
+        raise DatabaseError("database busy: no connection free in the pool") from error
+    except (DBAPIError, OSError) as error:
+        if isinstance(error, DBAPIError) and not error.connection_invalidated and not _is_unreachable(error):
+            raise
+        raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
 
 
 def _is_read(sql: str) -> bool:
