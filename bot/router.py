@@ -191,10 +191,8 @@ class Router:
 
     async def _refusal(self, actor: Actor, verb: str) -> str | None:
         """The problem (from `cards.PROBLEMS`) that refuses this actor this verb, or None when it may go ahead."""
-        now = self._clock.now()
-        if not (await self._limiter.allow(actor.user_id, "actions", now)) or (
-            verb == "referral.start" and not (await self._limiter.allow(actor.user_id, "starts", now))
-        ):
+        kinds = ("actions", "starts") if verb == "referral.start" else ("actions",)
+        if not await self._limiter.allow_all(actor.user_id, kinds, self._clock.now()):
             logger.warning("rate limit reached", extra={"verb": verb[:64]})
             return "rate_limited"
         if verb in _REFERRER_VERBS and not self._referrers.allows(

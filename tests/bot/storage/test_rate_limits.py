@@ -62,3 +62,35 @@ async def test_a_click_is_checked_and_counted_in_one_statement(database: Databas
     assert not await limiter.allow("aad-an-1", "actions", NOW)
     assert len(statements) == 2, statements
     assert not database.in_transaction
+
+
+async def test_a_start_is_checked_against_both_its_limits_in_one_statement(database: Database) -> None:
+    """A `referral.start` counts as an action and as a start: two statements before, one now, with the same
+    answers: the kinds in order, each counted when it and every kind before it allow the click."""
+    statements: list[str] = []
+
+    @event.listens_for(database.engine.sync_engine, "before_cursor_execute")
+    def record(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith("BEGIN"):
+            statements.append(statement)
+
+    limiter = RateLimiter(database, {"actions": RateLimit(3, dt.timedelta(minutes=1)),
+                                     "starts": RateLimit(1, dt.timedelta(minutes=1))})
+    both = ("actions", "starts")
+    answers = [await limiter.allow_all("a", both, NOW), await limiter.allow_all("a", both, NOW)]
+    assert answers == [True, False] and len(statements) == 2, statements
+    event.remove(database.engine.sync_engine, "before_cursor_execute", record)
+    # The refused start still counted as an action, as the checks one after the other did: one action is left.
+    assert await limiter.allow("a", "actions", NOW) and not await limiter.allow("a", "actions", NOW)
+    # Refused as an action: not counted as a start either (another key, the start limit untouched).
+    limiter.limits["actions"] = RateLimit(0, dt.timedelta(minutes=1))
+    assert not await limiter.allow_all("b", both, NOW)
+    limiter.limits["actions"] = RateLimit(3, dt.timedelta(minutes=1))
+    assert await limiter.allow_all("b", both, NOW)
+    assert await limiter.allow_all("c", ("unlimited", "starts"), NOW) and await limiter.allow_all("c", (), NOW)
+    kinds = [row["kind"] for row in await database.fetch_all("SELECT kind FROM rate_events")]
+    assert kinds.count("starts") == 3 and kinds.count("actions") == 4
+    # The last action a limit allows, with a start: the start's check counts the actions before this click.
+    last = RateLimiter(database, {"actions": RateLimit(1, dt.timedelta(minutes=1)),
+                                  "starts": RateLimit(1, dt.timedelta(minutes=1))})
+    assert await last.allow_all("d", both, NOW) and not await last.allow_all("d", both, NOW)
