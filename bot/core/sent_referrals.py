@@ -214,7 +214,7 @@ class ReferralStore:
         """Change facts that are not a state change (card ids, reminders, reported items): only these columns."""
         if "state" in changes:
             raise ValueError("use transition() to change the state")
-        changed = await self._change(reference, changes, "", {})
+        changed = await self._change(reference, changes, "", {}) if changes else await self.get(reference)
         if changed is None:
             raise KeyError(reference)
         return changed

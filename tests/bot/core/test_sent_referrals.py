@@ -93,6 +93,9 @@ async def test_what_is_not_a_state_change_is_refused_or_unknown(store: ReferralS
         await store.transition("VD-20261128-NOSUCH", ReferralState.SENT)
     with pytest.raises(KeyError):
         await store.update("VD-20261128-NOSUCH", card_activity_id="x")
+    with pytest.raises(KeyError):
+        await store.update("VD-20261128-NOSUCH")
+    assert await store.update("VD-20261128-AAAAAA") == await store.get("VD-20261128-AAAAAA")
 
 
 async def test_a_step_or_a_fact_is_one_statement_that_returns_the_referral_as_stored(
