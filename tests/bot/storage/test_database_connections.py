@@ -110,3 +110,18 @@ async def test_a_step_that_waits_too_long_for_a_connection_is_told_the_database_
         with pytest.raises(DatabaseError, match="busy"):
             await db.scalar("SELECT 1")
     assert await db.scalar("SELECT 1") == 1
+
+
+async def test_a_statement_on_its_own_that_a_step_gives_up_on_gives_its_connection_back(
+        postgres: PostgresServer) -> None:
+    """A statement on its own runs checkout, statement and return in one pass through SQLAlchemy's async bridge:
+    a step that stops waiting for it (a timeout, a client gone) still leaves the pool whole, and the server
+    is not left running the abandoned statement for the next user of the connection."""
+    db = _open(postgres, pool_size=1, pool_wait_seconds=2.0)
+    for _ in range(3):
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await db.execute("SELECT pg_sleep(5)")
+        async with asyncio.timeout(3):  # not behind the abandoned 5-second statement on the one connection
+            assert await db.scalar("SELECT CAST(:n AS integer)", {"n": 7}) == 7
+        assert db.engine.sync_engine.pool.checkedout() == 0
