@@ -13,6 +13,7 @@ posted afresh when the card is gone. A row is leased while it is sent; a lease t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -181,15 +182,18 @@ class MessageOutbox:
         return None if found is None else str(found)
 
     async def mark_sent(self, message_id: int, now: dt.datetime, *, slot: str | None, activity_id: str | None) -> None:
-        """Teams accepted it: keep the fact (not the content, a review card's data) and the posted id under its slot."""
-        async with self._db.transaction():
-            self._db.note_wipe()
+        """Teams accepted it: keep the fact (not the content, a review card's data) and the posted id under its slot.
+
+        Without a slot to remember, one statement on its own (no transaction around it)."""
+        remembers = slot is not None and bool(activity_id)
+        async with self._db.transaction() if remembers else contextlib.nullcontext():
+            self._db.note_wipe()  # on its own: the statement below empties the WAL after it
             await self._db.execute(
                 "UPDATE message_outbox SET state = :sent, content = '', finished_at = :now, last_error = NULL,"
                 " lease_until = NULL WHERE id = :id",
                 {"sent": MessageState.SENT.value, "now": to_text(now), "id": message_id},
             )
-            if slot is not None and activity_id:
+            if remembers:
                 await self._db.execute(
                     "INSERT INTO card_slots (slot, activity_id, updated_at) VALUES (:slot, :activity, :now)"
                     " ON CONFLICT (slot) DO UPDATE SET activity_id = excluded.activity_id,"

@@ -241,3 +241,29 @@ async def test_a_claim_reads_each_conversations_first_message_not_its_whole_back
     await outbox.mark_sent(head, NOW, slot=None, activity_id=None)
     assert await buffers_read(db, claim) <= 100, "the next claim, with 2 999 cards waiting behind the first"
     assert ids(await outbox.claim_due(NOW, LEASE)) == [head + 1]
+
+
+async def test_a_message_sent_without_a_card_slot_is_recorded_in_one_statement_without_a_transaction(
+        database: Database) -> None:
+    """One UPDATE (the fact kept, the content wiped) needs no transaction of its own: before, two per referral
+    (BEGIN, the UPDATE, COMMIT). With a card slot it is two statements, still committed together."""
+    outbox = MessageOutbox(database)
+    plain = await outbox.post(conversation_ref(CHANNEL), text("ontvangen"), now=NOW)
+    card = await outbox.post(conversation_ref("19:referrer-chat"), text("kaart"), now=NOW, slot="slot-1")
+    assert ids(await outbox.claim_due(NOW, LEASE)) == [plain, card]
+    statements: list[str] = []
+    commits: list[int] = []
+
+    def record(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement.lstrip()[:6].upper())
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(database.engine.sync_engine, "commit", lambda _connection: commits.append(1))
+    await outbox.mark_sent(plain, NOW, slot=None, activity_id="act-1")
+    assert (statements, commits) == (["UPDATE"], [])
+    statements.clear()
+    await outbox.mark_sent(card, NOW, slot="slot-1", activity_id="act-2")
+    assert (statements, commits) == (["UPDATE", "INSERT"], [1])
+    rows = await database.fetch_all("SELECT state, content FROM message_outbox ORDER BY id")
+    assert [(row["state"], row["content"]) for row in rows] == [("sent", ""), ("sent", "")]
+    assert await database.scalar("SELECT activity_id FROM card_slots WHERE slot = 'slot-1'") == "act-2"
