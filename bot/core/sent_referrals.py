@@ -153,6 +153,8 @@ _TIME_FIELDS = frozenset(
     {"created_at", "queued_at", "sent_at", "acknowledged_at", "outcome_at", "deleted_at", "withdrawn_at"}
 )
 _COLUMNS = tuple(field.name for field in dataclasses.fields(SentReferral))
+#: What `update` and `transition` may set: every column but the key.
+_CHANGEABLE = frozenset(_COLUMNS) - {"reference"}
 #: How often a step is tried when the referral's state changed under it to one the step may start from.
 _STEP_ATTEMPTS = 3
 
@@ -222,7 +224,7 @@ class ReferralStore:
     async def _change(self, reference: str, changes: Mapping[str, Any], condition: str,
                       parameters: Mapping[str, Any]) -> SentReferral | None:
         """Set `changes` (column values) where `condition` holds; the referral as stored, or None when unchanged."""
-        unknown = sorted(set(changes) - set(_COLUMNS) | ({"reference"} & set(changes)))
+        unknown = sorted(set(changes) - _CHANGEABLE)
         if unknown:
             raise TypeError(f"not a referral's changeable field: {', '.join(unknown)}")
         values = {f"new_{name}": _column_value(name, value) for name, value in changes.items()}

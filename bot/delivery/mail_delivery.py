@@ -229,7 +229,8 @@ class DeliveryWorker:
             return tried
 
     async def _deliver(self, item: OutboxItem, sender: MailSender) -> None:
-        # Looked up once: the commit below needs only which referral it is (its transition reads the row).
+        # Looked up once: the commit below needs only which referral it is (its transition is a compare-and-set
+        # on the row as it stands then, and returns it).
         referral = await self._referrals.by_message_id(item.message_id)
         ended = self._protocol_ended(referral)
         if ended is not None:

@@ -198,6 +198,12 @@ class RegisterEntry:
 
 #: The columns an entry is inserted with on SQLite (PostgreSQL's `register_append` names its own).
 _SQLITE_COLUMNS = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
+#: SQLite: an entry after `previous_hash`, written only while that is the hash of the last entry (or, with
+#: none yet, the genesis hash). Column names are this module's constants; the values are bound parameters.
+_SQLITE_APPEND = (
+    f"INSERT INTO register ({', '.join(_SQLITE_COLUMNS)}) SELECT {', '.join(':' + name for name in _SQLITE_COLUMNS)}"  # noqa: S608  # nosec B608
+    " WHERE COALESCE((SELECT hash FROM register ORDER BY seq DESC LIMIT 1), :genesis) = :previous_hash"
+)
 
 
 class ProcessingRegister:
@@ -283,26 +289,21 @@ class ProcessingRegister:
             return str(appended.scalar())
         async with self._db.transaction(savepoint=False):  # a read, then one insert: nothing half done
             await self._db.lock(REGISTER_LOCK)  # SQLite: the writer lock this transaction already holds
-            digest = None if self._last is None else await self._insert(fields, *self._last, only_after_it=True)
+            digest = None if self._last is None else await self._insert(fields, *self._last)
             if digest is None:
                 row = await self._db.fetch_one("SELECT seq, hash FROM register ORDER BY seq DESC LIMIT 1")
                 last = (0, GENESIS_HASH) if row is None else (int(row["seq"]), str(row["hash"]))
-                digest = await self._insert(fields, *last, only_after_it=False)
+                digest = await self._insert(fields, *last)
+                if digest is None:  # read under the writer lock this transaction holds: cannot have changed
+                    raise RuntimeError("the register's last entry changed under the writer lock")
         return digest
 
-    async def _insert(self, fields: dict[str, str], last_seq: int, last_hash: str, *,
-                      only_after_it: bool) -> str | None:
-        """SQLite: insert the entry after (`last_seq`, `last_hash`); its hash. With `only_after_it`, only if
-        that is still the last entry: None when it is not, and nothing was written."""
+    async def _insert(self, fields: dict[str, str], last_seq: int, last_hash: str) -> str | None:
+        """SQLite: insert the entry after (`last_seq`, `last_hash`) if that is still the last entry; its hash,
+        or None when it is not (and nothing was written)."""
         digest = entry_hash(last_hash, fields)
         values = {**fields, "seq": last_seq + 1, "previous_hash": last_hash, "hash": digest, "genesis": GENESIS_HASH}
-        condition = " WHERE COALESCE((SELECT hash FROM register ORDER BY seq DESC LIMIT 1), :genesis) = :previous_hash"
-        # Column names are this module's constants; the values are bound parameters.
-        inserted = await self._db.execute(
-            f"INSERT INTO register ({', '.join(_SQLITE_COLUMNS)})"  # nosec B608
-            f" SELECT {', '.join(':' + name for name in _SQLITE_COLUMNS)}{condition if only_after_it else ''}",
-            values,
-        )
+        inserted = await self._db.execute(_SQLITE_APPEND, values)
         if inserted.rowcount != 1:
             return None
         self._last = (last_seq + 1, digest)
