@@ -202,7 +202,8 @@ _SQLITE_COLUMNS = ("seq", *HASHED_FIELDS, "previous_hash", "hash")
 #: none yet, the genesis hash). Column names are this module's constants; the values are bound parameters.
 _SQLITE_APPEND = (
     f"INSERT INTO register ({', '.join(_SQLITE_COLUMNS)}) SELECT {', '.join(':' + name for name in _SQLITE_COLUMNS)}"  # noqa: S608  # nosec B608
-    " WHERE COALESCE((SELECT hash FROM register ORDER BY seq DESC LIMIT 1), :genesis) = :previous_hash"
+    " WHERE COALESCE((SELECT hash FROM register WHERE seq = (SELECT MAX(seq) FROM register)), :genesis)"
+    " = :previous_hash"
 )
 
 
