@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -32,7 +33,6 @@ from bot.ocmw.refusal_bursts import RefusalBursts
 from bot.ocmw.reminders import ReminderService
 from bot.ocmw.status import StatusService
 from bot.operations.http_telemetry import request_telemetry
-from bot.operations.metrics_endpoint import LocalMetricsView
 from bot.operations.telemetry import Telemetry
 from bot.oversight.breach import BreachService
 from bot.oversight.register_export import RegisterExports, download_route
@@ -60,6 +60,9 @@ from bot.wiring import (
     build_membership_checker,
     build_password_provider,
 )
+
+if TYPE_CHECKING:
+    from bot.operations.metrics_endpoint import LocalMetricsView
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +289,8 @@ def create_app(
         readings.register(telemetry.meter)
     metrics_view = None
     if telemetry.local_view is not None and settings.telemetry.metrics_port is not None:
+        from bot.operations.metrics_endpoint import LocalMetricsView  # with the SDK: only when the view is on
+
         metrics_view = LocalMetricsView(telemetry.local_view, settings.telemetry.metrics_host,
                                         settings.telemetry.metrics_port)
 

@@ -18,26 +18,26 @@ import socket
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yarl
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
 from opentelemetry._logs import set_logger_provider
 from opentelemetry.metrics import Meter, NoOpMeter
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import NoOpTracer, Tracer
 
 from bot.config import TelemetryConfig
 from bot.core.metrics import METER_NAME, Metrics
-from bot.operations.telemetry_privacy import PrivateLogHandler, PrivateSpanExporter
 from bot.storage.database import Database
+
+if TYPE_CHECKING:  # the SDK itself is imported only by `build_telemetry`: a start with telemetry off skips it
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 SERVICE_NAME = "veilig-doorverwijzen"
 
@@ -80,6 +80,8 @@ class Telemetry:
         """The handler that exports log records (through the privacy gate); None when logs are not exported."""
         if self.logger_provider is None:
             return None
+        from bot.operations.telemetry_privacy import PrivateLogHandler
+
         return PrivateLogHandler(self.logger_provider, logging.getLevelName(level) if isinstance(level, str)
                                  else level)
 
@@ -127,8 +129,19 @@ def build_telemetry(
     """The pipeline from these exporters (`batch=False`: each span and log record exported at once, for tests).
 
     A local `/metrics` view is added when `config.metrics_port` is set. Spans and log records pass
-    the privacy gate before any exporter sees them.
+    the privacy gate before any exporter sees them. The OpenTelemetry SDK (about 50 ms of a start) is
+    imported here, so a bot with telemetry off (`Telemetry.off()`) never loads it.
     """
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    from bot.operations.telemetry_privacy import PrivateSpanExporter
+
     resource = Resource.create({"service.name": SERVICE_NAME, "service.instance.id": socket.gethostname()})
     local_view = InMemoryMetricReader() if config.metrics_port is not None else None
     readers = [*metric_readers, *([local_view] if local_view is not None else [])]
@@ -163,6 +176,7 @@ def telemetry_from_settings(config: TelemetryConfig, *, credential: Any = None) 
         AzureMonitorMetricExporter,
         AzureMonitorTraceExporter,
     )
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     if credential is None:
         from azure.identity import DefaultAzureCredential

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 import aiohttp
 import jwt
 from microsoft_agents.activity import TurnContextProtocol
-from microsoft_agents.authentication.msal import MsalAuth
 from microsoft_agents.hosting.core import AgentAuthConfiguration, ClaimsIdentity
 from microsoft_agents.hosting.core.authorization import AuthTypes
 from microsoft_agents.hosting.core.connector.client import UserTokenClient
@@ -53,10 +52,13 @@ class MsalConnectorToken:
     """The bot's app registration (client secret or managed identity) through MSAL, kept until near expiry.
 
     MSAL is synchronous (the SDK runs it in a thread); asking it once an hour instead of per call
-    keeps a thread hop off every message.
+    keeps a thread hop off every message. It is imported here, with authentication on only: MSAL
+    and `requests` are about 0.1 s of every start otherwise (local runs, the Playground).
     """
 
     def __init__(self, identity: BotIdentity) -> None:
+        from microsoft_agents.authentication.msal import MsalAuth
+
         auth_type = AuthTypes.user_managed_identity if identity.app_type == "UserAssignedMSI" \
             else AuthTypes.client_secret
         self._msal = MsalAuth(AgentAuthConfiguration(

@@ -40,11 +40,12 @@ def bot_command(env: dict[str, str], *arguments: str) -> str:
     return done.stdout
 
 
-async def wait_until_ready(url: str, session: aiohttp.ClientSession) -> None:
+async def wait_until_ready(url: str, session: aiohttp.ClientSession, path: str = "/healthz") -> None:
+    """Until `path` answers 200 (`/readyz`: storage, protocols and passwords too), at most 20 s."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            async with session.get(f"{url}/healthz") as response:
+            async with session.get(f"{url}{path}") as response:
                 if response.status == 200:
                     return
         except aiohttp.ClientError:
