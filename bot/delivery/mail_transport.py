@@ -85,12 +85,20 @@ class SentCopies(Protocol):
         """Remove the copy of the message with this Message-ID, if there is one; OSError if it cannot."""
         ...
 
+    def holds_any(self) -> bool:
+        """Whether any copy (or half-written one) is kept now: with none, a sweep has nothing to look up."""
+        ...
+
 
 class NoSentCopies:
     """What SMTP and Graph keep once a message left: nothing, so there is nothing to remove."""
 
     def remove_copy(self, message_id: str) -> None:
         """Nothing kept, nothing to do."""
+
+    def holds_any(self) -> bool:
+        """Never."""
+        return False
 
 
 def sent_copies(transport: MailTransport) -> SentCopies:
@@ -129,6 +137,16 @@ class OutboxFolderTransport:
         target = self._file_for(message_id)
         target.unlink(missing_ok=True)
         target.with_suffix(".tmp").unlink(missing_ok=True)
+
+    def holds_any(self) -> bool:
+        """A `.eml` or `.tmp` file is in the folder (one directory read); True when it cannot be read."""
+        try:
+            with os.scandir(self._folder) as entries:
+                return any(entry.name.endswith((".eml", ".tmp")) for entry in entries)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # let the removals try, and log what stops them
 
     def _file_for(self, message_id: str) -> Path:
         return self._folder / (_UNSAFE_FILE_CHARACTERS.sub("_", message_id.strip("<> ")) + ".eml")

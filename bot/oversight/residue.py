@@ -37,7 +37,8 @@ class ResidueSweeper:
         """Remove copies of deleted referrals a crash or an error left behind; retry a busy WAL checkpoint."""
         if self._copies_due:
             self._copies_due = False
-            self._remove(await self._referrals.deleted_message_ids())
+            if self._copies.holds_any():  # SMTP and Graph keep none: no deleted referral to read at each start
+                self._remove(await self._referrals.deleted_message_ids())
         await self._db.truncate_wal()
 
     def _remove(self, message_ids: list[str]) -> None:
