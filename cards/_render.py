@@ -382,9 +382,13 @@ def render(template: str, lang: Language, values: Mapping[str, Any]) -> Card:
 
 
 @functools.cache
-def _text_values(lang: Language) -> Mapping[str, str]:
-    """The catalogue as template values: `${t.<key>}`."""
-    return MappingProxyType({f"t.{key}": value for key, value in catalogue(lang).items()})
+def _text_values(lang: Language) -> dict[str, str]:
+    """The catalogue as template values: `${t.<key>}`. Callers copy it, never change it.
+
+    A plain dict, not a read-only proxy: every card copies all 434 texts into its values, which is
+    ~2 us from a dict and ~25 us through a `MappingProxyType` (it is unpacked key by key).
+    """
+    return {f"t.{key}": value for key, value in catalogue(lang).items()}
 
 
 def _outcome_values(reference: str, recipient: str, mailbox: str, at: dt.datetime) -> dict[str, str]:
