@@ -33,6 +33,9 @@ COPY --from=build /opt/venv /opt/venv
 COPY bot/ bot/
 COPY cards/ cards/
 COPY infra/protocols/ infra/protocols/
+# Compiled once here, as root: a start writes no bytecode (PYTHONDONTWRITEBYTECODE, /app is root's),
+# so without this every start compiled the bot's ~100 modules from source (0.2-0.3 s of each start).
+RUN python -m compileall -q bot cards
 USER 10001:10001
 EXPOSE 3978
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

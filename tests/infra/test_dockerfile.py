@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.infra.helpers import CHECKOV, ROOT, require
 
@@ -121,6 +125,38 @@ def test_the_image_gets_the_code_and_the_protocols_but_nothing_else() -> None:
     copies = [c for c in final().all("COPY") if "--from=" not in c]
     sources = {c.split()[0] for c in copies}
     assert sources == {"bot/", "cards/", "infra/protocols/"}
+
+
+def test_the_image_compiles_the_bots_code_once_so_that_no_start_compiles_it(tmp_path: Path) -> None:
+    """The image sets PYTHONDONTWRITEBYTECODE and /app belongs to root: a start never writes bytecode.
+
+    Without a compile in the image, every start (a restart, a scale-out, a slot swap) compiled the
+    bot's ~100 modules from source: 0.2-0.3 s of each start here. The compile step of the final stage
+    is run as written on a copy of the code, which is then imported as the image starts it.
+    """
+    keywords = [keyword for keyword, _ in final().instructions]
+    compiles = [index for index, (keyword, argument) in enumerate(final().instructions)
+                if keyword == "RUN" and "compileall" in argument]
+    assert compiles, "the final stage compiles bot/ and cards/"
+    copied = [index for index, (keyword, argument) in enumerate(final().instructions)
+              if keyword == "COPY" and argument.split()[0] in ("bot/", "cards/")]
+    assert max(copied) < compiles[0] < keywords.index("USER"), "after the code is copied, as root"
+    for package in ("bot", "cards"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    command = shlex.split(final().instructions[compiles[0]][1])
+    assert command[0] == "python", command
+    subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, check=True, timeout=120)
+
+    started = subprocess.run(
+        [sys.executable, "-v", "-c", "import bot.cli.main"], cwd=tmp_path, capture_output=True, text=True,
+        check=True, timeout=120, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(tmp_path)},
+    )
+    from_source = [line for line in started.stderr.splitlines()
+                   if line.startswith(f"# code object from {tmp_path}") and line.endswith(".py")]
+    from_bytecode = [line for line in started.stderr.splitlines()
+                     if line.startswith(f"# code object from '{tmp_path}") and ".pyc" in line]
+    assert from_source == []
+    assert len(from_bytecode) > 50, "the bot's own modules were imported from this copy"
 
 
 def ignored(path: str) -> bool:
