@@ -157,6 +157,10 @@ _COLUMNS = tuple(field.name for field in dataclasses.fields(SentReferral))
 _CHANGEABLE = frozenset(_COLUMNS) - {"reference"}
 #: How often a step is tried when the referral's state changed under it to one the step may start from.
 _STEP_ATTEMPTS = 3
+#: For each state, the states a step to it may start from (none for `queued`, where every referral starts).
+_SOURCES: Mapping[ReferralState, list[str]] = {
+    to: sorted(source.value for source, targets in TRANSITIONS.items() if to in targets) for to in ReferralState
+}
 
 
 class ReferralStore:
@@ -199,7 +203,7 @@ class ReferralStore:
         compare-and-set; PostgreSQL re-checks it on a row another instance just changed) and returns
         the row as stored. A refused step writes nothing; the referral is then read to say why.
         """
-        sources = sorted(source.value for source, targets in TRANSITIONS.items() if to in targets)
+        sources = _SOURCES[to]
         for _ in range(_STEP_ATTEMPTS):
             if sources:  # none for `queued`, where every referral starts
                 changed = await self._change(reference, {**changes, "state": to}, " AND state IN :sources",

@@ -12,6 +12,7 @@ click costs one round trip, also a `referral.start`, which counts as an action a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ class RateLimiter:
         return done.rowcount
 
 
+@functools.cache
 def _postgres_checks(count: int, index: int = 0) -> str:
     """`rate_allow` for kind `index`, and when it allows, the ones after it."""
     check = f"rate_allow(:lock{index}, :kind{index}, :key, :since{index}, :at, :limit{index})"
@@ -77,6 +79,7 @@ def _postgres_checks(count: int, index: int = 0) -> str:
     return f"CASE WHEN {check} THEN {_postgres_checks(count, index + 1)} ELSE false END"
 
 
+@functools.cache
 def _sqlite_checks(count: int) -> str:
     """One row per kind, each inserted when its own count and every count before it are under their limits."""
     # Only parameter names numbered here; every value is a bound parameter.
