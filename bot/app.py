@@ -266,7 +266,8 @@ def create_app(
                              timezone=settings.timezone, mail_from=settings.mail_from),
     )
     channel = build_teams_channel(settings.identity, router, openid_metadata_url=settings.openid_metadata_url,
-                                  connector_token=connector_token, metrics=metrics)
+                                  connector_token=connector_token, metrics=metrics,
+                                  turns_at_once=settings.turns_at_once)
     message_worker = MessageDeliveryWorker(
         outbox=messages,
         sender=channel.sender,

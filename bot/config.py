@@ -187,6 +187,10 @@ class Settings:
     ocmw_channels: OcmwChannelPolicy = field(default_factory=OcmwChannelPolicy)
     starts_per_hour: int = 20
     actions_per_minute: int = 60
+    #: Turns (messages, card clicks) run side by side; more wait for a place in the order they came.
+    #: Every turn in progress takes a step between any two of the delivery workers' steps: with no
+    #: bound, a burst of clicks holds back the mail "Verstuur" just queued (README, issue 14, tenth pass).
+    turns_at_once: int = 8
     #: The bot's public address (`PUBLIC_BASE_URL`, no trailing slash), for links people open in a browser:
     #: the family's information sheet. "" when unset: the consent card then has no link.
     public_base_url: str = ""
@@ -319,6 +323,7 @@ class Settings:
             ocmw_channels=OcmwChannelPolicy(tenant_ids=reader.id_set("OCMW_TENANT_IDS")),
             starts_per_hour=reader.integer("RATE_LIMIT_STARTS_PER_HOUR", 20, minimum=1, maximum=10_000),
             actions_per_minute=reader.integer("RATE_LIMIT_ACTIONS_PER_MINUTE", 60, minimum=1, maximum=10_000),
+            turns_at_once=reader.integer("TURNS_AT_ONCE", cls.turns_at_once, minimum=1, maximum=1000),
             public_base_url=_public_base_url(reader),
         )
         if settings.smtp is not None and settings.delivery.lease.total_seconds() < 2 * settings.smtp.timeout_seconds:

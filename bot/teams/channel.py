@@ -39,10 +39,12 @@ def build_teams_channel(
     openid_metadata_url: str = BOT_FRAMEWORK_OPENID_METADATA,
     connector_token: ConnectorTokenSource | None = None,
     metrics: Metrics | None = None,
+    turns_at_once: int,
 ) -> TeamsChannel:
     """Inbound route (tokens checked when the bot has an app id) and outbound sender on shared clients.
 
-    `connector_token` replaces the MSAL token for calls to the connector (tests with a stand-in).
+    `connector_token` replaces the MSAL token for calls to the connector (tests with a stand-in);
+    `turns_at_once` bounds the turns in progress (`Settings.turns_at_once`).
     """
     if connector_token is None:
         connector_token = MsalConnectorToken(identity) if identity.auth_enabled else NoConnectorToken()
@@ -56,7 +58,8 @@ def build_teams_channel(
             await validator.close()
 
     return TeamsChannel(
-        route=messages_route(create_adapter(clients), ReferralActivityHandler(router, metrics), validator),
+        route=messages_route(create_adapter(clients), ReferralActivityHandler(router, metrics), validator,
+                             turns_at_once=turns_at_once),
         sender=TeamsChatSender(clients),
         close=close,
     )

@@ -6,10 +6,18 @@ checks its size, JSON depth and shape, refuses activities from any channel but M
 bot has an app id (401 for a token that proves nothing, 503 when the signing keys cannot be had in
 time), runs the turn, and writes the invoke's answer itself. Malformed input gets a 4xx with a
 short reason, never a 500.
+
+At most `turns_at_once` turns run side by side; a request past them is read and checked, then waits
+for a place, first come first served. asyncio gives every task in progress a step in turn, so each
+await of the mail and Teams-message workers waits for a step of every turn in progress: with twenty
+clicks at once a mail queued by "Verstuur" took ~0.3 s to reach the relay after its click was answered,
+and ~0.03 s with eight places. The clicks themselves take no longer: one core does the same work in
+either order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -53,8 +61,11 @@ async def read_whole_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> 
             raise BodyTooLargeError
 
 
-def messages_route(adapter: CloudAdapter, handler: ActivityHandler, validator: TokenValidator | None) -> web.RouteDef:
+def messages_route(
+    adapter: CloudAdapter, handler: ActivityHandler, validator: TokenValidator | None, *, turns_at_once: int
+) -> web.RouteDef:
     """The route to add to the app; `validator` is None when authentication is off (no app id)."""
+    places = asyncio.Semaphore(turns_at_once)  # first come, first served
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.content_type != "application/json":
@@ -91,7 +102,8 @@ def messages_route(adapter: CloudAdapter, handler: ActivityHandler, validator: T
                 logger.warning("cannot check tokens now: identity provider unavailable", extra={"reason": str(error)})
                 return _error(503, "authentication unavailable, retry later", retry_after=RETRY_AFTER_SECONDS)
         identity = ClaimsIdentity(claims, authentication_type="Bearer" if claims else "anonymous")
-        invoke_response = await adapter.process_activity(identity, activity, handler.on_turn)
+        async with places:
+            invoke_response = await adapter.process_activity(identity, activity, handler.on_turn)
         if activity.type != "invoke":
             return web.Response(status=202)
         if invoke_response is None or invoke_response.body is None:

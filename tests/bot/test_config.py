@@ -15,14 +15,16 @@ def test_embedded_defaults() -> None:
     assert settings.data_dir == Path(".data") and not settings.identity.auth_enabled
     assert settings.draft_ttl.total_seconds() == 1800
     assert settings.sweep_interval.total_seconds() == 60
+    assert settings.turns_at_once == 8
 
 
 def test_values_from_the_environment() -> None:
     settings = Settings.from_mapping(
         {"HOST": "0.0.0.0", "PORT": "8080", "BOT_DATA_DIR": "/tmp/x", "MicrosoftAppId": "abc",  # noqa: S104
-         "MicrosoftAppPassword": "very-secret", "LOCAL_ZIP_PASSWORD": "ABCDEFGHJKLMNPQR", "SWEEP_INTERVAL_SECONDS": "1"}
+         "MicrosoftAppPassword": "very-secret", "LOCAL_ZIP_PASSWORD": "ABCDEFGHJKLMNPQR", "SWEEP_INTERVAL_SECONDS": "1",
+         "TURNS_AT_ONCE": "3"}
     )
-    assert settings.port == 8080 and settings.identity.auth_enabled
+    assert settings.port == 8080 and settings.identity.auth_enabled and settings.turns_at_once == 3
     assert settings.sweep_interval.total_seconds() == 1
     assert "very-secret" not in repr(settings) and "ABCDEFGHJKLMNPQR" not in repr(settings)
 
@@ -38,6 +40,8 @@ def test_values_from_the_environment() -> None:
         ({"MicrosoftAppType": "Whatever"}, "MicrosoftAppType"),
         ({"DRAFT_TTL_MINUTES": "0"}, "DRAFT_TTL_MINUTES"),
         ({"SWEEP_INTERVAL_SECONDS": "0"}, "SWEEP_INTERVAL_SECONDS"),
+        ({"TURNS_AT_ONCE": "0"}, "TURNS_AT_ONCE"),
+        ({"TURNS_AT_ONCE": "many"}, "TURNS_AT_ONCE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:

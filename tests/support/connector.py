@@ -33,9 +33,14 @@ class ConnectorStandIn:
     hanging: bool = False
     #: Seconds each request is held before it is answered: Teams has taken the message, the bot hears so later.
     answer_after: float = 0.0
+    #: While set, every request waits for `let_go()` and is then answered as usual (a slow connector).
+    holding: bool = False
+    #: Requests waiting now because of `holding`.
+    held: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _failures: list[tuple[int, str | None, str]] = field(default_factory=list)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
+    _let_go: asyncio.Event = field(default_factory=asyncio.Event)
 
     def fail_next(self, status: int, *, count: int = 1, retry_after: str | None = None, path: str = "") -> None:
         """Answer the next `count` requests (whose path contains `path`) with `status` (and Retry-After)."""
@@ -45,6 +50,11 @@ class ConnectorStandIn:
         """End the hang: held requests are dropped (their callers see the connection end)."""
         self.hanging = False
         self._released.set()
+
+    def let_go(self) -> None:
+        """End `holding`: the requests it holds, and every one after, are answered."""
+        self.holding = False
+        self._let_go.set()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -62,6 +72,12 @@ class ConnectorStandIn:
         if self.hanging:
             await self._released.wait()
             raise ConnectionResetError("the connector hung up")
+        if self.holding:
+            self.held += 1
+            try:
+                await self._let_go.wait()
+            finally:
+                self.held -= 1
         failure = next((f for f in self._failures if f[2] in request.path), None)
         if failure is not None:
             self._failures.remove(failure)
