@@ -84,8 +84,9 @@ async def test_a_turn_that_fails_gives_its_place_back(bot_two_at_once: BotDriver
     bot = bot_two_at_once
     users = _users(3)
     bot.connector.fail_next(500, count=len(users) * REPLY_ATTEMPTS)  # every reply refused: each turn fails
-    for user in users:
-        await bot.post(user.message(bot.service_url, "hulp"))
-    assert not bot.connector.accepted
-    card = await bot.act(users[0], "referral.start", {})
+    async with asyncio.timeout(10):  # a place never given back would leave the third turn waiting for ever
+        for user in users:
+            await bot.post(user.message(bot.service_url, "hulp"))
+        assert not bot.connector.accepted
+        card = await bot.act(users[0], "referral.start", {})
     assert card["type"] == "AdaptiveCard"  # a place was free: the failed turns let go of theirs
