@@ -55,6 +55,7 @@ class Metrics:
     key_vault_reads: Histogram
     key_vault_failures: Counter
     turns: Histogram
+    turn_waits: Histogram
     http_responses: Counter
 
     @classmethod
@@ -82,6 +83,9 @@ class Metrics:
                 "vd.keyvault.read.failures", unit="{read}", description="Key Vault reads that failed"),
             turns=meter.create_histogram(
                 "vd.turn.duration", unit="s", description="a Teams turn: a typed message or a card action",
+                explicit_bucket_boundaries_advisory=_FAST_BUCKETS),
+            turn_waits=meter.create_histogram(
+                "vd.turn.wait", unit="s", description="how long a turn waited for a place (TURNS_AT_ONCE)",
                 explicit_bucket_boundaries_advisory=_FAST_BUCKETS),
             http_responses=meter.create_counter(
                 "vd.http.responses", unit="{response}", description="HTTP answers by route and status code"),
@@ -122,6 +126,10 @@ class Metrics:
         """A turn; `verb` is a card verb (others become "other") or "message"."""
         label = verb if verb in KNOWN_VERBS or verb == "message" else "other"
         self.turns.record(seconds, {"verb": label})
+
+    def turn_waited(self, seconds: float) -> None:
+        """Before a turn ran: its wait for one of the `TURNS_AT_ONCE` places (0 when one was free)."""
+        self.turn_waits.record(seconds)
 
     def http_response(self, route: str, method: str, status: int) -> None:
         self.http_responses.add(1, {"http.route": route, "http.request.method": method,

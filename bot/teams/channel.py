@@ -46,6 +46,7 @@ def build_teams_channel(
     `connector_token` replaces the MSAL token for calls to the connector (tests with a stand-in);
     `turns_at_once` bounds the turns in progress (`Settings.turns_at_once`).
     """
+    metrics = metrics or Metrics.disabled()
     if connector_token is None:
         connector_token = MsalConnectorToken(identity) if identity.auth_enabled else NoConnectorToken()
     clients = ConnectorClients(connector_token, identity.app_id)
@@ -59,7 +60,7 @@ def build_teams_channel(
 
     return TeamsChannel(
         route=messages_route(create_adapter(clients), ReferralActivityHandler(router, metrics), validator,
-                             turns_at_once=turns_at_once),
+                             turns_at_once=turns_at_once, metrics=metrics),
         sender=TeamsChatSender(clients),
         close=close,
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import pydantic
@@ -28,6 +29,7 @@ from microsoft_agents.activity import Activity
 from microsoft_agents.hosting.aiohttp import CloudAdapter
 from microsoft_agents.hosting.core import ActivityHandler, ClaimsIdentity
 
+from bot.core.metrics import Metrics
 from bot.teams.handler import InvokeAnswerBody
 from bot.teams.token_validation import IdentityProviderUnavailableError, NotAuthenticatedError, TokenValidator
 
@@ -62,7 +64,12 @@ async def read_whole_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> 
 
 
 def messages_route(
-    adapter: CloudAdapter, handler: ActivityHandler, validator: TokenValidator | None, *, turns_at_once: int
+    adapter: CloudAdapter,
+    handler: ActivityHandler,
+    validator: TokenValidator | None,
+    *,
+    turns_at_once: int,
+    metrics: Metrics,
 ) -> web.RouteDef:
     """The route to add to the app; `validator` is None when authentication is off (no app id)."""
     places = asyncio.Semaphore(turns_at_once)  # first come, first served
@@ -102,7 +109,9 @@ def messages_route(
                 logger.warning("cannot check tokens now: identity provider unavailable", extra={"reason": str(error)})
                 return _error(503, "authentication unavailable, retry later", retry_after=RETRY_AFTER_SECONDS)
         identity = ClaimsIdentity(claims, authentication_type="Bearer" if claims else "anonymous")
+        arrived = time.monotonic()
         async with places:
+            metrics.turn_waited(time.monotonic() - arrived)
             invoke_response = await adapter.process_activity(identity, activity, handler.on_turn)
         if activity.type != "invoke":
             return web.Response(status=202)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from bot.operations.telemetry import telemetry_from_settings
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.clock import ManualClock
+from tests.support.keyvault_provider import until
 from tests.support.referral_flow import PROTOCOL_ID, open_consent
 
 
@@ -88,3 +90,26 @@ async def test_a_busy_metrics_port_leaves_the_bot_running_without_metrics(caplog
         await view.stop()
     assert view.url == ""
     assert f"/metrics not served: 127.0.0.1:{port}" in caplog.text
+
+
+async def test_the_time_a_turn_waited_for_a_place_is_measured(settings: Settings, clock: ManualClock) -> None:
+    """`TURNS_AT_ONCE` places: an operator sees whether turns queue for them (`vd.turn.wait`)."""
+    settings = dataclasses.replace(settings, telemetry=TelemetryConfig(metrics_port=0), turns_at_once=1)
+    app = create_app(settings, clock=clock, run_worker=False, telemetry=telemetry_from_settings(settings.telemetry))
+    async with running_bot(app) as bot:
+        first, second = (TeamsUser(aad_object_id=f"aad-{n}", name=f"Referrer {n}", conversation_id=f"a:personal-{n}")
+                         for n in (1, 2))
+        bot.connector.holding = True  # the first turn keeps the one place while its reply waits
+        held = asyncio.create_task(bot.post(first.message(bot.service_url, "hulp")))
+        await until(lambda: bot.connector.held == 1, 5, "the first turn's reply held")
+        waiting = asyncio.create_task(bot.post(second.message(bot.service_url, "hulp")))
+        await asyncio.sleep(0.3)
+        bot.connector.let_go()
+        assert [response.status for response in await asyncio.gather(held, waiting)] == [202, 202]
+        view = bot.services.metrics_view
+        assert view is not None
+        families = await _scrape(bot.session, view.url)
+    waits = {(s.name, s.labels.get("le")): s.value for s in families["vd_turn_wait"]}
+    assert waits[("vd_turn_wait_count", None)] == 2
+    assert waits[("vd_turn_wait_bucket", "0.005")] == 1  # the first found its place free
+    assert 0.2 <= waits[("vd_turn_wait_sum", None)] < 5  # the second waited for the first (0.3 s, less its way in)

@@ -8,7 +8,7 @@ reached the relay only after hundreds of milliseconds of other people's clicks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.clock import ManualClock
+from tests.support.keyvault_provider import until
 
 #: Long enough for every request sent to reach the connector, were it let through (they take milliseconds).
 GRACE_SECONDS = 0.5
@@ -45,19 +46,12 @@ def _users(count: int) -> list[TeamsUser]:
             for n in range(count)]
 
 
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "not within the time allowed"
-        await asyncio.sleep(0.01)
-
-
 async def test_no_more_turns_run_at_once_than_the_setting_allows(bot_two_at_once: BotDriver) -> None:
     bot = bot_two_at_once
     bot.connector.holding = True  # each "hulp" turn waits for its answer to reach Teams
     users = _users(6)
     posts = [asyncio.create_task(bot.post(user.message(bot.service_url, "hulp"))) for user in users]
-    await _until(lambda: bot.connector.held >= 2)
+    await until(lambda: bot.connector.held >= 2, 5, "two turns' replies held")
     await asyncio.sleep(GRACE_SECONDS)
     assert bot.connector.held == 2  # the other four wait for a place, not for Teams
     bot.connector.let_go()
@@ -72,7 +66,7 @@ async def test_a_waiting_turn_takes_the_place_a_finished_one_leaves(bot_two_at_o
     first, second, third = _users(3)
     bot.connector.holding = True
     held = [asyncio.create_task(bot.post(user.message(bot.service_url, "hulp"))) for user in (first, second)]
-    await _until(lambda: bot.connector.held >= 2)
+    await until(lambda: bot.connector.held >= 2, 5, "two turns' replies held")
     waiting = asyncio.create_task(bot.post(third.message(bot.service_url, "hulp")))
     await asyncio.sleep(GRACE_SECONDS)
     assert bot.connector.held == 2 and not waiting.done()
