@@ -134,16 +134,17 @@ def test_the_image_compiles_the_bots_code_once_so_that_no_start_compiles_it(tmp_
     bot's ~100 modules from source: 0.2-0.3 s of each start here. The compile step of the final stage
     is run as written on a copy of the code, which is then imported as the image starts it.
     """
-    keywords = [keyword for keyword, _ in final().instructions]
-    compiles = [index for index, (keyword, argument) in enumerate(final().instructions)
+    steps = final().instructions  # the Dockerfile read and parsed once
+    keywords = [keyword for keyword, _ in steps]
+    compiles = [index for index, (keyword, argument) in enumerate(steps)
                 if keyword == "RUN" and "compileall" in argument]
     assert compiles, "the final stage compiles bot/ and cards/"
-    copied = [index for index, (keyword, argument) in enumerate(final().instructions)
+    copied = [index for index, (keyword, argument) in enumerate(steps)
               if keyword == "COPY" and argument.split()[0] in ("bot/", "cards/")]
     assert max(copied) < compiles[0] < keywords.index("USER"), "after the code is copied, as root"
     for package in ("bot", "cards"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    command = shlex.split(final().instructions[compiles[0]][1])
+    command = shlex.split(steps[compiles[0]][1])
     assert command[0] == "python", command
     subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, check=True, timeout=120)
 
