@@ -45,19 +45,18 @@ def _hit() -> bool:
 @contextlib.asynccontextmanager
 async def _crashing_transaction(self: database.Database, *, savepoint: bool = True) -> AsyncIterator[None]:
     outermost = not self.in_transaction
-    hit = False
     try:
         async with _original_transaction(self, savepoint=savepoint):
             yield
-            if outermost:
-                hit = _hit()
-                if hit and MOMENT == "before":
+            if outermost and _hit():
+                if MOMENT == "before":
                     _die()
+                # Right as the commit returns, before anything after it (the WAL truncation after a
+                # wipe awaits): dying after that let a woken Teams-message worker send meanwhile.
+                self.after_commit(_die)
     finally:
         if outermost:
             _pending.pop(asyncio.current_task(), None)
-    if hit and MOMENT == "after":
-        _die()
 
 
 database.Database.transaction = _crashing_transaction  # type: ignore[method-assign,assignment]
