@@ -7,13 +7,13 @@ one `retention_pruned` register entry (the bot as actor; the table, the count an
 client data or references), so the DPO can see that a prune happened and what it removed.
 
 - A referral goes with its correction versions (`VD-...-2`), their correction requests, outbox and
-  Teams-message rows and the OCMW card's slot, once its root is in one of the protocol's
+  Teams-message rows, the OCMW card's slot and the reminders about them, once its root is in one of the protocol's
   `closed_states` and nothing has happened to any of them (the register's last entry about them)
   for `referral_days_after_closure`. A mail or Teams message still on its way holds it back.
 - Draft tombstones go `tombstone_days` after they ended; pairing codes `pairing_code_days` after
   they expired; Teams messages, mail rows and card slots about no kept referral (an expired
-  draft's card, a note about an interrupted send, a breach report's mail and its kept copy)
-  `tombstone_days` after they were finished.
+  draft's card, a note about an interrupted send, a breach report's mail and its kept copy, a
+  reminder whose referral went before reminders went with it) `tombstone_days` after they were finished.
 - An OCMW conversation link goes once its protocol has ended (or its file is gone) and no referral
   of it is kept.
 - Register entries go `register_years` after they were written, oldest first and never while the
@@ -131,7 +131,7 @@ class RetentionService:
                 days = self._registry.retention_for(protocol_id).referral_days_after_closure
                 closed = ", ".join(sorted(s.value for s in self._registry.retention_for(protocol_id).closed_states))
                 with_rows = ", ".join(f"{table} {counts[table]}" for table in
-                                      ("corrections", "outbox", "message_outbox", "card_slots"))
+                                      ("corrections", "outbox", "message_outbox", "card_slots", "reminders"))
                 done.append(await self._record(now, "referrals", protocol_id, counts["referrals"],
                                                f"with {with_rows}; rule={days} days after closure ({closed})"))
         return done
@@ -172,6 +172,9 @@ class RetentionService:
             return Counter()
         counts: Counter[str] = Counter()
         statements = {
+            # A reminder names the referral it chased, or the correction request it repeated (before those go).
+            "reminders": "DELETE FROM reminders WHERE subject IN :family"
+                         " OR subject IN (SELECT id FROM corrections WHERE reference IN :family)",
             "corrections": "DELETE FROM corrections WHERE reference IN :family",
             "outbox": "DELETE FROM outbox WHERE reference IN :family",
             "message_outbox": "DELETE FROM message_outbox WHERE reference IN :family",
@@ -250,6 +253,12 @@ class RetentionService:
             "card_slots": (
                 f"DELETE FROM card_slots WHERE updated_at < :cutoff"  # noqa: S608  # nosec B608
                 f" AND NOT EXISTS (SELECT 1 FROM referrals AS r WHERE r.reference = {slot_reference(self._db)})",
+                {"cutoff": cutoff}),
+            # Rows about no kept referral or correction request (an earlier version left them behind).
+            "reminders": (
+                "DELETE FROM reminders WHERE at < :cutoff"
+                " AND NOT EXISTS (SELECT 1 FROM referrals AS r WHERE r.reference = reminders.subject)"
+                " AND NOT EXISTS (SELECT 1 FROM corrections AS c WHERE c.id = reminders.subject)",
                 {"cutoff": cutoff}),
         }
         done = []

@@ -88,6 +88,8 @@ def rows_about(settings: Settings, reference: str) -> dict[str, int]:
         "outbox": count(settings, "SELECT COUNT(*) FROM outbox WHERE reference LIKE ?", like),
         "message_outbox": count(settings, "SELECT COUNT(*) FROM message_outbox WHERE reference LIKE ?", like),
         "card_slots": count(settings, "SELECT COUNT(*) FROM card_slots WHERE slot LIKE ?", f"ocmw:{like}"),
+        "reminders": count(settings, "SELECT COUNT(*) FROM reminders WHERE subject LIKE ? OR subject IN"
+                                     " (SELECT id FROM corrections WHERE reference LIKE ?)", like, like),
     }
 
 
@@ -137,7 +139,7 @@ async def test_a_referral_goes_90_days_after_its_last_step_with_all_that_is_kept
     assert (entry["actor_id"], entry["protocol_id"], entry["reference"]) == ("bot:retention", PROTOCOL_ID, "")
     assert entry["detail"] == (
         f"table=referrals; count=2; with corrections 1, outbox {kept['outbox']}, message_outbox "
-        f"{kept['message_outbox']}, card_slots 2; rule=90 days after closure (data_deleted, failed)")
+        f"{kept['message_outbox']}, card_slots 2, reminders 0; rule=90 days after closure (data_deleted, failed)")
     assert "deletion_confirmed" in await bot.services.register.events_for(reference), "the register keeps the proof"
     assert await bot.services.register.verify() == []
     assert not any(value in entry["detail"] for value in CLIENT_VALUES)
@@ -146,6 +148,30 @@ async def test_a_referral_goes_90_days_after_its_last_step_with_all_that_is_kept
     assert reference not in texts(status)
     late = await bot.banner(ocmw_worker(), "referral.deleted", {"reference": reference})
     assert reference in late and "niet gevonden" in late, "a late click is told, its card left as it was"
+
+
+async def test_the_reminders_about_a_referral_go_with_it(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, clock: ManualClock
+) -> None:
+    """A reminder's row names the referral (or a correction request of it) it was about: it goes with it."""
+    await link(bot, ocmw_worker())
+    reference, worker = await send_and_deliver(bot, referrer)
+    clock.advance(7 * DAY)  # past 2 and 4 working days: the OCMW, then the referrer, reminded of the receipt
+    assert await bot.services.reminders.run_due() == 2
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    clock.advance(7 * DAY)  # the referrer reminded of the correction the OCMW asked for
+    assert await bot.services.reminders.run_due() >= 1
+    await confirm_deletion(bot, worker, reference)
+    await bot.settle()
+    kept = rows_about(settings, reference)
+    assert kept["reminders"] >= 3 and kept["corrections"] == 1, kept
+
+    clock.advance(91 * DAY)
+    [pruned] = [p for p in await bot.services.retention.prune() if p.table == "referrals"]
+    assert f"reminders {kept['reminders']};" in pruned.detail
+    assert set(rows_about(settings, reference).values()) == {0}, "nothing about it has no end"
+    assert count(settings, "SELECT COUNT(*) FROM reminders") == 0
 
 
 @pytest.mark.parametrize("outcome", ["contact_no_help_wanted", "unreachable"])
@@ -365,6 +391,7 @@ GONE = "VD-20261128-GONEAA"  # deleted by the OCMW, with a correction version: g
 KEPT = "VD-20261128-OPENBB"  # received, no outcome yet: kept
 HELD = "VD-20261128-HELDCC"  # failed, but a Teams message about it is still on its way
 ENDED_PROTOCOL = "OR-ENDED-OCMW"  # its file is gone, no referral of it is kept: its link goes
+ORPHANED = "VD-20261001-ORPHAN"  # a reminder row an earlier version kept after its referral went: a week after
 LEFT_OVER = 3  # a delivered breach report's mail, a draft's card message and its slot: a week after
 
 
@@ -398,6 +425,10 @@ async def _seed(db: Database, copies: OutboxFolderTransport, tmp_path: Path) -> 
         await messages.mark_sent(sent.id, NOW, slot=sent.slot, activity_id=f"act-{sent.id}")
     await messages.post(conversation_ref("a:personal-referrer"), MessageContent(text="mislukt"), now=NOW,
                         reference=HELD)
+    for subject, kind in ((GONE, "ack_ocmw"), ("c-1", "correction_referrer"), (KEPT, "outcome_ocmw"),
+                          (ORPHANED, "ack_ocmw")):  # the reminders (bot.ocmw.reminders writes these rows)
+        await db.execute("INSERT INTO reminders (subject, kind, at) VALUES (:subject, :kind, :at)",
+                         {"subject": subject, "kind": kind, "at": to_text(NOW)})
     await _mail(copies, outbox, "DL-20261128-AAAA", "<DL-20261128-AAAA@doorverwijzen.example>")
 
     drafts = DraftStore(db, DraftCipher.from_key_file(tmp_path / "draft.key"), dt.timedelta(minutes=30))
@@ -424,14 +455,16 @@ async def test_the_same_rows_go_with_the_same_register_entries_on_both_backends(
     pruned = await retention.prune()
     assert tables(pruned) == [
         ("referrals", PROTOCOL_ID, 2), ("drafts", "-", 1), ("pairing_codes", PROTOCOL_ID, 2),
-        ("pairing_codes", "-", 1), ("message_outbox", "-", 1), ("outbox", "-", 1), ("card_slots", "-", 1)]
+        ("pairing_codes", "-", 1), ("message_outbox", "-", 1), ("outbox", "-", 1), ("card_slots", "-", 1),
+        ("reminders", "-", 1)]
     assert pruned[0].detail == ("table=referrals; count=2; with corrections 1, outbox 2, message_outbox 1, "
-                                "card_slots 1; rule=90 days after closure (data_deleted, failed)")
+                                "card_slots 1, reminders 2; rule=90 days after closure (data_deleted, failed)")
     remaining = {table: await database.scalar(f"SELECT COUNT(*) AS n FROM {table}")  # noqa: S608 - test's own names
                  for table in ("referrals", "corrections", "outbox", "message_outbox", "card_slots", "drafts",
-                               "pairing_codes", "ocmw_links")}
+                               "pairing_codes", "ocmw_links", "reminders")}
     assert remaining == {"referrals": 2, "corrections": 0, "outbox": 2, "message_outbox": 1, "card_slots": 0,
-                         "drafts": 0, "pairing_codes": 0, "ocmw_links": 1}
+                         "drafts": 0, "pairing_codes": 0, "ocmw_links": 1, "reminders": 1}
+    assert await database.scalar("SELECT subject FROM reminders") == KEPT
     assert sorted(path.name for path in (tmp_path / "sent").iterdir()) == [
         f"{HELD}@doorverwijzen.example.eml", f"{KEPT}@doorverwijzen.example.eml"
     ], "the referral's mail copies went with it, and the breach report's with its outbox row"
