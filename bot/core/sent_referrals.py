@@ -300,9 +300,10 @@ class ReferralStore:
         )
         return [str(row["message_id"]) for row in rows]
 
-    async def lock(self, reference: str) -> None:
-        """Lock the referral for the rest of the transaction (PostgreSQL; SQLite's writer lock already holds)."""
-        await self._locked(reference)
+    async def lock(self, reference: str) -> SentReferral:
+        """Lock the referral for the rest of the transaction (PostgreSQL; SQLite's writer lock already holds),
+        and return it as it stands then."""
+        return await self._locked(reference)
 
     async def _locked(self, reference: str) -> SentReferral:
         """The referral as it stands, locked for the rest of the transaction where rows can be locked."""

@@ -23,7 +23,14 @@ from bot.delivery.message_outbox import MessageOutbox
 from bot.evidence.register import ProcessingRegister, RegisterEvent
 from bot.referral.details_validation import validate_item
 from bot.referral.dialogue import Actor, Answer, Banner, Card
-from bot.referral.sending import AlreadySent, Origin, PasswordUnavailable, ReferralSender, SendFailure
+from bot.referral.sending import (
+    AlreadySent,
+    FamilyClosed,
+    Origin,
+    PasswordUnavailable,
+    ReferralSender,
+    SendFailure,
+)
 from bot.storage.database import Database, to_text
 
 logger = logging.getLogger(__name__)
@@ -138,6 +145,8 @@ class CorrectionService:
                                                          claim)
         except AlreadySent as sent:
             return _banner(actor, "correction_done", reference=sent.reference)
+        except FamilyClosed as closed:
+            return _banner(actor, _closed_problem(closed.referral), reference=original.reference)
         except SendFailure as failure:
             logger.warning("correction not queued: %s", failure.reason, extra={"reference": original.reference})
             problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"

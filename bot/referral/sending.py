@@ -19,7 +19,7 @@ from bot.clock import Clock
 from bot.core.metrics import Metrics
 from bot.core.protocols import DataSharingProtocol
 from bot.core.referral_values import ITEM_CATEGORIES, ReferralPackageContents, Referrer
-from bot.core.sent_referrals import ReferralState, ReferralStore, SentReferral
+from bot.core.sent_referrals import CLOSED, ReferralState, ReferralStore, SentReferral
 from bot.delivery.mail_message import OutgoingMail, build_referral_mail
 from bot.delivery.mail_outbox import Outbox
 from bot.evidence.register import ProcessingRegister, RegisterEvent, recipient_of
@@ -40,6 +40,18 @@ class AlreadySent(Exception):
     def __init__(self, reference: str) -> None:
         super().__init__(reference)
         self.reference = reference
+
+
+class FamilyClosed(Exception):
+    """The referral a correction is for was closed (consent withdrawn, data deleted) before it could be queued.
+
+    `referral` is the referral as it stands, read under its lock: a withdrawal or deletion that
+    committed while the correction waited for its ZIP password is seen here.
+    """
+
+    def __init__(self, referral: SentReferral) -> None:
+        super().__init__(referral.reference)
+        self.referral = referral
 
 
 class SendFailure(Exception):
@@ -166,12 +178,15 @@ class ReferralSender:
         `AlreadySent`), and queues the package. It begins by locking the referral it corrects (the
         SQLite writer lock does that for every transaction), so concurrent clicks on one request, on
         one instance or several, send one correction and concurrent different requests get distinct
-        versions.
+        versions, and a withdrawal or deletion committed since the caller looked stops it
+        (`FamilyClosed`).
         """
         password = await self._password(protocol)
         now = self._clock.now()
         async with self._db.transaction():
-            await self._referrals.lock(original.reference)
+            current = await self._referrals.lock(original.reference)
+            if current.state in CLOSED:
+                raise FamilyClosed(current)  # closed while the password came: nothing more may leave
             new_reference = await self._next_version(original.reference)
             sent_as = await claim(new_reference)
             if sent_as is not None:

@@ -9,7 +9,7 @@ network round trip's time to arrive (as from Key Vault), so the clicks overlap i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -30,13 +30,17 @@ BANNER_TYPE = "application/vnd.microsoft.activity.message"
 
 
 class RoundTripPasswords:
-    """The local password, handed out after 20 ms, like a Key Vault answer."""
+    """The local password, handed out after 20 ms, like a Key Vault answer; `meanwhile` runs once in that time."""
 
     def __init__(self) -> None:
         self._local = LocalZipPasswordProvider(configured=ZIP_PASSWORD, password_file=Path("/nonexistent"))
+        self.meanwhile: Callable[[], Awaitable[object]] | None = None
 
     async def password_for(self, protocol: DataSharingProtocol) -> ZipPassword:
         await asyncio.sleep(0.02)
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
         return await self._local.password_for(protocol)
 
     async def keep_warm(self, protocols: Callable[[], list[DataSharingProtocol]]) -> None:
@@ -44,15 +48,21 @@ class RoundTripPasswords:
 
 
 @pytest.fixture
-async def bot(settings: Settings, clock: ManualClock) -> AsyncIterator[BotDriver]:
-    app = create_app(settings, clock=clock, run_worker=False, passwords=RoundTripPasswords())
+def passwords() -> RoundTripPasswords:
+    return RoundTripPasswords()
+
+
+@pytest.fixture
+async def bot(settings: Settings, clock: ManualClock, passwords: RoundTripPasswords) -> AsyncIterator[BotDriver]:
+    app = create_app(settings, clock=clock, run_worker=False, passwords=passwords)
     async with running_bot(app) as driver:
         yield driver
 
 
 async def _reported(bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, items: list[str]) -> tuple[
-        str, dict[str, str]]:
-    """A delivered referral, acknowledged, with `items` reported wrong; its reference and each item's request id."""
+        str, dict[str, str], TeamsUser]:
+    """A delivered referral, acknowledged, with `items` reported wrong: its reference, each item's request id,
+    and the OCMW worker in the thread of its card."""
     await link(bot, ocmw_worker)
     reference, card_id = await referred_and_delivered(bot, referrer)
     worker = ocmw_worker.in_thread(card_id)
@@ -65,7 +75,7 @@ async def _reported(bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser,
                 if c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/") and c.body.get("attachments")
                 and "correction.submit" in actions(c.body["attachments"][0]["content"])]
     ids = {item: request["correctionId"] for item, request in zip(items, requests, strict=True)}
-    return reference, ids
+    return reference, ids, worker
 
 
 async def _submit_all(bot: BotDriver, referrer: TeamsUser, forms: list[dict[str, str]]) -> list[str]:
@@ -82,7 +92,7 @@ async def _submit_all(bot: BotDriver, referrer: TeamsUser, forms: list[dict[str,
 async def test_twenty_identical_submits_send_one_correction(
     bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
 ) -> None:
-    reference, ids = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone"])
     form = {"correctionId": ids["phone"], "phone": "0470 11 22 33"}
     answers = await _submit_all(bot, referrer, [form] * 20)
     versions = [row.reference for row in await bot.services.referrals.for_referrer(referrer.aad_object_id)
@@ -97,7 +107,7 @@ async def test_twenty_identical_submits_send_one_correction(
 async def test_two_different_corrections_at_once_get_distinct_versions(
     bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
 ) -> None:
-    reference, ids = await _reported(bot, referrer, ocmw_worker, ["phone", "email"])
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone", "email"])
     answers = await _submit_all(bot, referrer, [
         {"correctionId": ids["phone"], "phone": "0470 11 22 33"},
         {"correctionId": ids["email"], "email": "nieuw.adres@example.be"},
@@ -107,3 +117,31 @@ async def test_two_different_corrections_at_once_get_distinct_versions(
     assert versions == [f"{reference}-2", f"{reference}-3"]
     assert {version for version in versions for answer in answers if version in answer} == set(versions)
     assert not [answer for answer in answers if "al verstuurd" in answer]
+
+
+@pytest.mark.parametrize(("closing", "told"), [("withdrawal", "toestemming ingetrokken"),
+                                               ("deletion", "gegevens verwijderd")])
+async def test_no_correction_leaves_once_its_family_was_closed_while_the_password_came(
+    bot: BotDriver, passwords: RoundTripPasswords, referrer: TeamsUser, colleague: TeamsUser,
+    ocmw_worker: TeamsUser, closing: str, told: str
+) -> None:
+    """The submit checks the family is open, then waits for the ZIP password (Key Vault): a withdrawal by a
+    colleague, or the OCMW's deletion, committed in that time must stop the correction all the same."""
+    reference, ids, worker = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "contact_no_help_wanted"})
+
+    async def close_the_family() -> object:
+        if closing == "withdrawal":
+            return await bot.act_confirmed(colleague, "consent.withdraw", {"reference": reference})
+        return await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+
+    passwords.meanwhile = close_the_family
+    [answer] = await _submit_all(bot, referrer, [{"correctionId": ids["phone"], "phone": "0470 11 22 33"}])
+    assert passwords.meanwhile is None, "the family was closed while the password came"
+    root = await bot.services.referrals.get(reference)
+    assert root is not None and root.state == ("consent_withdrawn" if closing == "withdrawal" else "data_deleted")
+    versions = [row.reference for row in await bot.services.referrals.for_referrer(referrer.aad_object_id)
+                if row.parent_reference == reference]
+    assert versions == [], "no version of a closed family"
+    assert await bot.services.outbox.counts() == {"delivered": 1}, "nothing more queued for the OCMW"
+    assert told in answer and "Er is niets verstuurd" in answer, answer[:300]
