@@ -64,6 +64,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "draft_unknown": (),
         "draft_expired": (),
         "draft_sent": ("reference",),
+        "draft_sending": ("reference",),
         "draft_cancelled": (),
         "draft_foreign": (),
         "step_not_possible": (),
@@ -94,10 +95,12 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "being_sent": ("reference",),
     }
 )
-#: Problems answered outside the referral dialogue (the OCMW's card, a correction): their card has
-#: no "start again" button, which would begin a new referral.
+#: Problems answered outside the referral dialogue (the OCMW's card, a correction), and a referral
+#: being sent right now: their card has no "start again" button, which would begin a new referral
+#: (of the same family, for the one being sent).
 PROBLEMS_WITHOUT_RESTART: Final = frozenset(
     {
+        "draft_sending",
         "not_ocmw_conversation",
         "referral_unknown",
         "outcome_invalid",

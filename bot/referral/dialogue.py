@@ -580,6 +580,8 @@ class ReferralDialogue:
     def _not_possible_card(self, actor: Actor, draft: Draft) -> Card:
         if draft.state == DraftState.SENT:
             return cards.problem_card(actor.lang, "draft_sent", reference=draft.reference)
+        if draft.state == DraftState.SENDING:  # another click is sending it: starting again would refer twice
+            return cards.problem_card(actor.lang, "draft_sending", reference=draft.reference)
         if draft.state == DraftState.CANCELLED:
             return cards.problem_card(actor.lang, "draft_cancelled")
         if draft.state == DraftState.EXPIRED:

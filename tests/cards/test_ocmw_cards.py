@@ -910,7 +910,15 @@ NEW_PROBLEMS = {
 def test_new_problems_and_their_params() -> None:
     for problem, params in NEW_PROBLEMS.items():
         assert cards.PROBLEMS[problem] == params
-    assert set(NEW_PROBLEMS) == cards.PROBLEMS_WITHOUT_RESTART
+    assert set(NEW_PROBLEMS) | {"draft_sending"} == cards.PROBLEMS_WITHOUT_RESTART
+
+
+@pytest.mark.parametrize("lang", cards.LANGUAGES)
+def test_a_referral_being_sent_offers_no_start_again(lang: cards.Language) -> None:
+    """Starting again there would refer the same family a second time."""
+    card = cards.problem_card(lang, "draft_sending", reference=REFERENCE)
+    assert actions(card) == []
+    assert REFERENCE in card["body"][1]["text"]
 
 
 @pytest.mark.parametrize("lang", cards.LANGUAGES)

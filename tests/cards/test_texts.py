@@ -106,7 +106,7 @@ def test_every_problem_has_a_title_and_text_with_declared_params(lang: cards.Lan
 
 def test_the_problems_of_the_brief_are_all_known() -> None:
     assert set(cards.PROBLEMS) == {
-        "draft_unknown", "draft_expired", "draft_sent", "draft_cancelled", "draft_foreign",
+        "draft_unknown", "draft_expired", "draft_sent", "draft_sending", "draft_cancelled", "draft_foreign",
         "step_not_possible", "no_protocol_in_force", "protocol_not_in_force", "protocol_ended", "not_allowed",
         "unknown_action", "malformed_action", "send_failed", "not_delivered", "internal_error",
         "not_ocmw_conversation", "referral_unknown", "outcome_invalid", "correction_unknown",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from bot.app import create_app
 from bot.config import Settings
 from bot.delivery.smtp_transport import SmtpTransport
+from bot.referral.drafts import DraftState
 from tests.support import sevenzip
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
@@ -194,3 +196,39 @@ async def test_a_vault_asking_to_retry_after_5_s_fills_the_cache_for_the_next_se
     assert len(smtp.messages) == 1
     if "referral.send" in actions(first):
         assert "probeer zo opnieuw" in texts(first)
+
+
+async def test_versturen_clicked_again_while_the_first_click_is_sending_says_it_is_being_sent(
+    settings: Settings, clock: ManualClock, vault: KeyVaultStandIn, smtp: SmtpTestServer, referrer: TeamsUser
+) -> None:
+    """A double click, or a click again after Teams stopped waiting for the first: while the first click
+    waits for the vault the draft is `sending`. "Begin opnieuw" there would have the family referred twice."""
+    vault.set_secret(SECRET, VAULT_PASSWORD)
+    vault.delay = 2.0  # a slow vault, within the send's budget: the first click is still sending meanwhile
+    async with bot_on_vault(settings, clock, vault, smtp, timeout_seconds=10) as bot:
+        draft_id, _ = await reach_review(bot, referrer)
+        reference = (await bot.services.drafts.get(draft_id)).reference  # type: ignore[union-attr]
+        first = asyncio.create_task(bot.act(referrer, "referral.send", {"draftId": draft_id}))
+        await until_async(lambda: _draft_state(bot, draft_id), DraftState.SENDING, 1.5)
+        second = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+        assert not first.done(), "answered while the first click was still sending"
+        queued = await first
+        await bot.deliver()
+    assert len(smtp.messages) == 1, "sent once"
+    assert reference in texts(queued) and "referral.send" not in actions(queued), texts(queued)
+    assert "wordt op dit moment verstuurd" in texts(second) and reference in texts(second), texts(second)
+    assert "Begin opnieuw" not in texts(second) and "referral.start" not in actions(second), actions(second)
+    assert not any(value in texts(second) for value in CLIENT_VALUES)
+
+
+async def _draft_state(bot: BotDriver, draft_id: str) -> DraftState | None:
+    draft = await bot.services.drafts.get(draft_id)
+    return None if draft is None else draft.state
+
+
+async def until_async(read: Callable[[], Awaitable[object]], expected: object, seconds: float) -> None:
+    """Poll `read()` until it returns `expected`, failing after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (value := await read()) != expected:
+        assert time.monotonic() < deadline, f"still {value!r} after {seconds} s, not {expected!r}"
+        await asyncio.sleep(0.02)
