@@ -249,6 +249,10 @@ class OcmwService:
                 for version in await self._referrals.versions_of(updated.reference):
                     await self._update_for_everyone(version)
         except IllegalTransition:
+            fresh = await self._fresh(referral)
+            if fresh.outcome_at is not None and fresh.outcome_at != referral.outcome_at:
+                # The same click (or a colleague's) recorded an outcome just now: say so, as one after the other.
+                return self._card(actor, fresh, notice="outcome_already_recorded")
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         return self._card(actor, updated)
 
@@ -292,7 +296,11 @@ class OcmwService:
                         cards.language_for(updated.lang), "withdrawal_by_colleague", reference=updated.reference,
                         name=cards.escape_markdown(actor.display_name))), now=now, reference=updated.reference)
         except IllegalTransition:
-            return _banner(actor, "action_not_possible_now", reference=referral.reference)
+            if (await self._fresh(referral)).state != ReferralState.CONSENT_WITHDRAWN:
+                return _banner(actor, "action_not_possible_now", reference=referral.reference)
+            # The same click (or a colleague's) recorded the withdrawal just now: say so, as one after the other.
+            return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
+                                                            reference=referral.reference))
         logger.info("consent withdrawn", extra={"reference": updated.reference})
         return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                         reference=updated.reference))
@@ -355,6 +363,8 @@ class OcmwService:
                     await self._carry(actor, version, ReferralState.DATA_DELETED, RegisterEvent.DELETION_CONFIRMED,
                                 deleted_by=actor.display_name, deleted_at=now)
         except IllegalTransition:
+            if (await self._fresh(referral)).state == ReferralState.DATA_DELETED:  # the same click, just now
+                return self._card(actor, await self._fresh(clicked), notice="deletion_recorded")
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         if self._after_deletion is not None:
             await self._after_deletion(updated)

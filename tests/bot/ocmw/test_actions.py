@@ -6,6 +6,7 @@ OCMW workers, an outsider), replies caught by the connector stand-in.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import email
@@ -28,7 +29,7 @@ from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, driving, running_bot, running_connector
 from tests.support.card_reading import actions, input_ids, texts
 from tests.support.clock import ManualClock
-from tests.support.ocmw_flow import CHANNEL, link, referred_and_delivered
+from tests.support.ocmw_flow import CHANNEL, link, ocmw_worker, referred_and_delivered, send_and_deliver
 from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, reach_review
 
 OCMW_TENANT = "0c3c0c3c-0000-4000-8000-000000000002"
@@ -686,3 +687,56 @@ async def test_a_withdrawal_before_the_mail_left_sends_nothing(
     assert "consent_withdrawn" in _events(bot, reference)
     closed = await bot.banner(referrer, "correction.start", {"reference": reference})
     assert closed.startswith("Geen correctie meer: toestemming ingetrokken"), "the withdrawal is the reason"
+
+
+# --- the same click twice at once (a double click, Teams sending the invoke again) -----------------
+
+NOTHING_CHANGED = "Er is niets veranderd"
+
+
+async def _four_at_once(bot: BotDriver, user: TeamsUser, verb: str, data: dict[str, Any]) -> list[str]:
+    """Four identical clicks at once, each answer as the text it shows."""
+    responses = await asyncio.gather(*(bot.post(user.card_action(bot.service_url, verb, data)) for _ in range(4)))
+    assert [response.status for response in responses] == [200] * 4
+    bodies = [await response.json() for response in responses]
+    return [body["value"] if isinstance(body["value"], str) else texts(body["value"]) for body in bodies]
+
+
+async def test_an_outcome_clicked_four_times_at_once_is_recorded_once_and_each_click_told_so(
+    bot: BotDriver, referrer: TeamsUser
+) -> None:
+    """One after the other the later clicks read "al geregistreerd"; at once they were told nothing happened."""
+    await link(bot, ocmw_worker())
+    reference, worker = await send_and_deliver(bot, referrer)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    answers = await _four_at_once(bot, worker, "referral.outcome",
+                                  {"reference": reference, "outcome": "contact_help_wanted"})
+    assert (await bot.services.referrals.get(reference)).state == "help_wanted"  # type: ignore[union-attr]
+    assert (await bot.services.register.events_for(reference)).count("outcome_recorded") == 1, "recorded once"
+    assert not [answer for answer in answers if NOTHING_CHANGED in answer], answers
+    assert sum("De uitkomst was al geregistreerd" in answer for answer in answers) == 3, answers
+
+
+async def test_a_withdrawal_confirmed_four_times_at_once_is_recorded_once_and_each_click_told_so(
+    bot: BotDriver, referrer: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker())
+    reference, _ = await send_and_deliver(bot, referrer)
+    answers = await _four_at_once(bot, referrer, "consent.withdraw", {"reference": reference, "confirmed": "true"})
+    assert (await bot.services.referrals.get(reference)).state == "consent_withdrawn"  # type: ignore[union-attr]
+    assert (await bot.services.register.events_for(reference)).count("consent_withdrawn") == 1, "recorded once"
+    assert not [answer for answer in answers if NOTHING_CHANGED in answer], answers
+    assert all("toestemming voor doorverwijzing" in answer and "ingetrokken" in answer for answer in answers), answers
+
+
+async def test_a_deletion_confirmed_four_times_at_once_is_recorded_once_and_each_click_told_so(
+    bot: BotDriver, referrer: TeamsUser
+) -> None:
+    await link(bot, ocmw_worker())
+    reference, worker = await send_and_deliver(bot, referrer)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "contact_no_help_wanted"})
+    answers = await _four_at_once(bot, worker, "referral.deleted", {"reference": reference, "confirmed": "true"})
+    assert (await bot.services.referrals.get(reference)).state == "data_deleted"  # type: ignore[union-attr]
+    assert (await bot.services.register.events_for(reference)).count("deletion_confirmed") == 1, "recorded once"
+    assert not [answer for answer in answers if NOTHING_CHANGED in answer], answers
