@@ -49,6 +49,18 @@ OcmwState = Literal["sent", "received", "help_wanted", "no_help_wanted", "unreac
                     "consent_withdrawn"]
 
 
+class _MailBeingSent(Exception):
+    """A mail of the family (a correction version's) is being handed to the mail server: no closing this moment.
+
+    Its data reaches the OCMW whatever happens now, so closing the family first would leave that copy
+    with no deletion to confirm or chase; the click that closes it is asked to wait a minute instead.
+    """
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(reference)
+        self.reference = reference
+
+
 class OcmwService:
     """Everything the OCMW conversation can do, and the cards the bot posts there."""
 
@@ -295,6 +307,8 @@ class OcmwService:
                     await self._messages.post(updated.conversation_ref, MessageContent(text=cards.text(
                         cards.language_for(updated.lang), "withdrawal_by_colleague", reference=updated.reference,
                         name=cards.escape_markdown(actor.display_name))), now=now, reference=updated.reference)
+        except _MailBeingSent as sending:
+            return _banner(actor, "being_sent", reference=sending.reference)
         except IllegalTransition:
             if (await self._fresh(referral)).state != ReferralState.CONSENT_WITHDRAWN:
                 return _banner(actor, "action_not_possible_now", reference=referral.reference)
@@ -313,17 +327,21 @@ class OcmwService:
         usual withdrawal (and deletion at the OCMW) applies.
         """
         now = self._clock.now()
-        async with self._db.transaction():
-            if not await self._cancel_mail(referral):
-                return _banner(actor, "being_sent", reference=referral.reference)
-            updated = await self._referrals.transition(referral.reference, ReferralState.FAILED,
-                                                 failure_reason="not sent: consent withdrawn before the mail left",
-                                                 withdrawn_by_id=actor.user_id, withdrawn_by=actor.display_name,
-                                                 withdrawn_at=now)
-            await self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN,
-                               detail="before the mail left: nothing sent")
-            for version in await self._referrals.versions_of(updated.reference):
-                await self._carry(actor, version, ReferralState.CONSENT_WITHDRAWN, RegisterEvent.CONSENT_WITHDRAWN)
+        try:
+            async with self._db.transaction():
+                if not await self._cancel_mail(referral):
+                    raise _MailBeingSent(referral.reference)
+                updated = await self._referrals.transition(
+                    referral.reference, ReferralState.FAILED,
+                    failure_reason="not sent: consent withdrawn before the mail left",
+                    withdrawn_by_id=actor.user_id, withdrawn_by=actor.display_name, withdrawn_at=now)
+                await self._record(actor, updated, RegisterEvent.CONSENT_WITHDRAWN,
+                                   detail="before the mail left: nothing sent")
+                for version in await self._referrals.versions_of(updated.reference):
+                    await self._carry(actor, version, ReferralState.CONSENT_WITHDRAWN,
+                                      RegisterEvent.CONSENT_WITHDRAWN)
+        except _MailBeingSent as sending:
+            return _banner(actor, "being_sent", reference=sending.reference)
         logger.info("consent withdrawn before the mail left", extra={"reference": updated.reference})
         return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_before_sending",
                                                         reference=updated.reference))
@@ -362,6 +380,8 @@ class OcmwService:
                 for version in await self._referrals.versions_of(updated.reference):
                     await self._carry(actor, version, ReferralState.DATA_DELETED, RegisterEvent.DELETION_CONFIRMED,
                                 deleted_by=actor.display_name, deleted_at=now)
+        except _MailBeingSent as sending:
+            return _banner(actor, "being_sent", reference=sending.reference)
         except IllegalTransition:
             if (await self._fresh(referral)).state == ReferralState.DATA_DELETED:  # the same click, just now
                 return self._card(actor, await self._fresh(clicked), notice="deletion_recorded")
@@ -374,16 +394,17 @@ class OcmwService:
                **changes: Any) -> None:
         """The family's withdrawal or deletion, carried to one correction version (inside the caller's commit).
 
-        A version whose mail has not gone out yet is not sent at all: its outbox row is cancelled.
+        A version whose mail has not gone out yet is not sent at all: its outbox row is cancelled. One
+        being handed to the mail server right now cannot be: `_MailBeingSent`.
         """
         if version.state in (ReferralState.DATA_DELETED, ReferralState.FAILED, state):
             return
         if version.state == ReferralState.QUEUED:
-            # Being handed to the mail server right now, it goes out and is carried when it arrives.
-            if await self._cancel_mail(version):
-                await self._referrals.transition(version.reference, ReferralState.FAILED,
-                                           failure_reason=f"not sent: {event.value} for the referral")
-                await self._record(actor, version, event, detail="not sent: cancelled with its referral")
+            if not await self._cancel_mail(version):
+                raise _MailBeingSent(version.reference)  # the caller's commit is rolled back
+            await self._referrals.transition(version.reference, ReferralState.FAILED,
+                                       failure_reason=f"not sent: {event.value} for the referral")
+            await self._record(actor, version, event, detail="not sent: cancelled with its referral")
             return
         if (state == ReferralState.DATA_DELETED and version.state not in TRANSITIONS) or \
                 state not in TRANSITIONS[version.state]:

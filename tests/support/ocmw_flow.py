@@ -45,15 +45,20 @@ async def send_and_deliver(bot: BotDriver, referrer: TeamsUser) -> tuple[str, Te
     return reference, ocmw_worker().in_thread(card_id)
 
 
-async def correct_phone(bot: BotDriver, referrer: TeamsUser, worker: TeamsUser, reference: str) -> str:
-    """The OCMW reports the phone number wrong, the referrer corrects it; returns the new version's reference."""
+async def phone_reported_wrong(bot: BotDriver, referrer: TeamsUser, worker: TeamsUser, reference: str) -> str:
+    """The OCMW reports the phone number wrong; returns the id of the request the referrer's card carries."""
     await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
     await bot.settle()
     [request] = [call.body["attachments"][0]["content"] for call in bot.connector.calls
                  if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")
                  and call.body.get("attachments")
                  and "correction.submit" in actions(call.body["attachments"][0]["content"])]
-    correction_id = actions(request)["correction.submit"]["correctionId"]
+    return str(actions(request)["correction.submit"]["correctionId"])
+
+
+async def correct_phone(bot: BotDriver, referrer: TeamsUser, worker: TeamsUser, reference: str) -> str:
+    """The OCMW reports the phone number wrong, the referrer corrects it; returns the new version's reference."""
+    correction_id = await phone_reported_wrong(bot, referrer, worker, reference)
     await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
     await bot.deliver()
     return f"{reference}-2"

@@ -14,7 +14,7 @@ import email.policy
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,22 @@ import pytest
 from bot.app import create_app
 from bot.config import Settings
 from bot.core.access import OcmwChannelPolicy
+from bot.delivery.mail_message import OutgoingMail
+from bot.delivery.mail_transport import OutboxFolderTransport
 from tests.conftest import ZIP_PASSWORD
 from tests.support import sevenzip
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, driving, running_bot, running_connector
 from tests.support.card_reading import actions, input_ids, texts
 from tests.support.clock import ManualClock
-from tests.support.ocmw_flow import CHANNEL, link, ocmw_worker, referred_and_delivered, send_and_deliver
+from tests.support.ocmw_flow import (
+    CHANNEL,
+    link,
+    ocmw_worker,
+    phone_reported_wrong,
+    referred_and_delivered,
+    send_and_deliver,
+)
 from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, reach_review
 
 OCMW_TENANT = "0c3c0c3c-0000-4000-8000-000000000002"
@@ -740,3 +749,55 @@ async def test_a_deletion_confirmed_four_times_at_once_is_recorded_once_and_each
     assert (await bot.services.referrals.get(reference)).state == "data_deleted"  # type: ignore[union-attr]
     assert (await bot.services.register.events_for(reference)).count("deletion_confirmed") == 1, "recorded once"
     assert not [answer for answer in answers if NOTHING_CHANGED in answer], answers
+
+
+
+# --- a family closed while a correction's mail is being handed to the mail server -----------------------
+
+class TransportWithAMoment(OutboxFolderTransport):
+    """The outbox folder, with `meanwhile` run (once) while a mail is being sent: its row leased, not cancellable."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.meanwhile: Callable[[OutgoingMail], Awaitable[None]] | None = None
+
+    async def send(self, mail: OutgoingMail) -> None:
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile(mail)
+        await super().send(mail)
+
+
+@pytest.mark.parametrize(("closing", "closed"), [("deletion", "data_deleted"), ("withdrawal", "consent_withdrawn")])
+async def test_a_family_is_not_closed_while_a_correction_of_it_is_being_sent(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser, tmp_path: Path, closing: str, closed: str
+) -> None:
+    """A version's mail being handed to the mail server cannot be called back. Closing the family then left
+    the version `sent` for good once it arrived: after a confirmed deletion its data sat in the OCMW's
+    mailbox with no deletion to confirm or chase. The closing click is asked to wait a minute instead."""
+    transport = TransportWithAMoment(tmp_path / "sent")
+    async with running_bot(create_app(settings, clock=clock, run_worker=False, transport=transport)) as bot:
+        await link(bot, ocmw_worker())
+        reference, worker = await send_and_deliver(bot, referrer)
+        await bot.act(worker, "ack.receive", {"reference": reference})
+        correction_id = await phone_reported_wrong(bot, referrer, worker, reference)
+        await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+        version = f"{reference}-2"
+        await bot.act_confirmed(worker, "referral.outcome",
+                                {"reference": reference, "outcome": "contact_no_help_wanted"})
+        verb, user = ("referral.deleted", worker) if closing == "deletion" else ("consent.withdraw", referrer)
+        told: list[str] = []
+
+        async def close_the_family(mail: OutgoingMail) -> None:
+            assert mail.message_id.startswith(f"<{version}@")
+            told.append(await bot.banner(user, verb, {"reference": reference, "confirmed": "true"}))
+
+        transport.meanwhile = close_the_family
+        assert await bot.deliver() == 1
+        assert told and version in told[0] and "wordt op dit moment verstuurd" in told[0], told
+        assert (await bot.services.referrals.get(reference)).state == "no_help_wanted"  # type: ignore[union-attr]
+        assert (await bot.services.referrals.get(version)).state == "sent"  # type: ignore[union-attr]
+
+        await bot.act(user, verb, {"reference": reference, "confirmed": "true"})  # a minute later: as usual
+        assert (await bot.services.referrals.get(reference)).state == closed  # type: ignore[union-attr]
+        assert (await bot.services.referrals.get(version)).state == closed, "the version that arrived goes with it"
