@@ -110,7 +110,7 @@ class ReminderService:
                 kind = f"{chase.name}_{audience}"
                 entered_before = now - dt.timedelta(days=times * self._days)
                 for referral, started in await self._candidates(chase, kind, entered_before):
-                    if await self._remind(kind, referral, started, audience, times, now):
+                    if await self._remind(chase, kind, referral, started, audience, times, now):
                         queued += 1
         return queued + await self._remind_corrections(now)
 
@@ -129,6 +129,15 @@ class ReminderService:
             {"states": sorted(state.value for state in chase.states), "before": to_text(entered_before), "kind": kind},
         )
         return [(referral_from_row(row), from_text(row["chased_since"])) for row in rows]
+
+    async def _still_waiting(self, chase: Chase, reference: str, started: dt.datetime) -> bool:
+        """The referral is still in `chase`'s states since `started`, read under its lock (in the caller's commit)."""
+        row = await self._db.fetch_one(
+            f"SELECT {chase.since} AS chased_since FROM referrals WHERE reference = :reference"  # noqa: S608  # nosec B608
+            f" AND state IN :states{self._db.for_update}",
+            {"reference": reference, "states": sorted(state.value for state in chase.states)},
+        )
+        return row is not None and row["chased_since"] is not None and from_text(row["chased_since"]) == started
 
     async def _remind_corrections(self, now: dt.datetime) -> int:
         """Article 7: the referrer is reminded every N working days until the correction the OCMW asked for is sent."""
@@ -151,6 +160,12 @@ class ReminderService:
                               recipient=self._registry.recipient_name(original.protocol_id),
                               item=cards.text(lang, f"item.{row['item']}.name"))
             async with self._db.transaction():
+                still_open = await self._db.fetch_one(  # not sent since the pass read the request
+                    "SELECT 1 AS open FROM corrections WHERE id = :id AND new_reference IS NULL"  # noqa: S608  # nosec B608
+                    + self._db.for_update,
+                    {"id": str(row["id"])})
+                if still_open is None:
+                    continue
                 claimed = await self._db.execute(
                     "INSERT INTO reminders (subject, kind, at) VALUES (:subject, :kind, :now)"
                     " ON CONFLICT (subject, kind) DO UPDATE SET at = excluded.at WHERE reminders.at = :last",
@@ -164,9 +179,10 @@ class ReminderService:
             queued += 1
         return queued
 
-    async def _remind(self, kind: str, referral: SentReferral, started: dt.datetime, audience: Audience, times: int,
-                      now: dt.datetime) -> bool:
-        """Queue this reminder if it is due (in working days) and not sent before; True when queued."""
+    async def _remind(self, chase: Chase, kind: str, referral: SentReferral, started: dt.datetime,
+                      audience: Audience, times: int, now: dt.datetime) -> bool:
+        """Queue this reminder if it is due (in working days), not sent before, and the referral still waits as it
+        did when the pass read it (the OCMW may have acted since); True when queued."""
         due = add_working_days(started.astimezone(self._tz), times * self._days, self._closed)
         if due > now:
             return False
@@ -180,6 +196,8 @@ class ReminderService:
         text = cards.text(lang, f"reminder_{kind}", reference=referral.reference, days=str(times * self._days),
                           recipient=self._registry.recipient_name(referral.protocol_id))
         async with self._db.transaction():
+            if not await self._still_waiting(chase, referral.reference, started):
+                return False  # acted on since the pass read it: nothing to remind of
             claimed = await self._db.execute(
                 "INSERT INTO reminders (subject, kind, at) VALUES (:subject, :kind, :now) ON CONFLICT DO NOTHING",
                 {"subject": referral.reference, "kind": kind, "now": to_text(now)},

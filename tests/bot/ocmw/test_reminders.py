@@ -13,13 +13,13 @@ import datetime as dt
 import subprocess
 import sys
 import threading
-from collections.abc import Container
+from collections.abc import Awaitable, Callable, Container
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from bot.core.protocols import ProtocolRegistry, load_protocol_file
-from bot.core.sent_referrals import ReferralState, ReferralStore
+from bot.core.sent_referrals import ReferralState, ReferralStore, SentReferral
 from bot.delivery.message_outbox import MessageOutbox
 from bot.ocmw.links import OcmwLink, OcmwLinks
 from bot.ocmw.reminders import ReminderService
@@ -77,9 +77,10 @@ async def seed(db: Database) -> None:
 
 
 def service(db: Database, clock: ManualClock, **options: object) -> ReminderService:
-    return ReminderService(db=db, referrals=ReferralStore(db), links=OcmwLinks(db),  # type: ignore[arg-type]
+    parts: dict[str, object] = {"links": OcmwLinks(db), "referrals": ReferralStore(db)} | options
+    return ReminderService(db=db,  # type: ignore[arg-type]
                            registry=ProtocolRegistry([load_protocol_file(PROTOCOL_FILE)]), messages=MessageOutbox(db),
-                           clock=clock, timezone=BRUSSELS, working_days=2, **options)
+                           clock=clock, timezone=BRUSSELS, working_days=2, **parts)
 
 
 async def reminded(db: Database) -> set[tuple[str, str]]:
@@ -151,3 +152,69 @@ def test_starting_the_bot_does_not_import_the_holiday_calendar() -> None:
     loaded = subprocess.run([sys.executable, "-c", "import sys, bot.cli.main; print('holidays' in sys.modules)"],
                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
     assert loaded == "False"
+
+
+class LinksWhileTheOcmwActs(OcmwLinks):
+    """The OCMW's link, looked up by the pass between reading what waits and queuing its reminder; `meanwhile`
+    runs (once) at that moment, as an OCMW worker's click committed then."""
+
+    def __init__(self, db: Database, meanwhile: Callable[[], Awaitable[object]]) -> None:
+        super().__init__(db)
+        self._meanwhile: Callable[[], Awaitable[object]] | None = meanwhile
+
+    async def for_protocol(self, protocol_id: str) -> OcmwLink | None:
+        if self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            await meanwhile()
+        return await super().for_protocol(protocol_id)
+
+
+async def test_a_referral_acknowledged_while_the_pass_runs_is_not_reminded_as_unacknowledged(
+    database: Database, clock: ManualClock
+) -> None:
+    referrals = ReferralStore(database)
+    await referrals.add(a_referral("VD-20261127-SENTAA", ReferralState.SENT, at=FRIDAY, sent_at=FRIDAY))
+    link = OcmwLink("OR-KG-NOW-OCMW-SGW-2026", CHANNEL, conversation_ref(CHANNEL), "aad-ocmw-1", "Olga", FRIDAY)
+    links = OcmwLinks(database)
+    assert await links.link(await links.new_code(link.protocol_id, FRIDAY), link, FRIDAY)
+
+    async def acknowledge() -> object:
+        async with database.transaction():
+            return await referrals.transition("VD-20261127-SENTAA", ReferralState.RECEIVED, acknowledged_at=TUESDAY,
+                                              acknowledged_by_id="aad-ocmw-1", acknowledged_by="Olga")
+
+    reminders = service(database, clock, links=LinksWhileTheOcmwActs(database, acknowledge))
+    clock.current = TUESDAY
+    assert await reminders.run_due() == 0, "acknowledged before the reminder was queued"
+    assert await reminded(database) == set()
+    assert await queued_to(database) == {}
+
+
+class ReferralsWhileTheReferrerActs(ReferralStore):
+    """The referrals, read by the correction reminders between reading the open requests and queuing one;
+    `meanwhile` runs (once) then, as the referrer's correction committed at that moment."""
+
+    def __init__(self, db: Database, meanwhile: Callable[[], Awaitable[object]]) -> None:
+        super().__init__(db)
+        self._meanwhile: Callable[[], Awaitable[object]] | None = meanwhile
+
+    async def get(self, reference: str) -> SentReferral | None:
+        if self._meanwhile is not None and reference == "VD-20261127-ACKEDB":
+            meanwhile, self._meanwhile = self._meanwhile, None
+            await meanwhile()
+        return await super().get(reference)
+
+
+async def test_a_correction_sent_while_the_pass_runs_is_not_asked_for_again(
+    database: Database, clock: ManualClock
+) -> None:
+    await seed(database)
+
+    async def correction_sent() -> object:  # bot.ocmw.corrections: the request marked with its version
+        return await database.execute("UPDATE corrections SET new_reference = 'VD-20261127-ACKEDB-2'"
+                                      " WHERE id = 'correction-1'")
+
+    reminders = service(database, clock, referrals=ReferralsWhileTheReferrerActs(database, correction_sent))
+    clock.current = TUESDAY
+    assert await reminders.run_due() == len(AT_TUESDAY) - 1
+    assert await reminded(database) == AT_TUESDAY - {("correction-1", "correction_referrer")}
