@@ -34,6 +34,9 @@ MESSAGE_CONTENT_TYPE = "application/vnd.microsoft.activity.message"
 #: A reply is part of the turn Teams waits for: retry briefly, then give up (the user can type again).
 REPLY_ATTEMPTS = 3
 REPLY_MAX_WAIT_SECONDS = 2.0
+#: Every attempt together: Teams sends an activity again when its answer takes 15 s (the command would run
+#: twice), and a turn keeps its place (`TURNS_AT_ONCE`) while its reply waits for the connector.
+REPLY_DEADLINE_SECONDS = 7.0
 
 
 def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
@@ -211,6 +214,14 @@ async def _reply(turn_context: TurnContextProtocol[Any], content: MessageContent
 
 
 async def _with_brief_retry(send: Callable[[], Awaitable[object]]) -> None:
+    try:
+        async with asyncio.timeout(REPLY_DEADLINE_SECONDS):
+            await _attempts(send)
+    except TimeoutError:
+        logger.error("reply not delivered to Teams: no answer within %g s", REPLY_DEADLINE_SECONDS)
+
+
+async def _attempts(send: Callable[[], Awaitable[object]]) -> None:
     for attempt in range(1, REPLY_ATTEMPTS + 1):
         try:
             await send()
