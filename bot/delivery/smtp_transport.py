@@ -304,7 +304,7 @@ def _verifying_context(ca_file: Path | None) -> ssl.SSLContext:
 _STAGES: tuple[tuple[type[aiosmtplib.SMTPResponseException], str], ...] = (
     (aiosmtplib.SMTPConnectResponseError, "on connect"),
     (aiosmtplib.SMTPHeloError, "to EHLO"),
-    (aiosmtplib.SMTPAuthenticationError, "to login (AUTH)"),
+    (aiosmtplib.SMTPAuthenticationError, "to login (AUTH)"),  # 454/421: the relay's login backend, for now
     (aiosmtplib.SMTPSenderRefused, "to the sender (MAIL FROM)"),
     (aiosmtplib.SMTPRecipientRefused, "to a recipient (RCPT)"),
     (aiosmtplib.SMTPDataError, "to the message (DATA)"),
@@ -317,8 +317,6 @@ def _delivery_error(error: BaseException) -> MailDeliveryError:
     if certificate is not None:
         detail = certificate.verify_message or "verification failed"
         return MailDeliveryError(f"SMTP server certificate not trusted ({detail})", transient=False)
-    if isinstance(error, aiosmtplib.SMTPAuthenticationError):
-        return MailDeliveryError(f"SMTP {error.code} from server: login refused", transient=False)
     if isinstance(error, aiosmtplib.SMTPResponseException):
         stage = next((text for kind, text in _STAGES if isinstance(error, kind)), "to a command")
         return _reply_error(error.code, stage)

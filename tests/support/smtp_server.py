@@ -1,7 +1,8 @@
 """A real SMTP server (aiosmtpd) on 127.0.0.1 for transport and outbox tests.
 
 STARTTLS or implicit TLS with a certificate for 127.0.0.1 from a throwaway `trustme` CA, optional
-AUTH, scripted refusals (421, 451, 550, ...) at RCPT or DATA, a connection dropped at the next MAIL
+AUTH (LOGIN only if asked, as Exchange Online), scripted refusals (421, 451, 550, ...) at AUTH, RCPT
+or DATA, a connection dropped at the next MAIL
 (a server that closed an idle session), and stop/start on the same port to play a server that goes
 down and comes back. The server runs in its own thread (aiosmtpd's Controller),
 so it answers while the test's event loop awaits the client.
@@ -57,12 +58,21 @@ class _Handler:
         self._lock = threading.Lock()
         self._messages: list[ReceivedMail] = []
         self._failures: dict[Stage, deque[int]] = {"RCPT": deque(), "DATA": deque()}
+        self._login_failures: deque[str] = deque()  # whole replies, e.g. "454 4.7.0 ..."
         self._mail_script: deque[bool] = deque()  # per coming MAIL command: drop the connection?
         self._data_answer_delay = 0.0  # seconds between taking a message and saying so
 
     def fail_next(self, code: int, count: int, stage: Stage) -> None:
         with self._lock:
             self._failures[stage].extend([code] * count)
+
+    def fail_next_login(self, reply: str, count: int) -> None:
+        with self._lock:
+            self._login_failures.extend([reply] * count)
+
+    def take_login_failure(self) -> str | None:
+        with self._lock:
+            return self._login_failures.popleft() if self._login_failures else None
 
     def drop_next(self, count: int, after: int) -> None:
         with self._lock:
@@ -150,6 +160,7 @@ class SmtpTestServer:
         ca: trustme.CA,
         ca_path: Path,
         cert_names: tuple[str, ...] = (HOST, "localhost"),
+        login_only: bool = False,
     ) -> None:
         if auth is not None and tls == "none":
             raise ValueError("aiosmtpd refuses AUTH without TLS; use starttls or implicit with auth")
@@ -158,6 +169,7 @@ class SmtpTestServer:
         self.auth = auth
         self.ca_path = ca_path
         self.port = free_port()
+        self._login_only = login_only
         self._handler = _Handler(require_auth=auth is not None)
         self._server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert(*cert_names).configure_cert(self._server_context)
@@ -176,6 +188,10 @@ class SmtpTestServer:
     def fail_next(self, code: int, count: int = 1, *, stage: Stage = "DATA") -> None:
         """Answer the next `count` RCPT or DATA commands with `code` instead of accepting."""
         self._handler.fail_next(code, count, stage)
+
+    def fail_next_login(self, reply: str, count: int = 1) -> None:
+        """Answer the next `count` AUTH attempts with `reply` (a whole line: code and text), right password or not."""
+        self._handler.fail_next_login(reply, count)
 
     def drop_next(self, count: int = 1, *, after: int = 0) -> None:
         """Close the connection, without a reply, at `count` MAIL commands after the next `after` ones."""
@@ -210,6 +226,8 @@ class SmtpTestServer:
         if self.auth is not None:
             # With implicit TLS the whole session is encrypted, but aiosmtpd would not offer AUTH.
             parameters.update(authenticator=self._authenticate, auth_require_tls=self.tls != "implicit")
+            if self._login_only:  # one mechanism: a client cannot try another after a refusal
+                parameters.update(auth_exclude_mechanism=["PLAIN"])
         controller = Controller(
             self._handler,
             hostname=HOST,
@@ -253,6 +271,9 @@ class SmtpTestServer:
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
+        failure = self._handler.take_login_failure()
+        if failure is not None:
+            return AuthResult(success=False, handled=False, message=failure)
         expected = self.auth
         if (
             expected is not None
@@ -278,16 +299,20 @@ def smtp_server(
     auth: tuple[str, str] | None = None,
     *,
     cert_names: tuple[str, ...] = (HOST, "localhost"),
+    login_only: bool = False,
 ) -> Iterator[SmtpTestServer]:
     """A started server with its own CA (written to a temporary `ca_path`); stopped on exit.
 
     `cert_names` are the names in the server certificate; give others to test a name mismatch.
+    `login_only` offers AUTH LOGIN alone (not PLAIN too).
     """
     with tempfile.TemporaryDirectory(prefix="smtp-test-") as folder:
         ca = trustme.CA()
         ca_path = Path(folder) / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_path))
-        server = SmtpTestServer(tls=tls, auth=auth, ca=ca, ca_path=ca_path, cert_names=cert_names)
+        server = SmtpTestServer(
+            tls=tls, auth=auth, ca=ca, ca_path=ca_path, cert_names=cert_names, login_only=login_only
+        )
         server.start()
         try:
             yield server

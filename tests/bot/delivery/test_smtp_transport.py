@@ -114,6 +114,27 @@ async def test_missing_login_is_permanent(sample: SampleReferral) -> None:
     assert "530" in error.reason  # aiosmtpd: authentication required, at MAIL FROM
 
 
+# RFC 4954: 454 is a temporary authentication failure (Postfix when its SASL backend is down);
+# Exchange Online answers 454 4.7.0 or 421 4.7.x when its directory lookup fails.
+@pytest.mark.parametrize(
+    "reply", ["454 4.7.0 Temporary authentication failure", "421 4.7.0 Try again later, closing connection"]
+)
+async def test_a_temporary_reply_to_login_is_transient_and_the_next_try_logs_in(
+    sample: SampleReferral, reply: str
+) -> None:
+    with smtp_server(tls="starttls", auth=AUTH, login_only=True) as server:
+        transport = SmtpTransport(server.settings())
+        server.fail_next_login(reply)
+        error = await _refusal(transport, sample.message)
+        await transport.send(sample.message)
+
+        (mail,) = server.messages
+    assert error.transient is True, error.reason
+    assert error.reason.startswith(f"SMTP {reply[:3]} from server to login (AUTH)")
+    assert mail.login == AUTH[0]
+    _assert_reason_is_clean(error, sample)
+
+
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])
 async def test_untrusted_server_certificate_is_permanent(sample: SampleReferral, tls: str) -> None:
     with smtp_server(tls=tls) as server:  # type: ignore[arg-type]
