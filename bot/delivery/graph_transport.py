@@ -28,7 +28,6 @@ from urllib.parse import quote
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ClientAuthenticationError
 
 from bot.delivery.mail_message import OutgoingMail
 from bot.delivery.mail_transport import MailDeliveryError
@@ -141,17 +140,19 @@ class GraphMailTransport:
             raise MailDeliveryError(f"Graph not reachable ({type(error).__name__})", transient=True) from error
 
     async def _token(self) -> str:
-        """Bounded: a credential probing an unreachable identity endpoint may otherwise wait minutes."""
+        """Bounded (an unreachable identity endpoint may otherwise take minutes), and never a refusal.
+
+        azure-identity raises ClientAuthenticationError also when the identity endpoint answers
+        503/429/500 or is not listening yet (a new instance): Graph never saw the mail, so it is
+        retried, up to the horizon. A real misconfiguration shows in `python -m bot check` and the log.
+        """
         try:
             async with asyncio.timeout(self._timeout):
                 access = await self._credential.get_token(GRAPH_SCOPE)
-        except ClientAuthenticationError as error:
-            # Includes CredentialUnavailableError: no identity configured. Needs a fix, not a retry.
-            raise MailDeliveryError(f"no Graph token ({type(error).__name__})", transient=False) from error
         except TimeoutError as error:
             reason = "no Graph token: the identity endpoint did not answer in time"
             raise MailDeliveryError(reason, transient=True) from error
-        except Exception as error:  # network trouble and throttling at the identity endpoint
+        except Exception as error:  # the type only: azure-identity's message names endpoints and ids
             raise MailDeliveryError(f"no Graph token ({type(error).__name__})", transient=True) from error
         return access.token
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from azure.core.credentials import AccessToken
 from azure.keyvault.secrets._shared import http_challenge_cache
@@ -194,8 +195,32 @@ class ManagedIdentityStandIn:
     issued: list[str] = field(default_factory=list)
 
 
-#: Awaited with each token before the endpoint hands it out (a server that must accept it).
+#: Awaited with each token before the endpoint hands it out (a server that must accept it, or an
+#: `aiohttp.web.HTTPException` raised: the endpoint's 503, 429, ...).
 TokenHook = Callable[[str], Awaitable[None]]
+
+#: What azure-identity reads besides IDENTITY_ENDPOINT/IDENTITY_HEADER: the test machine's values would win.
+_OTHER_AZURE_VARIABLES = (
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_USERNAME",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_TOKEN_CREDENTIALS",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IMDS_ENDPOINT",
+    "IDENTITY_SERVER_THUMBPRINT",
+)
+
+
+def use_managed_identity(monkeypatch: pytest.MonkeyPatch, endpoint: str, header: str) -> None:
+    """Make `DefaultAzureCredential` ask this App Service identity endpoint alone; build the credential after."""
+    for name in _OTHER_AZURE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", header)
 
 
 @asynccontextmanager

@@ -13,14 +13,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from azure.core.credentials import AccessToken
 from azure.identity import CredentialUnavailableError
-from azure.identity.aio import ManagedIdentityCredential
+from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
 from bot.delivery.graph_transport import GRAPH_SCOPE, GraphMailTransport
 from bot.delivery.mail_message import OutgoingMail
 from bot.delivery.mail_transport import MailDeliveryError, MailTransport
-from tests.support import sevenzip
+from tests.support import keyvault_standin, sevenzip
 from tests.support.graph_standin import GraphStandIn, StaticTokenCredential, graph_standin, managed_identity_standin
 from tests.support.sample_referral import ZIP_PASSWORD, SampleReferral, sample_referral
 from tests.support.smtp_server import free_port
@@ -246,14 +247,41 @@ class _HangingCredential(StaticTokenCredential):
         raise AssertionError("unreachable")
 
 
-async def test_no_credential_is_permanent(graph: GraphStandIn, sample: SampleReferral) -> None:
+async def test_no_credential_is_transient_and_named(graph: GraphStandIn, sample: SampleReferral) -> None:
+    """Retried up to the horizon like any token failure; `python -m bot check` and the log name it."""
     async with _UnavailableCredential() as unavailable:
         transport = GraphMailTransport(unavailable, sender=graph.sender, base_url=graph.base_url, ca_file=graph.ca_path)
         error = await _refusal(transport, sample)
 
-    assert error.transient is False
-    assert "CredentialUnavailableError" in error.reason
+    assert error.transient is True
+    assert error.reason == "no Graph token (CredentialUnavailableError)"
     assert graph.requests == []
+
+
+@pytest.mark.parametrize("listening", [True, False], ids=["503", "not listening"])
+async def test_an_identity_endpoint_outage_is_transient(
+    graph: GraphStandIn, sample: SampleReferral, monkeypatch: pytest.MonkeyPatch, listening: bool
+) -> None:
+    """App Service's identity endpoint failing (a platform hiccup, a new instance's first seconds):
+    azure-identity raises ClientAuthenticationError, but Graph never refused the mail."""
+
+    async def unavailable(token: str) -> None:
+        raise web.HTTPServiceUnavailable()
+
+    async with keyvault_standin.managed_identity_standin(token=graph.token, on_issue=unavailable) as identity:
+        endpoint = identity.endpoint if listening else f"http://127.0.0.1:{free_port()}/msi/token"
+        keyvault_standin.use_managed_identity(monkeypatch, endpoint, identity.header)
+        async with DefaultAzureCredential() as default:  # as bot/wiring.py builds it
+            transport = GraphMailTransport(default, sender=graph.sender, base_url=graph.base_url, ca_file=graph.ca_path)
+            try:
+                error = await _refusal(transport, sample)
+            finally:
+                await transport.close()
+
+    assert len(identity.requests) == (4 if listening else 0)  # azure-identity's own retries
+    assert graph.requests == []
+    assert error.transient is True, error.reason
+    assert error.reason == "no Graph token (ClientAuthenticationError)"  # not its message: endpoints, ids
 
 
 async def test_a_hanging_identity_endpoint_is_bounded(graph: GraphStandIn, sample: SampleReferral) -> None:

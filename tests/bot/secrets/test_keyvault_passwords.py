@@ -26,6 +26,7 @@ from tests.support.keyvault_standin import (
     StaticTokenCredential,
     keyvault_standin,
     managed_identity_standin,
+    use_managed_identity,
 )
 
 SECRET = "zip-password-kg-ocmw-gent"
@@ -314,23 +315,8 @@ async def test_close_closes_the_credential_too(make_provider: ProviderFactory) -
 async def test_default_credential_uses_the_managed_identity_endpoint(
     monkeypatch: pytest.MonkeyPatch, clock: ManualClock, client_id: str | None
 ) -> None:
-    for name in (
-        "AZURE_CLIENT_ID",
-        "AZURE_CLIENT_SECRET",
-        "AZURE_TENANT_ID",
-        "AZURE_CLIENT_CERTIFICATE_PATH",
-        "AZURE_USERNAME",
-        "AZURE_FEDERATED_TOKEN_FILE",
-        "AZURE_TOKEN_CREDENTIALS",
-        "MSI_ENDPOINT",
-        "MSI_SECRET",
-        "IMDS_ENDPOINT",
-        "IDENTITY_SERVER_THUMBPRINT",
-    ):
-        monkeypatch.delenv(name, raising=False)
     async with managed_identity_standin() as identity, keyvault_standin(token=identity.token) as vault:
-        monkeypatch.setenv("IDENTITY_ENDPOINT", identity.endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", identity.header)
+        use_managed_identity(monkeypatch, identity.endpoint, identity.header)
         version = vault.set_secret(SECRET, PASSWORD)
         credential = default_credential(client_id)  # after the environment is set: it is read when built
         client = create_secret_client(
