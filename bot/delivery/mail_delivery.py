@@ -62,6 +62,8 @@ ROOM_WAIT_SECONDS = 1.0
 #: While waiting for room, how often the outbox is counted again (a lane of another instance may
 #: have taken the mail; this instance's own lanes say so at once).
 ROOM_RECHECK_SECONDS = 0.1
+#: Backoff doublings that count: enough to take a first wait of a microsecond past the longest timedelta.
+_MOST_DOUBLINGS = 128
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -74,13 +76,18 @@ class RetryPolicy:
     lease: dt.timedelta = dt.timedelta(minutes=2)
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> dt.timedelta:
-        """Wait before attempt `attempt + 1`: half to all of the doubled step, never below Retry-After."""
-        factor: int = 2 ** max(0, attempt - 1)
-        step = min(self.maximum, self.initial * factor)
+        """Wait before attempt `attempt + 1`: half to all of the doubled step, never below Retry-After.
+
+        In float seconds, the doublings capped before they multiply: a relay that says "later" for
+        hours reaches attempts whose `2 ** attempt` no longer fits a timedelta (nor, later, a float).
+        """
+        maximum = self.maximum.total_seconds()
+        doublings = min(max(0, attempt - 1), _MOST_DOUBLINGS)
+        step = min(maximum, self.initial.total_seconds() * 2.0**doublings)
         wait = step * rng.uniform(0.5, 1.0)
         if retry_after is not None:
-            wait = max(wait, dt.timedelta(seconds=min(retry_after, self.maximum.total_seconds())))
-        return wait
+            wait = max(wait, min(retry_after, maximum))
+        return dt.timedelta(seconds=wait)
 
 
 class DeliveryWorker:

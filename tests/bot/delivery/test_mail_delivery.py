@@ -168,6 +168,42 @@ def test_backoff_doubles_with_jitter_and_honours_retry_after() -> None:
     assert policy.delay(1, 10**6, rng).total_seconds() <= 600
 
 
+@pytest.mark.parametrize(
+    ("initial", "maximum"),
+    [(30, 3600), (30, 300), (3600, 3600), (3600, 60), (2, 600)],
+    ids=["mail defaults", "every 5 minutes", "first wait an hour", "first wait past the cap", "Teams defaults"],
+)
+def test_backoff_holds_at_its_cap_however_long_the_outage(initial: int, maximum: int) -> None:
+    """The doubling used to come before the cap: `initial * 2 ** 42` no longer fits a timedelta."""
+    policy = RetryPolicy(dt.timedelta(seconds=initial), dt.timedelta(seconds=maximum), dt.timedelta(hours=24))
+    rng = random.Random(3)
+    for attempt in [*range(1, 200), 1_000, 10**6]:
+        wait = policy.delay(attempt, None, rng).total_seconds()
+        assert 0 < wait <= maximum, (attempt, wait)
+        if attempt > 30:  # long past the cap: half to all of it
+            assert maximum / 2 <= wait, (attempt, wait)
+    assert policy.delay(10**6, 10**9, rng).total_seconds() == maximum, "Retry-After, capped"
+
+
+async def test_a_mail_after_many_attempts_is_rescheduled_at_the_longest_wait(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, clock: ManualClock
+) -> None:
+    """Attempt 60 within the horizon (a relay saying 'later' every 5 minutes for hours) is one more retry."""
+    reference = await _send(bot, referrer)
+    with sqlite3.connect(settings.database_path) as db:
+        db.execute("UPDATE outbox SET attempts = 59")
+    _block_outbox_with_a_full_disk(settings, reference)
+
+    await bot.deliver()  # raised OverflowError, leaving the row 'sending' until its lease ran out
+
+    with sqlite3.connect(settings.database_path) as db:
+        [(state, attempts, next_attempt_at)] = db.execute(
+            "SELECT state, attempts, next_attempt_at FROM outbox").fetchall()
+    assert (state, attempts) == ("queued", 60)
+    wait = from_text(next_attempt_at) - clock.now()
+    assert settings.delivery.maximum / 2 <= wait <= settings.delivery.maximum
+
+
 class _SlowRelay:
     """A relay that takes 60 % of a lease (on the bot's clock) for each mail of the first worker.
 
