@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -307,6 +308,10 @@ class KeyVaultZipPasswordProvider:
         except ResourceNotFoundError:
             raise ZipPasswordError(f"Key Vault secret '{name}' does not exist", transient=False) from None
         except ClientAuthenticationError as error:
+            if not _answered_by_the_vault(error, self._client.vault_url):
+                # The credential got no token (the identity endpoint's 503/429, or not listening yet):
+                # the vault has not said no. One that stays so shows in the log, `check` and `/readyz`.
+                raise _Retry(f"no token for the vault: {type(error).__name__}") from None
             raise ZipPasswordError(
                 f"Key Vault secret '{name}': access denied ({_describe(error)})", transient=False
             ) from None
@@ -352,6 +357,12 @@ def _to_password(name: str, secret: KeyVaultSecret) -> ZipPassword:
     if not version:
         raise ZipPasswordError(f"Key Vault secret '{name}' came back without a version")
     return ZipPassword(value=check_password(secret.value, name), version=version)
+
+
+def _answered_by_the_vault(error: HttpResponseError, vault_url: str) -> bool:
+    """Whether the vault sent this answer: a credential's error has none, or the identity endpoint's."""
+    url = getattr(getattr(error.response, "request", None), "url", None)
+    return isinstance(url, str) and urlsplit(url).netloc.lower() == urlsplit(vault_url).netloc.lower()
 
 
 def _describe(error: HttpResponseError) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from azure.identity.aio import ManagedIdentityCredential
 
 from bot.core.protocols import DataSharingProtocol, Party
 from bot.secrets.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client, default_credential
@@ -28,6 +31,7 @@ from tests.support.keyvault_standin import (
     managed_identity_standin,
     use_managed_identity,
 )
+from tests.support.smtp_server import free_port
 
 SECRET = "zip-password-kg-ocmw-gent"
 PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
@@ -211,6 +215,47 @@ async def test_a_token_the_vault_rejects_is_access_denied(
 
     assert "access denied" in str(raised.value) and raised.value.transient is False
     assert sleep.delays == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "listening", "chained"),
+    [
+        (web.HTTPServiceUnavailable, True, True),
+        (web.HTTPServiceUnavailable, False, True),
+        (web.HTTPForbidden, True, False),
+    ],
+    ids=["503", "not listening", "its own 403, in ManagedIdentityCredential's error"],
+)
+async def test_no_token_from_the_identity_endpoint_is_retried_not_access_denied(
+    monkeypatch: pytest.MonkeyPatch,
+    vault: KeyVaultStandIn,
+    make_provider: ProviderFactory,
+    sleep: RecordingSleep,
+    failure: type[web.HTTPException],
+    listening: bool,
+    chained: bool,
+) -> None:
+    """App Service's identity endpoint failing (a platform hiccup, a container's first seconds):
+    azure-identity raises ClientAuthenticationError, but the vault never said no. The referrer should
+    read "probeer zo opnieuw", not "tell the functional administrator"."""
+    vault.set_secret(SECRET, PASSWORD)
+
+    async def unavailable(token: str) -> None:
+        raise failure()
+
+    async with managed_identity_standin(on_issue=unavailable) as identity:
+        endpoint = identity.endpoint if listening else f"http://127.0.0.1:{free_port()}/msi/token"
+        use_managed_identity(monkeypatch, endpoint, identity.header)
+        credential = default_credential(None) if chained else ManagedIdentityCredential()  # wiring: the first
+        provider = make_provider(credential=credential, attempts=2)
+        with pytest.raises(ZipPasswordError) as raised:
+            await provider.password_for(protocol())
+
+    assert vault.authenticated == [], "the vault never saw a token, let alone refused one"
+    assert raised.value.transient is True, str(raised.value)
+    assert "access denied" not in str(raised.value)
+    assert re.search(r"\(no token for the vault: \w+Error\)$", str(raised.value)), str(raised.value)
+    assert len(sleep.delays) == 1, "the provider's own retries apply"
 
 
 @pytest.mark.parametrize(("retry_after", "expected_delay"), [("7", 7.0), ("120", 30.0)], ids=["honoured", "capped"])
