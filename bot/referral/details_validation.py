@@ -19,8 +19,10 @@ from bot.core.referral_values import DETAIL_FIELDS, FIELD_MAX_LENGTHS, ITEM_FIEL
 
 MAX_LENGTHS = FIELD_MAX_LENGTHS
 _REQUIRED = ("firstName", "lastName", "street", "houseNumber", "postalCode", "municipality")
-# Letters (any script), combining marks, spaces, apostrophes, hyphens and dots: "D'Hondt", "Van der Berg-Öz".
-_NAME_PATTERN = re.compile(r"^[^\W\d_](?:[^\W\d_]|[\s'’.\-])*$")
+# A letter (any script) with the combining marks NFC leaves on it when there is no single code point: Yoruba ẹ́.
+_LETTER = r"[^\W\d_][\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]*"
+# Letters, spaces, apostrophes, hyphens and dots: "D'Hondt", "Van der Berg-Öz".
+_NAME_PATTERN = re.compile(rf"^{_LETTER}(?:{_LETTER}|[\s'’.\-])*$")
 # Starts with a number; then letters, digits and the usual separators: "12", "12B", "12 bus 3", "12/3".
 _HOUSE_NUMBER_PATTERN = re.compile(r"^[0-9]{1,5}[0-9A-Za-z ./,-]*$")
 _POSTAL_CODE_PATTERN = re.compile(r"^[1-9][0-9]{3}$")
@@ -54,11 +56,15 @@ class DetailsValidation:
 
 
 def typed_values(data: Mapping[str, object]) -> dict[str, str]:
-    """The eight known inputs as strings, trimmed; unknown keys and non-strings are dropped."""
+    """The eight known inputs as strings, trimmed; unknown keys and non-strings are dropped.
+
+    Each in NFC: a Mac keyboard or a PDF sends ë as e + U+0308, and the checks, the review card, the
+    package and a correction must all see the one spelling.
+    """
     values: dict[str, str] = {}
     for field in DETAIL_FIELDS:
         raw = data.get(field)
-        values[field] = raw.strip() if isinstance(raw, str) else ""
+        values[field] = unicodedata.normalize("NFC", raw).strip() if isinstance(raw, str) else ""
     return values
 
 

@@ -11,6 +11,7 @@ import email
 import email.policy
 import json
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,17 @@ async def test_letters_in_a_phone_number_are_named_as_such(bot: BotDriver, refer
 
     error = error_under(card, "phone") or ""
     assert "cijfers" in error and "bestaat niet" not in error, error
+
+
+@pytest.mark.parametrize("name", ["Zoë", "François", "Hüseyin", "Nguyễn"])
+async def test_a_name_typed_in_decomposed_form_is_accepted_and_shown_composed(
+    bot: BotDriver, referrer: TeamsUser, name: str
+) -> None:
+    """macOS, iOS and text pasted from a PDF send e + U+0308 instead of ë: the same name, a valid one."""
+    decomposed = unicodedata.normalize("NFD", name)
+    assert decomposed != name
+
+    card = await details_answer(bot, referrer, {**CLIENT_FORM, "firstName": decomposed})
+
+    assert "referral.send" in actions(card), attention_texts(card)
+    assert name in texts(card) and decomposed not in texts(card), "the review card shows one spelling"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from bot.config import Settings
@@ -135,3 +137,29 @@ def test_a_corrected_address_gets_the_protocols_spelling_too() -> None:
     address = {"street": "Dorp", "houseNumber": "1", "postalCode": "9170", "municipality": "de klinge"}
     result = validate_item("address", address, PROTOCOL)
     assert result.values is not None and result.values["municipality"] == "De Klinge"
+
+
+def nfd(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
+@pytest.mark.parametrize("name", ["Zoë", "François"])
+def test_a_corrected_name_in_decomposed_form_is_accepted_composed(name: str) -> None:
+    result = validate_item("name", {"firstName": nfd(name), "lastName": "Peeters"}, PROTOCOL)
+    assert result.errors == {}, result.errors
+    assert result.values is not None and result.values["firstName"] == name
+
+
+def test_a_street_in_decomposed_form_is_stored_composed() -> None:
+    """The package holds one spelling, whichever keyboard typed it (the OCMW searches its files for it)."""
+    details = validate_details({**VALID, "street": nfd("Rue Élisée")}, PROTOCOL).details
+    assert details is not None
+    assert details.street == "Rue Élisée", ascii(details.street)
+
+
+def test_a_letter_with_no_composed_form_keeps_its_combining_mark() -> None:
+    """Yoruba ẹ́ (e, dot below, acute) has no single code point: NFC leaves a combining mark."""
+    name = unicodedata.normalize("NFC", "S\u0323e\u0323\u0301gun")
+    assert any(unicodedata.combining(char) for char in name)
+    details = validate_details({**VALID, "firstName": name}, PROTOCOL).details
+    assert details is not None and details.first_name == name
