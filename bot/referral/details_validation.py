@@ -21,8 +21,9 @@ MAX_LENGTHS = FIELD_MAX_LENGTHS
 _REQUIRED = ("firstName", "lastName", "street", "houseNumber", "postalCode", "municipality")
 # A letter (any script) with the combining marks NFC leaves on it when there is no single code point: Yoruba ẹ́.
 _LETTER = r"[^\W\d_][\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]*"
-# Letters, spaces, apostrophes, hyphens and dots: "D'Hondt", "Van der Berg-Öz".
-_NAME_PATTERN = re.compile(rf"^{_LETTER}(?:{_LETTER}|[\s'’.\-])*$")
+# Letters, spaces, apostrophes, hyphens and dots: "D'Hondt", "Van der Berg-Öz"; a letter first, or the
+# Dutch particle 't or 's and a space: "'t Hart", "’s Jacob".
+_NAME_PATTERN = re.compile(rf"^(?:['’][tsTS]\s+)?{_LETTER}(?:{_LETTER}|[\s'’.\-])*$")
 # Starts with a number; then letters, digits and the usual separators: "12", "12B", "12 bus 3", "12/3".
 _HOUSE_NUMBER_PATTERN = re.compile(r"^[0-9]{1,5}[0-9A-Za-z ./,-]*$")
 _POSTAL_CODE_PATTERN = re.compile(r"^[1-9][0-9]{3}$")

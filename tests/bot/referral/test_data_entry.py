@@ -177,3 +177,14 @@ async def test_a_name_typed_in_decomposed_form_is_accepted_and_shown_composed(
 
     assert "referral.send" in actions(card), attention_texts(card)
     assert name in texts(card) and decomposed not in texts(card), "the review card shows one spelling"
+
+
+@pytest.mark.parametrize("last_name", ["'t Hart", "’t Hooft", "'s Jacob"])
+async def test_a_family_name_starting_with_an_apostrophe_is_accepted(
+    bot: BotDriver, referrer: TeamsUser, last_name: str
+) -> None:
+    """Dutch names start with 't or 's; Sint-Gillis-Waas borders the Netherlands. The error says
+    apostrophes are allowed, so a referrer refused would not know what to change."""
+    card = await details_answer(bot, referrer, {**CLIENT_FORM, "lastName": last_name})
+
+    assert "referral.send" in actions(card), attention_texts(card)

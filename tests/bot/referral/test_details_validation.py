@@ -48,6 +48,12 @@ def test_international_numbers_are_accepted() -> None:
         ("lastName", "Jan\r\nBcc: x@example.org", "control_characters"),
         ("firstName", "R2D2", "name_characters"),
         ("firstName", "<script>", "name_characters"),
+        ("lastName", "'", "name_characters"),
+        ("lastName", "'t", "name_characters"),
+        ("lastName", "'t 12", "name_characters"),
+        ("lastName", "' Hart", "name_characters"),
+        ("lastName", "'x Hart", "name_characters"),
+        ("lastName", "-t Hart", "name_characters"),
         ("houseNumber", "twaalf", "house_number_format"),
         ("postalCode", "917", "postal_code_format"),
         ("postalCode", "0917", "postal_code_format"),
@@ -163,3 +169,11 @@ def test_a_letter_with_no_composed_form_keeps_its_combining_mark() -> None:
     assert any(unicodedata.combining(char) for char in name)
     details = validate_details({**VALID, "firstName": name}, PROTOCOL).details
     assert details is not None and details.first_name == name
+
+
+@pytest.mark.parametrize(("typed", "stored"), [("'t Hart", "'t Hart"), ("’t  Hooft", "’t Hooft"),
+                                               ("'s Jacob", "'s Jacob"), ("'T HART", "'T HART"),
+                                               ("Van 't Hof", "Van 't Hof")])
+def test_a_family_name_may_start_with_t_or_s_after_an_apostrophe(typed: str, stored: str) -> None:
+    details = validate_details({**VALID, "lastName": typed}, PROTOCOL).details
+    assert details is not None and details.last_name == stored
