@@ -164,6 +164,8 @@ def _checked_phone(value: str, errors: dict[str, FieldError]) -> str | None:
     """
     if not value:
         return None
+    # Outlook signatures and web pages space a number with no-break spaces (U+00A0, U+202F).
+    value = "".join(" " if char.isspace() else char for char in value)
     if not _PHONE_CHARACTERS.match(value):
         errors["phone"] = FieldError("phone_characters")
         return None

@@ -188,3 +188,13 @@ async def test_a_family_name_starting_with_an_apostrophe_is_accepted(
     card = await details_answer(bot, referrer, {**CLIENT_FORM, "lastName": last_name})
 
     assert "referral.send" in actions(card), attention_texts(card)
+
+
+@pytest.mark.parametrize("space", ["\u00a0", "\u202f"])
+async def test_a_phone_number_pasted_with_no_break_spaces_is_accepted(
+    bot: BotDriver, referrer: TeamsUser, space: str
+) -> None:
+    """Outlook signatures and web pages write 0470 98 76 54 with no-break spaces; the card shows plain spaces."""
+    card = await details_answer(bot, referrer, {**CLIENT_FORM, "phone": space.join(["0470", "98", "76", "54"])})
+
+    assert "referral.send" in actions(card), attention_texts(card)

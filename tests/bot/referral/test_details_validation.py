@@ -177,3 +177,9 @@ def test_a_letter_with_no_composed_form_keeps_its_combining_mark() -> None:
 def test_a_family_name_may_start_with_t_or_s_after_an_apostrophe(typed: str, stored: str) -> None:
     details = validate_details({**VALID, "lastName": typed}, PROTOCOL).details
     assert details is not None and details.last_name == stored
+
+
+@pytest.mark.parametrize("space", ["\u00a0", "\u202f", "\u2009", "\u3000"])
+def test_any_unicode_space_in_a_phone_number_counts_as_a_space(space: str) -> None:
+    details = validate_details({**VALID, "phone": f"+32{space}470{space}12{space}34{space}56"}, PROTOCOL).details
+    assert details is not None and details.phone == "+32470123456"
