@@ -156,13 +156,14 @@ def _local_iso(moment: dt.datetime) -> str:
     return moment.astimezone(_BRUSSELS).isoformat(timespec="seconds")
 
 
-def _national_phone(e164: str) -> str | None:
-    """The number as a Belgian reads it aloud (0470 12 34 56), or None when it does not parse."""
+def _dialled_from_belgium(e164: str) -> str | None:
+    """The number as the OCMW worker dials it: 0470 12 34 56, or 00 33 6 12 34 56 78 for a French one
+    (its own national form, 06 12 34 56 78, is a wrong number from Belgium); None when it does not parse."""
     try:
         number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
         return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return phonenumbers.format_out_of_country_calling_number(number, "BE")
 
 
 def _yes_no(value: bool) -> str:
@@ -174,8 +175,8 @@ def _render_text(contents: ReferralPackageContents) -> bytes:
     protocol, client, consent = contents.protocol, contents.client, contents.consent
     phone = _NOT_GIVEN
     if client.phone:
-        national = _national_phone(client.phone)
-        phone = f"{client.phone} ({national})" if national else client.phone
+        dialled = _dialled_from_belgium(client.phone)
+        phone = f"{client.phone} ({dialled})" if dialled else client.phone
     lines = [
         f"Doorverwijzing naar {protocol.recipient.organisation}",
         "",

@@ -142,6 +142,26 @@ def test_text_says_when_phone_or_email_were_not_given(
     assert "E-mailadres:        niet opgegeven\r\n" in text
 
 
+@pytest.mark.parametrize(("phone", "dialled", "misleading"), [
+    ("+3292101010", "09 210 10 10", None),
+    ("+33612345678", "00 33 6 12 34 56 78", "06 12 34 56 78"),
+    ("+212612345678", "00 212 6 12 34 56 78", "06 12 34 56 78"),
+    ("+31612345678", "00 31 6 12345678", "06 12345678"),
+])
+def test_text_writes_the_phone_number_as_dialled_from_belgium(
+    contents: ReferralPackageContents, client: ClientDetails, phone: str, dialled: str, misleading: str | None
+) -> None:
+    """A foreign number's own national form (06 12 34 56 78 for a French mobile) is a wrong number when a
+    Belgian OCMW worker dials it: the text gives the number as dialled from Belgium."""
+    foreign = dataclasses.replace(contents, client=dataclasses.replace(client, phone=phone))
+
+    text = _render_text(foreign).decode("utf-8")
+
+    line = next(line for line in text.split("\r\n") if line.startswith("Telefoonnummer:"))
+    assert line == f"Telefoonnummer:     {phone} ({dialled})"
+    assert misleading is None or f"({misleading})" not in line
+
+
 def test_text_uses_the_field_names_of_the_cards_and_claims_only_what_the_referrer_confirmed(
     contents: ReferralPackageContents,
 ) -> None:
