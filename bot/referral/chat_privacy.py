@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import unicodedata
 
 from bot.logging_setup import redact
 
@@ -59,8 +60,11 @@ _MANY_CAPITALISED = 3
 
 
 def looks_like_client_data(text: str) -> bool:
-    """True when the chat message `text` seems to hold a family's name, address, phone, e-mail or number."""
-    plain = _REFERENCE.sub(" ", _MENTION.sub(" ", text))
+    """True when the chat message `text` seems to hold a family's name, address, phone, e-mail or number.
+
+    Read in NFC: a Mac keyboard sends ë as e + U+0308, which would split "Zoë" into two words.
+    """
+    plain = _REFERENCE.sub(" ", _MENTION.sub(" ", unicodedata.normalize("NFC", text)))
     return (
         redact(plain) != plain
         or _NATIONAL_NUMBER.search(plain) is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 
 import pytest
 from hypothesis import given
@@ -66,6 +67,13 @@ def test_names_addresses_phone_numbers_and_e_mail_addresses_are_recognised(messa
 @pytest.mark.parametrize("message", ORDINARY_MESSAGES)
 def test_ordinary_messages_references_dates_and_the_bots_own_words_are_not(message: str) -> None:
     assert not looks_like_client_data(message)
+
+
+@pytest.mark.parametrize("message", ["Zoë Öztürk", "Ik zag vandaag Zoë Öztürk", "Émile Dubois"])
+def test_a_message_typed_in_decomposed_form_is_recognised_like_its_composed_form(message: str) -> None:
+    """A Mac keyboard sends ë as e + U+0308: the same name, which must not slip past the warning."""
+    assert looks_like_client_data(message), "the composed form is recognised"
+    assert looks_like_client_data(unicodedata.normalize("NFD", message))
 
 
 @given(st.text(max_size=300))
