@@ -11,6 +11,7 @@ import os
 import sqlite3
 import stat
 import struct
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,17 @@ from bot.config import Settings
 from bot.secrets.draft_cipher import DraftCipher
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
-from tests.support.card_reading import texts
+from tests.support.card_reading import actions, draft_id_of, texts
 from tests.support.clock import ManualClock
 from tests.support.data_folder import left_in_folder
-from tests.support.referral_flow import CLIENT_VALUES, reach_review
+from tests.support.referral_flow import (
+    CLIENT_FORM,
+    CLIENT_VALUES,
+    CONSENT_ALL,
+    PROTOCOL_ID,
+    open_consent,
+    reach_review,
+)
 
 
 def _leaks(haystack: bytes) -> list[str]:
@@ -66,6 +74,33 @@ async def test_after_the_end_no_client_value_is_kept_or_logged(
     assert caplog.records, "the run did log something"
     posted = bot.connector.sent_activities()
     assert _leaks(str(posted).encode()) == [], "no message in the chat carries client data"
+
+
+async def test_a_refused_data_card_leaves_no_client_value_in_logs_or_storage(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The unhappy path: a card refused (with a name in NFD and a phone with no-break spaces), then cancelled."""
+    caplog.set_level(logging.DEBUG)
+    typed = {"firstName": unicodedata.normalize("NFD", "Zoëlle"), "postalCode": "9100",
+             "municipality": "Sint-Niklaasje", "phone": "0470\u00a098\u00a076\u00a054"}
+    values = [*CLIENT_VALUES, "Sint-Niklaasje", "98\u00a076", "470987654"]
+    values += [unicodedata.normalize("NFD", value) for value in values]
+
+    def leaks(blob: bytes) -> list[str]:
+        return [value for value in values for encoding in ("utf-8", "utf-16-le") if value.encode(encoding) in blob]
+
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    await bot.act(referrer, "referral.consent", {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL})
+    card = await bot.act(referrer, "referral.details", {"draftId": draft_id, **CLIENT_FORM, **typed})
+    assert "referral.details" in actions(card), "refused"
+    await bot.act_confirmed(referrer, "referral.cancel", {"draftId": draft_id})
+    await bot.deliver()
+
+    assert await left_in_folder(settings.data_dir, lambda _, content: leaks(content)) == {}
+    log_text = "\n".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
+    assert "data card refused" in log_text, "the run did log the refusal"
+    assert leaks(log_text.encode()) == []
+    assert leaks(str(bot.connector.sent_activities()).encode()) == []
 
 
 async def test_the_mail_carries_client_data_only_inside_the_zip(
