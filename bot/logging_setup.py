@@ -42,11 +42,11 @@ _PHONE = re.compile(
     r"""
     (?<![\w.+/\\-])
     (?:
-        (?:\+|00)[ \u00a0]?\(?[1-9]\d{0,2}\)?          # country code
-        (?:[ \u00a0./-]?\(\d{1,4}\))?                    # (0) or an area code in brackets
-        (?:[ \u00a0./-]?\d){6,12}
-      | \(0[1-9]\d{0,3}\)(?:[ \u00a0./-]?\d){5,9}      # national, area code in brackets
-      | 0[1-9](?:[ \u00a0./-]?\d){7,9}                  # national: trunk 0, 9 to 11 digits
+        (?:\+|00)[ \u00a0\u2007\u2009\u202f]?\(?[1-9]\d{0,2}\)?          # country code
+        (?:[ \u00a0\u2007\u2009\u202f./-]?\(\d{1,4}\))?                  # (0) or an area code in brackets
+        (?:[ \u00a0\u2007\u2009\u202f./-]?\d){6,12}
+      | \(0[1-9]\d{0,3}\)(?:[ \u00a0\u2007\u2009\u202f./-]?\d){5,9}      # national, area code in brackets
+      | 0[1-9](?:[ \u00a0\u2007\u2009\u202f./-]?\d){7,9}                 # national: trunk 0, 9 to 11 digits
     )
     (?![\w:]|[.\-/]\d)
     """,

@@ -23,6 +23,7 @@ LOOKS_LIKE_CLIENT_DATA = [
     "sofie.peeters@example.be",
     "mail naar s.peeters+kg@telenet.be aub",
     "0470 12 34 56",
+    "0470\u202f12\u202f34\u202f56",  # narrow no-break spaces, pasted from a web page
     "bel +32 470 12 34 56 aub",
     "03/123.45.67",
     "Kerkstraat 12",
