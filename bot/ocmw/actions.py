@@ -145,13 +145,16 @@ class OcmwService:
         if protocol is None:
             return cards.text(actor.lang, "link_invalid")
         async with self._db.transaction():
+            before = await self._links.for_protocol(protocol_id)
             if not (await self._links.link(code, link, now)):
                 return cards.text(actor.lang, "link_invalid")
             await self._register.append(at=now, event=RegisterEvent.LINK_CREATED, actor_id=actor.user_id,
                                   actor_name=actor.display_name, protocol_id=protocol_id,
                                   detail=f"conversation {link.conversation_id[:80]}")
-            for referral in await self._referrals.in_state(ReferralState.SENT):
-                if referral.protocol_id == protocol_id and not (await self._messages.has_slot(_card_slot(referral))):
+            if before is None or before.conversation_id != link.conversation_id:
+                # Only the linked channel may act, so it needs a card for every referral it still has to act
+                # on: those delivered before it was linked (a withdrawal recorded meanwhile too) or elsewhere.
+                for referral in await self._referrals.open_for_protocol(protocol_id):
                     await self.queue_referral_card(referral, now)
         logger.info("OCMW conversation linked", extra={"protocol_id": protocol_id})
         return cards.text(actor.lang, "link_done", ocmw=protocol.recipient.organisation)

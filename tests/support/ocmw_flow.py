@@ -16,10 +16,11 @@ def ocmw_worker() -> TeamsUser:
 
 
 async def link(bot: BotDriver, worker: TeamsUser) -> None:
-    """Link the worker's channel to the sample protocol with a fresh code."""
+    """Link the worker's channel to the sample protocol with a fresh code (the channel then gets the cards
+    of the referrals it still has to act on, after the answer)."""
     code = await bot.services.links.new_code(PROTOCOL_ID, bot.services.worker._clock.now())
-    [reply] = await bot.say(worker, f"<at>Veilig doorverwijzen</at> koppel {code}")
-    assert "Gekoppeld" in reply["text"]
+    answer, *_ = await bot.say(worker, f"<at>Veilig doorverwijzen</at> koppel {code}")
+    assert "Gekoppeld" in answer["text"]
 
 
 async def referred_and_delivered(bot: BotDriver, referrer: TeamsUser) -> tuple[str, str]:

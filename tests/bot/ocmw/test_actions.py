@@ -801,3 +801,56 @@ async def test_a_family_is_not_closed_while_a_correction_of_it_is_being_sent(
         await bot.act(user, verb, {"reference": reference, "confirmed": "true"})  # a minute later: as usual
         assert (await bot.services.referrals.get(reference)).state == closed  # type: ignore[union-attr]
         assert (await bot.services.referrals.get(version)).state == closed, "the version that arrived goes with it"
+
+
+# --- linking: the channel gets a card for every referral it still has to act on -------------------------
+
+NEW_CHANNEL = "19:ocmw-nieuw-kanaal@thread.tacv2"
+
+
+def _cards_in(bot: BotDriver, channel: str) -> list[dict[str, Any]]:
+    return [call.body["attachments"][0]["content"] for call in bot.connector.calls
+            if call.method == "POST" and call.path.startswith(f"/v3/conversations/{channel}/")
+            and call.body.get("attachments")]
+
+
+async def test_a_channel_linked_in_place_of_another_gets_a_card_for_each_open_referral(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    """Only the linked channel may act: after a move the old cards are refused, so the new channel needs its own."""
+    await link(bot, ocmw_worker)
+    waiting, old_card_id = await referred_and_delivered(bot, referrer)
+    acknowledged, worker = await send_and_deliver(bot, referrer)
+    await bot.act(worker, "ack.receive", {"reference": acknowledged})
+
+    new_worker = TeamsUser("aad-ocmw-9", "Nina Nieuw", NEW_CHANNEL, channel=True)
+    code = await bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    [asked] = await bot.say(new_worker, f"koppel {code}")  # it is linked elsewhere: asked once more
+    assert "link.confirm" in actions(asked["attachments"][0]["content"])
+    await bot.act(new_worker, "link.confirm", {"code": code})
+    await bot.settle()
+    assert "gesprek van het OCMW" in await bot.banner(ocmw_worker.in_thread(old_card_id), "ack.receive",
+                                                      {"reference": waiting})
+    moved = {reference: actions(card) for card in _cards_in(bot, NEW_CHANNEL)
+             for reference in (waiting, acknowledged) if reference in texts(card)}
+    assert moved.keys() == {waiting, acknowledged}, "a card in the new channel for each"
+    assert moved[waiting]["ack.receive"] == {"reference": waiting}
+    assert "referral.outcome" in moved[acknowledged] and "ack.receive" not in moved[acknowledged]
+    await bot.act(new_worker, "ack.receive", {"reference": waiting})
+    assert (await bot.services.referrals.get(waiting)).state == "received"  # type: ignore[union-attr]
+
+
+async def test_a_withdrawal_recorded_before_the_channel_was_linked_gets_its_deletion_card(
+    bot: BotDriver, referrer: TeamsUser, colleague: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    """Delivered to the mailbox before the OCMW linked its channel, then the parents withdrew consent: the
+    OCMW must still be able to confirm it deleted the data."""
+    draft_id, _ = await reach_review(bot, referrer)
+    reference = (await bot.services.drafts.get(draft_id)).reference  # type: ignore[union-attr]
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    await bot.deliver()
+    await bot.act_confirmed(colleague, "consent.withdraw", {"reference": reference})
+    await link(bot, ocmw_worker)
+    await bot.settle()
+    [card] = [card for card in _cards_in(bot, CHANNEL) if reference in texts(card)]
+    assert actions(card)["referral.deleted"] == {"reference": reference}
