@@ -25,7 +25,7 @@ import cards
 from bot.clock import Clock
 from bot.core.metrics import Metrics
 from bot.core.protocols import ProtocolRegistry
-from bot.core.referral_values import DATA_CATEGORIES, ITEM_CATEGORIES
+from bot.core.referral_values import DATA_CATEGORIES, ITEM_CATEGORIES, UNVERSIONED_CONSENT_TEXT
 from bot.core.sent_referrals import ReferralState, ReferralStore, SentReferral
 from bot.delivery.chat_messages import MessageContent
 from bot.delivery.failure_causes import mail_failure_cause
@@ -352,8 +352,10 @@ class DeliveryWorker:
         protocol = self._registry.get(referral.protocol_id)
         recipient = referral.recipient or (recipient_of(protocol) if protocol is not None
                                            else self._registry.recipient_name(referral.protocol_id))
+        # Queued before referrals recorded it: confirmed under the texts a consent without a version means.
+        consent_version = referral.consent_version or UNVERSIONED_CONSENT_TEXT
         await self._append(referral, RegisterEvent.DELIVERED, detail, data_categories=categories,
-                     recipient=recipient, consent_version=referral.consent_version)
+                     recipient=recipient, consent_version=consent_version)
 
     async def _tell_referrer(self, referral: SentReferral, *, delivered_at: dt.datetime | None) -> None:
         """Queue the referrer's card, updated in place, and a short message (inside the caller's transaction)."""

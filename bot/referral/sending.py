@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from bot.clock import Clock
 from bot.core.metrics import Metrics
 from bot.core.protocols import DataSharingProtocol
-from bot.core.referral_values import ITEM_CATEGORIES, ReferralPackageContents, Referrer
+from bot.core.referral_values import ITEM_CATEGORIES, UNVERSIONED_CONSENT_TEXT, ReferralPackageContents, Referrer
 from bot.core.sent_referrals import CLOSED, ReferralState, ReferralStore, SentReferral
 from bot.delivery.mail_message import OutgoingMail, build_referral_mail
 from bot.delivery.mail_outbox import Outbox
@@ -213,7 +213,8 @@ class ReferralSender:
                 parent_reference=original.reference,
                 corrected_item=item,
                 data_categories=ITEM_CATEGORIES[item],
-                consent_version=original.consent_version,  # sent again under the consent the family gave
+                # Sent again under the consent the family gave (queued before versions were recorded: those texts).
+                consent_version=original.consent_version or UNVERSIONED_CONSENT_TEXT,
             )
             await self._commit(record, message, protocol, referrer, now)
         self._metrics.referral_sent(protocol.id, "correction")

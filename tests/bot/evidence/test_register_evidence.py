@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from bot.config import Settings
-from bot.core.referral_values import LEGAL_BASIS, PURPOSE, RECIPIENT_CATEGORY, ConsentRecord
+from bot.core.referral_values import LEGAL_BASIS, PURPOSE, RECIPIENT_CATEGORY, UNVERSIONED_CONSENT_TEXT, ConsentRecord
 from bot.evidence.register import DELIVERY_ACTOR_ID, DELIVERY_ACTOR_NAME, ProblemKind
 from bot.referral import dialogue
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver
 from tests.support.card_reading import texts
-from tests.support.ocmw_flow import confirm_deletion, correct_phone, link, send_and_deliver
+from tests.support.ocmw_flow import confirm_deletion, correct_phone, link, ocmw_worker, send_and_deliver
 from tests.support.referral_flow import CLIENT_FORM, CLIENT_VALUES, MAILBOX, PROTOCOL_ID, reach_review
 
 CONSENT_VERSION = "toestemming-2026-12"
@@ -179,3 +179,19 @@ async def test_a_referral_queued_before_categories_were_recorded_says_so_when_de
     delivered = _by_event(_rows(settings, reference))["delivered"]
     assert (delivered["data_categories"], delivered["recipient"]) == (ALL_FOUR, RECIPIENT)
     assert "categories not recorded when it was queued: the protocol's maximum" in delivered["detail"]
+    # The consent texts it was confirmed under: those a consent stored without a version means (as for drafts).
+    assert delivered["consent_version"] == UNVERSIONED_CONSENT_TEXT
+
+
+async def test_a_correction_of_a_referral_queued_before_consent_versions_names_those_texts(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings
+) -> None:
+    await link(bot, ocmw_worker())
+    reference, worker = await send_and_deliver(bot, referrer)
+    with sqlite3.connect(settings.database_path) as db:  # as the previous version left it
+        db.execute("UPDATE referrals SET consent_version = '' WHERE reference = ?", (reference,))
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    version = await correct_phone(bot, referrer, worker, reference)
+    entries = _by_event(_rows(settings, version))
+    assert {event: entries[event]["consent_version"] for event in ("package_built", "queued", "delivered")} == \
+        dict.fromkeys(("package_built", "queued", "delivered"), UNVERSIONED_CONSENT_TEXT)
