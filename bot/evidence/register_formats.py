@@ -12,9 +12,13 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def export_csv(rows: list[dict[str, str]]) -> str:
-    """RFC 4180 CSV with a header row of `EXPORT_COLUMNS`; formula-like cells defused."""
+    """CSV with a header row of `EXPORT_COLUMNS`, separated by ';'; formula-like cells defused.
+
+    ';' because a double-clicked .csv opens in Excel with the Windows list separator, ';' in nl-BE:
+    with ',' every column landed in column A. Otherwise RFC 4180 (quoting, CRLF).
+    """
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\r\n")
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, delimiter=";", lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({column: _defuse(value) for column, value in row.items()})

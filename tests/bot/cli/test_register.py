@@ -113,7 +113,7 @@ async def test_export_csv_to_stdout(
     argv = ("register", "export", "--from", "2026-11-28", "--to", "2026-11-28", "--format", "csv")
     assert await _run(settings, *argv) == 0
     out = capsys.readouterr().out
-    rows = list(csv.DictReader(io.StringIO(out, newline="")))
+    rows = list(csv.DictReader(io.StringIO(out, newline=""), delimiter=";"))  # Excel's list separator in nl-BE
     assert rows and list(rows[0]) == list(EXPORT_COLUMNS)
     assert [row["seq"] for row in rows] == ["2", "3", "4"]
     assert rows[0]["actor_name"] == "Zoë Dewaele-D'Hondt"
@@ -147,7 +147,9 @@ async def test_export_csv_file_opens_in_excel_with_accents(
                 str(target)) == 0
     raw = target.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf"), "UTF-8 BOM, or Excel shows mojibake"
-    [row] = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+    [row] = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline=""), delimiter=";"))
+    assert raw.decode("utf-8-sig").split("\r\n")[0].split(";") == list(EXPORT_COLUMNS), (
+        "a Belgian Excel splits a double-clicked CSV at its list separator ';': with ',' every column was in A")
     assert (row["seq"], row["actor_name"]) == ("5", "Zoë Dewaele-D'Hondt")
 
 
@@ -155,7 +157,7 @@ async def test_export_of_an_empty_period_has_only_the_header(
     settings: Settings, filled: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert await _run(settings, "register", "export", "--from", "2027-01-01", "--to", "2027-01-31") == 0
-    assert capsys.readouterr().out == ",".join(EXPORT_COLUMNS) + "\r\n"
+    assert capsys.readouterr().out == ";".join(EXPORT_COLUMNS) + "\r\n"
 
 
 async def test_export_refuses_a_reversed_period(

@@ -126,7 +126,7 @@ async def test_a_dpo_gets_the_summary_and_downloads_the_protocols_register_once(
     assert headers["Content-Disposition"] == f'attachment; filename="verwerkingsregister-{PROTOCOL_ID}-20261128.csv"'
     assert headers["Cache-Control"] == "no-store"
     assert body.startswith(b"\xef\xbb\xbf"), "Excel reads UTF-8 with the BOM"
-    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"), newline="")))
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"), newline=""), delimiter=";"))  # nl-BE Excel
     assert list(rows[0]) == list(EXPORT_COLUMNS)
     assert {row["protocol_id"] for row in rows} == {PROTOCOL_ID}
     assert [row["event"] for row in rows] == ["referral_started", "consent_confirmed", "package_built", "queued",
