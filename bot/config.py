@@ -313,7 +313,8 @@ class Settings:
             referrers=ReferrerPolicy(
                 tenant_ids=reader.id_set("REFERRER_TENANT_IDS"),
                 object_ids=reader.id_set("REFERRER_OBJECT_IDS"),
-                team_or_channel_ids=frozenset(reader.text("REFERRER_TEAM_OR_CHANNEL_IDS", "").split(",")) - {""},
+                team_or_channel_ids=frozenset(part.strip() for part in reader.text(
+                    "REFERRER_TEAM_OR_CHANNEL_IDS", "").split(",")) - {""},
             ),
             membership=MembershipConfig(
                 base_url=_graph_base_url(reader),

@@ -219,6 +219,12 @@ def test_ocmw_tenant_ids_must_be_guids() -> None:
     assert settings.ocmw_channels.tenant_ids == {"0c3c0c3c-0000-4000-8000-000000000002"}
 
 
+def test_team_or_channel_ids_are_read_without_the_spaces_around_them() -> None:
+    """A space after a comma ("19:a@thread.tacv2, 19:b@thread.tacv2") made that id match no conversation."""
+    settings = Settings.from_mapping({"REFERRER_TEAM_OR_CHANNEL_IDS": " 19:a@thread.tacv2, 19:b@thread.tacv2 ,"})
+    assert settings.referrers.team_or_channel_ids == {"19:a@thread.tacv2", "19:b@thread.tacv2"}
+
+
 def test_the_public_base_url_is_an_https_address_without_a_trailing_slash() -> None:
     assert Settings.from_mapping({}).public_base_url == ""
     settings = Settings.from_mapping({"PUBLIC_BASE_URL": "https://veilig-doorverwijzen.azurewebsites.net/"})
