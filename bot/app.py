@@ -196,6 +196,7 @@ def create_app(
         register=register,
         sender=sender,
         messages=messages,
+        referrers=referrers,
         clock=clock,
         timezone=settings.timezone,
     )
@@ -215,6 +216,7 @@ def create_app(
         timezone=settings.timezone,
         channels=settings.ocmw_channels,
         refusals=refusals,
+        referrers=referrers,
         after_deletion=residue.data_deleted,
     )
     worker = DeliveryWorker(

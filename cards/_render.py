@@ -75,6 +75,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "not_listed": (),
         "membership_unavailable": (),
         "no_longer_listed": ("ocmw",),
+        "not_listed_for_team": ("team", "ocmw"),
         "unknown_action": (),
         "malformed_action": (),
         "send_failed": ("reference",),
@@ -111,6 +112,7 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
         "correction_withdrawn",
         "correction_not_sent",
         "being_sent",
+        "not_listed_for_team",
     }
 )
 #: Problems of a send that did not happen: their card can offer to send the same draft again.

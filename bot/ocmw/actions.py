@@ -34,10 +34,11 @@ from bot.delivery.chat_messages import MessageContent
 from bot.delivery.mail_outbox import Outbox
 from bot.delivery.message_outbox import MessageOutbox
 from bot.evidence.register import ProcessingRegister, RegisterEvent
-from bot.ocmw.corrections import CorrectionService
+from bot.ocmw.corrections import CorrectionService, referrer_refusal
 from bot.ocmw.links import OcmwLink, OcmwLinks, base_conversation_id, display_code
 from bot.ocmw.refusal_bursts import RefusalBursts
 from bot.referral.dialogue import Actor, Answer, Banner, Card, Reply
+from bot.referral.referrers import ReferrerAccess
 from bot.storage.database import Database
 
 logger = logging.getLogger(__name__)
@@ -79,10 +80,12 @@ class OcmwService:
         timezone: ZoneInfo,
         channels: OcmwChannelPolicy,
         refusals: RefusalBursts,
+        referrers: ReferrerAccess,
         after_deletion: Callable[[SentReferral], Awaitable[None]] | None = None,
     ) -> None:
         """`after_deletion` runs once a deletion is committed (the outbox folder's copies go)."""
         self._channels = channels
+        self._referrers = referrers
         self._refusals = refusals
         self._after_deletion = after_deletion
         self._db = db
@@ -274,15 +277,18 @@ class OcmwService:
     async def withdraw_consent(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """A Kind en Gezin colleague records that the parents withdrew consent, for the family's every version.
 
-        Any referrer allowed under the protocol may record it (the parents may tell whoever they see),
-        after a confirmation; the register names who recorded it, the OCMW is asked to delete, the
-        original referrer is told when it was someone else. A version still queued is not sent.
+        Any referrer allowed under the protocol now, of any of its teams, may record it (the parents
+        may tell whoever they see at Kind en Gezin; `referrer_refusal`), after a confirmation; the
+        register names who recorded it, the OCMW is asked to delete, the original referrer is told
+        when it was someone else. A version still queued is not sent.
         """
         reference = data.get("reference")
         found = await self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
         if found is None:
             return _banner(actor, "referral_unknown", reference=str(reference)[:40])
         referral = await self._family_root(found)
+        if refused := await referrer_refusal(self._referrers, self._registry, actor, referral, team=None):
+            return refused
         if referral.state == ReferralState.CONSENT_WITHDRAWN:
             return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                             reference=referral.reference))

@@ -1,7 +1,9 @@
 """Article 7: the OCMW reports an item wrong, the referrer corrects exactly that item.
 
 The correction goes out as a new version of the same referral (`VD-...-2`) carrying only the
-corrected item, encrypted like the first package and notified like it.
+corrected item, encrypted like the first package and notified like it. It is a new transfer named as
+the referral's sending team, so only who may send as that team under the protocol now may begin or
+send one (`referrer_refusal`, the rule the referral's send applies).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bot.delivery.message_outbox import MessageOutbox
 from bot.evidence.register import ProcessingRegister, RegisterEvent
 from bot.referral.details_validation import validate_item
 from bot.referral.dialogue import Actor, Answer, Banner, Card
+from bot.referral.referrers import MembershipUnavailable, ReferrerAccess
 from bot.referral.sending import (
     AlreadySent,
     FamilyClosed,
@@ -52,10 +55,12 @@ class CorrectionService:
         register: ProcessingRegister,
         sender: ReferralSender,
         messages: MessageOutbox,
+        referrers: ReferrerAccess,
         clock: Clock,
         timezone: ZoneInfo,
     ) -> None:
         self._tz = timezone
+        self._referrers = referrers
         self._db = db
         self._referrals = referrals
         self._registry = registry
@@ -91,8 +96,9 @@ class CorrectionService:
     async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """correction.submit and correction.later from a correction card; correction.start and .open to begin one.
 
-        Any Kind en Gezin colleague allowed to refer may send it (the router checks that): a correction
-        does not wait for the one referrer. Errors are banners: the card stays, with what was typed.
+        Any Kind en Gezin colleague who may refer as the referral's team under its protocol may send it
+        (`referrer_refusal`): a correction does not wait for the one referrer. Errors are banners: the
+        card stays, with what was typed.
         """
         if verb in (cards.VERB_CORRECTION_START, cards.VERB_CORRECTION_OPEN):
             return await self._own_initiative(actor, verb, data)
@@ -103,6 +109,8 @@ class CorrectionService:
         original = None if row is None else await self._referrals.get(str(row["reference"]))
         if row is None or original is None:
             return _banner(actor, "correction_unknown")
+        if refused := await self._unlisted(actor, original):
+            return refused
         if row["new_reference"] is not None:
             return _banner(actor, "correction_done", reference=str(row["new_reference"]))
         if original.state in CLOSED:
@@ -163,6 +171,8 @@ class CorrectionService:
         if found is None:
             return _banner(actor, "referral_unknown", reference=str(reference)[:40])
         original = await self._referrals.get(found.root) or found
+        if refused := await self._unlisted(actor, original):
+            return refused
         if original.state in CLOSED or original.state == ReferralState.QUEUED:
             return _banner(actor, _closed_problem(original) if original.state in CLOSED else "action_not_possible_now",
                            reference=original.reference)
@@ -185,6 +195,10 @@ class CorrectionService:
                                   detail=f"item: {item}; on Kind en Gezin's own initiative")
         logger.info("correction opened on Kind en Gezin's own initiative", extra={"reference": original.reference})
         return self._request_card(actor.lang, correction_id, original, str(item), {}, {}, own=True)
+
+    async def _unlisted(self, actor: Actor, original: SentReferral) -> Banner | None:
+        """The refusal when `actor` may not send as the referral's team (the correction is named so); else None."""
+        return await referrer_refusal(self._referrers, self._registry, actor, original, team=original.sender_team)
 
     async def report_superfluous(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
         """The OCMW says an item was not needed (article 7): registered, and the referrer told; nothing is resent."""
@@ -225,6 +239,36 @@ class CorrectionService:
             errors=errors,
             own_initiative=own,
         )
+
+
+async def referrer_refusal(
+    referrers: ReferrerAccess,
+    registry: ProtocolRegistry,
+    actor: Actor,
+    referral: SentReferral,
+    *,
+    team: str | None,
+) -> Banner | None:
+    """None when `actor` may act as a referrer on `referral` under its protocol now; else the banner that refuses.
+
+    `ReferrerAccess.confirm`, as at the referral's send: with `team`, the user must belong to that
+    very entry of the protocol file; without, to any. A protocol no longer loaded lists nobody. When
+    the directory cannot answer, nobody is let through on a guess: "probeer zo opnieuw".
+    """
+    protocol = registry.get(referral.protocol_id)
+    extra = {"reference": referral.reference, "protocol_id": referral.protocol_id, "user_id": actor.user_id[:64]}
+    try:
+        confirmed = None if protocol is None else await referrers.confirm(actor.user_id, protocol, team)
+    except MembershipUnavailable as error:
+        logger.warning("referrer's teams could not be checked: %s", error.reason, extra=extra)
+        return _banner(actor, "membership_unavailable")
+    if confirmed is not None:
+        return None
+    why = "the protocol is not loaded" if protocol is None else \
+        f"the protocol does not list this user{'' if team is None else ' in the referral team'}"
+    logger.warning("referrer action refused: %s", why, extra=extra)
+    return _banner(actor, "not_listed") if team is None else \
+        _banner(actor, "not_listed_for_team", team=team, ocmw=registry.recipient_name(referral.protocol_id))
 
 
 def _closed_problem(original: SentReferral) -> str:

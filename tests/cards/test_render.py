@@ -117,7 +117,8 @@ CARDS: dict[str, tuple[CardFactory, set[str]]] = {
         {cards.VERB_START, cards.VERB_SEND},
     ),
 }
-PROBLEM_PARAMS = {"reference": REFERENCE, "ocmw": RECIPIENT, "recipient": RECIPIENT}
+PROBLEM_PARAMS = {"reference": REFERENCE, "ocmw": RECIPIENT, "recipient": RECIPIENT,
+                  "team": "Kind en Gezin team Beveren"}
 
 
 def _problem_factory(problem: str) -> CardFactory:

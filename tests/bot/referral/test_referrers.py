@@ -53,6 +53,7 @@ SHIPPED = Settings().protocols_dir / "sint-gillis-waas.toml"
 LISTED = "5c0ffee0-0000-4000-8000-00000000a001"  # listed by object id in the first entry
 MEMBER = "5c0ffee0-0000-4000-8000-00000000a002"  # in the second entry's group or team, says Graph
 STRANGER = "5c0ffee0-0000-4000-8000-00000000a003"  # in no entry, in no group
+COLLEAGUE = "5c0ffee0-0000-4000-8000-00000000a004"  # in the second entry's team too, when a test says so
 GROUP = "6a7b8c9d-0000-4000-8000-0000000000b1"
 TEAM = "6a7b8c9d-0000-4000-8000-0000000000c1"
 TEAM_BY_OBJECT = "Kind en Gezin team Sint-Niklaas"
@@ -371,6 +372,98 @@ async def test_a_correction_names_the_team_of_the_referral_it_corrects(
     message = mailed(listed_settings, corrected)
     assert TEAM_BY_OBJECT in message["Subject"]
     assert f"Van: {TEAM_BY_OBJECT}" in package_files(message, tmp_path / "c")["correctie.txt"]
+
+
+def corrections_by(settings: Settings, user_id: str) -> int:
+    with sqlite3.connect(settings.database_path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM corrections WHERE requested_by_id = :id",
+                              {"id": user_id}).fetchone()[0])
+
+
+async def test_someone_no_protocol_lists_can_neither_correct_a_referral_nor_withdraw_its_consent(
+    bot: BotDriver, listed_settings: Settings
+) -> None:
+    """A correction is a new transfer of the family's data, named as the referral's team; a withdrawal asks
+    the OCMW to delete it. A tenant user on no list knowing the reference is refused both, clicked or typed."""
+    await link(bot, ocmw_worker())
+    referrer = user(LISTED)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    opened = await bot.act(referrer, "correction.open", {"reference": reference, "item": "phone"})
+    correction_id = actions(opened)["correction.submit"]["correctionId"]
+    stranger = user(STRANGER, "Otto Elders")
+
+    corrections = [
+        await bot.banner(stranger, "correction.start", {"reference": reference}),
+        await bot.banner(stranger, "correction.open", {"reference": reference, "item": "phone"}),
+        await bot.banner(stranger, "correction.submit", {"correctionId": correction_id, "phone": "0470 99 88 77"}),
+        (await bot.say(stranger, f"verbeter {reference}"))[0]["text"],
+    ]
+    withdrawals = [
+        await bot.banner(stranger, "consent.withdraw", {"reference": reference}),
+        await bot.banner(stranger, "consent.withdraw", {"reference": reference, "confirmed": "true"}),
+        (await bot.say(stranger, f"intrekken {reference}"))[0]["text"],
+    ]
+
+    for refusal in corrections:
+        assert refusal.startswith(problem_title("not_listed_for_team", team=TEAM_BY_OBJECT)), refusal
+    for refusal in withdrawals:
+        assert refusal.startswith(problem_title("not_listed")), refusal
+    assert await bot.deliver() == 0 and await bot.services.referrals.get(f"{reference}-2") is None
+    assert (await bot.services.referrals.get(reference)).state == "sent"  # type: ignore[union-attr]
+    assert corrections_by(listed_settings, STRANGER) == 0
+
+
+async def test_a_correction_is_for_its_referrals_team_a_withdrawal_for_any_team_of_the_protocol(
+    bot: BotDriver, graph: GraphStandIn, listed_settings: Settings, tmp_path: Path
+) -> None:
+    """A colleague of the same team sends the correction (named as that team); one of another team listed
+    under the same protocol may not send it, but may record the withdrawal the parents told them."""
+    graph.memberships[MEMBER] = {GROUP}
+    graph.memberships[COLLEAGUE] = {TEAM}
+    await link(bot, ocmw_worker())
+    by_group, _ = await referred_and_delivered(bot, user(MEMBER))
+    by_object, _ = await referred_and_delivered(bot, user(LISTED))
+    colleague = user(COLLEAGUE, "Carla Collega")
+
+    opened = await bot.act(colleague, "correction.open", {"reference": by_group, "item": "phone"})
+    queued = await bot.act(colleague, "correction.submit", {
+        "correctionId": actions(opened)["correction.submit"]["correctionId"], "phone": "0470 99 88 77"})
+    assert f"{by_group}-2" in texts(queued) and await bot.deliver() == 1
+    message = mailed(listed_settings, f"{by_group}-2")
+    assert f"Van: {TEAM_BY_GROUP}" in package_files(message, tmp_path / "c")["correctie.txt"]
+
+    refused = await bot.banner(colleague, "correction.open", {"reference": by_object, "item": "phone"})
+    assert refused.startswith(problem_title("not_listed_for_team", team=TEAM_BY_OBJECT))
+    assert TEAM_BY_OBJECT in refused and "OCMW Sint-Gillis-Waas" in refused
+    await bot.act_confirmed(colleague, "consent.withdraw", {"reference": by_object})
+    assert (await bot.services.referrals.get(by_object)).state == "consent_withdrawn"  # type: ignore[union-attr]
+
+
+async def test_a_colleague_taken_off_the_list_cannot_correct_and_graph_down_asks_to_try_again(
+    bot: BotDriver, graph: GraphStandIn, clock: ManualClock
+) -> None:
+    graph.memberships[MEMBER] = {GROUP}
+    member = user(MEMBER)
+    await link(bot, ocmw_worker())
+    reference, _ = await referred_and_delivered(bot, member)
+    opened = await bot.act(member, "correction.open", {"reference": reference, "item": "phone"})
+    submit = {"correctionId": actions(opened)["correction.submit"]["correctionId"], "phone": "0470 99 88 77"}
+    clock.advance(CACHE + dt.timedelta(seconds=1))  # the kept answer runs out
+
+    graph.answer_next(503, count=2)  # one lookup for each click: a failure is not kept
+    down = [await bot.banner(member, "correction.submit", submit),
+            await bot.banner(member, "consent.withdraw", {"reference": reference, "confirmed": "true"})]
+    graph.memberships[MEMBER] = set()  # the team lead takes the user out of the group
+    clock.advance(CACHE + dt.timedelta(seconds=1))
+    taken_off = await bot.banner(member, "correction.submit", submit)
+    withdrawal = await bot.banner(member, "consent.withdraw", {"reference": reference, "confirmed": "true"})
+
+    for banner in down:
+        assert banner.startswith(problem_title("membership_unavailable")) and "probeer" in banner.lower(), banner
+    assert taken_off.startswith(problem_title("not_listed_for_team", team=TEAM_BY_GROUP))
+    assert withdrawal.startswith(problem_title("not_listed"))
+    assert await bot.deliver() == 0 and await bot.services.referrals.get(f"{reference}-2") is None
+    assert (await bot.services.referrals.get(reference)).state == "sent"  # type: ignore[union-attr]
 
 
 async def test_first_match_object_ids_first_then_groups_in_file_order(
