@@ -370,7 +370,14 @@ def problem_banner(lang: Language, problem: str, **params: str) -> str:
 
 
 def format_time(at: dt.datetime) -> str:
-    """A (local) time as every card shows it: 02/03/2026 14:05."""
+    """A local time as every card shows it: 02/03/2026 14:05.
+
+    Refuses a naive time and one still in `dt.UTC` (the clock's and the store's), so a caller that forgot
+    `.astimezone(tz)` fails in its tests instead of showing a time an hour or two off. A deployment whose
+    local zone is UTC passes `ZoneInfo("UTC")`, which is not `dt.UTC`.
+    """
+    if at.tzinfo is None or at.tzinfo is dt.UTC:
+        raise CardError(f"a card shows local time: convert {at.isoformat()} with .astimezone(tz) first")
     return at.strftime(_TIME_FORMAT)
 
 

@@ -161,7 +161,7 @@ class CorrectionService:
             return _banner(actor, problem, reference=original.reference)
         return cards.correction_queued_card(actor.lang, reference=queued.reference, corrected_item=item,
                                             recipient=protocol.recipient.organisation,
-                                            queued_at=queued.queued_at)
+                                            queued_at=queued.queued_at.astimezone(self._tz))
 
     async def _own_initiative(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """Kind en Gezin corrects an item without the OCMW asking (article 7): which item, then the usual card."""

@@ -624,6 +624,16 @@ def test_queued_card(lang: cards.Language) -> None:
     assert cards.text(lang, "queued.next") in serialized(card)
 
 
+@pytest.mark.parametrize("at", [WHEN.replace(tzinfo=None), WHEN.astimezone(dt.UTC)], ids=["naive", "utc"])
+def test_a_card_refuses_a_time_not_converted_to_local(at: dt.datetime) -> None:
+    """Every card shows local time: a stored (UTC) or naive time passed unconverted is a caller's bug, not 1 h off."""
+    with pytest.raises(cards.CardError, match="local time"):
+        cards.queued_card("nl", reference=REFERENCE, recipient=RECIPIENT, mailbox=MAILBOX, queued_at=at)
+    with pytest.raises(cards.CardError, match="local time"):
+        cards.correction_queued_card("nl", reference=REFERENCE, corrected_item="phone", recipient=RECIPIENT,
+                                     queued_at=at)
+
+
 def test_cancelled_card_shows_the_reference_only_when_given() -> None:
     assert REFERENCE in serialized(cards.cancelled_card("nl", reference=REFERENCE))
     assert all(e["type"] != "FactSet" for e in cards.cancelled_card("nl")["body"])

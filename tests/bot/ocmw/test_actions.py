@@ -330,6 +330,7 @@ async def test_a_correction_round_trip(
 
     queued = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
     assert f"{reference}-2" in texts(queued) and "470112233" not in texts(queued)
+    assert "28/11/2026 10:00" in texts(queued), "queued at 09:00 UTC, shown in Brussels time like every card"
     await bot.deliver()
 
     emls = sorted(settings.outbox_dir.glob("*.eml"))
@@ -590,7 +591,7 @@ async def test_kind_en_gezin_corrects_an_item_on_its_own_initiative(
     queued = await bot.act(referrer, "correction.submit", {
         "correctionId": actions(request)["correction.submit"]["correctionId"],
         "street": "Kerkstraat", "houseNumber": "3", "postalCode": "9170", "municipality": "De Klinge"})
-    assert f"{reference}-2" in texts(queued)
+    assert f"{reference}-2" in texts(queued) and "28/11/2026 10:00" in texts(queued), "Brussels time, not UTC"
     assert any("own initiative" in detail for detail in _details(bot, reference))
     [typed] = await bot.say(colleague, f"verbeter {reference}")
     assert input_ids(typed["attachments"][0]["content"]) == ["item"], "a colleague can start one too"
