@@ -491,7 +491,8 @@ class ReferralDialogue:
                      detail=f"referrer no longer listed for '{draft.sender_team or '-'}': nothing sent, data wiped")
         logger.warning("referral stopped at send: the referrer is no longer listed",
                        extra={"reference": draft.reference, "protocol_id": protocol.id, "user_id": actor.user_id[:64]})
-        return cards.problem_card(actor.lang, "no_longer_listed", ocmw=protocol.recipient.organisation)
+        return cards.problem_card(actor.lang, "no_longer_listed", ocmw=protocol.recipient.organisation,
+                                  reference=draft.reference)
 
     async def _protocol_in_force(self, actor: Actor, draft: Draft) -> DataSharingProtocol | Card:
         """The draft's protocol if it is still in force today; else the draft is wiped and a card says so.
@@ -511,7 +512,8 @@ class ReferralDialogue:
                      detail=f"protocol not in force on {self._today().isoformat()}: nothing sent, data wiped")
         logger.info("referral stopped: its protocol is no longer in force",
                     extra={"reference": draft.reference, "protocol_id": draft.protocol_id})
-        return cards.problem_card(actor.lang, "protocol_ended", ocmw=self._registry.recipient_name(draft.protocol_id))
+        return cards.problem_card(actor.lang, "protocol_ended", ocmw=self._registry.recipient_name(draft.protocol_id),
+                                  reference=draft.reference)
 
     async def _record(
         self, draft: Draft, actor: Actor, event: RegisterEvent, protocol_id: str, detail: str = "",
@@ -583,7 +585,7 @@ class ReferralDialogue:
         if draft.state == DraftState.SENDING:  # another click is sending it: starting again would refer twice
             return cards.problem_card(actor.lang, "draft_sending", reference=draft.reference)
         if draft.state == DraftState.CANCELLED:
-            return cards.problem_card(actor.lang, "draft_cancelled")
+            return cards.problem_card(actor.lang, "draft_cancelled", reference=draft.reference)
         if draft.state == DraftState.EXPIRED:
             return cards.problem_card(actor.lang, "draft_expired")
         return cards.problem_card(actor.lang, "step_not_possible")

@@ -67,6 +67,7 @@ async def test_a_protocol_ended_while_the_bot_runs_refuses_the_send_and_wipes_th
 
     assert "Het protocol met OCMW Sint-Gillis-Waas geldt niet meer" in texts(refused)
     assert "Er is niets verstuurd en de ingevulde gegevens zijn gewist" in texts(refused)
+    assert reference in texts(refused), "cancelled by the bot under this reference: the card gives it"
     assert "referral.send" not in actions(refused) and "referral.start" in actions(refused)
     assert not any(value in texts(refused) for value in CLIENT_VALUES)
     assert await bot.deliver() == 0 and await bot.services.outbox.counts() == {} and outbox_files(settings) == []
@@ -79,7 +80,7 @@ async def test_a_protocol_ended_while_the_bot_runs_refuses_the_send_and_wipes_th
     assert (await bot.services.register.events_for(reference))[-1] == "cancelled"
     assert await bot.services.referrals.get(reference) is None
     again = await bot.act(referrer, "referral.send", {"draftId": draft_id})
-    assert "geannuleerd" in texts(again).lower()
+    assert "geannuleerd" in texts(again).lower() and reference in texts(again)
     [start] = await bot.say(referrer, "nieuw")
     assert "Doorverwijzen kan vandaag niet" in texts(start)
 

@@ -321,17 +321,19 @@ async def test_cancel_discards_the_draft_and_sends_nothing(
     bot: BotDriver, referrer: TeamsUser, settings: Settings
 ) -> None:
     draft_id, review = await reach_review(bot, referrer)
+    reference = (await bot.services.drafts.get(draft_id)).reference  # type: ignore[union-attr]
     question = await bot.act(referrer, "referral.cancel", {"draftId": draft_id})
     assert "Zoëlle" not in texts(question), "the question holds the reference, not the data"
     assert actions(question)["referral.view"] == {"draftId": draft_id}
     back = await bot.act(referrer, "referral.view", {"draftId": draft_id})
     assert back == review, "Terug shows the review card as it was"
     card = await bot.act_confirmed(referrer, "referral.cancel", {"draftId": draft_id})
-    assert "Zoëlle" not in texts(card)
+    assert "Zoëlle" not in texts(card) and reference in texts(card)
     assert "referral.start" in actions(card)
     assert outbox_files(settings) == []
     again = await bot.act(referrer, "referral.send", {"draftId": draft_id})
     assert "referral.send" not in actions(again) and outbox_files(settings) == []
+    assert "geannuleerd" in texts(again) and reference in texts(again), "a later click names what was cancelled"
 
 
 async def test_a_replayed_send_is_not_sent_twice(bot: BotDriver, referrer: TeamsUser, settings: Settings) -> None:
