@@ -199,6 +199,7 @@ def create_app(
         referrers=referrers,
         clock=clock,
         timezone=settings.timezone,
+        draft_minutes=drafts.idle_minutes,
     )
     retention = RetentionService(db=db, registry=registry, register=register,
                                  copies=sent_copies(transport), clock=clock, timezone=settings.timezone)
@@ -263,6 +264,7 @@ def create_app(
         referrers=settings.referrers,
         limiter=limiter,
         clock=clock,
+        draft_minutes=drafts.idle_minutes,
         breach=BreachService(db=db, registry=registry, referrals=referrals, links=links,
                              register=register, outbox=outbox, referrers=settings.referrers, clock=clock,
                              timezone=settings.timezone, mail_from=settings.mail_from),
@@ -480,12 +482,12 @@ async def sweep_drafts(drafts: DraftStore, messages: MessageOutbox, clock: Clock
     """Wipe idle drafts and, in the same commit, queue the replacement of their cards in the chat.
 
     The chat may still show a review card with the family's data; it is replaced, so no client data
-    outlives the draft's 30 minutes on screen either.
+    outlives the draft's idle time (DRAFT_TTL_MINUTES) on screen either.
     """
     now = clock.now()
 
     async def replace(card: ShownCard) -> None:
-        expired = cards.problem_card(cards.language_for(card.lang), "draft_expired")
+        expired = cards.problem_card(cards.language_for(card.lang), "draft_expired", minutes=drafts.idle_minutes)
         await messages.update(card.conversation_ref, MessageContent(card=expired), now=now,
                               activity_id=card.activity_id)
 

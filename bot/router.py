@@ -33,6 +33,8 @@ from bot.storage.rate_limits import RateLimit, RateLimiter
 logger = logging.getLogger(__name__)
 #: The problem shown while the database cannot be reached (down, failing over, every connection busy).
 DATABASE_UNAVAILABLE = "database_unavailable"
+#: The problem shown to a user who did too many actions in a short time (their draft is kept).
+RATE_LIMITED = "rate_limited"
 
 _LINK_PREFIXES = ("koppel ", "link ")
 #: Verbs only a referrer (a Kind en Gezin team member) may use.
@@ -67,8 +69,10 @@ class Router:
         referrers: ReferrerPolicy,
         limiter: RateLimiter,
         clock: Clock,
+        draft_minutes: str,
         breach: BreachService,
     ) -> None:
+        self._draft_minutes = draft_minutes
         self._register_exports = register_exports
         self._referrers = referrers
         self._breach = breach
@@ -118,7 +122,7 @@ class Router:
         if command in BREACH_WORDS:  # `datalek`: the breach report card, for whoever may report (bot.oversight.breach)
             refusal = await self._refusal(actor, "breach.start")
             if refusal:
-                return Reply(card=cards.problem_card(actor.lang, refusal))
+                return Reply(card=cards.problem_card(actor.lang, refusal, **self._params(refusal)))
             return await self._breach.on_command(actor)
         word, _, rest = command.partition(" ")
         if word in _REFERENCE_COMMANDS and rest.strip():  # `intrekken VD-...`, `verbeter VD-...`
@@ -138,7 +142,7 @@ class Router:
         if is_start_command(command):
             refusal = await self._refusal(actor, "referral.start")
             if refusal is not None:
-                return Reply(card=cards.problem_card(actor.lang, refusal))
+                return Reply(card=cards.problem_card(actor.lang, refusal, **self._params(refusal)))
         return await self._dialogue.on_text(actor, text)
 
     def welcome(self, actor: Actor) -> Card:
@@ -154,8 +158,9 @@ class Router:
         refusal = await self._refusal(actor, verb)
         if refusal is not None:
             holds_reference = "reference" in data or "correctionId" in data
-            return Banner(cards.problem_banner(actor.lang, refusal)) if holds_reference else \
-                cards.problem_card(actor.lang, refusal)
+            params = self._params(refusal)
+            return Banner(cards.problem_banner(actor.lang, refusal, **params)) if holds_reference else \
+                cards.problem_card(actor.lang, refusal, **params)
         if verb == "link.confirm" and (limited := await self._link_limited(actor)):
             return cards.notice_card(actor.lang, limited)
         if verb in _CORRECTION_VERBS and not is_personal_chat(actor):  # the card asks for the family's data
@@ -175,7 +180,7 @@ class Router:
             return await self._ocmw.on_action(actor, cards.VERB_VIEW, data)
         refusal = await self._refusal(actor, "consent.withdraw")  # a referrer's card: for referrers only
         if refusal is not None:
-            return Banner(cards.problem_banner(actor.lang, refusal))
+            return Banner(cards.problem_banner(actor.lang, refusal, **self._params(refusal)))
         return await self._ocmw.referrer_card(actor, data.get("reference"))
 
     async def _link_limited(self, actor: Actor) -> str | None:
@@ -189,12 +194,16 @@ class Router:
         minutes = str(int(LINK_LIMIT.window.total_seconds() // 60))
         return cards.text(actor.lang, "link_rate_limited", minutes=minutes)
 
+    def _params(self, refusal: str) -> dict[str, str]:
+        """What the refusal's text needs: how long a draft waits, for "too many actions" (it keeps what was entered)."""
+        return {"minutes": self._draft_minutes} if refusal == RATE_LIMITED else {}
+
     async def _refusal(self, actor: Actor, verb: str) -> str | None:
         """The problem (from `cards.PROBLEMS`) that refuses this actor this verb, or None when it may go ahead."""
         kinds = ("actions", "starts") if verb == "referral.start" else ("actions",)
         if not await self._limiter.allow_all(actor.user_id, kinds, self._clock.now()):
             logger.warning("rate limit reached", extra={"verb": verb[:64]})
-            return "rate_limited"
+            return RATE_LIMITED
         if verb in _REFERRER_VERBS and not self._referrers.allows(
             tenant_id=actor.tenant_id, object_id=actor.user_id, team_or_channel_ids=actor.places
         ):

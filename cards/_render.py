@@ -62,7 +62,7 @@ FIELD_ERROR_CODES: Final = (
 PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
         "draft_unknown": (),
-        "draft_expired": (),
+        "draft_expired": ("minutes",),
         "draft_sent": ("reference",),
         "draft_sending": ("reference",),
         "draft_cancelled": ("reference",),
@@ -78,10 +78,10 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "not_listed_for_team": ("team", "ocmw"),
         "unknown_action": (),
         "malformed_action": (),
-        "send_failed": ("reference",),
-        "password_unavailable": ("reference",),
+        "send_failed": ("reference", "minutes"),
+        "password_unavailable": ("reference", "minutes"),
         "not_delivered": ("reference", "recipient"),
-        "rate_limited": (),
+        "rate_limited": ("minutes",),
         "internal_error": (),
         "database_unavailable": (),
         "not_ocmw_conversation": (),

@@ -70,7 +70,7 @@ FIELD_ERRORS = {
     "phone": FieldError("phone_too_short"),
 }
 #: Values for the parameters a problem text may need; an unknown one gets a generic value.
-PROBLEM_PARAMS = {"reference": REFERENCE, "ocmw": RECIPIENT, "recipient": RECIPIENT}
+PROBLEM_PARAMS = {"reference": REFERENCE, "ocmw": RECIPIENT, "recipient": RECIPIENT, "minutes": "30"}
 SENDER_TEAM = "Kind en Gezin team Noord-Oost Waasland"
 #: Teams' deep link to the bot's personal chat, for a made-up app id.
 PERSONAL_CHAT_URL = "https://teams.microsoft.com/l/chat/0/0?users=28:0b8a3c4e-1d2f-4a5b-9c6d-7e8f9a0b1c2d"
@@ -412,12 +412,14 @@ def samples() -> list[CardSample]:
         CardSample(
             "problem-send-failed-retry",
             "problem_card",
-            lambda lang: cards.problem_card(lang, "send_failed", reference=REFERENCE, draft_id=DRAFT_ID),
+            lambda lang: cards.problem_card(lang, "send_failed", reference=REFERENCE, minutes="30",
+                                            draft_id=DRAFT_ID),
         ),
         CardSample(
             "problem-password-unavailable-retry",
             "problem_card",
-            lambda lang: cards.problem_card(lang, "password_unavailable", reference=REFERENCE, draft_id=DRAFT_ID),
+            lambda lang: cards.problem_card(lang, "password_unavailable", reference=REFERENCE, minutes="30",
+                                            draft_id=DRAFT_ID),
         ),
     ]
     problems = [

@@ -58,9 +58,11 @@ class CorrectionService:
         referrers: ReferrerAccess,
         clock: Clock,
         timezone: ZoneInfo,
+        draft_minutes: str,
     ) -> None:
         self._tz = timezone
         self._referrers = referrers
+        self._draft_minutes = draft_minutes
         self._db = db
         self._referrals = referrals
         self._registry = registry
@@ -158,7 +160,7 @@ class CorrectionService:
         except SendFailure as failure:
             logger.warning("correction not queued: %s", failure.reason, extra={"reference": original.reference})
             problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
-            return _banner(actor, problem, reference=original.reference)
+            return _banner(actor, problem, reference=original.reference, minutes=self._draft_minutes)
         return cards.correction_queued_card(actor.lang, reference=queued.reference, corrected_item=item,
                                             recipient=protocol.recipient.organisation,
                                             queued_at=queued.queued_at.astimezone(self._tz))

@@ -2,7 +2,7 @@
 
     welcome --referral.start--> CONSENT --referral.consent--> DETAILS --referral.details--> REVIEW
     REVIEW --referral.edit--> DETAILS;  REVIEW --referral.send--> SENDING --> SENT (or back to REVIEW)
-    CONSENT | DETAILS | REVIEW --referral.cancel--> CANCELLED;  idle 30 min --> EXPIRED
+    CONSENT | DETAILS | REVIEW --referral.cancel--> CANCELLED;  idle DRAFT_TTL_MINUTES --> EXPIRED
 
 Plain Python: it takes an `Actor` and the action's data and returns the card to show. Teams
 types stay in `bot.teams`.
@@ -407,7 +407,8 @@ class ReferralDialogue:
             await self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
             logger.warning("referral not queued: %s", failure.reason, extra={"reference": claimed.reference})
             problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
-            return cards.problem_card(actor.lang, problem, reference=claimed.reference, draft_id=claimed.id)
+            return cards.problem_card(actor.lang, problem, reference=claimed.reference,
+                                      minutes=self._drafts.idle_minutes, draft_id=claimed.id)
         except Exception as error:
             # Anything else (a full disk, a protocol value a mail header refuses, a bug): nothing was
             # committed, so the draft goes back to review and the user can send again. The message of
@@ -415,7 +416,8 @@ class ReferralDialogue:
             await self._drafts.advance(claimed, DraftState.REVIEW, self._clock.now())
             logger.error("referral not queued: unexpected %s\n%s", type(error).__name__,
                          "".join(traceback.format_tb(error.__traceback__)), extra={"reference": claimed.reference})
-            return cards.problem_card(actor.lang, "send_failed", reference=claimed.reference, draft_id=claimed.id)
+            return cards.problem_card(actor.lang, "send_failed", reference=claimed.reference,
+                                      minutes=self._drafts.idle_minutes, draft_id=claimed.id)
         self._on_queued()
         logger.info("referral queued", extra={"reference": queued.reference, "protocol_id": protocol.id})
         return cards.queued_card(
@@ -587,7 +589,7 @@ class ReferralDialogue:
         if draft.state == DraftState.CANCELLED:
             return cards.problem_card(actor.lang, "draft_cancelled", reference=draft.reference)
         if draft.state == DraftState.EXPIRED:
-            return cards.problem_card(actor.lang, "draft_expired")
+            return cards.problem_card(actor.lang, "draft_expired", minutes=self._drafts.idle_minutes)
         return cards.problem_card(actor.lang, "step_not_possible")
 
 

@@ -123,6 +123,11 @@ class DraftStore:
         row = await self._db.fetch_one("SELECT * FROM drafts WHERE id = :id", {"id": draft_id})
         return None if row is None else self._from_row(row)
 
+    @property
+    def idle_minutes(self) -> str:
+        """The time-to-live (DRAFT_TTL_MINUTES) as the cards say it: the `minutes` of a problem text."""
+        return str(self.ttl // dt.timedelta(minutes=1))
+
     def is_expired(self, draft: Draft, now: dt.datetime) -> bool:
         """True when the draft was left untouched for longer than the time-to-live."""
         return now - draft.updated_at > self.ttl

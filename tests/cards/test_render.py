@@ -109,16 +109,17 @@ CARDS: dict[str, tuple[CardFactory, set[str]]] = {
     "cancelled": (cards.cancelled_card, {cards.VERB_START}),
     "cancelled_reference": (lambda lang: cards.cancelled_card(lang, reference=REFERENCE), {cards.VERB_START}),
     "send_failed_retry": (
-        lambda lang: cards.problem_card(lang, "send_failed", reference=REFERENCE, draft_id=DRAFT_ID),
+        lambda lang: cards.problem_card(lang, "send_failed", reference=REFERENCE, minutes="45", draft_id=DRAFT_ID),
         {cards.VERB_START, cards.VERB_SEND},
     ),
     "password_unavailable_retry": (
-        lambda lang: cards.problem_card(lang, "password_unavailable", reference=REFERENCE, draft_id=DRAFT_ID),
+        lambda lang: cards.problem_card(lang, "password_unavailable", reference=REFERENCE, minutes="45",
+                                        draft_id=DRAFT_ID),
         {cards.VERB_START, cards.VERB_SEND},
     ),
 }
 PROBLEM_PARAMS = {"reference": REFERENCE, "ocmw": RECIPIENT, "recipient": RECIPIENT,
-                  "team": "Kind en Gezin team Beveren"}
+                  "team": "Kind en Gezin team Beveren", "minutes": "45"}
 
 
 def _problem_factory(problem: str) -> CardFactory:
@@ -665,17 +666,17 @@ def test_problem_card_refuses_unknown_problems_and_missing_params() -> None:
 
 
 def test_send_failed_says_not_sent_and_can_offer_a_retry() -> None:
-    card = cards.problem_card("nl", "send_failed", reference=REFERENCE, draft_id=DRAFT_ID)
+    card = cards.problem_card("nl", "send_failed", reference=REFERENCE, minutes="45", draft_id=DRAFT_ID)
     assert "NIET verstuurd" in card["body"][1]["text"]
-    assert "30 minuten" in card["body"][1]["text"]
+    assert "45 minuten zonder wijziging" in card["body"][1]["text"]
     assert actions(card)[0]["verb"] == cards.VERB_SEND
-    without = cards.problem_card("nl", "send_failed", reference=REFERENCE)
+    without = cards.problem_card("nl", "send_failed", reference=REFERENCE, minutes="45")
     assert [a["verb"] for a in actions(without)] == [cards.VERB_START]
 
 
 @pytest.mark.parametrize(("lang", "try_again"), [("nl", "probeer zo opnieuw"), ("en", "try again in a moment")])
 def test_password_unavailable_says_why_and_to_try_again_in_a_moment(lang: cards.Language, try_again: str) -> None:
-    card = cards.problem_card(lang, "password_unavailable", reference=REFERENCE, draft_id=DRAFT_ID)
+    card = cards.problem_card(lang, "password_unavailable", reference=REFERENCE, minutes="45", draft_id=DRAFT_ID)
     title, reason = card["body"][0]["text"], card["body"][1]["text"]
     assert try_again in title.lower() and try_again in reason.lower()
     assert ("wachtwoord" if lang == "nl" else "password") in reason

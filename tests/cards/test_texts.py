@@ -104,6 +104,15 @@ def test_every_problem_has_a_title_and_text_with_declared_params(lang: cards.Lan
     )
 
 
+@pytest.mark.parametrize("lang", cards.LANGUAGES)
+@pytest.mark.parametrize("problem", ["draft_expired", "send_failed", "password_unavailable", "rate_limited"])
+def test_a_drafts_lifetime_is_the_configured_idle_time(lang: cards.Language, problem: str) -> None:
+    """DRAFT_TTL_MINUTES, counted from the last change, never a fixed 30 or from the start."""
+    said = catalogue(lang)[f"problem.{problem}.text"]
+    assert "minutes" in cards.PROBLEMS[problem] and "{minutes}" in said and "30" not in said, said
+    assert ("zonder wijziging" if lang == "nl" else "without a change") in said, said
+
+
 def test_the_problems_of_the_brief_are_all_known() -> None:
     assert set(cards.PROBLEMS) == {
         "draft_unknown", "draft_expired", "draft_sent", "draft_sending", "draft_cancelled", "draft_foreign",

@@ -62,6 +62,7 @@ async def test_too_many_starts_get_a_clear_card_and_the_limit_slides(
         assert "referral.consent" in actions(await guarded_bot.act(referrer, "referral.start", {}))
     limited = await guarded_bot.act(referrer, "referral.start", {})
     assert "referral.consent" not in actions(limited) and "geduld" in texts(limited).lower()
+    assert "30 minuten zonder wijziging" in texts(limited), "what was entered waits DRAFT_TTL_MINUTES (default)"
     clock.advance(dt.timedelta(hours=1, seconds=1))
     assert "referral.consent" in actions(await guarded_bot.act(referrer, "referral.start", {}))
 

@@ -371,6 +371,20 @@ async def test_an_idle_draft_expires_after_30_minutes(
     card = await bot.act(referrer, "referral.send", {"draftId": draft_id})
     assert "referral.send" not in actions(card) and "referral.start" in actions(card)
     assert outbox_files(settings) == []
+    assert "30 minuten" in texts(card)
+
+
+async def test_the_expired_card_states_the_configured_idle_time(
+    tmp_path: Path, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """DRAFT_TTL_MINUTES=10: the draft is wiped after 10 idle minutes, and the card says 10, not 30."""
+    settings = Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
+                                      "DRAFT_TTL_MINUTES": "10"})
+    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+        draft_id, _ = await reach_review(bot, referrer)
+        clock.advance(dt.timedelta(minutes=11))
+        card = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert "verlopen" in texts(card) and "10 minuten" in texts(card) and "30" not in texts(card), texts(card)
 
 
 async def test_unknown_draft_and_unknown_verb_get_a_clear_card(bot: BotDriver, referrer: TeamsUser) -> None:
