@@ -855,3 +855,33 @@ async def test_a_withdrawal_recorded_before_the_channel_was_linked_gets_its_dele
     await bot.settle()
     [card] = [card for card in _cards_in(bot, CHANNEL) if reference in texts(card)]
     assert actions(card)["referral.deleted"] == {"reference": reference}
+
+
+async def test_an_english_referrer_reads_english_throughout_and_the_ocmw_channel_dutch(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    """The referrer's language (Teams locale en-US) is kept for every later message to them; the OCMW channel's
+    cards are shared, so Dutch whatever the worker's own locale."""
+    english = dataclasses.replace(referrer, locale="en-US")
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, english)
+    worker = dataclasses.replace(ocmw_worker, locale="en-GB").in_thread(card_id)
+    ack = await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "email"})
+    await bot.settle()
+    await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
+    await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+    await bot.settle()
+
+    def posted_to(conversation: str) -> list[str]:
+        calls = [c.body for c in bot.connector.calls if c.path.startswith(f"/v3/conversations/{conversation}")]
+        return [str(b["text"]) for b in calls if b.get("text")] + [
+            texts(a["content"]) for b in calls for a in b.get("attachments") or []]
+
+    to_referrer, to_channel = posted_to(english.conversation_id), posted_to(CHANNEL)
+    assert to_referrer and to_channel
+    dutch_words = (" heeft ", "Doorverwijzing ", " verstuurd", "Gegeven ")
+    dutch = [t[:160] for t in to_referrer if any(w in t for w in dutch_words)]
+    assert not dutch, dutch
+    english_in_channel = [t[:160] for t in [*to_channel, texts(ack)] if "Acknowledge" in t or "Referral" in t]
+    assert not english_in_channel, english_in_channel
