@@ -97,7 +97,8 @@ async def _seed(settings: Settings, count: int, now: dt.datetime) -> None:
                 await referrals.add(referral)
                 await outbox.enqueue(message_id=referral.message_id, reference=referral.reference, payload=b"seeded",
                                      now=referral.created_at)
-                await outbox.mark_delivered(referral.message_id, referral.created_at + dt.timedelta(seconds=1))
+                [item] = await outbox.claim_due(referral.created_at, dt.timedelta(minutes=2), limit=1)
+                await outbox.mark_delivered(item, referral.created_at + dt.timedelta(seconds=1))
                 for event in row.events:
                     await register.append(**_entry(row, event))
     finally:

@@ -255,7 +255,8 @@ class DeliveryWorker:
             return
         now = self._clock.now()
         async with self._db.transaction():
-            await self._outbox.mark_delivered(item.message_id, now)
+            if not await self._outbox.mark_delivered(item, now):
+                return  # another instance took the row over after this lease ran out, and recorded the delivery
             if referral is None:  # not a referral's mail (a breach report to the DPOs): nothing more to do
                 logger.info("mail delivered", extra={"reference": item.reference})
                 return
@@ -288,7 +289,8 @@ class DeliveryWorker:
         give_up_at = item.queued_at + self._policy.horizon
         if error.transient and now < give_up_at:
             next_at = min(now + self._policy.delay(item.attempts, error.retry_after, self._rng), give_up_at)
-            await self._outbox.reschedule(item.message_id, next_at, error.reason)
+            if not await self._outbox.reschedule(item, next_at, error.reason):
+                return  # another instance took the row over meanwhile (the outbox logged the late mark)
             self._metrics.retry("mail", mail_failure_cause(error))
             logger.warning(
                 "mail not delivered yet (%s), retrying at %s (attempt %d)",
@@ -300,10 +302,11 @@ class DeliveryWorker:
             return
         reason = error.reason if not error.transient else f"gave up after {item.attempts} attempts: {error.reason}"
         cause = "horizon" if error.transient else mail_failure_cause(error)
-        self._metrics.give_up("mail", cause)
-        logger.error("mail NOT delivered: %s", reason, extra={"reference": item.reference})
         async with self._db.transaction():
-            await self._outbox.mark_failed(item.message_id, now, reason)
+            if not await self._outbox.mark_failed(item, now, reason):
+                return  # another instance took the row over meanwhile and recorded what became of it
+            self._metrics.give_up("mail", cause)
+            logger.error("mail NOT delivered: %s", reason, extra={"reference": item.reference})
             if referral is None:
                 return
             referral = await self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)

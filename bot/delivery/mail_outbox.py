@@ -6,7 +6,9 @@ Mark-then-send: a row is leased (`sending` until `lease_until`, committed) befor
 called. A lease that runs out (its worker died) makes the row due again, and it is sent again with
 the same Message-ID, so a duplicate is recognisable by the recipient's mail system; a row whose
 lease still runs is never touched by anyone else: with several instances, `claim_due` skips the
-rows another instance is leasing at that moment (`FOR UPDATE SKIP LOCKED`).
+rows another instance is leasing at that moment (`FOR UPDATE SKIP LOCKED`), and each mark after a send
+is a compare-and-set on the lease it was sent under, so a worker paused past its lease cannot undo what
+the instance that took the row over recorded.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class OutboxItem:
     payload: bytes = field(repr=False)
     attempts: int
     queued_at: dt.datetime
+    lease_until: dt.datetime  # the lease it was claimed under: every mark after the send holds it
 
 
 class Outbox:
@@ -92,6 +95,7 @@ class Outbox:
     async def _claim(self, now: dt.datetime, lease: dt.timedelta, limit: int, *,
                      expired_leases: bool) -> tuple[list[OutboxItem], bool]:
         """The leased rows, and whether more were due than `limit` (one row more is read, not leased)."""
+        until = now + lease
         async with self._db.transaction():
             if expired_leases and (expired := await requeue_expired_leases(
                     self._db, "outbox", queued_state=OutboxState.QUEUED.value, sending=_SENDING, now=now)):
@@ -107,7 +111,7 @@ class Outbox:
                 await self._db.execute(
                     "UPDATE outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
                     " WHERE message_id IN :ids",
-                    {"sending": OutboxState.SENDING.value, "until": to_text(now + lease),
+                    {"sending": OutboxState.SENDING.value, "until": to_text(until),
                      "ids": [row["message_id"] for row in rows]},
                 )
         items = [
@@ -117,39 +121,54 @@ class Outbox:
                 payload=bytes(row["payload"]),
                 attempts=row["attempts"] + 1,
                 queued_at=from_text(row["queued_at"]),
+                lease_until=until,
             )
             for row in rows
         ]
         return items, len(found) > limit
 
-    async def mark_delivered(self, message_id: str, now: dt.datetime) -> None:
-        """Delivered: drop the payload (and, once committed, its old pages from the WAL), keep the fact."""
-        async with self._db.transaction(savepoint=False):
-            self._db.note_wipe()
-            await self._db.execute(
-                "UPDATE outbox SET state = :delivered, payload = NULL, finished_at = :now, last_error = NULL,"
-                " lease_until = NULL WHERE message_id = :message_id",
-                {"delivered": OutboxState.DELIVERED.value, "now": to_text(now), "message_id": message_id},
-            )
+    async def mark_delivered(self, item: OutboxItem, now: dt.datetime) -> bool:
+        """Delivered: drop the payload (and, once committed, its old pages from the WAL), keep the fact.
 
-    async def reschedule(self, message_id: str, next_attempt_at: dt.datetime, error: str) -> None:
-        """A transient failure: try again at `next_attempt_at`."""
-        await self._db.execute(
-            "UPDATE outbox SET state = :queued, next_attempt_at = :at, last_error = :error, lease_until = NULL"
-            " WHERE message_id = :message_id",
-            {"queued": OutboxState.QUEUED.value, "at": to_text(next_attempt_at), "error": error,
-             "message_id": message_id},
+        False when the lease was no longer this worker's (`_mark`): another instance recorded the mail."""
+        async with self._db.transaction(savepoint=False):
+            return await self._mark(
+                item, "delivered", "state = :delivered, payload = NULL, finished_at = :now, last_error = NULL",
+                {"delivered": OutboxState.DELIVERED.value, "now": to_text(now)}, wipes=True)
+
+    async def reschedule(self, item: OutboxItem, next_attempt_at: dt.datetime, error: str) -> bool:
+        """A transient failure: try again at `next_attempt_at` (False: stale, as above)."""
+        return await self._mark(item, "reschedule", "state = :queued, next_attempt_at = :at, last_error = :error",
+                                {"queued": OutboxState.QUEUED.value, "at": to_text(next_attempt_at), "error": error})
+
+    async def mark_failed(self, item: OutboxItem, now: dt.datetime, error: str) -> bool:
+        """Given up: drop the payload (WAL included, as above); the referrer is told to refer again. False: stale."""
+        async with self._db.transaction(savepoint=False):
+            return await self._mark(
+                item, "give-up", "state = :failed, payload = NULL, finished_at = :now, last_error = :error",
+                {"failed": OutboxState.FAILED.value, "now": to_text(now), "error": error}, wipes=True)
+
+    async def _mark(self, item: OutboxItem, mark: str, assignments: str, values: dict[str, object], *,
+                    wipes: bool = False) -> bool:
+        """Record what became of a send, if the row is still leased under the lease it was sent under.
+
+        A worker paused past its lease (GC, CPU starvation, a frozen VM) may find its row re-leased,
+        sent and recorded by another instance: its late mark would put a delivered row, its payload
+        gone, back in the queue, and every later claim would fail on it. Such a mark changes nothing
+        and is dropped (logged with the reference only).
+        """
+        changed = await self._db.execute(
+            f"UPDATE outbox SET {assignments}, lease_until = NULL"  # noqa: S608  # nosec B608  # constants
+            f" WHERE message_id = :message_id AND state = {_SENDING} AND lease_until = :lease",
+            {**values, "message_id": item.message_id, "lease": to_text(item.lease_until)},
         )
-
-    async def mark_failed(self, message_id: str, now: dt.datetime, error: str) -> None:
-        """Given up: drop the payload (WAL included, as above); the referrer is told to refer again."""
-        async with self._db.transaction(savepoint=False):
-            self._db.note_wipe()
-            await self._db.execute(
-                "UPDATE outbox SET state = :failed, payload = NULL, finished_at = :now, last_error = :error,"
-                " lease_until = NULL WHERE message_id = :message_id",
-                {"failed": OutboxState.FAILED.value, "now": to_text(now), "error": error, "message_id": message_id},
-            )
+        if changed.rowcount == 1:
+            if wipes:
+                self._db.note_wipe()
+            return True
+        logger.warning("outbox: a %s mark came after its lease ran out and another worker took the mail; dropped",
+                       mark, extra={"reference": item.reference})
+        return False
 
     async def cancel_queued(self, message_id: str, now: dt.datetime, reason: str) -> bool:
         """Drop a mail still waiting (its payload too); False when it is being sent right now or already was.

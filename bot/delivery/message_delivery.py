@@ -104,7 +104,7 @@ class MessageDeliveryWorker:
             logger.exception("Teams message send failed unexpectedly", extra=_log_fields(message))
             await self._not_sent(message, ChatSendError("unexpected error"))
             return
-        await self._outbox.mark_sent(message.id, self._clock.now(), slot=message.slot, activity_id=activity_id)
+        await self._outbox.mark_sent(message, self._clock.now(), activity_id=activity_id)
 
     async def _deliver(self, message: QueuedMessage, target: str | None) -> str | None:
         """Post or edit; returns the id of the message now showing it.
@@ -120,19 +120,21 @@ class MessageDeliveryWorker:
         now = self._clock.now()
         if message.action == MessageAction.UPDATE and error.message_gone:
             logger.info("card to edit is gone; posting it afresh", extra=_log_fields(message))
-            await self._outbox.repost(message.id, now)
+            await self._outbox.repost(message, now)
             return
         give_up_at = message.queued_at + self._policy.retry.horizon
         if error.transient and now < give_up_at:
             next_at = min(now + self._policy.retry.delay(message.attempts, error.retry_after, self._rng), give_up_at)
-            await self._outbox.reschedule(message.id, next_at, _describe(error))
+            if not await self._outbox.reschedule(message, next_at, _describe(error)):
+                return  # another instance sent it meanwhile (the outbox logged the late mark)
             self._metrics.retry("teams", teams_failure_cause(error))
             logger.warning("Teams message not accepted yet (%s), retrying at %s (attempt %d)", _describe(error),
                            next_at.isoformat(timespec="seconds"), message.attempts, extra=_log_fields(message))
             return
         reason = _describe(error) if not error.transient else f"gave up after {message.attempts} attempts: " \
             f"{_describe(error)}"
-        await self._outbox.mark_failed(message.id, now, reason)
+        if not await self._outbox.mark_failed(message, now, reason):
+            return
         self._metrics.give_up("teams", "horizon" if error.transient else teams_failure_cause(error))
         logger.error("Teams message NOT delivered: %s", reason, extra=_log_fields(message))
 

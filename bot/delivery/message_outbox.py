@@ -8,7 +8,9 @@ only after Teams accepted it. Messages to one conversation go out in the order t
 A posted card that will be edited later gets a *slot* (e.g. ``ocmw:VD-...``): the worker stores the
 id Teams gives the post under that name, and an edit queued for the slot is sent to that id, or
 posted afresh when the card is gone. A row is leased while it is sent; a lease that expires
-(the process died) makes the row due again, and nobody else touches a leased row.
+(the process died) makes the row due again, and nobody else touches a leased row. Each mark after a
+send is a compare-and-set on the lease it was sent under: a worker paused past its lease, whose row
+another instance took and recorded meanwhile, changes nothing with its late mark.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class QueuedMessage:
     reference: str | None  # the referral it is about (status shows a message given up on)
     attempts: int
     queued_at: dt.datetime
+    lease_until: dt.datetime  # the lease it was claimed under: every mark after the send holds it
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,7 @@ class MessageOutbox:
         message was just queued, no read before it) they are left to a claim that follows a read,
         which shows them as due (`next_due_at`).
         """
+        until = now + lease
         async with self._db.transaction():
             if expired_leases and (expired := await requeue_expired_leases(
                     self._db, "message_outbox", queued_state=MessageState.QUEUED.value, sending=_SENDING, now=now)):
@@ -171,63 +175,73 @@ class MessageOutbox:
                 await self._db.execute(
                     "UPDATE message_outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
                     " WHERE id IN :ids",
-                    {"sending": MessageState.SENDING.value, "until": to_text(now + lease),
+                    {"sending": MessageState.SENDING.value, "until": to_text(until),
                      "ids": [row["id"] for row in rows]},
                 )
-        return [_message(row) for row in rows]
+        return [_message(row, until) for row in rows]
 
     async def slot_activity_id(self, slot: str) -> str | None:
         """The id of the card kept under `slot`, once Teams has given one."""
         found = await self._db.scalar("SELECT activity_id FROM card_slots WHERE slot = :slot", {"slot": slot})
         return None if found is None else str(found)
 
-    async def mark_sent(self, message_id: int, now: dt.datetime, *, slot: str | None, activity_id: str | None) -> None:
+    async def mark_sent(self, message: QueuedMessage, now: dt.datetime, *, activity_id: str | None) -> bool:
         """Teams accepted it: keep the fact (not the content, a review card's data) and the posted id under its slot.
 
-        Without a slot to remember, one statement on its own (no transaction around it)."""
-        remembers = slot is not None and bool(activity_id)
+        Without a slot to remember, one statement on its own (no transaction around it). False when the
+        lease was no longer this worker's (`_held`): another instance sent and recorded it, nothing changes."""
+        remembers = message.slot is not None and bool(activity_id)
         async with self._db.transaction() if remembers else contextlib.nullcontext():
             self._db.note_wipe()  # on its own: the statement below empties the WAL after it
-            await self._db.execute(
-                "UPDATE message_outbox SET state = :sent, content = '', finished_at = :now, last_error = NULL,"
-                " lease_until = NULL WHERE id = :id",
-                {"sent": MessageState.SENT.value, "now": to_text(now), "id": message_id},
-            )
-            if remembers:
+            marked = await self._mark(
+                message, "sent", "state = :sent, content = '', finished_at = :now, last_error = NULL",
+                {"sent": MessageState.SENT.value, "now": to_text(now)})
+            if marked and remembers:
                 await self._db.execute(
                     "INSERT INTO card_slots (slot, activity_id, updated_at) VALUES (:slot, :activity, :now)"
                     " ON CONFLICT (slot) DO UPDATE SET activity_id = excluded.activity_id,"
                     " updated_at = excluded.updated_at",
-                    {"slot": slot, "activity": activity_id, "now": to_text(now)},
+                    {"slot": message.slot, "activity": activity_id, "now": to_text(now)},
                 )
+        return marked
 
-    async def repost(self, message_id: int, now: dt.datetime) -> None:
-        """The card to edit is gone (or was never posted): post the new card instead, at once."""
-        await self._db.execute(
-            "UPDATE message_outbox SET action = :post, activity_id = NULL, state = :queued, next_attempt_at = :now,"
-            " lease_until = NULL WHERE id = :id",
-            {"post": MessageAction.POST.value, "queued": MessageState.QUEUED.value, "now": to_text(now),
-             "id": message_id},
-        )
+    async def repost(self, message: QueuedMessage, now: dt.datetime) -> bool:
+        """The card to edit is gone (or was never posted): post the new card instead, at once (False: stale)."""
+        return await self._mark(
+            message, "repost", "action = :post, activity_id = NULL, state = :queued, next_attempt_at = :now",
+            {"post": MessageAction.POST.value, "queued": MessageState.QUEUED.value, "now": to_text(now)})
 
-    async def reschedule(self, message_id: int, next_attempt_at: dt.datetime, error: str) -> None:
-        """Not accepted for now: try again at `next_attempt_at`."""
-        await self._db.execute(
-            "UPDATE message_outbox SET state = :queued, next_attempt_at = :at, last_error = :error,"
-            " lease_until = NULL WHERE id = :id",
-            {"queued": MessageState.QUEUED.value, "at": to_text(next_attempt_at), "error": error[:200],
-             "id": message_id},
-        )
+    async def reschedule(self, message: QueuedMessage, next_attempt_at: dt.datetime, error: str) -> bool:
+        """Not accepted for now: try again at `next_attempt_at` (False: stale, see `mark_sent`)."""
+        return await self._mark(
+            message, "reschedule", "state = :queued, next_attempt_at = :at, last_error = :error",
+            {"queued": MessageState.QUEUED.value, "at": to_text(next_attempt_at), "error": error[:200]})
 
-    async def mark_failed(self, message_id: int, now: dt.datetime, error: str) -> None:
-        """Given up: drop the content, keep the fact and the reason (no client data in either)."""
+    async def mark_failed(self, message: QueuedMessage, now: dt.datetime, error: str) -> bool:
+        """Given up: drop the content, keep the fact and the reason (no client data in either); False: stale."""
         async with self._db.transaction():
             self._db.note_wipe()
-            await self._db.execute(
-                "UPDATE message_outbox SET state = :failed, content = '', finished_at = :now, last_error = :error,"
-                " lease_until = NULL WHERE id = :id",
-                {"failed": MessageState.FAILED.value, "now": to_text(now), "error": error[:200], "id": message_id},
-            )
+            return await self._mark(
+                message, "give-up", "state = :failed, content = '', finished_at = :now, last_error = :error",
+                {"failed": MessageState.FAILED.value, "now": to_text(now), "error": error[:200]})
+
+    async def _mark(self, message: QueuedMessage, mark: str, assignments: str, values: dict[str, object]) -> bool:
+        """Record what became of a send, if the row is still leased under the lease it was sent under.
+
+        A worker paused past its lease (GC, CPU starvation, a frozen VM) may find its row re-leased,
+        sent and recorded by another instance: its late mark would put a sent row, its content already
+        wiped, back in the queue. Such a mark changes nothing and is dropped (logged without content).
+        """
+        changed = await self._db.execute(
+            f"UPDATE message_outbox SET {assignments}, lease_until = NULL"  # noqa: S608  # nosec B608  # constants
+            f" WHERE id = :id AND state = {_SENDING} AND lease_until = :lease",
+            {**values, "id": message.id, "lease": to_text(message.lease_until)},
+        )
+        if changed.rowcount == 1:
+            return True
+        logger.warning("message outbox: a %s mark came after its lease ran out and another worker took the"
+                       " message; dropped", mark, extra={"message_id": message.id})
+        return False
 
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest queued message is due (or a lease runs out), None when nothing waits."""
@@ -280,7 +294,7 @@ class MessageOutbox:
         return {str(row["state"]): int(row["n"]) for row in rows}
 
 
-def _message(row: RowMapping) -> QueuedMessage:
+def _message(row: RowMapping, lease_until: dt.datetime) -> QueuedMessage:
     return QueuedMessage(
         id=int(row["id"]),
         conversation_ref=str(row["conversation_ref"]),
@@ -291,4 +305,5 @@ def _message(row: RowMapping) -> QueuedMessage:
         reference=row["reference"],
         attempts=int(row["attempts"]) + 1,
         queued_at=from_text(row["queued_at"]),
+        lease_until=lease_until,
     )

@@ -96,8 +96,9 @@ async def test_teams_messages_given_up_or_waiting_too_long_fail_the_check(
     db = await sqlite_database(settings.database_path)
     messages = MessageOutbox(db)
     reference = '{"conversation": {"id": "a:1"}, "serviceUrl": "http://127.0.0.1:9"}'
-    lost = await messages.post(reference, MessageContent(text="x"), now=clock.now() - dt.timedelta(hours=25))
-    await messages.mark_failed(lost, clock.now(), "gave up after 30 attempts: HTTP 503")
+    await messages.post(reference, MessageContent(text="x"), now=clock.now() - dt.timedelta(hours=25))
+    [lost] = await messages.claim_due(clock.now() - dt.timedelta(hours=25), dt.timedelta(minutes=2))
+    assert await messages.mark_failed(lost, clock.now(), "gave up after 30 attempts: HTTP 503")
     await messages.post(reference, MessageContent(text="y"), now=clock.now() - dt.timedelta(minutes=40))
     results = await run_checks(settings, clock)
     [teams] = [result for result in results if result.name == "teams messages"]

@@ -20,6 +20,7 @@ from bot.app import SERVICES_KEY, create_app
 from bot.config import Settings
 from bot.delivery.mail_delivery import BACKLOG_LIMIT, PARALLEL_SENDS, ROOM_WAIT_SECONDS, RetryPolicy
 from bot.delivery.mail_message import OutgoingMail
+from bot.delivery.mail_transport import MailDeliveryError
 from bot.storage.database import from_text
 from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
@@ -256,6 +257,62 @@ async def test_a_slow_relay_never_makes_a_mail_go_out_twice_from_two_instances(
             await other.db.close()
     assert sorted(relay.sent.values()) == [1, 1, 1], relay.sent
     assert await bot.services.outbox.counts() == {"delivered": 3}
+
+
+class _RelayPausedPastItsLease:
+    """The first worker's relay: its send lasts past the lease (the process paused: GC, CPU starvation, a
+    frozen VM); meanwhile another instance finds the lease run out, takes the mail and delivers it. Then
+    the paused send ends as `outcome` says."""
+
+    def __init__(self, clock: ManualClock, lease: dt.timedelta, outcome: str) -> None:
+        self._clock = clock
+        self._lease = lease
+        self._outcome = outcome
+        self.meanwhile: Callable[[], Awaitable[object]] | None = None
+
+    async def send(self, message: OutgoingMail) -> None:
+        self._clock.advance(self._lease + dt.timedelta(seconds=5))
+        assert self.meanwhile is not None
+        await self.meanwhile()
+        if self._outcome == "refused for good":
+            raise MailDeliveryError("550 5.1.1 mailbox unknown", transient=False)
+        if self._outcome == "try again later":
+            raise MailDeliveryError("421 4.3.2 try again later", transient=True)
+
+    async def check(self) -> str:
+        return "paused relay"
+
+
+@pytest.mark.parametrize("outcome", ["accepted", "refused for good", "try again later"])
+async def test_a_worker_paused_past_its_lease_leaves_what_the_instance_that_took_over_recorded(
+    settings: Settings, clock: ManualClock, referrer: TeamsUser, outcome: str
+) -> None:
+    """Its late mark changes nothing, and nothing follows it: the referral stays delivered, one register entry,
+    the referrer told once that it went (never that it did not), the mail not queued again."""
+    relay = _RelayPausedPastItsLease(clock, settings.delivery.lease, outcome)
+    async with running_bot(create_app(settings, clock=clock, run_worker=False, transport=relay)) as bot:
+        other = create_app(settings, clock=clock, run_worker=False, transport=CountingRelay())[SERVICES_KEY]
+        relay.meanwhile = other.worker.deliver_due
+        reference = await _send(bot, referrer)
+        try:
+            assert await bot.deliver() == 1
+        finally:
+            for close in other.closers:
+                await close()
+            await other.db.close()
+        clock.advance(dt.timedelta(hours=1))
+        assert await bot.deliver() == 0, "nothing is due again"
+        referral = await bot.services.referrals.get(reference)
+        assert referral is not None and referral.state == "sent", referral
+        with sqlite3.connect(settings.database_path) as db:
+            outbox = db.execute("SELECT state, payload FROM outbox").fetchall()
+            events = [event for (event,) in db.execute("SELECT event FROM register WHERE reference = ?",
+                                                       (reference,)).fetchall()]
+            notices = db.execute("SELECT COUNT(*) FROM message_outbox WHERE action = 'post'"
+                                 " AND reference = ?", (reference,)).fetchone()[0]
+        assert outbox == [("delivered", None)]
+        assert events.count("delivered") == 1 and "delivery_failed" not in events, events
+        assert notices == 1, "the referrer is told once that it was delivered"
 
 
 class _RelayTakingAMoment:

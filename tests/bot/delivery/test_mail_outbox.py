@@ -112,10 +112,11 @@ async def test_a_claim_for_what_was_just_queued_leaves_the_expired_leases_to_the
 async def test_delivered_failed_and_rescheduled_mails(database: Database) -> None:
     outbox = Outbox(database)
     delivered, failed, later = await queue(outbox, 3)
-    assert len(await outbox.claim_due(NOW, LEASE)) == 3
-    await outbox.mark_delivered(delivered, NOW + SECOND)
-    await outbox.mark_failed(failed, NOW + SECOND, "550 mailbox unknown")
-    await outbox.reschedule(later, NOW + dt.timedelta(minutes=2), "421 try again")
+    leased = {item.message_id: item for item in await outbox.claim_due(NOW, LEASE)}
+    assert len(leased) == 3
+    assert await outbox.mark_delivered(leased[delivered], NOW + SECOND)
+    assert await outbox.mark_failed(leased[failed], NOW + SECOND, "550 mailbox unknown")
+    assert await outbox.reschedule(leased[later], NOW + dt.timedelta(minutes=2), "421 try again")
     assert await outbox.counts() == {"delivered": 1, "failed": 1, "queued": 1}
     rows = {row["message_id"]: row for row in await database.fetch_all("SELECT * FROM outbox")}
     assert rows[delivered]["payload"] is None and rows[failed]["payload"] is None, "the package goes once done"
@@ -124,7 +125,7 @@ async def test_delivered_failed_and_rescheduled_mails(database: Database) -> Non
     assert await outbox.claim_due(NOW + dt.timedelta(minutes=1), LEASE) == []
     [retried] = await outbox.claim_due(NOW + dt.timedelta(minutes=2), LEASE)
     assert (retried.message_id, retried.attempts) == (later, 2)
-    await outbox.mark_delivered(later, NOW + dt.timedelta(minutes=3))
+    assert await outbox.mark_delivered(retried, NOW + dt.timedelta(minutes=3))
     assert await outbox.next_due_at() is None
 
 
@@ -163,11 +164,32 @@ async def test_a_mail_is_never_both_cancelled_and_claimed(database: Database) ->
 async def test_a_mail_on_its_way_or_delivered_is_not_cancelled(database: Database, finished: str) -> None:
     outbox = Outbox(database)
     [queued] = await queue(outbox, 1)
-    await outbox.claim_due(NOW, LEASE)
+    [item] = await outbox.claim_due(NOW, LEASE)
     if finished == "delivered":
-        await outbox.mark_delivered(queued, NOW)
+        assert await outbox.mark_delivered(item, NOW)
     assert not await outbox.cancel_queued(queued, NOW, "withdrawn")
     assert await outbox.counts() == {finished: 1}
+
+
+async def test_a_mark_made_after_its_lease_ran_out_and_another_claim_took_the_mail_changes_nothing(
+        database: Database) -> None:
+    """A worker paused past its lease marks a mail another instance took over and delivered: the late mark is
+    dropped. Before, a late reschedule put the delivered row, its payload gone, back in the queue, and every
+    claim after it failed (bytes(None))."""
+    mine, other = Outbox(database), Outbox(another_engine(database))
+    [queued] = await queue(mine, 1)
+    late, _ = await mine.claim_one(NOW, LEASE)
+    taken, _ = await other.claim_one(NOW + LEASE + SECOND, LEASE)
+    assert late is not None and taken is not None and taken.message_id == late.message_id == queued
+    assert not await mine.reschedule(late, NOW + LEASE, "421 try again"), "while the other instance sends it"
+    assert not await mine.mark_delivered(late, NOW + LEASE)
+    assert await Outbox(database).counts() == {"sending": 1}
+    assert await other.mark_delivered(taken, NOW + LEASE + SECOND)
+    assert not await mine.reschedule(late, NOW + LEASE + 30 * SECOND, "connection reset"), "once it delivered it"
+    assert not await mine.mark_failed(late, NOW + LEASE + 30 * SECOND, "550 mailbox unknown")
+    row = await database.fetch_one("SELECT state, payload FROM outbox")
+    assert row is not None and (row["state"], row["payload"]) == ("delivered", None)
+    assert await other.claim_one(NOW + dt.timedelta(hours=1), LEASE) == (None, False)
 
 
 # --- the real process ---------------------------------------------------------------------------------

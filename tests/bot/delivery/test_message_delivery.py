@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import os
+import random
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,12 +27,18 @@ from sqlalchemy import event
 
 from bot.app import create_app
 from bot.config import Settings
+from bot.delivery.chat_messages import ChatSendError, MessageContent
+from bot.delivery.mail_delivery import RetryPolicy
+from bot.delivery.message_delivery import MessageDeliveryPolicy, MessageDeliveryWorker
+from bot.delivery.message_outbox import MessageOutbox
+from bot.storage.database import Database
 from tests.support.activities import TeamsUser
 from tests.support.bot_process import bot_command, bot_process, wait_until_ready
 from tests.support.bot_server import BotDriver, RestartableSite, driving, serve_restartable
 from tests.support.card_reading import texts
 from tests.support.clock import ManualClock
 from tests.support.connector import ConnectorStandIn, RecordedCall
+from tests.support.databases import another_engine
 from tests.support.referral_flow import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID, reach_review
 from tests.support.smtp_server import free_port
 
@@ -351,3 +358,60 @@ async def test_a_pass_with_nothing_due_only_reads(setup: Setup) -> None:
     await setup.bot.services.worker.deliver_due()  # the mail: its Teams messages are queued
     assert await setup.bot.settle() >= 2, "what is due is still sent"
     assert (await setup.bot.services.messages.counts()).get("queued", 0) == 0
+
+
+class _PausedSender:
+    """Teams, as one instance sees it: records what it posts; with `resume`, the instance freezes mid-send (GC,
+    CPU starvation, a VM paused) and, running again, finds its connection gone."""
+
+    def __init__(self, posted: list[str], resume: asyncio.Event | None = None) -> None:
+        self.posted = posted
+        self.resume = resume
+        self.entered = asyncio.Event()
+
+    async def post(self, conversation_ref: str, content: MessageContent) -> str | None:
+        self.entered.set()
+        if self.resume is not None:
+            await self.resume.wait()
+            raise ChatSendError("connection reset")
+        self.posted.append(str(content.text))
+        return f"activity-{len(self.posted)}"
+
+    async def update(self, conversation_ref: str, activity_id: str, content: MessageContent) -> None:
+        raise AssertionError("no edits here")
+
+
+async def test_a_worker_paused_past_its_lease_neither_requeues_what_another_sent_nor_blocks_what_follows(
+    database: Database, clock: ManualClock
+) -> None:
+    """Instance A leases a message and freezes mid-send past its lease; B takes it over and sends it; A, running
+    again, reschedules "its" message. Before, that put the sent row (its content wiped) back in the queue: every
+    later claim failed on it, and the OCMW's next card, in another conversation, never went out."""
+    lease = dt.timedelta(minutes=2)
+    policy = MessageDeliveryPolicy(retry=RetryPolicy(initial=dt.timedelta(seconds=2), maximum=dt.timedelta(seconds=10)),
+                                   lease=lease)
+    posted: list[str] = []
+    resume = asyncio.Event()
+    paused = _PausedSender(posted, resume)
+    outbox_a, outbox_b = MessageOutbox(database), MessageOutbox(another_engine(database))
+    worker_a = MessageDeliveryWorker(outbox=outbox_a, sender=paused, clock=clock, policy=policy, rng=random.Random(1))
+    worker_b = MessageDeliveryWorker(outbox=outbox_b, sender=_PausedSender(posted), clock=clock, policy=policy,
+                                     rng=random.Random(2))
+    await outbox_a.post(json.dumps({"conversation": {"id": "a:personal-referrer"}}), MessageContent(text="verstuurd"),
+                        now=clock.now())
+    sending_a = asyncio.create_task(worker_a.deliver_due())
+    await asyncio.wait_for(paused.entered.wait(), 10)
+    clock.advance(lease + dt.timedelta(seconds=5))
+    assert await worker_b.deliver_due() == 1
+    resume.set()
+    await asyncio.wait_for(sending_a, 10)
+    rows = await database.fetch_all("SELECT state FROM message_outbox")
+    assert [row["state"] for row in rows] == ["sent"], "A's late reschedule overwrote B's 'sent'"
+
+    clock.advance(dt.timedelta(minutes=5))
+    await outbox_b.post(json.dumps({"conversation": {"id": CHANNEL}}), MessageContent(text="nieuwe doorverwijzing"),
+                        now=clock.now())
+    for _ in range(3):
+        await worker_b.deliver_due()
+        clock.advance(lease + dt.timedelta(seconds=5))
+    assert posted == ["verstuurd", "nieuwe doorverwijzing"]

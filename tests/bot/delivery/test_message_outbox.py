@@ -97,14 +97,17 @@ async def test_messages_to_one_conversation_go_in_the_order_they_were_queued(dat
     elsewhere = await outbox.post(REFERRER, text("a"), now=NOW)
     third = await outbox.post(conversation_ref(CHANNEL), text("3"), now=NOW)
 
-    assert ids(await outbox.claim_due(NOW, LEASE)) == [first, elsewhere]
+    leased = await outbox.claim_due(NOW, LEASE)
+    assert ids(leased) == [first, elsewhere]
     assert await outbox.claim_due(NOW, LEASE) == [], "the second waits while the first is being sent"
-    await outbox.reschedule(first, NOW + dt.timedelta(minutes=1), "429 throttled")
+    assert await outbox.reschedule(leased[0], NOW + dt.timedelta(minutes=1), "429 throttled")
     assert await outbox.claim_due(NOW + SECOND, LEASE) == [], "and while the first waits for its retry"
-    assert ids(await outbox.claim_due(NOW + dt.timedelta(minutes=1), LEASE)) == [first]
-    await outbox.mark_sent(first, NOW + dt.timedelta(minutes=1), slot=None, activity_id="act-1")
-    assert ids(await outbox.claim_due(NOW + dt.timedelta(minutes=1), LEASE)) == [second]
-    await outbox.mark_failed(second, NOW + dt.timedelta(minutes=2), "403 bot removed")
+    [retried] = await outbox.claim_due(NOW + dt.timedelta(minutes=1), LEASE)
+    assert retried.id == first
+    assert await outbox.mark_sent(retried, NOW + dt.timedelta(minutes=1), activity_id="act-1")
+    [next_one] = await outbox.claim_due(NOW + dt.timedelta(minutes=1), LEASE)
+    assert next_one.id == second
+    assert await outbox.mark_failed(next_one, NOW + dt.timedelta(minutes=2), "403 bot removed")
     assert ids(await outbox.claim_due(NOW + dt.timedelta(minutes=2), LEASE)) == [third], "given up: no longer holds"
 
 
@@ -125,9 +128,38 @@ async def test_two_instances_claiming_at_once_keep_each_conversations_order(data
             "one message per conversation per round, never two at once"
         for message in claimed:
             sent[conversation_of[message.id]].append(message.id)
-            await engines[1].mark_sent(message.id, NOW, slot=None, activity_id=None)
+            assert await engines[1].mark_sent(message, NOW, activity_id=None)
     assert sent == queued
     assert await engines[0].counts() == {"sent": 12}
+
+
+async def test_a_mark_made_after_its_lease_ran_out_and_another_claim_took_the_message_changes_nothing(
+        database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker paused past its lease (GC, a frozen VM) marks a message another instance took over: whether that
+    one is still sending it or has sent it, the late mark is dropped, not written over its lease or its 'sent'
+    (before, a late reschedule put a sent message, its content wiped, back in the queue)."""
+    mine, other = MessageOutbox(database), MessageOutbox(another_engine(database))
+    await mine.post(conversation_ref(CHANNEL), MessageContent(card=CARD), now=NOW, slot="ocmw:VD-20261128-AAAAAA")
+    [late] = await mine.claim_due(NOW, LEASE)
+    [taken] = await other.claim_due(NOW + LEASE + SECOND, LEASE)
+
+    async def late_marks() -> list[bool]:
+        return [await mine.reschedule(late, NOW + LEASE, "429 throttled"), await mine.repost(late, NOW + LEASE),
+                await mine.mark_failed(late, NOW + LEASE, "403 bot removed"),
+                await mine.mark_sent(late, NOW + LEASE, activity_id="act-late")]
+
+    assert await late_marks() == [False] * 4, "while the other instance sends it"
+    row = await database.fetch_one("SELECT state, content, lease_until FROM message_outbox")
+    assert row is not None
+    assert (row["state"], MessageContent.from_json(row["content"]), row["lease_until"]) == (
+        "sending", MessageContent(card=CARD), to_text(taken.lease_until))
+    assert await other.mark_sent(taken, NOW + LEASE + SECOND, activity_id="act-1")
+    assert await late_marks() == [False] * 4, "once it sent it"
+    row = await database.fetch_one("SELECT state, content FROM message_outbox")
+    assert row is not None and (row["state"], row["content"]) == ("sent", "")
+    assert await mine.slot_activity_id("ocmw:VD-20261128-AAAAAA") == "act-1"
+    assert await mine.next_due_at() is None
+    assert "VD-20261128-AAAAAA" not in caplog.text and "came after its lease ran out" in caplog.text
 
 
 async def test_a_card_slot_keeps_what_teams_posted_and_edits_follow_it(database: Database) -> None:
@@ -136,7 +168,7 @@ async def test_a_card_slot_keeps_what_teams_posted_and_edits_follow_it(database:
     posted = await outbox.post(conversation_ref(CHANNEL), MessageContent(card=CARD), now=NOW, slot=slot)
     assert await outbox.has_slot(slot) and await outbox.slot_activity_id(slot) is None, "queued, not yet posted"
     [post] = await outbox.claim_due(NOW, LEASE)
-    await outbox.mark_sent(post.id, NOW, slot=post.slot, activity_id="act-1")
+    assert await outbox.mark_sent(post, NOW, activity_id="act-1")
     assert await outbox.slot_activity_id(slot) == "act-1"
     content = await database.scalar("SELECT content FROM message_outbox WHERE id = :id", {"id": posted})
     assert content == "", "a sent card's content (a review card's data) is not kept"
@@ -144,10 +176,10 @@ async def test_a_card_slot_keeps_what_teams_posted_and_edits_follow_it(database:
     edit = await outbox.update(conversation_ref(CHANNEL), text("ontvangen"), now=NOW, slot=slot)
     [update] = await outbox.claim_due(NOW, LEASE)
     assert (update.id, update.action, update.slot, update.activity_id) == (edit, MessageAction.UPDATE, slot, None)
-    await outbox.repost(edit, NOW + SECOND)  # the card was deleted in Teams: posted afresh
+    assert await outbox.repost(update, NOW + SECOND)  # the card was deleted in Teams: posted afresh
     [repost] = await outbox.claim_due(NOW + SECOND, LEASE)
     assert (repost.id, repost.action, repost.activity_id) == (edit, MessageAction.POST, None)
-    await outbox.mark_sent(repost.id, NOW + SECOND, slot=repost.slot, activity_id="act-2")
+    assert await outbox.mark_sent(repost, NOW + SECOND, activity_id="act-2")
     assert await outbox.slot_activity_id(slot) == "act-2", "later edits go to the new card"
 
     by_id = await outbox.update(REFERRER, text("bijgewerkt"), now=NOW, activity_id="act-9")
@@ -157,13 +189,15 @@ async def test_a_card_slot_keeps_what_teams_posted_and_edits_follow_it(database:
 
 async def test_what_status_and_check_see(database: Database) -> None:
     outbox = MessageOutbox(database)
-    given_up = await outbox.post(REFERRER, text("1"), now=NOW - dt.timedelta(days=10), reference="VD-OLD")
-    await outbox.mark_failed(given_up, NOW - dt.timedelta(days=8), "gave up")
-    recent = await outbox.post(conversation_ref("a:two"), text("2"), now=NOW - dt.timedelta(hours=2),
-                               reference="VD-RECENT")
-    await outbox.mark_failed(recent, NOW - dt.timedelta(hours=1), "403")
-    waiting = await outbox.post(conversation_ref("a:three"), text("3"), now=NOW - dt.timedelta(hours=3))
-    await outbox.reschedule(waiting, NOW + dt.timedelta(minutes=10), "503")
+    await outbox.post(REFERRER, text("1"), now=NOW - dt.timedelta(days=10), reference="VD-OLD")
+    [given_up] = await outbox.claim_due(NOW - dt.timedelta(days=10), LEASE)
+    assert await outbox.mark_failed(given_up, NOW - dt.timedelta(days=8), "gave up")
+    await outbox.post(conversation_ref("a:two"), text("2"), now=NOW - dt.timedelta(hours=2), reference="VD-RECENT")
+    await outbox.post(conversation_ref("a:three"), text("3"), now=NOW - dt.timedelta(hours=3))
+    recent, waiting = sorted(await outbox.claim_due(NOW - dt.timedelta(hours=2), LEASE), key=lambda m: m.queued_at,
+                             reverse=True)
+    assert await outbox.mark_failed(recent, NOW - dt.timedelta(hours=1), "403")
+    assert await outbox.reschedule(waiting, NOW + dt.timedelta(minutes=10), "503")
     await outbox.post(conversation_ref("a:four"), text("4"), now=NOW - dt.timedelta(minutes=1))
 
     assert await outbox.stuck(NOW, dt.timedelta(hours=1)) == StuckMessages(1, 1, NOW - dt.timedelta(hours=3))
@@ -238,7 +272,7 @@ async def test_a_claim_reads_each_conversations_first_message_not_its_whole_back
     head = await db.scalar("SELECT MIN(id) FROM message_outbox WHERE conversation_key = :key", {"key": channel})
     assert ids(first) == [head, elsewhere]
     [claim] = [statement for statement in log.seen.values() if statement.sql.lstrip().startswith("WITH")]
-    await outbox.mark_sent(head, NOW, slot=None, activity_id=None)
+    assert await outbox.mark_sent(first[0], NOW, activity_id=None)
     assert await buffers_read(db, claim) <= 100, "the next claim, with 2 999 cards waiting behind the first"
     assert ids(await outbox.claim_due(NOW, LEASE)) == [head + 1]
 
@@ -250,7 +284,8 @@ async def test_a_message_sent_without_a_card_slot_is_recorded_in_one_statement_w
     outbox = MessageOutbox(database)
     plain = await outbox.post(conversation_ref(CHANNEL), text("ontvangen"), now=NOW)
     card = await outbox.post(conversation_ref("19:referrer-chat"), text("kaart"), now=NOW, slot="slot-1")
-    assert ids(await outbox.claim_due(NOW, LEASE)) == [plain, card]
+    leased = await outbox.claim_due(NOW, LEASE)
+    assert ids(leased) == [plain, card]
     statements: list[str] = []
     commits: list[int] = []
 
@@ -259,10 +294,10 @@ async def test_a_message_sent_without_a_card_slot_is_recorded_in_one_statement_w
 
     event.listen(database.engine.sync_engine, "before_cursor_execute", record)
     event.listen(database.engine.sync_engine, "commit", lambda _connection: commits.append(1))
-    await outbox.mark_sent(plain, NOW, slot=None, activity_id="act-1")
+    assert await outbox.mark_sent(leased[0], NOW, activity_id="act-1")
     assert (statements, commits) == (["UPDATE"], [])
     statements.clear()
-    await outbox.mark_sent(card, NOW, slot="slot-1", activity_id="act-2")
+    assert await outbox.mark_sent(leased[1], NOW, activity_id="act-2")
     assert (statements, commits) == (["UPDATE", "INSERT"], [1])
     rows = await database.fetch_all("SELECT state, content FROM message_outbox ORDER BY id")
     assert [(row["state"], row["content"]) for row in rows] == [("sent", ""), ("sent", "")]

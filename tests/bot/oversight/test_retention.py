@@ -398,9 +398,9 @@ LEFT_OVER = 3  # a delivered breach report's mail, a draft's card message and it
 async def _mail(copies: OutboxFolderTransport, outbox: Outbox, reference: str, message_id: str) -> None:
     """A mail queued, sent (its copy kept in the folder) and marked delivered."""
     assert await outbox.enqueue(message_id=message_id, reference=reference, payload=b"zip", now=NOW)
-    await outbox.claim_due(NOW, dt.timedelta(minutes=5))
+    [item] = await outbox.claim_due(NOW, dt.timedelta(minutes=5))
     await copies.send(OutgoingMail.from_bytes(f"Message-ID: {message_id}\r\n\r\nzip\r\n".encode()))
-    await outbox.mark_delivered(message_id, NOW)
+    assert await outbox.mark_delivered(item, NOW)
 
 
 async def _seed(db: Database, copies: OutboxFolderTransport, tmp_path: Path) -> MessageOutbox:
@@ -422,7 +422,7 @@ async def _seed(db: Database, copies: OutboxFolderTransport, tmp_path: Path) -> 
                                      now=NOW, slot="draft:d-1")
     for sent in await messages.claim_due(NOW, dt.timedelta(minutes=5)):
         assert sent.id in (card, draft_card)
-        await messages.mark_sent(sent.id, NOW, slot=sent.slot, activity_id=f"act-{sent.id}")
+        assert await messages.mark_sent(sent, NOW, activity_id=f"act-{sent.id}")
     await messages.post(conversation_ref("a:personal-referrer"), MessageContent(text="mislukt"), now=NOW,
                         reference=HELD)
     for subject, kind in ((GONE, "ack_ocmw"), ("c-1", "correction_referrer"), (KEPT, "outcome_ocmw"),
@@ -473,7 +473,7 @@ async def test_the_same_rows_go_with_the_same_register_entries_on_both_backends(
         "table=referrals", "table=pairing_codes"]
 
     [held] = await messages.claim_due(clock.now(), dt.timedelta(minutes=5))  # the message about it goes out
-    await messages.mark_sent(held.id, clock.now(), slot=None, activity_id=None)
+    assert await messages.mark_sent(held, clock.now(), activity_id=None)
     assert tables(await retention.prune()) == [("referrals", PROTOCOL_ID, 1)]
 
     clock.current = NOW.replace(year=NOW.year + 5) + DAY

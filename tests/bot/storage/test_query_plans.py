@@ -47,7 +47,7 @@ async def _delivery(db: Database, clock: ManualClock) -> None:
     [item] = await outbox.claim_due(clock.now(), LEASE, limit=1)
     assert await referrals.by_message_id(item.message_id) is not None
     async with db.transaction():
-        await outbox.mark_delivered(item.message_id, clock.now())
+        await outbox.mark_delivered(item, clock.now())
         found = await referrals.by_message_id(item.message_id)
         assert found is not None
         sent = await referrals.transition(found.reference, ReferralState.SENT, sent_at=clock.now())
@@ -63,7 +63,7 @@ async def _teams_messages(db: Database, clock: ManualClock) -> None:
     """What `MessageDeliveryWorker` asks of the message outbox for the messages due."""
     messages = MessageOutbox(db)
     for message in await messages.claim_due(clock.now(), LEASE):
-        await messages.mark_sent(message.id, clock.now(), slot=message.slot, activity_id=f"activity-{message.id}")
+        await messages.mark_sent(message, clock.now(), activity_id=f"activity-{message.id}")
     await messages.next_due_at()
 
 
