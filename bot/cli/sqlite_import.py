@@ -68,7 +68,7 @@ async def import_sqlite(target: Database, source: Path) -> ImportResult:
             await migrate(origin)  # an older file is brought to this version's tables first
             async with origin.engine.connect() as source_connection:
                 tables = [name for name in await source_connection.run_sync(table_names) if name not in _NOT_COPIED]
-                async with target.transaction():
+                async with target.without_time_limits():  # one transaction of every row: no statement limit
                     target_connection = target.current_connection()
                     await _refuse_unless_empty(target_connection, tables)
                     copied = {name: await _copy_table(source_connection, target_connection, name) for name in tables}

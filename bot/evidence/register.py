@@ -339,8 +339,9 @@ class ProcessingRegister:
         The `retention_pruned` entry is appended before anything is deleted, so it is chained to the
         newest entry and always outlives the prune; it carries the hash of entry `last_seq`, where
         `verify` starts from now on. Returns how many entries went. `rule` says why, in a few words.
+        The first prune of a register years old deletes many entries at once: no statement limit.
         """
-        async with self._db.transaction():
+        async with self._db.without_time_limits():
             await self._db.lock(REGISTER_LOCK)
             rows = await self._db.fetch_one(
                 "SELECT MIN(seq) AS first, COUNT(*) AS n FROM register WHERE seq <= :last", {"last": last_seq})

@@ -21,7 +21,12 @@ load put a small transaction's p99 at 130 ms and its worst at 0.8 s; it is left 
 (a `python -m bot` command beside `serve`), which wait up to `busy_timeout`.
 PostgreSQL runs them side by side at READ COMMITTED; where that matters the stores say how they
 cope: `FOR UPDATE SKIP LOCKED` for the outboxes, an advisory lock for the register's hash chain,
-compare-and-set for state changes.
+compare-and-set for state changes. Nothing there waits without bound: a statement that waits
+LOCK_WAIT_SECONDS for a row lock (another session stuck holding it), runs STATEMENT_SECONDS, or a
+transaction left idle IDLE_IN_TRANSACTION_SECONDS is ended by the server, and a server that stops
+answering altogether by the client after `server_silence_seconds`; each is the same `DatabaseError`
+as a full pool ("probeer zo opnieuw"), and the connection goes. Work that legitimately runs long
+(migrations, an import) lifts them for its transaction (`unbounded`, `without_time_limits`).
 
 Wiped means gone from the disk too. In SQLite, `secure_delete` zeroes deleted content in the main
 file, but WAL mode keeps old page versions in `-wal` until a checkpoint; so a wipe (`note_wipe`)
@@ -66,6 +71,16 @@ Dialect = Literal["sqlite", "postgresql"]
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: See `DatabaseSettings.pool_wait_seconds`.
 POOL_WAIT_SECONDS = 10.0
+#: PostgreSQL: how long a statement waits for a lock another session holds (a click waits this, not for ever).
+LOCK_WAIT_SECONDS = 3.0
+#: PostgreSQL: how long one statement may run; the bot's run in milliseconds.
+STATEMENT_SECONDS = 10.0
+#: PostgreSQL: a session idle this long inside a transaction (its client frozen or gone) is ended, its locks freed.
+IDLE_IN_TRANSACTION_SECONDS = 60.0
+#: See `DatabaseSettings.server_silence_seconds`: longer than STATEMENT_SECONDS, so the server's own limit speaks first.
+SERVER_SILENCE_SECONDS = STATEMENT_SECONDS + 5
+#: The server's answers to those limits: lock_not_available, query_canceled (statement_timeout, a cancel request).
+_TIME_LIMIT_SQLSTATES = frozenset({"55P03", "57014"})
 #: TLS towards PostgreSQL, as libpq names it (`sslmode` in DATABASE_URL).
 TLS_MODES = ("disable", "require", "verify-ca", "verify-full")
 SqlParameters = Mapping[str, Any]
@@ -95,8 +110,13 @@ class DatabaseSettings:
     #: before it says "probeer zo opnieuw".
     pool_wait_seconds: float = POOL_WAIT_SECONDS
     #: For commands that only read (`register verify`): SQLite opens the file read-only (and never
-    #: creates it), PostgreSQL sessions are read-only.
+    #: creates it), PostgreSQL sessions are read-only (and, an operator's command reading everything, unbounded
+    #: in time: they hold no lock another session waits for).
     read_only: bool = False
+    #: PostgreSQL: a statement (or a connection's setup) the server has not answered in this long is given up on
+    #: by the client: a failed-over primary whose address leads nowhere closes nothing, and would hold the
+    #: step, its pooled connection and its turn for as long as TCP keeps trying.
+    server_silence_seconds: float = SERVER_SILENCE_SECONDS
 
     @property
     def dialect(self) -> Dialect:
@@ -238,6 +258,12 @@ class Database:
             raise RuntimeError("lock() outside a transaction")
         if self.is_postgres:
             await self.execute("SELECT pg_advisory_xact_lock(:key)", {"key": lock_key(name)})
+
+    @contextlib.asynccontextmanager
+    async def without_time_limits(self) -> AsyncIterator[None]:
+        """A transaction whose statements may wait and run as long as they need (an import; `unbounded`)."""
+        async with self.transaction(), unbounded(self.current_connection()):
+            yield
 
     def note_wipe(self) -> None:
         """Client data was just overwritten or deleted: empty SQLite's WAL once that is committed."""
@@ -442,9 +468,13 @@ def _as_database_error() -> Iterator[None]:
         yield
     except PoolTimeoutError as error:
         raise DatabaseError("database busy: no connection free in the pool") from error
-    except (DBAPIError, OSError) as error:
-        if isinstance(error, DBAPIError) and not error.connection_invalidated and not _is_unreachable(error):
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) in _TIME_LIMIT_SQLSTATES:
+            raise DatabaseError("database busy: a lock or statement took longer than its limit") from error
+        if not error.connection_invalidated and not _is_unreachable(error):
             raise
+        raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
+    except OSError as error:  # TimeoutError too: the server did not answer in `server_silence_seconds`
         raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
 
 
@@ -487,13 +517,19 @@ def open_database(settings: DatabaseSettings) -> Database:
     """
     if settings.url is not None:
         url, connect_args = postgres_connection(settings.url)
+        connect_args["server_settings"] = _time_limits(read_only=settings.read_only)
         if settings.read_only:
-            connect_args["server_settings"] = {"default_transaction_read_only": "on",
-                                               "default_transaction_isolation": "repeatable read"}
+            connect_args["server_settings"] |= {"default_transaction_read_only": "on",
+                                                "default_transaction_isolation": "repeatable read"}
+        else:
+            connect_args["command_timeout"] = settings.server_silence_seconds
+        # asyncpg's own connect timeout (60 s) is cut to the same bound.
+        connect_args["timeout"] = settings.server_silence_seconds
         engine = create_async_engine(url, pool_size=settings.pool_size, max_overflow=0,
                                      pool_timeout=settings.pool_wait_seconds, pool_recycle=1800,
                                      connect_args=connect_args, hide_parameters=True)
         _replace_closed_connections(engine)
+        _drop_silent_connections(engine)
         if settings.password is not None:
             _use_password_source(engine, settings.password)
         return Database(engine, "postgresql", read_only=settings.read_only, settings=settings)
@@ -573,6 +609,54 @@ def _sqlite_pragmas(engine: AsyncEngine, *, begin: str = "BEGIN IMMEDIATE") -> N
             # No trip of its own: it goes with the first statement (every SQLite engine is a OneTripConnection).
             driver = cast(sqlite_connection.OneTripConnection, connection.connection.driver_connection)
             driver.begin_with_next_statement(begin)
+
+
+def _time_limits(*, read_only: bool) -> dict[str, str]:
+    """The server's limits for every session (see the module's docstring); a read-only command's run unbounded."""
+    limits = {"lock_timeout": f"{LOCK_WAIT_SECONDS:.0f}s",
+              "idle_in_transaction_session_timeout": f"{IDLE_IN_TRANSACTION_SECONDS:.0f}s"}
+    if not read_only:
+        limits["statement_timeout"] = f"{STATEMENT_SECONDS:.0f}s"
+    return limits
+
+
+def _drop_silent_connections(engine: AsyncEngine) -> None:
+    """A statement the server did not answer in time (asyncpg's `command_timeout`): the connection is dropped.
+
+    Its state is unknown (the server may still run the statement, or be gone): rolling it back or
+    handing it out again would wait on the same silence. Only this connection goes; the others
+    find out for themselves.
+    """
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def drop_if_silent(context: Any) -> None:
+        if isinstance(context.original_exception, TimeoutError):
+            context.is_disconnect = True
+            context.invalidate_pool_on_disconnect = False
+
+
+@contextlib.asynccontextmanager
+async def unbounded(connection: AsyncConnection) -> AsyncIterator[None]:
+    """No time limit on `connection`'s transaction: for work that legitimately waits and runs long (migrations).
+
+    PostgreSQL's limits are lifted for the transaction only (`set_config(..., true)`, as `SET LOCAL`);
+    the client's for the connection while the block runs: asyncpg reads `command_timeout` from the
+    connection's configuration at every call and has no other way to change it once connected.
+    SQLite has none to lift.
+    """
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    await connection.exec_driver_sql(
+        "SELECT set_config('lock_timeout', '0', true), set_config('statement_timeout', '0', true),"
+        " set_config('idle_in_transaction_session_timeout', '0', true)")
+    driver = (await connection.get_raw_connection()).driver_connection
+    config = driver._config  # type: ignore[union-attr]
+    driver._config = config._replace(command_timeout=None)  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        driver._config = config  # type: ignore[union-attr]
 
 
 def _replace_closed_connections(engine: AsyncEngine) -> None:

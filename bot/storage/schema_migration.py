@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, inspect
 
-from bot.storage.database import Database
+from bot.storage.database import Database, unbounded
 from bot.storage.migrations import legacy_sqlite
 
 if TYPE_CHECKING:
@@ -70,8 +70,11 @@ async def schema_state(db: Database) -> SchemaState:
 
 
 async def migrate(db: Database) -> SchemaState:
-    """Apply every missing revision (idempotent); the state before."""
-    async with db.engine.begin() as connection:
+    """Apply every missing revision (idempotent); the state before.
+
+    Without the time limits every other statement has: DDL on a large table, or waiting for the
+    migration lock another instance holds while it migrates, takes as long as it takes."""
+    async with db.engine.begin() as connection, unbounded(connection):
         return await connection.run_sync(_upgrade)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bot.app import create_app
@@ -38,18 +40,23 @@ def own_postgres() -> Iterator[PostgresServer]:
         yield server
 
 
+def _settings(tmp_path: Path, url: str, smtp_port: int) -> Settings:
+    """The bot on PostgreSQL at `url`, mailing through the local relay."""
+    return Settings.from_mapping({
+        "BOT_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": url,
+        "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD, "LOCAL_DRAFT_KEY": "5d" * 32,
+        "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "SMTP_TLS": "none",
+        "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK": "1",
+    })
+
+
 async def test_a_database_restart_costs_the_referrer_a_click_not_the_referral(
         own_postgres: PostgresServer, tmp_path: Path, clock: ManualClock, referrer: TeamsUser,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     url = await migrated_postgres_url(own_postgres)
     with smtp_server(tls="none") as relay:
-        settings = Settings.from_mapping({
-            "BOT_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": url,
-            "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD, "LOCAL_DRAFT_KEY": "5d" * 32,
-            "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(relay.port), "SMTP_TLS": "none",
-            "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK": "1",
-        })
+        settings = _settings(tmp_path, url, relay.port)
         async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
             await _restart_between_clicks(bot, own_postgres, clock, referrer)
         assert len(relay.messages) == 1  # the one mail, queued by the click that worked
@@ -78,3 +85,34 @@ async def _restart_between_clicks(bot: BotDriver, server: PostgresServer, clock:
     assert "referral.send" not in actions(sent)
     assert "VD-" in str(sent), sent
     assert await bot.deliver() == 1
+
+
+#: How long Teams waits for the bot's answer to a click before it shows the user an error.
+TEAMS_WAITS_SECONDS = 5
+
+
+async def test_a_click_on_a_draft_another_session_holds_is_answered_within_teams_wait(
+        postgres: PostgresServer, tmp_path: Path, clock: ManualClock, referrer: TeamsUser) -> None:
+    """Another instance's step holds the draft's row (it is frozen, or its client vanished and the server has not
+    noticed yet): the click is answered "probeer zo opnieuw" before Teams gives up, not when that session ends."""
+    url = await migrated_postgres_url(postgres)
+    with smtp_server(tls="none") as relay:
+        settings = _settings(tmp_path, url, relay.port)
+        async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+            draft_id, _ = await reach_review(bot, referrer)
+            holder = await asyncpg.connect(url.split("?", 1)[0])
+            try:
+                await holder.execute("BEGIN")
+                await holder.execute("SELECT 1 FROM drafts WHERE id = $1 FOR UPDATE", draft_id)
+                started = time.monotonic()
+                click = asyncio.create_task(bot.banner(referrer, "referral.send", {"draftId": draft_id}))
+                done, _ = await asyncio.wait([click], timeout=TEAMS_WAITS_SECONDS)
+                waited = time.monotonic() - started
+            finally:
+                await holder.execute("ROLLBACK")
+                await holder.close()
+            banner = await asyncio.wait_for(click, 30)
+            assert done, f"no answer within Teams' {TEAMS_WAITS_SECONDS} s ({waited:.1f} s): it waited for the lock"
+            assert banner.startswith(TRY_AGAIN), banner
+            again = await bot.answer(referrer, "referral.send", {"draftId": draft_id})
+            assert "wordt verstuurd" in str(again), "the same click works once the lock is gone"

@@ -10,6 +10,7 @@ server closed (a restart, a failover, an idle cut) is never handed to a step.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,20 @@ import asyncpg
 import pytest
 from sqlalchemy import event
 
-from bot.storage.database import Database, DatabaseError, DatabaseSettings, open_database
-from tests.support.databases import OPENED, postgres_url, transaction_held_open
+from bot.storage.database import (
+    LOCK_WAIT_SECONDS,
+    Database,
+    DatabaseError,
+    DatabaseSettings,
+    open_database,
+)
+from tests.support.databases import (
+    OPENED,
+    migrated_postgres_url,
+    postgres_database,
+    postgres_url,
+    transaction_held_open,
+)
 from tests.support.keyvault_provider import until
 from tests.support.postgres_server import PostgresServer
 
@@ -125,3 +138,112 @@ async def test_a_statement_on_its_own_that_a_step_gives_up_on_gives_its_connecti
         async with asyncio.timeout(3):  # not behind the abandoned 5-second statement on the one connection
             assert await db.scalar("SELECT CAST(:n AS integer)", {"n": 7}) == 7
         assert db.engine.sync_engine.pool.checkedout() == 0
+
+
+async def test_a_statement_waiting_for_a_row_lock_another_session_holds_gives_up_in_bounded_time(
+        postgres: PostgresServer) -> None:
+    """Another instance frozen mid-step, or a client the server has not yet found dead, holds the row: the step
+    is told the database is busy after LOCK_WAIT_SECONDS, not after that session ends, and its connection is back."""
+    db = await postgres_database(postgres)
+    await db.execute("INSERT INTO job_runs (name, next_run_at, last_started_at, last_instance)"
+                     " VALUES ('sweep', 'a', 'a', 'x')")
+    assert db.settings is not None and db.settings.url is not None
+    holder = await asyncpg.connect(db.settings.url.split("?", 1)[0])
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute("SELECT 1 FROM job_runs WHERE name = 'sweep' FOR UPDATE")
+        started = time.monotonic()
+        with pytest.raises(DatabaseError, match="busy"):
+            async with asyncio.timeout(LOCK_WAIT_SECONDS + 10), db.transaction():
+                await db.execute("UPDATE job_runs SET last_instance = 'y' WHERE name = 'sweep'")
+        waited = time.monotonic() - started
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+    assert LOCK_WAIT_SECONDS - 0.5 <= waited <= LOCK_WAIT_SECONDS + 2, waited
+    assert db.engine.sync_engine.pool.checkedout() == 0
+    assert await db.scalar("SELECT last_instance FROM job_runs") == "x"
+
+
+class _BlackHoleProxy:
+    """TCP between the bot and PostgreSQL; `vanish()` makes the server stop answering without closing anything,
+    as a failed-over primary whose address now leads nowhere (no FIN, no RST)."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self.vanished = False
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._port)
+        self._writers += [writer, upstream_writer]
+
+        async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                if not self.vanished:
+                    target.write(data)
+                    await target.drain()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer), return_exceptions=True)
+
+    async def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_a_step_on_a_server_that_stopped_answering_gives_up_in_bounded_time(postgres: PostgresServer) -> None:
+    """No FIN, no RST, no answer: the client gives up after `server_silence_seconds` (here 1 s) with the database
+    unavailable, and the connection is dropped rather than rolled back or handed out again."""
+    url = await migrated_postgres_url(postgres)
+    proxy = _BlackHoleProxy(postgres.port)
+    port = await proxy.start()
+    db = open_database(DatabaseSettings(sqlite_path=Path("/nonexistent"), pool_size=2, server_silence_seconds=1.0,
+                                        url=url.replace(f":{postgres.port}/", f":{port}/")))
+    OPENED.append(db)
+    try:
+        assert await db.scalar("SELECT 1") == 1  # a pooled connection through the proxy
+        proxy.vanished = True
+        for step in ("in a transaction", "on its own"):
+            started = time.monotonic()
+            with pytest.raises(DatabaseError, match="unavailable"):
+                async with asyncio.timeout(10):
+                    if step == "on its own":
+                        await db.execute("SELECT 1")
+                    else:
+                        async with db.transaction():
+                            await db.execute("SELECT 1")
+            waited = time.monotonic() - started
+            assert waited <= 4, (step, waited)
+            assert db.engine.sync_engine.pool.checkedout() == 0, step
+    finally:
+        await proxy.close()
+
+
+async def test_limits_bound_every_session_and_are_lifted_only_for_work_that_runs_long(
+        postgres: PostgresServer) -> None:
+    """A migration's DDL or an import's one transaction may wait and run as long as it needs; nothing else."""
+    db = await postgres_database(postgres)
+    limits = "SELECT current_setting('lock_timeout') AS l, current_setting('statement_timeout') AS s," \
+             " current_setting('idle_in_transaction_session_timeout') AS i"
+
+    async def client_limit() -> object:
+        raw = await db.current_connection().get_raw_connection()
+        return raw.driver_connection._config.command_timeout  # type: ignore[union-attr]
+
+    async with db.transaction():
+        assert dict(await db.fetch_one(limits) or {}) == {"l": "3s", "s": "10s", "i": "1min"}
+        assert await client_limit() == 15
+    async with db.without_time_limits():
+        assert dict(await db.fetch_one(limits) or {}) == {"l": "0", "s": "0", "i": "0"}
+        assert await client_limit() is None
+    async with db.transaction():
+        assert dict(await db.fetch_one(limits) or {}) == {"l": "3s", "s": "10s", "i": "1min"}
+        assert await client_limit() == 15
