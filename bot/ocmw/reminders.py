@@ -7,7 +7,8 @@ the referrer is told. A correction version is chased for its receipt only: the o
 deletion are its family's, chased on the first version. Each reminder is queued in the message
 outbox in the same commit that records it (table `reminders`), so a restart neither skips nor
 repeats one, and a Teams outage delays it instead of losing it. A correction request is repeated
-to the referrer every `N` working days until the correction goes out (article 7).
+to the referrer every `N` working days until the correction goes out (article 7), while its protocol is in
+force (after its end a correction, a new transfer, is refused).
 
 A pass asks the database only for what may be due: referrals in a waiting state that entered it at
 least `N` calendar days ago (a working day is never shorter) and have no such reminder yet, so the
@@ -155,6 +156,9 @@ class ReminderService:
             original = await self._referrals.get(str(row["reference"]))
             if original is None or original.state in CLOSED:
                 continue
+            protocol = self._registry.get(original.protocol_id)
+            if protocol is None or not protocol.in_force_on(now.astimezone(self._tz).date()):
+                continue  # a correction is a new transfer, refused once the protocol ended: nothing to chase
             lang = cards.language_for(original.lang)
             text = cards.text(lang, "reminder_correction_referrer", reference=original.reference,
                               recipient=self._registry.recipient_name(original.protocol_id),

@@ -9,6 +9,7 @@ row of its own, as `bot.ocmw.corrections` writes it. Every wait starts on Friday
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
@@ -218,3 +219,15 @@ async def test_a_correction_sent_while_the_pass_runs_is_not_asked_for_again(
     clock.current = TUESDAY
     assert await reminders.run_due() == len(AT_TUESDAY) - 1
     assert await reminded(database) == AT_TUESDAY - {("correction-1", "correction_referrer")}
+
+
+async def test_a_correction_is_not_asked_for_again_once_its_protocol_ended(database: Database) -> None:
+    """After `ends_on` a correction is refused (a new transfer): the referrer is not chased to send one."""
+    ended = dataclasses.replace(load_protocol_file(PROTOCOL_FILE), ends_on=FRIDAY.astimezone(BRUSSELS).date())
+    await seed(database)
+    reminders = ReminderService(db=database, referrals=ReferralStore(database), links=OcmwLinks(database),
+                                registry=ProtocolRegistry([ended]), messages=MessageOutbox(database),
+                                clock=ManualClock(TUESDAY), timezone=BRUSSELS, working_days=2)
+    await reminders.run_due()
+    assert ("correction-1", "correction_referrer") not in await reminded(database)
+    assert ("VD-20261127-SENTAA", "ack_ocmw") in await reminded(database), "the OCMW is still chased: it holds data"
