@@ -18,7 +18,14 @@ from bot.delivery.mail_transport import MailDeliveryError, MailTransport
 from bot.delivery.message_outbox import MessageOutbox
 from bot.secrets.zip_passwords import ZipPasswordError, ZipPasswordProvider
 from bot.storage.schema_migration import schema_state
-from bot.wiring import Closer, build_database, build_mail_transport, build_password_provider
+from bot.wiring import (
+    Closer,
+    DraftKeyError,
+    build_database,
+    build_mail_transport,
+    build_password_provider,
+    draft_key_from_key_vault,
+)
 
 CHECK_TIMEOUT_SECONDS = 20.0
 #: A Teams message still queued after this long is worth an operator's look.
@@ -46,12 +53,19 @@ async def run_checks(
     transport: MailTransport | None = None,
     seconds_per_check: float = CHECK_TIMEOUT_SECONDS,
 ) -> list[CheckResult]:
-    """Protocol files, the database, every protocol's ZIP password, and the mail transport."""
+    """Protocol files, the database, the draft key, every protocol's ZIP password, and the mail transport.
+
+    A check that cannot even begin (its provider cannot be built) is a failed line too: the others
+    still report.
+    """
     results: list[CheckResult] = []
     closers: list[Closer] = []
     try:
         registry = _check_protocols(settings, clock, results)
         results.extend(await _check_database(settings, clock, seconds_per_check))
+        if settings.key_vault is not None:  # `serve` reads it before anything else, and stops without it
+            draft_key = _draft_key(settings, settings.key_vault.draft_key_secret)
+            results.append(await _bounded("draft key", draft_key, seconds_per_check))
         passwords = passwords or build_password_provider(settings, clock, closers)
         for protocol in registry.all() if registry else []:
             check = _password(passwords, protocol)
@@ -69,6 +83,8 @@ async def run_checks(
         )
     except ZipPasswordError as error:
         results.append(CheckResult("zip password provider", False, str(error)))
+    except OSError as error:  # a local secret file in a data folder that cannot be made (reported above)
+        results.append(CheckResult("local secret files", False, f"{settings.data_dir}: {error.strerror}"))
     finally:
         for close in closers:
             await close()
@@ -125,6 +141,12 @@ async def _check_database(settings: Settings, clock: Clock, seconds: float) -> l
     return results
 
 
+async def _draft_key(settings: Settings, secret: str) -> str:
+    """The draft key read as `serve` reads it (`DraftKeyError` names the secret, never its value)."""
+    await draft_key_from_key_vault(settings)
+    return f"Key Vault secret '{secret}' readable, a 256-bit key"
+
+
 async def _password(passwords: ZipPasswordProvider, protocol: DataSharingProtocol) -> str:
     password = await passwords.password_for(protocol)
     return f"secret '{protocol.zip_password_secret}' readable and acceptable, version {password.version}"
@@ -136,6 +158,6 @@ async def _bounded(name: str, check: Awaitable[str], seconds: float) -> CheckRes
             detail = await check
     except TimeoutError:
         return CheckResult(name, False, f"no answer within {seconds:.0f} s")
-    except (ZipPasswordError, MailDeliveryError) as error:
+    except (ZipPasswordError, MailDeliveryError, DraftKeyError) as error:
         return CheckResult(name, False, str(error))
     return CheckResult(name, True, detail)

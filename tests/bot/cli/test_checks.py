@@ -15,7 +15,12 @@ from bot.secrets.keyvault_passwords import KeyVaultZipPasswordProvider, create_s
 from tests.support.clock import ManualClock
 from tests.support.databases import postgres_url
 from tests.support.entra_login import entra_database
-from tests.support.keyvault_standin import StaticTokenCredential, keyvault_standin
+from tests.support.keyvault_standin import (
+    MANAGED_IDENTITY_TOKEN,
+    StaticTokenCredential,
+    keyvault_standin,
+    managed_identity_standin,
+)
 from tests.support.postgres_server import PostgresServer
 from tests.support.smtp_server import free_port, smtp_server
 
@@ -151,3 +156,40 @@ async def _bot_command(arguments: list[str], env: dict[str, str]) -> subprocess.
     """`python -m bot ...` in a thread, so this event loop keeps answering for the identity stand-in."""
     return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", *arguments], env=env, cwd=ROOT,
                                    capture_output=True, text=True, timeout=60, check=False)
+
+
+async def test_the_draft_key_in_key_vault_is_checked_as_serve_reads_it(tmp_path: Path) -> None:
+    """`serve` reads the draft key first and stops without it: `check`, the deployment's gate, must say so."""
+    async with managed_identity_standin() as identity, keyvault_standin(token=MANAGED_IDENTITY_TOKEN) as vault:
+        vault.set_secret("zip-password-ocmw-sint-gillis-waas", "QW3E-RT7Y-UP9A-SD2F-GH4J")
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "IDENTITY_", "MSI_"))},
+            "BOT_DATA_DIR": str(tmp_path / "data"), "KEY_VAULT_URL": vault.url,
+            "DANGEROUSLY_SKIP_KEY_VAULT_CHALLENGE_CHECK": "1", "IDENTITY_ENDPOINT": identity.endpoint,
+            "IDENTITY_HEADER": identity.header, "SSL_CERT_FILE": str(vault.ca_path),
+        }
+
+        async def check() -> subprocess.CompletedProcess[str]:
+            return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "check"], env=env, cwd=ROOT,
+                                           capture_output=True, text=True, timeout=120, check=False)
+
+        missing = await check()
+        vault.set_secret("draft-data-key", "not a key")
+        malformed = await check()
+        vault.set_secret("draft-data-key", "ab" * 32)
+        good = await check()
+    assert missing.returncode == 1 and "FAIL draft key: Key Vault secret 'draft-data-key'" in missing.stdout, \
+        missing.stdout + missing.stderr
+    assert malformed.returncode == 1 and "64 hexadecimal characters" in malformed.stdout
+    assert "not a key" not in malformed.stdout + malformed.stderr, "never the secret's value"
+    assert good.returncode == 0 and "OK   draft key: Key Vault secret 'draft-data-key'" in good.stdout, good.stdout
+
+
+async def test_a_data_folder_that_cannot_be_made_is_a_failed_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the data folder should be")
+    env = {**os.environ, "BOT_DATA_DIR": str(tmp_path / "data")}
+    result = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "check"], env=env, cwd=ROOT,
+                                     capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "FAIL data folder" in result.stdout and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert "OK   protocol files" in result.stdout, "the other checks still report"
