@@ -65,6 +65,8 @@ if TYPE_CHECKING:
     from bot.operations.metrics_endpoint import LocalMetricsView
 
 logger = logging.getLogger(__name__)
+#: The `Server` header of every answer.
+SERVER_NAME = "veilig-doorverwijzen"
 
 #: How often the protocols folder is looked at when nobody talks to the bot (every request looks too).
 PROTOCOL_CHECK_SECONDS = 60.0
@@ -112,6 +114,12 @@ class Services:
 
 
 SERVICES_KEY = web.AppKey("services", Services)
+
+
+async def _name_the_server(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer names the service, not the software and its version (aiohttp's default `Server` header
+    would tell anyone which known flaws to try). Set, not removed: aiohttp fills in a missing one."""
+    response.headers["Server"] = SERVER_NAME
 
 
 def create_app(
@@ -307,6 +315,7 @@ def create_app(
 
     app = web.Application(client_max_size=MAX_BODY_BYTES,
                           middlewares=[request_telemetry(telemetry.tracer, metrics), reread_protocols])
+    app.on_response_prepare.append(_name_the_server)
     app[SERVICES_KEY] = Services(
         settings=settings,
         db=db,

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -166,3 +167,13 @@ async def test_a_stop_while_a_teams_message_is_on_its_way_lets_it_finish_so_it_i
             await asyncio.sleep(0.5)  # time enough for a second post, if one were coming
     posted = Counter(json.dumps(call.body, sort_keys=True) for call in connector.accepted[taken:])
     assert posted and max(posted.values()) == 1, posted
+
+
+async def test_no_answer_names_the_server_software_or_its_version(bot: BotDriver, referrer: TeamsUser) -> None:
+    """aiohttp's default `Server: Python/3.11 aiohttp/3.x` tells anyone which known flaws to try."""
+    async with aiohttp.ClientSession() as session:
+        for path in ("/healthz", "/readyz", "/register/export/" + "A" * 43):
+            async with session.get(bot.bot_url + path) as response:
+                assert response.headers.get("Server") == "veilig-doorverwijzen", (path, response.headers.get("Server"))
+    response = await bot.post(referrer.message(bot.service_url, "hulp"))
+    assert response.headers.get("Server") == "veilig-doorverwijzen"
