@@ -17,6 +17,7 @@ from bot.core.referral_values import FieldError
 from bot.evidence.breach_form import BREACH_ERROR_CODES, BREACH_INPUTS
 from bot.evidence.breach_report import BREACH_CATEGORIES, BreachKind
 from cards._errors import CardError
+from cards._markdown import escape_markdown
 from cards._render import Card, format_time, join_names, render
 from cards._texts import Language, text
 
@@ -95,7 +96,10 @@ def breach_error_text(lang: Language, field: str, error: FieldError) -> str:
         return text(lang, f"breach.required.{field}")
     if error.code == "too_long":
         return text(lang, "error.too_long", field=text(lang, f"breach.field.{field}.name"), **dict(error.params))
-    return text(lang, f"breach.error.{error.code}", **dict(error.params))
+    params = dict(error.params)
+    if error.code == "reference_format":  # pieces of what the reporter typed: shown as typed, not as markdown
+        params["references"] = escape_markdown(params["references"])
+    return text(lang, f"breach.error.{error.code}", **params)
 
 
 def breach_reported_card(lang: Language, view: BreachReportedView) -> Card:

@@ -6,12 +6,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 import cards
 from bot.core.referral_values import FieldError
-from bot.evidence.breach_form import BREACH_ERROR_CODES, BREACH_INPUTS, REQUIRED_INPUTS, TEXT_MAX_LENGTHS
+from bot.evidence.breach_form import (
+    BREACH_ERROR_CODES,
+    BREACH_INPUTS,
+    REQUIRED_INPUTS,
+    TEXT_MAX_LENGTHS,
+    validate_breach_form,
+)
 from tests.support.card_reading import actions, assert_complete_card, attention_texts, input_values, walk
 
 PROTOCOLS = [("OR-KG-NOW-OCMW-SGW-2026", "OCMW Sint-Gillis-Waas")]
@@ -134,3 +141,17 @@ def test_a_view_that_does_not_add_up_is_refused() -> None:
         cards.breach_reported_card("nl", dataclasses.replace(VIEW, families=None))
     with pytest.raises(cards.CardError):
         cards.breach_reported_card("nl", dataclasses.replace(VIEW, deadline_state="soon"))  # type: ignore[arg-type]
+
+
+def test_malformed_references_typed_in_a_breach_report_are_shown_as_typed_not_as_markdown() -> None:
+    """Every value a user typed into a TextBlock is escaped; these pieces of the references input were not."""
+    now = dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)
+    typed = {"protocol": "p1", "kind": "confidentiality", "discoveredDate": "2026-11-28", "discoveredTime": "09:00",
+             "whatHappened": "x", "categories": "contact:email",
+             "references": "**PEETERS** [KLIK](HTTPS://EVIL.EXAMPLE)"}
+    result = validate_breach_form(typed, protocol_ids={"p1"}, now=now, timezone=ZoneInfo("Europe/Brussels"))
+    card = cards.breach_report_card("nl", report_id="DL-20261128-K7M2QX", protocols=[("p1", "OCMW X")],
+                                    today=now.date(), values=result.typed, errors=result.errors)
+    [shown] = [e["text"] for e in walk(card) if e.get("type") == "TextBlock" and "klopt niet" in e.get("text", "")]
+    assert cards.escape_markdown("**PEETERS**") in shown, shown
+    assert cards.escape_markdown("[KLIK](HTTPS://EVIL.EXAMPLE)") in shown, shown

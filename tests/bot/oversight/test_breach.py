@@ -288,7 +288,7 @@ async def test_wrong_fields_get_their_errors_under_them_and_nothing_is_queued(
     assert any("Kijk" in error and "de datum" in error and "de referenties" in error for error in errors)
     assert "Dit moment ligt in de toekomst. Vul in wanneer het lek ontdekt werd: ten laatste nu." in errors
     assert "Beschrijf kort wat er gebeurde, zonder namen of adressen van gezinnen." in errors
-    assert any("Deze referentie klopt niet: VD-2026." in error for error in errors)
+    assert any("Deze referentie klopt niet: VD\\-2026." in error for error in errors), "as typed (markdown escaped)"
     assert any("Vink aan welke gegevens" in error for error in errors)
     values = input_values(again)
     assert values["references"] == "VD-20261128-K7M2QX, VD-2026" and values["measuresTaken"] == TAKEN
