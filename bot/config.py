@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Literal, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
-
 from bot.core.access import OcmwChannelPolicy, ReferrerPolicy
+from bot.core.protocols import ascii_mailbox
 from bot.delivery.smtp_transport import SmtpSettings, is_loopback_host
 
 MailTransportName = Literal["outbox", "smtp", "graph"]
@@ -538,9 +537,9 @@ class _EnvReader:
     def mailbox(self, name: str, default: str) -> str:
         value = self.text(name, default)
         try:
-            return validate_email(value, check_deliverability=False).normalized
-        except EmailNotValidError as error:
-            raise ConfigError(f"{name}={value!r} is not an e-mail address: {error}") from error
+            return ascii_mailbox(value)
+        except ValueError as error:
+            raise ConfigError(f"{name}={value!r} {error}") from error
 
     def timezone(self, name: str, default: str) -> ZoneInfo:
         value = self.text(name, default)

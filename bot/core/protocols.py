@@ -39,6 +39,25 @@ _SENDER_TEAM_LISTS = ("object_ids", "group_ids", "team_ids")
 PLACEHOLDER_ID_PREFIX = "00000000-0000-0000-0000-"
 
 
+def ascii_mailbox(value: str) -> str:
+    """An address the bot mails (a protocol's mailbox or DPO, MAIL_FROM), as SMTP and the To header carry it.
+
+    A domain with non-ASCII letters becomes its IDNA form (`welzijnshuis@xn--sint-gillis-was-elb.be`),
+    which every relay takes; a non-ASCII part before the @ would need SMTPUTF8 on every relay up to the
+    OCMW's mailbox, and is refused. ValueError says what is wrong, for the caller to name its field.
+    """
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise ValueError(f"is not a valid e-mail address ({error})") from error
+    if checked.ascii_email is None:
+        raise ValueError(
+            f"has non-ASCII characters before the @ ({checked.local_part!r}): such an address needs SMTPUTF8 "
+            "on every mail server on the way, which cannot be assumed; use the mailbox's ASCII address"
+        )
+    return checked.ascii_email
+
+
 class ProtocolFileError(ValueError):
     """A protocol file cannot be used; the message names the file and the field."""
 
@@ -530,6 +549,6 @@ class _FieldReader:
     def mailbox(self, dotted: str) -> str:
         value = self.text(dotted)
         try:
-            return validate_email(value, check_deliverability=False).normalized
-        except EmailNotValidError as error:
-            raise ProtocolFileError(self.path, dotted, f"is not a valid e-mail address ({error})") from error
+            return ascii_mailbox(value)
+        except ValueError as error:
+            raise ProtocolFileError(self.path, dotted, str(error)) from error

@@ -36,6 +36,7 @@ def test_values_from_the_environment() -> None:
         ({"PORT": "70000"}, "PORT"),
         ({"MAIL_TRANSPORT": "pigeon"}, "MAIL_TRANSPORT"),
         ({"MAIL_FROM": "nobody"}, "MAIL_FROM"),
+        ({"MAIL_FROM": "döorverwijzing@opgroeien.be"}, "MAIL_FROM=.*before the @.*SMTPUTF8"),
         ({"BOT_TIMEZONE": "Mars/Olympus"}, "BOT_TIMEZONE"),
         ({"MicrosoftAppType": "Whatever"}, "MicrosoftAppType"),
         ({"DRAFT_TTL_MINUTES": "0"}, "DRAFT_TTL_MINUTES"),
@@ -48,6 +49,11 @@ def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         Settings.from_mapping(env)
 
+
+
+def test_mail_from_with_a_non_ascii_domain_is_kept_in_its_ascii_form() -> None:
+    settings = Settings.from_mapping({"MAIL_FROM": "doorverwijzing@öpgroeien.be"})
+    assert settings.mail_from == "doorverwijzing@xn--pgroeien-m4a.be"
 
 def test_smtp_settings() -> None:
     settings = Settings.from_mapping({"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "relay.example.be",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from bot.core.protocols import load_protocol_file
+from bot.core.protocols import DataSharingProtocol, load_protocol_file
 from bot.core.referral_values import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
 from bot.delivery.mail_message import OutgoingMail, build_referral_mail
 from bot.referral.package import build_package
@@ -60,11 +60,18 @@ def sample_client() -> ClientDetails:
     )
 
 
-def sample_referral(reference: str = REFERENCE) -> SampleReferral:
-    """The referral mail to the Sint-Gillis-Waas OCMW, package encrypted with `ZIP_PASSWORD`."""
+def protocol_with_mailbox(mailbox: str, folder: Path) -> DataSharingProtocol:
+    """The Sint-Gillis-Waas protocol with another `recipient.mailbox`, loaded from a copy written into `folder`."""
+    file = folder / "mailbox.toml"
+    file.write_text(PROTOCOL_FILE.read_text("utf-8").replace("welzijnshuis@sint-gillis-waas.be", mailbox), "utf-8")
+    return load_protocol_file(file)
+
+
+def sample_referral(reference: str = REFERENCE, protocol: DataSharingProtocol | None = None) -> SampleReferral:
+    """The referral mail to the Sint-Gillis-Waas OCMW (or `protocol`'s), package encrypted with `ZIP_PASSWORD`."""
     contents = ReferralPackageContents(
         reference=reference,
-        protocol=load_protocol_file(PROTOCOL_FILE),
+        protocol=protocol or load_protocol_file(PROTOCOL_FILE),
         client=sample_client(),
         consent=ConsentRecord(True, True, True, True, True, CREATED_AT - dt.timedelta(minutes=4),
                               text_version="2026-11-1"),

@@ -76,6 +76,10 @@ def test_in_force_window_includes_both_ends(tmp_path: Path) -> None:
     ("old", "new", "field"),
     [
         ('mailbox = "welzijnshuis@sint-gillis-waas.be"', 'mailbox = "not an address"', "recipient.mailbox"),
+        ('mailbox = "welzijnshuis@sint-gillis-waas.be"', 'mailbox = "wélzijnshuis@sint-gillis-waas.be"',
+         "recipient.mailbox"),
+        ('dpo = "dpo@opgroeien.be"', 'dpo = "dpö@opgroeien.be"', "sender.dpo"),
+        ('dpo = "informatica@sint-gillis-waas.be"', 'dpo = "ïnformatica@sint-gillis-waas.be"', "recipient.dpo"),
         ('postal_codes = ["9170"]', 'postal_codes = ["91700"]', "recipient.postal_codes"),
         ('postal_codes = ["9170"]', "postal_codes = []", "recipient.postal_codes"),
         ("in_force_from = 2026-03-01", 'in_force_from = "1 maart"', "in_force_from"),
@@ -101,6 +105,30 @@ def test_a_bad_file_names_file_and_field(tmp_path: Path, old: str, new: str, fie
     assert raised.value.field == field
     assert "broken.toml" in str(raised.value) and field in str(raised.value)
 
+
+
+def test_an_address_with_a_non_ascii_domain_is_kept_in_its_ascii_form(tmp_path: Path) -> None:
+    """The IDNA form (xn--) is what the SMTP envelope and the To header can carry without SMTPUTF8 or RFC 2047."""
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text().replace("@sint-gillis-waas.be", "@sint-gillis-waäs.be")
+    (tmp_path / "p.toml").write_text(text.replace('"dpo@opgroeien.be"', '"dpo@öpgroeien.be"'), encoding="utf-8")
+
+    protocol = load_protocol_file(tmp_path / "p.toml")
+
+    assert protocol.recipient_mailbox == "welzijnshuis@xn--sint-gillis-was-elb.be"
+    assert protocol.recipient_dpo == "informatica@xn--sint-gillis-was-elb.be"
+    assert protocol.sender_dpo == "dpo@xn--pgroeien-m4a.be"
+
+
+def test_a_non_ascii_local_part_is_refused_saying_why(tmp_path: Path) -> None:
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text()
+    (tmp_path / "p.toml").write_text(text.replace('mailbox = "welzijnshuis@', 'mailbox = "wélzijnshuis@'),
+                                     encoding="utf-8")
+
+    with pytest.raises(ProtocolFileError) as raised:
+        load_protocol_file(tmp_path / "p.toml")
+
+    assert raised.value.field == "recipient.mailbox"
+    assert "before the @" in str(raised.value) and "SMTPUTF8" in str(raised.value)
 
 PUBLISHED_LINE = "# published_at = "
 

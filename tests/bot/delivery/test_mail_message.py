@@ -18,6 +18,7 @@ from bot.core.referral_values import ClientDetails, ConsentRecord, ReferralPacka
 from bot.delivery import mail_message
 from bot.delivery.mail_message import OutgoingMail, build_referral_mail, message_id_for
 from bot.referral.package import build_package
+from tests.support.sample_referral import protocol_with_mailbox
 from tests.support.words import forbidden_words, unproven_ticks
 
 PROTOCOL_FILE = Path(__file__).resolve().parents[3] / "infra" / "protocols" / "sint-gillis-waas.toml"
@@ -276,6 +277,21 @@ def test_the_envelope_is_the_sender_address_and_the_mailbox(
     assert OutgoingMail.from_bytes(mail.data) == mail  # what the outbox worker reads back from the row
     assert "zoe" not in repr(mail).casefold() and "data" not in repr(mail)
 
+
+
+def test_a_mailbox_with_a_non_ascii_domain_is_addressed_in_its_ascii_form(
+    contents: ReferralPackageContents, package: bytes, tmp_path: Path
+) -> None:
+    idn = dataclasses.replace(contents, protocol=protocol_with_mailbox("welzijnshuis@sint-gillis-waäs.be", tmp_path))
+
+    mail = build_referral_mail(idn, package, sender=SENDER, local_tz=BRUSSELS)
+
+    # RFC 2047 section 5: no encoded word inside an address (Outlook shows it as it is, a relay refuses it).
+    assert [line for line in mail.data.split(b"\r\n") if line.startswith(b"To:")] == [
+        b"To: welzijnshuis@xn--sint-gillis-was-elb.be"
+    ]
+    assert mail.recipients == ("welzijnshuis@xn--sint-gillis-was-elb.be",)
+    assert OutgoingMail.from_bytes(mail.data) == mail  # the outbox worker's envelope is the same
 
 def test_every_boundary_is_new(contents: ReferralPackageContents, package: bytes) -> None:
     boundaries = {_boundary_of(build_referral_mail(contents, package, sender=SENDER, local_tz=BRUSSELS).data)

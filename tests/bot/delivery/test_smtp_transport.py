@@ -16,7 +16,13 @@ from bot.delivery.mail_message import OutgoingMail
 from bot.delivery.mail_transport import MailDeliveryError, MailTransport
 from bot.delivery.smtp_transport import SmtpSettings, SmtpTransport, _seven_bit, is_loopback_host
 from tests.support import sevenzip
-from tests.support.sample_referral import SENDER_ADDRESS, ZIP_PASSWORD, SampleReferral, sample_referral
+from tests.support.sample_referral import (
+    SENDER_ADDRESS,
+    ZIP_PASSWORD,
+    SampleReferral,
+    protocol_with_mailbox,
+    sample_referral,
+)
 from tests.support.smtp_server import HOST, free_port, smtp_server
 
 AUTH = ("doorverwijzen-bot", "relay-secret-9Q4Z")
@@ -69,6 +75,20 @@ async def test_starttls_delivers_once_with_the_package_intact(sample: SampleRefe
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Meerdonk" in (tmp_path / "doorverwijzing.txt").read_text(encoding="utf-8")
 
+
+
+async def test_a_mailbox_with_a_non_ascii_domain_gets_the_stored_mail_at_its_ascii_address(tmp_path: Path) -> None:
+    idn = sample_referral(protocol=protocol_with_mailbox("welzijnshuis@sint-gillis-waäs.be", tmp_path))
+    stored = OutgoingMail.from_bytes(idn.message.as_bytes())  # as the outbox worker reads the row
+    with smtp_server(tls="starttls") as server:  # aiosmtpd offers no SMTPUTF8: a non-ASCII RCPT TO is refused
+        await SmtpTransport(server.settings()).send(stored)
+
+        (mail,) = server.messages
+    assert mail.rcpt_tos == ("welzijnshuis@xn--sint-gillis-was-elb.be",)
+    received = _received(mail.data)
+    assert [address.addr_spec for address in received["To"].addresses] == list(mail.rcpt_tos)
+    addresses = [line for line in mail.data.split(b"\r\n") if line.startswith((b"From:", b"To:"))]
+    assert len(addresses) == 2 and not any(b"=?" in line for line in addresses), addresses  # RFC 2047 section 5
 
 async def test_implicit_tls_delivers(sample: SampleReferral) -> None:
     with smtp_server(tls="implicit") as server:
