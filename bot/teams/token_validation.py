@@ -108,7 +108,9 @@ class TokenValidator:
         now = self._monotonic()
         fresh = self._fetched_at is not None and now - self._fetched_at < KEYS_MAX_AGE_SECONDS
         cooling = self._last_attempt is not None and now - self._last_attempt < REFRESH_COOLDOWN_SECONDS
-        if not fresh or (kid not in self._keys and not cooling):
+        # Stale keys are refreshed, and an unknown key id looked up, at most once per cooldown: otherwise a
+        # failing provider would be asked once per request (at any sender's rate) and hold each one up.
+        if not self._keys or ((not fresh or kid not in self._keys) and not cooling):
             await self._refresh()
         key = self._keys.get(kid)
         if key is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -95,3 +96,40 @@ async def test_a_service_url_differing_only_in_case_or_final_slash_is_the_same(
     checker, _ = validator
     await checker.validate(f"Bearer {keys.token(SERVICE_URL.upper().rstrip('/'))}", channel_id="msteams",
                            service_url=SERVICE_URL)
+
+
+async def test_stale_keys_and_a_failing_provider_are_asked_once_per_cooldown_not_per_request(
+    keys: OpenIdStandIn, validator: tuple[TokenValidator, Ticks]
+) -> None:
+    """Past a day, any request (an unauthenticated one with a made-up key id too) started a fetch: one request
+    to the identity provider for each one to the bot, at the sender's rate, while the provider was failing."""
+    checker, ticks = validator
+    await _check(checker, keys.token(SERVICE_URL))
+    ticks.now += KEYS_MAX_AGE_SECONDS + 1
+    keys.failing = True
+    stranger = new_key("made-up")
+    for _ in range(20):
+        with pytest.raises(NotAuthenticatedError):
+            await _check(checker, keys.token(SERVICE_URL, key=stranger))
+    assert keys.fetches.count("metadata") == 2, "the first load, then one refresh in the cooldown"
+    await _check(checker, keys.token(SERVICE_URL))  # the stale keys still serve Teams
+    ticks.now += REFRESH_COOLDOWN_SECONDS + 1
+    await _check(checker, keys.token(SERVICE_URL))
+    assert keys.fetches.count("metadata") == 3, "asked again once the cooldown is over"
+
+
+async def test_stale_keys_and_a_silent_provider_hold_up_one_request_per_cooldown(keys: OpenIdStandIn) -> None:
+    ticks = Ticks()
+    checker = TokenValidator(app_id=APP_ID, metadata_url=keys.metadata_url, monotonic=ticks, fetch_timeout=0.3)
+    try:
+        await _check(checker, keys.token(SERVICE_URL))
+        ticks.now += KEYS_MAX_AGE_SECONDS + 1
+        keys.silent = True
+        waits = []
+        for _ in range(6):
+            started = time.monotonic()
+            await _check(checker, keys.token(SERVICE_URL))
+            waits.append(time.monotonic() - started)
+        assert waits[0] >= 0.25 and max(waits[1:]) < 0.25, [round(wait, 2) for wait in waits]
+    finally:
+        await checker.close()
