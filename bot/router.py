@@ -132,8 +132,9 @@ class Router:
             if command.startswith(prefix):
                 limited = await self._link_limited(actor)
                 return Reply(text=limited) if limited else await self._ocmw.link_command(actor, command[len(prefix):])
-        if command in _REGISTER_WORDS:
-            return await self._register_exports.on_command(actor)
+        for register_word in _REGISTER_WORDS:  # `register`, or `register <part of an OCMW's or protocol's name>`
+            if command == register_word or command.startswith(register_word + " "):
+                return await self._register_exports.on_command(actor, command[len(register_word):])
         if command in _STATUS_WORDS:
             links = await self._ocmw.linked_protocols(actor.conversation_id)
             if links:

@@ -48,7 +48,7 @@ from cards._information_sheet import (
     information_sheet_not_found_html,
 )
 from cards._markdown import escape_markdown
-from cards._register import RegisterProtocolView, register_export_card
+from cards._register import REGISTER_MAX_PROTOCOLS, RegisterProtocolView, register_export_card
 from cards._render import (
     CONSENT_INPUTS,
     CONSENT_TOGGLES,
@@ -117,6 +117,7 @@ __all__ = [
     "PROBLEMS_WITHOUT_RESTART",
     "PROBLEMS_WITH_RETRY",
     "REFERRAL_ITEMS",
+    "REGISTER_MAX_PROTOCOLS",
     "SHEET_CONTENT_SECURITY_POLICY",
     "STATUS_MAX_ROWS",
     "STATUS_STATES",

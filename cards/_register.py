@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from cards._errors import CardError
 from cards._render import Card, format_time, render
@@ -35,6 +35,10 @@ class RegisterProtocolView:
     json_url: str = ""
 
 
+#: The protocols one `register` card shows (a DPO of Opgroeien is named in one protocol per OCMW).
+REGISTER_MAX_PROTOCOLS: Final = 20
+
+
 def register_export_card(
     lang: Language,
     *,
@@ -44,14 +48,17 @@ def register_export_card(
     first_problem_seq: int | None,
     links_until: dt.datetime | None,
     link_minutes: int,
+    not_shown: int = 0,
 ) -> Card:
     """The answer to `register` for a DPO: whether the whole chain verifies, and each protocol's summary.
 
     `links_until` (local time) is when the links stop working; None when there are none (no
-    `PUBLIC_BASE_URL`): then the card says who can set it.
+    `PUBLIC_BASE_URL`): then the card says who can set it. At most `REGISTER_MAX_PROTOCOLS`
+    protocols (~1.1 KB each; Teams refuses a message over 40 KB); `not_shown` more are named by
+    count, with how to see them (`register <part of a name>`).
     """
-    if not protocols:
-        raise CardError("register_export_card: no protocol")
+    if not protocols or len(protocols) > REGISTER_MAX_PROTOCOLS:
+        raise CardError(f"register_export_card: 1 to {REGISTER_MAX_PROTOCOLS} protocols, not {len(protocols)}")
     if chain_problems and first_problem_seq is None:
         raise CardError("register_export_card: problems without the first one's entry")
     values: dict[str, Any] = {
@@ -59,6 +66,7 @@ def register_export_card(
         if chain_problems else text(lang, "register.chain_ok", count=str(chain_entries)),
         "chainColor": "attention" if chain_problems else "good",
         "protocols": [_protocol(lang, view, with_links=links_until is not None) for view in protocols],
+        "moreText": text(lang, "register.more", shown=str(len(protocols)), count=str(not_shown)) if not_shown else "",
         "linkText": text(lang, "register.links_need_base_url") if links_until is None
         else text(lang, "register.links_valid", time=format_time(links_until), minutes=str(link_minutes)),
     }

@@ -87,8 +87,12 @@ class RegisterExports:
         self._base_url = public_base_url
         self._new_token = new_token
 
-    async def on_command(self, actor: Actor) -> Reply:
-        """The summary card with fresh links for a DPO in the personal chat; a polite refusal for anyone else."""
+    async def on_command(self, actor: Actor, search: str = "") -> Reply:
+        """The summary card with fresh links for a DPO in the personal chat; a polite refusal for anyone else.
+
+        `search` (`register <part of a name>`) keeps the protocols whose id, OCMW or municipality holds
+        it: one card shows at most `cards.REGISTER_MAX_PROTOCOLS`, and says how many more there are.
+        """
         if not is_personal_chat(actor):
             logger.info("register asked outside a personal chat: pointed to the personal chat",
                         extra={"conversation_type": actor.conversation_type[:32]})
@@ -98,6 +102,15 @@ class RegisterExports:
             logger.warning("register asked by someone no protocol file names as DPO: refused",
                            extra={"user_id": actor.user_id[:64], "tenant_id": actor.tenant_id[:64]})
             return Reply(text=cards.text(actor.lang, "register.not_dpo"))
+        wanted = search.strip().casefold()
+        if wanted:
+            protocols = [protocol for protocol in protocols if wanted in " ".join(
+                (protocol.id, protocol.recipient.organisation, protocol.recipient_municipality)).casefold()]
+            if not protocols:
+                return Reply(text=cards.text(actor.lang, "register.no_match", search=cards.escape_markdown(
+                    search.strip()[:60]), max=str(cards.REGISTER_MAX_PROTOCOLS)))
+        not_shown = max(0, len(protocols) - cards.REGISTER_MAX_PROTOCOLS)
+        protocols = protocols[:cards.REGISTER_MAX_PROTOCOLS]  # links are made only for what the card shows
         now = self._clock.now()
         problems = await self._register.verify()
         views = []
@@ -128,6 +141,7 @@ class RegisterExports:
             first_problem_seq=problems[0].seq if problems else None,
             links_until=None if not self._base_url else (now + LINK_LIFETIME).astimezone(self._tz),
             link_minutes=int(LINK_LIFETIME.total_seconds() // 60),
+            not_shown=not_shown,
         )
         return Reply(card=card)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import cards
 from bot.app import create_app
 from bot.config import Settings
 from bot.evidence.register import EXPORT_COLUMNS, entry_hash
@@ -259,3 +260,43 @@ async def test_a_broken_chain_is_on_the_card(
     shown = texts(await _card(bot, dpo))
     assert "De hashketen klopt NIET: het eerste probleem zit bij regel 2 (in totaal 1)" in shown
 
+
+
+# --- a DPO named in many protocols (Opgroeien's: one protocol per OCMW) -------------------------------
+
+def _many_protocols(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    text = SHIPPED.read_text(encoding="utf-8").replace(
+        'dpo = "dpo@opgroeien.be"', f'dpo = "dpo@opgroeien.be"\ndpo_object_ids = ["{OPGROEIEN_DPO_ID}"]')
+    for n in range(count):
+        municipality = f"Gemeente {n:02d}"
+        (folder / f"p{n:02d}.toml").write_text(
+            text.replace("OR-KG-NOW-OCMW-SGW-2026", f"OR-KG-NOW-OCMW-G{n:02d}-2026")
+            .replace("OCMW Sint-Gillis-Waas", f"OCMW {municipality}")
+            .replace('municipality = "Sint-Gillis-Waas"', f'municipality = "{municipality}"')
+            .replace('["Sint-Gillis-Waas", "De Klinge", "Meerdonk", "Sint-Pauwels"]', f'["{municipality}"]')
+            .replace('"9170"', f'"{9200 + n}"'), encoding="utf-8")
+    return folder
+
+
+async def test_a_dpo_of_many_protocols_gets_a_card_teams_takes_and_narrows_it_by_name(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Teams refuses a bot message over 40 KB: at ~1.1 KB a protocol, 36 protocols gave the DPO no card at all."""
+    settings = Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
+                                      "PROTOCOLS_DIR": str(_many_protocols(tmp_path / "protocols", 45)),
+                                      "PUBLIC_BASE_URL": BASE_URL})
+    dpo = TeamsUser(OPGROEIEN_DPO_ID, "Olivia Pé-O", "a:personal-opgroeien-dpo")
+    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+        [answer] = await bot.say(dpo, "register")
+        card = answer["attachments"][0]["content"]
+        shown = [block["text"] for block in walk(card) if "protocol OR-KG-NOW-OCMW-G" in str(block.get("text"))]
+        assert len(json.dumps(answer).encode()) < 28 * 1024, "within what Teams takes"
+        assert len(shown) == cards.REGISTER_MAX_PROTOCOLS
+        assert f"nog {45 - cards.REGISTER_MAX_PROTOCOLS} protocollen" in texts(card)
+        [narrowed] = await bot.say(dpo, "register gemeente 4")
+        narrowed_card = narrowed["attachments"][0]["content"]
+        assert [block["text"] for block in walk(narrowed_card) if "protocol OR-KG-NOW-OCMW-G" in str(
+            block.get("text"))] == [f"OCMW Gemeente {n}, protocol OR-KG-NOW-OCMW-G{n}-2026" for n in range(40, 45)]
+        [none] = await bot.say(dpo, "register Brugge")
+        assert "brugge" in none["text"].lower() and "Geen protocol" in none["text"]
