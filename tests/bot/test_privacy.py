@@ -25,6 +25,7 @@ from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import actions, draft_id_of, texts
 from tests.support.clock import ManualClock
 from tests.support.data_folder import left_in_folder
+from tests.support.ocmw_flow import link, ocmw_worker, reported_wrong, send_and_deliver
 from tests.support.referral_flow import (
     CLIENT_FORM,
     CLIENT_VALUES,
@@ -255,3 +256,59 @@ async def test_the_wal_and_shm_files_are_private_from_the_start(
         os.umask(previous)
     assert modes_at_start == {"-wal": 0o600, "-shm": 0o600}
     assert modes_after_run == {"-wal": 0o600, "-shm": 0o600}
+
+
+# --- what a correction typed, and the encrypted package once dropped --------------------------------------
+
+CORRECTED_VALUES = ["Molenwegske", "88 bus 7", "Quirijntje", "Verhaegheberghe"]
+
+
+def _corrected_values_in(blob: bytes) -> list[str]:
+    return [value for value in CORRECTED_VALUES for encoding in ("utf-8", "utf-16-le")
+            if value.encode(encoding) in blob]
+
+
+@pytest.mark.parametrize(("item", "form", "refused"), [
+    ("address", {"street": "Molenwegske Noordkant", "houseNumber": "88 bus 7", "postalCode": "9170",
+                 "municipality": "Meerdonk"}, {"postalCode": "91"}),
+    ("name", {"firstName": "Quirijntje", "lastName": "Verhaegheberghe"}, {"firstName": "Quirijntje1" * 20}),
+])
+async def test_a_corrected_item_leaves_no_value_in_logs_storage_or_chat(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, caplog: pytest.LogCaptureFixture,
+    item: str, form: dict[str, str], refused: dict[str, str],
+) -> None:
+    """An address or a name (which the log filter cannot recognise, unlike a phone number), refused once, then sent."""
+    caplog.set_level(logging.DEBUG)
+    await link(bot, ocmw_worker())
+    reference, worker = await send_and_deliver(bot, referrer)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    correction_id = await reported_wrong(bot, referrer, worker, reference, item)
+    again = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, **form, **refused})
+    assert "correction.submit" in actions(again), "refused, the card kept"
+    queued = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, **form})
+    assert f"{reference}-2" in texts(queued) and _corrected_values_in(texts(queued).encode()) == []
+    await bot.deliver()
+    assert await left_in_folder(settings.data_dir, lambda name, content: [] if name.endswith(".eml")
+                                else _corrected_values_in(content)) == {}
+    logged = "\n".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
+    assert _corrected_values_in(logged.encode()) == []
+    assert _corrected_values_in(str(bot.connector.sent_activities()).encode()) == []
+
+
+async def test_the_encrypted_package_leaves_no_bytes_in_the_database_files_once_delivered(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings
+) -> None:
+    """Under the protocol's password, which the bot keeps, the ZIP is still the family's data."""
+    draft_id, _ = await reach_review(bot, referrer)
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
+        [(payload,)] = db.execute("SELECT payload FROM outbox").fetchall()
+    chunks = [bytes(payload)[start:start + 64] for start in range(0, len(payload) - 64, 64)]
+    assert len(chunks) > 4
+    await bot.deliver()
+
+    def found(name: str, content: bytes) -> list[str]:
+        hits = sum(chunk in content for chunk in chunks) if Path(name).name.startswith("bot.sqlite3") else 0
+        return [f"{hits}/{len(chunks)} 64-byte pieces of the encrypted package"] if hits else []
+
+    assert await left_in_folder(settings.data_dir, found) == {}

@@ -46,9 +46,10 @@ async def send_and_deliver(bot: BotDriver, referrer: TeamsUser) -> tuple[str, Te
     return reference, ocmw_worker().in_thread(card_id)
 
 
-async def phone_reported_wrong(bot: BotDriver, referrer: TeamsUser, worker: TeamsUser, reference: str) -> str:
-    """The OCMW reports the phone number wrong; returns the id of the request the referrer's card carries."""
-    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+async def reported_wrong(bot: BotDriver, referrer: TeamsUser, worker: TeamsUser, reference: str,
+                         item: str = "phone") -> str:
+    """The OCMW reports `item` wrong; returns the id of the request the referrer's card carries."""
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": item})
     await bot.settle()
     [request] = [call.body["attachments"][0]["content"] for call in bot.connector.calls
                  if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")
@@ -59,7 +60,7 @@ async def phone_reported_wrong(bot: BotDriver, referrer: TeamsUser, worker: Team
 
 async def correct_phone(bot: BotDriver, referrer: TeamsUser, worker: TeamsUser, reference: str) -> str:
     """The OCMW reports the phone number wrong, the referrer corrects it; returns the new version's reference."""
-    correction_id = await phone_reported_wrong(bot, referrer, worker, reference)
+    correction_id = await reported_wrong(bot, referrer, worker, reference)
     await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
     await bot.deliver()
     return f"{reference}-2"

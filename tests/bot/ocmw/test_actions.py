@@ -35,8 +35,8 @@ from tests.support.ocmw_flow import (
     CHANNEL,
     link,
     ocmw_worker,
-    phone_reported_wrong,
     referred_and_delivered,
+    reported_wrong,
     send_and_deliver,
 )
 from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, reach_review
@@ -781,7 +781,7 @@ async def test_a_family_is_not_closed_while_a_correction_of_it_is_being_sent(
         await link(bot, ocmw_worker())
         reference, worker = await send_and_deliver(bot, referrer)
         await bot.act(worker, "ack.receive", {"reference": reference})
-        correction_id = await phone_reported_wrong(bot, referrer, worker, reference)
+        correction_id = await reported_wrong(bot, referrer, worker, reference)
         await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
         version = f"{reference}-2"
         await bot.act_confirmed(worker, "referral.outcome",
