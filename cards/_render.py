@@ -301,8 +301,24 @@ def field_error_text(lang: Language, field: str, error: FieldError) -> str:
     return text(lang, f"error.{error.code}", **params)
 
 
-def review_card(lang: Language, *, draft_id: str, recipient: str, mailbox: str, client: ClientDetails) -> Card:
-    """Step 3: the data as it will be sent, where it goes, and send / edit / cancel."""
+def review_card(
+    lang: Language,
+    *,
+    draft_id: str,
+    recipient: str,
+    mailbox: str,
+    client: ClientDetails,
+    details_fingerprint: str,
+    changed: bool = False,
+) -> Card:
+    """Step 3: the data as it will be sent, where it goes, and send / edit / cancel.
+
+    The send button carries `details_fingerprint` (`DraftStore.details_fingerprint` of `client`), so
+    the dialogue sends only the data this card showed. `changed`: the data changed since the card the
+    referrer answered (in another window), so this one says to check it and send again.
+    """
+    if not details_fingerprint:
+        raise CardError("review_card needs the fingerprint of the data it shows")
     none = text(lang, "review.none")
     address = (
         f"{escape_markdown(client.street)} {escape_markdown(client.house_number)}, "
@@ -316,6 +332,8 @@ def review_card(lang: Language, *, draft_id: str, recipient: str, mailbox: str, 
         "client.phone": escape_markdown(_readable_phone(client.phone)) if client.phone else none,
         "client.email": escape_markdown(client.email) if client.email else none,
         "destinationText": text(lang, "review.destination", mailbox=mailbox, recipient=recipient),
+        "detailsFingerprint": details_fingerprint,
+        "changedNotice": text(lang, "review.changed") if changed else "",
     }
     return render("review", lang, values)
 
@@ -345,18 +363,23 @@ def problem_card(lang: Language, problem: str, **params: str) -> Card:
     """A refusal or error from `PROBLEMS`: what happened, why, and what to do; "start again" unless
     the problem is in `PROBLEMS_WITHOUT_RESTART` (those cards have no button).
 
-    For the problems in `PROBLEMS_WITH_RETRY`, passing `draft_id` adds a "try sending again" button
-    (verb referral.send).
+    For the problems in `PROBLEMS_WITH_RETRY`, passing `draft_id` and `details_fingerprint` (of the
+    data the review card showed, see `review_card`) adds a "try sending again" button (verb
+    referral.send) that sends only that data.
     """
     if problem not in PROBLEMS:
         raise CardError(f"unknown problem {problem!r}")
     retry_draft_id = params.pop("draft_id", "")
+    retry_fingerprint = params.pop("details_fingerprint", "")
     if retry_draft_id and problem not in PROBLEMS_WITH_RETRY:
         raise CardError(f"draft_id (a retry button) is only for {', '.join(sorted(PROBLEMS_WITH_RETRY))}")
+    if bool(retry_draft_id) != bool(retry_fingerprint):
+        raise CardError("a retry button needs both draft_id and details_fingerprint")
     values = {
         "title": text(lang, f"problem.{problem}.title", **params),
         "text": text(lang, f"problem.{problem}.text", **params),
         "retryDraftId": retry_draft_id,
+        "retryFingerprint": retry_fingerprint,
         "restart": problem not in PROBLEMS_WITHOUT_RESTART,
     }
     return render("problem", lang, values)

@@ -21,6 +21,7 @@ CardMaker = Callable[[cards.Language], Card]
 
 # Fictitious: no real person, a documentation address (example.be) and a reserved-looking reference.
 DRAFT_ID = "d-7f3a9c2e"
+FINGERPRINT = "q3Vb0Lk2xY8fT1mA"  # a details fingerprint: 16 URL-safe characters, no client data
 REFERENCE = "VD-20261128-K7M2QX"
 RECIPIENT = "OCMW Sint-Gillis-Waas"
 MAILBOX = "welzijnshuis@sint-gillis-waas.be"
@@ -359,9 +360,18 @@ def samples() -> list[CardSample]:
             "review",
             "review_card",
             lambda lang: cards.review_card(
-                lang, draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT
+                lang, draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT,
+                details_fingerprint=FINGERPRINT,
             ),
             in_docs=True,
+        ),
+        CardSample(
+            "review-changed",
+            "review_card",
+            lambda lang: cards.review_card(
+                lang, draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT,
+                details_fingerprint=FINGERPRINT, changed=True,
+            ),
         ),
         CardSample(
             "sent",
@@ -413,13 +423,13 @@ def samples() -> list[CardSample]:
             "problem-send-failed-retry",
             "problem_card",
             lambda lang: cards.problem_card(lang, "send_failed", reference=REFERENCE, minutes="30",
-                                            draft_id=DRAFT_ID),
+                                            draft_id=DRAFT_ID, details_fingerprint=FINGERPRINT),
         ),
         CardSample(
             "problem-password-unavailable-retry",
             "problem_card",
             lambda lang: cards.problem_card(lang, "password_unavailable", reference=REFERENCE, minutes="30",
-                                            draft_id=DRAFT_ID),
+                                            draft_id=DRAFT_ID, details_fingerprint=FINGERPRINT),
         ),
     ]
     problems = [

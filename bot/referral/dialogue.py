@@ -2,6 +2,9 @@
 
     welcome --referral.start--> CONSENT --referral.consent--> DETAILS --referral.details--> REVIEW
     REVIEW --referral.edit--> DETAILS;  REVIEW --referral.send--> SENDING --> SENT (or back to REVIEW)
+
+A send carries the fingerprint of the data its review card showed; data changed since (another
+window) is not sent, and the review card is shown anew (`_send`).
     CONSENT | DETAILS | REVIEW --referral.cancel--> CANCELLED;  idle DRAFT_TTL_MINUTES --> EXPIRED
 
 Plain Python: it takes an `Actor` and the action's data and returns the card to show. Teams
@@ -15,6 +18,7 @@ card that sends the worker to the personal chat, before any draft is created or 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import logging
 import re
 import traceback
@@ -28,7 +32,7 @@ import cards
 from bot.clock import Clock
 from bot.core.metrics import Metrics
 from bot.core.protocols import DataSharingProtocol, ProtocolRegistry
-from bot.core.referral_values import ConsentRecord, FieldError, Referrer
+from bot.core.referral_values import ClientDetails, ConsentRecord, FieldError, Referrer
 from bot.evidence.register import ProcessingRegister, RegisterEvent
 from bot.referral.chat_privacy import looks_like_client_data
 from bot.referral.details_validation import details_as_typed, typed_values, validate_details
@@ -301,8 +305,7 @@ class ReferralDialogue:
             protocols = [entry.protocol for entry in allowed]
             return self._consent_card(actor, draft.id, protocols, selected=None, ticked={}, missing=())
         if draft.state == DraftState.REVIEW and draft.details is not None and protocol is not None:
-            return cards.review_card(actor.lang, draft_id=draft.id, recipient=protocol.recipient.organisation,
-                                     mailbox=protocol.recipient_mailbox, client=draft.details)
+            return self._review_card(actor, draft.id, protocol, draft.details)
         if draft.state == DraftState.DETAILS and protocol is not None:
             values = {} if draft.details is None else details_as_typed(draft.details)
             return self._details_card(actor, draft, protocol, values=values, errors={})
@@ -358,13 +361,7 @@ class ReferralDialogue:
         updated = await self._drafts.advance(draft, DraftState.REVIEW, self._clock.now(), details=result.details)
         if updated is None:
             return await self._current_card(actor, draft.id)
-        return cards.review_card(
-            actor.lang,
-            draft_id=draft.id,
-            recipient=protocol.recipient.organisation,
-            mailbox=protocol.recipient_mailbox,
-            client=result.details,
-        )
+        return self._review_card(actor, draft.id, protocol, result.details)
 
     async def _edit(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
         protocol = await self._protocol_in_force(actor, draft)
@@ -382,12 +379,24 @@ class ReferralDialogue:
             return protocol
         if draft.details is None or draft.consent is None or not draft.consent.complete:
             return self._not_possible_card(actor, draft)
+        fingerprint = self._drafts.details_fingerprint(draft.id, draft.details)
+        shown = data.get("detailsFingerprint")
+        # The button carries the fingerprint of the data its card showed: data changed since then (in
+        # another window, on another device) is not what the referrer confirmed. Nothing is sent; the
+        # card shows the data as it is now. A click without one (a card rendered before fingerprints,
+        # a script or benchmark clicking {"draftId": ...}) is accepted as before and sends the draft as it is.
+        # A change after this check makes the claim below fail (it compares `updated_at`).
+        if shown is not None and not (
+            isinstance(shown, str) and hmac.compare_digest(shown.encode("utf-8"), fingerprint.encode("ascii"))
+        ):
+            logger.info("send on a card showing other data: review card shown anew", extra={"draft_id": draft.id})
+            return self._review_card(actor, draft.id, protocol, draft.details, changed=True)
         if not protocol.covers_postal_code(draft.details.postal_code):
             return self._details_card(
                 actor, draft, protocol, values=details_as_typed(draft.details),
                 errors=validate_details(details_as_typed(draft.details), protocol).errors,
             )
-        team = await self._team_at_send(actor, draft, protocol)
+        team = await self._team_at_send(actor, draft, protocol, fingerprint)
         if not isinstance(team, str):
             return team
         now = self._clock.now()
@@ -408,7 +417,8 @@ class ReferralDialogue:
             logger.warning("referral not queued: %s", failure.reason, extra={"reference": claimed.reference})
             problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
             return cards.problem_card(actor.lang, problem, reference=claimed.reference,
-                                      minutes=self._drafts.idle_minutes, draft_id=claimed.id)
+                                      minutes=self._drafts.idle_minutes, draft_id=claimed.id,
+                                      details_fingerprint=fingerprint)
         except Exception as error:
             # Anything else (a full disk, a protocol value a mail header refuses, a bug): nothing was
             # committed, so the draft goes back to review and the user can send again. The message of
@@ -417,7 +427,8 @@ class ReferralDialogue:
             logger.error("referral not queued: unexpected %s\n%s", type(error).__name__,
                          "".join(traceback.format_tb(error.__traceback__)), extra={"reference": claimed.reference})
             return cards.problem_card(actor.lang, "send_failed", reference=claimed.reference,
-                                      minutes=self._drafts.idle_minutes, draft_id=claimed.id)
+                                      minutes=self._drafts.idle_minutes, draft_id=claimed.id,
+                                      details_fingerprint=fingerprint)
         self._on_queued()
         logger.info("referral queued", extra={"reference": queued.reference, "protocol_id": protocol.id})
         return cards.queued_card(
@@ -472,19 +483,23 @@ class ReferralDialogue:
             return cards.problem_card(actor.lang, "not_listed")
         return allowed
 
-    async def _team_at_send(self, actor: Actor, draft: Draft, protocol: DataSharingProtocol) -> str | Card:
+    async def _team_at_send(
+        self, actor: Actor, draft: Draft, protocol: DataSharingProtocol, fingerprint: str
+    ) -> str | Card:
         """The team the package names, if the user still belongs to it; else the card that stops the send.
 
         Membership can be taken away while a referral is being entered. Then nothing is sent and, as
         this user may not send it, the draft's data is wiped at once. When the directory cannot
-        answer, the draft stays at review and the card offers to try again.
+        answer, the draft stays at review and the card offers to try again (with `fingerprint`, the
+        data the clicked card showed).
         """
         try:
             team = await self._referrers.confirm(actor.user_id, protocol, draft.sender_team)
         except MembershipUnavailable as error:
             logger.warning("referrer's teams could not be checked at send: %s", error.reason,
                            extra={"reference": draft.reference})
-            return cards.problem_card(actor.lang, "membership_unavailable", draft_id=draft.id)
+            return cards.problem_card(actor.lang, "membership_unavailable", draft_id=draft.id,
+                                      details_fingerprint=fingerprint)
         if team is not None:
             return team
         if not (await self._drafts.close(draft, DraftState.CANCELLED, self._clock.now())):
@@ -572,6 +587,20 @@ class ReferralDialogue:
             municipality=protocol.recipient_municipality,
             values=values,
             errors=errors,
+        )
+
+    def _review_card(
+        self, actor: Actor, draft_id: str, protocol: DataSharingProtocol, details: ClientDetails, *,
+        changed: bool = False,
+    ) -> Card:
+        return cards.review_card(
+            actor.lang,
+            draft_id=draft_id,
+            recipient=protocol.recipient.organisation,
+            mailbox=protocol.recipient_mailbox,
+            client=details,
+            details_fingerprint=self._drafts.details_fingerprint(draft_id, details),
+            changed=changed,
         )
 
     async def _current_card(self, actor: Actor, draft_id: str) -> Card:

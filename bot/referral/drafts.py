@@ -132,6 +132,13 @@ class DraftStore:
         """True when the draft was left untouched for longer than the time-to-live."""
         return now - draft.updated_at > self.ttl
 
+    def details_fingerprint(self, draft_id: str, details: ClientDetails) -> str:
+        """The fingerprint a card showing `details` carries (keyed with the draft key: no client data in it).
+
+        Equal for the same data of the same draft, different after any change of it.
+        """
+        return self._cipher.fingerprint(draft_id, _details_bytes(details))
+
     async def advance(self, draft: Draft, new_state: DraftState, now: dt.datetime, **changes: Any) -> Draft | None:
         """Move `draft` to `new_state` with `changes` if nobody changed it since it was read.
 
@@ -140,7 +147,7 @@ class DraftStore:
         updated = dataclasses.replace(draft, state=new_state, updated_at=now, **changes)
         sealed = None
         if updated.details is not None:
-            sealed = self._cipher.seal(draft.id, json.dumps(dataclasses.asdict(updated.details)).encode("utf-8"))
+            sealed = self._cipher.seal(draft.id, _details_bytes(updated.details))
         consent = None if updated.consent is None else _consent_to_json(updated.consent)
         cursor = await self._db.execute(
             "UPDATE drafts SET state = :state, protocol_id = :protocol, consent_json = :consent,"
@@ -264,6 +271,11 @@ class DraftStore:
             shown=ShownCard(row["conversation_ref"], row["card_activity_id"], row["lang"] or "nl")
             if row.get("conversation_ref") and row.get("card_activity_id") else None,
         )
+
+
+def _details_bytes(details: ClientDetails) -> bytes:
+    """The data as it is sealed and fingerprinted."""
+    return json.dumps(dataclasses.asdict(details)).encode("utf-8")
 
 
 def _same_place(stored: ShownCard, current: ShownCard) -> bool:

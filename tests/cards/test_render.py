@@ -17,6 +17,7 @@ from tests.support.card_reading import assert_complete_card, read_aloud, walk
 from tests.support.family_information import NUDGES, missing_points
 
 DRAFT_ID = "draft-7f3a"
+FINGERPRINT = "q3Vb0Lk2xY8fT1mA"  # as `DraftStore.details_fingerprint` makes it: 16 URL-safe characters
 RECIPIENT = "OCMW Sint-Gillis-Waas"
 MAILBOX = "welzijnshuis@sint-gillis-waas.be"
 MUNICIPALITY = "Sint-Gillis-Waas"
@@ -95,7 +96,8 @@ CARDS: dict[str, tuple[CardFactory, set[str]]] = {
         {cards.VERB_DETAILS, cards.VERB_CANCEL},
     ),
     "review": (
-        lambda lang: cards.review_card(lang, draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT),
+        lambda lang: cards.review_card(lang, draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT,
+                                       details_fingerprint=FINGERPRINT),
         {cards.VERB_SEND, cards.VERB_EDIT, cards.VERB_CANCEL},
     ),
     "sent": (
@@ -109,12 +111,13 @@ CARDS: dict[str, tuple[CardFactory, set[str]]] = {
     "cancelled": (cards.cancelled_card, {cards.VERB_START}),
     "cancelled_reference": (lambda lang: cards.cancelled_card(lang, reference=REFERENCE), {cards.VERB_START}),
     "send_failed_retry": (
-        lambda lang: cards.problem_card(lang, "send_failed", reference=REFERENCE, minutes="45", draft_id=DRAFT_ID),
+        lambda lang: cards.problem_card(lang, "send_failed", reference=REFERENCE, minutes="45", draft_id=DRAFT_ID,
+                                        details_fingerprint=FINGERPRINT),
         {cards.VERB_START, cards.VERB_SEND},
     ),
     "password_unavailable_retry": (
         lambda lang: cards.problem_card(lang, "password_unavailable", reference=REFERENCE, minutes="45",
-                                        draft_id=DRAFT_ID),
+                                        draft_id=DRAFT_ID, details_fingerprint=FINGERPRINT),
         {cards.VERB_START, cards.VERB_SEND},
     ),
 }
@@ -191,6 +194,8 @@ def test_only_action_execute_with_documented_verbs_and_data(lang: cards.Language
             assert action["data"] == {"reference": REFERENCE}
         elif action["verb"] == cards.VERB_CONSENT:
             assert action["data"] == {"draftId": DRAFT_ID, "textVersion": cards.consent_text_version()}
+        elif action["verb"] == cards.VERB_SEND:  # review and retry: only the data the card showed
+            assert action["data"] == {"draftId": DRAFT_ID, "detailsFingerprint": FINGERPRINT}
         else:
             assert action["data"] == {"draftId": DRAFT_ID}
         if action["verb"] in {cards.VERB_CANCEL, cards.VERB_SEND, cards.VERB_EDIT}:
@@ -567,7 +572,8 @@ def facts(card: dict[str, Any]) -> dict[str, str]:
 
 
 def test_review_escapes_typed_values() -> None:
-    card = cards.review_card("nl", draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT)
+    card = cards.review_card("nl", draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT,
+                             details_fingerprint=FINGERPRINT)
     shown = facts(card)
     assert shown["Voornaam"] == r"\*\*Jan\*\*"
     assert shown["Familienaam"] == r"\[x\]\(http://evil\)"
@@ -581,15 +587,40 @@ def test_review_escapes_typed_values() -> None:
 
 @pytest.mark.parametrize("lang", cards.LANGUAGES)
 def test_review_says_where_it_goes(lang: cards.Language) -> None:
-    card = cards.review_card(lang, draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT)
+    card = cards.review_card(lang, draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT,
+                             details_fingerprint=FINGERPRINT)
     destination = cards.text(lang, "review.destination", mailbox=MAILBOX, recipient=RECIPIENT)
     assert destination in [e.get("text") for e in card["body"]]
     assert MAILBOX in destination and RECIPIENT in destination
 
 
+def test_review_send_carries_the_fingerprint_of_the_data_shown_and_nothing_else() -> None:
+    card = cards.review_card("nl", draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT,
+                             details_fingerprint=FINGERPRINT)
+    data = {action["verb"]: action["data"] for action in actions(card)}
+    assert data[cards.VERB_SEND] == {"draftId": DRAFT_ID, "detailsFingerprint": FINGERPRINT}
+    assert data[cards.VERB_EDIT] == data[cards.VERB_CANCEL] == {"draftId": DRAFT_ID}
+    with pytest.raises(cards.CardError):
+        cards.review_card("nl", draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT,
+                          details_fingerprint="")
+
+
+@pytest.mark.parametrize("lang", cards.LANGUAGES)
+def test_review_of_data_changed_elsewhere_says_nothing_was_sent(lang: cards.Language) -> None:
+    plain = cards.review_card(lang, draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT,
+                              details_fingerprint=FINGERPRINT)
+    changed = cards.review_card(lang, draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=CLIENT,
+                                details_fingerprint=FINGERPRINT, changed=True)
+    notice = cards.text(lang, "review.changed")
+    assert notice not in serialized(plain)
+    assert next(e for e in changed["body"] if e.get("text") == notice)["color"] == "attention"
+    assert ("niets verstuurd" if lang == "nl" else "Nothing was sent") in notice
+
+
 def test_review_shows_a_dash_for_missing_phone_or_email() -> None:
     client = ClientDetails("An", "Peeters", "Dorp", "1", "9170", "Meerdonk", None, None)
-    shown = facts(cards.review_card("en", draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=client))
+    shown = facts(cards.review_card("en", draft_id=DRAFT_ID, recipient=RECIPIENT, mailbox=MAILBOX, client=client,
+                                           details_fingerprint=FINGERPRINT))
     assert shown["Phone number"] == "—"
     assert shown["Email address"] == "—"
 
@@ -662,11 +693,14 @@ def test_problem_card_refuses_unknown_problems_and_missing_params() -> None:
     with pytest.raises(cards.CardError, match="reference"):
         cards.problem_card("nl", "send_failed")
     with pytest.raises(cards.CardError):
-        cards.problem_card("nl", "draft_unknown", draft_id=DRAFT_ID)
+        cards.problem_card("nl", "draft_unknown", draft_id=DRAFT_ID, details_fingerprint=FINGERPRINT)
+    with pytest.raises(cards.CardError, match="details_fingerprint"):  # a retry sends only the data shown
+        cards.problem_card("nl", "send_failed", reference=REFERENCE, minutes="45", draft_id=DRAFT_ID)
 
 
 def test_send_failed_says_not_sent_and_can_offer_a_retry() -> None:
-    card = cards.problem_card("nl", "send_failed", reference=REFERENCE, minutes="45", draft_id=DRAFT_ID)
+    card = cards.problem_card("nl", "send_failed", reference=REFERENCE, minutes="45", draft_id=DRAFT_ID,
+                              details_fingerprint=FINGERPRINT)
     assert "NIET verstuurd" in card["body"][1]["text"]
     assert "45 minuten zonder wijziging" in card["body"][1]["text"]
     assert actions(card)[0]["verb"] == cards.VERB_SEND
@@ -676,12 +710,14 @@ def test_send_failed_says_not_sent_and_can_offer_a_retry() -> None:
 
 @pytest.mark.parametrize(("lang", "try_again"), [("nl", "probeer zo opnieuw"), ("en", "try again in a moment")])
 def test_password_unavailable_says_why_and_to_try_again_in_a_moment(lang: cards.Language, try_again: str) -> None:
-    card = cards.problem_card(lang, "password_unavailable", reference=REFERENCE, minutes="45", draft_id=DRAFT_ID)
+    card = cards.problem_card(lang, "password_unavailable", reference=REFERENCE, minutes="45", draft_id=DRAFT_ID,
+                              details_fingerprint=FINGERPRINT)
     title, reason = card["body"][0]["text"], card["body"][1]["text"]
     assert try_again in title.lower() and try_again in reason.lower()
     assert ("wachtwoord" if lang == "nl" else "password") in reason
     assert ("NIET verstuurd" if lang == "nl" else "NOT sent") in reason and REFERENCE in reason
-    assert actions(card)[0]["verb"] == cards.VERB_SEND and actions(card)[0]["data"] == {"draftId": DRAFT_ID}
+    assert actions(card)[0]["verb"] == cards.VERB_SEND
+    assert actions(card)[0]["data"] == {"draftId": DRAFT_ID, "detailsFingerprint": FINGERPRINT}
 
 
 @pytest.mark.parametrize("item", sorted(cards.ITEM_FIELDS))

@@ -108,6 +108,7 @@ def test_rendering_never_changes_the_loaded_template() -> None:
         "title": "T",
         "text": "X",
         "retryDraftId": "",
+        "retryFingerprint": "",
         "restart": True,
         "t.action.retry_send": "R",
         "t.action.start_again": "S",
@@ -147,7 +148,7 @@ def _containers(node: object) -> list[object]:
 def test_a_filled_tree_shares_no_object_or_list_with_its_template_or_values() -> None:
     """The templates are rendered without a copy first: `fill` itself must build every container anew."""
     template = load_template("problem")
-    values = {"title": "T", "text": "X", "retryDraftId": "", "restart": True,
+    values = {"title": "T", "text": "X", "retryDraftId": "", "retryFingerprint": "", "restart": True,
               "t.action.retry_send": "R", "t.action.start_again": "S"}
     card = render_template("problem", values)
     shared = {id(node) for node in _containers(template)} & {id(node) for node in _containers(card)}

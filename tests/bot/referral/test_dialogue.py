@@ -317,6 +317,88 @@ async def test_edit_goes_back_to_the_filled_data_card(bot: BotDriver, referrer: 
     assert "referral.send" in actions(changed) and "+32 9 210 10 10" in texts(changed)
 
 
+async def test_send_on_a_review_card_showing_other_data_does_not_send_the_new_data(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, tmp_path: Path
+) -> None:
+    draft_id, review_shown_in_window_one = await reach_review(bot, referrer)
+    assert "470 98 76 54" in texts(review_shown_in_window_one)
+    stale_send = actions(review_shown_in_window_one)["referral.send"]
+
+    # Window two: edit, another phone number, a new review card.
+    edit = await bot.act(referrer, "referral.edit", {"draftId": draft_id})
+    changed = {**input_values(edit), "phone": "0499 11 22 33"}
+    review_two = await bot.act(referrer, "referral.details", {"draftId": draft_id, **changed})
+    assert "499 11 22 33" in texts(review_two)
+
+    # Window one: "Versturen" on the card that still shows 0470 98 76 54.
+    answer = await bot.act(referrer, "referral.send", stale_send)
+
+    if "referral.send" not in actions(answer):  # it was queued: what went out?
+        await bot.deliver()
+        [eml] = sorted(settings.outbox_dir.glob("*.eml"))
+        message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        [attachment] = list(message.iter_attachments())
+        result = sevenzip.extract(attachment.get_content(), ZIP_PASSWORD, tmp_path / "open")
+        assert result.returncode == 0
+        sent_phone = json.loads((tmp_path / "open" / "doorverwijzing.json").read_text("utf-8"))["client"]["phone"]
+        assert sent_phone == "+32470987654", (
+            f"the clicked review card showed 0470 98 76 54, the package carries {sent_phone}"
+        )
+
+
+async def _edit_the_phone_in_another_window(bot: BotDriver, referrer: TeamsUser, draft_id: str) -> dict[str, object]:
+    edit = await bot.act(referrer, "referral.edit", {"draftId": draft_id})
+    review = await bot.act(referrer, "referral.details", {"draftId": draft_id, **input_values(edit),
+                                                          "phone": "0499 11 22 33"})
+    assert "499 11 22 33" in texts(review)
+    return review
+
+
+def _sent_phone(settings: Settings, tmp_path: Path) -> str:
+    [eml] = outbox_files(settings)
+    package = next(email.message_from_bytes(eml.read_bytes(), policy=email.policy.default).iter_attachments())
+    assert sevenzip.extract(package.get_content(), ZIP_PASSWORD, tmp_path / "open").returncode == 0
+    return str(json.loads((tmp_path / "open" / "doorverwijzing.json").read_text("utf-8"))["client"]["phone"])
+
+
+async def test_a_send_on_a_card_showing_other_data_sends_nothing_and_shows_the_data_as_it_is_now(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, tmp_path: Path
+) -> None:
+    draft_id, review_one = await reach_review(bot, referrer)
+    review_two = await _edit_the_phone_in_another_window(bot, referrer, draft_id)
+    stale_send = actions(review_one)["referral.send"]
+    assert stale_send["draftId"] == draft_id and stale_send != actions(review_two)["referral.send"]
+    assert "470987654" not in json.dumps(stale_send) and "Zoëlle" not in json.dumps(stale_send, ensure_ascii=False)
+
+    answer = await bot.act(referrer, "referral.send", stale_send)
+    assert attention_texts(answer) == [
+        "Er is niets verstuurd: de gegevens zijn intussen aangepast in een ander venster. "
+        "Kijk ze hieronder na en kies opnieuw Versturen."
+    ]
+    assert "499 11 22 33" in texts(answer) and "470 98 76 54" not in texts(answer)
+    assert actions(answer)["referral.send"] == actions(review_two)["referral.send"]
+    assert await bot.services.outbox.counts() == {}
+    draft = await bot.services.drafts.get(draft_id)
+    assert draft is not None and draft.state == "review", "the draft stays at review, nothing claimed"
+
+    sent = await bot.act(referrer, "referral.send", actions(answer)["referral.send"])
+    assert "VD-" in texts(sent) and "referral.send" not in actions(sent)
+    await bot.deliver()
+    assert _sent_phone(settings, tmp_path) == "+32499112233"
+
+
+async def test_a_send_without_a_fingerprint_from_a_card_of_the_previous_version_still_sends(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, tmp_path: Path
+) -> None:
+    """Cards rendered before the fingerprint (and scripts, benchmarks) click {"draftId": ...}: sent as before."""
+    draft_id, _ = await reach_review(bot, referrer)
+    await _edit_the_phone_in_another_window(bot, referrer, draft_id)
+    sent = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert "VD-" in texts(sent) and "referral.send" not in actions(sent)
+    await bot.deliver()
+    assert _sent_phone(settings, tmp_path) == "+32499112233", "the draft as it is now, as before"
+
+
 async def test_cancel_discards_the_draft_and_sends_nothing(
     bot: BotDriver, referrer: TeamsUser, settings: Settings
 ) -> None:
@@ -435,7 +517,7 @@ async def test_an_unexpected_error_while_sending_keeps_the_draft_for_another_try
     from bot.delivery.mail_outbox import Outbox
     from bot.referral import sending
 
-    draft_id, _ = await reach_review(bot, referrer)
+    draft_id, review = await reach_review(bot, referrer)
 
     quoted = "Header values may not contain linefeed or carriage return characters: " + CLIENT_FORM["firstName"]
 
@@ -451,10 +533,11 @@ async def test_an_unexpected_error_while_sending_keeps_the_draft_for_another_try
         else:
             patch.setattr(sending, "build_referral_mail", header_refused)
         failed = await bot.act(referrer, "referral.send", {"draftId": draft_id})
-    assert actions(failed).get("referral.send") == {"draftId": draft_id}, "the card offers to send again"
+    retry = actions(failed).get("referral.send")
+    assert retry == actions(review)["referral.send"], "the card offers to send again what the review card showed"
     assert "Zoëlle" not in caplog.text and "Vandenbroeckx" not in caplog.text
     assert await bot.services.outbox.counts() == {}
-    sent = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    sent = await bot.act(referrer, "referral.send", retry)
     assert "VD-" in texts(sent) and "referral.send" not in actions(sent)
     await bot.deliver()
     assert len(list(settings.outbox_dir.glob("*.eml"))) == 1

@@ -106,6 +106,32 @@ def test_a_blob_cannot_be_moved_to_another_draft(tmp_path: Path) -> None:
     assert cipher.open("draft-a", sealed) == b"data"
 
 
+def test_the_fingerprint_is_keyed_bound_to_the_draft_and_known(tmp_path: Path) -> None:
+    """What a card carries to say which data it showed: HMAC-SHA256 under a key derived from the draft key."""
+    cipher = DraftCipher(bytes(range(32)))
+    assert cipher.fingerprint("draft-a", b"data") == "SjnVJeDJh4CiKiNW"  # known answer: a change breaks old cards
+    assert cipher.fingerprint("draft-b", b"data") != cipher.fingerprint("draft-a", b"data")
+    assert cipher.fingerprint("draft-a", b"dat4") != cipher.fingerprint("draft-a", b"data")
+    assert DraftCipher(bytes(32)).fingerprint("draft-a", b"data") != cipher.fingerprint("draft-a", b"data")
+
+
+async def test_the_details_fingerprint_follows_every_change_and_shows_no_data(store: DraftStore) -> None:
+    import base64
+    import dataclasses
+    import hashlib
+
+    same = dataclasses.replace(DETAILS)
+    other_phone = dataclasses.replace(DETAILS, phone="+32499112233")
+    fingerprint = store.details_fingerprint("draft-a", DETAILS)
+    assert store.details_fingerprint("draft-a", same) == fingerprint, "the same data: the same card still holds"
+    assert store.details_fingerprint("draft-a", other_phone) != fingerprint
+    assert len(fingerprint) == 16
+    plain = json.dumps(dataclasses.asdict(DETAILS)).encode("utf-8")
+    unkeyed = {hashlib.sha256(plain).hexdigest(), base64.urlsafe_b64encode(hashlib.sha256(plain).digest()).decode()}
+    assert not any(value.startswith(fingerprint) for value in unkeyed), "not an unkeyed hash of the data"
+    assert "470987654" not in fingerprint and "Vandenbroeckx" not in fingerprint
+
+
 def test_the_key_file_is_private_and_reused(tmp_path: Path) -> None:
     first = DraftCipher.from_key_file(tmp_path / "k")
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600

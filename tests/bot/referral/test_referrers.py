@@ -325,17 +325,17 @@ async def test_graph_down_at_send_keeps_the_draft_and_the_retry_sends_as_the_sam
 ) -> None:
     graph.memberships[MEMBER] = {GROUP}
     member = user(MEMBER)
-    draft_id, _ = await reach_review(bot, member)
+    draft_id, review = await reach_review(bot, member)
     clock.advance(CACHE + dt.timedelta(seconds=1))
     graph.answer_next(503)
 
-    card = await bot.act(member, "referral.send", {"draftId": draft_id})
+    card = await bot.act(member, "referral.send", actions(review)["referral.send"])
 
     assert problem_title("membership_unavailable") in texts(card)
-    assert actions(card)["referral.send"] == {"draftId": draft_id}
+    assert actions(card)["referral.send"] == actions(review)["referral.send"], "a retry of the data shown"
     draft = await bot.services.drafts.get(draft_id)
     assert draft is not None and draft.state == DraftState.REVIEW and draft.details is not None
-    queued = await bot.act(member, "referral.send", {"draftId": draft_id})
+    queued = await bot.act(member, "referral.send", actions(card)["referral.send"])
     assert await bot.deliver() == 1
     inside = package_files(mailed(listed_settings, reference_in(queued)), tmp_path / "open")
     assert json.loads(inside["doorverwijzing.json"])["sender"]["team"] == TEAM_BY_GROUP
