@@ -387,6 +387,30 @@ async def test_a_send_on_a_card_showing_other_data_sends_nothing_and_shows_the_d
     assert _sent_phone(settings, tmp_path) == "+32499112233"
 
 
+async def test_opnieuw_versturen_on_a_failed_send_after_the_data_changed_elsewhere_sends_nothing(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry button of a failed send carries the fingerprint of the review card it came from."""
+    import sqlite3
+
+    from bot.delivery.mail_outbox import Outbox
+
+    def disk_full(*_: object, **__: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    draft_id, review = await reach_review(bot, referrer)
+    with monkeypatch.context() as patch:
+        patch.setattr(Outbox, "enqueue", disk_full)
+        failed = await bot.act(referrer, "referral.send", actions(review)["referral.send"])
+    retry = actions(failed)["referral.send"]
+    assert retry == actions(review)["referral.send"], "the retry names the data the review card showed"
+    await _edit_the_phone_in_another_window(bot, referrer, draft_id)
+
+    answer = await bot.act(referrer, "referral.send", retry)
+    assert attention_texts(answer)[0].startswith("Er is niets verstuurd: de gegevens zijn intussen aangepast")
+    assert "499 11 22 33" in texts(answer) and await bot.services.outbox.counts() == {}
+
+
 async def test_a_send_without_a_fingerprint_from_a_card_of_the_previous_version_still_sends(
     bot: BotDriver, referrer: TeamsUser, settings: Settings, tmp_path: Path
 ) -> None:
