@@ -171,14 +171,28 @@ class MessageOutbox:
                 logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again",
                                expired)
             rows = await self._db.fetch_all(_CLAIM + self._db.skip_locked, {"now": to_text(now), "limit": limit})
-            if rows:
+            claimed, unreadable = [], []
+            for row in rows:
+                try:
+                    claimed.append(_message(row, until))
+                except (ValueError, TypeError, KeyError):  # a row no version of this bot could have written so
+                    unreadable.append(int(row["id"]))
+            if unreadable:  # given up, in this commit: the batch leased with it goes out, it does not come back
+                await self._db.execute(
+                    "UPDATE message_outbox SET state = :failed, content = '', finished_at = :now, last_error = :why"
+                    " WHERE id IN :ids",
+                    {"failed": MessageState.FAILED.value, "now": to_text(now), "ids": unreadable,
+                     "why": "stored content unreadable: given up without sending"})
+                logger.error("message outbox: Teams message(s) %s given up: stored content unreadable",
+                             ", ".join(map(str, unreadable)))
+            if claimed:
                 await self._db.execute(
                     "UPDATE message_outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
                     " WHERE id IN :ids",
                     {"sending": MessageState.SENDING.value, "until": to_text(until),
-                     "ids": [row["id"] for row in rows]},
+                     "ids": [message.id for message in claimed]},
                 )
-        return [_message(row, until) for row in rows]
+        return claimed
 
     async def slot_activity_id(self, slot: str) -> str | None:
         """The id of the card kept under `slot`, once Teams has given one."""

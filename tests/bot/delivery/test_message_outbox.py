@@ -302,3 +302,20 @@ async def test_a_message_sent_without_a_card_slot_is_recorded_in_one_statement_w
     rows = await database.fetch_all("SELECT state, content FROM message_outbox ORDER BY id")
     assert [(row["state"], row["content"]) for row in rows] == [("sent", ""), ("sent", "")]
     assert await database.scalar("SELECT activity_id FROM card_slots WHERE slot = 'slot-1'") == "act-2"
+
+
+async def test_a_message_whose_stored_content_cannot_be_read_is_given_up_and_holds_no_one_back(
+    database: Database,
+) -> None:
+    """One damaged row (an older version, a hand edit) made every claim of its batch fail: the messages leased
+    with it never went out, and it came back first after every lease, for ever."""
+    outbox = MessageOutbox(database)
+    damaged = await outbox.post(REFERRER, text("kapot"), now=NOW)
+    await database.execute("UPDATE message_outbox SET content = '{not json' WHERE id = :id", {"id": damaged})
+    other = await outbox.post(conversation_ref(CHANNEL), text("andere"), now=NOW)
+    assert ids(await outbox.claim_due(NOW, LEASE)) == [other]
+    row = await database.fetch_one("SELECT state, content, last_error FROM message_outbox WHERE id = :id",
+                                   {"id": damaged})
+    assert row is not None and (row["state"], row["content"]) == ("failed", "")
+    assert "unreadable" in str(row["last_error"])
+    assert (await outbox.stuck(NOW, dt.timedelta(minutes=15))).given_up == 1, "counted by `check` as given up"
