@@ -95,23 +95,41 @@ class WorkerLoop:
         return Work.NONE
 
     async def run_forever(self, run_pass: Callable[[], Awaitable[object]]) -> None:
-        """Pass, sleep, pass, ...; until stopped or cancelled."""
+        """Pass, sleep, pass, ...; until stopped or cancelled.
+
+        After a pass that failed the loop pauses (`UNREACHABLE_WAIT`, doubling to `MAX_IDLE_WAIT` while
+        they keep failing) whatever the next due time says: reads may answer "due now" while the
+        claim's write fails (a full disk, a failover to a read-only standby), and the next pass began
+        at once, hundreds a second, each logging a traceback. A wake-up still ends the pause.
+        """
         woken = False
+        failures = 0
         while not self._stopped:
             self._in_pass, self._not_yet, self._woken = asyncio.current_task(), None, woken
             try:
                 await run_pass()
+                failures = 0
             except Exception:
+                failures += 1
                 logger.exception("%s pass failed", self._name)
                 self._not_yet = None
             finally:
                 self._in_pass, self._woken = None, False
-            woken = await self._sleep_until_due()
+            woken = await self._sleep_until_due(failures)
 
-    async def _sleep_until_due(self) -> bool:
-        """Sleep until the next item is due or a wake-up; True when a wake-up ended it."""
+    async def _sleep_until_due(self, failures: int = 0) -> bool:
+        """Sleep until the next item is due or a wake-up, at least the pause after `failures` failed passes;
+        True when a wake-up ended it."""
         if self._stopped:
             return False
+        if failures:
+            self._wake.clear()
+            pause = min(MAX_IDLE_WAIT, UNREACHABLE_WAIT * 2 ** min(failures - 1, 10))
+            try:
+                await asyncio.wait_for(self._wake.wait(), pause.total_seconds())
+            except TimeoutError:
+                return False
+            return True
         if self._not_yet is not None:  # the pass ended on this answer; the flag was cleared before it
             (due,), self._not_yet = self._not_yet, None
         else:

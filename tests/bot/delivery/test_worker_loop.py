@@ -7,6 +7,9 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 
+import pytest
+
+from bot.delivery import worker_loop
 from bot.delivery.worker_loop import Work, WorkerLoop
 from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import until
@@ -132,3 +135,48 @@ async def test_a_question_asked_outside_the_loops_own_pass_leaves_its_wake_up_al
         assert await loop.look() is Work.DUE  # asked from outside the loop's pass
         release.set()
         await until(lambda: queue.passes == 3 and queue.due is None, 2, "the item queued meanwhile is sent")
+
+
+async def test_a_pass_that_fails_every_time_waits_before_the_next_not_a_hot_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reads answer and the claim's write fails (a full disk; PostgreSQL failed over to a read-only standby): the
+    next due time still said 'now', so the loop began the next pass at once, hundreds a second, each a traceback."""
+    monkeypatch.setattr(worker_loop, "UNREACHABLE_WAIT", dt.timedelta(seconds=0.2))
+    passes = 0
+
+    async def due_now() -> dt.datetime:
+        return NOW
+
+    async def failing_pass() -> None:
+        nonlocal passes
+        passes += 1
+        raise RuntimeError("cannot execute UPDATE in a read-only transaction")
+
+    loop = WorkerLoop(name="test outbox", clock=ManualClock(NOW), next_due=due_now)
+    task = asyncio.create_task(loop.run_forever(failing_pass))
+    await asyncio.sleep(1.0)
+    loop.stop()
+    await task
+    assert 3 <= passes <= 5, f"{passes} failed passes in a second: waits of 0.2, 0.4 s (doubling), not none"
+
+
+async def test_after_a_failed_pass_a_good_one_runs_at_once_when_woken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_loop, "UNREACHABLE_WAIT", dt.timedelta(seconds=30))
+    results: list[str] = []
+
+    async def nothing_due() -> None:
+        return None
+
+    async def pass_once_failing() -> None:
+        results.append("pass")
+        if len(results) == 1:
+            raise RuntimeError("the database refused the write")
+
+    loop = WorkerLoop(name="test outbox", clock=ManualClock(NOW), next_due=nothing_due)
+    task = asyncio.create_task(loop.run_forever(pass_once_failing))
+    await until(lambda: len(results) == 1, 2, "the first pass")
+    loop.wake()  # something was queued: it is tried, whatever the pause
+    await until(lambda: len(results) == 2, 2, "a pass on the wake-up")
+    loop.stop()
+    await task
