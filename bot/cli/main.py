@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import sqlalchemy.exc
 from aiohttp import web
 
 from bot.app import SERVICES_KEY, create_app
@@ -26,6 +27,7 @@ from bot.ocmw.links import OcmwLinks
 from bot.operations.telemetry import Telemetry, telemetry_from_settings
 from bot.secrets.zip_passwords import LocalZipPasswordProvider
 from bot.storage.data_folder_lock import DataFolderInUseError, DataFolderLock
+from bot.storage.database import DatabaseError
 from bot.storage.schema_migration import SchemaOutOfDate
 from bot.wiring import Closer, DraftKeyError, draft_key_from_key_vault, open_database_for_command
 
@@ -71,6 +73,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     if arguments.command in (None, "serve"):
         return _serve(settings, migrate=getattr(arguments, "migrate", False))
+    try:
+        return _command(parser, arguments, settings)
+    except SchemaOutOfDate as error:  # its message says which command to run
+        sys.stderr.write(f"{error}\n")
+    except ProtocolFileError as error:
+        sys.stderr.write(f"protocol file error: {error}\n")
+    except (DatabaseError, sqlalchemy.exc.SQLAlchemyError) as error:
+        # The kind only: a driver's message may quote a statement. `python -m bot check` says more.
+        cause = getattr(error, "orig", None) or error
+        sys.stderr.write(f"database error: {type(cause).__name__}; run `python -m bot check` for more\n")
+    except OSError as error:
+        sys.stderr.write(f"{error.strerror or type(error).__name__}: {error.filename or ''}\n")
+    return 2
+
+
+def _command(parser: argparse.ArgumentParser, arguments: argparse.Namespace, settings: Settings) -> int:
+    """An administrator command; what it cannot do ends in one line on stderr and exit status 2 (`main`)."""
     if arguments.command == "migrate":
         return asyncio.run(run_migrate_command(settings, arguments.from_sqlite))
     if arguments.command == "register":

@@ -99,7 +99,11 @@ async def _export(register: ProcessingRegister, args: argparse.Namespace, settin
     if output is None:
         sys.stdout.write(text)
     else:
-        _write_private(output, text, bom=args.format == "csv")
+        try:  # here, not where the database would take it for its own failure
+            _write_private(output, text, bom=args.format == "csv")
+        except OSError as error:
+            sys.stderr.write(f"cannot write {output}: {error.strerror}\n")
+            return EXIT_USAGE
         sys.stderr.write(f"{len(rows)} entries written to {output}\n")
     return EXIT_OK
 
