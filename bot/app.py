@@ -207,7 +207,6 @@ def create_app(
         referrers=referrers,
         clock=clock,
         timezone=settings.timezone,
-        draft_minutes=drafts.idle_minutes,
     )
     retention = RetentionService(db=db, registry=registry, register=register,
                                  copies=sent_copies(transport), clock=clock, timezone=settings.timezone)

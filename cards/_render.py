@@ -93,6 +93,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "correction_closed": ("reference",),
         "correction_withdrawn": ("reference",),
         "correction_not_sent": ("reference",),
+        "correction_not_queued": ("reference",),
         "being_sent": ("reference",),
     }
 )
@@ -111,6 +112,7 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
         "correction_closed",
         "correction_withdrawn",
         "correction_not_sent",
+        "correction_not_queued",
         "being_sent",
         "not_listed_for_team",
     }

@@ -30,7 +30,6 @@ from bot.referral.sending import (
     AlreadySent,
     FamilyClosed,
     Origin,
-    PasswordUnavailable,
     ReferralSender,
     SendFailure,
 )
@@ -58,11 +57,9 @@ class CorrectionService:
         referrers: ReferrerAccess,
         clock: Clock,
         timezone: ZoneInfo,
-        draft_minutes: str,
     ) -> None:
         self._tz = timezone
         self._referrers = referrers
-        self._draft_minutes = draft_minutes
         self._db = db
         self._referrals = referrals
         self._registry = registry
@@ -159,8 +156,8 @@ class CorrectionService:
             return _banner(actor, _closed_problem(closed.referral), reference=original.reference)
         except SendFailure as failure:
             logger.warning("correction not queued: %s", failure.reason, extra={"reference": original.reference})
-            problem = "password_unavailable" if isinstance(failure, PasswordUnavailable) else "send_failed"
-            return _banner(actor, problem, reference=original.reference, minutes=self._draft_minutes)
+            # Nothing of a correction is stored (unlike a draft): what was typed is on the card, which stays.
+            return _banner(actor, "correction_not_queued", reference=original.reference)
         return cards.correction_queued_card(actor.lang, reference=queued.reference, corrected_item=item,
                                             recipient=protocol.recipient.organisation,
                                             queued_at=queued.queued_at.astimezone(self._tz))

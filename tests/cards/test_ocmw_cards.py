@@ -903,6 +903,7 @@ NEW_PROBLEMS = {
     "correction_closed": ("reference",),
     "correction_withdrawn": ("reference",),
     "correction_not_sent": ("reference",),
+    "correction_not_queued": ("reference",),
     "being_sent": ("reference",),
     "not_listed_for_team": ("team", "ocmw"),
 }

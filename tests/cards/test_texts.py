@@ -120,7 +120,8 @@ def test_the_problems_of_the_brief_are_all_known() -> None:
         "unknown_action", "malformed_action", "send_failed", "not_delivered", "internal_error",
         "not_ocmw_conversation", "referral_unknown", "outcome_invalid", "correction_unknown",
         "correction_done", "action_not_possible_now", "rate_limited", "password_unavailable",
-        "correction_closed", "correction_withdrawn", "correction_not_sent", "being_sent", "not_listed",
+        "correction_closed", "correction_withdrawn", "correction_not_sent", "correction_not_queued", "being_sent",
+        "not_listed",
         "membership_unavailable", "no_longer_listed", "database_unavailable", "not_listed_for_team",
     }  # fmt: skip
 

@@ -17,7 +17,7 @@ import pytest
 from bot.app import create_app
 from bot.config import Settings
 from bot.core.protocols import DataSharingProtocol
-from bot.secrets.zip_passwords import LocalZipPasswordProvider, ZipPassword
+from bot.secrets.zip_passwords import LocalZipPasswordProvider, ZipPassword, ZipPasswordError
 from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
@@ -145,3 +145,21 @@ async def test_no_correction_leaves_once_its_family_was_closed_while_the_passwor
     assert versions == [], "no version of a closed family"
     assert await bot.services.outbox.counts() == {"delivered": 1}, "nothing more queued for the OCMW"
     assert told in answer and "Er is niets verstuurd" in answer, answer[:300]
+
+
+@pytest.mark.parametrize("transient", [True, False])
+async def test_a_correction_that_could_not_be_queued_says_so_of_the_correction_not_of_a_draft(
+    bot: BotDriver, passwords: RoundTripPasswords, referrer: TeamsUser, ocmw_worker: TeamsUser, transient: bool
+) -> None:
+    """The banner was the referral's own ("de gegevens worden pas gewist na 30 minuten"): nothing of a correction
+    is stored, what was typed stays on the card only."""
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone"])
+
+    async def vault_trouble() -> object:
+        raise ZipPasswordError("Key Vault secret 'zip-password-ocmw-sint-gillis-waas' unreachable", transient=transient)
+
+    passwords.meanwhile = vault_trouble
+    [answer] = await _submit_all(bot, referrer, [{"correctionId": ids["phone"], "phone": "0470 11 22 33"}])
+    assert answer.startswith("Correctie NIET verstuurd") and reference in answer, answer
+    assert "staat nog op de kaart" in answer and "minuten zonder wijziging" not in answer, answer
+    assert await bot.services.outbox.counts() == {"delivered": 1}, "nothing queued"
