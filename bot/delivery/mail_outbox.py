@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bot.delivery.outbox_due import next_due_in, requeue_expired_leases
+from bot.delivery.outbox_due import mark_under_lease, next_due_in, requeue_expired_leases
 from bot.storage.database import Database, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -150,19 +150,10 @@ class Outbox:
 
     async def _mark(self, item: OutboxItem, mark: str, assignments: str, values: dict[str, object], *,
                     wipes: bool = False) -> bool:
-        """Record what became of a send, if the row is still leased under the lease it was sent under.
-
-        A worker paused past its lease (GC, CPU starvation, a frozen VM) may find its row re-leased,
-        sent and recorded by another instance: its late mark would put a delivered row, its payload
-        gone, back in the queue, and every later claim would fail on it. Such a mark changes nothing
-        and is dropped (logged with the reference only).
-        """
-        changed = await self._db.execute(
-            f"UPDATE outbox SET {assignments}, lease_until = NULL"  # noqa: S608  # nosec B608  # constants
-            f" WHERE message_id = :message_id AND state = {_SENDING} AND lease_until = :lease",
-            {**values, "message_id": item.message_id, "lease": to_text(item.lease_until)},
-        )
-        if changed.rowcount == 1:
+        """Record what became of a send if its lease still holds (`mark_under_lease`); a late mark is dropped."""
+        held = await mark_under_lease(self._db, "outbox", key=("message_id", item.message_id), sending=_SENDING,
+                                      lease_until=item.lease_until, assignments=assignments, values=values)
+        if held:
             if wipes:
                 self._db.note_wipe()
             return True

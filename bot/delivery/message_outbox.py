@@ -25,7 +25,7 @@ from enum import StrEnum
 from sqlalchemy.engine import RowMapping
 
 from bot.delivery.chat_messages import MessageContent, conversation_key
-from bot.delivery.outbox_due import next_due_in, requeue_expired_leases
+from bot.delivery.outbox_due import mark_under_lease, next_due_in, requeue_expired_leases
 from bot.storage.database import Database, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -240,18 +240,10 @@ class MessageOutbox:
                 {"failed": MessageState.FAILED.value, "now": to_text(now), "error": error[:200]})
 
     async def _mark(self, message: QueuedMessage, mark: str, assignments: str, values: dict[str, object]) -> bool:
-        """Record what became of a send, if the row is still leased under the lease it was sent under.
-
-        A worker paused past its lease (GC, CPU starvation, a frozen VM) may find its row re-leased,
-        sent and recorded by another instance: its late mark would put a sent row, its content already
-        wiped, back in the queue. Such a mark changes nothing and is dropped (logged without content).
-        """
-        changed = await self._db.execute(
-            f"UPDATE message_outbox SET {assignments}, lease_until = NULL"  # noqa: S608  # nosec B608  # constants
-            f" WHERE id = :id AND state = {_SENDING} AND lease_until = :lease",
-            {**values, "id": message.id, "lease": to_text(message.lease_until)},
-        )
-        if changed.rowcount == 1:
+        """Record what became of a send if its lease still holds (`mark_under_lease`); a late mark is dropped."""
+        held = await mark_under_lease(self._db, "message_outbox", key=("id", message.id), sending=_SENDING,
+                                      lease_until=message.lease_until, assignments=assignments, values=values)
+        if held:
             return True
         logger.warning("message outbox: a %s mark came after its lease ran out and another worker took the"
                        " message; dropped", mark, extra={"message_id": message.id})

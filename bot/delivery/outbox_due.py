@@ -1,5 +1,5 @@
 """When an outbox's next row is due (the earliest retry of a queued row, or the earliest lease to run
-out), and the rows whose lease ran out made due again.
+out), the rows whose lease ran out made due again, and a mark after a send made under its own lease.
 
 Both outboxes keep a waiting row either queued (due at `next_attempt_at`) or being sent (leased until
 `lease_until`), and revision 0007 gives each the partial indexes `<table>_queued` and `<table>_leased`.
@@ -38,3 +38,21 @@ async def requeue_expired_leases(db: Database, table: Literal["outbox", "message
         f"UPDATE {table} SET state = :queued, lease_until = NULL WHERE state = {sending}"  # noqa: S608  # nosec B608  # constants
         " AND lease_until < :now", {"queued": queued_state, "now": to_text(now)})
     return requeued.rowcount
+
+
+async def mark_under_lease(db: Database, table: Literal["outbox", "message_outbox"], *, key: tuple[str, object],
+                           sending: str, lease_until: dt.datetime, assignments: str,
+                           values: dict[str, object]) -> bool:
+    """Set `assignments` on the row `key` (column, value) if it is still leased under `lease_until`; False if not.
+
+    A worker paused past its lease (GC, CPU starvation, a frozen VM) may find its row re-leased, sent
+    and recorded by another instance: its late mark would put that row, its content already wiped,
+    back in the queue. Such a mark changes nothing (the caller logs and drops it).
+    """
+    column, value = key
+    changed = await db.execute(
+        f"UPDATE {table} SET {assignments}, lease_until = NULL"  # noqa: S608  # nosec B608  # constants
+        f" WHERE {column} = :key AND state = {sending} AND lease_until = :lease",
+        {**values, "key": value, "lease": to_text(lease_until)},
+    )
+    return changed.rowcount == 1
