@@ -46,6 +46,7 @@ from bot.referral.sending import ReferralSender
 from bot.router import LINK_LIMIT, Router
 from bot.secrets.draft_cipher import DraftCipher
 from bot.secrets.zip_passwords import ZipPasswordError, ZipPasswordProvider
+from bot.storage.activity_receipts import ActivityReceipts
 from bot.storage.database import Database
 from bot.storage.periodic_jobs import PeriodicJobs
 from bot.storage.rate_limits import RateLimit, RateLimiter
@@ -276,9 +277,10 @@ def create_app(
                              register=register, outbox=outbox, referrers=settings.referrers, clock=clock,
                              timezone=settings.timezone, mail_from=settings.mail_from),
     )
+    receipts = ActivityReceipts(db)
     channel = build_teams_channel(settings.identity, router, openid_metadata_url=settings.openid_metadata_url,
                                   connector_token=connector_token, metrics=metrics,
-                                  turns_at_once=settings.turns_at_once)
+                                  turns_at_once=settings.turns_at_once, receipts=receipts, clock=clock)
     message_worker = MessageDeliveryWorker(
         outbox=messages,
         sender=channel.sender,
@@ -358,6 +360,7 @@ def create_app(
         await register_exports.purge_expired()
         await limiter.prune(now)
         await refusals.prune(now)
+        await receipts.prune(now)
 
     async def run_background(_: web.Application) -> AsyncIterator[None]:
         embedded = not settings.database.is_postgres

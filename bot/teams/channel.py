@@ -11,14 +11,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from bot.clock import Clock
 from bot.config import BotIdentity
 from bot.core.metrics import Metrics
 from bot.delivery.chat_messages import ChatSender
 from bot.router import Router
+from bot.storage.activity_receipts import ActivityReceipts
 from bot.teams.adapter import create_adapter
 from bot.teams.connector import ConnectorClients, ConnectorTokenSource, MsalConnectorToken, NoConnectorToken
 from bot.teams.handler import ReferralActivityHandler
-from bot.teams.route import messages_route
+from bot.teams.route import ActivityArrivals, messages_route
 from bot.teams.sender import TeamsChatSender
 from bot.teams.token_validation import BOT_FRAMEWORK_OPENID_METADATA, TokenValidator
 
@@ -40,11 +42,14 @@ def build_teams_channel(
     connector_token: ConnectorTokenSource | None = None,
     metrics: Metrics | None = None,
     turns_at_once: int,
+    receipts: ActivityReceipts | None = None,
+    clock: Clock | None = None,
 ) -> TeamsChannel:
     """Inbound route (tokens checked when the bot has an app id) and outbound sender on shared clients.
 
     `connector_token` replaces the MSAL token for calls to the connector (tests with a stand-in);
-    `turns_at_once` bounds the turns in progress (`Settings.turns_at_once`).
+    `turns_at_once` bounds the turns in progress (`Settings.turns_at_once`); `receipts` and `clock`
+    recognise a message Teams sends again.
     """
     metrics = metrics or Metrics.disabled()
     if connector_token is None:
@@ -53,14 +58,18 @@ def build_teams_channel(
     validator = TokenValidator(app_id=identity.app_id, metadata_url=openid_metadata_url) \
         if identity.auth_enabled else None
 
+    arrivals = None if receipts is None or clock is None else ActivityArrivals(receipts, clock)
+
     async def close() -> None:
+        if arrivals is not None:
+            await arrivals.close()
         await clients.close()
         if validator is not None:
             await validator.close()
 
     return TeamsChannel(
         route=messages_route(create_adapter(clients), ReferralActivityHandler(router, metrics), validator,
-                             turns_at_once=turns_at_once, metrics=metrics),
+                             turns_at_once=turns_at_once, metrics=metrics, arrivals=arrivals),
         sender=TeamsChatSender(clients),
         close=close,
     )

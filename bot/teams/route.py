@@ -7,6 +7,10 @@ bot has an app id (401 for a token that proves nothing, 503 when the signing key
 time), runs the turn, and writes the invoke's answer itself. Malformed input gets a 4xx with a
 short reason, never a 500.
 
+A typed message (any activity but an invoke) that Teams sends again, with the id of one that arrived
+before on any instance, is answered 202 without a turn (`bot.storage.activity_receipts`): "nieuw" ran
+twice. An invoke's copy runs again: Teams needs its answer, and each step is a compare-and-set.
+
 At most `turns_at_once` turns run side by side; a request past them is read and checked, then waits
 for a place, first come first served. asyncio gives every task in progress a step in turn, so each
 await of the mail and Teams-message workers waits for a step of every turn in progress: with twenty
@@ -29,7 +33,10 @@ from microsoft_agents.activity import Activity
 from microsoft_agents.hosting.aiohttp import CloudAdapter
 from microsoft_agents.hosting.core import ActivityHandler, ClaimsIdentity
 
+from bot.clock import Clock
 from bot.core.metrics import Metrics
+from bot.storage.activity_receipts import ActivityReceipts
+from bot.storage.database import DatabaseError
 from bot.teams.handler import InvokeAnswerBody
 from bot.teams.token_validation import IdentityProviderUnavailableError, NotAuthenticatedError, TokenValidator
 
@@ -39,6 +46,8 @@ MAX_BODY_BYTES = 256 * 1024  # a Teams activity is far smaller; a card is at mos
 MAX_JSON_DEPTH = 32
 TEAMS_CHANNEL = "msteams"
 RETRY_AFTER_SECONDS = 10
+#: At a stop, how long the receipts of the turns it cut off may take to be taken back.
+FORGET_WAIT_SECONDS = 2.0
 
 
 class BodyTooLargeError(Exception):
@@ -70,8 +79,12 @@ def messages_route(
     *,
     turns_at_once: int,
     metrics: Metrics,
+    arrivals: ActivityArrivals | None = None,
 ) -> web.RouteDef:
-    """The route to add to the app; `validator` is None when authentication is off (no app id)."""
+    """The route to add to the app; `validator` is None when authentication is off (no app id).
+
+    `arrivals` recognises the copies Teams sends again; None runs every copy.
+    """
     places = asyncio.Semaphore(turns_at_once)  # first come, first served
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -109,10 +122,19 @@ def messages_route(
                 logger.warning("cannot check tokens now: identity provider unavailable", extra={"reason": str(error)})
                 return _error(503, "authentication unavailable, retry later", retry_after=RETRY_AFTER_SECONDS)
         identity = ClaimsIdentity(claims, authentication_type="Bearer" if claims else "anonymous")
+        key = _receipt_key(activity) if arrivals is not None else None
+        if arrivals is not None and key is not None and not await arrivals.first(key):
+            logger.info("activity arrived before: not run again", extra={"activity_type": activity.type[:32]})
+            return web.Response(status=202)
         arrived = time.monotonic()
-        async with places:
-            metrics.turn_waited(time.monotonic() - arrived)
-            invoke_response = await adapter.process_activity(identity, activity, handler.on_turn)
+        try:
+            async with places:
+                metrics.turn_waited(time.monotonic() - arrived)
+                invoke_response = await adapter.process_activity(identity, activity, handler.on_turn)
+        except BaseException:
+            if arrivals is not None and key is not None:
+                arrivals.forget(key)  # Teams' retry of a turn that failed (or a stop cut off) must run
+            raise
         if activity.type != "invoke":
             return web.Response(status=202)
         if invoke_response is None or invoke_response.body is None:
@@ -122,6 +144,49 @@ def messages_route(
         return web.json_response(content, status=int(invoke_response.status or 200))
 
     return web.post("/api/messages", handle)
+
+
+class ActivityArrivals:
+    """`ActivityReceipts` for the route: a database out of reach runs the turn (it says "probeer zo opnieuw").
+
+    A failed turn's receipt is taken back in a task of its own, which `close()` waits for before the
+    database closes: a stop cancels a turn still waiting, and its cancellation must not cut the delete.
+    """
+
+    def __init__(self, receipts: ActivityReceipts, clock: Clock) -> None:
+        self._receipts = receipts
+        self._clock = clock
+        self._forgetting: set[asyncio.Task[None]] = set()
+
+    async def first(self, key: tuple[str, str]) -> bool:
+        try:
+            return await self._receipts.first_arrival(*key, self._clock.now())
+        except DatabaseError as error:
+            logger.warning("cannot tell whether an activity arrived before; it runs: %s", error)
+            return True
+
+    def forget(self, key: tuple[str, str]) -> None:
+        task = asyncio.create_task(self._forget(key))
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
+
+    async def _forget(self, key: tuple[str, str]) -> None:
+        try:
+            await self._receipts.forget(*key)
+        except DatabaseError as error:
+            logger.warning("a failed turn's receipt stays; Teams' retry of it is not run: %s", error)
+
+    async def close(self) -> None:
+        """Wait (briefly) for the receipts being taken back."""
+        if self._forgetting:
+            await asyncio.wait(set(self._forgetting), timeout=FORGET_WAIT_SECONDS)
+
+
+def _receipt_key(activity: Activity) -> tuple[str, str] | None:
+    """(conversation id, activity id) of an activity whose copies are not run again; None for an invoke."""
+    if activity.type == "invoke" or not activity.id or activity.conversation is None or not activity.conversation.id:
+        return None
+    return str(activity.conversation.id), str(activity.id)
 
 
 def _shape_problem(body: dict[str, Any]) -> str | None:

@@ -365,6 +365,24 @@ async def test_a_rate_limit_counts_the_clicks_on_both_instances(deployment: Depl
     assert d.client_data_in_logs() == {}
 
 
+async def test_a_message_teams_sends_again_to_the_other_instance_runs_once(deployment: Deployment) -> None:
+    """Teams' copy of "nieuw" reaches the other instance (after the first, and at the same moment): one
+    draft, one consent card, one "referral started"; it ran on both before."""
+    d = deployment
+    await d.start("A", "B")
+    for user, at_once in ((REFERRER, False), (COLLEAGUE, True)):
+        start = user.message(d.service_url, "nieuw")
+        posts = [d.session.post(f"{d.instances[on].url}/api/messages", json=start) for on in ("A", "B")]
+        responses = await asyncio.gather(*posts) if at_once else [await post for post in posts]
+        assert [response.status for response in responses] == [202, 202]
+    await asyncio.sleep(0.5)  # time for a second consent card to arrive
+    consent_cards = [call for call in d.connector.accepted
+                     if call.method == "POST" and "referral.consent" in str(call.body)]
+    assert len(consent_cards) == 2, [call.path for call in consent_cards]
+    assert await d.db.scalar("SELECT COUNT(*) AS n FROM drafts") == 2
+    assert await d.db.scalar("SELECT COUNT(*) AS n FROM register WHERE event = 'referral_started'") == 2
+
+
 async def _record_job_claims(db: Database) -> None:
     """Every claim of a periodic job (an insert or an update of its `job_runs` row) into `test_job_claims`."""
     await db.execute("CREATE TABLE test_job_claims (name TEXT, started_at TEXT, instance TEXT)")

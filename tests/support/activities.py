@@ -8,6 +8,9 @@ from typing import Any
 
 TENANT_ID = "72f988bf-0000-4000-8000-000000000001"
 BOT_ID = "28:bot-app-id"
+#: Activity ids, unique in the test run as Teams' are in a conversation: the bot runs a copy of an id it has
+#: seen only once (`bot.storage.activity_receipts`), and a user made again must not repeat its ids.
+_ACTIVITY_IDS = itertools.count(1)
 
 
 @dataclass
@@ -22,7 +25,7 @@ class TeamsUser:
     tenant_id: str = TENANT_ID
     #: Teams' `conversation.conversationType`; None: "channel" or "personal", after `channel`.
     conversation_type: str | None = None
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _ids: itertools.count[int] = field(default_factory=lambda: _ACTIVITY_IDS)
 
     def _base(self, service_url: str, activity_type: str) -> dict[str, Any]:
         activity: dict[str, Any] = {
