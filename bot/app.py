@@ -366,7 +366,7 @@ def create_app(
         embedded = not settings.database.is_postgres
         await require_current_schema(db, migrate_if_behind=embedded if migrate is None else migrate)
         if run_worker and embedded:  # this process owns the data folder: a send still marked is a dead one
-            await release_interrupted_sends(db, drafts, messages, clock, idle_for=dt.timedelta(0))
+            await release_interrupted_sends(db, drafts, messages, clock, idle_for=None)
         await residue.sweep()  # before the first request: mail copies a crash left after a deletion go first
         # The ZIP passwords first: fetched now and refreshed before they expire, without holding up the start.
         tasks = [asyncio.create_task(passwords.keep_warm(protocols_in_force)),
@@ -468,13 +468,14 @@ INTERRUPTED_SEND_AFTER = dt.timedelta(minutes=2)
 
 async def release_interrupted_sends(
     db: Database, drafts: DraftStore, messages: MessageOutbox, clock: Clock,
-    idle_for: dt.timedelta = INTERRUPTED_SEND_AFTER,
+    idle_for: dt.timedelta | None = INTERRUPTED_SEND_AFTER,
 ) -> int:
     """Drafts a crash left "sending" go back to review and their users are told, in one commit.
 
-    At start with `idle_for` 0 when this process holds the data folder (SQLite: nothing else can be
-    sending), and from the periodic sweep for anything older than `INTERRUPTED_SEND_AFTER` (with
-    several instances, another one may be sending right now).
+    At start with `idle_for` None (all of them, however the clock moved since) when this process
+    holds the data folder (SQLite: nothing else can be sending), and from the periodic sweep for
+    anything older than `INTERRUPTED_SEND_AFTER` (with several instances, another one may be sending
+    right now).
     """
     now = clock.now()
     async with db.transaction():

@@ -184,18 +184,22 @@ class DraftStore:
             self._db.note_wipe()
         return True
 
-    async def release_interrupted_sends(self, now: dt.datetime, idle_for: dt.timedelta) -> list[InterruptedSend]:
+    async def release_interrupted_sends(self, now: dt.datetime,
+                                        idle_for: dt.timedelta | None) -> list[InterruptedSend]:
         """Drafts left `sending` for longer than `idle_for` (the process died mid-send) go back to review.
 
-        Nothing of theirs was committed (the package, the referral and the wipe commit together), so
-        the data is still there and pressing "Verstuur" again sends them. Call inside a transaction
+        `idle_for` None: every draft left `sending` (nothing else can be sending), also one whose last
+        change lies in the future because the clock was stepped back since. Nothing of theirs was
+        committed (the package, the referral and the wipe commit together), so the data is still
+        there and pressing "Verstuur" again sends them. Call inside a transaction
         with whatever tells the users. Returns the drafts released, with where their card is.
         """
         rows = await self._db.fetch_all(
-            "UPDATE drafts SET state = :review, updated_at = :now WHERE state = :sending AND updated_at <= :cutoff"
+            "UPDATE drafts SET state = :review, updated_at = :now"
+            " WHERE state = :sending AND (:every OR updated_at <= :cutoff)"
             " RETURNING reference, conversation_ref, lang",
             {"review": DraftState.REVIEW.value, "now": to_text(now), "sending": DraftState.SENDING.value,
-             "cutoff": to_text(now - idle_for)},
+             "every": idle_for is None, "cutoff": to_text(now - (idle_for or dt.timedelta(0)))},
         )
         return [InterruptedSend(str(row["reference"]), row["conversation_ref"], row["lang"] or "nl") for row in rows]
 

@@ -2,7 +2,10 @@
 
 Each job has a row in `job_runs` with the time it is next due. An instance whose timer fires
 claims the run with one compare-and-set (`next_run_at <= now` becomes `now + period`); the one
-whose update changed the row runs the job, the others skip this period. An instance that dies
+whose update changed the row runs the job, the others skip this period. A `next_run_at` later than
+`now + period` (by more than `STEP_TOLERANCE`) cannot have been set by a clock that kept time: it was
+ahead then, or has been stepped back since (NTP, a VM resumed). It counts as due, so a step of the
+clock cannot stop a job for the length of the step. An instance that dies
 mid-job leaves the row claimed until the next period, when another instance runs it: the jobs are
 idempotent passes (wipe what is idle, queue what is due, prune what is old), so a pass that
 stopped halfway is completed by the next one.
@@ -23,6 +26,11 @@ logger = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[object]]
 
+#: How far past `now + period` a `next_run_at` may lie before it is taken for a clock stepped back. Not 0:
+#: an instance that read the time a moment before another's claim, and whose update runs just after it,
+#: finds that claim's `next_run_at` a little later than its own `now + period`, and must not run the job too.
+STEP_TOLERANCE = dt.timedelta(minutes=1)
+
 
 class PeriodicJobs:
     """Runs named jobs every period on whichever instance claims each run."""
@@ -39,8 +47,8 @@ class PeriodicJobs:
         values = {"name": name, "now": to_text(now), "next": to_text(now + period), "instance": self.instance}
         claimed = await self._db.execute(
             "UPDATE job_runs SET next_run_at = :next, last_started_at = :now, last_instance = :instance"
-            " WHERE name = :name AND next_run_at <= :now",
-            values,
+            " WHERE name = :name AND (next_run_at <= :now OR next_run_at > :stepped)",
+            {**values, "stepped": to_text(now + period + STEP_TOLERANCE)},
         )
         if claimed.rowcount == 1:
             return True

@@ -10,7 +10,9 @@ What one instance starts the other continues; each mail and each Teams message g
 whichever worker takes it, and each mail once also when an instance is killed and a relay hangs;
 the processing register stays one chain that `python -m bot register verify` accepts; periodic jobs
 run once per period; a rate limit counts the clicks on both. Both processes log at INFO, and
-neither log holds the family's data.
+neither log holds the family's data. A process started as `tests.support.skewed_bot` reads a wall
+clock that is off (`CLOCK_SKEW_SECONDS`, or `CLOCK_SKEW_FILE` to step it as NTP does), as on a VM
+resumed after a pause; the database server keeps the true time.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from tests.support.teams_messages import identity, kind
 ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
 DRAFT_KEY = "3c9f1e0a7b2d4c6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e"
 CRASHING_BOT = "tests.support.crashing_bot"
+SKEWED_BOT = "tests.support.skewed_bot"
 REFERRER = TeamsUser("aad-referrer-1", "An Verpleeg", "a:personal-referrer")
 COLLEAGUE = TeamsUser("aad-colleague-2", "Bert Collega", "a:personal-colleague")
 WORKER = TeamsUser("aad-ocmw-1", "Olga Maatschappelijk", f"{CHANNEL};messageid=1700000000001", channel=True)
@@ -348,6 +351,28 @@ async def test_periodic_jobs_run_once_per_period_across_the_instances(deployment
         assert min(gaps) >= dt.timedelta(seconds=1), (job, gaps)
     assert [row["name"] for row in claims].count("retention") == 1, "hourly: once for both instances"
     assert d.client_data_in_logs() == {}
+
+
+async def test_a_clock_stepped_back_does_not_stop_the_draft_sweep_for_the_length_of_the_step(
+    deployment: Deployment,
+) -> None:
+    """README: an unfinished referral left idle DRAFT_TTL_MINUTES is wiped, swept every SWEEP_INTERVAL_SECONDS.
+
+    One instance whose clock was 2 minutes ahead when it started (it claimed the sweep then); NTP steps
+    it back to the true time. A draft left idle after that, with a time-to-live of 1 minute and a sweep
+    every second, is wiped a few seconds after its minute.
+    """
+    skew = deployment.folder / "skew"
+    skew.write_text("120")
+    await deployment.start("a", module=SKEWED_BOT, CLOCK_SKEW_FILE=str(skew), DRAFT_TTL_MINUTES="1",
+                           SWEEP_INTERVAL_SECONDS="1")
+    await asyncio.sleep(2)  # the sweep ran (and claimed its next period) on the clock as it was
+    skew.write_text("0")  # NTP steps the clock back
+    draft_id = await deployment.to_review("a")
+    await asyncio.sleep(70)
+
+    state = await deployment.db.scalar("SELECT state FROM drafts WHERE id = :id", {"id": draft_id})
+    assert state == "expired", f"a draft idle 70 s, its time-to-live 60 s, swept every second, is still {state}"
 
 
 async def test_a_rate_limit_counts_the_clicks_on_both_instances(deployment: Deployment) -> None:

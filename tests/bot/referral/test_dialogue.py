@@ -567,10 +567,15 @@ async def test_an_unexpected_error_while_sending_keeps_the_draft_for_another_try
     assert len(list(settings.outbox_dir.glob("*.eml"))) == 1
 
 
+@pytest.mark.parametrize("stepped_back", [dt.timedelta(0), dt.timedelta(minutes=10)], ids=["clock-kept", "clock-back"])
 async def test_a_send_a_crash_interrupted_goes_back_to_review_and_its_user_is_told(
-    settings: Settings, clock: ManualClock, referrer: TeamsUser
+    settings: Settings, clock: ManualClock, referrer: TeamsUser, stepped_back: dt.timedelta
 ) -> None:
-    """The process died between "sending" and the commit: at the next start the draft is sendable again."""
+    """The process died between "sending" and the commit: at the next start the draft is sendable again.
+
+    Also when the clock was stepped back across the restart (NTP, a VM resumed): the draft's last
+    change then lies in the future, and was left "sending" until two minutes and the step had passed.
+    """
     import sqlite3
 
     from tests.support.bot_server import driving, running_connector
@@ -580,6 +585,7 @@ async def test_a_send_a_crash_interrupted_goes_back_to_review_and_its_user_is_to
             draft_id, _ = await reach_review(first, referrer)
             with sqlite3.connect(settings.database_path) as db:  # what the crash left
                 db.execute("UPDATE drafts SET state = 'sending' WHERE id = ?", (draft_id,))
+        clock.advance(-stepped_back)
         async with driving(create_app(settings, clock=clock, run_worker=True), connector, url) as second:
             await until(lambda: any("NIET verstuurd" in str(call.body.get("text")) for call in connector.accepted),
                         15, "the worker told the referrer on its own")

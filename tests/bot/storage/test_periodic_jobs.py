@@ -71,3 +71,28 @@ async def test_a_failing_job_keeps_its_period_and_the_next_period_runs_it_again(
     assert not await jobs.run_once("sweep", HOUR, job)
     clock.advance(HOUR)
     assert await jobs.run_once("sweep", HOUR, job) and ran == [True]
+
+
+async def test_a_clock_stepped_back_does_not_stop_a_job_for_the_length_of_the_step(database: Database) -> None:
+    """The job was claimed on a clock 2 minutes ahead; NTP steps it back. Its next run, stored on the clock as it
+    was, lies further ahead than one period: it is due at once (it was due only after the step's 2 minutes)."""
+    clock = ManualClock(NOW + 2 * dt.timedelta(minutes=1))
+    jobs = PeriodicJobs(database, clock)
+    second = dt.timedelta(seconds=1)
+    assert await jobs.claim("sweep", second)
+    clock.current = NOW
+    assert await jobs.claim("sweep", second), "a next run 2 minutes past now + period is a step, not a claim"
+    assert not await jobs.claim("sweep", second), "claimed again on the clock as it is now"
+    clock.advance(second)
+    assert await jobs.claim("sweep", second)
+
+
+async def test_an_instance_that_read_the_time_just_before_another_claimed_does_not_run_it_too(
+    database: Database,
+) -> None:
+    """B reads the time, A claims the period half a second later (by its clock), then B's update runs: A's
+    next run lies half a second past B's `now + period`, which is no step of a clock."""
+    a, b = (PeriodicJobs(db, ManualClock(NOW + moment)) for db, moment in (
+        (database, dt.timedelta(seconds=0.5)), (another_engine(database), dt.timedelta(0))))
+    assert await a.claim("sweep", HOUR)
+    assert not await b.claim("sweep", HOUR)
