@@ -48,6 +48,7 @@ from bot.secrets.draft_cipher import DraftCipher
 from bot.secrets.zip_passwords import ZipPasswordError, ZipPasswordProvider
 from bot.storage.activity_receipts import ActivityReceipts
 from bot.storage.database import Database
+from bot.storage.database_clock import DatabaseClock
 from bot.storage.periodic_jobs import PeriodicJobs
 from bot.storage.rate_limits import RateLimit, RateLimiter
 from bot.storage.schema_migration import require_current_schema
@@ -141,7 +142,8 @@ def create_app(
     """Build the aiohttp application; fails fast on a bad protocol file or data folder.
 
     With `BOT_ENV=production` every protocol file must name who may refer under it.
-    `transport`, `passwords`, `connector_token` and `membership` replace what the settings would build (tests);
+    `clock`, `transport`, `passwords`, `connector_token` and `membership` replace what the settings would build
+    (tests; the clock is otherwise the database server's time on PostgreSQL, `DatabaseClock`, the system's on SQLite);
     `run_worker=False` leaves both outboxes to the test, which calls their workers' `deliver_due()`.
     At start the database's schema must be this version's: `migrate` brings it there first (by
     default for the embedded SQLite file, which only this process uses; for PostgreSQL a
@@ -150,7 +152,6 @@ def create_app(
     the settings; default: off). On a stop the mails and messages being sent get `stop_drain_seconds`
     to finish.
     """
-    clock = clock or SystemClock()
     telemetry = telemetry or Telemetry.off()
     metrics = telemetry.metrics
     protocols = ProtocolFolder(settings.protocols_dir, require_referrers=settings.environment == "production")
@@ -161,6 +162,10 @@ def create_app(
         settings.data_dir.chmod(0o700)
     db = build_database(settings, closers)
     telemetry.instrument_database(db)
+    # Instances on one PostgreSQL compare the times they store (leases, idle drafts, job runs, rate windows):
+    # they share the server's time, never each one's own wall clock.
+    shared_time = DatabaseClock(db) if clock is None and settings.database.is_postgres else None
+    clock = clock or shared_time or SystemClock()
     cipher = _draft_cipher(settings, draft_key)
     drafts = DraftStore(db, cipher, settings.draft_ttl)
     referrals = ReferralStore(db)
@@ -365,6 +370,8 @@ def create_app(
     async def run_background(_: web.Application) -> AsyncIterator[None]:
         embedded = not settings.database.is_postgres
         await require_current_schema(db, migrate_if_behind=embedded if migrate is None else migrate)
+        if shared_time is not None:  # before anything compares a time another instance stored
+            await shared_time.align()
         if run_worker and embedded:  # this process owns the data folder: a send still marked is a dead one
             await release_interrupted_sends(db, drafts, messages, clock, idle_for=None)
         await residue.sweep()  # before the first request: mail copies a crash left after a deletion go first
@@ -372,6 +379,8 @@ def create_app(
         tasks = [asyncio.create_task(passwords.keep_warm(protocols_in_force)),
                  asyncio.create_task(jobs.every("sweep", settings.sweep_interval, sweep)),
                  asyncio.create_task(_every(PROTOCOL_CHECK_SECONDS, _reread))]
+        if shared_time is not None:
+            tasks.append(asyncio.create_task(shared_time.keep_aligned()))
         if telemetry.records_metrics:  # the outboxes are read once per export interval, not per collection
             tasks.append(asyncio.create_task(_every(telemetry.export_interval.total_seconds(), readings.refresh)))
         if metrics_view is not None:

@@ -54,6 +54,8 @@ ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
 DRAFT_KEY = "3c9f1e0a7b2d4c6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e"
 CRASHING_BOT = "tests.support.crashing_bot"
 SKEWED_BOT = "tests.support.skewed_bot"
+#: The defaults of a deployment: a lease of 2 minutes, a relay given 30 s.
+DEFAULT_DELIVERY = {"OUTBOX_LEASE_SECONDS": "120", "SMTP_TIMEOUT_SECONDS": "30"}
 REFERRER = TeamsUser("aad-referrer-1", "An Verpleeg", "a:personal-referrer")
 COLLEAGUE = TeamsUser("aad-colleague-2", "Bert Collega", "a:personal-colleague")
 WORKER = TeamsUser("aad-ocmw-1", "Olga Maatschappelijk", f"{CHANNEL};messageid=1700000000001", channel=True)
@@ -353,6 +355,53 @@ async def test_periodic_jobs_run_once_per_period_across_the_instances(deployment
     assert d.client_data_in_logs() == {}
 
 
+async def test_an_instance_whose_clock_is_minutes_ahead_leaves_a_mail_another_is_still_sending(
+    deployment: Deployment,
+) -> None:
+    """README: a row whose lease still runs is never touched by anyone else; each mail goes out once.
+
+    Instance a leases the mail (2 minutes) and hands it to a relay slow to confirm (15 s). Instance b
+    starts meanwhile with its clock 3 minutes ahead: by its clock a's lease ran out long ago.
+    """
+    deployment.smtp.answer_data_after(15)
+    await deployment.start("a", **DEFAULT_DELIVERY)
+    reference = await deployment.refer("a")
+
+    async def at_the_relay() -> bool:
+        return len(deployment.smtp.messages) >= 1
+
+    await deployment.until(at_the_relay, "a's mail is at the relay")
+    await deployment.start("b", module=SKEWED_BOT, CLOCK_SKEW_SECONDS="180", **DEFAULT_DELIVERY)
+
+    async def delivered() -> bool:
+        return await deployment.all_in("sent", [reference])
+
+    await deployment.until(delivered, "the referral is delivered", seconds=60)
+    await asyncio.sleep(1)
+    assert set(deployment.mails_by_message_id().values()) == {1}, deployment.mails_by_message_id()
+
+
+async def test_a_draft_is_wiped_no_sooner_than_its_idle_time_whichever_instance_sweeps(
+    deployment: Deployment,
+) -> None:
+    """README: an unfinished referral left idle DRAFT_TTL_MINUTES is wiped (the cards say so).
+
+    Scaled down: a time-to-live of 1 minute, swept every second, and instance b's clock 45 s ahead
+    (as 30 minutes against a clock some minutes ahead). The draft has been idle for 20 s when the
+    referrer presses "Versturen" on instance a.
+    """
+    quick = {"DRAFT_TTL_MINUTES": "1", "SWEEP_INTERVAL_SECONDS": "1"}
+    await deployment.start("a", **quick)
+    await deployment.start("b", module=SKEWED_BOT, CLOCK_SKEW_SECONDS="45", **quick)
+    draft_id = await deployment.to_review("a")
+    await asyncio.sleep(20)
+
+    state = await deployment.db.scalar("SELECT state FROM drafts WHERE id = :id", {"id": draft_id})
+    assert state == "review", f"a draft idle 20 s of its 60 s is {state}"
+    await deployment.send("a", draft_id)
+    assert len(await deployment.states()) == 1, "the referral is queued"
+
+
 async def test_a_clock_stepped_back_does_not_stop_the_draft_sweep_for_the_length_of_the_step(
     deployment: Deployment,
 ) -> None:
@@ -388,6 +437,19 @@ async def test_a_rate_limit_counts_the_clicks_on_both_instances(deployment: Depl
     verified = d.register_verify()
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert d.client_data_in_logs() == {}
+
+
+async def test_a_rate_limit_counts_the_clicks_on_both_instances_when_one_clock_is_a_minute_ahead(
+    deployment: Deployment,
+) -> None:
+    """README: rate limits count every instance's clicks (5 actions a minute here), the load balancer
+    sending the user's clicks to either instance in turn; instance B's clock is 61 s ahead."""
+    await deployment.start("A", RATE_LIMIT_ACTIONS_PER_MINUTE="5")
+    await deployment.start("B", module=SKEWED_BOT, CLOCK_SKEW_SECONDS="61", RATE_LIMIT_ACTIONS_PER_MINUTE="5")
+    answers = [await deployment.act(on, REFERRER, "referral.start", {}) for on in ["A", "B"] * 6]
+
+    started = [answer for answer in answers if "referral.consent" in actions(answer)]
+    assert len(started) == 5, f"{len(started)} of 12 clicks within a few seconds went through"
 
 
 async def test_a_message_teams_sends_again_to_the_other_instance_runs_once(deployment: Deployment) -> None:
