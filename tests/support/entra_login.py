@@ -5,7 +5,8 @@ token. Here the App Service managed-identity stand-in hands out a new token for 
 first makes it the role's password (ALTER ROLE, as the superuser through the unix socket): a login
 with the newest token works, one with an older token fails, as it would once that token expired.
 The real azure-identity credential (`DefaultAzureCredential`) finds the stand-in through
-IDENTITY_ENDPOINT and IDENTITY_HEADER, as it finds App Service's endpoint.
+IDENTITY_ENDPOINT and IDENTITY_HEADER, as it finds App Service's endpoint. `EntraDatabase.outage`
+makes the endpoint answer 503, or take requests and say nothing, until the test ends it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
-from tests.support.keyvault_standin import ManagedIdentityStandIn, managed_identity_standin
+from tests.support.keyvault_standin import IdentityOutage, ManagedIdentityStandIn, managed_identity_standin
 from tests.support.postgres_server import PostgresServer
 
 #: Environment variables that would point azure-identity at some other identity.
@@ -34,6 +35,7 @@ class EntraDatabase:
     role: str
     name: str
     identity: ManagedIdentityStandIn
+    outage: IdentityOutage = field(default_factory=IdentityOutage)
 
     @property
     def url(self) -> str:
@@ -59,9 +61,14 @@ async def entra_database(server: PostgresServer, *, refresh_in: int | None = Non
     role = f"identity_{secrets.token_hex(4)}"
     server.create_role(role, secrets.token_urlsafe(32))
     name = server.database_owned_by(role)
+    outage = IdentityOutage()
 
     async def accept(token: str) -> None:
+        await outage.before_issue(token)
         await asyncio.to_thread(server.set_password, role, token)
 
     async with managed_identity_standin(fresh_tokens=True, refresh_in=refresh_in, on_issue=accept) as identity:
-        yield EntraDatabase(server, role, name, identity)
+        try:
+            yield EntraDatabase(server, role, name, identity, outage)
+        finally:
+            outage.end()

@@ -199,6 +199,31 @@ class ManagedIdentityStandIn:
 #: `aiohttp.web.HTTPException` raised: the endpoint's 503, 429, ...).
 TokenHook = Callable[[str], Awaitable[None]]
 
+
+@dataclass
+class IdentityOutage:
+    """The endpoint in trouble (`before_issue` is its `TokenHook`): `down` answers 503, `silent` answers nothing.
+
+    A silent request stays open until `end()` (the test's end), then gets a 503, even when `silent` was
+    cleared meanwhile (the endpoint answers again, a request lost in flight stays lost); no token is issued.
+    """
+
+    down: bool = False
+    silent: bool = False
+    _ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def before_issue(self, token: str) -> None:
+        if self.silent:
+            await self._ended.wait()
+            raise web.HTTPServiceUnavailable()
+        if self.down:
+            raise web.HTTPServiceUnavailable(text='{"error": "busy"}', content_type="application/json")
+
+    def end(self) -> None:
+        self.down = self.silent = False
+        self._ended.set()
+
+
 #: What azure-identity reads besides IDENTITY_ENDPOINT/IDENTITY_HEADER: the test machine's values would win.
 _OTHER_AZURE_VARIABLES = (
     "AZURE_CLIENT_ID",

@@ -22,7 +22,13 @@ from azure.identity.aio import DefaultAzureCredential
 from sqlalchemy.exc import DBAPIError
 
 from bot.config import Settings
-from bot.secrets.database_login import POSTGRES_SCOPE, REFRESH_MARGIN_SECONDS, EntraDatabasePassword
+from bot.secrets import database_login
+from bot.secrets.database_login import (
+    POSTGRES_SCOPE,
+    REFRESH_MARGIN_SECONDS,
+    RETRY_AFTER_FAILURE_SECONDS,
+    EntraDatabasePassword,
+)
 from bot.storage.database import Database, DatabaseSettings, open_database
 from bot.wiring import Closer, build_database
 from tests.support.clock import ManualClock
@@ -36,11 +42,16 @@ HOUR = dt.timedelta(hours=1)
 
 
 class ScriptedCredential:
-    """An AsyncTokenCredential whose tokens live an hour on `clock`; `failing` makes it raise, `gate` makes it wait."""
+    """An AsyncTokenCredential whose tokens live an hour on `clock`; `failing` makes it raise, `gate` makes it wait.
+
+    `scopes` records every request, `answered` counts those answered (a token or an error).
+    """
 
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
         self.scopes: list[tuple[str, ...]] = []
+        self.answered = 0
+        self.answer = asyncio.Condition()
         self.failing = False
         self.gate = asyncio.Event()
         self.gate.set()
@@ -49,6 +60,9 @@ class ScriptedCredential:
     async def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
         self.scopes.append(scopes)
         await self.gate.wait()
+        async with self.answer:
+            self.answered += 1
+            self.answer.notify_all()
         if self.failing:
             raise ClientAuthenticationError("the identity endpoint said no")
         return AccessToken(f"token-{len(self.scopes)}", int((self.clock.now() + HOUR).timestamp()))
@@ -68,7 +82,13 @@ def credential(clock: ManualClock) -> ScriptedCredential:
     return ScriptedCredential(clock)
 
 
-async def test_a_token_is_kept_until_five_minutes_before_it_expires(
+async def _answered(credential: ScriptedCredential, requests: int) -> None:
+    """Wait until the credential has answered `requests` requests (a renewal in the background has ended)."""
+    async with asyncio.timeout(1), credential.answer:
+        await credential.answer.wait_for(lambda: credential.answered >= requests)
+
+
+async def test_a_token_is_kept_until_five_minutes_before_it_expires_then_renewed_in_the_background(
     credential: ScriptedCredential, clock: ManualClock
 ) -> None:
     password = EntraDatabasePassword(credential, clock=clock)
@@ -77,9 +97,11 @@ async def test_a_token_is_kept_until_five_minutes_before_it_expires(
     clock.advance(HOUR - dt.timedelta(seconds=REFRESH_MARGIN_SECONDS + 1))
     kept = await password()
     clock.advance(dt.timedelta(seconds=2))
+    while_renewing = await password()
+    await _answered(credential, 2)
     renewed = await password()
 
-    assert (first, kept, renewed) == ("token-1", "token-1", "token-2")
+    assert (first, kept, while_renewing, renewed) == ("token-1", "token-1", "token-1", "token-2")
     assert credential.scopes == [(POSTGRES_SCOPE,)] * 2
 
 
@@ -95,7 +117,25 @@ async def test_connections_opening_at_once_share_one_fetch(credential: ScriptedC
     assert len(credential.scopes) == 1
 
 
-async def test_a_failed_renewal_hands_out_the_token_that_is_still_valid(
+async def test_a_renewal_that_does_not_answer_holds_up_no_connection(
+    credential: ScriptedCredential, clock: ManualClock
+) -> None:
+    password = EntraDatabasePassword(credential, clock=clock)
+    await password()
+    clock.advance(HOUR - dt.timedelta(minutes=4))
+    credential.gate.clear()  # the identity endpoint takes the request and says nothing
+
+    async with asyncio.timeout(1):
+        handed_out = [await password() for _ in range(10)]
+    credential.gate.set()
+    await _answered(credential, 2)
+
+    assert handed_out == ["token-1"] * 10
+    assert len(credential.scopes) == 2, "one renewal for all ten connections"
+    assert await password() == "token-2"
+
+
+async def test_a_failed_renewal_hands_out_the_token_that_is_still_valid_and_is_tried_again_a_little_later(
     credential: ScriptedCredential, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     password = EntraDatabasePassword(credential, clock=clock)
@@ -105,8 +145,14 @@ async def test_a_failed_renewal_hands_out_the_token_that_is_still_valid(
 
     with caplog.at_level(logging.WARNING, logger="bot.secrets.database_login"):
         assert await password() == "token-1"
+        await _answered(credential, 2)
     credential.failing = False
-    assert await password() == "token-3", "the next connection tries again"
+    assert await password() == "token-1", "no new try at every connection"
+    assert len(credential.scopes) == 2
+    clock.advance(dt.timedelta(seconds=RETRY_AFTER_FAILURE_SECONDS + 1))
+    assert await password() == "token-1"
+    await _answered(credential, 3)
+    assert await password() == "token-3", "a connection after the pause tries again"
     assert [record.getMessage() for record in caplog.records] == [
         "database access token not renewed; the current one is used until it expires"]
     assert "token-1" not in caplog.text
@@ -124,6 +170,21 @@ async def test_a_failed_fetch_without_a_usable_token_fails_the_login(
 
     with pytest.raises(ClientAuthenticationError):
         await password()
+
+
+async def test_a_connection_without_a_usable_token_waits_for_a_silent_endpoint_only_so_long(
+    credential: ScriptedCredential, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database_login, "RENEWAL_SECONDS", 0.05)
+    password = EntraDatabasePassword(credential, clock=clock)
+    credential.gate.clear()
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1):
+            await password()
+    credential.gate.set()
+
+    assert await password() == "token-2", "the next connection fetches anew"
 
 
 async def test_close_closes_the_credential(credential: ScriptedCredential, clock: ManualClock) -> None:
@@ -173,7 +234,7 @@ async def test_the_bot_logs_in_with_its_managed_identity_token_over_verified_tls
         first = await _whoami(db)
         await db.close()  # the pool's connections are gone: the next statement opens a new one
         second = await _whoami(db)
-        clock.advance(HOUR - dt.timedelta(seconds=REFRESH_MARGIN_SECONDS - 1))  # the token nears its expiry
+        clock.advance(HOUR - dt.timedelta(seconds=10))  # the token is in its last seconds: too late for a login
         await db.close()
         third = await _whoami(db)
         with pytest.raises(DBAPIError) as stale:
@@ -184,7 +245,7 @@ async def test_the_bot_logs_in_with_its_managed_identity_token_over_verified_tls
 
     assert first[:2] == second[:2] == third[:2] == (entra.role, True)
     assert len({first[2], second[2], third[2]}) == 3, "three connections, three logins"
-    assert len(entra.identity.issued) == 2, "the first token served two logins; near its expiry came a new one"
+    assert len(entra.identity.issued) == 2, "the first token served two logins; in its last seconds came a new one"
     assert [request["resource"] for request in entra.identity.requests] == [
         "https://ossrdbms-aad.database.windows.net"] * 2
     assert getattr(stale.value.orig, "sqlstate", None) == WRONG_PASSWORD
@@ -216,6 +277,54 @@ async def test_connections_opening_at_once_fetch_one_token(entra: EntraDatabase)
 
     assert len({row["pid"] for row in logins if row}) == 8, "eight new connections"
     assert len(entra.identity.requests) == 1
+
+
+async def test_a_503_during_renewal_lets_connections_opening_at_once_log_in_with_the_valid_token(
+    entra: EntraDatabase,
+) -> None:
+    """The token has minutes left and the endpoint answers 503: no new connection waits for azure-identity's retries.
+
+    Before, each connection tried the renewal in turn under one lock (about 5 s each), and those
+    after the third failed at the 15 s connect limit.
+    """
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    password = EntraDatabasePassword(DefaultAzureCredential(), clock=clock)
+    db = _bot_database(entra, password, pool_size=6)
+    try:
+        assert await db.scalar("SELECT 1") == 1
+        await db.close()  # a failover: every pooled connection is opened anew
+        clock.advance(dt.timedelta(minutes=56))  # renewal is due; the token is valid for 4 more minutes
+        entra.outage.down = True
+        results = await asyncio.gather(*(db.fetch_one("SELECT pg_backend_pid() AS pid, pg_sleep(0.2)")
+                                         for _ in range(6)), return_exceptions=True)
+    finally:
+        entra.outage.end()
+        await db.close()
+        await password.close()
+
+    failed = [repr(result) for result in results if isinstance(result, BaseException)]
+    assert not failed, f"{len(failed)} of 6 new connections failed although the held token was valid: {failed}"
+
+
+async def test_a_silent_identity_endpoint_during_renewal_still_lets_the_valid_token_log_in(
+    entra: EntraDatabase,
+) -> None:
+    """An endpoint that takes the request and never answers is an outage too; before, the login waited on it until
+    the 15 s connect limit failed it."""
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    password = EntraDatabasePassword(DefaultAzureCredential(), clock=clock)
+    db = _bot_database(entra, password)
+    try:
+        assert await db.scalar("SELECT 1") == 1
+        await db.close()  # the next statement needs a new connection (a recycle, a failover)
+        clock.advance(dt.timedelta(minutes=56))
+        entra.outage.silent = True
+        async with asyncio.timeout(5):
+            assert await db.scalar("SELECT 1") == 1
+    finally:
+        entra.outage.end()
+        await db.close()
+        await password.close()
 
 
 async def test_the_wiring_logs_in_with_default_azure_credential(entra: EntraDatabase, tmp_path: Path) -> None:
