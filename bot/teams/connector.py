@@ -16,8 +16,7 @@ from typing import Any, Protocol
 import aiohttp
 import jwt
 from microsoft_agents.activity import TurnContextProtocol
-from microsoft_agents.hosting.core import AgentAuthConfiguration, ClaimsIdentity
-from microsoft_agents.hosting.core.authorization import AuthTypes
+from microsoft_agents.hosting.core import ClaimsIdentity
 from microsoft_agents.hosting.core.connector.client import UserTokenClient
 from microsoft_agents.hosting.core.connector.teams import TeamsConnectorClient
 
@@ -51,33 +50,37 @@ class NoConnectorToken:
 class MsalConnectorToken:
     """The bot's app registration (client secret or managed identity) through MSAL, kept until near expiry.
 
-    MSAL is synchronous (the SDK runs it in a thread); asking it once an hour instead of per call
-    keeps a thread hop off every message. It is imported here, with authentication on only: MSAL
-    and `requests` are about 0.1 s of every start otherwise (local runs, the Playground).
+    MSAL is synchronous and runs in a thread of the loop's default executor; asking it once an hour
+    instead of per call keeps a thread hop off every message. One fetch at a time, shared by every
+    caller and not cancelled by one that stops waiting (a reply's deadline, an outbox lease), so
+    callers that give up start no new threads; MSAL's HTTP gives up on its own (`msal_client`). It
+    is imported here, with authentication on only: MSAL and `requests` are about 0.1 s of every
+    start otherwise (local runs, the Playground).
     """
 
     def __init__(self, identity: BotIdentity) -> None:
-        from microsoft_agents.authentication.msal import MsalAuth
+        from bot.teams.msal_client import AppRegistrationToken
 
-        auth_type = AuthTypes.user_managed_identity if identity.app_type == "UserAssignedMSI" \
-            else AuthTypes.client_secret
-        self._msal = MsalAuth(AgentAuthConfiguration(
-            auth_type=auth_type, client_id=identity.app_id, tenant_id=identity.app_tenant_id or None,
-            client_secret=identity.app_password or None,
-        ))
+        self._app = AppRegistrationToken(identity, resource=TOKEN_SERVICE_URL, scope=BOT_FRAMEWORK_SCOPE)
         self._token = ""  # nosec B105 - no token yet
         self._valid_until = 0.0
-        self._lock = asyncio.Lock()
+        self._fetch: asyncio.Task[str] | None = None
 
     async def token(self) -> str:
         """A token for the connector, refreshed five minutes before it expires."""
         if self._token and time.time() < self._valid_until:
             return self._token
-        async with self._lock:
-            if not self._token or time.time() >= self._valid_until:
-                token = await self._msal.get_access_token(TOKEN_SERVICE_URL, [BOT_FRAMEWORK_SCOPE])
-                self._token, self._valid_until = token, _expiry(token) - _TOKEN_MARGIN_SECONDS
-        return self._token
+        fetch = self._fetch
+        if fetch is None or fetch.done():
+            fetch = asyncio.create_task(self._fetch_token(), name="connector-token")
+            fetch.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: callers see it
+            self._fetch = fetch
+        return await asyncio.shield(fetch)
+
+    async def _fetch_token(self) -> str:
+        token = await asyncio.to_thread(self._app.fetch)
+        self._token, self._valid_until = token, _expiry(token) - _TOKEN_MARGIN_SECONDS
+        return token
 
 
 def _expiry(token: str) -> float:
