@@ -444,10 +444,8 @@ class ReferralDialogue:
         if filled_in and not cards.is_confirmed(data):  # the data card may hold typed values: ask once more
             return cards.confirm_card(actor.lang, "cancel_referral", reference=draft.reference,
                                       verb="referral.cancel", data={"draftId": draft.id}, back={"draftId": draft.id})
-        if not (await self._drafts.close(draft, DraftState.CANCELLED, self._clock.now())):
+        if not (await self._close_cancelled(draft, actor, draft.protocol_id)):
             return await self._current_card(actor, draft.id)
-        if draft.protocol_id is not None:
-            await self._record(draft, actor, RegisterEvent.CANCELLED, draft.protocol_id)
         logger.info("referral cancelled", extra={"reference": draft.reference})
         return cards.cancelled_card(actor.lang, reference=draft.reference)
 
@@ -502,10 +500,10 @@ class ReferralDialogue:
                                       details_fingerprint=fingerprint)
         if team is not None:
             return team
-        if not (await self._drafts.close(draft, DraftState.CANCELLED, self._clock.now())):
+        if not (await self._close_cancelled(
+                draft, actor, protocol.id,
+                f"referrer no longer listed for '{draft.sender_team or '-'}': nothing sent, data wiped")):
             return await self._current_card(actor, draft.id)
-        await self._record(draft, actor, RegisterEvent.CANCELLED, protocol.id,
-                     detail=f"referrer no longer listed for '{draft.sender_team or '-'}': nothing sent, data wiped")
         logger.warning("referral stopped at send: the referrer is no longer listed",
                        extra={"reference": draft.reference, "protocol_id": protocol.id, "user_id": actor.user_id[:64]})
         return cards.problem_card(actor.lang, "no_longer_listed", ocmw=protocol.recipient.organisation,
@@ -523,14 +521,27 @@ class ReferralDialogue:
         protocol = self._registry.get(draft.protocol_id)
         if protocol is not None and protocol.in_force_on(self._today()):
             return protocol
-        if not (await self._drafts.close(draft, DraftState.CANCELLED, self._clock.now())):
+        if not (await self._close_cancelled(
+                draft, actor, draft.protocol_id,
+                f"protocol not in force on {self._today().isoformat()}: nothing sent, data wiped")):
             return await self._current_card(actor, draft.id)
-        await self._record(draft, actor, RegisterEvent.CANCELLED, draft.protocol_id,
-                     detail=f"protocol not in force on {self._today().isoformat()}: nothing sent, data wiped")
         logger.info("referral stopped: its protocol is no longer in force",
                     extra={"reference": draft.reference, "protocol_id": draft.protocol_id})
         return cards.problem_card(actor.lang, "protocol_ended", ocmw=self._registry.recipient_name(draft.protocol_id),
                                   reference=draft.reference)
+
+    async def _close_cancelled(self, draft: Draft, actor: Actor, protocol_id: str | None, detail: str = "") -> bool:
+        """Wipe the draft as cancelled and record `cancelled` (once a protocol was chosen) in one commit.
+
+        Two commits left a draft wiped without its register entry when the process died between them,
+        and a second click could not add it. False when another click moved the draft first.
+        """
+        async with self._db.transaction():
+            if not (await self._drafts.close(draft, DraftState.CANCELLED, self._clock.now())):
+                return False
+            if protocol_id is not None:
+                await self._record(draft, actor, RegisterEvent.CANCELLED, protocol_id, detail=detail)
+        return True
 
     async def _record(
         self, draft: Draft, actor: Actor, event: RegisterEvent, protocol_id: str, detail: str = "",

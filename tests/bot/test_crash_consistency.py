@@ -4,18 +4,20 @@ The real bot process (`tests.support.crashing_bot`, i.e. `python -m bot serve` k
 before or just after the commit of one step), driven over HTTP like Teams; then the real bot again
 on the same data folder. Killed *before* a step's commit, nothing of the step exists (no state
 change, no register entry, no message) and the user can do it again; killed *after*, all of it
-exists and every Teams message it owes arrives, once.
+exists and every Teams message it owes arrives, once. A cancelled draft is wiped and recorded in one
+commit too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ class Run:
     session: aiohttp.ClientSession
     data_dir: Path
     env: dict[str, str]
+    log: Path
     draft_id: str = ""
     reference: str = ""
     correction_id: str = ""
@@ -179,47 +182,68 @@ CASES = [
 async def test_a_kill_at_a_commit_boundary_leaves_state_register_and_messages_consistent(
     tmp_path: Path, case: Case
 ) -> None:
-    connector = ConnectorStandIn()
-    port = _free_port()
-    env = {**os.environ, "BOT_DATA_DIR": str(tmp_path / "data"), "PORT": str(port),
-           "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD", "OUTBOX_LEASE_SECONDS": "2",
-           "OUTBOX_RETRY_INITIAL_SECONDS": "1", "TEAMS_RETRY_INITIAL_SECONDS": "1", "TEAMS_RETRY_MAX_SECONDS": "1",
-           "RATE_LIMIT_ACTIONS_PER_MINUTE": "10000"}
-    log = tmp_path / "bot.log"
-    async with serve_restartable(connector.app()) as site, aiohttp.ClientSession() as session:
-        run = Run(f"http://127.0.0.1:{port}", site, connector, session, tmp_path / "data", env)
-        with _crashing_process({**env, "CRASH_AT": case.crash_at}, log) as crashing:
-            await wait_until_ready(run.bot_url, session)
+    async with _scenario(tmp_path) as run:
+        with _crashing_process(run, case.crash_at) as crashing:
+            await wait_until_ready(run.bot_url, run.session)
             for step in case.before:
                 await step(run)
-                await _wait(lambda: _quiet(run), log=log)  # the crash is to hit the step under test only
+                await _wait(lambda: _quiet(run), log=run.log)  # the crash is to hit the step under test only
             with pytest.raises(aiohttp.ClientError):  # the process dies while answering (or right after)
                 await case.step(run)
                 await _wait(lambda: crashing.poll() is not None, seconds=10)
                 raise aiohttp.ClientConnectionError("died after answering")
             crashing.wait(timeout=10)
-        assert "crashing_bot: SIGKILL" in log.read_text(), log.read_text()[-3000:]
+        assert "crashing_bot: SIGKILL" in run.log.read_text(), run.log.read_text()[-3000:]
         died_before = case.crash_at.split(":")[1] == "before"
         if died_before:
             assert _events(run).count(case.event) == _events_expected_before(case), "nothing of the step committed"
 
-        with bot_process(env, log):
-            await wait_until_ready(run.bot_url, session)
+        with bot_process(run.env, run.log):
+            await wait_until_ready(run.bot_url, run.session)
             if case.user_redoes and case.step is _send:
                 await _wait(lambda: _draft_state(run) == "review")
                 await _send(run)  # pressing "Versturen" again on the review card
             elif case.user_redoes:
                 await case.step(run)  # the user does it again
-            await _wait(lambda: _state(run) == case.state and _quiet(run), log=log)
+            await _wait(lambda: _state(run) == case.state and _quiet(run), log=run.log)
             await asyncio.sleep(0.5)  # time for a duplicate to show up
 
     assert _state(run) == case.state
     assert _events(run).count(case.event) == 1 + _events_expected_before(case), _events(run)
     assert _register_verifies(run)
-    kinds = Counter(kind(call) for call in connector.accepted)
-    assert kinds == Counter(case.messages), (kinds, log.read_text()[-3000:])
-    duplicates = [key for key, n in Counter(identity(call) for call in connector.accepted).items() if n > 1]
+    kinds = Counter(kind(call) for call in run.connector.accepted)
+    assert kinds == Counter(case.messages), (kinds, run.log.read_text()[-3000:])
+    duplicates = [key for key, n in Counter(identity(call) for call in run.connector.accepted).items() if n > 1]
     assert duplicates == []
+
+
+@pytest.mark.parametrize("moment", ["before", "after"])
+async def test_a_kill_at_the_commit_of_a_cancel_leaves_the_cancellation_in_the_register_or_nothing(
+    tmp_path: Path, moment: str
+) -> None:
+    """The wipe of a cancelled draft and its `cancelled` register entry: both or neither, whatever the kill.
+
+    They were two commits: killed between them, the draft was cancelled and wiped and the DPO's register
+    showed a referral started, consent recorded and no end, which a second click could not mend.
+    """
+    async with _scenario(tmp_path) as run:
+        with _crashing_process(run, f"cancelled:{moment}") as crashing:
+            await wait_until_ready(run.bot_url, run.session)
+            await _review(run)
+            with pytest.raises(aiohttp.ClientError):  # the process dies while answering
+                await _cancel(run)
+            crashing.wait(timeout=10)
+        assert "crashing_bot: SIGKILL" in run.log.read_text(), run.log.read_text()[-3000:]
+        half = (_draft_state(run), _events(run).count("cancelled"))
+
+        with bot_process(run.env, run.log):
+            await wait_until_ready(run.bot_url, run.session)
+            # The referrer, having seen the click fail, presses "Ja, annuleren" again.
+            await run.act(REFERRER, "referral.cancel", {"draftId": run.draft_id, "confirmed": "true"})
+
+    assert half == {"before": ("review", 0), "after": ("cancelled", 1)}[moment]
+    assert (_draft_state(run), _events(run).count("cancelled")) == ("cancelled", 1)
+    assert _register_verifies(run)
 
 
 def _events_expected_before(case: Case) -> int:
@@ -227,8 +251,25 @@ def _events_expected_before(case: Case) -> int:
     return 1 if case.crash_at.endswith(":2") else 0
 
 
-def _crashing_process(env: dict[str, str], log: Path) -> Any:
-    return _popen([sys.executable, "-m", "tests.support.crashing_bot"], env, log)
+async def _cancel(run: Run) -> None:
+    run.answers.append(await run.act_confirmed(REFERRER, "referral.cancel", {"draftId": run.draft_id}))
+
+
+@contextlib.asynccontextmanager
+async def _scenario(tmp_path: Path, **settings: str) -> AsyncIterator[Run]:
+    """The connector stand-in, a client session and the settings (`settings` added) of one scenario's bot."""
+    connector = ConnectorStandIn()
+    port = _free_port()
+    env = {**os.environ, "BOT_DATA_DIR": str(tmp_path / "data"), "PORT": str(port),
+           "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD", "OUTBOX_LEASE_SECONDS": "2",
+           "OUTBOX_RETRY_INITIAL_SECONDS": "1", "TEAMS_RETRY_INITIAL_SECONDS": "1", "TEAMS_RETRY_MAX_SECONDS": "1",
+           "RATE_LIMIT_ACTIONS_PER_MINUTE": "10000", **settings}
+    async with serve_restartable(connector.app()) as site, aiohttp.ClientSession() as session:
+        yield Run(f"http://127.0.0.1:{port}", site, connector, session, tmp_path / "data", env, tmp_path / "bot.log")
+
+
+def _crashing_process(run: Run, crash_at: str) -> Any:
+    return _popen([sys.executable, "-m", "tests.support.crashing_bot"], {**run.env, "CRASH_AT": crash_at}, run.log)
 
 
 class _popen:
