@@ -4,7 +4,9 @@ When the OCMW confirms it deleted a referral's data (directly, or after consent 
 the copies the mail transport kept of that referral and of its correction versions go too, and
 SQLite's WAL is emptied of the outbox rows that once held the encrypted package. The removal runs
 after the deletion committed; a crash in between, or a removal that failed, is made good by
-`sweep`, which runs at start and then every minute with the draft sweep.
+`sweep`, which runs at start and then every minute with the draft sweep. The sweep at start also
+empties the WAL whatever this process did: one killed right after a wipe committed (a draft's, a
+package's) left the old page versions there, and a new process has noted no wipe of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class ResidueSweeper:
         self._referrals = referrals
         self._copies = copies
         self._copies_due = True  # the first sweep (at start) looks at every deleted referral
+        self._started = False  # the first sweep empties the WAL a killed process may have left
 
     async def data_deleted(self, referral: SentReferral) -> None:
         """The OCMW's deletion of `referral` is committed: remove its copies and its versions'."""
@@ -35,6 +38,9 @@ class ResidueSweeper:
 
     async def sweep(self) -> None:
         """Remove copies of deleted referrals a crash or an error left behind; retry a busy WAL checkpoint."""
+        if not self._started:
+            self._started = True
+            self._db.note_wipe()  # stays due until a checkpoint succeeds (retried like any busy one)
         if self._copies_due:
             self._copies_due = False
             if self._copies.holds_any():  # SMTP and Graph keep none: no deleted referral to read at each start

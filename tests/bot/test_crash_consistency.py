@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sqlite3
 import subprocess
@@ -244,6 +245,47 @@ async def test_a_kill_at_the_commit_of_a_cancel_leaves_the_cancellation_in_the_r
     assert half == {"before": ("review", 0), "after": ("cancelled", 1)}[moment]
     assert (_draft_state(run), _events(run).count("cancelled")) == ("cancelled", 1)
     assert _register_verifies(run)
+
+
+async def test_the_wal_a_kill_after_a_draft_wipe_left_is_emptied_at_the_next_start(tmp_path: Path) -> None:
+    """A cancelled draft's sealed data does not stay in SQLite's WAL after a kill right after the wipe's commit.
+
+    The WAL is emptied right after a wipe commits, and what a crash in between leaves is for the
+    sweep at start. That sweep checkpointed only a WAL this process had dirtied, which a new process
+    never has: the killed process's WAL kept the sealed draft, beside the draft key, until a later wipe.
+    """
+    async with _scenario(tmp_path, SWEEP_INTERVAL_SECONDS="1") as run:
+        with _crashing_process(run, "cancelled:after") as crashing:
+            await wait_until_ready(run.bot_url, run.session)
+            await _review(run)
+            sealed = _sealed_details(run)
+            gc.collect()  # this test's connections closed: the last one to close would checkpoint the WAL itself
+            with pytest.raises(aiohttp.ClientError):  # dies as the commit returns, before the WAL's checkpoint
+                await _cancel(run)
+            crashing.wait(timeout=10)
+        assert "crashing_bot: SIGKILL" in run.log.read_text(), run.log.read_text()[-3000:]
+        assert _files_holding(run, sealed) == ["bot.sqlite3-wal"], "the old page version, as the kill left it"
+
+        with bot_process(run.env, run.log):
+            await wait_until_ready(run.bot_url, run.session, "/readyz")
+            await asyncio.sleep(2)  # the start's sweep, and another (SWEEP_INTERVAL_SECONDS=1)
+            still = _files_holding(run, sealed)
+
+    assert still == [], f"the cancelled draft's sealed data is still in {still} after the restart"
+
+
+def _sealed_details(run: Run) -> bytes:
+    """The draft's sealed data as stored (read while the bot that wrote it runs)."""
+    with contextlib.closing(run.db()) as db:
+        row = db.execute("SELECT sealed_details FROM drafts WHERE id = ?", (run.draft_id,)).fetchone()
+    assert row is not None and row[0], "the draft at review holds its sealed data"
+    return bytes(row[0])
+
+
+def _files_holding(run: Run, needle: bytes) -> list[str]:
+    """The data folder's SQLite files that hold `needle`, read as bytes: opened with SQLite, the last
+    connection to close would checkpoint the WAL and hide what the killed bot left there."""
+    return sorted(path.name for path in run.data_dir.glob("bot.sqlite3*") if needle in path.read_bytes())
 
 
 def _events_expected_before(case: Case) -> int:
