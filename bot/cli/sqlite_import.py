@@ -6,21 +6,21 @@ copied into the target in one transaction. The target must be migrated and empty
 cannot mix two histories. Before that transaction commits, the row counts are compared and the
 register's hash chain is verified on the target: any difference rolls the whole copy back and
 fails the command, so the target stays empty and the operator keeps the old file and looks. The
-temporary copy (it holds sealed drafts and the register) is deleted at the end.
+temporary copy (it holds sealed drafts and the register) is deleted at the end, or by the next run
+when this one was killed (`bot.cli.import_copy`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, column, insert, inspect, select, table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.cli.import_copy import private_copy
 from bot.evidence.register import ProcessingRegister
 from bot.storage.database import Database, DatabaseSettings, open_database
 from bot.storage.schema_migration import migrate, schema_state, table_names
@@ -60,9 +60,9 @@ async def import_sqlite(target: Database, source: Path) -> ImportResult:
     state = await schema_state(target)
     if not state.up_to_date:
         raise ImportRefused("the target's schema is not current: run `python -m bot migrate` first")
-    folder = await asyncio.to_thread(_private_copy, source)
-    try:
-        copy = folder / "source.sqlite3"
+    if not await asyncio.to_thread(source.is_file):
+        raise ImportRefused(f"{source} is not a file")
+    async with private_copy(source) as copy:
         origin = open_database(DatabaseSettings(sqlite_path=copy))
         try:
             await migrate(origin)  # an older file is brought to this version's tables first
@@ -82,8 +82,6 @@ async def import_sqlite(target: Database, source: Path) -> ImportResult:
                         raise ImportFailed(problems)  # leaves the transaction: everything copied is rolled back
         finally:
             await origin.close()
-    finally:
-        await asyncio.to_thread(shutil.rmtree, folder, True)
     logger.info("SQLite file imported", extra={"tables": len(copied), "rows": sum(copied.values())})
     return ImportResult(copied, copied.get("register", 0))
 
@@ -106,18 +104,6 @@ async def _copy_table(source: AsyncConnection, target: AsyncConnection, name: st
         await target.execute(insert(wanted), [dict(row) for row in batch])
         count += len(batch)
     return count
-
-
-def _private_copy(source: Path) -> Path:
-    """The file and its WAL, copied into a new folder only this user can read; the folder."""
-    if not source.is_file():
-        raise ImportRefused(f"{source} is not a file")
-    folder = Path(tempfile.mkdtemp(prefix="vd-import-"))  # created 0700
-    copy = folder / "source.sqlite3"
-    for suffix in ("", "-wal"):
-        if Path(f"{source}{suffix}").exists():
-            shutil.copyfile(f"{source}{suffix}", f"{copy}{suffix}")
-    return folder
 
 
 def _columns(connection: Connection, name: str) -> list[str]:

@@ -1,12 +1,15 @@
-"""`python -m tests.support.crashing_bot`: the real `python -m bot serve` that SIGKILLs itself at a commit boundary.
+"""`python -m tests.support.crashing_bot [COMMAND ...]`: the real `python -m bot serve` (or another command)
+that SIGKILLs itself at a commit boundary.
 
 `CRASH_AT=<event>:<before|after>[:<n>]` names the moment: the n-th (default first) outermost
 transaction in which the processing-register event `<event>` is recorded, just before it commits
-or just after; or `sending:after`, just after a draft was claimed for sending (a commit of its own).
-Nothing of the bot is changed but `Database.transaction`, `ProcessingRegister.append` and
-`DraftStore.advance`, wrapped here before the bot is imported, so the process dies exactly where a
-power cut or an OOM kill could have stopped it. Events are noted per task (a transaction belongs to
-the task that opened it), so concurrent requests each count their own.
+or just after; or `sending:after`, just after a draft was claimed for sending (a commit of its own);
+or `table_copied:after`, `migrate --from-sqlite` just after copying its first table (inside its one
+transaction). Nothing of the bot is changed but `Database.transaction`, `ProcessingRegister.append`,
+`DraftStore.advance` and the import's `_copy_table`, wrapped here before the bot is imported, so the
+process dies exactly where a power cut, an OOM kill or a closed SSH session could have stopped it.
+Events are noted per task (a transaction belongs to the task that opened it), so concurrent
+requests each count their own.
 """
 
 from __future__ import annotations
@@ -61,12 +64,14 @@ async def _crashing_transaction(self: database.Database, *, savepoint: bool = Tr
 
 database.Database.transaction = _crashing_transaction  # type: ignore[method-assign,assignment]
 
+from bot.cli import sqlite_import  # noqa: E402 - after the patch, on purpose
 from bot.cli.main import main  # noqa: E402
 from bot.evidence import register  # noqa: E402 - after the patch, on purpose
 from bot.referral import drafts  # noqa: E402 - after the patch, on purpose
 
 _original_append = register.ProcessingRegister.append
 _original_advance = drafts.DraftStore.advance
+_original_copy_table = sqlite_import._copy_table
 
 
 async def _recording_append(self: register.ProcessingRegister, **fields: Any) -> str:
@@ -82,8 +87,16 @@ async def _crashing_advance(self: drafts.DraftStore, draft: drafts.Draft, new_st
     return advanced
 
 
+async def _crashing_copy_table(*args: Any, **kwargs: Any) -> int:
+    copied = await _original_copy_table(*args, **kwargs)
+    if EVENT == "table_copied":
+        _die()
+    return copied
+
+
 register.ProcessingRegister.append = _recording_append  # type: ignore[method-assign]
 drafts.DraftStore.advance = _crashing_advance  # type: ignore[method-assign]
+sqlite_import._copy_table = _crashing_copy_table  # type: ignore[assignment]
 
 if __name__ == "__main__":
-    sys.exit(main(["serve"]))
+    sys.exit(main(sys.argv[1:] or ["serve"]))

@@ -3,15 +3,19 @@
 A real bot on SQLite refers and delivers; its file is imported into a new PostgreSQL database; the
 same bot on PostgreSQL takes the next step (the OCMW acknowledges) and the register's chain runs
 on unbroken. The import never changes the file, refuses a target that holds anything, and a copy
-that does not check out (a broken chain) is rolled back whole.
+that does not check out (a broken chain) is rolled back whole. Its private copy of the file goes,
+also when the command is killed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,11 +27,13 @@ from bot.evidence.register import ProcessingRegister
 from bot.storage.database import Database
 from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
+from tests.support.bot_process import PROJECT_ROOT
 from tests.support.bot_server import driving, running_connector
 from tests.support.clock import ManualClock
-from tests.support.databases import postgres_database, sql
+from tests.support.databases import postgres_database, postgres_url, sql
 from tests.support.ocmw_flow import link, ocmw_worker, referred_and_delivered
 from tests.support.postgres_server import PostgresServer
+from tests.support.smtp_server import free_port
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "botbuilder_era.sql"
 DRAFT_KEY = "ab" * 32
@@ -123,3 +129,38 @@ async def test_a_file_that_is_not_there_is_refused(postgres: PostgresServer, tmp
     target = await postgres_database(postgres)
     with pytest.raises(ImportRefused, match="is not a file"):
         await import_sqlite(target, tmp_path / "missing.sqlite3")
+
+
+def test_an_import_killed_mid_copy_leaves_no_private_copy_of_the_old_database(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """The private copy of the old file (sealed drafts, queued packages, the register) goes, also after a SIGKILL.
+
+    It was removed only at the end of the run, which a kill never reaches, and the next run removed
+    only its own: the copy stayed in the temporary folder for good.
+    """
+    file = tmp_path / "old" / "bot.sqlite3"
+    file.parent.mkdir()
+    with sqlite3.connect(file) as db:
+        db.executescript(FIXTURE.read_text())
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**os.environ, "DATABASE_URL": postgres_url(postgres), "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
+           "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD, "LOCAL_DRAFT_KEY": DRAFT_KEY, "BOT_DATA_DIR": str(tmp_path / "data"),
+           "PORT": str(free_port()), "TMPDIR": str(temporary)}
+
+    killed = _command(env, "tests.support.crashing_bot", "migrate", "--from-sqlite", str(file),
+                      CRASH_AT="table_copied:after")
+    assert killed.returncode == -9 and "crashing_bot: SIGKILL" in killed.stderr, killed.stdout + killed.stderr
+    assert [path.name for path in temporary.glob("vd-import-*/source.sqlite3")] == ["source.sqlite3"]
+
+    again = _command(env, "bot", "migrate", "--from-sqlite", str(file))
+    assert again.returncode == 0, again.stdout + again.stderr  # the kill kept nothing: the target was still empty
+    assert "referrals 2" in again.stdout
+    left = sorted(str(path.relative_to(temporary)) for path in temporary.rglob("*"))
+    assert left == [], f"left in the temporary folder after the killed import and a good one: {left}"
+
+
+def _command(env: dict[str, str], module: str, *arguments: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *arguments], env={**env, **settings}, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
