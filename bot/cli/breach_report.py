@@ -5,6 +5,12 @@ transport (not the outbox, which only the running bot empties) and says whether 
 report, mail and register entries as the Teams card (`bot.oversight.breach`). References are optional with
 `--protocol`; without it, each reference's protocol gets its own report and an unknown reference
 stops the command (there is no protocol to address it to).
+
+A report's register entries are one commit, after the mail went: the register never says a mail
+went that did not. Killed between the two (it printed no "sent" line), the DPOs have the mail and
+the register nothing of it; run again, it mails once more under a new report id and records that.
+Mail and entries cannot share a commit here: that needs the outbox, which only the running bot
+empties, and holding SQLite's writer lock over an SMTP exchange would stop a bot that does run.
 """
 
 from __future__ import annotations
@@ -125,7 +131,8 @@ async def _report(arguments: argparse.Namespace, settings: Settings, clock: Cloc
             except MailDeliveryError as error:
                 sys.stderr.write(f"NOT sent to {message['To']}: {error.reason}\n")
                 return 1
-            await record_breach(register, report, at=clock.now(), mail=f"sent to {message['To']}")
+            async with db.transaction():  # the report's entry and its references': all or none
+                await record_breach(register, report, at=clock.now(), mail=f"sent to {message['To']}")
             unknown = len(report.unknown_references)
             sys.stdout.write(f"{report.report_id} sent to {message['To']} ({len(checks)} reference(s), "
                              f"{unknown} unknown)\n")

@@ -1,5 +1,5 @@
-"""`python -m bot breach-report`: both DPOs told at once, references, categories and counts only, recorded;
-the same report and mail as the Teams card (`bot.evidence.breach_report`)."""
+"""`python -m bot breach-report`: both DPOs told at once, references, categories and counts only, recorded
+(whole, also when the command is killed); the same report and mail as the Teams card (`bot.evidence.breach_report`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,19 @@ import argparse
 import asyncio
 import email
 import email.policy
+import os
+import subprocess
+import sys
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
+
 from bot.cli.breach_report import add_breach_command, run_breach_command
 from bot.config import Settings
+from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
+from tests.support.bot_process import PROJECT_ROOT
 from tests.support.bot_server import BotDriver
 from tests.support.clock import ManualClock
 from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, reach_review
@@ -97,6 +104,31 @@ async def test_a_discovery_in_the_future_or_a_malformed_reference_is_refused(
     assert await _run(settings, clock, "--reference", "VD-2026") == 2
     assert await _run(settings, clock) == 2, "neither a reference nor a protocol"
     assert not settings.outbox_dir.exists() or not list(settings.outbox_dir.glob("*.eml"))
+
+
+@pytest.mark.parametrize("moment", ["before", "after"])
+async def test_a_kill_at_the_commit_records_the_report_whole_or_not_at_all(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, moment: str
+) -> None:
+    """The report's `breach_reported` entry and those of the references it names: all or none, whatever the kill.
+
+    They were one commit each: killed between them, the register said a report was mailed while the
+    referral it names had no entry, and the DPO looking that family's reference up did not see the breach.
+    """
+    reference = await _sent_reference(bot, referrer)
+    env = {**os.environ, "BOT_DATA_DIR": str(settings.data_dir), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
+           "CRASH_AT": f"breach_reported:{moment}"}
+
+    killed = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "tests.support.crashing_bot", "breach-report", "--reference", reference,
+                         "--what-happened", "De mail ging naar een verkeerd adres.", "--reported-by", "DPO Opgroeien"],
+        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+    assert "crashing_bot: SIGKILL" in killed.stderr, killed.stdout + killed.stderr
+    entries = [str(row["reference"]) for row in await bot.services.db.fetch_all(
+        "SELECT reference FROM register WHERE event = 'breach_reported' ORDER BY seq")]
+    named = entries.count(reference)
+    assert (len(entries) - named, named) == {"before": (0, 0), "after": (1, 1)}[moment], entries
 
 
 async def _run(settings: Settings, clock: ManualClock, *argv: str) -> int:
