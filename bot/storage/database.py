@@ -45,6 +45,7 @@ import datetime as dt
 import json
 import logging
 import os
+import sqlite3
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -81,6 +82,14 @@ IDLE_IN_TRANSACTION_SECONDS = 60.0
 SERVER_SILENCE_SECONDS = STATEMENT_SECONDS + 5
 #: The server's answers to those limits: lock_not_available, query_canceled (statement_timeout, a cancel request).
 _TIME_LIMIT_SQLSTATES = frozenset({"55P03", "57014"})
+#: PostgreSQL refusing writes for a while, by SQLSTATE: read_only_sql_transaction (a failover left the bot on a
+#: standby; Azure makes a server read-only when its storage is nearly full), disk_full.
+_REFUSED_SQLSTATES = {"25006": "database read-only", "53100": "database full"}
+#: SQLSTATE class 53, insufficient resources (out of memory, too many connections): short of them for a while.
+_SHORT_OF_RESOURCES_CLASS = "53"
+#: SQLite refusing writes, by primary result code: the disk full, the file or its folder read-only, the disk failing.
+_SQLITE_REFUSALS = {sqlite3.SQLITE_FULL: "database full", sqlite3.SQLITE_READONLY: "database read-only",
+                    sqlite3.SQLITE_IOERR: "database unavailable: disk I/O error"}
 #: TLS towards PostgreSQL, as libpq names it (`sslmode` in DATABASE_URL).
 TLS_MODES = ("disable", "require", "verify-ca", "verify-full")
 SqlParameters = Mapping[str, Any]
@@ -462,8 +471,12 @@ _ALONE = "veilig_statement_alone"
 
 @contextlib.contextmanager
 def _as_database_error() -> Iterator[None]:
-    """No connection in time, or none to be had (refused, reset, the server gone): `DatabaseError`, which
-    the caller retries or reports; a statement the database refused stays what it is."""
+    """No connection in time, or none to be had (refused, reset, the server gone), or writes refused for a while
+    (a full disk, a read-only standby): `DatabaseError`, which the caller retries or reports; a statement the
+    database refused for what it says (a constraint, a bug) stays what it is.
+
+    The message names the kind only: a driver's text can quote the statement.
+    """
     try:
         yield
     except PoolTimeoutError as error:
@@ -471,6 +484,9 @@ def _as_database_error() -> Iterator[None]:
     except DBAPIError as error:
         if getattr(error.orig, "sqlstate", None) in _TIME_LIMIT_SQLSTATES:
             raise DatabaseError("database busy: a lock or statement took longer than its limit") from error
+        refusal = _refusal(error)
+        if refusal is not None:
+            raise DatabaseError(refusal) from error
         if not error.connection_invalidated and not _is_unreachable(error):
             raise
         raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
@@ -495,6 +511,20 @@ def _current_task() -> asyncio.Task[Any] | None:
         return asyncio.current_task()
     except RuntimeError:
         return None
+
+
+def _refusal(error: DBAPIError) -> str | None:
+    """What kind of "not now" the database answered (see `_REFUSED_SQLSTATES`, `_SQLITE_REFUSALS`), or None."""
+    original = error.orig
+    code = getattr(original, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return _SQLITE_REFUSALS.get(code & 0xFF)  # an extended code carries the primary one in its low byte
+    sqlstate = getattr(original, "sqlstate", None)
+    if not isinstance(sqlstate, str):
+        return None
+    if sqlstate in _REFUSED_SQLSTATES:
+        return _REFUSED_SQLSTATES[sqlstate]
+    return "database busy: the server is short of resources" if sqlstate[:2] == _SHORT_OF_RESOURCES_CLASS else None
 
 
 def _is_unreachable(error: DBAPIError) -> bool:

@@ -26,6 +26,7 @@ from tests.support.clock import ManualClock
 from tests.support.databases import migrated_postgres_url
 from tests.support.postgres_server import PostgresServer, postgres_server
 from tests.support.referral_flow import CLIENT_VALUES, reach_review
+from tests.support.small_disk import full, small_disk
 from tests.support.smtp_server import smtp_server
 
 pytestmark = pytest.mark.asyncio
@@ -116,3 +117,22 @@ async def test_a_click_on_a_draft_another_session_holds_is_answered_within_teams
             assert banner.startswith(TRY_AGAIN), banner
             again = await bot.answer(referrer, "referral.send", {"draftId": draft_id})
             assert "wordt verstuurd" in str(again), "the same click works once the lock is gone"
+
+
+async def test_a_click_on_a_full_disk_says_try_again_soon_not_start_over(
+        tmp_path: Path, clock: ManualClock, referrer: TeamsUser, caplog: pytest.LogCaptureFixture) -> None:
+    """The embedded SQLite file's disk full: reads answer, every write is refused. The click is told to try again
+    soon with its card kept, and works once the disk has room; it was told "Er ging iets mis ... Begin opnieuw",
+    though the draft and its data were intact, and each click logged a traceback."""
+    with small_disk(tmp_path / "disk") as disk:
+        settings = Settings.from_mapping({"BOT_DATA_DIR": str(disk / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD})
+        async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+            draft_id, _ = await reach_review(bot, referrer)
+            with full(disk):
+                banner = await bot.banner(referrer, "referral.edit", {"draftId": draft_id})
+            assert banner.startswith(TRY_AGAIN), banner
+            edit = await bot.act(referrer, "referral.edit", {"draftId": draft_id})  # the same click, with room
+            assert "referral.details" in actions(edit), edit
+    refused = [record for record in caplog.records if record.getMessage().startswith("card action not handled")]
+    assert [record.getMessage() for record in refused] == ["card action not handled: database full"]
+    assert not [record for record in caplog.records if record.exc_info], "no traceback per click"

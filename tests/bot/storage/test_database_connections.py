@@ -247,3 +247,22 @@ async def test_limits_bound_every_session_and_are_lifted_only_for_work_that_runs
     async with db.transaction():
         assert dict(await db.fetch_one(limits) or {}) == {"l": "3s", "s": "10s", "i": "1min"}
         assert await client_limit() == 15
+
+
+async def test_writes_a_read_only_server_refuses_are_a_database_error_reads_still_answer(
+        postgres: PostgresServer) -> None:
+    """A failover that leaves the bot on a standby, or Azure making a server read-only as its storage fills up: every
+    write is refused with read_only_sql_transaction (25006). That is "probeer zo opnieuw" (`DatabaseError`) for a
+    step, in a transaction or on its own; it was the driver's own error, which a click answered "Begin opnieuw"."""
+    db = await postgres_database(postgres)
+    assert db.settings is not None and db.settings.url is not None
+    name = db.settings.url.rsplit("/", 1)[1].split("?", 1)[0]
+    await asyncio.to_thread(postgres.psql, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    write = "INSERT INTO job_runs (name, next_run_at, last_started_at, last_instance) VALUES ('sweep', 'a', 'a', 'x')"
+    with pytest.raises(DatabaseError, match=r"^database read-only$"):
+        await db.execute(write)
+    with pytest.raises(DatabaseError, match=r"^database read-only$"):
+        async with db.transaction():
+            await db.execute(write)
+    assert await db.scalar("SELECT COUNT(*) FROM job_runs") == 0
+    assert db.engine.sync_engine.pool.checkedout() == 0
