@@ -705,10 +705,29 @@ def _replace_closed_connections(engine: AsyncEngine) -> None:
 
 def _use_password_source(engine: AsyncEngine, password: PasswordSource) -> None:
     """Entra ID: each new connection gets a current access token as its password (asyncpg awaits the callable)."""
+    no_token = _no_token_is_unavailable(password)
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def provide_password(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
-        cparams["password"] = password
+        cparams["password"] = no_token
+
+
+def _no_token_is_unavailable(password: PasswordSource) -> PasswordSource:
+    """`password`, whose failure (the identity endpoint down, the token expired) is the database out of reach.
+
+    Without a token no connection can be made, as with the server down: `DatabaseError`, so a step says
+    "probeer zo opnieuw". azure-identity's errors went through asyncpg's connect untouched (a click got the
+    bot-fault banner, a typed message no answer). Their text stays out of the log: only the type.
+    """
+
+    async def current() -> str:
+        try:
+            return await password()
+        except Exception as error:
+            logger.warning("no database access token; no new connection", extra={"error": type(error).__name__})
+            raise DatabaseError("database unavailable: no access token") from error
+
+    return current
 
 
 def _make_private(path: Path) -> None:

@@ -56,12 +56,13 @@ class EntraDatabase:
 
 
 @asynccontextmanager
-async def entra_database(server: PostgresServer, *, refresh_in: int | None = None) -> AsyncIterator[EntraDatabase]:
+async def entra_database(server: PostgresServer, *, refresh_in: int | None = None,
+                         outage: IdentityOutage | None = None) -> AsyncIterator[EntraDatabase]:
     """A new role for the managed identity (no known password until a token is issued) and a database it owns."""
     role = f"identity_{secrets.token_hex(4)}"
     server.create_role(role, secrets.token_urlsafe(32))
     name = server.database_owned_by(role)
-    outage = IdentityOutage()
+    outage = outage or IdentityOutage()
 
     async def accept(token: str) -> None:
         await outage.before_issue(token)

@@ -21,6 +21,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity.aio import DefaultAzureCredential
 from sqlalchemy.exc import DBAPIError
 
+from bot.app import create_app
 from bot.config import Settings
 from bot.secrets import database_login
 from bot.secrets.database_login import (
@@ -29,11 +30,15 @@ from bot.secrets.database_login import (
     RETRY_AFTER_FAILURE_SECONDS,
     EntraDatabasePassword,
 )
-from bot.storage.database import Database, DatabaseSettings, open_database
+from bot.storage.database import Database, DatabaseError, DatabaseSettings, open_database
+from bot.storage.schema_migration import migrate
 from bot.wiring import Closer, build_database
+from tests.support.activities import TeamsUser
+from tests.support.bot_server import running_bot
 from tests.support.clock import ManualClock
 from tests.support.databases import OPENED
 from tests.support.entra_login import EntraDatabase, entra_database
+from tests.support.keyvault_standin import IdentityOutage
 from tests.support.postgres_server import PostgresServer
 
 #: SQLSTATE invalid_password: the server refused the password (here: a token that is no longer current).
@@ -199,13 +204,20 @@ async def test_close_closes_the_credential(credential: ScriptedCredential, clock
 # The real credential, the real server.
 
 @pytest.fixture
-async def entra(postgres_tls: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EntraDatabase]:
+def outage() -> IdentityOutage:
+    """Set `down` and the identity endpoint answers 503."""
+    return IdentityOutage()
+
+
+@pytest.fixture
+async def entra(postgres_tls: PostgresServer, monkeypatch: pytest.MonkeyPatch,
+                outage: IdentityOutage) -> AsyncIterator[EntraDatabase]:
     """A database for the identity's role; this process's azure-identity finds the stand-in endpoint.
 
     The endpoint tells azure-identity to keep no token of its own (`refresh_in=0`): every token
     the bot asks its credential for reaches the endpoint, so the endpoint counts the bot's fetches.
     """
-    async with entra_database(postgres_tls, refresh_in=0) as database:
+    async with entra_database(postgres_tls, refresh_in=0, outage=outage) as database:
         database.use_in_this_process(monkeypatch)
         yield database
 
@@ -345,3 +357,62 @@ async def test_the_wiring_logs_in_with_default_azure_credential(entra: EntraData
     assert (role, tls) == (entra.role, True)
     assert len(entra.identity.issued) == 1
     assert not any(token in repr(settings) for token in entra.identity.issued)
+
+
+async def test_an_expired_token_that_cannot_be_renewed_is_a_database_error(
+    entra: EntraDatabase, outage: IdentityOutage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The token held has expired (an idle night) and the identity endpoint answers 503 just when a new connection
+    needs one: the database is out of reach, as when the server is (the router says "probeer zo opnieuw"), not
+    azure-identity's ClientAuthenticationError, which a click answered with the bot-fault banner."""
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    password = EntraDatabasePassword(DefaultAzureCredential(), clock=clock)
+    db = _bot_database(entra, password)
+    try:
+        assert await db.scalar("SELECT 1") == 1
+        await db.close()  # the pooled connections go (a failover, pool_recycle): the next one logs in anew
+        clock.advance(HOUR + dt.timedelta(minutes=1))
+        outage.down = True
+        with pytest.raises(DatabaseError, match=r"^database unavailable: no access token$"):
+            await db.scalar("SELECT 1")
+        outage.down = False
+        assert await db.scalar("SELECT 1") == 1, "the next connection tries again"
+    finally:
+        await db.close()
+        await password.close()
+    assert "no database access token" in caplog.text
+    assert not any(token in caplog.text for token in entra.identity.issued)
+
+
+async def test_a_typed_message_during_a_token_outage_is_answered_probeer_zo_opnieuw(
+    entra: EntraDatabase, outage: IdentityOutage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    clock: ManualClock, referrer: TeamsUser,
+) -> None:
+    """The same moment as a referrer meets it, through the real bot: a typed `status` got no answer at all."""
+    login = EntraDatabasePassword(DefaultAzureCredential())
+    first = _bot_database(entra, login)
+    try:
+        await migrate(first)
+    finally:
+        await first.close()
+        await login.close()
+    settings = Settings.from_mapping({
+        "DATABASE_URL": entra.url, "DATABASE_AUTH": "entra", "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
+        "LOCAL_ZIP_PASSWORD": "A" * 20, "LOCAL_DRAFT_KEY": "ab" * 32, "BOT_DATA_DIR": str(tmp_path / "none"),
+    })
+    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+        assert await bot.say(referrer, "status"), "the bot answers while it can log in"
+        # An hour on (the token the bot holds has expired), a failover closes the pooled connections, and the
+        # identity endpoint answers 503 just then.
+        monkeypatch.setattr(database_login, "REFRESH_MARGIN_SECONDS", 7200)
+        monkeypatch.setattr(database_login, "LAST_USE_SECONDS", 7200)
+        outage.down = True
+        await bot.services.db.engine.dispose()
+        before = len(bot.connector.calls)
+        response = await bot.post(referrer.message(bot.service_url, "status"))  # `say` would settle the outbox
+        outage.down = False
+    assert response.status == 202
+    here = f"/v3/conversations/{referrer.conversation_id.split(';')[0]}"
+    replies = [call.body for call in bot.connector.calls[before:]
+               if call.method == "POST" and call.path.startswith(here)]
+    assert "probeer zo opnieuw" in str(replies), replies
