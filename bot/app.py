@@ -52,6 +52,7 @@ from bot.storage.database_clock import DatabaseClock
 from bot.storage.periodic_jobs import PeriodicJobs
 from bot.storage.rate_limits import RateLimit, RateLimiter
 from bot.storage.schema_migration import require_current_schema
+from bot.storage.write_readiness import write_refusal
 from bot.teams.channel import build_teams_channel
 from bot.teams.connector import ConnectorTokenSource
 from bot.teams.route import MAX_BODY_BYTES
@@ -440,7 +441,7 @@ async def _readyz(
     clock: Clock,
     settings: Settings,
 ) -> web.Response:
-    """Ready for referrals: storage answers, a protocol is in force, their ZIP passwords can be had.
+    """Ready for referrals: storage answers and takes writes, a protocol is in force, their ZIP passwords can be had.
 
     The passwords are kept warm, so this normally answers from the cache; when one is not there
     yet, it waits for the running fetch only briefly (which goes on regardless). A protocol file
@@ -451,8 +452,8 @@ async def _readyz(
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(READY_DATABASE_WAIT_SECONDS):
-            await db.scalar("SELECT 1 AS ok")
-        checks["storage"] = "ok"
+            refusal = await write_refusal(db)
+        checks["storage"] = "ok" if refusal is None else f"failed: writes refused ({refusal})"
     except Exception as error:  # whatever the driver raises, the probe says "not ready"
         checks["storage"] = f"failed: {type(error).__name__}"
     in_force = registry.in_force_on(clock.now().astimezone(settings.timezone).date())

@@ -47,6 +47,7 @@ import logging
 import os
 import sqlite3
 import ssl
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,10 @@ PasswordSource = Callable[[], Awaitable[str]]
 
 class DatabaseError(Exception):
     """The database could not be reached or refused the work; the caller retries later or says so."""
+
+
+class WritesRefused(DatabaseError):
+    """The database answers, but refuses writes for a while: a full disk, a read-only server or file, a failing disk."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,8 @@ class Database:
         #: SQLite: the process's writers queue here for the file's one writer lock (see the module's docstring).
         self._writer = asyncio.Lock() if dialect == "sqlite" and not read_only else None
         self._writer_wait_seconds = settings.pool_wait_seconds if settings is not None else POOL_WAIT_SECONDS
+        #: When (`time.monotonic()`) a write was last refused (`WritesRefused`), for `/readyz`; None: not yet.
+        self.writes_refused_at: float | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -421,15 +428,18 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        with _as_database_error():
+        with _as_database_error(self._note_writes_refused):
             async with self.engine.connect() as connection:
                 yield connection
+
+    def _note_writes_refused(self) -> None:
+        self.writes_refused_at = time.monotonic()
 
     async def _alone(self, statement: TextClause, parameters: SqlParameters, options: dict[str, Any]) -> Rows:
         """One statement on a pooled connection of its own, with `options`: checkout, statement and
         return in one pass through SQLAlchemy's async bridge (a greenlet) rather than four, which cost
         a third of such a statement's CPU. The engine, its events and the driver are the same."""
-        with _as_database_error():
+        with _as_database_error(self._note_writes_refused):
             return await greenlet_spawn(_run_alone, self.engine.sync_engine, statement, _values(parameters), options)
 
     def _statement(self, sql: str, parameters: SqlParameters) -> TextClause:
@@ -470,10 +480,10 @@ _ALONE = "veilig_statement_alone"
 
 
 @contextlib.contextmanager
-def _as_database_error() -> Iterator[None]:
+def _as_database_error(writes_refused: Callable[[], None]) -> Iterator[None]:
     """No connection in time, or none to be had (refused, reset, the server gone), or writes refused for a while
-    (a full disk, a read-only standby): `DatabaseError`, which the caller retries or reports; a statement the
-    database refused for what it says (a constraint, a bug) stays what it is.
+    (a full disk, a read-only standby; `writes_refused` is told): `DatabaseError`, which the caller retries or
+    reports; a statement the database refused for what it says (a constraint, a bug) stays what it is.
 
     The message names the kind only: a driver's text can quote the statement.
     """
@@ -485,8 +495,10 @@ def _as_database_error() -> Iterator[None]:
         if getattr(error.orig, "sqlstate", None) in _TIME_LIMIT_SQLSTATES:
             raise DatabaseError("database busy: a lock or statement took longer than its limit") from error
         refusal = _refusal(error)
+        if isinstance(refusal, WritesRefused):
+            writes_refused()
         if refusal is not None:
-            raise DatabaseError(refusal) from error
+            raise refusal from error
         if not error.connection_invalidated and not _is_unreachable(error):
             raise
         raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
@@ -513,18 +525,21 @@ def _current_task() -> asyncio.Task[Any] | None:
         return None
 
 
-def _refusal(error: DBAPIError) -> str | None:
-    """What kind of "not now" the database answered (see `_REFUSED_SQLSTATES`, `_SQLITE_REFUSALS`), or None."""
+def _refusal(error: DBAPIError) -> DatabaseError | None:
+    """The "not now" the database answered (see `_REFUSED_SQLSTATES`, `_SQLITE_REFUSALS`), or None."""
     original = error.orig
     code = getattr(original, "sqlite_errorcode", None)
     if isinstance(code, int):
-        return _SQLITE_REFUSALS.get(code & 0xFF)  # an extended code carries the primary one in its low byte
+        kind = _SQLITE_REFUSALS.get(code & 0xFF)  # an extended code carries the primary one in its low byte
+        return None if kind is None else WritesRefused(kind)
     sqlstate = getattr(original, "sqlstate", None)
     if not isinstance(sqlstate, str):
         return None
     if sqlstate in _REFUSED_SQLSTATES:
-        return _REFUSED_SQLSTATES[sqlstate]
-    return "database busy: the server is short of resources" if sqlstate[:2] == _SHORT_OF_RESOURCES_CLASS else None
+        return WritesRefused(_REFUSED_SQLSTATES[sqlstate])
+    if sqlstate[:2] == _SHORT_OF_RESOURCES_CLASS:
+        return DatabaseError("database busy: the server is short of resources")
+    return None
 
 
 def _is_unreachable(error: DBAPIError) -> bool:

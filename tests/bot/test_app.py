@@ -9,6 +9,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -18,12 +19,14 @@ from bot.app import create_app
 from bot.config import Settings
 from bot.delivery.smtp_transport import SmtpTransport
 from bot.secrets.zip_passwords import ZipPasswordProvider
+from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, driving, running_bot, running_connector
 from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import reads_answered, until, vault_provider
 from tests.support.keyvault_standin import KeyVaultStandIn, keyvault_standin
 from tests.support.referral_flow import reach_review
+from tests.support.small_disk import full, small_disk
 from tests.support.smtp_server import SmtpTestServer, smtp_server
 
 SECRET = "zip-password-ocmw-sint-gillis-waas"
@@ -68,6 +71,29 @@ async def test_readyz_does_not_wait_long_for_a_slow_vault_without_a_password(
         body = await response.json()
     assert response.status == 503 and body["checks"]["secret_provider"].startswith("failed"), body
     assert elapsed < 3.0
+
+
+async def test_readyz_says_storage_failed_while_the_full_disk_refuses_every_write(
+    tmp_path: Path, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """The data folder's disk full: reads answer, no click can be recorded, so the instance is not ready (the alert
+    on /readyz relies on it). Its probe only read (`SELECT 1`), which a full disk answers: `storage: ok`."""
+    with small_disk(tmp_path / "disk") as disk:
+        settings = Settings.from_mapping({"BOT_DATA_DIR": str(disk / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD})
+        async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+            await reach_review(bot, referrer)  # the bot works
+            before = await _readyz(bot)
+            with full(disk):
+                during = await _readyz(bot)
+            after = await _readyz(bot)
+    assert before == after == (200, "ok"), (before, after)
+    assert during == (503, "failed: writes refused (disk full)"), during
+
+
+async def _readyz(bot: BotDriver) -> tuple[int, str]:
+    """`/readyz`'s status and what it says of storage."""
+    async with bot.session.get(f"{bot.bot_url}/readyz") as response:
+        return response.status, (await response.json())["checks"]["storage"]
 
 
 async def test_the_password_is_kept_warm_from_start_to_stop_and_start_up_does_not_wait_for_it(

@@ -87,6 +87,17 @@ async def postgres_database(server: PostgresServer) -> Database:
     return db
 
 
+async def set_read_only(server: PostgresServer, db: Database, *, on: bool = True) -> None:
+    """New sessions on `db`'s database read-only, as on a standby or an Azure server whose storage is nearly full
+    (or no longer); `db`'s pooled connections go, so its next statement has a new one."""
+    if db.settings is None or db.settings.url is None:
+        raise ValueError("not a PostgreSQL database opened with settings")
+    name = db.settings.url.rsplit("/", 1)[1].split("?", 1)[0]
+    setting = "on" if on else "off"
+    await asyncio.to_thread(server.psql, f'ALTER DATABASE "{name}" SET default_transaction_read_only = {setting}')
+    await db.engine.dispose()
+
+
 def another_engine(db: Database) -> Database:
     """A second engine on the same database, as a second instance (or process) would have."""
     if db.settings is None:

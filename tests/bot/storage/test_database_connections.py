@@ -30,6 +30,7 @@ from tests.support.databases import (
     migrated_postgres_url,
     postgres_database,
     postgres_url,
+    set_read_only,
     transaction_held_open,
 )
 from tests.support.keyvault_provider import until
@@ -255,9 +256,7 @@ async def test_writes_a_read_only_server_refuses_are_a_database_error_reads_stil
     write is refused with read_only_sql_transaction (25006). That is "probeer zo opnieuw" (`DatabaseError`) for a
     step, in a transaction or on its own; it was the driver's own error, which a click answered "Begin opnieuw"."""
     db = await postgres_database(postgres)
-    assert db.settings is not None and db.settings.url is not None
-    name = db.settings.url.rsplit("/", 1)[1].split("?", 1)[0]
-    await asyncio.to_thread(postgres.psql, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    await set_read_only(postgres, db)
     write = "INSERT INTO job_runs (name, next_run_at, last_started_at, last_instance) VALUES ('sweep', 'a', 'a', 'x')"
     with pytest.raises(DatabaseError, match=r"^database read-only$"):
         await db.execute(write)
