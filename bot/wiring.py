@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from azure.core.credentials_async import AsyncTokenCredential
 
-from bot.clock import Clock
+from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.core.metrics import Metrics
+from bot.delivery.mail_delivery import RetryPolicy
 from bot.delivery.mail_transport import MailTransport, OutboxFolderTransport
 from bot.referral.graph_membership import GraphMembershipChecker
 from bot.referral.referrers import MembershipChecker
 from bot.secrets.zip_passwords import LocalZipPasswordProvider, ZipPasswordProvider
 from bot.storage.database import Database, DatabaseSettings, open_database
 
+if TYPE_CHECKING:
+    from azure.keyvault.secrets import KeyVaultSecret
+    from azure.keyvault.secrets.aio import SecretClient
+
+logger = logging.getLogger(__name__)
+
 Closer = Callable[[], Awaitable[None]]
+#: At start, what the bot cannot serve without (the draft key, the database's schema) while it is out of reach
+#: (a failover, a restart, throttling): tried again after about 1 s, doubling to 10 s, or after what
+#: Retry-After asks (at most 10 s), with jitter. App Service waits 230 s for a container to start.
+START_RETRY = RetryPolicy(initial=dt.timedelta(seconds=1), maximum=dt.timedelta(seconds=10))
+#: One read of the draft key (with the SDK's own retries when it has them).
+DRAFT_KEY_READ_SECONDS = 30.0
 
 
 def build_database(settings: Settings, closers: list[Closer], *, read_only: bool = False) -> Database:
@@ -135,14 +152,17 @@ class _GraphOnFirstUse:
             await self._credential.close()
 
 
-async def draft_key_from_key_vault(settings: Settings) -> bytes:
+async def draft_key_from_key_vault(settings: Settings, *, wait_out_outages: bool = False) -> bytes:
     """The 256-bit key that seals drafts at rest, from the Key Vault secret `DRAFT_KEY_SECRET` (64 hex).
 
     Read once at start: drafts live 30 minutes, so a rotation takes effect at the next restart and
     only drafts in progress at that moment are lost (their users get the "expired" card).
+    `check` reads once (with the SDK's own retries). `serve` waits out an outage (`wait_out_outages`):
+    a vault that answers 408, 429 or 5xx, gives no token yet, cannot be reached or does not answer is
+    read again (`START_RETRY`, one log line per attempt) until it answers, so an instance App Service
+    starts during a failover waits for it instead of stopping and being started again and again. Only
+    a secret that is missing, refused or malformed stops the start (`DraftKeyError`).
     """
-    from azure.core.exceptions import AzureError
-
     from bot.secrets.keyvault_passwords import create_secret_client, default_credential
 
     if settings.key_vault is None:
@@ -152,14 +172,11 @@ async def draft_key_from_key_vault(settings: Settings) -> bytes:
         settings.key_vault.url,
         credential,
         verify_challenge_resource=not settings.key_vault.dangerously_skip_challenge_check,
+        retry_total=0 if wait_out_outages else None,  # when waiting, this loop's retries are the only ones
     )
     name = settings.key_vault.draft_key_secret
     try:
-        async with asyncio.timeout(30):
-            secret = await client.get_secret(name)
-    except (AzureError, TimeoutError) as error:
-        problem = type(error).__name__
-        raise DraftKeyError(f"Key Vault secret '{name}' (draft key) could not be read: {problem}") from error
+        secret = await _read_draft_key(client, name, wait_out_outages=wait_out_outages)
     finally:
         await client.close()
         await credential.close()
@@ -170,6 +187,46 @@ async def draft_key_from_key_vault(settings: Settings) -> bytes:
     if len(key) != 32:
         raise DraftKeyError(f"Key Vault secret '{name}' must hold 64 hexadecimal characters (a 256-bit key)")
     return key
+
+
+async def _read_draft_key(client: SecretClient, name: str, *, wait_out_outages: bool) -> KeyVaultSecret:
+    """The secret; `DraftKeyError` at the first failure, or (`wait_out_outages`) at the first that is not transient."""
+    from azure.core.exceptions import AzureError
+
+    from bot.secrets.keyvault_passwords import TransientReadFailure, transient_read_failure
+
+    waiting = StartUpWait(f"Key Vault secret '{name}' (draft key)")
+    while True:
+        try:
+            async with asyncio.timeout(DRAFT_KEY_READ_SECONDS):
+                return await client.get_secret(name)
+        except TimeoutError as error:
+            failure: TransientReadFailure | None = TransientReadFailure(
+                f"no answer within {DRAFT_KEY_READ_SECONDS:g} s")
+            problem: Exception = error
+        except AzureError as error:
+            failure, problem = transient_read_failure(error, client.vault_url, SystemClock().now()), error
+        if failure is None or not wait_out_outages:
+            raise DraftKeyError(
+                f"Key Vault secret '{name}' (draft key) could not be read: {type(problem).__name__}") from problem
+        await waiting.pause(failure.reason, failure.retry_after)
+
+
+class StartUpWait:
+    """The pauses of a start that waits for something it cannot serve without (`START_RETRY`), one log line each."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._attempts = 0
+        self._rng = secrets.SystemRandom()
+
+    async def pause(self, reason: str, retry_after: float | None = None) -> None:
+        """Log why the last attempt failed and wait before the next (`retry_after`: what the other side asked)."""
+        self._attempts += 1
+        wait = START_RETRY.delay(self._attempts, retry_after, self._rng).total_seconds()
+        logger.warning("start-up waits for %s: %s (attempt %d); trying again in %.1f s", self._what, reason,
+                       self._attempts, wait)
+        await asyncio.sleep(wait)
 
 
 class DraftKeyError(Exception):

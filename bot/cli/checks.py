@@ -142,7 +142,7 @@ async def _check_database(settings: Settings, clock: Clock, seconds: float) -> l
 
 
 async def _draft_key(settings: Settings, secret: str) -> str:
-    """The draft key read as `serve` reads it (`DraftKeyError` names the secret, never its value)."""
+    """The draft key read once as `serve` reads it (`DraftKeyError` names the secret, never its value)."""
     await draft_key_from_key_vault(settings)
     return f"Key Vault secret '{secret}' readable, a 256-bit key"
 

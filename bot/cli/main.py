@@ -206,7 +206,8 @@ def _serve_holding(settings: Settings, *, migrate: bool) -> int:
 
 def _serve_with(settings: Settings, telemetry: Telemetry, *, migrate: bool) -> int:
     try:
-        draft_key = asyncio.run(draft_key_from_key_vault(settings)) if settings.key_vault is not None else None
+        draft_key = (asyncio.run(draft_key_from_key_vault(settings, wait_out_outages=True))
+                     if settings.key_vault is not None else None)  # an outage is waited out, before listening
         app = create_app(settings, draft_key=draft_key, migrate=migrate, telemetry=telemetry)
     except ProtocolFileError as error:
         logger.error("protocol file error: %s", error)

@@ -93,7 +93,7 @@ class _Cached:
     fetched_at: dt.datetime
 
 
-class _Retry(Exception):
+class TransientReadFailure(Exception):
     """A failure worth another attempt; `retry_after` is what the vault asked for, if anything."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
@@ -265,7 +265,7 @@ class KeyVaultZipPasswordProvider:
         for attempt in range(1, self._attempts + 1):
             try:
                 return await self._fetch_once(name)
-            except _Retry as failure:
+            except TransientReadFailure as failure:
                 if attempt == self._attempts:  # logged by _fetch_into_cache, with what it means for the app
                     raise ZipPasswordError(
                         f"Key Vault secret '{name}' could not be read after {attempt} attempts ({failure.reason})",
@@ -305,32 +305,43 @@ class KeyVaultZipPasswordProvider:
     async def _fetch_once(self, name: str) -> ZipPassword:
         try:
             secret = await self._get_secret(name)
-        except ResourceNotFoundError:
-            raise ZipPasswordError(f"Key Vault secret '{name}' does not exist", transient=False) from None
-        except ClientAuthenticationError as error:
-            if not _answered_by_the_vault(error, self._client.vault_url):
-                # The credential got no token (the identity endpoint's 503/429, or not listening yet):
-                # the vault has not said no. One that stays so shows in the log, `check` and `/readyz`.
-                raise _Retry(f"no token for the vault: {type(error).__name__}") from None
-            raise ZipPasswordError(
-                f"Key Vault secret '{name}': access denied ({_describe(error)})", transient=False
-            ) from None
-        except HttpResponseError as error:
-            status = error.status_code
-            if status in (401, 403):
-                raise ZipPasswordError(
-                    f"Key Vault secret '{name}': access denied ({_describe(error)})", transient=False
-                ) from None
-            if status is not None and status in _RETRIED_STATUSES:
-                raise _Retry(_describe(error), _retry_after(error, self._clock.now())) from None
-            raise ZipPasswordError(f"Key Vault secret '{name}' was refused ({_describe(error)})") from None
-        except (ServiceRequestError, ServiceResponseError) as error:
-            raise _Retry(f"vault unreachable: {type(error).__name__}") from None
         except TimeoutError:
-            raise _Retry(f"no answer within {self._timeout_seconds:g} s") from None
+            raise TransientReadFailure(f"no answer within {self._timeout_seconds:g} s") from None
         except AzureError as error:
-            raise ZipPasswordError(f"Key Vault secret '{name}' could not be read ({type(error).__name__})") from None
+            transient = transient_read_failure(error, self._client.vault_url, self._clock.now())
+            if transient is not None:
+                raise transient from None
+            raise _refused(name, error) from None
         return _to_password(name, secret)
+
+
+def transient_read_failure(error: AzureError, vault_url: str, now: dt.datetime) -> TransientReadFailure | None:
+    """Why another read may get past this one's failure (the vault's 408, 429 or 5xx with its Retry-After, no
+    token from the identity endpoint, the vault out of reach); None when the vault said no, or could not be asked.
+
+    The credential's own error (the identity endpoint's 503/429, or not listening yet) is not the vault's
+    no: one that stays so shows in the log, `check` and `/readyz`.
+    """
+    if isinstance(error, ClientAuthenticationError):
+        return None if _answered_by_the_vault(error, vault_url) else TransientReadFailure(
+            f"no token for the vault: {type(error).__name__}")
+    if isinstance(error, HttpResponseError) and error.status_code in _RETRIED_STATUSES:
+        return TransientReadFailure(_describe(error), _retry_after(error, now))
+    if isinstance(error, ServiceRequestError | ServiceResponseError):
+        return TransientReadFailure(f"vault unreachable: {type(error).__name__}")
+    return None
+
+
+def _refused(name: str, error: AzureError) -> ZipPasswordError:
+    """What a read that is not worth repeating says: missing, access denied, refused, or unreadable."""
+    if isinstance(error, ResourceNotFoundError):
+        return ZipPasswordError(f"Key Vault secret '{name}' does not exist", transient=False)
+    if isinstance(error, HttpResponseError) and (
+            isinstance(error, ClientAuthenticationError) or error.status_code in (401, 403)):
+        return ZipPasswordError(f"Key Vault secret '{name}': access denied ({_describe(error)})", transient=False)
+    if isinstance(error, HttpResponseError):
+        return ZipPasswordError(f"Key Vault secret '{name}' was refused ({_describe(error)})")
+    return ZipPasswordError(f"Key Vault secret '{name}' could not be read ({type(error).__name__})")
 
 
 def read_failure_cause(error: Exception) -> str:
