@@ -17,6 +17,7 @@ from bot.core.protocols import DataSharingProtocol, ProtocolFileError, ProtocolR
 from bot.delivery.mail_transport import MailDeliveryError, MailTransport
 from bot.delivery.message_outbox import MessageOutbox
 from bot.secrets.zip_passwords import ZipPasswordError, ZipPasswordProvider
+from bot.storage.database import DatabaseError
 from bot.storage.schema_migration import schema_state
 from bot.wiring import (
     Closer,
@@ -122,6 +123,8 @@ async def _check_database(settings: Settings, clock: Clock, seconds: float) -> l
             stuck = await MessageOutbox(db).stuck(clock.now(), STUCK_AFTER) if state.current else None
     except TimeoutError:
         return [CheckResult("database", False, f"{where}: no answer within {seconds:.0f} s")]
+    except DatabaseError as error:  # its message says the kind only ("database unavailable: ConnectionRefusedError")
+        return [CheckResult("database", False, f"{where}: {error}")]
     except Exception as error:  # any driver error is a failed check with its kind
         return [CheckResult("database", False, f"{where}: {type(error).__name__}")]
     finally:

@@ -110,6 +110,11 @@ class WritesRefused(DatabaseError):
     """The database answers, but refuses writes for a while: a full disk, a read-only server or file, a failing disk."""
 
 
+class DatabaseUnreachable(DatabaseError):
+    """No connection could be made or kept (refused, reset, the server silent, starting or gone): a later try may
+    find it back (a failover, a restart of the server, the network not up yet)."""
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     """Where the state lives: `url` None means the embedded SQLite file `sqlite_path`."""
@@ -428,7 +433,7 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        with _as_database_error(self._note_writes_refused):
+        with as_database_error(self._note_writes_refused):
             async with self.engine.connect() as connection:
                 yield connection
 
@@ -439,7 +444,7 @@ class Database:
         """One statement on a pooled connection of its own, with `options`: checkout, statement and
         return in one pass through SQLAlchemy's async bridge (a greenlet) rather than four, which cost
         a third of such a statement's CPU. The engine, its events and the driver are the same."""
-        with _as_database_error(self._note_writes_refused):
+        with as_database_error(self._note_writes_refused):
             return await greenlet_spawn(_run_alone, self.engine.sync_engine, statement, _values(parameters), options)
 
     def _statement(self, sql: str, parameters: SqlParameters) -> TextClause:
@@ -480,10 +485,11 @@ _ALONE = "veilig_statement_alone"
 
 
 @contextlib.contextmanager
-def _as_database_error(writes_refused: Callable[[], None]) -> Iterator[None]:
-    """No connection in time, or none to be had (refused, reset, the server gone), or writes refused for a while
-    (a full disk, a read-only standby; `writes_refused` is told): `DatabaseError`, which the caller retries or
-    reports; a statement the database refused for what it says (a constraint, a bug) stays what it is.
+def as_database_error(writes_refused: Callable[[], None] | None = None) -> Iterator[None]:
+    """No connection in time, or none to be had (refused, reset, the server gone: `DatabaseUnreachable`), or
+    writes refused for a while (a full disk, a read-only standby: `WritesRefused`; `writes_refused` is told):
+    `DatabaseError`, which the caller retries or reports; a statement the database refused for what it says (a
+    constraint, a bug) stays what it is.
 
     The message names the kind only: a driver's text can quote the statement.
     """
@@ -495,15 +501,15 @@ def _as_database_error(writes_refused: Callable[[], None]) -> Iterator[None]:
         if getattr(error.orig, "sqlstate", None) in _TIME_LIMIT_SQLSTATES:
             raise DatabaseError("database busy: a lock or statement took longer than its limit") from error
         refusal = _refusal(error)
-        if isinstance(refusal, WritesRefused):
+        if isinstance(refusal, WritesRefused) and writes_refused is not None:
             writes_refused()
         if refusal is not None:
             raise refusal from error
         if not error.connection_invalidated and not _is_unreachable(error):
             raise
-        raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
+        raise DatabaseUnreachable(f"database unavailable: {type(error).__name__}") from error
     except OSError as error:  # TimeoutError too: the server did not answer in `server_silence_seconds`
-        raise DatabaseError(f"database unavailable: {type(error).__name__}") from error
+        raise DatabaseUnreachable(f"database unavailable: {type(error).__name__}") from error
 
 
 def _is_read(sql: str) -> bool:
@@ -730,7 +736,7 @@ def _use_password_source(engine: AsyncEngine, password: PasswordSource) -> None:
 def _no_token_is_unavailable(password: PasswordSource) -> PasswordSource:
     """`password`, whose failure (the identity endpoint down, the token expired) is the database out of reach.
 
-    Without a token no connection can be made, as with the server down: `DatabaseError`, so a step says
+    Without a token no connection can be made, as with the server down: `DatabaseUnreachable`, so a step says
     "probeer zo opnieuw". azure-identity's errors went through asyncpg's connect untouched (a click got the
     bot-fault banner, a typed message no answer). Their text stays out of the log: only the type.
     """
@@ -740,7 +746,7 @@ def _no_token_is_unavailable(password: PasswordSource) -> PasswordSource:
             return await password()
         except Exception as error:
             logger.warning("no database access token; no new connection", extra={"error": type(error).__name__})
-            raise DatabaseError("database unavailable: no access token") from error
+            raise DatabaseUnreachable("database unavailable: no access token") from error
 
     return current
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, inspect
 
-from bot.storage.database import Database, unbounded
+from bot.storage.database import Database, as_database_error, unbounded
 from bot.storage.migrations import legacy_sqlite
 
 if TYPE_CHECKING:
@@ -64,9 +64,10 @@ def head_revision() -> str:
 
 
 async def schema_state(db: Database) -> SchemaState:
-    """The database's revision and this version's."""
-    async with db.engine.connect() as connection:
-        return await connection.run_sync(_state)
+    """The database's revision and this version's; `DatabaseUnreachable` when it cannot be asked."""
+    with as_database_error():
+        async with db.engine.connect() as connection:
+            return await connection.run_sync(_state)
 
 
 async def migrate(db: Database) -> SchemaState:
@@ -74,8 +75,9 @@ async def migrate(db: Database) -> SchemaState:
 
     Without the time limits every other statement has: DDL on a large table, or waiting for the
     migration lock another instance holds while it migrates, takes as long as it takes."""
-    async with db.engine.begin() as connection, unbounded(connection):
-        return await connection.run_sync(_upgrade)
+    with as_database_error():
+        async with db.engine.begin() as connection, unbounded(connection):
+            return await connection.run_sync(_upgrade)
 
 
 def quick_head() -> str | None:

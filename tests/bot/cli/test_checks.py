@@ -128,6 +128,7 @@ async def test_an_unreachable_database_fails_within_the_time_given(clock: Manual
     [database] = [result for result in await run_checks(Settings.from_mapping(env), clock, seconds_per_check=3)
                   if result.name == "database"]
     assert not database.ok and database.line().startswith("FAIL database: PostgreSQL on 127.0.0.1")
+    assert database.line().endswith("ConnectionRefusedError"), database.line()  # what went wrong, not only where
 
 
 async def test_migrate_and_check_log_in_to_postgresql_with_the_managed_identity(

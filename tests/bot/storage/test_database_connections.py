@@ -35,6 +35,7 @@ from tests.support.databases import (
 )
 from tests.support.keyvault_provider import until
 from tests.support.postgres_server import PostgresServer
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.asyncio
 
@@ -166,45 +167,11 @@ async def test_a_statement_waiting_for_a_row_lock_another_session_holds_gives_up
     assert await db.scalar("SELECT last_instance FROM job_runs") == "x"
 
 
-class _BlackHoleProxy:
-    """TCP between the bot and PostgreSQL; `vanish()` makes the server stop answering without closing anything,
-    as a failed-over primary whose address now leads nowhere (no FIN, no RST)."""
-
-    def __init__(self, port: int) -> None:
-        self._port = port
-        self.vanished = False
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._port)
-        self._writers += [writer, upstream_writer]
-
-        async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
-            while data := await source.read(65536):
-                if not self.vanished:
-                    target.write(data)
-                    await target.drain()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer), return_exceptions=True)
-
-    async def close(self) -> None:
-        for writer in self._writers:
-            writer.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-
 async def test_a_step_on_a_server_that_stopped_answering_gives_up_in_bounded_time(postgres: PostgresServer) -> None:
     """No FIN, no RST, no answer: the client gives up after `server_silence_seconds` (here 1 s) with the database
     unavailable, and the connection is dropped rather than rolled back or handed out again."""
     url = await migrated_postgres_url(postgres)
-    proxy = _BlackHoleProxy(postgres.port)
+    proxy = TcpProxy(postgres.port)
     port = await proxy.start()
     db = open_database(DatabaseSettings(sqlite_path=Path("/nonexistent"), pool_size=2, server_silence_seconds=1.0,
                                         url=url.replace(f":{postgres.port}/", f":{port}/")))
