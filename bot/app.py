@@ -376,6 +376,7 @@ def create_app(
             await shared_time.align()
         if run_worker and embedded:  # this process owns the data folder: a send still marked is a dead one
             await release_interrupted_sends(db, drafts, messages, clock, idle_for=None)
+            await requeue_cut_off_sends(outbox, messages)
         await residue.sweep()  # before the first request: mail copies a crash left after a deletion go first
         # The ZIP passwords first: fetched now and refreshed before they expire, without holding up the start.
         tasks = [asyncio.create_task(passwords.keep_warm(protocols_in_force)),
@@ -399,8 +400,8 @@ def create_app(
         if draining:
             _done, late = await asyncio.wait(draining, timeout=stop_drain_seconds)
             if late:
-                logger.warning("stopping: a send took longer than %.0f s and was cut off; it goes again after "
-                               "its lease", stop_drain_seconds)
+                logger.warning("stopping: a send took longer than %.0f s and was cut off; it goes again at the "
+                               "next start (SQLite) or after its lease", stop_drain_seconds)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -514,6 +515,17 @@ async def release_interrupted_sends(
     if released:
         logger.warning("interrupted sends released back to review: %d", len(released))
     return len(released)
+
+
+async def requeue_cut_off_sends(outbox: Outbox, messages: MessageOutbox) -> None:
+    """At start, with the SQLite data folder held (no other process can be sending), the mails and Teams messages
+    a stop or crash left "sending" are due again at once rather than after their lease (`OUTBOX_LEASE_SECONDS`):
+    a Teams message waiting out its lease holds up every later one to its conversation. PostgreSQL's rows wait for
+    their lease, as another instance may be sending them."""
+    mails, posts = await outbox.requeue_cut_off(), await messages.requeue_cut_off()
+    if mails or posts:
+        logger.warning("sends cut off by a stop or crash, queued again at start: %d mail(s), %d Teams message(s)",
+                       mails, posts)
 
 
 async def sweep_drafts(drafts: DraftStore, messages: MessageOutbox, clock: Clock) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bot.delivery.outbox_due import mark_under_lease, next_due_in, requeue_expired_leases
+from bot.delivery.outbox_due import mark_under_lease, next_due_in, requeue_every_lease, requeue_expired_leases
 from bot.storage.database import Database, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,12 @@ class Outbox:
             if cursor.rowcount == 1:
                 self._db.note_wipe()
         return cursor.rowcount == 1
+
+    async def requeue_cut_off(self) -> int:
+        """Every mail still being sent back to queued, due at once: only at the start of the one process that
+        can send (it holds the SQLite data folder), where a stop or crash cut those sends off; how many. As after
+        a lease runs out, a mail the relay had taken goes again with its Message-ID, a recognisable repeat."""
+        return await requeue_every_lease(self._db, "outbox", queued_state=OutboxState.QUEUED.value, sending=_SENDING)
 
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest queued row is due (or a lease runs out), None when nothing waits."""

@@ -25,7 +25,7 @@ from enum import StrEnum
 from sqlalchemy.engine import RowMapping
 
 from bot.delivery.chat_messages import MessageContent, conversation_key
-from bot.delivery.outbox_due import mark_under_lease, next_due_in, requeue_expired_leases
+from bot.delivery.outbox_due import mark_under_lease, next_due_in, requeue_every_lease, requeue_expired_leases
 from bot.storage.database import Database, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -248,6 +248,12 @@ class MessageOutbox:
         logger.warning("message outbox: a %s mark came after its lease ran out and another worker took the"
                        " message; dropped", mark, extra={"message_id": message.id})
         return False
+
+    async def requeue_cut_off(self) -> int:
+        """Every Teams message still being sent back to queued, due at once: only at the start of the one process
+        that can send (it holds the SQLite data folder), where a stop or crash cut those sends off; how many."""
+        return await requeue_every_lease(self._db, "message_outbox", queued_state=MessageState.QUEUED.value,
+                                         sending=_SENDING)
 
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest queued message is due (or a lease runs out), None when nothing waits."""

@@ -1,5 +1,6 @@
 """When an outbox's next row is due (the earliest retry of a queued row, or the earliest lease to run
-out), the rows whose lease ran out made due again, and a mark after a send made under its own lease.
+out), the rows whose lease ran out (or, at a start that alone can send, every leased row) made due again,
+and a mark after a send made under its own lease.
 
 Both outboxes keep a waiting row either queued (due at `next_attempt_at`) or being sent (leased until
 `lease_until`), and revision 0007 gives each the partial indexes `<table>_queued` and `<table>_leased`.
@@ -34,9 +35,24 @@ async def requeue_expired_leases(db: Database, table: Literal["outbox", "message
     Inside the caller's claim transaction. `queued_state`: the state's value (a bound parameter);
     `sending`: the quoted state, as above (written in the statement, for the `<table>_leased` index).
     """
+    return await _requeue(db, table, queued_state, sending, " AND lease_until < :now", {"now": to_text(now)})
+
+
+async def requeue_every_lease(db: Database, table: Literal["outbox", "message_outbox"], *, queued_state: str,
+                              sending: str) -> int:
+    """Set every row of `table` being sent back to queued, lease or not; how many.
+
+    Only for the process that alone can send: at start, holding the embedded SQLite file's data folder,
+    a row still marked was cut off by a stop or a crash and need not wait out its lease.
+    """
+    return await _requeue(db, table, queued_state, sending, "", {})
+
+
+async def _requeue(db: Database, table: str, queued_state: str, sending: str, condition: str,
+                   values: dict[str, object]) -> int:
     requeued = await db.execute(
         f"UPDATE {table} SET state = :queued, lease_until = NULL WHERE state = {sending}"  # noqa: S608  # nosec B608  # constants
-        " AND lease_until < :now", {"queued": queued_state, "now": to_text(now)})
+        + condition, {"queued": queued_state, **values})
     return requeued.rowcount
 
 

@@ -1,27 +1,38 @@
-"""The real `python -m bot serve` (as App Service runs it) starting while what it needs is not there yet.
+"""The real `python -m bot serve` (as App Service runs it) starting while what it needs is not there yet, and
+starting after a stop cut a send off.
 
 A start that ends in an error is one App Service repeats, again and again, while Teams gets no answer at all:
-what is out of reach for a while is waited for, before the bot listens.
+what is out of reach for a while is waited for, before the bot listens. On the embedded SQLite file the
+starting process holds the data folder, so what a stop left "sending" is sent again at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import aiohttp
 
+from tests.support.activities import TeamsUser
 from tests.support.bot_process import bot_process
+from tests.support.bot_server import serve
+from tests.support.card_reading import actions
+from tests.support.connector import ConnectorStandIn
 from tests.support.databases import migrated_postgres_url
 from tests.support.postgres_server import PostgresServer
+from tests.support.sample_values import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID
 from tests.support.smtp_server import free_port
 from tests.support.tcp_proxy import TcpProxy
 
 ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
 DRAFT_KEY = "3c9f1e0a7b2d4c6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e"
+REFERRER = TeamsUser("aad-referrer-1", "An Verpleeg", "a:personal-referrer")
 
 
 async def test_postgresql_not_reachable_yet_at_start_does_not_crash_the_bot(
@@ -50,6 +61,65 @@ async def test_postgresql_not_reachable_yet_at_start_does_not_crash_the_bot(
     assert ended is None, f"serve ended with exit code {ended}:\n{text[-1500:]}"
     assert "start-up waits for the database: database unavailable: ConnectionRefusedError (attempt 1)" in text
     assert "Traceback" not in text
+
+
+async def test_a_teams_message_cut_off_by_a_stop_is_queued_again_at_the_next_start(tmp_path: Path) -> None:
+    """Teams takes the referrer's "verstuurd" post and does not answer within the stop's 10 s drain (a deploy):
+    the post is cut off and its row left "sending". After the restart it waited out its whole lease
+    (`OUTBOX_LEASE_SECONDS`, 120 s), and every later message to that conversation with it, though on the embedded
+    SQLite file nothing but the starting process can be sending (the drafts a stop left are released at start
+    for that very reason). Now it goes again at once."""
+    connector = ConnectorStandIn()
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = {**os.environ, "BOT_DATA_DIR": str(data_dir), "PORT": str(port), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
+           "RATE_LIMIT_ACTIONS_PER_MINUTE": "10000"}
+    bot_url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "bot.log"
+    async with serve(connector.app()) as service_url, aiohttp.ClientSession() as session:
+        with bot_process(env, log) as first:
+            assert await _until_ready_or_exit(bot_url, session, first, 30) is None
+            start = await _act(session, bot_url, service_url, "referral.start", {})
+            draft_id = str(actions(start)["referral.consent"]["draftId"])
+            await _act(session, bot_url, service_url, "referral.consent",
+                       {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL})
+            await _act(session, bot_url, service_url, "referral.details", {"draftId": draft_id, **CLIENT_FORM})
+            connector.hanging = True  # Teams takes the next post and does not answer in time
+            await _act(session, bot_url, service_url, "referral.send", {"draftId": draft_id})
+            deadline = time.monotonic() + 20
+            while _messages_waiting(data_dir).get("sending", 0) == 0:
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                await asyncio.sleep(0.1)
+            first.send_signal(signal.SIGTERM)  # a deploy: the drain (10 s) cuts the post off
+            assert await asyncio.to_thread(first.wait, 25) == 0
+        connector.release()
+        assert "cut off" in log.read_text()
+        with bot_process(env, log) as second:
+            assert await _until_ready_or_exit(bot_url, session, second, 30) is None
+            restarted = time.monotonic()
+            while _messages_waiting(data_dir) and time.monotonic() - restarted < 30:  # noqa: ASYNC110  # the database
+                await asyncio.sleep(0.2)
+            waiting = _messages_waiting(data_dir)
+    assert waiting == {}, f"30 s after the restart Teams messages still wait for a lease the stop left: {waiting}"
+    assert "queued again at start: 0 mail(s), 1 Teams message(s)" in log.read_text()
+
+
+async def _act(session: aiohttp.ClientSession, bot_url: str, service_url: str, verb: str,
+               data: dict[str, str]) -> dict[str, object]:
+    """A card action of the referrer's, as Teams posts it; the card the bot answers with."""
+    async with session.post(f"{bot_url}/api/messages",
+                            json=REFERRER.card_action(service_url, verb, data)) as response:
+        assert response.status == 200, response.status
+        body: dict[str, object] = await response.json()
+        return body["value"]  # type: ignore[return-value]
+
+
+def _messages_waiting(data_dir: Path) -> dict[str, int]:
+    """How many Teams messages are queued and being sent, read from the SQLite file itself."""
+    with contextlib.closing(sqlite3.connect(data_dir / "bot.sqlite3")) as db:
+        rows = db.execute("SELECT state, COUNT(*) FROM message_outbox WHERE state IN ('queued', 'sending')"
+                          " GROUP BY state").fetchall()
+    return {str(state): int(count) for state, count in rows}
 
 
 async def _until_ready_or_exit(url: str, session: aiohttp.ClientSession, process: subprocess.Popen[bytes],

@@ -88,6 +88,20 @@ async def test_a_lease_keeps_a_mail_from_every_other_claimer_until_it_runs_out(d
     assert (again.message_id, again.attempts) == (claimed.message_id, 2)
 
 
+async def test_a_start_that_alone_can_send_queues_a_cut_off_mail_again_at_once(database: Database) -> None:
+    """`requeue_cut_off` (SQLite, at start): a mail left "sending" is due now, its lease not waited out; mails
+    queued or delivered are not touched."""
+    outbox = Outbox(database)
+    cut_off, delivered = await queue(outbox, 2)
+    leased = {item.message_id: item for item in await outbox.claim_due(NOW, LEASE)}
+    assert await outbox.mark_delivered(leased[delivered], NOW)
+    await outbox.enqueue(message_id=message_id(7), reference="VD-20261128-000007", payload=b"zip", now=NOW + LEASE)
+    assert await outbox.requeue_cut_off() == 1
+    assert await outbox.counts() == {"queued": 2, "delivered": 1}
+    [again] = await outbox.claim_due(NOW + SECOND, LEASE)  # the lease it was cut off under still runs
+    assert (again.message_id, again.attempts) == (cut_off, 2)
+
+
 async def test_a_claim_for_what_was_just_queued_leaves_the_expired_leases_to_the_next(database: Database) -> None:
     """A lane woken for a queued mail claims it without a read first; setting expired leases back to
     queued (an UPDATE that nearly always changes nothing) is left to the claims that follow a read of

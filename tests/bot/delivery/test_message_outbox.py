@@ -71,6 +71,22 @@ async def test_a_lease_keeps_a_message_from_every_other_claimer_until_it_runs_ou
     assert (again.id, again.attempts) == (queued, 2)
 
 
+async def test_a_start_that_alone_can_send_queues_a_cut_off_message_again_at_once(database: Database) -> None:
+    """`requeue_cut_off` (SQLite, at start): a message left "sending" is due now, its lease not waited out, and
+    the conversation's next one waits behind it again; a message sent is not touched."""
+    outbox = MessageOutbox(database)
+    sent = await outbox.post(conversation_ref(CHANNEL), text("kaart"), now=NOW)
+    cut_off = await outbox.post(REFERRER, text("verstuurd"), now=NOW)
+    claimed = {message.id: message for message in await outbox.claim_due(NOW, LEASE)}
+    assert await outbox.mark_sent(claimed[sent], NOW, activity_id="activity-1")
+    following = await outbox.post(REFERRER, text("ontvangen"), now=NOW)
+    assert await outbox.claim_due(NOW + SECOND, LEASE) == [], "the lease runs, and the next waits behind it"
+    assert await outbox.requeue_cut_off() == 1
+    [again] = await outbox.claim_due(NOW + SECOND, LEASE)
+    assert (again.id, again.attempts) == (cut_off, 2)
+    assert following != cut_off and await outbox.counts() == {"sent": 1, "sending": 1, "queued": 1}
+
+
 async def test_a_claim_for_what_was_just_queued_leaves_the_expired_leases_to_the_next(database: Database) -> None:
     """The worker woken for a queued message claims without a read first; setting expired leases back
     to queued is left to the claims that follow a read of what is due, which sees a lease that ran out."""
