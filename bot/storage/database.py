@@ -170,6 +170,8 @@ class _Transaction:
     connection: AsyncConnection
     task: asyncio.Task[Any] | None
     wiped: bool = False
+    #: A statement of it changed a row: once it commits, the database takes writes again (`writes_refused_at`).
+    wrote: bool = False
     after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -245,6 +247,8 @@ class Database:
                     yield
             finally:
                 self._current.reset(token)
+        if state.wrote:
+            self.writes_refused_at = None  # a write was taken: a refusal before it no longer says "not ready"
         for callback in state.after_commit:  # only reached once committed
             callback()
         if state.wiped:
@@ -303,7 +307,9 @@ class Database:
         statement = self._statement(sql, parameters)
         current = self._own_transaction()
         if current is not None:
-            return await _run(current.connection, statement, parameters)
+            rows = await _run(current.connection, statement, parameters)
+            current.wrote = current.wrote or (rows.rowcount > 0 and not _is_read(sql))
+            return rows
         if self.is_postgres:
             # On its own, a statement is its own transaction: autocommit, no BEGIN and COMMIT round
             # trips around it, and a lock it takes (`register_append`'s) ends with it, in the server.
@@ -438,6 +444,7 @@ class Database:
                 yield connection
 
     def _note_writes_refused(self) -> None:
+        """Remembered for `/readyz` until a write that changes a row is taken again (`write_readiness`)."""
         self.writes_refused_at = time.monotonic()
 
     async def _alone(self, statement: TextClause, parameters: SqlParameters, options: dict[str, Any]) -> Rows:
@@ -445,7 +452,10 @@ class Database:
         return in one pass through SQLAlchemy's async bridge (a greenlet) rather than four, which cost
         a third of such a statement's CPU. The engine, its events and the driver are the same."""
         with as_database_error(self._note_writes_refused):
-            return await greenlet_spawn(_run_alone, self.engine.sync_engine, statement, _values(parameters), options)
+            rows = await greenlet_spawn(_run_alone, self.engine.sync_engine, statement, _values(parameters), options)
+        if rows.rowcount > 0 and self.writes_refused_at is not None and not _is_read(str(statement)):
+            self.writes_refused_at = None  # a write was taken (on its own, a statement commits with itself)
+        return rows
 
     def _statement(self, sql: str, parameters: SqlParameters) -> TextClause:
         expanding = frozenset(name for name, value in parameters.items()

@@ -20,8 +20,9 @@ from bot.storage.database import Database
 
 #: Less room than this on the SQLite file's disk: a step's write (a mail carries its ZIP) may be refused.
 MIN_FREE_BYTES = 1 << 20
-#: A refused write counts this long: longer than the workers' longest pause between failing passes (60 s), so
-#: while writes stay refused the answer does not flicker between their passes.
+#: A refused write counts this long, unless a write that changed a row is taken after it (the database then
+#: takes writes again): longer than the workers' longest pause between failing passes (60 s), so while writes
+#: stay refused the answer does not flicker between their passes.
 REFUSAL_MEMORY_SECONDS = 120.0
 
 

@@ -90,6 +90,26 @@ async def test_readyz_says_storage_failed_while_the_full_disk_refuses_every_writ
     assert during == (503, "failed: writes refused (disk full)"), during
 
 
+async def test_readyz_is_ok_again_once_a_write_is_taken_after_a_full_disk(
+    tmp_path: Path, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """The disk was full for a moment (a click refused), then has room: the same click is recorded, so the
+    instance takes writes again. /readyz said `failed: writes refused` (503) for two minutes after the refusal,
+    whatever succeeded since: the alert fired on a working instance."""
+    with small_disk(tmp_path / "disk") as disk:
+        settings = Settings.from_mapping({"BOT_DATA_DIR": str(disk / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD})
+        async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+            draft_id, _ = await reach_review(bot, referrer)
+            with full(disk):
+                await bot.banner(referrer, "referral.edit", {"draftId": draft_id})  # refused: try again soon
+                during = await _readyz(bot)
+            await bot.act(referrer, "referral.edit", {"draftId": draft_id})  # room again: recorded
+            state = await bot.services.db.scalar("SELECT state FROM drafts WHERE id = :id", {"id": draft_id})
+            after = await _readyz(bot)
+    assert during[0] == 503 and state == "details", (during, state)
+    assert after == (200, "ok"), f"the click was recorded, yet /readyz says {after}"
+
+
 async def _readyz(bot: BotDriver) -> tuple[int, str]:
     """`/readyz`'s status and what it says of storage."""
     async with bot.session.get(f"{bot.bot_url}/readyz") as response:
