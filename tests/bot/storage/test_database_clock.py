@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from bot.clock import SystemClock
 from bot.storage.database import Database
 from bot.storage.database_clock import DatabaseClock
 from tests.support.clock import ManualClock
@@ -102,6 +104,57 @@ async def test_with_the_database_out_of_reach_it_goes_on_from_its_last_alignment
         assert near(clock.now(), aligned + dt.timedelta(seconds=0.3))
     assert await clock.align(), "aligned again once the server is back"
     assert near(clock.now(), await server_time(db))
+
+
+class MonotonicAcrossSuspend:
+    """`time.monotonic()` as Linux gives it: CLOCK_MONOTONIC stands still while the machine is suspended or
+    paused (a VM hibernated or paused and resumed), while the server's clock and, once resumed, the wall clock
+    go on."""
+
+    def __init__(self) -> None:
+        self.suspended = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() - self.suspended
+
+    def suspend(self, duration: dt.timedelta) -> None:
+        self.suspended += duration.total_seconds()
+
+
+async def test_after_a_suspend_the_clock_is_not_the_length_of_the_suspend_behind(db: Database) -> None:
+    """Carried by the monotonic clock alone, the time lagged the server by the whole suspend until the next
+    alignment, up to a minute later: the instance stamped leases, drafts' last change and clicks ten minutes in
+    the past, so another instance took over a mail it was sending or wiped a draft it had just touched."""
+    monotonic = MonotonicAcrossSuspend()
+    clock = DatabaseClock(db, wall=SystemClock(), monotonic=monotonic)
+    assert await clock.align()
+    keeper = asyncio.create_task(clock.keep_aligned())  # as the app runs it
+    try:
+        monotonic.suspend(10 * MINUTE)  # ... resumed
+        assert near(clock.now(), await server_time(db)), "at once: from the wall clock's progress"
+        await asyncio.sleep(2.5)
+        assert near(clock.now(), await server_time(db)), "and aligned again"
+        assert not clock.diverged
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+
+
+async def test_an_alignment_that_waited_for_a_pooled_connection_does_not_put_the_clock_ahead(
+    db: Database,
+) -> None:
+    """The reading was placed at the midpoint of the wait for a connection and the statement, though the server
+    read its clock at the end: with every pooled connection busy for 4 s the clock went 2 s ahead of the server
+    and of the other instances for a minute (leases ended early in their eyes, drafts wiped early)."""
+    clock = DatabaseClock(db, wall=SystemClock())
+    assert await clock.align()
+    busy = [asyncio.create_task(db.scalar("SELECT pg_sleep(4) IS NULL AS slept")) for _ in range(5)]  # pool of 5
+    await asyncio.sleep(0.3)
+    try:
+        await clock.align()  # the minute's alignment, on a loaded instance
+        assert near(clock.now(), await server_time(db))
+    finally:
+        await asyncio.gather(*busy)
 
 
 @contextlib.contextmanager
