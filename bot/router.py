@@ -150,6 +150,21 @@ class Router:
         """The welcome card."""
         return self._dialogue.welcome(actor)
 
+    async def bot_back(self, actor: Actor) -> None:
+        """The bot added to a conversation (again), or its team unarchived or restored: what Teams refused while
+        it was out is posted again. With the database out of reach, only logged (`koppel` does it later)."""
+        try:
+            await self._ocmw.bot_back(actor)
+        except DatabaseError as error:
+            logger.warning("cards refused while the bot was out not posted again: %s", error)
+
+    async def bot_gone(self, actor: Actor, why: str) -> None:
+        """The bot removed from a conversation, or its team archived or deleted (`why`): logged where it matters."""
+        try:
+            await self._ocmw.bot_gone(actor, why)
+        except DatabaseError as error:
+            logger.warning("bot removed (%s), its links not looked up: %s", why, error)
+
     async def _on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """A card action: OCMW and correction verbs here, the referral dialogue's own verbs there.
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -132,6 +132,24 @@ class MessageOutbox:
             "SELECT 1 AS found FROM message_outbox WHERE slot = :slot AND action = :post LIMIT 1",
             {"slot": slot, "post": MessageAction.POST.value},
         ) is not None
+
+    async def cards_missing(self, slots: Mapping[str, str]) -> set[str]:
+        """Which of these slots (each with the reference its messages carry) have no card showing in Teams nor
+        one on its way: the last post under it was given up (Teams refused it: the bot out of the team, the app
+        uninstalled), or none was ever queued. Read through the references' index."""
+        if not slots:
+            return set()
+        last_posts = await self._db.fetch_all(
+            "SELECT slot, state, finished_at FROM message_outbox WHERE id IN (SELECT MAX(id) FROM message_outbox"
+            " WHERE reference IN :references AND slot IN :slots AND action = :post GROUP BY slot)",
+            {"references": sorted(set(slots.values())), "slots": list(slots), "post": MessageAction.POST.value})
+        shown = {str(row["slot"]): from_text(row["updated_at"]) for row in await self._db.fetch_all(
+            "SELECT slot, updated_at FROM card_slots WHERE slot IN :slots", {"slots": list(slots)})}
+        # A later edit of a card never posted posts it (`message_delivery`), and keeps its id under the slot.
+        given_up = {str(row["slot"]) for row in last_posts if row["state"] == MessageState.FAILED.value
+                    and (str(row["slot"]) not in shown or shown[str(row["slot"])] < from_text(row["finished_at"]))}
+        known = {str(row["slot"]) for row in last_posts} | set(shown)
+        return given_up | (set(slots) - known)
 
     async def _insert(
         self, conversation_ref: str, action: MessageAction, content: MessageContent, now: dt.datetime, *,

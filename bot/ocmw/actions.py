@@ -114,7 +114,9 @@ class OcmwService:
             return Reply(text=cards.text(actor.lang, "link_invalid"))
         existing = await self._links.for_protocol(protocol.id)
         if existing is not None and existing.conversation_id == base_conversation_id(actor.conversation_id):
-            return Reply(text=cards.text(actor.lang, "link_already_here", ocmw=protocol.recipient.organisation))
+            again = await self._post_missing_cards(protocol.id)
+            return Reply(text=cards.text(actor.lang, "link_already_here_cards_again" if again else "link_already_here",
+                                         ocmw=protocol.recipient.organisation, count=str(again)))
         if existing is not None:
             return Reply(card=cards.link_confirm_card(actor.lang, ocmw=protocol.recipient.organisation,
                                                       code=display_code(code)))
@@ -144,6 +146,7 @@ class OcmwService:
             linked_by_id=actor.user_id,
             linked_by=actor.display_name,
             linked_at=now,
+            team_id=actor.team_id,
         )
         if protocol is None:
             return cards.text(actor.lang, "link_invalid")
@@ -157,10 +160,49 @@ class OcmwService:
             if before is None or before.conversation_id != link.conversation_id:
                 # Only the linked channel may act, so it needs a card for every referral it still has to act
                 # on: those delivered before it was linked (a withdrawal recorded meanwhile too) or elsewhere.
-                for referral in await self._referrals.open_for_protocol(protocol_id):
-                    await self.queue_referral_card(referral, now)
+                await self._queue_open_cards(protocol_id, now)
         logger.info("OCMW conversation linked", extra={"protocol_id": protocol_id})
         return cards.text(actor.lang, "link_done", ocmw=protocol.recipient.organisation)
+
+    async def _queue_open_cards(self, protocol_id: str, now: dt.datetime, *, missing_only: bool = False) -> int:
+        """Queue the card of every referral the protocol's OCMW still has to act on, inside the caller's transaction:
+        all of them for a channel just linked; with `missing_only`, those whose card is not in the channel (Teams
+        refused its post and it was given up, or none was ever queued). How many."""
+        referrals = await self._referrals.open_for_protocol(protocol_id)
+        if missing_only:
+            missing = await self._messages.cards_missing({_card_slot(referral): referral.reference
+                                                          for referral in referrals})
+            referrals = [referral for referral in referrals if _card_slot(referral) in missing]
+        for referral in referrals:
+            await self.queue_referral_card(referral, now)
+        return len(referrals)
+
+    async def _post_missing_cards(self, protocol_id: str) -> int:
+        """The cards the protocol's linked channel should show and does not, queued again (one commit); how many."""
+        async with self._db.transaction():
+            again = await self._queue_open_cards(protocol_id, self._clock.now(), missing_only=True)
+        if again:
+            logger.warning("OCMW channel: %d card(s) Teams did not show posted again", again,
+                           extra={"protocol_id": protocol_id})
+        return again
+
+    async def bot_back(self, actor: Actor) -> int:
+        """The bot is in an OCMW's conversation again (the app added to its team again, the team unarchived or
+        restored): the cards Teams refused meanwhile are posted again, for each protocol linked there. How many.
+
+        Teams says it in the conversation concerned, or for a whole team in its General channel: a link is
+        found by its channel or by its team (`actor.team_id`).
+        """
+        return sum([await self._post_missing_cards(link.protocol_id)
+                    for link in await self._links.in_place(actor.conversation_id, actor.team_id)])
+
+    async def bot_gone(self, actor: Actor, why: str) -> None:
+        """The bot can no longer post in an OCMW's conversation (`why`: the app removed, the team archived or
+        deleted): an error per protocol, since that OCMW's cards are refused and given up until it is back."""
+        for link in await self._links.in_place(actor.conversation_id, actor.team_id):
+            logger.error("bot out of the OCMW's team of protocol %s (%s): its cards are refused by Teams until the"
+                         " app is in the team again, then they are posted again", link.protocol_id, why,
+                         extra={"protocol_id": link.protocol_id})
 
     # -- delivery -------------------------------------------------------------------------------
 

@@ -31,6 +31,9 @@ class OcmwLink:
     linked_by_id: str
     linked_by: str
     linked_at: dt.datetime
+    #: The channel's Teams team (`channelData.team.id`), "" for links made before it was kept: Teams names
+    #: the team, not the channel, when the app is added to it again or it is unarchived or restored.
+    team_id: str = ""
 
 
 def base_conversation_id(conversation_id: str) -> str:
@@ -90,12 +93,13 @@ class OcmwLinks:
                 return False
             await self._db.execute(
                 "INSERT INTO ocmw_links (protocol_id, conversation_id, conversation_ref, linked_by_id, linked_by,"
-                " linked_at) VALUES (:protocol, :conversation, :ref, :by_id, :by, :at)"
+                " linked_at, team_id) VALUES (:protocol, :conversation, :ref, :by_id, :by, :at, :team)"
                 " ON CONFLICT (protocol_id) DO UPDATE SET conversation_id = excluded.conversation_id,"
                 " conversation_ref = excluded.conversation_ref, linked_by_id = excluded.linked_by_id,"
-                " linked_by = excluded.linked_by, linked_at = excluded.linked_at",
+                " linked_by = excluded.linked_by, linked_at = excluded.linked_at, team_id = excluded.team_id",
                 {"protocol": link.protocol_id, "conversation": link.conversation_id, "ref": link.conversation_ref,
-                 "by_id": link.linked_by_id, "by": link.linked_by, "at": to_text(link.linked_at)},
+                 "by_id": link.linked_by_id, "by": link.linked_by, "at": to_text(link.linked_at),
+                 "team": link.team_id or None},
             )
         return True
 
@@ -113,6 +117,14 @@ class OcmwLinks:
         )
         return [_link(row) for row in rows]
 
+    async def in_place(self, conversation_id: str, team_id: str) -> list[OcmwLink]:
+        """The protocols linked to this conversation, or to a channel of this Teams team (`team_id`, may be "")."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM ocmw_links WHERE conversation_id = :conversation OR team_id = :team ORDER BY protocol_id",
+            {"conversation": base_conversation_id(conversation_id), "team": team_id or None},
+        )
+        return [_link(row) for row in rows]
+
 
 def _link(row: RowMapping) -> OcmwLink:
     return OcmwLink(
@@ -122,4 +134,5 @@ def _link(row: RowMapping) -> OcmwLink:
         linked_by_id=row["linked_by_id"],
         linked_by=row["linked_by"],
         linked_at=from_text(row["linked_at"]),
+        team_id=row["team_id"] or "",
     )

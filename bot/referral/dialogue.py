@@ -114,6 +114,7 @@ class Actor:
     card_activity_id: str | None = None
     tenant_id: str = ""
     places: tuple[str, ...] = ()  # the Teams team and channel ids, when the action comes from a channel
+    team_id: str = ""  # the Teams team (`channelData.team.id`), in a channel
     #: Teams' "personal", "groupChat" or "channel"; "" when not said (the Agents Playground's personal chat).
     conversation_type: str = ""
 

@@ -37,6 +37,11 @@ REPLY_MAX_WAIT_SECONDS = 2.0
 #: Every attempt together: Teams sends an activity again when its answer takes 15 s (the command would run
 #: twice), and a turn keeps its place (`TURNS_AT_ONCE`) while its reply waits for the connector.
 REPLY_DEADLINE_SECONDS = 7.0
+#: Teams' `channelData.eventType` of a conversationUpdate about a whole team: the bot can post in it again,
+#: or no longer (with what the log says).
+TEAM_BACK_EVENTS = frozenset({"teamUnarchived", "teamRestored"})
+TEAM_GONE_EVENTS = {"teamArchived": "team archived", "teamDeleted": "team deleted",
+                    "teamHardDeleted": "team deleted for good"}
 
 
 def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
@@ -59,6 +64,7 @@ def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
         places=tuple(place for place in (_channel_data_id(activity, "team"), _channel_data_id(activity, "channel"))
                      if place),
         conversation_type=_conversation_type(activity),
+        team_id=_channel_data_id(activity, "team")[:512],
     )
 
 
@@ -178,15 +184,32 @@ class ReferralActivityHandler(ActivityHandler):
         elif reply.text is not None:
             await _reply(turn_context, MessageContent(text=reply.text))
 
+    async def on_conversation_update_activity(self, turn_context: TurnContextProtocol[Any]) -> None:
+        """Members added or removed (the SDK's dispatch), then what Teams says of a whole team."""
+        await super().on_conversation_update_activity(turn_context)
+        activity = turn_context.activity
+        channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+        event = channel_data.get("eventType")
+        if event in TEAM_BACK_EVENTS:
+            await self._router.bot_back(actor_of(activity))
+        elif isinstance(event, str) and event in TEAM_GONE_EVENTS:
+            await self._router.bot_gone(actor_of(activity), TEAM_GONE_EVENTS[event])
+
     async def on_members_added_activity(
         self, members_added: list[ChannelAccount], turn_context: TurnContextProtocol[Any]
     ) -> None:
-        """The welcome card, once, when the bot itself is added to a chat."""
-        recipient = turn_context.activity.recipient
-        bot_id = recipient.id if recipient is not None else None
-        if any(member is not None and member.id == bot_id for member in members_added or []):
-            card = self._router.welcome(actor_of(turn_context.activity))
-            await _reply(turn_context, MessageContent(card=card))
+        """The welcome card, once, when the bot itself is added to a chat; then what Teams refused while it was out."""
+        if _is_the_bot_among(members_added, turn_context.activity):
+            actor = actor_of(turn_context.activity)
+            await _reply(turn_context, MessageContent(card=self._router.welcome(actor)))
+            await self._router.bot_back(actor)
+
+    async def on_members_removed_activity(
+        self, members_removed: list[ChannelAccount], turn_context: TurnContextProtocol[Any]
+    ) -> None:
+        """The bot itself removed (the app removed from a team, or uninstalled): logged where it matters."""
+        if _is_the_bot_among(members_removed, turn_context.activity):
+            await self._router.bot_gone(actor_of(turn_context.activity), "app removed")
 
     async def _on_invoke(self, turn_context: TurnContextProtocol[Any]) -> InvokeResponse:
         """Card actions; answered here in full so the SDK's error paths are never reached."""
@@ -206,6 +229,12 @@ class ReferralActivityHandler(ActivityHandler):
             # The card that was clicked may hold a reference: keep it, say what happened with it.
             answer = Banner(cards.problem_banner(actor.lang, "internal_error"))
         return card_invoke_response(answer)
+
+
+def _is_the_bot_among(members: list[ChannelAccount] | None, activity: Activity) -> bool:
+    """True when the bot itself (the activity's recipient) is one of these members."""
+    bot_id = activity.recipient.id if activity.recipient is not None else None
+    return bot_id is not None and any(member is not None and member.id == bot_id for member in members or [])
 
 
 async def _reply(turn_context: TurnContextProtocol[Any], content: MessageContent) -> None:

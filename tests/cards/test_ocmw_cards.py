@@ -941,6 +941,7 @@ CHAT_TEXTS = {
     "link_done": {"ocmw"},
     "link_invalid": set(),
     "link_already_here": {"ocmw"},
+    "link_already_here_cards_again": {"ocmw", "count"},
     "link_cancelled": set(),
     "link_not_in_channel": set(),
     "link_tenant_not_allowed": set(),

@@ -25,6 +25,8 @@ class TeamsUser:
     tenant_id: str = TENANT_ID
     #: Teams' `conversation.conversationType`; None: "channel" or "personal", after `channel`.
     conversation_type: str | None = None
+    #: The Teams team of a channel (`channelData.team.id`); None: the channel's own id (its General channel).
+    team_id: str | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: _ACTIVITY_IDS)
 
     def _base(self, service_url: str, activity_type: str) -> dict[str, Any]:
@@ -46,7 +48,7 @@ class TeamsUser:
         }
         if self.channel:
             channel_id = self.conversation_id.split(";", 1)[0]
-            activity["channelData"].update({"team": {"id": channel_id}, "channel": {"id": channel_id}})
+            activity["channelData"].update({"team": {"id": self.team_id or channel_id}, "channel": {"id": channel_id}})
         return activity
 
     def message(self, service_url: str, text: str) -> dict[str, Any]:
@@ -58,7 +60,7 @@ class TeamsUser:
         """The same user acting on a message in a channel thread (the card the bot posted there)."""
         channel = self.conversation_id.split(";", 1)[0]
         return TeamsUser(self.aad_object_id, self.name, f"{channel};messageid={message_id}", self.locale, self.channel,
-                         self.tenant_id, self.conversation_type)
+                         self.tenant_id, self.conversation_type, self.team_id)
 
     def card_action(
         self, service_url: str, verb: str, data: dict[str, Any], reply_to: str = "card-1"
@@ -73,4 +75,17 @@ class TeamsUser:
         activity = self._base(service_url, "conversationUpdate")
         activity["membersAdded"] = [{"id": BOT_ID}]
         activity["channelData"]["eventType"] = "teamMemberAdded"
+        return activity
+
+    def bot_removed(self, service_url: str) -> dict[str, Any]:
+        """The app removed from the team (or uninstalled from the personal chat): the bot among `membersRemoved`."""
+        activity = self._base(service_url, "conversationUpdate")
+        activity["membersRemoved"] = [{"id": BOT_ID}]
+        activity["channelData"]["eventType"] = "teamMemberRemoved"
+        return activity
+
+    def team_event(self, service_url: str, event_type: str) -> dict[str, Any]:
+        """What Teams says of the whole team, in its General channel: teamArchived, teamUnarchived, teamDeleted..."""
+        activity = self._base(service_url, "conversationUpdate")
+        activity["channelData"]["eventType"] = event_type
         return activity

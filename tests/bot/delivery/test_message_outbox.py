@@ -203,6 +203,28 @@ async def test_a_card_slot_keeps_what_teams_posted_and_edits_follow_it(database:
     assert (direct.id, direct.activity_id, direct.slot) == (by_id, "act-9", None)
 
 
+async def test_a_card_is_missing_when_its_last_post_was_given_up_or_none_was_queued(database: Database) -> None:
+    """What `koppel` again and the bot's return post again: a card Teams refused for good, or never got."""
+    outbox = MessageOutbox(database)
+    slots = {f"ocmw:VD-20261128-{tail}": f"VD-20261128-{tail}" for tail in ("AAAAAA", "BBBBBB", "CCCCCC", "DDDDDD")}
+    refused, shown, waiting, never = slots
+    for number, slot in enumerate((refused, shown, waiting)):  # a conversation each: claimed together
+        await outbox.post(conversation_ref(f"19:channel-{number}@thread.tacv2"), MessageContent(card=CARD), now=NOW,
+                          slot=slot, reference=slots[slot])
+    first, second, _ = await outbox.claim_due(NOW, LEASE)
+    assert await outbox.mark_failed(first, NOW, "HTTP 403")
+    assert await outbox.mark_sent(second, NOW, activity_id="act-1")
+    assert await outbox.cards_missing(slots) == {refused, never}
+    assert await outbox.cards_missing({}) == set()
+
+    # A later edit of the card refused finds no card to edit, so the worker posts it and keeps its id.
+    await outbox.update(conversation_ref("19:channel-0@thread.tacv2"), MessageContent(card=CARD), now=NOW,
+                        slot=refused, reference=slots[refused])
+    [edit] = await outbox.claim_due(NOW + SECOND, LEASE)
+    assert await outbox.mark_sent(edit, NOW + SECOND, activity_id="act-2")
+    assert await outbox.cards_missing(slots) == {never}
+
+
 async def test_what_status_and_check_see(database: Database) -> None:
     outbox = MessageOutbox(database)
     await outbox.post(REFERRER, text("1"), now=NOW - dt.timedelta(days=10), reference="VD-OLD")

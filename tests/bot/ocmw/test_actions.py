@@ -857,6 +857,91 @@ async def test_a_withdrawal_recorded_before_the_channel_was_linked_gets_its_dele
     assert actions(card)["referral.deleted"] == {"reference": reference}
 
 
+def _cards_shown(bot: BotDriver, since: int, channel: str = CHANNEL) -> list[str]:
+    """The references of the cards to acknowledge that Teams took in `channel` after its call number `since`."""
+    later = bot.connector.calls[since:]
+    return [str(actions(attachment["content"])["ack.receive"]["reference"]) for call in bot.connector.accepted
+            if call in later and call.path.startswith(f"/v3/conversations/{channel}/")
+            for attachment in call.body.get("attachments") or [] if "ack.receive" in actions(attachment["content"])]
+
+
+async def _delivered_while_out(bot: BotDriver, referrer: TeamsUser, channel: str = CHANNEL) -> str:
+    """A referral delivered while the bot is not in the OCMW's team: Teams refuses its card, 403, final."""
+    draft_id, _ = await reach_review(bot, referrer)
+    reference = (await bot.services.drafts.get(draft_id)).reference  # type: ignore[union-attr]
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    bot.connector.fail_next(403, path=f"/v3/conversations/{channel}/")  # BotNotInConversationRoster
+    await bot.deliver()
+    assert (await bot.services.referrals.get(reference)).state == "sent"  # type: ignore[union-attr]
+    assert reference not in _cards_shown(bot, 0, channel), "Teams refused the card: the bot is not in the team"
+    return reference
+
+
+async def test_a_card_lost_while_the_bot_was_out_of_the_ocmw_team_comes_back_when_it_is_added_again(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An owner removes the app from the OCMW's team for a while; a referral delivered meanwhile had its card
+    given up. Nothing brought it back (`koppel` said "al gekoppeld … Je hoeft niets te doen"), so the OCMW could
+    never acknowledge it, record an outcome or confirm the deletion, and the reminders pointed at no card."""
+    await link(bot, ocmw_worker)
+    team = dataclasses.replace(ocmw_worker, conversation_id=CHANNEL)  # Teams says it in the channel itself
+    caplog.set_level(logging.INFO)
+    assert (await bot.post(team.bot_removed(bot.service_url))).status == 202
+    [gone] = [record for record in caplog.records if "OCMW's team" in record.getMessage()]
+    assert gone.levelno == logging.ERROR and gone.protocol_id == PROTOCOL_ID  # type: ignore[attr-defined]
+    reference = await _delivered_while_out(bot, referrer)
+
+    before = len(bot.connector.calls)
+    assert (await bot.post(team.bot_installed(bot.service_url))).status == 202
+    await bot.settle()
+    assert _cards_shown(bot, before) == [reference], "the card that did not arrive, once"
+    code = await bot.services.links.new_code(PROTOCOL_ID, bot.services.worker._clock.now())  # type: ignore[attr-defined]
+    [answer] = await bot.say(ocmw_worker, f"<at>Veilig doorverwijzen</at> koppel {code}")
+    assert "al gekoppeld" in answer["text"] and "opnieuw" not in answer["text"], "nothing is missing any more"
+    card_id = await bot.services.messages.slot_activity_id(f"ocmw:{reference}")
+    await bot.act(ocmw_worker.in_thread(str(card_id)), "ack.receive", {"reference": reference})
+    assert (await bot.services.referrals.get(reference)).state == "received"  # type: ignore[union-attr]
+
+
+async def test_a_channel_of_an_unarchived_team_gets_the_cards_it_missed(
+    bot: BotDriver, referrer: TeamsUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Teams says what happens to a team in its General channel, with the team's id: a link in another channel
+    of that team is found by it. Archived: logged; unarchived: the cards given up meanwhile come back."""
+    general = TeamsUser("aad-ocmw-1", "Olga Maatschappelijk", "19:ocmw-team-general@thread.tacv2", channel=True)
+    worker = dataclasses.replace(general, conversation_id=NEW_CHANNEL, team_id=general.conversation_id)
+    await link(bot, worker)
+    caplog.set_level(logging.INFO)
+    assert (await bot.post(general.team_event(bot.service_url, "teamArchived"))).status == 202
+    assert [record for record in caplog.records if "OCMW's team" in record.getMessage()
+            and record.levelno == logging.ERROR], "the archived team is logged, naming the protocol"
+    reference = await _delivered_while_out(bot, referrer, NEW_CHANNEL)
+
+    before = len(bot.connector.calls)
+    assert (await bot.post(general.team_event(bot.service_url, "teamUnarchived"))).status == 202
+    await bot.settle()
+    assert _cards_shown(bot, before, NEW_CHANNEL) == [reference]
+
+
+async def test_koppel_again_in_the_linked_channel_posts_the_cards_that_did_not_arrive(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    """What the functional administrator tries first: a fresh code typed in the same channel. It said
+    "Je hoeft niets te doen" and posted nothing; now it says how many cards it posts again."""
+    await link(bot, ocmw_worker)
+    arrived, _ = await referred_and_delivered(bot, referrer)
+    lost = await _delivered_while_out(bot, referrer)
+
+    before = len(bot.connector.calls)
+    code = await bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    answer, *_ = await bot.say(ocmw_worker, f"<at>Veilig doorverwijzen</at> koppel {code}")
+    assert "al gekoppeld" in answer["text"] and "1 opnieuw" in answer["text"], answer["text"]
+    assert _cards_shown(bot, before) == [lost], f"only the card that did not arrive, not {arrived}'s"
+    code = await bot.services.links.new_code(PROTOCOL_ID, clock.now())
+    [again] = await bot.say(ocmw_worker, f"koppel {code}")
+    assert "Je hoeft niets te doen" in again["text"]
+
+
 async def test_an_english_referrer_reads_english_throughout_and_the_ocmw_channel_dutch(
     bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
 ) -> None:
