@@ -97,10 +97,13 @@ class Router:
             cards.VERB_BREACH_CANCEL: breach.on_action,
         }
 
-    async def on_text(self, actor: Actor, text: str) -> Reply:
-        """A typed message, mentions stripped; with the database out of reach, "probeer zo opnieuw"."""
+    async def on_text(self, actor: Actor, text: str, *, attachments: bool = False) -> Reply:
+        """A typed message, mentions stripped; with the database out of reach, "probeer zo opnieuw".
+
+        `attachments`: the message carries a photo or a file (anything but Teams' text/html layout of it).
+        """
         try:
-            return await self._on_text(actor, text)
+            return await self._on_text(actor, text, attachments)
         except DatabaseError as error:
             logger.warning("typed command not handled: %s", error)
             return Reply(card=cards.problem_card(actor.lang, DATABASE_UNAVAILABLE))
@@ -117,7 +120,7 @@ class Router:
             logger.warning("card action not handled: %s", error, extra={"verb": verb[:64]})
             return Banner(cards.problem_banner(actor.lang, DATABASE_UNAVAILABLE))
 
-    async def _on_text(self, actor: Actor, text: str) -> Reply:
+    async def _on_text(self, actor: Actor, text: str, attachments: bool) -> Reply:
         command = command_of(text)
         if command in BREACH_WORDS:  # `datalek`: the breach report card, for whoever may report (bot.oversight.breach)
             refusal = await self._refusal(actor, "breach.start")
@@ -144,7 +147,7 @@ class Router:
             refusal = await self._refusal(actor, "referral.start")
             if refusal is not None:
                 return Reply(card=cards.problem_card(actor.lang, refusal, **self._params(refusal)))
-        return await self._dialogue.on_text(actor, text)
+        return await self._dialogue.on_text(actor, text, attachments=attachments)
 
     def welcome(self, actor: Actor) -> Card:
         """The welcome card."""

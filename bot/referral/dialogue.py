@@ -216,19 +216,24 @@ class ReferralDialogue:
 
     # -- entry points ---------------------------------------------------------------------------
 
-    async def on_text(self, actor: Actor, text: str) -> Reply:
-        """Answer a typed message: start, help, a warning when it holds client data, or a pointer to the commands."""
+    async def on_text(self, actor: Actor, text: str, *, attachments: bool = False) -> Reply:
+        """Answer a typed message: start, help, a warning when it holds client data or a photo or file
+        (`attachments`: the bot never looks at one, it may be a family's letter or identity card), or a pointer
+        to the commands."""
         command = command_of(text)
         if command in _START_WORDS:
             return Reply(card=await self.start(actor))
         if command in _HELP_WORDS:
             return Reply(card=self.welcome(actor))
+        where = "personal" if is_personal_chat(actor) else "shared"
+        scope = {"conversation_type": actor.conversation_type[:32] or "unknown"}
         if looks_like_client_data(text):
             # Only the fact is logged: the text is what must not be kept anywhere.
-            logger.warning("client data typed as a chat message: warned",
-                           extra={"conversation_type": actor.conversation_type[:32] or "unknown"})
-            where = "personal" if is_personal_chat(actor) else "shared"
+            logger.warning("client data typed as a chat message: warned", extra=scope)
             return Reply(text=cards.text(actor.lang, f"client_data_in_chat.{where}"))
+        if attachments:  # only the fact, never the file's name or address
+            logger.warning("attachment sent as a chat message: warned", extra=scope)
+            return Reply(text=cards.text(actor.lang, f"attachment_in_chat.{where}"))
         if not is_personal_chat(actor):
             return Reply(text=cards.text(actor.lang, "unknown_command_shared"))
         return Reply(text=cards.text(actor.lang, "unknown_command"))

@@ -31,6 +31,8 @@ ADAPTIVE_CARD_ACTION = "adaptiveCard/action"
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 #: Universal Actions' "message" answer: Teams shows the text and leaves the card as it was.
 MESSAGE_CONTENT_TYPE = "application/vnd.microsoft.activity.message"
+#: The layout Teams sends with a message's rich text or pasted image: not an attachment of the user's.
+HTML_CONTENT_TYPE = "text/html"
 #: A reply is part of the turn Teams waits for: retry briefly, then give up (the user can type again).
 REPLY_ATTEMPTS = 3
 REPLY_MAX_WAIT_SECONDS = 2.0
@@ -178,7 +180,7 @@ class ReferralActivityHandler(ActivityHandler):
         if actor is None or not actor.user_id or not actor.conversation_id:
             return
         text = activity.text if isinstance(activity.text, str) else ""
-        reply = await self._router.on_text(actor, text[:2000])
+        reply = await self._router.on_text(actor, text[:2000], attachments=_carries_attachments(activity))
         if reply.card is not None:
             await _reply(turn_context, MessageContent(card=reply.card))
         elif reply.text is not None:
@@ -229,6 +231,12 @@ class ReferralActivityHandler(ActivityHandler):
             # The card that was clicked may hold a reference: keep it, say what happened with it.
             answer = Banner(cards.problem_banner(actor.lang, "internal_error"))
         return card_invoke_response(answer)
+
+
+def _carries_attachments(activity: Activity) -> bool:
+    """True when a message carries a photo or a file: any attachment but the text/html Teams adds to lay one out."""
+    return any(attachment is not None and attachment.content_type != HTML_CONTENT_TYPE
+               for attachment in activity.attachments or [])
 
 
 def _is_the_bot_among(members: list[ChannelAccount] | None, activity: Activity) -> bool:

@@ -128,6 +128,58 @@ async def test_the_warning_fits_the_scope_and_where_others_read_says_to_delete(b
         assert "Verwijder het meteen" in reply["text"] and "iedereen in dit gesprek" in reply["text"]
 
 
+#: Where Teams keeps a pasted image (the connector's attachment store); the bot never needs to fetch it.
+IMAGE_URL = "https://smba.trafficmanager.net/emea/v3/attachments/0-weu-d3-7f1c2a9b/views/original"
+#: What Teams attaches: a pasted image and its text/html layout ("Send and receive inline images"), or a file
+#: sent in the personal chat, with its name.
+ATTACHED = {
+    "photo": [{"contentType": "image/png", "contentUrl": IMAGE_URL},
+              {"contentType": "text/html",
+               "content": f'<p><img src="{IMAGE_URL}" width="250" height="320"'
+                          ' itemtype="http://schema.skype.com/AMSImage" alt="image"></p>'}],
+    "file": [{"contentType": "application/vnd.microsoft.teams.file.download.info", "name": "Peeters-Sofie-id.pdf",
+              "contentUrl": "https://contoso.sharepoint.com/personal/an/Documents/Peeters-Sofie-id.pdf",
+              "content": {"downloadUrl": IMAGE_URL, "uniqueId": "1150d938", "fileType": "pdf"}}],
+}
+
+
+@pytest.mark.parametrize("attached", sorted(ATTACHED))
+@pytest.mark.parametrize("scope", SCOPES)
+async def test_a_pasted_photo_is_answered_with_the_client_data_warning_not_with_i_did_not_understand(
+    bot: BotDriver, caplog: pytest.LogCaptureFixture, scope: str, attached: str
+) -> None:
+    """A referrer pastes a photo of the family's letter or identity card, or sends a file: Teams sends the
+    attachment (and the image's layout as text/html) with no text of its own. It got "Dat begreep ik niet, typ
+    nieuw ...", so the photo stayed in the chat, where in a channel others read along too."""
+    user, where = in_scope(scope)
+    caplog.set_level(logging.DEBUG)
+    await bot.settle()
+    before = len(bot.connector.calls)
+    activity = user.message(bot.service_url, "" if where == "personal" else "<at>Veilig doorverwijzen</at>")
+    activity["attachments"] = ATTACHED[attached]
+
+    assert (await bot.post(activity)).status == 202
+
+    [reply] = [call.body for call in bot.connector.calls[before:] if call.method == "POST"]
+    assert reply["text"] == cards.text("nl", f"attachment_in_chat.{where}")
+    assert "foto of bestand" in reply["text"] and "Verwijder" in reply["text"]
+    if where == "shared":
+        assert "iedereen in dit gesprek" in reply["text"]
+    assert "attachment sent as a chat message" in caplog.text, "the fact is logged"
+    logged = caplog.text + "".join(str(record.__dict__) for record in caplog.records)
+    assert IMAGE_URL not in logged and "Peeters" not in logged
+
+
+async def test_a_command_typed_with_a_photo_is_still_the_command(bot: BotDriver, referrer: TeamsUser) -> None:
+    activity = referrer.message(bot.service_url, "status")
+    activity["attachments"] = ATTACHED["photo"]
+    await bot.settle()
+    before = len(bot.connector.calls)
+    assert (await bot.post(activity)).status == 202
+    [reply] = [call.body for call in bot.connector.calls[before:] if call.method == "POST"]
+    assert reply.get("attachments"), "the status card"
+
+
 async def test_commands_still_win_over_the_warning(bot: BotDriver, referrer: TeamsUser) -> None:
     [consent] = await bot.say(referrer, "nieuw")
     assert consent["attachments"], "nieuw still starts a referral"
