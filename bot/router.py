@@ -80,6 +80,7 @@ class Router:
         self._clock = clock
         self._dialogue = dialogue
         self._ocmw = ocmw
+        self._corrections = corrections
         self._status = status
         self._verbs: Mapping[str, Callable[[Actor, str, Mapping[str, Any]], Awaitable[Answer]]] = {
             "ack.receive": ocmw.on_action,
@@ -155,9 +156,11 @@ class Router:
 
     async def bot_back(self, actor: Actor) -> None:
         """The bot added to a conversation (again), or its team unarchived or restored: what Teams refused while
-        it was out is posted again. With the database out of reach, only logged (`koppel` does it later)."""
+        it was out is posted again (an OCMW channel's cards, a referrer's correction cards). With the database out
+        of reach, only logged (`koppel` or the next reminder does it later)."""
         try:
             await self._ocmw.bot_back(actor)
+            await self._corrections.cards_back(actor)
         except DatabaseError as error:
             logger.warning("cards refused while the bot was out not posted again: %s", error)
 

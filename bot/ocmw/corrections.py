@@ -8,6 +8,7 @@ send one (`referrer_refusal`, the rule the referral's send applies).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 from collections.abc import Mapping
@@ -67,6 +68,7 @@ class CorrectionService:
         self._sender = sender
         self._messages = messages
         self._clock = clock
+        self._cards = RequestCards(registry, messages)
 
     async def request(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
         """Record the OCMW's report and queue the referrer's card to correct that item, in one commit."""
@@ -87,8 +89,7 @@ class CorrectionService:
                                         actor_name=actor.display_name, protocol_id=referral.protocol_id,
                                         reference=root, detail=f"item: {item}")
             original = await self._referrals.get(root) or referral
-            card = self._request_card(cards.language_for(original.lang), correction_id, original, item, {}, {})
-            await self._messages.post(original.conversation_ref, MessageContent(card=card), now=now, reference=root)
+            await self._cards.post(correction_id, original, item, now)
         logger.info("correction requested", extra={"reference": root})
         return updated
 
@@ -117,13 +118,13 @@ class CorrectionService:
         item = str(row["item"])
         own = row["kind"] == OWN
         if verb == "correction.later":
-            return self._request_card(actor.lang, correction_id, original, item, {}, {}, own=own)
+            return self._cards.card(actor.lang, correction_id, original, item, {}, {}, own=own)
         protocol = self._registry.get(original.protocol_id)
         if protocol is None or not protocol.in_force_on(self._clock.now().astimezone(self._tz).date()):
             return _banner(actor, "protocol_not_in_force", ocmw=self._registry.recipient_name(original.protocol_id))
         result = validate_item(item, data, protocol)
         if result.values is None:
-            return self._request_card(actor.lang, correction_id, original, item, result.typed, result.errors, own=own)
+            return self._cards.card(actor.lang, correction_id, original, item, result.typed, result.errors, own=own)
         referrer = Referrer(user_id=actor.user_id, display_name=actor.display_name)
         origin = Origin(conversation_id=actor.conversation_id, conversation_ref=actor.conversation_ref,
                         card_activity_id=actor.card_activity_id, lang=actor.lang)
@@ -193,11 +194,30 @@ class CorrectionService:
                                   reference=original.reference,
                                   detail=f"item: {item}; on Kind en Gezin's own initiative")
         logger.info("correction opened on Kind en Gezin's own initiative", extra={"reference": original.reference})
-        return self._request_card(actor.lang, correction_id, original, str(item), {}, {}, own=True)
+        return self._cards.card(actor.lang, correction_id, original, str(item), {}, {}, own=True)
 
     async def _unlisted(self, actor: Actor, original: SentReferral) -> Banner | None:
         """The refusal when `actor` may not send as the referral's team (the correction is named so); else None."""
         return await referrer_refusal(self._referrers, self._registry, actor, original, team=original.sender_team)
+
+    async def cards_back(self, actor: Actor) -> int:
+        """The bot added to a referrer's chat again (the app installed again): the cards of the corrections the OCMW
+        asked for there that Teams refused meanwhile (403 while uninstalled, given up) are posted again. How many."""
+        rows = await self._db.fetch_all(
+            "SELECT c.id, c.reference, c.item FROM corrections AS c JOIN referrals AS r ON r.reference = c.reference"
+            " WHERE c.new_reference IS NULL AND c.kind = 'reported' AND r.conversation_id = :conversation",
+            {"conversation": actor.conversation_id})
+        now = self._clock.now()
+        again = 0
+        for row in rows:
+            original = await self._referrals.get(str(row["reference"]))
+            if original is None or not awaits_correction(self._registry, original, now.astimezone(self._tz).date()):
+                continue
+            async with self._db.transaction():
+                again += await self._cards.post_if_missing(str(row["id"]), original, str(row["item"]), now)
+        if again:
+            logger.warning("correction request: %d card(s) Teams did not show posted again", again)
+        return again
 
     async def report_superfluous(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
         """The OCMW says an item was not needed (article 7): registered, and the referrer told; nothing is resent."""
@@ -215,7 +235,42 @@ class CorrectionService:
                                       reference=original.reference)
         return referral
 
-    def _request_card(
+
+def request_slot(correction_id: str) -> str:
+    """Where the id of a correction request's card in the referrer's chat is kept."""
+    return f"correction:{correction_id}"
+
+
+def awaits_correction(registry: ProtocolRegistry, original: SentReferral, today: dt.date) -> bool:
+    """The referrer can still send the correction asked for: the family is not closed and its protocol is in force
+    (after its end a correction, a new transfer, is refused)."""
+    protocol = registry.get(original.protocol_id)
+    return original.state not in CLOSED and protocol is not None and protocol.in_force_on(today)
+
+
+class RequestCards:
+    """The referrer's card to correct an item the OCMW reported wrong: posted with the request, and again while it
+    is not in the chat (Teams refused it: the app uninstalled), by the reminder or when the bot is added back."""
+
+    def __init__(self, registry: ProtocolRegistry, messages: MessageOutbox) -> None:
+        self._registry = registry
+        self._messages = messages
+
+    async def post(self, correction_id: str, original: SentReferral, item: str, now: dt.datetime) -> None:
+        """Queue the request's card in the referrer's chat, in the caller's transaction (its id kept for later)."""
+        card = self.card(cards.language_for(original.lang), correction_id, original, item, {}, {})
+        await self._messages.post(original.conversation_ref, MessageContent(card=card), now=now,
+                                  reference=original.reference, slot=request_slot(correction_id))
+
+    async def post_if_missing(self, correction_id: str, original: SentReferral, item: str, now: dt.datetime) -> bool:
+        """Queue the card again when it is not in the chat nor on its way (`MessageOutbox.cards_missing`); True then."""
+        slot = request_slot(correction_id)
+        if slot not in await self._messages.cards_missing({slot: original.reference}):
+            return False
+        await self.post(correction_id, original, item, now)
+        return True
+
+    def card(
         self,
         lang: cards.Language,
         correction_id: str,
@@ -226,6 +281,7 @@ class CorrectionService:
         *,
         own: bool = False,
     ) -> Card:
+        """The correction card for `item`, with what was typed and its errors."""
         protocol = self._registry.get(original.protocol_id)
         return cards.correction_request_card(
             lang,

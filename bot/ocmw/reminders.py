@@ -32,7 +32,6 @@ from bot.clock import Clock
 from bot.core.protocols import ProtocolRegistry
 from bot.core.sent_referrals import (
     AWAITING_DELETION,
-    CLOSED,
     ReferralState,
     ReferralStore,
     SentReferral,
@@ -40,6 +39,7 @@ from bot.core.sent_referrals import (
 )
 from bot.delivery.chat_messages import MessageContent
 from bot.delivery.message_outbox import MessageOutbox
+from bot.ocmw.corrections import RequestCards, awaits_correction
 from bot.ocmw.links import OcmwLinks
 from bot.ocmw.working_days import add_working_days, belgian_public_holidays
 from bot.storage.database import Database, from_text, to_text
@@ -98,6 +98,7 @@ class ReminderService:
         self._clock = clock
         self._tz = timezone
         self._days = working_days
+        self._request_cards = RequestCards(registry, messages)
 
     async def run_due(self) -> int:
         """Queue every reminder that is due now; returns how many were queued."""
@@ -154,11 +155,8 @@ class ReminderService:
             if add_working_days(since, self._days, self._closed) > now:
                 continue
             original = await self._referrals.get(str(row["reference"]))
-            if original is None or original.state in CLOSED:
-                continue
-            protocol = self._registry.get(original.protocol_id)
-            if protocol is None or not protocol.in_force_on(now.astimezone(self._tz).date()):
-                continue  # a correction is a new transfer, refused once the protocol ended: nothing to chase
+            if original is None or not awaits_correction(self._registry, original, now.astimezone(self._tz).date()):
+                continue  # closed, or its protocol ended (a correction, a new transfer, is refused): nothing to chase
             lang = cards.language_for(original.lang)
             text = cards.text(lang, "reminder_correction_referrer", reference=original.reference,
                               recipient=self._registry.recipient_name(original.protocol_id),
@@ -180,6 +178,8 @@ class ReminderService:
                     continue  # another instance's pass reminded it just now
                 await self._messages.post(original.conversation_ref, MessageContent(text=text), now=now,
                                           reference=original.reference)
+                # The text points to the card: when Teams refused it (the app uninstalled), it comes again.
+                await self._request_cards.post_if_missing(str(row["id"]), original, str(row["item"]), now)
             queued += 1
         return queued
 

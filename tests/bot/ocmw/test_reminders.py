@@ -26,8 +26,12 @@ from bot.ocmw.links import OcmwLink, OcmwLinks
 from bot.ocmw.reminders import ReminderService
 from bot.ocmw.working_days import belgian_public_holidays
 from bot.storage.database import Database, to_text
+from tests.support.activities import BOT_ID, TeamsUser
+from tests.support.bot_server import BotDriver
+from tests.support.card_reading import actions
 from tests.support.clock import ManualClock
 from tests.support.databases import another_engine
+from tests.support.ocmw_flow import link, send_and_deliver
 from tests.support.sample_referral import PROTOCOL_FILE
 from tests.support.stored_referrals import a_referral, conversation_ref
 
@@ -75,6 +79,9 @@ async def seed(db: Database) -> None:
     await db.execute(  # a request for a correction of B's phone number (bot.ocmw.corrections.CorrectionService.request)
         "INSERT INTO corrections (id, reference, item, requested_by_id, requested_by, requested_at)"
         " VALUES ('correction-1', 'VD-20261127-ACKEDB', 'phone', 'aad-ocmw-1', 'Olga', :at)", {"at": to_text(FRIDAY)})
+    await db.execute(  # and its card, which Teams showed in the referrer's chat
+        "INSERT INTO card_slots (slot, activity_id, updated_at) VALUES ('correction:correction-1', 'act-1', :at)",
+        {"at": to_text(FRIDAY)})
 
 
 def service(db: Database, clock: ManualClock, **options: object) -> ReminderService:
@@ -231,3 +238,80 @@ async def test_a_correction_is_not_asked_for_again_once_its_protocol_ended(datab
     await reminders.run_due()
     assert ("correction-1", "correction_referrer") not in await reminded(database)
     assert ("VD-20261127-SENTAA", "ack_ocmw") in await reminded(database), "the OCMW is still chased: it holds data"
+
+
+# -- the referrer's chat while the app is uninstalled, over HTTP ------------------------------------------
+
+
+def _in_chat(bot: BotDriver, referrer: TeamsUser, since: int = 0) -> tuple[list[str], list[str]]:
+    """What Teams showed in the referrer's chat after call `since`: the texts, and the correction ids offered."""
+    here = f"/v3/conversations/{referrer.conversation_id}/"
+    later = bot.connector.calls[since:]
+    bodies = [call.body for call in bot.connector.accepted if call in later and call.path.startswith(here)]
+    offered = [str(actions(attachment["content"])["correction.submit"]["correctionId"]) for body in bodies
+               for attachment in body.get("attachments") or [] if "correction.submit" in actions(attachment["content"])]
+    return [str(body["text"]) for body in bodies if body.get("text")], offered
+
+
+async def _requested_while_uninstalled(bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser) -> str:
+    """The OCMW reports the phone number wrong while the referrer has the app uninstalled: Teams refuses the
+    correction card, 403 (BotNotInConversationRoster), final, so it is given up. The request's id."""
+    await link(bot, ocmw_worker)
+    reference, worker = await send_and_deliver(bot, referrer)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.settle()
+    bot.connector.fail_next(403, path=f"/v3/conversations/{referrer.conversation_id}/")
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.settle()
+    assert _in_chat(bot, referrer)[1] == [], "Teams refused the card: the app is not installed"
+    return str(await bot.services.db.scalar("SELECT id FROM corrections"))
+
+
+async def test_a_correction_request_lost_while_the_app_was_uninstalled_is_offered_again_after_reinstalling(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    """The referrer removed the app (a new laptop, a clean-up) when the OCMW reported the phone number wrong.
+    After installing it again, every 2 working days the reminder said "Vul het juiste gegeven in op de kaart
+    Gegeven verbeteren in dit gesprek", a card that was not in the chat: the OCMW waited for a correction the
+    referrer had no card to send."""
+    correction_id = await _requested_while_uninstalled(bot, referrer, ocmw_worker)
+
+    before = len(bot.connector.calls)
+    installed = referrer._base(bot.service_url, "conversationUpdate")  # installed again: Teams adds the bot
+    installed["membersAdded"] = [{"id": BOT_ID}]
+    assert (await bot.post(installed)).status == 202
+    await bot.settle()
+    assert _in_chat(bot, referrer, before)[1] == [correction_id], "the card comes back with the bot, once"
+
+    before = len(bot.connector.calls)
+    clock.current = dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.UTC)  # Wednesday: past 2 working days
+    await bot.services.reminders.run_due()
+    await bot.settle()
+    reminders, offered = _in_chat(bot, referrer, before)
+    assert [text for text in reminders if "op de kaart" in text], "the reminder came"
+    assert offered == [], "the card is in the chat: the reminder points to it"
+
+
+async def test_a_reminder_brings_the_correction_card_it_points_to_when_teams_refused_it(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    """No installation Teams told the bot about (or the card refused for another reason): the reminder posts the
+    card again with its text, and the correction goes out from it."""
+    correction_id = await _requested_while_uninstalled(bot, referrer, ocmw_worker)
+
+    before = len(bot.connector.calls)
+    clock.current = dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.UTC)
+    await bot.services.reminders.run_due()
+    await bot.settle()
+    reminders, offered = _in_chat(bot, referrer, before)
+    assert [text for text in reminders if "op de kaart" in text] and offered == [correction_id]
+
+    await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+    assert await bot.services.db.scalar(
+        "SELECT new_reference FROM corrections WHERE id = :id", {"id": correction_id})
+    before = len(bot.connector.calls)
+    clock.current = dt.datetime(2026, 12, 9, 9, 0, tzinfo=dt.UTC)
+    await bot.services.reminders.run_due()
+    await bot.settle()
+    reminders, offered = _in_chat(bot, referrer, before)
+    assert not [text for text in reminders if "op de kaart" in text] and offered == [], "sent: no longer chased"
