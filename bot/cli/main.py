@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--migrate", action="store_true",
                        help="bring the database's schema to this version first (the embedded SQLite file always is)")
     migrate_command = commands.add_parser("migrate", help="bring the database's schema to this version")
+    migrate_command.add_argument("--wait", action="store_true",
+                                 help="wait for a database that cannot be reached yet (a start command), "
+                                      "one line per attempt")
     migrate_command.add_argument("--from-sqlite", type=Path, default=None, metavar="FILE",
                                  help="then copy every table of this SQLite file (the old deployment's) into the "
                                       "empty database, and verify the copy")
@@ -91,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(parser: argparse.ArgumentParser, arguments: argparse.Namespace, settings: Settings) -> int:
     """An administrator command; what it cannot do ends in one line on stderr and exit status 2 (`main`)."""
     if arguments.command == "migrate":
-        return asyncio.run(run_migrate_command(settings, arguments.from_sqlite))
+        return asyncio.run(run_migrate_command(settings, arguments.from_sqlite, wait=arguments.wait))
     if arguments.command == "register":
         return run_register_command(arguments, settings)
     if arguments.command == "breach-report":

@@ -1,4 +1,9 @@
-"""`python -m bot migrate [--from-sqlite FILE]`: the schema to this version, and a SQLite deployment's data in."""
+"""`python -m bot migrate [--wait] [--from-sqlite FILE]`: the schema to this version, and a SQLite deployment's data in.
+
+`--wait` is for a start command (`migrate --wait && exec serve`, infra/README.md): while the database cannot be
+reached (a failover, the network not up yet) it tries again, one line per attempt, as `serve` does; without it an
+operator at a prompt gets the one-line error at once.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,26 @@ from pathlib import Path
 
 from bot.cli.sqlite_import import ImportFailed, ImportRefused, import_sqlite
 from bot.config import Settings
-from bot.storage.schema_migration import migrate
-from bot.wiring import Closer, build_database
+from bot.storage.database import Database, DatabaseUnreachable
+from bot.storage.schema_migration import SchemaState, migrate
+from bot.wiring import Closer, StartUpWait, build_database
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 
 
-async def run_migrate_command(settings: Settings, from_sqlite: Path | None) -> int:
-    """Migrate (idempotent), then import `from_sqlite` if given; one line per step on standard output."""
+async def run_migrate_command(settings: Settings, from_sqlite: Path | None, *, wait: bool = False) -> int:
+    """Migrate (idempotent), then import `from_sqlite` if given; one line per step on standard output.
+
+    `wait`: an unreachable database is waited for (a start command) instead of ending the command."""
     if from_sqlite is not None and not settings.database.is_postgres:
         sys.stderr.write("--from-sqlite copies into PostgreSQL: set DATABASE_URL to the new database\n")
         return EXIT_USAGE
     closers: list[Closer] = []
     db = build_database(settings, closers)
     try:
-        before = await migrate(db)
+        before = await _migrate_once_reachable(db) if wait else await migrate(db)
         where = f"PostgreSQL on {settings.database.host}" if settings.database.is_postgres else str(
             settings.database_path)
         if before.up_to_date:
@@ -50,3 +58,13 @@ async def run_migrate_command(settings: Settings, from_sqlite: Path | None) -> i
         await db.close()
         for close in closers:
             await close()
+
+
+async def _migrate_once_reachable(db: Database) -> SchemaState:
+    """`migrate`, tried again while the database cannot be reached (the start's `StartUpWait`)."""
+    waiting = StartUpWait("the database")
+    while True:
+        try:
+            return await migrate(db)
+        except DatabaseUnreachable as error:
+            await waiting.pause(str(error))

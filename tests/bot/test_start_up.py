@@ -14,18 +14,19 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
 from tests.support.activities import TeamsUser
-from tests.support.bot_process import bot_process
+from tests.support.bot_process import PROJECT_ROOT, bot_process
 from tests.support.bot_server import serve
 from tests.support.card_reading import actions
 from tests.support.connector import ConnectorStandIn
 from tests.support.databases import migrated_postgres_url
-from tests.support.postgres_server import PostgresServer
+from tests.support.postgres_server import PostgresServer, postgres_server
 from tests.support.sample_values import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID
 from tests.support.smtp_server import free_port
 from tests.support.tcp_proxy import TcpProxy
@@ -137,3 +138,99 @@ async def _until_ready_or_exit(url: str, session: aiohttp.ClientSession, process
             pass
         await asyncio.sleep(0.2)
     raise AssertionError("neither ready nor ended in time")
+
+
+def _postgres_env(tmp_path: Path, url: str, port: int, **extra: str) -> dict[str, str]:
+    return {**os.environ, "BOT_DATA_DIR": str(tmp_path / "data"), "PORT": str(port), "DATABASE_URL": url,
+            "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD, "LOCAL_DRAFT_KEY": DRAFT_KEY, "MAIL_TRANSPORT": "smtp",
+            "SMTP_HOST": "127.0.0.1", **extra}
+
+
+async def test_a_start_during_a_postgresql_restart_waits_for_it(tmp_path: Path) -> None:
+    """A planned restart of the server (maintenance, a parameter change, a failover's old primary): PostgreSQL first
+    refuses new connections ("the database system is shutting down", SQLSTATE 57P03, as while it starts up and
+    recovers), then goes down and comes back. An instance started meanwhile ended with a traceback (exit 1): the
+    error came through SQLAlchemy's adapter class, which the check for an unreachable server did not know."""
+    with postgres_server() as server:
+        url = await migrated_postgres_url(server)
+        holder = subprocess.Popen(["psql", "-h", str(server.folder), "-p", str(server.port), "-U", "postgres",  # noqa: ASYNC220
+                                   "-d", "postgres", "-tAc", "SELECT pg_sleep(6)"], stdout=subprocess.DEVNULL)
+        await asyncio.sleep(0.5)  # the session the "smart" shutdown waits for
+        postmaster = int((server.folder / "data" / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGTERM)  # new connections are refused with 57P03
+        await asyncio.sleep(0.5)
+        port = free_port()
+        log = tmp_path / "bot.log"
+        with bot_process(_postgres_env(tmp_path, url, port), log) as process:
+            await asyncio.to_thread(holder.wait, 20)
+            await asyncio.to_thread(server.start_again)  # down, and up again
+            async with aiohttp.ClientSession() as session:
+                ended = await _until_ready_or_exit(f"http://127.0.0.1:{port}", session, process, 40)
+            text = log.read_text()
+    assert ended is None, f"serve ended with exit code {ended}:\n{text[-1500:]}"
+    assert "start-up waits for the database" in text and "Traceback" not in text
+
+
+async def test_a_start_while_the_server_has_no_connection_slot_left_waits_for_one(tmp_path: Path) -> None:
+    """A swap or a rolling restart runs the old instances and the new side by side, each with its pool: a small
+    server runs out of connection slots ("too many clients already", SQLSTATE 53300) until the old ones stop. The
+    new instance ended with a traceback (exit 1), to be started again and again during the deployment."""
+    with postgres_server(settings={"max_connections": "6", "superuser_reserved_connections": "0"}) as server:
+        url = await migrated_postgres_url(server)
+        holders = [subprocess.Popen(["psql", "-h", str(server.folder), "-p", str(server.port), "-U", "postgres",  # noqa: ASYNC220
+                                     "-d", "postgres", "-tAc", "SELECT pg_sleep(6)"], stdout=subprocess.DEVNULL)
+                   for _ in range(6)]  # the old instances' pools: every slot taken
+        await asyncio.sleep(1)
+        port = free_port()
+        log = tmp_path / "bot.log"
+        try:
+            with bot_process(_postgres_env(tmp_path, url, port, DATABASE_POOL_SIZE="2"), log) as process:
+                async with aiohttp.ClientSession() as session:
+                    ended = await _until_ready_or_exit(f"http://127.0.0.1:{port}", session, process, 40)
+                text = log.read_text()
+        finally:
+            for holder in holders:
+                holder.wait(timeout=20)
+    assert ended is None, f"serve ended with exit code {ended}:\n{text[-1500:]}"
+    assert "start-up waits for the database" in text and "Traceback" not in text
+
+
+async def test_the_documented_start_command_of_a_schema_change_waits_for_postgresql(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """infra/README.md deploys a version that changes the schema with the start command `python -m bot migrate
+    --wait && exec python -m bot serve` on every instance. PostgreSQL out of reach for the first seconds of that
+    start: `migrate` (without waiting) ended at once with exit 2, so `serve` and its own wait never ran and App
+    Service started the container again and again."""
+    url = await migrated_postgres_url(postgres)
+    database = url.rsplit("/", 1)[1].split("?")[0]
+    await asyncio.to_thread(postgres.psql, DOWN_ONE_REVISION, database)
+    proxy = TcpProxy(postgres.port)
+    proxy_port = free_port()  # where the instance looks for PostgreSQL: nothing listens there for the first 4 s
+    port = free_port()
+    env = _postgres_env(tmp_path, url.replace(f":{postgres.port}/", f":{proxy_port}/"), port)
+    log = tmp_path / "bot.log"
+    with log.open("ab") as output:
+        process = subprocess.Popen(  # noqa: ASYNC220
+            ["sh", "-c", START_COMMAND.format(python=sys.executable)], env=env, cwd=PROJECT_ROOT, stdout=output,
+            stderr=output)
+    try:
+        await asyncio.sleep(4)
+        await proxy.start(proxy_port)
+        async with aiohttp.ClientSession() as session:
+            ended = await _until_ready_or_exit(f"http://127.0.0.1:{port}", session, process, 40)
+        text = log.read_text()
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            await asyncio.to_thread(process.wait, 30)  # in a thread: the proxy on this loop carries its goodbyes
+        await proxy.close()
+    assert ended is None, f"the start command ended with exit code {ended}:\n{text[-800:]}"
+    assert "migrated from 0008" in text and "Traceback" not in text
+
+
+#: The schema one revision behind this version's: revision 0009's downgrade (keep it the newest revision's).
+DOWN_ONE_REVISION = ("DROP INDEX ocmw_links_team; ALTER TABLE ocmw_links DROP COLUMN team_id; "
+                     "UPDATE alembic_version SET version_num = '0008'")
+#: infra/README.md's start command for a version that changes the schema (`{python}`: this interpreter).
+START_COMMAND = "{python} -m bot migrate --wait && exec {python} -m bot serve"

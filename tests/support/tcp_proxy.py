@@ -30,6 +30,8 @@ class TcpProxy:
                 if not self.vanished:
                     target.write(data)
                     await target.drain()
+            if not self.vanished:  # one side closed: so does the other (asyncpg waits for it after its Terminate)
+                target.close()
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer), return_exceptions=True)
 
