@@ -47,7 +47,7 @@ from bot.router import LINK_LIMIT, Router
 from bot.secrets.draft_cipher import DraftCipher
 from bot.secrets.zip_passwords import ZipPasswordError, ZipPasswordProvider
 from bot.storage.activity_receipts import ActivityReceipts
-from bot.storage.database import Database, DatabaseUnreachable
+from bot.storage.database import Database
 from bot.storage.database_clock import DatabaseClock
 from bot.storage.periodic_jobs import PeriodicJobs
 from bot.storage.rate_limits import RateLimit, RateLimiter
@@ -58,11 +58,11 @@ from bot.teams.connector import ConnectorTokenSource
 from bot.teams.route import MAX_BODY_BYTES
 from bot.wiring import (
     Closer,
-    StartUpWait,
     build_database,
     build_mail_transport,
     build_membership_checker,
     build_password_provider,
+    once_database_reachable,
 )
 
 if TYPE_CHECKING:
@@ -371,7 +371,11 @@ def create_app(
 
     async def run_background(_: web.Application) -> AsyncIterator[None]:
         embedded = not settings.database.is_postgres
-        await _require_schema_once_reachable(db, migrate_if_behind=embedded if migrate is None else migrate)
+        # Waited for while the database cannot be reached, before anything listens: the instance starts once it
+        # answers, where it ended with a traceback and was started again and again. A schema behind or ahead
+        # still ends the start (`SchemaOutOfDate`, one line and exit 2).
+        await once_database_reachable(
+            lambda: require_current_schema(db, migrate_if_behind=embedded if migrate is None else migrate))
         if shared_time is not None:  # before anything compares a time another instance stored
             await shared_time.align()
         if run_worker and embedded:  # this process owns the data folder: a send still marked is a dead one
@@ -418,21 +422,6 @@ def create_app(
 
     app.cleanup_ctx.append(run_background)
     return app
-
-
-async def _require_schema_once_reachable(db: Database, *, migrate_if_behind: bool) -> None:
-    """The schema check at start, tried again while the database cannot be reached (a failover, a restart of the
-    server, the network not up yet), before anything listens: the instance starts once it answers, instead of
-    ending with a traceback and being started again and again. A schema behind or ahead still ends the start
-    (`SchemaOutOfDate`, one line and exit 2)."""
-    waiting = StartUpWait("the database")
-    while True:
-        try:
-            await require_current_schema(db, migrate_if_behind=migrate_if_behind)
-            return
-        except DatabaseUnreachable as error:
-            reason = str(error)
-        await waiting.pause(reason)
 
 
 def _draft_cipher(settings: Settings, draft_key: bytes | None) -> DraftCipher:

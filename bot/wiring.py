@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from azure.core.credentials_async import AsyncTokenCredential
 
@@ -19,7 +19,7 @@ from bot.delivery.mail_transport import MailTransport, OutboxFolderTransport
 from bot.referral.graph_membership import GraphMembershipChecker
 from bot.referral.referrers import MembershipChecker
 from bot.secrets.zip_passwords import LocalZipPasswordProvider, ZipPasswordProvider
-from bot.storage.database import Database, DatabaseSettings, open_database
+from bot.storage.database import Database, DatabaseSettings, DatabaseUnreachable, open_database
 
 if TYPE_CHECKING:
     from azure.keyvault.secrets import KeyVaultSecret
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Closer = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 #: At start, what the bot cannot serve without (the draft key, the database's schema) while it is out of reach
 #: (a failover, a restart, throttling): tried again after about 1 s, doubling to 10 s, or after what
 #: Retry-After asks (at most 10 s), with jitter. App Service waits 230 s for a container to start.
@@ -227,6 +228,17 @@ class StartUpWait:
         logger.warning("start-up waits for %s: %s (attempt %d); trying again in %.1f s", self._what, reason,
                        self._attempts, wait)
         await asyncio.sleep(wait)
+
+
+async def once_database_reachable(attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt`'s result, tried again (`StartUpWait`) while the database cannot be reached: a failover, a restart
+    of the server, the network not up yet. Any other failure ends it (a schema behind or ahead, a refusal)."""
+    waiting = StartUpWait("the database")
+    while True:
+        try:
+            return await attempt()
+        except DatabaseUnreachable as error:
+            await waiting.pause(str(error))
 
 
 class DraftKeyError(Exception):

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from bot.cli.sqlite_import import ImportFailed, ImportRefused, import_sqlite
 from bot.config import Settings
-from bot.storage.database import Database, DatabaseUnreachable
-from bot.storage.schema_migration import SchemaState, migrate
-from bot.wiring import Closer, StartUpWait, build_database
+from bot.storage.schema_migration import migrate
+from bot.wiring import Closer, build_database, once_database_reachable
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -31,7 +30,7 @@ async def run_migrate_command(settings: Settings, from_sqlite: Path | None, *, w
     closers: list[Closer] = []
     db = build_database(settings, closers)
     try:
-        before = await _migrate_once_reachable(db) if wait else await migrate(db)
+        before = await once_database_reachable(lambda: migrate(db)) if wait else await migrate(db)
         where = f"PostgreSQL on {settings.database.host}" if settings.database.is_postgres else str(
             settings.database_path)
         if before.up_to_date:
@@ -58,13 +57,3 @@ async def run_migrate_command(settings: Settings, from_sqlite: Path | None, *, w
         await db.close()
         for close in closers:
             await close()
-
-
-async def _migrate_once_reachable(db: Database) -> SchemaState:
-    """`migrate`, tried again while the database cannot be reached (the start's `StartUpWait`)."""
-    waiting = StartUpWait("the database")
-    while True:
-        try:
-            return await migrate(db)
-        except DatabaseUnreachable as error:
-            await waiting.pause(str(error))

@@ -86,9 +86,8 @@ _TIME_LIMIT_SQLSTATES = frozenset({"55P03", "57014"})
 #: The server taking no connection for a while: admin_shutdown, crash_shutdown, cannot_connect_now (shutting down,
 #: starting up, recovering: a restart or a failover) and too_many_connections (every slot taken, as while the old
 #: instances of a swap still hold their pools). Out of reach, as a refused connection: tried again.
-_UNREACHABLE_SQLSTATES_NAMED = {"57P01": "server shutting down", "57P02": "server crashed",
-                                 "57P03": "server not taking connections now", "53300": "no connection slot free"}
-_UNREACHABLE_SQLSTATES = frozenset(_UNREACHABLE_SQLSTATES_NAMED)
+_UNREACHABLE_SQLSTATES = {"57P01": "server shutting down", "57P02": "server crashed",
+                          "57P03": "server not taking connections now", "53300": "no connection slot free"}
 #: PostgreSQL refusing writes for a while, by SQLSTATE: read_only_sql_transaction (a failover left the bot on a
 #: standby; Azure makes a server read-only when its storage is nearly full), disk_full.
 _REFUSED_SQLSTATES = {"25006": "database read-only", "53100": "database full"}
@@ -516,7 +515,7 @@ def as_database_error(writes_refused: Callable[[], None] | None = None) -> Itera
     except DBAPIError as error:
         if getattr(error.orig, "sqlstate", None) in _TIME_LIMIT_SQLSTATES:
             raise DatabaseError("database busy: a lock or statement took longer than its limit") from error
-        not_now = _UNREACHABLE_SQLSTATES_NAMED.get(getattr(error.orig, "sqlstate", None) or "")
+        not_now = _UNREACHABLE_SQLSTATES.get(getattr(error.orig, "sqlstate", None) or "")
         if not_now is not None:  # before the refusals: too_many_connections is in class 53 too
             raise DatabaseUnreachable(f"database unavailable: {not_now}") from error
         refusal = _refusal(error)
@@ -568,15 +567,13 @@ def _refusal(error: DBAPIError) -> DatabaseError | None:
 
 
 def _is_unreachable(error: DBAPIError) -> bool:
-    """A connection that could not be made (refused, reset, timed out; the server shutting down, starting or
-    out of connection slots) rather than a statement refused.
+    """A connection that could not be made (refused, reset, timed out) rather than a statement refused.
 
-    By SQLSTATE too: through SQLAlchemy's asyncpg adapter every server error is one class (`Error`), so its
-    name says nothing of asyncpg's `CannotConnectNowError` or `TooManyConnectionsError`.
+    The server's own "not now" answers are told by SQLSTATE before (`_UNREACHABLE_SQLSTATES`): through
+    SQLAlchemy's asyncpg adapter every server error is one class (`Error`), whose name says nothing of
+    asyncpg's `CannotConnectNowError` or `TooManyConnectionsError`.
     """
     original = getattr(error, "orig", None)
-    if getattr(original, "sqlstate", None) in _UNREACHABLE_SQLSTATES:
-        return True
     unreachable = isinstance(original, (OSError, ConnectionError, TimeoutError))
     return unreachable or "connect" in type(original).__name__.lower()
 
