@@ -55,6 +55,7 @@ def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
         user_id = _clean(sender.aad_object_id or sender.id)
         name = _clean(sender.name)
     conversation_id = str(activity.conversation.id) if activity.conversation and activity.conversation.id else ""
+    team_id = _channel_data_id(activity, "team")
     return Actor(
         user_id=user_id[:128],
         display_name=name[:128],
@@ -63,10 +64,10 @@ def actor_of(activity: Activity, *, with_reference: bool = False) -> Actor:
         conversation_ref=reference_of(activity) if with_reference else "",
         card_activity_id=activity.reply_to_id if isinstance(activity.reply_to_id, str) else None,
         tenant_id=_channel_data_id(activity, "tenant"),
-        places=tuple(place for place in (_channel_data_id(activity, "team"), _channel_data_id(activity, "channel"))
+        places=tuple(place for place in (team_id, _channel_data_id(activity, "channel"))
                      if place),
         conversation_type=_conversation_type(activity),
-        team_id=_channel_data_id(activity, "team")[:512],
+        team_id=team_id[:512],
     )
 
 
