@@ -513,7 +513,7 @@ def as_database_error(writes_refused: Callable[[], None] | None = None) -> Itera
     except PoolTimeoutError as error:
         raise DatabaseError("database busy: no connection free in the pool") from error
     except DBAPIError as error:
-        if getattr(error.orig, "sqlstate", None) in _TIME_LIMIT_SQLSTATES:
+        if getattr(error.orig, "sqlstate", None) in _TIME_LIMIT_SQLSTATES or _sqlite_waited_out(error):
             raise DatabaseError("database busy: a lock or statement took longer than its limit") from error
         not_now = _UNREACHABLE_SQLSTATES.get(getattr(error.orig, "sqlstate", None) or "")
         if not_now is not None:  # before the refusals: too_many_connections is in class 53 too
@@ -547,6 +547,13 @@ def _current_task() -> asyncio.Task[Any] | None:
         return asyncio.current_task()
     except RuntimeError:
         return None
+
+
+def _sqlite_waited_out(error: DBAPIError) -> bool:
+    """SQLite's "database is locked": another writer (a `python -m bot` command beside `serve`) held the file
+    past `SQLITE_BUSY_TIMEOUT_MS`. Not now, as PostgreSQL's lock timeout: the caller says "probeer zo opnieuw"."""
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _refusal(error: DBAPIError) -> DatabaseError | None:
