@@ -19,6 +19,7 @@ from bot.delivery.message_outbox import MessageOutbox
 from bot.secrets.zip_passwords import ZipPasswordError, ZipPasswordProvider
 from bot.storage.database import DatabaseError
 from bot.storage.schema_migration import schema_state
+from bot.storage.write_readiness import write_refusal
 from bot.wiring import (
     Closer,
     DraftKeyError,
@@ -108,7 +109,7 @@ def _check_protocols(settings: Settings, clock: Clock, results: list[CheckResult
 
 
 async def _check_database(settings: Settings, clock: Clock, seconds: float) -> list[CheckResult]:
-    """The database answers, its schema is this version's, and no Teams message is stuck in its outbox."""
+    """The database answers, would take a write, its schema is this version's, and no Teams message is stuck."""
     if not settings.database.is_postgres:
         try:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +122,7 @@ async def _check_database(settings: Settings, clock: Clock, seconds: float) -> l
         async with asyncio.timeout(seconds):
             state = await schema_state(db)
             stuck = await MessageOutbox(db).stuck(clock.now(), STUCK_AFTER) if state.current else None
+            refused = await write_refusal(db) if state.current else None
     except TimeoutError:
         return [CheckResult("database", False, f"{where}: no answer within {seconds:.0f} s")]
     except DatabaseError as error:  # its message says the kind only ("database unavailable: ConnectionRefusedError")
@@ -133,7 +135,9 @@ async def _check_database(settings: Settings, clock: Clock, seconds: float) -> l
             await close()
     schema = "schema current" if state.up_to_date else (
         f"schema at {state.current or 'none'}, this version needs {state.head}: run `python -m bot migrate`")
-    results = [CheckResult("database", state.up_to_date or not settings.database.is_postgres,
+    if refused is not None:  # reads answer, writes would not be taken (a standby after a failover, a full disk)
+        schema += f"; writes refused: {refused}"
+    results = [CheckResult("database", (state.up_to_date or not settings.database.is_postgres) and refused is None,
                            f"{where} ({schema})")]
     if stuck is not None:
         detail = f"{stuck.given_up} given up in the last 7 days, {stuck.waiting} waiting longer than " \

@@ -13,7 +13,7 @@ from bot.cli.checks import run_checks
 from bot.config import Settings
 from bot.secrets.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client
 from tests.support.clock import ManualClock
-from tests.support.databases import postgres_url
+from tests.support.databases import migrated_postgres_url, postgres_url
 from tests.support.entra_login import entra_database
 from tests.support.keyvault_standin import (
     MANAGED_IDENTITY_TOKEN,
@@ -120,6 +120,26 @@ async def test_a_postgresql_schema_behind_fails_the_check_naming_the_command(
     [database] = [result for result in results if result.name == "database"]
     assert not database.ok and "python -m bot migrate" in database.detail and "127.0.0.1" in database.detail
     assert not (tmp_path / "none").exists(), "with PostgreSQL nothing is written to the instance's disk"
+
+
+async def test_a_database_that_refuses_every_write_fails_the_check(
+    postgres: PostgresServer, clock: ManualClock
+) -> None:
+    """A failover that left the bot on a standby, or Azure making a server read-only as its storage fills up: reads
+    answer, so the check said the database was fine while no click could be recorded."""
+    url = await migrated_postgres_url(postgres)
+    env = {"DATABASE_URL": url, "MAIL_TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
+           "LOCAL_ZIP_PASSWORD": "A" * 20, "LOCAL_DRAFT_KEY": "ab" * 32}
+    name = url.rsplit("/", 1)[1].split("?", 1)[0]
+    await asyncio.to_thread(postgres.psql, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    results = await run_checks(Settings.from_mapping(env), clock, seconds_per_check=5)
+    [database] = [result for result in results if result.name == "database"]
+    assert not database.ok, database.line()
+    assert database.line() == "FAIL database: PostgreSQL on 127.0.0.1 (schema current; writes refused: read-only)"
+    await asyncio.to_thread(postgres.psql, f'ALTER DATABASE "{name}" SET default_transaction_read_only = off')
+    [database] = [result for result in await run_checks(Settings.from_mapping(env), clock, seconds_per_check=5)
+                  if result.name == "database"]
+    assert database.line() == "OK   database: PostgreSQL on 127.0.0.1 (schema current)", database.line()
 
 
 async def test_an_unreachable_database_fails_within_the_time_given(clock: ManualClock, tmp_path: Path) -> None:
