@@ -10,7 +10,9 @@ token is signed (RS256) by such a key that endorses the activity's channel, is i
 The keys are fetched with a bounded asynchronous HTTP call (never blocking the event loop), once
 for all requests waiting on them, and kept for a day; an unknown key id triggers at most one
 early refresh per `REFRESH_COOLDOWN`. When they cannot be had in time the answer is 503 (the
-caller retries), never a hang and never a 500.
+caller retries), never a hang and never a 500. An unknown key id is 401 only when the last look-up
+succeeded; after one that failed or timed out (and through its cooldown) it is 503 as well: a key the
+Bot Framework has just begun to sign with looks the same, and it does not send a 401's request again.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class TokenValidator:
         self._keys: dict[str, _SigningKey] = {}
         self._fetched_at: float | None = None
         self._last_attempt: float | None = None
+        # False while a look-up is under way and after one failed: an unknown key id may then be a new key.
+        self._last_lookup_succeeded = False
         self._pending: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -114,6 +118,8 @@ class TokenValidator:
             await self._refresh()
         key = self._keys.get(kid)
         if key is None:
+            if not self._last_lookup_succeeded:
+                raise IdentityProviderUnavailableError("unknown signing key, keys not looked up")
             raise NotAuthenticatedError("unknown signing key")
         return key
 
@@ -121,6 +127,7 @@ class TokenValidator:
         """Fetch the keys once for everyone waiting; keep the old ones when the fetch fails."""
         if self._pending is None or self._pending.done():
             self._last_attempt = self._monotonic()
+            self._last_lookup_succeeded = False
             self._pending = asyncio.create_task(self._fetch())
             # A fetch that outlives every waiter still fills the cache; its failure is read here.
             self._pending.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -157,6 +164,7 @@ class TokenValidator:
             raise ValueError("no RSA signing keys published")
         self._keys = keys
         self._fetched_at = self._monotonic()
+        self._last_lookup_succeeded = True
         logger.info("Bot Framework signing keys fetched: %d", len(keys))
 
     def _session_for_fetching(self) -> aiohttp.ClientSession:

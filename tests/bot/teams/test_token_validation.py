@@ -102,14 +102,15 @@ async def test_stale_keys_and_a_failing_provider_are_asked_once_per_cooldown_not
     keys: OpenIdStandIn, validator: tuple[TokenValidator, Ticks]
 ) -> None:
     """Past a day, any request (an unauthenticated one with a made-up key id too) started a fetch: one request
-    to the identity provider for each one to the bot, at the sender's rate, while the provider was failing."""
+    to the identity provider for each one to the bot, at the sender's rate, while the provider was failing.
+    The made-up key id is 503, not 401: with the provider failing it cannot be told from a new key."""
     checker, ticks = validator
     await _check(checker, keys.token(SERVICE_URL))
     ticks.now += KEYS_MAX_AGE_SECONDS + 1
     keys.failing = True
     stranger = new_key("made-up")
     for _ in range(20):
-        with pytest.raises(NotAuthenticatedError):
+        with pytest.raises(IdentityProviderUnavailableError):
             await _check(checker, keys.token(SERVICE_URL, key=stranger))
     assert keys.fetches.count("metadata") == 2, "the first load, then one refresh in the cooldown"
     await _check(checker, keys.token(SERVICE_URL))  # the stale keys still serve Teams
@@ -131,5 +132,50 @@ async def test_stale_keys_and_a_silent_provider_hold_up_one_request_per_cooldown
             await _check(checker, keys.token(SERVICE_URL))
             waits.append(time.monotonic() - started)
         assert waits[0] >= 0.25 and max(waits[1:]) < 0.25, [round(wait, 2) for wait in waits]
+    finally:
+        await checker.close()
+
+
+async def test_a_rotated_key_while_the_provider_fails_is_unavailable_not_unauthenticated(
+    keys: OpenIdStandIn, validator: tuple[TokenValidator, Ticks]
+) -> None:
+    """The Bot Framework starts signing with a new key while its key endpoint fails (or is slow) for a moment.
+
+    The key id is unknown because it could not be looked up, not because the token is forged: a 401 is final for
+    the Bot Framework (the referrer's "nieuw" or "status" is lost without a word), a 503 makes it send the
+    activity again, and the copies that come during the cooldown must not be refused for good either.
+    """
+    checker, ticks = validator
+    await _check(checker, keys.token(SERVICE_URL))
+    ticks.now += REFRESH_COOLDOWN_SECONDS + 1
+    rotated = keys.rotate("key-2")
+    keys.failing = True
+    for _ in range(2):  # the request that tried the refresh, then one inside the cooldown
+        with pytest.raises(IdentityProviderUnavailableError):
+            await _check(checker, keys.token(SERVICE_URL, key=rotated))
+        ticks.now += 5
+    assert keys.fetches.count("metadata") == 2, "the copy inside the cooldown asked the provider again"
+    keys.failing = False
+    ticks.now += REFRESH_COOLDOWN_SECONDS
+    assert (await _check(checker, keys.token(SERVICE_URL, key=rotated)))["aud"] == APP_ID
+    with pytest.raises(NotAuthenticatedError):  # after a look-up that succeeded, an unknown key id is forged
+        await _check(checker, keys.token(SERVICE_URL, key=new_key("made-up")))
+
+
+async def test_a_rotated_key_while_the_provider_is_silent_is_unavailable_until_the_keys_come(
+    keys: OpenIdStandIn,
+) -> None:
+    """A look-up that timed out, its fetch still under way, tells nothing about the key id either: 503."""
+    ticks = Ticks()
+    checker = TokenValidator(app_id=APP_ID, metadata_url=keys.metadata_url, monotonic=ticks, fetch_timeout=0.2)
+    try:
+        await _check(checker, keys.token(SERVICE_URL))
+        ticks.now += REFRESH_COOLDOWN_SECONDS + 1
+        rotated = keys.rotate("key-2")
+        keys.silent = True
+        for _ in range(2):  # the request that waited for the fetch, then one inside the cooldown
+            with pytest.raises(IdentityProviderUnavailableError):
+                await _check(checker, keys.token(SERVICE_URL, key=rotated))
+        assert keys.fetches.count("metadata") == 2
     finally:
         await checker.close()
