@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import inspect
 from collections.abc import AsyncIterator, Iterator
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.app import create_app
-from bot.config import Settings
+from bot.config import Settings, TelemetryConfig
+from bot.operations.telemetry import telemetry_from_settings
 from bot.storage.database import Database
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
@@ -96,6 +98,15 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 async def bot(settings: Settings, clock: ManualClock) -> AsyncIterator[BotDriver]:
     async with running_bot(create_app(settings, clock=clock, run_worker=False)) as driver:
+        yield driver
+
+
+@pytest.fixture
+async def metered_bot(settings: Settings, clock: ManualClock) -> AsyncIterator[BotDriver]:
+    """The bot with `METRICS_PORT=0` (a free loopback port), as `make run` has it on 9464 and the alerts read it."""
+    settings = dataclasses.replace(settings, telemetry=TelemetryConfig(metrics_port=0))
+    app = create_app(settings, clock=clock, run_worker=False, telemetry=telemetry_from_settings(settings.telemetry))
+    async with running_bot(app) as driver:
         yield driver
 
 

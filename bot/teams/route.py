@@ -5,7 +5,7 @@ checks its size, JSON depth and shape, refuses activities from any channel but M
 (identity and tenant come from fields only Teams guarantees), authenticates the request when the
 bot has an app id (401 for a token that proves nothing, 503 when the signing keys cannot be had in
 time), runs the turn, and writes the invoke's answer itself. Malformed input gets a 4xx with a
-short reason, never a 500.
+short reason, never a 500; a body cut off by its sender is one INFO line and counted as 499.
 
 A typed message (any activity but an invoke) that Teams sends again, with the id of one that arrived
 before on any instance, is answered 202 without a turn (`bot.storage.activity_receipts`): "nieuw" ran
@@ -46,6 +46,8 @@ MAX_BODY_BYTES = 256 * 1024  # a Teams activity is far smaller; a card is at mos
 MAX_JSON_DEPTH = 32
 TEAMS_CHANNEL = "msteams"
 RETRY_AFTER_SECONDS = 10
+#: The answer recorded for a request whose sender went away before its body was whole (nginx's "client closed").
+CLIENT_CLOSED_REQUEST = 499
 #: At a stop, how long the receipts of the turns it cut off may take to be taken back.
 FORGET_WAIT_SECONDS = 2.0
 
@@ -94,6 +96,10 @@ def messages_route(
             raw = await read_whole_body(request)
         except BodyTooLargeError:
             return _error(413, "request body too large")
+        except ConnectionResetError:  # aiohttp.ClientConnectionResetError too: the sender went away mid-body
+            # Nobody waits for this answer and the bot did nothing wrong: not a traceback, not a 5xx for the alert.
+            logger.info("request body cut off: the sender closed the connection")
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -22,15 +21,6 @@ from tests.support.bot_server import BotDriver, running_bot
 from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import until
 from tests.support.referral_flow import PROTOCOL_ID, open_consent
-
-
-@pytest.fixture
-async def metered_bot(settings: Settings, clock: ManualClock) -> AsyncIterator[BotDriver]:
-    """The bot with `METRICS_PORT=0` (a free loopback port), as `make run` has it on 9464."""
-    settings = dataclasses.replace(settings, telemetry=TelemetryConfig(metrics_port=0))
-    app = create_app(settings, clock=clock, run_worker=False, telemetry=telemetry_from_settings(settings.telemetry))
-    async with running_bot(app) as driver:
-        yield driver
 
 
 async def _scrape(session: aiohttp.ClientSession, url: str) -> dict[str, list[Sample]]:

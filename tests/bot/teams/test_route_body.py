@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import socket
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver
@@ -98,3 +100,36 @@ async def test_a_message_in_segments_gets_its_reply(bot: BotDriver, referrer: Te
     await bot.settle()
     [reply] = bot.connector.calls
     assert "referral.start" in actions(reply.body["attachments"][0]["content"])
+
+
+async def test_a_request_cut_off_in_its_body_is_no_server_error(
+    metered_bot: BotDriver, referrer: TeamsUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sender goes away while the body is on its way (a connection reset, a front end recycled, anyone on
+    the internet): nobody waits for an answer and the bot did nothing wrong. It was an ERROR traceback
+    ("Error handling request", ConnectionResetError from `read_whole_body`) and a 500 on /api/messages, which
+    the "5xx answers" alert counts as users seeing errors: three such cut-offs on a quiet evening page the
+    operator. A client that goes away is 499, as when a turn is cancelled."""
+    caplog.set_level(logging.INFO, logger="bot.teams.route")
+    body = _card_action(metered_bot, referrer)
+    address = urlsplit(metered_bot.bot_url)
+    for _ in range(3):
+        _, writer = await asyncio.open_connection(address.hostname, address.port)
+        writer.write(_head(metered_bot, f"Content-Length: {len(body)}\r\n") + body[: len(body) // 2])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+        await writer.wait_closed()
+    status, _ = await _raw_exchange(metered_bot, [_head(metered_bot, f"Content-Length: {len(body)}\r\n"), body])
+    assert status == 200  # the bot still answers
+    view = metered_bot.services.metrics_view
+    assert view is not None
+    async with metered_bot.session.get(view.url) as response:
+        families = {family.name: family.samples for family in text_string_to_metric_families(await response.text())}
+    answered = {sample.labels["http_response_status_code"]: sample.value for sample in families["vd_http_responses"]
+                if sample.labels["http_route"] == "/api/messages"}
+    assert not [code for code in answered if code.startswith("5")], answered
+    assert answered.get("499") == 3, answered  # the client went away, as when a turn is cancelled
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    cut_off = [record for record in caplog.records if record.getMessage().startswith("request body cut off")]
+    assert len(cut_off) == 3 and all(r.levelno == logging.INFO and r.exc_info is None for r in cut_off)
