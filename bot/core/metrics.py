@@ -57,6 +57,7 @@ class Metrics:
     turns: Histogram
     turn_waits: Histogram
     http_responses: Counter
+    auth_refusals: Counter
 
     @classmethod
     def from_meter(cls, meter: Meter) -> Metrics:
@@ -89,6 +90,9 @@ class Metrics:
                 explicit_bucket_boundaries_advisory=_FAST_BUCKETS),
             http_responses=meter.create_counter(
                 "vd.http.responses", unit="{response}", description="HTTP answers by route and status code"),
+            auth_refusals=meter.create_counter(
+                "vd.auth.refused", unit="{request}",
+                description="requests the Bot Framework signed that the bot refused (401), by reason"),
         )
 
     @classmethod
@@ -130,6 +134,10 @@ class Metrics:
     def turn_waited(self, seconds: float) -> None:
         """Before a turn ran: its wait for one of the `TURNS_AT_ONCE` places (0 when one was free)."""
         self.turn_waits.record(seconds)
+
+    def auth_refused(self, reason: str) -> None:
+        """A token the Bot Framework's key signed, refused for `reason` (audience, issuer, time, ...)."""
+        self.auth_refusals.add(1, {"reason": reason})
 
     def http_response(self, route: str, method: str, status: int) -> None:
         self.http_responses.add(1, {"http.route": route, "http.request.method": method,

@@ -122,7 +122,12 @@ def messages_route(
                 claims = await validator.validate(request.headers.get("Authorization", ""), channel_id=TEAMS_CHANNEL,
                                                   service_url=str(body["serviceUrl"]))
             except NotAuthenticatedError as error:
-                logger.info("request not authenticated", extra={"reason": str(error)})
+                if error.signed_refusal is None:
+                    logger.info("request not authenticated", extra={"reason": str(error)})
+                else:  # a real Teams request, refused: likely every one is (see NotAuthenticatedError)
+                    logger.warning("a request the Bot Framework signed was refused (401): %s", error.advice,
+                                   extra={"reason": error.signed_refusal})
+                    metrics.auth_refused(error.signed_refusal)
                 return _error(401, "not authorised")
             except IdentityProviderUnavailableError as error:
                 logger.warning("cannot check tokens now: identity provider unavailable", extra={"reason": str(error)})

@@ -39,7 +39,18 @@ MAX_TOKEN_CHARS = 16 * 1024
 
 
 class NotAuthenticatedError(Exception):
-    """The token does not prove the request comes from the Bot Framework for this bot: 401."""
+    """The token does not prove the request comes from the Bot Framework for this bot: 401.
+
+    `signed_refusal` says why a token the Bot Framework's own key did sign was refused ("audience", "issuer",
+    "time", "claims", "service_url", "channel"): no stranger sent it, so every real Teams request is likely
+    refused the same way (a wrong MicrosoftAppId, a clock far off) and `advice` says what to check. None when
+    nothing proved the token (no token, a key nobody published, a forged signature): the internet's noise.
+    """
+
+    def __init__(self, message: str, *, signed_refusal: str | None = None, advice: str = "") -> None:
+        super().__init__(message)
+        self.signed_refusal = signed_refusal
+        self.advice = advice
 
 
 class IdentityProviderUnavailableError(Exception):
@@ -88,18 +99,45 @@ class TokenValidator:
         if header.get("alg") != "RS256" or not isinstance(kid, str) or not kid:
             raise NotAuthenticatedError("token not signed with RS256 and a key id")
         key = await self._key(kid)
-        if key.endorsements is not None and channel_id not in key.endorsements:
-            raise NotAuthenticatedError("signing key does not endorse this channel")
-        try:
+        try:  # the signature first (PyJWT checks the claims only once it holds): a claim refused is a signed token's
             claims: dict[str, Any] = jwt.decode(
                 token, key.key, algorithms=["RS256"], audience=self._app_id, issuer=self._issuer,
                 leeway=CLOCK_SKEW_SECONDS, options={"require": ["exp", "iss", "aud"]},
             )
+        except _SIGNED_BUT_REFUSED as error:
+            raise self._signed_refusal(error, token) from error
         except jwt.PyJWTError as error:
             raise NotAuthenticatedError(type(error).__name__) from error
+        if key.endorsements is not None and channel_id not in key.endorsements:
+            raise NotAuthenticatedError(
+                "signing key does not endorse this channel", signed_refusal="channel",
+                advice=f"its signing key does not endorse the '{channel_id}' channel: the Azure Bot's Teams channel "
+                       "sends to this endpoint; another channel (Web Chat) does not belong here")
         if _normal_url(claims.get("serviceurl")) != _normal_url(service_url):
-            raise NotAuthenticatedError("serviceurl claim does not match the activity")
+            raise NotAuthenticatedError(
+                "serviceurl claim does not match the activity", signed_refusal="service_url",
+                advice="its serviceurl claim is not the activity's serviceUrl: a proxy in front of the bot may "
+                       "change the body, or the token belongs to another request")
         return claims
+
+    def _signed_refusal(self, error: jwt.PyJWTError, token: str) -> NotAuthenticatedError:
+        """What to check when the Bot Framework's own key signed a token this bot refuses."""
+        told = jwt.decode(token, options={"verify_signature": False})  # the signature held; only to name the claim
+        if isinstance(error, jwt.InvalidAudienceError):
+            reason = "audience"
+            advice = (f"it was signed for app id {_shown(told.get('aud'))}, and this bot's MicrosoftAppId is "
+                      f"{self._app_id}: set MicrosoftAppId to the Azure Bot's app id (msaAppId)")
+        elif isinstance(error, jwt.InvalidIssuerError):
+            reason = "issuer"
+            advice = f"its issuer is {_shown(told.get('iss'))}, not {self._issuer}"
+        elif isinstance(error, jwt.MissingRequiredClaimError):
+            reason = "claims"
+            advice = f"it lacks the claim {error.claim!r}"
+        else:
+            reason = "time"
+            advice = (f"it is expired or not yet valid by more than {CLOCK_SKEW_SECONDS} s: check this instance's "
+                      "clock (NTP)")
+        return NotAuthenticatedError(type(error).__name__, signed_refusal=reason, advice=advice)
 
     async def close(self) -> None:
         """Close the HTTP session (app shutdown)."""
@@ -185,6 +223,16 @@ def _trusted_url(url: str, metadata_url: str) -> bool:
     """https, or plain http on this machine when the metadata itself comes from there (a test stand-in)."""
     loopback = ("http://127.0.0.1:", "http://localhost:")
     return url.startswith("https://") or (url.startswith(loopback) and metadata_url.startswith(loopback))
+
+
+#: PyJWT's refusals of a claim, raised only after the signature held.
+_SIGNED_BUT_REFUSED = (jwt.InvalidAudienceError, jwt.InvalidIssuerError, jwt.MissingRequiredClaimError,
+                       jwt.ExpiredSignatureError, jwt.ImmatureSignatureError, jwt.InvalidIssuedAtError)
+
+
+def _shown(value: object) -> str:
+    """A claim as a log may show it: an app id or issuer URL, cut short, whatever the sender put there."""
+    return repr(value)[:80]
 
 
 def _normal_url(value: object) -> str:

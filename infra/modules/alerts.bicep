@@ -77,6 +77,13 @@ customMetrics
 | summarize failures = sum(value) by cause
 '''
 
+var authRefusedQuery = '''
+customMetrics
+| where name == 'vd.auth.refused'
+| extend reason = tostring(customDimensions['reason'])
+| summarize refused = sum(value) by reason
+'''
+
 var queryAlerts = [
   {
     name: 'outbox-stuck'
@@ -117,6 +124,20 @@ var queryAlerts = [
     aggregation: 'Maximum'
     dimensions: []
     threshold: serverErrorPercent
+    window: 'PT15M'
+  }
+  {
+    name: 'teams-refused'
+    title: 'Teams requests refused (401)'
+    description: 'The bot refused a request the Bot Framework itself signed: likely every Teams message and click is refused and users get no answer, while /readyz is fine. The log line "a request the Bot Framework signed was refused" says what to check (MicrosoftAppId, the clock). Runbook: infra/README.md, Operations.'
+    severity: 1
+    query: authRefusedQuery
+    column: 'refused'
+    aggregation: 'Total'
+    dimensions: [
+      'reason'
+    ]
+    threshold: 0
     window: 'PT15M'
   }
   {

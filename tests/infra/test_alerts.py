@@ -45,6 +45,7 @@ def _emitted() -> dict[str, set[str]]:
     metrics.key_vault_read(0.1, "denied")
     metrics.turn("referral.send", 0.1)
     metrics.http_response("/api/messages", "POST", 503)
+    metrics.auth_refused("audience")
     data = reader.get_metrics_data()
     assert data is not None
     return {
@@ -65,7 +66,8 @@ def _query_alerts() -> list[dict[str, Any]]:
 def test_every_query_reads_metrics_and_attributes_the_bot_emits() -> None:
     emitted = _emitted()
     alerts = _query_alerts()
-    assert {alert["name"] for alert in alerts} == {"outbox-stuck", "give-up", "server-errors", "key-vault-failures"}
+    assert {alert["name"] for alert in alerts} == {"outbox-stuck", "give-up", "server-errors", "teams-refused",
+                                                      "key-vault-failures"}
     for alert in alerts:
         kql = alert["kql"]
         [name] = re.findall(r"name == '([\w.]+)'", kql)
@@ -87,6 +89,7 @@ def test_the_thresholds_are_the_ones_operators_were_promised() -> None:
     assert stuck["type"] == "multiply" and stuck["operands"] == {"operand_1": "outboxMaxWaitMinutes", "operand_2": 60}
     assert parameters["outboxMaxWaitMinutes"]["default"] == 30
     assert alerts["give-up"]["threshold"] == 0 and alerts["key-vault-failures"]["threshold"] == 0, "any is an alert"
+    assert alerts["teams-refused"]["threshold"] == 0, "one signed request refused: likely every one is"
     assert alerts["server-errors"]["threshold"] == "serverErrorPercent"
     assert "status >= 500" in alerts["server-errors"]["kql"] and "/api/messages" in alerts["server-errors"]["kql"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,9 +19,11 @@ from typing import Any
 
 import jwt
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import create_app
-from bot.config import Settings
+from bot.config import Settings, TelemetryConfig
+from bot.operations.telemetry import telemetry_from_settings
 from bot.teams.token_validation import KEY_FETCH_TIMEOUT_SECONDS
 from tests.support.activities import TENANT_ID, TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
@@ -152,6 +155,45 @@ async def test_tokens_with_a_flaw_are_401(
     assert status == 401, flaw
     assert seconds < HANG_GUARD_SECONDS
     assert secured_bot.connector.calls == []
+
+
+async def test_a_token_the_bot_framework_signed_but_the_bot_refuses_is_a_warning_and_counted(
+    tmp_path: Path, clock: ManualClock, keys: OpenIdStandIn, referrer: TeamsUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deployment with the wrong MicrosoftAppId (the managed identity's client id where the Azure Bot has an app
+    registration's, or the other way round), or an instance whose clock is far off, refuses every real Teams request
+    with 401: the Bot Framework sends none of them again and users get no answer at all. /readyz said ok, no 5xx was
+    counted and the reason was an INFO line among the internet's noise, so nothing told the operator. A token the
+    Bot Framework's own key signed is no stranger's: its refusal is a WARNING naming what to check, and a metric
+    the alert reads. Tokens nobody proved (no key, a forged signature) stay INFO and uncounted."""
+    settings = dataclasses.replace(Settings.from_mapping({
+        "BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD",
+        "MicrosoftAppId": APP_ID, "MicrosoftAppPassword": "x", "MicrosoftAppTenantId": TENANT_ID,
+    }), openid_metadata_url=keys.metadata_url, telemetry=TelemetryConfig(metrics_port=0))
+    app = create_app(settings, clock=clock, run_worker=False, connector_token=StaticConnectorToken(),
+                     telemetry=telemetry_from_settings(settings.telemetry))
+    azure_bots_app_id = "00000000-0000-0000-0000-00000000beef"
+    caplog.set_level(logging.INFO, logger="bot")
+    async with running_bot(app) as bot:
+        service_url, now = bot.service_url, int(time.time())
+        signed_but_refused = [keys.token(service_url, aud=azure_bots_app_id),
+                              keys.token(service_url, exp=now - 3600, nbf=now - 7200)]
+        strangers = [keys.token(service_url, key=new_key("never-published")),
+                     keys.token(service_url, key=dataclasses.replace(new_key("x"), kid="key-1")), "garbage"]
+        for token in signed_but_refused + strangers:
+            response = await bot.post(referrer.message(service_url, "hulp"), headers=_bearer(token))
+            assert response.status == 401
+        view = bot.services.metrics_view
+        assert view is not None
+        async with bot.session.get(view.url) as response:
+            families = {family.name: family.samples for family in text_string_to_metric_families(await response.text())}
+    refused = {sample.labels["reason"]: sample.value for sample in families.get("vd_auth_refused", [])
+               if sample.name.endswith("_total")}
+    assert refused == {"audience": 1.0, "time": 1.0}, refused
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "MicrosoftAppId" in warnings[0] and azure_bots_app_id in warnings[0], warnings[0]
+    assert "clock" in warnings[1], warnings[1]
 
 
 def _without_expiry(keys: OpenIdStandIn, service_url: str) -> str:
