@@ -122,8 +122,10 @@ def messages_route(
                 claims = await validator.validate(request.headers.get("Authorization", ""), channel_id=TEAMS_CHANNEL,
                                                   service_url=str(body["serviceUrl"]))
             except NotAuthenticatedError as error:
-                if error.signed_refusal is None:
+                if error.signed_refusal is None and not error.advice:
                     logger.info("request not authenticated", extra={"reason": str(error)})
+                elif error.signed_refusal is None:  # unproven, so not counted for the alert
+                    logger.warning("%s", error.advice, extra={"reason": str(error)})
                 else:  # a real Teams request, refused: likely every one is (see NotAuthenticatedError)
                     logger.warning("a request the Bot Framework signed was refused (401): %s", error.advice,
                                    extra={"reason": error.signed_refusal})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,8 @@ class NotAuthenticatedError(Exception):
     `signed_refusal` says why a token the Bot Framework's own key did sign was refused ("audience", "issuer",
     "time", "claims", "service_url", "channel"): no stranger sent it, so every real Teams request is likely
     refused the same way (a wrong MicrosoftAppId, a clock far off) and `advice` says what to check. None when
-    nothing proved the token (no token, a key nobody published, a forged signature): the internet's noise.
+    nothing proved the token (no token, a key nobody published, a forged signature): the internet's noise, with
+    `advice` only for a token Entra ID says it issued for this app id (at most once a minute).
     """
 
     def __init__(self, message: str, *, signed_refusal: str | None = None, advice: str = "") -> None:
@@ -85,6 +87,7 @@ class TokenValidator:
         self._last_attempt: float | None = None
         # False while a look-up is under way and after one failed: an unknown key id may then be a new key.
         self._last_lookup_succeeded = False
+        self._entra_warned_at: float | None = None
         self._pending: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -98,7 +101,10 @@ class TokenValidator:
         kid = header.get("kid")
         if header.get("alg") != "RS256" or not isinstance(kid, str) or not kid:
             raise NotAuthenticatedError("token not signed with RS256 and a key id")
-        key = await self._key(kid)
+        try:
+            key = await self._key(kid)
+        except NotAuthenticatedError as error:
+            raise self._entra_issued(token) or error from None
         try:  # the signature first (PyJWT checks the claims only once it holds): a claim refused is a signed token's
             claims: dict[str, Any] = jwt.decode(
                 token, key.key, algorithms=["RS256"], audience=self._app_id, issuer=self._issuer,
@@ -119,6 +125,32 @@ class TokenValidator:
                 advice="its serviceurl claim is not the activity's serviceUrl: a proxy in front of the bot may "
                        "change the body, or the token belongs to another request")
         return claims
+
+    def _entra_issued(self, token: str) -> NotAuthenticatedError | None:
+        """A token Entra ID says it issued for this app id (its claims unproven: Entra's keys are not asked), with
+        advice at most once per `ENTRA_WARNING_SECONDS`; None for any other token.
+
+        The Agents SDK also accepts Entra ID's tokens of a tenant for the app id. Any application of that tenant
+        can obtain one (unless the app's service principal requires assignment), and with it say it is Teams
+        and any user, the DPO included; so they stay refused, and their refusal is said where an operator looks.
+        """
+        try:
+            told = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None
+        issuer, audience = told.get("iss"), told.get("aud")
+        if not isinstance(issuer, str) or not _ENTRA_ISSUER.match(issuer) or audience not in (
+                self._app_id, f"api://{self._app_id}"):
+            return None
+        now = self._monotonic()
+        if self._entra_warned_at is not None and now - self._entra_warned_at < ENTRA_WARNING_SECONDS:
+            return NotAuthenticatedError("token issued by Entra ID, not the Bot Framework")
+        self._entra_warned_at = now
+        return NotAuthenticatedError(
+            "token issued by Entra ID, not the Bot Framework",
+            advice=f"a token for this app id issued by Entra ID ({_shown(issuer)}), not by the Bot Framework, was "
+                   "refused (401): this bot accepts only the Bot Framework's tokens (README, Token validation); "
+                   "should every Teams request come so, the Azure Bot's configuration sends them")
 
     def _signed_refusal(self, error: jwt.PyJWTError, token: str) -> NotAuthenticatedError:
         """What to check when the Bot Framework's own key signed a token this bot refuses."""
@@ -225,6 +257,10 @@ def _trusted_url(url: str, metadata_url: str) -> bool:
     return url.startswith("https://") or (url.startswith(loopback) and metadata_url.startswith(loopback))
 
 
+#: Entra ID's issuers of a tenant's tokens, v1 and v2 (the public cloud's).
+_ENTRA_ISSUER = re.compile(r"^https://(sts\.windows\.net/[0-9a-fA-F-]{36}/|login\.microsoftonline\.com/[0-9a-fA-F-]{36}/v2\.0)$")
+#: An Entra ID token's refusal is a WARNING at most this often (anyone can make one up: the log stays readable).
+ENTRA_WARNING_SECONDS = 60.0
 #: PyJWT's refusals of a claim, raised only after the signature held.
 _SIGNED_BUT_REFUSED = (jwt.InvalidAudienceError, jwt.InvalidIssuerError, jwt.MissingRequiredClaimError,
                        jwt.ExpiredSignatureError, jwt.ImmatureSignatureError, jwt.InvalidIssuedAtError)

@@ -196,6 +196,25 @@ async def test_a_token_the_bot_framework_signed_but_the_bot_refuses_is_a_warning
     assert "clock" in warnings[1], warnings[1]
 
 
+async def test_a_token_entra_id_issued_for_this_bot_is_refused_with_a_warning_once_a_minute(
+    secured_bot: BotDriver, referrer: TeamsUser, keys: OpenIdStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Entra ID's own tokens for the bot's app id (issuer sts.windows.net or login.microsoftonline.com of a tenant):
+    the Agents SDK's validator takes them, this one does not (see README, Token validation). Should the Azure Bot
+    ever send them, every request is refused: a WARNING says why, where an INFO line hid it. Unproven (Entra's keys
+    are not asked), so it is not counted for the alert, and it is said at most once a minute."""
+    caplog.set_level(logging.INFO, logger="bot")
+    entra_key = new_key("entra-key")
+    for issuer in (f"https://sts.windows.net/{TENANT_ID}/", f"https://login.microsoftonline.com/{TENANT_ID}/v2.0"):
+        token = keys.token(secured_bot.service_url, key=entra_key, iss=issuer, tid=TENANT_ID)
+        response = await secured_bot.post(referrer.message(secured_bot.service_url, "hulp"), headers=_bearer(token))
+        assert response.status == 401
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "Entra ID" in warnings[0] and f"https://sts.windows.net/{TENANT_ID}/" in warnings[0], warnings[0]
+    assert secured_bot.connector.calls == []
+
+
 def _without_expiry(keys: OpenIdStandIn, service_url: str) -> str:
     signer = keys.keys[0]
     payload = {"iss": "https://api.botframework.com", "aud": APP_ID, "serviceurl": service_url}
