@@ -23,6 +23,7 @@ from tests.support.bot_process import PROJECT_ROOT
 from tests.support.bot_server import BotDriver
 from tests.support.clock import ManualClock
 from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, reach_review
+from tests.support.smtp_server import smtp_server
 
 
 async def _sent_reference(bot: BotDriver, referrer: TeamsUser) -> str:
@@ -129,6 +130,34 @@ async def test_a_kill_at_the_commit_records_the_report_whole_or_not_at_all(
         "SELECT reference FROM register WHERE event = 'breach_reported' ORDER BY seq")]
     named = entries.count(reference)
     assert (len(entries) - named, named) == {"before": (0, 0), "after": (1, 1)}[moment], entries
+
+
+async def test_a_report_one_dpo_s_server_refused_but_the_other_got_is_recorded(
+    bot: BotDriver, referrer: TeamsUser, settings: Settings, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The relay refuses one DPO at RCPT (550: a mistyped or removed address) and takes the mail for the other.
+
+    The OCMW's DPO has the report; the register, the DPO's proof, must say so, and the command must not say
+    "NOT sent" to both (the operator then runs it again, and the OCMW's DPO gets a second report, another id).
+    """
+    reference = await _sent_reference(bot, referrer)
+    with smtp_server(tls="starttls") as server:
+        smtp_settings = Settings.from_mapping({
+            "BOT_DATA_DIR": str(settings.data_dir), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD, "MAIL_TRANSPORT": "smtp",
+            "SMTP_HOST": server.host, "SMTP_PORT": str(server.port), "SMTP_CA_FILE": str(server.ca_path),
+            "SMTP_TIMEOUT_SECONDS": "5"})
+        server.fail_next(550, stage="RCPT")  # the first RCPT: dpo@opgroeien.be
+
+        status = await _run(smtp_settings, clock, "--reference", reference, "--what-happened",
+                            "De mail ging naar een verkeerd adres.", "--reported-by", "DPO Opgroeien")
+
+        [received] = server.messages
+    assert received.rcpt_tos == ("informatica@sint-gillis-waas.be",), "the OCMW's DPO got the report"
+    subject = str(email.message_from_bytes(received.data, policy=email.policy.default)["Subject"])
+    [report_id] = [word for word in subject.split() if word.startswith("DL-")]
+    printed = capsys.readouterr()
+    assert await bot.services.register.events_for(report_id) == ["breach_reported"], (
+        f"exit {status}, the register has nothing for the report the OCMW's DPO holds: {printed.err.strip()}")
 
 
 async def _run(settings: Settings, clock: ManualClock, *argv: str) -> int:

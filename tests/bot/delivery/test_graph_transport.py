@@ -8,8 +8,10 @@ import datetime as dt
 import email.utils
 import ssl
 from collections.abc import AsyncIterator
+from email.policy import SMTP
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -21,6 +23,8 @@ from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 from bot.delivery.graph_transport import GRAPH_SCOPE, GraphMailTransport
 from bot.delivery.mail_message import OutgoingMail
 from bot.delivery.mail_transport import MailDeliveryError, MailTransport
+from bot.evidence.breach_report import build_breach_mail
+from tests.bot.evidence.test_breach_report import PROTOCOL, REPORT
 from tests.support import keyvault_standin, sevenzip
 from tests.support.graph_standin import GraphStandIn, StaticTokenCredential, graph_standin, managed_identity_standin
 from tests.support.sample_referral import ZIP_PASSWORD, SampleReferral, sample_referral
@@ -389,3 +393,18 @@ async def test_the_json_request_carries_the_stored_bytes_subject_and_attachment(
     assert request.body["saveToSentItems"] is True
     assert message["internetMessageId"] == sample.message.message_id
     assert [a["contentBytes"] for a in message["attachments"]] == [base64.b64encode(sample.package).decode()]
+
+
+async def test_a_breach_report_keeps_its_high_importance_through_graph(
+    transport: GraphMailTransport, graph: GraphStandIn
+) -> None:
+    """The breach report to both DPOs is marked `Importance: high` (Outlook's red '!', its own filters and
+    rules); over SMTP Exchange keeps it, but Graph's JSON form carries only what `graph_message` copies:
+    sent through Graph the DPOs get a notification with a 72-hour deadline at normal importance."""
+    message = build_breach_mail(REPORT, PROTOCOL, sender=graph.sender, timezone=ZoneInfo("Europe/Brussels"))
+    assert message["Importance"] == "high"
+
+    await transport.send(OutgoingMail.from_bytes(message.as_bytes(policy=SMTP)))
+
+    [sent] = graph.sent
+    assert sent.get("importance") == "high", f"the DPOs' mail is of normal importance: {sorted(sent)}"

@@ -553,3 +553,20 @@ async def test_a_send_cut_off_midway_closes_the_connection_and_the_next_mail_ope
     assert [mail.data for mail in received] == [mails[0].data, mails[1].data, mails[1].data], \
         "taken but never confirmed, so sent again: at least once"
     assert received[0].peer == received[1].peer != received[2].peer, "the next mail on a new connection"
+
+
+async def test_a_relay_that_confirms_the_end_of_data_after_the_command_timeout_is_waited_for(
+    sample: SampleReferral,
+) -> None:
+    """A relay that scans the message before it answers the final '.' (a before-queue content filter, a virus
+    scanner opening the ZIP) may take longer than a command: RFC 5321 4.5.3.2.6 gives that reply 10 minutes,
+    the greeting and the other commands far less. Given up at the command timeout (`SMTP_TIMEOUT_SECONDS`,
+    here 1 s for 30 s), the mail the relay queued counts as not sent: the outbox sends it again, and again.
+    The worker already bounds a send by its lease (108 s of 120 s), which is the wait to allow here."""
+    with smtp_server(tls="starttls") as server:
+        server.answer_data_after(2.0)  # takes the mail, says 250 two seconds later
+        transport = SmtpTransport(server.settings(timeout_seconds=1))
+
+        await transport.send(sample.message)
+
+        assert len(server.messages) == 1

@@ -355,3 +355,20 @@ async def test_a_mail_the_relay_refuses_for_good_is_logged_with_the_report_id(
     assert failed.levelno == logging.ERROR and getattr(failed, "reference", None) == report_id
     assert await bot.services.outbox.counts() == {"failed": 1}
     assert TYPED not in caplog.text
+
+
+async def test_a_dpo_whose_server_says_later_does_not_make_the_other_dpo_get_the_report_again_and_again(
+    bot: BotDriver, referrer: TeamsUser, smtp: SmtpTestServer, clock: ManualClock
+) -> None:
+    """One recipient refused for now at RCPT (greylisting, 450 "unverified address", 452 mailbox full), the
+    other accepted: the relay took the mail for the OCMW's DPO. The outbox's retries must not send it to them again."""
+    report_id, _ = await report(bot, referrer)
+    for _ in range(3):  # the first attempt and two retries, each when due: the Opgroeien DPO's RCPT says 452
+        smtp.fail_next(452, stage="RCPT")  # the first RCPT of the attempt: dpo@opgroeien.be
+        await bot.deliver()
+        clock.advance(dt.timedelta(hours=1))
+    await bot.deliver()  # now taken for both
+
+    copies = [recipient for recipients, message in breach_mails(smtp) if report_id in str(message["Subject"])
+              for recipient in recipients]
+    assert sorted(copies) == sorted(DPOS), f"each DPO gets the report once: {copies}"
