@@ -35,6 +35,7 @@ from bot.delivery.mail_transport import MailDeliveryError
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 _MAX_REQUEST_BYTES = 4 * 1024 * 1024  # sendMail's request limit; bigger attachments need an upload session
 _RETRY_AFTER_STATUSES = frozenset({429, 503, 504})
+_IMPORTANCES = frozenset({"low", "normal", "high"})  # RFC 2156's `Importance`, as Graph's `importance` spells them
 _ERROR_CODE = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
 _SENDER = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+$|^[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}$")
 
@@ -166,7 +167,11 @@ class GraphMailTransport:
 
 
 def graph_message(message: EmailMessage) -> dict[str, Any]:
-    """The sendMail request body: subject, plain-text body, To recipients, file attachments, Message-ID."""
+    """The sendMail request body: subject, plain-text body, To recipients, file attachments, Message-ID, importance.
+
+    Graph sends only what this body holds, not the message's other headers: `Importance` (the breach report's
+    `high`) goes as the message's `importance`, or Outlook shows the mail at normal importance.
+    """
     recipients = [address for _, address in email.utils.getaddresses(message.get_all("To", [])) if address]
     if not recipients:
         raise MailDeliveryError("message has no To recipient", transient=False)
@@ -196,6 +201,9 @@ def graph_message(message: EmailMessage) -> dict[str, Any]:
     message_id = message.get("Message-ID")
     if message_id:
         graph["internetMessageId"] = str(message_id).strip()
+    importance = str(message.get("Importance", "")).strip().lower()
+    if importance in _IMPORTANCES:
+        graph["importance"] = importance
     return {"message": graph, "saveToSentItems": True}
 
 
