@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -14,7 +15,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.core.metrics import Metrics
-from bot.delivery.mail_delivery import RetryPolicy
+from bot.delivery.mail_delivery import SEND_SHARE_OF_LEASE, RetryPolicy
 from bot.delivery.mail_transport import MailTransport, OutboxFolderTransport
 from bot.referral.graph_membership import GraphMembershipChecker
 from bot.referral.referrers import MembershipChecker
@@ -100,7 +101,10 @@ def build_mail_transport(settings: Settings, closers: list[Closer]) -> MailTrans
     if settings.mail_transport == "smtp" and settings.smtp is not None:
         from bot.delivery.smtp_transport import SmtpTransport
 
-        return SmtpTransport(settings.smtp)
+        # The reply to a message's end may take RFC 5321's 10 minutes; the worker cuts a send off within its lease.
+        send_bound = settings.delivery.lease.total_seconds() * SEND_SHARE_OF_LEASE
+        final_reply_seconds = min(settings.smtp.final_reply_seconds, send_bound)
+        return SmtpTransport(dataclasses.replace(settings.smtp, final_reply_seconds=final_reply_seconds))
     if settings.mail_transport == "graph" and settings.graph is not None:
         from azure.identity.aio import DefaultAzureCredential
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import aiosmtplib
+from aiosmtplib.email import parse_address
+from aiosmtplib.protocol import normalize_message_line_endings
 
 from bot.delivery.mail_message import OutgoingMail
 from bot.delivery.mail_transport import MailDeliveryError
@@ -41,6 +43,9 @@ class SmtpSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout_seconds: float = 30
+    #: The wait for the reply to the message's end (a relay may scan it first): RFC 5321 4.5.3.2.6's 10 minutes,
+    #: bounded by the delivery worker's cut-off of a send (`wiring.build_mail_transport`).
+    final_reply_seconds: float = 600
 
 
 def is_loopback_host(host: str) -> bool:
@@ -74,8 +79,8 @@ class SmtpTransport:
             )
         if not 0 < settings.port < 65536:
             raise ValueError("SMTP port must be between 1 and 65535")
-        if settings.timeout_seconds <= 0:
-            raise ValueError("SMTP timeout must be positive")
+        if settings.timeout_seconds <= 0 or settings.final_reply_seconds <= 0:
+            raise ValueError("SMTP timeouts must be positive")
         if (settings.username is None) != (settings.password is None):
             raise ValueError("SMTP username and password must be given together")
         self._settings = settings
@@ -197,8 +202,7 @@ class _Session:
         self._used += 1
         try:
             data = mail.data if mail.data.isascii() or client.supports_extension("8bitmime") else _seven_bit(mail.data)
-            options = _options(client, mail)
-            errors, _ = await client.sendmail(mail.sender, list(mail.recipients), data, mail_options=options)
+            errors = await _mail_transaction(client, mail, data, self._settings.final_reply_seconds)
         except aiosmtplib.SMTPRecipientsRefused as error:
             return _caused(_recipients_error(error.recipients), error), False
         except Exception as error:
@@ -273,12 +277,48 @@ def _caused(failure: MailDeliveryError, error: BaseException) -> MailDeliveryErr
     return failure
 
 
-def _options(client: aiosmtplib.SMTP, mail: OutgoingMail) -> list[str]:
-    """MAIL FROM parameters: SMTPUTF8 for non-ASCII addresses, BODY=8BITMIME for 8-bit content."""
+async def _mail_transaction(
+    client: aiosmtplib.SMTP, mail: OutgoingMail, data: bytes, final_reply_seconds: float
+) -> dict[str, aiosmtplib.SMTPRecipientRefused]:
+    """MAIL, RCPT per recipient, DATA, as aiosmtplib's `sendmail`; the recipients refused while others took it.
+
+    `sendmail` waits its one command timeout for every reply; here only the reply to the message's end (and
+    DATA's 354) gets `final_reply_seconds`: a relay that scans the message before it answers has queued it, and
+    giving up then would send it again. A refusal resets the envelope (RSET) for the next mail, as `sendmail` does.
+    """
+    for address in (mail.sender, *mail.recipients):
+        parse_address(address)  # ValueError for an address unsafe on a command line, before the envelope begins
+    utf8 = not (mail.sender.isascii() and all(address.isascii() for address in mail.recipients))
+    encoding = "utf-8" if utf8 else "ascii"
+    if utf8 and not client.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+    options = _options(client, mail, data, utf8=utf8)
+    try:
+        await client.mail(mail.sender, options=options, encoding=encoding)
+        refused: dict[str, aiosmtplib.SMTPRecipientRefused] = {}
+        for recipient in mail.recipients:
+            try:
+                await client.rcpt(recipient, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as error:
+                refused[recipient] = error
+        if len(refused) == len(mail.recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(list(refused.values()))
+        await client.data(data, timeout=final_reply_seconds)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()
+        raise
+    return refused
+
+
+def _options(client: aiosmtplib.SMTP, mail: OutgoingMail, data: bytes, *, utf8: bool) -> list[str]:
+    """MAIL FROM parameters: SIZE when offered, SMTPUTF8 for non-ASCII addresses, BODY=8BITMIME for 8-bit content."""
     options = []
-    if not (mail.sender.isascii() and all(address.isascii() for address in mail.recipients)):
-        options.append("SMTPUTF8")  # aiosmtplib refuses it when the server does not offer it
-    if not mail.data.isascii() and client.supports_extension("8bitmime"):
+    if client.supports_extension("size"):  # RFC 1870: the octets as sent, CRLF line ends
+        options.append(f"SIZE={len(normalize_message_line_endings(data))}")
+    if utf8:
+        options.append("SMTPUTF8")
+    if not data.isascii() and client.supports_extension("8bitmime"):
         options.append("BODY=8BITMIME")
     return options
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import time
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -12,9 +13,11 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from bot.config import Settings
 from bot.delivery.mail_message import OutgoingMail
 from bot.delivery.mail_transport import MailDeliveryError, MailTransport
 from bot.delivery.smtp_transport import SmtpSettings, SmtpTransport, _seven_bit, is_loopback_host
+from bot.wiring import build_mail_transport
 from tests.support import sevenzip
 from tests.support.sample_referral import (
     SENDER_ADDRESS,
@@ -570,3 +573,24 @@ async def test_a_relay_that_confirms_the_end_of_data_after_the_command_timeout_i
         await transport.send(sample.message)
 
         assert len(server.messages) == 1
+
+
+async def test_the_wait_for_the_end_of_data_ends_where_the_worker_cuts_a_send_off(
+    sample: SampleReferral, tmp_path: Path
+) -> None:
+    """The transport the bot builds waits for that reply no longer than the worker lets a send take
+    (`SEND_SHARE_OF_LEASE` of `OUTBOX_LEASE_SECONDS`): 1.8 s of a 2 s lease, for a relay that says 250 after 4 s."""
+    with smtp_server(tls="starttls") as server:
+        server.answer_data_after(4.0)
+        settings = Settings.from_mapping({
+            "BOT_DATA_DIR": str(tmp_path), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD, "MAIL_TRANSPORT": "smtp",
+            "SMTP_HOST": server.host, "SMTP_PORT": str(server.port), "SMTP_CA_FILE": str(server.ca_path),
+            "SMTP_TIMEOUT_SECONDS": "1", "OUTBOX_LEASE_SECONDS": "2"})
+        transport = build_mail_transport(settings, [])
+        started = time.monotonic()
+
+        with pytest.raises(MailDeliveryError) as refused:
+            await transport.send(sample.message)
+
+        assert 1.5 < time.monotonic() - started < 3.5, "given up at the worker's cut-off, not at 1 s nor after 4 s"
+    assert refused.value.transient and "did not answer in time" in refused.value.reason
