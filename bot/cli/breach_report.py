@@ -7,8 +7,10 @@ report, mail and register entries as the Teams card (`bot.oversight.breach`). Re
 stops the command (there is no protocol to address it to).
 
 A report's register entries are one commit, after the mail went: the register never says a mail
-went that did not. Killed between the two (it printed no "sent" line), the DPOs have the mail and
-the register nothing of it; run again, it mails once more under a new report id and records that.
+went that did not. One DPO's server took it and the other's refused: "sent to X, refused for Y: ...",
+recorded, exit 1 (the operator mails Y; run again, X would get a second report). Killed between the two
+(it printed no "sent" line), the DPOs have the mail and the register nothing of it; run again, it mails
+once more under a new report id and records that.
 Mail and entries cannot share a commit here: that needs the outbox, which only the running bot
 empties, and holding SQLite's writer lock over an SMTP exchange would stop a bot that does run.
 """
@@ -26,7 +28,7 @@ from bot.config import Settings
 from bot.core.protocols import load_registry
 from bot.core.sent_referrals import ReferralStore
 from bot.delivery.mail_message import OutgoingMail
-from bot.delivery.mail_transport import MailDeliveryError
+from bot.delivery.mail_transport import MailDeliveryError, PartlyDelivered
 from bot.evidence.breach_form import parse_references
 from bot.evidence.breach_report import (
     BREACH_CATEGORIES,
@@ -60,7 +62,9 @@ def add_breach_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def run_breach_command(arguments: argparse.Namespace, settings: Settings, clock: Clock) -> int:
-    """Send one notification per protocol involved; exit 0 when every one went out, 2 on wrong input."""
+    """Send one notification per protocol involved; exit 0 when every one went out to both DPOs, 1 when the
+    transport refused one (for one DPO: printed and recorded as sent to the other, refused for that one), 2 on
+    wrong input."""
     return asyncio.run(_report(arguments, settings, clock))
 
 
@@ -103,6 +107,7 @@ async def _report(arguments: argparse.Namespace, settings: Settings, clock: Cloc
         kind = BreachKind(arguments.kind)
         categories = tuple(c for c in BREACH_CATEGORIES if c in (arguments.category or ["unknown"]))
         name = str(arguments.reported_by)
+        status = 0  # 1 once a report was refused for one of its DPOs
         for current_id, listed in by_protocol.items():
             protocol = registry.get(current_id)
             if protocol is None:
@@ -126,17 +131,20 @@ async def _report(arguments: argparse.Namespace, settings: Settings, clock: Cloc
                                   arguments.organisation or protocol.sender.organisation),
             )
             message = build_breach_mail(report, protocol, sender=settings.mail_from, timezone=settings.timezone)
+            sent = f"sent to {message['To']}"
             try:
                 await transport.send(OutgoingMail.from_message(message))
+            except PartlyDelivered as error:  # one DPO has it: recorded as such, the other to be mailed by hand
+                sent = f"sent to {', '.join(error.accepted)}, refused for {', '.join(error.refused)}: {error.reason}"
+                status = 1
             except MailDeliveryError as error:
                 sys.stderr.write(f"NOT sent to {message['To']}: {error.reason}\n")
                 return 1
             async with db.transaction():  # the report's entry and its references': all or none
-                await record_breach(register, report, at=clock.now(), mail=f"sent to {message['To']}")
+                await record_breach(register, report, at=clock.now(), mail=sent)
             unknown = len(report.unknown_references)
-            sys.stdout.write(f"{report.report_id} sent to {message['To']} ({len(checks)} reference(s), "
-                             f"{unknown} unknown)\n")
-        return 0
+            sys.stdout.write(f"{report.report_id} {sent} ({len(checks)} reference(s), {unknown} unknown)\n")
+        return status
     finally:
         for close in closers:
             await close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -31,7 +32,7 @@ from bot.delivery.chat_messages import MessageContent
 from bot.delivery.failure_causes import mail_failure_cause
 from bot.delivery.mail_message import OutgoingMail
 from bot.delivery.mail_outbox import Outbox, OutboxItem
-from bot.delivery.mail_transport import MailDeliveryError, MailSender, MailTransport, mail_session
+from bot.delivery.mail_transport import MailDeliveryError, MailSender, MailTransport, PartlyDelivered, mail_session
 from bot.delivery.message_outbox import MessageOutbox
 from bot.delivery.side_by_side import side_by_side
 from bot.delivery.worker_loop import Work, WorkerLoop
@@ -239,33 +240,54 @@ class DeliveryWorker:
         # Looked up once: the commit below needs only which referral it is (its transition is a compare-and-set
         # on the row as it stands then, and returns it).
         referral = await self._referrals.by_message_id(item.message_id)
+        message = OutgoingMail.from_bytes(item.payload)  # the envelope from its headers; the bytes go as they are
+        # Recipients who took it on an earlier attempt (others refused it for now) do not get it again.
+        pending = tuple(address for address in message.recipients if address not in item.delivered_to)
         ended = self._protocol_ended(referral)
         if ended is not None:
-            await self._handle_failure(item, MailDeliveryError(ended, transient=False), referral)
+            await self._handle_failure(item, MailDeliveryError(ended, transient=False), referral, pending)
             return
-        message = OutgoingMail.from_bytes(item.payload)  # the envelope from its headers; the bytes go as they are
         try:
             async with asyncio.timeout(self._policy.lease.total_seconds() * SEND_SHARE_OF_LEASE):
-                await sender.send(message)
+                await sender.send(dataclasses.replace(message, recipients=pending))
         except TimeoutError:
-            await self._handle_failure(item, MailDeliveryError("no answer within the lease", transient=True), referral)
+            error = MailDeliveryError("no answer within the lease", transient=True)
+            await self._handle_failure(item, error, referral, pending)
+            return
+        except PartlyDelivered as error:
+            item = dataclasses.replace(item, delivered_to=(*item.delivered_to, *error.accepted))
+            await self._handle_failure(item, error, referral, error.refused)
             return
         except MailDeliveryError as error:
-            await self._handle_failure(item, error, referral)
+            await self._handle_failure(item, error, referral, pending)
             return
+        await self._record_delivery(item, referral)
+
+    async def _record_delivery(
+        self, item: OutboxItem, referral: SentReferral | None, refused: str | None = None
+    ) -> None:
+        """Accepted (for every recipient, or for `item.delivered_to` while `refused` says for whom it was not)."""
         now = self._clock.now()
+        partly = "" if refused is None else f"delivered to {', '.join(item.delivered_to)}; {refused}"
         async with self._db.transaction():
-            if not await self._outbox.mark_delivered(item, now):
+            if not await self._outbox.mark_delivered(item, now, refused):
                 return  # another instance took the row over after this lease ran out, and recorded the delivery
-            if referral is None:  # not a referral's mail (a breach report to the DPOs): nothing more to do
+            if referral is None and not partly:  # not a referral's mail (a breach report to the DPOs)
                 logger.info("mail delivered", extra={"reference": item.reference})
+                return
+            if referral is None:  # the breach report's entry said "queued to" both DPOs: this one says who has it
+                logger.error("mail %s", partly, extra={"reference": item.reference})
+                protocol_id = await self._register.protocol_of(item.reference)
+                await self._register.append(at=now, event=RegisterEvent.DELIVERY_FAILED, actor_id=DELIVERY_ACTOR_ID,
+                                            actor_name=DELIVERY_ACTOR_NAME, protocol_id=protocol_id or "-",
+                                            reference=item.reference, detail=f"mail {partly}")
                 return
             referral = await self._referrals.transition(referral.reference, ReferralState.SENT, sent_at=now)
             await self._tell_referrer(referral, delivered_at=now)
             if self._after_delivery is not None:
                 await self._after_delivery(referral, now)
             # Last, so its entry follows the ones above (PostgreSQL chains it at the commit: revision 0004).
-            await self._append_delivered(referral, f"attempt {item.attempts}")
+            await self._append_delivered(referral, f"attempt {item.attempts}" + (f"; {partly}" if partly else ""))
         self._metrics.referral_delivered(referral.protocol_id, _kind(referral), now - referral.queued_at)
         logger.info("referral delivered", extra={"reference": referral.reference})
 
@@ -283,8 +305,11 @@ class DeliveryWorker:
             return None
         return f"protocol {referral.protocol_id} not in force on {today.isoformat()}"
 
-    async def _handle_failure(self, item: OutboxItem, error: MailDeliveryError, referral: SentReferral | None) -> None:
-        """Retry later, or give up: the mail marked failed, the referral (None: a breach report) too."""
+    async def _handle_failure(
+        self, item: OutboxItem, error: MailDeliveryError, referral: SentReferral | None, refused: Sequence[str]
+    ) -> None:
+        """Retry later (to the `refused` recipients), or give up: the mail marked failed, the referral (None: a breach
+        report) too; or, when others took it (`item.delivered_to`), delivered with the refusal recorded."""
         now = self._clock.now()
         give_up_at = item.queued_at + self._policy.horizon
         if error.transient and now < give_up_at:
@@ -293,7 +318,8 @@ class DeliveryWorker:
                 return  # another instance took the row over meanwhile (the outbox logged the late mark)
             self._metrics.retry("mail", mail_failure_cause(error))
             logger.warning(
-                "mail not delivered yet (%s), retrying at %s (attempt %d)",
+                "mail not delivered yet%s (%s), retrying at %s (attempt %d)",
+                f" to {', '.join(refused)} (delivered to {', '.join(item.delivered_to)})" if item.delivered_to else "",
                 error.reason,
                 next_at.isoformat(timespec="seconds"),
                 item.attempts,
@@ -301,6 +327,9 @@ class DeliveryWorker:
             )
             return
         reason = error.reason if not error.transient else f"gave up after {item.attempts} attempts: {error.reason}"
+        if item.delivered_to:
+            await self._record_delivery(item, referral, f"refused for {', '.join(refused)}: {reason}")
+            return
         cause = "horizon" if error.transient else mail_failure_cause(error)
         async with self._db.transaction():
             if not await self._outbox.mark_failed(item, now, reason):

@@ -50,6 +50,8 @@ class OutboxItem:
     attempts: int
     queued_at: dt.datetime
     lease_until: dt.datetime  # the lease it was claimed under: every mark after the send holds it
+    #: The recipients who took it while others refused (a retry goes to the others only).
+    delivered_to: tuple[str, ...] = ()
 
 
 class Outbox:
@@ -101,7 +103,7 @@ class Outbox:
                     self._db, "outbox", queued_state=OutboxState.QUEUED.value, sending=_SENDING, now=now)):
                 logger.warning("outbox: %d mail(s) whose worker stopped mid-send are due again", expired)
             found = await self._db.fetch_all(
-                "SELECT message_id, reference, payload, attempts, queued_at FROM outbox"  # noqa: S608  # nosec B608  # + constants
+                "SELECT message_id, reference, payload, attempts, queued_at, delivered_to FROM outbox"  # noqa: S608  # nosec B608  # + constants
                 f" WHERE state = {_QUEUED} AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit"
                 + self._db.skip_locked,
                 {"now": to_text(now), "limit": limit + 1},
@@ -122,24 +124,28 @@ class Outbox:
                 attempts=row["attempts"] + 1,
                 queued_at=from_text(row["queued_at"]),
                 lease_until=until,
+                delivered_to=tuple((row["delivered_to"] or "").splitlines()),
             )
             for row in rows
         ]
         return items, len(found) > limit
 
-    async def mark_delivered(self, item: OutboxItem, now: dt.datetime) -> bool:
-        """Delivered: drop the payload (and, once committed, its old pages from the WAL), keep the fact.
+    async def mark_delivered(self, item: OutboxItem, now: dt.datetime, refused: str | None = None) -> bool:
+        """Delivered: drop the payload (and, once committed, its old pages from the WAL), keep the fact, and
+        `refused`: for whom it was not (some recipients had it, the others refused it for good).
 
         False when the lease was no longer this worker's (`_mark`): another instance recorded the mail."""
         async with self._db.transaction(savepoint=False):
             return await self._mark(
-                item, "delivered", "state = :delivered, payload = NULL, finished_at = :now, last_error = NULL",
-                {"delivered": OutboxState.DELIVERED.value, "now": to_text(now)}, wipes=True)
+                item, "delivered", "state = :delivered, payload = NULL, finished_at = :now, last_error = :refused",
+                {"delivered": OutboxState.DELIVERED.value, "now": to_text(now), "refused": refused}, wipes=True)
 
     async def reschedule(self, item: OutboxItem, next_attempt_at: dt.datetime, error: str) -> bool:
-        """A transient failure: try again at `next_attempt_at` (False: stale, as above)."""
-        return await self._mark(item, "reschedule", "state = :queued, next_attempt_at = :at, last_error = :error",
-                                {"queued": OutboxState.QUEUED.value, "at": to_text(next_attempt_at), "error": error})
+        """A transient failure: try again at `next_attempt_at`, to those not in `item.delivered_to` (False: stale)."""
+        return await self._mark(item, "reschedule", "state = :queued, next_attempt_at = :at, last_error = :error,"
+                                " delivered_to = :delivered_to",
+                                {"queued": OutboxState.QUEUED.value, "at": to_text(next_attempt_at), "error": error,
+                                 "delivered_to": "\n".join(item.delivered_to) or None})
 
     async def mark_failed(self, item: OutboxItem, now: dt.datetime, error: str) -> bool:
         """Given up: drop the payload (WAL included, as above); the referrer is told to refer again. False: stale."""

@@ -37,6 +37,19 @@ class MailDeliveryError(Exception):
         self.retry_after = retry_after
 
 
+class PartlyDelivered(MailDeliveryError):
+    """The mail went to some recipients (`accepted`) and not to the others (`refused`): `reason` says why not.
+
+    Only SMTP can say so (a mail with several recipients, some refused at RCPT); sending it again as it was
+    would give the ones in `accepted` another copy. `transient` is True when any refusal may heal.
+    """
+
+    def __init__(self, failure: MailDeliveryError, *, accepted: tuple[str, ...], refused: tuple[str, ...]) -> None:
+        super().__init__(failure.reason, transient=failure.transient, retry_after=failure.retry_after)
+        self.accepted = accepted
+        self.refused = refused
+
+
 class MailTransport(Protocol):
     """Delivers one complete message, its bytes as they are; raises MailDeliveryError when it cannot."""
 

@@ -25,7 +25,7 @@ from aiosmtplib.email import parse_address
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from bot.delivery.mail_message import OutgoingMail
-from bot.delivery.mail_transport import MailDeliveryError
+from bot.delivery.mail_transport import MailDeliveryError, PartlyDelivered
 
 TlsMode = Literal["starttls", "implicit", "none"]
 _TLS_MODES: tuple[TlsMode, ...] = ("starttls", "implicit", "none")
@@ -183,7 +183,7 @@ class _Session:
         self.unavailable: MailDeliveryError | None = None
 
     async def deliver(self, mail: OutgoingMail) -> MailDeliveryError | None:
-        """One MAIL transaction; None when the server accepted it for every recipient."""
+        """One MAIL transaction; None when the server accepted it for every recipient, `PartlyDelivered` for some."""
         if not mail.sender or not mail.recipients:
             return MailDeliveryError("message has no From or no To address", transient=False)
         reused = self._client is not None and self._client.is_connected and self._used > 0
@@ -212,8 +212,10 @@ class _Session:
         finally:
             if not client.is_connected:
                 self.drop()  # dropped, a 421 or a timeout: the next mail opens a new connection
-        if errors:  # several recipients, some refused: still a failure
-            return _reply_error(next(iter(errors.values())).code, "to a recipient (RCPT)"), False
+        if errors:  # taken for the others: they have it, whatever becomes of the refused ones
+            accepted = tuple(address for address in mail.recipients if address not in errors)
+            return PartlyDelivered(_recipients_error(list(errors.values())), accepted=accepted,
+                                   refused=tuple(errors)), False
         return None, False
 
     async def open(self) -> aiosmtplib.SMTP:
@@ -382,7 +384,7 @@ def _delivery_error(error: BaseException) -> MailDeliveryError:
 
 
 def _recipients_error(refusals: list[aiosmtplib.SMTPRecipientRefused]) -> MailDeliveryError:
-    """All recipients refused: permanent only when every refusal is permanent."""
+    """Recipients refused: permanent only when every refusal is permanent."""
     codes = [refusal.code for refusal in refusals] or [0]
     transient_codes = [code for code in codes if 400 <= code < 500]
     return _reply_error(transient_codes[0] if transient_codes else codes[0], "to a recipient (RCPT)")

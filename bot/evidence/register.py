@@ -316,6 +316,12 @@ class ProcessingRegister:
                                         {"reference": reference})
         return [str(row["event"]) for row in rows]
 
+    async def protocol_of(self, reference: str) -> str | None:
+        """The protocol of the first entry for this reference (a breach report's: it has no referral), or None."""
+        value = await self._db.scalar("SELECT protocol_id FROM register WHERE reference = :reference"
+                                      " ORDER BY seq LIMIT 1", {"reference": reference})
+        return None if value is None else str(value)
+
     async def count(self) -> int:
         """How many entries the register holds."""
         return int(await self._db.scalar("SELECT COUNT(*) AS n FROM register"))

@@ -158,6 +158,9 @@ async def test_a_report_one_dpo_s_server_refused_but_the_other_got_is_recorded(
     printed = capsys.readouterr()
     assert await bot.services.register.events_for(report_id) == ["breach_reported"], (
         f"exit {status}, the register has nothing for the report the OCMW's DPO holds: {printed.err.strip()}")
+    sent = ("sent to informatica@sint-gillis-waas.be, refused for dpo@opgroeien.be: SMTP 550 from server to a"
+            " recipient (RCPT): refused")
+    assert status == 1 and f"{report_id} {sent} (1 reference(s), 0 unknown)" in printed.out
 
 
 async def _run(settings: Settings, clock: ManualClock, *argv: str) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -141,6 +142,23 @@ async def test_delivered_failed_and_rescheduled_mails(database: Database) -> Non
     assert (retried.message_id, retried.attempts) == (later, 2)
     assert await outbox.mark_delivered(retried, NOW + dt.timedelta(minutes=3))
     assert await outbox.next_due_at() is None
+
+
+async def test_a_mail_some_recipients_took_keeps_them_for_its_retry_and_its_refusal_once_delivered(
+    database: Database,
+) -> None:
+    outbox = Outbox(database)
+    [queued] = await queue(outbox, 1)
+    [item] = await outbox.claim_due(NOW, LEASE)
+    assert item.delivered_to == ()
+    taken = dataclasses.replace(item, delivered_to=("informatica@sint-gillis-waas.be", "b@example.org"))
+    assert await outbox.reschedule(taken, NOW + SECOND, "SMTP 452 from server to a recipient (RCPT): temporary failure")
+    [retried] = await outbox.claim_due(NOW + SECOND, LEASE)
+    assert (retried.message_id, retried.delivered_to) == (queued, taken.delivered_to)
+    refused = "refused for dpo@opgroeien.be: SMTP 550 from server to a recipient (RCPT): refused"
+    assert await outbox.mark_delivered(retried, NOW + 2 * SECOND, refused)
+    row = await database.fetch_one("SELECT state, last_error FROM outbox")
+    assert row is not None and (row["state"], row["last_error"]) == ("delivered", refused)
 
 
 async def test_two_hundred_mails_claimed_by_eight_claimers_on_two_engines_go_out_once_each(

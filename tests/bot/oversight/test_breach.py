@@ -372,3 +372,28 @@ async def test_a_dpo_whose_server_says_later_does_not_make_the_other_dpo_get_the
     copies = [recipient for recipients, message in breach_mails(smtp) if report_id in str(message["Subject"])
               for recipient in recipients]
     assert sorted(copies) == sorted(DPOS), f"each DPO gets the report once: {copies}"
+
+
+async def test_a_dpo_refused_for_good_after_the_other_took_the_report_is_recorded_as_such(
+    bot: BotDriver, referrer: TeamsUser, smtp: SmtpTestServer, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """First 452 for the Opgroeien DPO, the OCMW's DPO takes it; at the retry 550 (the address was removed):
+    the report is delivered to the one and refused for the other, in the log, the outbox and the register."""
+    report_id, _ = await report(bot, referrer)
+    smtp.fail_next(452, stage="RCPT")
+    await bot.deliver()
+    clock.advance(dt.timedelta(hours=1))
+    smtp.fail_next(550, stage="RCPT")
+    await bot.deliver()
+
+    assert [recipients for recipients, _ in breach_mails(smtp)] == [("informatica@sint-gillis-waas.be",)]
+    [partly] = [record for record in caplog.records if record.getMessage().startswith("mail delivered to")]
+    assert partly.getMessage() == ("mail delivered to informatica@sint-gillis-waas.be; refused for dpo@opgroeien.be:"
+                                   " SMTP 550 from server to a recipient (RCPT): refused")
+    assert partly.levelno == logging.ERROR and getattr(partly, "reference", None) == report_id
+    assert await bot.services.outbox.counts() == {"delivered": 1}
+    assert await bot.services.register.events_for(report_id) == ["breach_reported", "delivery_failed"]
+    [entry] = [entry for entry in await bot.services.register.export_protocol(PROTOCOL_ID)
+               if entry["reference"] == report_id and entry["event"] == "delivery_failed"]
+    assert entry["actor_id"] == "bot:delivery" and entry["detail"] == partly.getMessage()
+    assert TYPED not in caplog.text
