@@ -970,3 +970,87 @@ async def test_an_english_referrer_reads_english_throughout_and_the_ocmw_channel
     assert not dutch, dutch
     english_in_channel = [t[:160] for t in [*to_channel, texts(ack)] if "Acknowledge" in t or "Referral" in t]
     assert not english_in_channel, english_in_channel
+
+
+# --- a protocol ended while a referral of it is still at the OCMW ---------------------------------------------
+
+async def test_a_wrong_item_reported_after_the_protocol_ended_is_not_promised_as_a_correction(
+    tmp_path: Path, clock: ManualClock, referrer: TeamsUser
+) -> None:
+    """Article 7 after the end: the OCMW still holds a family's data (delivered on the last day) and reports the
+    phone number wrong the day after. A correction is a new transfer, refused once the protocol has ended, yet the
+    OCMW is told "De correctie komt als een nieuwe kaart" and the referrer is sent a card asking for the right
+    number, which refuses it ("geldt vandaag niet"): the OCMW waits for a correction that cannot come."""
+    shipped = Settings().protocols_dir / "sint-gillis-waas.toml"
+    folder = tmp_path / "protocols"
+    folder.mkdir()
+    (folder / shipped.name).write_text(shipped.read_text().replace("# ends_on = 2027-03-01", "ends_on = 2026-11-28"))
+    settings = Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
+                                      "PROTOCOLS_DIR": str(folder)})
+    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+        await link(bot, ocmw_worker())
+        reference, worker = await send_and_deliver(bot, referrer)  # 28 November, the protocol's last day
+        await bot.act(worker, "ack.receive", {"reference": reference})
+        clock.advance(dt.timedelta(days=1))  # 29 November: the protocol has ended, the OCMW still holds the data
+
+        reported = await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+        await bot.settle()
+        correction_id = actions(next(
+            call.body["attachments"][0]["content"] for call in bot.connector.calls
+            if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/") and call.body.get("attachments")
+            and "correction.submit" in actions(call.body["attachments"][0]["content"])))["correction.submit"][
+            "correctionId"]
+        refused = await bot.banner(referrer, "correction.submit", {"correctionId": correction_id,
+                                                                   "phone": "0470 11 22 33"})
+        assert "geldt vandaag niet" in refused, refused  # a correction is a new transfer: refused after the end
+        assert "De correctie komt" not in texts(reported), \
+            "the OCMW is promised a correction the bot refuses to send"
+
+
+async def test_a_withdrawal_after_the_ocmw_filed_the_data_says_why_and_where_to_go_instead(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser
+) -> None:
+    """The parents were told "je mag je toestemming altijd weer intrekken ... Wij vragen het OCMW dan om je gegevens
+    te wissen". Months later, after they asked for help and the OCMW filed the data in its own dossier ("Opgenomen en
+    verwijderd"), they tell Kind en Gezin they withdraw. The colleague who records it must learn why the bot cannot
+    pass it on (the data is in the OCMW's own dossier now) and what to do instead (CONTENT.md: refusals say why and
+    what to do), not "Deze knop past niet bij de stap ... Kijk op de kaart": there is no card with a next step."""
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
+    await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+    assert (await bot.services.referrals.get(reference)).state == "data_deleted"  # type: ignore[union-attr]
+
+    [answer] = await bot.say(colleague, f"intrekken {reference}")
+    told = answer.get("text") or texts(answer["attachments"][0]["content"])
+    assert "Kijk op de kaart van de doorverwijzing wat de volgende stap is" not in told and "dossier" in told, told
+
+
+async def test_a_withdrawal_recorded_while_the_bot_was_out_of_the_ocmw_team_reaches_the_ocmw_when_it_is_back(
+    bot: BotDriver, referrer: TeamsUser, colleague: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    """The OCMW's card arrived; then an owner removed the app from the OCMW's team for a few days, and meanwhile the
+    parents withdrew consent. Teams refused the card's edit (the deletion button) and the notice, 403, final. When the
+    app is back, only cards never shown are posted again: the card in the channel still says "Ontvangst bevestigen",
+    a click on it is refused ("Dit kan nu niet"), and nothing lets the OCMW learn of the withdrawal or confirm the
+    deletion the parents were promised ("Wij vragen het OCMW dan om je gegevens te wissen")."""
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    team = dataclasses.replace(ocmw_worker, conversation_id=CHANNEL)
+    assert (await bot.post(team.bot_removed(bot.service_url))).status == 202
+
+    await bot.act_confirmed(colleague, "consent.withdraw", {"reference": reference})
+    bot.connector.fail_next(403, count=2, path=f"/v3/conversations/{CHANNEL}")  # the card's edit, the notice
+    await bot.settle()
+    assert (await bot.services.referrals.get(reference)).state == "consent_withdrawn"  # type: ignore[union-attr]
+
+    before = len(bot.connector.calls)
+    assert (await bot.post(team.bot_installed(bot.service_url))).status == 202
+    await bot.settle()
+    shown = [attachment["content"] for call in bot.connector.accepted
+             if call in bot.connector.calls[before:] and call.path.startswith(f"/v3/conversations/{CHANNEL}")
+             for attachment in call.body.get("attachments") or [] if reference in texts(attachment["content"])]
+    assert any("referral.deleted" in actions(card) for card in shown), \
+        "back in the team, the OCMW's channel never gets the card to confirm the deletion after the withdrawal"

@@ -9,6 +9,7 @@ network round trip's time to arrive (as from Key Vault), so the clicks overlap i
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -163,3 +164,39 @@ async def test_a_correction_that_could_not_be_queued_says_so_of_the_correction_n
     assert answer.startswith("Correctie NIET verstuurd") and reference in answer, answer
     assert "staat nog op de kaart" in answer and "minuten zonder wijziging" not in answer, answer
     assert await bot.services.outbox.counts() == {"delivered": 1}, "nothing queued"
+
+
+# --- a correction the mail server refused: the OCMW still waits for it ---------------------------------------
+
+async def test_a_correction_whose_mail_was_refused_can_be_sent_again_and_is_still_chased(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Article 7: the OCMW asked for the right phone number. The referrer's correction `-2` never reached the OCMW's
+    mailbox (the mail server refused it for good: "NIET verstuurd ... maak opnieuw"), so the request is still
+    open: the request's card must let the referrer send it again, and the reminder must keep asking for it."""
+    from bot.delivery.mail_transport import MailDeliveryError
+
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    send = bot.services.transport.send
+
+    async def refuse(_: object) -> None:
+        raise MailDeliveryError("550 5.1.1 mailbox unavailable", transient=False)
+
+    monkeypatch.setattr(bot.services.transport, "send", refuse)
+    await bot.act(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    await bot.deliver()
+    failed = await bot.services.referrals.get(f"{reference}-2")
+    assert failed is not None and failed.state == "failed", "the correction never reached the OCMW"
+    monkeypatch.setattr(bot.services.transport, "send", send)  # the mail server is fine again
+
+    again = await bot.answer(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    told = texts(again["value"]) if again["type"] == CARD_TYPE else str(again["value"])
+    assert "al verstuurd" not in told, f"the request card says the failed correction was sent: {told[:200]}"
+
+    clock.advance(dt.timedelta(days=7))  # a week later, the OCMW still without the right number
+    before = len(bot.connector.calls)
+    await bot.services.reminders.run_due()
+    await bot.settle()
+    reminded = [texts(call.body) for call in bot.connector.calls[before:]
+                if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
+    assert any("wacht nog op" in text for text in reminded), "the referrer is no longer reminded of the correction"
