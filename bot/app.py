@@ -248,6 +248,7 @@ def create_app(
         policy=RetryPolicy(settings.delivery.initial, settings.delivery.maximum, settings.delivery.horizon,
                            settings.delivery.lease),
         after_delivery=ocmw.queue_referral_card,
+        after_failure=corrections.reopen,
         metrics=metrics,
     )
     outbox.on_queued = worker.wake

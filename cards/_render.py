@@ -94,6 +94,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "correction_withdrawn": ("reference",),
         "correction_not_sent": ("reference",),
         "correction_not_queued": ("reference",),
+        "correction_not_delivered": ("reference", "recipient"),
         "being_sent": ("reference",),
     }
 )
@@ -113,6 +114,7 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
         "correction_withdrawn",
         "correction_not_sent",
         "correction_not_queued",
+        "correction_not_delivered",
         "being_sent",
         "not_listed_for_team",
     }

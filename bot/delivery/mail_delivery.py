@@ -108,13 +108,16 @@ class DeliveryWorker:
         timezone: ZoneInfo,
         policy: RetryPolicy,
         after_delivery: Callable[[SentReferral, dt.datetime], Awaitable[None]] | None = None,
+        after_failure: Callable[[SentReferral, dt.datetime], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        """`after_delivery` runs inside the delivery's transaction (it queues the OCMW's card)."""
+        """`after_delivery` runs inside the delivery's transaction (it queues the OCMW's card); `after_failure`
+        inside the one that gives a referral up (it opens again the correction requests a failed version answered)."""
         self._db = db
         self._metrics = metrics or Metrics.disabled()
         self._after_delivery = after_delivery
+        self._after_failure = after_failure
         self._outbox = outbox
         self._transport = transport
         self._referrals = referrals
@@ -340,6 +343,8 @@ class DeliveryWorker:
                 return
             referral = await self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)
             await self._tell_referrer(referral, delivered_at=None)
+            if self._after_failure is not None:
+                await self._after_failure(referral, now)
             await self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)  # last, as above
         self._metrics.referral_failed(referral.protocol_id, _kind(referral), cause)
 
@@ -400,6 +405,11 @@ class DeliveryWorker:
             card = cards.sent_card(lang, reference=referral.reference, recipient=recipient, mailbox=mailbox,
                                    sent_at=local)
             text = cards.text(lang, "delivered", reference=referral.reference, recipient=recipient)
+        elif referral.parent_reference:  # a correction: the request is open again, its card comes back
+            card = cards.problem_card(lang, "correction_not_delivered", reference=referral.reference,
+                                      recipient=recipient)
+            text = cards.text(lang, "correction_delivery_failed", reference=referral.reference, recipient=recipient,
+                              correction_of=referral.parent_reference)
         else:
             card = cards.problem_card(lang, "not_delivered", reference=referral.reference, recipient=recipient)
             text = cards.text(lang, "delivery_failed", reference=referral.reference, recipient=recipient)

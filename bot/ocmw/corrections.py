@@ -219,6 +219,26 @@ class CorrectionService:
             logger.warning("correction request: %d card(s) Teams did not show posted again", again)
         return again
 
+    async def reopen(self, version: SentReferral, now: dt.datetime) -> None:
+        """A correction version given up (the mail server refused it): the requests it answered are open again, in
+        the caller's transaction, so the referrer can send the correction again and is reminded until it goes out.
+        Their cards come back to the chat (the one clicked now says "NIET verstuurd"). A first version: nothing."""
+        if version.parent_reference is None:
+            return
+        rows = await self._db.fetch_all("SELECT id, item, kind FROM corrections WHERE new_reference = :version",
+                                        {"version": version.reference})
+        if not rows:
+            return
+        await self._db.execute("UPDATE corrections SET new_reference = NULL WHERE new_reference = :version",
+                               {"version": version.reference})
+        logger.warning("correction not delivered: %d request(s) open again", len(rows),
+                       extra={"reference": version.reference})
+        original = await self._referrals.get(version.parent_reference)
+        if original is None or not awaits_correction(self._registry, original, now.astimezone(self._tz).date()):
+            return  # closed, or its protocol ended: the card would only refuse (on_action says why)
+        for row in rows:
+            await self._cards.post(str(row["id"]), original, str(row["item"]), now, own=row["kind"] == OWN)
+
     async def report_superfluous(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
         """The OCMW says an item was not needed (article 7): registered, and the referrer told; nothing is resent."""
         now = self._clock.now()
@@ -256,9 +276,11 @@ class RequestCards:
         self._registry = registry
         self._messages = messages
 
-    async def post(self, correction_id: str, original: SentReferral, item: str, now: dt.datetime) -> None:
+    async def post(
+        self, correction_id: str, original: SentReferral, item: str, now: dt.datetime, *, own: bool = False
+    ) -> None:
         """Queue the request's card in the referrer's chat, in the caller's transaction (its id kept for later)."""
-        card = self.card(cards.language_for(original.lang), correction_id, original, item, {}, {})
+        card = self.card(cards.language_for(original.lang), correction_id, original, item, {}, {}, own=own)
         await self._messages.post(original.conversation_ref, MessageContent(card=card), now=now,
                                   reference=original.reference, slot=request_slot(correction_id))
 

@@ -904,6 +904,7 @@ NEW_PROBLEMS = {
     "correction_withdrawn": ("reference",),
     "correction_not_sent": ("reference",),
     "correction_not_queued": ("reference",),
+    "correction_not_delivered": ("reference", "recipient"),
     "being_sent": ("reference",),
     "not_listed_for_team": ("team", "ocmw"),
 }

@@ -172,8 +172,9 @@ async def test_a_correction_whose_mail_was_refused_can_be_sent_again_and_is_stil
     bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Article 7: the OCMW asked for the right phone number. The referrer's correction `-2` never reached the OCMW's
-    mailbox (the mail server refused it for good: "NIET verstuurd ... maak opnieuw"), so the request is still
-    open: the request's card must let the referrer send it again, and the reminder must keep asking for it."""
+    mailbox (the mail server refused it for good), so the request is still open: the referrer is told to send the
+    correction again (not to make a new referral) and gets the request's card back, the reminder keeps asking for it,
+    and the correction sent again goes out."""
     from bot.delivery.mail_transport import MailDeliveryError
 
     reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone"])
@@ -184,14 +185,17 @@ async def test_a_correction_whose_mail_was_refused_can_be_sent_again_and_is_stil
 
     monkeypatch.setattr(bot.services.transport, "send", refuse)
     await bot.act(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    before = len(bot.connector.calls)
     await bot.deliver()
     failed = await bot.services.referrals.get(f"{reference}-2")
     assert failed is not None and failed.state == "failed", "the correction never reached the OCMW"
+    told_then = [call.body for call in bot.connector.calls[before:]
+                 if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
+    assert any("verstuur de correctie opnieuw" in texts(body) for body in told_then), told_then
+    assert not any("Maak de doorverwijzing opnieuw" in texts(body) for body in told_then), told_then
+    assert any(actions(body["attachments"][0]["content"]).get("correction.submit", {}).get("correctionId")
+               == ids["phone"] for body in told_then if body.get("attachments")), "no card to send it again from"
     monkeypatch.setattr(bot.services.transport, "send", send)  # the mail server is fine again
-
-    again = await bot.answer(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
-    told = texts(again["value"]) if again["type"] == CARD_TYPE else str(again["value"])
-    assert "al verstuurd" not in told, f"the request card says the failed correction was sent: {told[:200]}"
 
     clock.advance(dt.timedelta(days=7))  # a week later, the OCMW still without the right number
     before = len(bot.connector.calls)
@@ -200,3 +204,10 @@ async def test_a_correction_whose_mail_was_refused_can_be_sent_again_and_is_stil
     reminded = [texts(call.body) for call in bot.connector.calls[before:]
                 if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
     assert any("wacht nog op" in text for text in reminded), "the referrer is no longer reminded of the correction"
+
+    again = await bot.answer(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    told = texts(again["value"]) if again["type"] == CARD_TYPE else str(again["value"])
+    assert "al verstuurd" not in told, f"the request card says the failed correction was sent: {told[:200]}"
+    await bot.deliver()
+    sent = await bot.services.referrals.get(f"{reference}-3")
+    assert sent is not None and sent.state == "sent", "the correction sent again did not go out"
