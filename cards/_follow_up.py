@@ -69,6 +69,7 @@ _NOTICE_COLORS: Final[Mapping[str, str]] = MappingProxyType(
         "already_acknowledged": "accent",
         "quality_item_missing": "attention",
         "quality_reported": "good",
+        "quality_reported_protocol_ended": "warning",
         "superfluous_reported": "good",
         "outcome_already_recorded": "accent",
         "deletion_recorded": "good",
@@ -108,6 +109,8 @@ def ocmw_referral_card(lang: Language, view: OcmwReferralView) -> Card:
         if acknowledged is None:
             raise CardError("ocmw_referral_card: the notice already_acknowledged needs acknowledged_by/at")
         notice = text(lang, "notice.already_acknowledged", **acknowledged)
+    elif view.notice == "quality_reported_protocol_ended":
+        notice = text(lang, "notice.quality_reported_protocol_ended", team=view.sender_team)
     elif view.notice is not None:
         notice = text(lang, f"notice.{view.notice}")
 

@@ -18,8 +18,8 @@ OcmwState = Literal[
 ]
 #: The one-line message on top of the OCMW's card, answering the button just pressed.
 Notice = Literal[
-    "already_acknowledged", "quality_item_missing", "quality_reported", "superfluous_reported",
-    "outcome_already_recorded", "deletion_recorded",
+    "already_acknowledged", "quality_item_missing", "quality_reported", "quality_reported_protocol_ended",
+    "superfluous_reported", "outcome_already_recorded", "deletion_recorded",
 ]
 #: Where any referral stands, as the status list shows it.
 StatusState = Literal[

@@ -34,7 +34,7 @@ from bot.delivery.chat_messages import MessageContent
 from bot.delivery.mail_outbox import Outbox
 from bot.delivery.message_outbox import MessageOutbox
 from bot.evidence.register import ProcessingRegister, RegisterEvent
-from bot.ocmw.corrections import CorrectionService, referrer_refusal
+from bot.ocmw.corrections import CorrectionService, awaits_correction, referrer_refusal
 from bot.ocmw.links import OcmwLink, OcmwLinks, base_conversation_id, display_code
 from bot.ocmw.refusal_bursts import RefusalBursts
 from bot.referral.dialogue import Actor, Answer, Banner, Card, Reply
@@ -478,6 +478,13 @@ class OcmwService:
         if data.get("kind") == "superfluous":  # article 7: an item that was not needed; nothing is resent
             updated = await self._corrections.report_superfluous(referral, str(item), actor)
             return self._card(actor, updated, notice="superfluous_reported")
+        today = self._clock.now().astimezone(self._tz).date()
+        if not awaits_correction(self._registry, await self._family_root(referral), today):
+            # The protocol has ended: a correction, a new transfer, would be refused. Recorded, nothing promised.
+            async with self._db.transaction():
+                updated = await self._corrections.report_after_end(referral, str(item), actor)
+                await self._update_for_everyone(updated)
+            return self._card(actor, updated, notice="quality_reported_protocol_ended")
         async with self._db.transaction():
             updated = await self._corrections.request(referral, str(item), actor)
             await self._update_for_everyone(updated)

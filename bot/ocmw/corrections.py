@@ -82,15 +82,39 @@ class CorrectionService:
                 {"id": correction_id, "reference": root, "item": item, "by_id": actor.user_id,
                  "by": actor.display_name, "at": to_text(now)},
             )
-            current = await self._referrals.get(referral.reference) or referral
-            items = tuple(dict.fromkeys((*current.reported_items, item)))
-            updated = await self._referrals.update(referral.reference, reported_items=items)
-            await self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
-                                        actor_name=actor.display_name, protocol_id=referral.protocol_id,
-                                        reference=root, detail=f"item: {item}")
+            updated = await self._record_report(referral, item, actor, now, f"item: {item}")
             original = await self._referrals.get(root) or referral
             await self._cards.post(correction_id, original, item, now)
         logger.info("correction requested", extra={"reference": root})
+        return updated
+
+    async def report_after_end(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
+        """The OCMW reports an item wrong after the protocol's end: a correction, a new transfer, would be refused, so
+        the report is recorded (the item listed on the OCMW's card, the register) and the referrer told, with no card
+        to correct it and nothing to chase; in one commit."""
+        now = self._clock.now()
+        original = await self._referrals.get(referral.root) or referral
+        lang = cards.language_for(original.lang)
+        async with self._db.transaction():
+            updated = await self._record_report(referral, item, actor, now,
+                                                f"item: {item}; protocol ended: no correction through the bot")
+            text = cards.text(lang, "quality_after_end_to_referrer", reference=original.reference,
+                              recipient=self._registry.recipient_name(original.protocol_id),
+                              item=cards.text(lang, f"item.{item}.name"))
+            await self._messages.post(original.conversation_ref, MessageContent(text=text), now=now,
+                                      reference=original.reference)
+        logger.info("wrong item reported after the protocol's end: no correction", extra={"reference": original.root})
+        return updated
+
+    async def _record_report(self, referral: SentReferral, item: str, actor: Actor, now: dt.datetime,
+                             detail: str) -> SentReferral:
+        """The item listed as reported on `referral` and the report registered, in the caller's transaction."""
+        current = await self._referrals.get(referral.reference) or referral
+        items = tuple(dict.fromkeys((*current.reported_items, item)))
+        updated = await self._referrals.update(referral.reference, reported_items=items)
+        await self._register.append(at=now, event=RegisterEvent.CORRECTION_REQUESTED, actor_id=actor.user_id,
+                                    actor_name=actor.display_name, protocol_id=referral.protocol_id,
+                                    reference=referral.root, detail=detail)
         return updated
 
     async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:

@@ -476,6 +476,7 @@ def test_ocmw_leak_reminder_while_the_ocmw_holds_data(lang: cards.Language, stat
         ("already_acknowledged", "accent"),
         ("quality_item_missing", "attention"),
         ("quality_reported", "good"),
+        ("quality_reported_protocol_ended", "warning"),
         ("outcome_already_recorded", "accent"),
         ("deletion_recorded", "good"),
     ],
@@ -489,6 +490,8 @@ def test_notice_is_highlighted_right_under_the_title(lang: cards.Language, notic
     assert block["weight"] == "Bolder"
     if notice == "already_acknowledged":
         assert block["text"] == cards.text(lang, f"notice.{notice}", name=ACKER, time="03/03/2026 09:12")
+    elif notice == "quality_reported_protocol_ended":  # whom to contact: the sending team
+        assert block["text"] == cards.text(lang, f"notice.{notice}", team=TEAM)
     else:
         assert block["text"] == cards.text(lang, f"notice.{notice}")
 

@@ -979,8 +979,9 @@ async def test_a_wrong_item_reported_after_the_protocol_ended_is_not_promised_as
 ) -> None:
     """Article 7 after the end: the OCMW still holds a family's data (delivered on the last day) and reports the
     phone number wrong the day after. A correction is a new transfer, refused once the protocol has ended, yet the
-    OCMW is told "De correctie komt als een nieuwe kaart" and the referrer is sent a card asking for the right
-    number, which refuses it ("geldt vandaag niet"): the OCMW waits for a correction that cannot come."""
+    OCMW was told "De correctie komt als een nieuwe kaart" and the referrer was sent a card asking for the right
+    number, which refused it ("geldt vandaag niet"): the OCMW waited for a correction that could not come. Now the
+    report is registered, the OCMW is told no correction comes and whom to contact, the referrer is told, no card."""
     shipped = Settings().protocols_dir / "sint-gillis-waas.toml"
     folder = tmp_path / "protocols"
     folder.mkdir()
@@ -993,18 +994,20 @@ async def test_a_wrong_item_reported_after_the_protocol_ended_is_not_promised_as
         await bot.act(worker, "ack.receive", {"reference": reference})
         clock.advance(dt.timedelta(days=1))  # 29 November: the protocol has ended, the OCMW still holds the data
 
+        before = len(bot.connector.calls)
         reported = await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
         await bot.settle()
-        correction_id = actions(next(
-            call.body["attachments"][0]["content"] for call in bot.connector.calls
-            if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/") and call.body.get("attachments")
-            and "correction.submit" in actions(call.body["attachments"][0]["content"])))["correction.submit"][
-            "correctionId"]
-        refused = await bot.banner(referrer, "correction.submit", {"correctionId": correction_id,
-                                                                   "phone": "0470 11 22 33"})
-        assert "geldt vandaag niet" in refused, refused  # a correction is a new transfer: refused after the end
-        assert "De correctie komt" not in texts(reported), \
-            "the OCMW is promised a correction the bot refuses to send"
+        to_referrer = [call.body for call in bot.connector.calls[before:]
+                       if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
+        assert not any("correction.submit" in actions(attachment["content"]) for body in to_referrer
+                       for attachment in body.get("attachments") or []), \
+            "the referrer is asked for a correction the bot refuses to send"
+        assert any("geldt niet meer" in texts(body) for body in to_referrer), to_referrer
+        told = texts(reported)
+        assert "De correctie komt" not in told, "the OCMW is promised a correction the bot refuses to send"
+        assert "geen correctie" in told and "Kind en Gezin team Noord-Oost Waasland" in told, told
+        assert "Telefoonnummer" in texts(reported), "the report is listed on the card"
+        assert "item: phone; protocol ended: no correction through the bot" in _details(bot, reference)
 
 
 async def test_a_withdrawal_after_the_ocmw_filed_the_data_says_why_and_where_to_go_instead(
