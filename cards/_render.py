@@ -95,6 +95,8 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "correction_not_sent": ("reference",),
         "correction_not_queued": ("reference",),
         "correction_not_delivered": ("reference", "recipient"),
+        "withdrawal_after_filing": ("reference", "ocmw", "dpo"),
+        "withdrawal_after_deletion": ("reference", "ocmw"),
         "being_sent": ("reference",),
     }
 )
@@ -115,6 +117,8 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
         "correction_not_sent",
         "correction_not_queued",
         "correction_not_delivered",
+        "withdrawal_after_filing",
+        "withdrawal_after_deletion",
         "being_sent",
         "not_listed_for_team",
     }

@@ -322,6 +322,12 @@ class ProcessingRegister:
                                       " ORDER BY seq LIMIT 1", {"reference": reference})
         return None if value is None else str(value)
 
+    async def last_detail(self, reference: str, event: RegisterEvent) -> str | None:
+        """The detail of the newest `event` entry for one reference (an outcome: which), or None when there is none."""
+        row = await self._db.fetch_one("SELECT detail FROM register WHERE reference = :reference AND event = :event"
+                                       " ORDER BY seq DESC LIMIT 1", {"reference": reference, "event": event.value})
+        return None if row is None else str(row["detail"])
+
     async def count(self) -> int:
         """How many entries the register holds."""
         return int(await self._db.scalar("SELECT COUNT(*) AS n FROM register"))

@@ -335,6 +335,8 @@ class OcmwService:
             return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                             reference=referral.reference))
         before_sending = referral.state == ReferralState.QUEUED
+        if referral.state == ReferralState.DATA_DELETED:
+            return await self._nothing_left_to_withdraw(actor, referral)
         if not before_sending and ReferralState.CONSENT_WITHDRAWN not in TRANSITIONS[referral.state]:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         if not cards.is_confirmed(data):
@@ -369,6 +371,21 @@ class OcmwService:
         logger.info("consent withdrawn", extra={"reference": updated.reference})
         return cards.notice_card(actor.lang, cards.text(actor.lang, "withdrawal_recorded",
                                                         reference=updated.reference))
+
+    async def _nothing_left_to_withdraw(self, actor: Actor, referral: SentReferral) -> Answer:
+        """A withdrawal after the OCMW confirmed the deletion: why the bot passes nothing on, and where to go instead.
+
+        After help was wanted the OCMW filed the data in its own dossier: the parents' request goes to the OCMW or
+        its DPO. Otherwise (no help wanted, not reached, consent withdrawn before) the data is gone at the OCMW.
+        """
+        ocmw = self._registry.recipient_name(referral.protocol_id)
+        protocol = self._registry.get(referral.protocol_id)
+        outcome = await self._register.last_detail(referral.reference, RegisterEvent.OUTCOME_RECORDED)
+        if protocol is not None and referral.withdrawn_at is None and outcome is not None \
+                and OUTCOMES.get(outcome) == ReferralState.HELP_WANTED:
+            return _banner(actor, "withdrawal_after_filing", reference=referral.reference, ocmw=ocmw,
+                           dpo=protocol.recipient_dpo)
+        return _banner(actor, "withdrawal_after_deletion", reference=referral.reference, ocmw=ocmw)
 
     async def _withdraw_before_sending(self, actor: Actor, referral: SentReferral) -> Answer:
         """The mail has not left: it never will. Nothing reached the OCMW, so nothing is to be deleted there.

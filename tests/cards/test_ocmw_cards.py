@@ -908,6 +908,8 @@ NEW_PROBLEMS = {
     "correction_not_sent": ("reference",),
     "correction_not_queued": ("reference",),
     "correction_not_delivered": ("reference", "recipient"),
+    "withdrawal_after_filing": ("reference", "ocmw", "dpo"),
+    "withdrawal_after_deletion": ("reference", "ocmw"),
     "being_sent": ("reference",),
     "not_listed_for_team": ("team", "ocmw"),
 }

@@ -122,7 +122,8 @@ CARDS: dict[str, tuple[CardFactory, set[str]]] = {
     ),
 }
 PROBLEM_PARAMS = {"reference": REFERENCE, "ocmw": RECIPIENT, "recipient": RECIPIENT,
-                  "team": "Kind en Gezin team Beveren", "minutes": "45"}
+                  "team": "Kind en Gezin team Beveren", "minutes": "45",
+                  "dpo": "informatica@sint-gillis-waas.be"}
 
 
 def _problem_factory(problem: str) -> CardFactory:

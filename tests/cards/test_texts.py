@@ -121,7 +121,7 @@ def test_the_problems_of_the_brief_are_all_known() -> None:
         "not_ocmw_conversation", "referral_unknown", "outcome_invalid", "correction_unknown",
         "correction_done", "action_not_possible_now", "rate_limited", "password_unavailable",
         "correction_closed", "correction_withdrawn", "correction_not_sent", "correction_not_queued", "being_sent",
-        "not_listed", "correction_not_delivered",
+        "not_listed", "correction_not_delivered", "withdrawal_after_filing", "withdrawal_after_deletion",
         "membership_unavailable", "no_longer_listed", "database_unavailable", "not_listed_for_team",
     }  # fmt: skip
 

@@ -51,6 +51,18 @@ async def test_entries_are_chained(database: Database) -> None:
     assert await register.events_for("VD-20261128-AAAAAA") == ["consent_confirmed", "delivered"]
 
 
+async def test_the_last_detail_of_an_event_is_the_newest_one_for_that_reference(database: Database) -> None:
+    """Which outcome a closed referral had (the OCMW filed the data, or deleted it): the newest one recorded."""
+    register = ProcessingRegister(database)
+    for reference, outcome in (("VD-20261128-AAAAAA", "unreachable"), ("VD-20261128-AAAAAA", "contact_help_wanted"),
+                               ("VD-20261128-BBBBBB", "contact_no_help_wanted")):
+        await register.append(at=NOW, event=RegisterEvent.OUTCOME_RECORDED, actor_id="a", actor_name="A",
+                              protocol_id="P", reference=reference, detail=outcome)
+    assert await register.last_detail("VD-20261128-AAAAAA", RegisterEvent.OUTCOME_RECORDED) == "contact_help_wanted"
+    assert await register.last_detail("VD-20261128-AAAAAA", RegisterEvent.DELIVERED) is None
+    assert await register.last_detail("VD-20261128-CCCCCC", RegisterEvent.OUTCOME_RECORDED) is None
+
+
 async def test_entries_appended_alone_and_inside_steps_by_two_instances_make_one_chain(database: Database) -> None:
     """Two engines on one database (two instances) append 40 entries at once, half of them alone (PostgreSQL:
     one autocommitted statement) and half inside a transaction that does more: one unbroken chain, each hash

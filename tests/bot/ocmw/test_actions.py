@@ -1018,17 +1018,35 @@ async def test_a_withdrawal_after_the_ocmw_filed_the_data_says_why_and_where_to_
     verwijderd"), they tell Kind en Gezin they withdraw. The colleague who records it must learn why the bot cannot
     pass it on (the data is in the OCMW's own dossier now) and what to do instead (CONTENT.md: refusals say why and
     what to do), not "Deze knop past niet bij de stap ... Kijk op de kaart": there is no card with a next step."""
+    reference, told = await _withdrawn_after_deletion(bot, referrer, ocmw_worker, colleague, "contact_help_wanted")
+    assert "Kijk op de kaart van de doorverwijzing wat de volgende stap is" not in told and "dossier" in told, told
+    assert "informatica@sint-gillis-waas.be" in told, "the OCMW's DPO, to whom the parents' request goes"
+    assert "consent_withdrawn" not in _events(bot, reference), "nothing recorded"
+
+
+async def test_a_withdrawal_after_the_ocmw_deleted_the_data_says_nothing_is_left_to_withdraw(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, colleague: TeamsUser
+) -> None:
+    """No help wanted, the data deleted and confirmed: a withdrawal recorded then is told the data is gone at the
+    OCMW, not to look for a next step on a card that has none, nor to go to the OCMW's DPO."""
+    _, told = await _withdrawn_after_deletion(bot, referrer, ocmw_worker, colleague, "contact_no_help_wanted")
+    assert "Niets meer in te trekken" in told and "dossier" not in told, told
+
+
+async def _withdrawn_after_deletion(bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser,
+                                    colleague: TeamsUser, outcome: str) -> tuple[str, str]:
+    """A referral delivered, acknowledged, with `outcome` and its deletion confirmed; then a colleague types
+    `intrekken`: the reference and what the colleague is told."""
     await link(bot, ocmw_worker)
     reference, card_id = await referred_and_delivered(bot, referrer)
     worker = ocmw_worker.in_thread(card_id)
     await bot.act(worker, "ack.receive", {"reference": reference})
-    await bot.act(worker, "referral.outcome", {"reference": reference, "outcome": "contact_help_wanted"})
+    record = bot.act if outcome == "contact_help_wanted" else bot.act_confirmed  # only help needs no second click
+    await record(worker, "referral.outcome", {"reference": reference, "outcome": outcome})
     await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
     assert (await bot.services.referrals.get(reference)).state == "data_deleted"  # type: ignore[union-attr]
-
     [answer] = await bot.say(colleague, f"intrekken {reference}")
-    told = answer.get("text") or texts(answer["attachments"][0]["content"])
-    assert "Kijk op de kaart van de doorverwijzing wat de volgende stap is" not in told and "dossier" in told, told
+    return reference, answer.get("text") or texts(answer["attachments"][0]["content"])
 
 
 async def test_a_withdrawal_recorded_while_the_bot_was_out_of_the_ocmw_team_reaches_the_ocmw_when_it_is_back(
