@@ -151,6 +151,21 @@ class MessageOutbox:
         known = {str(row["slot"]) for row in last_posts} | set(shown)
         return given_up | (set(slots) - known)
 
+    async def cards_behind(self, slots: Mapping[str, str]) -> set[str]:
+        """Which of these slots show a card a step behind: the last message sent or given up under it is an edit
+        given up (Teams refused it: the bot out of the team). Such a card still offers the step before, whose
+        buttons are refused; an edit queued again brings it up to date. Messages to a conversation go out in
+        the order queued, so the last by id is the last Teams answered. Read through the references' index."""
+        if not slots:
+            return set()
+        last_done = await self._db.fetch_all(
+            "SELECT slot, action, state FROM message_outbox WHERE id IN (SELECT MAX(id) FROM message_outbox"
+            " WHERE reference IN :references AND slot IN :slots AND state IN (:sent, :failed) GROUP BY slot)",
+            {"references": sorted(set(slots.values())), "slots": list(slots), "sent": MessageState.SENT.value,
+             "failed": MessageState.FAILED.value})
+        return {str(row["slot"]) for row in last_done
+                if row["action"] == MessageAction.UPDATE.value and row["state"] == MessageState.FAILED.value}
+
     async def _insert(
         self, conversation_ref: str, action: MessageAction, content: MessageContent, now: dt.datetime, *,
         reference: str | None, slot: str | None, activity_id: str | None = None,

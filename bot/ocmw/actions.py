@@ -166,23 +166,34 @@ class OcmwService:
 
     async def _queue_open_cards(self, protocol_id: str, now: dt.datetime, *, missing_only: bool = False) -> int:
         """Queue the card of every referral the protocol's OCMW still has to act on, inside the caller's transaction:
-        all of them for a channel just linked; with `missing_only`, those whose card is not in the channel (Teams
-        refused its post and it was given up, or none was ever queued). How many."""
+        all of them for a channel just linked. With `missing_only`, those whose card is not in the channel (Teams
+        refused its post and it was given up, or none was ever queued) are posted, and those whose card shows a
+        step before (Teams refused its edit) are edited again; a withdrawal's notice, refused with them, comes
+        again with its card. How many."""
         referrals = await self._referrals.open_for_protocol(protocol_id)
-        if missing_only:
-            missing = await self._messages.cards_missing({_card_slot(referral): referral.reference
-                                                          for referral in referrals})
-            referrals = [referral for referral in referrals if _card_slot(referral) in missing]
-        for referral in referrals:
-            await self.queue_referral_card(referral, now)
-        return len(referrals)
+        if not missing_only:
+            for referral in referrals:
+                await self.queue_referral_card(referral, now)
+            return len(referrals)
+        slots = {_card_slot(referral): referral.reference for referral in referrals}
+        missing = await self._messages.cards_missing(slots)
+        behind = await self._messages.cards_behind(slots) - missing
+        again = [referral for referral in referrals if _card_slot(referral) in missing | behind]
+        for referral in again:
+            if _card_slot(referral) in missing:
+                await self.queue_referral_card(referral, now)
+            else:
+                await self._update_for_everyone(referral)
+            if referral.state == ReferralState.CONSENT_WITHDRAWN:
+                await self._tell_ocmw(referral)
+        return len(again)
 
     async def _post_missing_cards(self, protocol_id: str) -> int:
         """The cards the protocol's linked channel should show and does not, queued again (one commit); how many."""
         async with self._db.transaction():
             again = await self._queue_open_cards(protocol_id, self._clock.now(), missing_only=True)
         if again:
-            logger.warning("OCMW channel: %d card(s) Teams did not show posted again", again,
+            logger.warning("OCMW channel: %d card(s) Teams did not show, or showed a step behind, sent again", again,
                            extra={"protocol_id": protocol_id})
         return again
 

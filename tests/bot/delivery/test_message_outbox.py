@@ -225,6 +225,33 @@ async def test_a_card_is_missing_when_its_last_post_was_given_up_or_none_was_que
     assert await outbox.cards_missing(slots) == {never}
 
 
+async def test_a_card_is_behind_when_its_last_edit_was_given_up_after_it_was_shown(database: Database) -> None:
+    """The bot out of the OCMW's team: the card is there, its edit (a withdrawal) refused for good. Back in the team,
+    the edit is queued again; a card whose last edit went through, or is still on its way, is not behind."""
+    outbox = MessageOutbox(database)
+    slots = {f"ocmw:VD-20261128-{tail}": f"VD-20261128-{tail}" for tail in ("AAAAAA", "BBBBBB", "CCCCCC")}
+    refused, edited, waiting = slots
+    channels = {slot: conversation_ref(f"19:channel-{number}@thread.tacv2") for number, slot in enumerate(slots)}
+    for slot in slots:
+        await outbox.post(channels[slot], MessageContent(card=CARD), now=NOW, slot=slot, reference=slots[slot])
+    for post in await outbox.claim_due(NOW, LEASE):
+        assert await outbox.mark_sent(post, NOW, activity_id=f"act-{post.id}")
+    for slot in (refused, edited):
+        await outbox.update(channels[slot], MessageContent(card=CARD), now=NOW, slot=slot, reference=slots[slot])
+    first, second = await outbox.claim_due(NOW, LEASE)
+    assert await outbox.mark_failed(first, NOW, "HTTP 403")  # the same instant as the post: order is by id
+    assert await outbox.mark_sent(second, NOW, activity_id="act-2")
+    await outbox.update(channels[waiting], MessageContent(card=CARD), now=NOW, slot=waiting, reference=slots[waiting])
+    assert await outbox.cards_behind(slots) == {refused}
+    assert await outbox.cards_missing(slots) == set(), "the card is there: edited again, not posted again"
+    assert await outbox.cards_behind({}) == set()
+
+    await outbox.update(channels[refused], MessageContent(card=CARD), now=NOW, slot=refused, reference=slots[refused])
+    [again] = [message for message in await outbox.claim_due(NOW + SECOND, LEASE) if message.slot == refused]
+    assert await outbox.mark_sent(again, NOW + SECOND, activity_id="act-1")
+    assert await outbox.cards_behind(slots) == set()
+
+
 async def test_what_status_and_check_see(database: Database) -> None:
     outbox = MessageOutbox(database)
     await outbox.post(REFERRER, text("1"), now=NOW - dt.timedelta(days=10), reference="VD-OLD")

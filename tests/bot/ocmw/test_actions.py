@@ -1075,3 +1075,15 @@ async def test_a_withdrawal_recorded_while_the_bot_was_out_of_the_ocmw_team_reac
              for attachment in call.body.get("attachments") or [] if reference in texts(attachment["content"])]
     assert any("referral.deleted" in actions(card) for card in shown), \
         "back in the team, the OCMW's channel never gets the card to confirm the deletion after the withdrawal"
+    after = [call for call in bot.connector.accepted
+             if call in bot.connector.calls[before:] and call.path.startswith(f"/v3/conversations/{CHANNEL}")]
+    assert [call.method for call in after if call.body.get("attachments") and reference in texts(call.body)] \
+        == ["PUT"], \
+        "the card already in the channel is brought up to date, not a second one posted beside it"
+    assert any(f"toestemming voor doorverwijzing {reference} ingetrokken" in texts(call.body) for call in after), \
+        "the withdrawal notice comes with it"
+    again = len(bot.connector.calls)
+    assert (await bot.post(team.bot_installed(bot.service_url))).status == 202
+    await bot.settle()
+    assert not [call for call in bot.connector.calls[again:] if reference in texts(call.body)], \
+        "once up to date, nothing of it is sent again"
