@@ -178,14 +178,17 @@ def ocmw_referral_card(lang: Language, view: OcmwReferralView) -> Card:
     return render("ocmw_referral", lang, values)
 
 
-def referral_status_card(lang: Language, *, audience: Literal["referrer", "ocmw"], rows: Sequence[StatusRow]) -> Card:
+def referral_status_card(
+    lang: Language, *, audience: Literal["referrer", "ocmw"], rows: Sequence[StatusRow], total: int | None = None
+) -> Card:
     """A compact list of referrals and where each stands: the referrer's own ("Mijn doorverwijzingen",
     with a "new referral" button) or the OCMW's open ones. At most `STATUS_MAX_ROWS` rows, in the
-    order given; the card says how many more there are."""
+    order given; the card says how many more there are: of `total` when the caller passed only the first
+    of them, else of `rows`."""
     if audience not in {"referrer", "ocmw"}:
         raise CardError(f"referral_status_card: unknown audience {audience!r}")
     shown = rows[:STATUS_MAX_ROWS]
-    hidden = len(rows) - len(shown)
+    hidden = max(len(rows) if total is None else total, len(rows)) - len(shown)
     values: dict[str, Any] = {
         "title": text(lang, f"status.title.{audience}"),
         "emptyText": "" if rows else text(lang, f"status.empty.{audience}"),

@@ -73,6 +73,9 @@ AWAITING_DELETION = frozenset({ReferralState.HELP_WANTED, ReferralState.NO_HELP_
 CLOSED = frozenset({ReferralState.CONSENT_WITHDRAWN, ReferralState.DATA_DELETED, ReferralState.FAILED})
 #: States the OCMW still has to act on.
 OPEN_FOR_OCMW = frozenset({ReferralState.SENT, ReferralState.RECEIVED, *AWAITING_DELETION})
+#: States in which someone still has to do something (the mail to leave, the OCMW to act): a referrer's list shows
+#: these first.
+STILL_OPEN = frozenset({ReferralState.QUEUED, *OPEN_FOR_OCMW})
 
 
 def check_transitions(table: Mapping[ReferralState, frozenset[ReferralState]]) -> None:
@@ -242,12 +245,19 @@ class ReferralStore:
         return None if row is None else referral_from_row(row)
 
     async def for_referrer(self, referrer_id: str, limit: int = 50) -> list[SentReferral]:
-        """A referrer's referrals, newest first."""
+        """A referrer's referrals, the first `limit`: those still open (`STILL_OPEN`) before the closed ones, newest
+        first within each, so an old one still waiting for the OCMW is not among those left out."""
         rows = await self._db.fetch_all(
-            "SELECT * FROM referrals WHERE referrer_id = :referrer ORDER BY queued_at DESC LIMIT :limit",
-            {"referrer": referrer_id, "limit": limit},
+            "SELECT * FROM referrals WHERE referrer_id = :referrer"
+            " ORDER BY CASE WHEN state IN :open THEN 0 ELSE 1 END, queued_at DESC LIMIT :limit",
+            {"referrer": referrer_id, "open": sorted(state.value for state in STILL_OPEN), "limit": limit},
         )
         return [referral_from_row(row) for row in rows]
+
+    async def count_for_referrer(self, referrer_id: str) -> int:
+        """How many referrals of this referrer are kept (`for_referrer` lists some of them)."""
+        return int(await self._db.scalar("SELECT COUNT(*) AS n FROM referrals WHERE referrer_id = :referrer",
+                                         {"referrer": referrer_id}))
 
     async def open_for_protocol(self, protocol_id: str) -> list[SentReferral]:
         """What the OCMW of a protocol still has to act on, oldest first."""

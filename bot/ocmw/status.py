@@ -28,11 +28,13 @@ class StatusService:
         self._tz = timezone
 
     async def for_referrer(self, actor: Actor) -> Card:
-        """The referrer's own referrals, newest first."""
-        referrals = await self._referrals.for_referrer(actor.user_id)
+        """The referrer's own referrals, those still open first, newest first within each; as many as the card shows,
+        and how many there are in all."""
+        referrals = await self._referrals.for_referrer(actor.user_id, limit=cards.STATUS_MAX_ROWS)
+        total = await self._referrals.count_for_referrer(actor.user_id)
         lost = await self._messages.given_up_for([referral.reference for referral in referrals])
         rows = [self._row(referral, lost) for referral in referrals]
-        return cards.referral_status_card(actor.lang, audience="referrer", rows=rows)
+        return cards.referral_status_card(actor.lang, audience="referrer", rows=rows, total=total)
 
     async def for_ocmw(self, actor: Actor, links: list[OcmwLink]) -> Card:
         """The open referrals of every protocol linked to this conversation, oldest first."""

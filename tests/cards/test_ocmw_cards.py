@@ -647,6 +647,19 @@ def test_status_shows_at_most_30_rows_and_counts_the_rest(lang: cards.Language, 
     assert len(serialized(card).encode("utf-8")) < LIMIT_BYTES
 
 
+@pytest.mark.parametrize(("passed", "total", "hidden"), [(30, 90, 60), (30, 30, 0), (12, 12, 0), (31, 20, 1)])
+def test_status_counts_what_it_leaves_out_of_the_total_when_given_only_the_first(
+    passed: int, total: int, hidden: int
+) -> None:
+    """The referrer's list is read 30 at a time: the rest is counted from `total`, never below what was passed."""
+    card = cards.referral_status_card("nl", audience="referrer", rows=[row("sent", n) for n in range(passed)],
+                                      total=total)
+    shown = len(status_rows(card))
+    assert shown == min(passed, cards.STATUS_MAX_ROWS)
+    assert (cards.text("nl", "status.more", shown=str(shown), count=str(hidden)) in texts(card)) == bool(hidden)
+    assert not hidden or f"nog {hidden} niet getoond" in " ".join(texts(card))
+
+
 def test_status_more_in_dutch() -> None:
     rows = [row("sent", n) for n in range(31)]
     assert "Hier staan de eerste 30; nog 1 niet getoond." in texts(

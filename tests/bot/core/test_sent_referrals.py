@@ -238,6 +238,18 @@ async def test_a_referrers_referrals_newest_first(store: ReferralStore) -> None:
     assert [r.reference for r in await store.for_referrer("aad-referrer-1", limit=2)] == [
         "VD-20261128-MINE03", "VD-20261128-MINE02"]
     assert await store.for_referrer("aad-nobody") == []
+    assert (await store.count_for_referrer("aad-referrer-1"), await store.count_for_referrer("aad-nobody")) == (4, 0)
+
+
+async def test_a_referrers_open_referrals_come_before_the_closed_ones(store: ReferralStore) -> None:
+    """The status card shows the first 30: an old referral still waiting for the OCMW is not among those left out."""
+    states = (ReferralState.NO_HELP_WANTED, ReferralState.DATA_DELETED, ReferralState.CONSENT_WITHDRAWN,
+              ReferralState.FAILED, ReferralState.QUEUED, ReferralState.DATA_DELETED)
+    for number, state in enumerate(states):
+        await store.add(a_referral(f"VD-20261128-MINE{number:02d}", state, at=NOW + number * MINUTE))
+    assert [r.reference[-2:] for r in await store.for_referrer("aad-referrer-1")] == ["04", "02", "00", "05", "03",
+                                                                                       "01"]
+    assert [r.reference[-2:] for r in await store.for_referrer("aad-referrer-1", limit=3)] == ["04", "02", "00"]
 
 
 async def test_what_a_protocols_ocmw_still_has_to_act_on_oldest_first(store: ReferralStore) -> None:

@@ -24,12 +24,17 @@ async def test_a_referrer_with_more_than_50_kept_referrals_is_told_how_many_the_
     open_one = f"VD-{start:%Y%m%d}-OPENAA"
     await bot.services.referrals.add(a_referral(open_one, ReferralState.NO_HELP_WANTED, at=start, sent_at=start,
                                                 outcome_at=start))
+    closed = []
     for number in range(59):
         at = start + dt.timedelta(days=1 + number)
         suffix = "CL" + ALPHABET[number // len(ALPHABET)] + ALPHABET[number % len(ALPHABET)] + "AA"
-        await bot.services.referrals.add(a_referral(f"VD-{at:%Y%m%d}-{suffix}", ReferralState.DATA_DELETED, at=at,
+        closed.append(f"VD-{at:%Y%m%d}-{suffix}")
+        await bot.services.referrals.add(a_referral(closed[-1], ReferralState.DATA_DELETED, at=at,
                                                     sent_at=at, deleted_at=at))
 
     [answer] = await bot.say(referrer, "status")
     card = texts(answer["attachments"][0]["content"])
     assert "nog 30 niet getoond" in card, [part for part in card.split('"') if "getoond" in part]
+    shown = [part for part in card.split('"') if part.startswith("VD-") and "Doorverwijzing" not in part]
+    assert shown[0] == open_one, "the one still waiting for the OCMW comes first, not among those left out"
+    assert shown[1:] == closed[::-1][:29], "then the closed ones, newest first"
