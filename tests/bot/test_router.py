@@ -136,3 +136,39 @@ async def test_a_click_on_a_full_disk_says_try_again_soon_not_start_over(
     refused = [record for record in caplog.records if record.getMessage().startswith("card action not handled")]
     assert [record.getMessage() for record in refused] == ["card action not handled: database full"]
     assert not [record for record in caplog.records if record.exc_info], "no traceback per click"
+
+
+# --- audit (real people in real teams): what a colleague types after a reference ---------------------------------
+
+GROUP_CHAT = "19:kg-overleg@thread.v2"
+
+
+async def test_a_family_s_data_typed_after_a_reference_is_not_repeated_by_the_bot_in_a_group_chat(
+        bot: BotDriver, referrer: TeamsUser) -> None:
+    """A colleague in the team's group chat types what the parents said after the reference. The bot's answer
+    (which nobody can delete) must not repeat it for everyone there, and the colleague is told to delete it."""
+    group = TeamsUser(referrer.aad_object_id, referrer.name, GROUP_CHAT, conversation_type="groupChat")
+    [reply] = await bot.say(group, "<at>Veilig doorverwijzen</at> intrekken VD-20261128-K7M2QX Sofie Peeters belde")
+    said = str(reply.get("text") or reply.get("attachments"))
+    assert "sofie peeters" not in said.lower(), f"the bot repeats the family's data in the group chat: {said!r}"
+
+
+async def test_a_family_s_data_typed_after_a_reference_in_the_personal_chat_is_not_echoed(
+        bot: BotDriver, referrer: TeamsUser) -> None:
+    [reply] = await bot.say(referrer, "verbeter VD-20261128-K7M2QX gsm 0470 12 34 56")
+    said = str(reply.get("text") or reply.get("attachments"))
+    assert "0470 12 34 56" not in said, f"the bot's own message now holds the family's phone number: {said!r}"
+
+
+@pytest.mark.parametrize("command", ["withdraw consent {reference}", "intrekken toestemming {reference}",
+                                     "verbeter telefoonnummer {reference}"])
+async def test_a_reference_typed_in_a_natural_sentence_is_found(
+        bot: BotDriver, referrer: TeamsUser, command: str) -> None:
+    """"withdraw consent VD-…" names a referral the bot keeps: it is not "not found (any more)"."""
+    draft_id, _ = await reach_review(bot, referrer)
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    await bot.deliver()
+    [sent] = await bot.services.referrals.for_referrer(referrer.aad_object_id)
+    [reply] = await bot.say(referrer, command.format(reference=sent.reference))
+    said = str(reply.get("text") or reply["attachments"][0]["content"]["body"][0]["text"])
+    assert "niet gevonden" not in said and "not found" not in said, said

@@ -1087,3 +1087,30 @@ async def test_a_withdrawal_recorded_while_the_bot_was_out_of_the_ocmw_team_reac
     await bot.settle()
     assert not [call for call in bot.connector.calls[again:] if reference in texts(call.body)], \
         "once up to date, nothing of it is sent again"
+
+
+# --- audit (real people in real teams): two OCMW workers on one card -------------------------------------------
+
+
+async def test_two_workers_reporting_the_same_item_wrong_ask_the_referrer_once(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, second_worker: TeamsUser, clock: ManualClock
+) -> None:
+    """Both social workers checked the family's phone number on the shared card and each clicked "Gegeven fout"
+    for it before Teams showed the other's report: one open question for the referrer, not two cards and two
+    reminders for the same item."""
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    first, second = ocmw_worker.in_thread(card_id), second_worker.in_thread(card_id)
+    await bot.act(first, "ack.receive", {"reference": reference})
+    await bot.act(first, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.act(second, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.settle()
+    requests = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+                if c.method == "POST" and c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")
+                and c.body.get("attachments") and "correction.submit" in actions(c.body["attachments"][0]["content"])]
+    assert len(requests) == 1, f"the referrer got {len(requests)} cards asking to correct the same phone number"
+    clock.advance(dt.timedelta(days=4))
+    await bot.services.reminders.run_due()
+    await bot.settle()
+    reminders = [t for t in texts_to(bot, referrer.conversation_id) if reference in t and "wacht nog" in t]
+    assert len(reminders) <= 1, f"{len(reminders)} reminders for one question"

@@ -636,3 +636,29 @@ async def test_sending_and_delivering_take_no_savepoint(bot: BotDriver, referrer
     reference = _reference_in(queued)
     assert (await bot.services.register.events_for(reference))[-3:] == [
         "package_built", "queued", "delivered"], "every step still recorded"
+
+
+# --- audit (real people in real teams): a double tap on Teams mobile ----------------------------------------------
+
+
+async def test_a_double_tap_on_verder_leaves_the_data_card_not_begin_opnieuw(
+    bot: BotDriver, referrer: TeamsUser
+) -> None:
+    """On a phone a slow answer gets a second tap; Teams shows the answer of each tap, the last one last. The
+    referral went on at the first tap, so the second must not tell the nurse it changed elsewhere and to start over
+    (she would start a second referral and have the parents' consent ticked and registered again)."""
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    tap = {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL}
+    first = await bot.act(referrer, "referral.consent", tap)
+    assert "referral.details" in actions(first)
+    second = await bot.act(referrer, "referral.consent", tap)
+    assert "referral.details" in actions(second), f"the second tap answers: {second['body'][0]['text']!r}"
+
+
+async def test_a_double_tap_on_the_data_card_leaves_the_review_card(bot: BotDriver, referrer: TeamsUser) -> None:
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    await bot.act(referrer, "referral.consent", {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL})
+    first = await bot.act(referrer, "referral.details", {"draftId": draft_id, **CLIENT_FORM})
+    assert "referral.send" in actions(first)
+    second = await bot.act(referrer, "referral.details", {"draftId": draft_id, **CLIENT_FORM})
+    assert "referral.send" in actions(second), f"the second tap answers: {second['body'][0]['text']!r}"
