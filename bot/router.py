@@ -10,12 +10,14 @@ from typing import Any
 import cards
 from bot.clock import Clock
 from bot.core.access import ReferrerPolicy
+from bot.core.reference import find_reference
 from bot.ocmw.actions import OcmwService
 from bot.ocmw.corrections import CorrectionService
 from bot.ocmw.links import base_conversation_id
 from bot.ocmw.status import StatusService
 from bot.oversight.breach import BREACH_WORDS, BreachService
 from bot.oversight.register_export import RegisterExports
+from bot.referral.chat_privacy import looks_like_client_data
 from bot.referral.dialogue import (
     Actor,
     Answer,
@@ -44,7 +46,8 @@ _REFERRER_VERBS = frozenset({"referral.start", "referral.consent", "referral.det
 #: Verbs of the correction cards, which ask for the family's data: only in the personal chat.
 _CORRECTION_VERBS = frozenset({"correction.submit", "correction.later", "correction.start", "correction.open"})
 #: Typed commands with a reference: `intrekken VD-...` (a colleague records a withdrawal) and
-#: `verbeter VD-...` (a correction on Kind en Gezin's own initiative), mapped to their card verbs.
+#: `verbeter VD-...` (a correction on Kind en Gezin's own initiative), mapped to their card verbs. The
+#: reference may stand anywhere after the word ("withdraw consent VD-..."); the rest is never repeated.
 _REFERENCE_COMMANDS = {"intrekken": "consent.withdraw", "withdraw": "consent.withdraw",
                        "verbeter": "correction.start", "correct": "correction.start"}
 _STATUS_WORDS = frozenset({"status", "mijn doorverwijzingen", "my referrals"})
@@ -129,9 +132,8 @@ class Router:
                 return Reply(card=cards.problem_card(actor.lang, refusal, **self._params(refusal)))
             return await self._breach.on_command(actor)
         word, _, rest = command.partition(" ")
-        if word in _REFERENCE_COMMANDS and rest.strip():  # `intrekken VD-...`, `verbeter VD-...`
-            answer = await self.on_action(actor, _REFERENCE_COMMANDS[word], {"reference": rest.strip().upper()})
-            return Reply(text=answer.text) if isinstance(answer, Banner) else Reply(card=answer)
+        if word in _REFERENCE_COMMANDS:  # `intrekken VD-...`, `verbeter telefoonnummer VD-...`
+            return await self._reference_command(actor, _REFERENCE_COMMANDS[word], text, rest)
         for prefix in _LINK_PREFIXES:
             if command.startswith(prefix):
                 limited = await self._link_limited(actor)
@@ -149,6 +151,29 @@ class Router:
             if refusal is not None:
                 return Reply(card=cards.problem_card(actor.lang, refusal, **self._params(refusal)))
         return await self._dialogue.on_text(actor, text, attachments=attachments)
+
+    async def _reference_command(self, actor: Actor, verb: str, text: str, rest: str) -> Reply:
+        """`intrekken` or `verbeter` (`verb`) with the first reference in `rest`, what followed the command word.
+
+        Nothing else typed is ever repeated: it may be what the parents said, and the bot's answer, which
+        nobody can delete, is read by everyone in a group chat. Without a reference, the command's usage;
+        with more than the reference that looks like a family's data, the warning to delete the message.
+        """
+        reference = find_reference(rest)
+        warning = None
+        typed_beside = len(rest.split()) > (1 if reference else 0)
+        if typed_beside and looks_like_client_data(text):
+            where = "personal" if is_personal_chat(actor) else "shared"
+            logger.warning("client data typed after a reference command: warned",
+                           extra={"conversation_type": actor.conversation_type[:32] or "unknown"})
+            warning = cards.text(actor.lang, f"client_data_beside_command.{where}")
+        if reference is None:
+            usage = cards.text(actor.lang, f"reference_usage.{verb}")
+            return Reply(text=usage if warning is None else f"{warning}\n\n{usage}")
+        answer = await self.on_action(actor, verb, {"reference": reference})
+        if isinstance(answer, Banner):
+            return Reply(text=answer.text if warning is None else f"{warning}\n\n{answer.text}")
+        return Reply(card=answer if warning is None else cards.with_warning(answer, warning))
 
     def welcome(self, actor: Actor) -> Card:
         """The welcome card."""

@@ -79,6 +79,7 @@ from cards._render import (
     sent_card,
     shared_welcome_card,
     welcome_card,
+    with_warning,
 )
 from cards._template import TemplateError
 from cards._texts import LANGUAGES, Language, language_for, text
@@ -187,4 +188,5 @@ __all__ = [
     "shared_welcome_card",
     "text",
     "welcome_card",
+    "with_warning",
 ]

@@ -367,6 +367,13 @@ def notice_card(lang: Language, message: str) -> Card:
     return render("notice", lang, {"message": message})
 
 
+def with_warning(card: Card, message: str) -> Card:
+    """`card` with `message` (a text from the catalogue) above it in the attention colour, e.g. to delete the
+    chat message the card answers."""
+    warning = {"type": "TextBlock", "text": message, "color": "attention", "weight": "Bolder", "wrap": True}
+    return {**card, "body": [warning, *card["body"]]}
+
+
 def problem_card(lang: Language, problem: str, **params: str) -> Card:
     """A refusal or error from `PROBLEMS`: what happened, why, and what to do; "start again" unless
     the problem is in `PROBLEMS_WITHOUT_RESTART` (those cards have no button).

@@ -9,8 +9,11 @@ import secrets
 
 #: No 0/O, 1/I/L: a reference is read aloud between a nurse and an OCMW worker.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+_REFERENCE = r"VD-[0-9]{8}-[" + REFERENCE_ALPHABET + r"]{6}(?:-[0-9]{1,2})?"
 #: A correction adds a version suffix: VD-20261128-K7M2QX-2.
-REFERENCE_PATTERN = re.compile(r"^VD-[0-9]{8}-[" + REFERENCE_ALPHABET + r"]{6}(?:-[0-9]{1,2})?$")
+REFERENCE_PATTERN = re.compile(f"^{_REFERENCE}$")
+#: A reference as a word of a typed sentence, in any case ("intrekken toestemming vd-20261128-k7m2qx").
+_REFERENCE_IN_TEXT = re.compile(rf"(?<![\w-]){_REFERENCE}(?![\w-])", re.IGNORECASE)
 
 
 def new_reference(day: dt.date, rng: random.Random | None = None) -> str:
@@ -23,3 +26,12 @@ def new_reference(day: dt.date, rng: random.Random | None = None) -> str:
 def is_reference(value: str) -> bool:
     """True for a well-formed reference (only A-Z, 0-9 and '-')."""
     return bool(REFERENCE_PATTERN.match(value))
+
+
+def find_reference(text: str) -> str | None:
+    """The first well-formed reference in the typed `text`, upper case; None when it holds none.
+
+    Only the match is returned, never the words around it: they may be a family's data.
+    """
+    match = _REFERENCE_IN_TEXT.search(text)
+    return match.group(0).upper() if match else None

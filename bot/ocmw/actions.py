@@ -19,7 +19,6 @@ import cards
 from bot.clock import Clock
 from bot.core.access import OcmwChannelPolicy
 from bot.core.protocols import ProtocolRegistry
-from bot.core.reference import is_reference
 from bot.core.sent_referrals import (
     AWAITING_DELETION,
     HOLDS_DATA,
@@ -34,7 +33,7 @@ from bot.delivery.chat_messages import MessageContent
 from bot.delivery.mail_outbox import Outbox
 from bot.delivery.message_outbox import MessageOutbox
 from bot.evidence.register import ProcessingRegister, RegisterEvent
-from bot.ocmw.corrections import CorrectionService, awaits_correction, referrer_refusal
+from bot.ocmw.corrections import CorrectionService, awaits_correction, referral_named, referrer_refusal
 from bot.ocmw.links import OcmwLink, OcmwLinks, base_conversation_id, display_code
 from bot.ocmw.refusal_bursts import RefusalBursts
 from bot.referral.dialogue import Actor, Answer, Banner, Card, Reply
@@ -335,10 +334,9 @@ class OcmwService:
         register names who recorded it, the OCMW is asked to delete, the original referrer is told
         when it was someone else. A version still queued is not sent.
         """
-        reference = data.get("reference")
-        found = await self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) else None
-        if found is None:
-            return _banner(actor, "referral_unknown", reference=str(reference)[:40])
+        found = await referral_named(self._referrals, actor, data.get("reference"))
+        if isinstance(found, Banner):
+            return found
         referral = await self._family_root(found)
         if refused := await referrer_refusal(self._referrers, self._registry, actor, referral, team=None):
             return refused
@@ -520,10 +518,9 @@ class OcmwService:
 
     async def referrer_card(self, actor: Actor, reference: object) -> Answer:
         """The referrer's card of a referral as it stands ("Terug" from the withdrawal confirmation)."""
-        referral = await self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) \
-            else None
-        if referral is None:
-            return _banner(actor, "referral_unknown", reference=str(reference)[:40])
+        referral = await referral_named(self._referrals, actor, reference)
+        if isinstance(referral, Banner):
+            return referral
         protocol = self._registry.get(referral.protocol_id)
         recipient = self._registry.recipient_name(referral.protocol_id)
         mailbox = protocol.recipient_mailbox if protocol else ""
@@ -548,12 +545,9 @@ class OcmwService:
     # -- helpers --------------------------------------------------------------------------------
 
     async def _referral_for_ocmw(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> SentReferral | Banner:
-        reference = data.get("reference")
-        if not isinstance(reference, str) or not is_reference(reference):
-            return _banner(actor, "malformed_action")
-        referral = await self._referrals.get(reference)
-        if referral is None:
-            return _banner(actor, "referral_unknown", reference=reference)
+        referral = await referral_named(self._referrals, actor, data.get("reference"))
+        if isinstance(referral, Banner):
+            return referral
         link = await self._links.for_protocol(referral.protocol_id)
         if link is None or link.conversation_id != base_conversation_id(actor.conversation_id):
             await self._refuse(actor, referral, verb)

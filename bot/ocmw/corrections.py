@@ -189,11 +189,9 @@ class CorrectionService:
 
     async def _own_initiative(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """Kind en Gezin corrects an item without the OCMW asking (article 7): which item, then the usual card."""
-        reference = data.get("reference")
-        found = await self._referrals.get(reference) if isinstance(reference, str) and is_reference(reference) \
-            else None
-        if found is None:
-            return _banner(actor, "referral_unknown", reference=str(reference)[:40])
+        found = await referral_named(self._referrals, actor, data.get("reference"))
+        if isinstance(found, Banner):
+            return found
         original = await self._referrals.get(found.root) or found
         if refused := await self._unlisted(actor, original):
             return refused
@@ -370,6 +368,17 @@ async def referrer_refusal(
     logger.warning("referrer action refused: %s", why, extra=extra)
     return _banner(actor, "not_listed") if team is None else \
         _banner(actor, "not_listed_for_team", team=team, ocmw=registry.recipient_name(referral.protocol_id))
+
+
+async def referral_named(referrals: ReferralStore, actor: Actor, reference: object) -> SentReferral | Banner:
+    """The referral a card's or a typed command's `reference` names, or the banner that says it names none.
+
+    Only a well-formed reference is repeated in the banner: anything else is a card the bot cannot read.
+    """
+    if not isinstance(reference, str) or not is_reference(reference):
+        return _banner(actor, "malformed_action")
+    found = await referrals.get(reference)
+    return _banner(actor, "referral_unknown", reference=reference) if found is None else found
 
 
 def _closed_problem(original: SentReferral) -> str:

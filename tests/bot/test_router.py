@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+import cards
 from bot.app import create_app
 from bot.config import Settings
 from tests.conftest import ZIP_PASSWORD
@@ -151,6 +152,8 @@ async def test_a_family_s_data_typed_after_a_reference_is_not_repeated_by_the_bo
     [reply] = await bot.say(group, "<at>Veilig doorverwijzen</at> intrekken VD-20261128-K7M2QX Sofie Peeters belde")
     said = str(reply.get("text") or reply.get("attachments"))
     assert "sofie peeters" not in said.lower(), f"the bot repeats the family's data in the group chat: {said!r}"
+    assert "Doorverwijzing VD-20261128-K7M2QX niet gevonden" in said, "the reference alone is looked up"
+    assert cards.text("nl", "client_data_beside_command.shared") in said, "told to delete it, for all to read"
 
 
 async def test_a_family_s_data_typed_after_a_reference_in_the_personal_chat_is_not_echoed(
@@ -158,6 +161,22 @@ async def test_a_family_s_data_typed_after_a_reference_in_the_personal_chat_is_n
     [reply] = await bot.say(referrer, "verbeter VD-20261128-K7M2QX gsm 0470 12 34 56")
     said = str(reply.get("text") or reply.get("attachments"))
     assert "0470 12 34 56" not in said, f"the bot's own message now holds the family's phone number: {said!r}"
+    assert cards.text("nl", "client_data_beside_command.personal") in said
+
+
+@pytest.mark.parametrize(("command", "verb"), [("intrekken Sofie Peeters belde", "consent.withdraw"),
+                                               ("verbeter gsm 0470 12 34 56", "correction.start"),
+                                               ("withdraw VD-2026-K7M2QX", "consent.withdraw")])
+async def test_a_reference_command_without_a_valid_reference_shows_its_usage_not_what_was_typed(
+        bot: BotDriver, referrer: TeamsUser, command: str, verb: str) -> None:
+    """No reference in it: the command's usage (and the warning when it looks like a family's data), never the
+    words typed ("Doorverwijzing SOFIE PEETERS BELDE niet gevonden" before)."""
+    [reply] = await bot.say(referrer, command)
+    said = reply["text"]
+    assert cards.text("nl", f"reference_usage.{verb}") in said
+    typed = command.partition(" ")[2]
+    assert typed.upper() not in said.upper() and typed.split()[0].upper() not in said.upper(), said
+    assert (cards.text("nl", "client_data_beside_command.personal") in said) == ("VD-" not in command)
 
 
 @pytest.mark.parametrize("command", ["withdraw consent {reference}", "intrekken toestemming {reference}",

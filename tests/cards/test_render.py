@@ -744,3 +744,12 @@ def test_submit_actions_carry_the_inputs_of_their_own_card(item: cards.ReferralI
         assert [element["id"] for element in inputs] == list(fields)
         assert not any(element.get("type") == "Action.ShowCard" for element in walk(card))
         assert not any("isRequired" in element for element in inputs)
+
+
+def test_with_warning_puts_the_warning_above_the_card_and_leaves_the_card_itself_alone() -> None:
+    card = cards.notice_card("nl", "Gemeld.")
+    warning = cards.text("nl", "client_data_beside_command.shared")
+    warned = cards.with_warning(card, warning)
+    assert_complete_card(warned)
+    assert warned["body"][0]["text"] == warning and warned["body"][1:] == card["body"]
+    assert card["body"][0]["text"] == "Gemeld.", "the card given is not changed"
