@@ -328,6 +328,13 @@ class ProcessingRegister:
                                        " ORDER BY seq DESC LIMIT 1", {"reference": reference, "event": event.value})
         return None if row is None else str(row["detail"])
 
+
+    async def recorded(self, reference: str, event: RegisterEvent, detail: str) -> bool:
+        """True when an entry `event` with exactly `detail` is recorded for `reference` (a report made once)."""
+        return await self._db.fetch_one(
+            "SELECT 1 AS found FROM register WHERE event = :event AND reference = :reference AND detail = :detail",
+            {"event": event.value, "reference": reference, "detail": detail}) is not None
+
     async def count(self) -> int:
         """How many entries the register holds."""
         return int(await self._db.scalar("SELECT COUNT(*) AS n FROM register"))

@@ -71,11 +71,18 @@ class CorrectionService:
         self._cards = RequestCards(registry, messages)
 
     async def request(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
-        """Record the OCMW's report and queue the referrer's card to correct that item, in one commit."""
+        """Record the OCMW's report and queue the referrer's card to correct that item, in one commit.
+
+        An item already asked for and not corrected yet is asked once: a second report (two workers on one
+        card, on one instance or two) adds no request, card or register entry, and gets the referral as it is.
+        """
         root = referral.parent_reference or referral.reference
         correction_id = secrets.token_urlsafe(12)
         now = self._clock.now()
         async with self._db.transaction():
+            if await self._asked_already(root, item):
+                logger.info("correction already requested for this item: not asked again", extra={"reference": root})
+                return await self._referrals.get(referral.reference) or referral
             await self._db.execute(
                 "INSERT INTO corrections (id, reference, item, requested_by_id, requested_by, requested_at)"
                 " VALUES (:id, :reference, :item, :by_id, :by, :at)",
@@ -116,6 +123,18 @@ class CorrectionService:
                                     actor_name=actor.display_name, protocol_id=referral.protocol_id,
                                     reference=referral.root, detail=detail)
         return updated
+
+
+    async def _asked_already(self, root: str, item: str) -> bool:
+        """Whether the OCMW's request to correct `item` of the family `root` is still open.
+
+        The family's referral is locked first (PostgreSQL; SQLite's writer lock holds already), so a report at
+        the same moment waits for this transaction and then sees its request.
+        """
+        await self._referrals.lock(root)
+        return await self._db.fetch_one(
+            "SELECT 1 AS open FROM corrections WHERE reference = :reference AND item = :item"
+            " AND kind = 'reported' AND new_reference IS NULL", {"reference": root, "item": item}) is not None
 
     async def on_action(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """correction.submit and correction.later from a correction card; correction.start and .open to begin one.
@@ -262,14 +281,21 @@ class CorrectionService:
             await self._cards.post(str(row["id"]), original, str(row["item"]), now, own=row["kind"] == OWN)
 
     async def report_superfluous(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
-        """The OCMW says an item was not needed (article 7): registered, and the referrer told; nothing is resent."""
+        """The OCMW says an item was not needed (article 7): registered, and the referrer told; nothing is resent.
+
+        Said once per item: a second report (two workers on one card) records and tells nothing more.
+        """
         now = self._clock.now()
         original = await self._referrals.get(referral.root) or referral
         lang = cards.language_for(original.lang)
+        detail = f"item: {item}"
         async with self._db.transaction():
+            await self._referrals.lock(original.reference)  # a report at the same moment waits, then sees this one
+            if await self._register.recorded(original.reference, RegisterEvent.SUPERFLUOUS_REPORTED, detail):
+                return referral
             await self._register.append(at=now, event=RegisterEvent.SUPERFLUOUS_REPORTED, actor_id=actor.user_id,
                                   actor_name=actor.display_name, protocol_id=referral.protocol_id,
-                                  reference=original.reference, detail=f"item: {item}")
+                                  reference=original.reference, detail=detail)
             text = cards.text(lang, "superfluous_to_referrer", reference=original.reference,
                               recipient=self._registry.recipient_name(original.protocol_id),
                               item=cards.text(lang, f"item.{item}.name"))

@@ -63,6 +63,17 @@ async def test_the_last_detail_of_an_event_is_the_newest_one_for_that_reference(
     assert await register.last_detail("VD-20261128-CCCCCC", RegisterEvent.OUTCOME_RECORDED) is None
 
 
+async def test_recorded_finds_an_entry_by_reference_event_and_exact_detail(database: Database) -> None:
+    register = ProcessingRegister(database)
+    async with database.transaction():  # PostgreSQL: chained at the commit, found after it
+        await register.append(at=NOW, event=RegisterEvent.SUPERFLUOUS_REPORTED, actor_id="a", actor_name="A",
+                              protocol_id="P", reference="VD-20261128-AAAAAA", detail="item: email")
+    assert await register.recorded("VD-20261128-AAAAAA", RegisterEvent.SUPERFLUOUS_REPORTED, "item: email")
+    assert not await register.recorded("VD-20261128-AAAAAA", RegisterEvent.SUPERFLUOUS_REPORTED, "item: phone")
+    assert not await register.recorded("VD-20261128-BBBBBB", RegisterEvent.SUPERFLUOUS_REPORTED, "item: email")
+    assert not await register.recorded("VD-20261128-AAAAAA", RegisterEvent.CORRECTION_REQUESTED, "item: email")
+
+
 async def test_entries_appended_alone_and_inside_steps_by_two_instances_make_one_chain(database: Database) -> None:
     """Two engines on one database (two instances) append 40 entries at once, half of them alone (PostgreSQL:
     one autocommitted statement) and half inside a transaction that does more: one unbroken chain, each hash

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import cards
 from bot.app import create_app
 from bot.config import Settings
 from bot.core.access import OcmwChannelPolicy
@@ -1103,8 +1104,10 @@ async def test_two_workers_reporting_the_same_item_wrong_ask_the_referrer_once(
     first, second = ocmw_worker.in_thread(card_id), second_worker.in_thread(card_id)
     await bot.act(first, "ack.receive", {"reference": reference})
     await bot.act(first, "referral.quality", {"reference": reference, "item": "phone"})
-    await bot.act(second, "referral.quality", {"reference": reference, "item": "phone"})
+    again = await bot.act(second, "referral.quality", {"reference": reference, "item": "phone"})
+    assert cards.text("nl", "notice.quality_reported") in texts(again), "the second worker reads it is asked"
     await bot.settle()
+    assert (await bot.services.register.events_for(reference)).count("correction_requested") == 1
     requests = [c.body["attachments"][0]["content"] for c in bot.connector.calls
                 if c.method == "POST" and c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")
                 and c.body.get("attachments") and "correction.submit" in actions(c.body["attachments"][0]["content"])]

@@ -4,6 +4,8 @@ Twenty identical "send correction" clicks at once (a double-click storm, Teams r
 one correction and tell the others it is already sent; two different requests at once must both
 go out, as `-2` and `-3`. Over real HTTP, the clicks really concurrent, the ZIP password taking a
 network round trip's time to arrive (as from Key Vault), so the clicks overlap inside the send.
+Two OCMW workers reporting the same item at the same moment on two instances ask the referrer once,
+on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,19 +14,29 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from bot.app import create_app
 from bot.config import Settings
-from bot.core.protocols import DataSharingProtocol
+from bot.core.protocols import DataSharingProtocol, ProtocolRegistry, load_protocol_file
+from bot.core.sent_referrals import ReferralState, ReferralStore
+from bot.delivery.message_outbox import MessageOutbox
+from bot.evidence.register import ProcessingRegister
+from bot.ocmw.corrections import CorrectionService
+from bot.referral.dialogue import Actor
 from bot.secrets.zip_passwords import LocalZipPasswordProvider, ZipPassword, ZipPasswordError
+from bot.storage.database import Database
 from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import actions, texts
 from tests.support.clock import ManualClock
+from tests.support.databases import another_engine
 from tests.support.ocmw_flow import link, referred_and_delivered
+from tests.support.sample_referral import PROTOCOL_FILE
+from tests.support.stored_referrals import NOW, a_referral
 
 CARD_TYPE = "application/vnd.microsoft.card.adaptive"
 BANNER_TYPE = "application/vnd.microsoft.activity.message"
@@ -211,3 +223,38 @@ async def test_a_correction_whose_mail_was_refused_can_be_sent_again_and_is_stil
     await bot.deliver()
     sent = await bot.services.referrals.get(f"{reference}-3")
     assert sent is not None and sent.state == "sent", "the correction sent again did not go out"
+
+
+def _service(db: Database, clock: ManualClock) -> CorrectionService:
+    """The requests' side of the service on `db` (the sending side is not reached)."""
+    return CorrectionService(db=db, referrals=ReferralStore(db), registry=ProtocolRegistry([load_protocol_file(
+        PROTOCOL_FILE)]), register=ProcessingRegister(db), sender=None, messages=MessageOutbox(db),  # type: ignore[arg-type]
+        referrers=None, clock=clock, timezone=ZoneInfo("Europe/Brussels"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["wrong", "superfluous"])
+async def test_two_workers_reporting_one_item_at_the_same_moment_on_two_instances_ask_the_referrer_once(
+    database: Database, clock: ManualClock, kind: str
+) -> None:
+    """Each click on its own instance, at once: one request, one card or message, one register entry, for each of
+    six families; the second report is answered as if it were the first (it was asked)."""
+    services = (_service(database, clock), _service(another_engine(database), clock))
+    workers = (Actor("aad-ocmw-1", "Olga", "19:ocmw@thread.tacv2", "nl"),
+               Actor("aad-ocmw-2", "Omar", "19:ocmw@thread.tacv2", "nl"))
+    referrals = ReferralStore(database)
+    references = [f"VD-20261128-K7M2Q{letter}" for letter in "ABCDEF"]
+    for reference in references:
+        await referrals.add(a_referral(reference, ReferralState.RECEIVED, sent_at=NOW))
+        referral = await referrals.get(reference)
+        assert referral is not None
+        answered = await asyncio.gather(*(
+            service.request(referral, "phone", worker) if kind == "wrong"
+            else service.report_superfluous(referral, "phone", worker)
+            for service, worker in zip(services, workers, strict=True)))
+        assert {answer.reference for answer in answered} == {reference}
+    event = "correction_requested" if kind == "wrong" else "superfluous_reported"
+    for reference in references:
+        assert (await ProcessingRegister(database).events_for(reference)).count(event) == 1, reference
+    queued = await database.scalar("SELECT COUNT(*) AS n FROM message_outbox")
+    requests = await database.scalar("SELECT COUNT(*) AS n FROM corrections")
+    assert (queued, requests) == (len(references), len(references) if kind == "wrong" else 0)
