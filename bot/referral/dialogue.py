@@ -298,7 +298,7 @@ class ReferralDialogue:
         if transition is None:  # "Terug" from the cancel confirmation
             return await self._step_card(actor, draft)
         if draft.state not in transition.sources:
-            return self._not_possible_card(actor, draft)
+            return await self._card_after(actor, draft, verb)
         return await self._handlers[verb](actor, draft, data)
 
     async def _step_card(self, actor: Actor, draft: Draft) -> Card:
@@ -353,7 +353,7 @@ class ReferralDialogue:
                                           f"consent text version {version}",
                                    consent_version=consent.text_version)
         if updated is None:
-            return await self._current_card(actor, draft.id)
+            return await self._current_card(actor, draft.id, "referral.consent")
         return self._details_card(actor, updated, protocol, values={}, errors={})
 
     async def _details(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
@@ -366,7 +366,7 @@ class ReferralDialogue:
             return self._details_card(actor, draft, protocol, values=result.typed, errors=result.errors)
         updated = await self._drafts.advance(draft, DraftState.REVIEW, self._clock.now(), details=result.details)
         if updated is None:
-            return await self._current_card(actor, draft.id)
+            return await self._current_card(actor, draft.id, "referral.details")
         return self._review_card(actor, draft.id, protocol, result.details)
 
     async def _edit(self, actor: Actor, draft: Draft, data: Mapping[str, Any]) -> Card:
@@ -375,7 +375,7 @@ class ReferralDialogue:
             return protocol
         updated = await self._drafts.advance(draft, DraftState.DETAILS, self._clock.now())
         if updated is None:
-            return await self._current_card(actor, draft.id)
+            return await self._current_card(actor, draft.id, "referral.edit")
         values = {} if draft.details is None else details_as_typed(draft.details)
         return self._details_card(actor, updated, protocol, values=values, errors={})
 
@@ -620,11 +620,24 @@ class ReferralDialogue:
             changed=changed,
         )
 
-    async def _current_card(self, actor: Actor, draft_id: str) -> Card:
-        """After a lost race: say what state the draft is in now."""
+    async def _current_card(self, actor: Actor, draft_id: str, verb: str | None = None) -> Card:
+        """After a lost race: say what state the draft is in now (with `verb`, as `_card_after`)."""
         draft = await self._drafts.get(draft_id)
         if draft is None:
             return cards.problem_card(actor.lang, "draft_unknown")
+        return self._not_possible_card(actor, draft) if verb is None else await self._card_after(actor, draft, verb)
+
+    async def _card_after(self, actor: Actor, draft: Draft, verb: str) -> Card:
+        """The answer to `verb` on the user's own draft that is no longer at the step the click was for.
+
+        Already at the step the click would have made (a double tap on a slow phone: the first tap made it),
+        the card of that step, as the first tap's answer showed it. Anywhere else (a card from before a cancel,
+        from another window, or for a step long past) the refusal that says what happened.
+        """
+        if draft.state in TRANSITIONS[verb].targets - TERMINAL_STATES:
+            logger.info("click on a step already made: its card shown again", extra={"draft_id": draft.id,
+                                                                                     "verb": verb[:64]})
+            return await self._step_card(actor, draft)
         return self._not_possible_card(actor, draft)
 
     def _not_possible_card(self, actor: Actor, draft: Draft) -> Card:

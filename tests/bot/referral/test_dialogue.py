@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -662,3 +663,35 @@ async def test_a_double_tap_on_the_data_card_leaves_the_review_card(bot: BotDriv
     assert "referral.send" in actions(first)
     second = await bot.act(referrer, "referral.details", {"draftId": draft_id, **CLIENT_FORM})
     assert "referral.send" in actions(second), f"the second tap answers: {second['body'][0]['text']!r}"
+
+
+async def test_two_taps_at_once_on_verder_both_show_the_data_card_and_consent_is_registered_once(
+    bot: BotDriver, referrer: TeamsUser
+) -> None:
+    """The taps overlap: the one that loses the step's race gets the card the winner made, not "Begin opnieuw"."""
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    tap = {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL}
+    answers = await asyncio.gather(*(bot.act(referrer, "referral.consent", tap) for _ in range(4)))
+    assert all("referral.details" in actions(answer) for answer in answers), [a["body"][0]["text"] for a in answers]
+    reference = (await bot.services.drafts.get(draft_id)).reference  # type: ignore[union-attr]
+    assert (await bot.services.register.events_for(reference)).count("consent_confirmed") == 1
+
+
+async def test_a_card_for_a_step_the_draft_did_not_just_make_is_still_refused(
+    bot: BotDriver, referrer: TeamsUser, colleague: TeamsUser
+) -> None:
+    """Only a tap on the step the draft has just made gets that step's card: a consent card answered after the
+    data card (two steps on), after a cancel, or by someone else is refused as before."""
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    tap = {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL}
+    await bot.act(referrer, "referral.consent", tap)
+    foreign = await bot.act(colleague, "referral.consent", tap)
+    assert foreign["body"][0]["text"] == cards.text("nl", "problem.draft_foreign.title"), "another user's draft"
+    await bot.act(referrer, "referral.details", {"draftId": draft_id, **CLIENT_FORM})
+    past = await bot.act(referrer, "referral.consent", tap)
+    assert past["body"][0]["text"] == cards.text("nl", "problem.step_not_possible.title"), "two steps on"
+    await bot.act_confirmed(referrer, "referral.cancel", {"draftId": draft_id})
+    for verb, data in (("referral.consent", tap), ("referral.details", {"draftId": draft_id, **CLIENT_FORM})):
+        cancelled = await bot.act(referrer, verb, data)
+        assert cancelled["body"][0]["text"] == cards.text("nl", "problem.draft_cancelled.title"), verb
+        assert "referral.details" not in actions(cancelled) and "referral.send" not in actions(cancelled)
