@@ -4,6 +4,7 @@ of the log."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import create_app
-from bot.config import Settings
+from bot.config import Settings, TelemetryConfig
 from bot.delivery.smtp_transport import SmtpTransport
+from bot.operations.telemetry import telemetry_from_settings
 from tests.support.activities import TENANT_ID, TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import actions, attention_texts, input_ids, input_values, texts
@@ -397,3 +400,31 @@ async def test_a_dpo_refused_for_good_after_the_other_took_the_report_is_recorde
                if entry["reference"] == report_id and entry["event"] == "delivery_failed"]
     assert entry["actor_id"] == "bot:delivery" and entry["detail"] == partly.getMessage()
     assert TYPED not in caplog.text
+
+
+@pytest.mark.parametrize(("refusals", "cause"), [((550,), "permanent"), ((452, 452), "horizon")])
+async def test_a_report_one_dpo_never_gets_is_a_give_up_the_alert_sees(
+    settings: Settings, clock: ManualClock, smtp: SmtpTestServer, referrer: TeamsUser,
+    refusals: tuple[int, ...], cause: str,
+) -> None:
+    """The OCMW's DPO took the report, the Opgroeien DPO's RCPT refused it for good (550), or still at the
+    horizon (452): that DPO will not hear of the breach unless an operator mails them, so the give-up alert
+    (vd.outbox.give_ups) must fire as it does when the relay refuses the report for both."""
+    settings = dataclasses.replace(settings, telemetry=TelemetryConfig(metrics_port=0))
+    app = create_app(settings, clock=clock, transport=SmtpTransport(smtp.settings()), run_worker=False,
+                     telemetry=telemetry_from_settings(settings.telemetry))
+    async with running_bot(app) as bot:
+        await report(bot, referrer)
+        for code in refusals:
+            smtp.fail_next(code, stage="RCPT")  # the first RCPT of the attempt: dpo@opgroeien.be
+            await bot.deliver()
+            clock.advance(dt.timedelta(hours=25))
+        view = bot.services.metrics_view
+        assert view is not None
+        async with bot.session.get(view.url) as response:
+            families = {family.name: family.samples for family in text_string_to_metric_families(await response.text())}
+
+    assert [recipients for recipients, _ in breach_mails(smtp)] == [("informatica@sint-gillis-waas.be",)]
+    given_up = {(sample.labels["outbox"], sample.labels["cause"]): sample.value
+                for sample in families.get("vd_outbox_give_ups", []) if sample.name.endswith("_total")}
+    assert given_up == {("mail", cause): 1.0}, given_up
