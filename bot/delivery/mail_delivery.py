@@ -267,14 +267,20 @@ class DeliveryWorker:
         await self._record_delivery(item, referral)
 
     async def _record_delivery(
-        self, item: OutboxItem, referral: SentReferral | None, refused: str | None = None
+        self, item: OutboxItem, referral: SentReferral | None, refused: str | None = None, cause: str = ""
     ) -> None:
-        """Accepted (for every recipient, or for `item.delivered_to` while `refused` says for whom it was not)."""
+        """Accepted (for every recipient, or for `item.delivered_to` while `refused` says for whom it was not).
+
+        Given up for those refused (`cause` as `_handle_failure`'s): a give-up, which the give-up alert counts, as
+        when nobody took it; a DPO who never gets the breach report is mailed by an operator or not at all.
+        """
         now = self._clock.now()
         partly = "" if refused is None else f"delivered to {', '.join(item.delivered_to)}; {refused}"
         async with self._db.transaction():
             if not await self._outbox.mark_delivered(item, now, refused):
                 return  # another instance took the row over after this lease ran out, and recorded the delivery
+            if partly:
+                self._metrics.give_up("mail", cause)
             if referral is None and not partly:  # not a referral's mail (a breach report to the DPOs)
                 logger.info("mail delivered", extra={"reference": item.reference})
                 return
@@ -330,10 +336,10 @@ class DeliveryWorker:
             )
             return
         reason = error.reason if not error.transient else f"gave up after {item.attempts} attempts: {error.reason}"
-        if item.delivered_to:
-            await self._record_delivery(item, referral, f"refused for {', '.join(refused)}: {reason}")
-            return
         cause = "horizon" if error.transient else mail_failure_cause(error)
+        if item.delivered_to:
+            await self._record_delivery(item, referral, f"refused for {', '.join(refused)}: {reason}", cause)
+            return
         async with self._db.transaction():
             if not await self._outbox.mark_failed(item, now, reason):
                 return  # another instance took the row over meanwhile and recorded what became of it
