@@ -7,6 +7,7 @@ Azure failover does), with the bot driven over HTTP.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -191,3 +192,24 @@ async def test_a_reference_typed_in_a_natural_sentence_is_found(
     [reply] = await bot.say(referrer, command.format(reference=sent.reference))
     said = str(reply.get("text") or reply["attachments"][0]["content"]["body"][0]["text"])
     assert "niet gevonden" not in said and "not found" not in said, said
+
+
+async def test_two_references_in_one_command_are_not_half_handled(bot: BotDriver, referrer: TeamsUser) -> None:
+    """A colleague records the withdrawals of two families at once: "intrekken VD-… en VD-…". The bot asked to
+    confirm the first and said nothing of the second, so the colleague confirmed, believed both recorded, and the
+    second family's data stayed at the OCMW. Now neither is taken for the other: the bot names both and asks for
+    one message each, and nothing is recorded yet, in Dutch and in English."""
+    for _ in range(2):
+        draft_id, _ = await reach_review(bot, referrer)
+        await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    await bot.deliver()
+    first, second = [sent.reference for sent in await bot.services.referrals.for_referrer(referrer.aad_object_id)]
+    english = dataclasses.replace(referrer, locale="en-US")
+    for user, typed, word in [(referrer, f"intrekken {first.lower()} en {second}.", "intrekken"),
+                              (english, f"withdraw {first}, {second}", "withdraw")]:
+        [reply] = await bot.say(user, typed)
+        assert not reply.get("attachments"), "a confirmation for one of the two"
+        said = reply["text"]
+        assert f"{word} {first}" in said and f"{word} {second}" in said, said
+    for reference in (first, second):
+        assert (await bot.services.referrals.get(reference)).state == "sent"  # type: ignore[union-attr]

@@ -18,6 +18,7 @@ from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver
 from tests.support.card_reading import actions, texts
 from tests.support.clock import ManualClock
+from tests.support.ocmw_flow import link, referred_and_delivered, reported_wrong
 from tests.support.referral_flow import CLIENT_VALUES, MAILBOX, PROTOCOL_ID, open_consent, reach_review
 
 SHIPPED = Settings().protocols_dir / "sint-gillis-waas.toml"
@@ -125,6 +126,41 @@ async def test_a_mail_still_queued_when_its_protocol_ends_does_not_leave(
     told = [texts(call.body) for call in bot.connector.calls if call.path.startswith(
         f"/v3/conversations/{referrer.conversation_id}/")]
     assert any("NIET" in text and reference in text for text in told)
+
+
+@pytest.mark.parametrize("kind", ["referral", "correction"])
+async def test_a_mail_that_could_not_leave_before_its_protocol_ended_is_not_to_be_sent_again(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, protocol_file: Path, clock: ManualClock, kind: str
+) -> None:
+    """A referral, or the correction the OCMW asked for, queued on the protocol's last day while the mail server was
+    down until the next: it may not leave, and the referrer was told to make the referral again ("Maak de
+    doorverwijzing opnieuw") or to send the correction again from its card ("verstuur de correctie opnieuw"), both of
+    which the bot refuses once the protocol has ended. The referrer is told why it was not sent and that no new
+    attempt can go out, in the card and the message."""
+    end_on(protocol_file, TODAY)
+    if kind == "referral":
+        draft_id, _ = await reach_review(bot, referrer)
+        reference = reference_in(await bot.act(referrer, "referral.send", {"draftId": draft_id}))
+    else:
+        await link(bot, ocmw_worker)
+        original, card_id = await referred_and_delivered(bot, referrer)
+        worker = ocmw_worker.in_thread(card_id)
+        await bot.act(worker, "ack.receive", {"reference": original})
+        correction_id = await reported_wrong(bot, referrer, worker, original)
+        await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+        reference = f"{original}-2"
+    await bot.settle()
+    before = len(bot.connector.calls)
+    clock.advance(dt.timedelta(days=1))  # the mail server was down until the next day
+
+    await bot.deliver()
+    await bot.settle()
+    assert (await bot.services.referrals.get(reference)).state == "failed"  # type: ignore[union-attr]
+    told = " ".join(texts(call.body) for call in bot.connector.calls[before:]
+                    if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/"))
+    for impossible in ("Maak de doorverwijzing opnieuw", "verstuur de correctie opnieuw", "Vul het opnieuw in"):
+        assert impossible not in told, f"told to do what the bot refuses: {told}"
+    assert "geldt niet meer" in told and reference in told, told
 
 
 async def test_a_bad_file_keeps_the_protocols_read_before_and_readyz_says_which(

@@ -7,6 +7,7 @@ OCMW workers, an outsider), replies caught by the connector stand-in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import email
@@ -975,6 +976,19 @@ async def test_an_english_referrer_reads_english_throughout_and_the_ocmw_channel
 
 # --- a protocol ended while a referral of it is still at the OCMW ---------------------------------------------
 
+@contextlib.asynccontextmanager
+async def _bot_of_a_protocol_ending_today(tmp_path: Path, clock: ManualClock) -> AsyncIterator[BotDriver]:
+    """The bot with the sample protocol ending on 28 November 2026, the test clock's day."""
+    shipped = Settings().protocols_dir / "sint-gillis-waas.toml"
+    folder = tmp_path / "protocols"
+    folder.mkdir()
+    (folder / shipped.name).write_text(shipped.read_text().replace("# ends_on = 2027-03-01", "ends_on = 2026-11-28"))
+    settings = Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
+                                      "PROTOCOLS_DIR": str(folder)})
+    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+        yield bot
+
+
 async def test_a_wrong_item_reported_after_the_protocol_ended_is_not_promised_as_a_correction(
     tmp_path: Path, clock: ManualClock, referrer: TeamsUser
 ) -> None:
@@ -983,13 +997,7 @@ async def test_a_wrong_item_reported_after_the_protocol_ended_is_not_promised_as
     OCMW was told "De correctie komt als een nieuwe kaart" and the referrer was sent a card asking for the right
     number, which refused it ("geldt vandaag niet"): the OCMW waited for a correction that could not come. Now the
     report is registered, the OCMW is told no correction comes and whom to contact, the referrer is told, no card."""
-    shipped = Settings().protocols_dir / "sint-gillis-waas.toml"
-    folder = tmp_path / "protocols"
-    folder.mkdir()
-    (folder / shipped.name).write_text(shipped.read_text().replace("# ends_on = 2027-03-01", "ends_on = 2026-11-28"))
-    settings = Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
-                                      "PROTOCOLS_DIR": str(folder)})
-    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+    async with _bot_of_a_protocol_ending_today(tmp_path, clock) as bot:
         await link(bot, ocmw_worker())
         reference, worker = await send_and_deliver(bot, referrer)  # 28 November, the protocol's last day
         await bot.act(worker, "ack.receive", {"reference": reference})
@@ -1117,3 +1125,26 @@ async def test_two_workers_reporting_the_same_item_wrong_ask_the_referrer_once(
     await bot.settle()
     reminders = [t for t in texts_to(bot, referrer.conversation_id) if reference in t and "wacht nog" in t]
     assert len(reminders) <= 1, f"{len(reminders)} reminders for one question"
+
+
+async def test_two_workers_reporting_the_same_item_wrong_after_the_protocol_ended_tell_the_referrer_once(
+    tmp_path: Path, clock: ManualClock, referrer: TeamsUser, second_worker: TeamsUser
+) -> None:
+    """After the protocol's end both social workers report the family's phone number wrong on the shared card (or one
+    taps "Gegeven fout" twice on a slow phone). Before the end that asks the referrer once; after it, each click sent
+    the referrer another "het protocol geldt niet meer" message and added another register entry."""
+    async with _bot_of_a_protocol_ending_today(tmp_path, clock) as bot:
+        await link(bot, ocmw_worker())
+        reference, card_id = await referred_and_delivered(bot, referrer)
+        first, second = ocmw_worker().in_thread(card_id), second_worker.in_thread(card_id)
+        await bot.act(first, "ack.receive", {"reference": reference})
+        clock.advance(dt.timedelta(days=1))  # the protocol has ended
+
+        await bot.act(first, "referral.quality", {"reference": reference, "item": "phone"})
+        again = await bot.act(second, "referral.quality", {"reference": reference, "item": "phone"})
+        await bot.settle()
+        assert cards.text("nl", "notice.quality_reported_protocol_ended",
+                          team="Kind en Gezin team Noord-Oost Waasland") in texts(again), texts(again)
+        told = [text for text in texts_to(bot, referrer.conversation_id) if "geldt niet meer" in text]
+        assert len(told) == 1, f"the referrer was told {len(told)} times of one report"
+        assert _events(bot, reference).count("correction_requested") == 1, _events(bot, reference)

@@ -232,12 +232,13 @@ def _service(db: Database, clock: ManualClock) -> CorrectionService:
         referrers=None, clock=clock, timezone=ZoneInfo("Europe/Brussels"))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kind", ["wrong", "superfluous"])
+@pytest.mark.parametrize("kind", ["wrong", "superfluous", "wrong_after_end"])
 async def test_two_workers_reporting_one_item_at_the_same_moment_on_two_instances_ask_the_referrer_once(
     database: Database, clock: ManualClock, kind: str
 ) -> None:
     """Each click on its own instance, at once: one request, one card or message, one register entry, for each of
-    six families; the second report is answered as if it were the first (it was asked)."""
+    six families; the second report is answered as if it were the first (it was asked). After the protocol's end
+    (no request, a message that no correction comes) as before it."""
     services = (_service(database, clock), _service(another_engine(database), clock))
     workers = (Actor("aad-ocmw-1", "Olga", "19:ocmw@thread.tacv2", "nl"),
                Actor("aad-ocmw-2", "Omar", "19:ocmw@thread.tacv2", "nl"))
@@ -249,10 +250,11 @@ async def test_two_workers_reporting_one_item_at_the_same_moment_on_two_instance
         assert referral is not None
         answered = await asyncio.gather(*(
             service.request(referral, "phone", worker) if kind == "wrong"
+            else service.report_after_end(referral, "phone", worker) if kind == "wrong_after_end"
             else service.report_superfluous(referral, "phone", worker)
             for service, worker in zip(services, workers, strict=True)))
         assert {answer.reference for answer in answered} == {reference}
-    event = "correction_requested" if kind == "wrong" else "superfluous_reported"
+    event = "superfluous_reported" if kind == "superfluous" else "correction_requested"
     for reference in references:
         assert (await ProcessingRegister(database).events_for(reference)).count(event) == 1, reference
     queued = await database.scalar("SELECT COUNT(*) AS n FROM message_outbox")
