@@ -98,13 +98,20 @@ class CorrectionService:
     async def report_after_end(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
         """The OCMW reports an item wrong after the protocol's end: a correction, a new transfer, would be refused, so
         the report is recorded (the item listed on the OCMW's card, the register) and the referrer told, with no card
-        to correct it and nothing to chase; in one commit."""
+        to correct it and nothing to chase; in one commit.
+
+        Said once per item, as `report_superfluous`: a second report (two workers on one card, a double tap) records
+        and tells nothing more, and gets the referral as it is.
+        """
         now = self._clock.now()
         original = await self._referrals.get(referral.root) or referral
         lang = cards.language_for(original.lang)
+        detail = f"item: {item}; protocol ended: no correction through the bot"
         async with self._db.transaction():
-            updated = await self._record_report(referral, item, actor, now,
-                                                f"item: {item}; protocol ended: no correction through the bot")
+            await self._referrals.lock(original.reference)  # a report at the same moment waits, then sees this one
+            if await self._register.recorded(original.reference, RegisterEvent.CORRECTION_REQUESTED, detail):
+                return await self._referrals.get(referral.reference) or referral
+            updated = await self._record_report(referral, item, actor, now, detail)
             text = cards.text(lang, "quality_after_end_to_referrer", reference=original.reference,
                               recipient=self._registry.recipient_name(original.protocol_id),
                               item=cards.text(lang, f"item.{item}.name"))
