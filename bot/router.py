@@ -10,7 +10,7 @@ from typing import Any
 import cards
 from bot.clock import Clock
 from bot.core.access import ReferrerPolicy
-from bot.core.reference import find_reference
+from bot.core.reference import find_references
 from bot.ocmw.actions import OcmwService
 from bot.ocmw.corrections import CorrectionService
 from bot.ocmw.links import base_conversation_id
@@ -133,7 +133,7 @@ class Router:
             return await self._breach.on_command(actor)
         word, _, rest = command.partition(" ")
         if word in _REFERENCE_COMMANDS:  # `intrekken VD-...`, `verbeter telefoonnummer VD-...`
-            return await self._reference_command(actor, _REFERENCE_COMMANDS[word], text, rest)
+            return await self._reference_command(actor, word, text, rest)
         for prefix in _LINK_PREFIXES:
             if command.startswith(prefix):
                 limited = await self._link_limited(actor)
@@ -152,14 +152,18 @@ class Router:
                 return Reply(card=cards.problem_card(actor.lang, refusal, **self._params(refusal)))
         return await self._dialogue.on_text(actor, text, attachments=attachments)
 
-    async def _reference_command(self, actor: Actor, verb: str, text: str, rest: str) -> Reply:
-        """`intrekken` or `verbeter` (`verb`) with the first reference in `rest`, what followed the command word.
+    async def _reference_command(self, actor: Actor, word: str, text: str, rest: str) -> Reply:
+        """`intrekken` or `verbeter` (`word`, as typed) with the reference in `rest`, what followed the command word.
 
         Nothing else typed is ever repeated: it may be what the parents said, and the bot's answer, which
         nobody can delete, is read by everyone in a group chat. Without a reference, the command's usage;
         with more than the reference that looks like a family's data, the warning to delete the message.
+        With two references or more, none is acted on (a confirmation for the first alone was taken for
+        both): the command to type for each, one message each.
         """
-        reference = find_reference(rest)
+        verb = _REFERENCE_COMMANDS[word]
+        references = find_references(rest)
+        reference = references[0] if references else None
         warning = None
         typed_beside = len(rest.split()) > (1 if reference else 0)
         if typed_beside and looks_like_client_data(text):
@@ -169,6 +173,10 @@ class Router:
             warning = cards.text(actor.lang, f"client_data_beside_command.{where}")
         if reference is None:
             usage = cards.text(actor.lang, f"reference_usage.{verb}")
+            return Reply(text=usage if warning is None else f"{warning}\n\n{usage}")
+        if len(references) > 1:
+            each = "\n".join(f"- **{word} {typed}**" for typed in references)
+            usage = f"{cards.text(actor.lang, 'reference_usage.one_at_a_time')}\n\n{each}"
             return Reply(text=usage if warning is None else f"{warning}\n\n{usage}")
         answer = await self.on_action(actor, verb, {"reference": reference})
         if isinstance(answer, Banner):

@@ -28,10 +28,9 @@ def is_reference(value: str) -> bool:
     return bool(REFERENCE_PATTERN.match(value))
 
 
-def find_reference(text: str) -> str | None:
-    """The first well-formed reference in the typed `text`, upper case; None when it holds none.
+def find_references(text: str) -> list[str]:
+    """The well-formed references in the typed `text`, upper case, each once, in the order typed; [] when none.
 
-    Only the match is returned, never the words around it: they may be a family's data.
+    Only the matches are returned, never the words around them: they may be a family's data.
     """
-    match = _REFERENCE_IN_TEXT.search(text)
-    return match.group(0).upper() if match else None
+    return list(dict.fromkeys(match.group(0).upper() for match in _REFERENCE_IN_TEXT.finditer(text)))

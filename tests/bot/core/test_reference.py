@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bot.core.reference import find_reference, is_reference, new_reference
+from bot.core.reference import find_references, is_reference, new_reference
 
 
 def test_a_new_reference_is_well_formed() -> None:
@@ -16,15 +16,16 @@ def test_a_new_reference_is_well_formed() -> None:
 
 
 @pytest.mark.parametrize(("typed", "found"), [
-    ("vd-20261128-k7m2qx", "VD-20261128-K7M2QX"),
-    ("toestemming VD-20261128-K7M2QX Sofie Peeters belde", "VD-20261128-K7M2QX"),
-    ("telefoonnummer (VD-20261128-K7M2QX-2).", "VD-20261128-K7M2QX-2"),
-    ("VD-20261128-K7M2QX en VD-20261129-ABCDEF", "VD-20261128-K7M2QX"),
-    ("Sofie Peeters belde", None),
-    ("VD-2026-K7M2QX", None),
-    ("VD-20261128-K7M2QO", None),  # no O in the alphabet
-    ("XVD-20261128-K7M2QX", None),
-    ("VD-20261128-K7M2QX-234", None),
+    ("vd-20261128-k7m2qx", ["VD-20261128-K7M2QX"]),
+    ("toestemming VD-20261128-K7M2QX Sofie Peeters belde", ["VD-20261128-K7M2QX"]),
+    ("telefoonnummer (VD-20261128-K7M2QX-2).", ["VD-20261128-K7M2QX-2"]),
+    ("VD-20261128-K7M2QX en VD-20261129-ABCDEF", ["VD-20261128-K7M2QX", "VD-20261129-ABCDEF"]),
+    ("VD-20261128-K7M2QX, vd-20261128-k7m2qx", ["VD-20261128-K7M2QX"]),
+    ("Sofie Peeters belde", []),
+    ("VD-2026-K7M2QX", []),
+    ("VD-20261128-K7M2QO", []),  # no O in the alphabet
+    ("XVD-20261128-K7M2QX", []),
+    ("VD-20261128-K7M2QX-234", []),
 ])
-def test_find_reference_returns_the_first_reference_and_nothing_typed_around_it(typed: str, found: str | None) -> None:
-    assert find_reference(typed) == found
+def test_find_references_returns_each_reference_once_and_nothing_typed_around_it(typed: str, found: list[str]) -> None:
+    assert find_references(typed) == found
