@@ -411,6 +411,13 @@ class DeliveryWorker:
             card = cards.sent_card(lang, reference=referral.reference, recipient=recipient, mailbox=mailbox,
                                    sent_at=local)
             text = cards.text(lang, "delivered", reference=referral.reference, recipient=recipient)
+        elif self._protocol_ended(referral) is not None:
+            # Neither a new referral nor a correction may go to this OCMW any more: nothing to do again.
+            kind = "correction_" if referral.parent_reference else ""
+            card = cards.problem_card(lang, f"{kind}not_sent_protocol_ended", reference=referral.reference,
+                                      recipient=recipient)
+            text = cards.text(lang, f"{kind}delivery_failed_protocol_ended", reference=referral.reference,
+                              recipient=recipient, correction_of=referral.parent_reference or "")
         elif referral.parent_reference:  # a correction: the request is open again, its card comes back
             card = cards.problem_card(lang, "correction_not_delivered", reference=referral.reference,
                                       recipient=recipient)

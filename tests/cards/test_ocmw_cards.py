@@ -921,6 +921,8 @@ NEW_PROBLEMS = {
     "correction_not_sent": ("reference",),
     "correction_not_queued": ("reference",),
     "correction_not_delivered": ("reference", "recipient"),
+    "not_sent_protocol_ended": ("reference", "recipient"),
+    "correction_not_sent_protocol_ended": ("reference", "recipient"),
     "withdrawal_after_filing": ("reference", "ocmw", "dpo"),
     "withdrawal_after_deletion": ("reference", "ocmw"),
     "being_sent": ("reference",),
