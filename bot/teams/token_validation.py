@@ -157,8 +157,12 @@ class TokenValidator:
         told = jwt.decode(token, options={"verify_signature": False})  # the signature held; only to name the claim
         if isinstance(error, jwt.InvalidAudienceError):
             reason = "audience"
+            # Anyone who owns an Azure Bot holds such tokens for their own app id: the advice must not
+            # read as "copy the id from this line", which would let that stranger in.
             advice = (f"it was signed for app id {_shown(told.get('aud'))}, and this bot's MicrosoftAppId is "
-                      f"{self._app_id}: set MicrosoftAppId to the Azure Bot's app id (msaAppId)")
+                      f"{self._app_id}: if the Azure Bot's app id (msaAppId, in the Azure portal) is not "
+                      f"{self._app_id}, set MicrosoftAppId to it; if it is, another bot's token was sent here "
+                      "and nothing needs to change (never copy the id this token was signed for)")
         elif isinstance(error, jwt.InvalidIssuerError):
             reason = "issuer"
             advice = f"its issuer is {_shown(told.get('iss'))}, not {self._issuer}"

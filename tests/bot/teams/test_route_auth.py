@@ -193,6 +193,8 @@ async def test_a_token_the_bot_framework_signed_but_the_bot_refuses_is_a_warning
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warnings) == 2, warnings
     assert "MicrosoftAppId" in warnings[0] and azure_bots_app_id in warnings[0], warnings[0]
+    # Another bot's owner can send such a token: the advice must not make its app id look like the one to set.
+    assert "never copy the id this token was signed for" in warnings[0], warnings[0]
     assert "clock" in warnings[1], warnings[1]
 
 
