@@ -254,3 +254,64 @@ def test_referrers_group_membership_uses_graph_and_keeps_answers_ten_minutes_by_
     for wrong in ({"GRAPH_BASE_URL": "http://graph"}, {"REFERRER_MEMBERSHIP_CACHE_MINUTES": "-1"}):
         with pytest.raises(ConfigError, match=next(iter(wrong))):
             Settings.from_mapping(wrong)
+
+
+# -- what App Service hands over when it could not resolve a Key Vault reference --------------------
+
+UNRESOLVED = "@Microsoft.KeyVault(VaultName=kv-vd;SecretName=bot-app-password)"
+UNRESOLVED_BY_URI = "@Microsoft.KeyVault(SecretUri=https://kv-vd.vault.azure.net/secrets/smtp-password/)"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "extra"),
+    [
+        ("MicrosoftAppPassword", UNRESOLVED, {"MicrosoftAppId": "00000000-0000-4000-8000-000000000001",
+                                              "MicrosoftAppTenantId": "72f988bf-0000-4000-8000-000000000001"}),
+        ("SMTP_PASSWORD", UNRESOLVED_BY_URI, {"MAIL_TRANSPORT": "smtp", "SMTP_HOST": "relay.example.be",
+                                              "SMTP_USERNAME": "u"}),
+        ("LOCAL_ZIP_PASSWORD", UNRESOLVED_BY_URI.lower(), {}),
+        ("APPLICATIONINSIGHTS_CONNECTION_STRING", "  " + UNRESOLVED, {}),
+        ("DATABASE_URL", UNRESOLVED, {"DATABASE_AUTH": "entra"}),
+    ],
+)
+def test_an_unresolved_key_vault_reference_is_refused_saying_what_to_check(
+    name: str, value: str, extra: dict[str, str]
+) -> None:
+    """Taken as the value, the reference's text would be the bot's password: Teams would refuse every reply."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_mapping({**extra, name: value})
+    message = str(raised.value)
+    assert name in message and "Key Vault reference" in message and "not resolved" in message
+    assert "managed identity" in message and "syntax" in message
+    assert "bot-app-password" not in message and "smtp-password" not in message, "the setting's value is not echoed"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MicrosoftAppId": "00000000-0000-4000-8000-000000000001",
+          "MicrosoftAppTenantId": "72f988bf-0000-4000-8000-000000000001"}, "MicrosoftAppPassword"),
+        ({"MicrosoftAppId": "00000000-0000-4000-8000-000000000001", "MicrosoftAppType": "SingleTenant",
+          "MicrosoftAppPassword": "very-secret"}, "MicrosoftAppTenantId"),
+        ({"MicrosoftAppId": "00000000-0000-4000-8000-000000000001", "MicrosoftAppType": "MultiTenant"},
+         "MicrosoftAppPassword"),
+    ],
+    ids=["single tenant without password", "single tenant without tenant", "multi tenant without password"],
+)
+def test_an_app_registration_that_cannot_get_a_token_is_refused_at_start(env: dict[str, str], named: str) -> None:
+    """Accepted, it would fail only at the first reply to Teams, with every user's message already taken."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_mapping(env)
+    assert named in str(raised.value) and "very-secret" not in str(raised.value)
+
+
+def test_an_app_registration_with_what_it_needs_starts() -> None:
+    single = Settings.from_mapping({"MicrosoftAppId": "00000000-0000-4000-8000-000000000001",
+                                    "MicrosoftAppPassword": "very-secret",
+                                    "MicrosoftAppTenantId": "72f988bf-0000-4000-8000-000000000001"})
+    multi = Settings.from_mapping({"MicrosoftAppId": "00000000-0000-4000-8000-000000000001",
+                                   "MicrosoftAppType": "MultiTenant", "MicrosoftAppPassword": "very-secret"})
+    identity = Settings.from_mapping({"MicrosoftAppId": "00000000-0000-4000-8000-000000000001",
+                                      "MicrosoftAppType": "UserAssignedMSI"})
+    assert single.identity.auth_enabled and multi.identity.auth_enabled and identity.identity.auth_enabled
+    assert not Settings.from_mapping({"MicrosoftAppType": "SingleTenant"}).identity.auth_enabled, "a local run"

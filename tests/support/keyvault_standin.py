@@ -59,6 +59,7 @@ class KeyVaultStandIn:
     secrets: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # name -> [(version, value)]
     requests: list[SeenRequest] = field(default_factory=list)
     delay: float = 0.0
+    disabled: set[str] = field(default_factory=set)  # versions disabled in the vault
     _forced: list[_Forced] = field(default_factory=list)
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -67,6 +68,10 @@ class KeyVaultStandIn:
         version = uuid.uuid4().hex
         self.secrets.setdefault(name, []).append((version, value))
         return version
+
+    def disable(self, name: str, version: str | None = None) -> None:
+        """Disable a version of `name` (the latest when None), as the portal's "Enabled: No" does."""
+        self.disabled.add(version or self.secrets[name][-1][0])
 
     def fail_next(self, status: int, times: int = 1, *, retry_after: str | None = None) -> None:
         """Answer the next `times` authenticated requests with `status` (and Retry-After when given)."""
@@ -108,6 +113,9 @@ class KeyVaultStandIn:
         found = versions[-1] if not version else next((pair for pair in versions if pair[0] == version), None)
         if found is None:
             return _error(404, "SecretNotFound", f"A secret with (name/id) {name}/{version} was not found.")
+        if found[0] in self.disabled:  # what Key Vault answers for a disabled secret: 403, inner code SecretDisabled
+            return _error(403, "Forbidden", "Operation get is not allowed on a disabled secret.",
+                          inner_code="SecretDisabled")
         return web.json_response(
             {
                 "value": found[1],
@@ -132,12 +140,16 @@ _CODES = {
 
 
 def _error(
-    status: int, code: str, message: str, *, challenge: bool = False, headers: dict[str, str] | None = None
+    status: int, code: str, message: str, *, challenge: bool = False, headers: dict[str, str] | None = None,
+    inner_code: str | None = None,
 ) -> web.Response:
     all_headers = dict(headers or {})
     if challenge:
         all_headers["WWW-Authenticate"] = CHALLENGE
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=all_headers)
+    error: dict[str, Any] = {"code": code, "message": message}
+    if inner_code is not None:
+        error["innererror"] = {"code": inner_code}
+    return web.json_response({"error": error}, status=status, headers=all_headers)
 
 
 def clear_challenge_cache() -> None:

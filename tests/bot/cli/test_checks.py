@@ -60,6 +60,30 @@ async def test_vault_secret_is_checked_by_name_and_version(settings: Settings, c
     assert "zip-password-ocmw-sint-gillis-waas" in failed.detail and "short" not in failed.detail
 
 
+async def test_a_disabled_zip_password_secret_is_named_as_disabled(settings: Settings, clock: ManualClock) -> None:
+    async with keyvault_standin() as vault:
+        vault.set_secret("zip-password-ocmw-sint-gillis-waas", "QW3E-RT7Y-UP9A-SD2F-GH4J")
+        vault.disable("zip-password-ocmw-sint-gillis-waas")
+        client = create_secret_client(vault.url, StaticTokenCredential(vault.token),
+                                      connection_verify=str(vault.ca_path), verify_challenge_resource=False)
+        provider = KeyVaultZipPasswordProvider(client, clock=clock, attempts=1)
+        results = await run_checks(settings, clock, passwords=provider)
+        await provider.close()
+    [failed] = [result for result in results if not result.ok]
+    assert failed.name == "zip password OR-KG-NOW-OCMW-SGW-2026"
+    assert "'zip-password-ocmw-sint-gillis-waas' is disabled" in failed.detail and "access denied" not in failed.detail
+
+
+def test_the_command_names_an_unresolved_key_vault_reference(tmp_path: Path) -> None:
+    env = {**os.environ, "BOT_DATA_DIR": str(tmp_path / "d"), "MicrosoftAppId": "00000000-0000-4000-8000-000000000001",
+           "MicrosoftAppTenantId": "72f988bf-0000-4000-8000-000000000001",
+           "MicrosoftAppPassword": "@Microsoft.KeyVault(VaultName=kv-vd;SecretName=bot-app-password)"}
+    done = subprocess.run([sys.executable, "-m", "bot", "check"], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "MicrosoftAppPassword" in done.stderr and "Key Vault reference" in done.stderr, done.stderr
+
+
 async def test_an_unreachable_vault_fails_within_the_bound(settings: Settings, clock: ManualClock) -> None:
     client = create_secret_client(f"https://127.0.0.1:{free_port()}", StaticTokenCredential(),
                                   verify_challenge_resource=False, retry_total=0)

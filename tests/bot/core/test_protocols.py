@@ -107,6 +107,63 @@ def test_a_bad_file_names_file_and_field(tmp_path: Path, old: str, new: str, fie
 
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "field", "allowed"),
+    [
+        ('mailbox = "welzijnshuis@sint-gillis-waas.be"',
+         'mailbox = "welzijnshuis@sint-gillis-waas.be"\nmailbx = "oud@sint-gillis-waas.be"',
+         "recipient.mailbx", "dpo, dpo_object_ids, mailbox, municipality, organisation, places, postal_codes, team"),
+        ('dpo = "dpo@opgroeien.be"',
+         'dpo = "dpo@opgroeien.be"\ndpo_objectids = ["7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"]',
+         "sender.dpo_objectids", "dpo, dpo_object_ids, organisation, team, teams"),
+        ("# ends_on = 2027-03-01", "end_on = 2027-03-01", "end_on",
+         "ends_on, id, in_force_from, published_at, recipient, retention, sender, title, zip_password_secret"),
+        ("[retention]", "[rentention]", "rentention",
+         "ends_on, id, in_force_from, published_at, recipient, retention, sender, title, zip_password_secret"),
+        ("register_years = 5", "register_year = 5", "retention.register_year",
+         "closed_states, pairing_code_days, referral_days_after_closure, register_years, tombstone_days"),
+    ],
+    ids=["recipient.mailbx", "sender.dpo_objectids", "end_on", "a misspelt table", "retention.register_year"],
+)
+def test_an_unknown_key_is_refused_naming_it_and_the_keys_allowed_there(
+    tmp_path: Path, old: str, new: str, field: str, allowed: str
+) -> None:
+    """A typo must not load as if the field were left out: the DPO would think it is set."""
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text()
+    assert old in text
+    (tmp_path / "typo.toml").write_text(text.replace(old, new, 1))
+    with pytest.raises(ProtocolFileError) as raised:
+        load_registry(tmp_path)
+    assert raised.value.field == field, str(raised.value)
+    assert "typo.toml" in str(raised.value) and "not a known key" in str(raised.value)
+    assert allowed in str(raised.value)
+
+
+def test_several_unknown_keys_are_named_together(tmp_path: Path) -> None:
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text()
+    typos = '[recipient]\nmailbx = "a@b.be"\npostcodes = ["9170"]'
+    (tmp_path / "p.toml").write_text(text.replace("[recipient]", typos))
+    with pytest.raises(ProtocolFileError) as raised:
+        load_registry(tmp_path)
+    assert "recipient.mailbx" in str(raised.value) and "recipient.postcodes" in str(raised.value)
+
+
+def test_every_key_the_documentation_names_loads(tmp_path: Path) -> None:
+    """The shipped file with every optional key filled in, its example team uncommented, still loads."""
+    text = (SHIPPED / "sint-gillis-waas.toml").read_text()
+    text = text.replace("# ends_on = 2027-03-01", "ends_on = 2027-03-01")
+    text = text.replace("# published_at = \"https://…\"", "published_at = \"https://www.opgroeien.be/protocol\"")
+    text = text.replace("# dpo_object_ids = [\"<Entra object id>\"]", f"dpo_object_ids = [\"{DPO_ID}\"]")
+    lines = text.splitlines()
+    start = lines.index("# [[sender.teams]]")
+    example = [line.removeprefix("# ") for line in lines[start:start + 5]]
+    text = "\n".join([*lines[:start], *example, *lines[start + 5:]]) + "\n"
+    (tmp_path / "p.toml").write_text(text)
+    protocol = load_protocol_file(tmp_path / "p.toml")
+    assert protocol.published_at and protocol.ends_on and protocol.sender_dpo_object_ids and protocol.sender_teams
+    assert protocol.recipient_dpo_object_ids and protocol.places
+
+
 def test_an_address_with_a_non_ascii_domain_is_kept_in_its_ascii_form(tmp_path: Path) -> None:
     """The IDNA form (xn--) is what the SMTP envelope and the To header can carry without SMTPUTF8 or RFC 2047."""
     text = (SHIPPED / "sint-gillis-waas.toml").read_text().replace("@sint-gillis-waas.be", "@sint-gillis-waäs.be")

@@ -41,7 +41,7 @@ from tests.support.ocmw_flow import (
     reported_wrong,
     send_and_deliver,
 )
-from tests.support.referral_flow import CLIENT_VALUES, PROTOCOL_ID, reach_review
+from tests.support.referral_flow import CLIENT_VALUES, MAILBOX, PROTOCOL_ID, reach_review
 
 OCMW_TENANT = "0c3c0c3c-0000-4000-8000-000000000002"
 
@@ -1148,3 +1148,73 @@ async def test_two_workers_reporting_the_same_item_wrong_after_the_protocol_ende
         told = [text for text in texts_to(bot, referrer.conversation_id) if "geldt niet meer" in text]
         assert len(told) == 1, f"the referrer was told {len(told)} times of one report"
         assert _events(bot, reference).count("correction_requested") == 1, _events(bot, reference)
+
+
+# -- the mailbox a referral went to, after the protocol file names another ---------------------------
+
+NEW_MAILBOX = "onthaal@sint-gillis-waas.be"
+
+
+@pytest.fixture
+def protocol_file(tmp_path: Path) -> Path:
+    """A copy of the shipped protocol as the only file of the bot's protocols folder, for the test to edit."""
+    folder = tmp_path / "protocols"
+    folder.mkdir()
+    shipped = Settings().protocols_dir / "sint-gillis-waas.toml"
+    (folder / shipped.name).write_text(shipped.read_text(encoding="utf-8"), encoding="utf-8")
+    return folder / shipped.name
+
+
+@pytest.fixture
+async def editable_bot(settings: Settings, clock: ManualClock, protocol_file: Path) -> AsyncIterator[BotDriver]:
+    moved = dataclasses.replace(settings, protocols_dir=protocol_file.parent)
+    async with running_bot(create_app(moved, clock=clock, run_worker=False)) as driver:
+        yield driver
+
+
+def _move_mailbox(protocol_file: Path) -> None:
+    """What an administrator does when the OCMW gets a new shared mailbox: edit the file, the bot rereads it."""
+    text = protocol_file.read_text(encoding="utf-8")
+    assert MAILBOX in text
+    protocol_file.write_text(text.replace(MAILBOX, NEW_MAILBOX), encoding="utf-8")
+
+
+async def test_cards_name_the_mailbox_a_referral_went_to_after_the_protocol_names_another(
+    editable_bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, protocol_file: Path
+) -> None:
+    bot = editable_bot
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    _move_mailbox(protocol_file)
+
+    answer = await bot.act(ocmw_worker.in_thread(card_id), "ack.receive", {"reference": reference})
+    await bot.settle()
+    assert MAILBOX in texts(answer) and NEW_MAILBOX not in texts(answer), "the OCMW's card: where the package is"
+    [edit] = [c for c in bot.connector.calls if c.method == "PUT" and c.path.endswith(f"/activities/{card_id}")]
+    assert MAILBOX in texts(edit.body) and NEW_MAILBOX not in texts(edit.body)
+
+    back = await bot.act(referrer, "referral.view", {"reference": reference})
+    assert MAILBOX in texts(back) and NEW_MAILBOX not in texts(back), "the referrer's card: where it was sent"
+
+
+async def test_a_referral_queued_before_the_mailbox_changed_is_told_where_it_went(
+    editable_bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, protocol_file: Path, settings: Settings
+) -> None:
+    """The package was addressed when it was queued; delivered after the change, every card names that address."""
+    bot = editable_bot
+    await link(bot, ocmw_worker)
+    draft_id, _ = await reach_review(bot, referrer)
+    queued = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert MAILBOX in texts(queued)
+    _move_mailbox(protocol_file)
+    await (await bot.session.get(f"{bot.bot_url}/readyz")).read()  # any request rereads the folder
+    assert bot.services.registry.get(PROTOCOL_ID).recipient_mailbox == NEW_MAILBOX  # type: ignore[union-attr]
+    assert await bot.deliver() == 1
+
+    [eml] = sorted(settings.outbox_dir.glob("*.eml"))
+    assert f"To: {MAILBOX}" in eml.read_text(), "the mail went where it was addressed when queued"
+    [sent] = [c.body["attachments"][0]["content"] for c in bot.connector.calls
+              if c.method == "PUT" and c.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
+    assert MAILBOX in texts(sent) and NEW_MAILBOX not in texts(sent)
+    [card] = channel_cards(bot)
+    assert MAILBOX in texts(card) and NEW_MAILBOX not in texts(card)

@@ -5,6 +5,8 @@ download in the register itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -300,3 +302,83 @@ async def test_a_dpo_of_many_protocols_gets_a_card_teams_takes_and_narrows_it_by
             block.get("text"))] == [f"OCMW Gemeente {n}, protocol OR-KG-NOW-OCMW-G{n}-2026" for n in range(40, 45)]
         [none] = await bot.say(dpo, "register Brugge")
         assert "brugge" in none["text"].lower() and "Geen protocol" in none["text"]
+
+
+# -- a register years old: the command and the download leave the other users' turns running ---------
+
+MANY_ENTRIES = 40_000
+#: The longest the bot may keep every other user's turn waiting while a DPO asks for the register.
+LONGEST_STALL_SECONDS = 0.5
+
+
+def _add_entries(settings: Settings, count: int) -> None:
+    """`count` delivered-referral entries chained after the last one, written beside the running bot."""
+    fields = {
+        "event": "delivered", "actor_id": "bot:delivery", "actor_name": "Veilig doorverwijzen",
+        "protocol_id": PROTOCOL_ID,
+        "purpose": "onderbescherming voorkomen", "legal_basis": f"art. 10/1; protocol {PROTOCOL_ID}",
+        "data_categories": "identification:name,contact:address", "recipient": "OCMW Sint-Gillis-Waas <w@s.be>",
+        "recipient_category": "maatschappelijk werker", "consent_version": "2026-03", "entry_format": "2",
+    }
+    start = dt.datetime(2021, 12, 1, 9, 0, tzinfo=dt.UTC)
+    with sqlite3.connect(settings.database_path) as db:
+        seq, previous = db.execute("SELECT seq, hash FROM register ORDER BY seq DESC LIMIT 1").fetchone()
+        rows = []
+        for number in range(1, count + 1):
+            entry = {**fields, "at": (start + dt.timedelta(hours=number)).isoformat(timespec="microseconds"),
+                     "reference": f"VD-20211201-{number:06d}", "detail": f"Message-ID <{number}@opgroeien.be>"}
+            digest = entry_hash(previous, entry)
+            rows.append({**entry, "seq": seq + number, "previous_hash": previous, "hash": digest})
+            previous = digest
+        columns = list(rows[0])
+        db.executemany(f"INSERT INTO register ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",  # noqa: S608
+                       [tuple(row[column] for column in columns) for row in rows])
+
+
+class _StallMeter:
+    """A task that wants to run every 10 ms, as another user's turn does; `longest` is its longest wait."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _StallMeter:
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0.02)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.sleep(0.02)
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            self.longest = max(self.longest, loop.time() - before - 0.01)
+
+
+async def test_a_register_of_40000_entries_keeps_the_other_users_turns_running(
+    bot: BotDriver, referrer: TeamsUser, dpo: TeamsUser, settings: Settings
+) -> None:
+    await _a_delivered_referral(bot, referrer)
+    _add_entries(settings, MANY_ENTRIES)
+
+    async with _StallMeter() as command:
+        card = await _card(bot, dpo)
+    assert "De hashketen van het hele register klopt" in texts(card)
+    assert f"{MANY_ENTRIES + 5}" in texts(card).replace(".", "").replace(" ", "")
+    async with _StallMeter() as csv_download:
+        status, _, body = await _get(bot, _links(card)[0])
+    assert status == 200 and len(body.decode("utf-8-sig").splitlines()) == MANY_ENTRIES + 6
+    async with _StallMeter() as json_download:
+        status, _, body = await _get(bot, _links(await _card(bot, dpo))[1])
+    assert status == 200 and len(json.loads(body)) == MANY_ENTRIES + 5 + 1  # and the csv download's own entry
+
+    stalls = {"register": command.longest, "csv": csv_download.longest, "json": json_download.longest}
+    assert max(stalls.values()) <= LONGEST_STALL_SECONDS, f"the event loop stalled (seconds): {stalls}"
+    assert await bot.services.register.verify() == []

@@ -15,10 +15,16 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from azure.core.exceptions import HttpResponseError
 from azure.identity.aio import ManagedIdentityCredential
 
 from bot.core.protocols import DataSharingProtocol, Party
-from bot.secrets.keyvault_passwords import KeyVaultZipPasswordProvider, create_secret_client, default_credential
+from bot.secrets.keyvault_passwords import (
+    KeyVaultZipPasswordProvider,
+    create_secret_client,
+    default_credential,
+    read_failure_cause,
+)
 from bot.secrets.zip_passwords import ZipPasswordError
 from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import reads_answered, until
@@ -203,6 +209,34 @@ async def test_access_denied_is_reported_at_once(
     assert "access denied" in str(raised.value) and SECRET in str(raised.value)
     assert raised.value.transient is False
     assert len(vault.authenticated) == 1 and sleep.delays == []
+
+
+async def test_a_disabled_secret_is_named_as_disabled_not_as_access_denied(
+    vault: KeyVaultStandIn, make_provider: ProviderFactory, sleep: RecordingSleep
+) -> None:
+    """Key Vault answers a disabled secret with 403 Forbidden, inner code SecretDisabled: the fix is the secret, not
+    the role on the vault."""
+    vault.set_secret(SECRET, PASSWORD)
+    vault.disable(SECRET)
+
+    with pytest.raises(ZipPasswordError) as raised:
+        await make_provider().password_for(protocol())
+
+    message = str(raised.value)
+    assert SECRET in message and "is disabled" in message, message
+    assert "enable it" in message and "new version" in message, message
+    assert "access denied" not in message and PASSWORD not in message
+    assert raised.value.transient is False
+    assert len(vault.authenticated) == 1 and sleep.delays == []
+    client = create_secret_client(vault.url, StaticTokenCredential(), connection_verify=str(vault.ca_path),
+                                  verify_challenge_resource=False, retry_total=0)
+    async with client:
+        with pytest.raises(HttpResponseError) as answered:
+            await client.get_secret(SECRET)
+    assert read_failure_cause(answered.value) == "disabled", "the metric's cause, which the alert names"
+
+    vault.set_secret(SECRET, PASSWORD + "-2")  # a new, enabled version: read at once
+    assert (await make_provider().password_for(protocol())).value == (PASSWORD + "-2").encode("ascii")
 
 
 async def test_a_token_the_vault_rejects_is_access_denied(
