@@ -35,6 +35,17 @@ _POSTAL_CODE_PATTERN = re.compile(r"^[1-9][0-9]{3}$")
 _GUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 #: The id lists of `[[sender.teams]]`: Entra user object ids, security group ids, Teams team (group) ids.
 _SENDER_TEAM_LISTS = ("object_ids", "group_ids", "team_ids")
+#: Every key a protocol file may hold, per table ("" is the top level); anything else is a typo, refused
+#: with the file and the key named, so a field the DPO thinks is set is never silently left out.
+_KNOWN_KEYS: Mapping[str, frozenset[str]] = {
+    "": frozenset({"id", "title", "in_force_from", "ends_on", "zip_password_secret", "published_at",
+                   "sender", "recipient", "retention"}),
+    "sender": frozenset({"organisation", "team", "dpo", "dpo_object_ids", "teams"}),
+    "recipient": frozenset({"organisation", "team", "municipality", "mailbox", "postal_codes", "places", "dpo",
+                            "dpo_object_ids"}),
+    "retention": frozenset({"referral_days_after_closure", "closed_states", "register_years", "pairing_code_days",
+                            "tombstone_days"}),
+}
 #: Ids starting so are examples (the shipped file's placeholders; Entra never issues them): refused in production.
 PLACEHOLDER_ID_PREFIX = "00000000-0000-0000-0000-"
 
@@ -375,6 +386,7 @@ def load_protocol_file(path: Path) -> DataSharingProtocol:
 
 
 def _parse(path: Path, raw: Mapping[str, Any]) -> DataSharingProtocol:
+    _refuse_unknown_keys(path, raw)
     reader = _FieldReader(path, raw)
     protocol_id = reader.text("id")
     if not _ID_PATTERN.match(protocol_id):
@@ -411,6 +423,25 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> DataSharingProtocol:
         published_at=reader.optional_https_url("published_at"),
         sender_teams=_sender_teams(reader),
     )
+
+
+def _refuse_unknown_keys(path: Path, raw: Mapping[str, Any]) -> None:
+    """Refuse a key the loader does not know (`ocmw.mailbx`, `end_on`, `[rentention]`), naming it and the keys allowed.
+
+    Ignored, a misspelt optional field would load as if it were left out. The entries of
+    `[[sender.teams]]` are checked where they are read.
+    """
+    for table, allowed in _KNOWN_KEYS.items():
+        node = raw if not table else raw.get(table)
+        if not isinstance(node, Mapping):
+            continue  # missing or not a table: the field that needs it says so
+        unknown = sorted(set(node) - allowed)
+        if unknown:
+            where = f"[{table}]" if table else "the top level (keys and [table] names)"
+            named = [f"{table}.{key}" if table else key for key in unknown]
+            others = f" (nor are {', '.join(named[1:])})" if len(named) > 1 else ""
+            raise ProtocolFileError(path, named[0], f"is not a known key{others}; {where} takes "
+                                                    f"{', '.join(sorted(allowed))}: check the spelling")
 
 
 def _sender_teams(reader: _FieldReader) -> tuple[SendingTeam, ...]:
