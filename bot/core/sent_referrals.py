@@ -147,6 +147,15 @@ class SentReferral:
     sender_team: str | None = None
 
     @property
+    def sent_to_mailbox(self) -> str:
+        """The mailbox the package was addressed to when it was queued ("" for a referral that did not record it).
+
+        Cards name this one, not the protocol file's mailbox now: the file may name another since.
+        """
+        _, opening, rest = self.recipient.rpartition("<")
+        return rest.removesuffix(">").strip() if opening and rest.endswith(">") else ""
+
+    @property
     def root(self) -> str:
         """The reference of the family's first version (itself, unless this is a correction)."""
         return self.parent_reference or self.reference

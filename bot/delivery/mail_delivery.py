@@ -405,7 +405,7 @@ class DeliveryWorker:
         lang = cards.language_for(referral.lang)
         protocol = self._registry.get(referral.protocol_id)
         recipient = self._registry.recipient_name(referral.protocol_id)
-        mailbox = protocol.recipient_mailbox if protocol else ""
+        mailbox = referral.sent_to_mailbox or (protocol.recipient_mailbox if protocol else "")
         if delivered_at is not None:
             local = delivered_at.astimezone(self._tz)
             card = cards.sent_card(lang, reference=referral.reference, recipient=recipient, mailbox=mailbox,

@@ -523,7 +523,7 @@ class OcmwService:
             return referral
         protocol = self._registry.get(referral.protocol_id)
         recipient = self._registry.recipient_name(referral.protocol_id)
-        mailbox = protocol.recipient_mailbox if protocol else ""
+        mailbox = referral.sent_to_mailbox or (protocol.recipient_mailbox if protocol else "")
         if referral.sent_at is not None:
             return cards.sent_card(actor.lang, reference=referral.reference, recipient=recipient, mailbox=mailbox,
                                    sent_at=referral.sent_at.astimezone(self._tz))
@@ -581,7 +581,7 @@ class OcmwService:
             sent_at=(referral.sent_at or referral.queued_at).astimezone(self._tz),
             sender_team=referral.sender_team or (protocol.sender.team if protocol else ""),
             recipient=self._registry.recipient_name(referral.protocol_id),
-            mailbox=protocol.recipient_mailbox if protocol else "",
+            mailbox=referral.sent_to_mailbox or (protocol.recipient_mailbox if protocol else ""),
             key_version=referral.key_version,
             state=_ocmw_state(referral.state),
             acknowledged_by=referral.acknowledged_by,

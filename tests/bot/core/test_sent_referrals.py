@@ -284,3 +284,15 @@ async def test_states_and_versions(store: ReferralStore) -> None:
     assert await store.message_ids_with_versions("VD-20261128-BBBBBB") == ["<VD-20261128-BBBBBB@doorverwijzen.example>"]
     assert sorted(await store.deleted_message_ids()) == sorted(
         f"<{reference}@doorverwijzen.example>" for reference in (root, f"{root}-2", f"{root}-3", "VD-20261128-CCCCCC"))
+
+
+@pytest.mark.parametrize(
+    ("recipient", "mailbox"),
+    [
+        ("OCMW Sint-Gillis-Waas <welzijnshuis@sint-gillis-waas.be>", "welzijnshuis@sint-gillis-waas.be"),
+        ("OCMW <Waas> <onthaal@waas.be>", "onthaal@waas.be"),
+        ("", ""),  # queued before referrals recorded it: the cards fall back to the protocol's mailbox
+    ],
+)
+def test_the_mailbox_a_referral_was_sent_to_is_read_from_its_recipient(recipient: str, mailbox: str) -> None:
+    assert a_referral("VD-20261128-K7M2QX", recipient=recipient).sent_to_mailbox == mailbox
