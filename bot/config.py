@@ -26,6 +26,8 @@ _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
+#: How a setting starts that App Service was to replace with a Key Vault secret and could not (lower case).
+_KEY_VAULT_REFERENCE = "@microsoft.keyvault("
 
 
 class ConfigError(ValueError):
@@ -293,14 +295,7 @@ class Settings:
                 maximum=dt.timedelta(seconds=reader.integer("TEAMS_RETRY_MAX_SECONDS", 600, minimum=1,
                                                             maximum=86400)),
             ),
-            identity=BotIdentity(
-                app_id=reader.text("MicrosoftAppId", ""),
-                app_password=reader.text("MicrosoftAppPassword", ""),
-                app_tenant_id=reader.text("MicrosoftAppTenantId", ""),
-                app_type=reader.choice(
-                    "MicrosoftAppType", "SingleTenant", ("SingleTenant", "MultiTenant", "UserAssignedMSI")
-                ),
-            ),
+            identity=_identity(reader),
             timezone=reader.timezone("BOT_TIMEZONE", "Europe/Brussels"),
             draft_ttl=dt.timedelta(minutes=reader.integer("DRAFT_TTL_MINUTES", 30, minimum=1, maximum=24 * 60)),
             reminder_working_days=reader.integer("REMINDER_WORKING_DAYS", 2, minimum=1, maximum=20),
@@ -341,6 +336,36 @@ class Settings:
         if settings.database.is_postgres:
             _check_nothing_on_disk(settings)
         return settings
+
+
+def _identity(reader: _EnvReader) -> BotIdentity:
+    """The bot's app registration, refused when it could not get the token every reply to Teams needs.
+
+    Accepted, such a registration would fail only at the first reply, after the user's message was taken.
+    Without `MicrosoftAppId` (a local run, the tests) authentication is off and nothing else is needed.
+    """
+    identity = BotIdentity(
+        app_id=reader.text("MicrosoftAppId", ""),
+        app_password=reader.text("MicrosoftAppPassword", ""),
+        app_tenant_id=reader.text("MicrosoftAppTenantId", ""),
+        app_type=reader.choice("MicrosoftAppType", "SingleTenant", ("SingleTenant", "MultiTenant", "UserAssignedMSI")),
+    )
+    if not identity.app_id or identity.app_type == "UserAssignedMSI":  # a managed identity needs no password
+        return identity
+    if not identity.app_password:
+        raise ConfigError(
+            f"MicrosoftAppType={identity.app_type} with MicrosoftAppId set needs MicrosoftAppPassword (the app "
+            "registration's client secret, in App Service a Key Vault reference): without it the bot cannot get a "
+            "token to reply to Teams. Set it, or use MicrosoftAppType=UserAssignedMSI with the managed identity's "
+            "client id as MicrosoftAppId."
+        )
+    if identity.app_type == "SingleTenant" and not identity.app_tenant_id:
+        raise ConfigError(
+            "MicrosoftAppType=SingleTenant needs MicrosoftAppTenantId (the Entra tenant id of the app registration, "
+            "a GUID): without it the bot asks the multi-tenant authority for its token, which refuses a "
+            "single-tenant registration, and no reply reaches Teams."
+        )
+    return identity
 
 
 def _database(reader: _EnvReader) -> DatabaseConfig:
@@ -486,16 +511,35 @@ class _EnvReader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
+    def _get(self, name: str) -> str | None:
+        """The raw value, refused when it is a Key Vault reference App Service could not resolve.
+
+        App Service then hands the app the reference's own text, `@Microsoft.KeyVault(...)`; taken as
+        the value it would be the bot's password and fail only at the first reply to Teams.
+        """
+        value = self._env.get(name)
+        if value is not None and value.strip().lower().startswith(_KEY_VAULT_REFERENCE):
+            raise ConfigError(
+                f"{name} holds a Key Vault reference that App Service has not resolved: it passed on the "
+                "reference's text instead of the secret. Check that the app's managed identity (the one "
+                "keyVaultReferenceIdentity names) may read the vault's secrets (role Key Vault Secrets User), "
+                "that the secret exists and is enabled, that the vault's network lets App Service in, and the "
+                "reference's syntax: @Microsoft.KeyVault(VaultName=<vault>;SecretName=<secret>) or "
+                "@Microsoft.KeyVault(SecretUri=https://<vault>.vault.azure.net/secrets/<secret>/). The portal shows "
+                "each reference's status under the app's Environment variables; restart the app once it is resolved."
+            )
+        return value
+
     def optional(self, name: str) -> str | None:
-        value = self._env.get(name, "").strip()
+        value = (self._get(name) or "").strip()
         return value or None
 
     def text(self, name: str, default: str) -> str:
-        value = self._env.get(name)
+        value = self._get(name)
         return default if value is None or not value.strip() else value.strip()
 
     def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
-        raw = self._env.get(name, "").strip()
+        raw = (self._get(name) or "").strip()
         if not raw:
             return default
         try:
@@ -508,14 +552,14 @@ class _EnvReader:
 
     def id_set(self, name: str) -> frozenset[str]:
         """A comma-separated list of GUIDs, lower-cased."""
-        values = frozenset(part.strip().lower() for part in self._env.get(name, "").split(",") if part.strip())
+        values = frozenset(part.strip().lower() for part in (self._get(name) or "").split(",") if part.strip())
         for value in values:
             if not _GUID.match(value):
                 raise ConfigError(f"{name}: {value!r} is not a GUID (Entra tenant or object id)")
         return values
 
     def flag(self, name: str, default: bool) -> bool:
-        raw = self._env.get(name)
+        raw = self._get(name)
         if raw is None:
             return default
         lowered = raw.strip().lower()

@@ -21,7 +21,8 @@ def test_embedded_defaults() -> None:
 def test_values_from_the_environment() -> None:
     settings = Settings.from_mapping(
         {"HOST": "0.0.0.0", "PORT": "8080", "BOT_DATA_DIR": "/tmp/x", "MicrosoftAppId": "abc",  # noqa: S104
-         "MicrosoftAppPassword": "very-secret", "LOCAL_ZIP_PASSWORD": "ABCDEFGHJKLMNPQR", "SWEEP_INTERVAL_SECONDS": "1",
+         "MicrosoftAppPassword": "very-secret", "MicrosoftAppTenantId": "72f988bf-0000-4000-8000-000000000001",
+         "LOCAL_ZIP_PASSWORD": "ABCDEFGHJKLMNPQR", "SWEEP_INTERVAL_SECONDS": "1",
          "TURNS_AT_ONCE": "3"}
     )
     assert settings.port == 8080 and settings.identity.auth_enabled and settings.turns_at_once == 3

@@ -85,6 +85,7 @@ def test_production_refuses_every_named_weakening() -> None:
 def test_production_with_safe_settings_starts() -> None:
     settings = Settings.from_mapping({
         "BOT_ENV": "production", "MicrosoftAppId": "00000000-0000-0000-0000-000000000001",
+        "MicrosoftAppType": "UserAssignedMSI",
         "MicrosoftAppTenantId": K_EN_G_TENANT, "REFERRER_TENANT_IDS": K_EN_G_TENANT,
         "OCMW_TENANT_IDS": OTHER_TENANT, "KEY_VAULT_URL": "https://kv.vault.azure.net", "MAIL_TRANSPORT": "graph",
         "DATABASE_URL": "postgresql://vd-id@vd-pg.postgres.database.azure.com/vd", "DATABASE_AUTH": "entra",

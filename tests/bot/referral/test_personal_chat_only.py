@@ -111,7 +111,8 @@ async def test_the_personal_chat_card_links_to_the_bots_chat_when_the_app_id_is_
 ) -> None:
     # With an app id every request needs a Bot Framework token, so ask the wired dialogue directly.
     settings = Settings.from_mapping({"BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
-                                      "MicrosoftAppId": APP_ID, "MicrosoftAppPassword": "not-used-here"})
+                                      "MicrosoftAppId": APP_ID, "MicrosoftAppPassword": "not-used-here",
+                                      "MicrosoftAppTenantId": "72f988bf-0000-4000-8000-000000000001"})
     app = create_app(settings, clock=clock, run_worker=False)
     actor = Actor(user_id="aad-referrer-1", display_name="An Verpleeg", conversation_id="19:kg@thread.v2",
                   lang="nl", conversation_type="groupChat")
