@@ -198,7 +198,7 @@ async def _read_draft_key(client: SecretClient, name: str, *, wait_out_outages: 
     """The secret; `DraftKeyError` at the first failure, or (`wait_out_outages`) at the first that is not transient."""
     from azure.core.exceptions import AzureError
 
-    from bot.secrets.keyvault_passwords import TransientReadFailure, transient_read_failure
+    from bot.secrets.keyvault_passwords import TransientReadFailure, refusal_text, transient_read_failure
 
     waiting = StartUpWait(f"Key Vault secret '{name}' (draft key)")
     while True:
@@ -211,6 +211,8 @@ async def _read_draft_key(client: SecretClient, name: str, *, wait_out_outages: 
             problem: Exception = error
         except AzureError as error:
             failure, problem = transient_read_failure(error, client.vault_url, SystemClock().now()), error
+        if failure is None and isinstance(problem, AzureError):  # the vault said no: why, and what to fix
+            raise DraftKeyError(refusal_text(name, problem, role="draft key")) from problem
         if failure is None or not wait_out_outages:
             raise DraftKeyError(
                 f"Key Vault secret '{name}' (draft key) could not be read: {type(problem).__name__}") from problem

@@ -333,21 +333,50 @@ def transient_read_failure(error: AzureError, vault_url: str, now: dt.datetime) 
 
 
 def _refused(name: str, error: AzureError) -> ZipPasswordError:
-    """What a read that is not worth repeating says: missing, access denied, refused, or unreadable."""
+    """What a read that is not worth repeating says: missing, disabled, access denied, refused, or unreadable."""
+    return ZipPasswordError(refusal_text(name, error), transient=False)
+
+
+def refusal_text(name: str, error: AzureError, *, role: str = "") -> str:
+    """Why the vault would not give secret `name` (`role`: what it is for, e.g. "draft key"), in words that point
+    at the fix; never the secret's value.
+
+    A disabled secret is answered 403 like a missing role, but its fix is the secret, not the vault's
+    access control: Key Vault says which in the inner error code (`SecretDisabled`).
+    """
+    secret = f"Key Vault secret '{name}'" + (f" ({role})" if role else "")
     if isinstance(error, ResourceNotFoundError):
-        return ZipPasswordError(f"Key Vault secret '{name}' does not exist", transient=False)
+        return f"{secret} does not exist"
+    if _is_disabled(error):
+        return (f"{secret} is disabled: enable it in the vault (the secret's current version, Enabled) or set a "
+                "new version of it; access to the vault is not the problem")
     if isinstance(error, HttpResponseError) and (
             isinstance(error, ClientAuthenticationError) or error.status_code in (401, 403)):
-        return ZipPasswordError(f"Key Vault secret '{name}': access denied ({_describe(error)})", transient=False)
+        return f"{secret}: access denied ({_describe(error)})"
     if isinstance(error, HttpResponseError):
-        return ZipPasswordError(f"Key Vault secret '{name}' was refused ({_describe(error)})")
-    return ZipPasswordError(f"Key Vault secret '{name}' could not be read ({type(error).__name__})")
+        return f"{secret} was refused ({_describe(error)})"
+    return f"{secret} could not be read ({type(error).__name__})"
+
+
+def _is_disabled(error: BaseException) -> bool:
+    """Key Vault's answer for a disabled secret: 403 Forbidden with the inner error code SecretDisabled."""
+    return (isinstance(error, HttpResponseError) and error.status_code == 403
+            and _inner_code(error) == "SecretDisabled")
+
+
+def _inner_code(error: HttpResponseError) -> str:
+    """The vault's inner error code (`SecretDisabled`), or ""; read from the parsed error, never its message."""
+    inner = getattr(error.error, "innererror", None)
+    code = inner.get("code") if isinstance(inner, Mapping) else None
+    return code if isinstance(code, str) else ""
 
 
 def read_failure_cause(error: Exception) -> str:
     """A fixed word for why a read of the vault failed (metrics; the log says more)."""
     if isinstance(error, ResourceNotFoundError):
         return "not_found"
+    if _is_disabled(error):
+        return "disabled"
     if isinstance(error, ClientAuthenticationError):
         return "denied"
     if isinstance(error, HttpResponseError):
@@ -383,7 +412,7 @@ def _describe(error: HttpResponseError) -> str:
         parts.append(str(error.status_code))
     code = getattr(error.error, "code", None)
     if isinstance(code, str) and code:
-        parts.append(code)
+        parts.append(code + (f"/{_inner_code(error)}" if _inner_code(error) else ""))
     return " ".join(parts)
 
 

@@ -143,7 +143,7 @@ var queryAlerts = [
   {
     name: 'key-vault-failures'
     title: 'Key Vault reads failing'
-    description: 'Reading a ZIP password from Key Vault failed (denied, missing, throttled or unreachable): sends will fail once the cached password runs out. Runbook: infra/README.md, Operations.'
+    description: 'Reading a ZIP password from Key Vault failed (denied, disabled, missing, throttled or unreachable): sends will fail once the cached password runs out. Runbook: infra/README.md, Operations.'
     severity: 2
     query: keyVaultQuery
     column: 'failures'

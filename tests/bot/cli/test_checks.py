@@ -223,11 +223,15 @@ async def test_the_draft_key_in_key_vault_is_checked_as_serve_reads_it(tmp_path:
         malformed = await check()
         vault.set_secret("draft-data-key", "ab" * 32)
         good = await check()
+        vault.disable("draft-data-key")
+        disabled = await check()
     assert missing.returncode == 1 and "FAIL draft key: Key Vault secret 'draft-data-key'" in missing.stdout, \
         missing.stdout + missing.stderr
     assert malformed.returncode == 1 and "64 hexadecimal characters" in malformed.stdout
     assert "not a key" not in malformed.stdout + malformed.stderr, "never the secret's value"
     assert good.returncode == 0 and "OK   draft key: Key Vault secret 'draft-data-key'" in good.stdout, good.stdout
+    assert disabled.returncode == 1 and "FAIL draft key: Key Vault secret 'draft-data-key' (draft key) is disabled" \
+        in disabled.stdout, disabled.stdout
 
 
 async def test_a_data_folder_that_cannot_be_made_is_a_failed_line_not_a_traceback(tmp_path: Path) -> None:
