@@ -99,6 +99,7 @@ PROBLEMS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "correction_not_sent_protocol_ended": ("reference", "recipient"),
         "withdrawal_after_filing": ("reference", "ocmw", "dpo"),
         "withdrawal_after_deletion": ("reference", "ocmw"),
+        "withdrawal_never_delivered": ("reference", "ocmw"),
         "being_sent": ("reference",),
     }
 )
@@ -123,6 +124,7 @@ PROBLEMS_WITHOUT_RESTART: Final = frozenset(
         "correction_not_sent_protocol_ended",
         "withdrawal_after_filing",
         "withdrawal_after_deletion",
+        "withdrawal_never_delivered",
         "being_sent",
         "not_listed_for_team",
     }

@@ -346,6 +346,9 @@ class OcmwService:
         before_sending = referral.state == ReferralState.QUEUED
         if referral.state == ReferralState.DATA_DELETED:
             return await self._nothing_left_to_withdraw(actor, referral)
+        if referral.state == ReferralState.FAILED:  # given up: the OCMW never got the family's data
+            return _banner(actor, "withdrawal_never_delivered", reference=referral.reference,
+                           ocmw=self._registry.recipient_name(referral.protocol_id))
         if not before_sending and ReferralState.CONSENT_WITHDRAWN not in TRANSITIONS[referral.state]:
             return _banner(actor, "action_not_possible_now", reference=referral.reference)
         if not cards.is_confirmed(data):

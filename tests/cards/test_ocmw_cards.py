@@ -925,6 +925,7 @@ NEW_PROBLEMS = {
     "correction_not_sent_protocol_ended": ("reference", "recipient"),
     "withdrawal_after_filing": ("reference", "ocmw", "dpo"),
     "withdrawal_after_deletion": ("reference", "ocmw"),
+    "withdrawal_never_delivered": ("reference", "ocmw"),
     "being_sent": ("reference",),
     "not_listed_for_team": ("team", "ocmw"),
 }

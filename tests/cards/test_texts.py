@@ -122,6 +122,7 @@ def test_the_problems_of_the_brief_are_all_known() -> None:
         "correction_done", "action_not_possible_now", "rate_limited", "password_unavailable",
         "correction_closed", "correction_withdrawn", "correction_not_sent", "correction_not_queued", "being_sent",
         "not_listed", "correction_not_delivered", "withdrawal_after_filing", "withdrawal_after_deletion",
+        "withdrawal_never_delivered",
         "not_sent_protocol_ended", "correction_not_sent_protocol_ended",
         "membership_unavailable", "no_longer_listed", "database_unavailable", "not_listed_for_team",
     }  # fmt: skip

@@ -1042,6 +1042,33 @@ async def test_a_withdrawal_after_the_ocmw_deleted_the_data_says_nothing_is_left
     assert "Niets meer in te trekken" in told and "dossier" not in told, told
 
 
+async def test_a_withdrawal_of_a_referral_that_never_reached_the_ocmw_says_nothing_was_passed_on(
+    bot: BotDriver, referrer: TeamsUser, colleague: TeamsUser, settings: Settings, clock: ManualClock
+) -> None:
+    """The mail could not leave for a day and was given up ("NIET verstuurd ... Maak de doorverwijzing opnieuw"); the
+    parents then withdraw before anyone made it again. The colleague who records it must learn that the OCMW never
+    got the family's data, so there is nothing to withdraw and the referral must not be made again, not "Dit kan nu
+    niet ... Kijk op de kaart" (the card offers "Opnieuw beginnen", the one thing not to do now)."""
+    draft_id, _ = await reach_review(bot, referrer)
+    await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    with sqlite3.connect(settings.database_path) as db:
+        [(reference,)] = db.execute("SELECT reference FROM referrals WHERE state = 'queued'").fetchall()
+    settings.outbox_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):  # a real ENOSPC: the outbox writes <id>.tmp first, and removes it after a failure
+        (settings.outbox_dir / f"{reference}@opgroeien.be.tmp").symlink_to("/dev/full")
+        await bot.deliver()
+        clock.advance(dt.timedelta(hours=25))
+    assert (await bot.services.referrals.get(reference)).state == "failed"  # type: ignore[union-attr]
+
+    for user, lang in ((colleague, "nl"), (dataclasses.replace(colleague, locale="en-US"), "en")):
+        [answer] = await bot.say(user, f"intrekken {reference}")
+        told = answer.get("text") or texts(answer["attachments"][0]["content"])
+        assert "Kijk op de kaart" not in told and "Opnieuw beginnen" not in told, told
+        assert cards.text(lang, "problem.withdrawal_never_delivered.title") in told, told
+        assert reference in told and "Sint-Gillis-Waas" in told, told
+    assert "consent_withdrawn" not in _events(bot, reference), "nothing to record: nothing was passed on"
+
+
 async def _withdrawn_after_deletion(bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser,
                                     colleague: TeamsUser, outcome: str) -> tuple[str, str]:
     """A referral delivered, acknowledged, with `outcome` and its deletion confirmed; then a colleague types
