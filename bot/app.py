@@ -213,6 +213,7 @@ def create_app(
         sender=sender,
         messages=messages,
         referrers=referrers,
+        links=links,
         clock=clock,
         timezone=settings.timezone,
     )

@@ -33,7 +33,13 @@ from bot.delivery.chat_messages import MessageContent
 from bot.delivery.mail_outbox import Outbox
 from bot.delivery.message_outbox import MessageOutbox
 from bot.evidence.register import ProcessingRegister, RegisterEvent
-from bot.ocmw.corrections import CorrectionService, awaits_correction, referral_named, referrer_refusal
+from bot.ocmw.corrections import (
+    OCMW_LANGUAGE,
+    CorrectionService,
+    awaits_correction,
+    referral_named,
+    referrer_refusal,
+)
 from bot.ocmw.links import OcmwLink, OcmwLinks, base_conversation_id, display_code
 from bot.ocmw.refusal_bursts import RefusalBursts
 from bot.referral.dialogue import Actor, Answer, Banner, Card, Reply
@@ -44,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 QUALITY_ITEMS = ("name", "address", "phone", "email")
 #: The OCMW channel's cards are shared by everyone in it: one language, the OCMW's own.
-OCMW_CHANNEL_LANGUAGE: cards.Language = "nl"
+OCMW_CHANNEL_LANGUAGE: cards.Language = OCMW_LANGUAGE
 OcmwState = Literal["sent", "received", "help_wanted", "no_help_wanted", "unreachable", "data_deleted",
                     "consent_withdrawn"]
 

@@ -24,6 +24,7 @@ from bot.core.sent_referrals import CLOSED, ReferralState, ReferralStore, SentRe
 from bot.delivery.chat_messages import MessageContent
 from bot.delivery.message_outbox import MessageOutbox
 from bot.evidence.register import ProcessingRegister, RegisterEvent
+from bot.ocmw.links import OcmwLinks
 from bot.referral.details_validation import validate_item
 from bot.referral.dialogue import Actor, Answer, Banner, Card
 from bot.referral.referrers import MembershipUnavailable, ReferrerAccess
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 Item = Literal["name", "address", "phone", "email"]
 #: `corrections.kind`: asked by the OCMW ("reported"), or begun by Kind en Gezin itself.
 OWN = "own"
+#: The language of everything the bot says in an OCMW's channel.
+OCMW_LANGUAGE: cards.Language = "nl"
 
 
 class CorrectionService:
@@ -56,10 +59,12 @@ class CorrectionService:
         sender: ReferralSender,
         messages: MessageOutbox,
         referrers: ReferrerAccess,
+        links: OcmwLinks,
         clock: Clock,
         timezone: ZoneInfo,
     ) -> None:
         self._tz = timezone
+        self._links = links
         self._referrers = referrers
         self._db = db
         self._referrals = referrals
@@ -282,10 +287,28 @@ class CorrectionService:
         logger.warning("correction not delivered: %d request(s) open again", len(rows),
                        extra={"reference": version.reference})
         original = await self._referrals.get(version.parent_reference)
-        if original is None or not awaits_correction(self._registry, original, now.astimezone(self._tz).date()):
+        if original is None:
+            return
+        if not awaits_correction(self._registry, original, now.astimezone(self._tz).date()):
+            if original.state not in CLOSED:  # the protocol ended: the OCMW was told "De correctie komt"
+                await self._tell_ocmw_not_coming(original, [str(row["item"]) for row in rows if row["kind"] != OWN],
+                                                 now)
             return  # closed, or its protocol ended: the card would only refuse (on_action says why)
         for row in rows:
             await self._cards.post(str(row["id"]), original, str(row["item"]), now, own=row["kind"] == OWN)
+
+    async def _tell_ocmw_not_coming(self, original: SentReferral, items: list[str], now: dt.datetime) -> None:
+        """The OCMW, told a correction would come as a new card, learns it will not, and whom to ask instead."""
+        link = await self._links.for_protocol(original.protocol_id)
+        if not items or link is None:
+            return
+        protocol = self._registry.get(original.protocol_id)
+        team = original.sender_team or (protocol.sender.team if protocol else "")
+        names = ", ".join(cards.text(OCMW_LANGUAGE, f"item.{item}.name") for item in dict.fromkeys(items))
+        text = cards.text(OCMW_LANGUAGE, "correction_not_coming_to_ocmw", reference=original.reference, item=names,
+                          team=team)
+        await self._messages.post(link.conversation_ref, MessageContent(text=text), now=now,
+                                  reference=original.reference)
 
     async def report_superfluous(self, referral: SentReferral, item: str, actor: Actor) -> SentReferral:
         """The OCMW says an item was not needed (article 7): registered, and the referrer told; nothing is resent.

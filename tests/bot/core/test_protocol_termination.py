@@ -18,7 +18,7 @@ from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver
 from tests.support.card_reading import actions, texts
 from tests.support.clock import ManualClock
-from tests.support.ocmw_flow import link, referred_and_delivered, reported_wrong
+from tests.support.ocmw_flow import CHANNEL, link, referred_and_delivered, reported_wrong
 from tests.support.referral_flow import CLIENT_VALUES, MAILBOX, PROTOCOL_ID, open_consent, reach_review
 
 SHIPPED = Settings().protocols_dir / "sint-gillis-waas.toml"
@@ -142,13 +142,7 @@ async def test_a_mail_that_could_not_leave_before_its_protocol_ended_is_not_to_b
         draft_id, _ = await reach_review(bot, referrer)
         reference = reference_in(await bot.act(referrer, "referral.send", {"draftId": draft_id}))
     else:
-        await link(bot, ocmw_worker)
-        original, card_id = await referred_and_delivered(bot, referrer)
-        worker = ocmw_worker.in_thread(card_id)
-        await bot.act(worker, "ack.receive", {"reference": original})
-        correction_id = await reported_wrong(bot, referrer, worker, original)
-        await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
-        reference = f"{original}-2"
+        reference = f"{await _correction_submitted(bot, referrer, ocmw_worker)}-2"
     await bot.settle()
     before = len(bot.connector.calls)
     clock.advance(dt.timedelta(days=1))  # the mail server was down until the next day
@@ -161,6 +155,47 @@ async def test_a_mail_that_could_not_leave_before_its_protocol_ended_is_not_to_b
     for impossible in ("Maak de doorverwijzing opnieuw", "verstuur de correctie opnieuw", "Vul het opnieuw in"):
         assert impossible not in told, f"told to do what the bot refuses: {told}"
     assert "geldt niet meer" in told and reference in told, told
+
+
+async def test_the_ocmw_told_a_correction_would_come_learns_it_will_not(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, protocol_file: Path, clock: ManualClock
+) -> None:
+    """The OCMW reported the phone number wrong on the protocol's last day and was told "De correctie komt als een
+    nieuwe kaart in dit gesprek"; the referrer sent it, but the mail server was down until the protocol had ended, so
+    the correction may never leave. The referrer is told; the OCMW, still waiting for the new card, must be too, with
+    whom to contact instead, as for a report made after the end. Only the item's name, never the family's data."""
+    end_on(protocol_file, TODAY)
+    original = await _correction_submitted(bot, referrer, ocmw_worker)
+    await bot.settle()
+    before = len(bot.connector.calls)
+    clock.advance(dt.timedelta(days=1))  # the mail server was down until the next day
+
+    await bot.deliver()
+    await bot.settle()
+    assert (await bot.services.referrals.get(f"{original}-2")).state == "failed"  # type: ignore[union-attr]
+    to_ocmw = [texts(call.body) for call in bot.connector.calls[before:]
+               if call.method == "POST" and call.path.startswith(f"/v3/conversations/{CHANNEL}")]
+    told = [text for text in to_ocmw if original in text and "correctie" in text and "komt niet" in text]
+    assert len(told) == 1, f"the OCMW's channel got: {to_ocmw}"
+    assert "telefoonnummer" in told[0] and "Kind en Gezin team Noord-Oost Waasland" in told[0], told[0]
+    assert not any(value in told[0] for value in (*CLIENT_VALUES, "0470 11 22 33", "470112233")), told[0]
+
+    await bot.deliver()
+    await bot.settle()
+    assert len([c for c in bot.connector.calls[before:] if c.method == "POST" and c.path.startswith(
+        f"/v3/conversations/{CHANNEL}") and "komt niet" in texts(c.body)]) == 1, "said once"
+
+
+async def _correction_submitted(bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser) -> str:
+    """A referral delivered and acknowledged, its phone number reported wrong and corrected: the original's reference
+    (the correction, `<reference>-2`, is queued)."""
+    await link(bot, ocmw_worker)
+    original, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": original})
+    correction_id = await reported_wrong(bot, referrer, worker, original)
+    await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+    return original
 
 
 async def test_a_bad_file_keeps_the_protocols_read_before_and_readyz_says_which(

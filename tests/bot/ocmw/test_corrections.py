@@ -25,6 +25,7 @@ from bot.core.sent_referrals import ReferralState, ReferralStore
 from bot.delivery.message_outbox import MessageOutbox
 from bot.evidence.register import ProcessingRegister
 from bot.ocmw.corrections import CorrectionService
+from bot.ocmw.links import OcmwLinks
 from bot.referral.dialogue import Actor
 from bot.secrets.zip_passwords import LocalZipPasswordProvider, ZipPassword, ZipPasswordError
 from bot.storage.database import Database
@@ -229,7 +230,8 @@ def _service(db: Database, clock: ManualClock) -> CorrectionService:
     """The requests' side of the service on `db` (the sending side is not reached)."""
     return CorrectionService(db=db, referrals=ReferralStore(db), registry=ProtocolRegistry([load_protocol_file(
         PROTOCOL_FILE)]), register=ProcessingRegister(db), sender=None, messages=MessageOutbox(db),  # type: ignore[arg-type]
-        referrers=None, clock=clock, timezone=ZoneInfo("Europe/Brussels"))  # type: ignore[arg-type]
+        referrers=None, links=OcmwLinks(db), clock=clock,  # type: ignore[arg-type]
+        timezone=ZoneInfo("Europe/Brussels"))
 
 
 @pytest.mark.parametrize("kind", ["wrong", "superfluous", "wrong_after_end"])
