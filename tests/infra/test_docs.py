@@ -11,8 +11,11 @@ import pytest
 
 import cards
 from bot.config import Settings
+from bot.referral.package import encrypted_zip
+from bot.secrets.zip_passwords import format_for_reading, generate_password
 from infra.card_gallery import samples
 from tests.infra.helpers import ROOT
+from tests.support import sevenzip
 
 DOCS = ROOT / "docs"
 GUIDES = [DOCS / "handleiding-kind-en-gezin.md", DOCS / "handleiding-ocmw.md"]
@@ -79,6 +82,31 @@ def test_the_ocmw_guide_covers_7zip_the_password_outcomes_deletion_and_breaches(
         assert cards.text("nl", label) in guide, label
     for outcome in cards.OUTCOMES:
         assert cards.text("nl", f"outcome.{outcome}") in guide, outcome
+
+
+def section(path: Path, heading: str) -> str:
+    """The text under `heading` up to the next heading of any level, on one line."""
+    after = text(path).split(heading, 1)[1]
+    return " ".join(re.split(r"\n#+ ", after, maxsplit=1)[0].replace("**", "").split())
+
+
+def test_the_guides_say_the_zip_password_is_typed_without_the_spaces_it_is_read_out_with(tmp_path: Path) -> None:
+    """The password is read out in groups of four; 7-Zip opens the package only with it typed as one block."""
+    password = generate_password()
+    package = encrypted_zip({"doorverwijzing.txt": b"-"}, password.encode("ascii"))
+    assert sevenzip.extract(package, password, tmp_path / "whole").returncode == 0
+    refused = sevenzip.extract(package, format_for_reading(password), tmp_path / "grouped")
+    assert refused.returncode != 0 and "Wrong password" in refused.stdout + refused.stderr
+
+    ocmw = section(GUIDES[1], "## Het wachtwoord en de sleutelversie")
+    assert "groepjes van vier" in ocmw and "zonder spaties" in ocmw, ocmw
+    assert "hoofdletters" in ocmw, "the letters are capitals: 7-Zip tells k7m2 from K7M2"
+    opening = section(GUIDES[1], "## De bijlage openen met 7-Zip")
+    assert "zonder spaties" in opening, opening
+    for heading in ("## 6. The ZIP password of each protocol in Key Vault",
+                    "### Rotate the ZIP password of a protocol (and tell the OCMW)"):
+        deployment = section(DEPLOYMENT, heading)
+        assert "groups of four" in deployment and "without the spaces" in deployment, heading
 
 
 def test_the_guides_say_what_users_see_when_a_protocol_ends() -> None:

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
-from bot.core.protocols import DEFAULT_RETENTION, ProtocolFileError, ProtocolFolder, load_protocol_file, load_registry
+from bot.core.protocols import (
+    DEFAULT_RETENTION,
+    ProtocolFileError,
+    ProtocolFolder,
+    load_protocol_file,
+    load_registry,
+    normalise_place,
+)
 from bot.core.sent_referrals import ReferralState
 from tests.support.bot_process import PROJECT_ROOT
 
@@ -52,6 +59,24 @@ def test_a_place_is_known_in_the_protocols_own_spelling(typed: str, canonical: s
     assert protocol.places == ("Sint-Gillis-Waas", "De Klinge", "Meerdonk", "Sint-Pauwels"), "file order"
     assert protocol.canonical_place(typed) == canonical
     assert protocol.covers_place(typed) is (canonical is not None)
+
+
+@pytest.mark.parametrize("dash", ["\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2212", "\u00ad", "\u00a0",
+                                  "\u202f", "\ufe63", "\uff0d"])
+def test_a_place_typed_with_another_dash_or_space_is_the_same_place(dash: str) -> None:
+    """Phones and Word's autocorrect write Sint-Gillis-Waas with a non-breaking hyphen (U+2011), an en dash, ..."""
+    [protocol] = load_registry(SHIPPED).all()
+    typed = dash.join(["Sint", "Gillis", "Waas"])
+    assert protocol.canonical_place(typed) == "Sint-Gillis-Waas"
+    assert protocol.covers_place(typed)
+
+
+@pytest.mark.parametrize("apostrophe", ["\u2019", "\u2018", "\u02bc", "\u2032", "`", "\u00b4"])
+def test_a_place_typed_with_a_typographic_apostrophe_is_the_same_place(apostrophe: str) -> None:
+    """'s-Gravenwezel, Sint-Job-in-'t-Goor: a phone types the apostrophe as ’ (U+2019)."""
+    for place in ("'s-Gravenwezel", "Sint-Job-in-'t-Goor"):
+        assert normalise_place(place.replace("'", apostrophe)) == normalise_place(place)
+    assert normalise_place("\u2019s\u2011Gravenwezel") == normalise_place("'s-Gravenwezel") == "s gravenwezel"
 
 
 def test_without_places_the_municipality_is_still_spelled_one_way(tmp_path: Path) -> None:

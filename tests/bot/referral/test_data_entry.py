@@ -7,6 +7,7 @@ to exist, because only its form can be checked.
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import json
@@ -24,7 +25,8 @@ from tests.support import sevenzip
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver
 from tests.support.card_reading import actions, attention_texts, draft_id_of, input_values, texts, walk
-from tests.support.ocmw_flow import link, referred_and_delivered
+from tests.support.clock import ManualClock
+from tests.support.ocmw_flow import link, referred_and_delivered, reported_wrong
 from tests.support.referral_flow import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID, open_consent, reach_review
 
 PROTOCOL_FILE = tomllib.loads((Settings().protocols_dir / "sint-gillis-waas.toml").read_text(encoding="utf-8"))
@@ -198,3 +200,73 @@ async def test_a_phone_number_pasted_with_no_break_spaces_is_accepted(
     card = await details_answer(bot, referrer, {**CLIENT_FORM, "phone": space.join(["0470", "98", "76", "54"])})
 
     assert "referral.send" in actions(card), attention_texts(card)
+
+
+async def correction_card_for(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, item: str
+) -> tuple[str, str]:
+    """A referral delivered and acknowledged, then `item` reported wrong: its reference and the request's id."""
+    await link(bot, ocmw_worker)
+    reference, card_id = await referred_and_delivered(bot, referrer)
+    worker = ocmw_worker.in_thread(card_id)
+    await bot.act(worker, "ack.receive", {"reference": reference})
+    return reference, await reported_wrong(bot, referrer, worker, reference, item)
+
+
+@pytest.mark.parametrize("typed", ["Sint\u2011Gillis\u2011Waas", "Sint\u2010Gillis\u2010Waas",
+                                   "Sint\u2013Gillis\u2013Waas", "Sint\u2212Gillis\u2212Waas",
+                                   "Sint\u00adGillis\u00adWaas", "Sint\u00a0Gillis\u00a0Waas"],
+                         ids=["non-breaking-hyphen", "hyphen", "en-dash", "minus", "soft-hyphen", "no-break-space"])
+async def test_a_place_typed_with_a_typographic_hyphen_is_the_protocols_place(
+    bot: BotDriver, referrer: TeamsUser, typed: str
+) -> None:
+    """Phones and Word's autocorrect write Sint-Gillis-Waas with other dashes: the same place, kept as the
+    protocol spells it."""
+    card = await details_answer(bot, referrer, {**CLIENT_FORM, "municipality": typed})
+
+    assert "referral.send" in actions(card), attention_texts(card)
+    shown = "\n".join(str(element.get("value", element.get("text", ""))) for element in walk(card))
+    assert f"9170 {cards.escape_markdown('Sint-Gillis-Waas')}" in shown, "the review card shows the protocol's spelling"
+
+
+def phone_line(text: str) -> str:
+    """What follows "Telefoonnummer:" in a package's text file."""
+    [line] = [line for line in text.splitlines() if line.strip().startswith("Telefoonnummer:")]
+    return line.split(":", 1)[1].strip()
+
+
+async def test_a_corrected_phone_number_is_written_as_the_first_package_writes_a_number(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, settings: Settings, tmp_path: Path
+) -> None:
+    reference, correction_id = await correction_card_for(bot, referrer, ocmw_worker, "phone")
+    await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+    await bot.deliver()
+
+    first = package_files(settings, reference, tmp_path / "first")
+    corrected = package_files(settings, f"{reference}-2", tmp_path / "correction")
+
+    assert phone_line(first["doorverwijzing.txt"]) == "+32470987654 (0470 98 76 54)"
+    assert phone_line(corrected["correctie.txt"]) == "+32470112233 (0470 11 22 33)", corrected["correctie.txt"]
+    assert json.loads(first["doorverwijzing.json"])["client"]["phone"] == "+32470987654"
+    assert json.loads(corrected["correctie.json"])["values"]["phone"] == "+32470112233"
+
+
+async def test_a_correction_made_just_after_midnight_is_dated_that_day_in_belgian_time(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, settings: Settings, tmp_path: Path,
+    clock: ManualClock
+) -> None:
+    """23:40 UTC on 28 November is 00:40 on 29 November in Brussels: the date the referrer and the OCMW live in."""
+    reference, correction_id = await correction_card_for(bot, referrer, ocmw_worker, "phone")
+    clock.advance(dt.datetime(2026, 11, 28, 23, 40, tzinfo=dt.UTC) - clock.now())
+    await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "0470 11 22 33"})
+    await bot.deliver()
+
+    first = package_files(settings, reference, tmp_path / "first")
+    corrected = package_files(settings, f"{reference}-2", tmp_path / "correction")
+
+    [first_date] = [line for line in first["doorverwijzing.txt"].splitlines() if line.startswith("Aangemaakt op:")]
+    [date_line] = [line for line in corrected["correctie.txt"].splitlines() if line.startswith("Aangemaakt op:")] or [
+        "(no date line)"]
+    assert first_date.endswith("(Belgische tijd)")
+    assert date_line == "Aangemaakt op:      29/11/2026 00:40 (Belgische tijd)", corrected["correctie.txt"]
+    assert json.loads(corrected["correctie.json"])["createdAt"] == "2026-11-29T00:40:00+01:00"
