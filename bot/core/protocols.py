@@ -46,6 +46,11 @@ _KNOWN_KEYS: Mapping[str, frozenset[str]] = {
     "retention": frozenset({"referral_days_after_closure", "closed_states", "register_years", "pairing_code_days",
                             "tombstone_days"}),
 }
+#: The dashes and apostrophes phones and Word's autocorrect type for "-" and "'" (NFKD keeps them): hyphen, non-breaking
+#: hyphen, figure dash, en and em dash, minus, soft hyphen (Word's optional hyphen); ’ ‘ ‛ ʼ ′ and the backtick.
+_SOFT_HYPHEN = "\u00ad"
+_PLACE_SEPARATORS = str.maketrans(dict.fromkeys(
+    "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u00ad'\u2018\u2019\u201b\u02bc\u2032`", " "))
 #: Ids starting so are examples (the shipped file's placeholders; Entra never issues them): refused in production.
 PLACEHOLDER_ID_PREFIX = "00000000-0000-0000-0000-"
 
@@ -204,9 +209,10 @@ class DataSharingProtocol:
 
         The municipality itself counts too, so a protocol without `places` still spells it one way.
         """
-        wanted = normalise_place(place)
+        # A soft hyphen stands for a hyphen (Word's Ctrl+-) or sits inside a word pasted from hyphenated text.
+        wanted = {normalise_place(place), normalise_place(place.replace(_SOFT_HYPHEN, ""))}
         for known in (*self.places, self.recipient_municipality):
-            if normalise_place(known) == wanted:
+            if normalise_place(known) in wanted:
                 return known
         return None
 
@@ -325,10 +331,14 @@ def _one_month_before(day: dt.date) -> dt.date:
 
 
 def normalise_place(place: str) -> str:
-    """"Sint-Gillis-Waas", "sint gillis waas" and "SINT-GILLIS-WAAS" compare equal; accents are ignored."""
+    """"Sint-Gillis-Waas", "sint gillis waas" and "SINT-GILLIS-WAAS" compare equal; accents are ignored.
+
+    So do "Sint‑Gillis‑Waas" with a non-breaking hyphen and "’s-Gravenwezel" with a curly apostrophe, as
+    phones and Word's autocorrect type them: every dash and apostrophe separates words like "-" does.
+    """
     decomposed = unicodedata.normalize("NFKD", place)
     letters = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return " ".join(letters.replace("-", " ").replace("'", " ").lower().split())
+    return " ".join(letters.translate(_PLACE_SEPARATORS).lower().split())
 
 
 def load_registry(directory: Path, *, require_referrers: bool = False) -> ProtocolRegistry:

@@ -73,7 +73,10 @@ def validate_details(data: Mapping[str, object], protocol: DataSharingProtocol) 
     """Check every field against the rules and the protocol's municipality."""
     typed = typed_values(data)
     errors: dict[str, FieldError] = {}
+    place = protocol.canonical_place(typed["municipality"])
     for field, value in typed.items():
+        if field == "municipality" and place is not None:
+            continue  # one of the protocol's places, stored as the protocol spells it: a pasted soft hyphen goes
         problem = _generic_problem(field, value)
         if problem is not None:
             errors[field] = problem
@@ -102,7 +105,7 @@ def validate_details(data: Mapping[str, object], protocol: DataSharingProtocol) 
         street=_collapse_spaces(typed["street"]),
         house_number=_collapse_spaces(typed["houseNumber"]),
         postal_code=typed["postalCode"],
-        municipality=protocol.canonical_place(typed["municipality"]) or _collapse_spaces(typed["municipality"]),
+        municipality=place or _collapse_spaces(typed["municipality"]),
         phone=phone,
         email=email,
     )
