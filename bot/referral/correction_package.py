@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.core.protocols import DataSharingProtocol
 from bot.core.referral_values import Referrer
-from bot.referral.package import encrypted_zip
+from bot.referral.package import encrypted_zip, phone_as_written
 
 #: The words of the cards (`item.*.label`, `field.*.label` in `cards/texts/nl.json`), so the OCMW reads the
 #: same name for an item on the card, in the mail and in the file.
@@ -70,11 +70,16 @@ def _text(contents: CorrectionPackageContents) -> bytes:
         f"Sleutelversie: {contents.key_version}",
         "",
         "Het juiste gegeven:",
-        *(f"  {_FIELD_LABELS_NL[name]}: {value}" for name, value in contents.values.items()),
+        *(f"  {_FIELD_LABELS_NL[name]}: {_as_written(name, value)}" for name, value in contents.values.items()),
         "",
         f"Vervang het oude gegeven in uw gegevens over {contents.corrects} en verwijder het oude.",
     ]
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def _as_written(field: str, value: str) -> str:
+    """A value as the first package's text writes it: the phone number in both of its forms, as there."""
+    return phone_as_written(value) if field == "phone" and value else value
 
 
 def _json(contents: CorrectionPackageContents) -> bytes:

@@ -166,6 +166,15 @@ def _dialled_from_belgium(e164: str) -> str | None:
     return phonenumbers.format_out_of_country_calling_number(number, "BE")
 
 
+def phone_as_written(e164: str) -> str:
+    """A phone number as the package files write it for the OCMW worker: "+32470123456 (0470 12 34 56)".
+
+    The first package and a correction write it so: one number, one form, whichever package the worker reads.
+    """
+    dialled = _dialled_from_belgium(e164)
+    return f"{e164} ({dialled})" if dialled else e164
+
+
 def _yes_no(value: bool) -> str:
     return "ja" if value else "nee"
 
@@ -173,10 +182,7 @@ def _yes_no(value: bool) -> str:
 def _render_text(contents: ReferralPackageContents) -> bytes:
     """The file the OCMW worker reads: Dutch, UTF-8, CRLF line ends so Windows Notepad shows it well."""
     protocol, client, consent = contents.protocol, contents.client, contents.consent
-    phone = _NOT_GIVEN
-    if client.phone:
-        dialled = _dialled_from_belgium(client.phone)
-        phone = f"{client.phone} ({dialled})" if dialled else client.phone
+    phone = phone_as_written(client.phone) if client.phone else _NOT_GIVEN
     lines = [
         f"Doorverwijzing naar {protocol.recipient.organisation}",
         "",
