@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.core.protocols import DataSharingProtocol
 from bot.core.referral_values import Referrer
-from bot.referral.package import encrypted_zip, phone_as_written
+from bot.referral.package import encrypted_zip, local_iso, local_text, phone_as_written
 
 #: The words of the cards (`item.*.label`, `field.*.label` in `cards/texts/nl.json`), so the OCMW reads the
 #: same name for an item on the card, in the mail and in the file.
@@ -67,6 +67,8 @@ def _text(contents: CorrectionPackageContents) -> bytes:
         # The OCMW asked for it, or Kind en Gezin corrects on its own initiative: say only what is true of both.
         f"Verbeterd gegeven: {ITEM_LABELS_NL[contents.item]} (protocol artikel 7).",
         f"Van: {contents.protocol.sender.team} ({contents.referrer.display_name})",
+        # In Belgian time, as the first package: in UTC a correction at 00:40 was dated the day before.
+        f"Aangemaakt op: {local_text(contents.created_at)} (Belgische tijd)",
         f"Sleutelversie: {contents.key_version}",
         "",
         "Het juiste gegeven:",
@@ -90,7 +92,7 @@ def _json(contents: CorrectionPackageContents) -> bytes:
         "corrects": contents.corrects,
         "protocolId": contents.protocol.id,
         "keyVersion": contents.key_version,
-        "createdAt": contents.created_at.isoformat(timespec="seconds"),
+        "createdAt": local_iso(contents.created_at),
         "item": contents.item,
         "values": dict(contents.values),
     }

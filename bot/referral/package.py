@@ -148,11 +148,13 @@ def _check_aware(contents: ReferralPackageContents) -> None:
             raise ValueError(f"{label} must be timezone-aware")
 
 
-def _local_text(moment: dt.datetime) -> str:
+def local_text(moment: dt.datetime) -> str:
+    """A moment as the package files write it, in Belgian time (the day the referrer and the OCMW live in)."""
     return moment.astimezone(_BRUSSELS).strftime("%d/%m/%Y %H:%M")
 
 
-def _local_iso(moment: dt.datetime) -> str:
+def local_iso(moment: dt.datetime) -> str:
+    """A moment as the package's JSON writes it: ISO 8601 with the Belgian offset."""
     return moment.astimezone(_BRUSSELS).isoformat(timespec="seconds")
 
 
@@ -190,10 +192,10 @@ def _render_text(contents: ReferralPackageContents) -> bytes:
         f"Protocol:           {protocol.id} – {protocol.title}",
         f"Van:                {protocol.sender.organisation}, {protocol.sender.team}",
         f"Doorverwezen door:  {contents.referrer.display_name}",
-        f"Aangemaakt op:      {_local_text(contents.created_at)} (Belgische tijd)",
+        f"Aangemaakt op:      {local_text(contents.created_at)} (Belgische tijd)",
         f"Sleutelversie:      {contents.key_version}",
         "",
-        f"Toestemming, bevestigd op {_local_text(consent.confirmed_at)} (Belgische tijd).",
+        f"Toestemming, bevestigd op {local_text(consent.confirmed_at)} (Belgische tijd).",
         "De doorverwijzer bevestigde in Teams dat de ouders geïnformeerd werden over:",
         "- welke gegevens worden doorgegeven (naam, adres, telefoonnummer, e-mailadres): "
         f"{_yes_no(consent.informed_data)}",
@@ -231,7 +233,7 @@ def _render_json(contents: ReferralPackageContents) -> bytes:
         "reference": contents.reference,
         "protocolId": contents.protocol.id,
         "keyVersion": contents.key_version,
-        "createdAt": _local_iso(contents.created_at),
+        "createdAt": local_iso(contents.created_at),
         "sender": {"organisation": contents.protocol.sender.organisation, "team": contents.protocol.sender.team},
         "referrer": {"userId": contents.referrer.user_id, "displayName": contents.referrer.display_name},
         "consent": {
@@ -240,7 +242,7 @@ def _render_json(contents: ReferralPackageContents) -> bytes:
             "informedPurpose": consent.informed_purpose,
             "informedFollowUp": consent.informed_follow_up,
             "consentGiven": consent.consent_given,
-            "confirmedAt": _local_iso(consent.confirmed_at),
+            "confirmedAt": local_iso(consent.confirmed_at),
             "textVersion": consent.text_version,
         },
         "client": {

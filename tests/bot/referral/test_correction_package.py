@@ -18,12 +18,12 @@ VALUES = {"firstName": "Zoë", "lastName": "Van den Broeck", "street": "Kerkstra
           "postalCode": "9170", "municipality": "Meerdonk", "phone": "+32470123456", "email": "zoe@example.be"}
 
 
-def correction(item: str) -> str:
+def correction(item: str, created_at: dt.datetime = dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)) -> str:
     contents = CorrectionPackageContents(
         reference="VD-20261128-K7M2QX-2", corrects="VD-20261128-K7M2QX", protocol=load_protocol_file(PROTOCOL_FILE),
         item=item, values={field: VALUES[field] for field in ITEM_FIELDS[item]},
         referrer=Referrer(user_id="aad-1", display_name="Anna Peeters"), key_version="3",
-        created_at=dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC),
+        created_at=created_at,
     )
     return _text(contents).decode("utf-8")
 
@@ -40,3 +40,10 @@ def test_the_item_and_its_fields_are_named_as_on_the_cards(item: str) -> None:
     assert forbidden_words(text, "nl") == {}
     assert unproven_ticks(text, "nl") == []
     assert "OCMW meldde" not in text, "Kind en Gezin may correct on its own initiative: say only what is true of both"
+
+
+def test_the_file_is_dated_in_belgian_time_as_the_first_package() -> None:
+    """23:30 UTC on 28 November is 00:30 on 29 November in Brussels: not the day before."""
+    text = correction("phone", dt.datetime(2026, 11, 28, 23, 30, tzinfo=dt.UTC))
+
+    assert "\r\nAangemaakt op: 29/11/2026 00:30 (Belgische tijd)\r\n" in text

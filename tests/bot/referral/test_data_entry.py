@@ -268,5 +268,5 @@ async def test_a_correction_made_just_after_midnight_is_dated_that_day_in_belgia
     [date_line] = [line for line in corrected["correctie.txt"].splitlines() if line.startswith("Aangemaakt op:")] or [
         "(no date line)"]
     assert first_date.endswith("(Belgische tijd)")
-    assert date_line == "Aangemaakt op:      29/11/2026 00:40 (Belgische tijd)", corrected["correctie.txt"]
+    assert " ".join(date_line.split()) == "Aangemaakt op: 29/11/2026 00:40 (Belgische tijd)", corrected["correctie.txt"]
     assert json.loads(corrected["correctie.json"])["createdAt"] == "2026-11-29T00:40:00+01:00"
