@@ -97,6 +97,7 @@ def test_the_guides_say_the_zip_password_is_typed_without_the_spaces_it_is_read_
     assert sevenzip.extract(package, password, tmp_path / "whole").returncode == 0
     refused = sevenzip.extract(package, format_for_reading(password), tmp_path / "grouped")
     assert refused.returncode != 0 and "Wrong password" in refused.stdout + refused.stderr
+    assert sevenzip.extract(package, password.lower(), tmp_path / "lower").returncode != 0
 
     ocmw = section(GUIDES[1], "## Het wachtwoord en de sleutelversie")
     assert "groepjes van vier" in ocmw and "zonder spaties" in ocmw, ocmw
