@@ -213,6 +213,22 @@ async def correction_card_for(
     return reference, await reported_wrong(bot, referrer, worker, reference, item)
 
 
+@pytest.mark.parametrize("item", ["phone", "email"])
+async def test_a_correction_that_leaves_no_way_to_reach_the_family_says_so_as_the_data_card_does(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, item: str
+) -> None:
+    """Phone and e-mail emptied: the data card's own sentence (a phone number or an e-mail address is needed),
+    not a bare "verplicht"; the card stays, with what was typed."""
+    data_card = await details_answer(bot, referrer, {**CLIENT_FORM, "phone": "", "email": ""})
+    _, correction_id = await correction_card_for(bot, referrer, ocmw_worker, item)
+
+    card = await bot.act(referrer, "correction.submit", {"correctionId": correction_id, "phone": "", "email": ""})
+
+    assert "correction.submit" in actions(card), "the correction card stays"
+    assert error_under(card, item) == error_under(data_card, item) == cards.text("nl", "error.contact_missing")
+    assert input_values(card) == {item: ""}
+
+
 @pytest.mark.parametrize("typed", ["Sint\u2011Gillis\u2011Waas", "Sint\u2010Gillis\u2010Waas",
                                    "Sint\u2013Gillis\u2013Waas", "Sint\u2212Gillis\u2212Waas",
                                    "Sint\u00adGillis\u00adWaas", "Sint\u00a0Gillis\u00a0Waas"],
