@@ -276,8 +276,16 @@ def test_ocmw_card_texts_in_dutch() -> None:
     assert (
         "Open de bijlage KG-2026-0042.zip in de mailbox welzijnshuis@sint-gillis-waas.be met 7-Zip (Windows "
         "Verkenner kan dit niet). Het wachtwoord is het afgesproken wachtwoord voor dit protocol, sleutelversie "
-        "2026-1."
+        "2026-1. Typ of plak het zonder spaties en met de hoofdletters zoals afgesproken: de groepjes van vier zijn "
+        "er alleen om voor te lezen."
     ) in texts(card)
+
+
+def test_ocmw_card_in_english_says_to_type_the_password_without_spaces() -> None:
+    """Read out in groups of four, typed with those spaces: 7-Zip answers "Wrong password"."""
+    card = ocmw_card("en", "sent")
+    assert any("Type or paste it without spaces and with capitals as agreed: the groups of four are only for reading "
+               "it out." in text for text in texts(card))
 
 
 @pytest.mark.parametrize("lang", cards.LANGUAGES)

@@ -156,6 +156,13 @@ def test_body_says_what_the_ocmw_must_do(received: EmailMessage) -> None:
         assert expected in body, expected
 
 
+def test_body_says_to_type_the_password_without_the_spaces_it_was_read_out_with(received: EmailMessage) -> None:
+    """The password is read out in groups of four; typed with those spaces, 7-Zip answers "Wrong password"."""
+    body = " ".join(_body(received).split())
+    assert "Typ of plak het wachtwoord zonder spaties en met de hoofdletters zoals afgesproken" in body
+    assert "de groepjes van vier zijn er alleen om voor te lezen" in body
+
+
 def test_resend_has_the_same_message_id(contents: ReferralPackageContents, package: bytes) -> None:
     first = build_referral_mail(contents, package, sender=SENDER, local_tz=BRUSSELS)
     again = build_referral_mail(contents, package, sender=SENDER, local_tz=BRUSSELS)
