@@ -243,6 +243,8 @@ def _body(contents: MailFacts, created: str, corrects: str | None) -> str:
         "- Open de bijlage met 7-Zip. Windows Verkenner kan dit versleutelde zip-bestand (AES-256) niet openen.",
         "- Het wachtwoord is het wachtwoord dat voor dit protocol is afgesproken, "
         f"sleutelversie {contents.key_version}. Het wachtwoord staat nooit in een mail.",
+        "- Typ of plak het wachtwoord zonder spaties en met de hoofdletters zoals afgesproken: de groepjes van vier "
+        "zijn er alleen om voor te lezen.",
         "",
         "Wat wij u vragen:",
         f"- Bevestig de ontvangst in Teams, met de referentie {reference}.",
