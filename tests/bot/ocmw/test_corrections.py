@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import cards
 from bot.app import create_app
 from bot.config import Settings
 from bot.core.protocols import DataSharingProtocol, ProtocolRegistry, load_protocol_file
@@ -262,3 +263,73 @@ async def test_two_workers_reporting_one_item_at_the_same_moment_on_two_instance
     queued = await database.scalar("SELECT COUNT(*) AS n FROM message_outbox")
     requests = await database.scalar("SELECT COUNT(*) AS n FROM corrections")
     assert (queued, requests) == (len(references), len(references) if kind == "wrong" else 0)
+
+
+# -- no correct value: the family has no (other) phone number, e-mail address, ... -------------------------------
+
+
+def _said_in(bot: BotDriver, conversation: str, since: int) -> list[str]:
+    """The texts of the messages the bot posted in `conversation` (its channel, any thread) since call `since`."""
+    return [str(call.body.get("text", "")) for call in bot.connector.calls[since:]
+            if call.path.startswith(f"/v3/conversations/{conversation}") and call.body.get("text")]
+
+
+async def test_no_correct_value_tells_the_ocmw_to_delete_the_wrong_item_and_asks_no_more(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock
+) -> None:
+    """The OCMW reports the phone number wrong and the family has no other (article 7: Kind en Gezin takes "the
+    appropriate measures" and tells the OCMW). Before, the card accepted only a new number and the referrer was
+    reminded for as long as the protocol ran. Now "Er is geen juist gegeven", asked once more, answers the request:
+    no package leaves, the OCMW's channel is told to delete the wrong number (the reference, never a value), the
+    register records it, no reminder follows and the card cannot be sent any more."""
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    request = {"correctionId": ids["phone"]}
+    question = await bot.act(referrer, cards.VERB_CORRECTION_NONE, request)
+    assert "Geen juist telefoonnummer" in texts(question) and reference in texts(question)
+    assert (await bot.services.register.events_for(reference))[-1] == "correction_requested", "asked, not done"
+    since = len(bot.connector.calls)
+    answered = await bot.act_confirmed(referrer, cards.VERB_CORRECTION_NONE, request)
+    assert "Gemeld aan OCMW Sint-Gillis-Waas" in texts(answered), texts(answered)
+    assert cards.VERB_CORRECTION_SUBMIT not in actions(answered)
+    await bot.settle()
+    channel = ocmw_worker.conversation_id.split(";", 1)[0]
+    told = _said_in(bot, channel, since)
+    assert told == [cards.text("nl", "correction_none_to_ocmw", reference=reference, item="telefoonnummer")], told
+    assert "Verwijder het foute telefoonnummer" in told[0]
+    assert await bot.services.outbox.counts() == {"delivered": 1}, "no correction package"
+    assert await bot.services.referrals.get(f"{reference}-2") is None
+    assert (await bot.services.register.events_for(reference))[-1] == "no_correct_value"
+    again = await bot.banner(referrer, cards.VERB_CORRECTION_SUBMIT, {**request, "phone": "0470 11 22 33"})
+    assert "geen juist telefoonnummer" in again, again
+    assert await bot.services.outbox.counts() == {"delivered": 1}
+    since = len(bot.connector.calls)
+    clock.advance(dt.timedelta(days=30))
+    await bot.services.reminders.run_due()
+    await bot.settle()
+    assert not [text for text in _said_in(bot, referrer.conversation_id, since) if "wacht nog op" in text]
+
+
+async def test_no_correct_value_answers_every_request_for_the_item_and_only_that_item(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    """Phone and e-mail reported wrong: no correct phone number answers the phone's request; the e-mail's card still
+    corrects the e-mail (and its package goes out)."""
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone", "email"])
+    await bot.act_confirmed(referrer, cards.VERB_CORRECTION_NONE, {"correctionId": ids["phone"]})
+    sent = await bot.act(referrer, cards.VERB_CORRECTION_SUBMIT,
+                         {"correctionId": ids["email"], "email": "gezin.nieuw@example.org"})
+    assert f"{reference}-2" in texts(sent)
+    await bot.deliver()
+    assert await bot.services.outbox.counts() == {"delivered": 2}
+
+
+async def test_no_correct_value_is_refused_once_the_family_is_closed(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    """After the OCMW confirmed the deletion there is nothing left to delete: the card says so, nothing is told."""
+    reference, ids, worker = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "contact_no_help_wanted"})
+    await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
+    refused = await bot.banner(referrer, cards.VERB_CORRECTION_NONE, {"correctionId": ids["phone"], "confirmed": "true"})
+    assert "verwijderd" in refused
+    assert "no_correct_value" not in await bot.services.register.events_for(reference)
