@@ -42,9 +42,10 @@ _LINK_PREFIXES = ("koppel ", "link ")
 #: Verbs only a referrer (a Kind en Gezin team member) may use.
 _REFERRER_VERBS = frozenset({"referral.start", "referral.consent", "referral.details", "referral.edit",
                              "referral.send", "referral.cancel", "correction.submit", "correction.later",
-                             "correction.start", "correction.open", "consent.withdraw"})
+                             cards.VERB_CORRECTION_NONE, "correction.start", "correction.open", "consent.withdraw"})
 #: Verbs of the correction cards, which ask for the family's data: only in the personal chat.
-_CORRECTION_VERBS = frozenset({"correction.submit", "correction.later", "correction.start", "correction.open"})
+_CORRECTION_VERBS = frozenset({"correction.submit", "correction.later", cards.VERB_CORRECTION_NONE, "correction.start",
+                               "correction.open"})
 #: Typed commands with a reference: `intrekken VD-...` (a colleague records a withdrawal) and
 #: `verbeter VD-...` (a correction on Kind en Gezin's own initiative), mapped to their card verbs. The
 #: reference may stand anywhere after the word ("withdraw consent VD-..."); the rest is never repeated.
@@ -95,6 +96,7 @@ class Router:
             "consent.withdraw": ocmw.withdraw_consent,
             "correction.submit": corrections.on_action,
             "correction.later": corrections.on_action,
+            cards.VERB_CORRECTION_NONE: corrections.on_action,
             cards.VERB_CORRECTION_START: corrections.on_action,
             cards.VERB_CORRECTION_OPEN: corrections.on_action,
             cards.VERB_BREACH_SUBMIT: breach.on_action,

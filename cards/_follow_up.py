@@ -35,6 +35,10 @@ VERB_QUALITY: Final = "referral.quality"
 VERB_DELETED: Final = "referral.deleted"
 VERB_CORRECTION_SUBMIT: Final = "correction.submit"
 VERB_CORRECTION_LATER: Final = "correction.later"
+#: "Er is geen juist gegeven": the family has no correct value of the item (article 7); asked once more.
+VERB_CORRECTION_NONE: Final = "correction.none"
+#: The items a family may have no correct value of (no other phone number, no e-mail address): "Er is geen juist ...".
+ITEMS_WITHOUT_VALUE: Final = frozenset({"phone", "email"})
 VERB_LINK_CONFIRM: Final = "link.confirm"
 VERB_LINK_CANCEL: Final = "link.cancel"
 VERB_CORRECTION_START: Final = "correction.start"
@@ -48,6 +52,7 @@ FOLLOW_UP_VERBS: Final = frozenset(
         VERB_DELETED,
         VERB_CORRECTION_SUBMIT,
         VERB_CORRECTION_LATER,
+        VERB_CORRECTION_NONE,
         VERB_LINK_CONFIRM,
         VERB_LINK_CANCEL,
         VERB_CORRECTION_START,
@@ -231,8 +236,17 @@ def correction_request_card(
         if item == "address"
         else "",
         "fields": field_elements(lang, fields, municipality, values, errors),
+        # A family may have no (other) phone number or e-mail address; a name and an address it always has.
+        "noneTitle": text(lang, "action.correction_none", item=item_word(lang, item))
+        if item in ITEMS_WITHOUT_VALUE else "",
+        "noneText": text(lang, "correction.request.none", item=item_word(lang, item)),
     }
     return render("correction_request", lang, filled)
+
+
+def item_word(lang: Language, item: str) -> str:
+    """The item as a bare word inside a sentence ("telefoonnummer", "e-mailadres"): its label, in lower case."""
+    return text(lang, f"item.{item}.label").lower()
 
 
 def correction_start_card(lang: Language, *, reference: str, recipient: str) -> Card:

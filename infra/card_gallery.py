@@ -141,6 +141,11 @@ REGISTER_VIEW = cards.RegisterProtocolView(
 
 def _confirm(kind: str) -> CardMaker:
     def make(lang: cards.Language) -> Card:
+        if kind == "correction_none":  # asked on a correction card: its item, and Terug shows that card again
+            return cards.confirm_card(lang, kind, reference=REFERENCE, verb=cards.VERB_CORRECTION_NONE,
+                                      data={"correctionId": "c-1"}, back={"correctionId": "c-1"},
+                                      back_verb=cards.VERB_CORRECTION_LATER,
+                                      params={"item": cards.item_word(lang, "phone"), "recipient": RECIPIENT})
         return cards.confirm_card(lang, kind, reference=REFERENCE, verb="referral.outcome",
                                   data={"reference": REFERENCE}, back={"reference": REFERENCE})
 

@@ -119,6 +119,8 @@ class RegisterEvent(StrEnum):
     DELETION_CONFIRMED = "deletion_confirmed"
     CORRECTION_REQUESTED = "correction_requested"
     SUPERFLUOUS_REPORTED = "superfluous_reported"
+    #: Kind en Gezin has no correct value of an item reported wrong (article 7): the OCMW asked to delete it.
+    NO_CORRECT_VALUE = "no_correct_value"
     REFUSED = "refused"
     CONSENT_WITHDRAWN = "consent_withdrawn"
     BREACH_REPORTED = "breach_reported"

@@ -44,6 +44,9 @@ Item = Literal["name", "address", "phone", "email"]
 OWN = "own"
 #: The language of everything the bot says in an OCMW's channel.
 OCMW_LANGUAGE: cards.Language = "nl"
+#: `corrections.new_reference` of a request answered without a new value ("Er is geen juist telefoonnummer"):
+#: no version was sent, and the request is no longer open (not NULL), so nothing reminds or reopens it.
+NO_CORRECT_VALUE = "none"
 
 
 class CorrectionService:
@@ -166,12 +169,14 @@ class CorrectionService:
             return _banner(actor, "correction_unknown")
         if refused := await self._unlisted(actor, original):
             return refused
+        item = str(row["item"])
         if row["new_reference"] is not None:
-            return _banner(actor, "correction_done", reference=str(row["new_reference"]))
+            return self._answered(actor, str(row["new_reference"]), original, item)
         if original.state in CLOSED:
             return _banner(actor, _closed_problem(original), reference=original.reference)
-        item = str(row["item"])
         own = row["kind"] == OWN
+        if verb == cards.VERB_CORRECTION_NONE:
+            return await self._no_correct_value(actor, correction_id, original, item, cards.is_confirmed(data))
         if verb == "correction.later":
             return self._cards.card(actor.lang, correction_id, original, item, {}, {}, own=own)
         protocol = self._registry.get(original.protocol_id)
@@ -207,7 +212,7 @@ class CorrectionService:
             queued = await self._sender.queue_correction(original, item, result.values, sent_by, referrer, origin,
                                                          claim)
         except AlreadySent as sent:
-            return _banner(actor, "correction_done", reference=sent.reference)
+            return self._answered(actor, sent.reference, original, item)
         except FamilyClosed as closed:
             return _banner(actor, _closed_problem(closed.referral), reference=original.reference)
         except SendFailure as failure:
@@ -217,6 +222,62 @@ class CorrectionService:
         return cards.correction_queued_card(actor.lang, reference=queued.reference, corrected_item=item,
                                             recipient=protocol.recipient.organisation,
                                             queued_at=queued.queued_at.astimezone(self._tz))
+
+    def _answered(self, actor: Actor, answered_by: str, original: SentReferral, item: str) -> Banner:
+        """The banner for a request answered before: by the version that carried the item, or "geen juist ..."."""
+        if answered_by != NO_CORRECT_VALUE:
+            return _banner(actor, "correction_done", reference=answered_by)
+        return _banner(actor, "correction_answered_none", reference=original.reference,
+                       item=cards.item_word(actor.lang, item), recipient=self._registry.recipient_name(
+                           original.protocol_id))
+
+    async def _no_correct_value(self, actor: Actor, correction_id: str, original: SentReferral, item: str,
+                                confirmed: bool) -> Answer:
+        """The family has no (other) phone number or e-mail address (article 7: Kind en Gezin takes the appropriate
+        measures and tells the OCMW): asked once more, then every open request for the item is answered without a
+        version, the OCMW's channel asked to delete the wrong value (the reference and the item, never a value) and
+        the register told, in one commit. No data leaves, so this holds after the protocol's end too; without a
+        linked channel nobody would be told, so nothing is recorded and the referrer is asked to tell the OCMW."""
+        if item not in cards.ITEMS_WITHOUT_VALUE:
+            return _banner(actor, "malformed_action")  # a name or an address the family always has: no such button
+        recipient = self._registry.recipient_name(original.protocol_id)
+        word = cards.item_word(actor.lang, item)
+        if not confirmed:
+            return cards.confirm_card(actor.lang, "correction_none", reference=original.reference,
+                                      verb=cards.VERB_CORRECTION_NONE, data={"correctionId": correction_id},
+                                      back={"correctionId": correction_id}, back_verb=cards.VERB_CORRECTION_LATER,
+                                      params={"item": word, "recipient": recipient})
+        link = await self._links.for_protocol(original.protocol_id)
+        if link is None:
+            return _banner(actor, "correction_none_no_channel", reference=original.reference, item=word,
+                           recipient=recipient)
+        now = self._clock.now()
+        async with self._db.transaction():
+            current = await self._referrals.lock(original.reference)  # a send or a closing at once waits, then sees
+            if current.state in CLOSED:
+                return _banner(actor, _closed_problem(current), reference=original.reference)
+            cursor = await self._db.execute(
+                "UPDATE corrections SET new_reference = :none WHERE id = :id AND new_reference IS NULL",
+                {"none": NO_CORRECT_VALUE, "id": correction_id})
+            if cursor.rowcount != 1:  # a colleague sent a correction, or said the same, since the card was read
+                answered = await self._db.scalar("SELECT new_reference FROM corrections WHERE id = :id",
+                                                 {"id": correction_id})
+                return self._answered(actor, str(answered), original, item)
+            await self._db.execute(
+                "UPDATE corrections SET new_reference = :none WHERE reference = :reference AND item = :item"
+                " AND new_reference IS NULL", {"none": NO_CORRECT_VALUE, "reference": original.reference, "item": item})
+            await self._register.append(at=now, event=RegisterEvent.NO_CORRECT_VALUE, actor_id=actor.user_id,
+                                        actor_name=actor.display_name, protocol_id=original.protocol_id,
+                                        reference=original.reference,
+                                        detail=f"item: {item}; no correct value: the OCMW asked to delete it")
+            text = cards.text(OCMW_LANGUAGE, "correction_none_to_ocmw", reference=original.reference,
+                              item=cards.item_word(OCMW_LANGUAGE, item))
+            await self._messages.post(link.conversation_ref, MessageContent(text=text), now=now,
+                                      reference=original.reference)
+        logger.info("correction answered without a value: the OCMW asked to delete the wrong one",
+                    extra={"reference": original.reference})
+        return cards.notice_card(actor.lang, cards.text(actor.lang, "correction_none_done", recipient=recipient,
+                                                        item=word, reference=original.reference))
 
     async def _own_initiative(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """Kind en Gezin corrects an item without the OCMW asking (article 7): which item, then the usual card."""

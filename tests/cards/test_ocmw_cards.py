@@ -193,6 +193,8 @@ CARDS: dict[str, tuple[CardFactory, dict[str, list[dict[str, str]]]]] = {
             {
                 cards.VERB_CORRECTION_SUBMIT: [{"correctionId": CORRECTION_ID}],
                 cards.VERB_CORRECTION_LATER: [{"correctionId": CORRECTION_ID}],
+                **({cards.VERB_CORRECTION_NONE: [{"correctionId": CORRECTION_ID}]}
+                   if item in cards.ITEMS_WITHOUT_VALUE else {}),
             },
         )
         for item in cards.REFERRAL_ITEMS
@@ -240,7 +242,8 @@ def test_dutch_and_english_cards_differ_only_in_text(name: str) -> None:
 def test_follow_up_verbs() -> None:
     assert {
         "ack.receive", "referral.outcome", "referral.quality", "referral.deleted",
-        "correction.submit", "correction.later", "link.confirm", "link.cancel", "correction.start", "correction.open",
+        "correction.submit", "correction.later", "correction.none", "link.confirm", "link.cancel", "correction.start",
+        "correction.open",
     } == cards.FOLLOW_UP_VERBS  # fmt: skip
     assert not cards.FOLLOW_UP_VERBS & cards.VERBS
 
@@ -819,13 +822,18 @@ def test_correction_says_who_reports_what(lang: cards.Language, item: cards.Refe
     assert request in texts(card)
     area = cards.text(lang, "details.area", municipality=MUNICIPALITY, recipient=RECIPIENT)
     assert (area in texts(card)) == (item == "address")
-    later, submit = actions(card)[1], actions(card)[0]
+    later, submit = card["actions"][1], card["actions"][0]
     assert later["associatedInputs"] == "none"
     assert "associatedInputs" not in submit
-    assert [a["title"] for a in actions(card)] == [
+    assert [a["title"] for a in card["actions"]] == [
         cards.text(lang, "action.correction_submit"),
         cards.text(lang, "action.later"),
     ]
+    # Below the field, on a row of its own (a third button in the row cut every title short in Teams):
+    none = [a for a in actions(card) if a["verb"] == cards.VERB_CORRECTION_NONE]
+    assert [a["title"] for a in none] == ([cards.text(lang, "action.correction_none", item=cards.item_word(lang, item))]
+                                          if item in cards.ITEMS_WITHOUT_VALUE else [])
+    assert all(a["associatedInputs"] == "none" for a in none), "no typed value goes with it"
 
 
 def test_correction_texts_in_dutch() -> None:
@@ -834,7 +842,9 @@ def test_correction_texts_in_dutch() -> None:
         "OCMW Sint-Gillis-Waas meldt dat het telefoonnummer van doorverwijzing KG-2026-0042 niet klopt (artikel 7 "
         "van het protocol). Vul het juiste gegeven in: alleen dit gegeven wordt opnieuw versleuteld verstuurd."
     ) in texts(card)
-    assert [a["title"] for a in actions(card)] == ["Correctie versturen", "Niet nu"]
+    assert [a["title"] for a in actions(card)] == ["Er is geen juist telefoonnummer", "Correctie versturen", "Niet nu"]
+    assert "Heeft het gezin geen (ander) telefoonnummer, of wil het dat niet geven?" in texts(card)
+    assert [a["title"] for a in actions(correction("nl", "address"))] == ["Correctie versturen", "Niet nu"]
 
 
 @pytest.mark.parametrize("lang", cards.LANGUAGES)
@@ -923,6 +933,8 @@ NEW_PROBLEMS = {
     "outcome_invalid": (),
     "correction_unknown": (),
     "correction_done": ("reference",),
+    "correction_answered_none": ("reference", "item", "recipient"),
+    "correction_none_no_channel": ("reference", "item", "recipient"),
     "action_not_possible_now": ("reference",),
     "correction_closed": ("reference",),
     "correction_withdrawn": ("reference",),

@@ -330,6 +330,7 @@ async def test_no_correct_value_is_refused_once_the_family_is_closed(
     reference, ids, worker = await _reported(bot, referrer, ocmw_worker, ["phone"])
     await bot.act_confirmed(worker, "referral.outcome", {"reference": reference, "outcome": "contact_no_help_wanted"})
     await bot.act_confirmed(worker, "referral.deleted", {"reference": reference})
-    refused = await bot.banner(referrer, cards.VERB_CORRECTION_NONE, {"correctionId": ids["phone"], "confirmed": "true"})
+    confirmed = {"correctionId": ids["phone"], "confirmed": "true"}
+    refused = await bot.banner(referrer, cards.VERB_CORRECTION_NONE, confirmed)
     assert "verwijderd" in refused
     assert "no_correct_value" not in await bot.services.register.events_for(reference)
