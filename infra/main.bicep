@@ -121,7 +121,7 @@ param referrerTenantIds string = tenantId
 @description('Entra tenant ids of the OCMWs, comma-separated: only Teams channels of these tenants can be linked with koppel (OCMW_TENANT_IDS).')
 param ocmwTenantIds string
 
-@description('The operators\' mailbox: every alert (stuck outbox, a give-up, /readyz failing, 5xx, Key Vault) is mailed here.')
+@description('The operators\' mailbox: every alert (stuck outbox, a give-up, /readyz failing, 5xx, the Bot Framework\'s signing keys, Key Vault) is mailed here.')
 param opsMailbox string
 
 @description('Tags on every resource.')

@@ -13,12 +13,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from aiohttp import web
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, NoOpMeter, Observation
 
 import cards
 from bot.clock import Clock
 
 METER_NAME = "veilig_doorverwijzen"
+#: The request key under which a route says why it answered as it did (`Metrics.http_response`'s `cause`).
+ANSWER_CAUSE = web.RequestKey("vd.answer_cause", str)
 OutboxName = Literal["mail", "teams"]
 ReferralKind = Literal["referral", "correction"]
 
@@ -58,6 +61,7 @@ class Metrics:
     turn_waits: Histogram
     http_responses: Counter
     auth_refusals: Counter
+    auth_unavailability: Counter
 
     @classmethod
     def from_meter(cls, meter: Meter) -> Metrics:
@@ -93,6 +97,9 @@ class Metrics:
             auth_refusals=meter.create_counter(
                 "vd.auth.refused", unit="{request}",
                 description="requests the Bot Framework signed that the bot refused (401), by reason"),
+            auth_unavailability=meter.create_counter(
+                "vd.auth.unavailable", unit="{request}",
+                description="requests answered 503 because the Bot Framework's signing keys could not be fetched"),
         )
 
     @classmethod
@@ -139,9 +146,21 @@ class Metrics:
         """A token the Bot Framework's key signed, refused for `reason` (audience, issuer, time, ...)."""
         self.auth_refusals.add(1, {"reason": reason})
 
-    def http_response(self, route: str, method: str, status: int) -> None:
-        self.http_responses.add(1, {"http.route": route, "http.request.method": method,
-                                    "http.response.status_code": status, "status_class": f"{status // 100}xx"})
+    def auth_unavailable(self) -> None:
+        """A request answered 503 (Teams sends it again) because the signing keys could not be had in time."""
+        self.auth_unavailability.add(1)
+
+    def http_response(self, route: str, method: str, status: int, *, cause: str | None = None) -> None:
+        """An answer; `cause` (from a fixed list, `ANSWER_CAUSE`) names why, when the status alone would mislead.
+
+        A 503 while the Bot Framework's signing keys cannot be fetched is no failure of the bot: the
+        *server-errors* alert leaves the answers with that cause out, and an alert of its own counts them.
+        """
+        attributes: dict[str, str | int] = {"http.route": route, "http.request.method": method,
+                                            "http.response.status_code": status, "status_class": f"{status // 100}xx"}
+        if cause is not None:
+            attributes["cause"] = cause
+        self.http_responses.add(1, attributes)
 
 
 class OutboxReadings:

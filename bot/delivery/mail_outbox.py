@@ -134,18 +134,24 @@ class Outbox:
         """Delivered: drop the payload (and, once committed, its old pages from the WAL), keep the fact, and
         `refused`: for whom it was not (some recipients had it, the others refused it for good).
 
+        `item.delivered_to` is written here too, not only by `reschedule`: a mail taken for one recipient and
+        refused for the other in the attempt that ends it (a 550, or the horizon) was never rescheduled with
+        them, and its row named only whom it was refused for.
+
         False when the lease was no longer this worker's (`_mark`): another instance recorded the mail."""
         async with self._db.transaction(savepoint=False):
             return await self._mark(
-                item, "delivered", "state = :delivered, payload = NULL, finished_at = :now, last_error = :refused",
-                {"delivered": OutboxState.DELIVERED.value, "now": to_text(now), "refused": refused}, wipes=True)
+                item, "delivered", "state = :delivered, payload = NULL, finished_at = :now, last_error = :refused,"
+                " delivered_to = :delivered_to",
+                {"delivered": OutboxState.DELIVERED.value, "now": to_text(now), "refused": refused,
+                 "delivered_to": _recipients_text(item)}, wipes=True)
 
     async def reschedule(self, item: OutboxItem, next_attempt_at: dt.datetime, error: str) -> bool:
         """A transient failure: try again at `next_attempt_at`, to those not in `item.delivered_to` (False: stale)."""
         return await self._mark(item, "reschedule", "state = :queued, next_attempt_at = :at, last_error = :error,"
                                 " delivered_to = :delivered_to",
                                 {"queued": OutboxState.QUEUED.value, "at": to_text(next_attempt_at), "error": error,
-                                 "delivered_to": "\n".join(item.delivered_to) or None})
+                                 "delivered_to": _recipients_text(item)})
 
     async def mark_failed(self, item: OutboxItem, now: dt.datetime, error: str) -> bool:
         """Given up: drop the payload (WAL included, as above); the referrer is told to refer again. False: stale."""
@@ -216,3 +222,8 @@ class Outbox:
         if row is None or row["oldest"] is None:
             return 0, None
         return int(row["n"]), from_text(row["oldest"])
+
+
+def _recipients_text(item: OutboxItem) -> str | None:
+    """`item.delivered_to` as the column keeps it: one address a line, NULL when nobody took it yet."""
+    return "\n".join(item.delivered_to) or None

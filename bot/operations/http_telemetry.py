@@ -2,7 +2,8 @@
 
 The route is the one declared (`/api/messages`, `/informatieblad/{protocol_id}`, `unmatched` for
 anything else), so a download token or a made-up path never becomes a span name or an attribute.
-The 4xx and 5xx on `/api/messages` are what the alerts count (`vd.http.responses`).
+The 4xx and 5xx on `/api/messages` are what the alerts count (`vd.http.responses`); a route that knows why
+it answered so (a 503 while the signing keys cannot be fetched) says it under `ANSWER_CAUSE`, counted as `cause`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from bot.core.metrics import Metrics
+from bot.core.metrics import ANSWER_CAUSE, Metrics
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -50,6 +51,6 @@ def request_telemetry(tracer: Tracer, metrics: Metrics) -> Middleware:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
-                metrics.http_response(route, method, status)
+                metrics.http_response(route, method, status, cause=request.get(ANSWER_CAUSE))
 
     return middleware

@@ -34,7 +34,7 @@ from microsoft_agents.hosting.aiohttp import CloudAdapter
 from microsoft_agents.hosting.core import ActivityHandler, ClaimsIdentity
 
 from bot.clock import Clock
-from bot.core.metrics import Metrics
+from bot.core.metrics import ANSWER_CAUSE, Metrics
 from bot.storage.activity_receipts import ActivityReceipts
 from bot.storage.database import DatabaseError
 from bot.teams.handler import InvokeAnswerBody
@@ -48,6 +48,9 @@ TEAMS_CHANNEL = "msteams"
 RETRY_AFTER_SECONDS = 10
 #: The answer recorded for a request whose sender went away before its body was whole (nginx's "client closed").
 CLIENT_CLOSED_REQUEST = 499
+#: The cause of a 503 while the Bot Framework's signing keys cannot be fetched (`vd.http.responses`' `cause`): not
+#: the bot's own failure, so the *server-errors* alert leaves it out and *teams-keys-unavailable* counts it.
+SIGNING_KEYS_UNAVAILABLE = "signing_keys_unavailable"
 #: At a stop, how long the receipts of the turns it cut off may take to be taken back.
 FORGET_WAIT_SECONDS = 2.0
 
@@ -133,6 +136,8 @@ def messages_route(
                 return _error(401, "not authorised")
             except IdentityProviderUnavailableError as error:
                 logger.warning("cannot check tokens now: identity provider unavailable", extra={"reason": str(error)})
+                metrics.auth_unavailable()
+                request[ANSWER_CAUSE] = SIGNING_KEYS_UNAVAILABLE
                 return _error(503, "authentication unavailable, retry later", retry_after=RETRY_AFTER_SECONDS)
         identity = ClaimsIdentity(claims, authentication_type="Bearer" if claims else "anonymous")
         key = _receipt_key(activity) if arrivals is not None else None

@@ -28,6 +28,9 @@ param serverErrorPercent int = 5
 @description('5xx answers on /api/messages over 15 minutes below which no alert is raised (one failed turn of two is no outage).')
 param serverErrorMinimum int = 3
 
+@description('503 answers on /api/messages over 15 minutes for want of the Bot Framework\'s signing keys below which no alert is raised (a fetch that failed once costs one request, which Teams sends again).')
+param keysUnavailableMinimum int = 3
+
 param tags object = {}
 
 resource opsGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
@@ -65,7 +68,8 @@ var serverErrorQuery = replace('''
 customMetrics
 | where name == 'vd.http.responses' and tostring(customDimensions['http.route']) == '/api/messages'
 | extend status = toint(customDimensions['http.response.status_code'])
-| summarize answered = sum(value), failed = sumif(value, status >= 500)
+| extend cause = tostring(customDimensions['cause'])
+| summarize answered = sum(value), failed = sumif(value, status >= 500 and cause != 'signing_keys_unavailable')
 | where failed >= {minimum}
 | extend serverErrorPercent = 100.0 * failed / answered
 ''', '{minimum}', string(serverErrorMinimum))
@@ -83,6 +87,15 @@ customMetrics
 | extend reason = tostring(customDimensions['reason'])
 | summarize refused = sum(value) by reason
 '''
+
+// The 503s answered while the Bot Framework's signing keys cannot be fetched (Teams sends those requests again):
+// the bot did not fail, so server-errors leaves them out and this rule counts them.
+var keysUnavailableQuery = replace('''
+customMetrics
+| where name == 'vd.auth.unavailable'
+| summarize unavailable = sum(value)
+| where unavailable >= {minimum}
+''', '{minimum}', string(keysUnavailableMinimum))
 
 var queryAlerts = [
   {
@@ -137,6 +150,18 @@ var queryAlerts = [
     dimensions: [
       'reason'
     ]
+    threshold: 0
+    window: 'PT15M'
+  }
+  {
+    name: 'teams-keys-unavailable'
+    title: 'Bot Framework signing keys cannot be fetched (503)'
+    description: 'At least ${keysUnavailableMinimum} requests from Teams in 15 minutes were answered 503 because the Bot Framework\'s signing keys could not be fetched from login.botframework.com: Teams sends them again, and users wait or get no answer while it lasts. Not the bot\'s own failure: check the instance\'s outbound HTTPS to login.botframework.com (DNS, firewall, NAT) and Azure\'s status. Runbook: infra/README.md, Operations.'
+    severity: 2
+    query: keysUnavailableQuery
+    column: 'unavailable'
+    aggregation: 'Total'
+    dimensions: []
     threshold: 0
     window: 'PT15M'
   }

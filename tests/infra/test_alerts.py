@@ -44,7 +44,9 @@ def _emitted() -> dict[str, set[str]]:
     metrics.give_up("teams", "horizon")
     metrics.key_vault_read(0.1, "denied")
     metrics.turn("referral.send", 0.1)
-    metrics.http_response("/api/messages", "POST", 503)
+    metrics.http_response("/api/messages", "POST", 500)
+    metrics.http_response("/api/messages", "POST", 503, cause="signing_keys_unavailable")
+    metrics.auth_unavailable()
     metrics.auth_refused("audience")
     data = reader.get_metrics_data()
     assert data is not None
@@ -67,7 +69,7 @@ def test_every_query_reads_metrics_and_attributes_the_bot_emits() -> None:
     emitted = _emitted()
     alerts = _query_alerts()
     assert {alert["name"] for alert in alerts} == {"outbox-stuck", "give-up", "server-errors", "teams-refused",
-                                                      "key-vault-failures"}
+                                                      "teams-keys-unavailable", "key-vault-failures"}
     for alert in alerts:
         kql = alert["kql"]
         [name] = re.findall(r"name == '([\w.]+)'", kql)
@@ -92,6 +94,23 @@ def test_the_thresholds_are_the_ones_operators_were_promised() -> None:
     assert alerts["teams-refused"]["threshold"] == 0, "one signed request refused: likely every one is"
     assert alerts["server-errors"]["threshold"] == "serverErrorPercent"
     assert "status >= 500" in alerts["server-errors"]["kql"] and "/api/messages" in alerts["server-errors"]["kql"]
+
+
+def test_a_key_endpoint_outage_pages_with_its_own_alert_not_as_server_errors() -> None:
+    """The 503s the bot answers while the Bot Framework's signing keys cannot be fetched are no failure of the
+    bot: *server-errors* leaves them out (its runbook line reads the turns' tracebacks), and an alert of its
+    own, whose description and runbook line name the key endpoint, counts them."""
+    from bot.teams import route
+
+    alerts = {alert["name"]: alert for alert in _query_alerts()}
+    server_errors = alerts["server-errors"]["kql"]
+    assert f"cause != '{route.SIGNING_KEYS_UNAVAILABLE}'" in server_errors, server_errors
+    keys = alerts["teams-keys-unavailable"]
+    assert "name == 'vd.auth.unavailable'" in keys["kql"] and keys["dimensions"] == []
+    assert "signing keys" in keys["description"] and "login.botframework.com" in keys["description"]
+    runbook = (Path(__file__).parents[2] / "infra" / "README.md").read_text(encoding="utf-8")
+    [line] = [line for line in runbook.splitlines() if line.startswith("| *teams-keys-unavailable* |")]
+    assert "login.botframework.com" in line and "cannot check tokens now" in line, line
 
 
 def test_every_alert_mails_the_ops_mailbox_given_to_the_deployment() -> None:

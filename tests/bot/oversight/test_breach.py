@@ -402,6 +402,28 @@ async def test_a_dpo_refused_for_good_after_the_other_took_the_report_is_recorde
     assert TYPED not in caplog.text
 
 
+@pytest.mark.parametrize(("code", "late"), [(550, dt.timedelta()), (452, dt.timedelta(hours=25))])
+async def test_a_report_one_dpo_took_in_its_only_attempt_keeps_who_has_it_in_the_outbox(
+    bot: BotDriver, referrer: TeamsUser, smtp: SmtpTestServer, clock: ManualClock,
+    code: int, late: dt.timedelta,
+) -> None:
+    """The relay takes the report for the OCMW's DPO and refuses the Opgroeien DPO in the same attempt, the one
+    that ends it: refused for good (550), or for now (452) when that attempt is the first past the horizon (the
+    relay was out of reach until then). The outbox row must say who has it, as it does when the refusal comes
+    at a later attempt: it said "refused for dpo@opgroeien.be" and named nobody who had it."""
+    report_id, _ = await report(bot, referrer)
+    clock.advance(late)
+    smtp.fail_next(code, stage="RCPT")  # the first RCPT of the attempt: dpo@opgroeien.be
+    await bot.deliver()
+
+    assert [recipients for recipients, _ in breach_mails(smtp)] == [("informatica@sint-gillis-waas.be",)]
+    row = await bot.services.db.fetch_one("SELECT state, delivered_to, last_error FROM outbox WHERE reference = :r",
+                                          {"r": report_id})
+    assert row is not None and row["state"] == "delivered"
+    assert str(row["last_error"]).startswith("refused for dpo@opgroeien.be: ") and f"SMTP {code} " in row["last_error"]
+    assert row["delivered_to"] == "informatica@sint-gillis-waas.be", dict(row)
+
+
 @pytest.mark.parametrize(("refusals", "cause"), [((550,), "permanent"), ((452, 452), "horizon")])
 async def test_a_report_one_dpo_never_gets_is_a_give_up_the_alert_sees(
     settings: Settings, clock: ManualClock, smtp: SmtpTestServer, referrer: TeamsUser,

@@ -19,6 +19,7 @@ from typing import Any
 
 import jwt
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import create_app
@@ -61,6 +62,16 @@ async def secured_bot(tmp_path: Path, clock: ManualClock, keys: OpenIdStandIn) -
     app = create_app(settings, clock=clock, run_worker=False, connector_token=StaticConnectorToken())
     async with running_bot(app) as driver:
         yield driver
+
+
+def _metered_secured_app(tmp_path: Path, clock: ManualClock, keys: OpenIdStandIn) -> web.Application:
+    """As `secured_bot`, with the metrics served (`metrics_view`) as `serve` serves them."""
+    settings = dataclasses.replace(Settings.from_mapping({
+        "BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD",
+        "MicrosoftAppId": APP_ID, "MicrosoftAppPassword": "x", "MicrosoftAppTenantId": TENANT_ID,
+    }), openid_metadata_url=keys.metadata_url, telemetry=TelemetryConfig(metrics_port=0))
+    return create_app(settings, clock=clock, run_worker=False, connector_token=StaticConnectorToken(),
+                      telemetry=telemetry_from_settings(settings.telemetry))
 
 
 async def _timed_post(bot: BotDriver, activity: dict[str, Any], headers: dict[str, str]) -> tuple[int, float]:
@@ -166,12 +177,7 @@ async def test_a_token_the_bot_framework_signed_but_the_bot_refuses_is_a_warning
     counted and the reason was an INFO line among the internet's noise, so nothing told the operator. A token the
     Bot Framework's own key signed is no stranger's: its refusal is a WARNING naming what to check, and a metric
     the alert reads. Tokens nobody proved (no key, a forged signature) stay INFO and uncounted."""
-    settings = dataclasses.replace(Settings.from_mapping({
-        "BOT_DATA_DIR": str(tmp_path / "data"), "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD",
-        "MicrosoftAppId": APP_ID, "MicrosoftAppPassword": "x", "MicrosoftAppTenantId": TENANT_ID,
-    }), openid_metadata_url=keys.metadata_url, telemetry=TelemetryConfig(metrics_port=0))
-    app = create_app(settings, clock=clock, run_worker=False, connector_token=StaticConnectorToken(),
-                     telemetry=telemetry_from_settings(settings.telemetry))
+    app = _metered_secured_app(tmp_path, clock, keys)
     azure_bots_app_id = "00000000-0000-0000-0000-00000000beef"
     caplog.set_level(logging.INFO, logger="bot")
     async with running_bot(app) as bot:
@@ -281,6 +287,33 @@ async def test_503_says_when_to_retry_and_the_next_request_fetches_again(
     keys.failing = False
     response = await secured_bot.post(invoke, headers=headers)
     assert response.status == 200
+
+
+async def test_a_key_endpoint_outage_is_counted_as_such_not_as_the_bots_own_5xx(
+    tmp_path: Path, clock: ManualClock, keys: OpenIdStandIn, referrer: TeamsUser
+) -> None:
+    """The Bot Framework's key endpoint fails: each request is answered 503 with Retry-After (Teams sends it
+    again), as it must be. Counted as a bare 503 on /api/messages, it fed the *server-errors* alert, whose
+    runbook line sends the operator to the turns' tracebacks and `python -m bot check`, where there is nothing:
+    the bot did not fail, it could not fetch the keys. The 503s carry their cause, and a counter of their own
+    (`vd.auth.unavailable`) feeds the alert whose runbook line names the key endpoint."""
+    app = _metered_secured_app(tmp_path, clock, keys)
+    keys.failing = True
+    async with running_bot(app) as bot:
+        for _ in range(3):
+            response = await bot.post(referrer.message(bot.service_url, "hulp"),
+                                      headers=_bearer(keys.token(bot.service_url)))
+            assert response.status == 503 and int(response.headers["Retry-After"]) > 0
+        view = bot.services.metrics_view
+        assert view is not None
+        async with bot.session.get(view.url) as response:
+            families = {family.name: family.samples for family in text_string_to_metric_families(await response.text())}
+    answered = [(sample.labels["http_response_status_code"], sample.labels.get("cause"), sample.value)
+                for sample in families["vd_http_responses"]
+                if sample.labels["http_route"] == "/api/messages" and sample.name.endswith("_total")]
+    assert answered == [("503", "signing_keys_unavailable", 3.0)], answered
+    unavailable = [sample.value for sample in families.get("vd_auth_unavailable", []) if sample.name.endswith("_total")]
+    assert unavailable == [3.0], families.keys()
 
 
 async def test_an_unreachable_identity_provider_gives_503_at_once(
