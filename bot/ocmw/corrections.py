@@ -275,17 +275,27 @@ class CorrectionService:
     async def reopen(self, version: SentReferral, now: dt.datetime) -> None:
         """A correction version given up (the mail server refused it): the requests it answered are open again, in
         the caller's transaction, so the referrer can send the correction again and is reminded until it goes out.
-        Their cards come back to the chat (the one clicked now says "NIET verstuurd"). A first version: nothing."""
+        Their cards come back to the chat (the one clicked now says "NIET verstuurd"). A first version: nothing.
+
+        A request whose item a later version carries (queued while this one waited, on Kind en Gezin's own initiative
+        or for a second report) and that is not given up too is answered by that version instead: reopening it brought
+        back a card and reminders for an item already on its way to the OCMW."""
         if version.parent_reference is None:
             return
         rows = await self._db.fetch_all("SELECT id, item, kind FROM corrections WHERE new_reference = :version",
                                         {"version": version.reference})
         if not rows:
             return
-        await self._db.execute("UPDATE corrections SET new_reference = NULL WHERE new_reference = :version",
-                               {"version": version.reference})
-        logger.warning("correction not delivered: %d request(s) open again", len(rows),
-                       extra={"reference": version.reference})
+        later = await self._later_versions(version)
+        reopened = [row for row in rows if str(row["item"]) not in later]
+        for row in rows:
+            await self._db.execute("UPDATE corrections SET new_reference = :answer WHERE id = :id",
+                                   {"answer": later.get(str(row["item"])), "id": str(row["id"])})
+        logger.warning("correction not delivered: %d request(s) open again, %d answered by a later version",
+                       len(reopened), len(rows) - len(reopened), extra={"reference": version.reference})
+        rows = reopened
+        if not rows:
+            return
         original = await self._referrals.get(version.parent_reference)
         if original is None:
             return
@@ -296,6 +306,19 @@ class CorrectionService:
             return  # closed, or its protocol ended: the card would only refuse (on_action says why)
         for row in rows:
             await self._cards.post(str(row["id"]), original, str(row["item"]), now, own=row["kind"] == OWN)
+
+    async def _later_versions(self, version: SentReferral) -> dict[str, str]:
+        """Per item, the first version of the family queued after `version` that carries it and is not given up.
+
+        Versions are numbered in the order queued (`-2`, `-3`, ..., one at a time under the family's lock); their
+        queued_at may be equal."""
+        later: dict[str, str] = {}
+        versions = await self._referrals.versions_of(version.root)
+        for other in sorted(versions, key=lambda found: _number(found.reference)):
+            if _number(other.reference) > _number(version.reference) and other.state != ReferralState.FAILED \
+                    and other.corrected_item is not None:
+                later.setdefault(other.corrected_item, other.reference)
+        return later
 
     async def _tell_ocmw_not_coming(self, original: SentReferral, items: list[str], now: dt.datetime) -> None:
         """The OCMW, told a correction would come as a new card, learns it will not, and whom to ask instead."""
@@ -332,6 +355,11 @@ class CorrectionService:
             await self._messages.post(original.conversation_ref, MessageContent(text=text), now=now,
                                       reference=original.reference)
         return referral
+
+
+def _number(version: str) -> int:
+    """A correction version's number: 3 for `VD-...-3`."""
+    return int(version.rsplit("-", 1)[1])
 
 
 def request_slot(correction_id: str) -> str:
