@@ -269,6 +269,39 @@ async def test_a_refused_correction_does_not_reopen_a_request_a_later_version_an
         "the referrer is chased for a correction that went out"
 
 
+async def test_the_reminder_of_a_reopened_request_counts_from_when_the_referrer_learnt_the_correction_failed(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked on Saturday 28/11 for the phone number, corrected a week later, the correction refused for good: the
+    referrer reads "Correctie NIET verstuurd ... verstuur de correctie opnieuw" with the request's card, and got at the
+    next pass (a minute later) a reminder as well, counted from the request a week before. The reminder must come
+    2 working days after the referrer was told, not at once."""
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    clock.advance(dt.timedelta(days=7))  # Saturday 5/12: no reminder pass ran meanwhile
+    monkeypatch.setattr(bot.services.transport, "send", _refused)
+    await bot.act(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    await bot.deliver()
+    assert (await bot.services.referrals.get(f"{reference}-2")).state == "failed"  # type: ignore[union-attr]
+
+    async def reminded_after(days: float) -> list[str]:
+        clock.advance(dt.timedelta(days=days))
+        before = len(bot.connector.calls)
+        await bot.services.reminders.run_due()
+        await bot.settle()
+        return [texts(call.body) for call in bot.connector.calls[before:]
+                if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")
+                and "wacht nog op" in texts(call.body)]
+
+    assert await reminded_after(1 / 1440) == [], "a reminder a minute after the referrer was told it did not go"
+    assert await reminded_after(3) == [], "Tuesday 8/12: not yet 2 working days after the reopening"
+    assert len(await reminded_after(1)) == 1, "Wednesday 9/12: 2 working days after it, reminded"
+
+
+async def _refused(_: object) -> None:
+    """The mail server refuses every mail for good."""
+    raise MailDeliveryError("550 5.1.1 mailbox unavailable", transient=False)
+
+
 def _service(db: Database, clock: ManualClock) -> CorrectionService:
     """The requests' side of the service on `db` (the sending side is not reached)."""
     return CorrectionService(db=db, referrals=ReferralStore(db), registry=ProtocolRegistry([load_protocol_file(
