@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 Item = Literal["name", "address", "phone", "email"]
 #: `corrections.kind`: asked by the OCMW ("reported"), or begun by Kind en Gezin itself.
 OWN = "own"
+#: `reminders.kind` of the referrer's reminder of a correction the OCMW asked for (`subject`: the request's id).
+CORRECTION_REMINDER = "correction_referrer"
 #: The language of everything the bot says in an OCMW's channel.
 OCMW_LANGUAGE: cards.Language = "nl"
 
@@ -296,6 +298,7 @@ class CorrectionService:
         rows = reopened
         if not rows:
             return
+        await self._restart_reminders([str(row["id"]) for row in rows if row["kind"] != OWN], now)
         original = await self._referrals.get(version.parent_reference)
         if original is None:
             return
@@ -306,6 +309,16 @@ class CorrectionService:
             return  # closed, or its protocol ended: the card would only refuse (on_action says why)
         for row in rows:
             await self._cards.post(str(row["id"]), original, str(row["item"]), now, own=row["kind"] == OWN)
+
+    async def _restart_reminders(self, request_ids: list[str], now: dt.datetime) -> None:
+        """The reminders of requests opened again count from `now` (in the caller's transaction): the referrer is told
+        at this moment that the correction did not go, with the card to send it again, which asks what a reminder
+        would. Counted from the request (days before), the next pass reminded them a minute later."""
+        for request_id in request_ids:
+            await self._db.execute(
+                "INSERT INTO reminders (subject, kind, at) VALUES (:subject, :kind, :now)"
+                " ON CONFLICT (subject, kind) DO UPDATE SET at = excluded.at",
+                {"subject": request_id, "kind": CORRECTION_REMINDER, "now": to_text(now)})
 
     async def _later_versions(self, version: SentReferral) -> dict[str, str]:
         """Per item, the first version of the family queued after `version` that carries it and is not given up.
