@@ -134,9 +134,10 @@ class MessageOutbox:
         ) is not None
 
     async def cards_missing(self, slots: Mapping[str, str]) -> set[str]:
-        """Which of these slots (each with the reference its messages carry) have no card showing in Teams nor
-        one on its way: the last post under it was given up (Teams refused it: the bot out of the team, the app
-        uninstalled), or none was ever queued. Read through the references' index."""
+        """Which of these slots (each with the reference its messages carry) have no card (or message posted under a
+        slot, as the withdrawal notice) showing in Teams nor one on its way: the last post under it was given up
+        (Teams refused it: the bot out of the team, the app uninstalled), or none was ever queued. Read through the
+        references' index."""
         if not slots:
             return set()
         last_posts = await self._db.fetch_all(

@@ -173,8 +173,9 @@ class OcmwService:
         """Queue the card of every referral the protocol's OCMW still has to act on, inside the caller's transaction:
         all of them for a channel just linked. With `missing_only`, those whose card is not in the channel (Teams
         refused its post and it was given up, or none was ever queued) are posted, and those whose card shows a
-        step before (Teams refused its edit) are edited again; a withdrawal's notice, refused with them, comes
-        again with its card. How many."""
+        step before (Teams refused its edit) are edited again. A family's withdrawal notice comes again with its
+        card only when it did not reach the channel either (given up, or never queued): one the OCMW read is not
+        posted twice when only the card's edit was refused. How many."""
         referrals = await self._referrals.open_for_protocol(protocol_id)
         if not missing_only:
             for referral in referrals:
@@ -184,12 +185,15 @@ class OcmwService:
         missing = await self._messages.cards_missing(slots)
         behind = await self._messages.cards_behind(slots) - missing
         again = [referral for referral in referrals if _card_slot(referral) in missing | behind]
+        unheard = await self._messages.cards_missing({  # the notice is the family's: on its first version only
+            _withdrawal_slot(referral): referral.reference for referral in again
+            if referral.state == ReferralState.CONSENT_WITHDRAWN and referral.parent_reference is None})
         for referral in again:
             if _card_slot(referral) in missing:
                 await self.queue_referral_card(referral, now)
             else:
                 await self._update_for_everyone(referral)
-            if referral.state == ReferralState.CONSENT_WITHDRAWN:
+            if _withdrawal_slot(referral) in unheard:
                 await self._tell_ocmw(referral)
         return len(again)
 
@@ -433,11 +437,13 @@ class OcmwService:
                                                         reference=updated.reference))
 
     async def _tell_ocmw(self, referral: SentReferral) -> None:
+        """Queue the withdrawal notice in the OCMW channel, under its own slot, so the bot back in the team knows
+        whether it arrived (`_queue_open_cards`)."""
         link = await self._links.for_protocol(referral.protocol_id)
         if link is not None:
             text = cards.text(OCMW_CHANNEL_LANGUAGE, "withdrawal_to_ocmw", reference=referral.reference)
             await self._messages.post(link.conversation_ref, MessageContent(text=text), now=self._clock.now(),
-                                reference=referral.reference)
+                                reference=referral.reference, slot=_withdrawal_slot(referral))
 
     async def _deleted(self, actor: Actor, clicked: SentReferral, data: Mapping[str, Any]) -> Answer:
         """The OCMW confirms it deleted the family's data (every version) from the shared mailbox."""
@@ -639,6 +645,11 @@ def _banner(actor: Actor, problem: str, **params: str) -> Banner:
 def _card_slot(referral: SentReferral) -> str:
     """Where the id of the referral's card in the OCMW conversation is kept."""
     return f"ocmw:{referral.reference}"
+
+
+def _withdrawal_slot(referral: SentReferral) -> str:
+    """Where the id of the family's withdrawal notice in the OCMW conversation is kept: whether it reached Teams."""
+    return f"ocmw-withdrawal:{referral.reference}"
 
 
 def _ocmw_state(state: ReferralState) -> OcmwState:

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 Item = Literal["name", "address", "phone", "email"]
 #: `corrections.kind`: asked by the OCMW ("reported"), or begun by Kind en Gezin itself.
 OWN = "own"
+#: `reminders.kind` of the referrer's reminder of a correction the OCMW asked for (`subject`: the request's id).
+CORRECTION_REMINDER = "correction_referrer"
 #: The language of everything the bot says in an OCMW's channel.
 OCMW_LANGUAGE: cards.Language = "nl"
 #: `corrections.new_reference` of a request answered without a new value ("Er is geen juist telefoonnummer"):
@@ -336,17 +338,28 @@ class CorrectionService:
     async def reopen(self, version: SentReferral, now: dt.datetime) -> None:
         """A correction version given up (the mail server refused it): the requests it answered are open again, in
         the caller's transaction, so the referrer can send the correction again and is reminded until it goes out.
-        Their cards come back to the chat (the one clicked now says "NIET verstuurd"). A first version: nothing."""
+        Their cards come back to the chat (the one clicked now says "NIET verstuurd"). A first version: nothing.
+
+        A request whose item a later version carries (queued while this one waited, on Kind en Gezin's own initiative
+        or for a second report) and that is not given up too is answered by that version instead: reopening it brought
+        back a card and reminders for an item already on its way to the OCMW."""
         if version.parent_reference is None:
             return
         rows = await self._db.fetch_all("SELECT id, item, kind FROM corrections WHERE new_reference = :version",
                                         {"version": version.reference})
         if not rows:
             return
-        await self._db.execute("UPDATE corrections SET new_reference = NULL WHERE new_reference = :version",
-                               {"version": version.reference})
-        logger.warning("correction not delivered: %d request(s) open again", len(rows),
-                       extra={"reference": version.reference})
+        later = await self._later_versions(version)
+        reopened = [row for row in rows if str(row["item"]) not in later]
+        for row in rows:
+            await self._db.execute("UPDATE corrections SET new_reference = :answer WHERE id = :id",
+                                   {"answer": later.get(str(row["item"])), "id": str(row["id"])})
+        logger.warning("correction not delivered: %d request(s) open again, %d answered by a later version",
+                       len(reopened), len(rows) - len(reopened), extra={"reference": version.reference})
+        rows = reopened
+        if not rows:
+            return
+        await self._restart_reminders([str(row["id"]) for row in rows if row["kind"] != OWN], now)
         original = await self._referrals.get(version.parent_reference)
         if original is None:
             return
@@ -357,6 +370,29 @@ class CorrectionService:
             return  # closed, or its protocol ended: the card would only refuse (on_action says why)
         for row in rows:
             await self._cards.post(str(row["id"]), original, str(row["item"]), now, own=row["kind"] == OWN)
+
+    async def _restart_reminders(self, request_ids: list[str], now: dt.datetime) -> None:
+        """The reminders of requests opened again count from `now` (in the caller's transaction): the referrer is told
+        at this moment that the correction did not go, with the card to send it again, which asks what a reminder
+        would. Counted from the request (days before), the next pass reminded them a minute later."""
+        for request_id in request_ids:
+            await self._db.execute(
+                "INSERT INTO reminders (subject, kind, at) VALUES (:subject, :kind, :now)"
+                " ON CONFLICT (subject, kind) DO UPDATE SET at = excluded.at",
+                {"subject": request_id, "kind": CORRECTION_REMINDER, "now": to_text(now)})
+
+    async def _later_versions(self, version: SentReferral) -> dict[str, str]:
+        """Per item, the first version of the family queued after `version` that carries it and is not given up.
+
+        Versions are numbered in the order queued (`-2`, `-3`, ..., one at a time under the family's lock); their
+        queued_at may be equal."""
+        later: dict[str, str] = {}
+        versions = await self._referrals.versions_of(version.root)
+        for other in sorted(versions, key=lambda found: _number(found.reference)):
+            if _number(other.reference) > _number(version.reference) and other.state != ReferralState.FAILED \
+                    and other.corrected_item is not None:
+                later.setdefault(other.corrected_item, other.reference)
+        return later
 
     async def _tell_ocmw_not_coming(self, original: SentReferral, items: list[str], now: dt.datetime) -> None:
         """The OCMW, told a correction would come as a new card, learns it will not, and whom to ask instead."""
@@ -393,6 +429,11 @@ class CorrectionService:
             await self._messages.post(original.conversation_ref, MessageContent(text=text), now=now,
                                       reference=original.reference)
         return referral
+
+
+def _number(version: str) -> int:
+    """A correction version's number: 3 for `VD-...-3`."""
+    return int(version.rsplit("-", 1)[1])
 
 
 def request_slot(correction_id: str) -> str:

@@ -39,7 +39,7 @@ from bot.core.sent_referrals import (
 )
 from bot.delivery.chat_messages import MessageContent
 from bot.delivery.message_outbox import MessageOutbox
-from bot.ocmw.corrections import RequestCards, awaits_correction
+from bot.ocmw.corrections import CORRECTION_REMINDER, RequestCards, awaits_correction
 from bot.ocmw.links import OcmwLinks
 from bot.ocmw.working_days import add_working_days, belgian_public_holidays
 from bot.storage.database import Database, from_text, to_text
@@ -64,7 +64,7 @@ CHASES: tuple[Chase, ...] = (
     Chase("outcome", frozenset({ReferralState.RECEIVED}), "acknowledged_at", versions_too=False),
     Chase("deletion", AWAITING_DELETION, "COALESCE(withdrawn_at, outcome_at)", versions_too=False),
 )
-_CORRECTION = "correction_referrer"
+_CORRECTION = CORRECTION_REMINDER
 #: Who is reminded, after how many times the configured working days, with which text.
 _TURNS: tuple[tuple[Audience, int], ...] = (("ocmw", 1), ("referrer", 2))
 

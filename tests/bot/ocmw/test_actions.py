@@ -1125,6 +1125,33 @@ async def test_a_withdrawal_recorded_while_the_bot_was_out_of_the_ocmw_team_reac
         "once up to date, nothing of it is sent again"
 
 
+async def test_a_withdrawal_notice_that_reached_the_channel_is_not_posted_again_when_the_bot_is_back(
+    bot: BotDriver, referrer: TeamsUser, colleague: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    """The parents withdrew consent; Teams refused only the card's edit (given up), the notice "toestemming ...
+    ingetrokken" reached the channel. When the bot is added to the team again the card is brought up to date, and
+    the notice, which the OCMW already read, must not be posted a second time (it was, with every stale card)."""
+    await link(bot, ocmw_worker)
+    reference, _ = await referred_and_delivered(bot, referrer)
+    team = dataclasses.replace(ocmw_worker, conversation_id=CHANNEL)
+
+    await bot.act_confirmed(colleague, "consent.withdraw", {"reference": reference})
+    bot.connector.fail_next(403, count=1, path=f"/v3/conversations/{CHANNEL}")  # the card's edit only
+    await bot.settle()
+    notice = f"toestemming voor doorverwijzing {reference} ingetrokken"
+    assert [call for call in bot.connector.accepted if call.path.startswith(f"/v3/conversations/{CHANNEL}")
+            and notice in texts(call.body)], "the notice reached the channel"
+
+    before = len(bot.connector.calls)
+    assert (await bot.post(team.bot_installed(bot.service_url))).status == 202
+    await bot.settle()
+    after = [call for call in bot.connector.accepted
+             if call in bot.connector.calls[before:] and call.path.startswith(f"/v3/conversations/{CHANNEL}")]
+    assert [call.method for call in after if call.body.get("attachments") and reference in texts(call.body)] \
+        == ["PUT"], "the card is brought up to date"
+    assert not [call for call in after if notice in texts(call.body)], "the notice the OCMW read came a second time"
+
+
 # --- audit (real people in real teams): two OCMW workers on one card -------------------------------------------
 
 

@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -23,6 +24,7 @@ from bot.app import create_app
 from bot.config import Settings
 from bot.core.protocols import DataSharingProtocol, ProtocolRegistry, load_protocol_file
 from bot.core.sent_referrals import ReferralState, ReferralStore
+from bot.delivery.mail_transport import MailDeliveryError
 from bot.delivery.message_outbox import MessageOutbox
 from bot.evidence.register import ProcessingRegister
 from bot.ocmw.corrections import CorrectionService
@@ -225,6 +227,80 @@ async def test_a_correction_whose_mail_was_refused_can_be_sent_again_and_is_stil
     await bot.deliver()
     sent = await bot.services.referrals.get(f"{reference}-3")
     assert sent is not None and sent.state == "sent", "the correction sent again did not go out"
+
+
+async def test_a_refused_correction_does_not_reopen_a_request_a_later_version_answered(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OCMW asked for the right phone number; correction `-2` waited for the mail server, and meanwhile the
+    referrer corrected the phone number again on Kind en Gezin's own initiative (`-3`), which went out. Then the mail
+    server refused `-2` for good: the request, whose item `-3` carried, must not come back as a card to fill in
+    again, nor be chased by the reminders."""
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    await bot.act(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    own = await bot.act(referrer, "correction.open", {"reference": reference, "item": "phone"})
+    own_id = actions(own)["correction.submit"]["correctionId"]
+    await bot.act(referrer, "correction.submit", {"correctionId": own_id, "phone": "0470 11 22 33"})
+    send = bot.services.transport.send
+
+    async def refuse_the_first(mail: Any) -> None:
+        if f"{reference}-2" in str(mail["Subject"]):
+            raise MailDeliveryError("550 5.1.1 mailbox unavailable", transient=False)
+        await send(mail)
+
+    monkeypatch.setattr(bot.services.transport, "send", refuse_the_first)
+    before = len(bot.connector.calls)
+    await bot.deliver()
+    states = {version: (await bot.services.referrals.get(f"{reference}-{version}")).state  # type: ignore[union-attr]
+              for version in (2, 3)}
+    assert states == {2: "failed", 3: "sent"}
+    to_referrer = [call.body for call in bot.connector.calls[before:]
+                   if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
+    assert not [body for body in to_referrer if body.get("attachments") and "correction.submit" in
+                actions(body["attachments"][0]["content"])], "a card to correct what -3 already corrected"
+
+    answer = await bot.answer(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    told = texts(answer["value"]) if answer["type"] == CARD_TYPE else str(answer["value"])
+    assert "al verstuurd" in told and f"{reference}-3" in told, told[:300]
+    clock.advance(dt.timedelta(days=7))
+    before = len(bot.connector.calls)
+    await bot.services.reminders.run_due()
+    await bot.settle()
+    assert not [call for call in bot.connector.calls[before:] if "wacht nog op" in texts(call.body)], \
+        "the referrer is chased for a correction that went out"
+
+
+async def test_the_reminder_of_a_reopened_request_counts_from_when_the_referrer_learnt_the_correction_failed(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked on Saturday 28/11 for the phone number, corrected a week later, the correction refused for good: the
+    referrer reads "Correctie NIET verstuurd ... verstuur de correctie opnieuw" with the request's card, and got at the
+    next pass (a minute later) a reminder as well, counted from the request a week before. The reminder must come
+    2 working days after the referrer was told, not at once."""
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    clock.advance(dt.timedelta(days=7))  # Saturday 5/12: no reminder pass ran meanwhile
+    monkeypatch.setattr(bot.services.transport, "send", _refused)
+    await bot.act(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    await bot.deliver()
+    assert (await bot.services.referrals.get(f"{reference}-2")).state == "failed"  # type: ignore[union-attr]
+
+    async def reminded_after(days: float) -> list[str]:
+        clock.advance(dt.timedelta(days=days))
+        before = len(bot.connector.calls)
+        await bot.services.reminders.run_due()
+        await bot.settle()
+        return [texts(call.body) for call in bot.connector.calls[before:]
+                if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")
+                and "wacht nog op" in texts(call.body)]
+
+    assert await reminded_after(1 / 1440) == [], "a reminder a minute after the referrer was told it did not go"
+    assert await reminded_after(3) == [], "Tuesday 8/12: not yet 2 working days after the reopening"
+    assert len(await reminded_after(1)) == 1, "Wednesday 9/12: 2 working days after it, reminded"
+
+
+async def _refused(_: object) -> None:
+    """The mail server refuses every mail for good."""
+    raise MailDeliveryError("550 5.1.1 mailbox unavailable", transient=False)
 
 
 def _service(db: Database, clock: ManualClock) -> CorrectionService:
