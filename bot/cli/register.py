@@ -13,10 +13,11 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from bot.config import Settings
 from bot.evidence.register import EXPORT_COLUMNS, ProcessingRegister
-from bot.evidence.register_formats import export_csv, export_json
+from bot.evidence.register_formats import CsvExport, ExportWriter, JsonExport
 from bot.wiring import Closer, build_database
 
 EXIT_OK = 0
@@ -93,27 +94,41 @@ async def _export(register: ProcessingRegister, args: argparse.Namespace, settin
     if end < start:
         sys.stderr.write(f"--to {end.isoformat()} is before --from {start.isoformat()}\n")
         return EXIT_USAGE
-    rows = await register.export(start, end, settings.timezone)
-    text = export_csv(rows) if args.format == "csv" else export_json(rows)
     output: Path | None = args.output
     if output is None:
-        sys.stdout.write(text)
-    else:
-        try:  # here, not where the database would take it for its own failure
-            _write_private(output, text, bom=args.format == "csv")
-        except OSError as error:
-            sys.stderr.write(f"cannot write {output}: {error.strerror}\n")
-            return EXIT_USAGE
-        sys.stderr.write(f"{len(rows)} entries written to {output}\n")
+        await _write(register, args, settings, sys.stdout)
+        return EXIT_OK
+    try:  # an OSError is the file's; the database's failures are not OSErrors
+        with _open_private(output, bom=args.format == "csv") as file:
+            count = await _write(register, args, settings, file)
+    except OSError as error:
+        sys.stderr.write(f"cannot write {output}: {error.strerror}\n")
+        return EXIT_USAGE
+    sys.stderr.write(f"{count} entries written to {output}\n")
     return EXIT_OK
 
 
-def _write_private(path: Path, text: str, *, bom: bool) -> None:
-    """Write `text` as UTF-8 into a file only its owner can read (BOM for CSV: Excel needs it)."""
+async def _write(register: ProcessingRegister, args: argparse.Namespace, settings: Settings, file: TextIO) -> int:
+    """Write the export a page of entries at a time; returns how many entries.
+
+    Built whole, 40 000 entries took 166 MB for a 32 MB JSON file, on the instance the bot runs on;
+    a page of `PAGE_SIZE` entries is a few MB, whatever the register's size.
+    """
+    writer: ExportWriter = CsvExport() if args.format == "csv" else JsonExport()
+    count = 0
+    file.write(writer.begin())
+    async for rows in register.export_pages(args.start, args.end, settings.timezone):
+        file.write(writer.page(rows))
+        count += len(rows)
+    file.write(writer.end())
+    return count
+
+
+def _open_private(path: Path, *, bom: bool) -> TextIO:
+    """A UTF-8 file only its owner can read, to write into (BOM for CSV: Excel needs it)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # an existing file keeps its mode otherwise
-    with open(descriptor, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as file:
-        file.write(text)
+    return open(descriptor, "w", encoding="utf-8-sig" if bom else "utf-8", newline="")
 
 
 def _date(text: str) -> dt.date:

@@ -29,7 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -399,11 +399,7 @@ class ProcessingRegister:
         27 November 23:00 to 28 November 23:00 UTC, and an entry at 23:30 Brussels time on the
         28th belongs to the 28th although its UTC time says 22:30.
         """
-        if end < start:
-            raise ValueError("the end date is before the start date")
-        since = to_text(dt.datetime.combine(start, dt.time.min, tzinfo=timezone))
-        until = to_text(dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=timezone))
-        return _exported_rows(await self._in_pages("at >= :since AND at < :until", {"since": since, "until": until}))
+        return [row async for page in self.export_pages(start, end, timezone) for row in page]
 
     async def export_protocol(self, protocol_id: str) -> list[dict[str, str]]:
         """Every kept entry of one protocol, and the anchors of the register's prunes, columns `EXPORT_COLUMNS`.
@@ -411,24 +407,52 @@ class ProcessingRegister:
         What one protocol's DPO gets: no entry of another protocol (their seq numbers are the gaps),
         but the anchors, which say why the oldest entries are gone.
         """
-        return _exported_rows(await self._in_pages(
-            _OF_PROTOCOL, {"protocol": protocol_id, "pruned": RegisterEvent.RETENTION_PRUNED.value}))
+        return [row async for page in self.export_protocol_pages(protocol_id) for row in page]
 
-    async def _in_pages(self, where: str, parameters: dict[str, str]) -> list[RowMapping]:
-        """Every entry matching `where`, in seq order, read `PAGE_SIZE` at a time.
+    async def export_protocol_pages(self, protocol_id: str, *, through_seq: int | None = None
+                                    ) -> AsyncIterator[list[dict[str, str]]]:
+        """`export_protocol` a page of `PAGE_SIZE` entries at a time, up to entry `through_seq` (None: all).
+
+        For a download: only a page is held at once, so a register years old costs a few MB per
+        download, not its own size several times over; `through_seq` (the last entry `summary`
+        counted) keeps entries appended meanwhile out of a file whose count was already recorded.
+        """
+        parameters: dict[str, str | int] = {"protocol": protocol_id, "pruned": RegisterEvent.RETENTION_PRUNED.value}
+        where = _OF_PROTOCOL
+        if through_seq is not None:
+            where, parameters["through"] = f"{_OF_PROTOCOL} AND seq <= :through", through_seq
+        async for page in self._pages(where, parameters):
+            yield _exported_rows(page)
+
+    async def export_pages(self, start: dt.date, end: dt.date, timezone: ZoneInfo
+                           ) -> AsyncIterator[list[dict[str, str]]]:
+        """`export` a page of `PAGE_SIZE` entries at a time (the CLI writes each page as it comes)."""
+        if end < start:
+            raise ValueError("the end date is before the start date")
+        since = to_text(dt.datetime.combine(start, dt.time.min, tzinfo=timezone))
+        until = to_text(dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=timezone))
+        async for page in self._pages("at >= :since AND at < :until", {"since": since, "until": until}):
+            yield _exported_rows(page)
+
+    async def _in_pages(self, where: str, parameters: Mapping[str, str | int]) -> list[RowMapping]:
+        """Every entry matching `where`, in seq order, read `PAGE_SIZE` at a time (see `_pages`)."""
+        return [row async for page in self._pages(where, parameters) for row in page]
+
+    async def _pages(self, where: str, parameters: Mapping[str, str | int]) -> AsyncIterator[list[RowMapping]]:
+        """The entries matching `where`, in seq order, `PAGE_SIZE` at a time.
 
         Turning a database row into a Python one is CPU work on the event loop; one statement for a
         register of 40 000 entries held every other user's turn for a good part of a second, a page
         a few milliseconds. `where` is one of this module's own conditions, never input.
         """
         sql = f"SELECT * FROM register WHERE seq > :after AND ({where}) ORDER BY seq LIMIT :page"  # noqa: S608  # nosec B608
-        rows: list[RowMapping] = []
         after = 0
         while True:
             page = await self._db.fetch_all(sql, {**parameters, "after": after, "page": PAGE_SIZE})
-            rows.extend(page)
+            if page:
+                yield page
             if len(page) < PAGE_SIZE:
-                return rows
+                return
             after = int(page[-1]["seq"])
 
     async def summary(self, protocol_id: str) -> ProtocolSummary:

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import sqlite3
+import tracemalloc
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import texts, walk
 from tests.support.clock import ManualClock
 from tests.support.referral_flow import PROTOCOL_ID, reach_review
+from tests.support.register_entries import add_delivered_entries
 
 SHIPPED = Path(__file__).resolve().parents[3] / "infra" / "protocols" / "sint-gillis-waas.toml"
 OCMW_DPO_ID = "7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"
@@ -311,30 +313,6 @@ MANY_ENTRIES = 40_000
 LONGEST_STALL_SECONDS = 0.5
 
 
-def _add_entries(settings: Settings, count: int) -> None:
-    """`count` delivered-referral entries chained after the last one, written beside the running bot."""
-    fields = {
-        "event": "delivered", "actor_id": "bot:delivery", "actor_name": "Veilig doorverwijzen",
-        "protocol_id": PROTOCOL_ID,
-        "purpose": "onderbescherming voorkomen", "legal_basis": f"art. 10/1; protocol {PROTOCOL_ID}",
-        "data_categories": "identification:name,contact:address", "recipient": "OCMW Sint-Gillis-Waas <w@s.be>",
-        "recipient_category": "maatschappelijk werker", "consent_version": "2026-03", "entry_format": "2",
-    }
-    start = dt.datetime(2021, 12, 1, 9, 0, tzinfo=dt.UTC)
-    with sqlite3.connect(settings.database_path) as db:
-        seq, previous = db.execute("SELECT seq, hash FROM register ORDER BY seq DESC LIMIT 1").fetchone()
-        rows = []
-        for number in range(1, count + 1):
-            entry = {**fields, "at": (start + dt.timedelta(hours=number)).isoformat(timespec="microseconds"),
-                     "reference": f"VD-20211201-{number:06d}", "detail": f"Message-ID <{number}@opgroeien.be>"}
-            digest = entry_hash(previous, entry)
-            rows.append({**entry, "seq": seq + number, "previous_hash": previous, "hash": digest})
-            previous = digest
-        columns = list(rows[0])
-        db.executemany(f"INSERT INTO register ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",  # noqa: S608
-                       [tuple(row[column] for column in columns) for row in rows])
-
-
 class _StallMeter:
     """A task that wants to run every 10 ms, as another user's turn does; `longest` is its longest wait."""
 
@@ -366,7 +344,7 @@ async def test_a_register_of_40000_entries_keeps_the_other_users_turns_running(
     bot: BotDriver, referrer: TeamsUser, dpo: TeamsUser, settings: Settings
 ) -> None:
     await _a_delivered_referral(bot, referrer)
-    _add_entries(settings, MANY_ENTRIES)
+    add_delivered_entries(settings.database_path, MANY_ENTRIES, PROTOCOL_ID)
 
     async with _StallMeter() as command:
         card = await _card(bot, dpo)
@@ -381,4 +359,54 @@ async def test_a_register_of_40000_entries_keeps_the_other_users_turns_running(
 
     stalls = {"register": command.longest, "csv": csv_download.longest, "json": json_download.longest}
     assert max(stalls.values()) <= LONGEST_STALL_SECONDS, f"the event loop stalled (seconds): {stalls}"
+    assert await bot.services.register.verify() == []
+
+
+# -- a register years old: a download holds a page of it in memory, not all of it --------------------
+
+#: The most a download may hold at once (Python allocations, the bot's and this test client's). Built whole,
+#: the 40 000 entries took 124 MB for an 18 MB CSV file and 225 MB for a 32 MB JSON file; sent a page of
+#: `PAGE_SIZE` entries at a time, 10.5 MB and 12 MB (a page read while the one before it is sent).
+LARGEST_DOWNLOAD_MEMORY = 16 * 1024 * 1024
+#: What a refused link may cost: the register is not read before the link is known to be valid.
+LARGEST_REFUSAL_MEMORY = 1024 * 1024
+
+
+async def _read_streamed(bot: BotDriver, url: str) -> tuple[int, int, int]:
+    """Status, size and lines of a download read in pieces, as a browser saves it: the test keeps none of it."""
+    size, lines = 0, 0
+    async with bot.session.get(bot.bot_url + url.removeprefix(BASE_URL)) as response:
+        async for piece in response.content.iter_chunked(64 * 1024):
+            size += len(piece)
+            lines += piece.count(b"\n")
+        return response.status, size, lines
+
+
+async def test_a_download_of_40000_entries_holds_a_page_of_them_in_memory_not_the_whole_register(
+    bot: BotDriver, referrer: TeamsUser, dpo: TeamsUser, settings: Settings
+) -> None:
+    """Issue 14 keeps the bot's RSS flat: a download built whole took the register's size again per DPO click."""
+    await _a_delivered_referral(bot, referrer)
+    add_delivered_entries(settings.database_path, MANY_ENTRIES, PROTOCOL_ID)
+    tracemalloc.start()
+    try:
+        status, _, _ = await _read_streamed(bot, f"{BASE_URL}/register/export/{'A' * 43}")
+        refusal_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert status == 404 and refusal_peak <= LARGEST_REFUSAL_MEMORY, f"a refused link read the register: {refusal_peak}"
+    measured = {}
+    for index, file_format in enumerate(("csv", "json")):
+        link = _links(await _card(bot, dpo))[index]
+        tracemalloc.start()
+        try:
+            status, size, lines = await _read_streamed(bot, link)
+            measured[file_format] = (tracemalloc.get_traced_memory()[1], size)
+        finally:
+            tracemalloc.stop()
+        assert status == 200
+        if file_format == "csv":
+            assert lines == MANY_ENTRIES + 6, "the header, the referral's five entries and the 40 000"
+    assert all(peak <= LARGEST_DOWNLOAD_MEMORY for peak, _ in measured.values()), (
+        f"held at once while downloading (peak bytes, file bytes): {measured}")
     assert await bot.services.register.verify() == []
