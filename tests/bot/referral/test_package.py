@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pyzipper
 from Cryptodome.Protocol.KDF import PBKDF2
+import vobject
 
 from bot.core.protocols import DataSharingProtocol, load_protocol_file
 from bot.core.referral_values import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
@@ -227,15 +228,37 @@ def test_vcard_holds_the_contact(package: bytes, tmp_path: Path) -> None:
 
     assert card.split("\r\n") == [
         "BEGIN:VCARD",
-        "VERSION:4.0",
+        "VERSION:3.0",
         "N:Van den Broeck-D'Hondt;Zoë;;;",
         "FN:Zoë Van den Broeck-D'Hondt",
-        "ADR;TYPE=home:;;Kerkstraat 12 bus 3;Sint-Gillis-Waas;;9170;België",
-        "TEL;VALUE=uri:tel:+32470123456",
-        "EMAIL:zoe.vdb@example.be",
+        "ADR;TYPE=HOME:;;Kerkstraat 12 bus 3;Sint-Gillis-Waas;;9170;België",
+        "TEL;TYPE=CELL:+32470123456",
+        "EMAIL;TYPE=INTERNET:zoe.vdb@example.be",
         "END:VCARD",
         "",
     ]
+
+
+def test_vcard_is_the_version_outlook_and_exchange_import(package: bytes, tmp_path: Path) -> None:
+    """Outlook and Exchange turn a .vcf into a contact by [MS-OXVCARD], which reads vCard 3.0 (RFC 2426): a TEL
+    whose value is a `tel:` URI (vCard 4.0) is not a phone number there, and Outlook drops a TEL without a TYPE.
+    Read by a vCard 3.0 parser, every field is where an importer looks for it; a mobile number is the mobile."""
+    card = vobject.readOne(_extract_ok(package, PASSWORD, tmp_path)["contact.vcf"].decode("utf-8"))
+    assert card.version.value == "3.0"
+    assert (card.n.value.family, card.n.value.given) == ("Van den Broeck-D'Hondt", "Zoë")
+    assert card.fn.value == "Zoë Van den Broeck-D'Hondt"
+    address = card.adr.value
+    assert (address.street, address.city, address.code, address.country) == (
+        "Kerkstraat 12 bus 3", "Sint-Gillis-Waas", "9170", "België")
+    assert [param.upper() for param in card.adr.params["TYPE"]] == ["HOME"]
+    assert card.tel.value == "+32470123456" and [t.upper() for t in card.tel.params["TYPE"]] == ["CELL"]
+    assert card.email.value == "zoe.vdb@example.be" and [t.upper() for t in card.email.params["TYPE"]] == ["INTERNET"]
+
+
+def test_vcard_gives_a_landline_as_the_home_phone(client: ClientDetails) -> None:
+    """A Belgian landline (03 for the Waasland) is not a mobile: the home number, as Outlook files it."""
+    card = vobject.readOne(_render_vcard(dataclasses.replace(client, phone="+3237701234")).decode("utf-8"))
+    assert card.tel.value == "+3237701234" and [t.upper() for t in card.tel.params["TYPE"]] == ["HOME", "VOICE"]
 
 
 def test_wrong_password_is_refused_by_7zip(package: bytes, tmp_path: Path) -> None:
@@ -364,7 +387,7 @@ def test_vcard_special_characters_cannot_add_fields(client: ClientDetails) -> No
     card = _render_vcard(tricky).decode("utf-8")
 
     assert "N:De\\, Smet\\\\;An\\;na;;;\r\n" in card
-    assert "ADR;TYPE=home:;;Straat\\nTEL:+32000000000 12 bus 3;" in card
+    assert "ADR;TYPE=HOME:;;Straat\\nTEL:+32000000000 12 bus 3;" in card
     assert card.count("\r\nTEL") == 1
     assert "EMAIL" not in card
 
@@ -380,7 +403,7 @@ def test_vcard_folds_long_lines_without_splitting_characters(client: ClientDetai
         assert len(line) <= 75
         line.decode("utf-8")  # every physical line is valid UTF-8 on its own
     unfolded = raw.decode("utf-8").replace("\r\n ", "")
-    assert f"ADR;TYPE=home:;;{street} 12 bus 3;" in unfolded
+    assert f"ADR;TYPE=HOME:;;{street} 12 bus 3;" in unfolded
 
 
 class _FixedSalts:
