@@ -263,13 +263,13 @@ def _render_json(contents: ReferralPackageContents) -> bytes:
 
 
 def _vcard_escape(value: str) -> str:
-    """Escape a text value per RFC 6350 section 3.4, so a name cannot split a property."""
+    """Escape a text value (RFC 2426 section 4, as RFC 6350 section 3.4), so a name cannot split a property."""
     value = value.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;")
     return value.replace("\r\n", "\\n").replace("\r", "\\n").replace("\n", "\\n")
 
 
 def _vcard_fold(line: str) -> str:
-    """Fold at 75 octets (RFC 6350 section 3.2) without splitting a UTF-8 character."""
+    """Fold at 75 octets (RFC 2425 section 5.8.1) without splitting a UTF-8 character."""
     if len(line.encode("utf-8")) <= _VCARD_LINE_OCTETS:
         return line  # most lines: nothing to fold, no walk over the characters
     parts: list[str] = []
@@ -285,22 +285,37 @@ def _vcard_fold(line: str) -> str:
     return "\r\n".join(parts)
 
 
+def _phone_type(phone: str) -> str:
+    """The vCard TYPE of a number: CELL for a mobile one, else HOME,VOICE (a number that does not parse too)."""
+    if _E164.match(phone):
+        try:
+            parsed = phonenumbers.parse(phone)
+        except phonenumbers.NumberParseException:
+            return "HOME,VOICE"
+        if phonenumbers.number_type(parsed) == phonenumbers.PhoneNumberType.MOBILE:
+            return "CELL"
+    return "HOME,VOICE"
+
+
 def _render_vcard(client: ClientDetails) -> bytes:
-    """A contact card the worker can import into Outlook or a phone in one click."""
+    """A contact card the worker can import into Outlook or a phone in one click.
+
+    vCard 3.0 (RFC 2426), the version Outlook and Exchange import ([MS-OXVCARD]); phones read it too. Its phone
+    number is plain text with a type (4.0's `tel:` URI was read as the text "tel:+32...", and Outlook drops a TEL
+    without a type): a mobile number as the mobile, any other as the home number.
+    """
     e = _vcard_escape
     lines = [
         "BEGIN:VCARD",
-        "VERSION:4.0",
+        "VERSION:3.0",
         f"N:{e(client.last_name)};{e(client.first_name)};;;",
         f"FN:{e(client.first_name)} {e(client.last_name)}",
-        f"ADR;TYPE=home:;;{e(client.street)} {e(client.house_number)};{e(client.municipality)};;"
+        f"ADR;TYPE=HOME:;;{e(client.street)} {e(client.house_number)};{e(client.municipality)};;"
         f"{e(client.postal_code)};België",
     ]
-    if client.phone and _E164.match(client.phone):
-        lines.append(f"TEL;VALUE=uri:tel:{client.phone}")
-    elif client.phone:  # not E.164 after all: plain text cannot break the card, a bad URI could
-        lines.append(f"TEL;VALUE=text:{e(client.phone)}")
+    if client.phone:
+        lines.append(f"TEL;TYPE={_phone_type(client.phone)}:{e(client.phone)}")
     if client.email:
-        lines.append(f"EMAIL:{e(client.email)}")
+        lines.append(f"EMAIL;TYPE=INTERNET:{e(client.email)}")
     lines.append("END:VCARD")
     return "".join(_vcard_fold(line) + "\r\n" for line in lines).encode("utf-8")

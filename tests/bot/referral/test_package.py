@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import pyzipper
-from Cryptodome.Protocol.KDF import PBKDF2
 import vobject
+from Cryptodome.Protocol.KDF import PBKDF2
 
 from bot.core.protocols import DataSharingProtocol, load_protocol_file
 from bot.core.referral_values import ClientDetails, ConsentRecord, ReferralPackageContents, Referrer
