@@ -199,12 +199,14 @@ def say(page: Page, words: str) -> None:
     page.locator('button[aria-label="Send Message"]').click()
 
 
-def button(card: Locator, lang: cards.Language, key: str) -> Locator:
-    return card.get_by_role("button", name=text(lang, key), exact=True)
+def button(card: Locator, lang: cards.Language, key: str, **params: str) -> Locator:
+    return card.get_by_role("button", name=text(lang, key, **params), exact=True)
 
 
 def field_input(card: Locator, name: str) -> Locator:
-    return card.get_by_label(text(CHAT, f"field.{name}.label"))
+    """The input labelled `field.<name>.label`: the label matches as a part of any accessible name, and a button
+    can contain it too ("There is no correct phone number" on a correction card)."""
+    return card.locator("input, textarea").and_(card.get_by_label(text(CHAT, f"field.{name}.label")))
 
 
 def wait_for_file(folder: Path, glob: str, timeout: float = 15.0) -> list[Path]:

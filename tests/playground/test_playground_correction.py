@@ -1,7 +1,9 @@
 """The referrer's correction card and the OCMW's confirmation cards in the Microsoft 365 Agents Playground.
 
 The first "Send correction" counts; then the OCMW records "wil geen hulp" and confirms the deletion,
-each after a confirmation card.
+each after a confirmation card. Or the family has no correct phone number: "There is no correct phone
+number" (a button in an ActionSet in the card's body), asked once more, tells the OCMW's channel to delete
+the wrong one.
 
 The OCMW reports the phone number wrong in its channel; the bot posts a correction card in the
 referrer's personal chat (a proactive message). The referrer opens the chat, types the right number
@@ -22,8 +24,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from playwright.sync_api import Locator, Request, expect
+from playwright.sync_api import Locator, Page, Request, expect
 
+import cards
 from infra.run_with_playground import CHANNEL_NAME, TEAM_NAME, Stack
 from tests.playground.test_playground import (
     CHAT,
@@ -49,6 +52,7 @@ from tests.playground.test_playground import (
 
 __all__ = ["bot_env", "browser", "environment", "stack"]  # the fixtures, shared with test_playground
 CORRECT_PHONE = "0470 65 43 21"
+CHANNEL = f"{TEAM_NAME} - {CHANNEL_NAME}"
 
 
 def type_into(card: Locator, name: str, value: str) -> None:
@@ -56,6 +60,19 @@ def type_into(card: Locator, name: str, value: str) -> None:
     field = field_input(card, name)
     field.click()
     field.fill(value)
+
+
+def report_the_phone_wrong(page: Page, bot_env: dict[str, str], reference: str) -> None:
+    """The OCMW links its channel, acknowledges receipt and reports the phone number wrong."""
+    open_conversation(page, CHANNEL)
+    post_in_channel_mentioning_the_bot(page, f"koppel {link_code(bot_env)}")
+    expect(message(page, text(CHAT, "link_done", ocmw=OCMW_NAME))).to_be_visible()
+    ocmw_card = card_with(page, text(OCMW, "ocmw.title", reference=reference))
+    button(ocmw_card, OCMW, "action.acknowledge").click()
+    expect(button(ocmw_card, OCMW, "action.data_wrong")).to_be_visible()
+    ocmw_card.get_by_role("combobox").click()
+    page.get_by_role("option", name=text(OCMW, "item.phone.label"), exact=True).click()
+    button(ocmw_card, OCMW, "action.data_wrong").click()
 
 
 def test_the_correction_cards_first_submit_carries_the_typed_value(
@@ -71,17 +88,7 @@ def test_the_correction_cards_first_submit_carries_the_typed_value(
     page.on("request", remember_submit)
     page.goto(stack.url)
     reference = refer_a_family(browser, first_an_incomplete_phone=False)
-
-    # The OCMW links its channel, acknowledges receipt and reports the phone number wrong.
-    open_conversation(page, f"{TEAM_NAME} - {CHANNEL_NAME}")
-    post_in_channel_mentioning_the_bot(page, f"koppel {link_code(bot_env)}")
-    expect(message(page, text(CHAT, "link_done", ocmw=OCMW_NAME))).to_be_visible()
-    ocmw_card = card_with(page, text(OCMW, "ocmw.title", reference=reference))
-    button(ocmw_card, OCMW, "action.acknowledge").click()
-    expect(button(ocmw_card, OCMW, "action.data_wrong")).to_be_visible()
-    ocmw_card.get_by_role("combobox").click()
-    page.get_by_role("option", name=text(OCMW, "item.phone.label"), exact=True).click()
-    button(ocmw_card, OCMW, "action.data_wrong").click()
+    report_the_phone_wrong(page, bot_env, reference)
 
     # The referrer finds the correction card in the personal chat and sends the right number once.
     open_conversation(page, PERSONAL_CHAT)
@@ -99,7 +106,7 @@ def test_the_correction_cards_first_submit_carries_the_typed_value(
     assert wait_for_file(Path(bot_env["BOT_DATA_DIR"]) / "outbox", f"{reference}-2@*.eml")
 
     # Back in the channel: "wil geen hulp" and "gegevens verwijderd" each ask once more.
-    open_conversation(page, f"{TEAM_NAME} - {CHANNEL_NAME}")
+    open_conversation(page, CHANNEL)
     ocmw_card = card_with(page, text(OCMW, "ocmw.title", reference=reference))
     button(ocmw_card, OCMW, "outcome.contact_no_help_wanted").click()
     question = card_with(page, text(OCMW, "confirm.no_help_wanted.question", reference=reference))
@@ -116,3 +123,68 @@ def test_the_correction_cards_first_submit_carries_the_typed_value(
     expect(done.get_by_text("Verwijdering bevestigd door", exact=False)).to_be_visible()
     browser.shot("deletion-confirmed", done)
     assert not list((Path(bot_env["BOT_DATA_DIR"]) / "outbox").glob(f"{reference}*.eml")), "the copies went too"
+
+
+def test_no_correct_phone_number_asks_once_more_and_tells_the_ocmw_channel_to_delete_it(
+    stack: Stack, browser: Browser, bot_env: dict[str, str]
+) -> None:
+    page = browser.page
+    taps: list[str] = []
+
+    def remember_none(request: Request) -> None:
+        if request.method == "POST" and cards.VERB_CORRECTION_NONE in (request.post_data or ""):
+            taps.append(request.post_data or "")
+
+    page.on("request", remember_none)
+    page.goto(stack.url)
+    reference = refer_a_family(browser, first_an_incomplete_phone=False)
+    report_the_phone_wrong(page, bot_env, reference)
+    phone = {"item": cards.item_word(CHAT, "phone")}
+
+    # The family has no other number: the button below the field, on a row of its own, asks once more.
+    open_conversation(page, PERSONAL_CHAT)
+    correction = card_with(page, text(CHAT, "correction.request.title"))
+    expect(correction).to_be_visible()
+    none = button(correction, CHAT, "action.correction_none", **phone)
+    expect(none).to_be_visible()
+    browser.shot("correction-with-no-correct-value", correction)
+    none_box, phone_box = none.bounding_box(), field_input(correction, "phone").bounding_box()
+    assert none_box and phone_box
+    assert none_box["y"] > phone_box["y"] + phone_box["height"], "the button is below the field"
+    none.click()
+
+    question_text = text(CHAT, "confirm.correction_none.question", reference=reference, **phone)
+    question = card_with(page, question_text)
+    expect(question).to_be_visible()
+    expect(question).to_contain_text(text(CHAT, "confirm.correction_none.explanation", reference=reference,
+                                          recipient=OCMW_NAME, **phone))
+    browser.shot("confirm-no-correct-value", question)
+    [tap] = [json.loads(body)["value"]["action"]["data"] for body in taps]  # the button in the body sent it
+    assert list(tap) == ["correctionId"], "the card's id only, no input (associatedInputs none)"
+
+    # Back: the correction card again (verb correction.later), in place of the question.
+    button(question, CHAT, "action.back").click()
+    expect(page.locator(".ac-adaptiveCard").filter(has_text=question_text)).to_have_count(0)
+    correction = card_with(page, text(CHAT, "correction.request.title"))
+    expect(correction).to_be_visible()
+    expect(field_input(correction, "phone")).to_be_visible()
+    browser.shot("correction-again", correction)
+
+    # Again, and this time yes.
+    button(correction, CHAT, "action.correction_none", **phone).click()
+    question = card_with(page, question_text)
+    expect(question).to_be_visible()
+    button(question, CHAT, "confirm.correction_none.button", **phone).click()
+    done_text = text(CHAT, "correction_none_done", recipient=OCMW_NAME, reference=reference, **phone)
+    done = card_with(page, done_text.replace("**", ""))  # the catalogue's Markdown: bold in the card
+    expect(done).to_be_visible()
+    browser.shot("no-correct-value-reported", done)
+    assert [json.loads(body)["value"]["action"]["data"] for body in taps] == [tap, tap, {**tap, "confirmed": "true"}]
+    assert not list((Path(bot_env["BOT_DATA_DIR"]) / "outbox").glob(f"{reference}-2@*.eml")), "nothing was sent"
+
+    # The OCMW's channel is told to delete the wrong number: the reference and the item, never a value.
+    open_conversation(page, CHANNEL)
+    told = message(page, text(OCMW, "correction_none_to_ocmw", reference=reference,
+                              item=cards.item_word(OCMW, "phone")))
+    expect(told).to_be_visible()
+    browser.shot("ocmw-told-to-delete", told)
