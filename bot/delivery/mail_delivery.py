@@ -268,6 +268,8 @@ class DeliveryWorker:
         except MailDeliveryError as error:
             await self._handle_failure(item, error, referral, pending)
             return
+        if item.delivered_to:  # the others took it at an earlier attempt: the row names everyone who has it now
+            item = dataclasses.replace(item, delivered_to=(*item.delivered_to, *pending))
         await self._record_delivery(item, referral)
 
     async def _record_delivery(
