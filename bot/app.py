@@ -250,6 +250,7 @@ def create_app(
                            settings.delivery.lease),
         after_delivery=ocmw.queue_referral_card,
         after_failure=corrections.reopen,
+        answered_since=corrections.answered_since,
         metrics=metrics,
     )
     outbox.on_queued = worker.wake

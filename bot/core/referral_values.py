@@ -54,6 +54,10 @@ ITEM_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "email": ("email",),
     }
 )
+#: `corrections.new_reference` of a request answered without a new value ("Er is geen juist telefoonnummer"):
+#: no version was sent, and the request is no longer open (not NULL), so nothing reminds or reopens it. Here,
+#: not in bot.ocmw.corrections, because the delivery worker tells a referrer so too (`answered_since`).
+NO_CORRECT_VALUE = "none"
 #: The categories a correction of each item carries (only that item is sent again).
 ITEM_CATEGORIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {

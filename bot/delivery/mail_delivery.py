@@ -26,7 +26,7 @@ import cards
 from bot.clock import Clock
 from bot.core.metrics import Metrics
 from bot.core.protocols import ProtocolRegistry
-from bot.core.referral_values import DATA_CATEGORIES, ITEM_CATEGORIES, UNVERSIONED_CONSENT_TEXT
+from bot.core.referral_values import DATA_CATEGORIES, ITEM_CATEGORIES, NO_CORRECT_VALUE, UNVERSIONED_CONSENT_TEXT
 from bot.core.sent_referrals import ReferralState, ReferralStore, SentReferral
 from bot.delivery.chat_messages import MessageContent
 from bot.delivery.failure_causes import mail_failure_cause
@@ -109,15 +109,19 @@ class DeliveryWorker:
         policy: RetryPolicy,
         after_delivery: Callable[[SentReferral, dt.datetime], Awaitable[None]] | None = None,
         after_failure: Callable[[SentReferral, dt.datetime], Awaitable[None]] | None = None,
+        answered_since: Callable[[SentReferral], Awaitable[str | None]] | None = None,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         """`after_delivery` runs inside the delivery's transaction (it queues the OCMW's card); `after_failure`
-        inside the one that gives a referral up (it opens again the correction requests a failed version answered)."""
+        inside the one that gives a referral up (it opens again the correction requests a failed version answered).
+        `answered_since`, asked first in that transaction, says what answered a failed correction's item meanwhile
+        (a later version's reference, or NO_CORRECT_VALUE): the referrer is then told nothing is left to do."""
         self._db = db
         self._metrics = metrics or Metrics.disabled()
         self._after_delivery = after_delivery
         self._after_failure = after_failure
+        self._answered_since = answered_since
         self._outbox = outbox
         self._transport = transport
         self._referrals = referrals
@@ -264,6 +268,8 @@ class DeliveryWorker:
         except MailDeliveryError as error:
             await self._handle_failure(item, error, referral, pending)
             return
+        if item.delivered_to:  # the others took it at an earlier attempt: the row names everyone who has it now
+            item = dataclasses.replace(item, delivered_to=(*item.delivered_to, *pending))
         await self._record_delivery(item, referral)
 
     async def _record_delivery(
@@ -348,7 +354,10 @@ class DeliveryWorker:
             if referral is None:
                 return
             referral = await self._referrals.transition(referral.reference, ReferralState.FAILED, failure_reason=reason)
-            await self._tell_referrer(referral, delivered_at=None)
+            answered = None
+            if referral.parent_reference and self._answered_since is not None:
+                answered = await self._answered_since(referral)
+            await self._tell_referrer(referral, delivered_at=None, answered_since=answered)
             if self._after_failure is not None:
                 await self._after_failure(referral, now)
             await self._append(referral, RegisterEvent.DELIVERY_FAILED, reason)  # last, as above
@@ -400,8 +409,14 @@ class DeliveryWorker:
         await self._append(referral, RegisterEvent.DELIVERED, detail, data_categories=categories,
                      recipient=recipient, consent_version=consent_version)
 
-    async def _tell_referrer(self, referral: SentReferral, *, delivered_at: dt.datetime | None) -> None:
-        """Queue the referrer's card, updated in place, and a short message (inside the caller's transaction)."""
+    async def _tell_referrer(
+        self, referral: SentReferral, *, delivered_at: dt.datetime | None, answered_since: str | None = None
+    ) -> None:
+        """Queue the referrer's card, updated in place, and a short message (inside the caller's transaction).
+
+        A correction given up whose item was answered since (`answered_since`: a later version, or NO_CORRECT_VALUE)
+        says so and asks nothing: its requests are not opened again, so "verstuur de correctie opnieuw" pointed to a
+        card that did not come, for an item the OCMW has from that version or was asked to delete."""
         lang = cards.language_for(referral.lang)
         protocol = self._registry.get(referral.protocol_id)
         recipient = self._registry.recipient_name(referral.protocol_id)
@@ -411,6 +426,16 @@ class DeliveryWorker:
             card = cards.sent_card(lang, reference=referral.reference, recipient=recipient, mailbox=mailbox,
                                    sent_at=local)
             text = cards.text(lang, "delivered", reference=referral.reference, recipient=recipient)
+        elif answered_since is not None and referral.parent_reference and referral.corrected_item:
+            said = {"reference": referral.reference, "recipient": recipient,
+                    "item": cards.item_word(lang, referral.corrected_item)}
+            if answered_since == NO_CORRECT_VALUE:
+                kind = "answered_none"
+            else:
+                kind, said["later"] = "carried_later", answered_since
+            card = cards.problem_card(lang, f"correction_not_delivered_{kind}", **said)
+            text = cards.text(lang, f"correction_delivery_failed_{kind}", correction_of=referral.parent_reference,
+                              **said)
         elif self._protocol_ended(referral) is not None:
             # Neither a new referral nor a correction may go to this OCMW any more: nothing to do again.
             kind = "correction_" if referral.parent_reference else ""

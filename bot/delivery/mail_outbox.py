@@ -136,7 +136,9 @@ class Outbox:
 
         `item.delivered_to` is written here too, not only by `reschedule`: a mail taken for one recipient and
         refused for the other in the attempt that ends it (a 550, or the horizon) was never rescheduled with
-        them, and its row named only whom it was refused for.
+        them, and its row named only whom it was refused for. A retry that the rest took: the worker adds them, so
+        the row names every recipient (it named only those of the earlier attempt). A mail every recipient took at
+        the first attempt keeps NULL there: nobody was ever refused it.
 
         False when the lease was no longer this worker's (`_mark`): another instance recorded the mail."""
         async with self._db.transaction(savepoint=False):

@@ -19,7 +19,7 @@ import cards
 from bot.clock import Clock
 from bot.core.protocols import ProtocolRegistry
 from bot.core.reference import is_reference
-from bot.core.referral_values import ITEM_FIELDS, FieldError, Referrer
+from bot.core.referral_values import ITEM_FIELDS, NO_CORRECT_VALUE, FieldError, Referrer
 from bot.core.sent_referrals import CLOSED, ReferralState, ReferralStore, SentReferral
 from bot.delivery.chat_messages import MessageContent
 from bot.delivery.message_outbox import MessageOutbox
@@ -35,7 +35,7 @@ from bot.referral.sending import (
     ReferralSender,
     SendFailure,
 )
-from bot.storage.database import Database, to_text
+from bot.storage.database import Database, from_text, to_text
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,6 @@ OWN = "own"
 CORRECTION_REMINDER = "correction_referrer"
 #: The language of everything the bot says in an OCMW's channel.
 OCMW_LANGUAGE: cards.Language = "nl"
-#: `corrections.new_reference` of a request answered without a new value ("Er is geen juist telefoonnummer"):
-#: no version was sent, and the request is no longer open (not NULL), so nothing reminds or reopens it.
-NO_CORRECT_VALUE = "none"
 
 
 class CorrectionService:
@@ -340,22 +337,23 @@ class CorrectionService:
         the caller's transaction, so the referrer can send the correction again and is reminded until it goes out.
         Their cards come back to the chat (the one clicked now says "NIET verstuurd"). A first version: nothing.
 
-        A request whose item a later version carries (queued while this one waited, on Kind en Gezin's own initiative
-        or for a second report) and that is not given up too is answered by that version instead: reopening it brought
-        back a card and reminders for an item already on its way to the OCMW."""
+        A request whose item was answered since (`answered_since`: a later version carries it, or "Er is geen juist
+        ..." was said of it) counts as answered so instead: reopening it brought back a card and reminders for an item
+        already on its way to the OCMW, or one the OCMW was asked to delete."""
         if version.parent_reference is None:
             return
         rows = await self._db.fetch_all("SELECT id, item, kind FROM corrections WHERE new_reference = :version",
                                         {"version": version.reference})
         if not rows:
             return
-        later = await self._later_versions(version)
+        later = await self._answers_since(version, {str(row["item"]) for row in rows})
         reopened = [row for row in rows if str(row["item"]) not in later]
         for row in rows:
             await self._db.execute("UPDATE corrections SET new_reference = :answer WHERE id = :id",
                                    {"answer": later.get(str(row["item"])), "id": str(row["id"])})
-        logger.warning("correction not delivered: %d request(s) open again, %d answered by a later version",
-                       len(reopened), len(rows) - len(reopened), extra={"reference": version.reference})
+        logger.warning("correction not delivered: %d request(s) open again, %d answered since (a later version or no"
+                       " correct value)", len(reopened), len(rows) - len(reopened),
+                       extra={"reference": version.reference})
         rows = reopened
         if not rows:
             return
@@ -380,6 +378,35 @@ class CorrectionService:
                 "INSERT INTO reminders (subject, kind, at) VALUES (:subject, :kind, :now)"
                 " ON CONFLICT (subject, kind) DO UPDATE SET at = excluded.at",
                 {"subject": request_id, "kind": CORRECTION_REMINDER, "now": to_text(now)})
+
+    async def answered_since(self, version: SentReferral) -> str | None:
+        """What answered the item of `version`, a correction given up, since it was queued: a later version's reference,
+        NO_CORRECT_VALUE, or None (nothing: `reopen` opens its requests again). In the caller's transaction.
+
+        The delivery worker asks it before `reopen` runs, to tell the referrer the truth: "verstuur de correctie
+        opnieuw" while the OCMW has (or gets) the item from the later version, or was asked to delete it."""
+        item = version.corrected_item
+        if version.parent_reference is None or item is None:
+            return None
+        return (await self._answers_since(version, {item})).get(item)
+
+    async def _answers_since(self, version: SentReferral, items: set[str]) -> dict[str, str]:
+        """Per item of `items` answered since `version` was queued: the later version that carries it (first, as
+        `_later_versions`), else NO_CORRECT_VALUE when a request for it asked after that was answered "geen juist ...".
+
+        Every request open when `version` was queued was claimed by it, so a request answered NO_CORRECT_VALUE and
+        asked later than that (the OCMW reported the item again while it waited, or the referrer opened a card of their
+        own) was answered after it; one asked at or before it was answered before it and says nothing of it."""
+        later = await self._later_versions(version)
+        answers = {item: later[item] for item in items if item in later}
+        for item in sorted(items - answers.keys()):
+            rows = await self._db.fetch_all(
+                "SELECT requested_at FROM corrections WHERE reference = :root AND item = :item"
+                " AND new_reference = :none",
+                {"root": version.root, "item": item, "none": NO_CORRECT_VALUE})
+            if any(from_text(str(row["requested_at"])) > version.queued_at for row in rows):
+                answers[item] = NO_CORRECT_VALUE
+        return answers
 
     async def _later_versions(self, version: SentReferral) -> dict[str, str]:
         """Per item, the first version of the family queued after `version` that carries it and is not given up.

@@ -941,6 +941,8 @@ NEW_PROBLEMS = {
     "correction_not_sent": ("reference",),
     "correction_not_queued": ("reference",),
     "correction_not_delivered": ("reference", "recipient"),
+    "correction_not_delivered_carried_later": ("reference", "recipient", "item", "later"),
+    "correction_not_delivered_answered_none": ("reference", "recipient", "item"),
     "not_sent_protocol_ended": ("reference", "recipient"),
     "correction_not_sent_protocol_ended": ("reference", "recipient"),
     "withdrawal_after_filing": ("reference", "ocmw", "dpo"),

@@ -123,7 +123,7 @@ CARDS: dict[str, tuple[CardFactory, set[str]]] = {
 }
 PROBLEM_PARAMS = {"reference": REFERENCE, "ocmw": RECIPIENT, "recipient": RECIPIENT,
                   "team": "Kind en Gezin team Beveren", "minutes": "45",
-                  "dpo": "informatica@sint-gillis-waas.be", "item": "telefoonnummer"}
+                  "dpo": "informatica@sint-gillis-waas.be", "item": "telefoonnummer", "later": f"{REFERENCE}-3"}
 
 
 def _problem_factory(problem: str) -> CardFactory:

@@ -241,21 +241,8 @@ async def test_a_refused_correction_does_not_reopen_a_request_a_later_version_an
     own = await bot.act(referrer, "correction.open", {"reference": reference, "item": "phone"})
     own_id = actions(own)["correction.submit"]["correctionId"]
     await bot.act(referrer, "correction.submit", {"correctionId": own_id, "phone": "0470 11 22 33"})
-    send = bot.services.transport.send
-
-    async def refuse_the_first(mail: Any) -> None:
-        if f"{reference}-2" in str(mail["Subject"]):
-            raise MailDeliveryError("550 5.1.1 mailbox unavailable", transient=False)
-        await send(mail)
-
-    monkeypatch.setattr(bot.services.transport, "send", refuse_the_first)
-    before = len(bot.connector.calls)
-    await bot.deliver()
-    states = {version: (await bot.services.referrals.get(f"{reference}-{version}")).state  # type: ignore[union-attr]
-              for version in (2, 3)}
-    assert states == {2: "failed", 3: "sent"}
-    to_referrer = [call.body for call in bot.connector.calls[before:]
-                   if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
+    to_referrer = await _told_when_refused(bot, referrer, reference, monkeypatch)
+    assert (await bot.services.referrals.get(f"{reference}-3")).state == "sent"  # type: ignore[union-attr]
     assert not [body for body in to_referrer if body.get("attachments") and "correction.submit" in
                 actions(body["attachments"][0]["content"])], "a card to correct what -3 already corrected"
 
@@ -268,6 +255,91 @@ async def test_a_refused_correction_does_not_reopen_a_request_a_later_version_an
     await bot.settle()
     assert not [call for call in bot.connector.calls[before:] if "wacht nog op" in texts(call.body)], \
         "the referrer is chased for a correction that went out"
+
+
+def _request_ids(bot: BotDriver, referrer: TeamsUser, since: int) -> list[str]:
+    """The ids of the requests whose card (to correct an item) the bot posted in the referrer's chat since `since`."""
+    return [actions(call.body["attachments"][0]["content"])["correction.submit"]["correctionId"]
+            for call in bot.connector.calls[since:]
+            if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/") and call.body.get("attachments")
+            and "correction.submit" in actions(call.body["attachments"][0]["content"])]
+
+
+async def _told_when_refused(bot: BotDriver, referrer: TeamsUser, reference: str,
+                             monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The mail server refuses `-2` for good (and takes any other version): what the referrer's chat got then."""
+    send = bot.services.transport.send
+
+    async def refuse_the_first(mail: Any) -> None:
+        if f"{reference}-2" in str(mail["Subject"]):
+            raise MailDeliveryError("550 5.1.1 mailbox unavailable", transient=False)
+        await send(mail)
+
+    monkeypatch.setattr(bot.services.transport, "send", refuse_the_first)
+    before = len(bot.connector.calls)
+    await bot.deliver()
+    failed = await bot.services.referrals.get(f"{reference}-2")
+    assert failed is not None and failed.state == "failed"
+    return [call.body for call in bot.connector.calls[before:]
+            if call.path.startswith(f"/v3/conversations/{referrer.conversation_id}/")]
+
+
+async def test_a_refused_correction_a_later_version_carried_says_so_and_asks_nothing(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-2` refused for good after `-3` (the phone number corrected again, on Kind en Gezin's own initiative) carried
+    the same item: the request counts as answered by `-3`. The referrer read "Correctie -2 ... NIET verstuurd ... Het
+    OCMW wacht er nog op: verstuur de correctie opnieuw", in the message and on -2's card: the OCMW waits for
+    nothing, and the card to send it again did not come. They must read that -3 carried it and nothing is to do."""
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    await bot.act(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    own = await bot.act(referrer, "correction.open", {"reference": reference, "item": "phone"})
+    own_id = actions(own)["correction.submit"]["correctionId"]
+    await bot.act(referrer, "correction.submit", {"correctionId": own_id, "phone": "0470 11 22 44"})
+
+    told = [texts(body) if body.get("attachments") else str(body.get("text", ""))
+            for body in await _told_when_refused(bot, referrer, reference, monkeypatch)]
+    assert (await bot.services.referrals.get(f"{reference}-3")).state == "sent"  # type: ignore[union-attr]
+    assert told and not [text for text in told if "opnieuw" in text or "wacht er nog op" in text], told
+    [message] = [text for text in told if text.startswith(f"Correctie {reference}-2 ")]
+    assert "NIET verstuurd" in message and f"{reference}-3" in message and "telefoonnummer" in message, message
+    assert "niets te doen" in message, message
+
+
+async def test_a_refused_correction_whose_item_was_then_answered_with_no_correct_value_asks_nothing(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While `-2` (the phone number) waited for the mail server, the OCMW, still without it, reported the phone number
+    again, and the referrer answered that request "Er is geen juist telefoonnummer": the OCMW was asked to delete
+    the wrong number. Then `-2` was refused for good. The first request came back as a card to send the number
+    again, with "Het OCMW wacht er nog op", and was chased every 2 working days: the OCMW waits for nothing, the
+    referrer said there is no correct number. Now it counts as answered so, and the referrer is told that."""
+    reference, ids, worker = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    await bot.act(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    clock.advance(dt.timedelta(hours=2))
+    since = len(bot.connector.calls)
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.settle()
+    [again] = _request_ids(bot, referrer, since)
+    assert again != ids["phone"]
+    await bot.act_confirmed(referrer, cards.VERB_CORRECTION_NONE, {"correctionId": again})
+
+    bodies = await _told_when_refused(bot, referrer, reference, monkeypatch)
+    assert not [body for body in bodies if body.get("attachments")
+                and "correction.submit" in actions(body["attachments"][0]["content"])], "a card to send it again"
+    told = [texts(body) if body.get("attachments") else str(body.get("text", "")) for body in bodies]
+    assert told and not [text for text in told if "opnieuw" in text or "wacht er nog op" in text], told
+    [message] = [text for text in told if text.startswith(f"Correctie {reference}-2 ")]
+    assert "NIET verstuurd" in message and "geen juist telefoonnummer" in message and "niets te doen" in message, \
+        message
+    answer = await bot.banner(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    assert "geen juist telefoonnummer" in answer, answer
+    clock.advance(dt.timedelta(days=7))
+    before = len(bot.connector.calls)
+    await bot.services.reminders.run_due()
+    await bot.settle()
+    assert not [text for text in _said_in(bot, referrer.conversation_id, before) if "wacht nog op" in text], \
+        "the referrer is chased for a number they said does not exist"
 
 
 async def test_the_reminder_of_a_reopened_request_counts_from_when_the_referrer_learnt_the_correction_failed(

@@ -424,6 +424,28 @@ async def test_a_report_one_dpo_took_in_its_only_attempt_keeps_who_has_it_in_the
     assert row["delivered_to"] == "informatica@sint-gillis-waas.be", dict(row)
 
 
+async def test_a_report_the_other_dpo_took_at_a_retry_names_both_dpos_in_the_outbox(
+    bot: BotDriver, referrer: TeamsUser, smtp: SmtpTestServer, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The OCMW's DPO takes the report, the Opgroeien DPO's server says "later" (452); the retry an hour later goes to
+    the Opgroeien DPO only, and is taken. Both have it now; the outbox row named only the OCMW's DPO (the retry's
+    recipient was never added), so an operator reading it would mail the Opgroeien DPO a report they have."""
+    report_id, _ = await report(bot, referrer)
+    smtp.fail_next(452, stage="RCPT")  # the first RCPT of the attempt: dpo@opgroeien.be
+    await bot.deliver()
+    clock.advance(dt.timedelta(hours=1))
+    await bot.deliver()
+
+    assert [recipients for recipients, _ in breach_mails(smtp)] == [("informatica@sint-gillis-waas.be",),
+                                                                    ("dpo@opgroeien.be",)]
+    row = await bot.services.db.fetch_one("SELECT state, delivered_to, last_error FROM outbox WHERE reference = :r",
+                                          {"r": report_id})
+    assert row is not None and row["state"] == "delivered" and row["last_error"] is None, dict(row or {})
+    assert sorted(str(row["delivered_to"]).splitlines()) == sorted(DPOS), dict(row)
+    assert await bot.services.register.events_for(report_id) == ["breach_reported"], "nobody was refused for good"
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
+
+
 @pytest.mark.parametrize(("refusals", "cause"), [((550,), "permanent"), ((452, 452), "horizon")])
 async def test_a_report_one_dpo_never_gets_is_a_give_up_the_alert_sees(
     settings: Settings, clock: ManualClock, smtp: SmtpTestServer, referrer: TeamsUser,
