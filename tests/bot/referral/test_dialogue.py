@@ -695,3 +695,25 @@ async def test_a_card_for_a_step_the_draft_did_not_just_make_is_still_refused(
         cancelled = await bot.act(referrer, verb, data)
         assert cancelled["body"][0]["text"] == cards.text("nl", "problem.draft_cancelled.title"), verb
         assert "referral.details" not in actions(cancelled) and "referral.send" not in actions(cancelled)
+
+
+async def test_a_second_tap_on_verder_with_a_field_fixed_in_between_keeps_the_fix(
+    bot: BotDriver, referrer: TeamsUser
+) -> None:
+    """On a slow phone the referrer taps Verder, sees a typo, fixes it and taps again before the review card came.
+    Before, the second tap got the review card of the first tap's data: the fix was dropped without a word, and
+    sent if nobody noticed. Now the review card shows the data of the last tap, and that is what is kept; a last
+    tap with a mistake in it gets the data card with the error and everything as typed."""
+    draft_id = draft_id_of(await open_consent(bot, referrer))
+    await bot.act(referrer, "referral.consent", {"draftId": draft_id, "ocmw": PROTOCOL_ID, **CONSENT_ALL})
+    first = await bot.act(referrer, "referral.details", {"draftId": draft_id, **CLIENT_FORM})
+    assert "127 bus 34" in read_aloud(first)
+    review = await bot.act(referrer, "referral.details", {"draftId": draft_id, **CLIENT_FORM, "houseNumber": "129"})
+    assert "referral.send" in actions(review)
+    assert "Kerkstraatje Oost 129" in read_aloud(review) and "127 bus 34" not in read_aloud(review)
+    draft = await bot.services.drafts.get(draft_id)
+    assert draft is not None and draft.details is not None and draft.details.house_number == "129"
+    refused = await bot.act(referrer, "referral.details", {"draftId": draft_id, **CLIENT_FORM, "phone": "0470"})
+    assert "referral.details" in actions(refused) and "referral.send" not in actions(refused)
+    assert input_values(refused)["phone"] == "0470" and input_values(refused)["houseNumber"] == "127 bus 34"
+    assert "Dit telefoonnummer is onvolledig" in read_aloud(refused)
