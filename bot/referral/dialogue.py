@@ -66,7 +66,10 @@ class Transition:
 _OPEN = frozenset({DraftState.CONSENT, DraftState.DETAILS, DraftState.REVIEW})
 TRANSITIONS: Mapping[str, Transition] = {
     "referral.consent": Transition(frozenset({DraftState.CONSENT}), frozenset({DraftState.DETAILS})),
-    "referral.details": Transition(frozenset({DraftState.DETAILS}), frozenset({DraftState.REVIEW})),
+    # From REVIEW too: a second tap on a slow phone, a field fixed in between; the last tap's data counts.
+    "referral.details": Transition(
+        frozenset({DraftState.DETAILS, DraftState.REVIEW}), frozenset({DraftState.REVIEW, DraftState.DETAILS})
+    ),
     "referral.edit": Transition(frozenset({DraftState.REVIEW}), frozenset({DraftState.DETAILS})),
     "referral.send": Transition(
         frozenset({DraftState.REVIEW}), frozenset({DraftState.SENDING, DraftState.SENT, DraftState.REVIEW})
@@ -361,8 +364,18 @@ class ReferralDialogue:
         if isinstance(protocol, dict):
             return protocol
         result = validate_details(data, protocol)
+        if draft.state == DraftState.REVIEW:
+            # The first tap made the review; this tap is the last the referrer made (a field fixed in between).
+            if result.details == draft.details:
+                return await self._step_card(actor, draft)  # a plain double tap: the first tap's review card
+            logger.info("data card answered again after the review was made: the last tap's data counts",
+                        extra={"draft_id": draft.id})
         if result.details is None:
             logger.info("data card refused", extra={"draft_id": draft.id, "fields": sorted(result.errors)})
+            if draft.state == DraftState.REVIEW:  # back to the data card: the review showed other data
+                back = await self._drafts.advance(draft, DraftState.DETAILS, self._clock.now())
+                if back is None:
+                    return await self._current_card(actor, draft.id, "referral.details")
             return self._details_card(actor, draft, protocol, values=result.typed, errors=result.errors)
         updated = await self._drafts.advance(draft, DraftState.REVIEW, self._clock.now(), details=result.details)
         if updated is None:
