@@ -387,10 +387,23 @@ class ProcessingRegister:
         entry before it (consecutive seq, previous_hash equal to that entry's hash), so a problem
         is reported where it is, not as a cascade over everything after it.
         """
-        rows = await self._in_pages("1 = 1", {})
-        anchor = await self.anchor()
-        # Hashing every entry is CPU work of about a second for 40 000 entries: never on the event loop.
-        return await asyncio.to_thread(_chain_problems, rows, anchor)
+        # A page at a time, each checked in a worker thread: hashing is about a second of CPU for 40 000 entries
+        # (never on the event loop), and the entries read whole were 59 MB held at once on every DPO's `register`,
+        # whose objects made the garbage collector's full passes (they stop every thread) the loop's longest pauses.
+        walk = _ChainWalk(await self.anchor())
+        async for page in self._pages("1 = 1", {}):
+            await asyncio.to_thread(walk.check, page)
+        return walk.problems(await self._seq_of_hashes(walk.unlinked()))
+
+    async def _seq_of_hashes(self, hashes: set[str]) -> dict[str, int]:
+        """Which entry carries each of `hashes` (the last in seq order, as a walk over them all would say)."""
+        found: dict[str, int] = {}
+        ordered = sorted(hashes)
+        for start in range(0, len(ordered), 500):
+            for row in await self._db.fetch_all("SELECT seq, hash FROM register WHERE hash IN :hashes ORDER BY seq",
+                                                {"hashes": ordered[start:start + 500]}):
+                found[str(row["hash"])] = int(row["seq"])
+        return found
 
     async def export(self, start: dt.date, end: dt.date, timezone: ZoneInfo) -> list[dict[str, str]]:
         """The entries of the local days `start` to `end` (both included), columns `EXPORT_COLUMNS`.
@@ -433,10 +446,6 @@ class ProcessingRegister:
         until = to_text(dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=timezone))
         async for page in self._pages("at >= :since AND at < :until", {"since": since, "until": until}):
             yield _exported_rows(page)
-
-    async def _in_pages(self, where: str, parameters: Mapping[str, str | int]) -> list[RowMapping]:
-        """Every entry matching `where`, in seq order, read `PAGE_SIZE` at a time (see `_pages`)."""
-        return [row async for page in self._pages(where, parameters) for row in page]
 
     async def _pages(self, where: str, parameters: Mapping[str, str | int]) -> AsyncIterator[list[RowMapping]]:
         """The entries matching `where`, in seq order, `PAGE_SIZE` at a time.
@@ -486,37 +495,56 @@ def _exported_rows(rows: list[RowMapping]) -> list[dict[str, str]]:
     return [{column: str(row[column]) for column in EXPORT_COLUMNS} for row in rows]
 
 
-def _chain_problems(rows: list[RowMapping], anchor: ChainAnchor | None) -> list[RegisterProblem]:
-    """`verify`'s work on the entries read (in seq order), in a worker thread: each entry's own hash and its link."""
-    seq_of_hash = {str(row["hash"]): int(row["seq"]) for row in rows}
-    problems: list[RegisterProblem] = []
-    expected_seq, expected_previous = (1, GENESIS_HASH) if anchor is None else (
-        anchor.last_seq + 1, anchor.last_hash)
-    current_seen = False
-    for row in rows:
-        seq = int(row["seq"])
-        problems.extend(_content_problems(row, after_current_format=current_seen))
-        current_seen = current_seen or row["entry_format"] == CURRENT_FORMAT
-        previous = row["previous_hash"]
-        if seq != expected_seq:
-            missing = str(expected_seq) if seq == expected_seq + 1 else f"{expected_seq} to {seq - 1}"
-            problems.append(RegisterProblem(seq, ProblemKind.REMOVED, f"entries before it are missing: {missing}"))
-        elif previous != expected_previous:
-            follows = seq_of_hash.get(str(previous))
-            if follows is not None and follows != seq:
-                problems.append(RegisterProblem(
-                    seq, ProblemKind.REORDERED, f"it is chained after entry {follows}, not after entry {seq - 1}"
-                ))
-            else:
-                before = "the start of the register" if seq == 1 else f"entry {seq - 1}"
-                if anchor is not None and seq == anchor.last_seq + 1:
-                    before = f"the last pruned entry (anchor in entry {anchor.recorded_in})"
-                problems.append(RegisterProblem(
-                    seq, ProblemKind.BROKEN_LINK,
-                    f"its previous_hash does not match {before}: that entry was altered, replaced or removed",
-                ))
-        expected_seq, expected_previous = seq + 1, row["hash"]
-    return problems
+class _ChainWalk:
+    """`verify`'s walk over the entries in seq order, a page at a time (each in a worker thread): each entry's own
+    hash and its link to the one before it. A link that does not match is kept as (seq, the hash it names) and
+    judged after the walk, when a lookup says whether another entry carries that hash (reordered) or none does
+    (broken): no hash of every entry is held meanwhile."""
+
+    def __init__(self, anchor: ChainAnchor | None) -> None:
+        self._anchor = anchor
+        self._expected_seq, self._expected_previous = (1, GENESIS_HASH) if anchor is None else (
+            anchor.last_seq + 1, anchor.last_hash)
+        self._current_seen = False
+        self._found: list[RegisterProblem | tuple[int, str]] = []
+
+    def check(self, rows: Sequence[RowMapping]) -> None:
+        """The next page of entries."""
+        for row in rows:
+            seq = int(row["seq"])
+            self._found.extend(_content_problems(row, after_current_format=self._current_seen))
+            self._current_seen = self._current_seen or row["entry_format"] == CURRENT_FORMAT
+            previous = row["previous_hash"]
+            if seq != self._expected_seq:
+                missing = str(self._expected_seq) if seq == self._expected_seq + 1 else \
+                    f"{self._expected_seq} to {seq - 1}"
+                self._found.append(RegisterProblem(seq, ProblemKind.REMOVED,
+                                                   f"entries before it are missing: {missing}"))
+            elif previous != self._expected_previous:
+                self._found.append((seq, str(previous)))
+            self._expected_seq, self._expected_previous = seq + 1, row["hash"]
+
+    def unlinked(self) -> set[str]:
+        """The hashes that mismatched links name, to look up."""
+        return {item[1] for item in self._found if isinstance(item, tuple)}
+
+    def problems(self, seq_of_hash: Mapping[str, int]) -> list[RegisterProblem]:
+        """The findings in seq order, each mismatched link judged by `seq_of_hash` (which entry carries a hash)."""
+        return [item if isinstance(item, RegisterProblem) else self._link_problem(*item, seq_of_hash)
+                for item in self._found]
+
+    def _link_problem(self, seq: int, previous: str, seq_of_hash: Mapping[str, int]) -> RegisterProblem:
+        follows = seq_of_hash.get(previous)
+        if follows is not None and follows != seq:
+            return RegisterProblem(seq, ProblemKind.REORDERED,
+                                   f"it is chained after entry {follows}, not after entry {seq - 1}")
+        before = "the start of the register" if seq == 1 else f"entry {seq - 1}"
+        if self._anchor is not None and seq == self._anchor.last_seq + 1:
+            before = f"the last pruned entry (anchor in entry {self._anchor.recorded_in})"
+        return RegisterProblem(
+            seq, ProblemKind.BROKEN_LINK,
+            f"its previous_hash does not match {before}: that entry was altered, replaced or removed",
+        )
 
 
 def _content_problems(row: RowMapping, *, after_current_format: bool) -> list[RegisterProblem]:
