@@ -115,12 +115,23 @@ async def _report_phone(run: Run) -> None:
     run.answers.append(await run.act(WORKER, "referral.quality", {"reference": run.reference, "item": "phone"}))
 
 
-async def _submit_phone(run: Run) -> None:
+async def _correction_request(run: Run) -> str:
+    """The id of the correction request whose card reached the referrer's chat."""
     await _wait(lambda: any("correction.submit" in card_verbs(call) for call in run.connector.accepted))
     [request] = [call for call in run.connector.accepted if "correction.submit" in card_verbs(call)]
-    run.correction_id = card_verbs(request)["correction.submit"]["correctionId"]
+    return str(card_verbs(request)["correction.submit"]["correctionId"])
+
+
+async def _submit_phone(run: Run) -> None:
+    run.correction_id = await _correction_request(run)
     run.answers.append(await run.act(REFERRER, "correction.submit",
                                      {"correctionId": run.correction_id, "phone": "0470 11 22 33"}))
+
+
+async def _no_correct_phone(run: Run) -> None:
+    """"Er is geen juist telefoonnummer", confirmed: the OCMW's channel is asked to delete the wrong number."""
+    run.correction_id = await _correction_request(run)
+    run.answers.append(await run.act_confirmed(REFERRER, "correction.none", {"correctionId": run.correction_id}))
 
 
 async def _withdraw(run: Run) -> None:
@@ -173,6 +184,9 @@ CASES = [
     *[_case("correction", "queued", moment, (_link, _review, _send, _delivered, _ack, _report_phone), _submit_phone,
             "received", {**ACKED, "ocmw-card-edit": 2, "correction-request": 1, "referrer-card": 2,
                          "delivered-text": 2, "ocmw-card": 2}, occurrence=2) for moment in ("before", "after")],
+    *[_case("no-correct-value", "no_correct_value", moment, (_link, _review, _send, _delivered, _ack, _report_phone),
+            _no_correct_phone, "received", {**ACKED, "ocmw-card-edit": 2, "correction-request": 1, "none-to-ocmw": 1})
+      for moment in ("before", "after")],
     *[_case("withdrawal", "consent_withdrawn", moment, (_link, _review, _send, _delivered), _withdraw,
             "consent_withdrawn", {**DELIVERED, "ocmw-card-edit": 1, "withdrawal-notice": 1})
       for moment in ("before", "after")],

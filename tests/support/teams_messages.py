@@ -10,7 +10,8 @@ from tests.support.connector import RecordedCall
 from tests.support.ocmw_flow import CHANNEL
 
 #: A text message's kind, by a phrase of its Dutch text (first match wins).
-_TEXT_MARKERS = (("Gekoppeld", "link-reply"), ("ingetrokken", "withdrawal-notice"),
+_TEXT_MARKERS = (("heeft geen juist", "none-to-ocmw"), ("Gekoppeld", "link-reply"),
+                 ("ingetrokken", "withdrawal-notice"),
                  ("NIET verstuurd", "interrupted-text"), ("heeft de ontvangst", "ack-text"),
                  ("contact gehad", "outcome-text"), ("verwijderd", "deleted-text"),
                  ("verstuurd naar de mailbox", "delivered-text"),
