@@ -23,6 +23,7 @@ import datetime as dt
 import email
 import email.policy
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -48,7 +49,7 @@ from tests.support.ocmw_flow import CHANNEL
 from tests.support.postgres_server import PostgresServer
 from tests.support.sample_values import CLIENT_FORM, CLIENT_VALUES, CONSENT_ALL, MAILBOX, PROTOCOL_ID
 from tests.support.smtp_server import SmtpTestServer, free_port, smtp_server
-from tests.support.teams_messages import identity, kind
+from tests.support.teams_messages import card_verbs, identity, kind
 
 ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
 DRAFT_KEY = "3c9f1e0a7b2d4c6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e"
@@ -494,3 +495,36 @@ async def _accepted_since(d: Deployment, before: int, count: int) -> bool:
 
 def _sent_twice(calls: list[RecordedCall]) -> list[str]:
     return [key for key, count in Counter(identity(call) for call in calls).items() if count > 1]
+
+
+async def test_no_correct_value_and_a_correction_sent_at_once_on_two_instances_do_one_of_them(
+    deployment: Deployment,
+) -> None:
+    """The OCMW reported the phone number wrong; the referrer's colleague sends a number on B while the referrer
+    says "Er is geen juist telefoonnummer" on A, at the same moment. One of them is done, the other told so: either
+    the correction leaves (once) and the OCMW is not asked to delete anything, or the OCMW is asked to delete the
+    wrong number and no correction leaves; never both, and the register says which."""
+    d = deployment
+    await d.start("A", "B")
+    reference = await d.refer("A")
+    await d.link_ocmw("A")
+    await d.until(lambda: d.all_in("sent", [reference]), "the referral is delivered and its card posted")
+    await d.act("B", WORKER, "ack.receive", {"reference": reference})
+    await d.act("A", WORKER, "referral.quality", {"reference": reference, "item": "phone"})
+    await d.until(d.quiet, "the correction card reaches the referrer")
+    [request] = [card_verbs(call)["correction.submit"]["correctionId"] for call in d.connector.accepted
+                 if "correction.submit" in card_verbs(call)]
+    answers = await asyncio.gather(
+        d.act("A", REFERRER, "correction.none", {"correctionId": request, "confirmed": "true"}),
+        d.act("B", REFERRER, "correction.submit", {"correctionId": request, "phone": "0470 11 22 33"}))
+    await d.until(d.quiet, "what was queued is sent")
+    await asyncio.sleep(0.5)  # time for a second mail or message to show up
+    events = await d.events(reference)
+    told_to_delete = [call for call in d.connector.accepted if kind(call) == "none-to-ocmw"]
+    corrections = len(d.smtp.messages) - 1
+    assert (events["no_correct_value"], len(told_to_delete), corrections) in ((1, 1, 0), (0, 0, 1)), (
+        events, len(told_to_delete), corrections, answers)
+    said = json.dumps(answers, ensure_ascii=False)
+    assert ("al verstuurd" in said) if corrections else ("al gemeld" in said.lower()), answers
+    assert _sent_twice(d.connector.accepted) == []
+    assert d.client_data_in_logs() == {}
