@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 from playwright.sync_api import Locator, Page, Request, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 import cards
 from infra.run_with_playground import CHANNEL_NAME, TEAM_NAME, Stack
@@ -70,9 +71,25 @@ def report_the_phone_wrong(page: Page, bot_env: dict[str, str], reference: str) 
     ocmw_card = card_with(page, text(OCMW, "ocmw.title", reference=reference))
     button(ocmw_card, OCMW, "action.acknowledge").click()
     expect(button(ocmw_card, OCMW, "action.data_wrong")).to_be_visible()
-    ocmw_card.get_by_role("combobox").click()
-    page.get_by_role("option", name=text(OCMW, "item.phone.label"), exact=True).click()
+    choose(page, ocmw_card, text(OCMW, "item.phone.label"))
     button(ocmw_card, OCMW, "action.data_wrong").click()
+
+
+def choose(page: Page, card: Locator, label: str) -> None:
+    """Pick `label` in the card's list. The Playground re-renders a message when the pointer enters or leaves it,
+    and the bot edits the OCMW's card for everyone a moment after the acknowledgement's own answer: a list opened
+    just before either closes with it, and the option is never there to click (seen in CI under load). Opened
+    again until the choice holds, three times at most."""
+    choice = card.get_by_role("combobox")
+    for _ in range(3):
+        choice.click()
+        try:
+            page.get_by_role("option", name=label, exact=True).click(timeout=5_000)
+            expect(choice).to_have_value(label, timeout=2_000)
+            return
+        except (PlaywrightTimeoutError, AssertionError):
+            page.keyboard.press("Escape")
+    raise AssertionError(f"{label!r} could not be chosen in the card's list")
 
 
 def test_the_correction_cards_first_submit_carries_the_typed_value(
