@@ -1047,3 +1047,16 @@ def test_a_teams_message_given_up_on_shows_in_the_status_row(lang: cards.Languag
     lost = cards.text(lang, "status.teams_message_lost")
     first, second = status_rows(card)
     assert lost in json.dumps(first, ensure_ascii=False) and lost not in json.dumps(second, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(("lang", "notice", "card_text"), [
+    ("nl", "dan komt er een bericht om het foute te verwijderen", "of laat weten dat er geen juist telefoonnummer of "
+     "e-mailadres is"),
+    ("en", "a message asks you to delete the wrong one", "or lets you know there is no correct phone number or email "
+     "address"),
+])
+def test_the_ocmw_is_not_promised_only_a_correction_card(lang: cards.Language, notice: str, card_text: str) -> None:
+    """A reported phone number or e-mail address may be answered "Er is geen juist ...": then a message asks the
+    OCMW to delete the wrong one, and no correction card comes. The card and the notice said only that it would."""
+    assert notice in cards.text(lang, "notice.quality_reported")
+    assert card_text in cards.text(lang, "ocmw.quality.text")
