@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +23,7 @@ import cards
 from bot.app import create_app
 from bot.config import Settings
 from bot.core.protocols import DataSharingProtocol, ProtocolRegistry, load_protocol_file
+from bot.core.referral_values import NO_CORRECT_VALUE
 from bot.core.sent_referrals import ReferralState, ReferralStore
 from bot.delivery.mail_transport import MailDeliveryError
 from bot.delivery.message_outbox import MessageOutbox
@@ -37,9 +38,11 @@ from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import actions, texts
 from tests.support.clock import ManualClock
-from tests.support.databases import another_engine
+from tests.support.databases import another_engine, migrated_postgres_url
 from tests.support.ocmw_flow import link, referred_and_delivered
+from tests.support.postgres_server import PostgresServer
 from tests.support.sample_referral import PROTOCOL_FILE
+from tests.support.smtp_server import SmtpTestServer, smtp_server
 from tests.support.stored_referrals import NOW, a_referral
 
 CARD_TYPE = "application/vnd.microsoft.card.adaptive"
@@ -482,3 +485,61 @@ async def test_no_correct_value_is_refused_once_the_family_is_closed(
     refused = await bot.banner(referrer, cards.VERB_CORRECTION_NONE, confirmed)
     assert "verwijderd" in refused
     assert "no_correct_value" not in await bot.services.register.events_for(reference)
+
+
+@pytest.fixture
+def mail_server() -> Iterator[SmtpTestServer]:
+    """A real SMTP server (aiosmtpd) for the PostgreSQL instance: mail from several instances leaves by SMTP."""
+    with smtp_server(tls="none") as server:
+        yield server
+
+
+@pytest.fixture
+async def postgres_bot(postgres: PostgresServer, mail_server: SmtpTestServer, tmp_path: Path, clock: ManualClock
+                       ) -> AsyncIterator[BotDriver]:
+    """The bot on the suite's PostgreSQL server, as an instance of several."""
+    settings = Settings.from_mapping({
+        "BOT_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": await migrated_postgres_url(postgres),
+        "LOCAL_DRAFT_KEY": "5d" * 32, "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD, "MAIL_TRANSPORT": "smtp",
+        "SMTP_HOST": mail_server.host, "SMTP_PORT": str(mail_server.port), "SMTP_TLS": "none",
+        "SMTP_ALLOW_PLAINTEXT_ON_LOOPBACK": "1",
+        "RATE_LIMIT_STARTS_PER_HOUR": "10000", "RATE_LIMIT_ACTIONS_PER_MINUTE": "10000"})
+    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as driver:
+        yield driver
+
+
+async def test_a_correction_given_up_waits_for_a_no_correct_value_another_instance_is_committing(
+    postgres_bot: BotDriver, mail_server: SmtpTestServer, referrer: TeamsUser, ocmw_worker: TeamsUser,
+    clock: ManualClock,
+) -> None:
+    """PostgreSQL, two instances: `-2` (the phone number) is refused for good on this one at the moment the other
+    commits "Er is geen juist telefoonnummer" for the phone number reported again. Every step on a family locks it
+    first, but giving a version up did not: it read the requests without waiting, told the referrer "Het OCMW wacht
+    er nog op: verstuur de correctie opnieuw" and opened the first request again (its card back, reminders), while
+    the OCMW was being asked to delete the number. Now the give-up waits for the family and sees the answer."""
+    bot = postgres_bot
+    reference, ids, worker = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    mail_server.fail_next(451)  # `-2` waits: the server says later
+    await bot.act(referrer, "correction.submit", {"correctionId": ids["phone"], "phone": "0470 11 22 33"})
+    await bot.deliver()
+    clock.advance(dt.timedelta(hours=2))
+    since = len(bot.connector.calls)
+    await bot.act(worker, "referral.quality", {"reference": reference, "item": "phone"})
+    await bot.settle()
+    [again] = _request_ids(bot, referrer, since)
+    mail_server.fail_next(550)  # and then refuses it for good
+    other = another_engine(bot.services.db)
+    async with other.transaction():  # the other instance: the family locked, "geen juist" written, not committed
+        await other.fetch_one("SELECT reference FROM referrals WHERE reference = :r FOR UPDATE", {"r": reference})
+        await other.execute("UPDATE corrections SET new_reference = :none WHERE id = :id",
+                            {"none": NO_CORRECT_VALUE, "id": again})
+        giving_up = asyncio.create_task(bot.deliver())
+        await asyncio.sleep(0.5)
+    await giving_up
+    failed = await bot.services.referrals.get(f"{reference}-2")
+    assert failed is not None and failed.state == "failed"
+    told = _said_in(bot, referrer.conversation_id, since)
+    assert not [text for text in told if "wacht er nog op" in text or "opnieuw" in text], told
+    assert [text for text in told if "NIET verstuurd" in text and "geen juist telefoonnummer" in text], told
+    first = await bot.services.db.scalar("SELECT new_reference FROM corrections WHERE id = :id", {"id": ids["phone"]})
+    assert first is not None, "the first request was opened again"
