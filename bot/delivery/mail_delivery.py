@@ -347,6 +347,10 @@ class DeliveryWorker:
             await self._record_delivery(item, referral, f"refused for {', '.join(refused)}: {reason}", cause)
             return
         async with self._db.transaction():
+            if referral is not None and referral.parent_reference:
+                # The family first, as every step on it locks it (a correction queued, "geen juist" answered, a
+                # withdrawal): what answered the item since is read after such a step commits, not before it.
+                await self._referrals.lock(referral.parent_reference)
             if not await self._outbox.mark_failed(item, now, reason):
                 return  # another instance took the row over meanwhile and recorded what became of it
             self._metrics.give_up("mail", cause)
