@@ -175,7 +175,8 @@ class OcmwService:
         refused its post and it was given up, or none was ever queued) are posted, and those whose card shows a
         step before (Teams refused its edit) are edited again. A family's withdrawal notice comes again with its
         card only when it did not reach the channel either (given up, or never queued): one the OCMW read is not
-        posted twice when only the card's edit was refused. How many."""
+        posted twice when only the card's edit was refused. So does a message asking to delete a wrong item answered
+        "geen juist ..." that did not reach the channel, whatever its referral's card shows. How many cards."""
         referrals = await self._referrals.open_for_protocol(protocol_id)
         if not missing_only:
             for referral in referrals:
@@ -195,6 +196,7 @@ class OcmwService:
                 await self._update_for_everyone(referral)
             if _withdrawal_slot(referral) in unheard:
                 await self._tell_ocmw(referral)
+        await self._corrections.ask_deletion_again(protocol_id, referrals, now)  # after the cards they concern
         return len(again)
 
     async def _post_missing_cards(self, protocol_id: str) -> int:

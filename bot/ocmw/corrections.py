@@ -269,14 +269,43 @@ class CorrectionService:
                                         actor_name=actor.display_name, protocol_id=original.protocol_id,
                                         reference=original.reference,
                                         detail=f"item: {item}; no correct value: the OCMW asked to delete it")
-            text = cards.text(OCMW_LANGUAGE, "correction_none_to_ocmw", reference=original.reference,
-                              item=cards.item_word(OCMW_LANGUAGE, item))
-            await self._messages.post(link.conversation_ref, MessageContent(text=text), now=now,
-                                      reference=original.reference)
+            await self._ask_deletion(link.conversation_ref, original.reference, item, now)
         logger.info("correction answered without a value: the OCMW asked to delete the wrong one",
                     extra={"reference": original.reference})
         return cards.notice_card(actor.lang, cards.text(actor.lang, "correction_none_done", recipient=recipient,
                                                         item=word, reference=original.reference))
+
+    async def _ask_deletion(self, conversation_ref: str, root: str, item: str, now: dt.datetime) -> None:
+        """Queue the OCMW channel's message asking to delete the wrong `item` of `root` (the reference and the item,
+        never a value), under its own slot, so the bot back in the team knows whether it arrived
+        (`ask_deletion_again`). In the caller's transaction."""
+        text = cards.text(OCMW_LANGUAGE, "correction_none_to_ocmw", reference=root,
+                          item=cards.item_word(OCMW_LANGUAGE, item))
+        await self._messages.post(conversation_ref, MessageContent(text=text), now=now, reference=root,
+                                  slot=no_correct_value_slot(root, item))
+
+    async def ask_deletion_again(self, protocol_id: str, referrals: list[SentReferral], now: dt.datetime) -> int:
+        """The bot is back in the OCMW's team: the messages asking to delete a wrong item answered "geen juist ..."
+        (a request reported or Kind en Gezin's own) for these referrals that did not reach the channel (Teams
+        refused them and they were given up, or none was ever queued) are queued again, the same text; one that
+        arrived is not posted twice. In the caller's transaction; how many."""
+        roots = sorted({referral.root for referral in referrals})
+        link = await self._links.for_protocol(protocol_id)
+        if not roots or link is None:
+            return 0
+        rows = await self._db.fetch_all(
+            "SELECT DISTINCT reference, item FROM corrections WHERE reference IN :roots AND new_reference = :none",
+            {"roots": roots, "none": NO_CORRECT_VALUE})
+        slots = {no_correct_value_slot(str(row["reference"]), str(row["item"])): str(row["reference"])
+                 for row in rows}
+        missing = await self._messages.cards_missing(slots)
+        for row in rows:
+            if no_correct_value_slot(str(row["reference"]), str(row["item"])) in missing:
+                await self._ask_deletion(link.conversation_ref, str(row["reference"]), str(row["item"]), now)
+        if missing:
+            logger.warning("OCMW channel: %d message(s) asking to delete a wrong item Teams did not show, sent again",
+                           len(missing), extra={"protocol_id": protocol_id})
+        return len(missing)
 
     async def _own_initiative(self, actor: Actor, verb: str, data: Mapping[str, Any]) -> Answer:
         """Kind en Gezin corrects an item without the OCMW asking (article 7): which item, then the usual card."""
@@ -466,6 +495,12 @@ def _number(version: str) -> int:
 def request_slot(correction_id: str) -> str:
     """Where the id of a correction request's card in the referrer's chat is kept."""
     return f"correction:{correction_id}"
+
+
+def no_correct_value_slot(root: str, item: str) -> str:
+    """Where the id of the OCMW channel's message asking to delete the wrong `item` of `root` ("geen juist ...") is
+    kept: whether it reached Teams. Named `<kind>:<reference>` as every slot (retention's `slot_reference`)."""
+    return f"ocmw-none-{item}:{root}"
 
 
 def awaits_correction(registry: ProtocolRegistry, original: SentReferral, today: dt.date) -> bool:

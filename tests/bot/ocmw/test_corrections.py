@@ -11,6 +11,7 @@ on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -543,3 +544,34 @@ async def test_a_correction_given_up_waits_for_a_no_correct_value_another_instan
     assert [text for text in told if "NIET verstuurd" in text and "geen juist telefoonnummer" in text], told
     first = await bot.services.db.scalar("SELECT new_reference FROM corrections WHERE id = :id", {"id": ids["phone"]})
     assert first is not None, "the first request was opened again"
+
+
+async def test_no_correct_value_refused_while_the_bot_was_out_of_the_team_comes_when_it_is_back(
+    bot: BotDriver, referrer: TeamsUser, ocmw_worker: TeamsUser
+) -> None:
+    """The referrer answers "geen juist telefoonnummer" while the bot is out of the OCMW's team: Teams refuses the
+    channel message asking to delete the wrong number (403) and it is given up. The register says the OCMW was asked
+    and the referrer read so, yet nothing posted it again when the bot was added back: the OCMW kept the wrong
+    number. Now it comes then, once; a second return of the bot does not post it again."""
+    reference, ids, _ = await _reported(bot, referrer, ocmw_worker, ["phone"])
+    channel = ocmw_worker.conversation_id.split(";", 1)[0]
+    team = dataclasses.replace(ocmw_worker, conversation_id=channel)
+    message = cards.text("nl", "correction_none_to_ocmw", reference=reference, item="telefoonnummer")
+    bot.connector.fail_next(403, count=1, path=f"/v3/conversations/{channel}")
+    answered = await bot.act_confirmed(referrer, cards.VERB_CORRECTION_NONE, {"correctionId": ids["phone"]})
+    assert "Gemeld aan OCMW Sint-Gillis-Waas" in texts(answered), texts(answered)
+    await bot.settle()
+    assert not [call for call in bot.connector.accepted if message in str(call.body.get("text", ""))], "refused"
+    assert (await bot.services.messages.counts()).get("failed") == 1, "the message is given up"
+
+    since = len(bot.connector.calls)
+    assert (await bot.post(team.bot_installed(bot.service_url))).status == 202
+    await bot.settle()
+    arrived = [call for call in bot.connector.accepted if call in bot.connector.calls[since:]
+               and call.path.startswith(f"/v3/conversations/{channel}") and call.body.get("text") == message]
+    assert len(arrived) == 1, f"the message asking to delete the wrong number arrived {len(arrived)} times"
+
+    since = len(bot.connector.calls)
+    assert (await bot.post(team.bot_installed(bot.service_url))).status == 202
+    await bot.settle()
+    assert message not in _said_in(bot, channel, since), "posted again though it reached the channel"
