@@ -2,7 +2,8 @@
 
 Both commands open the database read-only, in one read transaction (every query sees the same
 snapshot while the bot goes on appending), so they can run beside a serving bot and never create
-or change anything; an export holds staff names and ids, so a file it writes is 0600.
+or change anything; an export holds staff names and ids, so a file it writes is 0600, and it
+replaces the file at `--output` only once complete (a failed export leaves an earlier one as it was).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import datetime as dt
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TextIO
 
@@ -99,8 +101,7 @@ async def _export(register: ProcessingRegister, args: argparse.Namespace, settin
         await _write(register, args, settings, sys.stdout)
         return EXIT_OK
     try:  # an OSError is the file's; the database's failures are not OSErrors
-        with _open_private(output, bom=args.format == "csv") as file:
-            count = await _write(register, args, settings, file)
+        count = await _write_whole_or_not_at_all(register, args, settings, output)
     except OSError as error:
         sys.stderr.write(f"cannot write {output}: {error.strerror}\n")
         return EXIT_USAGE
@@ -124,11 +125,42 @@ async def _write(register: ProcessingRegister, args: argparse.Namespace, setting
     return count
 
 
-def _open_private(path: Path, *, bom: bool) -> TextIO:
-    """A UTF-8 file only its owner can read, to write into (BOM for CSV: Excel needs it)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)  # an existing file keeps its mode otherwise
-    return open(descriptor, "w", encoding="utf-8-sig" if bom else "utf-8", newline="")
+async def _write_whole_or_not_at_all(
+    register: ProcessingRegister, args: argparse.Namespace, settings: Settings, output: Path
+) -> int:
+    """Write the export to a temporary file beside `output`, moved onto it only once complete.
+
+    Opened onto `output` itself, the file was emptied before the database was read: a database that
+    failed at the first page or midway destroyed an earlier export the DPO keeps there for an audit
+    and left a header or half an export that looks valid (only stderr and the exit status said
+    otherwise). Now an earlier export stays as it was until the new one is whole on disk, and the
+    temporary file is removed on any failure.
+    """
+    part, file = _open_part(output, bom=args.format == "csv")
+    try:
+        with file:
+            count = await _write(register, args, settings, file)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before it replaces the earlier export
+        os.replace(part, output)
+    except BaseException:
+        _discard(part)
+        raise
+    return count
+
+
+def _open_part(output: Path, *, bom: bool) -> tuple[Path, TextIO]:
+    """A new UTF-8 file `<name>.<random>.part` beside `output` only its owner can read (BOM for CSV: Excel needs it).
+
+    In the same folder, so `os.replace` is one rename on one file system; mkstemp creates it 0600
+    (an export holds staff names and ids) and never opens an existing file or a link.
+    """
+    descriptor, name = tempfile.mkstemp(prefix=f"{output.name}.", suffix=".part", dir=output.parent)
+    return Path(name), open(descriptor, "w", encoding="utf-8-sig" if bom else "utf-8", newline="")
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
 
 
 def _date(text: str) -> dt.date:

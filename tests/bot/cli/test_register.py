@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import json
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,63 @@ async def test_an_export_of_40000_entries_holds_a_page_of_them_in_memory_not_the
     with target.open("rb") as file:
         assert sum(line.count(b'"seq": ') for line in file) == 40_005
     assert peak <= LARGEST_EXPORT_MEMORY, f"held at once (bytes): {peak}, file {target.stat().st_size} bytes"
+
+
+EARLIER_EXPORT = "\ufeffseq;at;...\r\n1;2026-10-01T08:00:00+00:00;an earlier export the DPO keeps for an audit\r\n"
+
+
+class ConnectionLost(Exception):
+    """The database going away in the middle of an export."""
+
+
+@pytest.mark.parametrize("fault", ["not_a_database", "no_register_table", "midway"])
+async def test_a_failed_export_leaves_the_earlier_export_at_its_path_as_it_was(
+    fault: str, settings: Settings, filled: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file was truncated before the database was read: a header or half a CSV took an audit's export's place."""
+    target = tmp_path / "exports" / "register-2026-10.csv"
+    target.parent.mkdir()
+    target.write_bytes(EARLIER_EXPORT.encode("utf-8"))
+    target.chmod(0o600)
+    expected: type[BaseException] = Exception
+    if fault == "not_a_database":
+        await filled.close()
+        settings.database_path.write_bytes(b"not a database, or not one that can be read " * 200)
+    elif fault == "no_register_table":  # it opens, and fails at the first page
+        sql(filled, "DROP TABLE register")
+    else:
+        pages = ProcessingRegister.export_pages
+
+        async def export_pages_then_lose_the_connection(
+            self: ProcessingRegister, *args: object, **kwargs: object
+        ) -> AsyncIterator[list[dict[str, str]]]:
+            async for page in pages(self, *args, **kwargs):  # type: ignore[arg-type]
+                yield page
+            raise ConnectionLost("server closed the connection unexpectedly")
+
+        monkeypatch.setattr(ProcessingRegister, "export_pages", export_pages_then_lose_the_connection)
+        expected = ConnectionLost
+    with pytest.raises(expected):
+        await _run(settings, "register", "export", "--from", "2026-11-27", "--to", "2026-11-29", "--output",
+                   str(target))
+    assert target.read_bytes() == EARLIER_EXPORT.encode("utf-8"), "the earlier export is untouched"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(path.name for path in target.parent.iterdir()) == [target.name], "no partial file is left"
+
+
+@pytest.mark.parametrize("export_format", ["csv", "json"])
+async def test_an_export_over_an_earlier_one_writes_what_standard_output_gets_and_leaves_nothing_else(
+    export_format: str, settings: Settings, filled: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    period = ("register", "export", "--from", "2026-11-27", "--to", "2026-11-29", "--format", export_format)
+    assert await _run(settings, *period) == 0
+    written = capsys.readouterr().out.encode("utf-8")
+    target = tmp_path / "exports" / f"register.{export_format}"
+    target.parent.mkdir()
+    target.write_bytes(EARLIER_EXPORT.encode("utf-8") * 3)
+    target.chmod(0o644)
+    assert await _run(settings, *period, "--output", str(target)) == 0
+    assert target.read_bytes() == (b"\xef\xbb\xbf" if export_format == "csv" else b"") + written
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(path.name for path in target.parent.iterdir()) == [target.name]
+    assert capsys.readouterr().err == f"5 entries written to {target}\n"
