@@ -32,7 +32,6 @@ from bot.ocmw.links import OcmwLinks
 from bot.ocmw.refusal_bursts import RefusalBursts
 from bot.ocmw.reminders import ReminderService
 from bot.ocmw.status import StatusService
-from bot.operations.garbage_collection import start_up_objects_frozen
 from bot.operations.http_telemetry import request_telemetry
 from bot.operations.telemetry import Telemetry
 from bot.oversight.breach import BreachService
@@ -425,7 +424,6 @@ def create_app(
         protocols.reload_if_changed()
 
     app.cleanup_ctx.append(run_background)
-    app.cleanup_ctx.append(start_up_objects_frozen)  # last: once everything the start made exists
     return app
 
 

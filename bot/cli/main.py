@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -242,6 +243,10 @@ def _serve_with(settings: Settings, telemetry: Telemetry, *, migrate: bool) -> i
     logger.info("telemetry: %s", "Application Insights (managed identity)" if settings.telemetry.connection_string
                 else "off (APPLICATIONINSIGHTS_CONNECTION_STRING unset)")
     logger.info("listening on http://%s:%d/api/messages", settings.host, settings.port)
+    # What start-up made (modules, the SDK's models, templates) stays for the process's life: out of
+    # the collector's sight, a full collection under load scans only what requests made since,
+    # instead of stopping the event loop for tens of milliseconds (issue 14).
+    gc.freeze()
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None)
     except SchemaOutOfDate as error:
