@@ -30,6 +30,11 @@ TASKS_GRACE_TURNS = 3
 TASKS_GRACE_SECONDS = 2.0
 
 
+def _is_async_test(request: pytest.FixtureRequest) -> bool:
+    """Only an async test has an event loop whose tasks, connections and transports can outlive it."""
+    return inspect.iscoroutinefunction(request.function)
+
+
 @pytest.fixture(autouse=True)
 def _garbage_of_an_async_test_is_its_own(request: pytest.FixtureRequest) -> Iterator[None]:
     """Collect an async test's garbage when it and its event loop are done (set up first, torn down last).
@@ -41,7 +46,7 @@ def _garbage_of_an_async_test_is_its_own(request: pytest.FixtureRequest) -> Iter
     came after, not the whole run's heap (a full collection after every test made the run twice as long).
     """
     yield
-    if inspect.iscoroutinefunction(request.function):
+    if _is_async_test(request):
         gc.collect()
         gc.freeze()
 
@@ -49,7 +54,7 @@ def _garbage_of_an_async_test_is_its_own(request: pytest.FixtureRequest) -> Iter
 @pytest.fixture(autouse=True)
 def _nothing_outlives_an_async_test(request: pytest.FixtureRequest) -> None:
     """For an async test, check that no task it started is still running when it and its fixtures are done."""
-    if inspect.iscoroutinefunction(request.function):
+    if _is_async_test(request):
         request.getfixturevalue("_no_task_left_running")
 
 

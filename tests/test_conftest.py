@@ -67,7 +67,7 @@ def test_a_resource_left_in_garbage_fails_the_test_that_left_it_not_a_later_one(
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
                      "filterwarnings =\n    error\n")
     pytester.makepyfile(test_garbage=LEAVES_GARBAGE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--timeout=60", "-p", "no:randomly")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--timeout=60")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaves_an_open_socket_in_a_cycle*"])
     result.stdout.fnmatch_lines(["*unclosed*socket*"])
