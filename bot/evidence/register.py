@@ -435,7 +435,7 @@ class ProcessingRegister:
         if through_seq is not None:
             where, parameters["through"] = f"{_OF_PROTOCOL} AND seq <= :through", through_seq
         async for page in self._pages(where, parameters):
-            yield _exported_rows(page)
+            yield await asyncio.to_thread(_exported_rows, page)
 
     async def export_pages(self, start: dt.date, end: dt.date, timezone: ZoneInfo
                            ) -> AsyncIterator[list[dict[str, str]]]:
@@ -445,7 +445,7 @@ class ProcessingRegister:
         since = to_text(dt.datetime.combine(start, dt.time.min, tzinfo=timezone))
         until = to_text(dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=timezone))
         async for page in self._pages("at >= :since AND at < :until", {"since": since, "until": until}):
-            yield _exported_rows(page)
+            yield await asyncio.to_thread(_exported_rows, page)
 
     async def _pages(self, where: str, parameters: Mapping[str, str | int]) -> AsyncIterator[list[RowMapping]]:
         """The entries matching `where`, in seq order, `PAGE_SIZE` at a time.
@@ -492,6 +492,7 @@ _OF_PROTOCOL = ("(protocol_id = :protocol OR (protocol_id = '-' AND event = :pru
 
 
 def _exported_rows(rows: list[RowMapping]) -> list[dict[str, str]]:
+    """A page as text (in a worker thread: 2000 entries are about 9 ms of CPU, which the event loop then waited)."""
     return [{column: str(row[column]) for column in EXPORT_COLUMNS} for row in rows]
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import textwrap
 from collections.abc import Sequence
 from typing import Protocol
 
 from bot.evidence.register import EXPORT_COLUMNS
 
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: A cell starting with one of these is a formula to a spreadsheet: it gets a leading "'".
+_FORMULA_STARTS = frozenset("=+-@\t\r")
+#: `json.dumps(ensure_ascii=False)`'s own string encoder.
+_json_string = json.encoder.encode_basestring
 
 
 class ExportWriter(Protocol):
@@ -48,11 +50,12 @@ class CsvExport:
     @staticmethod
     def _written(*, header: bool, rows: Sequence[dict[str, str]]) -> str:
         buffer = io.StringIO(newline="")
-        writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, delimiter=";", lineterminator="\r\n")
+        writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
         if header:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({column: _defuse(value) for column, value in row.items()})
+            writer.writerow(EXPORT_COLUMNS)
+        # Lists to the C writer, not dicts to `DictWriter` (whose Python per row made a page 54 ms of CPU).
+        writer.writerows(["'" + value if value[:1] in _FORMULA_STARTS else value
+                          for value in map(row.__getitem__, EXPORT_COLUMNS)] for row in rows)
         return buffer.getvalue()
 
 
@@ -66,10 +69,13 @@ class JsonExport:
         return ""
 
     def page(self, rows: Sequence[dict[str, str]]) -> str:
+        # What `textwrap.indent(json.dumps(row, ensure_ascii=False, indent=2), "  ")` writes for a row of strings,
+        # with its string encoder (C) and without its encoder's Python walk, which made a page 90 ms of CPU.
         pieces = []
         for row in rows:
-            pieces.append(("[\n" if self._empty else ",\n")
-                          + textwrap.indent(json.dumps(row, ensure_ascii=False, indent=2), "  "))
+            pieces.append(("[\n  {\n" if self._empty else ",\n  {\n")
+                          + ",\n".join(f"    {_json_string(key)}: {_json_string(value)}" for key, value in row.items())
+                          + "\n  }")
             self._empty = False
         return "".join(pieces)
 
@@ -90,6 +96,3 @@ def export_json(rows: Sequence[dict[str, str]]) -> str:
 def _whole(writer: ExportWriter, rows: Sequence[dict[str, str]]) -> str:
     return writer.begin() + writer.page(rows) + writer.end()
 
-
-def _defuse(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA_STARTS) else value
