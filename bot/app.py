@@ -46,7 +46,7 @@ from bot.referral.sending import ReferralSender
 from bot.router import LINK_LIMIT, Router
 from bot.secrets.draft_cipher import DraftCipher
 from bot.secrets.zip_passwords import ZipPasswordError, ZipPasswordProvider
-from bot.storage.activity_receipts import ActivityReceipts
+from bot.storage.activity_receipts import ActivityReceipts, new_holder_name
 from bot.storage.database import Database
 from bot.storage.database_clock import DatabaseClock
 from bot.storage.periodic_jobs import PeriodicJobs
@@ -162,7 +162,8 @@ def create_app(
     if not settings.database.is_postgres:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.data_dir.chmod(0o700)
-    db = build_database(settings, closers)
+    turn_holder = new_holder_name()  # names this process's turns in progress, and its database sessions
+    db = build_database(settings, closers, application_name=turn_holder)
     telemetry.instrument_database(db)
     # Instances on one PostgreSQL compare the times they store (leases, idle drafts, job runs, rate windows):
     # they share the server's time, never each one's own wall clock.
@@ -287,7 +288,8 @@ def create_app(
                              register=register, outbox=outbox, referrers=settings.referrers, clock=clock,
                              timezone=settings.timezone, mail_from=settings.mail_from),
     )
-    receipts = ActivityReceipts(db)
+    # On SQLite only this process serves the data folder: a turn in progress from before it started was a dead one's.
+    receipts = ActivityReceipts(db, turn_holder, None if settings.database.is_postgres else clock.now())
     channel = build_teams_channel(settings.identity, router, openid_metadata_url=settings.openid_metadata_url,
                                   connector_token=connector_token, metrics=metrics,
                                   turns_at_once=settings.turns_at_once, receipts=receipts, clock=clock)

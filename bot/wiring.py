@@ -38,8 +38,10 @@ START_RETRY = RetryPolicy(initial=dt.timedelta(seconds=1), maximum=dt.timedelta(
 DRAFT_KEY_READ_SECONDS = 30.0
 
 
-def build_database(settings: Settings, closers: list[Closer], *, read_only: bool = False) -> Database:
-    """The database the settings name: the embedded SQLite file, or PostgreSQL (with Entra ID when asked).
+def build_database(settings: Settings, closers: list[Closer], *, read_only: bool = False,
+                   application_name: str | None = None) -> Database:
+    """The database the settings name: the embedded SQLite file, or PostgreSQL (with Entra ID when asked), its
+    sessions named `application_name`.
 
     The caller closes it (`Database.close`) after everything else that may still use it.
     """
@@ -53,7 +55,7 @@ def build_database(settings: Settings, closers: list[Closer], *, read_only: bool
         password = login
     db = open_database(DatabaseSettings(sqlite_path=settings.database_path, url=settings.database.url,
                                         password=password, pool_size=settings.database.pool_size,
-                                        read_only=read_only))
+                                        read_only=read_only, application_name=application_name))
     return db
 
 

@@ -141,6 +141,9 @@ class DatabaseSettings:
     #: by the client: a failed-over primary whose address leads nowhere closes nothing, and would hold the
     #: step, its pooled connection and its turn for as long as TCP keeps trying.
     server_silence_seconds: float = SERVER_SILENCE_SECONDS
+    #: PostgreSQL: the name every session of this process carries (`application_name`): while one is open, the
+    #: process runs (`bot.storage.activity_receipts`), and an operator sees whose session is whose.
+    application_name: str | None = None
 
     @property
     def dialect(self) -> Dialect:
@@ -599,6 +602,8 @@ def open_database(settings: DatabaseSettings) -> Database:
     if settings.url is not None:
         url, connect_args = postgres_connection(settings.url)
         connect_args["server_settings"] = _time_limits(read_only=settings.read_only)
+        if settings.application_name is not None:
+            connect_args["server_settings"]["application_name"] = settings.application_name
         if settings.read_only:
             connect_args["server_settings"] |= {"default_transaction_read_only": "on",
                                                 "default_transaction_isolation": "repeatable read"}

@@ -153,6 +153,8 @@ def messages_route(
             if arrivals is not None and key is not None:
                 arrivals.forget(key)  # Teams' retry of a turn that failed (or a stop cut off) must run
             raise
+        if arrivals is not None and key is not None:
+            await arrivals.done(key)
         if activity.type != "invoke":
             return web.Response(status=202)
         if invoke_response is None or invoke_response.body is None:
@@ -182,6 +184,13 @@ class ActivityArrivals:
         except DatabaseError as error:
             logger.warning("cannot tell whether an activity arrived before; it runs: %s", error)
             return True
+
+    async def done(self, key: tuple[str, str]) -> None:
+        """The turn ran to its end: its copies are not run, also when this process dies next."""
+        try:
+            await self._receipts.done(*key)
+        except DatabaseError as error:
+            logger.warning("a turn's receipt still names this process; should it die, a copy runs: %s", error)
 
     def forget(self, key: tuple[str, str]) -> None:
         task = asyncio.create_task(self._forget(key))

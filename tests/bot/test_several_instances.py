@@ -474,6 +474,36 @@ async def test_a_message_teams_sends_again_to_the_other_instance_runs_once(deplo
     assert await d.db.scalar("SELECT COUNT(*) AS n FROM register WHERE event = 'referral_started'") == 2
 
 
+async def test_the_copy_of_a_turn_whose_instance_was_killed_runs_on_the_other(deployment: Deployment) -> None:
+    """A is killed (SIGKILL) while "nieuw" waits for its reply to reach Teams; Teams' copy goes to B, which runs it
+    (the consent card arrives) because A's sessions ended with it. Before, B answered it without a turn. The copy
+    that reached B while A still lived was not run (the test above)."""
+    d = deployment
+    await d.start("A", "B")
+    start = REFERRER.message(d.service_url, "nieuw")
+    d.connector.holding = True
+    first = asyncio.create_task(d.session.post(f"{d.instances['A'].url}/api/messages", json=start))
+
+    async def held() -> bool:
+        return d.connector.held >= 1
+
+    await d.until(held, "A's reply held")
+    d.instances["A"].process.kill()
+    d.instances["A"].process.wait(timeout=10)
+    with contextlib.suppress(aiohttp.ClientError):
+        (await first).release()
+    d.connector.let_go()
+    await asyncio.sleep(0.3)  # the held request, now answered to nobody, is recorded before the count
+    before = len(d.connector.accepted)
+    for _ in range(2):
+        async with d.session.post(f"{d.instances['B'].url}/api/messages", json=start) as again:
+            assert again.status == 202
+    await asyncio.sleep(0.5)  # time for a second consent card to arrive
+    consent_cards = [call for call in d.connector.accepted[before:]
+                     if call.method == "POST" and "referral.consent" in str(call.body)]
+    assert len(consent_cards) == 1, [call.path for call in d.connector.accepted[before:]]
+
+
 async def _record_job_claims(db: Database) -> None:
     """Every claim of a periodic job (an insert or an update of its `job_runs` row) into `test_job_claims`."""
     await db.execute("CREATE TABLE test_job_claims (name TEXT, started_at TEXT, instance TEXT)")

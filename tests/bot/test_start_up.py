@@ -226,10 +226,10 @@ async def test_the_documented_start_command_of_a_schema_change_waits_for_postgre
             await asyncio.to_thread(process.wait, 30)  # in a thread: the proxy on this loop carries its goodbyes
         await proxy.close()
     assert ended is None, f"the start command ended with exit code {ended}:\n{text[-800:]}"
-    assert "migrated from 0009" in text and "Traceback" not in text
+    assert "migrated from 0010" in text and "Traceback" not in text
 
 
-#: The schema one revision behind this version's: revision 0010's downgrade (keep it the newest revision's).
-DOWN_ONE_REVISION = "ALTER TABLE outbox DROP COLUMN delivered_to; UPDATE alembic_version SET version_num = '0009'"
+#: The schema one revision behind this version's: revision 0011's downgrade (keep it the newest revision's).
+DOWN_ONE_REVISION = "ALTER TABLE activity_receipts DROP COLUMN holder; UPDATE alembic_version SET version_num = '0010'"
 #: infra/README.md's start command for a version that changes the schema (`{python}`: this interpreter).
 START_COMMAND = "{python} -m bot migrate --wait && exec {python} -m bot serve"

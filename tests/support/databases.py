@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -98,11 +99,12 @@ async def set_read_only(server: PostgresServer, db: Database, *, on: bool = True
     await db.engine.dispose()
 
 
-def another_engine(db: Database) -> Database:
-    """A second engine on the same database, as a second instance (or process) would have."""
+def another_engine(db: Database, application_name: str | None = None) -> Database:
+    """A second engine on the same database, as a second instance (or process) would have; on PostgreSQL its
+    sessions named `application_name`, as an instance names them (`bot.app.create_app`)."""
     if db.settings is None:
         raise ValueError("opened without settings")
-    other = open_database(db.settings)
+    other = open_database(dataclasses.replace(db.settings, application_name=application_name))
     OPENED.append(other)
     return other
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from bot.app import create_app
 from bot.config import Settings
 from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
+from tests.support.bot_process import bot_process, wait_until_ready
 from tests.support.bot_server import BotDriver, driving, running_bot, running_connector
 from tests.support.clock import ManualClock
 from tests.support.connector import ConnectorStandIn
 from tests.support.keyvault_provider import until
+from tests.support.smtp_server import free_port
 
 REFERRER = TeamsUser(aad_object_id="aad-referrer-1", name="Referrer", conversation_id="a:personal-1")
 
@@ -120,3 +123,33 @@ async def test_a_turn_cut_off_at_a_stop_lets_teams_copy_run(tmp_path: Path, cloc
             assert (await bot.post(copy.deepcopy(start))).status == 202
             assert await _started(bot) == 2, "the copy ran: a new draft, a consent card"
         assert len(_replies_to(connector, REFERRER)) == 2
+
+
+async def test_the_copy_of_a_turn_whose_process_was_killed_runs_after_the_restart(tmp_path: Path) -> None:
+    """SIGKILL (out of memory, a crash) while "nieuw" waits for its reply to reach Teams: the receipt was taken,
+    the turn never ended. Teams' copy, to the restarted process, runs: its consent card arrives. Before, the copy
+    was answered without a turn and the user had to type again. A further copy is not run."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "BOT_DATA_DIR": str(tmp_path / "data"), "PORT": str(port), "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD}
+    async with running_connector() as (connector, service_url), aiohttp.ClientSession() as session:
+        start = REFERRER.message(service_url, "nieuw")
+        connector.holding = True
+        with bot_process(env, tmp_path / "bot.log") as killed:
+            await wait_until_ready(url, session)
+            first = asyncio.create_task(session.post(f"{url}/api/messages", json=start))
+            await until(lambda: connector.held >= 1, 10, "the turn's reply held")
+            killed.kill()
+            killed.wait(timeout=10)
+        with contextlib.suppress(aiohttp.ClientError):
+            (await first).release()
+        connector.let_go()
+        held = len(_replies_to(connector, REFERRER))
+        with bot_process(env, tmp_path / "bot.log"):
+            await wait_until_ready(url, session)
+            for _ in range(2):
+                async with session.post(f"{url}/api/messages", json=copy.deepcopy(start)) as again:
+                    assert again.status == 202
+            await asyncio.sleep(0.5)  # time for a second card to arrive
+        assert len(_replies_to(connector, REFERRER)) == held + 1, "the copy's consent card, once"
+        assert "referral.consent" in str(_replies_to(connector, REFERRER)[-1])
