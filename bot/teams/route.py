@@ -9,7 +9,8 @@ short reason, never a 500; a body cut off by its sender is one INFO line and cou
 
 A typed message (any activity but an invoke) that Teams sends again, with the id of one that arrived
 before on any instance, is answered 202 without a turn (`bot.storage.activity_receipts`): "nieuw" ran
-twice. An invoke's copy runs again: Teams needs its answer, and each step is a compare-and-set.
+twice. Unless that turn's process died before the turn was done: then the copy runs. An invoke's copy
+runs again: Teams needs its answer, and each step is a compare-and-set.
 
 At most `turns_at_once` turns run side by side; a request past them is read and checked, then waits
 for a place, first come first served. asyncio gives every task in progress a step in turn, so each
