@@ -150,7 +150,8 @@ def create_app(
     At start the database's schema must be this version's: `migrate` brings it there first (by
     default for the embedded SQLite file, which only this process uses; for PostgreSQL a
     migration is a deployment step, `python -m bot migrate`). `instance` names this process in
-    `job_runs` (default: random). `telemetry` is where metrics, spans and logs go (`serve` builds it from
+    `job_runs`, its database sessions and its turns in progress (default: random; unique among the instances).
+    `telemetry` is where metrics, spans and logs go (`serve` builds it from
     the settings; default: off). On a stop the mails and messages being sent get `stop_drain_seconds`
     to finish.
     """
@@ -162,8 +163,8 @@ def create_app(
     if not settings.database.is_postgres:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.data_dir.chmod(0o700)
-    turn_holder = new_holder_name()  # names this process's turns in progress, and its database sessions
-    db = build_database(settings, closers, application_name=turn_holder)
+    instance = instance or new_holder_name()  # one name: its job runs, turns in progress and database sessions
+    db = build_database(settings, closers, application_name=instance)
     telemetry.instrument_database(db)
     # Instances on one PostgreSQL compare the times they store (leases, idle drafts, job runs, rate windows):
     # they share the server's time, never each one's own wall clock.
@@ -289,7 +290,7 @@ def create_app(
                              timezone=settings.timezone, mail_from=settings.mail_from),
     )
     # On SQLite only this process serves the data folder: a turn in progress from before it started was a dead one's.
-    receipts = ActivityReceipts(db, turn_holder, None if settings.database.is_postgres else clock.now())
+    receipts = ActivityReceipts(db, instance, None if settings.database.is_postgres else clock.now())
     channel = build_teams_channel(settings.identity, router, openid_metadata_url=settings.openid_metadata_url,
                                   connector_token=connector_token, metrics=metrics,
                                   turns_at_once=settings.turns_at_once, receipts=receipts, clock=clock)

@@ -47,6 +47,7 @@ class ActivityReceipts:
         self._db = db
         self.holder = holder or new_holder_name()
         self._started_at = started_at
+        self._take_over = _take_over_sql(postgres=db.is_postgres, knows_its_start=started_at is not None)
 
     async def first_arrival(self, conversation_id: str, activity_id: str, now: dt.datetime) -> bool:
         """Record the activity as this process's turn; False when it arrived before (on any instance) and its
@@ -61,21 +62,10 @@ class ActivityReceipts:
             {"key": key, "now": to_text(now), "holder": self.holder})
         if inserted.rowcount == 1:
             return True
-        taken = await self._db.execute(self._take_over_sql(), {
+        taken = await self._db.execute(self._take_over, {
             "key": key, "now": to_text(now), "holder": self.holder, "stale": to_text(now - LONGEST_TURN),
             "started": to_text(self._started_at or now)})
         return taken.rowcount == 1
-
-    def _take_over_sql(self) -> str:
-        """The row of a copy's turn made this process's, when another process held it and has ended (module
-        docstring): `ended` is one of three fixed conditions, never input."""
-        if self._db.is_postgres:
-            ended = ("received_at <= :stale OR NOT EXISTS (SELECT 1 FROM pg_stat_activity"
-                     " WHERE application_name = activity_receipts.holder)")
-        else:
-            ended = "1 = 0" if self._started_at is None else "received_at < :started"
-        return ("UPDATE activity_receipts SET holder = :holder, received_at = :now WHERE key_hash = :key"  # noqa: S608  # nosec B608
-                f" AND holder IS NOT NULL AND holder <> :holder AND ({ended})")
 
     async def done(self, conversation_id: str, activity_id: str) -> None:
         """The turn ran to its end: a copy is not run again, whatever becomes of this process."""
@@ -92,6 +82,18 @@ class ActivityReceipts:
         done = await self._db.execute("DELETE FROM activity_receipts WHERE received_at <= :before",
                                       {"before": to_text(now - KEEP)})
         return done.rowcount
+
+
+def _take_over_sql(*, postgres: bool, knows_its_start: bool) -> str:
+    """The row of a copy's turn made this process's, when another process held it and has ended (module
+    docstring): `ended` is one of three fixed conditions, never input."""
+    if postgres:
+        ended = ("received_at <= :stale OR NOT EXISTS (SELECT 1 FROM pg_stat_activity"
+                 " WHERE application_name = activity_receipts.holder)")
+    else:
+        ended = "received_at < :started" if knows_its_start else "1 = 0"
+    return ("UPDATE activity_receipts SET holder = :holder, received_at = :now WHERE key_hash = :key"  # noqa: S608  # nosec B608
+            f" AND holder IS NOT NULL AND holder <> :holder AND ({ended})")
 
 
 def _key(conversation_id: str, activity_id: str) -> str:
