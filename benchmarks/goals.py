@@ -49,7 +49,7 @@ import re
 import shutil
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,17 @@ from benchmarks.builds import Build, log
 from benchmarks.loop_probe import KEEP_MS as LOOP_PROBE_KEEP_MS
 from benchmarks.loop_probe import WRITE_EVERY_SECONDS as LOOP_PROBE_WRITE_SECONDS
 from benchmarks.processes import Process, base_environment, bot_environment, free_port, start
-from benchmarks.report import percentile
-from benchmarks.scenarios import Driver, Sample, ScenarioError, Target, wait_for_mail, wait_quiet
+from benchmarks.report import percentile_ms
+from benchmarks.scenarios import (
+    Driver,
+    Sample,
+    ScenarioError,
+    Target,
+    timed_at_once,
+    until_answered,
+    wait_for_mail,
+    wait_quiet,
+)
 from benchmarks.smtp_sink import MAILS_PATH
 
 CONCURRENCY = 20
@@ -192,14 +201,14 @@ class GoalRun:
         try:
             target = Target(build.name, process, None)
             user = BenchUser.numbered("echo-start", round_number)
-            await self._until(process, lambda _: self._message_answered(target, user))
+            await until_answered(process, lambda _: self._message_answered(target, user))
             startup = time.monotonic() - started
             await self._driver.message_turns(target, self.options.warmup)
             await wait_quiet(process)
             sample = await self._driver.message_turns(target, self.options.echo_turns)
         finally:
             process.stop()
-        return {"echo_cpu_ms": sample.cpu_ms_per_op, "echo_p50_ms": _p(sample.latencies, 0.5),
+        return {"echo_cpu_ms": sample.cpu_ms_per_op, "echo_p50_ms": percentile_ms(sample.latencies, 0.5),
                 "echo_startup_s": startup}
 
     async def _message_answered(self, target: Target, user: BenchUser) -> bool:
@@ -220,7 +229,7 @@ class GoalRun:
             data_dir = self._folder / f"data-{label}"
             process = self._start(build, data_dir, label)
             try:
-                await self._until(process, self._ready)
+                await until_answered(process, self._ready)
                 target = Target(build.name, process, None, mail_count=self._sink.count)
                 await self._fill(target, figures)
                 await self._work(target, figures)
@@ -235,7 +244,7 @@ class GoalRun:
                 started = time.monotonic()
                 process = self._start(build, data_dir, f"{label}-{stored}")
                 try:
-                    await self._until(process, self._ready)
+                    await until_answered(process, self._ready)
                     if stored == total:
                         figures["startup_s"] = time.monotonic() - started
                     target = Target(build.name, process, None, mail_count=self._sink.count)
@@ -257,7 +266,7 @@ class GoalRun:
         started = time.monotonic()
         process = self._start(build, data_dir, label)
         try:
-            await self._until(process, self._ready)
+            await until_answered(process, self._ready)
             figures["startup_s"] = time.monotonic() - started
         finally:
             process.stop()
@@ -305,20 +314,6 @@ class GoalRun:
             await response.read()
             return response.status == 200
 
-    async def _until(
-        self, process: Process, answered: Callable[[Process], Awaitable[bool]], within: float = 90
-    ) -> None:
-        """Poll every 10 ms until `answered(process)`; the process must not die meanwhile."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if process.popen.poll() is not None:
-                raise ScenarioError(f"{process.name} exited with {process.popen.returncode}:\n{process.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                if await answered(process):
-                    return
-            await asyncio.sleep(0.01)
-        raise ScenarioError(f"{process.name}: not ready within {within:.0f} s:\n{process.log_tail()}")
-
     async def _fill(self, target: Target, figures: dict[str, float]) -> None:
         first, total = self.options.fill
         mails_before = await self._sink.count()
@@ -340,33 +335,25 @@ class GoalRun:
 
     async def _card_actions(self, target: Target, figures: dict[str, float]) -> None:
         one = await self._driver.card_actions(target, self.options.card_actions)
-        figures["card_p50_c1_ms"] = _p(one.latencies, 0.5)
+        figures["card_p50_c1_ms"] = percentile_ms(one.latencies, 0.5)
         await wait_quiet(target.process)
         probe = _Probe()
         since = time.time()
         async with self._probing(target.process, probe):
             many = await self._concurrent_card_actions(target, self.options.card_actions)
-        figures["card_p50_c20_ms"] = _p(many.latencies, 0.5)
-        figures["card_p99_c20_ms"] = _p(many.latencies, 0.99)
+        figures["card_p50_c20_ms"] = percentile_ms(many.latencies, 0.5)
+        figures["card_p99_c20_ms"] = percentile_ms(many.latencies, 0.99)
         figures["stall_card_ms"] = probe.max_ms
         figures["loop_card_ms"] = await self._longest_callback_ms(target.process, since)
         await wait_quiet(target.process)
 
     async def _concurrent_card_actions(self, target: Target, count: int) -> Sample:
-        latencies: list[float] = []
-        indexes = iter(range(count))
+        async def one(index: int) -> None:
+            card = await self._driver.card_action(target, target.user(index), "referral.start", {})
+            if not card:
+                raise ScenarioError(f"{target.name}: referral.start answered no card")
 
-        async def worker() -> None:
-            for index in indexes:
-                started = time.perf_counter()
-                card = await self._driver.card_action(target, target.user(index), "referral.start", {})
-                latencies.append(time.perf_counter() - started)
-                if not card:
-                    raise ScenarioError(f"{target.name}: referral.start answered no card")
-
-        cpu_before = target.process.cpu.ns()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return Sample(target.process.cpu.ns() - cpu_before, count, latencies)
+        return await timed_at_once(target, count, CONCURRENCY, one)
 
     async def _delivery_load(self, target: Target, figures: dict[str, float], seconds: float) -> None:
         ramp = min(2.0, seconds / 5)
@@ -400,8 +387,8 @@ class GoalRun:
             "smtp_per_s": len(in_window) / length,
             "backlog_at_end": float(sum(1 for r in referrals if r.answered <= window[1])
                                     - sum(1 for at in received.values() if at <= window[1])),
-            "send_to_smtp_p50_ms": _p(latencies, 0.5),
-            "send_to_smtp_p99_ms": _p(latencies, 0.99),
+            "send_to_smtp_p50_ms": percentile_ms(latencies, 0.5),
+            "send_to_smtp_p99_ms": percentile_ms(latencies, 0.99),
             "stall_load_ms": probe.max_ms,
             "loop_load_ms": loop_ms,
         })
@@ -464,11 +451,6 @@ class GoalRun:
         finally:
             stop.set()
             await task
-
-
-def _p(values: list[float], fraction: float) -> float:
-    """Percentile in ms of latencies in seconds (0 for none)."""
-    return percentile(values, fraction) * 1000 if values else 0.0
 
 
 def _rss_mb(process: Process) -> float:

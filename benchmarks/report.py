@@ -27,6 +27,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
+def percentile_ms(values: list[float], fraction: float) -> float:
+    """Percentile in ms of latencies in seconds (0 for none)."""
+    return percentile(values, fraction) * 1000 if values else 0.0
+
+
 def rows(results: dict[str, dict[str, list[Sample]]], baseline: str) -> list[Row]:
     """One row per (scenario, build) that was measured, in the order measured."""
     table = []

@@ -15,6 +15,7 @@ answer of `referral.send`; "incl. delivery" runs on to that quiet point.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -111,7 +112,7 @@ class Driver:
             counts: dict[str, int] = await response.json()
         return counts.get("POST", 0)
 
-    async def _timed(
+    async def timed(
         self, target: Target, count: int, one: Callable[[int], Awaitable[None]],
         settle: Callable[[], Awaitable[None]] | None = None,
     ) -> Sample:
@@ -148,7 +149,7 @@ class Driver:
                 await asyncio.sleep(0.001)
 
         posts_before = await self.connector_posts()
-        return await self._timed(target, count, one, replies_arrived)
+        return await self.timed(target, count, one, replies_arrived)
 
     async def card_action(self, target: Target, user: BenchUser, verb: str, data: dict[str, Any]) -> dict[str, Any]:
         """An `adaptiveCard/action` invoke; returns the card of the 200 answer."""
@@ -169,7 +170,7 @@ class Driver:
             card = await self.card_action(target, target.user(index), "referral.start", {})
             _expect(target, card, "referral.start", "referral.consent")
 
-        return await self._timed(target, count, one)
+        return await self.timed(target, count, one)
 
     async def referrals(self, target: Target, count: int) -> tuple[Sample, Sample]:
         """`count` whole referrals: (the 4 invokes, the 4 invokes plus delivery) per referral."""
@@ -246,6 +247,35 @@ async def _wait_for_mail(target: Target, expected: int, within: float = DELIVERY
 async def wait_for_mail(target: Target, expected: int, within: float) -> None:
     """Until `expected` mails were delivered in all (ScenarioError after `within` seconds)."""
     await _wait_for_mail(target, expected, within)
+
+
+async def timed_at_once(target: Target, count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> Sample:
+    """`count` calls of `one` by `concurrency` workers at once, each call timed; the process's CPU over them all."""
+    latencies: list[float] = []
+    indexes = iter(range(count))
+
+    async def worker() -> None:
+        for index in indexes:
+            started = time.perf_counter()
+            await one(index)
+            latencies.append(time.perf_counter() - started)
+
+    cpu_before = target.process.cpu.ns()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Sample(target.process.cpu.ns() - cpu_before, count, latencies)
+
+
+async def until_answered(process: Process, answered: Callable[[Process], Awaitable[bool]], within: float = 90) -> None:
+    """Poll every 10 ms until `answered(process)`; the process must not die meanwhile."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise ScenarioError(f"{process.name} exited with {process.popen.returncode}:\n{process.log_tail()}")
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            if await answered(process):
+                return
+        await asyncio.sleep(0.01)
+    raise ScenarioError(f"{process.name}: not ready within {within:.0f} s:\n{process.log_tail()}")
 
 
 async def wait_quiet(process: Process, within: float = 10.0) -> None:

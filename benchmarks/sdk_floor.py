@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import statistics
 import sys
 import tempfile
@@ -39,8 +40,8 @@ from benchmarks.builds import Build, BuildError, BuildSpec, log, prepared_builds
 from benchmarks.connector_standin import STATS_PATH
 from benchmarks.cpu import pick_cpus, pin_self
 from benchmarks.processes import Process, base_environment, bot_environment, free_port, start, wait_healthy
-from benchmarks.report import percentile
-from benchmarks.scenarios import Driver, Sample, ScenarioError, Target, wait_quiet
+from benchmarks.report import percentile_ms
+from benchmarks.scenarios import Driver, ScenarioError, Target, timed_at_once, until_answered, wait_quiet
 
 FLOOR_BOT = Path(__file__).with_name("floor_agents_bot.py")
 CONCURRENCY = 20
@@ -97,81 +98,46 @@ class FloorRun:
         try:
             target = Target(build.name, process, None)
             turn = self._echo_turn if build.echo else self._floor_invoke
-            await self._until_answered(process, lambda: turn(target, 0))
+            await until_answered(process, lambda _: self._answered(lambda: turn(target, 0)))
             ready = time.monotonic() - started
-            await self._one_at_a_time(target, turn, self._arguments.warmup)
+            await self._driver.timed(target, self._arguments.warmup, functools.partial(turn, target))
             await wait_quiet(process)
             # The echo bot exactly as the goals measure their baseline (the CPU window ends with its last reply).
             one = await (self._driver.message_turns(target, self._arguments.turns) if build.echo
-                         else self._one_at_a_time(target, turn, self._arguments.turns))
+                         else self._driver.timed(target, self._arguments.turns, functools.partial(turn, target)))
             await wait_quiet(process)
-            many = await self._at_once(target, turn, self._arguments.turns)
+            many = await timed_at_once(target, self._arguments.turns, CONCURRENCY, functools.partial(turn, target))
             await wait_quiet(process)
         finally:
             process.stop()
-        return {"ready_s": ready, "cpu_ms": one.cpu_ms_per_op, "p50_1_ms": _ms(one.latencies, 0.5),
-                "p50_20_ms": _ms(many.latencies, 0.5), "p99_20_ms": _ms(many.latencies, 0.99)}
+        return {"ready_s": ready, "cpu_ms": one.cpu_ms_per_op, "p50_1_ms": percentile_ms(one.latencies, 0.5),
+                "p50_20_ms": percentile_ms(many.latencies, 0.5), "p99_20_ms": percentile_ms(many.latencies, 0.99)}
 
-    async def _echo_turn(self, target: Target, index: int) -> bool:
+    @staticmethod
+    async def _answered(turn: Callable[[], Awaitable[None]]) -> bool:
+        """Ready: a turn answered as expected (not yet: False)."""
+        with contextlib.suppress(ScenarioError):
+            await turn()
+            return True
+        return False
+
+    async def _echo_turn(self, target: Target, index: int) -> None:
         """A message turn; the echo bot answers once its reply reached the connector."""
-        activity = target.user(index).message(self._driver.service_url, "hulp")
-        return await self._post(target, activity) is not None
+        await self._post(target, target.user(index).message(self._driver.service_url, "hulp"))
 
-    async def _floor_invoke(self, target: Target, index: int) -> bool:
+    async def _floor_invoke(self, target: Target, index: int) -> None:
         """A card action answered with a card in the invoke's HTTP response."""
         body = await self._post(target, target.user(index).card_action(self._driver.service_url, "floor.next", {}))
-        return body is not None and invoke_card(body) is not None
+        if invoke_card(body) is None:
+            raise ScenarioError(f"{target.name}: a card action was answered without a card: {body!r:.300}")
 
-    async def _post(self, target: Target, activity: dict[str, object]) -> object | None:
-        """The JSON answer (or {} for none) of a 2xx; None otherwise."""
+    async def _post(self, target: Target, activity: dict[str, object]) -> object:
+        """The JSON answer (or {} for none) of a 2xx; ScenarioError otherwise."""
         async with self._session.post(f"{target.process.url}/api/messages", json=activity) as response:
             body = await response.read()
             if not 200 <= response.status < 300:
-                return None
+                raise ScenarioError(f"{target.name}: answered {response.status}:\n{target.process.log_tail()}")
             return await response.json() if body else {}
-
-    async def _until_answered(self, process: Process, answered: Callable[[], Awaitable[bool]],
-                              within: float = 90) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if process.popen.poll() is not None:
-                raise ScenarioError(f"{process.name} exited with {process.popen.returncode}:\n{process.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                if await answered():
-                    return
-            await asyncio.sleep(0.01)
-        raise ScenarioError(f"{process.name}: not ready within {within:.0f} s:\n{process.log_tail()}")
-
-    async def _one_at_a_time(self, target: Target, turn: Callable[[Target, int], Awaitable[bool]],
-                             count: int) -> Sample:
-        latencies = []
-        cpu_before = target.process.cpu.ns()
-        for index in range(count):
-            began = time.perf_counter()
-            if not await turn(target, index):
-                raise ScenarioError(f"{target.name}: a turn was not answered as expected:\n"
-                                    f"{target.process.log_tail()}")
-            latencies.append(time.perf_counter() - began)
-        return Sample(target.process.cpu.ns() - cpu_before, count, latencies)
-
-    async def _at_once(self, target: Target, turn: Callable[[Target, int], Awaitable[bool]], count: int) -> Sample:
-        latencies: list[float] = []
-        indexes = iter(range(count))
-
-        async def worker() -> None:
-            for index in indexes:
-                began = time.perf_counter()
-                if not await turn(target, index):
-                    raise ScenarioError(f"{target.name}: a turn at {CONCURRENCY} at a time was not answered")
-                latencies.append(time.perf_counter() - began)
-
-        cpu_before = target.process.cpu.ns()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return Sample(target.process.cpu.ns() - cpu_before, count, latencies)
-
-
-def _ms(latencies: list[float], fraction: float) -> float:
-    return percentile(latencies, fraction) * 1000
 
 
 @contextlib.contextmanager
@@ -203,7 +169,8 @@ async def _run(arguments: argparse.Namespace, echo: Build, floor: Build, folder:
 
 def _spread(values: list[float], unit: str) -> str:
     digits = 2 if unit == "s" or max(values) < 10 else 1
-    return f"{statistics.fmean(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f}) {unit}"
+    suffix = unit if unit == "x" else f" {unit}"
+    return f"{statistics.fmean(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f}){suffix}"
 
 
 def report(figures: dict[str, list[dict[str, float]]], echo: str, floor: str) -> str:
@@ -216,7 +183,7 @@ def report(figures: dict[str, list[dict[str, float]]], echo: str, floor: str) ->
     for goal in GOALS:
         ratios = [goal.numerator(f, e) / goal.denominator(f, e) for f, e in zip(figures[floor], figures[echo],
                                                                              strict=True)]
-        lines.append(f"| {goal.name} | {_spread(ratios, 'x').replace(' x', 'x')} | {goal.bound} |")
+        lines.append(f"| {goal.name} | {_spread(ratios, 'x')} | {goal.bound} |")
     return "\n".join(lines)
 
 
