@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy.engine import RowMapping
-
-from bot.storage.database import Database, from_text, to_text
+from bot.storage.database import Database, Row, from_text, to_text
 
 
 class ReferralState(StrEnum):
@@ -349,7 +347,7 @@ def _column_value(name: str, value: Any) -> Any:
     return value
 
 
-def referral_from_row(row: RowMapping) -> SentReferral:
+def referral_from_row(row: Row) -> SentReferral:
     """A referral from its row (extra columns of a query are ignored)."""
     values: dict[str, Any] = {}
     for name in _COLUMNS:

@@ -22,11 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy.engine import RowMapping
-
 from bot.delivery.chat_messages import MessageContent, conversation_key
 from bot.delivery.outbox_due import mark_under_lease, next_due_in, requeue_every_lease, requeue_expired_leases
-from bot.storage.database import Database, from_text, to_text
+from bot.storage.database import Database, Row, from_text, to_text
 
 logger = logging.getLogger(__name__)
 
@@ -340,7 +338,7 @@ class MessageOutbox:
         return {str(row["state"]): int(row["n"]) for row in rows}
 
 
-def _message(row: RowMapping, lease_until: dt.datetime) -> QueuedMessage:
+def _message(row: Row, lease_until: dt.datetime) -> QueuedMessage:
     return QueuedMessage(
         id=int(row["id"]),
         conversation_ref=str(row["conversation_ref"]),

@@ -35,11 +35,9 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.engine import RowMapping
-
 from bot.core.protocols import DataSharingProtocol
 from bot.core.referral_values import DATA_CATEGORIES, LEGAL_BASIS, PURPOSE, RECIPIENT_CATEGORY
-from bot.storage.database import Database, from_text, lock_key, to_text
+from bot.storage.database import Database, Row, from_text, lock_key, to_text
 
 GENESIS_HASH = "0" * 64
 #: The lock every append holds until its transaction ends (`Database.lock`), so there is one chain.
@@ -447,7 +445,7 @@ class ProcessingRegister:
         async for page in self._pages("at >= :since AND at < :until", {"since": since, "until": until}):
             yield await asyncio.to_thread(_exported_rows, page)
 
-    async def _pages(self, where: str, parameters: Mapping[str, str | int]) -> AsyncIterator[list[RowMapping]]:
+    async def _pages(self, where: str, parameters: Mapping[str, str | int]) -> AsyncIterator[list[Row]]:
         """The entries matching `where`, in seq order, `PAGE_SIZE` at a time.
 
         Turning a database row into a Python one is CPU work on the event loop; one statement for a
@@ -491,7 +489,7 @@ _OF_PROTOCOL = ("(protocol_id = :protocol OR (protocol_id = '-' AND event = :pru
                 " AND detail LIKE 'table=register;%'))")
 
 
-def _exported_rows(rows: list[RowMapping]) -> list[dict[str, str]]:
+def _exported_rows(rows: list[Row]) -> list[dict[str, str]]:
     """A page as text (in a worker thread: 2000 entries are about 9 ms of CPU, which the event loop then waited)."""
     return [{column: str(row[column]) for column in EXPORT_COLUMNS} for row in rows]
 
@@ -509,7 +507,7 @@ class _ChainWalk:
         self._current_seen = False
         self._found: list[RegisterProblem | tuple[int, str]] = []
 
-    def check(self, rows: Sequence[RowMapping]) -> None:
+    def check(self, rows: Sequence[Row]) -> None:
         """The next page of entries."""
         for row in rows:
             seq = int(row["seq"])
@@ -548,7 +546,7 @@ class _ChainWalk:
         )
 
 
-def _content_problems(row: RowMapping, *, after_current_format: bool) -> list[RegisterProblem]:
+def _content_problems(row: Row, *, after_current_format: bool) -> list[RegisterProblem]:
     """Whether the entry's fields still give the hash it was written with, in its own format."""
     seq = int(row["seq"])
     entry_format: Any = row["entry_format"]

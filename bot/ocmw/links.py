@@ -12,10 +12,8 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy.engine import RowMapping
-
 from bot.core.reference import REFERENCE_ALPHABET
-from bot.storage.database import Database, from_text, to_text
+from bot.storage.database import Database, Row, from_text, to_text
 
 CODE_LIFETIME = dt.timedelta(hours=24)
 _CODE_LENGTH = 8
@@ -126,7 +124,7 @@ class OcmwLinks:
         return [_link(row) for row in rows]
 
 
-def _link(row: RowMapping) -> OcmwLink:
+def _link(row: Row) -> OcmwLink:
     return OcmwLink(
         protocol_id=row["protocol_id"],
         conversation_id=row["conversation_id"],

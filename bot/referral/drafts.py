@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy.engine import RowMapping
-
 from bot.core.reference import new_reference
 from bot.core.referral_values import UNVERSIONED_CONSENT_TEXT, ClientDetails, ConsentRecord
 from bot.secrets.draft_cipher import DraftCipher, DraftCipherError
-from bot.storage.database import Database, from_text, to_text
+from bot.storage.database import Database, Row, from_text, to_text
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +246,7 @@ class DraftStore:
                 await replace_card(card)
         return shown
 
-    def _from_row(self, row: RowMapping) -> Draft:
+    def _from_row(self, row: Row) -> Draft:
         details = None
         state = DraftState(row["state"])
         if row["sealed_details"] is not None:

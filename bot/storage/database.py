@@ -57,14 +57,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import bindparam, event, text
 from sqlalchemy.engine import Connection as SyncConnection
-from sqlalchemy.engine import CursorResult, Engine, RowMapping
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.util import greenlet_spawn
 
-from bot.storage import sqlite_connection
+from bot.storage import direct_statements, sqlite_connection
+from bot.storage.direct_statements import CompiledStatement
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ _SQLITE_REFUSALS = {sqlite3.SQLITE_FULL: "database full", sqlite3.SQLITE_READONL
 #: TLS towards PostgreSQL, as libpq names it (`sslmode` in DATABASE_URL).
 TLS_MODES = ("disable", "require", "verify-ca", "verify-full")
 SqlParameters = Mapping[str, Any]
+#: A row read, by column name: SQLAlchemy's `RowMapping`, or a dictionary from `bot.storage.direct_statements`.
+Row = Mapping[str, Any]
 #: See `Database.checkpoint_retry_seconds`.
 CHECKPOINT_RETRY_SECONDS = 1.0
 #: A WAL that readers kept from being emptied this long is logged as a warning (wiped content lingers).
@@ -154,17 +157,17 @@ class DatabaseSettings:
 class Rows:
     """A statement's outcome, read in full: the rows (by column name) and how many rows it changed."""
 
-    rows: list[RowMapping]
+    rows: list[Row]
     rowcount: int
 
-    def first(self) -> RowMapping | None:
+    def first(self) -> Row | None:
         return self.rows[0] if self.rows else None
 
     def scalar(self) -> Any:
         """The first column of the first row (None when there is none)."""
         return None if not self.rows else next(iter(self.rows[0].values()))
 
-    def __iter__(self) -> Iterator[RowMapping]:
+    def __iter__(self) -> Iterator[Row]:
         return iter(self.rows)
 
     def __len__(self) -> int:
@@ -196,7 +199,7 @@ class Database:
         self.read_only = read_only
         self._current: contextvars.ContextVar[_Transaction | None] = contextvars.ContextVar(
             f"db-transaction-{id(self)}", default=None)
-        self._statements: dict[tuple[str, frozenset[str]], TextClause] = {}
+        self._statements: dict[tuple[str, frozenset[str]], tuple[TextClause, CompiledStatement | None]] = {}
         self._wal_dirty = False
         #: After a busy checkpoint, the automatic ones (after a wipe, after a statement) wait this long:
         #: under load a reader is nearly always busy, and one attempt per statement cost CPU and a log line.
@@ -312,10 +315,14 @@ class Database:
         Parameters are named (`:name`); a list, tuple or set value stands for `IN :name`.
         """
         parameters = parameters or {}
-        statement = self._statement(sql, parameters)
+        statement, direct = self._statement(sql, parameters)
+        values = self._direct_values(direct, parameters)
         current = self._own_transaction()
         if current is not None:
-            rows = await _run(current.connection, statement, parameters)
+            answer = None
+            if direct is not None and values is not None:
+                answer = await direct_statements.run_in_transaction(current.connection, direct, values)
+            rows = Rows(*answer) if answer is not None else await _run(current.connection, statement, parameters)
             current.wrote = current.wrote or (rows.rowcount > 0 and not _is_read(sql))
             return rows
         if self.is_postgres:
@@ -327,15 +334,18 @@ class Database:
         # turn among the process's writers (`_writer_turn`), then takes that lock and commits within the
         # statement.
         async with self._writer_turn(needed=not _is_read(sql)):
-            rows = await self._alone(statement, parameters, {_ALONE: True})
+            if direct is not None and values is not None:
+                rows = await self._direct_alone(direct, values, sql)
+            else:
+                rows = await self._alone(statement, parameters, {_ALONE: True})
         if self._wal_dirty:
             await self._truncate_wal_unless_just_busy()
         return rows
 
-    async def fetch_one(self, sql: str, parameters: SqlParameters | None = None) -> RowMapping | None:
+    async def fetch_one(self, sql: str, parameters: SqlParameters | None = None) -> Row | None:
         return (await self.execute(sql, parameters)).first()
 
-    async def fetch_all(self, sql: str, parameters: SqlParameters | None = None) -> list[RowMapping]:
+    async def fetch_all(self, sql: str, parameters: SqlParameters | None = None) -> list[Row]:
         return (await self.execute(sql, parameters)).rows
 
     async def scalar(self, sql: str, parameters: SqlParameters | None = None) -> Any:
@@ -465,17 +475,35 @@ class Database:
             self.writes_refused_at = None  # a write was taken (on its own, a statement commits with itself)
         return rows
 
-    def _statement(self, sql: str, parameters: SqlParameters) -> TextClause:
+    def _statement(self, sql: str, parameters: SqlParameters) -> tuple[TextClause, CompiledStatement | None]:
+        """The statement, built once per text, and (SQLite) how it goes straight to the driver, if it can."""
         expanding = frozenset(name for name, value in parameters.items()
                               if isinstance(value, (list, tuple, set, frozenset)))
         key = (sql, expanding)
-        statement = self._statements.get(key)
-        if statement is None:
+        prepared = self._statements.get(key)
+        if prepared is None:
             statement = text(sql)
             if expanding:
                 statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
-            self._statements[key] = statement
-        return statement
+            direct = None
+            if self.dialect == "sqlite":
+                direct = direct_statements.compile_statement(statement, self.engine.sync_engine.dialect)
+            prepared = self._statements[key] = (statement, direct)
+        return prepared
+
+    def _direct_values(self, direct: CompiledStatement | None, parameters: SqlParameters) -> tuple[Any, ...] | None:
+        """The values for the driver when the statement goes straight to it (`bot.storage.direct_statements`)."""
+        if direct is None or direct_statements.observed(self.engine.sync_engine):
+            return None
+        return direct.values(parameters)
+
+    async def _direct_alone(self, direct: CompiledStatement, values: tuple[Any, ...], sql: str) -> Rows:
+        """`_alone`, the statement straight to the driver: one pass of the async bridge, for the pool."""
+        with as_database_error(self._note_writes_refused):
+            rows = Rows(*await greenlet_spawn(direct_statements.run_alone, self.engine.sync_engine, direct, values))
+        if rows.rowcount > 0 and self.writes_refused_at is not None and not _is_read(sql):
+            self.writes_refused_at = None  # a write was taken (on its own, a statement commits with itself)
+        return rows
 
 
 async def _run(connection: AsyncConnection, statement: TextClause, parameters: SqlParameters) -> Rows:
@@ -494,7 +522,7 @@ def _values(parameters: SqlParameters) -> dict[str, Any]:
 
 
 def _rows(result: CursorResult[Any]) -> Rows:
-    rows = list(result.mappings().all()) if result.returns_rows else []
+    rows = cast(list[Row], list(result.mappings().all())) if result.returns_rows else []
     return Rows(rows, result.rowcount if not result.returns_rows else len(rows))
 
 

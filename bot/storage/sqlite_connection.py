@@ -20,10 +20,10 @@ from typing import Any
 import aiosqlite
 
 #: What `execute` brings back from the thread: description, rowcount, lastrowid, rows.
-_Outcome = tuple[Any, int, int | None, list[Any]]
+Outcome = tuple[Any, int, int | None, list[Any]]
 
 
-def _run(connection: sqlite3.Connection, sql: str, parameters: Sequence[Any] | None, begin: str | None) -> _Outcome:
+def _run(connection: sqlite3.Connection, sql: str, parameters: Sequence[Any] | None, begin: str | None) -> Outcome:
     """On the connection's thread: `begin` if a transaction starts here, the statement, all its rows,
     and the figures a DBAPI cursor keeps."""
     if begin is not None:
@@ -38,7 +38,7 @@ def _run(connection: sqlite3.Connection, sql: str, parameters: Sequence[Any] | N
 
 
 def _run_many(connection: sqlite3.Connection, sql: str, parameter_sets: Iterable[Sequence[Any]],
-              begin: str | None) -> _Outcome:
+              begin: str | None) -> Outcome:
     if begin is not None:
         connection.execute(begin)
     cursor = connection.cursor()
@@ -123,9 +123,14 @@ class OneTripConnection(aiosqlite.Connection):
         if self._conn.in_transaction:
             await super().rollback()
 
-    async def run_on_thread(self, function: Any, sql: str, parameters: Any) -> _Outcome:
+    async def run_statement(self, sql: str, parameters: Sequence[Any]) -> Outcome:
+        """One statement (positional `?` parameters) and all its rows, in one call on the thread, past
+        SQLAlchemy (`bot.storage.direct_statements`); BEGIN with it if a transaction starts here."""
+        return await self.run_on_thread(_run, sql, parameters)
+
+    async def run_on_thread(self, function: Any, sql: str, parameters: Any) -> Outcome:
         begin, self._begin = self._begin, None
-        outcome: _Outcome = await self._execute(function, self._conn, sql, parameters, begin)  # type: ignore[no-untyped-call]
+        outcome: Outcome = await self._execute(function, self._conn, sql, parameters, begin)  # type: ignore[no-untyped-call]
         return outcome
 
 

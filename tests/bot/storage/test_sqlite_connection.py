@@ -6,12 +6,15 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
+import greenlet
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection as SyncConnection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from bot.storage.database import Database, DatabaseError, DatabaseSettings, open_database
+from bot.storage.database import Database, DatabaseError, DatabaseSettings, DatabaseUnreachable, open_database
 from bot.storage.sqlite_connection import OneTripConnection
 from tests.support.databases import OPENED
 
@@ -196,3 +199,135 @@ async def test_a_transaction_holds_the_writers_lock_from_its_first_statement(db:
         assert await db.scalar("SELECT COUNT(*) FROM t") == 2, "the connection is usable again"
     finally:
         other.close()
+
+
+async def test_no_statement_goes_through_sqlalchemys_execution_machinery(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLAlchemy compiles each statement once; running it through its execution context, result and row
+    objects (and, in a transaction, one pass of its async bridge per statement) cost ~200 us of the event
+    loop's CPU per statement against ~60 for the driver alone, a quarter of a referral's CPU (issue 14).
+    The answers are SQLite's own, as before (the other tests of this file)."""
+    executed: list[str] = []
+    original = SyncConnection._execute_context
+
+    def counted(self: SyncConnection, *arguments: Any, **options: Any) -> Any:
+        executed.append(str(arguments[2]))
+        return original(self, *arguments, **options)
+
+    monkeypatch.setattr(SyncConnection, "_execute_context", counted)
+    await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": "a"})
+    assert await db.fetch_one("SELECT v FROM t WHERE id = :id", {"id": 1}) == {"v": "a"}
+    async with db.transaction():
+        await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": "b"})
+        assert (await db.execute("UPDATE t SET v = v || '!' WHERE id = :id", {"id": 2})).rowcount == 1
+        async with db.transaction():  # a savepoint
+            returned = await db.execute("INSERT INTO t (v) VALUES (:v) RETURNING id", {"v": "c"})
+    assert returned.scalar() == 3
+    assert [sql for sql in executed if sql.split()[0] not in ("SAVEPOINT", "RELEASE")] == [], executed
+    assert [row["v"] for row in await db.fetch_all("SELECT v FROM t ORDER BY id")] == ["a", "b!", "c"]
+
+
+async def test_a_transaction_crosses_sqlalchemys_async_bridge_as_often_for_one_statement_as_for_six(
+        db: Database) -> None:
+    """Its checkout, BEGIN, COMMIT and return cross the bridge (a greenlet each); its statements do not."""
+    entered: list[greenlet.greenlet] = []
+
+    def trace(event_name: str, switch: tuple[greenlet.greenlet, greenlet.greenlet]) -> None:
+        target = switch[1]
+        if event_name in ("switch", "throw") and target.parent is not None and target not in entered:
+            entered.append(target)
+
+    counts = []
+    for statements in (1, 6):
+        previous = greenlet.settrace(trace)
+        try:
+            async with db.transaction():
+                for number in range(statements):
+                    await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": f"{statements}-{number}"})
+        finally:
+            greenlet.settrace(previous)
+        counts.append(len(entered))
+        entered.clear()
+    assert counts[0] == counts[1], counts
+    assert await db.scalar("SELECT COUNT(*) FROM t") == 7
+
+
+async def test_an_observer_of_statements_still_sees_every_one(db: Database) -> None:
+    """A listener on SQLAlchemy's cursor events (the tests' fault injection, `benchmarks.statement_counts`)
+    is served by SQLAlchemy's own path: it sees each statement, and what it raises fails that statement."""
+    seen: list[str] = []
+
+    def observe(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+        if "'refused'" in statement:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", observe)
+    try:
+        await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": "a"})
+        with pytest.raises(OperationalError):
+            async with db.transaction():
+                await db.execute("INSERT INTO t (v) VALUES ('b')")
+                await db.execute("INSERT INTO t (v) VALUES ('refused')")
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", observe)
+    assert seen == ["INSERT INTO t (v) VALUES (?)", "INSERT INTO t (v) VALUES ('b')",
+                    "INSERT INTO t (v) VALUES ('refused')"]
+    assert [row["v"] for row in await db.fetch_all("SELECT v FROM t")] == ["a"], "the transaction rolled back"
+
+
+async def test_errors_in_a_transaction_are_sqlalchemys_and_roll_it_back(db: Database) -> None:
+    await db.execute("INSERT INTO t (v) VALUES ('x')")
+    with pytest.raises(IntegrityError) as duplicate:
+        async with db.transaction():
+            await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": "y"})
+            await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": "x"})
+    assert "'x'" not in str(duplicate.value) and "[SQL parameters hidden" in str(duplicate.value)
+    with pytest.raises(OperationalError):
+        async with db.transaction():
+            await db.execute("SELECT nope FROM t")
+    assert [row["v"] for row in await db.fetch_all("SELECT v FROM t")] == ["x"]
+    async with db.transaction():
+        await db.execute("INSERT INTO t (v) VALUES ('z')")
+    assert await db.scalar("SELECT COUNT(*) FROM t") == 2, "the connection is usable again"
+
+
+async def test_a_connection_closed_under_a_statement_is_replaced(db: Database) -> None:
+    """The pooled connection gone (its thread stopped): the statement says the database is out of reach
+    ("probeer zo opnieuw"), the connection is dropped from the pool, and the next statement has a new one."""
+    for in_transaction in (False, True):
+        async with db.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            await raw.driver_connection.close()
+        with pytest.raises(DatabaseUnreachable):
+            if in_transaction:
+                async with db.transaction():
+                    await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": "lost"})
+            else:
+                await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": "lost"})
+        await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": f"kept {in_transaction}"})
+    assert [row["v"] for row in await db.fetch_all("SELECT v FROM t")] == ["kept False", "kept True"]
+
+
+async def test_a_transaction_cancelled_mid_statement_leaves_nothing_and_the_pool_usable(db: Database) -> None:
+    """A turn cancelled while its statement runs (the bot shutting down): nothing of it is committed."""
+    started = asyncio.Event()
+
+    async def long_step() -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO t (v) VALUES ('half')")
+            started.set()
+            await db.scalar("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)"
+                            " SELECT COUNT(*) FROM n")
+
+    step = asyncio.create_task(long_step())
+    await started.wait()
+    await asyncio.sleep(0.02)
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    assert await db.scalar("SELECT COUNT(*) FROM t") == 0
+    async with db.transaction():
+        await db.execute("INSERT INTO t (v) VALUES ('next')")
+    assert [row["v"] for row in await db.fetch_all("SELECT v FROM t")] == ["next"]
+    assert db.engine.sync_engine.pool.checkedout() == 0
