@@ -10,15 +10,16 @@ dictionaries. Connections, the pool, transactions and savepoints stay SQLAlchemy
 failure: it goes through the connection's own handling (the driver's error wrapped as SQLAlchemy's,
 `handle_error` listeners told, a lost connection invalidated and left out of the pool).
 
-SQLAlchemy's whole way is kept where this would change what someone sees: a statement with a list
-parameter (`IN :ids`, expanded per call), a parameter missing (SQLAlchemy's own error names it), a
-connection SQLAlchemy has invalidated, and while anything listens to its statement events (the tests'
-fault injection, `benchmarks.statement_counts`, `tests.support.query_plans`), which then see every
-statement as before.
+SQLAlchemy's whole way is kept where this would change what someone sees: an empty list parameter
+(`IN :ids` with nothing in it, for which SQLAlchemy writes an expression of its own), a parameter
+missing (SQLAlchemy's own error names it), a connection SQLAlchemy has invalidated, and while
+anything listens to its statement events (the tests' fault injection, `benchmarks.statement_counts`,
+`tests.support.query_plans`), which then see every statement as before.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -31,33 +32,60 @@ from sqlalchemy.util import await_, greenlet_spawn
 
 from bot.storage.sqlite_connection import OneTripConnection, Outcome
 
+#: Where SQLAlchemy's SQLite compiler leaves a list parameter for each run to fill: `(__[POSTCOMPILE_ids])`.
+_LIST_GAP = re.compile(r"\(__\[POSTCOMPILE_(\w+)\]\)")
 #: A statement's rows (by column name) and how many rows it changed (returned, for one that returns rows).
 Answer = tuple[list[Mapping[str, Any]], int]
 
 
 @dataclass(frozen=True)
 class CompiledStatement:
-    """A statement as SQLite takes it: its text with `?` placeholders, and which parameter goes where."""
+    """A statement as SQLite takes it: its text with `?` placeholders, and which parameter goes where.
 
-    sql: str
+    A list parameter (`IN :ids`) is a gap in the text (`pieces` around it) that each run fills with
+    one `?` per value, as SQLAlchemy's own expansion does.
+    """
+
+    pieces: tuple[str, ...]
     names: tuple[str, ...]
+    expanding: frozenset[str]
 
-    def values(self, parameters: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The parameters in placeholder order; None when one is missing."""
+    def render(self, parameters: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+        """The text and the values in placeholder order; None when a parameter is missing, or a list empty
+        (SQLAlchemy writes an expression of its own for "in nothing")."""
+        values: list[Any] = []
+        lists: list[str] = []
         try:
-            return tuple(parameters[name] for name in self.names)
+            for name in self.names:
+                value = parameters[name]
+                if name not in self.expanding:
+                    values.append(value)
+                    continue
+                if not value:
+                    return None
+                items = sorted(value) if isinstance(value, (set, frozenset)) else value
+                values.extend(items)
+                lists.append("(" + ", ".join("?" * len(items)) + ")")
         except KeyError:
             return None
+        if not lists:
+            return self.pieces[0], tuple(values)
+        text = [self.pieces[0]]
+        for gap, piece in zip(lists, self.pieces[1:], strict=True):
+            text += (gap, piece)
+        return "".join(text), tuple(values)
 
 
 def compile_statement(statement: TextClause, dialect: Dialect) -> CompiledStatement | None:
-    """Compiled once per statement text; None for one SQLAlchemy must expand per call (a list parameter)."""
-    if any(parameter.expanding for parameter in statement._bindparams.values()):
-        return None
+    """Compiled once per statement text (and which of its parameters are lists); None if SQLAlchemy must see it."""
     compiled = statement.compile(dialect=dialect)
     if compiled.escaped_bind_names or compiled.positiontup is None:
         return None
-    return CompiledStatement(compiled.string, tuple(compiled.positiontup))
+    expanding = frozenset(name for name, parameter in statement._bindparams.items() if parameter.expanding)
+    pieces = tuple(_LIST_GAP.split(compiled.string)[::2]) if expanding else (compiled.string,)
+    if len(pieces) - 1 != sum(1 for name in compiled.positiontup if name in expanding):
+        return None
+    return CompiledStatement(pieces, tuple(compiled.positiontup), expanding)
 
 
 def observed(engine: Engine) -> bool:
@@ -67,8 +95,7 @@ def observed(engine: Engine) -> bool:
                 or dispatch.before_execute or dispatch.after_execute)
 
 
-async def run_in_transaction(connection: AsyncConnection, statement: CompiledStatement,
-                             values: tuple[Any, ...]) -> Answer | None:
+async def run_in_transaction(connection: AsyncConnection, sql: str, values: tuple[Any, ...]) -> Answer | None:
     """Run `statement` on the transaction's connection, off the async bridge; None: take SQLAlchemy's way."""
     sync = connection.sync_connection
     if sync is None or sync.invalidated or sync.closed:
@@ -76,22 +103,22 @@ async def run_in_transaction(connection: AsyncConnection, statement: CompiledSta
     proxied = sync.connection  # checked out with the transaction: no I/O to reach it
     driver: OneTripConnection = proxied.driver_connection  # type: ignore[assignment]
     try:
-        outcome = await driver.run_statement(statement.sql, values)
+        outcome = await driver.run_statement(sql, values)
     except BaseException as error:
-        await greenlet_spawn(_fail, sync, error, statement.sql, values)
+        await greenlet_spawn(_fail, sync, error, sql, values)
         raise  # not reached: _fail raises
     return _answer(outcome)
 
 
-def run_alone(engine: Engine, statement: CompiledStatement, values: tuple[Any, ...]) -> Answer:
+def run_alone(engine: Engine, sql: str, values: tuple[Any, ...]) -> Answer:
     """In SQLAlchemy's greenlet: a connection from the pool, the statement in SQLite's autocommit, the
     connection back. No BEGIN: SQLAlchemy begins a transaction only when it executes something itself."""
     with engine.connect() as connection:
         driver: OneTripConnection = connection.connection.driver_connection  # type: ignore[assignment]
         try:
-            outcome = await_(driver.run_statement(statement.sql, values))
+            outcome = await_(driver.run_statement(sql, values))
         except BaseException as error:
-            _fail(connection, error, statement.sql, values)
+            _fail(connection, error, sql, values)
         return _answer(outcome)
 
 

@@ -223,13 +223,20 @@ async def test_no_statement_goes_through_sqlalchemys_execution_machinery(
         async with db.transaction():  # a savepoint
             returned = await db.execute("INSERT INTO t (v) VALUES (:v) RETURNING id", {"v": "c"})
     assert returned.scalar() == 3
+    listed = await db.fetch_all("SELECT v FROM t WHERE id IN :ids AND v <> :not OR v IN :also ORDER BY id",
+                                {"ids": [1, 3], "not": "x", "also": {"b!"}})  # a list, a set
     assert [sql for sql in executed if sql.split()[0] not in ("SAVEPOINT", "RELEASE")] == [], executed
+    assert [row["v"] for row in listed] == ["a", "b!", "c"]
+    assert await db.fetch_all("SELECT v FROM t WHERE id IN :ids", {"ids": []}) == []  # SQLAlchemy's "in nothing"
+    assert executed[-1] == "SELECT v FROM t WHERE id IN (__[POSTCOMPILE_ids])", "an empty list: SQLAlchemy's way"
     assert [row["v"] for row in await db.fetch_all("SELECT v FROM t ORDER BY id")] == ["a", "b!", "c"]
 
 
-async def test_a_transaction_crosses_sqlalchemys_async_bridge_as_often_for_one_statement_as_for_six(
+async def test_a_transaction_crosses_sqlalchemys_async_bridge_twice_for_one_statement_or_six(
         db: Database) -> None:
-    """Its checkout, BEGIN, COMMIT and return cross the bridge (a greenlet each); its statements do not."""
+    """Its checkout and BEGIN cross the bridge (a greenlet) together, its COMMIT and return together; its
+    statements not at all. Each crossing costs ~50 us of the event loop's CPU; a transaction crossed four
+    times plus once per statement."""
     entered: list[greenlet.greenlet] = []
 
     def trace(event_name: str, switch: tuple[greenlet.greenlet, greenlet.greenlet]) -> None:
@@ -248,7 +255,7 @@ async def test_a_transaction_crosses_sqlalchemys_async_bridge_as_often_for_one_s
             greenlet.settrace(previous)
         counts.append(len(entered))
         entered.clear()
-    assert counts[0] == counts[1], counts
+    assert counts == [2, 2]
     assert await db.scalar("SELECT COUNT(*) FROM t") == 7
 
 
