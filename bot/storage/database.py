@@ -465,10 +465,12 @@ class Database:
             try:
                 yield AsyncConnection(self.engine, connection)
             except BaseException as error:
-                # As SQLAlchemy's own `async with`: the connection's return is not cut short by a cancellation.
-                await asyncio.shield(greenlet_spawn(_end, connection, transaction, error))
+                await greenlet_spawn(_end, connection, transaction, error)
                 raise
-            await asyncio.shield(greenlet_spawn(_end, connection, transaction, None))
+            # Not shielded: a cancellation during the COMMIT reaches it inside the greenlet, as with SQLAlchemy's
+            # own `async with`, and the connection still goes back (`_end`'s `finally`, in the same pass). Shielded,
+            # the end ran on in a task of its own after the step was cancelled (at shutdown, past the loop's close).
+            await greenlet_spawn(_end, connection, transaction, None)
 
     def _note_writes_refused(self) -> None:
         """Remembered for `/readyz` until a write that changes a row is taken again (`write_readiness`)."""
