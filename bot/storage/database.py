@@ -482,8 +482,12 @@ class Database:
         a third of such a statement's CPU. The engine, its events and the driver are the same."""
         with as_database_error(self._note_writes_refused):
             rows = await greenlet_spawn(_run_alone, self.engine.sync_engine, statement, _values(parameters), options)
-        if rows.rowcount > 0 and self.writes_refused_at is not None and not _is_read(str(statement)):
-            self.writes_refused_at = None  # a write was taken (on its own, a statement commits with itself)
+        return self._note_write_taken(rows, str(statement))
+
+    def _note_write_taken(self, rows: Rows, sql: str) -> Rows:
+        """A statement on its own that changed a row committed with itself: the database takes writes again."""
+        if rows.rowcount > 0 and self.writes_refused_at is not None and not _is_read(sql):
+            self.writes_refused_at = None
         return rows
 
     def _statement(self, sql: str, parameters: SqlParameters) -> tuple[TextClause, CompiledStatement | None]:
@@ -513,9 +517,7 @@ class Database:
         """`_alone`, the statement straight to the driver: one pass of the async bridge, for the pool."""
         with as_database_error(self._note_writes_refused):
             rows = Rows(*await greenlet_spawn(direct_statements.run_alone, self.engine.sync_engine, sql, values))
-        if rows.rowcount > 0 and self.writes_refused_at is not None and not _is_read(sql):
-            self.writes_refused_at = None  # a write was taken (on its own, a statement commits with itself)
-        return rows
+        return self._note_write_taken(rows, sql)
 
 
 async def _run(connection: AsyncConnection, statement: TextClause, parameters: SqlParameters) -> Rows:
@@ -552,7 +554,7 @@ def _run_alone(engine: Engine, statement: TextClause, values: dict[str, Any], op
 
 def _values(parameters: SqlParameters) -> dict[str, Any]:
     """The parameters as the driver takes them (a set as a sorted list, for `IN :name`)."""
-    return {name: sorted(value) if isinstance(value, (set, frozenset)) else value for name, value in parameters.items()}
+    return {name: direct_statements.driver_value(value) for name, value in parameters.items()}
 
 
 def _rows(result: CursorResult[Any]) -> Rows:

@@ -63,7 +63,7 @@ class CompiledStatement:
                     continue
                 if not value:
                     return None
-                items = sorted(value) if isinstance(value, (set, frozenset)) else value
+                items = driver_value(value)
                 values.extend(items)
                 lists.append("(" + ", ".join("?" * len(items)) + ")")
         except KeyError:
@@ -74,6 +74,11 @@ class CompiledStatement:
         for gap, piece in zip(lists, self.pieces[1:], strict=True):
             text += (gap, piece)
         return "".join(text), tuple(values)
+
+
+def driver_value(value: Any) -> Any:
+    """A parameter as the driver takes it: a set as a sorted list (for `IN :name`, the same text each time)."""
+    return sorted(value) if isinstance(value, (set, frozenset)) else value
 
 
 def compile_statement(statement: TextClause, dialect: Dialect) -> CompiledStatement | None:
@@ -96,7 +101,8 @@ def observed(engine: Engine) -> bool:
 
 
 async def run_in_transaction(connection: AsyncConnection, sql: str, values: tuple[Any, ...]) -> Answer | None:
-    """Run `statement` on the transaction's connection, off the async bridge; None: take SQLAlchemy's way."""
+    """Run `sql` with `values` on the transaction's connection, off the async bridge; None: the connection is
+    invalidated or closed, and the statement takes SQLAlchemy's way (which says so)."""
     sync = connection.sync_connection
     if sync is None or sync.invalidated or sync.closed:
         return None
