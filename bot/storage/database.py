@@ -49,7 +49,7 @@ import sqlite3
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -465,12 +465,9 @@ class Database:
             try:
                 yield AsyncConnection(self.engine, connection)
             except BaseException as error:
-                await greenlet_spawn(_end, connection, transaction, error)
+                await _to_its_end(greenlet_spawn(_end, connection, transaction, error))
                 raise
-            # Not shielded: a cancellation during the COMMIT reaches it inside the greenlet, as with SQLAlchemy's
-            # own `async with`, and the connection still goes back (`_end`'s `finally`, in the same pass). Shielded,
-            # the end ran on in a task of its own after the step was cancelled (at shutdown, past the loop's close).
-            await greenlet_spawn(_end, connection, transaction, None)
+            await _to_its_end(greenlet_spawn(_end, connection, transaction, None))
 
     def _note_writes_refused(self) -> None:
         """Remembered for `/readyz` until a write that changes a row is taken again (`write_readiness`)."""
@@ -522,6 +519,33 @@ class Database:
 
 async def _run(connection: AsyncConnection, statement: TextClause, parameters: SqlParameters) -> Rows:
     return _rows(await connection.execute(statement, _values(parameters)))
+
+
+async def _to_its_end(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end even when the caller is cancelled meanwhile, then pass the cancellation on.
+
+    For a transaction's end (COMMIT or ROLLBACK, and the connection's return to the pool). Cut short by a
+    cancellation (a step stopped at shutdown), the pool logged the half-returned connection with a traceback
+    and closed it; shielded only (`asyncio.shield`), the end ran on in a task of its own after the step, past
+    the event loop's close. The step's cancellation waits the milliseconds of the end.
+    """
+    end = asyncio.ensure_future(work)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            await asyncio.shield(end)
+        except asyncio.CancelledError as cancellation:
+            if end.done():
+                raise
+            cancelled = cancellation
+            continue
+        except BaseException as error:
+            if cancelled is not None:
+                raise cancelled from error
+            raise
+        break
+    if cancelled is not None:
+        raise cancelled
 
 
 def _begin(engine: Engine) -> tuple[SyncConnection, RootTransaction]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from pathlib import Path
@@ -338,3 +339,37 @@ async def test_a_transaction_cancelled_mid_statement_leaves_nothing_and_the_pool
         await db.execute("INSERT INTO t (v) VALUES ('next')")
     assert [row["v"] for row in await db.fetch_all("SELECT v FROM t")] == ["next"]
     assert db.engine.sync_engine.pool.checkedout() == 0
+
+
+async def test_a_step_cancelled_while_its_connection_goes_back_returns_it_whole(
+        db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """At shutdown a step was cancelled while its transaction's end (COMMIT, the connection's return to the pool)
+    waited on the connection's thread: the pool logged the half-returned connection with a traceback and closed it
+    (CI, `test_a_key_vault_outage_at_start_does_not_stop_the_bot`). The end now runs to its end, and then the step
+    is cancelled; nothing of it is left running."""
+    at_return = asyncio.Event()
+    go_on = asyncio.Event()
+    original = OneTripConnection.rollback
+
+    async def slow_return(self: OneTripConnection) -> None:  # the pool's reset of a connection given back
+        at_return.set()
+        await go_on.wait()
+        await original(self)
+
+    async def step() -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO t (v) VALUES ('committed')")
+
+    monkeypatch.setattr(OneTripConnection, "rollback", slow_return)
+    task = asyncio.create_task(step())
+    await at_return.wait()
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert not task.done(), "the step waits for its connection's return"
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
+    assert db.engine.sync_engine.pool.checkedout() == 0
+    assert [row["v"] for row in await db.fetch_all("SELECT v FROM t")] == ["committed"]
