@@ -327,6 +327,8 @@ class Database:
         if self.is_postgres:
             # On its own, a statement is its own transaction: autocommit, no BEGIN and COMMIT round
             # trips around it, and a lock it takes (`register_append`'s) ends with it, in the server.
+            if rendered is not None:
+                return await self._direct_alone(*rendered)
             return await self._alone(statement, parameters, {"isolation_level": "AUTOCOMMIT"})
         # On its own, in SQLite's autocommit: one trip, no BEGIN and COMMIT around it. A read goes beside
         # the writer (WAL) on the last committed state, without the writer's lock; a write waits for its
@@ -488,7 +490,7 @@ class Database:
         return rows
 
     def _statement(self, sql: str, parameters: SqlParameters) -> tuple[TextClause, CompiledStatement | None]:
-        """The statement, built once per text, and (SQLite) how it goes straight to the driver, if it can."""
+        """The statement, built once per text, and how it goes straight to the driver, if it can."""
         expanding = frozenset(name for name, value in parameters.items()
                               if isinstance(value, (list, tuple, set, frozenset)))
         key = (sql, expanding)
@@ -497,9 +499,7 @@ class Database:
             statement = text(sql)
             if expanding:
                 statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
-            direct = None
-            if self.dialect == "sqlite":
-                direct = direct_statements.compile_statement(statement, self.engine.sync_engine.dialect)
+            direct = direct_statements.compile_statement(statement, self.engine.sync_engine.dialect)
             prepared = self._statements[key] = (statement, direct)
         return prepared
 

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import greenlet
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Connection as SyncConnection
+
 from bot.storage.database import Database, DatabaseSettings, open_database
 from bot.storage.schema_migration import migrate
 from tests.support.postgres_server import PostgresServer
@@ -46,6 +51,91 @@ async def transaction_held_open(db: Database, statement: str = "SELECT 1") -> As
     finally:
         release.set()
         await holder
+
+
+async def bridge_crossings(db: Database, statements: int) -> int:
+    """How often a transaction of `statements` INSERTs into `t (v)` crosses SQLAlchemy's async bridge (a greenlet
+    entered), ~50 us of the event loop's CPU each."""
+    entered: list[greenlet.greenlet] = []
+
+    def trace(event_name: str, switch: tuple[greenlet.greenlet, greenlet.greenlet]) -> None:
+        target = switch[1]
+        if event_name in ("switch", "throw") and target.parent is not None and target not in entered:
+            entered.append(target)
+
+    previous = greenlet.settrace(trace)
+    try:
+        async with db.transaction():
+            for number in range(statements):
+                await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": f"{statements}-{number}"})
+    finally:
+        greenlet.settrace(previous)
+    return len(entered)
+
+
+async def statements_an_observer_sees(db: Database, fault: Exception) -> list[str]:
+    """A listener on SQLAlchemy's `before_cursor_execute` (fault injection, telemetry's SQL spans) while an INSERT
+    into `t (v)` runs on its own, then a transaction of two whose second the listener fails with `fault` (which
+    must fail that transaction): what the listener saw."""
+    seen: list[str] = []
+
+    def observe(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+        if "'refused'" in statement:
+            raise fault
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", observe)
+    try:
+        await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": "a"})
+        with pytest.raises(Exception) as failed:
+            async with db.transaction():
+                await db.execute("INSERT INTO t (v) VALUES ('b')")
+                await db.execute("INSERT INTO t (v) VALUES ('refused')")
+        if failed.value is not fault and failed.value.__cause__ is not fault and getattr(
+                failed.value, "orig", None) is not fault:
+            raise AssertionError(f"the transaction failed with something else: {failed.value!r}")
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", observe)
+    return seen
+
+
+def statements_through_sqlalchemy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the statements that go through SQLAlchemy's execution context (its cursor result and rows)."""
+    executed: list[str] = []
+    original = SyncConnection._execute_context
+
+    def counted(self: SyncConnection, *arguments: Any, **options: Any) -> Any:
+        executed.append(str(arguments[2]))
+        return original(self, *arguments, **options)
+
+    monkeypatch.setattr(SyncConnection, "_execute_context", counted)
+    return executed
+
+
+async def cancel_a_step_mid_statement(db: Database, long_statement: str) -> None:
+    """A step (a transaction) that INSERTs 'half' into `t (v)`, then runs `long_statement`, cancelled while that
+    runs (the bot shutting down); then, within 3 s (not behind the abandoned statement), nothing of it is in `t`,
+    the next step commits, and no connection is left checked out."""
+    started = asyncio.Event()
+
+    async def long_step() -> None:
+        async with db.transaction():
+            await db.execute("INSERT INTO t (v) VALUES ('half')")
+            started.set()
+            await db.execute(long_statement)
+
+    step = asyncio.create_task(long_step())
+    await started.wait()
+    await asyncio.sleep(0.02)
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    async with asyncio.timeout(3):
+        assert await db.scalar("SELECT COUNT(*) FROM t") == 0
+        async with db.transaction():
+            await db.execute("INSERT INTO t (v) VALUES ('next')")
+    assert [row["v"] for row in await db.fetch_all("SELECT v FROM t")] == ["next"]
+    assert db.engine.sync_engine.pool.checkedout() == 0
 
 
 async def sqlite_database(path: Path) -> Database:

@@ -90,9 +90,10 @@ async def test_a_checkout_sends_nothing_to_the_server(postgres: PostgresServer) 
             await db.execute("SELECT 1")
     await asyncio.sleep(0)  # asyncpg calls its query loggers soon after each query, not in it
     # The transactions' BEGIN and COMMIT (the statements are prepared, which asyncpg does not log);
-    # `pool_pre_ping` added a ping (";") for each of the 10 checkouts.
+    # `pool_pre_ping` added a ping (";") for each of the 10 checkouts. A transaction runs at the session's
+    # level (read committed; repeatable read for a read-only command's sessions).
     assert ";" not in sent
-    assert sent == ["BEGIN ISOLATION LEVEL READ COMMITTED;", "COMMIT;"] * 5
+    assert sent == ["BEGIN;", "COMMIT;"] * 5
 
 
 async def test_a_connection_the_server_closed_is_replaced_not_used(postgres: PostgresServer) -> None:

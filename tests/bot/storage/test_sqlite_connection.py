@@ -7,17 +7,20 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
 
-import greenlet
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.engine import Connection as SyncConnection
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bot.storage.database import Database, DatabaseError, DatabaseSettings, DatabaseUnreachable, open_database
 from bot.storage.sqlite_connection import OneTripConnection
-from tests.support.databases import OPENED
+from tests.support.databases import (
+    OPENED,
+    bridge_crossings,
+    cancel_a_step_mid_statement,
+    statements_an_observer_sees,
+    statements_through_sqlalchemy,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -208,14 +211,7 @@ async def test_no_statement_goes_through_sqlalchemys_execution_machinery(
     objects (and, in a transaction, one pass of its async bridge per statement) cost ~200 us of the event
     loop's CPU per statement against ~60 for the driver alone, a quarter of a referral's CPU (issue 14).
     The answers are SQLite's own, as before (the other tests of this file)."""
-    executed: list[str] = []
-    original = SyncConnection._execute_context
-
-    def counted(self: SyncConnection, *arguments: Any, **options: Any) -> Any:
-        executed.append(str(arguments[2]))
-        return original(self, *arguments, **options)
-
-    monkeypatch.setattr(SyncConnection, "_execute_context", counted)
+    executed = statements_through_sqlalchemy(monkeypatch)
     await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": "a"})
     assert await db.fetch_one("SELECT v FROM t WHERE id = :id", {"id": 1}) == {"v": "a"}
     async with db.transaction():
@@ -238,24 +234,7 @@ async def test_a_transaction_crosses_sqlalchemys_async_bridge_twice_for_one_stat
     """Its checkout and BEGIN cross the bridge (a greenlet) together, its COMMIT and return together; its
     statements not at all. Each crossing costs ~50 us of the event loop's CPU; a transaction crossed four
     times plus once per statement."""
-    entered: list[greenlet.greenlet] = []
-
-    def trace(event_name: str, switch: tuple[greenlet.greenlet, greenlet.greenlet]) -> None:
-        target = switch[1]
-        if event_name in ("switch", "throw") and target.parent is not None and target not in entered:
-            entered.append(target)
-
-    counts = []
-    for statements in (1, 6):
-        previous = greenlet.settrace(trace)
-        try:
-            async with db.transaction():
-                for number in range(statements):
-                    await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": f"{statements}-{number}"})
-        finally:
-            greenlet.settrace(previous)
-        counts.append(len(entered))
-        entered.clear()
+    counts = [await bridge_crossings(db, statements) for statements in (1, 6)]
     assert counts == [2, 2]
     assert await db.scalar("SELECT COUNT(*) FROM t") == 7
 
@@ -263,22 +242,7 @@ async def test_a_transaction_crosses_sqlalchemys_async_bridge_twice_for_one_stat
 async def test_an_observer_of_statements_still_sees_every_one(db: Database) -> None:
     """A listener on SQLAlchemy's cursor events (the tests' fault injection, `benchmarks.statement_counts`)
     is served by SQLAlchemy's own path: it sees each statement, and what it raises fails that statement."""
-    seen: list[str] = []
-
-    def observe(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-        if "'refused'" in statement:
-            raise sqlite3.OperationalError("disk I/O error")
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", observe)
-    try:
-        await db.execute("INSERT INTO t (v) VALUES (:v)", {"v": "a"})
-        with pytest.raises(OperationalError):
-            async with db.transaction():
-                await db.execute("INSERT INTO t (v) VALUES ('b')")
-                await db.execute("INSERT INTO t (v) VALUES ('refused')")
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", observe)
+    seen = await statements_an_observer_sees(db, sqlite3.OperationalError("disk I/O error"))
     assert seen == ["INSERT INTO t (v) VALUES (?)", "INSERT INTO t (v) VALUES ('b')",
                     "INSERT INTO t (v) VALUES ('refused')"]
     assert [row["v"] for row in await db.fetch_all("SELECT v FROM t")] == ["a"], "the transaction rolled back"
@@ -319,26 +283,8 @@ async def test_a_connection_closed_under_a_statement_is_replaced(db: Database) -
 
 async def test_a_transaction_cancelled_mid_statement_leaves_nothing_and_the_pool_usable(db: Database) -> None:
     """A turn cancelled while its statement runs (the bot shutting down): nothing of it is committed."""
-    started = asyncio.Event()
-
-    async def long_step() -> None:
-        async with db.transaction():
-            await db.execute("INSERT INTO t (v) VALUES ('half')")
-            started.set()
-            await db.scalar("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)"
-                            " SELECT COUNT(*) FROM n")
-
-    step = asyncio.create_task(long_step())
-    await started.wait()
-    await asyncio.sleep(0.02)
-    step.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await step
-    assert await db.scalar("SELECT COUNT(*) FROM t") == 0
-    async with db.transaction():
-        await db.execute("INSERT INTO t (v) VALUES ('next')")
-    assert [row["v"] for row in await db.fetch_all("SELECT v FROM t")] == ["next"]
-    assert db.engine.sync_engine.pool.checkedout() == 0
+    await cancel_a_step_mid_statement(
+        db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT COUNT(*) FROM n")
 
 
 async def test_a_step_cancelled_while_its_connection_goes_back_returns_it_whole(
