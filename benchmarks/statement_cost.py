@@ -1,10 +1,16 @@
-"""What one SQLite statement costs through the bot's storage layer, and through the driver alone.
+"""What one statement costs through the bot's storage layer, and through the driver alone.
 
-Run: `.venv/bin/python -m benchmarks.statement_cost [--statements 3000]`, pinned to one CPU. A whole
-referral runs about 38 statements (`benchmarks.statement_counts`), so the layer's own cost per
-statement, times 38, is its share of issue 14's CPU per referral. Each figure is per statement (or per
+Run: `.venv/bin/python -m benchmarks.statement_cost [--statements 3000] [--backend sqlite|postgresql]`,
+pinned to one CPU. A whole referral runs about 38 statements (`benchmarks.statement_counts`), so the
+layer's own cost per statement, times 38, is its share of issue 14's CPU per referral (SQLite) and of
+the bots' CPU that bounds issue 13's two instances (PostgreSQL). Each figure is per statement (or per
 transaction), after a warm-up: the wall time, and the CPU of the event loop's thread (the database
-thread's own work is the same for both paths). Same file settings for both: WAL, `synchronous = FULL`.
+thread's or server's own work is the same for both paths). SQLite: the same file settings for both,
+WAL, `synchronous = FULL`. PostgreSQL: a throw-away server this command starts (as the tests do,
+`tests.support.postgres_server`), on the other CPU; the driver alone is asyncpg's prepared statement.
+
+To measure another commit's storage layer, run this file with that tree first on the path:
+`PYTHONPATH=<tree>:. .venv/bin/python benchmarks/statement_cost.py --backend postgresql`.
 """
 
 from __future__ import annotations
@@ -19,15 +25,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.storage.database import DatabaseSettings, open_database
+from bot.storage.database import Database, DatabaseSettings, open_database
+from tests.support.postgres_server import postgres_server
 
 INSERT = "INSERT INTO t (a, b) VALUES (:a, :b)"
-SELECT = "SELECT a, b FROM t WHERE rowid = :r"
+SELECT = "SELECT a, b FROM t WHERE a = :r LIMIT 1"
 RAW_INSERT = "INSERT INTO t (a, b) VALUES (?, ?)"
-RAW_SELECT = "SELECT a, b FROM t WHERE rowid = ?"
+RAW_SELECT = "SELECT a, b FROM t WHERE a = ? LIMIT 1"
 
 
 async def _timed(label: str, call: Callable[[], Awaitable[object]], count: int) -> None:
@@ -41,23 +49,49 @@ async def _timed(label: str, call: Callable[[], Awaitable[object]], count: int) 
     sys.stdout.write(f"| {label} | {per_wall:.0f} | {per_cpu:.0f} |\n")
 
 
-async def _storage_layer(folder: Path, count: int) -> None:
-    db = open_database(DatabaseSettings(sqlite_path=folder / "layer.db"))
+async def _storage_layer(folder: Path, count: int, url: str | None = None) -> None:
+    db = open_database(DatabaseSettings(sqlite_path=folder / "layer.db", url=url))
     try:
         await db.execute("CREATE TABLE t (a INTEGER, b TEXT)")
         await db.execute(INSERT, {"a": 1, "b": "x"})
-
-        async def two_inserts() -> None:
-            async with db.transaction():
-                await db.execute(INSERT, {"a": 1, "b": "x"})
-                await db.execute(INSERT, {"a": 2, "b": "y"})
-
-        await _timed("storage layer (`Database.execute`): INSERT on its own", lambda: db.execute(
-            INSERT, {"a": 1, "b": "x"}), count)
-        await _timed("storage layer: SELECT of one row on its own", lambda: db.execute(SELECT, {"r": 1}), count)
-        await _timed("storage layer: a transaction of two INSERTs", two_inserts, count)
+        await _layer_figures(db, count)
     finally:
         await db.close()
+
+
+async def _layer_figures(db: Database, count: int) -> None:
+    async def two_inserts() -> None:
+        async with db.transaction():
+            await db.execute(INSERT, {"a": 1, "b": "x"})
+            await db.execute(INSERT, {"a": 2, "b": "y"})
+
+    async def one_select() -> None:
+        async with db.transaction():
+            await db.execute(SELECT, {"r": 1})
+
+    await _timed("storage layer (`Database.execute`): INSERT on its own", lambda: db.execute(
+        INSERT, {"a": 1, "b": "x"}), count)
+    await _timed("storage layer: SELECT of one row on its own", lambda: db.execute(SELECT, {"r": 1}), count)
+    await _timed("storage layer: a transaction of two INSERTs", two_inserts, count)
+    await _timed("storage layer: a transaction of one SELECT", one_select, count)
+
+
+async def _asyncpg_alone(url: str, count: int) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        insert = await connection.prepare("INSERT INTO t (a, b) VALUES ($1, $2)")
+        select = await connection.prepare("SELECT a, b FROM t WHERE a = $1 LIMIT 1")
+
+        async def two_inserts() -> None:
+            async with connection.transaction():
+                await insert.fetch(1, "x")
+                await insert.fetch(2, "y")
+
+        await _timed("asyncpg alone: INSERT (prepared) in autocommit", lambda: insert.fetch(1, "x"), count)
+        await _timed("asyncpg alone: SELECT of one row (prepared)", lambda: select.fetch(1), count)
+        await _timed("asyncpg alone: BEGIN, two INSERTs, COMMIT", two_inserts, count)
+    finally:
+        await connection.close()
 
 
 async def _stock_sqlalchemy(folder: Path, count: int) -> None:
@@ -108,9 +142,18 @@ async def _driver_alone(folder: Path, count: int) -> None:
         await raw.close()
 
 
-async def _run(count: int) -> None:
+async def _run(count: int, backend: str, cpu: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-statements-") as folder:
         sys.stdout.write("| statement | wall us | event-loop thread CPU us |\n| --- | ---: | ---: |\n")
+        if backend == "postgresql":
+            with postgres_server() as server:  # started unpinned: the server on the other CPU when this one is busy
+                os.sched_setaffinity(0, {cpu})
+                database = server.fresh_database()
+                url = database.replace("postgresql+asyncpg://", "postgresql://", 1)
+                await _storage_layer(Path(folder), count, url + "?sslmode=disable")
+                await _asyncpg_alone(url, count)
+            return
+        os.sched_setaffinity(0, {cpu})  # the database thread too: one core, as the bot in the goals
         await _storage_layer(Path(folder), count)
         await _stock_sqlalchemy(Path(folder), count)
         await _driver_alone(Path(folder), count)
@@ -119,10 +162,10 @@ async def _run(count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--statements", type=int, default=3000)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--cpu", type=int, default=min(os.sched_getaffinity(0)), help="the CPU to pin to")
     arguments = parser.parse_args()
-    os.sched_setaffinity(0, {arguments.cpu})  # the database thread too: one core, as the bot in the goals
-    asyncio.run(_run(arguments.statements))
+    asyncio.run(_run(arguments.statements, arguments.backend, arguments.cpu))
 
 
 if __name__ == "__main__":

@@ -188,8 +188,10 @@ def _fail(connection: Connection, error: BaseException, sql: str, values: tuple[
     connection's handling then wraps it (parameters hidden), tells `handle_error` listeners, invalidates a
     lost connection, and raises. A cancellation invalidates the connection as SQLAlchemy does (the
     statement's end is not known), and so does a server that did not answer in time (asyncpg's
-    `command_timeout`, as `_drop_silent_connections` has SQLAlchemy's way do). Any other error that is
-    not the driver's (a value the driver cannot take) is raised as it is, as before.
+    `command_timeout`, as `_drop_silent_connections` has SQLAlchemy's way do). A prepared statement the
+    server no longer takes (a table another instance's migration changed) has every connection prepare
+    its statements again, as SQLAlchemy's asyncpg execution context does. Any other error that is not
+    the driver's (a value the driver cannot take) is raised as it is, as before.
     """
     adapted: Any = connection.connection.dbapi_connection
     try:
@@ -198,6 +200,8 @@ def _fail(connection: Connection, error: BaseException, sql: str, values: tuple[
         try:
             adapted._handle_exception(error)
         except BaseException as driver_error:
+            if isinstance(driver_error, _stale_statement_errors(connection.dialect)):
+                connection.dialect._invalidate_schema_cache()  # type: ignore[attr-defined]
             if isinstance(driver_error, connection.dialect.loaded_dbapi.Error) or not isinstance(
                     driver_error, Exception):
                 connection._handle_dbapi_exception(driver_error, sql, values, None, None)
@@ -205,3 +209,10 @@ def _fail(connection: Connection, error: BaseException, sql: str, values: tuple[
                 connection.invalidate(driver_error)
             raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _stale_statement_errors(dialect: Dialect) -> tuple[type[BaseException], ...]:
+    """The adapter's errors for a prepared statement gone stale (asyncpg's; none on SQLite)."""
+    dbapi = dialect.loaded_dbapi
+    return tuple(getattr(dbapi, name) for name in ("InvalidCachedStatementError", "InternalServerError")
+                 if hasattr(dbapi, name))

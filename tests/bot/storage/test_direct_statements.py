@@ -13,9 +13,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
-from bot.storage.database import Database, DatabaseSettings, open_database
+from bot.storage.database import Database, DatabaseSettings, DatabaseUnreachable, open_database
 from tests.support.databases import (
     OPENED,
     bridge_crossings,
@@ -148,3 +149,58 @@ async def test_a_transaction_after_a_statement_on_its_own_runs_at_the_sessions_l
             assert await database.scalar("SELECT current_setting('transaction_isolation')") == level
             async with database.transaction():
                 assert await database.scalar("SELECT current_setting('transaction_isolation')") == level
+
+
+async def test_a_statement_the_server_did_not_answer_in_time_drops_its_connection(postgres: PostgresServer) -> None:
+    """asyncpg gave up after `server_silence_seconds`: what the connection is in is unknown, so it is never handed
+    out again; the next step has a new one. The same on SQLAlchemy's way (while an observer listens) as on this."""
+    db = open_database(DatabaseSettings(sqlite_path=Path("/nonexistent"), url=postgres_url(postgres), pool_size=1,
+                                        server_silence_seconds=0.5))
+    OPENED.append(db)
+    opened: list[object] = []
+    event.listen(db.engine.sync_engine, "connect", lambda connection, _record: opened.append(connection))
+    observer = ("before_cursor_execute", lambda *_: None)
+    for observed in (False, True):
+        if observed:
+            event.listen(db.engine.sync_engine, *observer)
+        for in_transaction in (False, True):
+            with pytest.raises(DatabaseUnreachable):
+                if in_transaction:
+                    async with db.transaction():
+                        await db.execute("SELECT pg_sleep(:s)", {"s": 2})
+                else:
+                    await db.execute("SELECT pg_sleep(:s)", {"s": 2})
+            before = len(opened)
+            assert await db.scalar("SELECT CAST(:n AS integer)", {"n": 5}) == 5
+            assert len(opened) == before + 1, ("a new connection", observed, in_transaction)
+            assert db.engine.sync_engine.pool.checkedout() == 0
+    event.remove(db.engine.sync_engine, *observer)
+
+
+@pytest.mark.parametrize("observed", [False, True], ids=["straight", "sqlalchemys-way"])
+async def test_a_table_changed_by_another_instance_fails_one_statement_and_not_the_next(
+        db: Database, observed: bool) -> None:
+    """A migration from another instance (a rolling deployment) changes what a prepared statement returns: the server
+    refuses that statement once ("cached plan must not change result type"), and every connection prepares its
+    statements again, as on SQLAlchemy's way; they did not fail on each connection until it was recycled."""
+    if observed:
+        event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *_: None)
+    await db.execute("INSERT INTO t (v) VALUES ('a')")
+    for _ in range(3):  # prepared on the connections of the pool
+        async with db.transaction():
+            assert await db.fetch_all("SELECT * FROM t") == [{"id": 1, "v": "a"}]
+    assert db.settings is not None and db.settings.url is not None
+    other = await asyncpg.connect(db.settings.url.split("?", 1)[0])
+    try:
+        await other.execute("ALTER TABLE t ADD COLUMN w TEXT DEFAULT 'new'")
+    finally:
+        await other.close()
+    refused = 0
+    for _ in range(4):
+        try:
+            rows = await db.fetch_all("SELECT * FROM t")
+        except DBAPIError:
+            refused += 1
+            continue
+        assert rows == [{"id": 1, "v": "a", "w": "new"}]
+    assert refused <= 1
