@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import TextClause
-from sqlalchemy.util import await_, greenlet_spawn
+from sqlalchemy.util import await_, greenlet_spawn, is_exit_exception
 
 from bot.storage.sqlite_connection import OneTripConnection
 
@@ -133,9 +133,10 @@ def observed(engine: Engine) -> bool:
 
 async def run_in_transaction(connection: AsyncConnection, sql: str, values: tuple[Any, ...]) -> Answer | None:
     """Run `sql` with `values` on the transaction's connection, off the async bridge; None: the connection is
-    invalidated or closed, and the statement takes SQLAlchemy's way (which says so)."""
+    invalidated or closed, or its transaction ended or failed, and the statement takes SQLAlchemy's way (which
+    says so, rather than the driver beginning a transaction SQLAlchemy knows nothing of)."""
     sync = connection.sync_connection
-    if sync is None or sync.invalidated or sync.closed:
+    if sync is None or sync.invalidated or sync.closed or not _transaction_usable(sync):
         return None
     try:
         return await _on_driver(sync, sql, values)  # checked out with the transaction: no I/O to reach it
@@ -186,12 +187,13 @@ def _fail(connection: Connection, error: BaseException, sql: str, values: tuple[
     The adapter first turns the driver's own failures into DBAPI errors (aiosqlite's closed connection is an
     `OperationalError`, which the dialect knows as a disconnect; asyncpg's are translated already); the
     connection's handling then wraps it (parameters hidden), tells `handle_error` listeners, invalidates a
-    lost connection, and raises. A cancellation invalidates the connection as SQLAlchemy does (the
-    statement's end is not known), and so does a server that did not answer in time (asyncpg's
-    `command_timeout`, as `_drop_silent_connections` has SQLAlchemy's way do). A prepared statement the
-    server no longer takes (a table another instance's migration changed) has every connection prepare
-    its statements again, as SQLAlchemy's asyncpg execution context does. Any other error that is not
-    the driver's (a value the driver cannot take) is raised as it is, as before.
+    lost connection, and raises. A cancellation, or a server that did not answer in time (asyncpg's
+    `command_timeout`), goes the same way unwrapped and invalidates the connection, as SQLAlchemy does
+    (the statement's end is not known). A prepared statement the server no longer takes (a table another
+    instance's migration changed) has every connection prepare its statements again, as SQLAlchemy's
+    asyncpg execution context does. Any other error that is not the driver's (a value the driver cannot
+    take, an `OSError`) is raised as it is, as SQLAlchemy raises it, but without `handle_error`
+    listeners being told: none of the bot's listens for those.
     """
     adapted: Any = connection.connection.dbapi_connection
     try:
@@ -202,11 +204,8 @@ def _fail(connection: Connection, error: BaseException, sql: str, values: tuple[
         except BaseException as driver_error:
             if isinstance(driver_error, _stale_statement_errors(connection.dialect)):
                 connection.dialect._invalidate_schema_cache()  # type: ignore[attr-defined]
-            if isinstance(driver_error, connection.dialect.loaded_dbapi.Error) or not isinstance(
-                    driver_error, Exception):
+            if isinstance(driver_error, connection.dialect.loaded_dbapi.Error) or is_exit_exception(driver_error):
                 connection._handle_dbapi_exception(driver_error, sql, values, None, None)
-            if isinstance(driver_error, TimeoutError) and not connection.invalidated:
-                connection.invalidate(driver_error)
             raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -216,3 +215,10 @@ def _stale_statement_errors(dialect: Dialect) -> tuple[type[BaseException], ...]
     dbapi = dialect.loaded_dbapi
     return tuple(getattr(dbapi, name) for name in ("InvalidCachedStatementError", "InternalServerError")
                  if hasattr(dbapi, name))
+
+
+def _transaction_usable(connection: Connection) -> bool:
+    """The connection's transaction (and savepoint) still open and not failed: else SQLAlchemy refuses the statement
+    (`PendingRollbackError`; a transaction ended inside its block), which its own way then says."""
+    transaction, nested = connection._transaction, connection._nested_transaction
+    return transaction is not None and transaction.is_active and (nested is None or nested.is_active)
