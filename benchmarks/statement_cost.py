@@ -30,6 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.storage.database import Database, DatabaseSettings, open_database
+from tests.support.databases import postgres_url
 from tests.support.postgres_server import postgres_server
 
 INSERT = "INSERT INTO t (a, b) VALUES (:a, :b)"
@@ -148,10 +149,9 @@ async def _run(count: int, backend: str, cpu: int) -> None:
         if backend == "postgresql":
             with postgres_server() as server:  # started unpinned: the server on the other CPU when this one is busy
                 os.sched_setaffinity(0, {cpu})
-                database = server.fresh_database()
-                url = database.replace("postgresql+asyncpg://", "postgresql://", 1)
-                await _storage_layer(Path(folder), count, url + "?sslmode=disable")
-                await _asyncpg_alone(url, count)
+                url = postgres_url(server)
+                await _storage_layer(Path(folder), count, url)
+                await _asyncpg_alone(url.split("?", 1)[0], count)
             return
         os.sched_setaffinity(0, {cpu})  # the database thread too: one core, as the bot in the goals
         await _storage_layer(Path(folder), count)

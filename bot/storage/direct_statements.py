@@ -158,15 +158,23 @@ def run_alone(engine: Engine, sql: str, values: tuple[Any, ...]) -> Answer:
 
 async def _on_driver(connection: Connection, sql: str, values: tuple[Any, ...], *, alone: bool = False) -> Answer:
     """The statement on the connection's driver: SQLite's thread, or asyncpg through SQLAlchemy's adapter."""
-    proxied = connection.connection
     if connection.dialect.name == "sqlite":
-        driver: OneTripConnection = proxied.driver_connection  # type: ignore[assignment]
-        description, rowcount, _lastrowid, rows = await driver.run_statement(sql, values)
-        if description is None:
-            return [], rowcount
-        columns = [column[0] for column in description]
-        return [dict(zip(columns, row, strict=True)) for row in rows], len(rows)
-    adapted: Any = proxied.dbapi_connection  # SQLAlchemy's asyncpg adapter
+        return await _on_sqlite(connection.connection.driver_connection, sql, values)  # type: ignore[arg-type]
+    return await _on_asyncpg(connection, sql, values, alone=alone)
+
+
+async def _on_sqlite(driver: OneTripConnection, sql: str, values: tuple[Any, ...]) -> Answer:
+    """One call on the connection's thread; the rows by column name."""
+    description, rowcount, _lastrowid, rows = await driver.run_statement(sql, values)
+    if description is None:
+        return [], rowcount
+    columns = [column[0] for column in description]
+    return [dict(zip(columns, row, strict=True)) for row in rows], len(rows)
+
+
+async def _on_asyncpg(connection: Connection, sql: str, values: tuple[Any, ...], *, alone: bool) -> Answer:
+    """The adapter's own prepared-statement call (its cache, its BEGIN in a transaction); `alone`: in autocommit."""
+    adapted: Any = connection.connection.dbapi_connection
     cursor = adapted.cursor()
     cursor._invalidate_schema_cache_asof = connection.dialect._invalidate_schema_cache_asof  # type: ignore[attr-defined]
     if alone:  # no BEGIN: the adapter starts none in autocommit, as SQLAlchemy's AUTOCOMMIT level sets it
@@ -220,5 +228,5 @@ def _stale_statement_errors(dialect: Dialect) -> tuple[type[BaseException], ...]
 def _transaction_usable(connection: Connection) -> bool:
     """The connection's transaction (and savepoint) still open and not failed: else SQLAlchemy refuses the statement
     (`PendingRollbackError`; a transaction ended inside its block), which its own way then says."""
-    transaction, nested = connection._transaction, connection._nested_transaction
+    transaction, nested = connection.get_transaction(), connection.get_nested_transaction()
     return transaction is not None and transaction.is_active and (nested is None or nested.is_active)
