@@ -133,7 +133,7 @@ class DeliveryWorker:
         self._policy = policy
         self._rng = rng or random.Random()  # noqa: S311  # nosec B311
         #: One loop per lane: each wakes, passes over what is due and sleeps on its own.
-        self._lanes = [WorkerLoop(name="mail outbox", clock=clock, next_due=outbox.next_due_at)
+        self._lanes = [WorkerLoop(name="mail outbox", clock=clock, next_due=outbox.next_due)
                        for _ in range(PARALLEL_SENDS)]
         self._running = False
         self._progress = asyncio.Event()  # set (and replaced) each time a lane finished with a mail
@@ -233,7 +233,7 @@ class DeliveryWorker:
                 if work is Work.NONE:
                     return tried
                 item, more_due = await self._outbox.claim_one(self._clock.now(), self._policy.lease,
-                                                              expired_leases=work is Work.DUE)
+                                                              expired_leases=work is Work.LEASE_RAN_OUT)
                 if item is None:  # another lane or instance took it
                     return tried
                 if more_due:  # a lane not sending takes the next meanwhile

@@ -14,13 +14,14 @@ the instance that took the row over recorded.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bot.delivery.outbox_due import mark_under_lease, next_due_in, requeue_every_lease, requeue_expired_leases
-from bot.storage.database import Database, from_text, to_text
+from bot.delivery.outbox_due import NextDue, mark_under_lease, next_due_in, requeue_every_lease, requeue_expired_leases
+from bot.storage.database import Database, Row, from_text, to_text
 
 logger = logging.getLogger(__name__)
 
@@ -79,56 +80,34 @@ class Outbox:
 
     async def claim_due(self, now: dt.datetime, lease: dt.timedelta, limit: int = 10, *,
                         expired_leases: bool = True) -> list[OutboxItem]:
-        """Lease up to `limit` due rows (committed) and return them; expired leases are due again first.
+        """Lease up to `limit` due rows (committed) and return them, earliest due first; expired leases are due
+        again first.
 
-        `expired_leases=False`: queued rows only, for a claim made because a mail was just queued
-        (no read before it); a lease that ran out is taken by a claim that follows a read, which
-        shows it as due (`next_due_at`).
+        `expired_leases=False`: queued rows only, for a claim made because a mail was just queued, or after a
+        read that saw no lease run out (`next_due`); a lease that ran out is taken by a claim that follows a
+        read which shows it.
         """
-        items, _more_due = await self._claim(now, lease, limit, expired_leases=expired_leases)
-        return items
+        if expired_leases:
+            await self._requeue_expired(now)
+        rows = await self._db.fetch_all(_claim(self._db.skip_locked, one=False),
+                                        {**_lease_values(now, lease), "limit": limit})
+        rows.sort(key=lambda row: (str(row["next_attempt_at"]), str(row["message_id"])))
+        return [_item(row, now + lease) for row in rows]
 
     async def claim_one(self, now: dt.datetime, lease: dt.timedelta, *,
                         expired_leases: bool = True) -> tuple[OutboxItem | None, bool]:
         """Lease the first due row, as `claim_due`; and whether another row is due now (a lane to wake)."""
-        items, more_due = await self._claim(now, lease, 1, expired_leases=expired_leases)
-        return (items[0] if items else None), more_due
+        if expired_leases:
+            await self._requeue_expired(now)
+        row = await self._db.fetch_one(_claim(self._db.skip_locked, one=True), _lease_values(now, lease))
+        return (None, False) if row is None else (_item(row, now + lease), bool(row["more_due"]))
 
-    async def _claim(self, now: dt.datetime, lease: dt.timedelta, limit: int, *,
-                     expired_leases: bool) -> tuple[list[OutboxItem], bool]:
-        """The leased rows, and whether more were due than `limit` (one row more is read, not leased)."""
-        until = now + lease
-        async with self._db.transaction():
-            if expired_leases and (expired := await requeue_expired_leases(
-                    self._db, "outbox", queued_state=OutboxState.QUEUED.value, sending=_SENDING, now=now)):
-                logger.warning("outbox: %d mail(s) whose worker stopped mid-send are due again", expired)
-            found = await self._db.fetch_all(
-                "SELECT message_id, reference, payload, attempts, queued_at, delivered_to FROM outbox"  # noqa: S608  # nosec B608  # + constants
-                f" WHERE state = {_QUEUED} AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit"
-                + self._db.skip_locked,
-                {"now": to_text(now), "limit": limit + 1},
-            )
-            rows = found[:limit]
-            if rows:
-                await self._db.execute(
-                    "UPDATE outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
-                    " WHERE message_id IN :ids",
-                    {"sending": OutboxState.SENDING.value, "until": to_text(until),
-                     "ids": [row["message_id"] for row in rows]},
-                )
-        items = [
-            OutboxItem(
-                message_id=row["message_id"],
-                reference=row["reference"],
-                payload=bytes(row["payload"]),
-                attempts=row["attempts"] + 1,
-                queued_at=from_text(row["queued_at"]),
-                lease_until=until,
-                delivered_to=tuple((row["delivered_to"] or "").splitlines()),
-            )
-            for row in rows
-        ]
-        return items, len(found) > limit
+    async def _requeue_expired(self, now: dt.datetime) -> None:
+        """Rows whose worker stopped mid-send are due again: a statement on its own, before the claim."""
+        expired = await requeue_expired_leases(self._db, "outbox", queued_state=OutboxState.QUEUED.value,
+                                               sending=_SENDING, now=now)
+        if expired:
+            logger.warning("outbox: %d mail(s) whose worker stopped mid-send are due again", expired)
 
     async def mark_delivered(self, item: OutboxItem, now: dt.datetime, refused: str | None = None) -> bool:
         """Delivered: drop the payload (and, once committed, its old pages from the WAL), keep the fact, and
@@ -198,9 +177,13 @@ class Outbox:
         a lease runs out, a mail the relay had taken goes again with its Message-ID, a recognisable repeat."""
         return await requeue_every_lease(self._db, "outbox", queued_state=OutboxState.QUEUED.value, sending=_SENDING)
 
+    async def next_due(self) -> NextDue:
+        """When the earliest queued row is due, and when the first lease runs out (the worker's read)."""
+        return await next_due_in(self._db, "outbox", queued=_QUEUED, sending=_SENDING)
+
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest queued row is due (or a lease runs out), None when nothing waits."""
-        return await next_due_in(self._db, "outbox", queued=_QUEUED, sending=_SENDING)
+        return (await self.next_due()).at
 
     async def waiting_for_a_lane(self, now: dt.datetime) -> int:
         """How many mails are due now and not yet taken by a lane (not those waiting for a later retry)."""
@@ -224,6 +207,41 @@ class Outbox:
         if row is None or row["oldest"] is None:
             return 0, None
         return int(row["n"]), from_text(row["oldest"])
+
+
+@functools.cache
+def _claim(skip_locked: str, *, one: bool) -> str:
+    """A claim is one statement on its own: the due rows (each skipped while another instance leases it, with
+    `skip_locked`) leased and returned, their attempt counted. No transaction: one round trip where a read,
+    the lease, and BEGIN and COMMIT around them were four. Due rows are found through the `outbox_queued` index,
+    earliest first. With `one`, the first due row, and whether another is due now (`more_due`): on PostgreSQL
+    read in the statement's own view, on SQLite as the row is written; both leave the claimed row out by its
+    key, so both answer the same."""
+    more_due = (f", EXISTS (SELECT 1 FROM outbox AS other WHERE other.state = {_QUEUED}"  # noqa: S608  # nosec B608
+                " AND other.next_attempt_at <= :now AND other.message_id <> outbox.message_id) AS more_due")
+    return (  # module constants only; the values are bound parameters
+        "UPDATE outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"  # noqa: S608  # nosec B608
+        f" WHERE message_id IN (SELECT message_id FROM outbox WHERE state = {_QUEUED} AND next_attempt_at <= :now"
+        f" ORDER BY next_attempt_at LIMIT {'1' if one else ':limit'}{skip_locked})"
+        " RETURNING message_id, reference, payload, attempts, queued_at, next_attempt_at, delivered_to"
+        + (more_due if one else ""))
+
+
+def _lease_values(now: dt.datetime, lease: dt.timedelta) -> dict[str, object]:
+    return {"now": to_text(now), "until": to_text(now + lease), "sending": OutboxState.SENDING.value}
+
+
+def _item(row: Row, lease_until: dt.datetime) -> OutboxItem:
+    """A claimed row as the worker sends it (`attempts`: already counted by the claim)."""
+    return OutboxItem(
+        message_id=row["message_id"],
+        reference=row["reference"],
+        payload=bytes(row["payload"]),
+        attempts=int(row["attempts"]),
+        queued_at=from_text(row["queued_at"]),
+        lease_until=lease_until,
+        delivered_to=tuple((row["delivered_to"] or "").splitlines()),
+    )
 
 
 def _recipients_text(item: OutboxItem) -> str | None:

@@ -54,7 +54,7 @@ class MessageDeliveryWorker:
         self._clock = clock
         self._policy = policy
         self._rng = rng or random.Random()  # noqa: S311  # nosec B311
-        self._loop = WorkerLoop(name="message outbox", clock=clock, next_due=outbox.next_due_at)
+        self._loop = WorkerLoop(name="message outbox", clock=clock, next_due=outbox.next_due)
 
     def wake(self) -> None:
         """Look at the outbox now."""
@@ -80,7 +80,7 @@ class MessageDeliveryWorker:
             if work is Work.NONE:
                 return tried
             messages = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel,
-                                                    expired_leases=work is Work.DUE)
+                                                    expired_leases=work is Work.LEASE_RAN_OUT)
             if not messages:
                 return tried
             await side_by_side(*(self._send(message) for message in messages))

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.delivery.chat_messages import MessageContent, conversation_key
-from bot.delivery.outbox_due import mark_under_lease, next_due_in, requeue_every_lease, requeue_expired_leases
+from bot.delivery.outbox_due import NextDue, mark_under_lease, next_due_in, requeue_every_lease, requeue_expired_leases
 from bot.storage.database import Database, Row, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class StuckMessages:
 
 
 _COLUMNS = ("id, conversation_ref, action, content, activity_id, slot, reference, attempts, queued_at")
-#: The due messages that are first of their conversation among those waiting. The conversations with
+#: The ids of the due messages that are first of their conversation among those waiting. The conversations with
 #: waiting messages are found one after the other (each the next key in `message_outbox_waiting`), and
 #: each one's first waiting message by one more look in it: the claim reads a few index entries per
 #: conversation, not every message of a backlog (a busy OCMW channel), whatever its length.
@@ -87,11 +88,20 @@ _CLAIM = (  # module constants only; the values are bound parameters
     f" SELECT MIN(conversation_key) FROM message_outbox WHERE {_WAITING}"
     f" UNION ALL SELECT (SELECT MIN(conversation_key) FROM message_outbox WHERE {_WAITING}"
     " AND conversation_key > waiting.conversation_key) FROM waiting WHERE waiting.conversation_key IS NOT NULL)"
-    f" SELECT {_COLUMNS} FROM message_outbox AS m WHERE m.state = {_QUEUED} AND m.next_attempt_at <= :now"
+    f" SELECT m.id FROM message_outbox AS m WHERE m.state = {_QUEUED} AND m.next_attempt_at <= :now"
     f" AND m.id IN (SELECT (SELECT MIN(id) FROM message_outbox AS e WHERE e.{_WAITING}"
     " AND e.conversation_key = waiting.conversation_key) FROM waiting WHERE waiting.conversation_key IS NOT NULL)"
     " ORDER BY m.id LIMIT :limit"
 )
+
+
+@functools.cache
+def _claim(skip_locked: str) -> str:
+    """`_CLAIM`'s messages (each skipped while another instance leases it, with `skip_locked`) leased and returned
+    as they are now, their attempt counted, in one statement."""
+    return (  # module constants only; the values are bound parameters
+        "UPDATE message_outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"  # noqa: S608  # nosec B608
+        f" WHERE id IN ({_CLAIM}{skip_locked}) RETURNING {_COLUMNS}")
 
 
 class MessageOutbox:
@@ -193,37 +203,32 @@ class MessageOutbox:
         message is still queued in this transaction's view).
 
         Expired leases are due again first; with `expired_leases=False` (a claim made because a
-        message was just queued, no read before it) they are left to a claim that follows a read,
-        which shows them as due (`next_due_at`).
+        message was just queued, no read before it, or after a read that saw no lease run out) they
+        are left to a claim that follows a read which shows them (`next_due`).
+
+        The claim itself is one statement on its own (`_claim`): one round trip where a read, the lease,
+        and BEGIN and COMMIT around them were four.
         """
         until = now + lease
-        async with self._db.transaction():
-            if expired_leases and (expired := await requeue_expired_leases(
-                    self._db, "message_outbox", queued_state=MessageState.QUEUED.value, sending=_SENDING, now=now)):
-                logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again",
-                               expired)
-            rows = await self._db.fetch_all(_CLAIM + self._db.skip_locked, {"now": to_text(now), "limit": limit})
-            claimed, unreadable = [], []
-            for row in rows:
-                try:
-                    claimed.append(_message(row, until))
-                except (ValueError, TypeError, KeyError):  # a row no version of this bot could have written so
-                    unreadable.append(int(row["id"]))
-            if unreadable:  # given up, in this commit: the batch leased with it goes out, it does not come back
-                await self._db.execute(
-                    "UPDATE message_outbox SET state = :failed, content = '', finished_at = :now, last_error = :why"
-                    " WHERE id IN :ids",
-                    {"failed": MessageState.FAILED.value, "now": to_text(now), "ids": unreadable,
-                     "why": "stored content unreadable: given up without sending"})
-                logger.error("message outbox: Teams message(s) %s given up: stored content unreadable",
-                             ", ".join(map(str, unreadable)))
-            if claimed:
-                await self._db.execute(
-                    "UPDATE message_outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
-                    " WHERE id IN :ids",
-                    {"sending": MessageState.SENDING.value, "until": to_text(until),
-                     "ids": [message.id for message in claimed]},
-                )
+        if expired_leases and (expired := await requeue_expired_leases(
+                self._db, "message_outbox", queued_state=MessageState.QUEUED.value, sending=_SENDING, now=now)):
+            logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again", expired)
+        rows = await self._db.fetch_all(_claim(self._db.skip_locked), {
+            "now": to_text(now), "limit": limit, "sending": MessageState.SENDING.value, "until": to_text(until)})
+        claimed, unreadable = [], []
+        for row in sorted(rows, key=lambda row: int(row["id"])):
+            try:
+                claimed.append(_message(row, until))
+            except (ValueError, TypeError, KeyError):  # a row no version of this bot could have written so
+                unreadable.append(int(row["id"]))
+        if unreadable:  # given up under the lease just taken: the batch leased with it goes out, it does not come back
+            await self._db.execute(
+                "UPDATE message_outbox SET state = :failed, content = '', finished_at = :now, last_error = :why,"  # noqa: S608  # nosec B608
+                f" lease_until = NULL WHERE id IN :ids AND state = {_SENDING} AND lease_until = :until",
+                {"failed": MessageState.FAILED.value, "now": to_text(now), "ids": unreadable, "until": to_text(until),
+                 "why": "stored content unreadable: given up without sending"})
+            logger.error("message outbox: Teams message(s) %s given up: stored content unreadable",
+                         ", ".join(map(str, unreadable)))
         return claimed
 
     async def slot_activity_id(self, slot: str) -> str | None:
@@ -287,9 +292,13 @@ class MessageOutbox:
         return await requeue_every_lease(self._db, "message_outbox", queued_state=MessageState.QUEUED.value,
                                          sending=_SENDING)
 
+    async def next_due(self) -> NextDue:
+        """When the earliest queued message is due, and when the first lease runs out (the worker's read)."""
+        return await next_due_in(self._db, "message_outbox", queued=_QUEUED, sending=_SENDING)
+
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest queued message is due (or a lease runs out), None when nothing waits."""
-        return await next_due_in(self._db, "message_outbox", queued=_QUEUED, sending=_SENDING)
+        return (await self.next_due()).at
 
     # -- what is visible -------------------------------------------------------------------------
 
@@ -347,7 +356,7 @@ def _message(row: Row, lease_until: dt.datetime) -> QueuedMessage:
         activity_id=row["activity_id"],
         slot=row["slot"],
         reference=row["reference"],
-        attempts=int(row["attempts"]) + 1,
+        attempts=int(row["attempts"]),  # counted by the claim
         queued_at=from_text(row["queued_at"]),
         lease_until=lease_until,
     )

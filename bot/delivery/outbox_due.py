@@ -1,4 +1,4 @@
-"""When an outbox's next row is due (the earliest retry of a queued row, or the earliest lease to run
+"""When an outbox's next row is due (the earliest retry of a queued row, and the earliest lease to run
 out), the rows whose lease ran out (or, at a start that alone can send, every leased row) made due again,
 and a mark after a send made under its own lease.
 
@@ -12,27 +12,48 @@ parameter could be any state and no partial index would serve it.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Literal
 
 from bot.storage.database import Database, from_text, to_text
 
 
+@dataclass(frozen=True)
+class NextDue:
+    """What an outbox's worker reads before it claims: when its next queued row is due, and when its first
+    lease runs out. Kept apart so that only a claim after a read that saw a lease run out sets such rows
+    back to queued (a statement that nearly always changes nothing)."""
+
+    retry_at: dt.datetime | None = None
+    lease_ends_at: dt.datetime | None = None
+
+    @property
+    def at(self) -> dt.datetime | None:
+        """The earlier of the two: when there is work next (None: nothing waits)."""
+        return min((moment for moment in (self.retry_at, self.lease_ends_at) if moment is not None), default=None)
+
+    def lease_ran_out(self, now: dt.datetime) -> bool:
+        """A worker stopped mid-send (its lease ran out before `now`, as `requeue_expired_leases` asks)."""
+        return self.lease_ends_at is not None and self.lease_ends_at < now
+
+
 async def next_due_in(db: Database, table: Literal["outbox", "message_outbox"], *, queued: str,
-                      sending: str) -> dt.datetime | None:
-    """The earliest of `table`'s next attempt and lease end (`queued`, `sending`: the quoted states)."""
+                      sending: str) -> NextDue:
+    """`table`'s next attempt and first lease end (`queued`, `sending`: the quoted states)."""
     row = await db.fetch_one(
         f"SELECT (SELECT next_attempt_at FROM {table} WHERE state = {queued}"  # noqa: S608  # nosec B608  # constants
         " ORDER BY next_attempt_at LIMIT 1) AS queued,"
         f" (SELECT lease_until FROM {table} WHERE state = {sending} ORDER BY lease_until LIMIT 1) AS leased")
-    times = [from_text(value) for value in (row["queued"], row["leased"]) if value is not None] if row else []
-    return min(times, default=None)
+    if row is None:  # a SELECT of two scalar subqueries always answers one row
+        return NextDue()
+    return NextDue(*(None if value is None else from_text(value) for value in (row["queued"], row["leased"])))
 
 
 async def requeue_expired_leases(db: Database, table: Literal["outbox", "message_outbox"], *, queued_state: str,
                                  sending: str, now: dt.datetime) -> int:
     """Set `table`'s rows whose lease ran out before `now` (their worker died) back to queued; how many.
 
-    Inside the caller's claim transaction. `queued_state`: the state's value (a bound parameter);
+    A statement on its own, before the caller's claim. `queued_state`: the state's value (a bound parameter);
     `sending`: the quoted state, as above (written in the statement, for the `<table>_leased` index).
     """
     return await _requeue(db, table, queued_state, sending, " AND lease_until < :now", {"now": to_text(now)})

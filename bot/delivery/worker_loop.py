@@ -1,6 +1,7 @@
 """The loop both outbox workers share: a pass over what is due, then sleep until the next is due or a wake-up.
 
-A worker passes (a) what to do once (`run_pass`) and (b) when its next item is due (`next_due`);
+A worker passes (a) what to do once (`run_pass`) and (b) when its next item is due (`next_due`: the next
+retry and the first lease to run out);
 queueing code calls `wake()` so new work does not wait for the sleep to end. A failing pass is
 logged and the loop goes on: a worker must never die quietly.
 
@@ -9,7 +10,8 @@ instead of asking the database the same question again a moment later. The wake-
 before each such question, so work queued while the database answers still wakes the loop. A pass
 that a wake-up began does not ask first: something was just queued, and the claim finds it (or,
 taken by another lane meanwhile, finds nothing, and the pass ends as it would have); it says so
-(`Work.QUEUED`), and the claim leaves expired leases to a claim that follows a read (`Work.DUE`).
+(`Work.QUEUED`), and the claim leaves expired leases to a claim that follows a read which saw a lease
+run out (`Work.LEASE_RAN_OUT`; `Work.DUE` when only a retry is due).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.clock import Clock
+from bot.delivery.outbox_due import NextDue
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +38,14 @@ class Work(enum.Enum):
 
     NONE = "none"
     QUEUED = "queued"  # the pass began on a wake-up: claim what was queued
-    DUE = "due"  # a read of the next due time said now: queued rows, or a lease that ran out
+    DUE = "due"  # a read of the next due time said now: a queued row's retry
+    LEASE_RAN_OUT = "lease ran out"  # the read saw a lease run out (a worker stopped mid-send): set it due first
 
 
 class WorkerLoop:
     """Runs `run_pass` whenever woken or when `next_due` says work is due."""
 
-    def __init__(self, *, name: str, clock: Clock, next_due: Callable[[], Awaitable[dt.datetime | None]]) -> None:
+    def __init__(self, *, name: str, clock: Clock, next_due: Callable[[], Awaitable[NextDue]]) -> None:
         self._name = name
         self._clock = clock
         self._next_due = next_due
@@ -87,8 +91,12 @@ class WorkerLoop:
             if self._woken:  # something was just queued: the claim looks, no need to ask first
                 self._woken = False
                 return Work.QUEUED
-        due = await self._next_due()
-        if due is not None and due <= self._clock.now():
+        answer = await self._next_due()
+        now = self._clock.now()
+        if answer.lease_ran_out(now):
+            return Work.LEASE_RAN_OUT
+        due = answer.at
+        if due is not None and due <= now:
             return Work.DUE
         if own_pass:
             self._not_yet = (due,)
@@ -135,7 +143,7 @@ class WorkerLoop:
         else:
             self._wake.clear()  # before asking: a wake-up while the database answers is not lost
             try:
-                due = await self._next_due()
+                due = (await self._next_due()).at
             except Exception as error:  # the database is down: look again after a pause
                 logger.warning("%s: next due time unknown (%s); looking again in %d s", self._name,
                                type(error).__name__, UNREACHABLE_WAIT.total_seconds())

@@ -590,6 +590,12 @@ def _rows(result: CursorResult[Any]) -> Rows:
 _ALONE = "veilig_statement_alone"
 
 
+def runs_alone(options: Mapping[str, Any]) -> bool:
+    """A connection with these execution options runs one statement on its own, no transaction around it
+    (SQLite's autocommit, PostgreSQL's): what a listener on SQLAlchemy's `begin` tells apart."""
+    return bool(options.get(_ALONE)) or options.get("isolation_level") == "AUTOCOMMIT"
+
+
 @contextlib.contextmanager
 def as_database_error(writes_refused: Callable[[], None] | None = None) -> Iterator[None]:
     """No connection in time, or none to be had (refused, reset, the server gone: `DatabaseUnreachable`), or

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Connection as SyncConnection
 
-from bot.storage.database import Database, DatabaseSettings, open_database
+from bot.storage.database import Database, DatabaseSettings, open_database, runs_alone
 from bot.storage.schema_migration import migrate
 from tests.support.postgres_server import PostgresServer
 
@@ -97,6 +97,30 @@ async def statements_an_observer_sees(db: Database, fault: Exception) -> list[st
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", observe)
     return seen
+
+
+@contextlib.contextmanager
+def statements_and_transactions(db: Database) -> Iterator[list[str]]:
+    """What `db` sends while the block runs: each statement's first word, and "BEGIN" where a transaction began
+    (a statement on its own, in the database's autocommit, is none). A listener on statement events takes
+    SQLAlchemy's way (`direct_statements.observed`), which runs the same statements, on their own or not."""
+    sent: list[str] = []
+
+    def statement(_connection: SyncConnection, _cursor: Any, text: str, *_: Any) -> None:
+        sent.append(text.split()[0].upper())
+
+    def begin(connection: SyncConnection) -> None:
+        if not runs_alone(connection.get_execution_options()):
+            sent.append("BEGIN")
+
+    engine = db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "begin", begin)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "begin", begin)
 
 
 def statements_through_sqlalchemy(monkeypatch: pytest.MonkeyPatch) -> list[str]:

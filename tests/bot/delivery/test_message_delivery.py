@@ -38,7 +38,7 @@ from tests.support.bot_server import BotDriver, RestartableSite, driving, serve_
 from tests.support.card_reading import texts
 from tests.support.clock import ManualClock
 from tests.support.connector import ConnectorStandIn, RecordedCall
-from tests.support.databases import another_engine
+from tests.support.databases import another_engine, statements_and_transactions
 from tests.support.referral_flow import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID, reach_review
 from tests.support.smtp_server import free_port
 
@@ -341,6 +341,21 @@ async def _wait_for(condition: Callable[[], bool], log: Path, seconds: float = 2
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(log.read_text()[-4000:])
         await asyncio.sleep(0.05)
+
+
+async def test_messages_sent_after_a_read_look_for_expired_leases_only_when_one_ran_out(setup: Setup) -> None:
+    """Every claim that followed a read of the next due time first set expired leases back to queued: an UPDATE
+    that nearly always changes nothing, one for each referral's Teams messages. The read has the first lease's
+    end too: only a lease that ran out is looked for, and a claim is then one statement on its own."""
+    await _link(setup)
+    await _referral(setup)
+    await setup.bot.services.worker.deliver_due()  # the mail: the OCMW's card and the referrer's notice queued
+    with statements_and_transactions(setup.bot.services.db) as sent:
+        assert await setup.bot.settle() >= 2
+    # Three messages (the OCMW's card, the referrer's notice and card) in two claims, each message's conversation
+    # first; the card's mark keeps its id under its slot in the same transaction. Sends run side by side: counted.
+    assert Counter(sent) == {"SELECT": 3, "UPDATE": 2 + 3, "BEGIN": 1, "INSERT": 1}, " ".join(sent)
+    assert await setup.bot.services.messages.counts() == {"sent": 3}
 
 
 async def test_a_pass_with_nothing_due_only_reads(setup: Setup) -> None:

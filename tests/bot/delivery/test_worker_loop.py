@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.delivery import worker_loop
+from bot.delivery.outbox_due import NextDue
 from bot.delivery.worker_loop import Work, WorkerLoop
 from tests.support.clock import ManualClock
 from tests.support.keyvault_provider import until
 
 NOW = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+SECOND = dt.timedelta(seconds=1)
 
 
 class _Queue:
@@ -32,9 +34,9 @@ class _Queue:
         #: The next question's answer is read at once but held back until this is set.
         self.hold_next_answer: asyncio.Event | None = None
 
-    async def next_due(self) -> dt.datetime | None:
+    async def next_due(self) -> NextDue:
         self.asked += 1
-        answer = self.due
+        answer = NextDue(retry_at=self.due)
         await asyncio.sleep(0)
         if self.hold_next_answer is not None:
             hold, self.hold_next_answer = self.hold_next_answer, None
@@ -145,8 +147,8 @@ async def test_a_pass_that_fails_every_time_waits_before_the_next_not_a_hot_loop
     monkeypatch.setattr(worker_loop, "UNREACHABLE_WAIT", dt.timedelta(seconds=0.2))
     passes = 0
 
-    async def due_now() -> dt.datetime:
-        return NOW
+    async def due_now() -> NextDue:
+        return NextDue(retry_at=NOW)
 
     async def failing_pass() -> None:
         nonlocal passes
@@ -165,8 +167,8 @@ async def test_after_a_failed_pass_a_good_one_runs_at_once_when_woken(monkeypatc
     monkeypatch.setattr(worker_loop, "UNREACHABLE_WAIT", dt.timedelta(seconds=30))
     results: list[str] = []
 
-    async def nothing_due() -> None:
-        return None
+    async def nothing_due() -> NextDue:
+        return NextDue()
 
     async def pass_once_failing() -> None:
         results.append("pass")
@@ -180,3 +182,20 @@ async def test_after_a_failed_pass_a_good_one_runs_at_once_when_woken(monkeypatc
     await until(lambda: len(results) == 2, 2, "a pass on the wake-up")
     loop.stop()
     await task
+
+
+async def test_a_read_that_sees_a_lease_run_out_says_so_and_one_that_sees_a_retry_does_not() -> None:
+    """Every claim after a read set expired leases back to queued first: a statement that nearly always changes
+    nothing, once for every Teams message the bot sent after another. The read already has both times: the
+    claim is told to look at expired leases only when one ran out before now."""
+    answers = {"retry due": NextDue(retry_at=NOW, lease_ends_at=NOW + dt.timedelta(minutes=1)),
+               "lease ran out": NextDue(retry_at=NOW + dt.timedelta(minutes=1), lease_ends_at=NOW - SECOND),
+               "lease runs out now": NextDue(lease_ends_at=NOW), "later": NextDue(retry_at=NOW + SECOND),
+               "nothing": NextDue()}
+    found = {}
+    for name, answer in answers.items():
+        async def read(answer: NextDue = answer) -> NextDue:
+            return answer
+        found[name] = await WorkerLoop(name="test outbox", clock=ManualClock(NOW), next_due=read).look()
+    assert found == {"retry due": Work.DUE, "lease ran out": Work.LEASE_RAN_OUT, "lease runs out now": Work.DUE,
+                     "later": Work.NONE, "nothing": Work.NONE}
