@@ -44,7 +44,8 @@ async def _delivery(db: Database, clock: ManualClock) -> None:
     await referrals.add(referral)
     await outbox.enqueue(message_id=referral.message_id, reference=referral.reference, payload=b"mail",
                          now=clock.now())
-    [item] = await outbox.claim_due(clock.now(), LEASE, limit=1)
+    item, _more_due = await outbox.claim_one(clock.now(), LEASE)
+    assert item is not None
     assert await referrals.by_message_id(item.message_id) is not None
     async with db.transaction():
         await outbox.mark_delivered(item, clock.now())
