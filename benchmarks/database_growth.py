@@ -16,9 +16,10 @@ In each of `--rounds` rounds:
   set), then `--passes` passes that queue the same ~10 reminders again (their rows removed between
   passes, untimed), and `--passes` idle passes that find nothing new;
 - delivery: a referral queued with its mail (the bot's `ReferralStore.add` + `Outbox.enqueue`,
-  untimed), then `DeliveryWorker.deliver_due()` and the worker loop's `Outbox.next_due_at()`: claim,
-  send over SMTP to a sink in its own process (`benchmarks.mail_sink`), mark delivered, the
-  referral's transition, its register entry, the referrer's and the OCMW's Teams messages queued.
+  untimed), then `DeliveryWorker.deliver_due()` and the worker loop's read (`Outbox.next_due_at()`,
+  the statement of its `next_due()`): claim, send over SMTP to a sink in its own process
+  (`benchmarks.mail_sink`), mark delivered, the referral's transition, its register entry, the
+  referrer's and the OCMW's Teams messages queued.
   The time inside the transport's `send` is subtracted: what is left is the database work (and the
   little Python around it). The Teams messages the delivery queued are then sent by the bot's
   `MessageDeliveryWorker` to a sender that answers at once (the Teams side is not measured), timed

@@ -42,10 +42,10 @@ HARNESS_POLL = "SELECT state, COUNT(*) AS n FROM message_outbox GROUP BY state"
 SETTLE_SECONDS = 0.1
 #: What a statement is counted as: the first pattern it matches (text with whitespace collapsed).
 KINDS = (
-    ("mail outbox: claim", re.compile(r"^UPDATE outbox SET state = \S+, attempts = attempts \+ 1")),
+    ("mail outbox: claim", re.compile(r" UPDATE outbox SET state = \S+, attempts = attempts \+ 1")),
     ("mail outbox: expired-lease check", re.compile(r"^UPDATE outbox SET state = \S+, lease_until = NULL WHERE")),
     ("mail outbox: next due", re.compile(r"^SELECT \(SELECT next_attempt_at FROM outbox ")),
-    ("Teams messages: claim", re.compile(r"^UPDATE message_outbox SET state = \S+, attempts = attempts \+ 1")),
+    ("Teams messages: claim", re.compile(r" UPDATE message_outbox SET state = \S+, attempts = attempts \+ 1")),
     ("Teams messages: expired-lease check",
      re.compile(r"^UPDATE message_outbox SET state = \S+, lease_until = NULL WHERE")),
     ("Teams messages: next due", re.compile(r"^SELECT \(SELECT next_attempt_at FROM message_outbox ")),

@@ -202,15 +202,29 @@ async def postgres_database(server: PostgresServer) -> Database:
     return db
 
 
-async def set_read_only(server: PostgresServer, db: Database, *, on: bool = True) -> None:
-    """New sessions on `db`'s database read-only, as on a standby or an Azure server whose storage is nearly full
-    (or no longer); `db`'s pooled connections go, so its next statement has a new one."""
+#: The plan that runs a statement's `IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` again for every row the
+#: statement could change: a nested loop with the subquery on its inner side and nothing kept between runs.
+#: The server may choose it for a small or unanalysed table, or for a generic plan whose LIMIT is a parameter;
+#: with these settings it has no other choice.
+SUBQUERY_RUN_PER_ROW = {"enable_hashagg": "off", "enable_sort": "off", "enable_hashjoin": "off",
+                        "enable_mergejoin": "off", "enable_material": "off"}
+
+
+async def set_session_defaults(server: PostgresServer, db: Database, settings: dict[str, str]) -> None:
+    """New sessions on `db`'s database start with `settings` (`ALTER DATABASE ... SET`); `db`'s pooled
+    connections go, so its next statement has a new one."""
     if db.settings is None or db.settings.url is None:
         raise ValueError("not a PostgreSQL database opened with settings")
     name = db.settings.url.rsplit("/", 1)[1].split("?", 1)[0]
-    setting = "on" if on else "off"
-    await asyncio.to_thread(server.psql, f'ALTER DATABASE "{name}" SET default_transaction_read_only = {setting}')
+    for setting, value in settings.items():
+        await asyncio.to_thread(server.psql, f'ALTER DATABASE "{name}" SET {setting} = {value}')
     await db.engine.dispose()
+
+
+async def set_read_only(server: PostgresServer, db: Database, *, on: bool = True) -> None:
+    """New sessions on `db`'s database read-only, as on a standby or an Azure server whose storage is nearly full
+    (or no longer); `db`'s pooled connections go, so its next statement has a new one."""
+    await set_session_defaults(server, db, {"default_transaction_read_only": "on" if on else "off"})
 
 
 def another_engine(db: Database, application_name: str | None = None) -> Database:

@@ -33,7 +33,13 @@ from tests.support.activities import TeamsUser
 from tests.support.bot_process import bot_process, wait_until_ready
 from tests.support.bot_server import serve
 from tests.support.connector import ConnectorStandIn
-from tests.support.databases import another_engine, postgres_database, statements_and_transactions
+from tests.support.databases import (
+    SUBQUERY_RUN_PER_ROW,
+    another_engine,
+    postgres_database,
+    set_session_defaults,
+    statements_and_transactions,
+)
 from tests.support.postgres_server import PostgresServer
 from tests.support.query_plans import StatementLog, buffers_read
 from tests.support.referral_flow import CLIENT_FORM, CONSENT_ALL, PROTOCOL_ID
@@ -115,7 +121,7 @@ async def test_a_claim_for_what_was_just_queued_leaves_the_expired_leases_to_the
     with statements_and_transactions(database) as sent:
         [claimed] = await outbox.claim_due(later, LEASE, expired_leases=False)
     assert claimed.message_id == fresh
-    assert sent == ["UPDATE"], "the claim, no look at expired leases"
+    assert sent == ["WITH"], "the claim (its rows picked, then leased), no look at expired leases"
     due = await outbox.next_due()
     assert due.at == NOW + LEASE and due.lease_ran_out(later), "the expired lease is due: a read sees it"
     [again] = await outbox.claim_due(later, LEASE)
@@ -131,18 +137,37 @@ async def test_a_claim_is_one_statement_on_its_own(database: Database) -> None:
     first, second, third = await queue(outbox, 3)
     with statements_and_transactions(database) as sent:
         one, more_due = await outbox.claim_one(NOW, LEASE, expired_leases=False)
-    assert sent == ["UPDATE"]
-    assert one is not None
-    assert (one.message_id, one.attempts, one.lease_until, more_due) == (first, 1, NOW + LEASE, True)
+    assert sent == ["WITH"], "one statement: the rows picked, then leased"
+    assert one is not None  # the three are due at the same moment: any one of them
+    assert (one.message_id in {first, second, third}, one.attempts, one.lease_until, more_due) == (
+        True, 1, NOW + LEASE, True)
     with statements_and_transactions(database) as sent:
         claimed = await outbox.claim_due(NOW, LEASE)
-    assert sent == ["UPDATE", "UPDATE"], "the expired leases, then the claim: no transaction around them"
-    assert [(item.message_id, item.attempts) for item in claimed] == [(second, 1), (third, 1)]
+    assert sent == ["UPDATE", "WITH"], "the expired leases, then the claim: no transaction around them"
+    assert sorted((item.message_id, item.attempts) for item in claimed) == sorted(
+        (message, 1) for message in {first, second, third} - {one.message_id})
     later = NOW + LEASE + SECOND  # every lease ran out: the three are due again, one claim at a time
     answers = [await outbox.claim_one(later, LEASE, expired_leases=number == 0) for number in range(4)]
     assert [(item.attempts if item else None, more) for item, more in answers] == [
         (2, True), (2, True), (2, False), (None, False)]
     assert {item.message_id for item, _ in answers if item} == {first, second, third}
+
+
+async def test_a_claim_leases_no_more_mails_than_asked_whatever_plan_the_server_chooses(
+        postgres: PostgresServer) -> None:
+    """`UPDATE ... WHERE message_id IN (SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED)`: where the server runs the
+    subquery again for every row it could change, each run passes over the rows the statement already changed
+    and picks the next: a claim of one mail leased all 30 due, which then waited out their lease unsent and
+    came back counted as a worker stopped mid-send. The rows are picked once, before the update."""
+    db = await postgres_database(postgres)
+    outbox = Outbox(db)
+    await queue(outbox, 30)
+    await set_session_defaults(postgres, db, SUBQUERY_RUN_PER_ROW)
+    item, more_due = await outbox.claim_one(NOW, LEASE, expired_leases=False)
+    assert item is not None and more_due
+    assert await outbox.counts() == {"sending": 1, "queued": 29}
+    assert len(await outbox.claim_due(NOW, LEASE, limit=3)) == 3
+    assert await outbox.counts() == {"sending": 4, "queued": 26}
 
 
 async def test_delivered_failed_and_rescheduled_mails(database: Database) -> None:

@@ -13,7 +13,13 @@ from sqlalchemy import event
 from bot.delivery.chat_messages import MessageContent, conversation_key
 from bot.delivery.message_outbox import MessageAction, MessageOutbox, QueuedMessage, StuckMessages
 from bot.storage.database import Database, to_text
-from tests.support.databases import another_engine, postgres_database, statements_and_transactions
+from tests.support.databases import (
+    SUBQUERY_RUN_PER_ROW,
+    another_engine,
+    postgres_database,
+    set_session_defaults,
+    statements_and_transactions,
+)
 from tests.support.postgres_server import PostgresServer
 from tests.support.query_plans import StatementLog, buffers_read
 from tests.support.stored_referrals import NOW, conversation_ref
@@ -97,7 +103,7 @@ async def test_a_claim_for_what_was_just_queued_leaves_the_expired_leases_to_the
     later = NOW + LEASE + SECOND
     with statements_and_transactions(database) as sent:
         assert ids(await outbox.claim_due(later, LEASE, expired_leases=False)) == [fresh]
-    assert sent == ["UPDATE"], "the claim, no look at expired leases"
+    assert sent == ["WITH"], "the claim (its rows picked, then leased), no look at expired leases"
     due = await outbox.next_due()
     assert due.at == NOW + LEASE and due.lease_ran_out(later), "the expired lease is due: a read sees it"
     [again] = await outbox.claim_due(later, LEASE)
@@ -115,15 +121,29 @@ async def test_a_claim_is_one_statement_on_its_own(database: Database) -> None:
     other = await outbox.post(conversation_ref(CHANNEL), MessageContent(card=CARD), now=NOW)
     with statements_and_transactions(database) as sent:
         claimed = await outbox.claim_due(NOW, LEASE, expired_leases=False)
-    assert sent == ["UPDATE"]
+    assert sent == ["WITH"], "one statement: the rows picked, then leased"
     assert [(message.id, message.attempts, message.lease_until) for message in claimed] == [
         (first, 1, NOW + LEASE), (other, 1, NOW + LEASE)]
     assert claimed[1].content == MessageContent(card=CARD)
     later = NOW + LEASE + SECOND  # both leases ran out
     with statements_and_transactions(database) as sent:
         again = await outbox.claim_due(later, LEASE)
-    assert sent == ["UPDATE", "UPDATE"], "the expired leases, then the claim: no transaction around them"
+    assert sent == ["UPDATE", "WITH"], "the expired leases, then the claim: no transaction around them"
     assert [(message.id, message.attempts) for message in again] == [(first, 2), (other, 2)]
+
+
+async def test_a_claim_leases_no_more_messages_than_asked_whatever_plan_the_server_chooses(
+        postgres: PostgresServer) -> None:
+    """As the mail outbox's claim (`test_a_claim_leases_no_more_mails_than_asked_...`): where the server runs the
+    claim's subquery again for every row it could change, it leased more messages than the worker sends at once.
+    The messages are picked once, before the update."""
+    db = await postgres_database(postgres)
+    outbox = MessageOutbox(db)
+    for number in range(30):
+        await outbox.post(conversation_ref(f"a:personal-{number}"), text("verstuurd"), now=NOW)
+    await set_session_defaults(postgres, db, SUBQUERY_RUN_PER_ROW)
+    assert len(await outbox.claim_due(NOW, LEASE, limit=2)) == 2
+    assert await outbox.counts() == {"sending": 2, "queued": 28}
 
 
 async def test_messages_to_one_conversation_go_in_the_order_they_were_queued(database: Database) -> None:
@@ -326,8 +346,8 @@ async def test_the_claim_and_the_next_due_time_stay_cheap_between_vacuums(postgr
             await db.execute("UPDATE message_outbox SET state = 'queued', lease_until = NULL WHERE content <> ''")
     finally:
         log.close()
-    claim, next_due = (next(statement for statement in log.seen.values() if statement.sql.lstrip().startswith(start))
-                       for start in ("UPDATE message_outbox SET state = $1, attempts = attempts + 1", "SELECT"))
+    claim = next(statement for statement in log.seen.values() if "attempts = attempts + 1" in statement.sql)
+    next_due = next(statement for statement in log.seen.values() if statement.sql.lstrip().startswith("SELECT"))
     # Before: 486-605 and ~800, most of them heap pages visited for every dead entry. Now the claim walks
     # the waiting index (its dead entries' pages, once marked, without the heap: ~400 at 40 000 dead
     # entries, 0.2 ms) and the next due time reads a few pages.
@@ -407,3 +427,27 @@ async def test_a_message_whose_stored_content_cannot_be_read_is_given_up_and_hol
     assert row is not None and (row["state"], row["content"]) == ("failed", "")
     assert "unreadable" in str(row["last_error"])
     assert (await outbox.stuck(NOW, dt.timedelta(minutes=15))).given_up == 1, "counted by `check` as given up"
+
+
+async def test_a_claim_whose_give_up_of_a_damaged_message_fails_still_returns_the_others(database: Database) -> None:
+    """A claim is one statement, committed before the damaged message it leased is given up in another: when that
+    second statement failed (the database gone for a moment), the claim raised and the messages it had leased
+    stayed unsent until their lease ran out. They go out; the damaged one is given up by the claim after its
+    lease (`requeue_expired_leases`), as before."""
+    outbox = MessageOutbox(database)
+    damaged = await outbox.post(REFERRER, text("kapot"), now=NOW)
+    await database.execute("UPDATE message_outbox SET content = '{not json' WHERE id = :id", {"id": damaged})
+    other = await outbox.post(conversation_ref(CHANNEL), text("andere"), now=NOW)
+
+    def refuse_the_give_up(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("UPDATE message_outbox SET state = ") and "WHERE id IN" in statement:
+            raise OSError("connection reset while giving up")
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", refuse_the_give_up)
+    try:
+        assert ids(await outbox.claim_due(NOW, LEASE)) == [other]
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", refuse_the_give_up)
+    assert await outbox.counts() == {"sending": 2}
+    assert ids(await outbox.claim_due(NOW + LEASE + SECOND, LEASE)) == [other], "the lease ran out: due again"
+    assert await outbox.counts() == {"failed": 1, "sending": 1}
