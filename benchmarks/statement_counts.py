@@ -29,7 +29,7 @@ from benchmarks.processes import ZIP_PASSWORD
 from bot.app import create_app
 from bot.clock import SystemClock
 from bot.config import Settings
-from bot.storage.database import _ALONE as STATEMENT_ALONE
+from bot.storage.database import runs_alone
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import draft_id_of
@@ -77,7 +77,7 @@ class _Counter:
 
     def _begin(self, conn: Any) -> None:
         # A statement on its own runs in SQLite's autocommit: SQLAlchemy's begin is no transaction there.
-        if self.counting and not conn.get_execution_options().get(STATEMENT_ALONE):
+        if self.counting and not runs_alone(conn.get_execution_options()):
             self.statements["transactions"] += 1
 
 

@@ -20,7 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bot.delivery.outbox_due import NextDue, mark_under_lease, next_due_in, requeue_every_lease, requeue_expired_leases
+from bot.delivery.outbox_due import (
+    NextDue,
+    lease_statement,
+    lease_values,
+    mark_under_lease,
+    next_due_in,
+    requeue_every_lease,
+    requeue_expired_leases,
+)
 from bot.storage.database import Database, Row, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -90,7 +98,7 @@ class Outbox:
         if expired_leases:
             await self._requeue_expired(now)
         rows = await self._db.fetch_all(_claim(self._db.skip_locked, one=False),
-                                        {**_lease_values(now, lease), "limit": limit})
+                                        {**lease_values(now, lease, OutboxState.SENDING.value), "limit": limit})
         rows.sort(key=lambda row: (str(row["next_attempt_at"]), str(row["message_id"])))
         return [_item(row, now + lease) for row in rows]
 
@@ -99,7 +107,8 @@ class Outbox:
         """Lease the first due row, as `claim_due`; and whether another row is due now (a lane to wake)."""
         if expired_leases:
             await self._requeue_expired(now)
-        row = await self._db.fetch_one(_claim(self._db.skip_locked, one=True), _lease_values(now, lease))
+        row = await self._db.fetch_one(_claim(self._db.skip_locked, one=True),
+                                       lease_values(now, lease, OutboxState.SENDING.value))
         return (None, False) if row is None else (_item(row, now + lease), bool(row["more_due"]))
 
     async def _requeue_expired(self, now: dt.datetime) -> None:
@@ -211,28 +220,19 @@ class Outbox:
 
 @functools.cache
 def _claim(skip_locked: str, *, one: bool) -> str:
-    """A claim is one statement on its own: the due rows (each skipped while another instance leases it, with
-    `skip_locked`) leased and returned, their attempt counted. No transaction: one round trip where a read,
-    the lease, and BEGIN and COMMIT around them were four. Due rows are found through the `outbox_queued` index,
-    earliest first, and picked once, in a materialised step of their own: as `IN (subquery)` the server may run
-    the subquery again for every row it could change, and each run, passing over the rows already changed,
-    picks others (`SUBQUERY_RUN_PER_ROW` in the tests: a claim of one leased thirty). With `one`, the first due
-    row, and whether another is due now (`more_due`): on PostgreSQL read in the statement's own view, on SQLite
-    as the row is written; both leave the claimed row out by its key, so both answer the same."""
+    """A claim is one statement on its own (`lease_statement`): no transaction, one round trip where a read, the
+    lease, and BEGIN and COMMIT around them were four. Due rows are found through the `outbox_queued` index,
+    earliest first. With `one`, the first due row, and whether another is due now (`more_due`): on PostgreSQL
+    read in the statement's own view, on SQLite as the row is written; both leave the claimed row out by its
+    key, so both answer the same."""
     more_due = (f", EXISTS (SELECT 1 FROM outbox AS other WHERE other.state = {_QUEUED}"  # noqa: S608  # nosec B608
                 " AND other.next_attempt_at <= :now AND other.message_id <> outbox.message_id) AS more_due")
-    return (  # module constants only; the values are bound parameters
-        "WITH picked AS MATERIALIZED (SELECT message_id FROM outbox"  # noqa: S608  # nosec B608
-        f" WHERE state = {_QUEUED} AND next_attempt_at <= :now"
-        f" ORDER BY next_attempt_at LIMIT {'1' if one else ':limit'}{skip_locked})"
-        " UPDATE outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
-        " WHERE message_id IN (SELECT message_id FROM picked)"
-        " RETURNING message_id, reference, payload, attempts, queued_at, next_attempt_at, delivered_to"
+    return lease_statement(
+        "outbox", key="message_id",
+        pick=f"SELECT message_id FROM outbox WHERE state = {_QUEUED} AND next_attempt_at <= :now"  # noqa: S608  # nosec B608
+        f" ORDER BY next_attempt_at LIMIT {'1' if one else ':limit'}{skip_locked}",
+        returning="message_id, reference, payload, attempts, queued_at, next_attempt_at, delivered_to"
         + (more_due if one else ""))
-
-
-def _lease_values(now: dt.datetime, lease: dt.timedelta) -> dict[str, object]:
-    return {"now": to_text(now), "until": to_text(now + lease), "sending": OutboxState.SENDING.value}
 
 
 def _item(row: Row, lease_until: dt.datetime) -> OutboxItem:

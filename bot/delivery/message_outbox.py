@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.delivery.chat_messages import MessageContent, conversation_key
-from bot.delivery.outbox_due import NextDue, mark_under_lease, next_due_in, requeue_every_lease, requeue_expired_leases
+from bot.delivery.outbox_due import (
+    NextDue,
+    lease_statement,
+    lease_values,
+    mark_under_lease,
+    next_due_in,
+    requeue_every_lease,
+    requeue_expired_leases,
+)
 from bot.storage.database import Database, Row, from_text, to_text
 
 logger = logging.getLogger(__name__)
@@ -100,14 +108,9 @@ _FIRST_DUE = (  # module constants only
 @functools.cache
 def _claim(skip_locked: str) -> str:
     """`_FIRST_DUE`'s messages (each skipped while another instance leases it, with `skip_locked`) leased and
-    returned as they are now, their attempt counted, in one statement. They are picked once, in a materialised
-    step of their own: as `IN (subquery)` the server may run the subquery again for every row it could change,
-    and each run, passing over the rows already changed, picks others (`SUBQUERY_RUN_PER_ROW` in the tests:
-    a claim of two leased thirty)."""
-    return (  # module constants only; the values are bound parameters
-        f"{_WAITING_CONVERSATIONS}, picked AS MATERIALIZED ({_FIRST_DUE}{skip_locked})"  # noqa: S608  # nosec B608
-        " UPDATE message_outbox SET state = :sending, attempts = attempts + 1, lease_until = :until"
-        f" WHERE id IN (SELECT id FROM picked) RETURNING {_COLUMNS}")
+    returned as they are now, their attempt counted, in one statement (`lease_statement`)."""
+    return lease_statement("message_outbox", key="id", pick=_FIRST_DUE + skip_locked, returning=_COLUMNS,
+                           with_clauses=_WAITING_CONVERSATIONS)
 
 
 class MessageOutbox:
@@ -220,7 +223,7 @@ class MessageOutbox:
                 self._db, "message_outbox", queued_state=MessageState.QUEUED.value, sending=_SENDING, now=now)):
             logger.warning("message outbox: %d Teams message(s) whose worker stopped mid-send are due again", expired)
         rows = await self._db.fetch_all(_claim(self._db.skip_locked), {
-            "now": to_text(now), "limit": limit, "sending": MessageState.SENDING.value, "until": to_text(until)})
+            **lease_values(now, lease, MessageState.SENDING.value), "limit": limit})
         claimed, unreadable = [], []
         for row in sorted(rows, key=lambda row: int(row["id"])):
             try:
