@@ -81,7 +81,8 @@ class MessageDeliveryWorker:
                 return tried
             messages = await self._outbox.claim_due(self._clock.now(), self._policy.lease, limit=self._policy.parallel,
                                                     expired_leases=work is Work.LEASE_RAN_OUT)
-            if not messages:
+            if not messages:  # what is due may wait behind an earlier message: sleep until one in turn is due
+                self._loop.rest_on(await self._outbox.next_due_in_turn())
                 return tried
             await side_by_side(*(self._send(message) for message in messages))
             tried += len(messages)

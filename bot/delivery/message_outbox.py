@@ -104,6 +104,16 @@ _FIRST_DUE = (  # module constants only
     " ORDER BY m.id LIMIT :limit"
 )
 
+#: When the first message in turn is due: each waiting conversation's first waiting message looked up by its id (a
+#: few index entries per conversation), the earliest retry among those still queued; and the first lease's end.
+_NEXT_IN_TURN = (  # module constants only
+    f"{_WAITING_CONVERSATIONS} SELECT MIN(first.next_attempt_at) AS queued,"  # noqa: S608  # nosec B608
+    f" (SELECT lease_until FROM message_outbox WHERE state = {_SENDING} ORDER BY lease_until LIMIT 1) AS leased"
+    f" FROM (SELECT (SELECT m.next_attempt_at FROM message_outbox AS m WHERE m.state = {_QUEUED} AND m.id = (SELECT"
+    f" MIN(e.id) FROM message_outbox AS e WHERE e.{_WAITING} AND e.conversation_key = waiting.conversation_key))"
+    " AS next_attempt_at FROM waiting WHERE waiting.conversation_key IS NOT NULL) AS first"
+)
+
 
 @functools.cache
 def _claim(skip_locked: str) -> str:
@@ -315,6 +325,18 @@ class MessageOutbox:
     async def next_due(self) -> NextDue:
         """When the earliest queued message is due, and when the first lease runs out (the worker's read)."""
         return await next_due_in(self._db, "message_outbox", queued=_QUEUED, sending=_SENDING)
+
+    async def next_due_in_turn(self) -> NextDue:
+        """As `next_due`, of the messages a claim may take: each conversation's first waiting one.
+
+        Asked after a claim that took nothing: the due message waits behind an earlier one to its conversation
+        (a retry later, or being sent by another instance), and `next_due` would say "now" until that one goes.
+        Only the earlier one's retry (or the lease's end) is work for this worker; whoever sends it finds the
+        next one due in its own read after the send."""
+        row = await self._db.fetch_one(_NEXT_IN_TURN)
+        if row is None:  # an aggregate always answers one row
+            return NextDue()
+        return NextDue(*(None if value is None else from_text(value) for value in (row["queued"], row["leased"])))
 
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest queued message is due (or a lease runs out), None when nothing waits."""

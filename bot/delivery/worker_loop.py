@@ -102,6 +102,14 @@ class WorkerLoop:
             self._not_yet = (due,)
         return Work.NONE
 
+    def rest_on(self, answer: NextDue) -> None:
+        """End the pass under way on `answer` instead of its last `look()`: its claim took nothing, and the caller
+        knows better when the next item it can take is due (a Teams message due behind an earlier one to its
+        conversation is not work until that one goes). As `look()`'s "not yet", asked after the flag was
+        cleared: a wake-up since still ends the sleep."""
+        if self._in_pass is not None and asyncio.current_task() is self._in_pass:
+            self._not_yet = (answer.at,)
+
     async def run_forever(self, run_pass: Callable[[], Awaitable[object]]) -> None:
         """Pass, sleep, pass, ...; until stopped or cancelled.
 

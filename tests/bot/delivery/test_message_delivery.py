@@ -431,3 +431,88 @@ async def test_a_worker_paused_past_its_lease_neither_requeues_what_another_sent
         await worker_b.deliver_due()
         clock.advance(lease + dt.timedelta(seconds=5))
     assert posted == ["verstuurd", "nieuwe doorverwijzing"]
+
+
+class _RefusingFirstSender(_PausedSender):
+    """Teams that refuses the first post for now (503) and takes every one after it."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.refused = 0
+
+    async def post(self, conversation_ref: str, content: MessageContent) -> str | None:
+        if not self.refused:
+            self.refused += 1
+            raise ChatSendError("service unavailable", status=503)
+        return await super().post(conversation_ref, content)
+
+
+async def test_a_message_waiting_behind_one_that_retries_later_does_not_keep_the_worker_busy(
+    database: Database, clock: ManualClock
+) -> None:
+    """The first message to a conversation was refused for now and retries in a minute; the one queued behind it is
+    due, but waits its turn. The worker's read said "due now" (the second message's time), its claim found nothing
+    (the first one's turn), and the loop read and claimed again at once, over and over until the retry: a
+    processor and the database kept busy by a worker with nothing to send."""
+    policy = MessageDeliveryPolicy(retry=RetryPolicy(initial=dt.timedelta(minutes=1), maximum=dt.timedelta(minutes=5)))
+    outbox, sender = MessageOutbox(database), _RefusingFirstSender()
+    worker = MessageDeliveryWorker(outbox=outbox, sender=sender, clock=clock, policy=policy, rng=random.Random(1))
+    outbox.on_queued = worker.wake
+    referrer = json.dumps({"conversation": {"id": "a:personal-referrer"}})
+    await outbox.post(referrer, MessageContent(text="eerste"), now=clock.now())
+    await outbox.post(referrer, MessageContent(text="tweede"), now=clock.now())
+    running = asyncio.create_task(worker.run())
+    try:
+        for _ in range(100):  # the first send, refused
+            if sender.refused:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # its reschedule recorded
+        with statements_and_transactions(database) as sent:
+            await asyncio.sleep(0.5)
+        assert len(sent) <= 2, f"{len(sent)} statements in half a second with nothing to send: {Counter(sent)}"
+        assert sender.posted == []
+        clock.advance(dt.timedelta(minutes=2))  # the retry is due: the worker's sleep ends on the next due time
+        worker.wake()
+        for _ in range(200):
+            if len(sender.posted) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sender.posted == ["eerste", "tweede"], "both go out, in order, once the first one's retry is due"
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+
+
+async def test_a_message_waiting_behind_one_another_instance_sends_does_not_keep_this_one_busy(
+    database: Database, clock: ManualClock
+) -> None:
+    """Instance A is sending a conversation's first message (slowly: Teams takes its time); the one queued behind
+    it is due. Instance B's read said "due now", its claim found nothing, and it read and claimed again at once
+    until A was done. B sleeps until A's lease would run out; whoever sends the first finds the next due in its own
+    read after the send."""
+    policy = MessageDeliveryPolicy(retry=RetryPolicy(initial=dt.timedelta(seconds=2), maximum=dt.timedelta(seconds=10)))
+    posted: list[str] = []
+    resume = asyncio.Event()
+    slow = _PausedSender(posted, resume)
+    database_b = another_engine(database)
+    outbox_a, outbox_b = MessageOutbox(database), MessageOutbox(database_b)
+    worker_a = MessageDeliveryWorker(outbox=outbox_a, sender=slow, clock=clock, policy=policy, rng=random.Random(1))
+    worker_b = MessageDeliveryWorker(outbox=outbox_b, sender=_PausedSender(posted), clock=clock, policy=policy,
+                                     rng=random.Random(2))
+    referrer = json.dumps({"conversation": {"id": "a:personal-referrer"}})
+    await outbox_a.post(referrer, MessageContent(text="eerste"), now=clock.now())
+    sending_a = asyncio.create_task(worker_a.deliver_due())
+    await asyncio.wait_for(slow.entered.wait(), 10)
+    await outbox_b.post(referrer, MessageContent(text="tweede"), now=clock.now())
+    running_b = asyncio.create_task(worker_b.run())
+    try:
+        await asyncio.sleep(0.1)  # B's first look, its claim of nothing
+        with statements_and_transactions(database_b) as sent:
+            await asyncio.sleep(0.5)
+        assert len(sent) <= 2, f"{len(sent)} statements in half a second with nothing B may send: {Counter(sent)}"
+    finally:
+        worker_b.stop()
+        await asyncio.wait_for(running_b, 10)
+        resume.set()
+        await asyncio.wait_for(sending_a, 10)
