@@ -7,7 +7,8 @@ even when the turn raised.
 Referrals run one after the other, each with a user of its own. The background delivery of a
 referral would otherwise overlap the next referral's invokes and be counted with them, so after
 each `referral.send` the harness waits until that referral's `.eml` is in the outbox and the bot
-has gone quiet (the referrer's card edit and "delivered" message done), outside the window of
+has gone quiet (the referrer's card edit and "delivered" message done: the harness waits for the message at
+the connector, since they go out a moment after the mail), outside the window of
 the invokes. "whole referral" is the CPU of the 4 invokes, from before `referral.start` to the
 answer of `referral.send`; "incl. delivery" runs on to that quiet point.
 """
@@ -180,6 +181,7 @@ class Driver:
         delivered = Sample(0, 0, [])
         for _ in range(count):
             expected = await _mails(target) + 1
+            notices = await self.connector_posts() + 1
             user = target.new_referral_user()
             cpu_start = target.process.cpu.ns()
             started = time.perf_counter()
@@ -188,11 +190,21 @@ class Driver:
             invokes.cpu_ns += target.process.cpu.ns() - cpu_start
             await _wait_for_mail(target, expected)
             delivered.latencies.append(time.perf_counter() - started)
+            await self._wait_for_posts(target, notices)
             await wait_quiet(target.process)
             delivered.cpu_ns += target.process.cpu.ns() - cpu_start
             invokes.operations += 1
             delivered.operations += 1
         return invokes, delivered
+
+    async def _wait_for_posts(self, target: Target, expected: int, within: float = DELIVERY_TIMEOUT_SECONDS) -> None:
+        """Until the connector has `expected` posts: the referrer's "delivered" notice, the last thing the bot does
+        for a referral, goes out a moment after the mail (`TEAMS_CLICK_REPLY_SECONDS`); the bot is quiet before it."""
+        deadline = time.monotonic() + within
+        while await self.connector_posts() < expected:
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"{target.name}: the referrer's notice not posted after {within:.0f} s")
+            await asyncio.sleep(0.01)
 
     async def _one_referral(self, target: Target, user: BenchUser) -> dict[str, Any]:
         """start, consent, details, send; returns the card `referral.send` answered with."""

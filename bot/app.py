@@ -250,6 +250,7 @@ def create_app(
         timezone=settings.timezone,
         policy=RetryPolicy(settings.delivery.initial, settings.delivery.maximum, settings.delivery.horizon,
                            settings.delivery.lease),
+        click_reply_lands=settings.click_reply_lands,
         after_delivery=ocmw.queue_referral_card,
         after_failure=corrections.reopen,
         answered_since=corrections.answered_since,

@@ -174,6 +174,11 @@ class Settings:
     delivery: DeliveryPolicyConfig = field(default_factory=DeliveryPolicyConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     message_retry: MessageRetryConfig = field(default_factory=MessageRetryConfig)
+    #: How long after the click that queued a referral its reply (the card "being sent") may take to reach the
+    #: chat. Teams shows the reply when it arrives, and an edit that got there first (a mail delivered in
+    #: milliseconds) was overwritten by it, the card left saying "being sent": the referrer's card edit and
+    #: notice go out no sooner.
+    click_reply_lands: dt.timedelta = dt.timedelta(seconds=2)
     identity: BotIdentity = field(default_factory=BotIdentity)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Brussels"))
     draft_ttl: dt.timedelta = dt.timedelta(minutes=30)
@@ -295,6 +300,8 @@ class Settings:
                 maximum=dt.timedelta(seconds=reader.integer("TEAMS_RETRY_MAX_SECONDS", 600, minimum=1,
                                                             maximum=86400)),
             ),
+            click_reply_lands=dt.timedelta(seconds=reader.integer("TEAMS_CLICK_REPLY_SECONDS", 2, minimum=0,
+                                                                  maximum=60)),
             identity=_identity(reader),
             timezone=reader.timezone("BOT_TIMEZONE", "Europe/Brussels"),
             draft_ttl=dt.timedelta(minutes=reader.integer("DRAFT_TTL_MINUTES", 30, minimum=1, maximum=24 * 60)),

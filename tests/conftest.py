@@ -24,6 +24,9 @@ from tests.support.ocmw_flow import CHANNEL
 from tests.support.postgres_server import PostgresServer, postgres_server
 
 ZIP_PASSWORD = "K7M2QX9PLR4TWB8N6VHJ3CZD"
+#: The tests' client shows a click's reply before it takes its next step: the bot's edits after a click need not
+#: wait for the reply to land (tests/bot/delivery/test_mail_delivery.py tests that wait).
+REPLIES_SHOWN_AT_ONCE = {"TEAMS_CLICK_REPLY_SECONDS": "0"}
 #: Turns of the event loop that tasks still ending (their cancellation delivered) get after the test.
 TASKS_GRACE_TURNS = 3
 #: Then how long a task found still running may take to end before the loop's close cancels it.
@@ -113,6 +116,7 @@ def settings(tmp_path: Path) -> Settings:
             # The fuzz tests fire thousands of actions; tests/bot/core/test_access.py tests the limits themselves.
             "RATE_LIMIT_STARTS_PER_HOUR": "10000",
             "RATE_LIMIT_ACTIONS_PER_MINUTE": "10000",
+            **REPLIES_SHOWN_AT_ONCE,
         }
     )
 

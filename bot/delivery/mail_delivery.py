@@ -107,6 +107,7 @@ class DeliveryWorker:
         clock: Clock,
         timezone: ZoneInfo,
         policy: RetryPolicy,
+        click_reply_lands: dt.timedelta,
         after_delivery: Callable[[SentReferral, dt.datetime], Awaitable[None]] | None = None,
         after_failure: Callable[[SentReferral, dt.datetime], Awaitable[None]] | None = None,
         answered_since: Callable[[SentReferral], Awaitable[str | None]] | None = None,
@@ -115,6 +116,8 @@ class DeliveryWorker:
     ) -> None:
         """`after_delivery` runs inside the delivery's transaction (it queues the OCMW's card); `after_failure`
         inside the one that gives a referral up (it opens again the correction requests a failed version answered).
+        The referrer's card edit and notice go out `click_reply_lands` after the click at the earliest (the click's
+        reply, "being sent", shown after the edit, overwrote it: `Settings.click_reply_lands`).
         `answered_since`, asked first in that transaction, says what answered a failed correction's item meanwhile
         (a later version's reference, or NO_CORRECT_VALUE): the referrer is then told nothing is left to do."""
         self._db = db
@@ -131,6 +134,7 @@ class DeliveryWorker:
         self._clock = clock
         self._tz = timezone
         self._policy = policy
+        self._click_reply_lands = click_reply_lands
         self._rng = rng or random.Random()  # noqa: S311  # nosec B311
         #: One loop per lane: each wakes, passes over what is due and sleeps on its own.
         self._lanes = [WorkerLoop(name="mail outbox", clock=clock, next_due=outbox.next_due)
@@ -456,11 +460,13 @@ class DeliveryWorker:
             card = cards.problem_card(lang, "not_delivered", reference=referral.reference, recipient=recipient)
             text = cards.text(lang, "delivery_failed", reference=referral.reference, recipient=recipient)
         now = self._clock.now()
+        not_before = referral.queued_at + self._click_reply_lands  # the notice too: it follows the card
         if referral.card_activity_id:
             await self._messages.update(referral.conversation_ref, MessageContent(card=card), now=now,
-                                  activity_id=referral.card_activity_id, reference=referral.reference)
+                                        activity_id=referral.card_activity_id, reference=referral.reference,
+                                        not_before=not_before)
         await self._messages.post(referral.conversation_ref, MessageContent(text=text), now=now,
-                            reference=referral.reference)
+                                  reference=referral.reference, not_before=not_before)
 
 
 def _kind(referral: SentReferral) -> Literal["referral", "correction"]:

@@ -135,20 +135,22 @@ class MessageOutbox:
 
     async def post(
         self, conversation_ref: str, content: MessageContent, *, now: dt.datetime, reference: str | None = None,
-        slot: str | None = None,
+        slot: str | None = None, not_before: dt.datetime | None = None,
     ) -> int:
-        """Queue a new message; with `slot`, its id is kept for later edits."""
-        return await self._insert(conversation_ref, MessageAction.POST, content, now, reference=reference, slot=slot)
+        """Queue a new message; with `slot`, its id is kept for later edits; sent at `not_before` at the earliest."""
+        return await self._insert(conversation_ref, MessageAction.POST, content, now, reference=reference, slot=slot,
+                                  not_before=not_before)
 
     async def update(
         self, conversation_ref: str, content: MessageContent, *, now: dt.datetime, activity_id: str | None = None,
-        slot: str | None = None, reference: str | None = None,
+        slot: str | None = None, reference: str | None = None, not_before: dt.datetime | None = None,
     ) -> int:
-        """Queue an edit of message `activity_id`, or of the card kept under `slot`."""
+        """Queue an edit of message `activity_id`, or of the card kept under `slot`; sent at `not_before` at the
+        earliest (a reply Teams shows in that card may still be on its way: sent after it, the edit would be lost)."""
         if (activity_id is None) == (slot is None):
             raise ValueError("an edit names the message or its slot")
         return await self._insert(conversation_ref, MessageAction.UPDATE, content, now, reference=reference,
-                                  slot=slot, activity_id=activity_id)
+                                  slot=slot, activity_id=activity_id, not_before=not_before)
 
     async def has_slot(self, slot: str) -> bool:
         """True when a card was ever queued under `slot` (posted or not yet)."""
@@ -196,15 +198,16 @@ class MessageOutbox:
 
     async def _insert(
         self, conversation_ref: str, action: MessageAction, content: MessageContent, now: dt.datetime, *,
-        reference: str | None, slot: str | None, activity_id: str | None = None,
+        reference: str | None, slot: str | None, activity_id: str | None = None, not_before: dt.datetime | None = None,
     ) -> int:
         queued = await self._db.scalar(
             "INSERT INTO message_outbox (conversation_key, conversation_ref, action, content, activity_id, slot,"
             " reference, state, attempts, queued_at, next_attempt_at) VALUES (:key, :ref, :action, :content,"
-            " :activity, :slot, :reference, :queued, 0, :now, :now) RETURNING id",
+            " :activity, :slot, :reference, :queued, 0, :now, :due) RETURNING id",
             {"key": conversation_key(conversation_ref), "ref": conversation_ref, "action": action.value,
              "content": content.to_json(), "activity": activity_id, "slot": slot, "reference": reference,
-             "queued": MessageState.QUEUED.value, "now": to_text(now)},
+             "queued": MessageState.QUEUED.value, "now": to_text(now),
+             "due": to_text(now if not_before is None else max(now, not_before))},
         )
         self._db.after_commit(self.on_queued)
         return int(queued)

@@ -151,7 +151,9 @@ async def test_after_a_referral_a_full_collection_in_the_serving_process_leaves_
                 await _act(session, url, service_url, "referral.details", {"draftId": draft_id, **CLIENT_FORM})
                 await _act(session, url, service_url, "referral.send", {"draftId": draft_id})
                 await until(lambda: len(smtp.messages) == 1, 20, "the referral's mail at the SMTP server")
-                await asyncio.sleep(0.5)  # its Teams messages
+                await until(lambda: {call.method for call in connector.calls} >= {"PUT", "POST"}, 20,
+                            "the referrer's card edit and notice (TEAMS_CLICK_REPLY_SECONDS after the click)")
+                await asyncio.sleep(0.2)  # their marks
                 after_referral = await _census(process.pid, census)
                 assert process.poll() is None, (tmp_path / "bot.log").read_text()
     assert after_referral["walked_next"] < 2_000, after_referral

@@ -14,6 +14,7 @@ import pytest
 from bot.cli.checks import run_checks
 from bot.config import Settings
 from bot.referral.drafts import DraftState
+from tests.conftest import REPLIES_SHOWN_AT_ONCE
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver
 from tests.support.card_reading import actions, texts
@@ -37,6 +38,7 @@ def protocol_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path, protocol_file: Path) -> Settings:
     return Settings.from_mapping({
+        **REPLIES_SHOWN_AT_ONCE,
         "BOT_DATA_DIR": str(tmp_path / "data"),
         "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD",
         "PROTOCOLS_DIR": str(protocol_file.parent),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -74,6 +75,39 @@ async def test_delivery_updates_the_referrers_card_and_tells_them(bot: BotDriver
     with sqlite3.connect(bot.services.settings.database_path) as db:
         [(payload, state)] = db.execute("SELECT payload, state FROM outbox").fetchall()
     assert (payload, state) == (None, "delivered"), "the encrypted package is not kept after delivery"
+
+
+async def test_the_referrers_card_says_sent_when_teams_shows_the_clicks_reply_after_the_mail_went(
+    settings: Settings, referrer: TeamsUser, clock: ManualClock
+) -> None:
+    """Teams shows a click's reply (the card "being sent") when the reply reaches the chat. The edit to "sent",
+    queued once the mail was delivered (milliseconds after the click), could reach the chat first and be
+    overwritten by it: the card stayed "being sent" (the Playground showed it). The edit, and the notice that
+    follows it, now go out once the reply has had time to land (`TEAMS_CLICK_REPLY_SECONDS`, by default 2)."""
+    lands = Settings.from_mapping({"BOT_DATA_DIR": str(settings.data_dir)}).click_reply_lands
+    assert lands == dt.timedelta(seconds=2)
+    settings = dataclasses.replace(settings, click_reply_lands=lands)
+    async with running_bot(create_app(settings, clock=clock, run_worker=False)) as bot:
+        await _the_card_says_sent(bot, referrer, clock, lands)
+
+
+async def _the_card_says_sent(bot: BotDriver, referrer: TeamsUser, clock: ManualClock, lands: dt.timedelta) -> None:
+    draft_id, _ = await reach_review(bot, referrer)
+    being_sent = await bot.act(referrer, "referral.send", {"draftId": draft_id})
+    assert "Doorverwijzing wordt verstuurd" in texts(being_sent)
+    before = len(bot.connector.calls)
+    assert await bot.deliver() == 1  # the mail goes at once
+    reached_first = len(bot.connector.calls)
+    # The chat as Teams shows it: the reply lands now, over whatever edit reached the card before it.
+    clock.advance(lands)
+    assert await bot.settle() == 2
+    on_the_card = [call for call in bot.connector.calls[before:] if call.method == "PUT"]
+    assert [bot.connector.calls.index(call) >= reached_first for call in on_the_card] == [True], \
+        "the edit reached the card before the click's reply could land there"
+    shown = on_the_card[-1].body["attachments"][0]["content"]
+    assert "Verstuurd op" in texts(shown)
+    [notice] = [call for call in bot.connector.calls[reached_first:] if call.method == "POST"]
+    assert bot.connector.calls.index(notice) > bot.connector.calls.index(on_the_card[-1]), "the notice follows"
 
 
 async def test_a_full_disk_is_retried_and_nothing_is_lost(

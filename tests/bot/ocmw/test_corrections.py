@@ -34,7 +34,7 @@ from bot.ocmw.links import OcmwLinks
 from bot.referral.dialogue import Actor
 from bot.secrets.zip_passwords import LocalZipPasswordProvider, ZipPassword, ZipPasswordError
 from bot.storage.database import Database
-from tests.conftest import ZIP_PASSWORD
+from tests.conftest import REPLIES_SHOWN_AT_ONCE, ZIP_PASSWORD
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import actions, texts
@@ -500,6 +500,7 @@ async def postgres_bot(postgres: PostgresServer, mail_server: SmtpTestServer, tm
                        ) -> AsyncIterator[BotDriver]:
     """The bot on the suite's PostgreSQL server, as an instance of several."""
     settings = Settings.from_mapping({
+        **REPLIES_SHOWN_AT_ONCE,
         "BOT_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": await migrated_postgres_url(postgres),
         "LOCAL_DRAFT_KEY": "5d" * 32, "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD, "MAIL_TRANSPORT": "smtp",
         "SMTP_HOST": mail_server.host, "SMTP_PORT": str(mail_server.port), "SMTP_TLS": "none",

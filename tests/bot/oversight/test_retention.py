@@ -33,6 +33,7 @@ from bot.oversight.retention import Pruned, RetentionService
 from bot.referral.drafts import DraftState, DraftStore
 from bot.secrets.draft_cipher import DraftCipher
 from bot.storage.database import Database, to_text
+from tests.conftest import REPLIES_SHOWN_AT_ONCE
 from tests.support.activities import TeamsUser
 from tests.support.bot_server import BotDriver, running_bot
 from tests.support.card_reading import draft_id_of, texts
@@ -59,6 +60,7 @@ def protocol_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path, protocol_file: Path) -> Settings:
     return Settings.from_mapping({
+        **REPLIES_SHOWN_AT_ONCE,
         "BOT_DATA_DIR": str(tmp_path / "data"),
         "LOCAL_ZIP_PASSWORD": "K7M2QX9PLR4TWB8N6VHJ3CZD",
         "PROTOCOLS_DIR": str(protocol_file.parent),

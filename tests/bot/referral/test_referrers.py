@@ -37,7 +37,7 @@ from bot.referral.drafts import DraftState
 from bot.referral.graph_membership import GraphMembershipChecker
 from bot.referral.referrers import MAX_GROUPS_PER_REQUEST, MEMBERSHIP_WAIT_SECONDS, ReferrerAccess
 from tests.bot.test_config import PRODUCTION
-from tests.conftest import ZIP_PASSWORD
+from tests.conftest import REPLIES_SHOWN_AT_ONCE, ZIP_PASSWORD
 from tests.support import sevenzip
 from tests.support.activities import TeamsUser
 from tests.support.bot_process import PROJECT_ROOT
@@ -92,6 +92,7 @@ def user(object_id: str, name: str = "Nora Verpleeg") -> TeamsUser:
 @pytest.fixture
 def listed_settings(tmp_path: Path) -> Settings:
     return Settings.from_mapping({
+        **REPLIES_SHOWN_AT_ONCE,
         "BOT_DATA_DIR": str(tmp_path / "data"),
         "PROTOCOLS_DIR": str(protocols_folder(tmp_path)),
         "LOCAL_ZIP_PASSWORD": ZIP_PASSWORD,
