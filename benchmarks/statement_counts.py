@@ -49,6 +49,7 @@ KINDS = (
     ("Teams messages: expired-lease check",
      re.compile(r"^UPDATE message_outbox SET state = \S+, lease_until = NULL WHERE")),
     ("Teams messages: next due", re.compile(r"^SELECT \(SELECT next_attempt_at FROM message_outbox ")),
+    ("Teams messages: next in turn", re.compile(r"SELECT MIN\(first\.next_attempt_at\)")),
     ("register", re.compile(r"\bregister\b")),
     ("rate limits", re.compile(r"\brate_events\b")),
     ("drafts", re.compile(r"\bdrafts\b")),

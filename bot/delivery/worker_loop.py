@@ -6,9 +6,10 @@ queueing code calls `wake()` so new work does not wait for the sleep to end. A f
 logged and the loop goes on: a worker must never die quietly.
 
 A pass ends when `look()` says nothing is due; the sleep that follows waits on that answer
-instead of asking the database the same question again a moment later. The wake-up flag is cleared
-before each such question, so work queued while the database answers still wakes the loop. A pass
-that a wake-up began does not ask first: something was just queued, and the claim finds it (or,
+instead of asking the database the same question again a moment later. A pass whose claim took nothing
+can end on a better answer of its own (`rest_on`: what is due waits behind something that is not).
+The wake-up flag is cleared before each such question, so work queued while the database answers still
+wakes the loop. A pass that a wake-up began does not ask first: something was just queued, and the claim finds it (or,
 taken by another lane meanwhile, finds nothing, and the pass ends as it would have); it says so
 (`Work.QUEUED`), and the claim leaves expired leases to a claim that follows a read which saw a lease
 run out (`Work.LEASE_RAN_OUT`; `Work.DUE` when only a retry is due).

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.cli.garbage_collection import SurvivorFreezer
+from bot.cli.garbage_collection import FREEZE_AT, SurvivorFreezer
 from tests.conftest import ZIP_PASSWORD
 from tests.support.activities import TeamsUser
 from tests.support.bot_process import bot_process, wait_until_ready
@@ -157,4 +157,7 @@ async def test_after_a_referral_a_full_collection_in_the_serving_process_leaves_
                 after_referral = await _census(process.pid, census)
                 assert process.poll() is None, (tmp_path / "bot.log").read_text()
     assert after_referral["walked_next"] < 2_000, after_referral
-    assert after_referral["frozen_after"] > at_start["frozen_after"] + 5_000, (at_start, after_referral)
+    # What the start-up census froze depends on how far start-up's own background work had got (141 000 to
+    # 154 000 objects measured, alone and in the whole suite); after the referral it is ~158 000 every time.
+    # More than a freeze's worth since is what the referral loaded, frozen.
+    assert after_referral["frozen_after"] > at_start["frozen_after"] + FREEZE_AT, (at_start, after_referral)

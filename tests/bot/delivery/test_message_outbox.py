@@ -12,6 +12,7 @@ from sqlalchemy import event
 
 from bot.delivery.chat_messages import MessageContent, conversation_key
 from bot.delivery.message_outbox import MessageAction, MessageOutbox, QueuedMessage, StuckMessages
+from bot.delivery.outbox_due import NextDue
 from bot.storage.database import Database, to_text
 from tests.support.databases import (
     SUBQUERY_RUN_PER_ROW,
@@ -166,6 +167,27 @@ async def test_messages_to_one_conversation_go_in_the_order_they_were_queued(dat
     assert next_one.id == second
     assert await outbox.mark_failed(next_one, NOW + dt.timedelta(minutes=2), "403 bot removed")
     assert ids(await outbox.claim_due(NOW + dt.timedelta(minutes=2), LEASE)) == [third], "given up: no longer holds"
+
+
+async def test_the_next_message_in_turn_is_each_conversations_first_waiting_one(database: Database) -> None:
+    """What the worker sleeps on after a claim that took nothing: a message behind an earlier one to its
+    conversation is not due until that one went, whatever its own time; one queued for later is due then."""
+    outbox = MessageOutbox(database)
+    assert await outbox.next_due_in_turn() == NextDue()
+    first = await outbox.post(REFERRER, text("1"), now=NOW)
+    await outbox.post(REFERRER, text("2"), now=NOW)
+    [leased] = await outbox.claim_due(NOW, LEASE)
+    assert leased.id == first
+    assert await outbox.next_due_in_turn() == NextDue(None, NOW + LEASE), "the first is being sent: its lease's end"
+    assert await outbox.reschedule(leased, NOW + dt.timedelta(minutes=1), "429 throttled")
+    assert await outbox.next_due_in_turn() == NextDue(NOW + dt.timedelta(minutes=1), None), "its retry, not 2's time"
+    assert (await outbox.next_due()).at == NOW, "the plain read says now: 2's time"
+    await outbox.post(conversation_ref(CHANNEL), text("a"), now=NOW, not_before=NOW + 2 * SECOND)
+    assert await outbox.next_due_in_turn() == NextDue(NOW + 2 * SECOND, None), "queued for later: due then"
+    [retried] = await outbox.claim_due(NOW + dt.timedelta(minutes=1), LEASE, limit=1)
+    assert retried.id == first
+    assert await outbox.mark_failed(retried, NOW + dt.timedelta(minutes=1), "403 bot removed")
+    assert await outbox.next_due_in_turn() == NextDue(NOW, None), "given up: the next one is first in turn"
 
 
 async def test_two_instances_claiming_at_once_keep_each_conversations_order(database: Database) -> None:

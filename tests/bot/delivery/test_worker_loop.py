@@ -199,3 +199,38 @@ async def test_a_read_that_sees_a_lease_run_out_says_so_and_one_that_sees_a_retr
         found[name] = await WorkerLoop(name="test outbox", clock=ManualClock(NOW), next_due=read).look()
     assert found == {"retry due": Work.DUE, "lease ran out": Work.LEASE_RAN_OUT, "lease runs out now": Work.DUE,
                      "later": Work.NONE, "nothing": Work.NONE}
+
+
+async def test_a_pass_that_rests_on_its_own_answer_sleeps_on_it_and_a_wake_up_meanwhile_still_ends_the_sleep() -> None:
+    """A claim that took nothing (the due item waits behind another): the pass says when its next item is due
+    (`rest_on`), and the sleep waits for that instead of the read that said "due now", which began the next
+    pass at once, over and over. An item queued while that answer is read still starts a pass at once."""
+    queue = _Queue()
+    loop = WorkerLoop(name="test outbox", clock=ManualClock(NOW), next_due=queue.next_due)
+    arrivals: list[str] = []
+
+    async def run_pass() -> None:
+        queue.passes += 1
+        if await loop.look() is Work.NONE:
+            return
+        await asyncio.sleep(0)  # the claim: nothing it may take
+        if arrivals:  # an item queued and woken while the pass reads when the next in turn is due
+            arrivals.pop()
+            loop.wake()
+        await asyncio.sleep(0.01)
+        loop.rest_on(NextDue(retry_at=NOW + dt.timedelta(hours=1)))
+
+    queue.due = NOW  # the read says "due now": the item behind another
+    task = asyncio.create_task(loop.run_forever(run_pass))
+    try:
+        await until(lambda: queue.passes == 1 and loop.idle, 2, "the first pass is over")
+        await asyncio.sleep(0.2)
+        assert (queue.passes, queue.asked) == (1, 1), "it sleeps on the pass's answer: an hour"
+        arrivals.append("queued")
+        loop.wake()
+        await until(lambda: queue.passes == 3, 2, "the wake-up given while the pass read starts another")
+        await asyncio.sleep(0.2)
+        assert queue.passes == 3, "and that one, its claim taking nothing, rests on its answer"
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 5)
