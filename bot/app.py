@@ -305,7 +305,7 @@ def create_app(
         ),
         metrics=metrics,
     )
-    messages.on_queued = message_worker.wake
+    messages.on_queued, messages.on_queued_later = message_worker.wake, message_worker.look_again
     closers.append(channel.close)
     jobs = PeriodicJobs(db, clock, instance)
 

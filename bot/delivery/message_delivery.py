@@ -57,8 +57,12 @@ class MessageDeliveryWorker:
         self._loop = WorkerLoop(name="message outbox", clock=clock, next_due=outbox.next_due)
 
     def wake(self) -> None:
-        """Look at the outbox now."""
+        """Look at the outbox now: a message due now was queued."""
         self._loop.wake()
+
+    def look_again(self) -> None:
+        """A message was queued for later: read when the next one is due (it may be sooner than the sleep)."""
+        self._loop.wake(claim=False)
 
     def stop(self) -> None:
         """Take no more messages; `run` returns once the ones being sent are sent and recorded."""

@@ -128,8 +128,11 @@ class MessageOutbox:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        #: Called once the transaction that queued a message has committed (the worker's `wake`).
+        #: Called once the transaction that queued a message due now has committed (the worker's `wake`).
         self.on_queued: Callable[[], None] = lambda: None
+        #: Called instead for a message queued for later (`not_before`): the worker reads when it is due, it
+        #: does not claim (`look_again`); unset, `on_queued`.
+        self.on_queued_later: Callable[[], None] | None = None
 
     # -- queueing (inside the caller's transaction) ----------------------------------------------
 
@@ -207,9 +210,10 @@ class MessageOutbox:
             {"key": conversation_key(conversation_ref), "ref": conversation_ref, "action": action.value,
              "content": content.to_json(), "activity": activity_id, "slot": slot, "reference": reference,
              "queued": MessageState.QUEUED.value, "now": to_text(now),
-             "due": to_text(now if not_before is None else max(now, not_before))},
+             "due": to_text(now if not_before is None or not_before <= now else not_before)},
         )
-        self._db.after_commit(self.on_queued)
+        later = self.on_queued_later if not_before is not None and not_before > now else None
+        self._db.after_commit(later or self.on_queued)
         return int(queued)
 
     # -- the worker ------------------------------------------------------------------------------

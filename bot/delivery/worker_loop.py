@@ -51,6 +51,8 @@ class WorkerLoop:
         self._clock = clock
         self._next_due = next_due
         self._wake = asyncio.Event()
+        #: A wake-up since the flag was last cleared said something is due now: the pass claims without a read.
+        self._claim_on_wake = False
         self._stopped = False
         self._in_pass: asyncio.Task[object] | None = None
         #: The answer of the pass's last `look()` when it said "not yet": (next due time or None,).
@@ -58,9 +60,16 @@ class WorkerLoop:
         #: The pass under way began on a wake-up and has not asked yet: its first `look()` is `Work.QUEUED`.
         self._woken = False
 
-    def wake(self) -> None:
-        """Look now (something was queued)."""
+    def wake(self, *, claim: bool = True) -> None:
+        """Look now: something was queued. Due now (`claim`), the pass claims it without a read first; queued for
+        later, the pass reads when it is due (a claim now would find nothing: a write for nothing)."""
+        self._claim_on_wake = self._claim_on_wake or claim
         self._wake.set()
+
+    def _clear_wake(self) -> None:
+        """Before a question of what is due: a wake-up from now on is kept; the answer sees what came before."""
+        self._wake.clear()
+        self._claim_on_wake = False
 
     def stop(self) -> None:
         """End `run_forever` once the pass under way is done (a sleep ends at once)."""
@@ -87,7 +96,7 @@ class WorkerLoop:
         """
         own_pass = self._in_pass is not None and asyncio.current_task() is self._in_pass
         if own_pass:
-            self._wake.clear()
+            self._clear_wake()
             self._not_yet = None
             if self._woken:  # something was just queued: the claim looks, no need to ask first
                 self._woken = False
@@ -136,21 +145,21 @@ class WorkerLoop:
 
     async def _sleep_until_due(self, failures: int = 0) -> bool:
         """Sleep until the next item is due or a wake-up, at least the pause after `failures` failed passes;
-        True when a wake-up ended it."""
+        True when a wake-up for something due now ended it (the pass claims first)."""
         if self._stopped:
             return False
         if failures:
-            self._wake.clear()
+            self._clear_wake()
             pause = min(MAX_IDLE_WAIT, UNREACHABLE_WAIT * 2 ** min(failures - 1, 10))
             try:
                 await asyncio.wait_for(self._wake.wait(), pause.total_seconds())
             except TimeoutError:
                 return False
-            return True
+            return self._claim_on_wake
         if self._not_yet is not None:  # the pass ended on this answer; the flag was cleared before it
             (due,), self._not_yet = self._not_yet, None
         else:
-            self._wake.clear()  # before asking: a wake-up while the database answers is not lost
+            self._clear_wake()  # before asking: a wake-up while the database answers is not lost
             try:
                 due = (await self._next_due()).at
             except Exception as error:  # the database is down: look again after a pause
@@ -162,4 +171,4 @@ class WorkerLoop:
             await asyncio.wait_for(self._wake.wait(), wait.total_seconds())
         except TimeoutError:
             return False
-        return True
+        return self._claim_on_wake

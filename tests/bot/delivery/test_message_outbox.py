@@ -48,11 +48,15 @@ async def test_a_message_is_queued_with_the_step_and_the_worker_woken_after_the_
         note = await outbox.post(conversation_ref(CHANNEL), text("herinnering"), now=NOW)
         assert woken == []
     assert woken == ["worker", "worker"] and note > card
+    outbox.on_queued_later = lambda: woken.append("read when due")
+    await outbox.post(REFERRER, text("straks"), now=NOW, not_before=NOW + SECOND)
+    await outbox.post(REFERRER, text("nu"), now=NOW, not_before=NOW)
+    assert woken[2:] == ["read when due", "worker"], "queued for later, the worker reads; due now, it claims"
     with pytest.raises(ValueError, match="names the message or its slot"):
         await outbox.update(REFERRER, text("x"), now=NOW)
     with pytest.raises(ValueError, match="names the message or its slot"):
         await outbox.update(REFERRER, text("x"), now=NOW, activity_id="a", slot="s")
-    first, second = await outbox.claim_due(NOW, LEASE)
+    first, second = await outbox.claim_due(NOW, LEASE)  # the two queued since wait behind the card
     assert (first.id, first.action, first.content, first.reference, first.attempts, first.queued_at) == (
         card, MessageAction.POST, MessageContent(card=CARD), "VD-20261128-AAAAAA", 1, NOW)
     assert (second.id, second.content) == (note, text("herinnering"))

@@ -234,3 +234,20 @@ async def test_a_pass_that_rests_on_its_own_answer_sleeps_on_it_and_a_wake_up_me
     finally:
         loop.stop()
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_wake_up_for_something_queued_for_later_reads_first_and_one_for_now_still_claims() -> None:
+    """A Teams message queued for later (the referrer's card edit, after the click's reply has landed): the
+    wake-up made the pass claim without a read, a write that found nothing, then read what it was waiting for.
+    Woken for later, the pass reads; woken for now as well (before it asked), it claims."""
+    queue = _Queue()
+    async with _running(queue) as loop:
+        await until(lambda: queue.passes == 1 and loop.idle, 2, "the first pass is over")
+        loop.wake(claim=False)
+        await until(lambda: queue.passes == 2 and loop.idle, 2, "the pass a wake-up for later began")
+        assert queue.looks[1:] == [Work.NONE] and queue.asked == 2, "it read, and found nothing due yet"
+        queue.due = NOW
+        loop.wake(claim=False)
+        loop.wake()
+        await until(lambda: queue.passes == 3 and queue.due is None and loop.idle, 2, "the item due now is sent")
+        assert queue.looks[2] is Work.QUEUED, "one of the wake-ups was for now: claimed without a read"
