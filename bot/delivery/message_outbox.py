@@ -26,10 +26,12 @@ from enum import StrEnum
 from bot.delivery.chat_messages import MessageContent, conversation_key
 from bot.delivery.outbox_due import (
     NextDue,
+    first_lease_end,
     lease_statement,
     lease_values,
     mark_under_lease,
     next_due_in,
+    next_due_of,
     requeue_every_lease,
     requeue_expired_leases,
 )
@@ -97,10 +99,14 @@ _WAITING_CONVERSATIONS = (  # module constants only; the values are bound parame
     f" UNION ALL SELECT (SELECT MIN(conversation_key) FROM message_outbox WHERE {_WAITING}"
     " AND conversation_key > waiting.conversation_key) FROM waiting WHERE waiting.conversation_key IS NOT NULL)"
 )
+#: A waiting conversation's (`waiting.conversation_key`) first waiting message: the only one of it a claim may take.
+_FIRST_OF_ITS_CONVERSATION = (  # module constants only
+    f"(SELECT MIN(e.id) FROM message_outbox AS e WHERE e.{_WAITING}"  # noqa: S608  # nosec B608
+    " AND e.conversation_key = waiting.conversation_key)"
+)
 _FIRST_DUE = (  # module constants only
     f"SELECT m.id FROM message_outbox AS m WHERE m.state = {_QUEUED} AND m.next_attempt_at <= :now"  # noqa: S608  # nosec B608
-    f" AND m.id IN (SELECT (SELECT MIN(id) FROM message_outbox AS e WHERE e.{_WAITING}"
-    " AND e.conversation_key = waiting.conversation_key) FROM waiting WHERE waiting.conversation_key IS NOT NULL)"
+    f" AND m.id IN (SELECT {_FIRST_OF_ITS_CONVERSATION} FROM waiting WHERE waiting.conversation_key IS NOT NULL)"
     " ORDER BY m.id LIMIT :limit"
 )
 
@@ -108,10 +114,10 @@ _FIRST_DUE = (  # module constants only
 #: few index entries per conversation), the earliest retry among those still queued; and the first lease's end.
 _NEXT_IN_TURN = (  # module constants only
     f"{_WAITING_CONVERSATIONS} SELECT MIN(first.next_attempt_at) AS queued,"  # noqa: S608  # nosec B608
-    f" (SELECT lease_until FROM message_outbox WHERE state = {_SENDING} ORDER BY lease_until LIMIT 1) AS leased"
-    f" FROM (SELECT (SELECT m.next_attempt_at FROM message_outbox AS m WHERE m.state = {_QUEUED} AND m.id = (SELECT"
-    f" MIN(e.id) FROM message_outbox AS e WHERE e.{_WAITING} AND e.conversation_key = waiting.conversation_key))"
-    " AS next_attempt_at FROM waiting WHERE waiting.conversation_key IS NOT NULL) AS first"
+    f" {first_lease_end('message_outbox', _SENDING)} AS leased"
+    f" FROM (SELECT (SELECT m.next_attempt_at FROM message_outbox AS m WHERE m.state = {_QUEUED}"
+    f" AND m.id = {_FIRST_OF_ITS_CONVERSATION}) AS next_attempt_at"
+    " FROM waiting WHERE waiting.conversation_key IS NOT NULL) AS first"
 )
 
 
@@ -203,17 +209,16 @@ class MessageOutbox:
         self, conversation_ref: str, action: MessageAction, content: MessageContent, now: dt.datetime, *,
         reference: str | None, slot: str | None, activity_id: str | None = None, not_before: dt.datetime | None = None,
     ) -> int:
+        due = now if not_before is None else max(now, not_before)
         queued = await self._db.scalar(
             "INSERT INTO message_outbox (conversation_key, conversation_ref, action, content, activity_id, slot,"
             " reference, state, attempts, queued_at, next_attempt_at) VALUES (:key, :ref, :action, :content,"
             " :activity, :slot, :reference, :queued, 0, :now, :due) RETURNING id",
             {"key": conversation_key(conversation_ref), "ref": conversation_ref, "action": action.value,
              "content": content.to_json(), "activity": activity_id, "slot": slot, "reference": reference,
-             "queued": MessageState.QUEUED.value, "now": to_text(now),
-             "due": to_text(now if not_before is None or not_before <= now else not_before)},
+             "queued": MessageState.QUEUED.value, "now": to_text(now), "due": to_text(due)},
         )
-        later = self.on_queued_later if not_before is not None and not_before > now else None
-        self._db.after_commit(later or self.on_queued)
+        self._db.after_commit(self.on_queued_later if due > now and self.on_queued_later else self.on_queued)
         return int(queued)
 
     # -- the worker ------------------------------------------------------------------------------
@@ -340,10 +345,7 @@ class MessageOutbox:
         (a retry later, or being sent by another instance), and `next_due` would say "now" until that one goes.
         Only the earlier one's retry (or the lease's end) is work for this worker; whoever sends it finds the
         next one due in its own read after the send."""
-        row = await self._db.fetch_one(_NEXT_IN_TURN)
-        if row is None:  # an aggregate always answers one row
-            return NextDue()
-        return NextDue(*(None if value is None else from_text(value) for value in (row["queued"], row["leased"])))
+        return next_due_of(await self._db.fetch_one(_NEXT_IN_TURN))
 
     async def next_due_at(self) -> dt.datetime | None:
         """When the earliest queued message is due (or a lease runs out), None when nothing waits."""

@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.storage.database import Database, from_text, to_text
+from bot.storage.database import Database, Row, from_text, to_text
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,20 @@ class NextDue:
 async def next_due_in(db: Database, table: Literal["outbox", "message_outbox"], *, queued: str,
                       sending: str) -> NextDue:
     """`table`'s next attempt and first lease end (`queued`, `sending`: the quoted states)."""
-    row = await db.fetch_one(
+    return next_due_of(await db.fetch_one(
         f"SELECT (SELECT next_attempt_at FROM {table} WHERE state = {queued}"  # noqa: S608  # nosec B608  # constants
-        " ORDER BY next_attempt_at LIMIT 1) AS queued,"
-        f" (SELECT lease_until FROM {table} WHERE state = {sending} ORDER BY lease_until LIMIT 1) AS leased")
-    if row is None:  # a SELECT of two scalar subqueries always answers one row
+        f" ORDER BY next_attempt_at LIMIT 1) AS queued, {first_lease_end(table, sending)} AS leased"))
+
+
+def first_lease_end(table: Literal["outbox", "message_outbox"], sending: str) -> str:
+    """The subquery of `table`'s first lease end (`sending`: the quoted state), through `<table>_leased`."""
+    return f"(SELECT lease_until FROM {table} WHERE state = {sending} ORDER BY lease_until LIMIT 1)"  # noqa: S608  # nosec B608
+
+
+def next_due_of(row: Row | None) -> NextDue:
+    """A read's `queued` and `leased` columns as a `NextDue` (a SELECT of aggregates or scalar subqueries always
+    answers one row; None reads as nothing waiting)."""
+    if row is None:
         return NextDue()
     return NextDue(*(None if value is None else from_text(value) for value in (row["queued"], row["leased"])))
 

@@ -9,8 +9,8 @@ A pass ends when `look()` says nothing is due; the sleep that follows waits on t
 instead of asking the database the same question again a moment later. A pass whose claim took nothing
 can end on a better answer of its own (`rest_on`: what is due waits behind something that is not).
 The wake-up flag is cleared before each such question, so work queued while the database answers still
-wakes the loop. A pass that a wake-up began does not ask first: something was just queued, and the claim finds it (or,
-taken by another lane meanwhile, finds nothing, and the pass ends as it would have); it says so
+wakes the loop. A pass that a wake-up began does not ask first: something was just queued, and the claim
+finds it (or, taken by another lane meanwhile, finds nothing, and the pass ends as it would have); it says so
 (`Work.QUEUED`), and the claim leaves expired leases to a claim that follows a read which saw a lease
 run out (`Work.LEASE_RAN_OUT`; `Work.DUE` when only a retry is due).
 """
@@ -94,7 +94,7 @@ class WorkerLoop:
         of a pass a wake-up began is answered `Work.QUEUED` without a read; asked by anyone else (a
         test, another lane's pass), it asks and leaves the loop's state alone.
         """
-        own_pass = self._in_pass is not None and asyncio.current_task() is self._in_pass
+        own_pass = self._asked_by_own_pass()
         if own_pass:
             self._clear_wake()
             self._not_yet = None
@@ -117,8 +117,12 @@ class WorkerLoop:
         knows better when the next item it can take is due (a Teams message due behind an earlier one to its
         conversation is not work until that one goes). As `look()`'s "not yet", asked after the flag was
         cleared: a wake-up since still ends the sleep."""
-        if self._in_pass is not None and asyncio.current_task() is self._in_pass:
+        if self._asked_by_own_pass():
             self._not_yet = (answer.at,)
+
+    def _asked_by_own_pass(self) -> bool:
+        """Called from this loop's pass under way (not by a test or another lane): its answers are the loop's."""
+        return self._in_pass is not None and asyncio.current_task() is self._in_pass
 
     async def run_forever(self, run_pass: Callable[[], Awaitable[object]]) -> None:
         """Pass, sleep, pass, ...; until stopped or cancelled.
